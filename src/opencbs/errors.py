@@ -1,0 +1,173 @@
+"""The error hierarchy of opencbs.
+
+Every error a user can meet is one class with a stable ``code``, a ``message`` and an optional
+``hint``. The CBS envelope mapping lives in ``opencbs.api.envelope`` and the CLI exit codes in
+``opencbs.cli.main``; nowhere else. Messages of the CBS errors are part of the contract
+(cbs-api.md §3) and are built here, with the vendor's typographic quotes ‘ ’.
+"""
+
+from __future__ import annotations
+
+
+def quoted(value: object) -> str:
+    """Quote a name as the vendor does: ‘name’ (U+2018, U+2019)."""
+    return f"\u2018{value}\u2019"
+
+
+class OpenCBSError(Exception):
+    """Base of every opencbs error.
+
+    Attributes: ``code`` (stable identifier), ``message`` (one line), ``hint`` (what to do).
+    """
+
+    code = "error"
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class CredentialsRejected(OpenCBSError):
+    """Unknown system user, wrong password, role not allowed, suspended or locked (§2, §3)."""
+
+    code = "credentials"
+    exit_code = 3
+
+    def __init__(self) -> None:
+        super().__init__("Incorrect system username/password")
+
+
+class ParameterMissing(OpenCBSError):
+    """A required parameter is missing or empty (§3)."""
+
+    code = "parameter_missing"
+    exit_code = 2
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"[Error] Parameter {name} is null / empty!")
+        self.name = name
+
+
+class ParameterInvalid(OpenCBSError):
+    """A parameter is present but malformed (bad date, bad boolean) (§3)."""
+
+    code = "parameter_invalid"
+    exit_code = 2
+
+    def __init__(self, name: str, value: object) -> None:
+        text = value if isinstance(value, str) else repr(value)
+        if len(text) > 200:
+            text = text[:200] + "…"
+        super().__init__(f"[Error] Parameter {name} is invalid: {quoted(text)}")
+        self.name = name
+
+
+class NotFound(OpenCBSError):
+    """Base for "not found" answers."""
+
+    code = "not_found"
+    exit_code = 4
+
+
+class BackupUserNotFound(NotFound):
+    """Unknown backup user, or one outside the caller's scope (§2, §3)."""
+
+    code = "user_not_found"
+
+    def __init__(self, login_name: str) -> None:
+        super().__init__(f"[UserCacheManager.NoSuchUserExpt] User {quoted(login_name)} not found.")
+
+
+class BackupSetNotFound(NotFound):
+    """Unknown backup set of that backup user (§3)."""
+
+    code = "set_not_found"
+
+    def __init__(self, set_id: str) -> None:
+        super().__init__(f"Backup set {quoted(set_id)} not found.")
+
+
+class DestinationNotFound(NotFound):
+    """Unknown destination of that backup set (§3)."""
+
+    code = "destination_not_found"
+
+    def __init__(self, destination_id: str) -> None:
+        super().__init__(f"Destination {quoted(destination_id)} not found.")
+
+
+class BackupJobNotFound(NotFound):
+    """Unknown backup job (§3)."""
+
+    code = "job_not_found"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"Backup job {quoted(job_id)} not found.")
+
+
+class NoJobOnDay(NotFound):
+    """No backup job started on the requested day (ListBackupJobStatus, §3)."""
+
+    code = "no_job_on_day"
+
+    def __init__(self) -> None:
+        super().__init__("[Error] No Backup Job on that day")
+
+
+class BodyNotObject(OpenCBSError):
+    """The request body is neither a JSON object nor a form (§3)."""
+
+    code = "body_not_object"
+    exit_code = 2
+
+    def __init__(self) -> None:
+        super().__init__("[Error] Request body is not a JSON object")
+
+
+class UnknownApi(OpenCBSError):
+    """An unknown call name under the API path (§3; HTTP 404)."""
+
+    code = "unknown_api"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"[Error] Unknown API {quoted(name)}")
+
+
+class AuthUserRejected(OpenCBSError):
+    """A backup user's password was rejected (AuthUser, agent API)."""
+
+    code = "user_credentials"
+    exit_code = 3
+
+    def __init__(self) -> None:
+        super().__init__("Incorrect username/password")
+
+
+class Conflict(OpenCBSError):
+    """The request conflicts with what is stored (duplicate name or job, finished job)."""
+
+    code = "conflict"
+    exit_code = 5
+
+
+class InvalidInput(OpenCBSError):
+    """Input outside the CBS calls (CLI, agent API) that cannot be used as given."""
+
+    code = "invalid_input"
+    exit_code = 2
+
+
+class StoreError(OpenCBSError):
+    """The database could not be reached or refused an operation."""
+
+    code = "store"
+    exit_code = 6
+
+
+class ConfigError(OpenCBSError):
+    """A setting or the config file is invalid."""
+
+    code = "config"
+    exit_code = 2

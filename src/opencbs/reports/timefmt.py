@@ -1,0 +1,114 @@
+"""Time formats of cbs-api.md §4. Instants are stored as UTC epoch milliseconds and rendered in
+the server's configured time zone."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, tzinfo
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+JOB_ID_FORMAT = "%Y-%m-%d-%H-%M-%S"
+REPORT_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+LOG_TIME_FORMAT = "%Y/%m/%d %H:%M:%S"
+
+_JOB_ID_RE = re.compile(r"^\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2}$")
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def local_zone(name: str | None = None) -> tzinfo:
+    """The zone named ``name`` (IANA, e.g. ``Europe/Berlin``), or the machine's when empty.
+
+    Raises ``ValueError`` for an unknown zone name.
+    """
+    if name:
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {name!r}") from exc
+    zone = datetime.now().astimezone().tzinfo
+    assert zone is not None
+    return zone
+
+
+def _dt(ms: int, tz: tzinfo) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz)
+
+
+def job_id_at(ms: int, tz: tzinfo) -> str:
+    """Backup job ID for a start instant: ``yyyy-MM-dd-HH-mm-ss`` in the server zone (§4)."""
+    return _dt(ms, tz).strftime(JOB_ID_FORMAT)
+
+
+def report_time(ms: int | None, tz: tzinfo) -> str:
+    """``yyyy-MM-dd HH:mm:ss`` for report and listing times; ``""`` for ``None`` (§4)."""
+    if ms is None:
+        return ""
+    return _dt(ms, tz).strftime(REPORT_TIME_FORMAT)
+
+
+def make_log_time(tz: tzinfo) -> "LogTimeFormatter":
+    """A fast formatter of ``yyyy/MM/dd HH:mm:ss`` (log ``Timestamp``, file ``LastModified``)."""
+    return LogTimeFormatter(tz)
+
+
+class LogTimeFormatter:
+    """Formats epoch milliseconds as ``yyyy/MM/dd HH:mm:ss`` in one zone, caching per second."""
+
+    def __init__(self, tz: tzinfo) -> None:
+        self._tz = tz
+
+        @lru_cache(maxsize=65536)
+        def by_second(seconds: int) -> str:
+            return datetime.fromtimestamp(seconds, tz).strftime(LOG_TIME_FORMAT)
+
+        self._by_second = by_second
+
+    def __call__(self, ms: int | None) -> str:
+        if ms is None:
+            return ""
+        return self._by_second(ms // 1000)
+
+
+def parse_backup_date(value: str) -> date:
+    """Parse a ``BackupDate`` (``yyyy-MM-dd`` or a job-ID-shaped value, §4).
+
+    Raises ``ValueError`` when it is neither or names no real day.
+    """
+    if _JOB_ID_RE.match(value):
+        value = value[:10]
+    if not _DATE_RE.match(value):
+        raise ValueError(value)
+    return date.fromisoformat(value)
+
+
+def is_job_id(value: str) -> bool:
+    """Whether ``value`` has the shape of a backup job ID (§4) and names a real instant."""
+    if not _JOB_ID_RE.match(value):
+        return False
+    try:
+        datetime.strptime(value, JOB_ID_FORMAT)
+    except ValueError:
+        return False
+    return True
+
+
+def day_bounds_ms(day: date, tz: tzinfo) -> tuple[int, int]:
+    """UTC epoch ms of the start of ``day`` and of the next day, in zone ``tz``."""
+    from datetime import timedelta
+
+    start = datetime(day.year, day.month, day.day, tzinfo=tz)
+    end = start + timedelta(days=1)
+    return int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+
+
+def parse_report_time(value: str, tz: tzinfo) -> int:
+    """Epoch ms of a ``yyyy-MM-dd HH:mm:ss`` string read in zone ``tz`` (fixtures, CLI)."""
+    dt = datetime.strptime(value, REPORT_TIME_FORMAT).replace(tzinfo=tz)
+    return int(dt.timestamp() * 1000)
+
+
+def parse_log_time(value: str, tz: tzinfo) -> int:
+    """Epoch ms of a ``yyyy/MM/dd HH:mm:ss`` string read in zone ``tz``."""
+    dt = datetime.strptime(value, LOG_TIME_FORMAT).replace(tzinfo=tz)
+    return int(dt.timestamp() * 1000)

@@ -1,0 +1,1 @@
+"""The database: schema, migrations and queries, on SQLite (default) or PostgreSQL."""

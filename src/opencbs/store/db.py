@@ -1,0 +1,135 @@
+"""Connections to the database: SQLite (embedded default: WAL, one writer) or PostgreSQL.
+
+``Database.read()`` gives a connection inside one read transaction (a consistent snapshot:
+SQLite WAL read transaction, PostgreSQL REPEATABLE READ); ``Database.write()`` gives one inside a
+write transaction, serialised on SQLite (one writer, ``BEGIN IMMEDIATE``). SQLAlchemy errors are
+translated to ``StoreError`` here.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    IntegrityError,
+    NoSuchModuleError,
+    SQLAlchemyError,
+)
+
+from opencbs.errors import ConfigError, Conflict, OpenCBSError, StoreError
+
+log = logging.getLogger(__name__)
+
+
+def normalise_url(url: str) -> str:
+    """Map ``postgres://`` and ``postgresql://`` to the psycopg 3 driver; keep others.
+
+    Raises ``ConfigError`` for a URL SQLAlchemy cannot parse or a backend we do not support.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"invalid database URL: {url!r}", "use sqlite:///PATH or "
+                          "postgresql://USER@HOST:PORT/DB") from exc
+    backend = parsed.get_backend_name()
+    if backend in ("postgres", "postgresql"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    elif backend != "sqlite":
+        raise ConfigError(f"unsupported database {backend!r}", "use SQLite or PostgreSQL")
+    return parsed.render_as_string(hide_password=False)
+
+
+def sqlite_url(path: Path) -> str:
+    """The URL of the SQLite file at ``path``."""
+    return f"sqlite:///{path}"
+
+
+class Database:
+    """One database, with snapshot reads and (on SQLite) serialised writes."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = normalise_url(url)
+        self.is_sqlite = self.url.startswith("sqlite")
+        self._write_lock = threading.Lock() if self.is_sqlite else None
+        kwargs: dict[str, Any] = {"echo": echo}
+        if self.is_sqlite:
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            kwargs["pool_size"] = 8
+            kwargs["max_overflow"] = 8
+            kwargs["pool_pre_ping"] = True
+        try:
+            self.engine: Engine = create_engine(self.url, **kwargs)
+        except (NoSuchModuleError, ArgumentError, ImportError) as exc:
+            raise ConfigError(f"cannot open database: {exc}") from exc
+        if self.is_sqlite:
+            _setup_sqlite(self.engine)
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection in one read transaction: every query sees the same snapshot."""
+        try:
+            with self.engine.connect() as conn:
+                if not self.is_sqlite:
+                    conn = conn.execution_options(isolation_level="REPEATABLE READ")
+                with conn.begin():
+                    yield conn
+        except SQLAlchemyError as exc:
+            raise _translate(exc) from exc
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A connection in one write transaction, committed on success, rolled back on error."""
+        lock = self._write_lock
+        if lock is not None:
+            lock.acquire()
+        try:
+            with self.engine.connect() as conn:
+                if self.is_sqlite:
+                    conn = conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+                with conn.begin():
+                    yield conn
+        except SQLAlchemyError as exc:
+            raise _translate(exc) from exc
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+
+def _setup_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (SQLAlchemy's recipe)
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
+
+
+def _translate(exc: SQLAlchemyError) -> OpenCBSError:
+    if isinstance(exc, IntegrityError):
+        return Conflict("the change conflicts with what is stored (it exists already)")
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return StoreError("the database connection was lost", "check the database server")
+    text = str(exc.orig) if isinstance(exc, DBAPIError) else str(exc)
+    log.error("database error: %s", text)
+    return StoreError(f"database error: {text.splitlines()[0] if text else type(exc).__name__}")

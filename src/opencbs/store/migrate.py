@@ -1,0 +1,50 @@
+"""Alembic migrations, run programmatically (``opencbs db upgrade``; ``serve`` upgrades first).
+
+The same migrations build the schema on SQLite and on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from opencbs.store.db import Database
+
+_HERE = Path(__file__).parent
+
+
+def alembic_config(db: Database) -> Config:
+    """An Alembic config pointing at our migrations and at ``db``."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_HERE / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", db.url.replace("%", "%%"))
+    cfg.attributes["engine"] = db.engine
+    return cfg
+
+
+def upgrade(db: Database, revision: str = "head") -> str:
+    """Upgrade the schema to ``revision``; returns the revision now in force."""
+    command.upgrade(alembic_config(db), revision)
+    return current_revision(db) or ""
+
+
+def current_revision(db: Database) -> str | None:
+    """The schema revision of ``db`` (``None`` for an empty database)."""
+    with db.engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision(db: Database) -> str:
+    """The newest revision this version of opencbs knows."""
+    head = ScriptDirectory.from_config(alembic_config(db)).get_current_head()
+    assert head is not None
+    return head
+
+
+def is_current(db: Database) -> bool:
+    """Whether ``db`` is at the newest revision."""
+    return current_revision(db) == head_revision(db)

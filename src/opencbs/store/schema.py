@@ -1,0 +1,161 @@
+"""Database schema (SQLAlchemy Core). Migrations in ``migrations/`` create exactly this.
+
+Instants are UTC epoch milliseconds (BIGINT); sizes are bytes. IDs shown by the CBS API
+(backup set, destination, user) are 64-bit integers rendered as decimal strings (cbs-api.md §4).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from opencbs.reports.counters import COUNTER_NAMES
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+system_users = Table(
+    "system_users",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("status", String(16), nullable=False, default="ENABLE"),
+    Column("failed_logins", Integer, nullable=False, default=0),
+    Column("locked_until", BigInteger, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+backup_users = Table(
+    "backup_users",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("login_name", String(255), nullable=False, unique=True),
+    # the reseller (system user name) that owns the user; "" for the administrators (§2)
+    Column("owner", String(255), nullable=False, default=""),
+    Column("password_hash", String(255), nullable=False),
+    Column("alias", String(255), nullable=False, default=""),
+    Column("email", String(255), nullable=False, default=""),
+    Column("client_type", String(32), nullable=False, default="OBM"),
+    Column("status", String(16), nullable=False, default="ENABLE"),
+    Column("quota", BigInteger, nullable=False, default=0),
+    Column("data_size", BigInteger, nullable=False, default=0),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_backup_users_owner", "owner"),
+)
+
+backup_sets = Table(
+    "backup_sets",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("user_id", BigInteger, ForeignKey("backup_users.id"), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("type", String(32), nullable=False, default="FILE"),
+    # sources, filters, compression, deduplication (see store.sets.SetSettings)
+    Column("settings", JSON, nullable=False),
+    Column("removed", Boolean, nullable=False, default=False),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("user_id", "name", name="uq_backup_sets_user_name"),
+)
+
+destinations = Table(
+    "destinations",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("set_id", BigInteger, ForeignKey("backup_sets.id"), nullable=False),
+    Column("position", Integer, nullable=False, default=0),
+    Column("name", String(255), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("settings", JSON, nullable=False),
+    Index("ix_destinations_set", "set_id", "position"),
+)
+
+_counter_columns = [Column(name, BigInteger, nullable=False, default=0) for name in COUNTER_NAMES]
+
+backup_jobs = Table(
+    "backup_jobs",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("set_id", BigInteger, ForeignKey("backup_sets.id"), nullable=False),
+    Column("destination_id", BigInteger, ForeignKey("destinations.id"), nullable=False),
+    Column("job_id", String(19), nullable=False),
+    Column("cdp", Boolean, nullable=False, default=False),
+    Column("mode", String(1), nullable=False, default="M"),
+    Column("status", String(40), nullable=False),
+    Column("start_time", BigInteger, nullable=False),
+    Column("end_time", BigInteger, nullable=True),
+    Column("from_ip", String(64), nullable=False, default=""),
+    Column("run_version", String(64), nullable=False, default=""),
+    *_counter_columns,
+    Column("dedupe_enabled", Boolean, nullable=False, default=True),
+    Column("dedupe_original_size", BigInteger, nullable=False, default=0),
+    Column("dedupe_saving", BigInteger, nullable=False, default=0),
+    Column("success_database", String(32), nullable=False, default=""),
+    Column("missed_database", String(32), nullable=False, default=""),
+    Column("success_public_folder", String(32), nullable=False, default=""),
+    Column("missed_public_folder", String(32), nullable=False, default=""),
+    # progress (GetBackupJobProgress, §7)
+    Column("current_file_name", Text, nullable=False, default=""),
+    Column("file_upload_time", BigInteger, nullable=True),
+    Column("current_file_count", BigInteger, nullable=False, default=0),
+    Column("total_file_count", BigInteger, nullable=False, default=0),
+    Column("uploaded_file_size", BigInteger, nullable=False, default=0),
+    Column("total_file_size", BigInteger, nullable=False, default=0),
+    # next sequence number of each list (0 = log, 1..6 = new..cpy), and the last sign of life
+    Column("next_seq", JSON, nullable=False),
+    Column("last_activity", BigInteger, nullable=False),
+    UniqueConstraint("set_id", "destination_id", "job_id", "cdp", name="uq_backup_jobs_identity"),
+    Index("ix_backup_jobs_start", "start_time"),
+    Index("ix_backup_jobs_set_job", "set_id", "job_id"),
+    Index("ix_backup_jobs_running", "status", "last_activity"),
+)
+
+# One row per report entry. Log entries (list 0): etype is the log type, path the message,
+# mtime_ms the timestamp. File entries: etype F/D/L, path the full source path, from_path the
+# moved or copied-from path, sizes in bytes. The primary key streams one list of one job in order.
+job_entries = Table(
+    "job_entries",
+    metadata,
+    Column("job_pk", Integer, ForeignKey("backup_jobs.pk"), primary_key=True),
+    Column("list", SmallInteger, primary_key=True, autoincrement=False),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("etype", String(8), nullable=False),
+    Column("link_dir", Boolean, nullable=False, default=False),
+    Column("path", Text, nullable=False),
+    Column("from_path", Text, nullable=True),
+    Column("mtime_ms", BigInteger, nullable=True),
+    Column("size", BigInteger, nullable=False, default=0),
+    Column("unzip_size", BigInteger, nullable=False, default=0),
+    sqlite_with_rowid=False,
+)
+
+# Batches of entries an agent delivered: a retried batch number is never stored twice.
+job_batches = Table(
+    "job_batches",
+    metadata,
+    Column("job_pk", Integer, ForeignKey("backup_jobs.pk"), primary_key=True),
+    Column("batch_no", Integer, primary_key=True, autoincrement=False),
+    Column("entry_count", Integer, nullable=False),
+    Column("received_at", BigInteger, nullable=False),
+    sqlite_with_rowid=False,
+)
