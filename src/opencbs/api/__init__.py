@@ -1,0 +1,1 @@
+"""HTTP: the CBS JSON API (cbs-api.md) and the agent API, on FastAPI/Starlette."""

@@ -1,0 +1,119 @@
+"""The server application: the CBS JSON API, the agent API and the job sweeper."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+import opencbs
+from opencbs.api import envelope
+from opencbs.api import cbs_jobs as _cbs_jobs  # noqa: F401 - registers calls
+from opencbs.api import cbs_reports as _cbs_reports  # noqa: F401 - registers calls
+from opencbs.api import cbs_users as _cbs_users  # noqa: F401 - registers calls
+from opencbs.api.agent import router as agent_router
+from opencbs.api.routes import PREFIX, mount_cbs
+from opencbs.api.state import ServerState
+from opencbs.errors import OpenCBSError
+from opencbs.store import jobs
+
+log = logging.getLogger(__name__)
+
+
+def sweep_once(state: ServerState) -> list[str]:
+    """Close the running jobs idle for longer than ``state.job_idle_timeout`` seconds."""
+    with state.db.write() as conn:
+        closed = jobs.close_stale_jobs(conn, int(state.job_idle_timeout * 1000))
+    for job_id in closed:
+        log.warning("backup job %s sent nothing for %.0f s: closed as BS_BACKUP_NOT_FINISHED",
+                    job_id, state.job_idle_timeout)
+    return closed
+
+
+async def _sweeper(state: ServerState) -> None:
+    while True:
+        try:
+            await run_in_threadpool(sweep_once, state)
+        except Exception:  # noqa: BLE001 - keep sweeping; the error is logged
+            log.exception("job sweep failed")
+        await asyncio.sleep(state.sweep_interval)
+
+
+def create_app(state: ServerState) -> FastAPI:
+    """The ASGI app serving ``state``'s database."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_sweeper(state))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+
+    app = FastAPI(
+        title="opencbs",
+        version=opencbs.__version__,
+        description="Backup job reports over the AhsayCBS JSON API (under /obs/api/json/), and "
+                    "the agent API through which backup agents deliver them (/api/agent/v1/).",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.opencbs = state
+
+    @app.exception_handler(OpenCBSError)
+    async def _opencbs_error(request: Request, exc: OpenCBSError) -> Response:
+        if request.url.path.startswith(PREFIX):
+            return envelope.error(exc)
+        return JSONResponse({"error": exc.code, "message": exc.message, "hint": exc.hint},
+                            status_code=_agent_status(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        return JSONResponse({"error": "invalid_input", "message": "the request is invalid",
+                             "detail": _safe_errors(exc)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        return JSONResponse({"error": "http", "message": str(exc.detail)},
+                            status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        return envelope.internal_error(exc)
+
+    mount_cbs(app)
+    app.include_router(agent_router)
+    return app
+
+
+def _agent_status(exc: OpenCBSError) -> int:
+    from opencbs import errors as e
+
+    if isinstance(exc, (e.AuthUserRejected, e.CredentialsRejected)):
+        return 401
+    if isinstance(exc, e.NotFound):
+        return 404
+    if isinstance(exc, e.Conflict):
+        return 409
+    if isinstance(exc, e.StoreError):
+        return 503
+    return 400
+
+
+def _safe_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    out = []
+    for err in exc.errors()[:20]:
+        out.append({"loc": [str(x) for x in err.get("loc", ())], "msg": str(err.get("msg", ""))})
+    return out

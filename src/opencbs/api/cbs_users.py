@@ -1,0 +1,1 @@
+"""CBS calls about users (cbs-api.md §7): ListUsers, GetUser, AuthUser, AuthSystemUser."""

@@ -1,0 +1,121 @@
+"""Reading the parameters of a CBS call (cbs-api.md §1): a JSON object whatever the
+Content-Type says, or a form; query-string parameters merged in, the body winning on conflict."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from starlette.requests import Request
+
+from opencbs.errors import BodyNotObject, ParameterInvalid, ParameterMissing
+
+#: A body larger than this is refused as not an object (bytes).
+MAX_BODY = 1 << 20
+
+_TRUE = {"true", "y", "1", "yes"}
+_FALSE = {"false", "n", "0", "no"}
+
+
+def _form(text: str) -> dict[str, Any]:
+    return dict(parse_qsl(text, keep_blank_values=True, strict_parsing=False))
+
+
+def parse_body(body: bytes, content_type: str) -> dict[str, Any]:
+    """The parameters in a request body. Raises ``BodyNotObject`` for anything but a JSON
+    object or (with a form Content-Type) a form; an empty body has no parameters."""
+    if len(body) > MAX_BODY:
+        raise BodyNotObject()
+    if not body.strip():
+        return {}
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BodyNotObject() from None
+    if "application/x-www-form-urlencoded" in content_type.lower():
+        stripped = text.lstrip()
+        if not stripped.startswith("{"):
+            return _form(text)
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        try:  # orjson refuses what the stdlib accepts (e.g. NaN); be as lenient as Java's JSON
+            value = json.loads(text)
+        except ValueError:
+            raise BodyNotObject() from None
+    if not isinstance(value, dict):
+        raise BodyNotObject()
+    return value
+
+
+async def read_params(request: Request) -> Params:
+    """Parameters of a CBS request: query string, overlaid by the body (§1)."""
+    merged: dict[str, Any] = dict(request.query_params)
+    body = await request.body()
+    merged.update(parse_body(body, request.headers.get("content-type", "")))
+    return Params(merged)
+
+
+class Params:
+    """Typed access to a call's parameters, raising the §3 parameter errors."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self.values = dict(values)
+        if "DestinationID" not in self.values and "DestionationID" in self.values:
+            self.values["DestinationID"] = self.values["DestionationID"]
+
+    def optional_str(self, name: str) -> str | None:
+        """The parameter as a string (numbers are accepted and written in decimal); ``None``
+        when absent or null. Raises ``ParameterInvalid`` for an object, array or boolean."""
+        value = self.values.get(name)
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        raise ParameterInvalid(name, _show(value))
+
+    def required_str(self, name: str) -> str:
+        """The parameter as a non-empty string. Raises ``ParameterMissing`` when absent or empty,
+        ``ParameterInvalid`` for a wrong type."""
+        value = self.optional_str(name)
+        if value is None or value == "":
+            raise ParameterMissing(name)
+        return value
+
+    def str_or_empty(self, name: str) -> str:
+        """The parameter as a string, ``""`` when absent."""
+        return self.optional_str(name) or ""
+
+    def boolean(self, name: str, default: bool = False) -> bool:
+        """A boolean: JSON true/false, strings true/false in any case, Y/N, 1/0 (§1); the default
+        when absent or empty. Raises ``ParameterInvalid`` otherwise."""
+        value = self.values.get(name)
+        if value is None or value == "":
+            return default
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str):
+            low = value.strip().lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+        raise ParameterInvalid(name, _show(value))
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return repr(value)

@@ -1,0 +1,37 @@
+"""What the HTTP handlers share: the database, the server's time zone, the auth cache and the
+job settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import tzinfo
+
+from starlette.requests import Request
+
+from opencbs.api.auth import VerifiedCache
+from opencbs.reports.timefmt import LogTimeFormatter
+from opencbs.store.db import Database
+
+
+@dataclass
+class ServerState:
+    """Shared state of one server process.
+
+    ``job_idle_timeout``: seconds without a sign of life after which a running job is closed
+    as ``BS_BACKUP_NOT_FINISHED``; ``sweep_interval``: seconds between such checks.
+    """
+
+    db: Database
+    tz: tzinfo
+    job_idle_timeout: float = 3600.0
+    sweep_interval: float = 60.0
+    auth_cache: VerifiedCache = field(default_factory=VerifiedCache)
+
+    def __post_init__(self) -> None:
+        self.log_time = LogTimeFormatter(self.tz)
+
+
+def state_of(request: Request) -> ServerState:
+    """The server state of the app that received ``request``."""
+    st: ServerState = request.app.state.opencbs
+    return st

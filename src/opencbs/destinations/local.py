@@ -1,0 +1,140 @@
+"""A destination in a local folder (or a mounted NAS share).
+
+Each object is one file at ``<root>/<name>``. ``put`` writes a temporary dot-file in the target
+folder, fsyncs it, renames it over the name with ``os.replace`` and fsyncs the folder, so a crash
+leaves the old object or the new one. Temporary files never show in ``list``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+from opencbs.destinations.base import (
+    DestinationError,
+    ObjectNotFound,
+    check_name,
+    check_prefix,
+)
+
+_TMP_PREFIX = ".tmp-"
+
+
+@contextlib.contextmanager
+def _translated(action: str, name: str) -> Iterator[None]:
+    """Turn ``OSError`` raised inside the block into ``ObjectNotFound``/``DestinationError``."""
+    try:
+        yield
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+        raise ObjectNotFound(name) from exc
+    except OSError as exc:
+        raise DestinationError(
+            f"Cannot {action} {name!r} in the destination: {exc.strerror or exc}",
+            hint="Check that the destination folder is mounted, writable and not full.",
+        ) from exc
+
+
+class LocalStorage:
+    """Objects as files under ``root`` (created if missing). Implements ``Storage``."""
+
+    def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True) -> None:
+        """``fsync=False`` skips the flushes to disk (tests only: a crash may lose data)."""
+        self.root = Path(root)
+        self._fsync = fsync
+        with _translated("create the folder", str(self.root)):
+            self.root.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"LocalStorage({str(self.root)!r})"
+
+    def _path(self, name: str) -> Path:
+        return self.root.joinpath(*check_name(name).split("/"))
+
+    def put(self, name: str, data: bytes) -> None:
+        """See ``Storage.put``."""
+        path = self._path(name)
+        tmp = path.with_name(f"{_TMP_PREFIX}{path.name}-{secrets.token_hex(8)}")
+        with _translated("write", name):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                    if self._fsync:
+                        f.flush()
+                        os.fsync(f.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                raise
+            if self._fsync:
+                self._fsync_dir(path.parent)
+
+    @staticmethod
+    def _fsync_dir(path: Path) -> None:
+        if os.name != "posix":  # pragma: no cover - Windows cannot open folders
+            return
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def get(self, name: str) -> bytes:
+        """See ``Storage.get``."""
+        path = self._path(name)
+        with _translated("read", name):
+            return path.read_bytes()
+
+    def get_range(self, name: str, offset: int, length: int) -> bytes:
+        """See ``Storage.get_range``."""
+        if offset < 0 or length < 0:
+            raise ValueError("offset and length must be >= 0")
+        path = self._path(name)
+        with _translated("read", name), open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read(length)
+        if len(data) != length:
+            raise DestinationError(
+                f"Object {name!r} is shorter than {offset + length} bytes",
+                hint="The destination may be damaged; run a verify.",
+            )
+        return data
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """See ``Storage.list``."""
+        check_prefix(prefix)
+        folder, _, _ = prefix.rpartition("/")
+        start = self.root.joinpath(*folder.split("/")) if folder else self.root
+        base = folder + "/" if folder else ""
+        with _translated("list", prefix or "/"):
+            names = sorted(self._walk(start, base))
+        return (n for n in names if n.startswith(prefix))
+
+    def _walk(self, folder: Path, base: str) -> Iterator[str]:
+        try:
+            entries = list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                yield from self._walk(Path(entry.path), f"{base}{entry.name}/")
+            else:
+                yield base + entry.name
+
+    def delete(self, name: str) -> None:
+        """See ``Storage.delete``."""
+        path = self._path(name)
+        with contextlib.suppress(ObjectNotFound), _translated("delete", name):
+            path.unlink()
+
+    def exists(self, name: str) -> bool:
+        """See ``Storage.exists``."""
+        path = self._path(name)
+        with _translated("check", name):
+            return path.is_file()

@@ -1,0 +1,72 @@
+"""A destination held in a dict: for tests and for dry runs. Implements ``Storage``."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+from opencbs.destinations.base import DestinationError, ObjectNotFound, check_name, check_prefix
+
+
+class MemoryStorage:
+    """Objects in process memory; lost when the process ends. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._objects: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"MemoryStorage({len(self._objects)} objects)"
+
+    def put(self, name: str, data: bytes) -> None:
+        """See ``Storage.put``."""
+        check_name(name)
+        blob = bytes(data)
+        with self._lock:
+            self._objects[name] = blob
+
+    def get(self, name: str) -> bytes:
+        """See ``Storage.get``."""
+        check_name(name)
+        with self._lock:
+            try:
+                return self._objects[name]
+            except KeyError:
+                raise ObjectNotFound(name) from None
+
+    def get_range(self, name: str, offset: int, length: int) -> bytes:
+        """See ``Storage.get_range``."""
+        if offset < 0 or length < 0:
+            raise ValueError("offset and length must be >= 0")
+        data = self.get(name)
+        if offset + length > len(data):
+            raise DestinationError(f"Object {name!r} is shorter than {offset + length} bytes")
+        return data[offset : offset + length]
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """See ``Storage.list``."""
+        check_prefix(prefix)
+        with self._lock:
+            names = sorted(n for n in self._objects if n.startswith(prefix))
+        return iter(names)
+
+    def delete(self, name: str) -> None:
+        """See ``Storage.delete``."""
+        check_name(name)
+        with self._lock:
+            self._objects.pop(name, None)
+
+    def exists(self, name: str) -> bool:
+        """See ``Storage.exists``."""
+        check_name(name)
+        with self._lock:
+            return name in self._objects
+
+    # Test helpers -------------------------------------------------------------------------
+
+    def tamper(self, name: str, offset: int, xor: int = 0x01) -> None:
+        """Flip bits of one byte of an object in place (tests of corruption detection)."""
+        with self._lock:
+            data = bytearray(self._objects[name])
+            data[offset] ^= xor
+            self._objects[name] = bytes(data)

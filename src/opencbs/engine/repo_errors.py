@@ -1,0 +1,84 @@
+"""Errors of the repository format (packs, indexes, snapshots, keys).
+
+Storage failures underneath are ``opencbs.destinations.DestinationError`` and pass through
+unchanged; these classes say what is wrong with the repository itself.
+"""
+
+from __future__ import annotations
+
+from opencbs.errors import OpenCBSError
+
+
+class RepositoryError(OpenCBSError):
+    """The repository cannot be used as asked (missing, already there, malformed)."""
+
+    code = "repository"
+    exit_code = 7
+
+
+class RepositoryNotFound(RepositoryError):
+    """No repository (no key file) at the destination."""
+
+    code = "repository_not_found"
+
+    def __init__(self, where: str) -> None:
+        super().__init__(
+            f"No repository at {where}", hint="Initialise the destination first, or check its path."
+        )
+
+
+class RepositoryExists(RepositoryError):
+    """``init`` on a destination that already holds a repository."""
+
+    code = "repository_exists"
+
+    def __init__(self, where: str) -> None:
+        super().__init__(
+            f"A repository already exists at {where}",
+            hint="Open it with its password, or choose an empty destination.",
+        )
+
+
+class WrongPassword(RepositoryError):
+    """The encryption password does not unlock the repository's key file."""
+
+    code = "repository_password"
+    exit_code = 3
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Wrong encryption password for this repository",
+            hint="Use the encryption password of the backup set that created the destination.",
+        )
+
+
+class CorruptData(RepositoryError):
+    """Stored bytes fail authentication, hashing or decoding: the destination is damaged or
+    was tampered with."""
+
+    code = "corrupt_data"
+    exit_code = 8
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, hint="Run a verify with data reading; restore from another copy.")
+
+
+class ChunkNotFound(RepositoryError):
+    """A chunk ID that no index of the repository knows."""
+
+    code = "chunk_not_found"
+
+    def __init__(self, chunk_id: bytes) -> None:
+        super().__init__(f"Chunk {chunk_id.hex()} is not in the repository")
+        self.chunk_id = chunk_id
+
+
+class SnapshotNotFound(RepositoryError):
+    """No snapshot of that ID."""
+
+    code = "snapshot_not_found"
+    exit_code = 4
+
+    def __init__(self, snapshot_id: str) -> None:
+        super().__init__(f"Snapshot {snapshot_id} not found")
+        self.snapshot_id = snapshot_id

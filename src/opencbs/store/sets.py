@@ -1,0 +1,302 @@
+"""Backup sets and their destinations (cbs-api.md §7 ListBackupSets, GetBackupSet; the agent API).
+
+A backup set's ``settings`` (JSON) hold ``sources`` (list of paths), ``filters``
+(``{"include": [...], "exclude": [...]}`` glob patterns), ``compression`` (``{"type": "ZSTD",
+"level": 3}``) and ``deduplication`` (bool). A destination's ``settings`` hold its location
+(``{"path": ...}`` for a local folder).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, Row, func, select, update
+
+from opencbs.errors import BackupSetNotFound, Conflict, DestinationNotFound, InvalidInput
+from opencbs.store.schema import backup_sets, destinations
+from opencbs.store.users import new_id
+from opencbs.store.util import now_ms
+
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "sources": [],
+    "filters": {"include": [], "exclude": []},
+    "compression": {"type": "ZSTD", "level": 3},
+    "deduplication": True,
+}
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A destination of a backup set. ``type`` e.g. ``LOCAL``; ``settings`` its location."""
+
+    id: int
+    set_id: int
+    position: int
+    name: str
+    type: str
+    settings: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class BackupSet:
+    """A backup set of one backup user, with its destinations in order."""
+
+    id: int
+    user_id: int
+    name: str
+    type: str
+    settings: dict[str, Any]
+    removed: bool
+    created_at: int
+    destinations: tuple[Destination, ...] = field(default=())
+
+
+def _destination(row: Row) -> Destination:  # type: ignore[type-arg]
+    return Destination(
+        id=row.id,
+        set_id=row.set_id,
+        position=row.position,
+        name=row.name,
+        type=row.type,
+        settings=dict(row.settings or {}),
+    )
+
+
+def normalise_settings(settings: Mapping[str, Any] | None, base: Mapping[str, Any] | None = None
+                       ) -> dict[str, Any]:
+    """Merge ``settings`` over ``base`` (or the defaults) and check their shapes.
+
+    Raises ``InvalidInput`` for a wrong shape (sources not a list of strings, …).
+    """
+    out: dict[str, Any] = dict(base or DEFAULT_SETTINGS)
+    for key, value in (settings or {}).items():
+        if key not in DEFAULT_SETTINGS:
+            raise InvalidInput(f"unknown backup set setting {key!r}",
+                               f"known: {', '.join(DEFAULT_SETTINGS)}")
+        out[key] = value
+    if not isinstance(out["sources"], list) or not all(
+        isinstance(s, str) and s for s in out["sources"]
+    ):
+        raise InvalidInput("sources must be a list of paths")
+    filters = out["filters"]
+    if not isinstance(filters, dict) or not all(
+        isinstance(filters.get(k, []), list) and all(isinstance(p, str) for p in filters.get(k, []))
+        for k in ("include", "exclude")
+    ):
+        raise InvalidInput("filters must be {\"include\": [patterns], \"exclude\": [patterns]}")
+    comp = out["compression"]
+    if not isinstance(comp, dict) or not isinstance(comp.get("level", 3), int) or not (
+        0 <= comp.get("level", 3) <= 22
+    ):
+        raise InvalidInput("compression must be {\"type\": \"ZSTD\", \"level\": 0..22}")
+    if not isinstance(out["deduplication"], bool):
+        raise InvalidInput("deduplication must be true or false")
+    return out
+
+
+def add_set(
+    conn: Connection,
+    user_id: int,
+    name: str,
+    settings: Mapping[str, Any] | None = None,
+    *,
+    set_type: str = "FILE",
+) -> BackupSet:
+    """Create a backup set for backup user ``user_id``. Its ID is the creation time in epoch ms
+    (cbs-api.md §4). Raises ``Conflict`` when the user has a set of that name already."""
+    if not name:
+        raise InvalidInput("a backup set needs a name")
+    taken = conn.execute(
+        select(backup_sets.c.id).where(
+            backup_sets.c.user_id == user_id,
+            backup_sets.c.name == name,
+            backup_sets.c.removed.is_(False),
+        )
+    ).first()
+    if taken:
+        raise Conflict(f"backup set {name!r} exists already", "choose another name")
+    sid = new_id(conn, backup_sets)
+    conn.execute(
+        backup_sets.insert().values(
+            id=sid,
+            user_id=user_id,
+            name=name,
+            type=set_type,
+            settings=normalise_settings(settings),
+            removed=False,
+            created_at=now_ms(),
+        )
+    )
+    return get_set(conn, user_id, sid)
+
+
+def update_set(
+    conn: Connection,
+    user_id: int,
+    set_id: int,
+    *,
+    name: str | None = None,
+    settings: Mapping[str, Any] | None = None,
+) -> BackupSet:
+    """Change a set's name and/or settings (merged over the current ones)."""
+    current = get_set(conn, user_id, set_id)
+    values: dict[str, Any] = {}
+    if name is not None:
+        if not name:
+            raise InvalidInput("a backup set needs a name")
+        values["name"] = name
+    if settings is not None:
+        values["settings"] = normalise_settings(settings, current.settings)
+    if values:
+        conn.execute(update(backup_sets).where(backup_sets.c.id == set_id).values(**values))
+    return get_set(conn, user_id, set_id)
+
+
+def get_set(conn: Connection, user_id: int, set_id: int | str) -> BackupSet:
+    """Backup set ``set_id`` of backup user ``user_id``, with its destinations.
+
+    ``set_id`` may be the decimal string a client sent. Raises ``BackupSetNotFound``.
+    """
+    sid = parse_id(set_id)
+    row = None
+    if sid is not None:
+        row = conn.execute(
+            select(backup_sets).where(backup_sets.c.id == sid, backup_sets.c.user_id == user_id)
+        ).first()
+    if row is None:
+        raise BackupSetNotFound(str(set_id))
+    dests = conn.execute(
+        select(destinations)
+        .where(destinations.c.set_id == row.id)
+        .order_by(destinations.c.position, destinations.c.id)
+    )
+    return BackupSet(
+        id=row.id,
+        user_id=row.user_id,
+        name=row.name,
+        type=row.type,
+        settings=dict(row.settings or {}),
+        removed=row.removed,
+        created_at=row.created_at,
+        destinations=tuple(_destination(d) for d in dests),
+    )
+
+
+def find_set_by_name(conn: Connection, user_id: int, name: str) -> BackupSet | None:
+    """The user's (not removed) set named ``name``, or ``None``."""
+    row = conn.execute(
+        select(backup_sets.c.id).where(
+            backup_sets.c.user_id == user_id,
+            backup_sets.c.name == name,
+            backup_sets.c.removed.is_(False),
+        )
+    ).first()
+    return get_set(conn, user_id, row.id) if row else None
+
+
+def list_sets(conn: Connection, user_id: int, *, include_removed: bool = False) -> list[BackupSet]:
+    """The backup sets of a user, by ID (creation order), without their destinations."""
+    q = select(backup_sets).where(backup_sets.c.user_id == user_id).order_by(backup_sets.c.id)
+    if not include_removed:
+        q = q.where(backup_sets.c.removed.is_(False))
+    return [
+        BackupSet(
+            id=r.id,
+            user_id=r.user_id,
+            name=r.name,
+            type=r.type,
+            settings=dict(r.settings or {}),
+            removed=r.removed,
+            created_at=r.created_at,
+        )
+        for r in conn.execute(q)
+    ]
+
+
+def add_destination(
+    conn: Connection,
+    user_id: int,
+    set_id: int,
+    name: str,
+    dest_type: str,
+    settings: Mapping[str, Any] | None = None,
+    *,
+    destination_id: int | None = None,
+) -> Destination:
+    """Add a destination to a set, after the existing ones. Its ID is the creation time in epoch
+    ms unless given (cbs-api.md §4). Raises ``Conflict`` for a duplicate name in the set."""
+    bset = get_set(conn, user_id, set_id)
+    if not name or not dest_type:
+        raise InvalidInput("a destination needs a name and a type")
+    if any(d.name == name for d in bset.destinations):
+        raise Conflict(f"destination {name!r} exists already in this backup set")
+    did = destination_id if destination_id is not None else new_id(conn, destinations)
+    pos = conn.execute(
+        select(func.coalesce(func.max(destinations.c.position) + 1, 0)).where(
+            destinations.c.set_id == bset.id
+        )
+    ).scalar_one()
+    conn.execute(
+        destinations.insert().values(
+            id=did,
+            set_id=bset.id,
+            position=pos,
+            name=name,
+            type=dest_type,
+            settings=dict(settings or {}),
+        )
+    )
+    return get_destination(conn, bset, did)
+
+
+def update_destination(
+    conn: Connection,
+    user_id: int,
+    set_id: int,
+    destination_id: int,
+    *,
+    name: str | None = None,
+    settings: Mapping[str, Any] | None = None,
+) -> Destination:
+    """Rename a destination and/or replace keys of its settings."""
+    bset = get_set(conn, user_id, set_id)
+    dest = get_destination(conn, bset, destination_id)
+    values: dict[str, Any] = {}
+    if name:
+        values["name"] = name
+    if settings is not None:
+        values["settings"] = {**dest.settings, **settings}
+    if values:
+        conn.execute(update(destinations).where(destinations.c.id == dest.id).values(**values))
+    return get_destination(conn, bset, destination_id)
+
+
+def get_destination(conn: Connection, bset: BackupSet, destination_id: int | str) -> Destination:
+    """Destination ``destination_id`` of ``bset``. Raises ``DestinationNotFound``."""
+    did = parse_id(destination_id)
+    row = None
+    if did is not None:
+        row = conn.execute(
+            select(destinations).where(
+                destinations.c.id == did, destinations.c.set_id == bset.id
+            )
+        ).first()
+    if row is None:
+        raise DestinationNotFound(str(destination_id))
+    return _destination(row)
+
+
+def parse_id(value: int | str) -> int | None:
+    """A 64-bit ID from an int or a decimal string (sign allowed, §4); ``None`` if it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**63 else None
+    text = value.strip()
+    body = text[1:] if text[:1] in "+-" else text
+    if not body.isascii() or not body.isdigit() or len(body) > 19:
+        return None
+    n = int(text)
+    return n if -(2**63) <= n < 2**63 else None
