@@ -4,6 +4,7 @@ never held in memory whole."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -52,6 +53,10 @@ def file_entry(row: Any, fmt: LogTimeFormatter, lst: ReportList) -> dict[str, An
     return out
 
 
+def _file_entry(row: Any, *, fmt: LogTimeFormatter, lst: ReportList) -> dict[str, Any]:
+    return file_entry(row, fmt, lst)
+
+
 def _array(rows: Iterable[Any], make: Callable[[Any], dict[str, Any]]) -> Iterator[bytes]:
     yield b"["
     batch: list[dict[str, Any]] = []
@@ -88,7 +93,7 @@ def render_report(
         yield from _array(entries(ReportList.LOG), lambda r: log_entry(r, fmt))
         for lst in FILE_LISTS:
             yield b',"' + lst.key.encode() + b'":'
-            yield from _array(entries(lst), lambda r, lst=lst: file_entry(r, fmt, lst))
+            yield from _array(entries(lst), functools.partial(_file_entry, fmt=fmt, lst=lst))
         yield b"}}"
 
     for part in parts():

@@ -47,7 +47,7 @@ def report_time(ms: int | None, tz: tzinfo) -> str:
     return _dt(ms, tz).strftime(REPORT_TIME_FORMAT)
 
 
-def make_log_time(tz: tzinfo) -> "LogTimeFormatter":
+def make_log_time(tz: tzinfo) -> LogTimeFormatter:
     """A fast formatter of ``yyyy/MM/dd HH:mm:ss`` (log ``Timestamp``, file ``LastModified``)."""
     return LogTimeFormatter(tz)
 

@@ -15,7 +15,7 @@ cpy   a new path whose content equals a file already in the backup, and which is
 
 from __future__ import annotations
 
-from enum import Enum, IntEnum
+from enum import IntEnum, StrEnum
 
 
 class ReportList(IntEnum):
@@ -62,7 +62,7 @@ FILE_LISTS: tuple[ReportList, ...] = (
 )
 
 
-class EntryType(str, Enum):
+class EntryType(StrEnum):
     """What a file entry is (§5): regular file, directory or symbolic link."""
 
     FILE = "F"
@@ -70,7 +70,7 @@ class EntryType(str, Enum):
     LINK = "L"
 
 
-class LogType(str, Enum):
+class LogType(StrEnum):
     """Type of a log entry (§5); ``LogType`` repeats it."""
 
     START = "start"
@@ -80,7 +80,7 @@ class LogType(str, Enum):
     END = "end"
 
 
-class JobStatus(str, Enum):
+class JobStatus(StrEnum):
     """``BackupJobStatus`` values (§4). ``BS_MISSED_DATABASAE`` is spelled as clients match it."""
 
     STOP_SUCCESS = "BS_STOP_SUCCESS"
@@ -113,7 +113,7 @@ class JobStatus(str, Enum):
 FINAL_STATUSES: frozenset[JobStatus] = frozenset(JobStatus) - {JobStatus.STILL_RUNNING}
 
 
-class JobMode(str, Enum):
+class JobMode(StrEnum):
     """``BackupJobMode`` (§7): manual, scheduled, or started from the server."""
 
     MANUAL = "M"
@@ -121,7 +121,7 @@ class JobMode(str, Enum):
     SERVER = "R"
 
 
-class SystemRole(str, Enum):
+class SystemRole(StrEnum):
     """``Role`` of a system user (§2)."""
 
     ADMIN = "ADMIN"
@@ -146,7 +146,7 @@ class SystemRole(str, Enum):
         return self is not SystemRole.RESELLER
 
 
-class AccountStatus(str, Enum):
+class AccountStatus(StrEnum):
     """Status of a system user or backup user."""
 
     ENABLE = "ENABLE"
