@@ -3,6 +3,7 @@ the server's configured time zone."""
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import date, datetime, tzinfo
 from functools import lru_cache
@@ -17,7 +18,8 @@ _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 def local_zone(name: str | None = None) -> tzinfo:
-    """The zone named ``name`` (IANA, e.g. ``Europe/Berlin``), or the machine's when empty.
+    """The zone named ``name`` (IANA, e.g. ``Europe/Berlin``), or the machine's when empty
+    (``TZ``, then ``/etc/localtime``, then the current UTC offset).
 
     Raises ``ValueError`` for an unknown zone name.
     """
@@ -26,9 +28,24 @@ def local_zone(name: str | None = None) -> tzinfo:
             return ZoneInfo(name)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {name!r}") from exc
+    for candidate in (os.environ.get("TZ", "").lstrip(":"), _etc_localtime_name()):
+        if candidate:
+            try:
+                return ZoneInfo(candidate)
+            except (ZoneInfoNotFoundError, ValueError):
+                continue
     zone = datetime.now().astimezone().tzinfo
     assert zone is not None
     return zone
+
+
+def _etc_localtime_name() -> str:
+    try:
+        target = os.path.realpath("/etc/localtime")
+    except OSError:
+        return ""
+    marker = "zoneinfo/"
+    return target.split(marker, 1)[1] if marker in target else ""
 
 
 def _dt(ms: int, tz: tzinfo) -> datetime:
