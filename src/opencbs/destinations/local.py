@@ -24,11 +24,14 @@ _TMP_PREFIX = ".tmp-"
 
 
 @contextlib.contextmanager
-def _translated(action: str, name: str) -> Iterator[None]:
-    """Turn ``OSError`` raised inside the block into ``ObjectNotFound``/``DestinationError``."""
+def _translated(action: str, name: str, *, reading: bool = True) -> Iterator[None]:
+    """Turn ``OSError`` raised inside the block into ``DestinationError``; when ``reading``, a
+    missing file (or a file where a folder should be) is ``ObjectNotFound``."""
     try:
         yield
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+        if not reading:
+            raise DestinationError(f"Cannot {action} {name!r} in the destination: {exc}") from exc
         raise ObjectNotFound(name) from exc
     except OSError as exc:
         raise DestinationError(
@@ -44,7 +47,7 @@ class LocalStorage:
         """``fsync=False`` skips the flushes to disk (tests only: a crash may lose data)."""
         self.root = Path(root)
         self._fsync = fsync
-        with _translated("create the folder", str(self.root)):
+        with _translated("create the folder", str(self.root), reading=False):
             self.root.mkdir(parents=True, exist_ok=True)
 
     def __repr__(self) -> str:
@@ -57,7 +60,7 @@ class LocalStorage:
         """See ``Storage.put``."""
         path = self._path(name)
         tmp = path.with_name(f"{_TMP_PREFIX}{path.name}-{secrets.token_hex(8)}")
-        with _translated("write", name):
+        with _translated("write", name, reading=False):
             path.parent.mkdir(parents=True, exist_ok=True)
             try:
                 with open(tmp, "wb") as f:
@@ -110,7 +113,7 @@ class LocalStorage:
         folder, _, _ = prefix.rpartition("/")
         start = self.root.joinpath(*folder.split("/")) if folder else self.root
         base = folder + "/" if folder else ""
-        with _translated("list", prefix or "/"):
+        with _translated("list", prefix or "/", reading=False):
             names = sorted(self._walk(start, base))
         return (n for n in names if n.startswith(prefix))
 
@@ -136,5 +139,5 @@ class LocalStorage:
     def exists(self, name: str) -> bool:
         """See ``Storage.exists``."""
         path = self._path(name)
-        with _translated("check", name):
+        with _translated("check", name, reading=False):
             return path.is_file()

@@ -1,0 +1,113 @@
+"""Checking a repository: structure always, every stored byte on request."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from opencbs.destinations.base import ObjectNotFound
+from opencbs.engine.entries import display_path
+from opencbs.engine.packs import DATA_PREFIX, pack_id_of, pack_id_of_name, pack_name
+from opencbs.engine.repo_errors import RepositoryError
+
+if TYPE_CHECKING:
+    from opencbs.engine.repository import Repository
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyProblem:
+    """One thing wrong: the ``subject`` (object name, chunk ID or path) and a message."""
+
+    subject: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    """Outcome of ``Repository.verify``: ``errors`` (empty when sound), the number of
+    snapshots and indexed packs checked, and the number of chunks read and hashed."""
+
+    errors: tuple[VerifyProblem, ...]
+    snapshots: int
+    packs: int
+    chunks_read: int
+
+    @property
+    def ok(self) -> bool:
+        """Whether no problem was found."""
+        return not self.errors
+
+
+def verify_repository(repo: Repository, *, read_data: bool) -> VerifyResult:
+    """See ``Repository.verify``."""
+    errors: list[VerifyProblem] = []
+    index = repo.index
+
+    present = {pack_id_of_name(n) for n in repo.storage.list(DATA_PREFIX)}
+    missing_packs = {p for p in index.packs() if p not in present}
+    for pack_id in sorted(missing_packs):
+        errors.append(VerifyProblem(pack_name(pack_id), "indexed pack is missing"))
+
+    snapshot_ids = repo.snapshot_ids()
+    reported: set[bytes] = set()
+    for snapshot_id in snapshot_ids:
+        errors.extend(_check_snapshot(repo, snapshot_id, reported))
+
+    chunks_read = 0
+    if read_data:
+        for pack_id, chunks in index.by_pack():
+            if pack_id in missing_packs:
+                continue
+            name = pack_name(pack_id)
+            try:
+                data = repo.storage.get(name)
+            except ObjectNotFound:
+                errors.append(VerifyProblem(name, "indexed pack is missing"))
+                continue
+            if pack_id_of(data) != pack_id:
+                errors.append(VerifyProblem(name, "pack bytes do not match the pack ID"))
+            for chunk_id, loc in chunks:
+                chunks_read += 1
+                blob = data[loc.offset : loc.offset + loc.length]
+                try:
+                    repo.open_chunk(chunk_id, blob, loc.original_size)
+                except RepositoryError as exc:
+                    errors.append(VerifyProblem(chunk_id.hex(), f"in {name}: {exc.message}"))
+    for problem in errors:
+        log.warning("verify: %s: %s", problem.subject, problem.message)
+    return VerifyResult(tuple(errors), len(snapshot_ids), len(index.packs()), chunks_read)
+
+
+def _check_snapshot(
+    repo: Repository, snapshot_id: str, reported: set[bytes]
+) -> list[VerifyProblem]:
+    subject = f"snapshot {snapshot_id}"
+    problems: list[VerifyProblem] = []
+    try:
+        info, items = repo.load_snapshot(snapshot_id)
+    except RepositoryError as exc:
+        return [VerifyProblem(subject, exc.message)]
+    missing_tree = [c for c in info.tree if not repo.has_chunk(c)]
+    if missing_tree:
+        return [VerifyProblem(subject, f"{len(missing_tree)} tree chunks are not stored")]
+    count = 0
+    try:
+        for entry, chunk_ids in items:
+            count += 1
+            for chunk_id in chunk_ids:
+                if chunk_id in reported or repo.has_chunk(chunk_id):
+                    continue
+                reported.add(chunk_id)
+                where = f"{subject}: {display_path(entry.path)}"
+                problems.append(VerifyProblem(where, f"chunk {chunk_id.hex()} is not stored"))
+    except RepositoryError as exc:
+        problems.append(VerifyProblem(subject, f"tree unreadable: {exc.message}"))
+        return problems
+    if count != info.entry_count:
+        problems.append(
+            VerifyProblem(subject, f"tree holds {count} entries, {info.entry_count} expected")
+        )
+    return problems

@@ -1,0 +1,451 @@
+"""The repository: the on-destination format of a backup set's content store.
+
+Layout on the destination (every object but the key file is sealed with AES-256-GCM)::
+
+    keys/default             key file: KDF parameters + wrapped keys (JSON, crypto.py)
+    config                   repository config (sealed JSON: ID, chunker sizes, pack size, zstd)
+    data/<2 hex>/<64 hex>    pack files (packs.py)
+    index/<64 hex>           index objects: chunk ID -> pack, offset, length, sizes (chunk_index.py)
+    snapshots/<64 hex>       snapshots: metadata + tree chunk IDs (snapshot_format.py)
+
+Write order makes every crash safe: a pack, then its index object, and a snapshot last, in one
+atomic ``put``, once every chunk it references is indexed. Packs no snapshot references are
+harmless (a future prune may delete them). Without the password the destination shows only
+object names, sizes and counts: no content, no file names, no chunk IDs.
+
+Typical use::
+
+    repo = Repository.open(storage, password)
+    with repo.writer() as w:
+        result = w.add_file(path)            # FileResult: chunk IDs, content ID, sizes
+    snapshot_id = repo.commit_snapshot(meta, [(entry, result.chunk_ids), ...])
+    info, items = repo.load_snapshot(snapshot_id)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import weakref
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from opencbs.destinations.base import ObjectNotFound, Storage
+from opencbs.engine.chunk_index import (
+    INDEX_PREFIX,
+    ChunkIndex,
+    ChunkLocation,
+    open_index,
+    seal_index,
+)
+from opencbs.engine.chunker import ChunkerParams, chunk_iter
+from opencbs.engine.compression import DEFAULT_LEVEL, decode_payload
+from opencbs.engine.crypto import KdfParams, Keys, unwrap_keys, wrap_keys
+from opencbs.engine.entries import Entry, display_path
+from opencbs.engine.packs import (
+    DATA_PREFIX,
+    PackEntry,
+    pack_id_of_name,
+    pack_name,
+    read_pack_header,
+)
+from opencbs.engine.repo_errors import (
+    ChunkNotFound,
+    CorruptData,
+    RepositoryError,
+    RepositoryExists,
+    RepositoryNotFound,
+    SnapshotNotFound,
+    WrongPassword,
+)
+from opencbs.engine.repo_verify import VerifyProblem, VerifyResult, verify_repository
+from opencbs.engine.repo_writer import ChunkResult, FileResult, Writer
+from opencbs.engine.snapshot_format import (
+    SNAPSHOT_PREFIX,
+    SnapshotInfo,
+    SnapshotMeta,
+    TreeDecoder,
+    TreeItem,
+    decode_snapshot,
+    encode_snapshot,
+    encode_tree,
+    snapshot_aad,
+    snapshot_name,
+)
+
+__all__ = [
+    "ChunkLocation",
+    "ChunkNotFound",
+    "ChunkResult",
+    "CorruptData",
+    "FileResult",
+    "Repository",
+    "RepositoryConfig",
+    "RepositoryError",
+    "RepositoryExists",
+    "RepositoryNotFound",
+    "SnapshotInfo",
+    "SnapshotMeta",
+    "SnapshotNotFound",
+    "VerifyProblem",
+    "VerifyResult",
+    "Writer",
+    "WrongPassword",
+]
+
+log = logging.getLogger(__name__)
+
+KEYFILE_NAME = "keys/default"
+CONFIG_NAME = "config"
+DEFAULT_PACK_SIZE = 16 * 1024 * 1024
+_CONFIG_AAD = b"opencbs:config"
+_CONFIG_FORMAT = "opencbs-repository"
+_ID_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryConfig:
+    """Settings fixed at ``init`` and shared by every writer: ``chunker`` sizes (bytes),
+    ``pack_target_size`` (bytes), default zstd ``compression_level``, random ``repo_id``."""
+
+    repo_id: str
+    chunker: ChunkerParams = field(default_factory=ChunkerParams)
+    pack_target_size: int = DEFAULT_PACK_SIZE
+    compression_level: int = DEFAULT_LEVEL
+
+    def to_bytes(self) -> bytes:
+        """The JSON plaintext of the ``config`` object."""
+        c = self.chunker
+        doc = {
+            "format": _CONFIG_FORMAT,
+            "version": 1,
+            "repo_id": self.repo_id,
+            "chunker": {"min_size": c.min_size, "avg_size": c.avg_size, "max_size": c.max_size},
+            "pack_target_size": self.pack_target_size,
+            "compression_level": self.compression_level,
+        }
+        return json.dumps(doc, sort_keys=True).encode("utf-8")
+
+    @classmethod
+    def from_bytes(cls, plain: bytes) -> RepositoryConfig:
+        """Inverse of ``to_bytes``; raises ``RepositoryError`` for an unknown format."""
+        try:
+            doc: dict[str, Any] = json.loads(plain)
+            if doc["format"] != _CONFIG_FORMAT or doc["version"] != 1:
+                raise ValueError(f"unsupported repository version {doc.get('version')!r}")
+            ch = doc["chunker"]
+            return cls(
+                repo_id=str(doc["repo_id"]),
+                chunker=ChunkerParams(
+                    int(ch["min_size"]), int(ch["avg_size"]), int(ch["max_size"])
+                ),
+                pack_target_size=int(doc["pack_target_size"]),
+                compression_level=int(doc["compression_level"]),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RepositoryError(f"Unreadable repository config: {exc}") from exc
+
+
+class Repository:
+    """An opened repository. Create with ``init`` or ``open``.
+
+    Not thread-safe: use a repository and its writers from one thread (``commit_snapshot``
+    flushes every writer it made). Several processes may write to one destination at once:
+    object names never collide and chunks they both store are merely stored twice.
+    """
+
+    def __init__(
+        self, storage: Storage, keys: Keys, config: RepositoryConfig, kdf: KdfParams
+    ) -> None:
+        """Internal: use ``init`` or ``open``."""
+        self.storage = storage
+        self.keys = keys
+        self.config = config
+        self._kdf = kdf
+        self._index = ChunkIndex()
+        self._index_names: set[str] = set()
+        self._load_problems: list[VerifyProblem] = []
+        self._writers: weakref.WeakSet[Writer] = weakref.WeakSet()
+
+    # Creating and opening ------------------------------------------------------------------
+
+    @classmethod
+    def init(
+        cls,
+        storage: Storage,
+        password: str | bytes,
+        *,
+        compression_level: int = DEFAULT_LEVEL,
+        chunker: ChunkerParams | None = None,
+        pack_target_size: int = DEFAULT_PACK_SIZE,
+        kdf: KdfParams | None = None,
+    ) -> Repository:
+        """Create a new repository in an empty destination and return it opened.
+
+        Raises ``RepositoryExists`` if the destination already holds a key file, and
+        ``DestinationError`` if it cannot be written. ``kdf`` sets the Argon2id cost (defaults:
+        3 passes, 64 MiB).
+        """
+        if storage.exists(KEYFILE_NAME):
+            raise RepositoryExists(repr(storage))
+        if pack_target_size < 1024:
+            raise ValueError("pack_target_size must be at least 1 KiB")
+        keys = Keys.generate()
+        kdf = kdf or KdfParams()
+        config = RepositoryConfig(
+            repo_id=secrets.token_hex(16),
+            chunker=chunker or ChunkerParams(),
+            pack_target_size=pack_target_size,
+            compression_level=compression_level,
+        )
+        storage.put(CONFIG_NAME, keys.seal(config.to_bytes(), _CONFIG_AAD))
+        storage.put(KEYFILE_NAME, wrap_keys(keys, password, kdf))
+        log.info("initialised repository %s in %r", config.repo_id, storage)
+        return cls(storage, keys, config, kdf)
+
+    @classmethod
+    def open(cls, storage: Storage, password: str | bytes) -> Repository:
+        """Open an existing repository and load its index (every ``index/`` object).
+
+        Raises ``RepositoryNotFound`` (no key file), ``WrongPassword``, ``CorruptData``
+        (damaged config) or ``DestinationError``.
+        """
+        try:
+            keyfile = storage.get(KEYFILE_NAME)
+        except ObjectNotFound:
+            raise RepositoryNotFound(repr(storage)) from None
+        keys, kdf = unwrap_keys(keyfile, password)
+        try:
+            sealed = storage.get(CONFIG_NAME)
+        except ObjectNotFound:
+            raise CorruptData("repository config is missing") from None
+        config = RepositoryConfig.from_bytes(keys.unseal(sealed, _CONFIG_AAD, what="config"))
+        repo = cls(storage, keys, config, kdf)
+        repo.reload_index()
+        return repo
+
+    def change_password(self, new_password: str | bytes, kdf: KdfParams | None = None) -> None:
+        """Re-wrap the keys under a new password (fresh salt; ``kdf`` may change the cost).
+        Stored data is untouched. Raises ``DestinationError``."""
+        self._kdf = kdf or KdfParams(
+            self._kdf.time_cost, self._kdf.memory_kib, self._kdf.parallelism
+        )
+        self.storage.put(KEYFILE_NAME, wrap_keys(self.keys, new_password, self._kdf))
+
+    # Index ---------------------------------------------------------------------------------
+
+    def reload_index(self) -> None:
+        """Read index objects not yet loaded (those written by other writers since ``open``).
+
+        A damaged index object is skipped with a warning (``verify`` reports it; its chunks
+        are then unknown until ``recover_indexes``)."""
+        for name in self.storage.list(INDEX_PREFIX):
+            if name in self._index_names:
+                continue
+            try:
+                packs = open_index(self.keys, name, self.storage.get(name))
+            except (CorruptData, ObjectNotFound) as exc:
+                log.warning("skipping index %s: %s", name, exc)
+                self._load_problems.append(VerifyProblem(name, str(exc)))
+                continue
+            for pack_id, entries in packs:
+                self._index.add_pack(pack_id, entries)
+            self._index_names.add(name)
+
+    def has_chunk(self, chunk_id: bytes) -> bool:
+        """Whether an index lists the chunk (it is stored in a finished pack)."""
+        return chunk_id in self._index
+
+    def chunk_location(self, chunk_id: bytes) -> ChunkLocation | None:
+        """Where the chunk is stored (pack, byte range, sizes), or ``None``."""
+        return self._index.get(chunk_id)
+
+    def compact_indexes(self) -> int:
+        """Merge every loaded index object into one new object, then delete the merged ones;
+        returns how many were merged. Safe against crashes (duplicates are harmless) and against
+        concurrent writers (their new objects are not touched)."""
+        merged = sorted(self._index_names)
+        if len(merged) < 2:
+            return 0
+        name = INDEX_PREFIX + secrets.token_hex(32)
+        packs = [
+            (pid, [PackEntry(cid, loc.offset, loc.length, loc.stored_size, loc.original_size)
+                   for cid, loc in items])
+            for pid, items in self._index.by_pack()
+        ]  # fmt: skip
+        self.storage.put(name, seal_index(self.keys, name, packs))
+        self._index_names.add(name)
+        for old in merged:
+            self.storage.delete(old)
+            self._index_names.discard(old)
+        return len(merged)
+
+    def recover_indexes(self) -> list[str]:
+        """Index every pack that no index lists (a writer stopped between a pack and its index,
+        or an index was lost) from the pack's own header; returns the recovered pack IDs.
+        Damaged packs are skipped with a warning. Raises ``DestinationError``."""
+        recovered: list[str] = []
+        for name in self.storage.list(DATA_PREFIX):
+            pack_id = pack_id_of_name(name)
+            if pack_id is None or self._index.has_pack(pack_id):
+                continue
+            try:
+                entries = read_pack_header(self.storage.get(name), self.keys, what=name)
+            except CorruptData as exc:
+                log.warning("cannot recover %s: %s", name, exc)
+                continue
+            index_name = INDEX_PREFIX + pack_id
+            self.storage.put(index_name, seal_index(self.keys, index_name, [(pack_id, entries)]))
+            self._index.add_pack(pack_id, entries)
+            self._index_names.add(index_name)
+            recovered.append(pack_id)
+        return recovered
+
+    # Writing -------------------------------------------------------------------------------
+
+    def writer(self, *, compression_level: int | None = None) -> Writer:
+        """A new writer (see ``Writer``); ``compression_level`` overrides the repository's."""
+        level = self.config.compression_level if compression_level is None else compression_level
+        w = Writer(
+            self.storage,
+            self.keys,
+            self._index,
+            chunker=self.config.chunker,
+            compression_level=level,
+            pack_target_size=self.config.pack_target_size,
+        )
+        self._writers.add(w)
+        return w
+
+    def content_id(self, data: bytes) -> bytes:
+        """Keyed BLAKE3 (32 bytes) of a whole content (what ``FileResult.content_id`` holds);
+        use ``keys.hasher()`` for streams."""
+        return self.keys.chunk_id(data)
+
+    def commit_snapshot(
+        self, meta: SnapshotMeta, items: Iterable[tuple[Entry, Sequence[bytes]]]
+    ) -> str:
+        """Store a snapshot of ``items`` (each entry with its chunk IDs, in the order they
+        should be restored) and return its ID (64 hex).
+
+        Flushes every open writer of this repository first; stores the tree; writes the
+        snapshot object last, in one atomic put. ``items`` is consumed once, streaming.
+        Raises ``ChunkNotFound`` if an entry references a chunk that is not stored (nothing is
+        committed then) and ``DestinationError`` on storage failure.
+        """
+        for w in list(self._writers):
+            w.flush()
+        count = 0
+
+        def checked() -> Iterator[tuple[Entry, Sequence[bytes]]]:
+            nonlocal count
+            for entry, chunk_ids in items:
+                for chunk_id in chunk_ids:
+                    if chunk_id not in self._index:
+                        log.error("%s references missing chunk", display_path(entry.path))
+                        raise ChunkNotFound(chunk_id)
+                count += 1
+                yield entry, chunk_ids
+
+        tree_writer = self.writer()
+        tree: list[bytes] = []
+        for piece in chunk_iter(encode_tree(checked()), self.config.chunker):
+            tree.append(tree_writer.add_chunk(piece).chunk_id)
+        tree_writer.flush()
+        snapshot_id = secrets.token_hex(32)
+        info = SnapshotInfo(snapshot_id, meta, count, tuple(tree))
+        sealed = self.keys.seal(encode_snapshot(info), snapshot_aad(snapshot_id))
+        self.storage.put(snapshot_name(snapshot_id), sealed)
+        log.info("committed snapshot %s: %d entries", snapshot_id, count)
+        return snapshot_id
+
+    # Reading -------------------------------------------------------------------------------
+
+    def list_snapshots(self) -> list[SnapshotInfo]:
+        """Every snapshot, oldest first (by ``meta.time_ns``). Raises ``CorruptData`` if a
+        snapshot object is damaged (``verify`` lists them all instead)."""
+        infos = [self.snapshot_info(sid) for sid in self.snapshot_ids()]
+        return sorted(infos, key=lambda i: (i.meta.time_ns, i.id))
+
+    def snapshot_ids(self) -> list[str]:
+        """IDs of every snapshot object, without reading them."""
+        ids = (n[len(SNAPSHOT_PREFIX) :] for n in self.storage.list(SNAPSHOT_PREFIX))
+        return [i for i in ids if _ID_RE.match(i)]
+
+    def snapshot_info(self, snapshot_id: str) -> SnapshotInfo:
+        """Metadata of one snapshot; raises ``SnapshotNotFound`` or ``CorruptData``."""
+        if not _ID_RE.match(snapshot_id):
+            raise SnapshotNotFound(snapshot_id)
+        try:
+            sealed = self.storage.get(snapshot_name(snapshot_id))
+        except ObjectNotFound:
+            raise SnapshotNotFound(snapshot_id) from None
+        what = f"snapshot {snapshot_id}"
+        plain = self.keys.unseal(sealed, snapshot_aad(snapshot_id), what=what)
+        return decode_snapshot(snapshot_id, plain)
+
+    def load_snapshot(self, snapshot_id: str) -> tuple[SnapshotInfo, Iterator[TreeItem]]:
+        """A snapshot's metadata and a lazy iterator of its ``(Entry, chunk IDs)`` in commit
+        order; the tree is read chunk by chunk as the iterator advances. Raises
+        ``SnapshotNotFound``/``CorruptData`` (the iterator may raise ``CorruptData`` or
+        ``ChunkNotFound`` later)."""
+        info = self.snapshot_info(snapshot_id)
+        return info, self._iter_tree(info)
+
+    def _iter_tree(self, info: SnapshotInfo) -> Iterator[TreeItem]:
+        decoder = TreeDecoder(f"snapshot {info.id} tree")
+        for chunk_id in info.tree:
+            yield from decoder.feed(self.read_chunk(chunk_id))
+        decoder.finish()
+
+    def read_chunk(self, chunk_id: bytes) -> bytes:
+        """The plaintext of a stored chunk, checked against its ID.
+
+        Raises ``ChunkNotFound`` (no index lists it), ``CorruptData`` (its pack is missing, or
+        the bytes fail authentication, decompression or the hash check) or ``DestinationError``.
+        """
+        loc = self._index.get(chunk_id)
+        if loc is None:
+            raise ChunkNotFound(chunk_id)
+        try:
+            blob = self.storage.get_range(pack_name(loc.pack_id), loc.offset, loc.length)
+        except ObjectNotFound:
+            raise CorruptData(f"pack {loc.pack_id} is missing") from None
+        return self.open_chunk(chunk_id, blob, loc.original_size)
+
+    def open_chunk(self, chunk_id: bytes, blob: bytes, original_size: int) -> bytes:
+        """Decrypt, decompress and hash-check one sealed chunk blob; raises ``CorruptData``."""
+        what = f"chunk {chunk_id.hex()}"
+        payload = self.keys.unseal(blob, chunk_id, what=what)
+        data = decode_payload(payload, original_size, what=what)
+        if self.keys.chunk_id(data) != chunk_id:
+            raise CorruptData(f"{what}: content does not match its ID")
+        return data
+
+    # Checking ------------------------------------------------------------------------------
+
+    def verify(self, *, read_data: bool = False) -> VerifyResult:
+        """Check the repository; never raises for a damaged repository (only
+        ``DestinationError`` when the destination cannot be read at all).
+
+        Always: every indexed pack exists; every snapshot is readable and every chunk its tree
+        and entries reference is indexed. With ``read_data``: every pack's bytes match its ID
+        and every indexed chunk decrypts, decompresses and hashes to its ID (reads everything).
+        """
+        result = verify_repository(self, read_data=read_data)
+        if not self._load_problems:
+            return result
+        return VerifyResult(
+            tuple(self._load_problems) + result.errors,
+            result.snapshots,
+            result.packs,
+            result.chunks_read,
+        )
+
+    @property
+    def index(self) -> ChunkIndex:
+        """The in-memory index (read-only use)."""
+        return self._index

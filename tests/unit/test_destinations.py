@@ -1,0 +1,175 @@
+"""One contract suite for every destination backend (style.md §8), plus local-folder specifics."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from opencbs.destinations import (
+    DestinationError,
+    InvalidObjectName,
+    LocalStorage,
+    MemoryStorage,
+    ObjectNotFound,
+    Storage,
+)
+
+
+@pytest.fixture(params=["memory", "local"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
+    if request.param == "memory":
+        yield MemoryStorage()
+    else:
+        yield LocalStorage(tmp_path / "dest")
+
+
+BAD_NAMES = [
+    "",
+    "/abs",
+    "../up",
+    "a/../b",
+    "a/..",
+    "a//b",
+    "a/./b",
+    "a/",
+    ".hidden",
+    "a\\b",
+    "a\x00b",
+    "C:/x",
+]
+
+
+def test_implements_the_protocol(storage: Storage) -> None:
+    assert isinstance(storage, Storage)
+
+
+def test_put_get_round_trip(storage: Storage) -> None:
+    storage.put("a/b/c", b"\x00\xffdata")
+    storage.put("empty", b"")
+    assert storage.get("a/b/c") == b"\x00\xffdata"
+    assert storage.get("empty") == b""
+
+
+def test_put_replaces(storage: Storage) -> None:
+    storage.put("x", b"old")
+    storage.put("x", b"new")
+    assert storage.get("x") == b"new"
+    assert list(storage.list()) == ["x"]
+
+
+def test_get_missing_is_object_not_found(storage: Storage) -> None:
+    with pytest.raises(ObjectNotFound) as info:
+        storage.get("nope/nothing")
+    assert isinstance(info.value, DestinationError)
+    assert info.value.code == "destination_object_not_found"
+
+
+def test_exists_and_delete(storage: Storage) -> None:
+    storage.put("d/x", b"1")
+    assert storage.exists("d/x")
+    assert not storage.exists("d/y")
+    assert not storage.exists("d")  # a folder is not an object
+    storage.delete("d/x")
+    assert not storage.exists("d/x")
+    storage.delete("d/x")  # idempotent
+    with pytest.raises(ObjectNotFound):
+        storage.get("d/x")
+
+
+def test_list_prefix_sorted(storage: Storage) -> None:
+    names = ["data/ab/ab12", "data/ab/ab01", "data/cd/cd99", "index/i1", "config", "snap"]
+    for n in names:
+        storage.put(n, n.encode())
+    assert list(storage.list()) == sorted(names)
+    assert list(storage.list("data/")) == ["data/ab/ab01", "data/ab/ab12", "data/cd/cd99"]
+    assert list(storage.list("data/ab/ab1")) == ["data/ab/ab12"]
+    assert list(storage.list("s")) == ["snap"]
+    assert list(storage.list("missing/")) == []
+
+
+def test_get_range(storage: Storage) -> None:
+    storage.put("r", bytes(range(100)))
+    assert storage.get_range("r", 10, 5) == bytes(range(10, 15))
+    assert storage.get_range("r", 100, 0) == b""
+    with pytest.raises(DestinationError):
+        storage.get_range("r", 98, 5)
+    with pytest.raises(ObjectNotFound):
+        storage.get_range("none", 0, 1)
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_names_escaping_the_root_are_rejected(storage: Storage, name: str) -> None:
+    for call in (
+        lambda: storage.put(name, b"x"),
+        lambda: storage.get(name),
+        lambda: storage.exists(name),
+        lambda: storage.delete(name),
+        lambda: storage.get_range(name, 0, 0),
+    ):
+        with pytest.raises(InvalidObjectName):
+            call()
+
+
+@pytest.mark.parametrize("prefix", ["/", "../", "a//", ".x"])
+def test_bad_prefixes_are_rejected(storage: Storage, prefix: str) -> None:
+    with pytest.raises(InvalidObjectName):
+        list(storage.list(prefix))
+
+
+# Local folder specifics ---------------------------------------------------------------------
+
+
+def test_local_layout_and_no_temporary_files(tmp_path: Path) -> None:
+    s = LocalStorage(tmp_path)
+    s.put("data/ab/pack", b"P" * 10)
+    assert (tmp_path / "data" / "ab" / "pack").read_bytes() == b"P" * 10
+    assert os.listdir(tmp_path / "data" / "ab") == ["pack"]
+
+
+def test_local_ignores_stray_temporary_files(tmp_path: Path) -> None:
+    s = LocalStorage(tmp_path)
+    s.put("index/a", b"1")
+    (tmp_path / "index" / ".tmp-a-123").write_bytes(b"partial")
+    assert list(s.list()) == ["index/a"]
+
+
+def test_local_failed_put_leaves_old_object_and_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "dest"
+    s = LocalStorage(root)
+    s.put("x", b"old")
+
+    def broken_replace(src: object, dst: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(DestinationError) as info:
+        s.put("x", b"new")
+    assert not isinstance(info.value, ObjectNotFound)
+    assert "No space left" in info.value.message
+    assert s.get("x") == b"old"
+    assert os.listdir(root) == ["x"]
+
+
+def test_local_os_errors_become_destination_errors(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"")
+    with pytest.raises(DestinationError):
+        LocalStorage(blocker / "sub")
+    s = LocalStorage(tmp_path)
+    with pytest.raises(DestinationError) as info:
+        s.put("file/x", b"1")  # a file where a folder must be
+    assert not isinstance(info.value, ObjectNotFound)
+    with pytest.raises(ObjectNotFound):
+        s.get("file/x")
+
+
+def test_memory_tamper_helper() -> None:
+    s = MemoryStorage()
+    s.put("x", b"\x00\x00")
+    s.tamper("x", 1)
+    assert s.get("x") == b"\x00\x01"
