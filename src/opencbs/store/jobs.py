@@ -585,3 +585,62 @@ def destination_of(conn: Connection, destination_id: int) -> tuple[int, str] | N
         select(destinations.c.set_id, destinations.c.name).where(destinations.c.id == destination_id)
     ).first()
     return (row.set_id, row.name) if row else None
+
+
+@dataclass(frozen=True)
+class JobListing:
+    """A job with what a listing shows beside it: its backup user (ID, login name, owner) and
+    its set's name (ListBackupJobStatus, ListBackupJobMode, §7)."""
+
+    job: Job
+    user_id: int
+    login_name: str
+    owner: str
+    set_name: str
+
+
+def jobs_of_day(
+    conn: Connection,
+    day: str,
+    *,
+    user_id: int | None = None,
+    owner: str | None = None,
+    set_id: int | None = None,
+) -> list[JobListing]:
+    """Jobs listed under ``day`` (``yyyy-MM-dd``): those whose job ID starts with it, as
+    cbs-api.md §4 says (the ID is the start time in the server zone), by start time.
+
+    Narrowed to one backup user (``user_id``), to the users of one ``owner`` (``""`` = the
+    administrators'), and/or to one set (``set_id``); ``None`` leaves a filter off.
+    """
+    from opencbs.store.schema import backup_users
+
+    q = (
+        select(
+            backup_jobs,
+            backup_users.c.id.label("listing_user_id"),
+            backup_users.c.login_name.label("listing_login_name"),
+            backup_users.c.owner.label("listing_owner"),
+            backup_sets.c.name.label("listing_set_name"),
+        )
+        .join(backup_sets, backup_sets.c.id == backup_jobs.c.set_id)
+        .join(backup_users, backup_users.c.id == backup_sets.c.user_id)
+        .where(backup_jobs.c.job_id.startswith(day, autoescape=True))
+        .order_by(backup_jobs.c.start_time, backup_jobs.c.pk)
+    )
+    if user_id is not None:
+        q = q.where(backup_sets.c.user_id == user_id)
+    if owner is not None:
+        q = q.where(backup_users.c.owner == owner)
+    if set_id is not None:
+        q = q.where(backup_jobs.c.set_id == set_id)
+    return [
+        JobListing(
+            job=_job(r),
+            user_id=r.listing_user_id,
+            login_name=r.listing_login_name,
+            owner=r.listing_owner,
+            set_name=r.listing_set_name,
+        )
+        for r in conn.execute(q)
+    ]
