@@ -75,7 +75,8 @@ backup_sets = Table(
     Column("settings", JSON, nullable=False),
     Column("removed", Boolean, nullable=False, default=False),
     Column("created_at", BigInteger, nullable=False),
-    UniqueConstraint("user_id", "name", name="uq_backup_sets_user_name"),
+    # names are unique among a user's sets that are not removed (checked by store.sets)
+    Index("ix_backup_sets_user", "user_id"),
 )
 
 destinations = Table(

@@ -57,9 +57,11 @@ def upgrade() -> None:
     sa.Column('removed', sa.Boolean(), nullable=False),
     sa.Column('created_at', sa.BigInteger(), nullable=False),
     sa.ForeignKeyConstraint(['user_id'], ['backup_users.id'], name=op.f('fk_backup_sets_user_id_backup_users')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_backup_sets')),
-    sa.UniqueConstraint('user_id', 'name', name='uq_backup_sets_user_name')
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_backup_sets'))
     )
+    with op.batch_alter_table('backup_sets', schema=None) as batch_op:
+        batch_op.create_index('ix_backup_sets_user', ['user_id'], unique=False)
+
     op.create_table('destinations',
     sa.Column('id', sa.BigInteger(), autoincrement=False, nullable=False),
     sa.Column('set_id', sa.BigInteger(), nullable=False),
@@ -176,6 +178,9 @@ def downgrade() -> None:
         batch_op.drop_index('ix_destinations_set')
 
     op.drop_table('destinations')
+    with op.batch_alter_table('backup_sets', schema=None) as batch_op:
+        batch_op.drop_index('ix_backup_sets_user')
+
     op.drop_table('backup_sets')
     op.drop_table('system_users')
     with op.batch_alter_table('backup_users', schema=None) as batch_op:

@@ -1,0 +1,98 @@
+"""The store on SQLite and PostgreSQL: migrations build exactly the schema, counters are derived
+from entries, batches are idempotent, and readers see a finished report whole."""
+
+from __future__ import annotations
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from opencbs.api.state import ServerState
+from opencbs.reports.vocabulary import JobStatus, ReportList
+from opencbs.store import jobs, sets, users
+from opencbs.store.db import Database
+from opencbs.store.migrate import alembic_config, current_revision, head_revision, upgrade
+from opencbs.store.schema import metadata
+
+
+def test_migrations_build_the_schema(db: Database) -> None:
+    with db.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+    assert current_revision(db) == head_revision(db)
+
+
+def test_downgrade_then_upgrade(db: Database) -> None:
+    command.downgrade(alembic_config(db), "base")
+    assert current_revision(db) is None
+    assert upgrade(db) == head_revision(db)
+
+
+def _job(state: ServerState) -> int:
+    with state.db.write() as conn:
+        user = users.add_backup_user(conn, "alice", "pw")
+        bset = sets.add_set(conn, user.id, "docs", {"sources": ["/srv/docs"]})
+        dest = sets.add_destination(conn, user.id, bset.id, "local", "LOCAL", {"path": "/b"})
+        bset = sets.get_set(conn, user.id, bset.id)
+        return jobs.start_job(conn, bset, dest.id, tz=state.tz).pk
+
+
+def test_counters_follow_entries_and_batches_are_idempotent(state: ServerState) -> None:
+    pk = _job(state)
+    batch = [
+        jobs.EntryIn(ReportList.LOG, "start", "Start [opencbs 0.1.0]", mtime_ms=1),
+        jobs.EntryIn(ReportList.NEW, "F", "/srv/docs/a", mtime_ms=2, size=5, unzip_size=10),
+        jobs.EntryIn(ReportList.NEW, "D", "/srv/docs/d", mtime_ms=2),
+        jobs.EntryIn(ReportList.NEW, "L", "/srv/docs/l", mtime_ms=2, link_dir=True),
+        jobs.EntryIn(ReportList.DEL, "L", "/srv/docs/old", mtime_ms=2),
+        jobs.EntryIn(ReportList.LOG, "warn", "could not read /srv/docs/x", mtime_ms=3),
+    ]
+    with state.db.write() as conn:
+        assert jobs.append_batch(conn, pk, 0, batch) is True
+    with state.db.write() as conn:
+        assert jobs.append_batch(conn, pk, 0, batch) is False  # a retry stores nothing
+    with state.db.read() as conn:
+        job = jobs.get_job_by_pk(conn, pk)
+        news = list(jobs.iter_entries(conn, pk, ReportList.NEW))
+    c = job.counters
+    assert (c.new_files, c.new_dirs, c.new_link_dirs, c.new_link_files) == (1, 1, 1, 0)
+    assert (c.new_size, c.new_unzip, c.del_links, c.warn_entries) == (5, 10, 1, 1)
+    assert [r.path for r in news] == ["/srv/docs/a", "/srv/docs/d", "/srv/docs/l"]
+    assert job.status == JobStatus.STILL_RUNNING.value
+
+
+def test_a_reader_sees_the_job_as_it_was_when_it_began(state: ServerState) -> None:
+    pk = _job(state)
+    with state.db.read() as reader:
+        before = jobs.get_job_by_pk(reader, pk)
+        with state.db.write() as conn:
+            jobs.append_batch(conn, pk, 0, [jobs.EntryIn(ReportList.NEW, "F", "/srv/docs/a")])
+            jobs.finish_job(conn, pk, JobStatus.STOP_SUCCESS)
+        # same snapshot: neither the entry nor the finish is visible yet
+        assert list(jobs.iter_entries(reader, pk, ReportList.NEW)) == []
+        assert jobs.get_job_by_pk(reader, pk).status == before.status
+    with state.db.read() as conn:
+        after = jobs.get_job_by_pk(conn, pk)
+    assert after.status == JobStatus.STOP_SUCCESS.value and after.counters.new_files == 1
+
+
+def test_stale_jobs_close_as_not_finished(state: ServerState) -> None:
+    pk = _job(state)
+    with state.db.write() as conn:
+        job = jobs.get_job_by_pk(conn, pk)
+        closed = jobs.close_stale_jobs(conn, 1000, at_ms=job.last_activity + 5000)
+    assert closed == [job.job_id]
+    with state.db.read() as conn:
+        assert jobs.get_job_by_pk(conn, pk).status == JobStatus.BACKUP_NOT_FINISHED.value
+
+
+def test_a_removed_sets_name_can_be_used_again(state: ServerState) -> None:
+    from sqlalchemy import update
+
+    from opencbs.store.schema import backup_sets
+
+    with state.db.write() as conn:
+        user = users.add_backup_user(conn, "bob", "pw")
+        first = sets.add_set(conn, user.id, "docs")
+        conn.execute(update(backup_sets).where(backup_sets.c.id == first.id).values(removed=True))
+        second = sets.add_set(conn, user.id, "docs")
+    assert second.id != first.id
