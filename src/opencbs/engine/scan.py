@@ -1,0 +1,310 @@
+"""Walk the source paths of a backup set into :class:`~opencbs.engine.entries.Entry` values.
+
+The scan is the one place that reads the source tree's metadata, and it turns every OS error
+into a soft :class:`ScanWarning` (style.md item 4): the job goes on, and the directory whose
+listing or entry could not be read is recorded as *incomplete*, so that nothing under it is
+reported deleted (cbs-api.md §5, ``del``). A directory the scan emitted completed exactly when
+it is not in :attr:`Scan.incomplete_dirs`; pass that set to ``classify.classify`` (or
+``lambda: scan.incomplete_dirs`` to ``classify.classify_pairs`` while the scan streams).
+
+Rules:
+
+- Paths are bytes throughout (``os.fsencode``), so names that are not UTF-8 survive exactly.
+- Symbolic links are never followed: a link is an entry of type ``L`` whose ``link_target`` is
+  ``os.readlink``'s bytes, ``size`` their length, and ``link_to_dir`` whether the target
+  resolves to a directory. A source that is itself a link is that link, not its target.
+- Each source is itself an entry (a directory, normally — cbs-api.md §5: "each source folder
+  counts as a directory entry of the first job"); it is made absolute, and a source inside
+  another source is dropped. A missing source is a warning and is incomplete.
+- Order: depth-first, pre-order, each directory's names sorted by bytes, sources in the same
+  order — that is ``classify.path_sort_key`` order, which ``classify`` merges on.
+- Only regular files, directories and symbolic links are entries; sockets, FIFOs and device
+  files are skipped (logged at DEBUG, no warning).
+- ``content_id`` is always ``None``: reading content is the caller's step, planned with
+  ``classify.needs_content``.
+
+Filters (:class:`ScanFilter`): glob patterns (``fnmatch``, case-sensitive) matched against the
+full path, where ``*`` and ``?`` match ``/`` too (``*/.cache`` matches every ``.cache``).
+
+1. Excludes win: an entry matching an exclude pattern is skipped, and an excluded directory is
+   not walked (its subtree is pruned). Sources are filtered too.
+2. Without include patterns every other entry is kept. With include patterns, an entry is kept
+   when it, or one of its ancestor directories, matches an include pattern; a directory that
+   does not is still walked, and is emitted (just before its first kept descendant) only if
+   something under it is kept. Sources are always emitted.
+
+Memory: the walk holds one sorted listing (``os.DirEntry`` per name) for each directory on the
+current path, plus the warnings and the incomplete directories.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import stat
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from opencbs.engine.classify import path_sort_key
+from opencbs.engine.entries import Entry, display_path
+from opencbs.reports.vocabulary import EntryType
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Scan", "ScanFilter", "ScanWarning", "scan"]
+
+
+@dataclass(frozen=True, slots=True)
+class ScanWarning:
+    """A soft error of the scan: the full ``path`` concerned and a one-line ``message``."""
+
+    path: bytes
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScanFilter:
+    """Include and exclude glob patterns over full paths (bytes); rules in the module docstring.
+
+    Build one from text or bytes with :meth:`of`.
+    """
+
+    include: tuple[bytes, ...] = ()
+    exclude: tuple[bytes, ...] = ()
+
+    @classmethod
+    def of(
+        cls, include: Iterable[bytes | str] = (), exclude: Iterable[bytes | str] = ()
+    ) -> ScanFilter:
+        """A filter from patterns given as ``str`` (``os.fsencode``-d) or ``bytes``."""
+        return cls(tuple(map(os.fsencode, include)), tuple(map(os.fsencode, exclude)))
+
+    def excludes(self, path: bytes) -> bool:
+        """Whether ``path`` matches an exclude pattern."""
+        return any(fnmatch.fnmatchcase(path, pattern) for pattern in self.exclude)
+
+    def includes(self, path: bytes) -> bool:
+        """Whether ``path`` matches an include pattern (always true without include patterns)."""
+        if not self.include:
+            return True
+        return any(fnmatch.fnmatchcase(path, pattern) for pattern in self.include)
+
+
+@dataclass(slots=True)
+class _Frame:
+    """A directory on the walk's current path."""
+
+    path: bytes
+    kept: bool  # the directory or an ancestor matched an include pattern
+    pending: Entry | None  # the directory's entry, not emitted yet (nothing under it kept yet)
+    children: Iterator[os.DirEntry[bytes]] = field(default_factory=lambda: iter(()))
+
+
+class Scan:
+    """One walk of the sources; iterate it once.
+
+    Iterating yields :class:`Entry` and :class:`ScanWarning` values in walk order
+    (:meth:`entries` yields the entries only). Once the walk has finished (:attr:`finished`),
+    :attr:`incomplete_dirs` holds every directory or source whose scan did not complete, and
+    :attr:`warnings` every warning; :attr:`completed_dirs` counts the directories that did.
+    """
+
+    def __init__(self, sources: Iterable[bytes | str], filters: ScanFilter | None = None) -> None:
+        self.sources: tuple[bytes, ...] = _normalize_sources(sources)
+        self.filters = filters if filters is not None else ScanFilter()
+        self.completed_dirs = 0
+        self._incomplete: set[bytes] = set()
+        self._warnings: list[ScanWarning] = []
+        self._started = False
+        self._finished = False
+
+    @property
+    def finished(self) -> bool:
+        """Whether the walk has run to its end."""
+        return self._finished
+
+    @property
+    def incomplete_dirs(self) -> frozenset[bytes]:
+        """Directories and sources not completely scanned (final once :attr:`finished`)."""
+        return frozenset(self._incomplete)
+
+    @property
+    def warnings(self) -> tuple[ScanWarning, ...]:
+        """The warnings so far, in walk order."""
+        return tuple(self._warnings)
+
+    def __iter__(self) -> Iterator[Entry | ScanWarning]:
+        if self._started:
+            raise RuntimeError("a Scan can be iterated only once")
+        self._started = True
+        return self._walk()
+
+    def entries(self) -> Iterator[Entry]:
+        """Iterate the walk yielding only entries (warnings are kept in :attr:`warnings`)."""
+        for item in self:
+            if isinstance(item, Entry):
+                yield item
+
+    # -- the walk ---------------------------------------------------------------------------
+
+    def _walk(self) -> Iterator[Entry | ScanWarning]:
+        for source in self.sources:
+            yield from self._walk_source(source)
+        self._finished = True
+
+    def _walk_source(self, root: bytes) -> Iterator[Entry | ScanWarning]:
+        if self.filters.excludes(root):
+            logger.debug("source %s excluded", display_path(root))
+            return
+        try:
+            st = os.lstat(root)
+        except OSError as error:
+            self._incomplete.add(root)
+            yield self._warn(root, f"source not found or unreadable: {_reason(error)}")
+            return
+        entry, warning = self._entry(root, st)
+        if entry is None:
+            self._incomplete.add(root)
+            yield warning or self._warn(root, "source is not a file, directory or link")
+            return
+        yield entry
+        if entry.etype is EntryType.DIRECTORY:
+            yield from self._walk_tree(root, self.filters.includes(root))
+
+    def _walk_tree(self, root: bytes, kept: bool) -> Iterator[Entry | ScanWarning]:
+        stack: list[_Frame] = []
+        yield from self._enter(stack, _Frame(root, kept, None))
+        while stack:
+            frame = stack[-1]
+            child = next(frame.children, None)
+            if child is None:
+                stack.pop()
+                if frame.path not in self._incomplete:
+                    self.completed_dirs += 1
+                continue
+            yield from self._visit(stack, frame, child)
+
+    def _enter(self, stack: list[_Frame], frame: _Frame) -> Iterator[ScanWarning]:
+        """List the frame's directory (sorted by name) and push it."""
+        children: list[os.DirEntry[bytes]] = []
+        try:
+            with os.scandir(frame.path) as listing:
+                for child in listing:
+                    children.append(child)
+        except OSError as error:
+            self._incomplete.add(frame.path)
+            yield self._warn(frame.path, f"cannot read directory: {_reason(error)}")
+        children.sort(key=lambda child: child.name)
+        frame.children = iter(children)
+        stack.append(frame)
+
+    def _visit(
+        self, stack: list[_Frame], parent: _Frame, child: os.DirEntry[bytes]
+    ) -> Iterator[Entry | ScanWarning]:
+        path = _join(parent.path, child.name)
+        if self.filters.excludes(path):
+            logger.debug("excluded %s", display_path(path))
+            return
+        try:
+            st = child.stat(follow_symlinks=False)
+        except OSError as error:
+            self._incomplete.add(parent.path)
+            yield self._warn(path, f"cannot stat: {_reason(error)}")
+            return
+        entry, warning = self._entry(path, st)
+        if entry is None:
+            if warning is not None:
+                self._incomplete.add(parent.path)
+                yield warning
+            return
+        kept = parent.kept or self.filters.includes(path)
+        if entry.etype is EntryType.DIRECTORY:
+            if kept:
+                yield from _flush(stack)
+                yield entry
+            yield from self._enter(stack, _Frame(path, kept, None if kept else entry))
+        elif kept:
+            yield from _flush(stack)
+            yield entry
+
+    def _entry(self, path: bytes, st: os.stat_result) -> tuple[Entry | None, ScanWarning | None]:
+        """The entry of ``path`` from its ``lstat``; ``(None, None)`` for a type that is not
+        backed up, ``(None, warning)`` when a link cannot be read."""
+        if stat.S_ISREG(st.st_mode):
+            return _make(path, st, EntryType.FILE, st.st_size), None
+        if stat.S_ISDIR(st.st_mode):
+            return _make(path, st, EntryType.DIRECTORY, 0), None
+        if stat.S_ISLNK(st.st_mode):
+            try:
+                target = os.readlink(path)
+            except OSError as error:
+                return None, self._warn(path, f"cannot read symbolic link: {_reason(error)}")
+            to_dir = os.path.isdir(path)
+            return _make(path, st, EntryType.LINK, len(target), target, to_dir), None
+        logger.debug("skipped %s: not a file, directory or link", display_path(path))
+        return None, None
+
+    def _warn(self, path: bytes, message: str) -> ScanWarning:
+        warning = ScanWarning(path, message)
+        self._warnings.append(warning)
+        logger.warning("%s: %s", display_path(path), message)
+        return warning
+
+
+def scan(sources: Iterable[bytes | str], filters: ScanFilter | None = None) -> Scan:
+    """A :class:`Scan` of ``sources`` (paths as ``str`` or ``bytes``) with ``filters``."""
+    return Scan(sources, filters)
+
+
+def _flush(stack: list[_Frame]) -> Iterator[Entry]:
+    """Emit the directories on the current path not emitted yet (outermost first)."""
+    for frame in stack:
+        if frame.pending is not None:
+            yield frame.pending
+            frame.pending = None
+
+
+def _make(
+    path: bytes,
+    st: os.stat_result,
+    etype: EntryType,
+    size: int,
+    link_target: bytes | None = None,
+    link_to_dir: bool = False,
+) -> Entry:
+    return Entry(
+        path=path,
+        etype=etype,
+        size=size,
+        mtime_ns=st.st_mtime_ns,
+        ctime_ns=st.st_ctime_ns,
+        mode=st.st_mode,
+        uid=st.st_uid,
+        gid=st.st_gid,
+        inode=st.st_ino,
+        device=st.st_dev,
+        link_target=link_target,
+        link_to_dir=link_to_dir,
+    )
+
+
+def _join(directory: bytes, name: bytes) -> bytes:
+    return directory + name if directory.endswith(b"/") else directory + b"/" + name
+
+
+def _normalize_sources(sources: Iterable[bytes | str]) -> tuple[bytes, ...]:
+    """Absolute bytes paths in walk order, without duplicates or sources inside another."""
+    kept: list[bytes] = []
+    for source in sorted({os.path.abspath(os.fsencode(s)) for s in sources}, key=path_sort_key):
+        if not any(_inside(source, outer) for outer in kept):
+            kept.append(source)
+    return tuple(kept)
+
+
+def _inside(path: bytes, directory: bytes) -> bool:
+    return path == directory or path.startswith(directory.rstrip(b"/") + b"/")
+
+
+def _reason(error: OSError) -> str:
+    return error.strerror or type(error).__name__
