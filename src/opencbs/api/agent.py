@@ -1,7 +1,560 @@
-"""The agent API (``/api/agent/v1``): backup users manage their sets and deliver job reports."""
+"""The agent API (``/api/agent/v1``): backup users manage their sets and deliver job reports.
+
+Ours, not the vendor's: versioned under ``/api/agent/v1`` and documented in the OpenAPI schema.
+
+Authentication: HTTP Basic with the backup user's ``LoginName`` and password (UTF-8). Every
+failure (no header, malformed header, unknown user, wrong password, suspended account) is the
+same 401 ``{"error": "user_credentials", …}``. A backup user sees only its own sets: another
+user's set is "not found" (404), never "forbidden".
+
+Answers: JSON objects; IDs are strings (cbs-api.md §1), times epoch ms, sizes bytes. Errors:
+``{"error": code, "message", "hint"}`` with 400 (unusable input), 401, 404, 409 (duplicate job,
+finished job, duplicate name), 503 (database); 413 for a body over the route's byte limit and 422
+for a body that does not match the schema (``{"error": "invalid_input", "detail": [...]}``).
+
+A job's life (cbs-api.md §4, §5):
+
+1. ``POST …/jobs`` starts it. The job ID is the start time in the server's zone (``start_time``,
+   default now); a second job with the same ID for that set, destination and ``cdp`` is a 409.
+   ``FromIp`` is the address the request came from.
+2. ``PUT …/jobs/{job_id}/batches/{batch_no}`` delivers entries, batch numbers from 0. A batch
+   number stored already is not stored again (``{"stored": false}``), so a retried batch is
+   harmless; a retry must carry the same entries (a different entry count is a 409). Every
+   count and size of §5 is derived from the entries in the transaction that stores them.
+3. ``POST …/progress`` records what GetBackupJobProgress shows.
+4. ``POST …/finish`` sets the final status and the dedupe figures; the status and ``EndTime``
+   change in one transaction, so the finished report appears whole. Finishing again with the
+   same status and figures answers the job (a retry after a lost answer must not fail);
+   anything else on a finished job is a 409.
+
+Until finished the job reads ``BS_STILL_RUNNING``. Every agent call on a job (batch, retried
+batch, progress, ``GET``) is a sign of life; a job without one for ``ServerState.job_idle_timeout``
+seconds is closed as ``BS_BACKUP_NOT_FINISHED`` by the server's sweeper, after which its calls
+answer 409. Jobs are addressed by set, destination and job ID; ``?cdp=true`` picks the
+continuous-backup job of that ID.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import binascii
+from base64 import b64decode
+from typing import Annotated, Any, Literal
 
-router = APIRouter(prefix="/api/agent/v1", tags=["Agent API"])
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy import Connection
+
+from opencbs.api.auth import authenticate_backup_user
+from opencbs.api.state import state_of
+from opencbs.errors import AuthUserRejected, Conflict, InvalidInput
+from opencbs.reports.fields import counter_fields
+from opencbs.reports.vocabulary import (
+    EntryType,
+    JobMode,
+    JobStatus,
+    LogType,
+    ReportList,
+)
+from opencbs.store import jobs, sets
+from opencbs.store.users import BackupUser
+
+#: Most entries in one batch; split longer lists into several batches.
+MAX_BATCH_ENTRIES = 10_000
+#: Longest path (characters): Windows' extended-length limit.
+MAX_PATH = 32_767
+#: Longest log message (characters).
+MAX_MESSAGE = 16_384
+#: Byte limit of a batch request's body, and of every other request's body.
+MAX_BATCH_BODY = 64 * 1024 * 1024
+MAX_BODY = 1024 * 1024
+#: Range of times an entry may carry (epoch ms): 1601-01-01 (the Windows epoch) to 9999-12-30.
+MIN_TIME_MS = -11_644_473_600_000
+MAX_TIME_MS = 253_402_128_000_000
+MAX_SIZE = 2**62
+
+router = APIRouter(prefix="/api/agent/v1", tags=["Agent API"], max_body_size=MAX_BODY)
+
+
+# --- authentication ---------------------------------------------------------------------------
+
+
+class _Basic(HTTPBasic):
+    """HTTP Basic credentials decoded as UTF-8; ``None`` for a missing or malformed header, so
+    that every failure reaches the one ``AuthUserRejected`` answer."""
+
+    async def __call__(self, request: Request) -> HTTPBasicCredentials | None:  # type: ignore[override]
+        scheme, _, param = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "basic" or len(param) > 4096:
+            return None
+        try:
+            text = b64decode(param.strip(), validate=True).decode("utf-8")
+        except (ValueError, binascii.Error):
+            return None
+        login, sep, password = text.partition(":")
+        if not sep:
+            return None
+        return HTTPBasicCredentials(username=login, password=password)
+
+
+_basic = _Basic(auto_error=False, scheme_name="BackupUserBasic",
+                description="The backup user's LoginName and password.")
+
+
+def _backup_user(
+    request: Request, creds: Annotated[HTTPBasicCredentials | None, Depends(_basic)]
+) -> BackupUser:
+    """The authenticated backup user; raises ``AuthUserRejected`` (401) for every failure."""
+    if creds is None:
+        raise AuthUserRejected()
+    state = state_of(request)
+    return authenticate_backup_user(state.db, state.auth_cache, creds.username, creds.password)
+
+
+User = Annotated[BackupUser, Depends(_backup_user)]
+
+
+# --- models -----------------------------------------------------------------------------------
+
+
+def _clean(value: str) -> str:
+    """Refuse NUL characters and lone surrogates (no database can store them)."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("must be valid Unicode (no lone surrogates)") from exc
+    return value
+
+
+Text = Annotated[str, AfterValidator(_clean)]
+PathText = Annotated[Text, Field(max_length=MAX_PATH)]
+Name = Annotated[Text, Field(min_length=1, max_length=255)]
+Size = Annotated[int, Field(ge=0, le=MAX_SIZE)]
+Count = Annotated[int, Field(ge=0, le=MAX_SIZE)]
+TimeMs = Annotated[int, Field(ge=MIN_TIME_MS, le=MAX_TIME_MS)]
+Pattern = Annotated[Text, Field(min_length=1, max_length=4096)]
+
+SetIdPath = Annotated[str, Path(max_length=32, description="ID of the backup set.")]
+DestIdPath = Annotated[str, Path(max_length=32, description="ID of the destination.")]
+JobIdPath = Annotated[str, Path(max_length=32, description="Backup job ID "
+                                "(yyyy-MM-dd-HH-mm-ss).")]
+CdpQuery = Annotated[bool, Query(description="The continuous-backup job of that ID.")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Filters(_Model):
+    """Glob patterns of what a backup set includes and excludes."""
+
+    include: list[Pattern] = Field(default_factory=list, max_length=1000)
+    exclude: list[Pattern] = Field(default_factory=list, max_length=1000)
+
+
+class Compression(_Model):
+    """How chunks are compressed: zstd at ``level`` 0..22."""
+
+    type: Literal["ZSTD"] = "ZSTD"
+    level: int = Field(default=3, ge=0, le=22)
+
+
+class SetSettings(_Model):
+    """A backup set's settings. In a request every key is optional: a missing key keeps its
+    current value (its default when creating)."""
+
+    sources: list[Annotated[PathText, Field(min_length=1)]] | None = Field(
+        default=None, max_length=1000,
+        description="Full paths of the folders and files to back up.")
+    filters: Filters | None = None
+    compression: Compression | None = None
+    deduplication: bool | None = None
+
+    def given(self) -> dict[str, Any]:
+        """The keys given, as the store takes them."""
+        return self.model_dump(exclude_none=True)
+
+
+class DestinationIn(_Model):
+    """A new destination: ``type`` e.g. ``LOCAL``; ``settings`` its location, e.g.
+    ``{"path": "/srv/backup"}``."""
+
+    name: Name
+    type: str = Field(min_length=1, max_length=32, pattern=r"^[A-Z][A-Z0-9_]*$")
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class DestinationPatch(_Model):
+    """Changes to a destination: a new name, and/or settings keys to replace."""
+
+    name: Name | None = None
+    settings: dict[str, Any] | None = None
+
+
+class DestinationOut(BaseModel):
+    """A destination of a backup set, in order (``position`` from 0)."""
+
+    id: str
+    name: str
+    type: str
+    position: int
+    settings: dict[str, Any]
+
+
+class BackupSetIn(_Model):
+    """A new backup set (``FILE`` sets only), optionally with its destinations."""
+
+    name: Name
+    type: Literal["FILE"] = "FILE"
+    settings: SetSettings = Field(default_factory=lambda: SetSettings())
+    destinations: list[DestinationIn] = Field(default_factory=list, max_length=32)
+
+
+class BackupSetPatch(_Model):
+    """Changes to a backup set: a new name, and/or settings keys to replace."""
+
+    name: Name | None = None
+    settings: SetSettings | None = None
+
+
+class BackupSetOut(BaseModel):
+    """A backup set with its settings and destinations. ``created_at`` is epoch ms."""
+
+    id: str
+    name: str
+    type: str
+    removed: bool
+    created_at: int
+    settings: dict[str, Any]
+    destinations: list[DestinationOut]
+
+
+class JobStartIn(_Model):
+    """Start of a backup job. ``start_time`` (epoch ms, default now) gives the job ID (§4);
+    ``mode``: ``M`` manual, ``S`` scheduled, ``R`` started from the server."""
+
+    mode: JobMode = JobMode.MANUAL
+    cdp: bool = False
+    run_version: Text = Field(default="", max_length=64)
+    start_time: int | None = Field(default=None, ge=0, le=MAX_TIME_MS)
+    dedupe_enabled: bool = True
+
+
+ListKey = Literal["info", "new", "upd", "pmt", "del", "mov", "cpy"]
+_LOG_TYPES = frozenset(t.value for t in LogType)
+_FILE_TYPES = frozenset(t.value for t in EntryType)
+
+
+class EntryIn(_Model):
+    """One report entry (cbs-api.md §5).
+
+    ``list`` ``info`` (a log entry): ``type`` ``start``/``info``/``warn``/``error``/``end``,
+    ``message``, ``last_modified`` its timestamp. Other lists (file entries): ``type`` ``F``
+    file, ``D`` directory, ``L`` symbolic link (``link_to_dir`` when it points at a directory);
+    ``path`` the full source path (the new path of a move or copy); ``from_path`` the old path
+    of a move (required) or the copied file of a copy; ``last_modified`` epoch ms; ``size`` the
+    stored (compressed) bytes, ``unzip_size`` the original bytes.
+    """
+
+    list: ListKey
+    type: str = Field(max_length=8)
+    path: PathText = ""
+    message: Text = Field(default="", max_length=MAX_MESSAGE)
+    from_path: PathText | None = None
+    last_modified: TimeMs | None = None
+    size: Size = 0
+    unzip_size: Size = 0
+    link_to_dir: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EntryIn:
+        if self.list == "info":
+            if self.type not in _LOG_TYPES:
+                raise ValueError(f"a log entry's type is one of {sorted(_LOG_TYPES)}")
+            if self.path or self.from_path:
+                raise ValueError("a log entry carries a message, not a path")
+            return self
+        if self.type not in _FILE_TYPES:
+            raise ValueError("a file entry's type is F, D or L")
+        if not self.path:
+            raise ValueError("a file entry needs a path")
+        if self.message:
+            raise ValueError("a file entry carries no message")
+        if self.list == "mov" and not self.from_path:
+            raise ValueError("a move entry needs from_path")
+        if self.from_path is not None and self.list not in ("mov", "cpy"):
+            raise ValueError("from_path belongs to move and copy entries only")
+        return self
+
+    def stored(self) -> jobs.EntryIn:
+        """The entry as the store takes it."""
+        lst = ReportList.from_key(self.list)
+        return jobs.EntryIn(
+            lst=lst,
+            etype=self.type,
+            path=self.message if lst is ReportList.LOG else self.path,
+            from_path=self.from_path,
+            mtime_ms=self.last_modified,
+            size=self.size,
+            unzip_size=self.unzip_size,
+            link_dir=self.link_to_dir and self.type == EntryType.LINK.value,
+        )
+
+
+class BatchIn(_Model):
+    """A numbered batch of entries, in report order."""
+
+    entries: list[EntryIn] = Field(max_length=MAX_BATCH_ENTRIES)
+
+
+class BatchOut(BaseModel):
+    """``stored`` is false when that batch number had been stored already (nothing changed)."""
+
+    batch_no: int
+    stored: bool
+    entry_count: int
+
+
+class ProgressIn(_Model):
+    """What GetBackupJobProgress shows (§7): counts of files, sizes in bytes."""
+
+    current_file_name: PathText = ""
+    current_file_count: Count = 0
+    total_file_count: Count = 0
+    uploaded_file_size: Size = 0
+    total_file_size: Size = 0
+
+
+class FinishIn(_Model):
+    """The end of a job: its final status (not ``BS_STILL_RUNNING``) and the dedupe figures of
+    §5 (bytes; ``dedupe_saving`` ≤ ``dedupe_original_size``)."""
+
+    status: JobStatus
+    dedupe_original_size: Size = 0
+    dedupe_saving: Size = 0
+
+
+class ProgressOut(BaseModel):
+    """The job's last progress; ``file_upload_time`` epoch ms or null."""
+
+    current_file_name: str
+    file_upload_time: int | None
+    current_file_count: int
+    total_file_count: int
+    uploaded_file_size: int
+    total_file_size: int
+
+
+class JobOut(BaseModel):
+    """A backup job as the server holds it. ``counters``: every count and size of §5 by its CBS
+    name (``NumOfNewFiles``, ``TotalNewFilesSize``, …, ``NumOfWarnEntries``), derived from the
+    entries stored; ``batches_received`` and ``last_batch_no`` tell a resuming agent where to
+    continue. Times epoch ms (``end_time`` null while running)."""
+
+    job_id: str
+    backup_set_id: str
+    destination_id: str
+    cdp: bool
+    mode: str
+    status: str
+    start_time: int
+    end_time: int | None
+    from_ip: str
+    run_version: str
+    dedupe_enabled: bool
+    dedupe_original_size: int
+    dedupe_saving: int
+    counters: dict[str, int]
+    batches_received: int
+    last_batch_no: int | None
+    progress: ProgressOut
+
+
+# --- converters -------------------------------------------------------------------------------
+
+
+def _dest_out(d: sets.Destination) -> DestinationOut:
+    return DestinationOut(id=str(d.id), name=d.name, type=d.type, position=d.position,
+                          settings=d.settings)
+
+
+def _set_out(b: sets.BackupSet) -> BackupSetOut:
+    return BackupSetOut(id=str(b.id), name=b.name, type=b.type, removed=b.removed,
+                        created_at=b.created_at, settings=b.settings,
+                        destinations=[_dest_out(d) for d in b.destinations])
+
+
+def _job_out(conn: Connection, job: jobs.Job) -> JobOut:
+    count, last = jobs.batch_stats(conn, job.pk)
+    counters = {k: v for k, v in counter_fields(job.counters).items() if isinstance(v, int)}
+    counters["NumOfWarnEntries"] = job.counters.warn_entries
+    counters["NumOfErrorEntries"] = job.counters.error_entries
+    return JobOut(
+        job_id=job.job_id, backup_set_id=str(job.set_id),
+        destination_id=str(job.destination_id), cdp=job.cdp, mode=job.mode, status=job.status,
+        start_time=job.start_time, end_time=job.end_time, from_ip=job.from_ip,
+        run_version=job.run_version, dedupe_enabled=job.dedupe_enabled,
+        dedupe_original_size=job.dedupe_original_size, dedupe_saving=job.dedupe_saving,
+        counters=counters, batches_received=count, last_batch_no=last,
+        progress=ProgressOut(
+            current_file_name=job.current_file_name, file_upload_time=job.file_upload_time,
+            current_file_count=job.current_file_count, total_file_count=job.total_file_count,
+            uploaded_file_size=job.uploaded_file_size, total_file_size=job.total_file_size,
+        ),
+    )
+
+
+def _locked_job(conn: Connection, user: BackupUser, set_id: str, destination_id: str,
+                job_id: str, cdp: bool) -> jobs.Job:
+    """The user's job, its row locked for this transaction, read after the lock.
+
+    Raises ``BackupSetNotFound``, ``DestinationNotFound``, ``BackupJobNotFound``."""
+    bset = sets.get_set(conn, user.id, set_id)
+    dest = sets.get_destination(conn, bset, destination_id)
+    job = jobs.find_job(conn, bset, str(dest.id), job_id, cdp=cdp)
+    jobs.lock_job(conn, job.pk)
+    return jobs.get_job_by_pk(conn, job.pk)
+
+
+# --- backup sets ------------------------------------------------------------------------------
+
+
+@router.get("/backup-sets", summary="The caller's backup sets (not removed), by ID.")
+def list_backup_sets(request: Request, user: User) -> list[BackupSetOut]:
+    with state_of(request).db.read() as conn:
+        return [_set_out(sets.get_set(conn, user.id, b.id)) for b in sets.list_sets(conn, user.id)]
+
+
+@router.post("/backup-sets", status_code=201, summary="Create a backup set and its destinations.",
+             responses={409: {"description": "A set of that name exists."}})
+def create_backup_set(request: Request, user: User, body: BackupSetIn) -> BackupSetOut:
+    with state_of(request).db.write() as conn:
+        bset = sets.add_set(conn, user.id, body.name, body.settings.given(), set_type=body.type)
+        for d in body.destinations:
+            sets.add_destination(conn, user.id, bset.id, d.name, d.type, d.settings)
+        return _set_out(sets.get_set(conn, user.id, bset.id))
+
+
+@router.get("/backup-sets/{set_id}", summary="One backup set of the caller.")
+def get_backup_set(request: Request, user: User, set_id: SetIdPath) -> BackupSetOut:
+    with state_of(request).db.read() as conn:
+        return _set_out(sets.get_set(conn, user.id, set_id))
+
+
+@router.patch("/backup-sets/{set_id}", summary="Rename a backup set or change its settings.")
+def update_backup_set(request: Request, user: User, set_id: SetIdPath,
+                      body: BackupSetPatch) -> BackupSetOut:
+    with state_of(request).db.write() as conn:
+        bset = sets.get_set(conn, user.id, set_id)
+        settings = body.settings.given() if body.settings is not None else None
+        return _set_out(sets.update_set(conn, user.id, bset.id, name=body.name,
+                                        settings=settings))
+
+
+@router.post("/backup-sets/{set_id}/destinations", status_code=201,
+             summary="Add a destination after the set's others.")
+def add_destination(request: Request, user: User, set_id: SetIdPath,
+                    body: DestinationIn) -> DestinationOut:
+    with state_of(request).db.write() as conn:
+        bset = sets.get_set(conn, user.id, set_id)
+        return _dest_out(sets.add_destination(conn, user.id, bset.id, body.name, body.type,
+                                              body.settings))
+
+
+@router.patch("/backup-sets/{set_id}/destinations/{destination_id}",
+              summary="Rename a destination or replace keys of its settings.")
+def update_destination(request: Request, user: User, set_id: SetIdPath,
+                       destination_id: DestIdPath, body: DestinationPatch) -> DestinationOut:
+    with state_of(request).db.write() as conn:
+        bset = sets.get_set(conn, user.id, set_id)
+        dest = sets.get_destination(conn, bset, destination_id)
+        return _dest_out(sets.update_destination(conn, user.id, bset.id, dest.id,
+                                                 name=body.name, settings=body.settings))
+
+
+# --- jobs -------------------------------------------------------------------------------------
+
+_JOB = "/backup-sets/{set_id}/destinations/{destination_id}/jobs"
+
+
+@router.post(_JOB, status_code=201, summary="Start a backup job (BS_STILL_RUNNING).",
+             responses={409: {"description": "A job with that ID exists (same start second)."}})
+def start_job(request: Request, user: User, set_id: SetIdPath, destination_id: DestIdPath,
+              body: JobStartIn) -> JobOut:
+    state = state_of(request)
+    with state.db.write() as conn:
+        bset = sets.get_set(conn, user.id, set_id)
+        dest = sets.get_destination(conn, bset, destination_id)
+        if bset.removed:
+            raise Conflict(f"backup set {bset.id} is removed", "start jobs of a current set")
+        job = jobs.start_job(
+            conn, bset, dest.id, tz=state.tz, start_ms=body.start_time, mode=body.mode,
+            cdp=body.cdp, from_ip=request.client.host if request.client else "",
+            run_version=body.run_version, dedupe_enabled=body.dedupe_enabled,
+        )
+        return _job_out(conn, job)
+
+
+@router.get(_JOB + "/{job_id}", summary="A job's status, counters and progress (a sign of life "
+            "while it runs).")
+def get_job(request: Request, user: User, set_id: SetIdPath, destination_id: DestIdPath,
+            job_id: JobIdPath, cdp: CdpQuery = False) -> JobOut:
+    with state_of(request).db.write() as conn:
+        job = _locked_job(conn, user, set_id, destination_id, job_id, cdp)
+        jobs.touch_job(conn, job.pk)
+        return _job_out(conn, job)
+
+
+@router.put(_JOB + "/{job_id}/batches/{batch_no}", max_body_size=MAX_BATCH_BODY,
+            summary="Deliver batch batch_no of entries (idempotent).",
+            responses={409: {"description": "The job is finished, or a retried batch differs."},
+                       413: {"description": "The body exceeds the byte limit."}})
+def put_batch(request: Request, user: User, set_id: SetIdPath, destination_id: DestIdPath,
+              job_id: JobIdPath, batch_no: Annotated[int, Path(ge=0, le=2**31 - 1)],
+              body: BatchIn, cdp: CdpQuery = False) -> BatchOut:
+    entries = [e.stored() for e in body.entries]
+    with state_of(request).db.write() as conn:
+        job = _locked_job(conn, user, set_id, destination_id, job_id, cdp)
+        if jobs.append_batch(conn, job.pk, batch_no, entries):
+            return BatchOut(batch_no=batch_no, stored=True, entry_count=len(entries))
+        held = jobs.batch_entry_count(conn, job.pk, batch_no)
+        if held != len(entries):
+            raise Conflict(f"batch {batch_no} was stored with {held} entries, not "
+                           f"{len(entries)}", "a retried batch must carry the same entries")
+        jobs.touch_job(conn, job.pk)
+        return BatchOut(batch_no=batch_no, stored=False, entry_count=len(entries))
+
+
+@router.post(_JOB + "/{job_id}/progress", summary="Record the job's progress.",
+             responses={409: {"description": "The job is finished."}})
+def post_progress(request: Request, user: User, set_id: SetIdPath, destination_id: DestIdPath,
+                  job_id: JobIdPath, body: ProgressIn, cdp: CdpQuery = False) -> JobOut:
+    with state_of(request).db.write() as conn:
+        job = _locked_job(conn, user, set_id, destination_id, job_id, cdp)
+        jobs.update_progress(conn, job.pk, **body.model_dump())
+        return _job_out(conn, jobs.get_job_by_pk(conn, job.pk))
+
+
+@router.post(_JOB + "/{job_id}/finish", summary="Finish the job: final status, dedupe figures.",
+             responses={409: {"description": "Finished already with another status or "
+                                             "figures (closed as BS_BACKUP_NOT_FINISHED)."}})
+def finish(request: Request, user: User, set_id: SetIdPath, destination_id: DestIdPath,
+           job_id: JobIdPath, body: FinishIn, cdp: CdpQuery = False) -> JobOut:
+    if body.status is JobStatus.STILL_RUNNING:
+        raise InvalidInput("a job cannot be finished as BS_STILL_RUNNING",
+                           "send its final status")
+    with state_of(request).db.write() as conn:
+        job = _locked_job(conn, user, set_id, destination_id, job_id, cdp)
+        if job.status != JobStatus.STILL_RUNNING.value:
+            same = (job.status == body.status.value
+                    and job.dedupe_original_size == body.dedupe_original_size
+                    and job.dedupe_saving == body.dedupe_saving)
+            if not same:
+                raise Conflict(f"backup job {job.job_id} is finished already ({job.status})")
+            return _job_out(conn, job)
+        done = jobs.finish_job(conn, job.pk, body.status,
+                               dedupe_original_size=body.dedupe_original_size,
+                               dedupe_saving=body.dedupe_saving)
+        return _job_out(conn, done)

@@ -364,13 +364,18 @@ def close_stale_jobs(conn: Connection, idle_ms: int, *, at_ms: int | None = None
             backup_jobs.c.status == _RUNNING, backup_jobs.c.last_activity < at - idle_ms
         )
     ).all()
+    closed: list[str] = []
     for row in stale:
-        conn.execute(
+        # the idle test is repeated in the UPDATE: a batch committed since the SELECT wins
+        done = conn.execute(
             update(backup_jobs)
-            .where(backup_jobs.c.pk == row.pk, backup_jobs.c.status == _RUNNING)
+            .where(backup_jobs.c.pk == row.pk, backup_jobs.c.status == _RUNNING,
+                   backup_jobs.c.last_activity < at - idle_ms)
             .values(status=JobStatus.BACKUP_NOT_FINISHED.value, end_time=row.last_activity)
         )
-    return [r.job_id for r in stale]
+        if done.rowcount:
+            closed.append(row.job_id)
+    return closed
 
 
 def import_report(
@@ -644,3 +649,50 @@ def jobs_of_day(
         )
         for r in conn.execute(q)
     ]
+
+
+# --- the agent API's job helpers ------------------------------------------------------------
+
+
+def lock_job(conn: Connection, pk: int) -> None:
+    """Lock job ``pk``'s row until the transaction ends (PostgreSQL ``SELECT … FOR UPDATE``;
+    SQLite serialises writers already), so batches, progress, finish and the idle sweep of one
+    job never interleave. Raises ``BackupJobNotFound``."""
+    row = conn.execute(
+        select(backup_jobs.c.pk).where(backup_jobs.c.pk == pk).with_for_update()
+    ).first()
+    if row is None:
+        raise BackupJobNotFound(str(pk))
+
+
+def touch_job(conn: Connection, pk: int, *, at_ms: int | None = None) -> bool:
+    """Record a sign of life of running job ``pk`` (its idle time starts again); ``False`` when
+    the job is not running."""
+    result = conn.execute(
+        update(backup_jobs)
+        .where(backup_jobs.c.pk == pk, backup_jobs.c.status == _RUNNING)
+        .values(last_activity=at_ms if at_ms is not None else now_ms())
+    )
+    return bool(result.rowcount)
+
+
+def batch_entry_count(conn: Connection, pk: int, batch_no: int) -> int | None:
+    """How many entries batch ``batch_no`` of job ``pk`` held when stored; ``None`` if it was
+    never stored."""
+    row = conn.execute(
+        select(job_batches.c.entry_count).where(
+            job_batches.c.job_pk == pk, job_batches.c.batch_no == batch_no
+        )
+    ).first()
+    return None if row is None else int(row.entry_count)
+
+
+def batch_stats(conn: Connection, pk: int) -> tuple[int, int | None]:
+    """(number of batches stored, highest batch number or ``None``) of job ``pk``: where an agent
+    that resumes continues."""
+    from sqlalchemy import func
+
+    row = conn.execute(
+        select(func.count(), func.max(job_batches.c.batch_no)).where(job_batches.c.job_pk == pk)
+    ).one()
+    return int(row[0]), (None if row[1] is None else int(row[1]))

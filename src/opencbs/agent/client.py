@@ -1,0 +1,344 @@
+"""A typed client of the server's agent API (``/api/agent/v1``, see ``opencbs.api.agent``).
+
+Every httpx error is translated here, in ``AgentClient._call`` (style.md §7): the server could not
+be reached or did not answer → ``ServerUnreachable``; it answered with an error →
+``AgentApiError`` (``status``, the server's ``error`` code, message, hint). Retries are the
+caller's business: ``send_batch`` is safe to repeat with the same batch number and entries (the
+server stores a batch once), ``finish_job`` is safe to repeat with the same arguments, and
+``get_job`` shows where a job stands (``batches_received``, ``last_batch_no``). ``start_job`` is
+not idempotent: after a ``ServerUnreachable`` the job may have started; a retry with the same
+explicit ``start_time`` answers 409 if it did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from opencbs.errors import OpenCBSError
+from opencbs.reports.vocabulary import JobMode, JobStatus, ReportList
+
+API_PREFIX = "/api/agent/v1"
+
+
+class ServerUnreachable(OpenCBSError):
+    """The server could not be reached, or the connection failed before a whole answer came
+    (connect error, timeout, broken connection). The request may or may not have been applied."""
+
+    code = "server_unreachable"
+    exit_code = 7
+
+
+class AgentApiError(OpenCBSError):
+    """The server answered with an error. ``status`` is the HTTP status, ``error`` the server's
+    code (``user_credentials``, ``set_not_found``, ``conflict``, ``invalid_input``, …)."""
+
+    code = "agent_api"
+    exit_code = 8
+
+    def __init__(self, status: int, error: str, message: str, hint: str = "") -> None:
+        super().__init__(f"{message} (HTTP {status}, {error})", hint)
+        self.status = status
+        self.error = error
+
+    @property
+    def retryable(self) -> bool:
+        """Whether the same request may succeed later (server or database unavailable)."""
+        return self.status >= 500 or self.status in (408, 429)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One report entry to deliver (cbs-api.md §5; see ``opencbs.api.agent.EntryIn``).
+
+    Log entries: ``lst`` ``ReportList.LOG``, ``type`` start/info/warn/error/end, ``message``,
+    ``last_modified`` the timestamp (epoch ms). File entries: ``type`` ``F``/``D``/``L``, ``path``,
+    ``from_path`` (moves, copies), ``last_modified`` epoch ms, ``size`` stored bytes,
+    ``unzip_size`` original bytes, ``link_to_dir`` for a link to a directory.
+    """
+
+    lst: ReportList
+    type: str
+    path: str = ""
+    message: str = ""
+    from_path: str | None = None
+    last_modified: int | None = None
+    size: int = 0
+    unzip_size: int = 0
+    link_to_dir: bool = False
+
+    @classmethod
+    def log(cls, log_type: str, message: str, at_ms: int | None = None) -> Entry:
+        """A log entry."""
+        return cls(ReportList.LOG, log_type, message=message, last_modified=at_ms)
+
+    def as_json(self) -> dict[str, Any]:
+        """The entry as the API takes it (keys at their defaults left out)."""
+        out: dict[str, Any] = {"list": self.lst.key, "type": self.type}
+        if self.lst is ReportList.LOG:
+            out["message"] = self.message
+        else:
+            out["path"] = self.path
+        optional = {"from_path": self.from_path, "last_modified": self.last_modified}
+        out.update({k: v for k, v in optional.items() if v is not None})
+        if self.size:
+            out["size"] = self.size
+        if self.unzip_size:
+            out["unzip_size"] = self.unzip_size
+        if self.link_to_dir:
+            out["link_to_dir"] = True
+        return out
+
+
+@dataclass(frozen=True)
+class NewDestination:
+    """A destination to create: ``type`` e.g. ``LOCAL``, ``settings`` e.g. ``{"path": ...}``."""
+
+    name: str
+    type: str
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type, "settings": dict(self.settings)}
+
+
+@dataclass(frozen=True)
+class RemoteDestination:
+    """A destination as the server holds it."""
+
+    id: str
+    name: str
+    type: str
+    position: int
+    settings: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> RemoteDestination:
+        return cls(id=str(d["id"]), name=d["name"], type=d["type"], position=int(d["position"]),
+                   settings=dict(d["settings"]))
+
+
+@dataclass(frozen=True)
+class RemoteSet:
+    """A backup set as the server holds it (``created_at`` epoch ms)."""
+
+    id: str
+    name: str
+    type: str
+    removed: bool
+    created_at: int
+    settings: dict[str, Any]
+    destinations: tuple[RemoteDestination, ...]
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> RemoteSet:
+        return cls(id=str(d["id"]), name=d["name"], type=d["type"], removed=bool(d["removed"]),
+                   created_at=int(d["created_at"]), settings=dict(d["settings"]),
+                   destinations=tuple(RemoteDestination.from_json(x) for x in d["destinations"]))
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """What names a job: set, destination, job ID and whether it is a continuous-backup job."""
+
+    set_id: str
+    destination_id: str
+    job_id: str
+    cdp: bool = False
+
+    def path(self, *more: str) -> str:
+        parts = ["backup-sets", self.set_id, "destinations", self.destination_id, "jobs",
+                 self.job_id, *more]
+        return "/" + "/".join(quote(p, safe="") for p in parts)
+
+
+@dataclass(frozen=True)
+class RemoteJob:
+    """A job as the server holds it: status, times (epoch ms; ``end_time`` ``None`` while it
+    runs), the §5 counters by CBS name, the batches received and the last progress."""
+
+    ref: JobRef
+    mode: str
+    status: str
+    start_time: int
+    end_time: int | None
+    from_ip: str
+    run_version: str
+    dedupe_enabled: bool
+    dedupe_original_size: int
+    dedupe_saving: int
+    counters: dict[str, int]
+    batches_received: int
+    last_batch_no: int | None
+    progress: dict[str, Any]
+
+    @property
+    def running(self) -> bool:
+        return self.status == JobStatus.STILL_RUNNING.value
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> RemoteJob:
+        ref = JobRef(str(d["backup_set_id"]), str(d["destination_id"]), str(d["job_id"]),
+                     bool(d["cdp"]))
+        return cls(
+            ref=ref, mode=d["mode"], status=d["status"], start_time=int(d["start_time"]),
+            end_time=d["end_time"], from_ip=d["from_ip"], run_version=d["run_version"],
+            dedupe_enabled=bool(d["dedupe_enabled"]),
+            dedupe_original_size=int(d["dedupe_original_size"]),
+            dedupe_saving=int(d["dedupe_saving"]), counters=dict(d["counters"]),
+            batches_received=int(d["batches_received"]), last_batch_no=d["last_batch_no"],
+            progress=dict(d["progress"]),
+        )
+
+
+def _set_path(set_id: str, *more: str) -> str:
+    return "/" + "/".join(quote(p, safe="") for p in ("backup-sets", set_id, *more))
+
+
+class AgentClient:
+    """The agent API of the server at ``base_url`` (e.g. ``http://backup:8080``), as backup user
+    ``login_name``. ``timeout`` in seconds, per request. ``transport`` replaces the network
+    (tests). Use as a context manager, or call ``close()``."""
+
+    def __init__(self, base_url: str, login_name: str, password: str, timeout: float = 30.0,
+                 *, transport: httpx.BaseTransport | None = None) -> None:
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/") + API_PREFIX,
+            auth=httpx.BasicAuth(login_name, password),
+            timeout=timeout,
+            transport=transport,
+            headers={"Accept": "application/json"},
+        )
+
+    def __enter__(self) -> AgentClient:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connections."""
+        self._http.close()
+
+    # -- plumbing: the one place httpx errors are translated ----------------------------------
+
+    def _call(self, method: str, path: str, body: Any = None,
+              params: Mapping[str, str] | None = None) -> Any:
+        """The decoded JSON answer. Raises ``ServerUnreachable`` or ``AgentApiError``."""
+        try:
+            r = self._http.request(method, path, json=body, params=params)
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(f"cannot reach the server: {type(exc).__name__}: {exc}",
+                                    "check the server address and that it runs") from exc
+        except httpx.HTTPError as exc:
+            raise AgentApiError(0, "client", f"request failed: {exc}") from exc
+        try:
+            answer = r.json()
+        except ValueError:
+            answer = None
+        if r.is_success and answer is not None:
+            return answer
+        if isinstance(answer, dict):
+            raise AgentApiError(r.status_code, str(answer.get("error", "http")),
+                                str(answer.get("message", r.reason_phrase)),
+                                str(answer.get("hint", "") or ""))
+        raise AgentApiError(r.status_code, "http", f"unexpected answer: {r.reason_phrase}")
+
+    @staticmethod
+    def _job_params(cdp: bool) -> dict[str, str] | None:
+        return {"cdp": "true"} if cdp else None
+
+    # -- backup sets ------------------------------------------------------------------------
+
+    def list_sets(self) -> list[RemoteSet]:
+        """The user's backup sets (not removed), with their destinations."""
+        return [RemoteSet.from_json(x) for x in self._call("GET", "/backup-sets")]
+
+    def create_set(self, name: str, *, settings: Mapping[str, Any] | None = None,
+                   destinations: Sequence[NewDestination] = ()) -> RemoteSet:
+        """Create a ``FILE`` backup set. ``settings``: ``sources``, ``filters``,
+        ``compression``, ``deduplication`` (missing keys take their defaults)."""
+        body = {"name": name, "type": "FILE", "settings": dict(settings or {}),
+                "destinations": [d.as_json() for d in destinations]}
+        return RemoteSet.from_json(self._call("POST", "/backup-sets", body))
+
+    def get_set(self, set_id: str) -> RemoteSet:
+        """One backup set of the user."""
+        return RemoteSet.from_json(self._call("GET", _set_path(set_id)))
+
+    def update_set(self, set_id: str, *, name: str | None = None,
+                   settings: Mapping[str, Any] | None = None) -> RemoteSet:
+        """Rename a set and/or replace keys of its settings."""
+        body: dict[str, Any] = {}
+        if name is not None:
+            body["name"] = name
+        if settings is not None:
+            body["settings"] = dict(settings)
+        return RemoteSet.from_json(self._call("PATCH", _set_path(set_id), body))
+
+    def add_destination(self, set_id: str, dest: NewDestination) -> RemoteDestination:
+        """Add a destination after the set's others."""
+        answer = self._call("POST", _set_path(set_id, "destinations"), dest.as_json())
+        return RemoteDestination.from_json(answer)
+
+    def update_destination(self, set_id: str, destination_id: str, *, name: str | None = None,
+                           settings: Mapping[str, Any] | None = None) -> RemoteDestination:
+        """Rename a destination and/or replace keys of its settings."""
+        body: dict[str, Any] = {}
+        if name is not None:
+            body["name"] = name
+        if settings is not None:
+            body["settings"] = dict(settings)
+        path = _set_path(set_id, "destinations", destination_id)
+        return RemoteDestination.from_json(self._call("PATCH", path, body))
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    def start_job(self, set_id: str, destination_id: str, *, mode: JobMode = JobMode.MANUAL,
+                  cdp: bool = False, run_version: str = "", start_time: int | None = None,
+                  dedupe_enabled: bool = True) -> RemoteJob:
+        """Start a job; its ID is ``start_time`` (epoch ms; default the server's now) in the
+        server's zone. A job with that ID exists already → ``AgentApiError`` 409."""
+        body: dict[str, Any] = {"mode": mode.value, "cdp": cdp, "run_version": run_version,
+                                "dedupe_enabled": dedupe_enabled}
+        if start_time is not None:
+            body["start_time"] = start_time
+        path = _set_path(set_id, "destinations", destination_id, "jobs")
+        return RemoteJob.from_json(self._call("POST", path, body))
+
+    def get_job(self, ref: JobRef) -> RemoteJob:
+        """Where a job stands (also a sign of life while it runs)."""
+        return RemoteJob.from_json(self._call("GET", ref.path(), params=self._job_params(ref.cdp)))
+
+    def send_batch(self, ref: JobRef, batch_no: int, entries: Sequence[Entry]) -> bool:
+        """Deliver batch ``batch_no`` (from 0; at most 10,000 entries). ``False`` when the server
+        had stored that batch already; a retry must carry the same entries."""
+        body = {"entries": [e.as_json() for e in entries]}
+        answer = self._call("PUT", ref.path("batches", str(batch_no)), body,
+                            self._job_params(ref.cdp))
+        return bool(answer["stored"])
+
+    def send_progress(self, ref: JobRef, *, current_file_name: str = "",
+                      current_file_count: int = 0, total_file_count: int = 0,
+                      uploaded_file_size: int = 0, total_file_size: int = 0) -> RemoteJob:
+        """Record progress (GetBackupJobProgress, cbs-api.md §7); sizes in bytes."""
+        body = {"current_file_name": current_file_name,
+                "current_file_count": current_file_count, "total_file_count": total_file_count,
+                "uploaded_file_size": uploaded_file_size, "total_file_size": total_file_size}
+        answer = self._call("POST", ref.path("progress"), body, self._job_params(ref.cdp))
+        return RemoteJob.from_json(answer)
+
+    def finish_job(self, ref: JobRef, status: JobStatus, *, dedupe_original_size: int = 0,
+                   dedupe_saving: int = 0) -> RemoteJob:
+        """Finish a job with its final status and dedupe figures (bytes). Repeating the same
+        finish answers the job; another status on a finished job → ``AgentApiError`` 409."""
+        body = {"status": status.value, "dedupe_original_size": dedupe_original_size,
+                "dedupe_saving": dedupe_saving}
+        answer = self._call("POST", ref.path("finish"), body, self._job_params(ref.cdp))
+        return RemoteJob.from_json(answer)
