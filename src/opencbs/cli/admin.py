@@ -1,0 +1,253 @@
+"""Administration commands: ``db upgrade``, ``sysuser``, ``user`` and ``set``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+
+from opencbs.cli.common import (
+    JSON,
+    PASSWORD_STDIN,
+    echo,
+    note,
+    open_database,
+    print_json,
+    print_table,
+    read_password,
+    with_settings,
+)
+from opencbs.errors import BackupUserNotFound
+from opencbs.reports.vocabulary import SystemRole
+from opencbs.settings import Settings
+from opencbs.store import migrate, sets, users
+from opencbs.store.sets import BackupSet
+
+# --- db -----------------------------------------------------------------------------------
+
+
+@click.group()
+def db() -> None:
+    """The database schema."""
+
+
+@db.command("upgrade")
+@with_settings()
+def db_upgrade(settings: Settings) -> None:
+    """Create or upgrade the schema to this version's (serve does it too)."""
+    database = open_database(settings)  # upgrades
+    try:
+        echo(migrate.current_revision(database) or "")
+    finally:
+        database.dispose()
+
+
+# --- system users -------------------------------------------------------------------------
+
+
+@click.group()
+def sysuser() -> None:
+    """System users: the accounts that call the CBS JSON API (SysUser/SysPwd)."""
+
+
+@sysuser.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice([r.value for r in SystemRole], case_sensitive=False),
+              default=SystemRole.ADMIN.value, show_default=True, help="Role (cbs-api.md §2).")
+@PASSWORD_STDIN
+@with_settings()
+def sysuser_add(settings: Settings, name: str, role: str, password_stdin: bool) -> None:
+    """Add system user NAME. The password is read from stdin (--password-stdin) or typed twice;
+    when stdin is not a terminal and no password is piped in, one is generated and printed
+    once."""
+    password, generated = read_password(password_stdin, generate=True)
+    database = open_database(settings)
+    try:
+        with database.write() as conn:
+            user = users.add_system_user(conn, name, password, SystemRole(role.upper()))
+    finally:
+        database.dispose()
+    note(f"system user {user.name!r} added with role {user.role.value}")
+    if generated:
+        note("its generated password (shown only now):")
+        echo(password)
+
+
+@sysuser.command("list")
+@JSON
+@with_settings()
+def sysuser_list(settings: Settings, as_json: bool) -> None:
+    """List the system users."""
+    database = open_database(settings)
+    try:
+        with database.read() as conn:
+            found = users.list_system_users(conn)
+    finally:
+        database.dispose()
+    rows = [{"Name": u.name, "Role": u.role.value, "Status": u.status.value} for u in found]
+    if as_json:
+        print_json(rows)
+    else:
+        print_table("System users", ["Name", "Role", "Status"], [list(r.values()) for r in rows])
+
+
+@sysuser.command("passwd")
+@click.argument("name")
+@PASSWORD_STDIN
+@with_settings()
+def sysuser_passwd(settings: Settings, name: str, password_stdin: bool) -> None:
+    """Set the password of system user NAME (and unlock it)."""
+    password, _ = read_password(password_stdin, prompt="New password")
+    database = open_database(settings)
+    try:
+        with database.write() as conn:
+            users.set_system_password(conn, name, password)
+    finally:
+        database.dispose()
+    note(f"password of system user {name!r} changed")
+
+
+# --- backup users -------------------------------------------------------------------------
+
+
+@click.group()
+def user() -> None:
+    """Backup users: the accounts that own backup sets (LoginName)."""
+
+
+@user.command("add")
+@click.argument("login")
+@click.option("--owner", default="", help="Owner (reseller system user); empty: the admins.")
+@click.option("--alias", default="", help="Display name.")
+@click.option("--email", default="", help="E-mail address.")
+@click.option("--quota", type=click.IntRange(min=0), default=0, metavar="BYTES",
+              help="Quota in bytes; 0 = none.")
+@PASSWORD_STDIN
+@with_settings()
+def user_add(settings: Settings, login: str, owner: str, alias: str, email: str, quota: int,
+             password_stdin: bool) -> None:
+    """Add backup user LOGIN. The password is read from stdin (--password-stdin) or typed
+    twice."""
+    password, _ = read_password(password_stdin)
+    database = open_database(settings)
+    try:
+        with database.write() as conn:
+            added = users.add_backup_user(conn, login, password, owner=owner, alias=alias,
+                                          email=email, quota=quota)
+    finally:
+        database.dispose()
+    note(f"backup user {added.login_name!r} added")
+    echo(str(added.id))
+
+
+def _user_row(u: users.BackupUser) -> dict[str, Any]:
+    return {"LoginName": u.login_name, "UserId": str(u.id), "Owner": u.owner, "Alias": u.alias,
+            "Email": u.email, "Status": u.status, "Quota": u.quota, "DataSize": u.data_size}
+
+
+@user.command("list")
+@click.option("--owner", default=None, help="Only the users of this owner.")
+@click.option("--search", default="", help="Only login names containing this text.")
+@JSON
+@with_settings()
+def user_list(settings: Settings, owner: str | None, search: str, as_json: bool) -> None:
+    """List the backup users."""
+    database = open_database(settings)
+    try:
+        with database.read() as conn:
+            found = users.list_backup_users(conn, search=search, owner=owner)
+    finally:
+        database.dispose()
+    rows = [_user_row(u) for u in found]
+    if as_json:
+        print_json(rows)
+    else:
+        cols = ["LoginName", "UserId", "Owner", "Alias", "Email", "Status", "Quota"]
+        print_table("Backup users", cols, [[r[c] for c in cols] for r in rows])
+
+
+# --- backup sets --------------------------------------------------------------------------
+
+
+@click.group("set")
+def backup_set() -> None:
+    """Backup sets of a backup user, with their destinations."""
+
+
+@backup_set.command("add")
+@click.argument("login")
+@click.argument("name")
+@click.option("--source", "sources", multiple=True, required=True, metavar="PATH",
+              help="A folder or file to back up (repeatable).")
+@click.option("--destination", required=True, metavar="PATH",
+              help="Folder of the local destination (repository).")
+@click.option("--destination-name", default="Local", show_default=True,
+              help="Name of the destination.")
+@click.option("--exclude", "excludes", multiple=True, metavar="PATTERN",
+              help="Glob pattern of paths to leave out (repeatable).")
+@JSON
+@with_settings()
+def set_add(settings: Settings, login: str, name: str, sources: tuple[str, ...],
+            destination: str, destination_name: str, excludes: tuple[str, ...],
+            as_json: bool) -> None:
+    """Add a file backup set NAME to backup user LOGIN, with one local destination."""
+    config = {"sources": [os.path.abspath(s) for s in sources],
+              "filters": {"include": [], "exclude": list(excludes)}}
+    database = open_database(settings)
+    try:
+        with database.write() as conn:
+            owner = find_user(conn, login)
+            created = sets.add_set(conn, owner.id, name, config, set_type="FILE")
+            sets.add_destination(conn, owner.id, created.id, destination_name, "LOCAL",
+                                 {"path": os.path.abspath(destination)})
+            created = sets.get_set(conn, owner.id, created.id)
+    finally:
+        database.dispose()
+    if as_json:
+        print_json(set_json(created))
+        return
+    note(f"backup set {name!r} added to {login!r}")
+    echo(f"{created.id} {created.destinations[0].id}")
+
+
+@backup_set.command("list")
+@click.argument("login")
+@JSON
+@with_settings()
+def set_list(settings: Settings, login: str, as_json: bool) -> None:
+    """List the backup sets of backup user LOGIN."""
+    database = open_database(settings)
+    try:
+        with database.read() as conn:
+            owner = find_user(conn, login)
+            found = [sets.get_set(conn, owner.id, s.id) for s in sets.list_sets(conn, owner.id)]
+    finally:
+        database.dispose()
+    if as_json:
+        print_json([set_json(s) for s in found])
+        return
+    print_table(f"Backup sets of {login}", ["ID", "Name", "Type", "Sources", "Destinations"], [
+        [s.id, s.name, s.type, "\n".join(s.settings.get("sources", [])),
+         "\n".join(f"{d.id} {d.name} ({d.type})" for d in s.destinations)] for s in found])
+
+
+def set_json(s: BackupSet) -> dict[str, Any]:
+    """A backup set as JSON (IDs as strings, cbs-api.md §1)."""
+    return {
+        "ID": str(s.id), "Name": s.name, "Type": s.type, "Settings": s.settings,
+        "DestinationList": [{"Id": str(d.id), "Name": d.name, "Type": d.type,
+                             "Settings": d.settings} for d in s.destinations],
+    }
+
+
+def find_user(conn: Any, login: str) -> users.BackupUser:
+    """Backup user LOGIN, whoever owns it. Raises ``BackupUserNotFound``."""
+    found = users.find_backup_user(conn, login)
+    if found is None:
+        err = BackupUserNotFound(login)
+        err.hint = "see `opencbs user list`"
+        raise err
+    return found
+
+

@@ -1,0 +1,168 @@
+"""What the commands share: settings options, opening the database, passwords and output."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import secrets
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from opencbs.errors import InvalidInput
+from opencbs.settings import SETTING_NAMES, Settings, load_settings
+from opencbs.store.db import Database
+from opencbs.store.migrate import upgrade
+
+log = logging.getLogger("opencbs.cli")
+
+
+@dataclass
+class CliState:
+    """Options of the ``opencbs`` group: the config file and ``--debug``."""
+
+    config: str | None = None
+    debug: bool = False
+
+    def settings(self, flags: dict[str, Any]) -> Settings:
+        """The settings in force with ``flags`` (defaults < file < environment < flags)."""
+        settings = load_settings(flags, config=self.config)
+        configure_logging("DEBUG" if self.debug else settings.log_level)
+        return settings
+
+
+def configure_logging(level: str) -> None:
+    """Log records of ``level`` and above to stderr, one line each."""
+    root = logging.getLogger()
+    if not any(getattr(h, "_opencbs", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler._opencbs = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(level)
+    # Alembic says "Context impl SQLiteImpl." at INFO on every run; only useful when debugging.
+    logging.getLogger("alembic").setLevel(level if level == "DEBUG" else "WARNING")
+
+
+DATA_DIR = click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Data directory [env OPENCBS_DATA_DIR; default ~/.local/share/opencbs].")
+DATABASE_URL = click.option(
+    "--database-url", default=None, metavar="URL",
+    help="sqlite:///PATH or postgresql://USER@HOST/DB [env OPENCBS_DATABASE_URL; default: "
+         "opencbs.db in the data directory].")
+TIMEZONE = click.option(
+    "--timezone", default=None, metavar="ZONE",
+    help="IANA time zone of rendered times [env OPENCBS_TIMEZONE; default: the machine's].")
+JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def with_settings(*options: Decorator) -> Decorator:
+    """Give a command ``--data-dir``, ``--database-url`` and ``options``; the command receives
+    the resolved ``Settings`` as its first argument instead of those flags."""
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(f)
+        def wrapper(**kwargs: Any) -> Any:
+            state = click.get_current_context().find_object(CliState) or CliState()
+            flags = {n: kwargs.pop(n) for n in list(kwargs) if n in SETTING_NAMES}
+            return f(state.settings(flags), **kwargs)
+
+        out: Callable[..., Any] = wrapper
+        for opt in reversed((DATA_DIR, DATABASE_URL, *options)):
+            out = opt(out)  # type: ignore[arg-type,assignment]
+        return out
+
+    return decorate
+
+
+def open_database(settings: Settings) -> Database:
+    """The database of ``settings``, its schema upgraded to this version's (the embedded SQLite
+    default: its data directory created first)."""
+    if settings.uses_default_database:
+        settings.ensure_data_dir()
+    db = Database(settings.effective_database_url)
+    upgrade(db)
+    return db
+
+
+# --- passwords ---------------------------------------------------------------------------
+
+
+PASSWORD_STDIN = click.option(
+    "--password-stdin", is_flag=True,
+    help="Read the password from the first line of standard input.")
+
+
+def read_password(from_stdin: bool, *, prompt: str = "Password", generate: bool = False
+                  ) -> tuple[str, bool]:
+    """A password: the first line of stdin, or typed twice at a terminal, or (``generate``,
+    when stdin is not a terminal) a new random one. Returns ``(password, generated)``.
+
+    Raises ``InvalidInput`` when none can be had. Never from the command line (it would show in
+    the process list and the shell history)."""
+    if from_stdin:
+        line = sys.stdin.readline().rstrip("\r\n")
+        if not line:
+            raise InvalidInput("no password on standard input",
+                               "pipe it in: printf '%s\\n' \"$PW\" | opencbs … --password-stdin")
+        return line, False
+    if sys.stdin.isatty():
+        typed: str = click.prompt(prompt, hide_input=True, confirmation_prompt=True)
+        if not typed:
+            raise InvalidInput("the password must not be empty")
+        return typed, False
+    if generate:
+        return generate_password(), True
+    raise InvalidInput("no password given and standard input is not a terminal",
+                       "use --password-stdin and pipe the password in")
+
+
+def generate_password() -> str:
+    """A random password of 20 URL-safe characters (about 120 bits)."""
+    return secrets.token_urlsafe(15)
+
+
+# --- output -----------------------------------------------------------------------------
+
+
+def print_json(value: Any) -> None:
+    """Write ``value`` as indented JSON to stdout."""
+    sys.stdout.buffer.write(orjson.dumps(value, option=orjson.OPT_INDENT_2) + b"\n")
+    sys.stdout.flush()
+
+
+def console() -> Console:
+    """A rich console on stdout (plain text when stdout is not a terminal)."""
+    return Console(soft_wrap=False, highlight=False)
+
+
+def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    """Print rows as a table on stdout."""
+    table = Table(title=title, title_justify="left")
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*(Text("" if v is None else str(v)) for v in row))
+    console().print(table)
+
+
+def echo(text: str) -> None:
+    """Print one line of data to stdout."""
+    click.echo(text)
+
+
+def note(text: str) -> None:
+    """Print one line of information for a person to stderr (not data)."""
+    click.echo(text, err=True)

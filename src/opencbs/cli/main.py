@@ -1,0 +1,125 @@
+"""The ``opencbs`` entry point: the command group, and the one place where errors become
+messages and exit codes.
+
+Exit codes: 0 success; 1 other error; 2 invalid input, parameter or setting (also usage
+errors); 3 credentials rejected; 4 not found; 5 conflict (exists already); 6 database
+unreachable or refusing; 70 internal error (a bug: run with ``--debug``); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+
+import click
+
+import opencbs
+from opencbs import errors
+from opencbs.cli import admin, demo, report, serve
+from opencbs.cli.common import CliState
+from opencbs.errors import OpenCBSError
+
+EXIT_USAGE = 2
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+
+log = logging.getLogger("opencbs.cli")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(opencbs.__version__, "--version", prog_name="opencbs")
+@click.option("--config", type=click.Path(dir_okay=False), default=None, metavar="PATH",
+              help="Config file (TOML) [env OPENCBS_CONFIG; default "
+                   "~/.config/opencbs/config.toml].")
+@click.option("--debug", is_flag=True, help="Log at DEBUG and show tracebacks of errors.")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None, debug: bool) -> None:
+    """opencbs: a backup server speaking the AhsayCBS JSON API.
+
+    Data goes to stdout, logs and errors to stderr. Settings: defaults < config file <
+    OPENCBS_* environment < flags.
+    """
+    ctx.obj = CliState(config=config, debug=debug)
+
+
+cli.add_command(serve.serve)
+cli.add_command(admin.db)
+cli.add_command(admin.sysuser)
+cli.add_command(admin.user)
+cli.add_command(admin.backup_set)
+cli.add_command(report.report)
+cli.add_command(demo.demo)
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit code of an error (documented in this module's docstring)."""
+    if isinstance(exc, OpenCBSError):
+        return exc.exit_code
+    if isinstance(exc, click.ClickException):
+        return exc.exit_code
+    if isinstance(exc, (KeyboardInterrupt, click.Abort)):
+        return EXIT_INTERRUPTED
+    return EXIT_INTERNAL
+
+
+def default_hint(exc: OpenCBSError) -> str:
+    """What to do about an error that carries no hint of its own."""
+    if isinstance(exc, errors.NotFound):
+        return ("check the name or ID: `opencbs user list`, `opencbs set list LOGIN`, "
+                "`opencbs report JOBID --user LOGIN`")
+    if isinstance(exc, errors.Conflict):
+        return "it exists already; list what is there with the command's `list`"
+    if isinstance(exc, errors.StoreError):
+        return "check --database-url / OPENCBS_DATABASE_URL and that the database is up"
+    return "see `opencbs --help`; run again with --debug for details"
+
+
+def _fail(message: str, hint: str) -> None:
+    click.echo(f"opencbs: error: {message}", err=True)
+    if hint:
+        click.echo(f"hint: {hint}", err=True)
+
+
+def _usage_hint(exc: click.UsageError) -> str:
+    ctx = exc.ctx
+    path = ctx.command_path if ctx is not None else "opencbs"
+    return f"see `{path} --help`"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns (and, as a script, exits with) the exit code."""
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    try:
+        result = cli.main(args=list(argv) if argv is not None else None,
+                          prog_name="opencbs", standalone_mode=False)
+        code = result if isinstance(result, int) else 0
+    except OpenCBSError as exc:
+        if debug:
+            traceback.print_exc()
+        _fail(exc.message, exc.hint or default_hint(exc))
+        code = exit_code(exc)
+    except click.UsageError as exc:
+        _fail(exc.format_message().splitlines()[0], _usage_hint(exc))
+        code = exit_code(exc)
+    except click.ClickException as exc:
+        _fail(exc.format_message(), "")
+        code = exit_code(exc)
+    except (KeyboardInterrupt, click.Abort) as exc:
+        _fail("interrupted", "")
+        code = exit_code(exc)
+    except BrokenPipeError:
+        code = 0  # `opencbs … | head`: the reader had enough
+    except Exception as exc:  # noqa: BLE001 - the one place that turns a bug into a message
+        if debug:
+            traceback.print_exc()
+        log.debug("internal error", exc_info=True)
+        _fail(f"internal error: {type(exc).__name__}: {exc}",
+              "this is a bug; run again with --debug for the traceback and report it")
+        code = exit_code(exc)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

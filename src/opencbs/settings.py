@@ -1,0 +1,205 @@
+"""The settings of opencbs: one table, four layers.
+
+Precedence, lowest first: the defaults below < the config file (TOML) < the environment
+(``OPENCBS_<NAME>``, e.g. ``OPENCBS_DATABASE_URL``) < command-line flags.
+
+The config file is ``--config PATH``, else ``$OPENCBS_CONFIG``, else
+``$XDG_CONFIG_HOME/opencbs/config.toml`` (``~/.config/opencbs/config.toml``). A file named
+explicitly must exist; the default one is optional. Its keys are the setting names below, at the
+top level (``port = 8530``) or under a ``[server]`` table.
+
+Settings (name: default — meaning):
+
+- ``data_dir``: ``$XDG_DATA_HOME/opencbs`` (``~/.local/share/opencbs``) — the server's data.
+- ``database_url``: ``""`` = ``sqlite:///<data_dir>/opencbs.db`` — SQLite or PostgreSQL URL.
+- ``host``: ``127.0.0.1`` — address the server binds.
+- ``port``: ``8530`` — TCP port the server binds.
+- ``timezone``: ``""`` = the machine's zone — IANA zone of rendered times (cbs-api.md §4).
+- ``job_idle_timeout``: ``3600`` — seconds without a sign of life after which a running job is
+  closed as ``BS_BACKUP_NOT_FINISHED`` (cbs-api.md §4).
+- ``log_level``: ``INFO`` — DEBUG, INFO, WARNING, ERROR or CRITICAL.
+
+Every invalid setting raises ``opencbs.errors.ConfigError`` naming the setting, with a hint.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from datetime import tzinfo
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from opencbs.errors import ConfigError
+from opencbs.reports.timefmt import local_zone
+from opencbs.store.db import sqlite_url
+
+ENV_PREFIX = "OPENCBS_"
+CONFIG_ENV = "OPENCBS_CONFIG"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/opencbs``, or ``~/.local/share/opencbs`` when it is unset or empty."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "opencbs"
+
+
+def default_config_path() -> Path:
+    """``$XDG_CONFIG_HOME/opencbs/config.toml``, or ``~/.config/opencbs/config.toml``."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "opencbs" / "config.toml"
+
+
+class Settings(BaseSettings):
+    """The settings table (see the module docstring). Build it with ``load_settings``."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    data_dir: Path = Field(default_factory=default_data_dir,
+                           description="Directory of the server's data (the SQLite file).")
+    database_url: str = Field(default="", description="SQLAlchemy URL of the database; empty: "
+                              "the SQLite file opencbs.db in data_dir.")
+    host: str = Field(default="127.0.0.1", min_length=1, description="Address to bind.")
+    port: int = Field(default=8530, ge=0, le=65535, description="TCP port to bind.")
+    timezone: str = Field(default="", description="IANA time zone of rendered times; empty: "
+                          "the machine's (cbs-api.md §4).")
+    job_idle_timeout: float = Field(default=3600.0, gt=0, description="Seconds without a sign "
+                                    "of life after which a running job is closed.")
+    log_level: str = Field(default="INFO", description="Logging level.")
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        local_zone(value)  # ValueError for an unknown zone
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return level
+
+    @property
+    def effective_database_url(self) -> str:
+        """``database_url``, or the SQLite file ``opencbs.db`` in ``data_dir`` when empty."""
+        return self.database_url or sqlite_url(self.data_dir / "opencbs.db")
+
+    @property
+    def uses_default_database(self) -> bool:
+        """Whether the database is the embedded SQLite file in ``data_dir``."""
+        return not self.database_url
+
+    def tz(self) -> tzinfo:
+        """The time zone of rendered times (cbs-api.md §4)."""
+        return local_zone(self.timezone)
+
+    def ensure_data_dir(self) -> Path:
+        """Create ``data_dir`` (mode 0700) if missing and return it. Raises ``ConfigError``."""
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the data directory {self.data_dir}: "
+                              f"{exc.strerror}", "set data_dir to a writable directory") from exc
+        return self.data_dir
+
+
+SETTING_NAMES: tuple[str, ...] = tuple(Settings.model_fields)
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None) -> tuple[Path, bool]:
+    """The config file to read and whether it was named explicitly (flag or environment)."""
+    if explicit:
+        return Path(explicit).expanduser(), True
+    from_env = os.environ.get(CONFIG_ENV)
+    if from_env:
+        return Path(from_env).expanduser(), True
+    return default_config_path(), False
+
+
+def read_config_file(path: Path, *, required: bool) -> dict[str, Any]:
+    """The settings of a TOML config file (top level or ``[server]``).
+
+    Raises ``ConfigError`` when a required file is missing, the file is not valid TOML, or it
+    holds an unknown key."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError as exc:
+        if not required:
+            return {}
+        raise ConfigError(f"config file {path} does not exist",
+                          f"create it, or unset --config / {CONFIG_ENV}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}",
+                          "see https://toml.io; e.g. port = 8530") from exc
+    values = dict(doc.pop("server", {})) if isinstance(doc.get("server"), dict) else {}
+    values.update(doc)
+    unknown = sorted(set(values) - set(SETTING_NAMES))
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]!r} in config file {path}",
+                          f"known settings: {', '.join(SETTING_NAMES)}")
+    return values
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None, *, config: str | os.PathLike[str] | None = None
+) -> Settings:
+    """The settings in force: defaults < config file < ``OPENCBS_*`` environment < ``flags``.
+
+    ``flags`` maps setting names to values given on the command line; ``None`` values are
+    ignored (flag not given). Raises ``ConfigError`` for an invalid setting or config file.
+    """
+    path, required = config_path(config)
+    file_values = read_config_file(path, required=required)
+    given = {k: v for k, v in (flags or {}).items() if v is not None}
+    unknown = sorted(set(given) - set(SETTING_NAMES))
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]!r}")
+
+    class _Layered(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, env_settings, InitSettingsSource(settings_cls, file_values))
+
+    try:
+        layered = _Layered(**given)
+    except ValidationError as exc:
+        raise _config_error(exc, path) from exc
+    return Settings.model_construct(**layered.model_dump())
+
+
+def _config_error(exc: ValidationError, path: Path) -> ConfigError:
+    err = exc.errors()[0]
+    name = str(err["loc"][0]) if err.get("loc") else "?"
+    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    return ConfigError(
+        f"invalid setting {name}: {msg}",
+        f"check --{name.replace('_', '-')}, {ENV_PREFIX}{name.upper()} and the config file {path}",
+    )

@@ -1,0 +1,260 @@
+"""The real command line and the real server, as processes (SQLite in a temp data directory).
+
+Every subprocess is the venv's ``opencbs`` script and is killed in a ``finally``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+OPENCBS = str(Path(sys.executable).with_name("opencbs"))
+TIMEOUT = 60
+
+
+def _env(root: Path, **extra: str) -> dict[str, str]:
+    """An environment isolated in ``root``: its own home, config and data directories."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCBS_")}
+    home = root / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    env.update(
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_DATA_HOME=str(home / ".local" / "share"),
+        OPENCBS_DATA_DIR=str(root / "data"),
+        OPENCBS_TIMEZONE="UTC",
+        **extra,
+    )
+    return env
+
+
+def run(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """Run ``opencbs ARGS`` to completion."""
+    return subprocess.run([OPENCBS, *args], input=stdin, capture_output=True, text=True,
+                          env=env, timeout=TIMEOUT, check=False)
+
+
+def ok(env: dict[str, str], *args: str, stdin: str = "") -> str:
+    """Run ``opencbs ARGS``, expect success, return its stdout."""
+    res = run(env, *args, stdin=stdin)
+    assert res.returncode == 0, (args, res.stdout, res.stderr)
+    return res.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    port: int
+    env: dict[str, str]
+    demo: dict[str, Any]
+    auth: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """``opencbs demo --no-serve`` (twice: it is idempotent), a system user of our own, then
+    ``opencbs serve`` on a free port."""
+    env = _env(tmp_path_factory.mktemp("e2e-server"))
+    demo = json.loads(ok(env, "demo", "--no-serve", "--json"))
+    again = json.loads(ok(env, "demo", "--no-serve", "--json"))
+    assert again["created"] == [] and again["sysuser_password"] is None
+    assert again["backup_set_id"] == demo["backup_set_id"]
+    ok(env, "sysuser", "add", "monitor", "--role", "API_ONLY", "--password-stdin",
+       stdin="monitor-pw\n")
+    port = free_port()
+    proc = subprocess.Popen([OPENCBS, "serve", "--port", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_until_up(url, proc)
+        yield Server(url, port, env, demo, {"SysUser": "monitor", "SysPwd": "monitor-pw"})
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def _wait_until_up(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            assert proc.stderr is not None
+            raise AssertionError("server exited: " + proc.stderr.read().decode())
+        try:
+            httpx.get(url + "/openapi.json", timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError("server did not start within 30 s")
+
+
+def _report_request(srv: Server, job_id: str) -> dict[str, str]:
+    return {**srv.auth, "LoginName": srv.demo["login_name"],
+            "BackupSetID": srv.demo["backup_set_id"],
+            "DestinationID": srv.demo["destination_id"], "BackupJobID": job_id}
+
+
+# --- the server --------------------------------------------------------------------------
+
+
+def test_auth_system_user_over_http(server: Server) -> None:
+    good = httpx.post(server.url + "/obs/api/json/AuthSystemUser.do", json=server.auth)
+    assert good.status_code == 200
+    assert good.json() == {"Status": "OK"}
+    bad = httpx.post(server.url + "/obs/api/json/AuthSystemUser.do",
+                     json={"SysUser": "monitor", "SysPwd": "wrong"})
+    assert bad.status_code == 200
+    assert bad.json()["Status"] == "Error"
+    assert bad.json()["Message"] == "Incorrect system username/password"
+
+
+def test_example_report_over_http_is_the_vendors(server: Server) -> None:
+    vendor = json.loads((Path(__file__).parents[1] / "fixtures" /
+                         "vendor_example_report.json").read_text())["Data"]
+    r = httpx.post(server.url + "/obs/api/json/GetBackupJobReport.do",
+                   json=_report_request(server, server.demo["example_job_id"]))
+    assert r.status_code == 200
+    data = r.json()["Data"]
+    assert data["ID"] == vendor["ID"] == server.demo["example_job_id"]
+    for key in ("StartTime", "EndTime", "TotalNewFilesSize", "NumOfNewFiles", "Logs"):
+        assert data[key] == vendor[key], key
+
+
+@pytest.mark.parametrize("job_key", ["example_job_id", "second_job_id"])
+def test_cli_report_json_equals_the_api(server: Server, job_key: str) -> None:
+    job_id = server.demo[job_key]
+    api = httpx.post(server.url + "/obs/api/json/GetBackupJobReport.do",
+                     json=_report_request(server, job_id))
+    cli = ok(server.env, "report", job_id, "--user", server.demo["login_name"], "--json")
+    assert cli.rstrip("\n").encode() == api.content
+    assert json.loads(cli) == api.json()
+    assert api.json()["Status"] == "OK"
+
+
+def test_second_job_was_delivered_with_every_list(server: Server) -> None:
+    r = httpx.post(server.url + "/obs/api/json/GetBackupJobReport.do",
+                   json=_report_request(server, server.demo["second_job_id"]))
+    data = r.json()["Data"]
+    assert data["BackupJobStatus"] == "BS_STOP_SUCCESS_WITH_WARNING"
+    assert data["NumOfWarnEntries"] == 1
+    for key in ("new", "upd", "pmt", "del", "mov", "cpy"):
+        assert data[key], key
+    assert data["NumOfNewFiles"] == 1 and data["NumOfNewDirCount"] == 1
+
+
+def test_absolute_form_request_target(server: Server) -> None:
+    body = json.dumps(_report_request(server, server.demo["example_job_id"])).encode()
+    head = (f"POST http://127.0.0.1:{server.port}/obs/api/json/GetBackupJobReportSummary.do "
+            f"HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(head + body)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    raw = b"".join(chunks)
+    status_line, _, rest = raw.partition(b"\r\n")
+    assert status_line.startswith(b"HTTP/1.1 200"), raw[:300]
+    answer = json.loads(rest.partition(b"\r\n\r\n")[2])
+    assert answer["Status"] == "OK"
+    assert answer["Data"]["ID"] == server.demo["example_job_id"]
+
+
+def test_demo_prints_a_curl_for_the_example(server: Server) -> None:
+    curl = server.demo["curl"]
+    assert curl.startswith("curl ") and "GetBackupJobReport.do" in curl
+    assert server.demo["example_job_id"] in curl and server.demo["backup_set_id"] in curl
+
+
+# --- the administration commands ---------------------------------------------------------
+
+
+def test_users_and_sets_from_the_command_line(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    ok(env, "sysuser", "add", "ops", "--role", "ADMIN", "--password-stdin", stdin="s3cret\n")
+    generated = run(env, "sysuser", "add", "robot", "--role", "READ_ONLY_API")
+    assert generated.returncode == 0, generated.stderr
+    assert len(generated.stdout.strip()) >= 16  # the generated password, printed once
+    assert generated.stdout.strip() not in generated.stderr
+    listed = json.loads(ok(env, "sysuser", "list", "--json"))
+    assert [(u["Name"], u["Role"]) for u in listed] == [("ops", "ADMIN"),
+                                                       ("robot", "READ_ONLY_API")]
+    ok(env, "sysuser", "passwd", "ops", "--password-stdin", stdin="n3w\n")
+
+    ok(env, "user", "add", "alice", "--alias", "Alice", "--email", "a@example.org",
+       "--quota", "1048576", "--password-stdin", stdin="alice-pw\n")
+    (row,) = json.loads(ok(env, "user", "list", "--json"))
+    assert (row["LoginName"], row["Alias"], row["Quota"]) == ("alice", "Alice", 1048576)
+    assert isinstance(row["UserId"], str)
+
+    src, dest = tmp_path / "src", tmp_path / "repo"
+    added = json.loads(ok(env, "set", "add", "alice", "Docs", "--source", str(src),
+                          "--destination", str(dest), "--exclude", "*.tmp", "--json"))
+    (listed_set,) = json.loads(ok(env, "set", "list", "alice", "--json"))
+    assert listed_set == added
+    assert added["Type"] == "FILE"
+    assert added["Settings"]["sources"] == [str(src)]
+    assert added["Settings"]["filters"]["exclude"] == ["*.tmp"]
+    (d,) = added["DestinationList"]
+    assert d["Type"] == "LOCAL" and d["Settings"] == {"path": str(dest)}
+    assert (tmp_path / "data" / "opencbs.db").is_file()
+
+
+def test_version() -> None:
+    res = subprocess.run([OPENCBS, "--version"], capture_output=True, text=True,
+                         timeout=TIMEOUT, check=False)
+    assert res.returncode == 0 and "opencbs" in res.stdout
+
+
+# --- errors ------------------------------------------------------------------------------
+
+
+def _assert_one_line_error(res: subprocess.CompletedProcess[str], code: int,
+                           message: str) -> None:
+    assert res.returncode == code, (res.stdout, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 2, res.stderr
+    assert lines[0].startswith("opencbs: error: ") and message in lines[0]
+    assert lines[1].startswith("hint: ")
+    assert "Traceback" not in res.stderr
+    assert res.stdout == ""
+
+
+def test_errors_are_one_line_with_a_hint(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    _assert_one_line_error(run(env, "report", "2024-01-01-00-00-00", "--user", "nobody"), 4,
+                           "User \u2018nobody\u2019 not found.")
+    _assert_one_line_error(run(env, "user", "add", "bob", "--password-stdin", stdin=""), 2,
+                           "no password")
+    _assert_one_line_error(run(env, "--config", str(tmp_path / "missing.toml"), "user", "list"),
+                           2, "does not exist")
+    _assert_one_line_error(run({**env, "OPENCBS_PORT": "eighty"}, "serve"), 2,
+                           "invalid setting port")
+    _assert_one_line_error(run(env, "sysuser", "add", "x", "--bogus"), 2, "--bogus")
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    res = run(_env(tmp_path), "--debug", "report", "2024-01-01-00-00-00", "--user", "nobody")
+    assert res.returncode == 4
+    assert "Traceback" in res.stderr
+    assert "opencbs: error: " in res.stderr
