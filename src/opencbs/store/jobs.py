@@ -34,6 +34,11 @@ from opencbs.store.util import now_ms
 
 _RUNNING = JobStatus.STILL_RUNNING.value
 
+#: Bounds of an entry's time (epoch ms): 1601-01-02 and 9999-12-30 UTC, so that it shows in
+#: any time zone within the four-digit years of the formats (cbs-api.md §4).
+MIN_TIME_MS = -11644387200000
+MAX_TIME_MS = 253402214400000
+
 
 @dataclass(frozen=True)
 class EntryIn:
@@ -69,6 +74,10 @@ class EntryIn:
                 raise InvalidInput("a move entry needs the path it was moved from")
         if self.size < 0 or self.unzip_size < 0:
             raise InvalidInput("sizes must not be negative")
+        if self.mtime_ms is not None and not MIN_TIME_MS <= self.mtime_ms <= MAX_TIME_MS:
+            raise InvalidInput("times must lie between the years 1601 and 9999")
+        if "\x00" in self.path or (self.from_path is not None and "\x00" in self.from_path):
+            raise InvalidInput("paths and messages must not contain NUL characters")
 
 
 @dataclass(frozen=True)
@@ -220,6 +229,7 @@ def get_job_by_pk(conn: Connection, pk: int) -> Job:
 
 
 def _running(conn: Connection, pk: int) -> Job:
+    lock_job(conn, pk)  # writers of one job never interleave (PostgreSQL row lock)
     job = get_job_by_pk(conn, pk)
     if job.status != _RUNNING:
         raise Conflict(f"backup job {job.job_id} is finished ({job.status})",
