@@ -4,6 +4,8 @@ inside argon2; ``DUMMY_HASH`` lets a lookup of an unknown name cost the same as 
 
 from __future__ import annotations
 
+import functools
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
@@ -23,4 +25,14 @@ def verify_password(password_hash: str, password: str) -> bool:
         return False
 
 
-DUMMY_HASH = hash_password("opencbs-dummy-password-for-timing")
+@functools.cache
+def dummy_hash() -> str:
+    """A hash to verify against when the account is unknown (made once, on first use)."""
+    return hash_password("opencbs-dummy-password-for-timing")
+
+
+def __getattr__(name: str) -> str:
+    # ``DUMMY_HASH`` is computed lazily: an argon2 hash at import would slow every CLI start.
+    if name == "DUMMY_HASH":
+        return dummy_hash()
+    raise AttributeError(name)
