@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
     args = ap.parse_args()
+    app: Starlette
     if args.kind == "peer":
         app = peer_app()
     else:
@@ -49,7 +50,7 @@ def main() -> None:
 
         state = ServerState(db=Database(args.database_url), tz=ZoneInfo("UTC"),
                             job_idle_timeout=10 ** 9, sweep_interval=3600)
-        app = create_app(state)  # type: ignore[assignment]
+        app = create_app(state)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 
