@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 from datetime import date, datetime, tzinfo
-from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 JOB_ID_FORMAT = "%Y-%m-%d-%H-%M-%S"
@@ -69,22 +68,44 @@ def make_log_time(tz: tzinfo) -> LogTimeFormatter:
     return LogTimeFormatter(tz)
 
 
+_MMSS = tuple(f"{m:02d}:{s:02d}" for m in range(60) for s in range(60))
+_BLOCK_S = 900  # every UTC offset in use today is a multiple of 15 minutes
+
+
 class LogTimeFormatter:
-    """Formats epoch milliseconds as ``yyyy/MM/dd HH:mm:ss`` in one zone, caching per second."""
+    """Formats epoch milliseconds as ``yyyy/MM/dd HH:mm:ss`` in one zone.
+
+    The zone is asked once per 15-minute UTC block; inside a block with one offset that starts on
+    a local quarter hour, minutes and seconds come from a table. Other blocks (an offset change
+    inside, an odd historical offset) are formatted by ``datetime`` per call.
+    """
 
     def __init__(self, tz: tzinfo) -> None:
         self._tz = tz
+        self._blocks: dict[int, tuple[str, int] | None] = {}
 
-        @lru_cache(maxsize=65536)
-        def by_second(seconds: int) -> str:
-            return datetime.fromtimestamp(seconds, tz).strftime(LOG_TIME_FORMAT)
-
-        self._by_second = by_second
+    def _block(self, block: int) -> tuple[str, int] | None:
+        start = datetime.fromtimestamp(block * _BLOCK_S, self._tz)
+        last = datetime.fromtimestamp(block * _BLOCK_S + _BLOCK_S - 1, self._tz)
+        if start.utcoffset() != last.utcoffset() or (start.minute * 60 + start.second) % _BLOCK_S:
+            return None
+        if len(self._blocks) >= 1 << 17:
+            self._blocks.clear()
+        return start.strftime("%Y/%m/%d %H:"), start.minute * 60
 
     def __call__(self, ms: int | None) -> str:
         if ms is None:
             return ""
-        return self._by_second(ms // 1000)
+        seconds = ms // 1000
+        block, offset = divmod(seconds, _BLOCK_S)
+        try:
+            hit = self._blocks[block]
+        except KeyError:
+            hit = self._blocks[block] = self._block(block)
+        if hit is None:
+            return datetime.fromtimestamp(seconds, self._tz).strftime(LOG_TIME_FORMAT)
+        prefix, first = hit
+        return prefix + _MMSS[first + offset]
 
 
 def parse_backup_date(value: str) -> date:
