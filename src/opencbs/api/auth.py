@@ -14,7 +14,9 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from typing import TypeGuard
 
+from opencbs.api.params import usable_text
 from opencbs.errors import AuthUserRejected, CredentialsRejected
 from opencbs.reports.vocabulary import AccountStatus, SystemRole
 from opencbs.security import DUMMY_HASH, verify_password
@@ -80,16 +82,23 @@ def _check(cache: VerifiedCache, kind: str, password_hash: str, password: str) -
     return False
 
 
+def _plausible(value: str | None, max_len: int) -> TypeGuard[str]:
+    """Whether a credential can be looked up at all: a non-empty string of at most ``max_len``
+    characters that the databases can hold (no NUL, no lone surrogate)."""
+    return isinstance(value, str) and 0 < len(value) <= max_len and usable_text(value)
+
+
 def authenticate_system(
     db: Database, cache: VerifiedCache, name: str | None, password: str | None
 ) -> Caller:
     """The system user ``name`` if ``password`` is right and the account may call the API.
 
     Raises ``CredentialsRejected`` — the same for an unknown name, a wrong password, a role
-    without API access, a suspended or a locked account (cbs-api.md §2). Failed passwords are
+    without API access, a suspended or a locked account, or a name or password that is not a
+    storable string (NUL, lone surrogate, over-long) (cbs-api.md §2). Failed passwords are
     counted and lock the account after ``users.LOCK_AFTER_FAILURES``.
     """
-    if not name or not password or len(name) > 255 or len(password) > 1024:
+    if not _plausible(name, 255) or not _plausible(password, 1024):
         raise CredentialsRejected()
     with db.read() as conn:
         user = users.get_system_user(conn, name)
@@ -119,7 +128,7 @@ def authenticate_backup_user(
 
     Raises ``AuthUserRejected`` for any failure, alike.
     """
-    if not login_name or not password or len(login_name) > 255 or len(password) > 1024:
+    if not _plausible(login_name, 255) or not _plausible(password, 1024):
         raise AuthUserRejected()
     with db.read() as conn:
         user = users.find_backup_user(conn, login_name)

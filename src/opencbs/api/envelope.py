@@ -4,6 +4,7 @@ application errors. Errors are mapped to the envelope here and nowhere else."""
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from typing import Any
@@ -34,7 +35,11 @@ class CBSResponse(Response):
     media_type = JSON_CONTENT_TYPE
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
+        try:
+            return orjson.dumps(content)
+        except TypeError:  # orjson.JSONEncodeError: a lone surrogate or an unknown type
+            text = json.dumps(content, ensure_ascii=False, default=str)
+            return text.encode("utf-8", "replace")
 
     def init_headers(self, headers: Any = None) -> None:
         super().init_headers(headers)

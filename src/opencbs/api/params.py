@@ -4,6 +4,7 @@ Content-Type says, or a form; query-string parameters merged in, the body winnin
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -15,6 +16,8 @@ from opencbs.errors import BodyNotObject, ParameterInvalid, ParameterMissing
 
 #: A body larger than this is refused as not an object (bytes).
 MAX_BODY = 1 << 20
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 _TRUE = {"true", "y", "1", "yes"}
 _FALSE = {"false", "n", "0", "no"}
@@ -44,7 +47,7 @@ def parse_body(body: bytes, content_type: str) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         try:  # orjson refuses what the stdlib accepts (e.g. NaN); be as lenient as Java's JSON
             value = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
             raise BodyNotObject() from None
     if not isinstance(value, dict):
         raise BodyNotObject()
@@ -74,6 +77,8 @@ class Params:
         if value is None:
             return None
         if isinstance(value, str):
+            if not usable_text(value):
+                raise ParameterInvalid(name, printable(value))
             return value
         if isinstance(value, int) and not isinstance(value, bool):
             return str(value)
@@ -112,10 +117,29 @@ class Params:
         raise ParameterInvalid(name, _show(value))
 
 
+def usable_text(value: str) -> bool:
+    """Whether ``value`` can be stored and compared as text by every database: no NUL character
+    (PostgreSQL refuses it) and no lone surrogate (not encodable as UTF-8, e.g. ``"\\ud800"``
+    in a JSON body)."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(value: str) -> str:
+    """``value`` made safe to echo in an answer: NUL written ``\\u0000``, a lone surrogate
+    replaced by U+FFFD."""
+    return _SURROGATE.sub("\ufffd", value.replace("\x00", "\\u0000"))
+
+
 def _show(value: Any) -> str:
     if isinstance(value, str):
-        return value
+        return printable(value)
     try:
         return orjson.dumps(value).decode()
     except TypeError:
-        return repr(value)
+        return printable(repr(value))
