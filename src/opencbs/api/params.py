@@ -72,7 +72,9 @@ class Params:
 
     def optional_str(self, name: str) -> str | None:
         """The parameter as a string (numbers are accepted and written in decimal); ``None``
-        when absent or null. Raises ``ParameterInvalid`` for an object, array or boolean."""
+        when absent or null. Raises ``ParameterInvalid`` for an object, array or boolean, and
+        for a string the databases cannot hold (a NUL character, a lone surrogate), so such input
+        never reaches a query (PostgreSQL would refuse it: an HTTP 500)."""
         value = self.values.get(name)
         if value is None:
             return None
