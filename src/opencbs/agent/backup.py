@@ -1,0 +1,457 @@
+"""The job runner: one backup job of a backup set to one destination (architecture.md, agent).
+
+:func:`run_backup` does, in one pass over the scan and the previous snapshot:
+
+1. starts the job on the server (``RunVersion`` = opencbs' version; the server records
+   ``FromIp``) and sends the start log entry ``Start [opencbs <version>]`` at once;
+2. opens the repository on the destination (creates it on first use), finds the previous
+   snapshot of the same set and destination (the newest whose metadata names both: only
+   completed jobs commit one);
+3. scans the set's sources (``settings.sources`` and ``settings.filters`` from the server; links
+   never followed) merged by path with the previous snapshot; per regular file,
+   ``classify.needs_content`` decides whether it is read; read content goes to the repository;
+4. classifies (cbs-api.md §5), sends the entries in batches of ~1000 with their stored and
+   original sizes, commits the snapshot (last: nothing refers to it until then), sends the end
+   log entry and finishes the job with its status and dedupe figures.
+
+Soft errors — a scan warning, a file that vanishes, cannot be read or changes while it is read —
+are ``warn`` log entries naming the path; the job goes on and ends
+``BS_STOP_SUCCESS_WITH_WARNING``. A file that could not be read keeps its previous version in the
+new snapshot (and is reported unchanged) or, without one, is left out. Destination failures
+(``DestinationError``, ``RepositoryError``, a wrong password included) end the job
+``BS_STOP_BY_SYSTEM_ERROR`` with an ``error`` log entry and no snapshot; ``cancel_event`` set
+ends it ``BS_STOP_BY_USER`` with no snapshot. Server failures (``ServerUnreachable``,
+``AgentApiError``) propagate: the report cannot be delivered (the server's sweeper closes the
+job as ``BS_BACKUP_NOT_FINISHED``), and no snapshot is committed unless the failure came after
+the commit.
+
+Dedupe figures (cbs-api.md §5): ``DedupeOriginalSize`` = original bytes of every file read
+this job (new and updated content examined); ``DedupeSaving`` = of those, bytes whose chunks
+were stored already.
+
+Memory: one report batch, the classification's changed entries (see ``engine.classify``), and
+the chunk lists of previous entries missing from the scan. The new snapshot's entries are
+spooled to a temporary file, not held in memory.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import socket
+import stat
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import IO, BinaryIO
+
+from opencbs import __version__
+from opencbs.agent.client import AgentClient, JobRef, RemoteSet
+from opencbs.agent.report import FileSizes, ReportStream, chunk_sizes, file_entry
+from opencbs.destinations.base import DestinationError, Storage
+from opencbs.engine.classify import (
+    Classification,
+    classify_pairs,
+    needs_content,
+    pair_by_path,
+    path_sort_key,
+    reuse_content,
+)
+from opencbs.engine.entries import Entry, display_path
+from opencbs.engine.repo_errors import RepositoryError, RepositoryNotFound
+from opencbs.engine.repo_writer import FileResult, Writer
+from opencbs.engine.repository import Repository, SnapshotInfo, SnapshotMeta
+from opencbs.engine.scan import Scan, ScanFilter, ScanWarning
+from opencbs.engine.snapshot_format import TreeDecoder, TreeItem, encode_record
+from opencbs.reports.vocabulary import (
+    FILE_LISTS,
+    EntryType,
+    JobMode,
+    JobStatus,
+    LogType,
+    ReportList,
+)
+
+__all__ = ["JobCancelled", "JobOutcome", "Progress", "find_previous_snapshot", "run_backup"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two progress reports (to the server and to the ``progress`` callback).
+PROGRESS_INTERVAL = 0.5
+_READ_SIZE = 1024 * 1024
+
+
+class JobCancelled(Exception):
+    """Raised inside the runner when ``cancel_event`` is set (never escapes ``run_backup``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Where a job stands: ``current_file`` (display path), regular files read so far and seen
+    so far by the scan, bytes read so far and bytes of the files seen so far."""
+
+    current_file: str
+    files_done: int
+    files_seen: int
+    bytes_done: int
+    bytes_seen: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobOutcome:
+    """The result of one job: the server's job (``ref``), its final ``status``, the snapshot
+    committed (``None`` unless the status is a success), the number of entries of each file list
+    (``counts``), the ``warn``/``error`` log entries, dedupe figures (bytes) and, for a job that
+    did not complete, why (``message``)."""
+
+    ref: JobRef
+    status: JobStatus
+    snapshot_id: str | None
+    counts: dict[ReportList, int] = field(default_factory=dict)
+    warnings: int = 0
+    errors: int = 0
+    dedupe_original_size: int = 0
+    dedupe_saving: int = 0
+    message: str = ""
+
+
+def find_previous_snapshot(repo: Repository, set_id: str,
+                           destination_id: str) -> SnapshotInfo | None:
+    """The newest snapshot (by ``meta.time_ns``) of ``set_id`` and ``destination_id``, or
+    ``None``. Raises ``CorruptData``/``DestinationError``."""
+    matching = [i for i in repo.list_snapshots()
+                if i.meta.set_id == set_id and i.meta.destination_id == destination_id]
+    return matching[-1] if matching else None
+
+
+def run_backup(
+    client: AgentClient,
+    set_id: str,
+    destination_id: str,
+    storage: Storage,
+    password: str | bytes,
+    *,
+    mode: JobMode = JobMode.MANUAL,
+    cancel_event: threading.Event | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    start_time_ms: int | None = None,
+    batch_size: int = 1000,
+    progress_interval: float = PROGRESS_INTERVAL,
+) -> JobOutcome:
+    """Run one backup job of set ``set_id`` to destination ``destination_id`` (both as the
+    server names them), storing content in ``storage`` under the repository ``password``.
+
+    ``start_time_ms`` (epoch ms, default now) gives the job ID (cbs-api.md §4; one job per set,
+    destination and second). ``progress`` is called at most every ``progress_interval``
+    seconds. Returns the :class:`JobOutcome`; rules and errors in the module docstring. Raises
+    ``ServerUnreachable``/``AgentApiError`` when the server fails.
+    """
+    bset = client.get_set(set_id)
+    start_ms = start_time_ms if start_time_ms is not None else time.time_ns() // 1_000_000
+    job = client.start_job(set_id, destination_id, mode=mode, run_version=__version__,
+                           start_time=start_ms)
+    runner = _Job(client, job.ref, bset, storage, password, start_ms,
+                  cancel_event or threading.Event(), progress, batch_size, progress_interval)
+    return runner.run()
+
+
+class _Job:
+    """The state of one running job (private; see ``run_backup``)."""
+
+    def __init__(self, client: AgentClient, ref: JobRef, bset: RemoteSet, storage: Storage,
+                 password: str | bytes, start_ms: int, cancel: threading.Event,
+                 progress: Callable[[Progress], None] | None, batch_size: int,
+                 progress_interval: float) -> None:
+        self.client = client
+        self.ref = ref
+        self.bset = bset
+        self.storage = storage
+        self.password = password
+        self.start_ms = start_ms
+        self.cancel = cancel
+        self.progress_cb = progress
+        self.report = ReportStream(client, ref, batch_size)
+        self.interval = progress_interval
+        self.last_progress = 0.0
+        self.current = ""
+        self.files_done = self.files_seen = self.bytes_done = self.bytes_seen = 0
+        self.dedupe_original = self.dedupe_saving = 0
+        self.sizes: dict[bytes, FileSizes] = {}  # sizes of files that may be reported
+        self.missing_chunks: dict[bytes, tuple[bytes, ...]] = {}  # previous-only files
+        self.spool: IO[bytes] = tempfile.TemporaryFile(prefix="opencbs-tree-")
+        self.counts: dict[ReportList, int] = dict.fromkeys(FILE_LISTS, 0)
+
+    # -- the job ------------------------------------------------------------------------------
+
+    def run(self) -> JobOutcome:
+        self.report.log(LogType.START, f"Start [opencbs {__version__}]")
+        self.report.flush()
+        try:
+            snapshot_id = self._backup()
+        except JobCancelled:
+            self.report.log(LogType.INFO, "Backup stopped by user")
+            return self._finish(JobStatus.STOP_BY_USER, None, "stopped by user")
+        except (DestinationError, RepositoryError) as exc:
+            message = f"Destination error: {exc}"
+            log.error("%s", message)
+            self.report.log(LogType.ERROR, message)
+            return self._finish(JobStatus.STOP_BY_SYSTEM_ERROR, None, message)
+        finally:
+            self.spool.close()
+        if self.report.errors:
+            status = JobStatus.STOP_SUCCESS_WITH_ERROR
+        elif self.report.warnings:
+            status = JobStatus.STOP_SUCCESS_WITH_WARNING
+        else:
+            status = JobStatus.STOP_SUCCESS
+        return self._finish(status, snapshot_id, "")
+
+    def _finish(self, status: JobStatus, snapshot_id: str | None, message: str) -> JobOutcome:
+        self.report.log(LogType.END, f"Backup completed: {status.value}")
+        self.report.flush()
+        self.client.finish_job(self.ref, status, dedupe_original_size=self.dedupe_original,
+                               dedupe_saving=self.dedupe_saving)
+        return JobOutcome(self.ref, status, snapshot_id, dict(self.counts),
+                          self.report.warnings, self.report.errors, self.dedupe_original,
+                          self.dedupe_saving, message)
+
+    def _backup(self) -> str:
+        settings = self.bset.settings
+        repo = _open_repository(self.storage, self.password, settings)
+        previous = find_previous_snapshot(repo, self.ref.set_id, self.ref.destination_id)
+        if previous is None:
+            self.report.log(LogType.INFO, "No previous backup: every entry is new")
+            prev_items: Iterator[TreeItem] = iter(())
+        else:
+            self.report.log(LogType.INFO, f"Compared with the backup job "
+                                          f"{previous.meta.job_id}")
+            prev_items = repo.load_snapshot(previous.id)[1]
+        sources = [str(s) for s in settings.get("sources", [])]
+        if not sources:
+            self.report.log(LogType.ERROR, "The backup set has no sources")
+        filters = settings.get("filters") or {}
+        scan = Scan(sources, ScanFilter.of(filters.get("include", ()), filters.get("exclude", ())))
+        level = int((settings.get("compression") or {}).get("level", repo.config.compression_level))
+        writer = repo.writer(compression_level=level)
+        prev_chunks: dict[bytes, tuple[bytes, ...]] = {}
+        result = classify_pairs(
+            self._read_pairs(repo, writer, scan, prev_items, prev_chunks),
+            lambda: scan.incomplete_dirs,
+        )
+        writer.flush()
+        self._check_cancel()
+        self._send_changes(repo, result)
+        meta = SnapshotMeta(
+            time_ns=self.start_ms * 1_000_000, set_id=self.ref.set_id,
+            destination_id=self.ref.destination_id, job_id=self.ref.job_id,
+            hostname=socket.gethostname(), sources=scan.sources,
+            parent_id=previous.id if previous is not None else None,
+        )
+        self._check_cancel()
+        snapshot_id = repo.commit_snapshot(meta, self._snapshot_items(result))
+        self.report.log(LogType.INFO, f"Snapshot {snapshot_id} committed")
+        return snapshot_id
+
+    # -- pass 1: pair scan and previous snapshot, read what needs reading ---------------------
+
+    def _read_pairs(self, repo: Repository, writer: Writer, scan: Scan,
+                    prev_items: Iterator[TreeItem],
+                    prev_chunks: dict[bytes, tuple[bytes, ...]],
+                    ) -> Iterator[tuple[Entry | None, Entry | None]]:
+        """Yield ``(previous, current)`` pairs with every current regular file's content id
+        known; spool the current entries with their chunk IDs for the snapshot."""
+
+        def previous_entries() -> Iterator[Entry]:
+            for entry, chunk_ids in prev_items:
+                prev_chunks[entry.path] = chunk_ids  # popped as soon as its pair is handled
+                yield entry
+
+        def current_entries() -> Iterator[Entry]:
+            for item in scan:
+                if isinstance(item, ScanWarning):
+                    self.report.log(LogType.WARN, f"{display_path(item.path)}: {item.message}")
+                    continue
+                yield item
+
+        for prev, cur in pair_by_path(previous_entries(), current_entries()):
+            self._check_cancel()
+            chunks = prev_chunks.pop(prev.path, ()) if prev is not None else ()
+            cur_chunks: tuple[bytes, ...] = ()
+            if cur is not None:
+                # None when unreadable without a previous version of the path: left out
+                cur, cur_chunks = self._content(repo, writer, prev, chunks, cur)
+            if cur is None:
+                if prev is None:
+                    continue
+                self.missing_chunks[prev.path] = chunks
+                if prev.etype is EntryType.FILE:
+                    self.sizes[prev.path] = chunk_sizes(repo.index, chunks)
+                yield prev, None
+                continue
+            self._spool(cur, cur_chunks)
+            self._maybe_progress()
+            yield prev, cur
+
+    def _content(self, repo: Repository, writer: Writer, prev: Entry | None,
+                 prev_chunk_ids: tuple[bytes, ...], cur: Entry,
+                 ) -> tuple[Entry | None, tuple[bytes, ...]]:
+        """``cur`` with its content id and chunk IDs: reused, or read now. A file that cannot be
+        read gives the previous entry of its path (if a regular file) or ``None``."""
+        if cur.etype is not EntryType.FILE:
+            return cur, ()
+        self.files_seen += 1
+        self.bytes_seen += cur.size
+        if not needs_content(prev, cur):
+            reused = reuse_content(prev, cur)
+            if prev is not None and _attributes_differ(prev, cur):
+                self.sizes[cur.path] = chunk_sizes(repo.index, prev_chunk_ids)
+            return reused, prev_chunk_ids
+        self.current = display_path(cur.path)
+        try:
+            result = _read_file(writer, cur, self.cancel)
+        except _SoftError as exc:
+            self.report.log(LogType.WARN, f"{display_path(cur.path)}: {exc}")
+            if prev is not None and prev.etype is EntryType.FILE:
+                return prev, prev_chunk_ids
+            return None, ()
+        self.files_done += 1
+        self.bytes_done += result.original_size
+        self.dedupe_original += result.original_size
+        self.dedupe_saving += result.dedup_saved_bytes
+        self.sizes[cur.path] = FileSizes(result.stored_size, result.original_size)
+        return replace(cur, content_id=result.content_id), result.chunk_ids
+
+    def _spool(self, entry: Entry, chunk_ids: Sequence[bytes]) -> None:
+        self.spool.write(encode_record(entry, chunk_ids))
+
+    # -- pass 2: report and snapshot ----------------------------------------------------------
+
+    def _send_changes(self, repo: Repository, result: Classification) -> None:
+        for change in result.changes:
+            self.counts[change.kind] += 1
+            sizes = self.sizes.get(change.entry.path)
+            self.report.add(file_entry(change, sizes))
+        self.report.flush()
+        self._maybe_progress(force=True)
+
+    def _snapshot_items(self, result: Classification) -> Iterator[TreeItem]:
+        """The spooled current entries merged, in walk order, with the carried ones."""
+        carried = [(e, self.missing_chunks.get(e.path, ())) for e in result.carried]
+        spooled = _read_spool(self.spool)
+        yield from heapq.merge(spooled, carried, key=lambda item: path_sort_key(item[0].path))
+
+    # -- progress and cancel ------------------------------------------------------------------
+
+    def _check_cancel(self) -> None:
+        if self.cancel.is_set():
+            raise JobCancelled()
+
+    def _maybe_progress(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last_progress < self.interval:
+            return
+        self.last_progress = now
+        snap = Progress(self.current, self.files_done, self.files_seen, self.bytes_done,
+                        self.bytes_seen)
+        self.client.send_progress(
+            self.ref, current_file_name=snap.current_file[:32_767],
+            current_file_count=snap.files_done, total_file_count=snap.files_seen,
+            uploaded_file_size=snap.bytes_done, total_file_size=snap.bytes_seen,
+        )
+        if self.progress_cb is not None:
+            self.progress_cb(snap)
+
+
+def _open_repository(storage: Storage, password: str | bytes,
+                     settings: dict[str, object]) -> Repository:
+    """The repository of the destination, created on first use."""
+    try:
+        return Repository.open(storage, password)
+    except RepositoryNotFound:
+        comp = settings.get("compression")
+        level = comp.get("level", 3) if isinstance(comp, dict) else 3
+        return Repository.init(storage, password, compression_level=int(level))
+
+
+def _attributes_differ(prev: Entry, cur: Entry) -> bool:
+    return (prev.mode, prev.uid, prev.gid, prev.mtime_ns) != (
+        cur.mode, cur.uid, cur.gid, cur.mtime_ns)
+
+
+class _SoftError(Exception):
+    """A file could not be read as scanned (vanished, unreadable, changed while read)."""
+
+
+class _CancellableReader:
+    """A binary reader over a file descriptor that raises ``JobCancelled`` between reads once
+    the event is set and counts the bytes read."""
+
+    def __init__(self, fd: int, cancel: threading.Event) -> None:
+        self.fd = fd
+        self.cancel = cancel
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        if self.cancel.is_set():
+            raise JobCancelled()
+        data = os.read(self.fd, size if size > 0 else _READ_SIZE)
+        self.count += len(data)
+        return data
+
+
+def _read_file(writer: Writer, entry: Entry, cancel: threading.Event) -> FileResult:
+    """Store the content of ``entry``; raises ``_SoftError`` when the file vanished, cannot be
+    read, is no longer the regular file scanned, or changed while it was read."""
+    try:
+        fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0))
+    except PermissionError:
+        try:  # O_NOATIME needs ownership of the file
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as exc:
+            raise _SoftError(_why("cannot open", exc)) from exc
+    except FileNotFoundError as exc:
+        raise _SoftError("vanished before it could be read") from exc
+    except OSError as exc:
+        raise _SoftError(_why("cannot open", exc)) from exc
+    try:
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode) or (before.st_size, before.st_mtime_ns) != (
+            entry.size, entry.mtime_ns
+        ):
+            raise _SoftError("changed between the scan and the read; not backed up")
+        reader = _CancellableReader(fd, cancel)
+        try:
+            result = writer.add_file(_as_binary(reader))
+        except OSError as exc:
+            raise _SoftError(_why("cannot read", exc)) from exc
+        after = os.fstat(fd)
+        if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or (
+            reader.count != before.st_size
+        ):
+            raise _SoftError("changed while it was read; not backed up")
+        return result
+    finally:
+        os.close(fd)
+
+
+def _as_binary(reader: _CancellableReader) -> BinaryIO:
+    return reader  # type: ignore[return-value]  # duck-typed: add_file only calls read()
+
+
+def _why(action: str, exc: OSError) -> str:
+    return f"{action}: {exc.strerror or type(exc).__name__}"
+
+
+def _read_spool(spool: IO[bytes]) -> Iterator[TreeItem]:
+    spool.flush()
+    spool.seek(0)
+    decoder = TreeDecoder("spooled tree")
+    while True:
+        piece = spool.read(_READ_SIZE)
+        if not piece:
+            break
+        yield from decoder.feed(piece)
+    decoder.finish()

@@ -1,0 +1,257 @@
+"""Restoring a snapshot (one backup job of a set) into a target folder.
+
+:func:`restore` writes every entry of the snapshot — or only those at or under the chosen
+``paths`` — below ``target``: an entry of source path ``/home/ann/doc.txt`` is written to
+``<target>/home/ann/doc.txt``. Regular files get their content (every chunk is checked against
+its ID by ``Repository.read_chunk``, and the whole content against the entry's content ID),
+mode and modification time; directories their mode and modification time (set after their
+content, deepest first); symbolic links their target (never followed) and modification time.
+Owners are not restored.
+
+Nothing is ever written outside ``target``:
+
+- a snapshot path that is not absolute, or holds a ``.``/``..``/empty component or a NUL byte
+  is refused (``UnsafePath``; nothing of that entry is written);
+- every directory is entered with ``O_NOFOLLOW | O_DIRECTORY`` relative to its parent's
+  descriptor, and every file is created with ``O_CREAT | O_EXCL | O_NOFOLLOW`` relative to its
+  directory's descriptor, so a symbolic link in the target (restored or planted) is never
+  traversed; an existing non-directory at a path is replaced (unlinked first, which removes the
+  link itself, not what it points to).
+
+Paths are bytes throughout, so names that are not UTF-8 are restored exactly.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import stat
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from opencbs.destinations.base import Storage
+from opencbs.engine.entries import Entry, display_path
+from opencbs.engine.repo_errors import CorruptData, RepositoryError, SnapshotNotFound
+from opencbs.engine.repository import Repository, SnapshotInfo
+from opencbs.reports.vocabulary import EntryType
+
+__all__ = ["RestoreResult", "UnsafePath", "find_snapshot", "restore"]
+
+log = logging.getLogger(__name__)
+
+_SNAPSHOT_ID = re.compile(r"^[0-9a-f]{64}$")
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+class UnsafePath(RepositoryError):
+    """A snapshot path that would escape the restore target (relative, ``..``, NUL)."""
+
+    code = "restore_unsafe_path"
+
+    def __init__(self, path: bytes) -> None:
+        super().__init__(f"Refusing to restore unsafe path {display_path(path)}")
+        self.path = path
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreResult:
+    """What a restore wrote: the ``snapshot_id``, counts of ``files``, ``dirs`` and ``links``,
+    content ``bytes`` written, and the unsafe paths ``skipped`` (display form)."""
+
+    snapshot_id: str
+    files: int
+    dirs: int
+    links: int
+    bytes: int
+    skipped: tuple[str, ...]
+
+
+def find_snapshot(repo: Repository, snapshot_or_job_id: str, *, set_id: str | None = None,
+                  destination_id: str | None = None) -> SnapshotInfo:
+    """The snapshot of that ID (64 hex), or the newest snapshot of the backup job of that ID
+    (``yyyy-MM-dd-HH-mm-ss``), optionally of one set and destination. Raises
+    ``SnapshotNotFound``."""
+    if _SNAPSHOT_ID.match(snapshot_or_job_id):
+        try:
+            return repo.snapshot_info(snapshot_or_job_id)
+        except SnapshotNotFound:
+            pass
+    found = [
+        i for i in repo.list_snapshots()
+        if i.meta.job_id == snapshot_or_job_id
+        and (set_id is None or i.meta.set_id == set_id)
+        and (destination_id is None or i.meta.destination_id == destination_id)
+    ]
+    if not found:
+        raise SnapshotNotFound(snapshot_or_job_id)
+    return found[-1]
+
+
+def restore(
+    storage: Storage,
+    password: str | bytes,
+    snapshot_or_job_id: str,
+    target: str | bytes | os.PathLike[str],
+    paths: Iterable[str | bytes] | None = None,
+    *,
+    set_id: str | None = None,
+    destination_id: str | None = None,
+) -> RestoreResult:
+    """Restore a snapshot (by snapshot ID or job ID, see :func:`find_snapshot`) below
+    ``target`` (created if missing). ``paths``: restore only the entries at or under these
+    source paths (absolute; default everything).
+
+    Raises ``SnapshotNotFound``, ``WrongPassword``, ``CorruptData`` (a chunk or a content fails
+    its check: the file being written is left incomplete), ``DestinationError`` and ``OSError``
+    (the target cannot be written). Unsafe snapshot paths are skipped and listed in the result.
+    """
+    repo = Repository.open(storage, password)
+    info = find_snapshot(repo, snapshot_or_job_id, set_id=set_id, destination_id=destination_id)
+    wanted = None if paths is None else [_strip(os.fsencode(p)) for p in paths]
+    target_b = os.fsencode(os.fspath(target))
+    os.makedirs(target_b, exist_ok=True)
+    root = os.open(target_b, _DIR_FLAGS)
+    writer = _Restorer(repo, root)
+    try:
+        _, items = repo.load_snapshot(info.id)
+        for entry, chunk_ids in items:
+            if wanted is not None and not any(_within(entry.path, w) for w in wanted):
+                continue
+            try:
+                parts = _components(entry.path)
+            except UnsafePath as exc:
+                log.warning("%s", exc)
+                writer.skipped.append(display_path(entry.path))
+                continue
+            writer.write(parts, entry, chunk_ids)
+        writer.finish_dirs()
+    finally:
+        os.close(root)
+    return RestoreResult(info.id, writer.files, writer.dirs, writer.links, writer.bytes,
+                         tuple(writer.skipped))
+
+
+def _strip(path: bytes) -> bytes:
+    return path.rstrip(b"/") or b"/"
+
+
+def _within(path: bytes, top: bytes) -> bool:
+    return top == b"/" or path == top or path.startswith(top + b"/")
+
+
+def _components(path: bytes) -> tuple[bytes, ...]:
+    """The components of an absolute snapshot path; raises ``UnsafePath``."""
+    if not path.startswith(b"/") or b"\x00" in path:
+        raise UnsafePath(path)
+    parts = tuple(path[1:].split(b"/")) if path != b"/" else ()
+    if path.endswith(b"/") and path != b"/":
+        raise UnsafePath(path)
+    if any(p in (b"", b".", b"..") for p in parts):
+        raise UnsafePath(path)
+    return parts
+
+
+class _Restorer:
+    """Writes entries below the directory descriptor ``root`` (private)."""
+
+    def __init__(self, repo: Repository, root: int) -> None:
+        self.repo = repo
+        self.root = root
+        self.files = self.dirs = self.links = self.bytes = 0
+        self.skipped: list[str] = []
+        self.dir_times: list[tuple[tuple[bytes, ...], int, int]] = []  # parts, mode, mtime_ns
+
+    @contextmanager
+    def _parent(self, parts: Sequence[bytes], create: bool = True) -> Iterator[int]:
+        """A descriptor of the directory ``parts`` below the root, entered component by
+        component without following links (created 0o700 when missing)."""
+        fd = os.dup(self.root)
+        try:
+            for name in parts:
+                try:
+                    nxt = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    os.mkdir(name, 0o700, dir_fd=fd)
+                    nxt = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                except OSError as exc:
+                    if not create or exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                        raise
+                    os.unlink(name, dir_fd=fd)  # a link or file where a directory belongs
+                    os.mkdir(name, 0o700, dir_fd=fd)
+                    nxt = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = nxt
+            yield fd
+        finally:
+            os.close(fd)
+
+    def write(self, parts: tuple[bytes, ...], entry: Entry, chunk_ids: Sequence[bytes]) -> None:
+        if entry.etype is EntryType.DIRECTORY:
+            with self._parent(parts):
+                pass
+            self.dir_times.append((parts, stat.S_IMODE(entry.mode), entry.mtime_ns))
+            self.dirs += 1
+            return
+        if not parts:
+            raise UnsafePath(entry.path)
+        with self._parent(parts[:-1]) as dfd:
+            name = parts[-1]
+            _remove_non_dir(dfd, name)
+            if entry.etype is EntryType.LINK:
+                os.symlink(entry.link_target or b"", name, dir_fd=dfd)
+                os.utime(name, ns=(entry.mtime_ns, entry.mtime_ns), dir_fd=dfd,
+                         follow_symlinks=False)
+                self.links += 1
+            else:
+                self._write_file(dfd, name, entry, chunk_ids)
+                self.files += 1
+
+    def _write_file(self, dfd: int, name: bytes, entry: Entry,
+                    chunk_ids: Sequence[bytes]) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(name, flags, 0o600, dir_fd=dfd)
+        try:
+            hasher = self.repo.keys.hasher()
+            size = 0
+            for chunk_id in chunk_ids:
+                data = self.repo.read_chunk(chunk_id)
+                hasher.update(data)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                size += len(data)
+            if entry.content_id is not None and hasher.digest() != entry.content_id:
+                raise CorruptData(f"{display_path(entry.path)}: content does not match its ID")
+            if size != entry.size:
+                raise CorruptData(f"{display_path(entry.path)}: {size} bytes restored, "
+                                  f"{entry.size} expected")
+            self.bytes += size
+            os.fchmod(fd, stat.S_IMODE(entry.mode))
+            os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
+        finally:
+            os.close(fd)
+
+    def finish_dirs(self) -> None:
+        """Set the directories' modes and mtimes, deepest first (after their content)."""
+        for parts, mode, mtime_ns in sorted(self.dir_times, key=lambda d: len(d[0]),
+                                            reverse=True):
+            with self._parent(parts, create=False) as fd:
+                os.fchmod(fd, mode)
+                os.utime(fd, ns=(mtime_ns, mtime_ns))
+
+
+def _remove_non_dir(dfd: int, name: bytes) -> None:
+    """Unlink whatever non-directory is at ``name`` (a link is removed, not followed)."""
+    try:
+        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "a directory exists where a file belongs",
+                                os.fsdecode(name))
+    os.unlink(name, dir_fd=dfd)

@@ -1,0 +1,439 @@
+"""The agent's job runner and restore on a real tree: reports as GetBackupJobReport shows them
+(cbs-api.md §5), snapshots, destination failures, cancel, and byte-identical restores.
+
+SQLite only (this file tests the agent, not the store); the app is reached through the
+TestClient transport.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from argon2 import PasswordHasher
+from fastapi.testclient import TestClient
+
+from opencbs import __version__, security
+from opencbs.agent import AgentClient, NewDestination
+from opencbs.agent import backup as backup_mod
+from opencbs.agent.backup import JobOutcome, Progress, run_backup
+from opencbs.agent.restore import restore
+from opencbs.destinations.base import DestinationError
+from opencbs.destinations.local import LocalStorage
+from opencbs.destinations.memory import MemoryStorage
+from opencbs.engine.crypto import KdfParams
+from opencbs.engine.repository import Repository
+from opencbs.reports.vocabulary import JobStatus, ReportList
+from opencbs.store import users
+from opencbs.store.db import Database
+from opencbs.store.migrate import upgrade
+from tests.conftest import ADMIN
+
+USER = ("alice", "alice-secret")
+PASSWORD = "repo-password"
+T0 = 1_719_408_275_000  # 2024-06-26 13:24:35 UTC: job start times, one per test job
+NON_UTF8 = b"caf\xe9.txt"
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    """SQLite only (overrides conftest's parametrised fixture)."""
+    database = Database(f"sqlite:///{tmp_path / 'opencbs.db'}")
+    upgrade(database)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(security, "_hasher",
+                        PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+
+
+@pytest.fixture
+def agent(client: TestClient) -> Iterator[AgentClient]:
+    with client.app.state.opencbs.db.write() as conn:  # type: ignore[attr-defined]
+        users.add_backup_user(conn, *USER)
+    with AgentClient("http://testserver", *USER, transport=client._transport) as c:
+        yield c
+
+
+def _write(path: Path, data: bytes, mtime_ns: int | None = None) -> None:
+    path.write_bytes(data)
+    if mtime_ns is not None:
+        os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    """A tree: distinct contents (no copies in the first job), an empty file, a larger file,
+    links to a file and to a directory, a directory of two files, a non-UTF-8 name."""
+    root = tmp_path / "src"
+    (root / "sub").mkdir(parents=True)
+    (root / "old").mkdir()
+    _write(root / "a.txt", b"alpha " * 100)
+    _write(root / "b.txt", b"bravo content")
+    _write(root / "empty", b"")
+    _write(root / "ren.txt", b"to be renamed in place")
+    _write(root / "mv.txt", b"to be moved to another directory")
+    _write(root / "sub" / "c.bin", os.urandom(300_000))
+    _write(root / "sub" / "d.txt", b"delta, deleted in job 2")
+    _write(root / "old" / "x.txt", b"x of old")
+    _write(root / "old" / "y.txt", b"y of old")
+    (root / "exec.sh").write_bytes(b"#!/bin/sh\necho hi\n")
+    (root / "exec.sh").chmod(0o751)
+    os.symlink("a.txt", root / "link")
+    os.symlink("sub", root / "dirlink")
+    with open(os.path.join(os.fsencode(root), NON_UTF8), "wb") as f:
+        f.write(b"latin-1 name")
+    return root
+
+
+def _new_set(agent: AgentClient, src: Path, dest: Path) -> tuple[str, str]:
+    bset = agent.create_set("Docs", settings={"sources": [str(src)]},
+                            destinations=[NewDestination("Local", "LOCAL", {"path": str(dest)})])
+    return bset.id, bset.destinations[0].id
+
+
+def _storage(dest: Path, **init: Any) -> LocalStorage:
+    """A local destination with a repository of cheap KDF (run_backup opens it)."""
+    storage = LocalStorage(dest, fsync=False)
+    Repository.init(storage, PASSWORD, kdf=KdfParams(1, 8 * 1024, 1), **init)
+    return storage
+
+
+def _report(client: TestClient, outcome: JobOutcome) -> dict[str, Any]:
+    r = client.post("/obs/api/json/GetBackupJobReport.do", json={
+        "SysUser": ADMIN[0], "SysPwd": ADMIN[1], "LoginName": USER[0],
+        "BackupSetID": outcome.ref.set_id, "DestinationID": outcome.ref.destination_id,
+        "BackupJobID": outcome.ref.job_id})
+    body = r.json()
+    assert body["Status"] == "OK", body
+    data: dict[str, Any] = body["Data"]
+    return data
+
+
+def _names(data: dict[str, Any], key: str, src: Path) -> set[tuple[str, str]]:
+    """(Type, path relative to the source's parent) of a list; moves as 'from -> to'."""
+    base = str(src.parent) + "/"
+
+    def rel(p: str) -> str:
+        return p[len(base):] if p.startswith(base) else p
+
+    if key == "mov":
+        return {(e["Type"], f"{rel(e['FromFile'])} -> {rel(e['ToFile'])}") for e in data[key]}
+    return {(e["Type"], rel(e["Name"])) for e in data[key]}
+
+
+def _check_counters(data: dict[str, Any]) -> None:
+    """Every counter of §5 equals what its list holds."""
+    def n(key: str, t: str) -> int:
+        return sum(1 for e in data[key] if e["Type"] == t)
+
+    assert int(data["NumOfNewFiles"]) == n("new", "F")
+    assert int(data["NumOfNewDirCount"]) == n("new", "D")
+    assert int(data["NumOfNewLinkFileCount"]) + int(data["NumOfNewLinkDirCount"]) == n("new", "L")
+    assert int(data["NumOfUpdatedFiles"]) == len(data["upd"])
+    assert int(data["NumOfUpdatedPermissionFiles"]) == len(data["pmt"])
+    assert int(data["NumOfDeletedFiles"]) == n("del", "F")
+    assert int(data["NumOfDeletedDirCount"]) == n("del", "D")
+    assert int(data["NumOfDeletedLinkFileCount"]) == n("del", "L")
+    assert int(data["NumOfMovedFiles"]) == len(data["mov"])
+    assert int(data["NumOfCopiedFiles"]) == len(data["cpy"])
+    warns = sum(1 for e in data["Logs"] if e["Type"] == "warn")
+    errors = sum(1 for e in data["Logs"] if e["Type"] == "error")
+    assert int(data["NumOfWarnEntries"]) == warns
+    assert int(data["NumOfErrorEntries"]) == errors
+
+
+def _snapshot_tree(root: bytes) -> dict[bytes, tuple[Any, ...]]:
+    """Every path below ``root`` (relative) with type, mode, mtime and content or target."""
+    out: dict[bytes, tuple[Any, ...]] = {}
+
+    def visit(path: bytes) -> None:
+        st = os.lstat(path)
+        rel = os.path.relpath(path, root)
+        if stat.S_ISLNK(st.st_mode):
+            out[rel] = ("L", os.readlink(path), st.st_mtime_ns)
+        elif stat.S_ISDIR(st.st_mode):
+            out[rel] = ("D", stat.S_IMODE(st.st_mode), st.st_mtime_ns)
+            for name in sorted(os.listdir(path)):
+                visit(os.path.join(path, name))
+        else:
+            with open(path, "rb") as f:
+                out[rel] = ("F", stat.S_IMODE(st.st_mode), st.st_mtime_ns, f.read())
+
+    visit(root)
+    return out
+
+
+def _snapshot_count(storage: LocalStorage | MemoryStorage) -> int:
+    return len(list(storage.list("snapshots/")))
+
+
+# --- the three jobs and the restore -----------------------------------------------------------
+
+
+def test_first_changed_and_unchanged_jobs_then_restore(
+    client: TestClient, agent: AgentClient, src: Path, tmp_path: Path
+) -> None:
+    dest = tmp_path / "dest"
+    storage = _storage(dest)
+    set_id, dest_id = _new_set(agent, src, dest)
+
+    # Job 1: everything is new, the source folder included.
+    seen: list[Progress] = []
+    first = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0,
+                       progress=seen.append, progress_interval=0)
+    assert first.status is JobStatus.STOP_SUCCESS and first.snapshot_id is not None
+    data = _report(client, first)
+    _check_counters(data)
+    assert data["BackupJobStatus"] == "BS_STOP_SUCCESS"
+    assert data["Logs"][0]["Message"] == f"Start [opencbs {__version__}]"
+    assert data["Logs"][0]["Type"] == "start" and data["Logs"][-1]["Type"] == "end"
+    files = {"a.txt", "b.txt", "empty", "ren.txt", "mv.txt", "exec.sh", "sub/c.bin",
+             "sub/d.txt", "old/x.txt", "old/y.txt", "caf\\xe9.txt"}
+    assert _names(data, "new", src) == (
+        {("F", f"src/{f}") for f in files} | {("D", "src"), ("D", "src/sub"), ("D", "src/old")}
+        | {("L", "src/link"), ("L", "src/dirlink")})
+    assert (int(data["NumOfNewLinkFileCount"]), int(data["NumOfNewLinkDirCount"])) == (1, 1)
+    for key in ("upd", "pmt", "del", "mov", "cpy"):
+        assert data[key] == []
+    a_entry = next(e for e in data["new"] if e["Name"].endswith("/a.txt"))
+    assert int(a_entry["UnzipFilesSize"]) == 600
+    assert 0 < int(a_entry["FileSize"]) < 600  # compressed
+    total = sum(p.stat().st_size for p in src.rglob("*") if p.is_file() and not p.is_symlink())
+    assert int(data["TotalUnzipNewFilesSize"]) == total
+    assert int(data["DedupeOriginalSize"]) == total and int(data["DedupeSaving"]) == 0
+    assert seen and seen[-1].files_done == len(files)
+
+    # Job 2: one of each change.
+    _write(src / "a.txt", b"alpha changed " * 70)                       # upd
+    (src / "b.txt").chmod(0o600)                                        # pmt
+    (src / "sub" / "d.txt").unlink()                                    # del F
+    os.rename(src / "ren.txt", src / "ren2.txt")                        # mov (in place)
+    os.rename(src / "mv.txt", src / "sub" / "mv.txt")                   # mov (other dir)
+    shutil.copy2(src / "sub" / "c.bin", src / "c-copy.bin")             # cpy
+    (src / "newdir").mkdir()                                            # new D
+    shutil.rmtree(src / "old")                                          # del D + 2 del F
+    os.symlink("b.txt", src / "link2")                                  # new L
+    second = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0 + 60_000)
+    assert second.status is JobStatus.STOP_SUCCESS
+    data = _report(client, second)
+    _check_counters(data)
+    assert _names(data, "new", src) == {("D", "src/newdir"), ("L", "src/link2")}
+    assert _names(data, "upd", src) == {("F", "src/a.txt")}
+    assert _names(data, "pmt", src) == {("F", "src/b.txt")}
+    assert _names(data, "del", src) == {("F", "src/sub/d.txt"), ("D", "src/old"),
+                                        ("F", "src/old/x.txt"), ("F", "src/old/y.txt")}
+    assert _names(data, "mov", src) == {("F", "src/ren.txt -> src/ren2.txt"),
+                                        ("F", "src/mv.txt -> src/sub/mv.txt")}
+    assert _names(data, "cpy", src) == {("F", "src/c-copy.bin")}
+    assert second.counts[ReportList.DEL] == 4
+    # Read this job: a.txt (new content) and b.txt, ren2, sub/mv, c-copy (content stored).
+    new_a = len(b"alpha changed " * 70)
+    read = new_a + len(b"bravo content") + len(b"to be renamed in place") + len(
+        b"to be moved to another directory") + 300_000
+    assert int(data["DedupeOriginalSize"]) == read
+    assert int(data["DedupeSaving"]) == read - new_a
+    upd = data["upd"][0]
+    assert int(upd["UnzipFilesSize"]) == new_a
+    assert int(data["cpy"][0]["UnzipFilesSize"]) == 300_000
+
+    # Job 3: nothing changed.
+    third = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0 + 120_000)
+    assert third.status is JobStatus.STOP_SUCCESS
+    data = _report(client, third)
+    for key in ("new", "upd", "pmt", "del", "mov", "cpy"):
+        assert data[key] == [], key
+    assert int(data["DedupeOriginalSize"]) == 0
+    assert _snapshot_count(storage) == 3
+
+    # Restore of the last job, by job ID: byte-identical.
+    target = tmp_path / "restored"
+    result = restore(storage, PASSWORD, third.ref.job_id, target)
+    assert result.skipped == ()
+    restored_root = os.fsencode(target) + os.fsencode(src)
+    assert _snapshot_tree(restored_root) == _snapshot_tree(os.fsencode(src))
+
+    # Chosen paths only.
+    part = tmp_path / "part"
+    restore(storage, PASSWORD, third.snapshot_id or "", part, paths=[str(src / "sub")])
+    assert sorted(os.listdir(os.fsencode(part) + os.fsencode(src))) == [b"sub"]
+    sub = os.fsencode(part) + os.fsencode(src / "sub")
+    assert _snapshot_tree(sub) == _snapshot_tree(os.fsencode(src / "sub"))
+
+
+# --- soft errors, destination failures, cancel ------------------------------------------------
+
+
+def test_file_changing_while_read_is_a_warning_and_keeps_the_previous_version(
+    client: TestClient, agent: AgentClient, src: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dest = tmp_path / "dest"
+    storage = _storage(dest)
+    set_id, dest_id = _new_set(agent, src, dest)
+    run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0)
+    _write(src / "b.txt", b"bravo, second version")
+    victim = os.stat(src / "b.txt").st_ino
+    original_read = backup_mod._CancellableReader.read
+
+    def growing_read(self: backup_mod._CancellableReader, size: int = -1) -> bytes:
+        if os.fstat(self.fd).st_ino == victim and self.count == 0:
+            with open(src / "b.txt", "ab") as f:
+                f.write(b" and more")
+        return original_read(self, size)
+
+    monkeypatch.setattr(backup_mod._CancellableReader, "read", growing_read)
+    outcome = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0 + 60_000)
+    assert outcome.status is JobStatus.STOP_SUCCESS_WITH_WARNING
+    data = _report(client, outcome)
+    _check_counters(data)
+    warns = [e["Message"] for e in data["Logs"] if e["Type"] == "warn"]
+    assert len(warns) == 1 and "b.txt" in warns[0] and "changed while it was read" in warns[0]
+    assert data["upd"] == []  # the previous version is kept
+    assert _snapshot_count(storage) == 2
+
+
+def test_vanished_file_during_scan_is_a_warning(
+    client: TestClient, agent: AgentClient, src: Path, tmp_path: Path
+) -> None:
+    dest = tmp_path / "dest"
+    storage = _storage(dest)
+    set_id, dest_id = _new_set(agent, src, dest)
+
+    def remove_later_file(p: Progress) -> None:
+        # after sub/c.bin the listing of sub is made and d.txt, next, is not stat'ed yet
+        if (src / "sub" / "d.txt").exists() and p.current_file.endswith("sub/c.bin"):
+            (src / "sub" / "d.txt").unlink()
+
+    outcome = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0,
+                         progress=remove_later_file, progress_interval=0)
+    # d.txt was listed, then vanished before its stat: a warning, the job goes on.
+    assert outcome.status is JobStatus.STOP_SUCCESS_WITH_WARNING
+    data = _report(client, outcome)
+    _check_counters(data)
+    assert int(data["NumOfWarnEntries"]) == 1
+    assert ("F", "src/sub/d.txt") not in _names(data, "new", src)
+    assert outcome.snapshot_id is not None
+
+
+class FailingStorage(MemoryStorage):
+    """Writes of packs fail once ``armed`` puts of packs have succeeded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pack_puts_left: int | None = None
+
+    def put(self, name: str, data: bytes) -> None:
+        if name.startswith("data/") and self.pack_puts_left is not None:
+            if self.pack_puts_left == 0:
+                raise DestinationError("disk full (test)")
+            self.pack_puts_left -= 1
+        super().put(name, data)
+
+
+def test_destination_failing_mid_job_is_a_system_error_without_snapshot(
+    client: TestClient, agent: AgentClient, src: Path, tmp_path: Path
+) -> None:
+    storage = FailingStorage()
+    Repository.init(storage, PASSWORD, kdf=KdfParams(1, 8 * 1024, 1), pack_target_size=1024)
+    set_id, dest_id = _new_set(agent, src, tmp_path / "unused")
+    storage.pack_puts_left = 3  # tiny packs: the fourth pack of the job fails
+    outcome = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0)
+    assert outcome.status is JobStatus.STOP_BY_SYSTEM_ERROR
+    assert outcome.snapshot_id is None
+    assert _snapshot_count(storage) == 0
+    data = _report(client, outcome)
+    assert data["BackupJobStatus"] == "BS_STOP_BY_SYSTEM_ERROR"
+    errors = [e["Message"] for e in data["Logs"] if e["Type"] == "error"]
+    assert len(errors) == 1 and "disk full (test)" in errors[0]
+    assert data["Logs"][-1]["Type"] == "end"
+
+
+def test_cancel_stops_by_user_without_snapshot(
+    client: TestClient, agent: AgentClient, src: Path, tmp_path: Path
+) -> None:
+    dest = tmp_path / "dest"
+    storage = _storage(dest)
+    set_id, dest_id = _new_set(agent, src, dest)
+    cancel = threading.Event()
+
+    def cancel_after_two(p: Progress) -> None:
+        if p.files_done >= 2:
+            cancel.set()
+
+    outcome = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0,
+                         cancel_event=cancel, progress=cancel_after_two, progress_interval=0)
+    assert outcome.status is JobStatus.STOP_BY_USER and outcome.snapshot_id is None
+    assert _snapshot_count(storage) == 0
+    data = _report(client, outcome)
+    assert data["BackupJobStatus"] == "BS_STOP_BY_USER"
+    assert data["new"] == []
+    # The next job starts afresh: with no snapshot committed everything is new again.
+    again = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0 + 60_000)
+    assert again.status is JobStatus.STOP_SUCCESS
+    assert again.counts[ReportList.NEW] == len(_snapshot_tree(os.fsencode(src)))
+
+
+def test_progress_is_visible_while_the_job_runs(
+    client: TestClient, agent: AgentClient, src: Path, tmp_path: Path
+) -> None:
+    dest = tmp_path / "dest"
+    storage = _storage(dest)
+    set_id, dest_id = _new_set(agent, src, dest)
+    answers: list[dict[str, Any]] = []
+    sent: list[Progress] = []
+
+    def ask(p: Progress) -> None:
+        if answers or p.files_done < 1:
+            return
+        sent.append(p)
+        r = client.post("/obs/api/json/GetBackupJobProgress.do", json={
+            "SysUser": ADMIN[0], "SysPwd": ADMIN[1], "LoginName": USER[0],
+            "BackupSetID": set_id, "DestinationID": dest_id,
+            "BackupJobID": "2024-06-26-13-24-35"})
+        answers.append(r.json())
+
+    run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0, progress=ask,
+               progress_interval=0)
+    assert answers[0]["Status"] == "OK", answers[0]
+    shown = answers[0]["Data"]
+    assert shown["EndTime"] == ""
+    assert int(shown["TotalFileCount"]) == sent[0].files_seen
+    assert int(shown["CurrentFileCount"]) == sent[0].files_done == 1
+    assert shown["CurrentFileName"] == sent[0].current_file == str(src / "a.txt")
+
+
+# --- restore safety -----------------------------------------------------------------------------
+
+
+def test_restore_never_writes_through_a_link_in_the_target(
+    agent: AgentClient, src: Path, tmp_path: Path
+) -> None:
+    dest = tmp_path / "dest"
+    storage = _storage(dest)
+    set_id, dest_id = _new_set(agent, src, dest)
+    outcome = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0)
+    target = tmp_path / "target"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    # A planted link where the restore will create a directory, and one where it writes a file.
+    planted = Path(os.fsdecode(os.fsencode(target) + os.fsencode(src)))
+    planted.parent.mkdir(parents=True)
+    os.symlink(outside, planted)
+    restore(storage, PASSWORD, outcome.ref.job_id, target)
+    assert list(outside.iterdir()) == []
+    assert planted.is_dir() and not planted.is_symlink()
+    (planted / "b.txt").unlink()
+    os.symlink(outside / "victim", planted / "b.txt")
+    restore(storage, PASSWORD, outcome.ref.job_id, target)
+    assert list(outside.iterdir()) == []
+    assert (planted / "b.txt").read_bytes() == b"bravo content"
