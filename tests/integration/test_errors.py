@@ -142,6 +142,7 @@ def test_unexpected_error_is_500_with_a_logged_reference(
         raise RuntimeError("secret internals /etc/passwd")
 
     monkeypatch.setattr(jobs, "find_job", boom)
+    monkeypatch.setattr(jobs, "find_report_job_fast", boom)
     with caplog.at_level(logging.ERROR):
         for url in (SUMMARY, "/obs/api/json/GetBackupJobReport.do"):
             r = client.post(url, json=_req(vendor_job))

@@ -16,10 +16,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 import opencbs
-from opencbs.api import envelope
 from opencbs.api import cbs_jobs as _cbs_jobs  # noqa: F401 - registers calls
 from opencbs.api import cbs_reports as _cbs_reports  # noqa: F401 - registers calls
 from opencbs.api import cbs_users as _cbs_users  # noqa: F401 - registers calls
+from opencbs.api import envelope
 from opencbs.api.agent import router as agent_router
 from opencbs.api.routes import PREFIX, mount_cbs
 from opencbs.api.state import ServerState

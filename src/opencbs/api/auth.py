@@ -19,7 +19,7 @@ from typing import TypeGuard
 from opencbs.api.params import usable_text
 from opencbs.errors import AuthUserRejected, CredentialsRejected
 from opencbs.reports.vocabulary import AccountStatus, SystemRole
-from opencbs.security import DUMMY_HASH, verify_password
+from opencbs.security import dummy_hash, verify_password
 from opencbs.store import users
 from opencbs.store.db import Database
 from opencbs.store.util import now_ms
@@ -103,7 +103,7 @@ def authenticate_system(
     with db.read() as conn:
         user = users.get_system_user(conn, name)
     if user is None:
-        verify_password(DUMMY_HASH, password)  # same cost as a wrong password
+        verify_password(dummy_hash(), password)  # same cost as a wrong password
         raise CredentialsRejected()
     at = now_ms()
     good = _check(cache, "sys", user.password_hash, password)
@@ -133,7 +133,7 @@ def authenticate_backup_user(
     with db.read() as conn:
         user = users.find_backup_user(conn, login_name)
     if user is None:
-        verify_password(DUMMY_HASH, password)
+        verify_password(dummy_hash(), password)
         raise AuthUserRejected()
     if not _check(cache, "user", user.password_hash, password):
         raise AuthUserRejected()

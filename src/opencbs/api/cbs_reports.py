@@ -104,11 +104,18 @@ def get_backup_job_report_summary(params: Params, caller: Caller, state: ServerS
 
 def _find(conn: Any, params: Params, caller: Caller) -> jobs.Job:
     # every parameter is checked before anything is looked up
-    params.required_str("LoginName")
-    params.required_str("BackupSetID")
+    login = params.required_str("LoginName")
+    set_id = params.required_str("BackupSetID")
     job_id = params.required_str("BackupJobID")
     dest = params.optional_str("DestinationID")
     cdp = params.boolean("Cdp", False)
+    owner = params.str_or_empty("Owner")
+    job = jobs.find_report_job_fast(
+        conn, login, owner, caller.scope, set_id, dest, job_id, cdp=cdp
+    )
+    if job is not None:
+        return job
+    # something is missing: the step-by-step look-ups name it (cbs-api.md §3)
     user = backup_user(conn, params, caller)
     bset = backup_set(conn, params, user)
     return jobs.find_job(conn, bset, dest, job_id, cdp=cdp)

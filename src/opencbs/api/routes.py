@@ -12,11 +12,22 @@ from starlette.responses import Response
 from opencbs.api import envelope
 from opencbs.api.auth import authenticate_system
 from opencbs.api.cbs import CALLS, CbsCall
-from opencbs.api.params import read_params
-from opencbs.api.state import state_of
+from opencbs.api.params import Params, read_params
+from opencbs.api.state import ServerState, state_of
 from opencbs.errors import OpenCBSError, UnknownApi
 
 PREFIX = "/obs/api/json"
+
+
+def _serve(call: CbsCall, params: Params, state: ServerState) -> Response:
+    """Authenticate, then run the call: one trip to the threadpool per request."""
+    caller = authenticate_system(
+        state.db,
+        state.auth_cache,
+        _credential(params.values.get("SysUser")),
+        _credential(params.values.get("SysPwd")),
+    )
+    return call.handler(params, caller, state)
 
 
 def _endpoint(call: CbsCall) -> Any:
@@ -24,14 +35,7 @@ def _endpoint(call: CbsCall) -> Any:
         state = state_of(request)
         try:
             params = await read_params(request)
-            caller = await run_in_threadpool(
-                authenticate_system,
-                state.db,
-                state.auth_cache,
-                _credential(params.values.get("SysUser")),
-                _credential(params.values.get("SysPwd")),
-            )
-            return await run_in_threadpool(call.handler, params, caller, state)
+            return await run_in_threadpool(_serve, call, params, state)
         except OpenCBSError as exc:
             return envelope.error(exc)
         except Exception as exc:  # noqa: BLE001 - the one place that answers the unexpected

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, select, update
 
 from opencbs.errors import BackupJobNotFound, Conflict, DestinationNotFound, InvalidInput
 from opencbs.reports.counters import COUNTER_NAMES, Counters
@@ -28,7 +28,14 @@ from opencbs.reports.vocabulary import (
     LogType,
     ReportList,
 )
-from opencbs.store.schema import backup_jobs, backup_sets, destinations, job_batches, job_entries
+from opencbs.store.schema import (
+    backup_jobs,
+    backup_sets,
+    backup_users,
+    destinations,
+    job_batches,
+    job_entries,
+)
 from opencbs.store.sets import BackupSet, parse_id
 from opencbs.store.util import now_ms
 
@@ -469,6 +476,61 @@ def import_report(
 
 # --- reading ------------------------------------------------------------------------------
 
+# One prebuilt statement for the report calls' common case: the backup user, the set and every
+# destination's job of that ID, in one round trip.
+_REPORT_JOB = (
+    select(
+        backup_jobs,
+        backup_users.c.owner.label("user_owner"),
+        destinations.c.position.label("dest_position"),
+    )
+    .join(backup_sets, backup_sets.c.id == backup_jobs.c.set_id)
+    .join(backup_users, backup_users.c.id == backup_sets.c.user_id)
+    .join(destinations, destinations.c.id == backup_jobs.c.destination_id)
+    .where(
+        backup_users.c.login_name == bindparam("login"),
+        backup_sets.c.id == bindparam("set_id"),
+        backup_jobs.c.job_id == bindparam("job_id"),
+        backup_jobs.c.cdp == bindparam("cdp"),
+    )
+    .order_by(destinations.c.position, destinations.c.id)
+)
+
+
+def find_report_job_fast(
+    conn: Connection,
+    login_name: str,
+    owner: str,
+    scope: str | None,
+    set_id: str,
+    destination_id: str | None,
+    job_id: str,
+    *,
+    cdp: bool,
+) -> Job | None:
+    """The job a report call names, in one query, when everything is found; ``None`` otherwise
+    (then ``find_job`` and the user and set look-ups say precisely what is missing). Applies the
+    ``Owner`` and scope rules of cbs-api.md §2 and the ``DestinationID`` resolution of §5."""
+    sid = parse_id(set_id)
+    if sid is None:
+        return None
+    rows = conn.execute(
+        _REPORT_JOB, {"login": login_name, "set_id": sid, "job_id": job_id, "cdp": cdp}
+    ).all()
+    if not rows:
+        return None
+    user_owner = rows[0].user_owner
+    if (owner and owner != user_owner) or (scope is not None and user_owner != scope):
+        return None
+    if destination_id is None or destination_id.strip() in ("", "0"):
+        return _job(rows[0])
+    did = parse_id(destination_id)
+    for row in rows:
+        if row.destination_id == did:
+            return _job(row)
+    return None
+
+
 
 def find_job(
     conn: Connection, bset: BackupSet, destination_id: str | None, job_id: str, *, cdp: bool
@@ -597,7 +659,9 @@ def running_user_ids(conn: Connection, user_ids: Sequence[int]) -> set[int]:
 def destination_of(conn: Connection, destination_id: int) -> tuple[int, str] | None:
     """(set ID, name) of a destination, or ``None``."""
     row = conn.execute(
-        select(destinations.c.set_id, destinations.c.name).where(destinations.c.id == destination_id)
+        select(destinations.c.set_id, destinations.c.name).where(
+            destinations.c.id == destination_id
+        )
     ).first()
     return (row.set_id, row.name) if row else None
 

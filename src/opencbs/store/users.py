@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Row, select, update
+from sqlalchemy import Connection, Row, bindparam, select, update
 
 from opencbs.errors import BackupUserNotFound, Conflict, InvalidInput
 from opencbs.reports.vocabulary import AccountStatus, SystemRole
@@ -105,9 +105,12 @@ def add_system_user(conn: Connection, name: str, password: str, role: SystemRole
     return user
 
 
+_SYSTEM_USER_BY_NAME = select(system_users).where(system_users.c.name == bindparam("name"))
+
+
 def get_system_user(conn: Connection, name: str) -> SystemUser | None:
     """The system user named ``name`` (case-exact), or ``None``."""
-    row = conn.execute(select(system_users).where(system_users.c.name == name)).first()
+    row = conn.execute(_SYSTEM_USER_BY_NAME, {"name": name}).first()
     return _sysuser(row) if row else None
 
 
