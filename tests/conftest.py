@@ -59,7 +59,9 @@ def _postgres_available() -> str | None:
             eng.dispose()
             _pg_reason = ""
         except Exception as exc:  # noqa: BLE001
-            _pg_reason = f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL}: {exc.__class__.__name__}"
+            _pg_reason = (
+                f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL}: {exc.__class__.__name__}"
+            )
     return _pg_reason or None
 
 
