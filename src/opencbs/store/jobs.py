@@ -196,16 +196,7 @@ def start_job(
         raise DestinationNotFound(str(destination_id))
     at = start_ms if start_ms is not None else now_ms()
     job_id = job_id_at(at, tz)
-    exists = conn.execute(
-        select(backup_jobs.c.pk).where(
-            backup_jobs.c.set_id == bset.id,
-            backup_jobs.c.destination_id == destination_id,
-            backup_jobs.c.job_id == job_id,
-            backup_jobs.c.cdp == cdp,
-        )
-    ).first()
-    if exists:
-        raise Conflict(f"backup job {job_id} exists already", "start it again a second later")
+    _refuse_duplicate(conn, bset.id, destination_id, job_id, cdp)
     values: dict[str, Any] = dict(
         set_id=bset.id,
         destination_id=destination_id,
@@ -225,6 +216,21 @@ def start_job(
     pk = conn.execute(backup_jobs.insert().values(**values)).inserted_primary_key
     assert pk is not None
     return get_job_by_pk(conn, pk[0])
+
+
+def _refuse_duplicate(
+    conn: Connection, set_id: int, destination_id: int, job_id: str, cdp: bool
+) -> None:
+    exists = conn.execute(
+        select(backup_jobs.c.pk).where(
+            backup_jobs.c.set_id == set_id,
+            backup_jobs.c.destination_id == destination_id,
+            backup_jobs.c.job_id == job_id,
+            backup_jobs.c.cdp == cdp,
+        )
+    ).first()
+    if exists:
+        raise Conflict(f"backup job {job_id} exists already", "start it again a second later")
 
 
 def get_job_by_pk(conn: Connection, pk: int) -> Job:
@@ -418,16 +424,7 @@ def import_report(
         status = JobStatus(str(data.get("BackupJobStatus", JobStatus.STOP_SUCCESS.value)))
     except (KeyError, ValueError) as exc:
         raise InvalidInput(f"not a backup job report: {exc}") from exc
-    exists = conn.execute(
-        select(backup_jobs.c.pk).where(
-            backup_jobs.c.set_id == bset.id,
-            backup_jobs.c.destination_id == destination_id,
-            backup_jobs.c.job_id == job_id,
-            backup_jobs.c.cdp == cdp,
-        )
-    ).first()
-    if exists:
-        raise Conflict(f"backup job {job_id} exists already")
+    _refuse_duplicate(conn, bset.id, destination_id, job_id, cdp)
     values: dict[str, Any] = dict(
         set_id=bset.id,
         destination_id=destination_id,
