@@ -22,6 +22,7 @@ from opencbs.engine.repository import (
     RepositoryNotFound,
     SnapshotMeta,
     SnapshotNotFound,
+    VerifyProblem,
     WrongPassword,
 )
 from opencbs.reports.vocabulary import EntryType
@@ -377,3 +378,16 @@ def test_tampered_snapshot_is_detected(repo: Repository) -> None:
     storage.put(f"snapshots/{other}", storage.get(f"snapshots/{snapshot_id}"))
     with pytest.raises(CorruptData):
         repo.snapshot_info(other)
+
+
+def test_list_snapshots_skips_and_reports_a_damaged_snapshot(repo: Repository) -> None:
+    first = repo.commit_snapshot(meta(time_ns=1), [])
+    second = repo.commit_snapshot(meta(time_ns=2), [])
+    storage = repo.storage
+    assert isinstance(storage, MemoryStorage)
+    storage.tamper(f"snapshots/{first}", 20)
+    damaged: list[VerifyProblem] = []
+    assert [s.id for s in repo.list_snapshots(damaged=damaged)] == [second]
+    assert [p.subject for p in damaged] == [f"snapshot {first}"]
+    assert [s.id for s in repo.list_snapshots()] == [second]  # without a list: skipped only
+    assert [p.subject for p in repo.verify().errors] == [f"snapshot {first}"]

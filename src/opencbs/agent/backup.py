@@ -20,18 +20,38 @@ are ``warn`` log entries naming the path; the job goes on and ends
 new snapshot (and is reported unchanged) or, without one, is left out. Destination failures
 (``DestinationError``, ``RepositoryError``, a wrong password included) end the job
 ``BS_STOP_BY_SYSTEM_ERROR`` with an ``error`` log entry and no snapshot; ``cancel_event`` set
-ends it ``BS_STOP_BY_USER`` with no snapshot. Server failures (``ServerUnreachable``,
-``AgentApiError``) propagate: the report cannot be delivered (the server's sweeper closes the
-job as ``BS_BACKUP_NOT_FINISHED``), and no snapshot is committed unless the failure came after
-the commit.
+ends it ``BS_STOP_BY_USER`` with no snapshot. A damaged snapshot in the repository is skipped
+(a ``warn`` entry names it; ``Repository.verify`` reports it) and never blocks the job.
+
+Server failures: before the job starts (``get_set``, ``start_job``) they propagate
+(``ServerUnreachable``, ``AgentApiError``): nothing was done. ``start_job`` is not retried (it is
+not idempotent). Once the job runs, the server never stops the backup: batches and the finish are
+retried (``retry_delays``, see ``agent.report``); a progress report is tried once and a failure
+is only logged (the next one supersedes it, and a stalled progress must not slow the backup).
+When a batch or the finish still fails, the backup goes on and commits its snapshot as usual;
+the :class:`JobOutcome` then has ``report_delivered`` ``False`` and ``report_error`` says why
+(the server's sweeper closes that job as ``BS_BACKUP_NOT_FINISHED``; spooling the report for
+later delivery is a later issue).
 
 Dedupe figures (cbs-api.md §5): ``DedupeOriginalSize`` = original bytes of every file read
 this job (new and updated content examined); ``DedupeSaving`` = of those, bytes whose chunks
 were stored already.
 
+Copies (cbs-api.md §5: content "already in the backup, or stored earlier in this job") are
+recognised against the previous snapshot's contents and this job's, with the copy's source named
+(``FromFile``). ``known_content`` is not passed to ``classify_pairs``: the repository has no
+content index (a multi-chunk file's content ID lives only in snapshot trees, so knowing every
+stored content means reading every tree, O(all snapshots)), and passing it makes the classifier
+forget the previous snapshot's paths, so a copy of an unchanged file would lose its ``FromFile``.
+A copy of content found only in an older snapshot is therefore reported ``new`` (it still
+deduplicates: ``DedupeSaving`` counts it).
+
 Memory: one report batch, the classification's changed entries (see ``engine.classify``), and
 the chunk lists of previous entries missing from the scan. The new snapshot's entries are
-spooled to a temporary file, not held in memory.
+spooled to a temporary file (one encoded record per entry, about 100 bytes plus 32 per chunk),
+not held in memory: ``commit_snapshot`` flushes the open writer and so cannot take entries while
+files are still being read. The spool is written once and read once, sequentially; its size is
+that of the snapshot tree before compression, so disk, not memory, bounds it.
 """
 
 from __future__ import annotations
@@ -46,11 +66,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import IO, BinaryIO
+from typing import IO
 
 from opencbs import __version__
-from opencbs.agent.client import AgentClient, JobRef, RemoteSet
-from opencbs.agent.report import FileSizes, ReportStream, chunk_sizes, file_entry
+from opencbs.agent.client import AgentApiError, AgentClient, JobRef, RemoteSet, ServerUnreachable
+from opencbs.agent.report import (
+    DEFAULT_RETRY_DELAYS,
+    FileSizes,
+    ReportStream,
+    call_with_retries,
+    chunk_sizes,
+    file_entry,
+)
 from opencbs.destinations.base import DestinationError, Storage
 from opencbs.engine.classify import (
     Classification,
@@ -62,6 +89,7 @@ from opencbs.engine.classify import (
 )
 from opencbs.engine.entries import Entry, display_path
 from opencbs.engine.repo_errors import RepositoryError, RepositoryNotFound
+from opencbs.engine.repo_verify import VerifyProblem
 from opencbs.engine.repo_writer import FileResult, Writer
 from opencbs.engine.repository import Repository, SnapshotInfo, SnapshotMeta
 from opencbs.engine.scan import Scan, ScanFilter, ScanWarning
@@ -105,7 +133,11 @@ class JobOutcome:
     """The result of one job: the server's job (``ref``), its final ``status``, the snapshot
     committed (``None`` unless the status is a success), the number of entries of each file list
     (``counts``), the ``warn``/``error`` log entries, dedupe figures (bytes) and, for a job that
-    did not complete, why (``message``)."""
+    did not complete, why (``message``).
+
+    ``report_delivered`` is ``False`` when the server could not be told (a batch or the finish
+    failed after its retries); ``report_error`` then says why. The backup itself is what
+    ``status`` and ``snapshot_id`` say: a committed snapshot is a good backup either way."""
 
     ref: JobRef
     status: JobStatus
@@ -116,13 +148,16 @@ class JobOutcome:
     dedupe_original_size: int = 0
     dedupe_saving: int = 0
     message: str = ""
+    report_delivered: bool = True
+    report_error: str = ""
 
 
-def find_previous_snapshot(repo: Repository, set_id: str,
-                           destination_id: str) -> SnapshotInfo | None:
-    """The newest snapshot (by ``meta.time_ns``) of ``set_id`` and ``destination_id``, or
-    ``None``. Raises ``CorruptData``/``DestinationError``."""
-    matching = [i for i in repo.list_snapshots()
+def find_previous_snapshot(repo: Repository, set_id: str, destination_id: str, *,
+                           damaged: list[VerifyProblem] | None = None) -> SnapshotInfo | None:
+    """The newest readable snapshot (by ``meta.time_ns``) of ``set_id`` and
+    ``destination_id``, or ``None``. Damaged snapshots are skipped and appended to ``damaged``
+    (see ``Repository.list_snapshots``). Raises ``DestinationError``."""
+    matching = [i for i in repo.list_snapshots(damaged=damaged)
                 if i.meta.set_id == set_id and i.meta.destination_id == destination_id]
     return matching[-1] if matching else None
 
@@ -140,21 +175,25 @@ def run_backup(
     start_time_ms: int | None = None,
     batch_size: int = 1000,
     progress_interval: float = PROGRESS_INTERVAL,
+    retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
 ) -> JobOutcome:
     """Run one backup job of set ``set_id`` to destination ``destination_id`` (both as the
     server names them), storing content in ``storage`` under the repository ``password``.
 
     ``start_time_ms`` (epoch ms, default now) gives the job ID (cbs-api.md §4; one job per set,
     destination and second). ``progress`` is called at most every ``progress_interval``
-    seconds. Returns the :class:`JobOutcome`; rules and errors in the module docstring. Raises
-    ``ServerUnreachable``/``AgentApiError`` when the server fails.
+    seconds. ``retry_delays``: seconds before each retry of a batch or the finish. Returns the
+    :class:`JobOutcome`; rules and errors in the module docstring. Raises
+    ``ServerUnreachable``/``AgentApiError`` only when the job cannot be started (the set cannot
+    be read or ``start_job`` fails); later server failures give ``report_delivered=False``.
     """
     bset = client.get_set(set_id)
     start_ms = start_time_ms if start_time_ms is not None else time.time_ns() // 1_000_000
     job = client.start_job(set_id, destination_id, mode=mode, run_version=__version__,
                            start_time=start_ms)
     runner = _Job(client, job.ref, bset, storage, password, start_ms,
-                  cancel_event or threading.Event(), progress, batch_size, progress_interval)
+                  cancel_event or threading.Event(), progress, batch_size, progress_interval,
+                  retry_delays)
     return runner.run()
 
 
@@ -164,7 +203,7 @@ class _Job:
     def __init__(self, client: AgentClient, ref: JobRef, bset: RemoteSet, storage: Storage,
                  password: str | bytes, start_ms: int, cancel: threading.Event,
                  progress: Callable[[Progress], None] | None, batch_size: int,
-                 progress_interval: float) -> None:
+                 progress_interval: float, retry_delays: Sequence[float]) -> None:
         self.client = client
         self.ref = ref
         self.bset = bset
@@ -173,7 +212,9 @@ class _Job:
         self.start_ms = start_ms
         self.cancel = cancel
         self.progress_cb = progress
-        self.report = ReportStream(client, ref, batch_size)
+        self.retry_delays = tuple(retry_delays)
+        self.report = ReportStream(client, ref, batch_size, retry_delays=self.retry_delays,
+                                   wait=cancel.wait)
         self.interval = progress_interval
         self.last_progress = 0.0
         self.current = ""
@@ -212,16 +253,29 @@ class _Job:
     def _finish(self, status: JobStatus, snapshot_id: str | None, message: str) -> JobOutcome:
         self.report.log(LogType.END, f"Backup completed: {status.value}")
         self.report.flush()
-        self.client.finish_job(self.ref, status, dedupe_original_size=self.dedupe_original,
-                               dedupe_saving=self.dedupe_saving)
+        if self.report.delivered:  # finishing a job whose report misses a batch would lie
+            try:
+                call_with_retries(
+                    lambda: self.client.finish_job(self.ref, status,
+                                                   dedupe_original_size=self.dedupe_original,
+                                                   dedupe_saving=self.dedupe_saving),
+                    "finish", self.retry_delays, self.cancel.wait)
+            except (ServerUnreachable, AgentApiError) as exc:
+                self.report.fail(f"finish: {exc.message}")
         return JobOutcome(self.ref, status, snapshot_id, dict(self.counts),
                           self.report.warnings, self.report.errors, self.dedupe_original,
-                          self.dedupe_saving, message)
+                          self.dedupe_saving, message, self.report.delivered,
+                          self.report.failure or "")
 
     def _backup(self) -> str:
         settings = self.bset.settings
         repo = _open_repository(self.storage, self.password, settings)
-        previous = find_previous_snapshot(repo, self.ref.set_id, self.ref.destination_id)
+        damaged: list[VerifyProblem] = []
+        previous = find_previous_snapshot(repo, self.ref.set_id, self.ref.destination_id,
+                                          damaged=damaged)
+        for problem in damaged:
+            self.report.log(LogType.WARN, f"Skipped the damaged {problem.subject} "
+                                          f"({problem.message}); run a verify")
         if previous is None:
             self.report.log(LogType.INFO, "No previous backup: every entry is new")
             prev_items: Iterator[TreeItem] = iter(())
@@ -356,11 +410,15 @@ class _Job:
         self.last_progress = now
         snap = Progress(self.current, self.files_done, self.files_seen, self.bytes_done,
                         self.bytes_seen)
-        self.client.send_progress(
-            self.ref, current_file_name=snap.current_file[:32_767],
-            current_file_count=snap.files_done, total_file_count=snap.files_seen,
-            uploaded_file_size=snap.bytes_done, total_file_size=snap.bytes_seen,
-        )
+        if self.report.delivered:  # one attempt: the next progress supersedes a lost one
+            try:
+                self.client.send_progress(
+                    self.ref, current_file_name=snap.current_file[:32_767],
+                    current_file_count=snap.files_done, total_file_count=snap.files_seen,
+                    uploaded_file_size=snap.bytes_done, total_file_size=snap.bytes_seen,
+                )
+            except (ServerUnreachable, AgentApiError) as exc:
+                log.warning("progress not delivered: %s", exc.message)
         if self.progress_cb is not None:
             self.progress_cb(snap)
 
@@ -424,7 +482,7 @@ def _read_file(writer: Writer, entry: Entry, cancel: threading.Event) -> FileRes
             raise _SoftError("changed between the scan and the read; not backed up")
         reader = _CancellableReader(fd, cancel)
         try:
-            result = writer.add_file(_as_binary(reader))
+            result = writer.add_file(reader)
         except OSError as exc:
             raise _SoftError(_why("cannot read", exc)) from exc
         after = os.fstat(fd)
@@ -435,10 +493,6 @@ def _read_file(writer: Writer, entry: Entry, cancel: threading.Event) -> FileRes
         return result
     finally:
         os.close(fd)
-
-
-def _as_binary(reader: _CancellableReader) -> BinaryIO:
-    return reader  # type: ignore[return-value]  # duck-typed: add_file only calls read()
 
 
 def _why(action: str, exc: OSError) -> str:

@@ -10,28 +10,78 @@ Sizes per file entry (bytes): ``size`` (``FileSize``) is what the file's chunks 
 (compressed, counted whether deduplicated or not); ``unzip_size`` (``UnzipFilesSize``) the
 original bytes. Directories and symbolic links are 0/0 (a link's target is kept in the snapshot
 tree, not as content).
+
+Delivery (:func:`call_with_retries`): the agent API's batches and finish are idempotent, so a
+``ServerUnreachable`` or a retryable ``AgentApiError`` (5xx, 408, 429) is retried after each
+delay of ``retry_delays`` (seconds; default 0.5, 2 and 5: four attempts in about 8 s). When a
+batch still cannot be delivered the stream stops delivering (:attr:`ReportStream.failure` says
+why) and drops what is queued: a report missing a batch cannot be completed later (spooling the
+undelivered report is a later issue), and the job itself goes on.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
-from opencbs.agent.client import AgentClient, JobRef
+from opencbs.agent.client import AgentApiError, AgentClient, JobRef, ServerUnreachable
 from opencbs.agent.client import Entry as ReportEntry
 from opencbs.engine.chunk_index import ChunkIndex
 from opencbs.engine.classify import Change
 from opencbs.engine.entries import display_path
 from opencbs.reports.vocabulary import EntryType, LogType, ReportList
 
-__all__ = ["FileSizes", "ReportStream", "chunk_sizes", "file_entry", "log_entry", "now_ms"]
+__all__ = [
+    "DEFAULT_RETRY_DELAYS",
+    "FileSizes",
+    "ReportStream",
+    "call_with_retries",
+    "chunk_sizes",
+    "file_entry",
+    "is_transient",
+    "log_entry",
+    "now_ms",
+]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Times an entry may carry (epoch ms), as the agent API accepts them (1601-01-01..9999-12-30).
 MIN_TIME_MS = -11_644_473_600_000
 MAX_TIME_MS = 253_402_128_000_000
 #: Entries per batch by default (the API takes at most 10,000).
 DEFAULT_BATCH_SIZE = 1000
+#: Seconds to wait before each retry of an idempotent call (so 1 + len attempts in all).
+DEFAULT_RETRY_DELAYS: tuple[float, ...] = (0.5, 2.0, 5.0)
+
+
+def is_transient(exc: Exception) -> bool:
+    """Whether the same agent API call may succeed later: ``ServerUnreachable`` or a retryable
+    ``AgentApiError``."""
+    return isinstance(exc, ServerUnreachable) or (
+        isinstance(exc, AgentApiError) and exc.retryable
+    )
+
+
+def call_with_retries(call: Callable[[], T], what: str,
+                      delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+                      wait: Callable[[float], object] = time.sleep) -> T:
+    """``call()``, repeated after each of ``delays`` (seconds, passed to ``wait``) while it
+    fails transiently (:func:`is_transient`). Only for idempotent calls. Raises the last
+    ``ServerUnreachable``/``AgentApiError`` (a non-retryable ``AgentApiError`` at once)."""
+    attempt = 0
+    while True:
+        try:
+            return call()
+        except (ServerUnreachable, AgentApiError) as exc:
+            if attempt >= len(delays) or not is_transient(exc):
+                raise
+            log.warning("%s failed (%s); retrying in %.1f s", what, exc.message, delays[attempt])
+            wait(delays[attempt])
+            attempt += 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +141,15 @@ class ReportStream:
     """Buffers a job's report entries and sends them to the server as numbered batches (from
     0) of at most ``batch_size`` entries. Counts the ``warn`` and ``error`` log entries.
 
-    Raises what ``AgentClient.send_batch`` raises (``ServerUnreachable``, ``AgentApiError``).
+    Never raises for the server: each batch is retried (``retry_delays``, ``wait``; see
+    :func:`call_with_retries`); when one still fails, :attr:`failure` holds why and every later
+    entry is counted but dropped.
     """
 
     def __init__(self, client: AgentClient, ref: JobRef,
-                 batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+                 batch_size: int = DEFAULT_BATCH_SIZE, *,
+                 retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+                 wait: Callable[[float], object] = time.sleep) -> None:
         if not 1 <= batch_size <= 10_000:
             raise ValueError("batch_size must be 1..10000")
         self.client = client
@@ -105,7 +159,23 @@ class ReportStream:
         self.entries_sent = 0
         self.warnings = 0
         self.errors = 0
+        self.retry_delays = tuple(retry_delays)
+        self.wait = wait
+        #: Why the report could not be delivered (``None`` while it is being delivered).
+        self.failure: str | None = None
         self._buffer: list[ReportEntry] = []
+
+    @property
+    def delivered(self) -> bool:
+        """Whether every batch flushed so far reached the server."""
+        return self.failure is None
+
+    def fail(self, reason: str) -> None:
+        """Stop delivering (the first reason is kept); queued entries are dropped."""
+        if self.failure is None:
+            log.error("the job report cannot be delivered: %s", reason)
+            self.failure = reason
+        self._buffer = []
 
     def add(self, entry: ReportEntry) -> None:
         """Queue one entry; sends a batch when ``batch_size`` are queued."""
@@ -123,10 +193,20 @@ class ReportStream:
         self.add(log_entry(log_type, message))
 
     def flush(self) -> None:
-        """Send the queued entries as the next batch (no-op when none are queued)."""
+        """Send the queued entries as the next batch (no-op when none are queued, and after a
+        failure: see the class docstring)."""
         if not self._buffer:
             return
-        self.client.send_batch(self.ref, self.batches_sent, self._buffer)
+        if self.failure is not None:
+            self._buffer = []
+            return
+        batch_no, entries = self.batches_sent, self._buffer
+        try:
+            call_with_retries(lambda: self.client.send_batch(self.ref, batch_no, entries),
+                              f"batch {batch_no}", self.retry_delays, self.wait)
+        except (ServerUnreachable, AgentApiError) as exc:
+            self.fail(f"batch {batch_no}: {exc.message}")
+            return
         self.batches_sent += 1
         self.entries_sent += len(self._buffer)
         self._buffer = []

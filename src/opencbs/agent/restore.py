@@ -6,7 +6,20 @@
 its ID by ``Repository.read_chunk``, and the whole content against the entry's content ID),
 mode and modification time; directories their mode and modification time (set after their
 content, deepest first); symbolic links their target (never followed) and modification time.
-Owners are not restored.
+Owners (uid/gid) are restored when running as root (a failure is then an ``OSError``); otherwise
+best-effort (a refused ``chown`` is ignored: an unprivileged user may only give files to
+itself and its groups). Owners are set before modes, since ``chown`` clears set-user-ID bits.
+
+Sparse files: content is written with ``pwrite`` and every all-zero run of whole 4 KiB blocks
+(aligned in the file) is skipped, then the file is cut to its size, so zeros become holes on
+file systems that support them; the content is byte-identical either way.
+
+Damage: a file whose chunk is damaged or missing (``CorruptData``/``ChunkNotFound``), or whose
+content fails its content ID or size, is removed (no file with silently wrong content is left)
+and recorded in ``RestoreResult.damaged``; the restore goes on with the other entries. A tree
+that cannot be read to its end stops the restore there (recorded too). When anything was
+damaged, :func:`restore` raises :class:`RestoreIncomplete` at the end, carrying the result (so a
+command exits non-zero); ``strict=False`` returns the result instead.
 
 Nothing is ever written outside ``target``:
 
@@ -34,16 +47,31 @@ from dataclasses import dataclass
 
 from opencbs.destinations.base import Storage
 from opencbs.engine.entries import Entry, display_path
-from opencbs.engine.repo_errors import CorruptData, RepositoryError, SnapshotNotFound
+from opencbs.engine.repo_errors import (
+    ChunkNotFound,
+    CorruptData,
+    RepositoryError,
+    SnapshotNotFound,
+)
 from opencbs.engine.repository import Repository, SnapshotInfo
 from opencbs.reports.vocabulary import EntryType
 
-__all__ = ["RestoreResult", "UnsafePath", "find_snapshot", "restore"]
+__all__ = [
+    "DamagedFile",
+    "RestoreIncomplete",
+    "RestoreResult",
+    "UnsafePath",
+    "find_snapshot",
+    "restore",
+]
 
 log = logging.getLogger(__name__)
 
 _SNAPSHOT_ID = re.compile(r"^[0-9a-f]{64}$")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+#: Holes are made of aligned all-zero blocks of this many bytes.
+HOLE_BLOCK = 4096
+_ZERO_BLOCK = bytes(HOLE_BLOCK)
 
 
 class UnsafePath(RepositoryError):
@@ -57,9 +85,19 @@ class UnsafePath(RepositoryError):
 
 
 @dataclass(frozen=True, slots=True)
+class DamagedFile:
+    """An entry that could not be restored: its ``path`` (display form; ``snapshot <id>`` for
+    an unreadable tree) and why (``message``, naming the chunk when one is at fault)."""
+
+    path: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class RestoreResult:
     """What a restore wrote: the ``snapshot_id``, counts of ``files``, ``dirs`` and ``links``,
-    content ``bytes`` written, and the unsafe paths ``skipped`` (display form)."""
+    content ``bytes`` written, the unsafe paths ``skipped`` (display form) and the ``damaged``
+    entries that were not restored."""
 
     snapshot_id: str
     files: int
@@ -67,6 +105,26 @@ class RestoreResult:
     links: int
     bytes: int
     skipped: tuple[str, ...]
+    damaged: tuple[DamagedFile, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        """Whether every selected entry was restored (nothing damaged; unsafe paths aside)."""
+        return not self.damaged
+
+
+class RestoreIncomplete(CorruptData):
+    """A restore that wrote everything it could, but some entries were damaged in the
+    repository. ``result`` is the :class:`RestoreResult` (``result.damaged`` lists them)."""
+
+    code = "restore_incomplete"
+
+    def __init__(self, result: RestoreResult) -> None:
+        first = result.damaged[0]
+        more = f" and {len(result.damaged) - 1} more" if len(result.damaged) > 1 else ""
+        super().__init__(f"Restore incomplete: {first.path} is damaged ({first.message}){more}; "
+                         f"{result.files} files restored")
+        self.result = result
 
 
 def find_snapshot(repo: Repository, snapshot_or_job_id: str, *, set_id: str | None = None,
@@ -99,14 +157,18 @@ def restore(
     *,
     set_id: str | None = None,
     destination_id: str | None = None,
+    strict: bool = True,
+    owners: bool | None = None,
 ) -> RestoreResult:
     """Restore a snapshot (by snapshot ID or job ID, see :func:`find_snapshot`) below
     ``target`` (created if missing). ``paths``: restore only the entries at or under these
-    source paths (absolute; default everything).
+    source paths (absolute; default everything). ``owners``: restore uid/gid strictly
+    (``True``), best-effort (``False``) or strictly only when running as root (``None``).
 
-    Raises ``SnapshotNotFound``, ``WrongPassword``, ``CorruptData`` (a chunk or a content fails
-    its check: the file being written is left incomplete), ``DestinationError`` and ``OSError``
-    (the target cannot be written). Unsafe snapshot paths are skipped and listed in the result.
+    Raises ``SnapshotNotFound``, ``WrongPassword``, ``CorruptData`` (the snapshot object is
+    damaged), ``RestoreIncomplete`` (after restoring everything else, when entries were
+    damaged; not with ``strict=False``), ``DestinationError`` and ``OSError`` (the target
+    cannot be written). Unsafe snapshot paths are skipped and listed in the result.
     """
     repo = Repository.open(storage, password)
     info = find_snapshot(repo, snapshot_or_job_id, set_id=set_id, destination_id=destination_id)
@@ -114,24 +176,33 @@ def restore(
     target_b = os.fsencode(os.fspath(target))
     os.makedirs(target_b, exist_ok=True)
     root = os.open(target_b, _DIR_FLAGS)
-    writer = _Restorer(repo, root)
+    strict_owners = os.geteuid() == 0 if owners is None else owners
+    writer = _Restorer(repo, root, strict_owners)
     try:
         _, items = repo.load_snapshot(info.id)
-        for entry, chunk_ids in items:
-            if wanted is not None and not any(_within(entry.path, w) for w in wanted):
-                continue
-            try:
-                parts = _components(entry.path)
-            except UnsafePath as exc:
-                log.warning("%s", exc)
-                writer.skipped.append(display_path(entry.path))
-                continue
-            writer.write(parts, entry, chunk_ids)
+        try:
+            for entry, chunk_ids in items:
+                if wanted is not None and not any(_within(entry.path, w) for w in wanted):
+                    continue
+                try:
+                    parts = _components(entry.path)
+                except UnsafePath as exc:
+                    log.warning("%s", exc)
+                    writer.skipped.append(display_path(entry.path))
+                    continue
+                writer.write(parts, entry, chunk_ids)
+        except (CorruptData, ChunkNotFound) as exc:  # the tree itself: nothing after is known
+            log.error("snapshot %s tree unreadable: %s", info.id, exc.message)
+            writer.damaged.append(DamagedFile(f"snapshot {info.id}",
+                                              f"tree unreadable: {exc.message}"))
         writer.finish_dirs()
     finally:
         os.close(root)
-    return RestoreResult(info.id, writer.files, writer.dirs, writer.links, writer.bytes,
-                         tuple(writer.skipped))
+    result = RestoreResult(info.id, writer.files, writer.dirs, writer.links, writer.bytes,
+                           tuple(writer.skipped), tuple(writer.damaged))
+    if strict and not result.complete:
+        raise RestoreIncomplete(result)
+    return result
 
 
 def _strip(path: bytes) -> bytes:
@@ -157,12 +228,29 @@ def _components(path: bytes) -> tuple[bytes, ...]:
 class _Restorer:
     """Writes entries below the directory descriptor ``root`` (private)."""
 
-    def __init__(self, repo: Repository, root: int) -> None:
+    def __init__(self, repo: Repository, root: int, strict_owners: bool) -> None:
         self.repo = repo
         self.root = root
+        self.strict_owners = strict_owners
         self.files = self.dirs = self.links = self.bytes = 0
         self.skipped: list[str] = []
-        self.dir_times: list[tuple[tuple[bytes, ...], int, int]] = []  # parts, mode, mtime_ns
+        self.damaged: list[DamagedFile] = []
+        self.dirs_meta: list[tuple[tuple[bytes, ...], Entry]] = []  # parts, entry
+
+    def _chown(self, target: int | bytes, entry: Entry, dir_fd: int | None = None) -> None:
+        """Give ``target`` (a descriptor, or a name in ``dir_fd``, never followed) the entry's
+        owner: strictly, or ignoring a refusal (see the module docstring)."""
+        try:
+            if isinstance(target, int):
+                os.fchown(target, entry.uid, entry.gid)
+            else:
+                os.chown(target, entry.uid, entry.gid, dir_fd=dir_fd, follow_symlinks=False)
+        except PermissionError:
+            if self.strict_owners:
+                raise
+        except OSError as exc:
+            if self.strict_owners or exc.errno not in (errno.EPERM, errno.EINVAL):
+                raise
 
     @contextmanager
     def _parent(self, parts: Sequence[bytes], create: bool = True) -> Iterator[int]:
@@ -194,7 +282,7 @@ class _Restorer:
         if entry.etype is EntryType.DIRECTORY:
             with self._parent(parts):
                 pass
-            self.dir_times.append((parts, stat.S_IMODE(entry.mode), entry.mtime_ns))
+            self.dirs_meta.append((parts, entry))
             self.dirs += 1
             return
         if not parts:
@@ -204,12 +292,19 @@ class _Restorer:
             _remove_non_dir(dfd, name)
             if entry.etype is EntryType.LINK:
                 os.symlink(entry.link_target or b"", name, dir_fd=dfd)
+                self._chown(name, entry, dfd)
                 os.utime(name, ns=(entry.mtime_ns, entry.mtime_ns), dir_fd=dfd,
                          follow_symlinks=False)
                 self.links += 1
-            else:
+                return
+            try:
                 self._write_file(dfd, name, entry, chunk_ids)
-                self.files += 1
+            except (CorruptData, ChunkNotFound) as exc:
+                log.error("%s not restored: %s", display_path(entry.path), exc.message)
+                self.damaged.append(DamagedFile(display_path(entry.path), exc.message))
+                os.unlink(name, dir_fd=dfd)
+                return
+            self.files += 1
 
     def _write_file(self, dfd: int, name: bytes, entry: Entry,
                     chunk_ids: Sequence[bytes]) -> None:
@@ -221,28 +316,65 @@ class _Restorer:
             for chunk_id in chunk_ids:
                 data = self.repo.read_chunk(chunk_id)
                 hasher.update(data)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
+                _write_sparse(fd, data, size)
                 size += len(data)
             if entry.content_id is not None and hasher.digest() != entry.content_id:
-                raise CorruptData(f"{display_path(entry.path)}: content does not match its ID")
+                raise CorruptData("content does not match its ID")
             if size != entry.size:
-                raise CorruptData(f"{display_path(entry.path)}: {size} bytes restored, "
-                                  f"{entry.size} expected")
+                raise CorruptData(f"{size} bytes restored, {entry.size} expected")
+            os.ftruncate(fd, size)  # a trailing hole: the size is set here
             self.bytes += size
+            self._chown(fd, entry)
             os.fchmod(fd, stat.S_IMODE(entry.mode))
             os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
         finally:
             os.close(fd)
 
     def finish_dirs(self) -> None:
-        """Set the directories' modes and mtimes, deepest first (after their content)."""
-        for parts, mode, mtime_ns in sorted(self.dir_times, key=lambda d: len(d[0]),
-                                            reverse=True):
+        """Set the directories' owners, modes and mtimes, deepest first (after their
+        content)."""
+        for parts, entry in sorted(self.dirs_meta, key=lambda d: len(d[0]), reverse=True):
             with self._parent(parts, create=False) as fd:
-                os.fchmod(fd, mode)
-                os.utime(fd, ns=(mtime_ns, mtime_ns))
+                self._chown(fd, entry)
+                os.fchmod(fd, stat.S_IMODE(entry.mode))
+                os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
+
+
+def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+def _write_sparse(fd: int, data: bytes, offset: int) -> None:
+    """Write ``data`` at file ``offset``, skipping every run of whole ``HOLE_BLOCK``-aligned
+    (in the file) all-zero blocks, which stay holes (the caller sets the final size)."""
+    view = memoryview(data)
+    if _ZERO_BLOCK not in data:
+        _pwrite_all(fd, view, offset)
+        return
+    n = len(data)
+    start = 0  # data[start:] is neither written nor skipped yet
+    pos = 0
+    while True:
+        found = data.find(_ZERO_BLOCK, pos)
+        if found < 0:
+            break
+        block = found + (-(offset + found)) % HOLE_BLOCK  # first aligned block from there
+        if block + HOLE_BLOCK > n:
+            break
+        if not data.startswith(_ZERO_BLOCK, block):
+            pos = block + 1  # every zero block from found..block aligns to this one
+            continue
+        end = block + HOLE_BLOCK
+        while end + HOLE_BLOCK <= n and data.startswith(_ZERO_BLOCK, end):
+            end += HOLE_BLOCK
+        if block > start:
+            _pwrite_all(fd, view[start:block], offset + start)
+        start = pos = end
+    if start < n:
+        _pwrite_all(fd, view[start:], offset + start)
 
 
 def _remove_non_dir(dfd: int, name: bytes) -> None:

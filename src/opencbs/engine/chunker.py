@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Protocol
 
 from fastcdc.fastcdc_cy import fastcdc_cy as _fastcdc  # type: ignore[import-untyped]
 
@@ -95,8 +95,17 @@ class StreamChunker:
         self._buf = buf[done:]
 
 
+class Readable(Protocol):
+    """Anything with ``read(n) -> bytes`` that returns ``b""`` at its end (a binary file, a
+    ``BytesIO``, a reader over a descriptor)."""
+
+    def read(self, size: int, /) -> bytes:
+        """Up to ``size`` bytes; ``b""`` at the end."""
+        ...
+
+
 def chunk_stream(
-    fileobj: BinaryIO, params: ChunkerParams | None = None, *, read_size: int = 1 * MiB
+    fileobj: Readable, params: ChunkerParams | None = None, *, read_size: int = 1 * MiB
 ) -> Iterator[bytes]:
     """Chunks of a binary file object read to its end with ``read(read_size)``.
 

@@ -12,11 +12,10 @@ import logging
 import os
 from dataclasses import dataclass
 from types import TracebackType
-from typing import BinaryIO
 
 from opencbs.destinations.base import Storage
 from opencbs.engine.chunk_index import INDEX_PREFIX, ChunkIndex, seal_index
-from opencbs.engine.chunker import ChunkerParams, chunk_stream
+from opencbs.engine.chunker import ChunkerParams, Readable, chunk_stream
 from opencbs.engine.compression import encode_payload
 from opencbs.engine.crypto import Keys
 from opencbs.engine.packs import PackBuilder, pack_name
@@ -123,8 +122,9 @@ class Writer:
         self._pending[chunk_id] = (stored_size, len(data))
         return ChunkResult(chunk_id, len(data), stored_size, new=True)
 
-    def add_file(self, source: str | os.PathLike[str] | BinaryIO) -> FileResult:
-        """Store the content of a file (a path, or a binary file object read to its end).
+    def add_file(self, source: str | os.PathLike[str] | Readable) -> FileResult:
+        """Store the content of a file: a path, or any ``Readable`` (an object with
+        ``read(n) -> bytes``, e.g. a binary file or ``BytesIO``) read to its end.
 
         The file is read in 1 MiB pieces, never whole. Errors reading the source (``OSError``)
         propagate unchanged for the caller to report per file; ``DestinationError`` means the
@@ -135,7 +135,7 @@ class Writer:
                 return self._add_stream(f)
         return self._add_stream(source)
 
-    def _add_stream(self, f: BinaryIO) -> FileResult:
+    def _add_stream(self, f: Readable) -> FileResult:
         hasher = self._keys.hasher()
         ids: list[bytes] = []
         original = stored = new_stored = saved = 0

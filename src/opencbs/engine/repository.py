@@ -364,10 +364,27 @@ class Repository:
 
     # Reading -------------------------------------------------------------------------------
 
-    def list_snapshots(self) -> list[SnapshotInfo]:
-        """Every snapshot, oldest first (by ``meta.time_ns``). Raises ``CorruptData`` if a
-        snapshot object is damaged (``verify`` lists them all instead)."""
-        infos = [self.snapshot_info(sid) for sid in self.snapshot_ids()]
+    def list_snapshots(
+        self, *, damaged: list[VerifyProblem] | None = None
+    ) -> list[SnapshotInfo]:
+        """Every readable snapshot, oldest first (by ``meta.time_ns``, then ID).
+
+        A damaged snapshot object (fails authentication or decoding) is skipped with a warning
+        and, when ``damaged`` is given, appended to it as a ``VerifyProblem`` (subject
+        ``snapshot <id>``), so one bad snapshot never hides the others; ``verify`` reports it
+        too. A snapshot deleted while listing is skipped silently. Raises only
+        ``DestinationError`` (the destination cannot be listed or read).
+        """
+        infos: list[SnapshotInfo] = []
+        for sid in self.snapshot_ids():
+            try:
+                infos.append(self.snapshot_info(sid))
+            except SnapshotNotFound:
+                continue
+            except CorruptData as exc:
+                log.warning("skipping damaged snapshot %s: %s", sid, exc.message)
+                if damaged is not None:
+                    damaged.append(VerifyProblem(f"snapshot {sid}", exc.message))
         return sorted(infos, key=lambda i: (i.meta.time_ns, i.id))
 
     def snapshot_ids(self) -> list[str]:
