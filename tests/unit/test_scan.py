@@ -189,22 +189,28 @@ def test_an_unreadable_directory_is_a_warning_and_incomplete(
 
 
 class _FailingStat:
-    """A ``DirEntry`` whose ``stat`` fails, as when a file vanishes during the scan."""
+    """A ``DirEntry`` whose ``stat`` fails with ``error`` (``FileNotFoundError``: as when a
+    file vanishes during the scan)."""
 
-    def __init__(self, inner: os.DirEntry[bytes]) -> None:
+    def __init__(self, inner: os.DirEntry[bytes], error: OSError) -> None:
         self.name = inner.name
+        self.error = error
 
     def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:
-        raise FileNotFoundError(2, "No such file or directory")
+        raise self.error
 
 
-def _listing_with(real: Callable[[Any], Any], failing: bytes) -> Callable[[Any], Any]:
+def _listing_with(
+    real: Callable[[Any], Any], failing: bytes, error: OSError | None = None
+) -> Callable[[Any], Any]:
+    fails = error if error is not None else FileNotFoundError(2, "No such file or directory")
+
     class Listing:
         def __init__(self, path: Any) -> None:
             self.inner = real(path)
 
         def __enter__(self) -> Iterator[Any]:
-            return (_FailingStat(e) if e.name == failing else e for e in self.inner)
+            return (_FailingStat(e, fails) if e.name == failing else e for e in self.inner)
 
         def __exit__(self, *exc: object) -> None:
             self.inner.close()
@@ -212,15 +218,100 @@ def _listing_with(real: Callable[[Any], Any], failing: bytes) -> Callable[[Any],
     return Listing
 
 
-def test_an_entry_that_cannot_be_stat_ed_makes_its_directory_incomplete(
+def test_a_file_vanishing_during_the_scan_is_a_warning_and_its_directory_stays_complete(
     src: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(os, "scandir", _listing_with(os.scandir, b"x.txt"))
     s = scan([src])
     items = list(s)
-    assert ScanWarning(src + b"/a/x.txt", "cannot stat: No such file or directory") in items
+    assert ScanWarning(src + b"/a/x.txt", "vanished during the scan") in items
+    assert src + b"/a/x.txt" not in [i.path for i in items if isinstance(i, Entry)]
+    assert s.incomplete_dirs == frozenset()
+    assert s.warnings == (ScanWarning(src + b"/a/x.txt", "vanished during the scan"),)
+
+
+def test_an_entry_that_cannot_be_stat_ed_makes_its_directory_incomplete(
+    src: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    error = OSError(5, "Input/output error")
+    monkeypatch.setattr(os, "scandir", _listing_with(os.scandir, b"x.txt", error))
+    s = scan([src])
+    items = list(s)
+    assert ScanWarning(src + b"/a/x.txt", "cannot stat: Input/output error") in items
     assert src + b"/a/x.txt" not in [i.path for i in items if isinstance(i, Entry)]
     assert s.incomplete_dirs == {src + b"/a"}
+
+
+def test_entries_gone_because_their_directory_was_renamed_away_make_it_incomplete(
+    src: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The directory was listed, then renamed: its entries are not gone, they are elsewhere
+    (or later, or already passed) — never reported deleted."""
+    real = os.scandir
+    directory = src + b"/a"
+
+    def scandir(path: Any) -> Any:
+        if path != directory:
+            return real(path)
+        with real(path) as listing:
+            children = list(listing)
+        os.rename(directory, src + b"/renamed")
+        return _Fixed(children)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    s = scan([src])
+    items = list(s)
+    assert ScanWarning(directory + b"/x.txt", "cannot stat: No such file or directory") in items
+    assert directory in s.incomplete_dirs
+
+
+def test_a_link_vanishing_between_lstat_and_readlink_is_a_warning(
+    src: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = os.readlink
+
+    def readlink(path: Any) -> Any:
+        if path == src + b"/link-file":
+            os.unlink(path)
+            raise FileNotFoundError(2, "No such file or directory")
+        return real(path)
+
+    monkeypatch.setattr(os, "readlink", readlink)
+    s = scan([src])
+    items = list(s)
+    assert ScanWarning(src + b"/link-file", "vanished during the scan") in items
+    assert src + b"/link-file" not in [i.path for i in items if isinstance(i, Entry)]
+    assert s.incomplete_dirs == frozenset()
+
+
+def test_a_link_that_cannot_be_read_makes_its_directory_incomplete(
+    src: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = os.readlink
+
+    def readlink(path: Any) -> Any:
+        if path == src + b"/link-file":
+            raise PermissionError(13, "Permission denied")
+        return real(path)
+
+    monkeypatch.setattr(os, "readlink", readlink)
+    s = scan([src])
+    items = list(s)
+    assert ScanWarning(src + b"/link-file", "cannot read symbolic link: Permission denied") in items
+    assert s.incomplete_dirs == {src}
+
+
+class _Fixed:
+    """What ``os.scandir`` returns, over a listing taken already."""
+
+    def __init__(self, children: list[os.DirEntry[bytes]]) -> None:
+        self.children = children
+
+    def __enter__(self) -> Iterator[os.DirEntry[bytes]]:
+        return iter(self.children)
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 def test_a_missing_source_is_a_warning_and_incomplete(src: bytes, tmp_path: Path) -> None:

@@ -20,6 +20,12 @@ Rules:
   order — that is ``classify.path_sort_key`` order, which ``classify`` merges on.
 - Only regular files, directories and symbolic links are entries; sockets, FIFOs and device
   files are skipped (logged at DEBUG, no warning).
+- A file or link listed in a directory and gone by the time it is ``lstat``-ed (or its link
+  read) *vanished during the scan*: a warning naming it, no entry, and the directory stays
+  complete — the file is gone, so a previous backup of it is reported deleted, once. Only
+  when the directory itself is no longer the one listed (removed, or renamed away: its path no
+  longer leads to the same device and inode) is the directory made incomplete instead. Any
+  other error on an entry (permissions, I/O) makes its directory incomplete.
 - ``content_id`` is always ``None``: reading content is the caller's step, planned with
   ``classify.needs_content``.
 
@@ -96,6 +102,7 @@ class _Frame:
     """A directory on the walk's current path."""
 
     path: bytes
+    ident: tuple[int, int]  # (device, inode) of the directory when it was listed
     kept: bool  # the directory or an ancestor matched an include pattern
     pending: Entry | None  # the directory's entry, not emitted yet (nothing under it kept yet)
     children: Iterator[os.DirEntry[bytes]] = field(default_factory=lambda: iter(()))
@@ -163,18 +170,25 @@ class Scan:
             self._incomplete.add(root)
             yield self._warn(root, f"source not found or unreadable: {_reason(error)}")
             return
-        entry, warning = self._entry(root, st)
+        try:
+            entry = self._entry(root, st)
+        except OSError as error:
+            self._incomplete.add(root)
+            yield self._warn(root, f"cannot read symbolic link: {_reason(error)}")
+            return
         if entry is None:
             self._incomplete.add(root)
-            yield warning or self._warn(root, "source is not a file, directory or link")
+            yield self._warn(root, "source is not a file, directory or link")
             return
         yield entry
         if entry.etype is EntryType.DIRECTORY:
-            yield from self._walk_tree(root, self.filters.includes(root))
+            yield from self._walk_tree(root, _ident(entry), self.filters.includes(root))
 
-    def _walk_tree(self, root: bytes, kept: bool) -> Iterator[Entry | ScanWarning]:
+    def _walk_tree(
+        self, root: bytes, ident: tuple[int, int], kept: bool
+    ) -> Iterator[Entry | ScanWarning]:
         stack: list[_Frame] = []
-        yield from self._enter(stack, _Frame(root, kept, None))
+        yield from self._enter(stack, _Frame(root, ident, kept, None))
         while stack:
             frame = stack[-1]
             child = next(frame.children, None)
@@ -209,41 +223,49 @@ class Scan:
         try:
             st = child.stat(follow_symlinks=False)
         except OSError as error:
-            self._incomplete.add(parent.path)
-            yield self._warn(path, f"cannot stat: {_reason(error)}")
+            yield self._entry_error(parent, path, "cannot stat", error)
             return
-        entry, warning = self._entry(path, st)
+        try:
+            entry = self._entry(path, st)
+        except OSError as error:
+            yield self._entry_error(parent, path, "cannot read symbolic link", error)
+            return
         if entry is None:
-            if warning is not None:
-                self._incomplete.add(parent.path)
-                yield warning
             return
         kept = parent.kept or self.filters.includes(path)
         if entry.etype is EntryType.DIRECTORY:
             if kept:
                 yield from _flush(stack)
                 yield entry
-            yield from self._enter(stack, _Frame(path, kept, None if kept else entry))
+            frame = _Frame(path, _ident(entry), kept, None if kept else entry)
+            yield from self._enter(stack, frame)
         elif kept:
             yield from _flush(stack)
             yield entry
 
-    def _entry(self, path: bytes, st: os.stat_result) -> tuple[Entry | None, ScanWarning | None]:
-        """The entry of ``path`` from its ``lstat``; ``(None, None)`` for a type that is not
-        backed up, ``(None, warning)`` when a link cannot be read."""
+    def _entry(self, path: bytes, st: os.stat_result) -> Entry | None:
+        """The entry of ``path`` from its ``lstat``; ``None`` for a type that is not backed up.
+        Raises ``OSError`` when a link's target cannot be read."""
         if stat.S_ISREG(st.st_mode):
-            return _make(path, st, EntryType.FILE, st.st_size), None
+            return _make(path, st, EntryType.FILE, st.st_size)
         if stat.S_ISDIR(st.st_mode):
-            return _make(path, st, EntryType.DIRECTORY, 0), None
+            return _make(path, st, EntryType.DIRECTORY, 0)
         if stat.S_ISLNK(st.st_mode):
-            try:
-                target = os.readlink(path)
-            except OSError as error:
-                return None, self._warn(path, f"cannot read symbolic link: {_reason(error)}")
+            target = os.readlink(path)
             to_dir = os.path.isdir(path)
-            return _make(path, st, EntryType.LINK, len(target), target, to_dir), None
+            return _make(path, st, EntryType.LINK, len(target), target, to_dir)
         logger.debug("skipped %s: not a file, directory or link", display_path(path))
-        return None, None
+        return None
+
+    def _entry_error(
+        self, parent: _Frame, path: bytes, action: str, error: OSError
+    ) -> ScanWarning:
+        """The warning of an entry of ``parent`` that could not be read; rules in the module
+        docstring (a vanished entry leaves its directory complete)."""
+        if isinstance(error, FileNotFoundError) and _still(parent):
+            return self._warn(path, "vanished during the scan")
+        self._incomplete.add(parent.path)
+        return self._warn(path, f"{action}: {_reason(error)}")
 
     def _warn(self, path: bytes, message: str) -> ScanWarning:
         warning = ScanWarning(path, message)
@@ -287,6 +309,19 @@ def _make(
         link_target=link_target,
         link_to_dir=link_to_dir,
     )
+
+
+def _ident(entry: Entry) -> tuple[int, int]:
+    return entry.device, entry.inode
+
+
+def _still(frame: _Frame) -> bool:
+    """Whether ``frame.path`` still leads to the directory that was listed."""
+    try:
+        st = os.lstat(frame.path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and (st.st_dev, st.st_ino) == frame.ident
 
 
 def _join(directory: bytes, name: bytes) -> bytes:
