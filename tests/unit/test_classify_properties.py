@@ -110,6 +110,35 @@ def test_random_renames_are_exactly_those_moves(data: st.DataObject) -> None:
     assert result.unchanged == len(tree) - len(moved)
 
 
+@given(st.data())
+def test_random_moves_across_file_systems_are_exactly_those_moves_by_content(
+    data: st.DataObject,
+) -> None:
+    """A move to another file system gives the file a new device and inode: with distinct,
+    non-empty contents the content hash alone finds each move, and nothing else is reported."""
+    tree = [
+        replace(e, size=len(b"unique %d" % i), content_id=b"id:unique %d" % i)
+        if e.etype is EntryType.FILE else e
+        for i, e in enumerate(data.draw(trees()))
+    ]
+    files = files_of(tree)
+    moved = data.draw(st.lists(st.sampled_from(files), unique=True)) if files else []
+    dirs = dirs_of(tree)
+    renames: dict[bytes, bytes] = {}
+    current = [e for e in tree if e not in moved]
+    for n, entry in enumerate(moved):
+        target = data.draw(st.sampled_from(dirs)) + b"/moved-%d" % n
+        renames[target] = entry.path
+        current.append(replace(entry, path=target, device=2, inode=entry.inode, ctime_ns=50))
+
+    result = classify(tree, walk_order(current))
+
+    assert {c.entry.path: c.from_path for c in result.changes} == renames
+    assert {(c.kind, c.reason) for c in result.changes} <= {
+        (ReportList.MOV, Reason.SAME_CONTENT_NEW_PATH)}
+    assert result.unchanged == len(tree) - len(moved)
+
+
 # -- random mutations: invariants ----------------------------------------------------------------
 
 
