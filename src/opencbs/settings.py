@@ -6,7 +6,7 @@ Precedence, lowest first: the defaults below < the config file (TOML) < the envi
 The config file is ``--config PATH``, else ``$OPENCBS_CONFIG``, else
 ``$XDG_CONFIG_HOME/opencbs/config.toml`` (``~/.config/opencbs/config.toml``). A file named
 explicitly must exist; the default one is optional. Its keys are the setting names below, at the
-top level (``port = 8530``) or under a ``[server]`` table.
+top level (``port = 8530``) or under a ``[server]`` or ``[agent]`` table.
 
 Settings (name: default — meaning):
 
@@ -18,6 +18,17 @@ Settings (name: default — meaning):
 - ``job_idle_timeout``: ``3600`` — seconds without a sign of life after which a running job is
   closed as ``BS_BACKUP_NOT_FINISHED`` (cbs-api.md §4).
 - ``log_level``: ``INFO`` — DEBUG, INFO, WARNING, ERROR or CRITICAL.
+
+Settings of the agent (``opencbs backup``, ``restore``, ``verify``, ``snapshots``):
+
+- ``server_url``: ``""`` = ``http://127.0.0.1:<port>`` — the server the agent reports to.
+- ``login_name``: ``""`` — the backup user (LoginName) the agent runs as.
+- ``password``: ``""`` — that backup user's password (``OPENCBS_PASSWORD`` or the config file;
+  never a command-line argument: ``--password-stdin`` or a prompt instead).
+- ``encryption_password``: ``""`` — the password of the backup set's repository
+  (``OPENCBS_ENCRYPTION_PASSWORD``, the config file, or ``--encryption-password-file``).
+
+A config file holding passwords should be readable by its owner only (mode 0600).
 
 Every invalid setting raises ``opencbs.errors.ConfigError`` naming the setting, with a hint.
 """
@@ -76,6 +87,12 @@ class Settings(BaseSettings):
     job_idle_timeout: float = Field(default=3600.0, gt=0, description="Seconds without a sign "
                                     "of life after which a running job is closed.")
     log_level: str = Field(default="INFO", description="Logging level.")
+    server_url: str = Field(default="", description="URL of the server the agent reports to; "
+                            "empty: http://127.0.0.1:<port>.")
+    login_name: str = Field(default="", description="Backup user (LoginName) of the agent.")
+    password: str = Field(default="", repr=False, description="Password of the backup user.")
+    encryption_password: str = Field(default="", repr=False, description="Password of the "
+                                     "backup set's repository (encryption).")
 
     @field_validator("data_dir")
     @classmethod
@@ -87,6 +104,13 @@ class Settings(BaseSettings):
     def _zone(cls, value: str) -> str:
         local_zone(value)  # ValueError for an unknown zone
         return value
+
+    @field_validator("server_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
 
     @field_validator("log_level")
     @classmethod
@@ -100,6 +124,15 @@ class Settings(BaseSettings):
     def effective_database_url(self) -> str:
         """``database_url``, or the SQLite file ``opencbs.db`` in ``data_dir`` when empty."""
         return self.database_url or sqlite_url(self.data_dir / "opencbs.db")
+
+    @property
+    def effective_server_url(self) -> str:
+        """``server_url``, or ``http://127.0.0.1:<port>`` (the local server) when empty."""
+        if self.server_url:
+            return self.server_url
+        host = self.host if self.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
 
     @property
     def uses_default_database(self) -> bool:
@@ -134,7 +167,7 @@ def config_path(explicit: str | os.PathLike[str] | None = None) -> tuple[Path, b
 
 
 def read_config_file(path: Path, *, required: bool) -> dict[str, Any]:
-    """The settings of a TOML config file (top level or ``[server]``).
+    """The settings of a TOML config file (top level, ``[server]`` or ``[agent]``).
 
     Raises ``ConfigError`` when a required file is missing, the file is not valid TOML, or it
     holds an unknown key."""
@@ -152,7 +185,10 @@ def read_config_file(path: Path, *, required: bool) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}",
                           "see https://toml.io; e.g. port = 8530") from exc
-    values = dict(doc.pop("server", {})) if isinstance(doc.get("server"), dict) else {}
+    values: dict[str, Any] = {}
+    for table in ("server", "agent"):
+        if isinstance(doc.get(table), dict):
+            values.update(doc.pop(table))
     values.update(doc)
     unknown = sorted(set(values) - set(SETTING_NAMES))
     if unknown:

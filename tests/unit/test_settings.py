@@ -112,3 +112,25 @@ def test_bad_toml_and_unknown_keys_are_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown setting 'prot'") as info:
         load_settings(config=_write_config(tmp_path / "b.toml", "prot = 1\n"))
     assert "port" in info.value.hint
+
+
+def test_agent_settings_from_the_agent_table_env_and_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = _write_config(tmp_path / "c.toml", 'port = 9100\n[agent]\nlogin_name = "alice"\n'
+                        'password = "file-pw"\nencryption_password = "file-key"\n')
+    s = load_settings(config=cfg)
+    assert (s.login_name, s.password, s.encryption_password) == ("alice", "file-pw", "file-key")
+    assert s.effective_server_url == "http://127.0.0.1:9100"  # default follows the port
+    assert "file-pw" not in repr(s) and "file-key" not in repr(s)
+    monkeypatch.setenv("OPENCBS_PASSWORD", "env-pw")
+    monkeypatch.setenv("OPENCBS_SERVER_URL", "http://backup.example:8080/")
+    s = load_settings({"login_name": "bob"}, config=cfg)
+    assert (s.login_name, s.password) == ("bob", "env-pw")
+    assert s.effective_server_url == "http://backup.example:8080"
+
+
+def test_server_url_must_be_http(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENCBS_SERVER_URL", "backup.example:8080")
+    with pytest.raises(ConfigError, match="invalid setting server_url"):
+        load_settings()

@@ -2,8 +2,12 @@
 messages and exit codes.
 
 Exit codes: 0 success; 1 other error; 2 invalid input, parameter or setting (also usage
-errors); 3 credentials rejected; 4 not found; 5 conflict (exists already); 6 database
-unreachable or refusing; 70 internal error (a bug: run with ``--debug``); 130 interrupted.
+errors); 3 credentials rejected (also the backup user's, and a wrong encryption password); 4 not
+found; 5 conflict (exists already); 6 database unreachable or refusing; 7 server, destination
+or repository unreachable or unusable; 8 the server refused an agent request, or the repository
+is damaged (``verify`` finding damage too); 9 a backup job ended neither successfully nor by the
+user (``BS_STOP_BY_SYSTEM_ERROR``); 70 internal error (a bug: run with ``--debug``); 130
+interrupted (also a backup job stopped by Ctrl-C or SIGTERM: ``BS_STOP_BY_USER``).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import click
 
 import opencbs
 from opencbs import errors
-from opencbs.cli import admin, demo, report, serve
+from opencbs.cli import admin, agent_cmds, demo, quickstart, report, serve
 from opencbs.cli.common import CliState
 from opencbs.errors import OpenCBSError
 
@@ -51,6 +55,11 @@ cli.add_command(admin.user)
 cli.add_command(admin.backup_set)
 cli.add_command(report.report)
 cli.add_command(demo.demo)
+cli.add_command(quickstart.quickstart)
+cli.add_command(agent_cmds.backup)
+cli.add_command(agent_cmds.restore)
+cli.add_command(agent_cmds.verify)
+cli.add_command(agent_cmds.snapshots)
 
 
 def exit_code(exc: BaseException) -> int:

@@ -1,0 +1,579 @@
+"""The agent's commands: ``backup``, ``restore``, ``verify`` and ``snapshots``.
+
+``backup`` runs one job of a backup set (``opencbs.agent.backup.run_backup``) against the
+server at ``server_url`` as backup user ``login_name``; the others work on a destination's
+repository directly (``restore`` and ``snapshots`` need no server unless ``--set`` names a set
+to look up).
+
+Exit codes of ``backup`` (and ``quickstart``): 0 when the job ends ``BS_STOP_SUCCESS``,
+``BS_STOP_SUCCESS_WITH_WARNING`` or ``BS_STOP_SUCCESS_WITH_ERROR``; 130 when it was stopped by
+Ctrl-C or SIGTERM (``BS_STOP_BY_USER``); 9 for any other final status (``BS_STOP_BY_SYSTEM_ERROR``:
+the destination failed). Errors before the job starts use the exit codes of ``opencbs.cli.main``
+(3 the server rejected the backup user or the encryption password is wrong, 7 server or
+destination unreachable, 8 the server refused a request or the repository is damaged).
+``verify`` exits 8 when it finds damage.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from opencbs.agent.backup import JobOutcome, run_backup
+from opencbs.agent.client import (
+    AgentApiError,
+    AgentClient,
+    NewDestination,
+    RemoteDestination,
+    RemoteSet,
+    ServerUnreachable,
+)
+from opencbs.agent.restore import restore as restore_snapshot
+from opencbs.cli.common import JSON, CliState, echo, note, print_json, print_table
+from opencbs.cli.progress import BackupProgress, activity
+from opencbs.destinations.local import LocalStorage
+from opencbs.engine.entries import display_path
+from opencbs.engine.repo_errors import RepositoryNotFound
+from opencbs.engine.repository import Repository
+from opencbs.errors import InvalidInput, NotFound, OpenCBSError
+from opencbs.reports.timefmt import local_zone
+from opencbs.reports.vocabulary import FILE_LISTS, JobMode, JobStatus
+from opencbs.settings import SETTING_NAMES, Settings
+
+log = logging.getLogger("opencbs.cli")
+
+EXIT_STOPPED = 130
+EXIT_JOB_FAILED = 9
+EXIT_DAMAGED = 8
+
+# --- options and settings ----------------------------------------------------------------
+
+SERVER = click.option("--server", "server_url", default=None, metavar="URL",
+                      help="Server URL [env OPENCBS_SERVER_URL; default "
+                           "http://127.0.0.1:<port>].")
+LOGIN = click.option("--login", "login_name", default=None, metavar="NAME",
+                     help="Backup user (LoginName) [env OPENCBS_LOGIN_NAME].")
+PASSWORD_STDIN = click.option(
+    "--password-stdin", is_flag=True,
+    help="Read the backup user's password from the first line of stdin [else env "
+         "OPENCBS_PASSWORD, the config file, or a prompt].")
+ENCRYPTION_FILE = click.option(
+    "--encryption-password-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    metavar="PATH", help="File whose first line is the repository's encryption password [else "
+                         "env OPENCBS_ENCRYPTION_PASSWORD, the config file, or a prompt].")
+DESTINATION = click.option("--destination", type=click.Path(file_okay=False, path_type=Path),
+                           default=None, metavar="PATH",
+                           help="Folder of the local destination (the repository).")
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def with_agent_settings(*options: Decorator) -> Decorator:
+    """Give a command ``options``; it receives the resolved ``Settings`` as first argument
+    instead of the options named like settings (``server_url``, ``login_name``)."""
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(f)
+        def wrapper(**kwargs: Any) -> Any:
+            state = click.get_current_context().find_object(CliState) or CliState()
+            flags = {n: kwargs.pop(n) for n in list(kwargs) if n in SETTING_NAMES}
+            settings = state.settings(flags)
+            quiet_http_log(state.debug)
+            return f(settings, **kwargs)
+
+        out: Callable[..., Any] = wrapper
+        for opt in reversed(options):
+            out = opt(out)
+        return out
+
+    return decorate
+
+
+def quiet_http_log(debug: bool) -> None:
+    """httpx logs every request at INFO; keep that for ``--debug``."""
+    if not debug:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _first_line(text: str) -> str:
+    return text.splitlines()[0] if text else ""
+
+
+def backup_password(settings: Settings, from_stdin: bool) -> str:
+    """The backup user's password: stdin (``--password-stdin``), else the setting
+    ``password``, else typed at a terminal. Raises ``InvalidInput``."""
+    if from_stdin:
+        line = _first_line(sys.stdin.readline())
+        if not line:
+            raise InvalidInput("no password on standard input",
+                               "pipe it in: printf '%s\\n' \"$PW\" | opencbs … --password-stdin")
+        return line
+    if settings.password:
+        return settings.password
+    if sys.stdin.isatty():
+        typed: str = click.prompt(f"Password of {settings.login_name}", hide_input=True)
+        return typed
+    raise InvalidInput("no password for the backup user",
+                       "set OPENCBS_PASSWORD or password in the config file, or use "
+                       "--password-stdin")
+
+
+def encryption_password(settings: Settings, path: Path | None) -> str:
+    """The repository's encryption password: the first line of ``path``
+    (``--encryption-password-file``), else the setting ``encryption_password``, else typed at a
+    terminal. Raises ``InvalidInput``."""
+    if path is not None:
+        try:
+            line = _first_line(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"cannot read the encryption password file {path}: {exc}",
+                               "give a readable UTF-8 file with the password on its first "
+                               "line") from exc
+        if not line:
+            raise InvalidInput(f"the encryption password file {path} is empty")
+        return line
+    if settings.encryption_password:
+        return settings.encryption_password
+    if sys.stdin.isatty():
+        typed: str = click.prompt("Encryption password", hide_input=True)
+        return typed
+    raise InvalidInput("no encryption password for the repository",
+                       "set OPENCBS_ENCRYPTION_PASSWORD or encryption_password in the config "
+                       "file, or use --encryption-password-file")
+
+
+def require_login(settings: Settings) -> str:
+    """The backup user's login name; raises ``InvalidInput`` when none is set."""
+    if not settings.login_name:
+        raise InvalidInput("no backup user given",
+                           "use --login NAME, OPENCBS_LOGIN_NAME or login_name in the config "
+                           "file")
+    return settings.login_name
+
+
+# --- talking to the server ---------------------------------------------------------------
+
+
+class LoginRejected(OpenCBSError):
+    """The server rejected the backup user's login name or password."""
+
+    code = "agent_credentials"
+    exit_code = 3
+
+    def __init__(self, login: str, url: str) -> None:
+        super().__init__(f"the server at {url} rejected backup user {login!r} "
+                         "(wrong login name or password)",
+                         "check --login / OPENCBS_LOGIN_NAME and the password "
+                         "(OPENCBS_PASSWORD, the config file or --password-stdin)")
+
+
+def list_sets(client: AgentClient, url: str, login: str) -> list[RemoteSet]:
+    """The user's sets: the first call to the server, turning its usual failures into clear
+    errors. Raises ``ServerUnreachable``, ``LoginRejected`` or ``AgentApiError``."""
+    try:
+        return client.list_sets()
+    except ServerUnreachable as exc:
+        raise ServerUnreachable(
+            f"cannot reach the server at {url} "
+            f"({exc.message.removeprefix('cannot reach the server: ')})",
+            "start it with `opencbs serve`, or set --server / OPENCBS_SERVER_URL") from exc
+    except AgentApiError as exc:
+        if exc.status == 401:
+            raise LoginRejected(login, url) from exc
+        raise
+
+
+def find_set(found: Sequence[RemoteSet], ref: str | None) -> RemoteSet | None:
+    """The set named ``ref`` or of ID ``ref`` (name first); the only set when ``ref`` is None
+    and there is exactly one; else ``None``."""
+    if ref is None:
+        return found[0] if len(found) == 1 else None
+    by_name = [s for s in found if s.name == ref]
+    if by_name:
+        return by_name[0]
+    by_id = [s for s in found if s.id == ref]
+    return by_id[0] if by_id else None
+
+
+def local_destination(bset: RemoteSet, path: Path | None) -> RemoteDestination | None:
+    """The set's LOCAL destination at ``path`` (absolute), or its first destination."""
+    if path is None:
+        return bset.destinations[0] if bset.destinations else None
+    want = os.path.abspath(path)
+    for d in bset.destinations:
+        if d.type == "LOCAL" and os.path.abspath(str(d.settings.get("path", ""))) == want:
+            return d
+    return None
+
+
+def destination_path(d: RemoteDestination) -> Path:
+    """The folder of a LOCAL destination. Raises ``InvalidInput`` for another type."""
+    path = d.settings.get("path")
+    if d.type != "LOCAL" or not isinstance(path, str) or not path:
+        raise InvalidInput(f"destination {d.id} ({d.name}) is of type {d.type}, not a local "
+                           "folder", "only LOCAL destinations can be used by this agent")
+    return Path(path)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A set and destination to back up: IDs as the server names them and the folder."""
+
+    bset: RemoteSet
+    destination: RemoteDestination
+    path: Path
+
+
+def resolve_target(client: AgentClient, found: list[RemoteSet], ref: str | None,
+                   sources: Sequence[Path], destination: Path | None,
+                   excludes: Sequence[str]) -> Target:
+    """The set ``ref`` and its destination; created on first use from ``sources`` and
+    ``destination`` (a FILE set with one LOCAL destination). Raises ``NotFound`` or
+    ``InvalidInput``."""
+    bset = find_set(found, ref)
+    if bset is None:
+        if not (sources and destination is not None and ref):
+            names = ", ".join(repr(s.name) for s in found) or "none"
+            err = NotFound(f"no backup set {ref!r} of this user (sets: {names})" if ref else
+                           f"which backup set? this user has {len(found)} (sets: {names})")
+            err.hint = ("use --set NAME|ID; to create one give --set NAME --source PATH… "
+                        "--destination PATH")
+            raise err
+        settings = {"sources": [os.path.abspath(s) for s in sources],
+                    "filters": {"include": [], "exclude": list(excludes)}}
+        dest = NewDestination("Local", "LOCAL", {"path": os.path.abspath(destination)})
+        bset = client.create_set(ref, settings=settings, destinations=[dest])
+        note(f"backup set {bset.name!r} created (ID {bset.id})")
+    elif sources:
+        have = [str(s) for s in bset.settings.get("sources", [])]
+        if have != [os.path.abspath(s) for s in sources]:
+            raise InvalidInput(f"backup set {bset.name!r} exists already, with other sources "
+                               f"({', '.join(have)})",
+                               "leave out --source to back it up, or choose a new --set name")
+    d = local_destination(bset, destination)
+    if d is None and destination is not None:
+        d = client.add_destination(bset.id, NewDestination(
+            f"Local {len(bset.destinations) + 1}", "LOCAL",
+            {"path": os.path.abspath(destination)}))
+        note(f"destination {d.name!r} added to backup set {bset.name!r}")
+    if d is None:
+        raise InvalidInput(f"backup set {bset.name!r} has no destination",
+                           "give --destination PATH")
+    return Target(bset, d, destination_path(d))
+
+
+def open_repository(storage: LocalStorage, password: str, *, create: bool,
+                    compression_level: int = 3) -> Repository:
+    """The destination's repository, created when missing and ``create``. Raises
+    ``RepositoryNotFound``, ``WrongPassword``, ``DestinationError``."""
+    try:
+        return Repository.open(storage, password)
+    except RepositoryNotFound:
+        if not create:
+            raise
+        return Repository.init(storage, password, compression_level=compression_level)
+
+
+# --- running a job -----------------------------------------------------------------------
+
+
+@contextmanager
+def cancel_on_signals(cancel: threading.Event) -> Iterator[None]:
+    """While inside: SIGINT and SIGTERM set ``cancel`` (the job stops cleanly and reports
+    ``BS_STOP_BY_USER``); a second SIGINT raises ``KeyboardInterrupt``. Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if cancel.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        cancel.set()
+        os.write(2, b"opencbs: stopping the job cleanly (Ctrl-C again to abort)\n")
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+_CHANGE_KEYS = frozenset(lst.key for lst in FILE_LISTS)
+
+
+class _ChangePrinter(logging.Handler):
+    """Prints the classifier's decisions (``<list> <path>: <reason>``) for ``--verbose``."""
+
+    def __init__(self, err: bool) -> None:
+        super().__init__(logging.DEBUG)
+        self.err = err
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args
+        if isinstance(args, tuple) and args and args[0] in _CHANGE_KEYS:
+            click.echo(record.getMessage(), err=self.err)
+
+
+@contextmanager
+def print_changes(enabled: bool, *, err: bool, debug: bool) -> Iterator[None]:
+    """While inside and ``enabled``: every change the classifier decides is printed with its
+    reason (the classifier's debug log, ``opencbs.engine.classify``)."""
+    if not enabled:
+        yield
+        return
+    logger = logging.getLogger("opencbs.engine.classify")
+    handler = _ChangePrinter(err)
+    old = (logger.level, logger.propagate)
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = debug
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old[0])
+        logger.propagate = old[1]
+
+
+def run_job(client: AgentClient, target: Target, password: str, *, mode: JobMode,
+            as_json: bool, verbose: bool, debug: bool = False) -> JobOutcome:
+    """One backup job of ``target`` with progress on stderr, Ctrl-C/SIGTERM stopping it
+    cleanly, and (``verbose``) each change printed with its reason. The repository is opened
+    (or on first use created) first, so a wrong encryption password stops before any job
+    starts. Raises ``WrongPassword``, ``DestinationError``, ``ServerUnreachable``,
+    ``AgentApiError``."""
+    comp = target.bset.settings.get("compression")
+    level = int(comp.get("level", 3)) if isinstance(comp, dict) else 3
+    storage = LocalStorage(target.path)
+    open_repository(storage, password, create=True, compression_level=level)
+    cancel = threading.Event()
+    title = f"backup {target.bset.name}"
+    # signals first: once progress shows "started", Ctrl-C and SIGTERM stop the job cleanly
+    with cancel_on_signals(cancel), BackupProgress(title, quiet=as_json) as shown, \
+            print_changes(verbose, err=as_json, debug=debug):
+        return run_backup(client, target.bset.id, target.destination.id, storage, password,
+                          mode=mode, cancel_event=cancel, progress=shown.update)
+
+
+def outcome_json(outcome: JobOutcome) -> dict[str, Any]:
+    """A job's outcome for machines: IDs as strings, counts by CBS list key."""
+    return {
+        "job_id": outcome.ref.job_id, "backup_set_id": outcome.ref.set_id,
+        "destination_id": outcome.ref.destination_id, "status": outcome.status.value,
+        "snapshot_id": outcome.snapshot_id,
+        "counts": {lst.key: outcome.counts.get(lst, 0) for lst in FILE_LISTS},
+        "warnings": outcome.warnings, "errors": outcome.errors,
+        "dedupe_original_size": outcome.dedupe_original_size,
+        "dedupe_saving": outcome.dedupe_saving, "message": outcome.message,
+    }
+
+
+def print_outcome(outcome: JobOutcome) -> None:
+    """A job's outcome for a person, on stdout."""
+    echo(f"job {outcome.ref.job_id}: {outcome.status.value} (backup set {outcome.ref.set_id}, "
+         f"destination {outcome.ref.destination_id})")
+    counts = "  ".join(f"{lst.key} {outcome.counts.get(lst, 0)}" for lst in FILE_LISTS)
+    echo(f"{counts}  warnings {outcome.warnings}  errors {outcome.errors}")
+    if outcome.snapshot_id:
+        echo(f"snapshot {outcome.snapshot_id}")
+    if outcome.message:
+        echo(f"note: {outcome.message}")
+
+
+def exit_code_of(status: JobStatus) -> int:
+    """0 for the success statuses, 130 stopped by user, 9 otherwise (module docstring)."""
+    if status in (JobStatus.STOP_SUCCESS, JobStatus.STOP_SUCCESS_WITH_WARNING,
+                  JobStatus.STOP_SUCCESS_WITH_ERROR):
+        return 0
+    if status is JobStatus.STOP_BY_USER:
+        return EXIT_STOPPED
+    return EXIT_JOB_FAILED
+
+
+# --- the commands ------------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--set", "set_ref", default=None, metavar="NAME|ID",
+              help="The backup set (name or ID); optional when the user has exactly one.")
+@click.option("--source", "sources", multiple=True, metavar="PATH",
+              type=click.Path(path_type=Path),
+              help="First use: a folder or file of the new set (repeatable).")
+@click.option("--exclude", "excludes", multiple=True, metavar="PATTERN",
+              help="First use: a glob pattern of full paths to leave out (repeatable).")
+@DESTINATION
+@click.option("--scheduled", is_flag=True, help="Run as a scheduled job (mode S, not M).")
+@click.option("-v", "--verbose", is_flag=True, help="Print each change with its reason.")
+@JSON
+@with_agent_settings(SERVER, LOGIN, PASSWORD_STDIN, ENCRYPTION_FILE)
+def backup(settings: Settings, set_ref: str | None, sources: tuple[Path, ...],
+           excludes: tuple[str, ...], destination: Path | None, scheduled: bool, verbose: bool,
+           as_json: bool, password_stdin: bool, encryption_password_file: Path | None) -> int:
+    """Run one backup job of a backup set and report it to the server.
+
+    On first use, --set NAME --source PATH… --destination PATH creates the set (a file backup
+    set with one local destination). Exit code 0 when the job succeeds (with warnings or
+    errors too), 130 when stopped (Ctrl-C, SIGTERM), 9 when it fails."""
+    login = require_login(settings)
+    password = backup_password(settings, password_stdin)
+    repo_password = encryption_password(settings, encryption_password_file)
+    url = settings.effective_server_url
+    state = click.get_current_context().find_object(CliState) or CliState()
+    with AgentClient(url, login, password) as client:
+        target = resolve_target(client, list_sets(client, url, login), set_ref, sources,
+                                destination, excludes)
+        outcome = run_job(client, target, repo_password,
+                          mode=JobMode.SCHEDULED if scheduled else JobMode.MANUAL,
+                          as_json=as_json, verbose=verbose, debug=state.debug)
+    if as_json:
+        print_json(outcome_json(outcome))
+    else:
+        print_outcome(outcome)
+    return exit_code_of(outcome.status)
+
+
+@click.command()
+@click.argument("job_or_snapshot", metavar="JOBID|SNAPSHOT")
+@click.option("--set", "set_ref", default=None, metavar="NAME|ID",
+              help="Only snapshots of this backup set (a name is looked up on the server).")
+@DESTINATION
+@click.option("--target", required=True, type=click.Path(file_okay=False, path_type=Path),
+              metavar="DIR", help="Folder to restore into (created if missing).")
+@click.option("--path", "paths", multiple=True, metavar="P",
+              help="Restore only this source path and what is under it (repeatable).")
+@JSON
+@with_agent_settings(SERVER, LOGIN, PASSWORD_STDIN, ENCRYPTION_FILE)
+def restore(settings: Settings, job_or_snapshot: str, set_ref: str | None,
+            destination: Path | None, target: Path, paths: tuple[str, ...], as_json: bool,
+            password_stdin: bool, encryption_password_file: Path | None) -> None:
+    """Restore one backup job (by job ID or snapshot ID) into --target DIR.
+
+    Source path /a/b is written to DIR/a/b. Contents are checked against their hashes;
+    nothing is written outside DIR."""
+    set_id, folder = _restore_source(settings, set_ref, destination, password_stdin)
+    repo_password = encryption_password(settings, encryption_password_file)
+    storage = LocalStorage(folder)
+    with activity(f"restoring {job_or_snapshot} into {target}", quiet=as_json):
+        result = restore_snapshot(storage, repo_password, job_or_snapshot, target,
+                                  list(paths) if paths else None, set_id=set_id)
+    doc = {"snapshot_id": result.snapshot_id, "files": result.files, "dirs": result.dirs,
+           "links": result.links, "bytes": result.bytes, "skipped": list(result.skipped)}
+    if as_json:
+        print_json(doc)
+        return
+    echo(f"restored snapshot {result.snapshot_id} into {target}: {result.files} files, "
+         f"{result.dirs} directories, {result.links} links, {result.bytes} bytes")
+    for skipped in result.skipped:
+        note(f"skipped unsafe path {skipped}")
+
+
+def _restore_source(settings: Settings, set_ref: str | None, destination: Path | None,
+                    password_stdin: bool) -> tuple[str | None, Path]:
+    """The set ID to filter by and the destination folder; the server is asked only when a set
+    name must be looked up or no ``--destination`` is given."""
+    if destination is not None and (set_ref is None or set_ref.isdigit()):
+        return set_ref, destination
+    if set_ref is None:
+        raise InvalidInput("no destination given", "use --destination PATH (or --set NAME|ID "
+                                                   "to look it up on the server)")
+    login = require_login(settings)
+    password = backup_password(settings, password_stdin)
+    url = settings.effective_server_url
+    with AgentClient(url, login, password) as client:
+        bset = find_set(list_sets(client, url, login), set_ref)
+    if bset is None:
+        raise NotFound(f"no backup set {set_ref!r} of backup user {login!r}",
+                       "see `opencbs set list LOGIN`")
+    d = local_destination(bset, destination)
+    if d is None:
+        raise InvalidInput(f"backup set {bset.name!r} has no local destination "
+                           f"{destination or ''}".rstrip(), "give --destination PATH")
+    return bset.id, destination_path(d)
+
+
+@click.command()
+@click.option("--destination", required=True, type=click.Path(file_okay=False, path_type=Path),
+              metavar="PATH", help="Folder of the local destination (the repository).")
+@click.option("--read-data", is_flag=True,
+              help="Also read, decrypt and hash every stored chunk (slow).")
+@JSON
+@with_agent_settings(ENCRYPTION_FILE)
+def verify(settings: Settings, destination: Path, read_data: bool, as_json: bool,
+           encryption_password_file: Path | None) -> int:
+    """Check a destination's repository: every pack and every chunk every snapshot
+    references; with --read-data every stored byte. Exit code 8 when damage is found."""
+    _must_exist(destination)
+    repo_password = encryption_password(settings, encryption_password_file)
+    repo = open_repository(LocalStorage(destination), repo_password, create=False)
+    with activity(f"verifying {destination}", quiet=as_json):
+        result = repo.verify(read_data=read_data)
+    if as_json:
+        print_json({"ok": result.ok, "snapshots": result.snapshots, "packs": result.packs,
+                    "chunks_read": result.chunks_read,
+                    "errors": [{"subject": p.subject, "message": p.message}
+                               for p in result.errors]})
+    else:
+        for p in result.errors:
+            echo(f"damaged: {p.subject}: {p.message}")
+        echo(f"{'ok' if result.ok else f'{len(result.errors)} problems'}: "
+             f"{result.snapshots} snapshots, {result.packs} packs, "
+             f"{result.chunks_read} chunks read")
+    if result.ok:
+        return 0
+    note(f"opencbs: error: the repository at {destination} is damaged "
+         f"({len(result.errors)} problems; first: {result.errors[0].subject}: "
+         f"{result.errors[0].message})")
+    note("hint: restore what you can from other jobs; back up again to store missing data")
+    return EXIT_DAMAGED
+
+
+@click.command()
+@click.option("--destination", required=True, type=click.Path(file_okay=False, path_type=Path),
+              metavar="PATH", help="Folder of the local destination (the repository).")
+@JSON
+@with_agent_settings(ENCRYPTION_FILE)
+def snapshots(settings: Settings, destination: Path, as_json: bool,
+              encryption_password_file: Path | None) -> None:
+    """List the snapshots (completed backup jobs) in a destination, oldest first."""
+    _must_exist(destination)
+    repo_password = encryption_password(settings, encryption_password_file)
+    repo = open_repository(LocalStorage(destination), repo_password, create=False)
+    tz = local_zone(settings.timezone)
+    rows: list[dict[str, Any]] = []
+    for info in repo.list_snapshots():
+        m = info.meta
+        when = datetime.fromtimestamp(m.time_ns / 1e9, tz).isoformat(timespec="seconds")
+        rows.append({"id": info.id, "time": when, "time_ns": m.time_ns, "job_id": m.job_id,
+                     "backup_set_id": m.set_id, "destination_id": m.destination_id,
+                     "hostname": m.hostname,
+                     "sources": [display_path(s) if isinstance(s, bytes) else str(s)
+                                 for s in m.sources],
+                     "entries": info.entry_count})
+    if as_json:
+        print_json(rows)
+        return
+    print_table(f"Snapshots in {destination}",
+                ["ID", "Time", "Job", "Set", "Host", "Sources"],
+                [[r["id"][:16], r["time"], r["job_id"], r["backup_set_id"], r["hostname"],
+                  "\n".join(r["sources"])] for r in rows])
+
+
+def _must_exist(destination: Path) -> None:
+    if not destination.is_dir():
+        raise RepositoryNotFound(str(destination))
+
+

@@ -1,0 +1,109 @@
+"""Progress of a backup or restore for a person, on stderr (stdout stays for data).
+
+On a terminal: a rich progress bar (bytes read of the bytes seen so far by the scan, files,
+speed, the current file). Not on a terminal: plain lines, at most one every ``interval``
+seconds (default 2). ``quiet`` shows nothing (``--json``).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import TracebackType
+from typing import TextIO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+
+from opencbs.agent.backup import Progress as JobProgressInfo
+
+PLAIN_INTERVAL = 2.0
+
+
+def _stderr_console(stream: TextIO | None) -> Console:
+    return Console(file=stream or sys.stderr, highlight=False, soft_wrap=False)
+
+
+class BackupProgress:
+    """A context manager whose :meth:`update` takes the runner's ``Progress`` snapshots
+    (``opencbs.agent.backup.Progress``: files and bytes done and seen)."""
+
+    def __init__(self, title: str, *, quiet: bool = False, stream: TextIO | None = None,
+                 interval: float = PLAIN_INTERVAL) -> None:
+        self.title = title
+        self.quiet = quiet
+        self.console = _stderr_console(stream)
+        self.interval = interval
+        self._last_line = 0.0
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+
+    @property
+    def fancy(self) -> bool:
+        """Whether a live bar is shown (stderr is a terminal and not quiet)."""
+        return not self.quiet and self.console.is_terminal
+
+    def __enter__(self) -> BackupProgress:
+        if self.fancy:
+            self._bar = Progress(
+                SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
+                DownloadColumn(), TransferSpeedColumn(),
+                TextColumn("{task.fields[files]} files"), TimeElapsedColumn(),
+                TextColumn("{task.fields[current]}", style="dim"),
+                console=self.console, transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(self.title, total=None, files="0/0", current="")
+        elif not self.quiet:
+            self.console.print(f"{self.title}: started", markup=False, highlight=False)
+        return self
+
+    def update(self, p: JobProgressInfo) -> None:
+        """Show one progress snapshot (bytes read of bytes seen; files read of files seen)."""
+        if self.quiet:
+            return
+        if self._bar is not None and self._task is not None:
+            current = p.current_file if len(p.current_file) <= 40 else "…" + p.current_file[-39:]
+            self._bar.update(self._task, completed=p.bytes_done, total=max(p.bytes_seen, 1),
+                             files=f"{p.files_done}/{p.files_seen}", current=current)
+            return
+        now = time.monotonic()
+        if now - self._last_line < self.interval:
+            return
+        self._last_line = now
+        self.console.print(
+            f"{self.title}: {p.files_done}/{p.files_seen} files read, "
+            f"{p.bytes_done}/{p.bytes_seen} bytes", markup=False, highlight=False)
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+@contextmanager
+def activity(title: str, *, quiet: bool = False, stream: TextIO | None = None) -> Iterator[None]:
+    """A spinner with ``title`` on a terminal, one line when not, nothing when ``quiet``: for
+    work that reports no progress of its own (restore)."""
+    if quiet:
+        yield
+        return
+    console = _stderr_console(stream)
+    if console.is_terminal:
+        with console.status(title):
+            yield
+        return
+    console.print(f"{title}…", markup=False, highlight=False)
+    yield

@@ -1,0 +1,338 @@
+"""``opencbs quickstart [PATH]``: a real backup of a folder, reported through a real server.
+
+On the embedded SQLite default it creates (or reuses):
+
+- the data directory and database;
+- the system user ``admin`` (its password is printed once, when created);
+- the backup user ``quickstart`` with a generated password, and a generated encryption password
+  for the repository, both kept in ``<data_dir>/agent.toml`` (mode 0600) with the server URL:
+  ``opencbs --config <data_dir>/agent.toml backup`` runs the same set by hand;
+- a backup set named after PATH (default: the current directory; the data directory itself is
+  excluded when it lies inside) with a local destination ``<data_dir>/destinations/<set id>``.
+
+Then it starts the server in a background thread (on ``port``, or on a free port when that one
+is taken — said so on stderr), runs one backup job through the same code as ``opencbs backup``
+(``agent_cmds.run_job``: an incremental job on every rerun), prints a ready-to-paste ``curl``
+for GetBackupJobReport of that job, and serves until Ctrl-C or SIGTERM (``--no-serve``: stops
+the server after printing). Exit codes as ``opencbs backup`` (``agent_cmds``).
+"""
+
+from __future__ import annotations
+
+import errno
+import glob
+import json
+import os
+import shlex
+import signal
+import socket
+import threading
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from opencbs.agent.client import AgentClient
+from opencbs.cli import agent_cmds
+from opencbs.cli.common import (
+    TIMEZONE,
+    CliState,
+    echo,
+    generate_password,
+    note,
+    open_database,
+    with_settings,
+)
+from opencbs.cli.serve import HOST, IDLE, PORT
+from opencbs.errors import ConfigError
+from opencbs.reports.vocabulary import JobMode, SystemRole
+from opencbs.settings import Settings
+from opencbs.store import sets, users
+from opencbs.store.db import Database
+
+SYSUSER = "admin"
+LOGIN = "quickstart"
+AGENT_FILE = "agent.toml"
+
+
+@dataclass
+class Setup:
+    """What quickstart uses: credentials (``sysuser_password`` only when just created), the
+    set and destination IDs and folder, and what was created this run."""
+
+    sysuser_password: str | None
+    login: str
+    password: str
+    encryption_password: str
+    set_id: str
+    set_name: str
+    destination_id: str
+    destination: Path
+    created: list[str] = field(default_factory=list)
+
+
+def agent_file(data_dir: Path) -> Path:
+    """The quickstart's agent config file (``<data_dir>/agent.toml``)."""
+    return data_dir / AGENT_FILE
+
+
+def read_agent_file(path: Path) -> dict[str, str]:
+    """The ``[agent]`` table of ``path`` (empty when the file is missing). Raises
+    ``ConfigError`` when it cannot be read."""
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}",
+                          "fix or remove it (a removed file means new passwords)") from exc
+    table = doc.get("agent")
+    return {k: str(v) for k, v in table.items()} if isinstance(table, dict) else {}
+
+
+def _toml_str(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
+
+
+def write_agent_file(path: Path, *, data_dir: Path, server_url: str, login: str, password: str,
+                     encryption_password: str) -> None:
+    """Write the agent's settings to ``path`` atomically, mode 0600 (it holds passwords)."""
+    text = (
+        "# Written by `opencbs quickstart`: the agent's settings of the quickstart backup set.\n"
+        f"# Use: opencbs --config {shlex.quote(str(path))} backup\n"
+        "# Keep it: without encryption_password the backups cannot be read.\n"
+        f"data_dir = {_toml_str(str(data_dir))}\n\n[agent]\n"
+        f"server_url = {_toml_str(server_url)}\n"
+        f"login_name = {_toml_str(login)}\n"
+        f"password = {_toml_str(password)}\n"
+        f"encryption_password = {_toml_str(encryption_password)}\n"
+    )
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def set_up(db: Database, data_dir: Path, source: Path) -> Setup:
+    """Create (or reuse) the system user, the backup user and the set of ``source``, in one
+    transaction. Raises ``ConfigError`` when the agent file with the encryption password of an
+    existing repository is gone."""
+    saved = read_agent_file(agent_file(data_dir))
+    created: list[str] = []
+    with db.write() as conn:
+        sys_password = None
+        if users.get_system_user(conn, SYSUSER) is None:
+            sys_password = generate_password()
+            users.add_system_user(conn, SYSUSER, sys_password, SystemRole.ADMIN)
+            created.append(f"system user {SYSUSER}")
+        password = saved.get("password") or generate_password()
+        owner = users.find_backup_user(conn, LOGIN)
+        if owner is None:
+            owner = users.add_backup_user(conn, LOGIN, password, alias="opencbs quickstart")
+            created.append(f"backup user {LOGIN}")
+        elif not saved.get("password"):
+            users.set_backup_password(conn, LOGIN, password)
+        enc = saved.get("encryption_password") or generate_password()
+        name = str(source)
+        bset = sets.find_set_by_name(conn, owner.id, name)
+        if bset is None:
+            exclude = [glob.escape(str(data_dir))] if data_dir.is_relative_to(source) else []
+            bset = sets.add_set(conn, owner.id, name, {
+                "sources": [str(source)], "filters": {"include": [], "exclude": exclude}})
+            created.append(f"backup set {name}")
+        if not bset.destinations:
+            folder = data_dir / "destinations" / str(bset.id)
+            sets.add_destination(conn, owner.id, bset.id, "Local", "LOCAL", {"path": str(folder)})
+            bset = sets.get_set(conn, owner.id, bset.id)
+        dest = bset.destinations[0]
+        folder = Path(str(dest.settings["path"]))
+    if not saved.get("encryption_password") and (folder / "keys").exists():
+        raise ConfigError(f"{agent_file(data_dir)} with the encryption password of {folder} "
+                          "is gone", "put it back, or remove that destination folder to start "
+                          "its backups afresh")
+    return Setup(sys_password, LOGIN, password, enc, str(bset.id), name, str(dest.id), folder,
+                 created)
+
+
+# --- the server in a background thread --------------------------------------------------
+
+
+def bind_socket(host: str, port: int) -> tuple[socket.socket, bool]:
+    """A listening-ready socket bound to ``host:port``, or to a free port when that one is in
+    use; returns it and whether it is the port asked for."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for want in (port, 0):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, want))
+        except OSError as exc:
+            sock.close()
+            if exc.errno != errno.EADDRINUSE or want == 0:
+                raise ConfigError(f"cannot bind {host}:{want}: {exc.strerror}",
+                                  "choose another --host / --port") from exc
+            continue
+        sock.set_inheritable(True)
+        return sock, want == port
+    raise AssertionError("unreachable")
+
+
+class BackgroundServer:
+    """The app served by uvicorn in a daemon thread on a bound socket; ``stop()`` ends it."""
+
+    def __init__(self, settings: Settings, db: Database, sock: socket.socket) -> None:
+        import uvicorn
+
+        from opencbs.api.serve import build_app
+        from opencbs.api.state import ServerState
+
+        state = ServerState(db=db, tz=settings.tz(), job_idle_timeout=settings.job_idle_timeout)
+        config = uvicorn.Config(build_app(state), log_level="warning", server_header=False,
+                                proxy_headers=False, timeout_graceful_shutdown=5)
+        self.server = uvicorn.Server(config)
+        self.sock = sock
+        self.thread = threading.Thread(target=self._run, name="opencbs-server", daemon=True)
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            self.server.run(sockets=[self.sock])
+        except BaseException as exc:  # noqa: BLE001 - reported by start()
+            self.error = exc
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start serving; returns once the server accepts connections. Raises ``ConfigError``
+        when it could not start."""
+        self.thread.start()
+        waited = 0.0
+        while not self.server.started and self.thread.is_alive() and waited < timeout:
+            self.thread.join(0.05)
+            waited += 0.05
+        if not self.server.started:
+            raise ConfigError(f"the server did not start: {self.error or 'timeout'}",
+                              "run again with --debug")
+
+    def wait(self) -> None:
+        """Serve until SIGINT or SIGTERM (main thread) or until the server stops."""
+        stop = threading.Event()
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            stop.set()
+
+        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while not stop.is_set() and self.thread.is_alive():
+                stop.wait(0.2)
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    def stop(self) -> None:
+        """Stop serving and wait for the thread (at most 15 s)."""
+        self.server.should_exit = True
+        if self.thread.is_alive():
+            self.thread.join(15)
+        self.sock.close()
+
+
+# --- output -----------------------------------------------------------------------------
+
+
+def curl_command(setup: Setup, url: str, job_id: str) -> str:
+    """A ready-to-paste ``curl`` for GetBackupJobReport of job ``job_id``."""
+    body = {"SysUser": SYSUSER, "SysPwd": setup.sysuser_password or f"<password of {SYSUSER}>",
+            "LoginName": setup.login, "BackupSetID": setup.set_id,
+            "DestinationID": setup.destination_id, "BackupJobID": job_id}
+    return (f"curl -s -X POST {url}/obs/api/json/GetBackupJobReport.do "
+            f"-H 'Content-Type: application/json' -d {shlex.quote(json.dumps(body))}")
+
+
+def _print_setup(setup: Setup, data_dir: Path) -> None:
+    echo(f"data directory: {data_dir}")
+    if setup.sysuser_password is not None:
+        echo(f"system user {SYSUSER!r} created; its password (shown only now): "
+             f"{setup.sysuser_password}")
+    else:
+        echo(f"system user {SYSUSER!r} exists; its password is unchanged "
+             f"(set a new one: opencbs sysuser passwd {SYSUSER})")
+    echo(f"backup user {setup.login!r}; its settings and the encryption password: "
+         f"{agent_file(data_dir)} (mode 0600)")
+    echo(f"backup set {setup.set_id} ({setup.set_name}), destination {setup.destination_id} "
+         f"({setup.destination})")
+
+
+@click.command()
+@click.argument("path", required=False, type=click.Path(exists=True, path_type=Path))
+@click.option("--no-serve", is_flag=True, help="Stop after the backup and printing.")
+@click.option("-v", "--verbose", is_flag=True, help="Print each change with its reason.")
+@with_settings(HOST, PORT, TIMEZONE, IDLE)
+def quickstart(settings: Settings, path: Path | None, no_serve: bool, verbose: bool) -> int:
+    """Back up PATH (default: the current directory) through a local server and print a curl
+    for the job's report; then serve. Run it again for an incremental job."""
+    source = (path or Path.cwd()).resolve()
+    state = click.get_current_context().find_object(CliState)
+    agent_cmds.quiet_http_log(bool(state and state.debug))
+    data_dir = settings.ensure_data_dir().resolve()
+    database = open_database(settings)
+    try:
+        setup = set_up(database, data_dir, source)
+        _print_setup(setup, data_dir)
+        sock, asked = bind_socket(settings.host, settings.port)
+        port = sock.getsockname()[1]
+        url = Settings.model_construct(**{**settings.model_dump(), "port": port,
+                                          "server_url": ""}).effective_server_url
+        if not asked:
+            note(f"port {settings.port} is in use (an earlier `opencbs quickstart` or "
+                 f"`opencbs serve` still running?); serving on port {port} instead")
+        write_agent_file(agent_file(data_dir), data_dir=data_dir, server_url=url,
+                         login=setup.login, password=setup.password,
+                         encryption_password=setup.encryption_password)
+        server = BackgroundServer(settings, database, sock)
+        server.start()
+        try:
+            code = _backup(setup, url, verbose)
+            if code is None or no_serve:
+                return code or 0
+            echo("")
+            echo(f"serving on {url} (Ctrl-C stops)")
+            server.wait()
+            return 0
+        finally:
+            server.stop()
+    finally:
+        database.dispose()
+
+
+def _backup(setup: Setup, url: str, verbose: bool) -> int | None:
+    """Run the job and print its outcome and curl; returns the exit code when the job did not
+    succeed (then nothing is served), else ``None``."""
+    state = click.get_current_context().find_object(CliState)
+    with AgentClient(url, setup.login, setup.password) as client:
+        found = agent_cmds.list_sets(client, url, setup.login)
+        bset = agent_cmds.find_set(found, setup.set_id)
+        if bset is None:
+            raise ConfigError(f"backup set {setup.set_id} is not visible to {setup.login!r}")
+        target = agent_cmds.Target(bset, bset.destinations[0], setup.destination)
+        outcome = agent_cmds.run_job(client, target, setup.encryption_password,
+                                     mode=JobMode.MANUAL, as_json=False, verbose=verbose,
+                                     debug=bool(state and state.debug))
+    echo("")
+    agent_cmds.print_outcome(outcome)
+    code = agent_cmds.exit_code_of(outcome.status)
+    echo("")
+    echo("The job's report (GetBackupJobReport):")
+    echo(curl_command(setup, url, outcome.ref.job_id))
+    if setup.sysuser_password is None:
+        echo(f"(replace <password of {SYSUSER}>; set a new one with: "
+             f"opencbs sysuser passwd {SYSUSER})")
+    return code if code else None
+
+
+__all__ = ["Setup", "quickstart", "set_up", "curl_command", "write_agent_file"]

@@ -1,0 +1,193 @@
+"""The agent's commands as real processes against a real ``opencbs serve``: backup, snapshots,
+verify (clean and after a flipped byte), restore to an identical tree, SIGTERM during a backup
+(``BS_STOP_BY_USER``), and one-line errors with a hint."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import os
+import re
+import signal
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.test_cli_server import OPENCBS, TIMEOUT, _env, _wait_until_up, free_port, ok, run
+
+LOGIN, PASSWORD, ENCRYPTION = "alice", "alice-pw", "repo-secret"
+MONITOR = {"SysUser": "monitor", "SysPwd": "monitor-pw"}
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    env: dict[str, str]  # the agent's environment: server, login, passwords
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("agent-cli")
+    env = _env(root)
+    ok(env, "user", "add", LOGIN, "--password-stdin", stdin=PASSWORD + "\n")
+    ok(env, "sysuser", "add", "monitor", "--role", "API_ONLY", "--password-stdin",
+       stdin=MONITOR["SysPwd"] + "\n")
+    port = free_port()
+    proc = subprocess.Popen([OPENCBS, "serve", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_up(url, proc)
+        yield Server(url, {**env, "OPENCBS_SERVER_URL": url, "OPENCBS_LOGIN_NAME": LOGIN,
+                           "OPENCBS_PASSWORD": PASSWORD,
+                           "OPENCBS_ENCRYPTION_PASSWORD": ENCRYPTION})
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        assert proc.stderr is not None
+        proc.stderr.close()
+
+
+def _report(srv: Server, job: dict[str, Any]) -> dict[str, Any]:
+    r = httpx.post(srv.url + "/obs/api/json/GetBackupJobReport.do", timeout=30, json={
+        **MONITOR, "LoginName": LOGIN, "BackupSetID": job["backup_set_id"],
+        "DestinationID": job["destination_id"], "BackupJobID": job["job_id"]})
+    answer: dict[str, Any] = r.json()
+    assert answer["Status"] == "OK", answer
+    data: dict[str, Any] = answer["Data"]
+    return data
+
+
+def _tree(root: Path) -> None:
+    (root / "sub" / "deeper").mkdir(parents=True)
+    (root / "a.txt").write_bytes(b"alpha\n" * 100)
+    (root / "r.bin").write_bytes(os.urandom(300_000))
+    (root / "sub" / "b.txt").write_bytes(b"beta")
+    (root / "sub" / "deeper" / "empty").write_bytes(b"")
+    (root / "sub" / "x.sh").write_bytes(b"#!/bin/sh\n")
+    os.chmod(root / "sub" / "x.sh", 0o750)
+    os.symlink("a.txt", root / "link")
+
+
+def _same_tree(a: Path, b: Path) -> None:
+    cmp = filecmp.dircmp(a, b)
+    assert not (cmp.left_only or cmp.right_only or cmp.diff_files or cmp.funny_files), (
+        cmp.left_only, cmp.right_only, cmp.diff_files)
+    for name in cmp.common_files:
+        sa, sb = (a / name).lstat(), (b / name).lstat()
+        assert (sa.st_mode, sa.st_mtime_ns) == (sb.st_mode, sb.st_mtime_ns), name
+        assert filecmp.cmp(a / name, b / name, shallow=False), name
+    for name in cmp.common_dirs:
+        _same_tree(a / name, b / name)
+
+
+def test_backup_snapshots_verify_restore(server: Server, tmp_path: Path) -> None:
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    _tree(src)
+    res = run(server.env, "backup", "--set", "docs", "--source", str(src), "--destination",
+              str(dest), "--json")
+    assert res.returncode == 0, res.stderr
+    job = json.loads(res.stdout)
+    assert job["status"] == "BS_STOP_SUCCESS"
+    assert job["counts"]["new"] == 9  # 3 directories (the source too), 5 files, 1 link
+    data = _report(server, job)
+    assert data["BackupJobStatus"] == "BS_STOP_SUCCESS"
+    assert data["NumOfNewFiles"] == 5 and data["NumOfNewLinkFileCount"] == 1
+
+    # a second job by set name, scheduled, verbose: one change, with its reason
+    (src / "sub" / "b.txt").write_bytes(b"beta, longer")
+    again = run(server.env, "backup", "--set", "docs", "--scheduled", "--verbose")
+    assert again.returncode == 0, again.stderr
+    assert f"upd {src / 'sub' / 'b.txt'}: " in again.stdout
+    assert "content hash differs" in again.stdout
+
+    listed = json.loads(ok(server.env, "snapshots", "--destination", str(dest), "--json"))
+    assert [s["job_id"] for s in listed][0] == job["job_id"] and len(listed) == 2
+    assert listed[0]["id"] == job["snapshot_id"] and listed[0]["sources"] == [str(src)]
+    assert listed[0]["backup_set_id"] == job["backup_set_id"]
+
+    checked = run(server.env, "verify", "--destination", str(dest), "--read-data")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.startswith("ok: 2 snapshots")
+
+    target = tmp_path / "restored"
+    ok(server.env, "restore", listed[1]["job_id"], "--destination", str(dest), "--target",
+       str(target))
+    _same_tree(src, target / src.relative_to("/"))
+
+
+def test_verify_names_a_flipped_byte(server: Server, tmp_path: Path) -> None:
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    _tree(src)
+    ok(server.env, "backup", "--set", "flip", "--source", str(src), "--destination", str(dest))
+    packs = sorted((dest / "data").rglob("*"), key=lambda p: p.stat().st_size)
+    pack = [p for p in packs if p.is_file()][-1]  # the largest: file content
+    raw = bytearray(pack.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    pack.write_bytes(bytes(raw))
+    res = run(server.env, "verify", "--destination", str(dest), "--read-data")
+    assert res.returncode == 8, res.stdout + res.stderr
+    assert "damaged: " in res.stdout
+    assert pack.name in res.stdout
+    assert "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-2].startswith("opencbs: error: ")
+
+
+def test_sigterm_stops_the_job_cleanly(server: Server, tmp_path: Path) -> None:
+    src, dest = tmp_path / "big", tmp_path / "dest"
+    src.mkdir()
+    for i in range(40):
+        (src / f"f{i:03}.bin").write_bytes(os.urandom(1 << 20))
+    proc = subprocess.Popen([OPENCBS, "backup", "--set", "big", "--source", str(src),
+                             "--destination", str(dest)], env=server.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        # "started" (progress, plain lines) is printed once SIGTERM stops the job cleanly, and
+        # before the 40 MiB are read
+        for line in proc.stderr:
+            if "backup big: started" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, out + err
+    m = re.search(r"^job (\S+): BS_STOP_BY_USER \(backup set (\d+), destination (\d+)\)$",
+                  out, re.MULTILINE)
+    assert m is not None, out
+    assert "snapshot " not in out
+    job = {"job_id": m[1], "backup_set_id": m[2], "destination_id": m[3]}
+    assert _report(server, job)["BackupJobStatus"] == "BS_STOP_BY_USER"
+    # the repository stays consistent, with no snapshot
+    assert run(server.env, "verify", "--destination", str(dest)).returncode == 0
+    assert run(server.env, "snapshots", "--destination", str(dest), "--json").stdout.strip() == "[]"
+
+
+def _one_line_error(res: subprocess.CompletedProcess[str], code: int, text: str) -> None:
+    assert res.returncode == code, (res.stdout, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 2, res.stderr
+    assert lines[0].startswith("opencbs: error: ") and text in lines[0], lines[0]
+    assert lines[1].startswith("hint: ")
+
+
+def test_errors_are_one_line_with_a_hint(server: Server, tmp_path: Path) -> None:
+    wrong = {**server.env, "OPENCBS_PASSWORD": "nope"}
+    _one_line_error(run(wrong, "backup", "--set", "docs"), 3, "rejected backup user 'alice'")
+    down = {**server.env, "OPENCBS_SERVER_URL": f"http://127.0.0.1:{free_port()}"}
+    _one_line_error(run(down, "backup", "--set", "docs"), 7, "cannot reach the server at")
+    _one_line_error(run(server.env, "backup", "--set", "nosuch"), 4, "no backup set 'nosuch'")
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    _tree(src)
+    ok(server.env, "backup", "--set", "pw", "--source", str(src), "--destination", str(dest))
+    bad_key = {**server.env, "OPENCBS_ENCRYPTION_PASSWORD": "wrong"}
+    _one_line_error(run(bad_key, "snapshots", "--destination", str(dest)), 3,
+                    "Wrong encryption password")
+    no_pw = {k: v for k, v in server.env.items() if k != "OPENCBS_PASSWORD"}
+    _one_line_error(run(no_pw, "backup", "--set", "docs"), 2, "no password")
