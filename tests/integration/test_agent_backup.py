@@ -302,6 +302,34 @@ def test_file_changing_while_read_is_a_warning_and_keeps_the_previous_version(
     assert _snapshot_count(storage) == 2
 
 
+def test_file_vanishing_before_its_read_is_a_warning_and_a_deletion(
+    client: TestClient, agent: AgentClient, src: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dest = tmp_path / "dest"
+    storage = _storage(dest)
+    set_id, dest_id = _new_set(agent, src, dest)
+    run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0)
+    _write(src / "b.txt", b"bravo, second version")  # changed: it will be read
+    original_open = os.open
+
+    def vanishing_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if os.fsencode(path).endswith(b"/b.txt"):
+            os.unlink(path)  # gone between the scan and the read
+        return original_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(backup_mod.os, "open", vanishing_open)
+    outcome = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0 + 60_000)
+    monkeypatch.undo()
+    assert outcome.status is JobStatus.STOP_SUCCESS_WITH_WARNING
+    data = _report(client, outcome)
+    _check_counters(data)
+    warns = [e["Message"] for e in data["Logs"] if e["Type"] == "warn"]
+    assert len(warns) == 1 and "b.txt" in warns[0] and "vanished" in warns[0]
+    assert [e["Name"] for e in data["del"]] == [str(src / "b.txt")]
+    assert data["upd"] == [] and data["new"] == []
+
+
 def test_vanished_file_during_scan_is_a_warning(
     client: TestClient, agent: AgentClient, src: Path, tmp_path: Path
 ) -> None:

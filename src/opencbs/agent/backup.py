@@ -368,6 +368,8 @@ class _Job:
             result = _read_file(writer, cur, self.cancel)
         except _SoftError as exc:
             self.report.log(LogType.WARN, f"{display_path(cur.path)}: {exc}")
+            if isinstance(exc, _Vanished):
+                return None, ()  # gone: a deletion when it was backed up before
             if prev is not None and prev.etype is EntryType.FILE:
                 return prev, prev_chunk_ids
             return None, ()
@@ -443,6 +445,10 @@ class _SoftError(Exception):
     """A file could not be read as scanned (vanished, unreadable, changed while read)."""
 
 
+class _Vanished(_SoftError):
+    """The file was gone when it was to be read."""
+
+
 class _CancellableReader:
     """A binary reader over a file descriptor that raises ``JobCancelled`` between reads once
     the event is set and counts the bytes read."""
@@ -471,7 +477,7 @@ def _read_file(writer: Writer, entry: Entry, cancel: threading.Event) -> FileRes
         except OSError as exc:
             raise _SoftError(_why("cannot open", exc)) from exc
     except FileNotFoundError as exc:
-        raise _SoftError("vanished before it could be read") from exc
+        raise _Vanished("vanished before it could be read") from exc
     except OSError as exc:
         raise _SoftError(_why("cannot open", exc)) from exc
     try:
