@@ -72,6 +72,7 @@ class Database:
         except (NoSuchModuleError, ArgumentError, ImportError) as exc:
             raise ConfigError(f"cannot open database: {exc}") from exc
         if self.is_sqlite:
+            _make_parent_dir(self.engine)
             _setup_sqlite(self.engine)
 
     @contextmanager
@@ -107,6 +108,17 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+def _make_parent_dir(engine: Engine) -> None:
+    """Create the folder of a SQLite file, as the data directory is created."""
+    database = engine.url.database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        try:
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the folder of {database}: {exc.strerror}",
+                              "check the path in --database-url") from exc
 
 
 def _setup_sqlite(engine: Engine) -> None:

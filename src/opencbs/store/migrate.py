@@ -11,7 +11,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy.exc import SQLAlchemyError
 
+from opencbs.errors import StoreError
 from opencbs.store.db import Database
 
 _HERE = Path(__file__).parent
@@ -27,9 +29,18 @@ def alembic_config(db: Database) -> Config:
 
 
 def upgrade(db: Database, revision: str = "head") -> str:
-    """Upgrade the schema to ``revision``; returns the revision now in force."""
-    command.upgrade(alembic_config(db), revision)
-    return current_revision(db) or ""
+    """Upgrade the schema to ``revision``; returns the revision now in force.
+
+    Raises ``StoreError`` when the database cannot be reached or refuses the change.
+    """
+    try:
+        command.upgrade(alembic_config(db), revision)
+        return current_revision(db) or ""
+    except SQLAlchemyError as exc:
+        raise StoreError(
+            f"cannot upgrade the database schema: {str(exc).splitlines()[0]}",
+            "check --database-url / OPENCBS_DATABASE_URL and that the database is up",
+        ) from exc
 
 
 def current_revision(db: Database) -> str | None:
