@@ -23,15 +23,19 @@ new snapshot (and is reported unchanged) or, without one, is left out. Destinati
 ends it ``BS_STOP_BY_USER`` with no snapshot. A damaged snapshot in the repository is skipped
 (a ``warn`` entry names it; ``Repository.verify`` reports it) and never blocks the job.
 
-Server failures: before the job starts (``get_set``, ``start_job``) they propagate
-(``ServerUnreachable``, ``AgentApiError``): nothing was done. ``start_job`` is not retried (it is
-not idempotent). Once the job runs, the server never stops the backup: batches and the finish are
-retried (``retry_delays``, see ``agent.report``); a progress report is tried once and a failure
-is only logged (the next one supersedes it, and a stalled progress must not slow the backup).
-When a batch or the finish still fails, the backup goes on and commits its snapshot as usual;
-the :class:`JobOutcome` then has ``report_delivered`` ``False`` and ``report_error`` says why
-(the server's sweeper closes that job as ``BS_BACKUP_NOT_FINISHED``; spooling the report for
-later delivery is a later issue).
+Server failures (issue 4, "Lost server"): the server never stops the backup. Every report
+batch is first written to the job's spool folder (``opencbs.agent.spool``; with ``spool_dir``,
+on the agent's disk) and then sent; batches and the finish are retried (``retry_delays``, see
+``agent.report``); a progress report is tried once and a failure is only logged. When the server
+cannot be reached at the start, or a batch or the finish still fails, the job goes on offline,
+commits its snapshot as usual and keeps its whole report (batches, then the finish record) in the
+spool; the :class:`JobOutcome` then has ``report_delivered`` ``False``, ``report_error`` says why
+and ``report_spool`` where it waits. The next ``run_backup`` with the same ``spool_dir`` (or
+``opencbs agent flush``) delivers it first, complete and exactly once (``spool.deliver_pending``).
+With the server unreachable the set's settings come from the copy remembered in ``spool_dir``.
+Errors that propagate (nothing was done): ``AgentApiError`` from ``get_set``/``start_job`` (a
+refused login, a set or destination the server does not have, a job of the same second), and
+``ServerUnreachable`` when there is no spool or remembered set to fall back on.
 
 Dedupe figures (cbs-api.md §5): ``DedupeOriginalSize`` = original bytes of every file read
 this job (new and updated content examined); ``DedupeSaving`` = of those, bytes whose chunks
@@ -56,6 +60,7 @@ that of the snapshot tree before compression, so disk, not memory, bounds it.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import os
@@ -66,6 +71,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import tzinfo
+from pathlib import Path
 from typing import IO
 
 from opencbs import __version__
@@ -77,6 +84,16 @@ from opencbs.agent.report import (
     call_with_retries,
     chunk_sizes,
     file_entry,
+)
+from opencbs.agent.spool import (
+    Delivery,
+    FinishRecord,
+    JobRecord,
+    JobSpool,
+    SpoolError,
+    deliver_pending,
+    load_sets,
+    save_sets,
 )
 from opencbs.destinations.base import DestinationError, Storage
 from opencbs.engine.classify import (
@@ -94,6 +111,7 @@ from opencbs.engine.repo_writer import FileResult, Writer
 from opencbs.engine.repository import Repository, SnapshotInfo, SnapshotMeta
 from opencbs.engine.scan import Scan, ScanFilter, ScanWarning
 from opencbs.engine.snapshot_format import TreeDecoder, TreeItem, encode_record
+from opencbs.reports.timefmt import job_id_at, local_zone
 from opencbs.reports.vocabulary import (
     FILE_LISTS,
     EntryType,
@@ -136,8 +154,11 @@ class JobOutcome:
     did not complete, why (``message``).
 
     ``report_delivered`` is ``False`` when the server could not be told (a batch or the finish
-    failed after its retries); ``report_error`` then says why. The backup itself is what
-    ``status`` and ``snapshot_id`` say: a committed snapshot is a good backup either way."""
+    failed after its retries); ``report_error`` then says why, and ``report_spool`` names the
+    spool folder holding the whole report for a later delivery (``""`` when none does).
+    ``flushed``: the spooled reports of earlier jobs delivered (or not) before this one. The
+    backup itself is what ``status`` and ``snapshot_id`` say: a committed snapshot is a good
+    backup either way."""
 
     ref: JobRef
     status: JobStatus
@@ -150,6 +171,8 @@ class JobOutcome:
     message: str = ""
     report_delivered: bool = True
     report_error: str = ""
+    report_spool: str = ""
+    flushed: tuple[Delivery, ...] = ()
 
 
 def find_previous_snapshot(repo: Repository, set_id: str, destination_id: str, *,
@@ -176,6 +199,8 @@ def run_backup(
     batch_size: int = 1000,
     progress_interval: float = PROGRESS_INTERVAL,
     retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+    spool_dir: Path | None = None,
+    zone: tzinfo | None = None,
 ) -> JobOutcome:
     """Run one backup job of set ``set_id`` to destination ``destination_id`` (both as the
     server names them), storing content in ``storage`` under the repository ``password``.
@@ -186,15 +211,77 @@ def run_backup(
     :class:`JobOutcome`; rules and errors in the module docstring. Raises
     ``ServerUnreachable``/``AgentApiError`` only when the job cannot be started (the set cannot
     be read or ``start_job`` fails); later server failures give ``report_delivered=False``.
+
+    ``spool_dir`` (the agent's report spool, ``opencbs.agent.spool``): first the reports
+    spooled there are delivered (oldest first; :attr:`JobOutcome.flushed`); this job's report
+    is spooled there before it is sent, and when the server cannot be reached (at the start
+    or later) the backup goes on and the report stays there (``report_spool``) for a later
+    delivery. The set then comes from the copy remembered there, and the job ID from the start
+    time in ``zone`` (default the machine's; the server's zone may differ, so the snapshot's
+    job ID may differ from the job ID the server gives at delivery). Without ``spool_dir`` the
+    report is spooled in a temporary folder and a lost server loses it. Raises ``SpoolError``
+    when the spool folder cannot be created.
     """
-    bset = client.get_set(set_id)
+    flushed: tuple[Delivery, ...] = ()
+    if spool_dir is not None:  # earlier reports first: the server gets them in job order
+        flushed = tuple(deliver_pending(client, spool_dir, retry_delays=retry_delays))
+    bset = _backup_set(client, set_id, spool_dir)
     start_ms = start_time_ms if start_time_ms is not None else time.time_ns() // 1_000_000
-    job = client.start_job(set_id, destination_id, mode=mode, run_version=__version__,
-                           start_time=start_ms)
-    runner = _Job(client, job.ref, bset, storage, password, start_ms,
-                  cancel_event or threading.Event(), progress, batch_size, progress_interval,
-                  retry_delays)
-    return runner.run()
+    record = JobRecord(set_id, destination_id, start_ms, mode=mode.value,
+                       run_version=__version__)
+    with contextlib.ExitStack() as stack:
+        root = spool_dir
+        if root is None:  # not durable: removed with the run (the old behaviour)
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="opencbs-")))
+        spool = JobSpool.create(root, record)
+        try:
+            ref, offline = _start(client, spool, durable=spool_dir is not None,
+                                  zone=zone or local_zone())
+        except BaseException:
+            spool.remove()
+            raise
+        runner = _Job(client, ref, bset, storage, password, start_ms,
+                      cancel_event or threading.Event(), progress, batch_size,
+                      progress_interval, retry_delays, spool, offline, spool_dir is not None)
+        return replace(runner.run(), flushed=flushed)
+    raise AssertionError("unreachable")  # pragma: no cover (mypy: ExitStack may swallow)
+
+
+def _backup_set(client: AgentClient, set_id: str, spool_dir: Path | None) -> RemoteSet:
+    """The set as the server has it (remembered in ``spool_dir``), or, when the server cannot
+    be reached, as remembered. Raises ``ServerUnreachable``, ``AgentApiError``."""
+    try:
+        bset = client.get_set(set_id)
+    except ServerUnreachable:
+        known = [s for s in load_sets(spool_dir) if s.id == set_id] if spool_dir else []
+        if not known:
+            raise
+        log.warning("server unreachable: backing up set %s as last seen", set_id)
+        return known[0]
+    if spool_dir is not None:
+        save_sets(spool_dir, [bset])
+    return bset
+
+
+def _start(client: AgentClient, spool: JobSpool, *, durable: bool,
+           zone: tzinfo) -> tuple[JobRef, str]:
+    """Start the spooled job on the server: its reference and ``""``; or, when the server
+    cannot be reached and the spool is ``durable``, a reference with the job ID the start time
+    gives in ``zone`` and why the job runs offline (its start is delivered later with the spool).
+    Raises ``ServerUnreachable`` (not durable), ``AgentApiError``."""
+    r = spool.record
+    try:
+        job = client.start_job(r.set_id, r.destination_id, mode=JobMode(r.mode),
+                               run_version=r.run_version, start_time=r.start_ms)
+    except ServerUnreachable as exc:
+        if not durable:
+            raise
+        log.warning("server unreachable at the job start; the report is spooled: %s",
+                    exc.message)
+        ref = JobRef(r.set_id, r.destination_id, job_id_at(r.start_ms, zone))
+        return ref, f"the server could not be reached at the start ({exc.message})"
+    spool.set_job_id(job.ref.job_id)
+    return job.ref, ""
 
 
 class _Job:
@@ -203,7 +290,8 @@ class _Job:
     def __init__(self, client: AgentClient, ref: JobRef, bset: RemoteSet, storage: Storage,
                  password: str | bytes, start_ms: int, cancel: threading.Event,
                  progress: Callable[[Progress], None] | None, batch_size: int,
-                 progress_interval: float, retry_delays: Sequence[float]) -> None:
+                 progress_interval: float, retry_delays: Sequence[float], spool: JobSpool,
+                 offline: str = "", durable: bool = False) -> None:
         self.client = client
         self.ref = ref
         self.bset = bset
@@ -213,8 +301,11 @@ class _Job:
         self.cancel = cancel
         self.progress_cb = progress
         self.retry_delays = tuple(retry_delays)
+        self.job_spool = spool
+        self.durable = durable
         self.report = ReportStream(client, ref, batch_size, retry_delays=self.retry_delays,
-                                   wait=cancel.wait)
+                                   wait=cancel.wait, spool=spool, online=not offline,
+                                   offline_reason=offline)
         self.interval = progress_interval
         self.last_progress = 0.0
         self.current = ""
@@ -253,6 +344,14 @@ class _Job:
     def _finish(self, status: JobStatus, snapshot_id: str | None, message: str) -> JobOutcome:
         self.report.log(LogType.END, f"Backup completed: {status.value}")
         self.report.flush()
+        spooled = self.report.spool is not None
+        if spooled:
+            try:
+                self.job_spool.write_finish(FinishRecord(status, self.dedupe_original,
+                                                         self.dedupe_saving))
+            except SpoolError as exc:
+                log.error("the job's finish cannot be spooled: %s", exc)
+                spooled = False
         if self.report.delivered:  # finishing a job whose report misses a batch would lie
             try:
                 call_with_retries(
@@ -262,10 +361,20 @@ class _Job:
                     "finish", self.retry_delays, self.cancel.wait)
             except (ServerUnreachable, AgentApiError) as exc:
                 self.report.fail(f"finish: {exc.message}")
+        where = ""
+        if self.report.delivered or not (spooled and self.durable):
+            self.job_spool.remove()  # delivered; or not durable (lost with the temporary dir)
+        else:
+            self.job_spool.close()  # delivered later: module docstring
+            where = str(self.job_spool.path)
+        error = self.report.failure or ""
+        if where:
+            error += (f"; the report is spooled in {where} and is delivered by the next "
+                      "backup or `opencbs agent flush`")
         return JobOutcome(self.ref, status, snapshot_id, dict(self.counts),
                           self.report.warnings, self.report.errors, self.dedupe_original,
-                          self.dedupe_saving, message, self.report.delivered,
-                          self.report.failure or "")
+                          self.dedupe_saving, message, self.report.delivered, error,
+                          report_spool=where)
 
     def _backup(self) -> str:
         settings = self.bset.settings

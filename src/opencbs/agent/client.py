@@ -12,6 +12,7 @@ explicit ``start_time`` answers 409 if it did.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -342,3 +343,36 @@ class AgentClient:
                 "dedupe_saving": dedupe_saving}
         answer = self._call("POST", ref.path("finish"), body, self._job_params(ref.cdp))
         return RemoteJob.from_json(answer)
+
+
+def entry_from_json(d: Mapping[str, Any]) -> Entry:
+    """The :class:`Entry` of its API form (``Entry.as_json``); raises ``KeyError``/``ValueError``
+    for a malformed one."""
+    lst = ReportList.from_key(str(d["list"]))
+    return Entry(lst=lst, type=str(d["type"]), path=str(d.get("path", "")),
+                 message=str(d.get("message", "")), from_path=d.get("from_path"),
+                 last_modified=d.get("last_modified"), size=int(d.get("size", 0)),
+                 unzip_size=int(d.get("unzip_size", 0)),
+                 link_to_dir=bool(d.get("link_to_dir", False)))
+
+
+def set_as_json(s: RemoteSet) -> dict[str, Any]:
+    """A :class:`RemoteSet` in the API's form (``RemoteSet.from_json`` reads it back)."""
+    return {"id": s.id, "name": s.name, "type": s.type, "removed": s.removed,
+            "created_at": s.created_at, "settings": dict(s.settings),
+            "destinations": [{"id": d.id, "name": d.name, "type": d.type,
+                              "position": d.position, "settings": dict(d.settings)}
+                             for d in s.destinations]}
+
+
+_EXISTS = re.compile(r"backup job (\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d) exists")
+
+
+def existing_job_id(exc: AgentApiError) -> str | None:
+    """The job ID named by a 409 answer to ``start_job`` (“backup job <ID> exists already”),
+    or ``None`` when ``exc`` is not that answer. The API names the clashing job only in its
+    message (``opencbs.store.jobs``), so this reads it from there."""
+    if exc.status != 409:
+        return None
+    m = _EXISTS.search(exc.message)
+    return m.group(1) if m else None

@@ -13,10 +13,12 @@ tree, not as content).
 
 Delivery (:func:`call_with_retries`): the agent API's batches and finish are idempotent, so a
 ``ServerUnreachable`` or a retryable ``AgentApiError`` (5xx, 408, 429) is retried after each
-delay of ``retry_delays`` (seconds; default 0.5, 2 and 5: four attempts in about 8 s). When a
-batch still cannot be delivered the stream stops delivering (:attr:`ReportStream.failure` says
-why) and drops what is queued: a report missing a batch cannot be completed later (spooling the
-undelivered report is a later issue), and the job itself goes on.
+delay of ``retry_delays`` (seconds; default 0.5, 2 and 5: four attempts in about 8 s). With a
+spool (``opencbs.agent.spool.JobSpool``), each batch is written to the agent's disk before it is
+sent; when a batch still cannot be delivered the stream stops sending (:attr:`ReportStream.failure`
+says why) but goes on spooling, and the spool is delivered later, complete
+(``opencbs.agent.spool.deliver_pending``). Without a spool, entries after a failed batch are
+dropped (a report missing a batch cannot be completed later). The job itself goes on either way.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import TypeVar
 
 from opencbs.agent.client import AgentApiError, AgentClient, JobRef, ServerUnreachable
 from opencbs.agent.client import Entry as ReportEntry
+from opencbs.agent.spool import JobSpool, SpoolError
 from opencbs.engine.chunk_index import ChunkIndex
 from opencbs.engine.classify import Change
 from opencbs.engine.entries import display_path
@@ -142,14 +145,19 @@ class ReportStream:
     0) of at most ``batch_size`` entries. Counts the ``warn`` and ``error`` log entries.
 
     Never raises for the server: each batch is retried (``retry_delays``, ``wait``; see
-    :func:`call_with_retries`); when one still fails, :attr:`failure` holds why and every later
-    entry is counted but dropped.
+    :func:`call_with_retries`); when one still fails, :attr:`failure` holds why and no later
+    batch is sent. With ``spool``, every batch is spooled before it is sent (also after a
+    failure: the spool then holds the whole report); without, later entries are dropped.
+    ``online=False`` starts without sending (the job could not be started on the server).
+    Raises ``SpoolError`` when the spool cannot be written.
     """
 
     def __init__(self, client: AgentClient, ref: JobRef,
                  batch_size: int = DEFAULT_BATCH_SIZE, *,
                  retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
-                 wait: Callable[[float], object] = time.sleep) -> None:
+                 wait: Callable[[float], object] = time.sleep,
+                 spool: JobSpool | None = None, online: bool = True,
+                 offline_reason: str = "") -> None:
         if not 1 <= batch_size <= 10_000:
             raise ValueError("batch_size must be 1..10000")
         self.client = client
@@ -162,7 +170,12 @@ class ReportStream:
         self.retry_delays = tuple(retry_delays)
         self.wait = wait
         #: Why the report could not be delivered (``None`` while it is being delivered).
-        self.failure: str | None = None
+        self.failure: str | None = None if online else (offline_reason or "offline")
+        self.spool = spool
+        #: Batches written to the spool (all of them, sent or not).
+        self.batches_spooled = 0
+        #: Why the spool could not be written (``None`` while it can).
+        self.spool_failure: str | None = None
         self._buffer: list[ReportEntry] = []
 
     @property
@@ -175,7 +188,8 @@ class ReportStream:
         if self.failure is None:
             log.error("the job report cannot be delivered: %s", reason)
             self.failure = reason
-        self._buffer = []
+        if self.spool is None:
+            self._buffer = []  # with a spool, queued entries are spooled by the next flush
 
     def add(self, entry: ReportEntry) -> None:
         """Queue one entry; sends a batch when ``batch_size`` are queued."""
@@ -197,6 +211,14 @@ class ReportStream:
         failure: see the class docstring)."""
         if not self._buffer:
             return
+        if self.spool is not None:
+            try:
+                self.spool.write_batch(self.batches_spooled, self._buffer)
+                self.batches_spooled += 1
+            except SpoolError as exc:  # the agent's disk: sending goes on without a spool
+                log.error("the job report can no longer be spooled: %s", exc)
+                self.spool_failure = str(exc)
+                self.spool = None
         if self.failure is not None:
             self._buffer = []
             return
@@ -206,6 +228,7 @@ class ReportStream:
                               f"batch {batch_no}", self.retry_delays, self.wait)
         except (ServerUnreachable, AgentApiError) as exc:
             self.fail(f"batch {batch_no}: {exc.message}")
+            self._buffer = []  # spooled (or, without a spool, dropped)
             return
         self.batches_sent += 1
         self.entries_sent += len(self._buffer)

@@ -11,6 +11,11 @@ Ctrl-C or SIGTERM (``BS_STOP_BY_USER``); 9 for any other final status (``BS_STOP
 the destination failed). Errors before the job starts use the exit codes of ``opencbs.cli.main``
 (3 the server rejected the backup user or the encryption password is wrong, 7 server or
 destination unreachable, 8 the server refused a request or the repository is damaged).
+A server that cannot be reached during the job does not change the exit code: the backup
+completes, its report is spooled in ``<data_dir>/agent-spool`` (``opencbs.agent.spool``) and
+stderr says "report spooled, not delivered"; the next ``backup`` or ``opencbs agent flush``
+delivers it. With the server unreachable at the start, ``backup`` uses the backup sets as last
+seen (remembered at each run); exit code 7 only when there are none.
 ``verify`` exits 8 when it finds damage.
 """
 
@@ -25,7 +30,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -42,6 +47,7 @@ from opencbs.agent.client import (
     ServerUnreachable,
 )
 from opencbs.agent.restore import restore as restore_snapshot
+from opencbs.agent.spool import DeliveryState, load_sets, save_sets
 from opencbs.cli.common import JSON, CliState, echo, note, print_json, print_table
 from opencbs.cli.progress import BackupProgress, activity
 from opencbs.destinations.local import LocalStorage
@@ -194,6 +200,29 @@ def list_sets(client: AgentClient, url: str, login: str) -> list[RemoteSet]:
         if exc.status == 401:
             raise LoginRejected(login, url) from exc
         raise
+
+
+def report_spool_dir(settings: Settings) -> Path:
+    """The agent's report spool (``opencbs.agent.spool``): ``<data_dir>/agent-spool``."""
+    return settings.data_dir / "agent-spool"
+
+
+def sets_or_remembered(client: AgentClient, url: str, login: str,
+                       spool_dir: Path) -> list[RemoteSet]:
+    """The user's sets (:func:`list_sets`, remembered in ``spool_dir``); when the server cannot
+    be reached, the sets as last remembered, with a note (the job then runs and its report is
+    spooled). Raises what :func:`list_sets` raises when nothing is remembered."""
+    try:
+        found = list_sets(client, url, login)
+    except ServerUnreachable as exc:
+        known = load_sets(spool_dir)
+        if not known:
+            raise
+        note(f"opencbs: {exc.message}; backing up with the backup sets as last seen (the "
+             "report is spooled and delivered later)")
+        return known
+    save_sets(spool_dir, found)
+    return found
 
 
 def find_set(found: Sequence[RemoteSet], ref: str | None) -> RemoteSet | None:
@@ -350,7 +379,8 @@ def print_changes(enabled: bool, *, err: bool, debug: bool) -> Iterator[None]:
 
 
 def run_job(client: AgentClient, target: Target, password: str, *, mode: JobMode,
-            as_json: bool, verbose: bool, debug: bool = False) -> JobOutcome:
+            as_json: bool, verbose: bool, debug: bool = False,
+            spool_dir: Path | None = None, zone: tzinfo | None = None) -> JobOutcome:
     """One backup job of ``target`` with progress on stderr, Ctrl-C/SIGTERM stopping it
     cleanly, and (``verbose``) each change printed with its reason. The repository is opened
     (or on first use created) first, so a wrong encryption password stops before any job
@@ -366,7 +396,8 @@ def run_job(client: AgentClient, target: Target, password: str, *, mode: JobMode
     with cancel_on_signals(cancel), BackupProgress(title, quiet=as_json) as shown, \
             print_changes(verbose, err=as_json, debug=debug):
         return run_backup(client, target.bset.id, target.destination.id, storage, password,
-                          mode=mode, cancel_event=cancel, progress=shown.update)
+                          mode=mode, cancel_event=cancel, progress=shown.update,
+                          spool_dir=spool_dir, zone=zone)
 
 
 def outcome_json(outcome: JobOutcome) -> dict[str, Any]:
@@ -379,6 +410,9 @@ def outcome_json(outcome: JobOutcome) -> dict[str, Any]:
         "warnings": outcome.warnings, "errors": outcome.errors,
         "dedupe_original_size": outcome.dedupe_original_size,
         "dedupe_saving": outcome.dedupe_saving, "message": outcome.message,
+        "report_delivered": outcome.report_delivered, "report_spool": outcome.report_spool or None,
+        "flushed": [{"job_id": d.job_id, "backup_set_id": d.set_id, "state": d.state.value,
+                     "message": d.message} for d in outcome.flushed],
     }
 
 
@@ -392,6 +426,11 @@ def print_outcome(outcome: JobOutcome) -> None:
         echo(f"snapshot {outcome.snapshot_id}")
     if outcome.message:
         echo(f"note: {outcome.message}")
+    for d in outcome.flushed:
+        note(f"earlier report of job {d.job_id or d.folder}: {d.state.value}"
+             f"{'' if d.state is DeliveryState.DELIVERED else ': ' + d.message}")
+    if outcome.report_spool:
+        note(f"report spooled, not delivered: {outcome.report_error}")
 
 
 def exit_code_of(status: JobStatus) -> int:
@@ -433,12 +472,14 @@ def backup(settings: Settings, set_ref: str | None, sources: tuple[Path, ...],
     repo_password = encryption_password(settings, encryption_password_file)
     url = settings.effective_server_url
     state = click.get_current_context().find_object(CliState) or CliState()
+    spool_dir = report_spool_dir(settings)
     with AgentClient(url, login, password) as client:
-        target = resolve_target(client, list_sets(client, url, login), set_ref, sources,
-                                destination, excludes)
+        target = resolve_target(client, sets_or_remembered(client, url, login, spool_dir),
+                                set_ref, sources, destination, excludes)
         outcome = run_job(client, target, repo_password,
                           mode=JobMode.SCHEDULED if scheduled else JobMode.MANUAL,
-                          as_json=as_json, verbose=verbose, debug=state.debug)
+                          as_json=as_json, verbose=verbose, debug=state.debug,
+                          spool_dir=spool_dir, zone=settings.tz())
     if as_json:
         print_json(outcome_json(outcome))
     else:

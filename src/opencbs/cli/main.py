@@ -21,7 +21,7 @@ import click
 
 import opencbs
 from opencbs import errors
-from opencbs.cli import admin, agent_cmds, demo, quickstart, report, serve
+from opencbs.cli import admin, agent_cmds, agent_flush, demo, quickstart, report, serve
 from opencbs.cli.common import CliState
 from opencbs.errors import OpenCBSError
 
@@ -60,6 +60,7 @@ cli.add_command(agent_cmds.backup)
 cli.add_command(agent_cmds.restore)
 cli.add_command(agent_cmds.verify)
 cli.add_command(agent_cmds.snapshots)
+cli.add_command(agent_flush.agent)
 
 
 def exit_code(exc: BaseException) -> int:

@@ -1,0 +1,538 @@
+"""The report spool: every job's report on the agent's disk first, delivered to the server when
+it can be (issue 4, "Lost server": complete and exactly once).
+
+Layout, one folder per job under the spool root (``<data_dir>/agent-spool``)::
+
+    <set_id>-<destination_id>-<start_ms>/
+        job.json              the job start: set, destination, start time (epoch ms), mode,
+                              cdp, run version, dedupe flag, and the server's job ID once known
+        batch-00000000.json   batch 0 of the report: {"entries": [...]} (agent API form)
+        batch-00000001.json   … numbered from 0, contiguous
+        finish.json           the finish: status and dedupe figures (bytes)
+        lock                  flock(2)-held by the process writing or delivering the job
+    sets.json                 the backup sets as last read from the server (for a run while it
+                              is unreachable)
+
+Every file is written whole or not at all (temporary file, fsync, rename, fsync of the folder):
+a killed agent leaves the batches it had spooled, never half of one. A batch is spooled before
+it is sent, so the spool always holds at least what the server has.
+
+Delivery (:func:`deliver_job`, :func:`deliver_pending`) relies on the agent API's idempotence
+(``opencbs.api.agent``): a batch number the server has is answered ``stored: false``; a repeated
+finish with the same status and figures answers the job. It asks the server where the job stands
+(``GET …/jobs/{id}``: ``last_batch_no``) and sends only the batches after it, then the finish.
+A server restart mid-delivery is a ``ServerUnreachable``: the spool stays, and the next delivery
+resumes where the server's record says — nothing is lost, nothing is stored twice.
+
+Starting a job is not idempotent: its ID is its start time. The spool records the start time,
+and delivery starts a never-started job with it (so mode, start time and job ID are those of the
+real run). When the answer to a start is lost, the repeated start answers 409 "backup job <ID>
+exists"; the job of that ID is ours when its ``start_time`` equals the recorded one to the
+millisecond (another run in the same second has another millisecond, or another set), else the
+spool is dropped with a warning (the server has a different job of that ID; the report cannot be
+delivered without a new ID, and a new ID would misdate the job).
+
+When the server closed the job (its sweeper closes a job without a sign of life for
+``job_idle_timeout`` as ``BS_BACKUP_NOT_FINISHED``, after which it refuses entries: 409), the
+spool is dropped with a warning naming the job and how many batches the server never got: the
+server refuses more entries, and keeping the spool would only repeat the warning on every run.
+The same for a set or destination the server no longer has (404). A spool without a finish
+record whose lock is free belongs to a job whose agent died (SIGKILL, power loss): delivery adds
+an ``end`` log entry and finishes it as ``BS_BACKUP_NOT_FINISHED`` (cbs-api.md §4).
+
+Concurrency: the writing job holds the folder's lock until it is delivered or the process ends;
+a delivery takes it without waiting and skips a busy folder ("busy"), so two agents (a backup
+run and ``opencbs agent flush``) never deliver the same job at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from opencbs.agent.client import (
+    AgentApiError,
+    AgentClient,
+    Entry,
+    JobRef,
+    RemoteJob,
+    RemoteSet,
+    ServerUnreachable,
+    entry_from_json,
+    existing_job_id,
+    set_as_json,
+)
+from opencbs.reports.vocabulary import JobMode, JobStatus, LogType
+
+__all__ = [
+    "Delivery",
+    "DeliveryState",
+    "FinishRecord",
+    "JobRecord",
+    "JobSpool",
+    "SpoolError",
+    "deliver_job",
+    "deliver_pending",
+    "load_sets",
+    "pending_spools",
+    "save_sets",
+]
+
+log = logging.getLogger(__name__)
+
+_JOB = "job.json"
+_FINISH = "finish.json"
+_LOCK = "lock"
+_SETS = "sets.json"
+_FORMAT = 1
+
+
+class SpoolError(Exception):
+    """A spool folder cannot be written or read (disk full, permissions, damaged record)."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """The start of a spooled job: what ``start_job`` needs, and the server's ``job_id`` once
+    the job is started there (``None`` until then). ``start_ms`` epoch ms."""
+
+    set_id: str
+    destination_id: str
+    start_ms: int
+    mode: str = JobMode.MANUAL.value
+    cdp: bool = False
+    run_version: str = ""
+    dedupe_enabled: bool = True
+    job_id: str | None = None
+
+    def ref(self) -> JobRef:
+        """The job's reference (needs ``job_id``)."""
+        assert self.job_id is not None
+        return JobRef(self.set_id, self.destination_id, self.job_id, self.cdp)
+
+
+@dataclass(frozen=True, slots=True)
+class FinishRecord:
+    """The finish of a spooled job: final status and dedupe figures (bytes)."""
+
+    status: JobStatus
+    dedupe_original_size: int = 0
+    dedupe_saving: int = 0
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """``path`` holds ``data`` whole, or keeps its old content. Raises ``SpoolError``."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError as exc:
+        raise SpoolError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise SpoolError(f"cannot read {path}: {exc}") from exc
+
+
+def _dumps(doc: Any) -> bytes:
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+class JobSpool:
+    """One job's spool folder (layout and rules in the module docstring). Create with
+    :meth:`create` (the running job) or :meth:`open` (delivery); release with :meth:`close`
+    or :meth:`remove`. Methods raise ``SpoolError``."""
+
+    def __init__(self, path: Path, record: JobRecord) -> None:
+        self.path = path
+        self.record = record
+        self._lock_fd: int | None = None
+
+    # -- life ---------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, root: Path, record: JobRecord) -> JobSpool:
+        """A new spool folder for ``record`` under ``root``, locked. A folder of the same job
+        (set, destination, start ms) that exists already is a ``SpoolError``."""
+        path = root / f"{record.set_id}-{record.destination_id}-{record.start_ms}"
+        try:
+            root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path.mkdir(mode=0o700)
+        except OSError as exc:
+            raise SpoolError(f"cannot create the report spool {path}: "
+                             f"{exc.strerror or exc}") from exc
+        spool = cls(path, record)
+        if not spool.try_lock():
+            raise SpoolError(f"the report spool {path} is in use")
+        spool._write_record()
+        return spool
+
+    @classmethod
+    def open(cls, path: Path) -> JobSpool:
+        """An existing spool folder (not locked: see :meth:`try_lock`)."""
+        doc = _read_json(path / _JOB)
+        try:
+            record = JobRecord(
+                set_id=str(doc["set_id"]), destination_id=str(doc["destination_id"]),
+                start_ms=int(doc["start_ms"]), mode=str(doc["mode"]), cdp=bool(doc["cdp"]),
+                run_version=str(doc["run_version"]), dedupe_enabled=bool(doc["dedupe_enabled"]),
+                job_id=doc.get("job_id"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SpoolError(f"damaged job record in {path}: {exc!r}") from exc
+        return cls(path, record)
+
+    def try_lock(self) -> bool:
+        """Take the folder's lock without waiting; ``False`` when another process holds it."""
+        if self._lock_fd is not None:
+            return True
+        try:
+            fd = os.open(self.path / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise SpoolError(f"cannot lock {self.path}: {exc.strerror or exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._lock_fd = fd
+        return True
+
+    def close(self) -> None:
+        """Release the lock (the folder stays, for a later delivery)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def remove(self) -> None:
+        """Delete the folder (its report is delivered, or dropped) and release the lock."""
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.close()
+
+    # -- records ------------------------------------------------------------------------------
+
+    def _write_record(self) -> None:
+        r = self.record
+        _write_atomic(self.path / _JOB, _dumps({
+            "format": _FORMAT, "set_id": r.set_id, "destination_id": r.destination_id,
+            "start_ms": r.start_ms, "mode": r.mode, "cdp": r.cdp, "run_version": r.run_version,
+            "dedupe_enabled": r.dedupe_enabled, "job_id": r.job_id}))
+
+    def set_job_id(self, job_id: str) -> None:
+        """Record the server's ID of the job (it is started there)."""
+        self.record = replace(self.record, job_id=job_id)
+        self._write_record()
+
+    def write_batch(self, batch_no: int, entries: Sequence[Entry]) -> None:
+        """Spool batch ``batch_no`` (must be :meth:`batch_count`: batches are contiguous)."""
+        _write_atomic(self._batch_path(batch_no),
+                      _dumps({"entries": [e.as_json() for e in entries]}))
+
+    def read_batch(self, batch_no: int) -> list[Entry]:
+        """The entries of spooled batch ``batch_no``."""
+        doc = _read_json(self._batch_path(batch_no))
+        try:
+            return [entry_from_json(e) for e in doc["entries"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SpoolError(f"damaged batch {batch_no} in {self.path}: {exc!r}") from exc
+
+    def batch_count(self) -> int:
+        """Number of spooled batches (0 … n-1 exist)."""
+        n = 0
+        while self._batch_path(n).exists():
+            n += 1
+        return n
+
+    def write_finish(self, finish: FinishRecord) -> None:
+        """Spool the job's finish."""
+        _write_atomic(self.path / _FINISH, _dumps({
+            "status": finish.status.value, "dedupe_original_size": finish.dedupe_original_size,
+            "dedupe_saving": finish.dedupe_saving}))
+
+    def finish(self) -> FinishRecord | None:
+        """The spooled finish, or ``None`` while the job has not finished (or its agent died)."""
+        path = self.path / _FINISH
+        if not path.exists():
+            return None
+        doc = _read_json(path)
+        try:
+            return FinishRecord(JobStatus(doc["status"]), int(doc["dedupe_original_size"]),
+                                int(doc["dedupe_saving"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SpoolError(f"damaged finish record in {self.path}: {exc!r}") from exc
+
+    def _batch_path(self, batch_no: int) -> Path:
+        return self.path / f"batch-{batch_no:08d}.json"
+
+
+def pending_spools(root: Path) -> list[Path]:
+    """The job folders under ``root``, oldest job (start time) first."""
+    if not root.is_dir():
+        return []
+
+    def start_ms(p: Path) -> int:
+        try:
+            return int(p.name.rsplit("-", 1)[1])
+        except (IndexError, ValueError):
+            return 0
+
+    found = [p for p in root.iterdir() if p.is_dir() and (p / _JOB).exists()]
+    return sorted(found, key=lambda p: (start_ms(p), p.name))
+
+
+# -- the set cache --------------------------------------------------------------------------
+
+
+def save_sets(root: Path, found: Sequence[RemoteSet]) -> None:
+    """Remember the user's sets as the server listed them (for a run while it is away);
+    merges into what is remembered. A failure to write is only logged."""
+    try:
+        known = {s.id: s for s in load_sets(root)}
+        known.update({s.id: s for s in found})
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _write_atomic(root / _SETS, _dumps([set_as_json(s) for s in known.values()]))
+    except (SpoolError, OSError) as exc:
+        log.warning("cannot remember the backup sets: %s", exc)
+
+
+def load_sets(root: Path) -> list[RemoteSet]:
+    """The sets remembered by :func:`save_sets` (none when there is no readable record)."""
+    path = root / _SETS
+    if not path.exists():
+        return []
+    try:
+        return [RemoteSet.from_json(d) for d in _read_json(path)]
+    except (SpoolError, KeyError, TypeError, ValueError) as exc:
+        log.warning("ignoring the remembered backup sets: %s", exc)
+        return []
+
+
+# -- delivery -------------------------------------------------------------------------------
+
+
+class DeliveryState(Enum):
+    """What became of a spooled report."""
+
+    DELIVERED = "delivered"  #: the server has it all; the folder is removed
+    PENDING = "pending"  #: the server is unreachable (or failing): the folder stays
+    DROPPED = "dropped"  #: the server refuses it (job closed, set gone): folder removed
+    BUSY = "busy"  #: another process holds the folder (a running job): not touched
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The result of delivering one spooled job: ``state``, the job (``job_id`` ``None`` when it
+    never reached the server), batches sent now, and a sentence for a person (``message``)."""
+
+    folder: str
+    set_id: str
+    destination_id: str
+    job_id: str | None
+    state: DeliveryState
+    batches_sent: int = 0
+    message: str = ""
+
+
+Retry = Callable[[Callable[[], Any], str], Any]
+
+
+class _Dropped(Exception):
+    """The server will never take this report (private)."""
+
+
+def _retrying(delays: Sequence[float], wait: Callable[[float], object]) -> Retry:
+    from opencbs.agent.report import call_with_retries  # report imports this module
+
+    def call(fn: Callable[[], Any], what: str) -> Any:
+        return call_with_retries(fn, what, delays, wait)
+
+    return call
+
+
+def deliver_job(client: AgentClient, spool: JobSpool, *,
+                retry_delays: Sequence[float] = (0.5, 2.0, 5.0),
+                wait: Callable[[float], object] = time.sleep) -> Delivery:
+    """Deliver what the server does not have of one spooled job (rules in the module
+    docstring); removes the folder when delivered or dropped. Never raises for the server:
+    ``ServerUnreachable`` and retryable errors (after ``retry_delays``) give ``PENDING``.
+    Raises ``SpoolError`` for a damaged folder."""
+    if not spool.try_lock():
+        return _result(spool, DeliveryState.BUSY, 0, "in use by another process")
+    retry = _retrying(retry_delays, wait)
+    sent = 0
+    try:
+        job = _ensure_started(client, spool, retry)
+        finish = spool.finish()
+        if not job.running:
+            return _finished_already(spool, job, finish)
+        if finish is None:  # its agent died before the finish: close it (module docstring)
+            finish = _close_abandoned(spool)
+        total = spool.batch_count()
+        for n in range(_first_missing(job), total):
+            entries = spool.read_batch(n)
+            try:
+                retry(functools.partial(client.send_batch, job.ref, n, entries), f"batch {n}")
+            except AgentApiError as exc:
+                if exc.status in (404, 409):
+                    raise _Dropped(f"the server refused batch {n} of {total} ({exc.message})"
+                                   ) from exc
+                raise
+            sent += 1
+        try:
+            retry(lambda: client.finish_job(job.ref, finish.status,
+                                            dedupe_original_size=finish.dedupe_original_size,
+                                            dedupe_saving=finish.dedupe_saving), "finish")
+        except AgentApiError as exc:
+            if exc.status in (404, 409):
+                raise _Dropped(f"the server refused its finish ({exc.message})") from exc
+            raise
+    except _Dropped as exc:
+        return _drop(spool, sent, str(exc))
+    except (ServerUnreachable, AgentApiError) as exc:
+        spool.close()
+        return _result(spool, DeliveryState.PENDING, sent, f"not delivered yet: {exc.message}")
+    spool.remove()
+    return _result(spool, DeliveryState.DELIVERED, sent, "delivered")
+
+
+def deliver_pending(client: AgentClient, root: Path, *,
+                    retry_delays: Sequence[float] = (0.5, 2.0, 5.0),
+                    wait: Callable[[float], object] = time.sleep) -> list[Delivery]:
+    """Deliver every spooled job under ``root``, oldest first (:func:`deliver_job`). Stops at
+    the first ``PENDING`` one (the server is away: the rest would wait for it too, and they
+    must arrive in order). A damaged folder is logged and skipped."""
+    out: list[Delivery] = []
+    for path in pending_spools(root):
+        try:
+            result = deliver_job(client, JobSpool.open(path), retry_delays=retry_delays,
+                                 wait=wait)
+        except SpoolError as exc:
+            log.error("skipping a damaged report spool: %s", exc)
+            continue
+        out.append(result)
+        if result.state is DeliveryState.DELIVERED:
+            log.info("delivered the spooled report of job %s", result.job_id)
+        elif result.state is DeliveryState.DROPPED:
+            log.warning("dropped the spooled report of job %s: %s", result.job_id,
+                        result.message)
+        elif result.state is DeliveryState.PENDING:
+            break
+    return out
+
+
+def _ensure_started(client: AgentClient, spool: JobSpool, retry: Retry) -> RemoteJob:
+    """The server's job of the spool, started now (with the recorded start time) if the
+    spool has no job ID yet. Raises ``_Dropped``, ``ServerUnreachable``, ``AgentApiError``."""
+    r = spool.record
+    if r.job_id is not None:
+        try:
+            job: RemoteJob = retry(lambda: client.get_job(r.ref()), "job status")
+        except AgentApiError as exc:
+            if exc.status == 404:
+                raise _Dropped(f"the server has no job {r.job_id} ({exc.message})") from exc
+            raise
+        return job
+
+    def start() -> RemoteJob:
+        try:
+            return client.start_job(r.set_id, r.destination_id, mode=JobMode(r.mode), cdp=r.cdp,
+                                    run_version=r.run_version, start_time=r.start_ms,
+                                    dedupe_enabled=r.dedupe_enabled)
+        except AgentApiError as exc:
+            job_id = existing_job_id(exc)
+            if job_id is None:
+                raise
+            found = client.get_job(JobRef(r.set_id, r.destination_id, job_id, r.cdp))
+            if found.start_time != r.start_ms:
+                raise _Dropped(f"the server has another job {job_id} (started at "
+                               f"{found.start_time} ms, this one at {r.start_ms} ms)") from exc
+            return found  # ours: a start whose answer was lost
+
+    try:
+        job = retry(start, "job start")
+    except AgentApiError as exc:
+        if exc.status == 404:
+            raise _Dropped(f"the server no longer has this backup set or destination "
+                           f"({exc.message})") from exc
+        raise
+    spool.set_job_id(job.ref.job_id)
+    return job
+
+
+def _close_abandoned(spool: JobSpool) -> FinishRecord:
+    """Spool an ``end`` entry and a ``BS_BACKUP_NOT_FINISHED`` finish for a job whose agent
+    stopped before finishing it."""
+    from opencbs.agent.report import log_entry
+
+    message = "Backup not finished: the agent stopped before the job ended"
+    spool.write_batch(spool.batch_count(), [log_entry(LogType.END, message)])
+    finish = FinishRecord(JobStatus.BACKUP_NOT_FINISHED)
+    spool.write_finish(finish)
+    return finish
+
+
+def _first_missing(job: RemoteJob) -> int:
+    """The first batch number the server lacks: after its last, when it holds every batch up
+    to it (batches are sent in order); else 0 (resending is harmless: idempotent)."""
+    if job.last_batch_no is None:
+        return 0
+    if job.batches_received == job.last_batch_no + 1:
+        return job.last_batch_no + 1
+    return 0
+
+
+def _finished_already(spool: JobSpool, job: RemoteJob, finish: FinishRecord | None
+                      ) -> Delivery:
+    if (finish is not None and job.status == finish.status.value
+            and job.batches_received >= spool.batch_count()):
+        # our finish, whose answer was lost (it is sent only after every batch)
+        spool.remove()
+        return _result(spool, DeliveryState.DELIVERED, 0, "delivered")
+    missing = spool.batch_count() - job.batches_received
+    return _drop(spool, 0, f"the server closed job {job.ref.job_id} as {job.status} and takes no "
+                           f"more entries ({max(missing, 0)} batches of its report not delivered)")
+
+
+def _drop(spool: JobSpool, sent: int, why: str) -> Delivery:
+    log.warning("dropping the spooled report %s: %s", spool.path, why)
+    spool.remove()
+    return _result(spool, DeliveryState.DROPPED, sent, why)
+
+
+def _result(spool: JobSpool, state: DeliveryState, sent: int, message: str) -> Delivery:
+    r = spool.record
+    return Delivery(spool.path.name, r.set_id, r.destination_id, r.job_id, state, sent, message)
+
+
+def iter_records(root: Path) -> Iterator[JobRecord]:
+    """The job records of the spooled jobs under ``root``, oldest first (damaged ones
+    skipped)."""
+    for path in pending_spools(root):
+        try:
+            yield JobSpool.open(path).record
+        except SpoolError:
+            continue
