@@ -9,8 +9,8 @@ refuses connections (server down) or fails after N requests (server lost mid-del
 from __future__ import annotations
 
 import os
-from datetime import timezone
 from collections.abc import Iterator
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +90,8 @@ class Flaky(httpx.BaseTransport):
 def app_transport(client: TestClient) -> httpx.BaseTransport:
     with client.app.state.opencbs.db.write() as conn:  # type: ignore[attr-defined]
         users.add_backup_user(conn, *USER)
-    return client._transport
+    transport: httpx.BaseTransport = client._transport
+    return transport
 
 
 def _agent(transport: httpx.BaseTransport) -> AgentClient:
@@ -124,7 +125,7 @@ def _backup(transport: httpx.BaseTransport, ids: tuple[str, str], storage: Local
             spool: Path, start_ms: int) -> JobOutcome:
     with _agent(transport) as agent:
         return run_backup(agent, ids[0], ids[1], storage, PASSWORD, start_time_ms=start_ms,
-                          batch_size=20, retry_delays=(), spool_dir=spool, zone=timezone.utc)
+                          batch_size=20, retry_delays=(), spool_dir=spool, zone=UTC)
 
 
 def _report(client: TestClient, set_id: str, dest_id: str, job_id: str) -> dict[str, Any]:
@@ -170,7 +171,7 @@ def test_server_down_for_the_whole_job_then_flush(
     assert outcome.status is JobStatus.STOP_SUCCESS and outcome.snapshot_id is not None
     assert not outcome.report_delivered and outcome.report_spool
     assert "agent flush" in outcome.report_error
-    assert outcome.ref.job_id == job_id_at(T0, timezone.utc)  # the zone given (UTC) names it
+    assert outcome.ref.job_id == job_id_at(T0, UTC)  # the zone given (UTC) names it
     folders = pending_spools(spool)
     assert len(folders) == 1 and JobSpool.open(folders[0]).record.job_id is None
     assert JobSpool.open(folders[0]).batch_count() >= 7  # 136 entries + logs, 20 a batch

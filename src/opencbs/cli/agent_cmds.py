@@ -426,11 +426,17 @@ def print_outcome(outcome: JobOutcome) -> None:
         echo(f"snapshot {outcome.snapshot_id}")
     if outcome.message:
         echo(f"note: {outcome.message}")
+    print_delivery_notes(outcome)
+
+
+def print_delivery_notes(outcome: JobOutcome) -> None:
+    """On stderr: the earlier spooled reports delivered first, and, when this job's report
+    could not be delivered, "report spooled, not delivered" with why and where."""
     for d in outcome.flushed:
         note(f"earlier report of job {d.job_id or d.folder}: {d.state.value}"
              f"{'' if d.state is DeliveryState.DELIVERED else ': ' + d.message}")
     if outcome.report_spool:
-        note(f"report spooled, not delivered: {outcome.report_error}")
+        note(f"opencbs: report spooled, not delivered: {outcome.report_error}")
 
 
 def exit_code_of(status: JobStatus) -> int:
@@ -482,6 +488,7 @@ def backup(settings: Settings, set_ref: str | None, sources: tuple[Path, ...],
                           spool_dir=spool_dir, zone=settings.tz())
     if as_json:
         print_json(outcome_json(outcome))
+        print_delivery_notes(outcome)
     else:
         print_outcome(outcome)
     return exit_code_of(outcome.status)

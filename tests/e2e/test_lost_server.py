@@ -1,0 +1,212 @@
+"""Lost server (issue 4) with real processes: ``opencbs backup`` while ``opencbs serve`` is down
+completes and spools its report (exit 0, "report spooled, not delivered"); ``opencbs agent
+flush`` against a server SIGKILLed mid-delivery of that report (5,000 files: six batches) is told
+the server is away (exit 7); after a restart ``opencbs agent flush`` delivers the rest. The
+report then appears exactly once, complete, with counters equal to its lists.
+
+The kill is placed by a small TCP relay between the agent and the server: it forwards bytes both
+ways and SIGKILLs the server as soon as the third ``PUT`` (batch) request has been forwarded, so
+the server dies after two batches, with the third in flight (applied or not).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.test_cli_server import OPENCBS, _env, _wait_until_up, free_port, ok, run
+from tests.integration.test_agent_backup import _check_counters
+
+LOGIN, PASSWORD, ENCRYPTION = "alice", "alice-pw", "repo-secret"
+MONITOR = {"SysUser": "monitor", "SysPwd": "monitor-pw"}
+MANY = 5_000
+
+
+class Relay:
+    """Forwards TCP connections from a port of its own to ``target_port``; calls ``on_put``
+    once, right after forwarding the ``kill_at``-th request that starts with ``PUT``."""
+
+    def __init__(self, target_port: int, kill_at: int, on_put: Callable[[], None]) -> None:
+        self.target_port = target_port
+        self.kill_at = kill_at
+        self.on_put = on_put
+        self.puts = 0
+        self.lock = threading.Lock()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                conn.close()
+                continue
+            threading.Thread(target=self._pipe, args=(conn, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, conn, False),
+                             daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, requests: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+                if requests and data.startswith(b"PUT "):
+                    with self.lock:
+                        self.puts += 1
+                        if self.puts == self.kill_at:
+                            self.on_put()
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Serve:
+    """``opencbs serve`` on a fixed port, which can be killed and started again."""
+
+    def __init__(self, env: dict[str, str], port: int) -> None:
+        self.env = env
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([OPENCBS, "serve", "--port", str(self.port)], env=self.env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _wait_until_up(self.url, self.proc)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        if self.proc is not None and self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Serve]:
+    env = _env(tmp_path / "root")
+    ok(env, "user", "add", LOGIN, "--password-stdin", stdin=PASSWORD + "\n")
+    ok(env, "sysuser", "add", "monitor", "--role", "API_ONLY", "--password-stdin",
+       stdin=MONITOR["SysPwd"] + "\n")
+    server = Serve(env, free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+def _agent_env(serve: Serve, url: str) -> dict[str, str]:
+    return {**serve.env, "OPENCBS_SERVER_URL": url, "OPENCBS_LOGIN_NAME": LOGIN,
+            "OPENCBS_PASSWORD": PASSWORD, "OPENCBS_ENCRYPTION_PASSWORD": ENCRYPTION}
+
+
+def _report(url: str, job: dict[str, Any]) -> dict[str, Any]:
+    r = httpx.post(url + "/obs/api/json/GetBackupJobReport.do", timeout=30, json={
+        **MONITOR, "LoginName": LOGIN, "BackupSetID": job["backup_set_id"],
+        "DestinationID": job["destination_id"], "BackupJobID": job["job_id"]})
+    answer: dict[str, Any] = r.json()
+    assert answer["Status"] == "OK", answer
+    data: dict[str, Any] = answer["Data"]
+    return data
+
+
+def _jobs(url: str, set_id: str) -> list[str]:
+    r = httpx.post(url + "/obs/api/json/ListBackupJobs.do", timeout=30,
+                   json={**MONITOR, "LoginName": LOGIN})
+    answer = r.json()
+    assert answer["Status"] == "OK", answer
+    return [j for s in answer["Data"] if str(s["BackupSetID"]) == set_id for j in s["BackupJob"]]
+
+
+def _assert_once_and_complete(data: dict[str, Any], new_files: int) -> None:
+    _check_counters(data)
+    types = [e["Type"] for e in data["Logs"]]
+    assert (types[0], types[-1], types.count("start"), types.count("end")) == (
+        "start", "end", 1, 1)
+    names = [e["Name"] for e in data["new"]]
+    assert len(names) == len(set(names))
+    assert int(data["NumOfNewFiles"]) == new_files
+
+
+def test_backup_with_server_down_then_killed_mid_delivery(serve: Serve, tmp_path: Path) -> None:
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    (src / "first").mkdir(parents=True)
+    (src / "first" / "a.txt").write_bytes(b"alpha")
+    env_up = _agent_env(serve, serve.url)
+
+    # job 1 with the server up: creates the set (remembered by the agent)
+    first = json.loads(ok(env_up, "backup", "--set", "many", "--source", str(src),
+                          "--destination", str(dest), "--json"))
+    assert first["report_delivered"] is True
+
+    # job 2 with the server down for the whole job: 5,000 new files in 50 folders
+    serve.kill()
+    for d in range(50):
+        folder = src / "many" / f"d{d:02d}"
+        folder.mkdir(parents=True)
+        for i in range(MANY // 50):
+            (folder / f"f{i:03d}").write_bytes(f"{d}/{i}\n".encode())
+    res = run(env_up, "backup", "--set", "many", "--json")
+    assert res.returncode == 0, res.stderr
+    assert "report spooled, not delivered" in res.stderr
+    assert "Traceback" not in res.stderr
+    job = json.loads(res.stdout)
+    assert job["status"] == "BS_STOP_SUCCESS" and job["snapshot_id"]
+    assert job["counts"]["new"] == MANY + 51 and job["report_delivered"] is False
+    spool = Path(job["report_spool"])
+    batches = len(list(spool.glob("batch-*.json")))
+    assert batches >= 6
+    listed = json.loads(ok(env_up, "snapshots", "--destination", str(dest), "--json"))
+    assert [s["job_id"] for s in listed] == [first["job_id"], job["job_id"]]
+
+    # the server comes back and dies after two batches, the third in flight
+    serve.start()
+    relay = Relay(serve.port, kill_at=3, on_put=serve.kill)
+    try:
+        broken = run(_agent_env(serve, f"http://127.0.0.1:{relay.port}"), "agent", "flush")
+    finally:
+        relay.close()
+    assert relay.puts == 3
+    assert broken.returncode == 7, broken.stdout + broken.stderr
+    assert "pending" in broken.stdout and "Traceback" not in broken.stderr
+    assert spool.is_dir()
+
+    # restarted: flush delivers the rest, once
+    serve.start()
+    done = run(env_up, "agent", "flush", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = json.loads(done.stdout)
+    assert [(r["job_id"], r["state"]) for r in rows] == [(job["job_id"], "delivered")]
+    assert 0 < rows[0]["batches_sent"] <= batches - 2  # the server had two or three already
+    assert not spool.exists()
+    assert ok(env_up, "agent", "flush").strip() == "nothing to deliver"
+
+    assert sorted(_jobs(serve.url, job["backup_set_id"])) == sorted(
+        [first["job_id"], job["job_id"]])
+    data = _report(serve.url, job)
+    assert data["BackupJobStatus"] == "BS_STOP_SUCCESS"
+    _assert_once_and_complete(data, MANY)
+    assert int(data["NumOfNewDirCount"]) == 51
