@@ -56,6 +56,13 @@ spooled to a temporary file (one encoded record per entry, about 100 bytes plus 
 not held in memory: ``commit_snapshot`` flushes the open writer and so cannot take entries while
 files are still being read. The spool is written once and read once, sequentially; its size is
 that of the snapshot tree before compression, so disk, not memory, bounds it.
+
+The previous snapshot is streamed in walk order alongside the scan (``load_snapshot`` decodes
+its tree chunk by chunk; ``pair_by_path`` merges the two streams; a previous entry's chunk list
+is held only until its pair is handled). Measured with tracemalloc on a 100,000-file previous
+snapshot, unchanged rescan: peak 206 bytes per file, of which about 157 are the classifier's
+copy-source index (one ``content id -> path`` item per distinct previous content, see
+``engine.classify``) and 49 the stream itself; nothing per file stays after the pass.
 """
 
 from __future__ import annotations
