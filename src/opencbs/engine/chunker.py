@@ -113,11 +113,21 @@ def chunk_stream(
     is the caller's concern.
     """
     chunker = StreamChunker(params)
-    while True:
-        data = fileobj.read(read_size)
-        if not data:
-            break
+    data = fileobj.read(read_size)
+    if not data:
+        return
+    if len(data) <= chunker.params.min_size:
+        # Small-file fast path: a stream of at most ``min_size`` bytes is one chunk (FastCDC
+        # never cuts before ``min_size``), found without buffering or scanning it.
+        more = fileobj.read(read_size)
+        if not more:
+            yield bytes(data)
+            return
         yield from chunker.feed(data)
+        data = more
+    while data:
+        yield from chunker.feed(data)
+        data = fileobj.read(read_size)
     yield from chunker.finish()
 
 

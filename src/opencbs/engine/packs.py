@@ -110,6 +110,10 @@ class PackBuilder:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def chunk_ids(self) -> list[bytes]:
+        """IDs of the chunks added so far, in order."""
+        return [e.chunk_id for e in self._entries]
+
     def add(self, chunk_id: bytes, blob: bytes, stored_size: int, original_size: int) -> None:
         """Append a sealed chunk payload."""
         entry = PackEntry(chunk_id, len(self._buf), len(blob), stored_size, original_size)

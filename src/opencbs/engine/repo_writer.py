@@ -1,15 +1,35 @@
-"""Storing content: chunk, deduplicate, compress, seal, pack, index.
+"""Storing content: chunk, deduplicate, compress, seal, pack, index — on two cores.
 
 A ``Writer`` (from ``Repository.writer()``) keeps one open pack in memory. When the pack reaches
 the repository's target size (16 MiB by default) it is stored, then its index object, and only
 then do its chunks count as stored for everyone: a job interrupted at any point leaves finished
 packs that later writers reuse, and at most an unindexed pack (see ``recover_indexes``).
+
+Pipeline: the caller's thread reads, chunks and hashes (and decides deduplication); chunks of
+at least ``ASYNC_MIN`` bytes are compressed and sealed by a shared pool of worker threads
+(zstd, AES-GCM and BLAKE3 release the GIL), and finished packs are hashed and stored by one
+shared I/O thread, while the caller goes on with the next file. Smaller chunks are compressed
+and sealed in the caller's thread (a hand-off would cost more than the work). Chunks enter the
+open pack in the order they were added, and packs are stored in the order they were finished,
+each followed by its index object. At most ``MAX_INFLIGHT`` chunks wait for compression and at
+most ``MAX_PACKS_INFLIGHT`` finished packs wait for storage (memory stays at about
+``(MAX_PACKS_INFLIGHT + 2) x pack size + MAX_INFLIGHT x 2 x 4 MiB``).
+
+A failure to store a pack (``DestinationError``) is raised in the caller's thread, by the
+``add_file``/``add_chunk``/``flush`` call that next looks at the finished packs (``flush``
+always does). ``FileResult`` sizes that depend on compression (``stored_size``,
+``new_stored_bytes``) are computed when first read, waiting for that file's chunks only.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
+import weakref
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -18,9 +38,73 @@ from opencbs.engine.chunk_index import INDEX_PREFIX, ChunkIndex, seal_index
 from opencbs.engine.chunker import ChunkerParams, Readable, chunk_stream
 from opencbs.engine.compression import encode_payload
 from opencbs.engine.crypto import Keys
-from opencbs.engine.packs import PackBuilder, pack_name
+from opencbs.engine.packs import PackBuilder, PackEntry, pack_name
 
 log = logging.getLogger(__name__)
+
+#: Chunks of at least this many bytes are compressed and sealed by the worker pool.
+ASYNC_MIN = 64 * 1024
+#: Chunks handed to the pool and not yet in the open pack (bounds memory).
+MAX_INFLIGHT = 8
+#: Finished packs handed to the I/O thread and not yet stored (bounds memory).
+MAX_PACKS_INFLIGHT = 1
+
+_pool_lock = threading.Lock()
+_pools: dict[str, ThreadPoolExecutor] = {}
+
+
+def _pool(kind: str) -> ThreadPoolExecutor:
+    """The shared ``compress`` pool (one thread per core, at most 4) or ``io`` thread."""
+    with _pool_lock:
+        pool = _pools.get(kind)
+        if pool is None:
+            workers = max(1, min(4, os.cpu_count() or 1)) if kind == "compress" else 1
+            pool = ThreadPoolExecutor(workers, thread_name_prefix=f"opencbs-{kind}")
+            _pools[kind] = pool
+        return pool
+
+
+class _Slot:
+    """One new chunk on its way into a pack: sizes (``stored`` is -1 until compressed) and,
+    until it enters the open pack, the pool's future of its sealed blob."""
+
+    __slots__ = ("chunk_id", "original", "stored", "future", "blob")
+
+    def __init__(self, chunk_id: bytes, original: int) -> None:
+        self.chunk_id = chunk_id
+        self.original = original
+        self.stored = -1
+        self.future: Future[tuple[bytes, int]] | None = None
+        self.blob: bytes | None = None
+
+    def stored_size(self) -> int:
+        """Compressed bytes; waits for the worker if needed (re-raises its error)."""
+        if self.stored < 0:
+            future = self.future
+            if future is not None:
+                self.stored = future.result()[1]
+        return self.stored
+
+
+def _seal_chunk(keys: Keys, level: int, chunk_id: bytes, data: bytes) -> tuple[bytes, int]:
+    """``(sealed blob, compressed size)`` of a chunk."""
+    payload, stored_size = encode_payload(data, level)
+    return keys.seal(payload, chunk_id), stored_size
+
+
+def _store_pack(storage: Storage, keys: Keys, pack: PackBuilder) -> tuple[str, list[PackEntry]]:
+    """Finish and store a pack, then its index object (I/O thread)."""
+    pack_id, data, entries = pack.finish(keys)
+    storage.put(pack_name(pack_id), data)
+    index_name = INDEX_PREFIX + pack_id
+    storage.put(index_name, seal_index(keys, index_name, [(pack_id, entries)]))
+    log.debug("stored pack %s: %d chunks, %d bytes", pack_id, len(entries), len(data))
+    return pack_id, entries
+
+
+def _wait_stored(packs: deque[tuple[Future[tuple[str, list[PackEntry]]], list[bytes]]]) -> None:
+    """Let finished packs reach the destination (a writer dropped without ``flush``)."""
+    wait_futures([f for f, _ in packs])
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +119,6 @@ class ChunkResult:
     new: bool
 
 
-@dataclass(frozen=True, slots=True)
 class FileResult:
     """The content of one file as stored (sizes in bytes).
 
@@ -45,21 +128,76 @@ class FileResult:
     or not (the report's "zipped" size); ``new_stored_bytes``: compressed bytes of the chunks this
     file added; ``dedup_saved_bytes``: original bytes of chunks that were already stored (the
     report's ``DedupeSaving`` share), so ``original_size`` = new original bytes + this.
+
+    ``stored_size`` and ``new_stored_bytes`` may wait, when first read, for the worker threads
+    to compress this file's chunks: read them late (after the next files were added) to keep
+    both cores busy. Every other field is known at once.
     """
 
-    chunk_ids: tuple[bytes, ...]
-    content_id: bytes
-    original_size: int
-    stored_size: int
-    new_stored_bytes: int
-    dedup_saved_bytes: int
+    __slots__ = ("chunk_ids", "content_id", "original_size", "dedup_saved_bytes",
+                 "_known", "_new_known", "_waiting")
+
+    def __init__(self, chunk_ids: tuple[bytes, ...], content_id: bytes, original_size: int,
+                 stored_size: int, new_stored_bytes: int, dedup_saved_bytes: int,
+                 waiting: tuple[tuple[_Slot, bool], ...] = ()) -> None:
+        """``stored_size``/``new_stored_bytes``: the part already known; ``waiting``: chunks
+        whose compressed size is still to come, each with whether this file added it."""
+        self.chunk_ids = chunk_ids
+        self.content_id = content_id
+        self.original_size = original_size
+        self.dedup_saved_bytes = dedup_saved_bytes
+        self._known = stored_size
+        self._new_known = new_stored_bytes
+        self._waiting = waiting
+
+    def _resolve(self) -> None:
+        for slot, new in self._waiting:
+            size = slot.stored_size()
+            self._known += size
+            if new:
+                self._new_known += size
+        self._waiting = ()
+
+    @property
+    def stored_size(self) -> int:
+        """Compressed bytes of the file's chunks (may wait for their compression)."""
+        if self._waiting:
+            self._resolve()
+        return self._known
+
+    @property
+    def new_stored_bytes(self) -> int:
+        """Compressed bytes of the chunks this file added (may wait for their compression)."""
+        if self._waiting:
+            self._resolve()
+        return self._new_known
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FileResult):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self.chunk_ids, self.content_id, self.original_size, self.stored_size,
+                self.new_stored_bytes, self.dedup_saved_bytes)
+
+    def __repr__(self) -> str:
+        return (f"FileResult(chunks={len(self.chunk_ids)}, content_id="
+                f"{self.content_id.hex()[:16]}…, original_size={self.original_size}, "
+                f"stored_size={self.stored_size}, new_stored_bytes={self.new_stored_bytes}, "
+                f"dedup_saved_bytes={self.dedup_saved_bytes})")
 
 
 class Writer:
-    """Adds chunks and files to a repository. Not thread-safe: one writer per thread.
+    """Adds chunks and files to a repository. Not thread-safe: one writer per thread (it uses
+    shared worker threads itself, see the module docstring).
 
-    Use as a context manager (flushes on a normal exit) or call ``flush()``. Chunks of the open
-    pack are deduplicated within this writer but are not readable until flushed.
+    Use as a context manager (flushes on a normal exit, ``close`` on an error) or call
+    ``flush()``. Chunks of the open pack are deduplicated within this writer but are not
+    readable until flushed. A writer dropped without ``flush`` still lets the packs it had
+    finished reach the destination; its open pack is lost.
     """
 
     def __init__(
@@ -80,7 +218,13 @@ class Writer:
         self._level = compression_level
         self._target = pack_target_size
         self._pack = PackBuilder()
-        self._pending: dict[bytes, tuple[int, int]] = {}  # chunk ID -> (stored, original)
+        # Chunks added but not yet in an indexed pack: chunk ID -> slot (sizes).
+        self._pending: dict[bytes, _Slot] = {}
+        # Slots handed to the pool, in the order they must enter the pack.
+        self._inflight: deque[_Slot] = deque()
+        # Packs handed to the I/O thread, oldest first, with their chunk IDs.
+        self._packs: deque[tuple[Future[tuple[str, list[PackEntry]]], list[bytes]]] = deque()
+        self._finalizer = weakref.finalize(self, _wait_stored, self._packs)
 
     def __enter__(self) -> Writer:
         return self
@@ -93,42 +237,35 @@ class Writer:
     ) -> None:
         if exc_type is None:
             self.flush()
+        else:
+            self.close()
 
     def has_chunk(self, chunk_id: bytes) -> bool:
-        """Whether the chunk is stored or waiting in this writer's open pack."""
+        """Whether the chunk is stored or on its way into this writer's packs."""
         return chunk_id in self._pending or chunk_id in self._index
-
-    def _known_sizes(self, chunk_id: bytes) -> tuple[int, int] | None:
-        pending = self._pending.get(chunk_id)
-        if pending is not None:
-            return pending
-        loc = self._index.get(chunk_id)
-        return None if loc is None else (loc.stored_size, loc.original_size)
 
     def add_chunk(self, data: bytes, chunk_id: bytes | None = None) -> ChunkResult:
         """Store one chunk unless already stored. ``chunk_id`` may be passed if already
-        computed (``Keys.chunk_id(data)``). Raises ``DestinationError`` if a pack cannot be
-        written (nothing is then recorded for that pack)."""
+        computed (``Keys.chunk_id(data)``). Waits for the chunk's compression. Raises
+        ``DestinationError`` if a pack could not be written (that pack's chunks are then
+        forgotten, and stored again if added again)."""
         if chunk_id is None:
             chunk_id = self._keys.chunk_id(data)
-        known = self._known_sizes(chunk_id)
-        if known is not None:
-            return ChunkResult(chunk_id, len(data), known[0], new=False)
-        payload, stored_size = encode_payload(data, self._level)
-        blob = self._keys.seal(payload, chunk_id)
-        if len(self._pack) and self._pack.size + len(blob) > self._target:
-            self.flush()
-        self._pack.add(chunk_id, blob, stored_size, len(data))
-        self._pending[chunk_id] = (stored_size, len(data))
-        return ChunkResult(chunk_id, len(data), stored_size, new=True)
+        slot, new = self._add(chunk_id, data)
+        if slot is None:
+            loc = self._index.get(chunk_id)
+            assert loc is not None
+            return ChunkResult(chunk_id, len(data), loc.stored_size, new=False)
+        return ChunkResult(chunk_id, len(data), slot.stored_size(), new=new)
 
     def add_file(self, source: str | os.PathLike[str] | Readable) -> FileResult:
         """Store the content of a file: a path, or any ``Readable`` (an object with
         ``read(n) -> bytes``, e.g. a binary file or ``BytesIO``) read to its end.
 
-        The file is read in 1 MiB pieces, never whole. Errors reading the source (``OSError``)
-        propagate unchanged for the caller to report per file; ``DestinationError`` means the
-        destination failed.
+        The file is read in 1 MiB pieces, never whole; it is entirely read when this returns
+        (its compression may still be running: see ``FileResult``). Errors reading the source
+        (``OSError``) propagate unchanged for the caller to report per file;
+        ``DestinationError`` means the destination failed.
         """
         if isinstance(source, (str, os.PathLike)):
             with open(source, "rb") as f:
@@ -136,33 +273,170 @@ class Writer:
         return self._add_stream(source)
 
     def _add_stream(self, f: Readable) -> FileResult:
-        hasher = self._keys.hasher()
+        keys = self._keys
+        hasher = None
+        first: bytes | None = None
         ids: list[bytes] = []
+        waiting: list[tuple[_Slot, bool]] = []
         original = stored = new_stored = saved = 0
         for chunk in chunk_stream(f, self._chunker):
-            hasher.update(chunk)
-            result = self.add_chunk(chunk)
-            ids.append(result.chunk_id)
-            original += result.original_size
-            stored += result.stored_size
-            if result.new:
-                new_stored += result.stored_size
+            # The content ID of a one-chunk file is its chunk ID (the same keyed BLAKE3 over
+            # the same bytes): hash the whole content separately only from a second chunk on.
+            if hasher is not None:
+                hasher.update(chunk)
+            elif first is None:
+                first = chunk
             else:
-                saved += result.original_size
-        return FileResult(tuple(ids), hasher.digest(), original, stored, new_stored, saved)
+                hasher = keys.hasher()
+                hasher.update(first)
+                hasher.update(chunk)
+                first = None
+            chunk_id = keys.chunk_id(chunk)
+            ids.append(chunk_id)
+            size = len(chunk)
+            original += size
+            slot, new = self._add(chunk_id, chunk)
+            if not new:
+                saved += size
+            if slot is None:  # in an indexed pack
+                loc = self._index.get(chunk_id)
+                assert loc is not None
+                stored += loc.stored_size
+            elif slot.stored >= 0:
+                stored += slot.stored
+                if new:
+                    new_stored += slot.stored
+            else:
+                waiting.append((slot, new))
+        if hasher is not None:
+            content_id = hasher.digest()
+        elif ids:
+            content_id = ids[0]
+        else:
+            content_id = keys.hasher().digest()
+        return FileResult(tuple(ids), content_id, original, stored, new_stored, saved,
+                          tuple(waiting))
+
+    def _add(self, chunk_id: bytes, data: bytes) -> tuple[_Slot | None, bool]:
+        """``(slot, new)``: the chunk's pending slot (``None`` if in an indexed pack) and
+        whether this call added it."""
+        self._collect(block=False)
+        slot = self._pending.get(chunk_id)
+        if slot is not None:
+            return slot, False
+        if chunk_id in self._index:
+            return None, False
+        slot = _Slot(chunk_id, len(data))
+        self._pending[chunk_id] = slot
+        if len(data) >= ASYNC_MIN:
+            slot.future = _pool("compress").submit(
+                _seal_chunk, self._keys, self._level, chunk_id, data)
+            self._inflight.append(slot)
+            self._drain(MAX_INFLIGHT)
+        else:
+            slot.blob, slot.stored = _seal_chunk(self._keys, self._level, chunk_id, data)
+            if self._inflight:
+                self._inflight.append(slot)
+                self._drain(MAX_INFLIGHT)
+            else:
+                self._to_pack(slot)
+        return slot, True
+
+    def _drain(self, limit: int) -> None:
+        """Move compressed chunks into the open pack, in order, until at most ``limit`` wait;
+        chunks already compressed at the head move without waiting."""
+        inflight = self._inflight
+        while inflight:
+            head = inflight[0]
+            if len(inflight) <= limit and head.future is not None and not head.future.done():
+                return
+            inflight.popleft()
+            self._to_pack(head)
+
+    def _to_pack(self, slot: _Slot) -> None:
+        future = slot.future
+        if future is not None:
+            try:
+                slot.blob, slot.stored = future.result()
+            except BaseException:
+                self._pending.pop(slot.chunk_id, None)
+                raise
+            slot.future = None
+        blob = slot.blob
+        assert blob is not None
+        slot.blob = None
+        shipped = False
+        if len(self._pack) and self._pack.size + len(blob) > self._target:
+            self._ship()
+            shipped = True
+        self._pack.add(slot.chunk_id, blob, slot.stored, slot.original)
+        # Wait for the I/O thread only now, with the chunk in the new pack: if an older pack
+        # failed, the error leaves this writer consistent.
+        while shipped and len(self._packs) > MAX_PACKS_INFLIGHT:
+            self._collect(block=True)
+
+    def _ship(self) -> None:
+        """Hand the open pack to the I/O thread."""
+        pack, self._pack = self._pack, PackBuilder()
+        future = _pool("io").submit(_store_pack, self._storage, self._keys, pack)
+        self._packs.append((future, pack.chunk_ids()))
+
+    def _collect(self, *, block: bool) -> None:
+        """Index the packs the I/O thread has stored (oldest first; with ``block``, waits for
+        the oldest). Raises the error of a pack that could not be stored, after forgetting
+        its chunks."""
+        packs = self._packs
+        while packs and (block or packs[0][0].done()):
+            block = False
+            future, chunk_ids = packs.popleft()
+            try:
+                pack_id, entries = future.result()
+            except BaseException:
+                for chunk_id in chunk_ids:
+                    self._pending.pop(chunk_id, None)
+                raise
+            self._index.add_pack(pack_id, entries)
+            for chunk_id in chunk_ids:
+                self._pending.pop(chunk_id, None)
 
     def flush(self) -> None:
-        """Store the open pack and its index object (no-op if empty). After this every chunk
-        added so far is readable and visible to ``has_chunk`` of all writers."""
-        if not len(self._pack):
-            return
-        pack_id, data, entries = self._pack.finish(self._keys)
+        """Store the open pack and its index object (no-op if empty) and wait until every
+        pack of this writer is stored and indexed. After this every chunk added so far is
+        readable and visible to ``has_chunk`` of all writers. Raises ``DestinationError``
+        (the first failure; the chunks of failed packs are forgotten)."""
+        error: BaseException | None = None
+        try:
+            self._drain(0)
+        except BaseException as exc:  # a compression failure: nothing of it was stored
+            error = exc
+            self._discard_open()
+        if len(self._pack):
+            self._ship()
+        while self._packs:
+            try:
+                self._collect(block=True)
+            except BaseException as exc:
+                error = error or exc
+        if error is not None:
+            raise error
+
+    def _discard_open(self) -> None:
+        for slot in self._inflight:
+            if slot.future is not None:
+                slot.future.cancel()
+            self._pending.pop(slot.chunk_id, None)
+        self._inflight.clear()
+        for chunk_id in self._pack.chunk_ids():
+            self._pending.pop(chunk_id, None)
         self._pack = PackBuilder()
-        # Whatever happens below, the open pack's chunks are no longer pending: on a failure
-        # they are lost and must be stored again if added again.
-        self._pending.clear()
-        self._storage.put(pack_name(pack_id), data)
-        index_name = INDEX_PREFIX + pack_id
-        self._storage.put(index_name, seal_index(self._keys, index_name, [(pack_id, entries)]))
-        self._index.add_pack(pack_id, entries)
-        log.debug("stored pack %s: %d chunks, %d bytes", pack_id, len(entries), len(data))
+
+    def close(self) -> None:
+        """Drop the open pack and the chunks still being compressed (as a job that stops does)
+        and wait until the packs already finished are stored; never raises for them (their
+        failures are logged). The writer can be used again."""
+        self._discard_open()
+        while self._packs:
+            try:
+                self._collect(block=True)
+            except Exception as exc:  # noqa: BLE001 - closing after another error
+                log.warning("a finished pack was not stored: %s", exc)
