@@ -318,7 +318,7 @@ def test_file_vanishing_before_its_read_is_a_warning_and_a_deletion(
             os.unlink(path)  # gone between the scan and the read
         return original_open(path, flags, *args, **kwargs)
 
-    monkeypatch.setattr(backup_mod.os, "open", vanishing_open)
+    monkeypatch.setattr(os, "open", vanishing_open)
     outcome = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0 + 60_000)
     monkeypatch.undo()
     assert outcome.status is JobStatus.STOP_SUCCESS_WITH_WARNING
