@@ -235,6 +235,8 @@ def test_first_changed_and_unchanged_jobs_then_restore(
     assert _names(data, "mov", src) == {("F", "src/ren.txt -> src/ren2.txt"),
                                         ("F", "src/mv.txt -> src/sub/mv.txt")}
     assert _names(data, "cpy", src) == {("F", "src/c-copy.bin")}
+    # the source is an unchanged file: named by the second pass over the previous snapshot
+    assert data["cpy"][0]["FromFile"] == str(src / "sub" / "c.bin")
     assert second.counts[ReportList.DEL] == 4
     # Read this job: a.txt (new content) and b.txt, ren2, sub/mv, c-copy (content stored).
     new_a = len(b"alpha changed " * 70)

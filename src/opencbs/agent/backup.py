@@ -10,7 +10,9 @@
 3. scans the set's sources (``settings.sources`` and ``settings.filters`` from the server; links
    never followed) merged by path with the previous snapshot; per regular file,
    ``classify.needs_content`` decides whether it is read; read content goes to the repository;
-4. classifies (cbs-api.md §5), sends the entries in batches of ~1000 with their stored and
+4. classifies (cbs-api.md §5) — when there are copies of previous content, streaming the
+   previous snapshot a second time to name their sources (``classify.resolve_sources``) —
+   sends the entries in batches of ~1000 with their stored and
    original sizes, commits the snapshot (last: nothing refers to it until then), sends the end
    log entry and finishes the job with its status and dedupe figures.
 
@@ -43,12 +45,15 @@ were stored already.
 
 Copies (cbs-api.md §5: content "already in the backup, or stored earlier in this job") are
 recognised against the previous snapshot's contents and this job's, with the copy's source named
-(``FromFile``). ``known_content`` is not passed to ``classify_pairs``: the repository has no
-content index (a multi-chunk file's content ID lives only in snapshot trees, so knowing every
-stored content means reading every tree, O(all snapshots)), and passing it makes the classifier
-forget the previous snapshot's paths, so a copy of an unchanged file would lose its ``FromFile``.
-A copy of content found only in an older snapshot is therefore reported ``new`` (it still
-deduplicates: ``DedupeSaving`` counts it).
+(``FromFile``): the classifier keeps only a 64-bit hash per previous file, so a copy of previous
+content comes out tentative, and only then is the previous snapshot read again, once, to find
+each source path (and confirm the full content id) before the entries are sent.
+``known_content`` is not passed to ``classify_pairs``: the repository has no content index (a
+multi-chunk file's content ID lives only in snapshot trees, so knowing every stored content
+means reading every tree, O(all snapshots)), and passing it makes the classifier name no source
+for a copy of an unchanged file, so it would lose its ``FromFile``. A copy of content found only
+in an older snapshot is therefore reported ``new`` (it still deduplicates: ``DedupeSaving``
+counts it).
 
 Memory: one report batch, the classification's changed entries (see ``engine.classify``), and
 the chunk lists of previous entries missing from the scan. The new snapshot's entries are
@@ -60,9 +65,10 @@ that of the snapshot tree before compression, so disk, not memory, bounds it.
 The previous snapshot is streamed in walk order alongside the scan (``load_snapshot`` decodes
 its tree chunk by chunk; ``pair_by_path`` merges the two streams; a previous entry's chunk list
 is held only until its pair is handled). Measured with tracemalloc on a 100,000-file previous
-snapshot, unchanged rescan: peak 206 bytes per file, of which about 157 are the classifier's
-copy-source index (one ``content id -> path`` item per distinct previous content, see
-``engine.classify``) and 49 the stream itself; nothing per file stays after the pass.
+snapshot, unchanged rescan (``bench/agent_memory.py``): peak about 47 bytes per previous file
+(was 206 with a ``content id -> path`` copy-source index), of which 8 are the classifier's
+content hash per previous file (see ``engine.classify``) and the rest the stream itself; nothing
+per file stays after the pass. The copy-source pass holds O(copies).
 """
 
 from __future__ import annotations
@@ -109,6 +115,7 @@ from opencbs.engine.classify import (
     needs_content,
     pair_by_path,
     path_sort_key,
+    resolve_sources,
     reuse_content,
 )
 from opencbs.engine.entries import Entry, display_path
@@ -413,6 +420,8 @@ class _Job:
         )
         writer.flush()
         self._check_cancel()
+        if result.sources_wanted and previous is not None:  # name the copies' sources
+            result = resolve_sources(result, (e for e, _ in repo.load_snapshot(previous.id)[1]))
         self._send_changes(repo, result)
         meta = SnapshotMeta(
             time_ns=self.start_ms * 1_000_000, set_id=self.ref.set_id,

@@ -52,19 +52,30 @@ changes. Matched paths (same path on both sides) are decided on the fly and drop
 only (a) the unmatched candidates — every previous-only entry (deleted, moved away or carried:
 that is decided after the last pair, when the scan's incomplete directories are final) and every
 appeared regular file, (b) the changes and carried entries it returns, and (c) when
-``known_content`` is ``None``, one ``content id → path`` item per distinct non-empty previous
-content (to recognise copies of unchanged files and name their source). Pass ``known_content``
-(the repository's content index, which must include every content of the previous snapshot) to
-drop (c): then a copy's ``from_path`` is known only when its source is a vanished file or a file
-of this job. So memory is O(changed paths), plus O(distinct previous contents) without
-``known_content``.
+``known_content`` is ``None``, the 64-bit hash of each non-empty previous file's content id in an
+``array('q')`` — 8 bytes per previous file (plus the array's growth slack), no path (issue 4:
+at most about 150 bytes per previous file). So memory is O(changed paths) + 8 bytes per
+previous file; with ``known_content`` (the repository's content index, which must include every
+content of the previous snapshot), O(changed paths).
+
+Copy sources, two passes: (c) tells only that a new file's content is *probably* in the
+previous snapshot (a hash match; a false match among 64-bit hashes is astronomically unlikely but
+is handled). Such a copy comes out of :func:`classify_pairs` *tentative*: ``cpy`` with
+:attr:`Reason.CONTENT_ALREADY_STORED` and ``from_path`` ``None``, its content id in
+:attr:`Classification.sources_wanted`. :func:`resolve_sources` then streams the previous
+snapshot once more, names each copy's source (the first previous path in walk order with that
+exact content id) and, should a content id have no previous file after all, turns the copy into
+what it would have been without the match (``cpy`` of a file of this job, or ``new``). Its memory
+is O(copies). :func:`classify` does both passes. With ``known_content`` no copy is tentative, and
+a copy's ``from_path`` is known only when its source is a vanished file or a file of this job.
 """
 
 from __future__ import annotations
 
 import logging
+from array import array
 from collections.abc import Callable, Collection, Container, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from opencbs.engine.entries import Entry, display_path
@@ -81,6 +92,7 @@ __all__ = [
     "needs_content",
     "pair_by_path",
     "path_sort_key",
+    "resolve_sources",
     "reuse_content",
     "under_incomplete",
 ]
@@ -139,11 +151,19 @@ class Classification:
     ``changes`` in walk order of their entry's path; ``carried`` the previous entries the caller
     must copy into the new snapshot unchanged (missing now, under an incomplete directory), in
     walk order; ``unchanged`` the number of current entries that produced no change.
+
+    ``sources_wanted``: the content ids of the *tentative* copies (module docstring, "Copy
+    sources"), whose ``from_path`` is ``None`` until :func:`resolve_sources` names it from the
+    previous snapshot; empty when there is none (then no second pass is needed).
+    ``fallbacks``: for each tentative copy, keyed by its path, the change it becomes if the
+    previous snapshot holds no file of its content after all (used by :func:`resolve_sources`).
     """
 
     changes: tuple[Change, ...]
     carried: tuple[Entry, ...]
     unchanged: int
+    sources_wanted: frozenset[bytes] = frozenset()
+    fallbacks: Mapping[bytes, Change] = field(default_factory=dict)
 
     def of_kind(self, kind: ReportList) -> tuple[Change, ...]:
         """The changes of one report list, in walk order."""
@@ -244,12 +264,18 @@ def classify(
     ``ValueError``. Iterables must be in walk order (:func:`path_sort_key`); a mapping
     ``path → Entry`` is sorted here. ``incomplete_dirs``: directories and sources whose scan did
     not complete. ``known_content``: content ids stored in the repository before this job.
+
+    Both passes (module docstring, "Copy sources"): the previous entries are held in a list for
+    the second one, so memory is O(previous entries); a streaming caller uses
+    :func:`classify_pairs` then :func:`resolve_sources` instead. The result has no tentative copy.
     """
-    return classify_pairs(
-        pair_by_path(_in_walk_order(previous), _in_walk_order(current)),
+    prev_list = list(_in_walk_order(previous))
+    result = classify_pairs(
+        pair_by_path(prev_list, _in_walk_order(current)),
         incomplete_dirs,
         known_content,
     )
+    return resolve_sources(result, prev_list) if result.sources_wanted else result
 
 
 def classify_pairs(
@@ -263,12 +289,59 @@ def classify_pairs(
     ``incomplete_dirs`` is used only after the last pair; it may be a callable, called then, so
     that a scan still running while the pairs stream is asked once it has finished (e.g.
     ``lambda: scan.incomplete_dirs``).
+
+    Copies of previous content may be tentative (``from_path`` ``None``, listed in
+    :attr:`Classification.sources_wanted`): pass the result and the previous snapshot, streamed
+    again, to :func:`resolve_sources` before reporting it.
     """
     gather = _Gather(known_content)
     for prev, cur in pairs:
         gather.add(prev, cur)
     incomplete = incomplete_dirs() if callable(incomplete_dirs) else incomplete_dirs
     return gather.finish(frozenset(incomplete))
+
+
+def resolve_sources(result: Classification, previous: Iterable[Entry]) -> Classification:
+    """``result`` with its tentative copies settled (module docstring, "Copy sources").
+
+    ``previous``: the previous snapshot's entries in walk order — the same stream the
+    classification was paired with, read again (it is consumed only until every wanted content
+    has its source). Each tentative copy gets ``from_path`` = the first previous regular file
+    (non-empty) with its exact content id; a copy whose content no previous file has becomes its
+    fallback (:attr:`Classification.fallbacks`). Returns a :class:`Classification` with empty
+    ``sources_wanted`` and ``fallbacks``; ``result`` itself when it has no tentative copy.
+    Memory O(copies); time O(previous entries) at most. Raises what iterating ``previous``
+    raises (e.g. the repository's ``CorruptData``), nothing of its own.
+    """
+    if not result.sources_wanted:
+        return result
+    wanted = set(result.sources_wanted)
+    found: dict[bytes, bytes] = {}
+    for prev in previous:
+        content = prev.content_id
+        if content is not None and content in wanted and prev.etype is EntryType.FILE and prev.size:
+            found[content] = prev.path
+            wanted.discard(content)
+            if not wanted:
+                break
+    changes: list[Change] = []
+    for change in result.changes:
+        fallback = result.fallbacks.get(change.entry.path)
+        if fallback is None or change.kind is not ReportList.CPY:
+            changes.append(change)
+            continue
+        source = found.get(change.entry.content_id or b"")
+        if source is None:
+            _Gather._log(
+                fallback.kind.key,
+                fallback.entry,
+                "no previous file has this content after all (hash match only)",
+            )
+            changes.append(fallback)
+        else:
+            changes.append(replace(change, from_path=source))
+    changes.sort(key=lambda c: (_key(c.entry), c.kind))
+    return Classification(tuple(changes), result.carried, result.unchanged)
 
 
 def _in_walk_order(entries: Mapping[bytes, Entry] | Iterable[Entry]) -> Iterable[Entry]:
@@ -304,8 +377,14 @@ class _Gather:
         self.missing: list[Entry] = []  # previous-only entries: deleted or carried at the end
         self.vanished: list[tuple[Entry, Reason]] = []  # deletable regular files
         self.appeared: list[tuple[Entry, Reason]] = []  # regular files without a same-path file
-        self.backup_paths: dict[bytes, bytes] = {}  # content id -> a previous path
+        # content id -> a vanished path; filled only with ``known`` (see _gone)
+        self.backup_paths: dict[bytes, bytes] = {}
+        # hash(content id) of each non-empty previous file, in walk order; only without ``known``
+        self.backup_hashes = array("q")
+        self.wanted: set[bytes] = set()  # content ids of tentative copies
+        self.fallbacks: dict[bytes, Change] = {}  # tentative copy path -> change without a match
         self.job_paths: dict[bytes, bytes] = {}  # content id -> first path stored this job
+        self._hits: set[int] | None = None  # hashes of appeared contents found in backup_hashes
 
     # -- streaming ----------------------------------------------------------------------------
 
@@ -326,7 +405,22 @@ class _Gather:
 
     def _remember_backup(self, prev: Entry) -> None:
         if prev.etype is EntryType.FILE and prev.size > 0 and prev.content_id is not None:
-            self.backup_paths.setdefault(prev.content_id, prev.path)
+            self.backup_hashes.append(hash(prev.content_id))
+
+    def _in_previous(self, content: bytes) -> bool:
+        """Whether a previous file's content id hashes like ``content`` (a probable match).
+
+        One linear pass over the hashes for the first question, answering every appeared file's
+        content at once (no sort, so no transient copy of the array)."""
+        if self._hits is None:
+            asked = {
+                hash(cur.content_id)
+                for cur, _ in self.appeared
+                if cur.content_id is not None and cur.size > 0
+            }
+            self._hits = {h for h in self.backup_hashes if h in asked} if asked else set()
+            self.backup_hashes = array("q")
+        return hash(content) in self._hits
 
     def _same_path(self, prev: Entry, cur: Entry) -> None:
         if cur.etype is EntryType.FILE:
@@ -344,8 +438,8 @@ class _Gather:
     def _gone(self, prev: Entry, reason: Reason) -> None:
         if prev.etype is EntryType.FILE:
             self.vanished.append((prev, reason))
-            if self.known is not None:
-                self._remember_backup(prev)
+            if self.known is not None and prev.size > 0 and prev.content_id is not None:
+                self.backup_paths.setdefault(prev.content_id, prev.path)
         else:
             self._emit(Change(ReportList.DEL, prev, reason))
 
@@ -375,7 +469,13 @@ class _Gather:
             if prev.path not in used:
                 self._emit(Change(ReportList.DEL, prev, reason))
         self.changes.sort(key=lambda c: (_key(c.entry), c.kind))
-        return Classification(tuple(self.changes), tuple(self.carried), self.unchanged)
+        return Classification(
+            tuple(self.changes),
+            tuple(self.carried),
+            self.unchanged,
+            frozenset(self.wanted),
+            self.fallbacks,
+        )
 
     def _new_or_copy(self, cur: Entry, reason: Reason) -> Change:
         content = cur.content_id
@@ -385,15 +485,20 @@ class _Gather:
         if earlier is not None and path_sort_key(earlier) > _key(cur):
             earlier = None
         self.job_paths[content] = cur.path if earlier is None else earlier
-        in_backup = content in self.backup_paths or (
-            self.known is not None and content in self.known
-        )
-        if in_backup:
+        if earlier is not None:
+            otherwise = Change(ReportList.CPY, cur, Reason.CONTENT_STORED_THIS_JOB, earlier)
+        else:
+            otherwise = Change(ReportList.NEW, cur, reason)
+        if self.known is None:
+            if not self._in_previous(content):
+                return otherwise
+            self.wanted.add(content)  # tentative: resolve_sources names the previous path
+            self.fallbacks[cur.path] = otherwise
+            return Change(ReportList.CPY, cur, Reason.CONTENT_ALREADY_STORED)
+        if content in self.backup_paths or content in self.known:
             source = self.backup_paths.get(content, earlier)
             return Change(ReportList.CPY, cur, Reason.CONTENT_ALREADY_STORED, source)
-        if earlier is not None:
-            return Change(ReportList.CPY, cur, Reason.CONTENT_STORED_THIS_JOB, earlier)
-        return Change(ReportList.NEW, cur, reason)
+        return otherwise
 
     def _emit(self, change: Change, prev: Entry | None = None) -> None:
         self.changes.append(change)
