@@ -221,3 +221,14 @@ def test_content_type_of_every_kind_of_answer(client: TestClient, vendor_job: Ve
 # The absolute-form request target (`POST http://host:port/obs/api/json/X.do HTTP/1.1`) is an
 # HTTP-parser matter that Starlette's TestClient cannot express (it always sends origin-form);
 # it is left to the end-to-end tests against a real server.
+
+
+def test_a_byte_order_mark_before_the_json_is_accepted(
+    client: TestClient, vendor_job: VendorJob
+) -> None:
+    body = b"\xef\xbb\xbf" + json.dumps(
+        {"SysUser": "system", "SysPwd": "system1", "LoginName": vendor_job.login_name,
+         "BackupSetID": vendor_job.set_id, "BackupJobID": vendor_job.job_id}
+    ).encode()
+    r = client.post("/obs/api/json/GetBackupJobReportSummary.do", content=body)
+    assert r.json()["Status"] == "OK"

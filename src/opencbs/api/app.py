@@ -19,7 +19,7 @@ import opencbs
 from opencbs.api import cbs_jobs as _cbs_jobs  # noqa: F401 - registers calls
 from opencbs.api import cbs_reports as _cbs_reports  # noqa: F401 - registers calls
 from opencbs.api import cbs_users as _cbs_users  # noqa: F401 - registers calls
-from opencbs.api import envelope
+from opencbs.api import envelope, redact
 from opencbs.api.agent import router as agent_router
 from opencbs.api.routes import PREFIX, mount_cbs
 from opencbs.api.state import ServerState
@@ -50,6 +50,8 @@ async def _sweeper(state: ServerState) -> None:
 
 def create_app(state: ServerState) -> FastAPI:
     """The ASGI app serving ``state``'s database."""
+
+    redact.install()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

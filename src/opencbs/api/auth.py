@@ -106,14 +106,15 @@ def authenticate_system(
         verify_password(dummy_hash(), password)  # same cost as a wrong password
         raise CredentialsRejected()
     at = now_ms()
-    good = _check(cache, "sys", user.password_hash, password)
-    locked = user.is_locked(at)
-    if not good:
-        if not locked and user.status is not AccountStatus.SUSPENDED:
-            with db.write() as conn:
-                users.record_login_failure(conn, user.id, at)
+    if user.is_locked(at) or user.status is AccountStatus.SUSPENDED or not user.role.may_call_api:
+        # Never check (nor remember) the real password of an account that may not log in: the
+        # answer then takes as long as a wrong password, whatever was sent, so neither timing
+        # nor the cache tells a guesser that a locked account's password was right.
+        verify_password(dummy_hash(), password)
         raise CredentialsRejected()
-    if locked or user.status is AccountStatus.SUSPENDED or not user.role.may_call_api:
+    if not _check(cache, "sys", user.password_hash, password):
+        with db.write() as conn:
+            users.record_login_failure(conn, user.id, at)
         raise CredentialsRejected()
     if user.failed_logins or user.status is AccountStatus.LOCKED:
         with db.write() as conn:

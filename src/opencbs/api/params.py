@@ -32,6 +32,8 @@ def parse_body(body: bytes, content_type: str) -> dict[str, Any]:
     object or (with a form Content-Type) a form; an empty body has no parameters."""
     if len(body) > MAX_BODY:
         raise BodyNotObject()
+    if body.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark, as some Windows tools send
+        body = body[3:]
     if not body.strip():
         return {}
     try:

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from opencbs.api import envelope
@@ -38,6 +38,8 @@ def _endpoint(call: CbsCall) -> Any:
             return await run_in_threadpool(_serve, call, params, state)
         except OpenCBSError as exc:
             return envelope.error(exc)
+        except ClientDisconnect:
+            return Response(status_code=499)  # the client left mid-body: nobody to answer
         except Exception as exc:  # noqa: BLE001 - the one place that answers the unexpected
             return envelope.internal_error(exc)
 
