@@ -10,11 +10,16 @@ On the embedded SQLite default it creates (or reuses):
 - a backup set named after PATH (default: the current directory; the data directory itself is
   excluded when it lies inside) with a local destination ``<data_dir>/destinations/<set id>``.
 
-Then it starts the server in a background thread (on ``port``, or on a free port when that one
-is taken — said so on stderr), runs one backup job through the same code as ``opencbs backup``
+``agent.toml`` always names the configured ``port`` (the persistent URL). When that port is
+taken by an opencbs server that knows the quickstart user and set (the same database), the job
+reports to it and quickstart does not serve. Otherwise it starts the server in a background
+thread (on ``port``, or, when that one is taken by another program, on a temporary free port for
+this run only — said so on stderr, never saved), runs one backup job through the same code as ``opencbs backup``
 (``agent_cmds.run_job``: an incremental job on every rerun), prints a ready-to-paste ``curl``
-for GetBackupJobReport of that job, and serves until Ctrl-C or SIGTERM (``--no-serve``: stops
-the server after printing). Exit codes as ``opencbs backup`` (``agent_cmds``).
+for GetBackupJobReport of that job (it works while that server serves), and, after a job that
+succeeded, serves until Ctrl-C or SIGTERM (``--no-serve``: stops the server after printing).
+After a job that failed it exits with the job's code without serving. Exit codes as
+``opencbs backup`` (``agent_cmds``).
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from opencbs.cli.common import (
     with_settings,
 )
 from opencbs.cli.serve import HOST, IDLE, PORT
-from opencbs.errors import ConfigError
+from opencbs.errors import ConfigError, OpenCBSError
 from opencbs.reports.vocabulary import JobMode, SystemRole
 from opencbs.settings import Settings
 from opencbs.store import sets, users
@@ -284,35 +289,70 @@ def quickstart(settings: Settings, path: Path | None, no_serve: bool, verbose: b
     try:
         setup = set_up(database, data_dir, source)
         _print_setup(setup, data_dir)
-        sock, asked = bind_socket(settings.host, settings.port)
-        port = sock.getsockname()[1]
-        url = Settings.model_construct(**{**settings.model_dump(), "port": port,
-                                          "server_url": ""}).effective_server_url
-        if not asked:
-            note(f"port {settings.port} is in use (an earlier `opencbs quickstart` or "
-                 f"`opencbs serve` still running?); serving on port {port} instead")
-        write_agent_file(agent_file(data_dir), data_dir=data_dir, server_url=url,
+        # the persistent URL: the configured port, whatever this run serves on
+        persistent = _local_url(settings, settings.port)
+        write_agent_file(agent_file(data_dir), data_dir=data_dir, server_url=persistent,
                          login=setup.login, password=setup.password,
                          encryption_password=setup.encryption_password)
-        server = BackgroundServer(settings, database, sock)
-        server.start()
-        try:
-            code = _backup(setup, url, verbose)
-            if code is None or no_serve:
-                return code or 0
-            echo("")
-            echo(f"serving on {url} (Ctrl-C stops)")
-            server.wait()
-            return 0
-        finally:
-            server.stop()
+        sock, asked = bind_socket(settings.host, settings.port)
+        if not asked:
+            sock_port = sock.getsockname()[1]
+            if serves_setup(persistent, setup):
+                sock.close()
+                note(f"an opencbs server of this data directory already answers on {persistent}; "
+                     "the backup reports to it (quickstart does not serve)")
+                return _backup(setup, persistent, verbose)
+            note(f"port {settings.port} is in use by another program; this run serves on "
+                 f"temporary port {sock_port} only ({agent_file(data_dir)} keeps {persistent})")
+        return _serve_and_back_up(settings, database, sock, setup, verbose=verbose,
+                                  no_serve=no_serve, temporary=not asked)
     finally:
         database.dispose()
 
 
-def _backup(setup: Setup, url: str, verbose: bool) -> int | None:
-    """Run the job and print its outcome and curl; returns the exit code when the job did not
-    succeed (then nothing is served), else ``None``."""
+def _local_url(settings: Settings, port: int) -> str:
+    """``http://<host>:<port>`` of the local server (``server_url`` ignored)."""
+    return Settings.model_construct(**{**settings.model_dump(), "port": port,
+                                       "server_url": ""}).effective_server_url
+
+
+def serves_setup(url: str, setup: Setup, timeout: float = 3.0) -> bool:
+    """Whether an opencbs server at ``url`` knows the quickstart backup user with this password
+    and its set (so it uses the same database): then quickstart backs up through it."""
+    try:
+        with AgentClient(url, setup.login, setup.password, timeout=timeout) as client:
+            return any(s.id == setup.set_id for s in client.list_sets())
+    except (OpenCBSError, OSError):
+        return False
+
+
+def _serve_and_back_up(settings: Settings, database: Database, sock: socket.socket,
+                       setup: Setup, *, verbose: bool, no_serve: bool, temporary: bool) -> int:
+    """Start the server on ``sock``, run the job through it; after a successful job (and
+    without ``no_serve``) serve until SIGINT/SIGTERM. Returns the exit code."""
+    url = _local_url(settings, sock.getsockname()[1])
+    server = BackgroundServer(settings, database, sock)
+    server.start()
+    try:
+        code = _backup(setup, url, verbose)
+        if code:
+            return code  # a failed job: its exit code, nothing served
+        if no_serve:
+            if temporary:
+                note(f"the curl above used temporary port {sock.getsockname()[1]}, which is "
+                     "closed now; run `opencbs serve` and send it to its port")
+            return 0
+        echo("")
+        echo(f"serving on {url} (Ctrl-C stops); the curl above works while it serves")
+        server.wait()
+        return 0
+    finally:
+        server.stop()
+
+
+def _backup(setup: Setup, url: str, verbose: bool) -> int:
+    """Run the job and print its outcome and curl; returns the exit code of the job
+    (``agent_cmds.exit_code_of``: 0 when it succeeded)."""
     state = click.get_current_context().find_object(CliState)
     with AgentClient(url, setup.login, setup.password) as client:
         found = agent_cmds.list_sets(client, url, setup.login)
@@ -332,7 +372,7 @@ def _backup(setup: Setup, url: str, verbose: bool) -> int | None:
     if setup.sysuser_password is None:
         echo(f"(replace <password of {SYSUSER}>; set a new one with: "
              f"opencbs sysuser passwd {SYSUSER})")
-    return code if code else None
+    return code
 
 
 __all__ = ["Setup", "quickstart", "set_up", "curl_command", "write_agent_file"]
