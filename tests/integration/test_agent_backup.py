@@ -333,8 +333,11 @@ def test_file_vanishing_before_its_read_is_a_warning_and_a_deletion(
 
 
 def test_vanished_file_during_scan_is_a_warning(
-    client: TestClient, agent: AgentClient, src: Path, tmp_path: Path
+    client: TestClient, agent: AgentClient, src: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # no read-ahead: the scan is then at most one entry ahead of the progress callback
+    monkeypatch.setattr(backup_mod, "PREFETCH_FILES", 0)
     dest = tmp_path / "dest"
     storage = _storage(dest)
     set_id, dest_id = _new_set(agent, src, dest)

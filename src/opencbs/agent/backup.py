@@ -75,6 +75,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import io
 import logging
 import os
 import socket
@@ -82,7 +83,9 @@ import stat
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import tzinfo
 from pathlib import Path
@@ -142,6 +145,16 @@ log = logging.getLogger(__name__)
 #: Seconds between two progress reports (to the server and to the ``progress`` callback).
 PROGRESS_INTERVAL = 0.5
 _READ_SIZE = 1024 * 1024
+#: Files of at most this many bytes are read ahead, whole, by ``PREFETCH_THREADS`` threads.
+PREFETCH_MAX_FILE = 1024 * 1024
+#: Threads reading small files ahead (``os.read`` releases the GIL; a cold cache answers
+#: several reads at once).
+PREFETCH_THREADS = 4
+#: How far ahead small files are read: pairs, and bytes held.
+PREFETCH_FILES = 64
+PREFETCH_BYTES = 16 * 1024 * 1024
+#: Stored files whose ``FileResult`` is held before its (maybe pending) stored size is read.
+_RESULTS_HELD = 64
 
 
 class JobCancelled(Exception):
@@ -215,6 +228,7 @@ def run_backup(
     retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
     spool_dir: Path | None = None,
     zone: tzinfo | None = None,
+    repository: Repository | None = None,
 ) -> JobOutcome:
     """Run one backup job of set ``set_id`` to destination ``destination_id`` (both as the
     server names them), storing content in ``storage`` under the repository ``password``.
@@ -235,6 +249,9 @@ def run_backup(
     job ID may differ from the job ID the server gives at delivery). Without ``spool_dir`` the
     report is spooled in a temporary folder and a lost server loses it. Raises ``SpoolError``
     when the spool folder cannot be created.
+
+    ``repository``: the repository of ``storage`` already opened with ``password`` (saves
+    deriving its key a second time; ``None``: opened, or created, here).
     """
     flushed: tuple[Delivery, ...] = ()
     if spool_dir is not None:  # earlier reports first: the server gets them in job order
@@ -256,7 +273,8 @@ def run_backup(
             raise
         runner = _Job(client, ref, bset, storage, password, start_ms,
                       cancel_event or threading.Event(), progress, batch_size,
-                      progress_interval, retry_delays, spool, offline, spool_dir is not None)
+                      progress_interval, retry_delays, spool, offline, spool_dir is not None,
+                      repository)
         return replace(runner.run(), flushed=flushed)
     raise AssertionError("unreachable")  # pragma: no cover (mypy: ExitStack may swallow)
 
@@ -305,12 +323,14 @@ class _Job:
                  password: str | bytes, start_ms: int, cancel: threading.Event,
                  progress: Callable[[Progress], None] | None, batch_size: int,
                  progress_interval: float, retry_delays: Sequence[float], spool: JobSpool,
-                 offline: str = "", durable: bool = False) -> None:
+                 offline: str = "", durable: bool = False,
+                 repository: Repository | None = None) -> None:
         self.client = client
         self.ref = ref
         self.bset = bset
         self.storage = storage
         self.password = password
+        self.repository = repository
         self.start_ms = start_ms
         self.cancel = cancel
         self.progress_cb = progress
@@ -326,6 +346,9 @@ class _Job:
         self.files_done = self.files_seen = self.bytes_done = self.bytes_seen = 0
         self.dedupe_original = self.dedupe_saving = 0
         self.sizes: dict[bytes, FileSizes] = {}  # sizes of files that may be reported
+        # the last files stored, whose compressed size may still be computed by the writer
+        self.results: deque[tuple[bytes, FileResult]] = deque()
+        self.progress_due = 0.0  # monotonic time of the next progress report
         self.missing_chunks: dict[bytes, tuple[bytes, ...]] = {}  # previous-only files
         self.spool: IO[bytes] = tempfile.TemporaryFile(prefix="opencbs-tree-")
         self.counts: dict[ReportList, int] = dict.fromkeys(FILE_LISTS, 0)
@@ -392,7 +415,7 @@ class _Job:
 
     def _backup(self) -> str:
         settings = self.bset.settings
-        repo = _open_repository(self.storage, self.password, settings)
+        repo = self.repository or _open_repository(self.storage, self.password, settings)
         damaged: list[VerifyProblem] = []
         previous = find_previous_snapshot(repo, self.ref.set_id, self.ref.destination_id,
                                           damaged=damaged)
@@ -441,7 +464,12 @@ class _Job:
                     prev_chunks: dict[bytes, tuple[bytes, ...]],
                     ) -> Iterator[tuple[Entry | None, Entry | None]]:
         """Yield ``(previous, current)`` pairs with every current regular file's content id
-        known; spool the current entries with their chunk IDs for the snapshot."""
+        known; spool the current entries with their chunk IDs for the snapshot.
+
+        Small files to read (at most ``PREFETCH_MAX_FILE`` bytes) are read ahead by
+        ``PREFETCH_THREADS`` threads, up to ``PREFETCH_FILES`` pairs and ``PREFETCH_BYTES``
+        bytes ahead of the one being stored (a cold page cache answers many reads at once);
+        pairs are still handled, stored and yielded in walk order, one at a time."""
 
         def previous_entries() -> Iterator[Entry]:
             for entry, chunk_ids in prev_items:
@@ -455,42 +483,89 @@ class _Job:
                     continue
                 yield item
 
-        for prev, cur in pair_by_path(previous_entries(), current_entries()):
-            self._check_cancel()
-            chunks = prev_chunks.pop(prev.path, ()) if prev is not None else ()
-            cur_chunks: tuple[bytes, ...] = ()
-            if cur is not None:
-                # None when unreadable without a previous version of the path: left out
-                cur, cur_chunks = self._content(repo, writer, prev, chunks, cur)
-            if cur is None:
-                if prev is None:
+        pending: deque[_Pending] = deque()
+        ahead = 0  # bytes being read ahead
+        pool = ThreadPoolExecutor(PREFETCH_THREADS, thread_name_prefix="opencbs-read")
+        file_type = EntryType.FILE
+        try:
+            for prev, cur in pair_by_path(previous_entries(), current_entries()):
+                chunks = prev_chunks.pop(prev.path, ()) if prev is not None else ()
+                if (cur is not None and cur.etype is file_type
+                        and cur.size <= PREFETCH_MAX_FILE and needs_content(prev, cur)):
+                    while pending and ahead + cur.size > PREFETCH_BYTES:
+                        item = pending.popleft()
+                        ahead -= item.ahead
+                        yield from self._handle(repo, writer, item)
+                    pending.append(_Pending(prev, cur, chunks,
+                                            pool.submit(_load_file, cur, self.cancel), cur.size))
+                    ahead += cur.size
+                elif pending:
+                    pending.append(_Pending(prev, cur, chunks))
+                else:  # nothing read ahead: handled at once
+                    yield from self._handle(repo, writer, _Pending(prev, cur, chunks))
                     continue
-                self.missing_chunks[prev.path] = chunks
-                if prev.etype is EntryType.FILE:
-                    self.sizes[prev.path] = chunk_sizes(repo.index, chunks)
-                yield prev, None
-                continue
-            self._spool(cur, cur_chunks)
+                # the oldest pairs whose content is in (or needs none), and beyond the window
+                while pending and (len(pending) > PREFETCH_FILES or pending[0].load is None
+                                   or pending[0].load.done()):
+                    item = pending.popleft()
+                    ahead -= item.ahead
+                    yield from self._handle(repo, writer, item)
+            while pending:
+                yield from self._handle(repo, writer, pending.popleft())
+        finally:
+            for item in pending:
+                if item.load is not None:
+                    item.load.cancel()
+            pool.shutdown(wait=True)
+
+    def _handle(self, repo: Repository, writer: Writer,
+                item: _Pending) -> Iterator[tuple[Entry | None, Entry | None]]:
+        """Store one pair's content (read ahead or now), spool it and yield it."""
+        self._check_cancel()
+        prev, cur, chunks = item.prev, item.cur, item.chunks
+        cur_chunks: tuple[bytes, ...] = ()
+        if cur is not None:
+            # None when unreadable without a previous version of the path: left out
+            cur, cur_chunks = self._content(repo, writer, prev, chunks, cur, item.load)
+        if cur is None:
+            if prev is None:
+                return
+            self.missing_chunks[prev.path] = chunks
+            if prev.etype is EntryType.FILE:
+                self.sizes[prev.path] = chunk_sizes(repo.index, chunks)
+            yield prev, None
+            return
+        self._spool(cur, cur_chunks)
+        if self.progress_due <= time.monotonic():
             self._maybe_progress()
-            yield prev, cur
+        yield prev, cur
 
     def _content(self, repo: Repository, writer: Writer, prev: Entry | None,
                  prev_chunk_ids: tuple[bytes, ...], cur: Entry,
+                 load: Future[bytes] | None = None,
                  ) -> tuple[Entry | None, tuple[bytes, ...]]:
-        """``cur`` with its content id and chunk IDs: reused, or read now. A file that cannot be
-        read gives the previous entry of its path (if a regular file) or ``None``."""
+        """``cur`` with its content id and chunk IDs: reused, or read now (or ahead: ``load``).
+        A file that cannot be read gives the previous entry of its path (if a regular file) or
+        ``None``."""
         if cur.etype is not EntryType.FILE:
             return cur, ()
         self.files_seen += 1
         self.bytes_seen += cur.size
-        if not needs_content(prev, cur):
+        if load is None and not needs_content(prev, cur):
             reused = reuse_content(prev, cur)
             if prev is not None and _attributes_differ(prev, cur):
                 self.sizes[cur.path] = chunk_sizes(repo.index, prev_chunk_ids)
             return reused, prev_chunk_ids
         self.current = display_path(cur.path)
         try:
-            result = _read_file(writer, cur, self.cancel)
+            if load is not None:
+                data = load.result()
+                try:
+                    result = writer.add_file(io.BytesIO(data))
+                except OSError as exc:  # pragma: no cover - a BytesIO does not fail
+                    raise _SoftError(_why("cannot read", exc)) from exc
+            else:
+                result = _read_file(writer, cur, self.cancel)
         except _SoftError as exc:
             self.report.log(LogType.WARN, f"{display_path(cur.path)}: {exc}")
             if isinstance(exc, _Vanished):
@@ -502,7 +577,11 @@ class _Job:
         self.bytes_done += result.original_size
         self.dedupe_original += result.original_size
         self.dedupe_saving += result.dedup_saved_bytes
-        self.sizes[cur.path] = FileSizes(result.stored_size, result.original_size)
+        # stored_size may wait for this file's compression: read it once later files are in
+        self.results.append((cur.path, result))
+        if len(self.results) > _RESULTS_HELD:
+            path, held = self.results.popleft()
+            self.sizes[path] = FileSizes(held.stored_size, held.original_size)
         return replace(cur, content_id=result.content_id), result.chunk_ids
 
     def _spool(self, entry: Entry, chunk_ids: Sequence[bytes]) -> None:
@@ -511,6 +590,9 @@ class _Job:
     # -- pass 2: report and snapshot ----------------------------------------------------------
 
     def _send_changes(self, repo: Repository, result: Classification) -> None:
+        while self.results:
+            path, held = self.results.popleft()
+            self.sizes[path] = FileSizes(held.stored_size, held.original_size)
         for change in result.changes:
             self.counts[change.kind] += 1
             sizes = self.sizes.get(change.entry.path)
@@ -535,6 +617,7 @@ class _Job:
         if not force and now - self.last_progress < self.interval:
             return
         self.last_progress = now
+        self.progress_due = now + self.interval
         snap = Progress(self.current, self.files_done, self.files_seen, self.bytes_done,
                         self.bytes_seen)
         if self.report.delivered:  # one attempt: the next progress supersedes a lost one
@@ -591,14 +674,30 @@ class _CancellableReader:
         return data
 
 
-def _read_file(writer: Writer, entry: Entry, cancel: threading.Event) -> FileResult:
-    """Store the content of ``entry``; raises ``_SoftError`` when the file vanished, cannot be
-    read, is no longer the regular file scanned, or changed while it was read."""
+@dataclass(slots=True)
+class _Pending:
+    """A pair waiting to be handled, with its content being read ahead (``load``)."""
+
+    prev: Entry | None
+    cur: Entry | None
+    chunks: tuple[bytes, ...]
+    load: Future[bytes] | None = None
+    ahead: int = 0  # bytes read ahead for it
+
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW
+_NOATIME = getattr(os, "O_NOATIME", 0)
+
+
+def _open_checked(entry: Entry) -> tuple[int, os.stat_result]:
+    """A descriptor of ``entry``'s file and its ``fstat``; raises ``_SoftError`` (``_Vanished``)
+    when it cannot be opened or is no longer the regular file scanned (the descriptor is then
+    closed)."""
     try:
-        fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0))
+        fd = os.open(entry.path, _OPEN_FLAGS | _NOATIME)
     except PermissionError:
         try:  # O_NOATIME needs ownership of the file
-            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
+            fd = os.open(entry.path, _OPEN_FLAGS)
         except OSError as exc:
             raise _SoftError(_why("cannot open", exc)) from exc
     except FileNotFoundError as exc:
@@ -611,6 +710,43 @@ def _read_file(writer: Writer, entry: Entry, cancel: threading.Event) -> FileRes
             entry.size, entry.mtime_ns
         ):
             raise _SoftError("changed between the scan and the read; not backed up")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, before
+
+
+def _load_file(entry: Entry, cancel: threading.Event) -> bytes:
+    """The whole content of a small file (a read-ahead thread); the checks and errors of
+    ``_read_file``, and ``JobCancelled`` once ``cancel`` is set."""
+    fd, before = _open_checked(entry)
+    try:
+        reader = _CancellableReader(fd, cancel)
+        pieces: list[bytes] = []
+        want = before.st_size + 1  # one byte more: a file that grew shows it at once
+        try:
+            while reader.count < want:
+                data = reader.read(want - reader.count)
+                if not data:
+                    break
+                pieces.append(data)
+        except OSError as exc:
+            raise _SoftError(_why("cannot read", exc)) from exc
+        after = os.fstat(fd)
+        if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or (
+            reader.count != before.st_size
+        ):
+            raise _SoftError("changed while it was read; not backed up")
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+    finally:
+        os.close(fd)
+
+
+def _read_file(writer: Writer, entry: Entry, cancel: threading.Event) -> FileResult:
+    """Store the content of ``entry``; raises ``_SoftError`` when the file vanished, cannot be
+    read, is no longer the regular file scanned, or changed while it was read."""
+    fd, before = _open_checked(entry)
+    try:
         reader = _CancellableReader(fd, cancel)
         try:
             result = writer.add_file(reader)

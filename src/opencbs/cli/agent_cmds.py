@@ -389,7 +389,7 @@ def run_job(client: AgentClient, target: Target, password: str, *, mode: JobMode
     comp = target.bset.settings.get("compression")
     level = int(comp.get("level", 3)) if isinstance(comp, dict) else 3
     storage = LocalStorage(target.path)
-    open_repository(storage, password, create=True, compression_level=level)
+    repo = open_repository(storage, password, create=True, compression_level=level)
     cancel = threading.Event()
     title = f"backup {target.bset.name}"
     # signals first: once progress shows "started", Ctrl-C and SIGTERM stop the job cleanly
@@ -397,7 +397,7 @@ def run_job(client: AgentClient, target: Target, password: str, *, mode: JobMode
             print_changes(verbose, err=as_json, debug=debug):
         return run_backup(client, target.bset.id, target.destination.id, storage, password,
                           mode=mode, cancel_event=cancel, progress=shown.update,
-                          spool_dir=spool_dir, zone=zone)
+                          spool_dir=spool_dir, zone=zone, repository=repo)
 
 
 def outcome_json(outcome: JobOutcome) -> dict[str, Any]:

@@ -12,6 +12,7 @@ interrupted (also a backup job stopped by Ctrl-C or SIGTERM: ``BS_STOP_BY_USER``
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import traceback
@@ -21,8 +22,6 @@ import click
 
 import opencbs
 from opencbs import errors
-from opencbs.cli import admin, agent_cmds, agent_flush, demo, quickstart, report, serve
-from opencbs.cli.common import CliState
 from opencbs.errors import OpenCBSError
 
 EXIT_USAGE = 2
@@ -31,8 +30,43 @@ EXIT_INTERRUPTED = 130
 
 log = logging.getLogger("opencbs.cli")
 
+#: Command name -> (module under ``opencbs.cli``, attribute). Imported only when the command
+#: runs or help lists it: ``opencbs backup`` does not load the server's modules (startup time
+#: and memory of every agent run).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("serve", "serve"),
+    "db": ("admin", "db"),
+    "sysuser": ("admin", "sysuser"),
+    "user": ("admin", "user"),
+    "set": ("admin", "backup_set"),
+    "report": ("report", "report"),
+    "demo": ("demo", "demo"),
+    "quickstart": ("quickstart", "quickstart"),
+    "backup": ("agent_cmds", "backup"),
+    "restore": ("agent_cmds", "restore"),
+    "verify": ("agent_cmds", "verify"),
+    "snapshots": ("agent_cmds", "snapshots"),
+    "agent": ("agent_flush", "agent"),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """A group whose subcommands (``COMMANDS``) are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        where = COMMANDS.get(cmd_name)
+        if where is None:
+            return None
+        module = importlib.import_module(f"opencbs.cli.{where[0]}")
+        command = getattr(module, where[1])
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(opencbs.__version__, "--version", prog_name="opencbs")
 @click.option("--config", type=click.Path(dir_okay=False), default=None, metavar="PATH",
               help="Config file (TOML) [env OPENCBS_CONFIG; default "
@@ -45,22 +79,9 @@ def cli(ctx: click.Context, config: str | None, debug: bool) -> None:
     Data goes to stdout, logs and errors to stderr. Settings: defaults < config file <
     OPENCBS_* environment < flags.
     """
+    from opencbs.cli.common import CliState  # noqa: PLC0415 - lazy: see COMMANDS
+
     ctx.obj = CliState(config=config, debug=debug)
-
-
-cli.add_command(serve.serve)
-cli.add_command(admin.db)
-cli.add_command(admin.sysuser)
-cli.add_command(admin.user)
-cli.add_command(admin.backup_set)
-cli.add_command(report.report)
-cli.add_command(demo.demo)
-cli.add_command(quickstart.quickstart)
-cli.add_command(agent_cmds.backup)
-cli.add_command(agent_cmds.restore)
-cli.add_command(agent_cmds.verify)
-cli.add_command(agent_cmds.snapshots)
-cli.add_command(agent_flush.agent)
 
 
 def exit_code(exc: BaseException) -> int:
