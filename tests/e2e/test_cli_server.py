@@ -258,3 +258,22 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     assert res.returncode == 4
     assert "Traceback" in res.stderr
     assert "opencbs: error: " in res.stderr
+
+
+def test_serve_on_a_busy_or_foreign_address_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        res = run(env, "serve", "--port", str(port))
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.splitlines()[0] == (
+        f"opencbs: error: cannot listen on 127.0.0.1:{port}: address already in use")
+    assert res.stderr.splitlines()[1].startswith("hint: ") and "--port" in res.stderr
+    assert len(res.stderr.splitlines()) == 2, res.stderr
+    # an address that is not this machine's (TEST-NET-1, RFC 5737)
+    res = run(env, "serve", "--host", "192.0.2.1", "--port", str(port))
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.startswith(f"opencbs: error: cannot listen on 192.0.2.1:{port}: ")
+    assert len(res.stderr.splitlines()) == 2 and "--host" in res.stderr, res.stderr

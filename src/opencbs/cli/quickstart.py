@@ -171,22 +171,15 @@ def set_up(db: Database, data_dir: Path, source: Path) -> Setup:
 
 def bind_socket(host: str, port: int) -> tuple[socket.socket, bool]:
     """A listening-ready socket bound to ``host:port``, or to a free port when that one is in
-    use; returns it and whether it is the port asked for."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    for want in (port, 0):
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, want))
-        except OSError as exc:
-            sock.close()
-            if exc.errno != errno.EADDRINUSE or want == 0:
-                raise ConfigError(f"cannot bind {host}:{want}: {exc.strerror}",
-                                  "choose another --host / --port") from exc
-            continue
-        sock.set_inheritable(True)
-        return sock, want == port
-    raise AssertionError("unreachable")
+    use; returns it and whether it is the port asked for. Raises ``CannotListen``."""
+    from opencbs.api.serve import CannotListen, listen_socket
+
+    try:
+        return listen_socket(host, port), True
+    except CannotListen as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+    return listen_socket(host, 0), False
 
 
 class BackgroundServer:
