@@ -57,10 +57,11 @@ counts it).
 
 Memory: one report batch, the classification's changed entries (see ``engine.classify``), and
 the chunk lists of previous entries missing from the scan. The new snapshot's entries are
-spooled to a temporary file (one encoded record per entry, about 100 bytes plus 32 per chunk),
-not held in memory: ``commit_snapshot`` flushes the open writer and so cannot take entries while
-files are still being read. The spool is written once and read once, sequentially; its size is
-that of the snapshot tree before compression, so disk, not memory, bounds it.
+spooled to a temporary file (``marshal`` blocks of 1,024 entries' fields and chunk IDs, about
+100 bytes plus 33 per chunk each; faster to write and read than tree records), not held in
+memory: ``commit_snapshot`` flushes the open writer and so cannot take entries while files are
+still being read. The spool is written once and read once, sequentially; its size is about that
+of the snapshot tree before compression, so disk, not memory, bounds it.
 
 The previous snapshot is streamed in walk order alongside the scan (``load_snapshot`` decodes
 its tree chunk by chunk; ``pair_by_path`` merges the two streams; a previous entry's chunk list
@@ -77,6 +78,7 @@ import contextlib
 import heapq
 import io
 import logging
+import marshal
 import os
 import socket
 import stat
@@ -127,7 +129,7 @@ from opencbs.engine.repo_verify import VerifyProblem
 from opencbs.engine.repo_writer import FileResult, Writer
 from opencbs.engine.repository import Repository, SnapshotInfo, SnapshotMeta
 from opencbs.engine.scan import Scan, ScanFilter, ScanWarning
-from opencbs.engine.snapshot_format import TreeDecoder, TreeItem, encode_record
+from opencbs.engine.snapshot_format import TreeItem
 from opencbs.reports.timefmt import job_id_at, local_zone
 from opencbs.reports.vocabulary import (
     FILE_LISTS,
@@ -153,6 +155,11 @@ PREFETCH_THREADS = 4
 #: How far ahead small files are read: pairs, and bytes held.
 PREFETCH_FILES = 64
 PREFETCH_BYTES = 16 * 1024 * 1024
+#: Entries per block of the new snapshot's spool (one ``marshal`` dump each).
+_SPOOL_RECORDS = 1024
+#: One spooled entry: the fields of ``Entry`` in order, then its chunk IDs.
+_SpoolRecord = tuple[bytes, str, int, int, int, int, int, int, int, int, bytes | None, bool,
+                     bytes | None, tuple[bytes, ...]]
 #: Stored files whose ``FileResult`` is held before its (maybe pending) stored size is read.
 _RESULTS_HELD = 64
 
@@ -351,6 +358,7 @@ class _Job:
         self.progress_due = 0.0  # monotonic time of the next progress report
         self.missing_chunks: dict[bytes, tuple[bytes, ...]] = {}  # previous-only files
         self.spool: IO[bytes] = tempfile.TemporaryFile(prefix="opencbs-tree-")
+        self.spooled: list[_SpoolRecord] = []  # records not yet written to the spool
         self.counts: dict[ReportList, int] = dict.fromkeys(FILE_LISTS, 0)
 
     # -- the job ------------------------------------------------------------------------------
@@ -582,10 +590,20 @@ class _Job:
         if len(self.results) > _RESULTS_HELD:
             path, held = self.results.popleft()
             self.sizes[path] = FileSizes(held.stored_size, held.original_size)
-        return replace(cur, content_id=result.content_id), result.chunk_ids
+        e = cur  # replace(cur, content_id=…) without replace's per-field work
+        return Entry(e.path, e.etype, e.size, e.mtime_ns, e.ctime_ns, e.mode, e.uid, e.gid,
+                     e.inode, e.device, e.link_target, e.link_to_dir,
+                     result.content_id), result.chunk_ids
 
     def _spool(self, entry: Entry, chunk_ids: Sequence[bytes]) -> None:
-        self.spool.write(encode_record(entry, chunk_ids))
+        records = self.spooled
+        records.append((entry.path, entry.etype.value, entry.size, entry.mtime_ns,
+                        entry.ctime_ns, entry.mode, entry.uid, entry.gid, entry.inode,
+                        entry.device, entry.link_target, entry.link_to_dir, entry.content_id,
+                        tuple(chunk_ids)))
+        if len(records) >= _SPOOL_RECORDS:
+            marshal.dump(records, self.spool)
+            records.clear()
 
     # -- pass 2: report and snapshot ----------------------------------------------------------
 
@@ -603,6 +621,9 @@ class _Job:
     def _snapshot_items(self, result: Classification) -> Iterator[TreeItem]:
         """The spooled current entries merged, in walk order, with the carried ones."""
         carried = [(e, self.missing_chunks.get(e.path, ())) for e in result.carried]
+        if self.spooled:
+            marshal.dump(self.spooled, self.spool)
+            self.spooled.clear()
         spooled = _read_spool(self.spool)
         yield from heapq.merge(spooled, carried, key=lambda item: path_sort_key(item[0].path))
 
@@ -767,12 +788,16 @@ def _why(action: str, exc: OSError) -> str:
 
 
 def _read_spool(spool: IO[bytes]) -> Iterator[TreeItem]:
+    """The spooled entries with their chunk IDs, in the order spooled."""
     spool.flush()
     spool.seek(0)
-    decoder = TreeDecoder("spooled tree")
+    types = {t.value: t for t in EntryType}
     while True:
-        piece = spool.read(_READ_SIZE)
-        if not piece:
-            break
-        yield from decoder.feed(piece)
-    decoder.finish()
+        try:
+            records: list[_SpoolRecord] = marshal.load(spool)
+        except EOFError:
+            return
+        for (path, etype, size, mtime, ctime, mode, uid, gid, inode, device, target, to_dir,
+             content, chunk_ids) in records:
+            yield Entry(path, types[etype], size, mtime, ctime, mode, uid, gid, inode, device,
+                        target, to_dir, content), chunk_ids

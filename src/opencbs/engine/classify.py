@@ -205,7 +205,7 @@ def reuse_content(previous: Entry | None, current: Entry) -> Entry:
     needed; otherwise ``current`` itself (whose content id the caller must then fill)."""
     if previous is None or current.content_id is not None or needs_content(previous, current):
         return current
-    return replace(current, content_id=previous.content_id)
+    return _with_id(current, previous.content_id)
 
 
 def pair_by_path(
@@ -216,34 +216,39 @@ def pair_by_path(
     Both inputs must be strictly increasing in :func:`path_sort_key` (raises ``ValueError``
     otherwise). Memory O(1): one entry of each side is held.
     """
-    prev_it = _checked(previous, "previous")
-    cur_it = _checked(current, "current")
-    prev = next(prev_it, None)
-    cur = next(cur_it, None)
+    prev_it = _keyed(previous, "previous")
+    cur_it = _keyed(current, "current")
+    pk, prev = next(prev_it, _END)
+    ck, cur = next(cur_it, _END)
     while prev is not None or cur is not None:
-        if cur is None or (prev is not None and _key(prev) < _key(cur)):
+        if cur is None or (prev is not None and pk < ck):
             yield prev, None
-            prev = next(prev_it, None)
-        elif prev is None or _key(cur) < _key(prev):
+            pk, prev = next(prev_it, _END)
+        elif prev is None or ck < pk:
             yield None, cur
-            cur = next(cur_it, None)
+            ck, cur = next(cur_it, _END)
         else:
             yield prev, cur
-            prev, cur = next(prev_it, None), next(cur_it, None)
+            pk, prev = next(prev_it, _END)
+            ck, cur = next(cur_it, _END)
+
+
+_END: tuple[bytes, None] = (b"", None)
 
 
 def _key(entry: Entry) -> bytes:
     return path_sort_key(entry.path)
 
 
-def _checked(entries: Iterable[Entry], side: str) -> Iterator[Entry]:
+def _keyed(entries: Iterable[Entry], side: str) -> Iterator[tuple[bytes, Entry]]:
+    """``(walk-order key, entry)`` of each entry; raises ``ValueError`` out of order."""
     last: bytes | None = None
     for entry in entries:
-        key = _key(entry)
+        key = entry.path.replace(b"/", b"\x00")  # path_sort_key, inlined (once per entry)
         if last is not None and key <= last:
             raise ValueError(f"{side} entries not in walk order at {display_path(entry.path)}")
         last = key
-        yield entry
+        yield key, entry
 
 
 # ---------------------------------------------------------------------------------------------
@@ -519,8 +524,14 @@ def _with_content(prev: Entry | None, cur: Entry) -> Entry:
     if cur.content_id is not None:
         return cur
     if prev is not None and not needs_content(prev, cur):
-        return replace(cur, content_id=prev.content_id)
+        return _with_id(cur, prev.content_id)
     raise ValueError(f"content id required for {display_path(cur.path)} (needs_content is true)")
+
+
+def _with_id(e: Entry, content_id: bytes | None) -> Entry:
+    """``replace(e, content_id=content_id)``, without ``replace``'s per-field work."""
+    return Entry(e.path, e.etype, e.size, e.mtime_ns, e.ctime_ns, e.mode, e.uid, e.gid,
+                 e.inode, e.device, e.link_target, e.link_to_dir, content_id)
 
 
 def _compare(prev: Entry, cur: Entry) -> tuple[ReportList, Reason] | None:

@@ -88,6 +88,8 @@ class ScanFilter:
 
     def excludes(self, path: bytes) -> bool:
         """Whether ``path`` matches an exclude pattern."""
+        if not self.exclude:
+            return False
         return any(fnmatch.fnmatchcase(path, pattern) for pattern in self.exclude)
 
     def includes(self, path: bytes) -> bool:
@@ -295,20 +297,9 @@ def _make(
     link_target: bytes | None = None,
     link_to_dir: bool = False,
 ) -> Entry:
-    return Entry(
-        path=path,
-        etype=etype,
-        size=size,
-        mtime_ns=st.st_mtime_ns,
-        ctime_ns=st.st_ctime_ns,
-        mode=st.st_mode,
-        uid=st.st_uid,
-        gid=st.st_gid,
-        inode=st.st_ino,
-        device=st.st_dev,
-        link_target=link_target,
-        link_to_dir=link_to_dir,
-    )
+    # positional, in the order of Entry's fields (cheaper than keywords, once per entry)
+    return Entry(path, etype, size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode, st.st_uid,
+                 st.st_gid, st.st_ino, st.st_dev, link_target, link_to_dir)
 
 
 def _ident(entry: Entry) -> tuple[int, int]:
