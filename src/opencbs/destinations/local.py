@@ -63,11 +63,7 @@ class LocalStorage:
         with _translated("write", name, reading=False):
             path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                    if self._fsync:
-                        f.flush()
-                        os.fsync(f.fileno())
+                self._write_file(tmp, data)
                 os.replace(tmp, path)
             except BaseException:
                 with contextlib.suppress(OSError):
@@ -75,6 +71,16 @@ class LocalStorage:
                 raise
             if self._fsync:
                 self._fsync_dir(path.parent)
+
+    def _write_file(self, tmp: Path, data: bytes) -> None:
+        """Write ``data`` to the new file ``tmp`` (and fsync it). ``OSError`` propagates: ``put``
+        removes ``tmp`` and translates it (a full disk is ``ENOSPC``). Tests override this to
+        simulate a destination that fills up mid-job."""
+        with open(tmp, "wb") as f:
+            f.write(data)
+            if self._fsync:
+                f.flush()
+                os.fsync(f.fileno())
 
     @staticmethod
     def _fsync_dir(path: Path) -> None:
