@@ -180,7 +180,9 @@ def _one_line_error(res: subprocess.CompletedProcess[str], code: int, text: str)
 def test_errors_are_one_line_with_a_hint(server: Server, tmp_path: Path) -> None:
     wrong = {**server.env, "OPENCBS_PASSWORD": "nope"}
     _one_line_error(run(wrong, "backup", "--set", "docs"), 3, "rejected backup user 'alice'")
-    down = {**server.env, "OPENCBS_SERVER_URL": f"http://127.0.0.1:{free_port()}"}
+    # (a fresh data directory: no backup sets remembered from earlier runs to back up with)
+    down = {**server.env, "OPENCBS_SERVER_URL": f"http://127.0.0.1:{free_port()}",
+            "OPENCBS_DATA_DIR": str(tmp_path / "fresh")}
     _one_line_error(run(down, "backup", "--set", "docs"), 7, "cannot reach the server at")
     _one_line_error(run(server.env, "backup", "--set", "nosuch"), 4, "no backup set 'nosuch'")
     src, dest = tmp_path / "src", tmp_path / "dest"
@@ -191,3 +193,47 @@ def test_errors_are_one_line_with_a_hint(server: Server, tmp_path: Path) -> None
                     "Wrong encryption password")
     no_pw = {k: v for k, v in server.env.items() if k != "OPENCBS_PASSWORD"}
     _one_line_error(run(no_pw, "backup", "--set", "docs"), 2, "no password")
+
+
+def test_restore_by_id_prefix_display_path_and_clear_errors(server: Server,
+                                                             tmp_path: Path) -> None:
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    _tree(src)
+    odd = os.fsencode(src) + b"/caf\xe9 \\x.txt"  # not UTF-8, and a literal backslash
+    with open(odd, "wb") as f:
+        f.write(b"odd\n")
+    ok(server.env, "backup", "--set", "prefix", "--source", str(src), "--destination", str(dest))
+    table = ok(server.env, "snapshots", "--destination", str(dest))
+    (full,) = [s["id"] for s in json.loads(
+        ok(server.env, "snapshots", "--destination", str(dest), "--json"))]
+    assert full[:16] in table  # the table shows 16 characters: they restore
+    shown = f"{src}/caf\\xe9 \\\\x.txt"  # as the report shows it (display_path)
+
+    target = tmp_path / "t1"
+    out = ok(server.env, "restore", full[:16], "--destination", str(dest), "--target",
+             str(target), "--path", shown)
+    assert full in out
+    restored = os.fsencode(target) + odd
+    with open(restored, "rb") as f:
+        assert f.read() == b"odd\n"
+    assert not (target / src.relative_to("/") / "a.txt").exists()  # only that path
+
+    raw = subprocess.run([os.fsencode(OPENCBS), b"restore", full[:8].encode(), b"--destination",
+                          os.fsencode(dest), b"--target", os.fsencode(tmp_path / "t2"),
+                          b"--path", odd], env=server.env, capture_output=True, timeout=TIMEOUT,
+                         check=False)
+    assert raw.returncode == 0, raw.stderr
+    assert os.path.exists(os.fsencode(tmp_path / "t2") + odd)
+
+    base = ["restore", full[:16], "--destination", str(dest)]
+    _one_line_error(run(server.env, *base, "--target", "/proc/nope"), 7,
+                    "cannot create target /proc/nope")
+    _one_line_error(run(server.env, *base, "--target", ""), 2, "--target must not be empty")
+    _one_line_error(run(server.env, *base, "--target", str(tmp_path / "t3"), "--path",
+                        str(src / "nosuch")), 4,
+                    f"path {src / 'nosuch'} not found in snapshot {full[:16]}")
+    missing = run(server.env, "restore", "0123abcd", "--destination", str(dest), "--target",
+                  str(tmp_path / "t4"))
+    assert missing.returncode == 4, missing.stderr
+    assert missing.stderr.splitlines()[-2] == "opencbs: error: Snapshot 0123abcd not found"
+    assert "opencbs snapshots --destination" in missing.stderr.splitlines()[-1]

@@ -46,13 +46,27 @@ from opencbs.agent.client import (
     RemoteSet,
     ServerUnreachable,
 )
+from opencbs.agent.restore import find_snapshot
 from opencbs.agent.restore import restore as restore_snapshot
+from opencbs.agent.snapshot_lookup import (
+    expand_snapshot_prefix,
+    looks_like_prefix,
+    resolve_paths,
+)
 from opencbs.agent.spool import DeliveryState, load_sets, save_sets
-from opencbs.cli.common import JSON, CliState, echo, note, print_json, print_table
+from opencbs.cli.common import (
+    JSON,
+    CliState,
+    echo,
+    note,
+    print_json,
+    print_table,
+    show_name,
+)
 from opencbs.cli.progress import BackupProgress, activity
 from opencbs.destinations.local import LocalStorage
 from opencbs.engine.entries import display_path
-from opencbs.engine.repo_errors import RepositoryNotFound
+from opencbs.engine.repo_errors import RepositoryNotFound, SnapshotNotFound
 from opencbs.engine.repository import Repository
 from opencbs.errors import InvalidInput, NotFound, OpenCBSError
 from opencbs.reports.timefmt import local_zone
@@ -499,34 +513,90 @@ def backup(settings: Settings, set_ref: str | None, sources: tuple[Path, ...],
 @click.option("--set", "set_ref", default=None, metavar="NAME|ID",
               help="Only snapshots of this backup set (a name is looked up on the server).")
 @DESTINATION
-@click.option("--target", required=True, type=click.Path(file_okay=False, path_type=Path),
-              metavar="DIR", help="Folder to restore into (created if missing).")
+@click.option("--target", required=True, type=click.Path(file_okay=False), metavar="DIR",
+              help="Folder to restore into (created if missing).")
 @click.option("--path", "paths", multiple=True, metavar="P",
-              help="Restore only this source path and what is under it (repeatable).")
+              help="Restore only this source path and what is under it, as the report shows "
+                   "it or raw (repeatable).")
 @JSON
 @with_agent_settings(SERVER, LOGIN, PASSWORD_STDIN, ENCRYPTION_FILE)
 def restore(settings: Settings, job_or_snapshot: str, set_ref: str | None,
-            destination: Path | None, target: Path, paths: tuple[str, ...], as_json: bool,
+            destination: Path | None, target: str, paths: tuple[str, ...], as_json: bool,
             password_stdin: bool, encryption_password_file: Path | None) -> None:
-    """Restore one backup job (by job ID or snapshot ID) into --target DIR.
+    """Restore one backup job (by job ID, snapshot ID or a unique prefix of at least 8
+    characters of it) into --target DIR.
 
     Source path /a/b is written to DIR/a/b. Contents are checked against their hashes;
-    nothing is written outside DIR."""
+    nothing is written outside DIR. A --path that names nothing in the snapshot is an error
+    (exit code 4)."""
+    folder_ = _restore_target(target)
     set_id, folder = _restore_source(settings, set_ref, destination, password_stdin)
     repo_password = encryption_password(settings, encryption_password_file)
     storage = LocalStorage(folder)
-    with activity(f"restoring {job_or_snapshot} into {target}", quiet=as_json):
-        result = restore_snapshot(storage, repo_password, job_or_snapshot, target,
-                                  list(paths) if paths else None, set_id=set_id)
+    ref, wanted = _restore_selection(storage, repo_password, job_or_snapshot, paths, set_id)
+    with activity(f"restoring {show_name(job_or_snapshot)} into {show_name(target)}",
+                  quiet=as_json):
+        try:
+            result = restore_snapshot(storage, repo_password, ref, folder_, wanted,
+                                      set_id=set_id)
+        except OSError as exc:
+            raise TargetUnwritable(f"cannot write into target {show_name(target)}: "
+                                   f"{exc.strerror or exc}") from exc
+        except SnapshotNotFound as exc:
+            exc.hint = exc.hint or (f"list them: opencbs snapshots --destination {folder} "
+                                    "(a job ID, a snapshot ID or 8+ of its first characters)")
+            raise
     doc = {"snapshot_id": result.snapshot_id, "files": result.files, "dirs": result.dirs,
            "links": result.links, "bytes": result.bytes, "skipped": list(result.skipped)}
     if as_json:
         print_json(doc)
         return
-    echo(f"restored snapshot {result.snapshot_id} into {target}: {result.files} files, "
-         f"{result.dirs} directories, {result.links} links, {result.bytes} bytes")
+    echo(f"restored snapshot {result.snapshot_id} into {show_name(target)}: {result.files} "
+         f"files, {result.dirs} directories, {result.links} links, {result.bytes} bytes")
     for skipped in result.skipped:
-        note(f"skipped unsafe path {skipped}")
+        note(f"skipped unsafe path {show_name(skipped)}")
+
+
+class TargetUnwritable(OpenCBSError):
+    """The restore target cannot be created or written (exit code 7)."""
+
+    code = "restore_target"
+    exit_code = 7
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "choose a --target folder you can create and write "
+                                  "(e.g. an empty folder in your home)")
+
+
+def _restore_target(target: str) -> Path:
+    """``--target``, created when missing. Raises ``InvalidInput`` (empty) or
+    ``TargetUnwritable``."""
+    if not target.strip():
+        raise InvalidInput("--target must not be empty", "give the folder to restore into, "
+                                                         "e.g. --target ./restored")
+    path = Path(target)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TargetUnwritable(f"cannot create target {show_name(target)}: "
+                               f"{exc.strerror or exc}") from exc
+    return path
+
+
+def _restore_selection(storage: LocalStorage, password: str, ref: str,
+                       paths: Sequence[str], set_id: str | None
+                       ) -> tuple[str, list[bytes] | None]:
+    """The snapshot reference to restore (a unique ID prefix expanded) and the raw snapshot
+    paths of ``paths`` (``None``: everything). Opens the repository only when needed. Raises
+    ``AmbiguousSnapshot``, ``PathNotInSnapshot``, ``SnapshotNotFound``, ``WrongPassword``."""
+    if not paths and not looks_like_prefix(ref):
+        return ref, None
+    repo = open_repository(storage, password, create=False)
+    ref = expand_snapshot_prefix(repo, ref)
+    if not paths:
+        return ref, None
+    info = find_snapshot(repo, ref, set_id=set_id)
+    return info.id, resolve_paths(repo, info.id, paths)
 
 
 def _restore_source(settings: Settings, set_ref: str | None, destination: Path | None,
@@ -617,7 +687,8 @@ def snapshots(settings: Settings, destination: Path, as_json: bool,
     print_table(f"Snapshots in {destination}",
                 ["ID", "Time", "Job", "Set", "Host", "Sources"],
                 [[r["id"][:16], r["time"], r["job_id"], r["backup_set_id"], r["hostname"],
-                  "\n".join(r["sources"])] for r in rows])
+                  "\n".join(show_name(x) for x in r["sources"])] for r in rows],
+                no_wrap=("ID", "Job"))
 
 
 def _must_exist(destination: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import secrets
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -148,14 +149,43 @@ def console() -> Console:
     return Console(soft_wrap=False, highlight=False)
 
 
-def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
-    """Print rows as a table on stdout."""
+def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]], *,
+                no_wrap: Sequence[str] = ()) -> None:
+    """Print rows as a table on stdout; the columns named in ``no_wrap`` (IDs to copy) are
+    never folded."""
     table = Table(title=title, title_justify="left")
     for col in columns:
-        table.add_column(col, overflow="fold")
+        table.add_column(col, overflow="fold", no_wrap=col in no_wrap, min_width=None)
     for row in rows:
         table.add_row(*(Text("" if v is None else str(v)) for v in row))
     console().print(table)
+
+
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(m: re.Match[str]) -> str:
+    c = m.group()
+    if c in _NAMED:
+        return _NAMED[c]
+    code = ord(c)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def show_name(name: str | bytes) -> str:
+    """A file name (or any text from outside) safe to print on a terminal: control characters
+    (C0, DEL, C1) as ``\\n``, ``\\r``, ``\\t`` or ``\\xNN``, so a name cannot move the
+    cursor, set the window title or fake a line; bytes go through ``display_path`` first (not
+    UTF-8: ``\\xNN``), as do lone surrogates of a command line. Use it wherever the CLI prints
+    a name."""
+    if isinstance(name, bytes):
+        from opencbs.engine.entries import display_path  # noqa: PLC0415
+
+        name = display_path(name)
+    return _UNSAFE.sub(_escape, name)
 
 
 def echo(text: str) -> None:

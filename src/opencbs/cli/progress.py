@@ -105,5 +105,5 @@ def activity(title: str, *, quiet: bool = False, stream: TextIO | None = None) -
         with console.status(title):
             yield
         return
-    console.print(f"{title}…", markup=False, highlight=False)
+    console.print(f"{title}…", markup=False, highlight=False, soft_wrap=True)
     yield

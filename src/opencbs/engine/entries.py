@@ -46,3 +46,35 @@ def display_path(path: bytes) -> str:
         except UnicodeDecodeError:
             pass
     return path.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
+
+
+def parse_display_path(text: str) -> bytes:
+    """The raw path that :func:`display_path` shows as ``text`` (its inverse:
+    ``parse_display_path(display_path(p)) == p`` for every ``bytes`` ``p``): ``\\\\`` is one
+    backslash, ``\\xNN`` (two hex digits, either case) the byte ``NN``, every other character its
+    UTF-8 (a lone surrogate from a command line decoded with ``surrogateescape`` becomes its
+    original byte). Raises ``ValueError`` for a backslash followed by anything else (then
+    ``text`` is not in display form)."""
+    if "\\" not in text:
+        return text.encode("utf-8", "surrogateescape")
+    out = bytearray()
+    i, n = 0, len(text)
+    while i < n:
+        j = text.find("\\", i)
+        if j < 0:
+            out += text[i:].encode("utf-8", "surrogateescape")
+            break
+        out += text[i:j].encode("utf-8", "surrogateescape")
+        if text.startswith("\\\\", j):
+            out += b"\\"
+            i = j + 2
+        elif text.startswith("\\x", j) and _is_hex2(text[j + 2:j + 4]):
+            out.append(int(text[j + 2:j + 4], 16))
+            i = j + 4
+        else:
+            raise ValueError(f"not a path in display form (lone backslash at {j}): {text!r}")
+    return bytes(out)
+
+
+def _is_hex2(s: str) -> bool:
+    return len(s) == 2 and all(c in "0123456789abcdefABCDEF" for c in s)
