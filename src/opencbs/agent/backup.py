@@ -346,7 +346,7 @@ class _Job:
         self.durable = durable
         self.report = ReportStream(client, ref, batch_size, retry_delays=self.retry_delays,
                                    wait=cancel.wait, spool=spool, online=not offline,
-                                   offline_reason=offline)
+                                   offline_reason=offline, background=True)
         self.interval = progress_interval
         self.last_progress = 0.0
         self.current = ""
@@ -389,6 +389,7 @@ class _Job:
     def _finish(self, status: JobStatus, snapshot_id: str | None, message: str) -> JobOutcome:
         self.report.log(LogType.END, f"Backup completed: {status.value}")
         self.report.flush()
+        self.report.drain()  # every batch spooled and sent (or failed) before the finish
         spooled = self.report.spool is not None
         if spooled:
             try:

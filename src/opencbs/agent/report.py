@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -57,6 +59,8 @@ MIN_TIME_MS = -11_644_473_600_000
 MAX_TIME_MS = 253_402_128_000_000
 #: Entries per batch by default (the API takes at most 10,000).
 DEFAULT_BATCH_SIZE = 1000
+#: Batches waiting for the background sender (``ReportStream(background=True)``) at most.
+MAX_QUEUED_BATCHES = 2
 #: Seconds to wait before each retry of an idempotent call (so 1 + len attempts in all).
 DEFAULT_RETRY_DELAYS: tuple[float, ...] = (0.5, 2.0, 5.0)
 
@@ -150,6 +154,11 @@ class ReportStream:
     failure: the spool then holds the whole report); without, later entries are dropped.
     ``online=False`` starts without sending (the job could not be started on the server).
     Raises ``SpoolError`` when the spool cannot be written.
+
+    ``background=True``: batches are spooled and sent by one thread, in order, while the caller
+    goes on (at most ``MAX_QUEUED_BATCHES`` wait; ``flush`` blocks beyond that); :meth:`drain`
+    waits for them, and must be called before :attr:`delivered`, :attr:`failure` or the
+    counters are final. Only the caller's thread may call ``add``/``log``/``flush``/``drain``.
     """
 
     def __init__(self, client: AgentClient, ref: JobRef,
@@ -157,7 +166,7 @@ class ReportStream:
                  retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
                  wait: Callable[[float], object] = time.sleep,
                  spool: JobSpool | None = None, online: bool = True,
-                 offline_reason: str = "") -> None:
+                 offline_reason: str = "", background: bool = False) -> None:
         if not 1 <= batch_size <= 10_000:
             raise ValueError("batch_size must be 1..10000")
         self.client = client
@@ -177,6 +186,9 @@ class ReportStream:
         #: Why the spool could not be written (``None`` while it can).
         self.spool_failure: str | None = None
         self._buffer: list[ReportEntry] = []
+        self._sender = (ThreadPoolExecutor(1, thread_name_prefix="opencbs-report")
+                        if background else None)
+        self._sending: deque[Future[None]] = deque()
 
     @property
     def delivered(self) -> bool:
@@ -211,25 +223,46 @@ class ReportStream:
         failure: see the class docstring)."""
         if not self._buffer:
             return
+        entries, self._buffer = self._buffer, []
+        if self.spool is None and self.failure is not None:
+            return  # dropped: nothing to spool, nothing to send
+        if self._sender is None:
+            self._deliver(entries)
+            return
+        while len(self._sending) >= MAX_QUEUED_BATCHES:
+            self._sending.popleft().result()
+        self._sending.append(self._sender.submit(self._deliver, entries))
+
+    def drain(self) -> None:
+        """Wait until every flushed batch is spooled and sent (or failed); the background
+        thread, if any, ends (a later ``flush`` delivers in the caller's thread)."""
+        while self._sending:
+            self._sending.popleft().result()
+        if self._sender is not None:
+            self._sender.shutdown(wait=True)
+            self._sender = None
+
+    def _deliver(self, entries: list[ReportEntry]) -> None:
+        """Spool then send one batch (the caller's thread, or the background one)."""
         if self.spool is not None:
             try:
-                self.spool.write_batch(self.batches_spooled, self._buffer)
+                self.spool.write_batch(self.batches_spooled, entries)
                 self.batches_spooled += 1
             except SpoolError as exc:  # the agent's disk: sending goes on without a spool
                 log.error("the job report can no longer be spooled: %s", exc)
                 self.spool_failure = str(exc)
                 self.spool = None
         if self.failure is not None:
-            self._buffer = []
             return
-        batch_no, entries = self.batches_sent, self._buffer
+        batch_no = self.batches_sent
         try:
             call_with_retries(lambda: self.client.send_batch(self.ref, batch_no, entries),
                               f"batch {batch_no}", self.retry_delays, self.wait)
         except (ServerUnreachable, AgentApiError) as exc:
-            self.fail(f"batch {batch_no}: {exc.message}")
-            self._buffer = []  # spooled (or, without a spool, dropped)
+            if self.failure is None:
+                log.error("the job report cannot be delivered: %s", f"batch {batch_no}: "
+                          f"{exc.message}")
+                self.failure = f"batch {batch_no}: {exc.message}"
             return
         self.batches_sent += 1
-        self.entries_sent += len(self._buffer)
-        self._buffer = []
+        self.entries_sent += len(entries)
