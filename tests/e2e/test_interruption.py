@@ -348,6 +348,13 @@ def test_sigkill_series(server: Server, tmp_path: Path) -> None:
           + ", ".join(f"{a.delay if a.killed else 'C'}/{a.packs_before >> 20}" for a in attempts)
           + f"; {len(snapshots)} snapshots")
 
+    # what killed writes left: temporary files only (never listed), removed by the clean-up
+    left = _temporaries(dest)
+    storage = LocalStorage(dest, fsync=False)
+    assert storage.remove_stale_temporaries(older_than=0) == len(left)
+    assert _temporaries(dest) == []
+    print(f"{len(left)} temporary files of killed writes removed")
+
     # the repository: sound, every stored byte included
     checked = _verify(server, dest, "--read-data")
     assert checked.returncode == 0, checked.stdout + checked.stderr
@@ -524,6 +531,22 @@ def test_disk_full_in_process(client: TestClient, agent: AgentClient, tmp_path: 
     repo = Repository.open(LocalStorage(dest, fsync=False), REPO_PASSWORD)
     assert repo.verify(read_data=True).ok
     assert len(repo.list_snapshots()) == 1
+
+
+def test_stale_temporaries_are_removed(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "dest", fsync=False)
+    storage.put("data/ab/" + "ab" * 32, b"pack")
+    storage.put("snapshots/" + "cd" * 32, b"snapshot")
+    old, young = tmp_path / "dest/data/ab/.tmp-x-1", tmp_path / "dest/snapshots/.tmp-y-2"
+    old.write_bytes(b"half a pack")
+    young.write_bytes(b"being written")
+    hour_ago = time.time() - 3700
+    os.utime(old, (hour_ago, hour_ago))
+    (tmp_path / "dest/data/.hidden").write_bytes(b"not ours")  # only .tmp- files go
+    assert storage.remove_stale_temporaries() == 1
+    assert not old.exists() and young.exists() and (tmp_path / "dest/data/.hidden").exists()
+    assert list(storage.list()) == ["data/ab/" + "ab" * 32, "snapshots/" + "cd" * 32]
+    assert storage.remove_stale_temporaries(older_than=0) == 1 and not young.exists()
 
 
 # --- the destination fills up: a real file system ---------------------------------------------

@@ -2,7 +2,8 @@
 
 Each object is one file at ``<root>/<name>``. ``put`` writes a temporary dot-file in the target
 folder, fsyncs it, renames it over the name with ``os.replace`` and fsyncs the folder, so a crash
-leaves the old object or the new one. Temporary files never show in ``list``.
+leaves the old object or the new one. Temporary files never show in ``list``; a process killed
+mid-``put`` leaves its temporary file behind, which ``remove_stale_temporaries`` deletes.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -135,6 +137,26 @@ class LocalStorage:
                 yield from self._walk(Path(entry.path), f"{base}{entry.name}/")
             else:
                 yield base + entry.name
+
+    def remove_stale_temporaries(self, older_than: float = 3600.0) -> int:
+        """Delete the temporary files of ``put`` calls that never finished (a process killed
+        mid-write leaves its ``.tmp-*`` file) last modified more than ``older_than`` seconds
+        ago; returns how many were deleted. A live ``put`` writes its file within seconds, far
+        less than the default hour, so running this beside other writers is safe.
+        Raises ``DestinationError`` when the destination cannot be listed."""
+        limit = time.time() - older_than
+        removed = 0
+        with _translated("clean up", "/", reading=False):
+            for dirpath, _dirnames, filenames in os.walk(self.root):
+                for name in filenames:
+                    if not name.startswith(_TMP_PREFIX):
+                        continue
+                    path = os.path.join(dirpath, name)
+                    with contextlib.suppress(FileNotFoundError):
+                        if os.lstat(path).st_mtime < limit:
+                            os.unlink(path)
+                            removed += 1
+        return removed
 
     def delete(self, name: str) -> None:
         """See ``Storage.delete``."""
