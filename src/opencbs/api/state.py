@@ -29,6 +29,8 @@ class ServerState:
 
     def __post_init__(self) -> None:
         self.log_time = LogTimeFormatter(self.tz)
+        # a job idle for job_idle_timeout is closed within about a quarter of that time more
+        self.sweep_interval = min(self.sweep_interval, max(self.job_idle_timeout / 4, 0.5))
 
 
 def state_of(request: Request) -> ServerState:
