@@ -173,3 +173,15 @@ def test_memory_tamper_helper() -> None:
     s.put("x", b"\x00\x00")
     s.tamper("x", 1)
     assert s.get("x") == b"\x00\x01"
+
+
+def test_local_destination_is_private(tmp_path: Path) -> None:
+    import stat
+
+    from opencbs.destinations.local import LocalStorage
+
+    store = LocalStorage(tmp_path / "repo")
+    store.put("keys/default", b"k")
+    assert stat.S_IMODE((tmp_path / "repo" / "keys" / "default").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "repo" / "keys").stat().st_mode) & 0o077 == 0
+    assert stat.S_IMODE((tmp_path / "repo").stat().st_mode) & 0o077 == 0

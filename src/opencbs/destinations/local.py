@@ -42,6 +42,12 @@ def _translated(action: str, name: str, *, reading: bool = True) -> Iterator[Non
         ) from exc
 
 
+#: Modes of what a local destination creates: the repository is the owner's alone (its key file
+#: holds the wrapped keys; everything else is encrypted, but its sizes and times still tell).
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+
 class LocalStorage:
     """Objects as files under ``root`` (created if missing). Implements ``Storage``."""
 
@@ -50,7 +56,7 @@ class LocalStorage:
         self.root = Path(root)
         self._fsync = fsync
         with _translated("create the folder", str(self.root), reading=False):
-            self.root.mkdir(parents=True, exist_ok=True)
+            self.root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
 
     def __repr__(self) -> str:
         return f"LocalStorage({str(self.root)!r})"
@@ -63,7 +69,7 @@ class LocalStorage:
         path = self._path(name)
         tmp = path.with_name(f"{_TMP_PREFIX}{path.name}-{secrets.token_hex(8)}")
         with _translated("write", name, reading=False):
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
             try:
                 self._write_file(tmp, data)
                 os.replace(tmp, path)
@@ -78,7 +84,8 @@ class LocalStorage:
         """Write ``data`` to the new file ``tmp`` (and fsync it). ``OSError`` propagates: ``put``
         removes ``tmp`` and translates it (a full disk is ``ENOSPC``). Tests override this to
         simulate a destination that fills up mid-job."""
-        with open(tmp, "wb") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        with open(fd, "wb") as f:
             f.write(data)
             if self._fsync:
                 f.flush()
