@@ -237,3 +237,16 @@ def test_restore_by_id_prefix_display_path_and_clear_errors(server: Server,
     assert missing.returncode == 4, missing.stderr
     assert missing.stderr.splitlines()[-2] == "opencbs: error: Snapshot 0123abcd not found"
     assert "opencbs snapshots --destination" in missing.stderr.splitlines()[-1]
+
+
+def test_verbose_names_reach_the_terminal_escaped(server: Server, tmp_path: Path) -> None:
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    src.mkdir()
+    evil = "title\x1b]0;pwned\x07\nupd passwd: fake"
+    (src / evil).write_bytes(b"x")
+    res = run(server.env, "backup", "--set", "evil", "--source", str(src), "--destination",
+              str(dest), "--verbose")
+    assert res.returncode == 0, res.stderr
+    assert "\x1b" not in res.stdout + res.stderr and "\x07" not in res.stdout + res.stderr
+    assert not [line for line in res.stdout.splitlines() if line.startswith("upd passwd")]
+    assert f"new {src}/title\\x1b]0;pwned\\x07\\nupd passwd: fake: " in res.stdout

@@ -277,3 +277,23 @@ def test_serve_on_a_busy_or_foreign_address_is_one_line_and_exit_2(tmp_path: Pat
     assert res.returncode == 2, res.stderr
     assert res.stderr.startswith(f"opencbs: error: cannot listen on 192.0.2.1:{port}: ")
     assert len(res.stderr.splitlines()) == 2 and "--host" in res.stderr, res.stderr
+
+
+def test_user_names_are_checked_and_owners_must_be_resellers(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    for bad, why in [("a\nb", "control character"), ("a/b", "'/'"), (" alice", "space"),
+                     ("evil\x1b]0;x\x07", "control character")]:
+        res = run(env, "user", "add", bad, "--password-stdin", stdin="pw\n")
+        assert res.returncode == 2, (bad, res.stderr)
+        assert why in res.stderr and "\x1b" not in res.stderr, res.stderr
+        res = run(env, "sysuser", "add", bad, "--role", "ADMIN", "--password-stdin",
+                  stdin="pw\n")
+        assert res.returncode == 2 and why in res.stderr, (bad, res.stderr)
+    ok(env, "sysuser", "add", "ops", "--role", "ADMIN", "--password-stdin", stdin="pw\n")
+    for owner in ("nosuch", "ops"):
+        res = run(env, "user", "add", "bob", "--owner", owner, "--password-stdin", stdin="pw\n")
+        assert res.returncode == 2, res.stderr
+        assert f"owner {owner!r} is not a reseller" in res.stderr
+    ok(env, "sysuser", "add", "res1", "--role", "RESELLER", "--password-stdin", stdin="pw\n")
+    ok(env, "user", "add", "bob", "--owner", "res1", "--password-stdin", stdin="pw\n")
+    assert json.loads(ok(env, "user", "list", "--json"))[0]["Owner"] == "res1"

@@ -228,8 +228,8 @@ def set_list(settings: Settings, login: str, as_json: bool) -> None:
         print_json([set_json(s) for s in found])
         return
     print_table(f"Backup sets of {login}", ["ID", "Name", "Type", "Sources", "Destinations"], [
-        [s.id, s.name, s.type, "\n".join(s.settings.get("sources", [])),
-         "\n".join(f"{d.id} {d.name} ({d.type})" for d in s.destinations)] for s in found])
+        [s.id, s.name, s.type, [str(x) for x in s.settings.get("sources", [])],
+         [f"{d.id} {d.name} ({d.type})" for d in s.destinations]] for s in found])
 
 
 def set_json(s: BackupSet) -> dict[str, Any]:

@@ -368,7 +368,7 @@ class _ChangePrinter(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         args = record.args
         if isinstance(args, tuple) and args and args[0] in _CHANGE_KEYS:
-            click.echo(record.getMessage(), err=self.err)
+            click.echo(show_name(record.getMessage()), err=self.err)
 
 
 @contextmanager
@@ -439,7 +439,7 @@ def print_outcome(outcome: JobOutcome) -> None:
     if outcome.snapshot_id:
         echo(f"snapshot {outcome.snapshot_id}")
     if outcome.message:
-        echo(f"note: {outcome.message}")
+        echo(f"note: {show_name(outcome.message)}")
     print_delivery_notes(outcome)
 
 
@@ -687,7 +687,7 @@ def snapshots(settings: Settings, destination: Path, as_json: bool,
     print_table(f"Snapshots in {destination}",
                 ["ID", "Time", "Job", "Set", "Host", "Sources"],
                 [[r["id"][:16], r["time"], r["job_id"], r["backup_set_id"], r["hostname"],
-                  "\n".join(show_name(x) for x in r["sources"])] for r in rows],
+                  r["sources"]] for r in rows],
                 no_wrap=("ID", "Job"))
 
 

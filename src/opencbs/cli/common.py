@@ -40,12 +40,21 @@ class CliState:
         return settings
 
 
+class SafeFormatter(logging.Formatter):
+    """A formatter whose messages have their control characters escaped (``show_name``):
+    log lines name files, and a name must not reach the terminal raw."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        record.message = show_name(record.message)
+        return super().formatMessage(record)
+
+
 def configure_logging(level: str) -> None:
     """Log records of ``level`` and above to stderr, one line each."""
     root = logging.getLogger()
     if not any(getattr(h, "_opencbs", False) for h in root.handlers):
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler._opencbs = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(level)
@@ -152,12 +161,13 @@ def console() -> Console:
 def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]], *,
                 no_wrap: Sequence[str] = ()) -> None:
     """Print rows as a table on stdout; the columns named in ``no_wrap`` (IDs to copy) are
-    never folded."""
+    never folded. A cell is a value, or a list/tuple of values shown one per line; each value
+    goes through :func:`show_name` (control characters escaped)."""
     table = Table(title=title, title_justify="left")
     for col in columns:
         table.add_column(col, overflow="fold", no_wrap=col in no_wrap, min_width=None)
     for row in rows:
-        table.add_row(*(Text("" if v is None else str(v)) for v in row))
+        table.add_row(*(Text(_cell(v)) for v in row))
     console().print(table)
 
 
@@ -186,6 +196,14 @@ def show_name(name: str | bytes) -> str:
 
         name = display_path(name)
     return _UNSAFE.sub(_escape, name)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return "\n".join(_cell(v) for v in value)
+    return show_name(value if isinstance(value, (str, bytes)) else str(value))
 
 
 def echo(text: str) -> None:

@@ -27,6 +27,7 @@ from rich.progress import (
 )
 
 from opencbs.agent.backup import Progress as JobProgressInfo
+from opencbs.cli.common import show_name
 
 PLAIN_INTERVAL = 2.0
 
@@ -74,7 +75,8 @@ class BackupProgress:
         if self.quiet:
             return
         if self._bar is not None and self._task is not None:
-            current = p.current_file if len(p.current_file) <= 40 else "…" + p.current_file[-39:]
+            name = show_name(p.current_file)
+            current = name if len(name) <= 40 else "…" + name[-39:]
             self._bar.update(self._task, completed=p.bytes_done, total=max(p.bytes_seen, 1),
                              files=f"{p.files_done}/{p.files_seen}", current=current)
             return

@@ -48,6 +48,7 @@ from opencbs.cli.common import (
     generate_password,
     note,
     open_database,
+    show_name,
     with_settings,
 )
 from opencbs.cli.serve import HOST, IDLE, PORT
@@ -253,7 +254,7 @@ def curl_command(setup: Setup, url: str, job_id: str) -> str:
 
 
 def _print_setup(setup: Setup, data_dir: Path) -> None:
-    echo(f"data directory: {data_dir}")
+    echo(f"data directory: {show_name(str(data_dir))}")
     if setup.sysuser_password is not None:
         echo(f"system user {SYSUSER!r} created; its password (shown only now): "
              f"{setup.sysuser_password}")
@@ -262,8 +263,8 @@ def _print_setup(setup: Setup, data_dir: Path) -> None:
              f"(set a new one: opencbs sysuser passwd {SYSUSER})")
     echo(f"backup user {setup.login!r}; its settings and the encryption password: "
          f"{agent_file(data_dir)} (mode 0600)")
-    echo(f"backup set {setup.set_id} ({setup.set_name}), destination {setup.destination_id} "
-         f"({setup.destination})")
+    echo(f"backup set {setup.set_id} ({show_name(setup.set_name)}), destination "
+         f"{setup.destination_id} ({show_name(str(setup.destination))})")
 
 
 @click.command()

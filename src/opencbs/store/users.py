@@ -83,10 +83,30 @@ def _backup_user(row: Row) -> BackupUser:  # type: ignore[type-arg]
 # --- system users -------------------------------------------------------------------------
 
 
+def check_name(name: str, what: str) -> None:
+    """The rule for the names of users (backup users' ``LoginName``, system users): not empty,
+    no control character (C0, DEL, C1: a name shows in logs, tables and terminals), no ``/`` or
+    ``\\`` (names end up in paths and URLs), no space at either end (invisible, and the same
+    name typed without it would not log in). ``what`` names the kind in the message ("login
+    name"). Raises ``InvalidInput``."""
+    hint = "use letters, digits, '.', '-', '_' or '@'; no '/', '\\', control characters"
+    if not name:
+        raise InvalidInput(f"the {what} must not be empty", hint)
+    bad = next((c for c in name if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F), None)
+    if bad is not None:
+        raise InvalidInput(f"the {what} {name!r} holds a control character "
+                           f"(U+{ord(bad):04X})", hint)
+    if "/" in name or "\\" in name:
+        raise InvalidInput(f"the {what} {name!r} holds a '/' or '\\'", hint)
+    if name != name.strip():
+        raise InvalidInput(f"the {what} {name!r} begins or ends with a space", hint)
+
+
 def add_system_user(conn: Connection, name: str, password: str, role: SystemRole) -> SystemUser:
     """Create a system user. Raises ``Conflict`` if the name exists, ``InvalidInput`` for an
-    empty name or password."""
-    if not name or not password:
+    empty password or a name against :func:`check_name`."""
+    check_name(name, "system user name")
+    if not password:
         raise InvalidInput("a system user needs a name and a password")
     if get_system_user(conn, name) is not None:
         raise Conflict(f"system user {name!r} exists already", "choose another name")
@@ -205,9 +225,18 @@ def add_backup_user(
     quota: int = 0,
 ) -> BackupUser:
     """Create a backup user. ``LoginName`` is unique server-wide (§2): raises ``Conflict`` if
-    taken, ``InvalidInput`` for an empty name or password or a negative quota (bytes)."""
-    if not login_name or not password:
+    taken, ``InvalidInput`` for a name against :func:`check_name`, an empty password, a
+    negative quota (bytes), or an ``owner`` that is not a RESELLER system user (empty: the
+    admins)."""
+    check_name(login_name, "login name")
+    if not password:
         raise InvalidInput("a backup user needs a login name and a password")
+    if owner:
+        reseller = get_system_user(conn, owner)
+        if reseller is None or reseller.role is not SystemRole.RESELLER:
+            raise InvalidInput(f"owner {owner!r} is not a reseller system user",
+                               "give the name of a RESELLER system user (`opencbs sysuser "
+                               "list`), or no --owner for the admins")
     if quota < 0:
         raise InvalidInput("the quota must be zero (none) or a positive number of bytes")
     if find_backup_user(conn, login_name) is not None:
