@@ -275,10 +275,13 @@ def test_first_changed_and_unchanged_jobs_then_restore(
 # --- soft errors, destination failures, cancel ------------------------------------------------
 
 
+@pytest.mark.parametrize("read_ahead", [True, False], ids=["read-ahead", "streamed"])
 def test_file_changing_while_read_is_a_warning_and_keeps_the_previous_version(
     client: TestClient, agent: AgentClient, src: Path, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, read_ahead: bool,
 ) -> None:
+    if not read_ahead:  # every file read in the job's thread, as a stream
+        monkeypatch.setattr(backup_mod, "PREFETCH_MAX_FILE", -1)
     dest = tmp_path / "dest"
     storage = _storage(dest)
     set_id, dest_id = _new_set(agent, src, dest)
