@@ -325,6 +325,25 @@ def test_missing_pack_is_reported_by_verify(repo: Repository) -> None:
         repo.read_chunk(result.chunk_ids[0])
 
 
+def test_a_missing_pack_is_stored_again_by_the_next_backup(repo: Repository) -> None:
+    data = rand(10_000, 9)
+    with repo.writer() as w:
+        first = w.add_file(io.BytesIO(data))
+    repo.commit_snapshot(meta(), [(file_entry(b"/f", first), first.chunk_ids)])
+    loc = repo.chunk_location(first.chunk_ids[0])
+    assert loc is not None
+    repo.storage.delete(f"data/{loc.pack_id[:2]}/{loc.pack_id}")
+    reopened = Repository.open(repo.storage, PASSWORD)
+    missing, recovered = reopened.reconcile_packs()
+    assert missing == [loc.pack_id] and recovered == []
+    assert not reopened.has_chunk(first.chunk_ids[0])
+    with reopened.writer() as w:
+        again = w.add_file(io.BytesIO(data))
+    assert again.dedup_saved_bytes == 0  # stored anew, not deduplicated against the lost pack
+    reopened.commit_snapshot(meta(), [(file_entry(b"/f", again), again.chunk_ids)])
+    assert b"".join(reopened.read_chunk(c) for c in again.chunk_ids) == data
+
+
 def test_chunk_not_in_index(repo: Repository) -> None:
     with pytest.raises(ChunkNotFound):
         repo.read_chunk(b"\x00" * 32)

@@ -114,13 +114,24 @@ class ChunkIndex:
         number, offset, length, stored, original = found
         return ChunkLocation(self._packs[number], offset, length, stored, original)
 
+    def forget_packs(self, pack_ids: Iterable[str]) -> int:
+        """Forget the chunks located in these packs (they are gone from the destination), so
+        that a writer stores those chunks again; returns how many chunks were forgotten."""
+        numbers = {self._pack_numbers.pop(p) for p in pack_ids if p in self._pack_numbers}
+        if not numbers:
+            return 0
+        gone = [cid for cid, loc in self._chunks.items() if loc[0] in numbers]
+        for cid in gone:
+            del self._chunks[cid]
+        return len(gone)
+
     def has_pack(self, pack_id: str) -> bool:
         """Whether some index lists that pack."""
         return pack_id in self._pack_numbers
 
     def packs(self) -> list[str]:
-        """IDs of every indexed pack."""
-        return list(self._packs)
+        """IDs of every indexed pack (not those forgotten)."""
+        return [p for p in self._packs if p in self._pack_numbers]
 
     def by_pack(self) -> Iterator[tuple[str, list[tuple[bytes, ChunkLocation]]]]:
         """Each indexed pack with the chunks located in it, ordered by offset."""

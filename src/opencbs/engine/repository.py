@@ -304,6 +304,23 @@ class Repository:
             recovered.append(pack_id)
         return recovered
 
+    def reconcile_packs(self) -> tuple[list[str], list[str]]:
+        """Make the loaded index agree with the packs the destination holds, before a backup:
+        chunks of indexed packs that are gone are forgotten (so this backup stores them again
+        instead of deduplicating against data that no longer exists), and packs that no index
+        lists are indexed from their own headers (``recover_indexes``). One listing of
+        ``data/``; returns (missing pack IDs, recovered pack IDs). Raises ``DestinationError``.
+        """
+        present = {
+            pid for pid in (pack_id_of_name(n) for n in self.storage.list(DATA_PREFIX)) if pid
+        }
+        missing = [pid for pid in self._index.packs() if pid not in present]
+        if missing:
+            forgotten = self._index.forget_packs(missing)
+            log.warning("%d indexed packs are missing from the destination; their %d chunks "
+                        "will be stored again", len(missing), forgotten)
+        return missing, self.recover_indexes()
+
     # Writing -------------------------------------------------------------------------------
 
     def writer(self, *, compression_level: int | None = None) -> Writer:
