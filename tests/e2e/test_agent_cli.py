@@ -250,3 +250,30 @@ def test_verbose_names_reach_the_terminal_escaped(server: Server, tmp_path: Path
     assert "\x1b" not in res.stdout + res.stderr and "\x07" not in res.stdout + res.stderr
     assert not [line for line in res.stdout.splitlines() if line.startswith("upd passwd")]
     assert f"new {src}/title\\x1b]0;pwned\\x07\\nupd passwd: fake: " in res.stdout
+
+
+def test_existing_set_destination_and_filters_are_never_silently_changed(
+        server: Server, tmp_path: Path) -> None:
+    src, one, two = tmp_path / "src", tmp_path / "one", tmp_path / "two"
+    _tree(src)
+    first = json.loads(ok(server.env, "backup", "--set", "dests", "--source", str(src),
+                          "--destination", str(one), "--exclude", "*.bin", "--json"))
+    _one_line_error(run(server.env, "backup", "--set", "dests", "--destination", str(two)), 2,
+                    f"backup set 'dests' has no destination {two} (it has: {one})")
+    assert not two.exists()
+    _one_line_error(run(server.env, "backup", "--set", "dests", "--exclude", "*.txt"), 2,
+                    "--exclude/--include only apply when a set is created")
+    _one_line_error(run(server.env, "backup", "--set", "dests", "--include", "*.txt"), 2,
+                    "exclude ['*.bin']")
+
+    added = json.loads(ok(server.env, "backup", "--set", "dests", "--add-destination",
+                          str(two), "--json"))
+    assert added["destination_id"] != first["destination_id"]
+    assert added["counts"]["new"] == first["counts"]["new"]  # a full backup there
+    again = json.loads(ok(server.env, "backup", "--set", "dests", "--destination", str(two),
+                          "--json"))
+    assert again["destination_id"] == added["destination_id"]
+    assert again["counts"]["new"] == 0
+    back = json.loads(ok(server.env, "backup", "--set", "dests", "--destination", str(one),
+                         "--json"))
+    assert back["destination_id"] == first["destination_id"] and back["counts"]["new"] == 0

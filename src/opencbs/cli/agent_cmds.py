@@ -282,11 +282,18 @@ class Target:
 
 def resolve_target(client: AgentClient, found: list[RemoteSet], ref: str | None,
                    sources: Sequence[Path], destination: Path | None,
-                   excludes: Sequence[str]) -> Target:
-    """The set ``ref`` and its destination; created on first use from ``sources`` and
-    ``destination`` (a FILE set with one LOCAL destination). Raises ``NotFound`` or
-    ``InvalidInput``."""
+                   excludes: Sequence[str], *, includes: Sequence[str] = (),
+                   add_destination: bool = False) -> Target:
+    """The set ``ref`` and its destination; created on first use from ``sources``,
+    ``destination``, ``excludes`` and ``includes`` (a FILE set with one LOCAL destination).
+
+    On an existing set ``destination`` selects its LOCAL destination of that path (default:
+    its first); a path the set does not have is added only with ``add_destination`` (the
+    ``--add-destination`` flag), else an error: a mistyped path must not start a full backup
+    somewhere new. Filters are fixed when the set is created: ``excludes``/``includes`` on an
+    existing set are an error, never ignored. Raises ``NotFound`` or ``InvalidInput``."""
     bset = find_set(found, ref)
+    created = bset is None
     if bset is None:
         if not (sources and destination is not None and ref):
             names = ", ".join(repr(s.name) for s in found) or "none"
@@ -296,26 +303,51 @@ def resolve_target(client: AgentClient, found: list[RemoteSet], ref: str | None,
                         "--destination PATH")
             raise err
         settings = {"sources": [os.path.abspath(s) for s in sources],
-                    "filters": {"include": [], "exclude": list(excludes)}}
+                    "filters": {"include": list(includes), "exclude": list(excludes)}}
         dest = NewDestination("Local", "LOCAL", {"path": os.path.abspath(destination)})
         bset = client.create_set(ref, settings=settings, destinations=[dest])
         note(f"backup set {bset.name!r} created (ID {bset.id})")
-    elif sources:
+    else:
+        _check_existing(bset, sources, excludes, includes)
+    d = local_destination(bset, destination)
+    if d is None and destination is not None:
+        if not (add_destination or created):
+            have = ", ".join(str(x.settings.get("path", x.name)) for x in bset.destinations)
+            raise InvalidInput(
+                f"backup set {bset.name!r} has no destination {os.path.abspath(destination)} "
+                f"(it has: {have or 'none'})",
+                "give one of its paths, leave out --destination for its first, or add this "
+                "folder as a new destination (a full backup there) with --add-destination PATH")
+        d = client.add_destination(bset.id, NewDestination(
+            f"Local {len(bset.destinations) + 1}", "LOCAL",
+            {"path": os.path.abspath(destination)}))
+        note(f"destination {d.name!r} added to backup set {bset.name!r}")
+    elif d is not None and add_destination and not created:
+        note(f"backup set {bset.name!r} has destination {destination} already; using it")
+    if d is None:
+        raise InvalidInput(f"backup set {bset.name!r} has no destination",
+                           "give --add-destination PATH")
+    return Target(bset, d, destination_path(d))
+
+
+def _check_existing(bset: RemoteSet, sources: Sequence[Path], excludes: Sequence[str],
+                    includes: Sequence[str]) -> None:
+    """Options that only create a set, given for an existing one: an error unless they agree
+    with it. Raises ``InvalidInput``."""
+    if sources:
         have = [str(s) for s in bset.settings.get("sources", [])]
         if have != [os.path.abspath(s) for s in sources]:
             raise InvalidInput(f"backup set {bset.name!r} exists already, with other sources "
                                f"({', '.join(have)})",
                                "leave out --source to back it up, or choose a new --set name")
-    d = local_destination(bset, destination)
-    if d is None and destination is not None:
-        d = client.add_destination(bset.id, NewDestination(
-            f"Local {len(bset.destinations) + 1}", "LOCAL",
-            {"path": os.path.abspath(destination)}))
-        note(f"destination {d.name!r} added to backup set {bset.name!r}")
-    if d is None:
-        raise InvalidInput(f"backup set {bset.name!r} has no destination",
-                           "give --destination PATH")
-    return Target(bset, d, destination_path(d))
+    if excludes or includes:
+        filters = bset.settings.get("filters")
+        filters = filters if isinstance(filters, dict) else {}
+        raise InvalidInput(
+            f"backup set {bset.name!r} exists already; --exclude/--include only apply when a "
+            f"set is created (its filters: exclude {filters.get('exclude', [])}, include "
+            f"{filters.get('include', [])})",
+            "leave them out to back it up with its filters, or choose a new --set name")
 
 
 def open_repository(storage: LocalStorage, password: str, *, create: bool,
@@ -474,19 +506,32 @@ def exit_code_of(status: JobStatus) -> int:
               help="First use: a folder or file of the new set (repeatable).")
 @click.option("--exclude", "excludes", multiple=True, metavar="PATTERN",
               help="First use: a glob pattern of full paths to leave out (repeatable).")
-@DESTINATION
+@click.option("--include", "includes", multiple=True, metavar="PATTERN",
+              help="First use: a glob pattern of full paths to back up only (repeatable).")
+@click.option("--destination", type=click.Path(file_okay=False, path_type=Path), default=None,
+              metavar="PATH", help="Folder of the local destination: on first use the set's; "
+                                   "else which of the set's destinations (default: its first).")
+@click.option("--add-destination", type=click.Path(file_okay=False, path_type=Path),
+              default=None, metavar="PATH",
+              help="Add this folder to an existing set as a new local destination and back up "
+                   "to it (a full backup).")
 @click.option("--scheduled", is_flag=True, help="Run as a scheduled job (mode S, not M).")
 @click.option("-v", "--verbose", is_flag=True, help="Print each change with its reason.")
 @JSON
 @with_agent_settings(SERVER, LOGIN, PASSWORD_STDIN, ENCRYPTION_FILE)
 def backup(settings: Settings, set_ref: str | None, sources: tuple[Path, ...],
-           excludes: tuple[str, ...], destination: Path | None, scheduled: bool, verbose: bool,
-           as_json: bool, password_stdin: bool, encryption_password_file: Path | None) -> int:
+           excludes: tuple[str, ...], includes: tuple[str, ...], destination: Path | None,
+           add_destination: Path | None, scheduled: bool, verbose: bool, as_json: bool,
+           password_stdin: bool, encryption_password_file: Path | None) -> int:
     """Run one backup job of a backup set and report it to the server.
 
     On first use, --set NAME --source PATH… --destination PATH creates the set (a file backup
-    set with one local destination). Exit code 0 when the job succeeds (with warnings or
-    errors too), 130 when stopped (Ctrl-C, SIGTERM), 9 when it fails."""
+    set with one local destination); --add-destination PATH adds a destination to an existing
+    set. Exit code 0 when the job succeeds (with warnings or errors too), 130 when stopped
+    (Ctrl-C, SIGTERM), 9 when it fails."""
+    if destination is not None and add_destination is not None:
+        raise InvalidInput("give --destination or --add-destination, not both",
+                           "--add-destination PATH adds PATH to an existing set")
     login = require_login(settings)
     password = backup_password(settings, password_stdin)
     repo_password = encryption_password(settings, encryption_password_file)
@@ -495,7 +540,8 @@ def backup(settings: Settings, set_ref: str | None, sources: tuple[Path, ...],
     spool_dir = report_spool_dir(settings)
     with AgentClient(url, login, password) as client:
         target = resolve_target(client, sets_or_remembered(client, url, login, spool_dir),
-                                set_ref, sources, destination, excludes)
+                                set_ref, sources, destination or add_destination, excludes,
+                                includes=includes, add_destination=add_destination is not None)
         outcome = run_job(client, target, repo_password,
                           mode=JobMode.SCHEDULED if scheduled else JobMode.MANUAL,
                           as_json=as_json, verbose=verbose, debug=state.debug,
