@@ -2,7 +2,9 @@
 
 On a terminal: a rich progress bar (bytes read of the bytes seen so far by the scan, files,
 speed, the current file). Not on a terminal: plain lines, at most one every ``interval``
-seconds (default 2). ``quiet`` shows nothing (``--json``).
+seconds (default 2), none before the scan has seen a file. Either way, when the job ends, a
+final line with the true totals (the runner's last snapshot). ``quiet`` shows nothing
+(``--json``).
 """
 
 from __future__ import annotations
@@ -46,7 +48,9 @@ class BackupProgress:
         self.quiet = quiet
         self.console = _stderr_console(stream)
         self.interval = interval
-        self._last_line = 0.0
+        self._last_line: float | None = None  # monotonic time of the last plain line
+        self._latest: JobProgressInfo | None = None
+        self._printed: JobProgressInfo | None = None
         self._bar: Progress | None = None
         self._task: TaskID | None = None
 
@@ -74,25 +78,36 @@ class BackupProgress:
         """Show one progress snapshot (bytes read of bytes seen; files read of files seen)."""
         if self.quiet:
             return
+        self._latest = p
         if self._bar is not None and self._task is not None:
             name = show_name(p.current_file)
             current = name if len(name) <= 40 else "…" + name[-39:]
             self._bar.update(self._task, completed=p.bytes_done, total=max(p.bytes_seen, 1),
                              files=f"{p.files_done}/{p.files_seen}", current=current)
             return
+        if p.files_seen == 0:
+            return  # nothing to say before the first file ("0/0 files read")
         now = time.monotonic()
-        if now - self._last_line < self.interval:
+        if self._last_line is not None and now - self._last_line < self.interval:
             return
         self._last_line = now
+        self._line(p, "")
+
+    def _line(self, p: JobProgressInfo, label: str) -> None:
+        self._printed = p
         self.console.print(
-            f"{self.title}: {p.files_done}/{p.files_seen} files read, "
-            f"{p.bytes_done}/{p.bytes_seen} bytes", markup=False, highlight=False)
+            f"{self.title}: {label}{p.files_done}/{p.files_seen} files read, "
+            f"{p.bytes_done}/{p.bytes_seen} bytes", markup=False, highlight=False,
+            soft_wrap=True)
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
                  tb: TracebackType | None) -> None:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+        latest = self._latest
+        if not self.quiet and et is None and latest is not None and latest != self._printed:
+            self._line(latest, "done: ")
 
 
 @contextmanager
