@@ -121,7 +121,6 @@ from opencbs.engine.classify import (
     pair_by_path,
     path_sort_key,
     resolve_sources,
-    reuse_content,
 )
 from opencbs.engine.entries import Entry, display_path
 from opencbs.engine.repo_errors import RepositoryError, RepositoryNotFound
@@ -499,19 +498,19 @@ class _Job:
         try:
             for prev, cur in pair_by_path(previous_entries(), current_entries()):
                 chunks = prev_chunks.pop(prev.path, ()) if prev is not None else ()
-                if (cur is not None and cur.etype is file_type
-                        and cur.size <= PREFETCH_MAX_FILE and needs_content(prev, cur)):
+                read = cur is not None and cur.etype is file_type and needs_content(prev, cur)
+                if read and cur is not None and cur.size <= PREFETCH_MAX_FILE:
                     while pending and ahead + cur.size > PREFETCH_BYTES:
                         item = pending.popleft()
                         ahead -= item.ahead
                         yield from self._handle(repo, writer, item)
-                    pending.append(_Pending(prev, cur, chunks,
+                    pending.append(_Pending(prev, cur, chunks, True,
                                             pool.submit(_load_file, cur, self.cancel), cur.size))
                     ahead += cur.size
                 elif pending:
-                    pending.append(_Pending(prev, cur, chunks))
+                    pending.append(_Pending(prev, cur, chunks, read))
                 else:  # nothing read ahead: handled at once
-                    yield from self._handle(repo, writer, _Pending(prev, cur, chunks))
+                    yield from self._handle(repo, writer, _Pending(prev, cur, chunks, read))
                     continue
                 # the oldest pairs whose content is in (or needs none), and beyond the window
                 while pending and (len(pending) > PREFETCH_FILES or pending[0].load is None
@@ -535,7 +534,8 @@ class _Job:
         cur_chunks: tuple[bytes, ...] = ()
         if cur is not None:
             # None when unreadable without a previous version of the path: left out
-            cur, cur_chunks = self._content(repo, writer, prev, chunks, cur, item.load)
+            cur, cur_chunks = self._content(repo, writer, prev, chunks, cur, item.read,
+                                            item.load)
         if cur is None:
             if prev is None:
                 return
@@ -550,21 +550,21 @@ class _Job:
         yield prev, cur
 
     def _content(self, repo: Repository, writer: Writer, prev: Entry | None,
-                 prev_chunk_ids: tuple[bytes, ...], cur: Entry,
+                 prev_chunk_ids: tuple[bytes, ...], cur: Entry, read: bool,
                  load: Future[bytes] | None = None,
                  ) -> tuple[Entry | None, tuple[bytes, ...]]:
-        """``cur`` with its content id and chunk IDs: reused, or read now (or ahead: ``load``).
-        A file that cannot be read gives the previous entry of its path (if a regular file) or
-        ``None``."""
+        """``cur`` with its content id and chunk IDs: reused (``read`` false: what
+        ``needs_content`` said), or read now (or ahead: ``load``). A file that cannot be read
+        gives the previous entry of its path (if a regular file) or ``None``."""
         if cur.etype is not EntryType.FILE:
             return cur, ()
         self.files_seen += 1
         self.bytes_seen += cur.size
-        if load is None and not needs_content(prev, cur):
-            reused = reuse_content(prev, cur)
-            if prev is not None and _attributes_differ(prev, cur):
+        if not read:
+            assert prev is not None  # needs_content is true without a previous file
+            if _attributes_differ(prev, cur):
                 self.sizes[cur.path] = chunk_sizes(repo.index, prev_chunk_ids)
-            return reused, prev_chunk_ids
+            return _with_content_id(cur, prev.content_id), prev_chunk_ids
         self.current = display_path(cur.path)
         try:
             if load is not None:
@@ -591,10 +591,7 @@ class _Job:
         if len(self.results) > _RESULTS_HELD:
             path, held = self.results.popleft()
             self.sizes[path] = FileSizes(held.stored_size, held.original_size)
-        e = cur  # replace(cur, content_id=…) without replace's per-field work
-        return Entry(e.path, e.etype, e.size, e.mtime_ns, e.ctime_ns, e.mode, e.uid, e.gid,
-                     e.inode, e.device, e.link_target, e.link_to_dir,
-                     result.content_id), result.chunk_ids
+        return _with_content_id(cur, result.content_id), result.chunk_ids
 
     def _spool(self, entry: Entry, chunk_ids: Sequence[bytes]) -> None:
         records = self.spooled
@@ -603,7 +600,7 @@ class _Job:
                         entry.device, entry.link_target, entry.link_to_dir, entry.content_id,
                         tuple(chunk_ids)))
         if len(records) >= _SPOOL_RECORDS:
-            marshal.dump(records, self.spool)
+            _dump_block(self.spool, records)
             records.clear()
 
     # -- pass 2: report and snapshot ----------------------------------------------------------
@@ -623,7 +620,7 @@ class _Job:
         """The spooled current entries merged, in walk order, with the carried ones."""
         carried = [(e, self.missing_chunks.get(e.path, ())) for e in result.carried]
         if self.spooled:
-            marshal.dump(self.spooled, self.spool)
+            _dump_block(self.spool, self.spooled)
             self.spooled.clear()
         spooled = _read_spool(self.spool)
         yield from heapq.merge(spooled, carried, key=lambda item: path_sort_key(item[0].path))
@@ -666,6 +663,12 @@ def _open_repository(storage: Storage, password: str | bytes,
         return Repository.init(storage, password, compression_level=int(level))
 
 
+def _with_content_id(e: Entry, content_id: bytes | None) -> Entry:
+    """``replace(e, content_id=content_id)`` without ``replace``'s per-field work."""
+    return Entry(e.path, e.etype, e.size, e.mtime_ns, e.ctime_ns, e.mode, e.uid, e.gid,
+                 e.inode, e.device, e.link_target, e.link_to_dir, content_id)
+
+
 def _attributes_differ(prev: Entry, cur: Entry) -> bool:
     return (prev.mode, prev.uid, prev.gid, prev.mtime_ns) != (
         cur.mode, cur.uid, cur.gid, cur.mtime_ns)
@@ -703,6 +706,7 @@ class _Pending:
     prev: Entry | None
     cur: Entry | None
     chunks: tuple[bytes, ...]
+    read: bool  # its content must be read (classify.needs_content)
     load: Future[bytes] | None = None
     ahead: int = 0  # bytes read ahead for it
 
@@ -788,16 +792,24 @@ def _why(action: str, exc: OSError) -> str:
     return f"{action}: {exc.strerror or type(exc).__name__}"
 
 
+def _dump_block(spool: IO[bytes], records: list[_SpoolRecord]) -> None:
+    """One spool block: its length (8 bytes, little-endian), then ``marshal`` of the records
+    (``marshal.load`` from a file reads in small pieces; ``loads`` of a whole block does not)."""
+    data = marshal.dumps(records)
+    spool.write(len(data).to_bytes(8, "little"))
+    spool.write(data)
+
+
 def _read_spool(spool: IO[bytes]) -> Iterator[TreeItem]:
     """The spooled entries with their chunk IDs, in the order spooled."""
     spool.flush()
     spool.seek(0)
     types = {t.value: t for t in EntryType}
     while True:
-        try:
-            records: list[_SpoolRecord] = marshal.load(spool)
-        except EOFError:
+        head = spool.read(8)
+        if not head:
             return
+        records: list[_SpoolRecord] = marshal.loads(spool.read(int.from_bytes(head, "little")))
         for (path, etype, size, mtime, ctime, mode, uid, gid, inode, device, target, to_dir,
              content, chunk_ids) in records:
             yield Entry(path, types[etype], size, mtime, ctime, mode, uid, gid, inode, device,
