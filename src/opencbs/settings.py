@@ -231,11 +231,29 @@ def load_settings(
     return Settings.model_construct(**layered.model_dump())
 
 
+#: The command-line flag of each setting that has one (``opencbs.cli``); the others are set
+#: by environment or config file only (``log_level``; the flag ``--debug`` logs at DEBUG).
+FLAGS: dict[str, str] = {
+    "data_dir": "--data-dir", "database_url": "--database-url", "host": "--host",
+    "port": "--port", "timezone": "--timezone", "job_idle_timeout": "--job-idle-timeout",
+    "server_url": "--server", "login_name": "--login", "password": "--password-stdin",
+    "encryption_password": "--encryption-password-file",
+}
+
+
+def setting_hint(name: str, path: Path | str) -> str:
+    """Where setting ``name`` can come from, for a hint: its flag (``FLAGS``; none invented),
+    ``OPENCBS_<NAME>`` and the config file ``path``."""
+    if name == "log_level":
+        return (f"check {ENV_PREFIX}LOG_LEVEL and log_level in the config file {path} (DEBUG, "
+                "INFO, WARNING, ERROR or CRITICAL; the flag --debug logs at DEBUG)")
+    flag = FLAGS.get(name)
+    places = [flag] if flag else []
+    return f"check {', '.join([*places, ENV_PREFIX + name.upper()])} and the config file {path}"
+
+
 def _config_error(exc: ValidationError, path: Path) -> ConfigError:
     err = exc.errors()[0]
     name = str(err["loc"][0]) if err.get("loc") else "?"
     msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-    return ConfigError(
-        f"invalid setting {name}: {msg}",
-        f"check --{name.replace('_', '-')}, {ENV_PREFIX}{name.upper()} and the config file {path}",
-    )
+    return ConfigError(f"invalid setting {name}: {msg}", setting_hint(name, path))

@@ -277,3 +277,14 @@ def test_existing_set_destination_and_filters_are_never_silently_changed(
     back = json.loads(ok(server.env, "backup", "--set", "dests", "--destination", str(one),
                          "--json"))
     assert back["destination_id"] == first["destination_id"] and back["counts"]["new"] == 0
+
+
+def test_encryption_password_file_errors_say_what_is_wrong(server: Server,
+                                                           tmp_path: Path) -> None:
+    base = ["snapshots", "--destination", str(tmp_path), "--encryption-password-file"]
+    missing = run(server.env, *base, str(tmp_path / "nonexistent"))
+    _one_line_error(missing, 2, f"{tmp_path / 'nonexistent'}: no such file or directory")
+    assert "is a directory" not in missing.stderr and "Errno" not in missing.stderr
+    empty = run(server.env, *base, "")
+    _one_line_error(empty, 2, "must not be empty")
+    assert "is a directory" not in empty.stderr

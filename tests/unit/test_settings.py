@@ -134,3 +134,21 @@ def test_server_url_must_be_http(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENCBS_SERVER_URL", "backup.example:8080")
     with pytest.raises(ConfigError, match="invalid setting server_url"):
         load_settings()
+
+
+@pytest.mark.parametrize(("env", "named", "not_named"), [
+    ({"OPENCBS_LOG_LEVEL": "LOUD"}, ["OPENCBS_LOG_LEVEL", "--debug"], ["--log-level"]),
+    ({"OPENCBS_SERVER_URL": "ftp://x"}, ["--server,", "OPENCBS_SERVER_URL"], ["--server-url"]),
+    ({"OPENCBS_PORT": "99999"}, ["--port,", "OPENCBS_PORT"], []),
+])
+def test_hints_name_only_flags_that_exist(env: dict[str, str], named: list[str],
+                                          not_named: list[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    for text in named:
+        assert text in info.value.hint, info.value.hint
+    for text in not_named:
+        assert text not in info.value.hint, info.value.hint

@@ -90,8 +90,19 @@ PASSWORD_STDIN = click.option(
     "--password-stdin", is_flag=True,
     help="Read the backup user's password from the first line of stdin [else env "
          "OPENCBS_PASSWORD, the config file, or a prompt].")
+class _FilePath(click.Path):
+    """``click.Path`` that refuses an empty value (``Path("")`` would be the current
+    directory: "'.' is a directory" said of a file the user never named)."""
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail("must not be empty; give the path of a file", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 ENCRYPTION_FILE = click.option(
-    "--encryption-password-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    "--encryption-password-file", type=_FilePath(dir_okay=False, path_type=Path), default=None,
     metavar="PATH", help="File whose first line is the repository's encryption password [else "
                          "env OPENCBS_ENCRYPTION_PASSWORD, the config file, or a prompt].")
 DESTINATION = click.option("--destination", type=click.Path(file_okay=False, path_type=Path),
@@ -158,10 +169,16 @@ def encryption_password(settings: Settings, path: Path | None) -> str:
     if path is not None:
         try:
             line = _first_line(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InvalidInput(f"cannot read the encryption password file {path}: {exc}",
+        except OSError as exc:
+            why = (exc.strerror or str(exc)).lower()
+            raise InvalidInput(f"cannot read the encryption password file "
+                               f"{show_name(str(path))}: {why}",
                                "give a readable UTF-8 file with the password on its first "
                                "line") from exc
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(f"the encryption password file {show_name(str(path))} is not "
+                               "UTF-8 text", "give a readable UTF-8 file with the password on "
+                               "its first line") from exc
         if not line:
             raise InvalidInput(f"the encryption password file {path} is empty")
         return line
