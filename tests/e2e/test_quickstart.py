@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
-import stat
-import subprocess
 import queue
+import shlex
 import signal
 import socket
+import stat
+import subprocess
 import threading
 import time
 from pathlib import Path

@@ -18,12 +18,12 @@ from opencbs.engine.entries import parse_display_path
 from opencbs.engine.repository import Repository
 from opencbs.errors import InvalidInput, NotFound
 
-__all__ = ["MIN_PREFIX", "AmbiguousSnapshot", "PathNotInSnapshot", "expand_snapshot_prefix", "looks_like_prefix",
-           "path_candidates", "resolve_paths"]
+__all__ = ["MIN_PREFIX", "AmbiguousSnapshot", "PathNotInSnapshot", "expand_snapshot_prefix",
+           "looks_like_prefix", "path_candidates", "resolve_paths"]
 
 #: The shortest snapshot ID prefix accepted (hex characters).
 MIN_PREFIX = 8
-_PREFIX = re.compile(r"^[0-9a-f]{%d,63}$" % MIN_PREFIX)
+_PREFIX = re.compile(rf"^[0-9a-f]{{{MIN_PREFIX},63}}$")
 
 
 class AmbiguousSnapshot(InvalidInput):

@@ -14,12 +14,12 @@ On the embedded SQLite default it creates (or reuses):
 taken by an opencbs server that knows the quickstart user and set (the same database), the job
 reports to it and quickstart does not serve. Otherwise it starts the server in a background
 thread (on ``port``, or, when that one is taken by another program, on a temporary free port for
-this run only — said so on stderr, never saved), runs one backup job through the same code as ``opencbs backup``
-(``agent_cmds.run_job``: an incremental job on every rerun), prints a ready-to-paste ``curl``
-for GetBackupJobReport of that job (it works while that server serves), and, after a job that
-succeeded, serves until Ctrl-C or SIGTERM (``--no-serve``: stops the server after printing).
-After a job that failed it exits with the job's code without serving. Exit codes as
-``opencbs backup`` (``agent_cmds``).
+this run only — said so on stderr, never saved), runs one backup job through the same code as
+``opencbs backup`` (``agent_cmds.run_job``: an incremental job on every rerun), prints a
+ready-to-paste ``curl`` for GetBackupJobReport of that job (it works while that server
+serves), and, after a job that succeeded, serves until Ctrl-C or SIGTERM (``--no-serve``:
+stops the server after printing). After a job that failed it exits with the job's code without
+serving. Exit codes as ``opencbs backup`` (``agent_cmds``).
 """
 
 from __future__ import annotations
