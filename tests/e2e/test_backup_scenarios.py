@@ -581,10 +581,9 @@ def test_files_growing_while_read_are_warnings_and_backed_up_next_time(
     data = _report(server, bs, third.ref.job_id)
     g, h = tree.entry("g.log"), tree.entry("h.log")
     assert (g[2], h[2]) == (21, 13)
-    # Job 2 read these small files whole, ahead, and saw the change before storing anything
-    # of them (agent.backup, read-ahead): this job stores their content, nothing is reused.
+    # Job 2 had stored the chunks it read before it saw the change; this job reuses them.
     _check_report(data, third.ref.job_id, tree, _nothing(
-        upd=[g], new=[h], dedupe_original=21 + 13, dedupe_saving=0))
+        upd=[g], new=[h], dedupe_original=21 + 13, dedupe_saving=21 + 13))
 
 
 # --- an unreadable file: the agent as an unprivileged user ------------------------------------
