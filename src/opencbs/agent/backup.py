@@ -12,9 +12,10 @@
    ``classify.needs_content`` decides whether it is read; read content goes to the repository;
 4. classifies (cbs-api.md §5) — when there are copies of previous content, streaming the
    previous snapshot a second time to name their sources (``classify.resolve_sources``) —
-   sends the entries in batches of ~1000 with their stored and
-   original sizes, commits the snapshot (last: nothing refers to it until then), sends the end
-   log entry and finishes the job with its status and dedupe figures.
+   sends the entries in batches of ~5000 (fewer round trips and spool fsyncs; spooled and sent
+   by a background thread) with their stored and original sizes, commits the snapshot (last:
+   nothing refers to it until then), sends the end log entry and finishes the job with its
+   status and dedupe figures.
 
 Soft errors — a scan warning, a file that vanishes, cannot be read or changes while it is read —
 are ``warn`` log entries naming the path; the job goes on and ends
@@ -225,7 +226,7 @@ def run_backup(
     cancel_event: threading.Event | None = None,
     progress: Callable[[Progress], None] | None = None,
     start_time_ms: int | None = None,
-    batch_size: int = 1000,
+    batch_size: int = 5000,
     progress_interval: float = PROGRESS_INTERVAL,
     retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
     spool_dir: Path | None = None,
@@ -361,6 +362,7 @@ class _Job:
     def run(self) -> JobOutcome:
         self.report.log(LogType.START, f"Start [opencbs {__version__}]")
         self.report.flush()
+        self.report.join()  # the start entry first, before any progress report
         try:
             snapshot_id = self._backup()
         except JobCancelled:

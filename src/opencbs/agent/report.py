@@ -60,7 +60,7 @@ MAX_TIME_MS = 253_402_128_000_000
 #: Entries per batch by default (the API takes at most 10,000).
 DEFAULT_BATCH_SIZE = 1000
 #: Batches waiting for the background sender (``ReportStream(background=True)``) at most.
-MAX_QUEUED_BATCHES = 2
+MAX_QUEUED_BATCHES = 4
 #: Seconds to wait before each retry of an idempotent call (so 1 + len attempts in all).
 DEFAULT_RETRY_DELAYS: tuple[float, ...] = (0.5, 2.0, 5.0)
 
@@ -156,9 +156,10 @@ class ReportStream:
     Raises ``SpoolError`` when the spool cannot be written.
 
     ``background=True``: batches are spooled and sent by one thread, in order, while the caller
-    goes on (at most ``MAX_QUEUED_BATCHES`` wait; ``flush`` blocks beyond that); :meth:`drain`
-    waits for them, and must be called before :attr:`delivered`, :attr:`failure` or the
-    counters are final. Only the caller's thread may call ``add``/``log``/``flush``/``drain``.
+    goes on (at most ``MAX_QUEUED_BATCHES`` wait; ``flush`` blocks beyond that); :meth:`join`
+    or :meth:`drain` waits for them, and must be called before :attr:`delivered`,
+    :attr:`failure` or the counters are final. Only the caller's thread may call
+    ``add``/``log``/``flush``/``join``/``drain``.
     """
 
     def __init__(self, client: AgentClient, ref: JobRef,
@@ -233,11 +234,15 @@ class ReportStream:
             self._sending.popleft().result()
         self._sending.append(self._sender.submit(self._deliver, entries))
 
-    def drain(self) -> None:
-        """Wait until every flushed batch is spooled and sent (or failed); the background
-        thread, if any, ends (a later ``flush`` delivers in the caller's thread)."""
+    def join(self) -> None:
+        """Wait until every flushed batch is spooled and sent (or failed)."""
         while self._sending:
             self._sending.popleft().result()
+
+    def drain(self) -> None:
+        """:meth:`join`, then end the background thread, if any (a later ``flush`` delivers
+        in the caller's thread)."""
+        self.join()
         if self._sender is not None:
             self._sender.shutdown(wait=True)
             self._sender = None
