@@ -561,6 +561,8 @@ class _Job:
             assert prev is not None  # needs_content is true without a previous file
             if _attributes_differ(prev, cur):
                 self.sizes[cur.path] = chunk_sizes(repo.index, prev_chunk_ids)
+            elif prev.device == cur.device:  # equal in every field, with the content id
+                return prev, prev_chunk_ids
             return _with_content_id(cur, prev.content_id), prev_chunk_ids
         self.current = display_path(cur.path)
         try:
