@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import random
+import time
 
 import pytest
 
@@ -157,10 +158,18 @@ def test_writer_stays_usable_after_a_failed_pack() -> None:
 
 def test_dropped_writer_leaves_its_finished_packs_stored() -> None:
     repo = make_repo()
-    data = files(3)[0] + files(3)[1]
+    # incompressible and many packs long, so packs are finished while add_file runs
+    data = random.Random(5).randbytes(12 * PACK_SIZE)
     w = repo.writer()
     w.add_file(io.BytesIO(data))
     del w  # a job that dies: finished packs still reach the destination, indexed
-    packs = list(repo.storage.list("data/"))
-    assert packs and len(list(repo.storage.list("index/"))) == len(packs)
+    # the store thread finishes in the background: wait (bounded) until it has
+    deadline = time.monotonic() + 10
+    while True:
+        packs = list(repo.storage.list("data/"))
+        indexes = list(repo.storage.list("index/"))
+        if (packs and len(indexes) == len(packs)) or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    assert packs and len(indexes) == len(packs)
     assert Repository.open(repo.storage, PASSWORD).verify(read_data=True).ok
