@@ -502,7 +502,9 @@ def test_disk_full_in_process(client: TestClient, agent: AgentClient, tmp_path: 
 
     full = FillingStorage(dest, free=size // 2)
     outcome = run_backup(agent, set_id, dest_id, full, REPO_PASSWORD, start_time_ms=T0)
-    assert full.failures == 1  # the job stopped at the first failed write
+    # the job stops at the first failed write it learns of; the writer's store thread may
+    # have tried the next finished pack meanwhile, no more
+    assert 1 <= full.failures <= 2
     assert outcome.status is JobStatus.STOP_BY_SYSTEM_ERROR and outcome.snapshot_id is None
     data = _in_process_report(client, set_id, dest_id, outcome.ref.job_id)
     assert data["BackupJobStatus"] == "BS_STOP_BY_SYSTEM_ERROR"

@@ -178,7 +178,7 @@ def test_backup_with_server_down_then_killed_mid_delivery(serve: Serve, tmp_path
     assert job["counts"]["new"] == MANY + 51 and job["report_delivered"] is False
     spool = Path(job["report_spool"])
     batches = len(list(spool.glob("batch-*.json")))
-    assert batches >= 6
+    assert batches >= 4  # so that the server can die mid-delivery with batches left
     listed = json.loads(ok(env_up, "snapshots", "--destination", str(dest), "--json"))
     assert [s["job_id"] for s in listed] == [first["job_id"], job["job_id"]]
 
