@@ -52,7 +52,6 @@ from pydantic_settings import (
 
 from opencbs.errors import ConfigError
 from opencbs.reports.timefmt import local_zone
-from opencbs.store.db import sqlite_url
 
 ENV_PREFIX = "OPENCBS_"
 CONFIG_ENV = "OPENCBS_CONFIG"
@@ -123,7 +122,12 @@ class Settings(BaseSettings):
     @property
     def effective_database_url(self) -> str:
         """``database_url``, or the SQLite file ``opencbs.db`` in ``data_dir`` when empty."""
-        return self.database_url or sqlite_url(self.data_dir / "opencbs.db")
+        if self.database_url:
+            return self.database_url
+        # Imported here: the agent's commands read settings and must not import SQLAlchemy.
+        from opencbs.store.db import sqlite_url  # noqa: PLC0415
+
+        return sqlite_url(self.data_dir / "opencbs.db")
 
     @property
     def effective_server_url(self) -> str:

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
@@ -20,8 +20,9 @@ from rich.text import Text
 
 from opencbs.errors import InvalidInput
 from opencbs.settings import SETTING_NAMES, Settings, load_settings
-from opencbs.store.db import Database
-from opencbs.store.migrate import upgrade
+
+if TYPE_CHECKING:  # imported when used: the agent's commands never load SQLAlchemy or Alembic
+    from opencbs.store.db import Database
 
 log = logging.getLogger("opencbs.cli")
 
@@ -102,6 +103,9 @@ def open_database(settings: Settings) -> Database:
     default: its data directory created first)."""
     if settings.uses_default_database:
         settings.ensure_data_dir()
+    from opencbs.store.db import Database  # noqa: PLC0415
+    from opencbs.store.migrate import upgrade  # noqa: PLC0415
+
     db = Database(settings.effective_database_url)
     upgrade(db)
     return db
