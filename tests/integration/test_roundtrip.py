@@ -307,6 +307,53 @@ def test_damaged_snapshot_does_not_block_the_next_backup(
     assert restored.complete
 
 
+def test_damaged_snapshot_tree_falls_back_to_an_older_snapshot(
+    client: TestClient, agent: AgentClient, rich_src: Path, tmp_path: Path
+) -> None:
+    dest = tmp_path / "dest"
+    storage = _storage(dest)
+    set_id, dest_id = _new_set(agent, rich_src, dest)
+    first = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0)
+    (rich_src / "second.txt").write_bytes(b"only in the second backup")
+    second = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0 + 60_000)
+    assert first.snapshot_id and second.snapshot_id
+    repo = Repository.open(storage, PASSWORD)
+    loc = repo.chunk_location(repo.snapshot_info(second.snapshot_id).tree[0])
+    assert loc is not None
+    pack = dest / "data" / loc.pack_id[:2] / loc.pack_id
+    raw = bytearray(pack.read_bytes())
+    raw[loc.offset + loc.length // 2] ^= 0x01  # inside the tree chunk of the second snapshot
+    pack.write_bytes(bytes(raw))
+
+    third = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0 + 120_000)
+    assert third.status is JobStatus.STOP_SUCCESS_WITH_WARNING and third.snapshot_id
+    data = _report(client, third)
+    warns = [e["Message"] for e in data["Logs"] if e["Type"] == "warn"]
+    assert len(warns) == 1 and second.snapshot_id in warns[0]
+    # compared with the first snapshot, the readable one: second.txt is new again
+    assert [e["Name"] for e in data["new"]] == [str(rich_src / "second.txt")]
+    assert restore(storage, PASSWORD, third.snapshot_id, tmp_path / "restored").complete
+
+
+def test_a_lost_pack_is_stored_again_by_the_next_backup(
+    client: TestClient, agent: AgentClient, rich_src: Path, tmp_path: Path
+) -> None:
+    dest = tmp_path / "dest"
+    storage = _storage(dest)
+    set_id, dest_id = _new_set(agent, rich_src, dest)
+    first = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0)
+    assert first.snapshot_id
+    packs = sorted(dest.glob("data/*/*"), key=lambda p: p.stat().st_size)
+    packs[-1].unlink()  # the largest pack is lost
+    second = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0 + 60_000)
+    assert second.status is JobStatus.STOP_SUCCESS_WITH_WARNING and second.snapshot_id
+    data = _report(client, second)
+    warns = [e["Message"] for e in data["Logs"] if e["Type"] == "warn"]
+    assert any("packs are missing" in w for w in warns), warns
+    restored = restore(storage, PASSWORD, second.snapshot_id, tmp_path / "restored")
+    assert restored.complete and restored.files > 0
+
+
 # --- the server dropping off ------------------------------------------------------------------
 
 

@@ -122,7 +122,12 @@ from opencbs.engine.classify import (
     resolve_sources,
 )
 from opencbs.engine.entries import Entry, display_path
-from opencbs.engine.repo_errors import RepositoryError, RepositoryNotFound
+from opencbs.engine.repo_errors import (
+    ChunkNotFound,
+    CorruptData,
+    RepositoryError,
+    RepositoryNotFound,
+)
 from opencbs.engine.repo_verify import VerifyProblem
 from opencbs.engine.repo_writer import FileResult, Writer
 from opencbs.engine.repository import Repository, SnapshotInfo, SnapshotMeta
@@ -206,13 +211,38 @@ class JobOutcome:
 
 
 def find_previous_snapshot(repo: Repository, set_id: str, destination_id: str, *,
-                           damaged: list[VerifyProblem] | None = None) -> SnapshotInfo | None:
+                           damaged: list[VerifyProblem] | None = None,
+                           check_tree: bool = False) -> SnapshotInfo | None:
     """The newest readable snapshot (by ``meta.time_ns``) of ``set_id`` and
     ``destination_id``, or ``None``. Damaged snapshots are skipped and appended to ``damaged``
-    (see ``Repository.list_snapshots``). Raises ``DestinationError``."""
+    (see ``Repository.list_snapshots``); with ``check_tree`` so is one whose tree chunks do not
+    all read back, and an older one is taken: one damaged snapshot never blocks later backups.
+    Raises ``DestinationError``."""
     matching = [i for i in repo.list_snapshots(damaged=damaged)
                 if i.meta.set_id == set_id and i.meta.destination_id == destination_id]
-    return matching[-1] if matching else None
+    for info in reversed(matching):
+        if not check_tree:
+            return info
+        problem = _tree_problem(repo, info)
+        if problem is None:
+            return info
+        log.warning("snapshot %s cannot be read (%s): comparing with an older one", info.id,
+                    problem)
+        if damaged is not None:
+            damaged.append(VerifyProblem(f"snapshot {info.id}", problem))
+    return None
+
+
+def _tree_problem(repo: Repository, info: SnapshotInfo) -> str | None:
+    """Why the tree of ``info`` cannot be read back, or ``None`` when every chunk of it reads
+    (decrypts and checks against its hash)."""
+    for chunk_id in info.tree:
+        try:
+            repo.read_chunk(chunk_id)
+        except (CorruptData, ChunkNotFound) as exc:
+            repo.forget_damaged_chunks([chunk_id])  # stored again, not deduplicated against
+            return str(exc)
+    return None
 
 
 def run_backup(
@@ -356,6 +386,7 @@ class _Job:
         self.spool: IO[bytes] = tempfile.TemporaryFile(prefix="opencbs-tree-")
         self.spooled: list[_SpoolRecord] = []  # records not yet written to the spool
         self.counts: dict[ReportList, int] = dict.fromkeys(FILE_LISTS, 0)
+        self.chunks_lost = False  # packs of stored chunks are gone: unchanged files are re-read
 
     # -- the job ------------------------------------------------------------------------------
 
@@ -422,9 +453,17 @@ class _Job:
     def _backup(self) -> str:
         settings = self.bset.settings
         repo = self.repository or _open_repository(self.storage, self.password, settings)
+        clean = getattr(self.storage, "remove_stale_temporaries", None)
+        if clean is not None:
+            clean()  # what writes killed earlier left behind
+        missing, _recovered = repo.reconcile_packs()
+        self.chunks_lost = bool(missing)
+        if missing:
+            self.report.log(LogType.WARN, f"{len(missing)} packs are missing from the "
+                                          "destination; their data is stored again; run a verify")
         damaged: list[VerifyProblem] = []
         previous = find_previous_snapshot(repo, self.ref.set_id, self.ref.destination_id,
-                                          damaged=damaged)
+                                          damaged=damaged, check_tree=True)
         for problem in damaged:
             self.report.log(LogType.WARN, f"Skipped the damaged {problem.subject} "
                                           f"({problem.message}); run a verify")
@@ -497,7 +536,11 @@ class _Job:
         try:
             for prev, cur in pair_by_path(previous_entries(), current_entries()):
                 chunks = prev_chunks.pop(prev.path, ()) if prev is not None else ()
-                read = cur is not None and cur.etype is file_type and needs_content(prev, cur)
+                read = cur is not None and cur.etype is file_type and (
+                    needs_content(prev, cur)
+                    # content whose chunks were lost with a pack is read and stored again
+                    or (self.chunks_lost and not all(map(repo.has_chunk, chunks)))
+                )
                 if read and cur is not None and cur.size <= PREFETCH_MAX_FILE:
                     while pending and ahead + cur.size > PREFETCH_BYTES:
                         item = pending.popleft()

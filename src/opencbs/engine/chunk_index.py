@@ -87,6 +87,9 @@ class ChunkIndex:
         self._packs: list[str] = []
         self._pack_numbers: dict[str, int] = {}
         self._chunks: dict[bytes, tuple[int, int, int, int, int]] = {}
+        # further copies of a chunk stored more than once (rare: a chunk stored again after its
+        # copy was found damaged, or two writers at once), read when the first copy fails
+        self._copies: dict[bytes, list[tuple[int, int, int, int, int]]] = {}
 
     def __len__(self) -> int:
         return len(self._chunks)
@@ -102,9 +105,10 @@ class ChunkIndex:
             self._packs.append(pack_id)
             self._pack_numbers[pack_id] = number
         for e in entries:
-            self._chunks.setdefault(
-                e.chunk_id, (number, e.offset, e.length, e.stored_size, e.original_size)
-            )
+            loc = (number, e.offset, e.length, e.stored_size, e.original_size)
+            first = self._chunks.setdefault(e.chunk_id, loc)
+            if first is not loc and first[0] != number:
+                self._copies.setdefault(e.chunk_id, []).append(loc)
 
     def get(self, chunk_id: bytes) -> ChunkLocation | None:
         """Where ``chunk_id`` is stored, or ``None``."""
@@ -113,6 +117,22 @@ class ChunkIndex:
             return None
         number, offset, length, stored, original = found
         return ChunkLocation(self._packs[number], offset, length, stored, original)
+
+    def copies(self, chunk_id: bytes) -> list[ChunkLocation]:
+        """Every location of ``chunk_id`` after the first (usually none)."""
+        return [
+            ChunkLocation(self._packs[n], offset, length, stored, original)
+            for n, offset, length, stored, original in self._copies.get(chunk_id, ())
+            if self._packs[n] in self._pack_numbers
+        ]
+
+    def forget_chunks(self, chunk_ids: Iterable[bytes]) -> None:
+        """Forget where these chunks are (their copies were found damaged), so that a writer
+        stores them again. Their index objects still list the damaged copies; a later open
+        may load either copy first, so ``Repository.read_chunk`` tries every copy."""
+        for cid in chunk_ids:
+            self._chunks.pop(cid, None)
+            self._copies.pop(cid, None)
 
     def forget_packs(self, pack_ids: Iterable[str]) -> int:
         """Forget the chunks located in these packs (they are gone from the destination), so

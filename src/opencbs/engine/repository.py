@@ -445,10 +445,26 @@ class Repository:
         if loc is None:
             raise ChunkNotFound(chunk_id)
         try:
+            return self._read_copy(chunk_id, loc)
+        except CorruptData:
+            for other in self._index.copies(chunk_id):  # a chunk stored again elsewhere
+                try:
+                    return self._read_copy(chunk_id, other)
+                except CorruptData:
+                    continue
+            raise
+
+    def _read_copy(self, chunk_id: bytes, loc: ChunkLocation) -> bytes:
+        try:
             blob = self.storage.get_range(pack_name(loc.pack_id), loc.offset, loc.length)
         except ObjectNotFound:
             raise CorruptData(f"pack {loc.pack_id} is missing") from None
         return self.open_chunk(chunk_id, blob, loc.original_size)
+
+    def forget_damaged_chunks(self, chunk_ids: Iterable[bytes]) -> None:
+        """Chunks found damaged are stored again by this repository's next writer instead of
+        being deduplicated against the damaged copy; reads try every copy (``read_chunk``)."""
+        self._index.forget_chunks(chunk_ids)
 
     def open_chunk(self, chunk_id: bytes, blob: bytes, original_size: int) -> bytes:
         """Decrypt, decompress and hash-check one sealed chunk blob; raises ``CorruptData``."""
