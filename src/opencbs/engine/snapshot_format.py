@@ -6,10 +6,25 @@ chunks*. The tree is the stream of entry records below, cut into content-defined
 stored in packs like file data, so an unchanged part of a tree deduplicates against the previous
 snapshot and a large tree never has to be in memory at once.
 
-Entry record: ``uvarint(len(body)) ‖ body``; body::
+Entry record: ``uvarint(len(body)) ‖ body``. A body has one of two layouts, told apart by flag 8;
+the writer uses the fixed one whenever the values fit it (one ``struct.unpack_from`` reads all
+numbers back), else the variable one. Both are read.
 
-    flags       u8: 1 link target present, 2 link to a directory, 4 content ID present
+Fixed layout (flag 8), little-endian::
+
+    flags       u8: 1 link target present, 2 link to a directory, 4 content ID present, 8 fixed
     etype       1 ASCII byte: F, D or L (EntryType)
+    path_len    u16          target_len  u16 (0 without flag 1)     content_len  u8 (0 without 4)
+    chunks      u32 count
+    size, mtime_ns, ctime_ns        i64 each
+    mode, uid, gid                  u32 each
+    inode, device                   u64 each
+    path ‖ [target] ‖ [content] ‖ count × 32-byte chunk IDs
+
+Variable layout (flag 8 clear)::
+
+    flags       u8 (as above, without 8)
+    etype       1 ASCII byte
     path        uvarint length ‖ raw bytes
     8 integers  zigzag uvarints: size, mtime_ns, ctime_ns, mode, uid, gid, inode, device
     [target]    uvarint length ‖ raw bytes          (flag 1)
@@ -23,6 +38,7 @@ from __future__ import annotations
 
 import base64
 import json
+import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +51,11 @@ from opencbs.reports.vocabulary import EntryType
 SNAPSHOT_PREFIX = "snapshots/"
 _FORMAT = "opencbs-snapshot"
 _VERSION = 1
-_LINK, _LINK_TO_DIR, _CONTENT = 1, 2, 4
+_LINK, _LINK_TO_DIR, _CONTENT, _FIXED = 1, 2, 4, 8
+_HEAD = struct.Struct("<BBHHBIqqqIIIQQ")
+_HEAD_SIZE = _HEAD.size
+_ETYPES: dict[int, EntryType] = {ord(t.value): t for t in EntryType}
+_ETYPE_CODES: dict[EntryType, int] = {t: ord(t.value) for t in EntryType}
 _PIECE = 64 * 1024
 
 TreeItem = tuple[Entry, tuple[bytes, ...]]
@@ -137,13 +157,53 @@ def _unzigzag(value: int) -> int:
 
 
 def encode_record(entry: Entry, chunk_ids: Sequence[bytes]) -> bytes:
-    """One framed entry record. Chunk IDs must be 32 bytes each."""
+    """One framed entry record (fixed layout when the values fit it). Chunk IDs must be 32
+    bytes each (else ``ValueError``)."""
+    chunks = b"".join(chunk_ids)
+    if len(chunks) != len(chunk_ids) * ID_SIZE or any(len(c) != ID_SIZE for c in chunk_ids):
+        raise ValueError(f"chunk IDs are {ID_SIZE} bytes")
+    target = entry.link_target
+    content = entry.content_id
+    flags = _FIXED
+    if target is not None:
+        flags |= _LINK
+    else:
+        target = b""
+    if entry.link_to_dir:
+        flags |= _LINK_TO_DIR
+    if content is not None:
+        flags |= _CONTENT
+    else:
+        content = b""
+    try:
+        head = _HEAD.pack(
+            flags, _ETYPE_CODES[entry.etype], len(entry.path), len(target), len(content),
+            len(chunk_ids), entry.size, entry.mtime_ns, entry.ctime_ns, entry.mode, entry.uid,
+            entry.gid, entry.inode, entry.device,
+        )  # fmt: skip
+    except struct.error:
+        return _encode_variable(entry, chunks, len(chunk_ids))
+    length = _HEAD_SIZE + len(entry.path) + len(target) + len(content) + len(chunks)
+    if length < 0x4000:
+        if length < 0x80:
+            frame = bytes((length,))
+        else:
+            frame = bytes(((length & 0x7F) | 0x80, length >> 7))
+    else:
+        out = bytearray()
+        _uvarint(out, length)
+        frame = bytes(out)
+    return b"".join((frame, head, entry.path, target, content, chunks))
+
+
+def _encode_variable(entry: Entry, chunks: bytes, count: int) -> bytes:
+    """The variable layout (values beyond the fixed layout's ranges)."""
     flags = (
         (_LINK if entry.link_target is not None else 0)
         | (_LINK_TO_DIR if entry.link_to_dir else 0)
         | (_CONTENT if entry.content_id is not None else 0)
     )
-    body = bytearray((flags, ord(entry.etype.value)))
+    body = bytearray((flags, _ETYPE_CODES[entry.etype]))
     _uvarint(body, len(entry.path))
     body += entry.path
     for value in (
@@ -163,11 +223,8 @@ def encode_record(entry: Entry, chunk_ids: Sequence[bytes]) -> bytes:
     if entry.content_id is not None:
         _uvarint(body, len(entry.content_id))
         body += entry.content_id
-    _uvarint(body, len(chunk_ids))
-    for chunk_id in chunk_ids:
-        if len(chunk_id) != ID_SIZE:
-            raise ValueError(f"chunk IDs are {ID_SIZE} bytes")
-        body += chunk_id
+    _uvarint(body, count)
+    body += chunks
     framed = bytearray()
     _uvarint(framed, len(body))
     return bytes(framed + body)
@@ -216,15 +273,63 @@ class _Reader:
 
 
 def decode_record(body: bytes, *, what: str = "tree") -> TreeItem:
-    """The entry and chunk IDs of one record body (without its length prefix)."""
+    """The entry and chunk IDs of one record body (without its length prefix); raises
+    ``CorruptData`` for a malformed one."""
+    return _decode_at(body, 0, len(body), what)
+
+
+def _decode_at(buf: bytes, pos: int, end: int, what: str) -> TreeItem:
+    """The record whose body is ``buf[pos:end]``."""
+    if pos < end and buf[pos] & _FIXED:
+        try:
+            (flags, code, path_len, target_len, content_len, count, size, mtime, ctime, mode,
+             uid, gid, inode, device) = _HEAD.unpack_from(buf, pos)
+        except struct.error:
+            raise CorruptData(f"{what}: truncated record") from None
+        etype = _ETYPES.get(code)
+        if etype is None:
+            raise CorruptData(f"{what}: unknown entry type {code}")
+        p = pos + _HEAD_SIZE
+        q = p + path_len
+        path = buf[p:q]
+        if flags & _LINK:
+            p = q + target_len
+            target: bytes | None = buf[q:p]
+        elif target_len:
+            raise CorruptData(f"{what}: link target without its flag")
+        else:
+            target, p = None, q
+        if flags & _CONTENT:
+            q = p + content_len
+            content: bytes | None = buf[p:q]
+        elif content_len:
+            raise CorruptData(f"{what}: content ID without its flag")
+        else:
+            content, q = None, p
+        p = q + count * ID_SIZE
+        if p != end:
+            raise CorruptData(f"{what}: record length mismatch")
+        if count == 1:
+            chunks: tuple[bytes, ...] = (buf[q:p],)
+        elif count == 0:
+            chunks = ()
+        else:
+            chunks = tuple(buf[i : i + ID_SIZE] for i in range(q, p, ID_SIZE))
+        entry = Entry(path, etype, size, mtime, ctime, mode, uid, gid, inode, device, target,
+                      bool(flags & _LINK_TO_DIR), content)
+        return entry, chunks
+    return _decode_variable(buf[pos:end], what)
+
+
+def _decode_variable(body: bytes, what: str) -> TreeItem:
+    """A record body in the variable layout."""
     r = _Reader(body, what)
     flags, etype_code = r.take(2)
-    try:
-        etype = EntryType(chr(etype_code))
-    except ValueError:
-        raise CorruptData(f"{what}: unknown entry type {etype_code}") from None
+    etype = _ETYPES.get(etype_code)
+    if etype is None:
+        raise CorruptData(f"{what}: unknown entry type {etype_code}")
     path = r.take(r.uvarint())
-    size, mtime, ctime, mode, uid, gid, inode, device = (_unzigzag(r.uvarint()) for _ in range(8))
+    size, mtime, ctime, mode, uid, gid, inode, device = [_unzigzag(r.uvarint()) for _ in range(8)]
     target = r.take(r.uvarint()) if flags & _LINK else None
     content = r.take(r.uvarint()) if flags & _CONTENT else None
     count = r.uvarint()
@@ -249,13 +354,26 @@ class TreeDecoder:
     def feed(self, data: bytes) -> Iterator[TreeItem]:
         """Yield the records completed by ``data``."""
         buf = self._rest + data if self._rest else data
+        what = self._what
+        size = len(buf)
         pos = 0
-        while pos < len(buf):
-            length, start = _try_uvarint(buf, pos)
-            if length is None or start + length > len(buf):
+        while pos < size:
+            # The length prefix: one or two bytes inline, longer ones by the general reader.
+            b0 = buf[pos]
+            if b0 < 0x80:
+                length, start = b0, pos + 1
+            elif pos + 1 < size and buf[pos + 1] < 0x80:
+                length, start = (b0 & 0x7F) | (buf[pos + 1] << 7), pos + 2
+            else:
+                got, start = _try_uvarint(buf, pos)
+                if got is None:
+                    break
+                length = got
+            end = start + length
+            if end > size:
                 break
-            yield decode_record(buf[start : start + length], what=self._what)
-            pos = start + length
+            yield _decode_at(buf, start, end, what)
+            pos = end
         self._rest = buf[pos:]
 
     def finish(self) -> None:
