@@ -473,3 +473,26 @@ def test_restore_never_writes_through_a_link_in_the_target(
     restore(storage, PASSWORD, outcome.ref.job_id, target)
     assert list(outside.iterdir()) == []
     assert (planted / "b.txt").read_bytes() == b"bravo content"
+
+
+def test_two_jobs_started_in_the_same_second_both_run(
+    client: TestClient, agent: AgentClient, src: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import time
+    from zoneinfo import ZoneInfo
+
+    from opencbs.reports.timefmt import job_id_at
+
+    dest = tmp_path / "dest"
+    storage = _storage(dest)
+    set_id, dest_id = _new_set(agent, src, dest)
+    now_ms = (time.time_ns() // 1_000_000 // 1000) * 1000
+    taken = agent.start_job(set_id, dest_id, start_time=now_ms)
+    # the agent's clock reads the same second: that job ID is taken, so it starts a second later
+    monkeypatch.setattr(time, "time_ns", lambda: now_ms * 1_000_000 + 1)
+    outcome = run_backup(agent, set_id, dest_id, storage, PASSWORD)
+    monkeypatch.undo()
+    assert outcome.status is JobStatus.STOP_SUCCESS
+    assert taken.ref.job_id == job_id_at(now_ms, ZoneInfo("UTC"))
+    assert outcome.ref.job_id == job_id_at(now_ms + 1000, ZoneInfo("UTC"))

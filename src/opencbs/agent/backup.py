@@ -291,19 +291,29 @@ def run_backup(
         flushed = tuple(deliver_pending(client, spool_dir, retry_delays=retry_delays))
     bset = _backup_set(client, set_id, spool_dir)
     start_ms = start_time_ms if start_time_ms is not None else time.time_ns() // 1_000_000
-    record = JobRecord(set_id, destination_id, start_ms, mode=mode.value,
-                       run_version=__version__)
     with contextlib.ExitStack() as stack:
         root = spool_dir
         if root is None:  # not durable: removed with the run (the old behaviour)
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="opencbs-")))
-        spool = JobSpool.create(root, record)
-        try:
-            ref, offline = _start(client, spool, durable=spool_dir is not None,
-                                  zone=zone or local_zone())
-        except BaseException:
-            spool.remove()
-            raise
+        for attempt in (1, 2):
+            record = JobRecord(set_id, destination_id, start_ms, mode=mode.value,
+                               run_version=__version__)
+            spool = JobSpool.create(root, record)
+            try:
+                ref, offline = _start(client, spool, durable=spool_dir is not None,
+                                      zone=zone or local_zone())
+                break
+            except AgentApiError as exc:
+                spool.remove()
+                if exc.status != 409 or start_time_ms is not None or attempt == 2:
+                    raise
+                # a job of this set started in this very second (job IDs are start times to
+                # the second, cbs-api.md §4): start in the next second instead
+                start_ms = (start_ms // 1000 + 1) * 1000
+                time.sleep(max(0.0, start_ms / 1000 - time.time()))
+            except BaseException:
+                spool.remove()
+                raise
         runner = _Job(client, ref, bset, storage, password, start_ms,
                       cancel_event or threading.Event(), progress, batch_size,
                       progress_interval, retry_delays, spool, offline, spool_dir is not None,
