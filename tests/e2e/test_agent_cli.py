@@ -288,3 +288,55 @@ def test_encryption_password_file_errors_say_what_is_wrong(server: Server,
     empty = run(server.env, *base, "")
     _one_line_error(empty, 2, "must not be empty")
     assert "is a directory" not in empty.stderr
+
+
+def test_restore_json_and_plain_progress_lines(server: Server, tmp_path: Path) -> None:
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    _tree(src)
+    job = json.loads(ok(server.env, "backup", "--set", "restore-json", "--source", str(src),
+                        "--destination", str(dest), "--json"))
+    size = sum(p.stat().st_size for p in src.rglob("*") if p.is_file() and not p.is_symlink())
+
+    # --json: one document on stdout, no progress on stderr
+    res = run(server.env, "restore", job["job_id"], "--destination", str(dest), "--target",
+              str(tmp_path / "t1"), "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == {
+        "snapshot_id": job["snapshot_id"], "files": 5, "dirs": 3, "links": 1, "bytes": size,
+        "skipped": [], "damaged": [], "complete": True}
+    assert res.stderr == ""
+    _same_tree(src, tmp_path / "t1" / src.relative_to("/"))
+
+    # not a terminal (pipes): plain lines on stderr, the last with the true totals
+    target = tmp_path / "t2"
+    res = run(server.env, "restore", job["job_id"], "--destination", str(dest), "--target",
+              str(target))
+    assert res.returncode == 0, res.stderr
+    title = f"restore {job['job_id']} into {target}"
+    lines = res.stderr.splitlines()
+    assert lines[0] == f"{title}: started"
+    assert lines[-1] == f"{title}: done: 5 files, 3 directories, 1 links, {size} bytes restored"
+    assert "\x1b" not in res.stderr  # no terminal control sequences
+    assert f"restored snapshot {job['snapshot_id']}" in res.stdout
+
+
+def test_restore_json_lists_damaged_files_and_exits_8(server: Server, tmp_path: Path) -> None:
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    _tree(src)
+    job = json.loads(ok(server.env, "backup", "--set", "restore-damaged", "--source", str(src),
+                        "--destination", str(dest), "--json"))
+    packs = [p for p in (dest / "data").rglob("*") if p.is_file()]
+    pack = max(packs, key=lambda p: p.stat().st_size)  # the largest: r.bin's content
+    raw = bytearray(pack.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    pack.write_bytes(bytes(raw))
+
+    res = run(server.env, "restore", job["job_id"], "--destination", str(dest), "--target",
+              str(tmp_path / "t"), "--json")
+    assert res.returncode == 8, res.stdout + res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["complete"] is False and doc["snapshot_id"] == job["snapshot_id"]
+    assert [d["path"] for d in doc["damaged"]] == [str(src / "r.bin")]
+    assert doc["files"] == 4 and doc["bytes"] == 600 + 4 + 10  # a.txt, b.txt, x.sh, empty
+    assert res.stderr.splitlines()[-2].startswith("opencbs: error: Restore incomplete: ")
+    assert "Traceback" not in res.stderr

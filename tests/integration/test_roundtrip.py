@@ -21,14 +21,21 @@ from fastapi.testclient import TestClient
 
 from opencbs import security
 from opencbs.agent import AgentClient, NewDestination
+from opencbs.agent import restore as restore_module
 from opencbs.agent.backup import JobOutcome, run_backup
 from opencbs.agent.client import ServerUnreachable
-from opencbs.agent.restore import HOLE_BLOCK, RestoreIncomplete, _write_sparse, restore
+from opencbs.agent.restore import (
+    HOLE_BLOCK,
+    RestoreIncomplete,
+    RestoreProgress,
+    _write_sparse,
+    restore,
+)
 from opencbs.destinations.local import LocalStorage
 from opencbs.engine.crypto import KdfParams
 from opencbs.engine.repo_verify import VerifyProblem
 from opencbs.engine.repository import Repository
-from opencbs.reports.vocabulary import JobStatus
+from opencbs.reports.vocabulary import EntryType, JobStatus
 from opencbs.store import users
 from opencbs.store.db import Database
 from opencbs.store.migrate import upgrade
@@ -467,3 +474,74 @@ def test_server_unreachable_at_start_fails_clearly(
         run_backup(down, set_id, dest_id, storage, PASSWORD, start_time_ms=T0,
                    retry_delays=NO_RETRY_WAIT)
     assert list(storage.list("snapshots/")) == []
+
+
+# --- progress ---------------------------------------------------------------------------------
+
+
+def test_restore_progress_ends_with_the_results_counts(
+    agent: AgentClient, rich_src: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = _storage(tmp_path / "dest")
+    set_id, dest_id = _new_set(agent, rich_src, tmp_path / "dest")
+    outcome = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0)
+    assert outcome.snapshot_id is not None
+    entries = list(Repository.open(storage, PASSWORD).load_snapshot(outcome.snapshot_id)[1])
+    sizes = sum(e.size for e, _ in entries if e.etype is EntryType.FILE)
+
+    monkeypatch.setattr(restore_module, "PROGRESS_INTERVAL", 0.0)  # every entry and chunk
+    calls: list[RestoreProgress] = []
+    result = restore(storage, PASSWORD, outcome.ref.job_id, tmp_path / "all",
+                     progress=calls.append)
+    first, last = calls[0], calls[-1]
+    assert (first.files, first.bytes, first.entries_done, first.finished) == (0, 0, 0, False)
+    assert [c.finished for c in calls].count(True) == 1 and last.finished
+    assert (last.snapshot_id, last.files, last.dirs, last.links, last.bytes) == (
+        result.snapshot_id, result.files, result.dirs, result.links, result.bytes)
+    assert (last.entries_done, last.entries_total) == (len(entries), len(entries))
+    assert (last.files_total, last.bytes_total) == (result.files, result.bytes) == (
+        sum(e.etype is EntryType.FILE for e, _ in entries), sizes)
+    done = [c.bytes for c in calls]
+    assert done == sorted(done)  # never goes back, also within a file
+    # the 64 MiB sparse file is reported chunk by chunk, not only when it is whole
+    assert len({c.bytes for c in calls if c.current.endswith("/sparse.img")}) > 2
+
+    # a selection: its totals, not the snapshot's; the interval holds back all but two calls
+    monkeypatch.setattr(restore_module, "PROGRESS_INTERVAL", 1e9)
+    calls.clear()
+    part = restore(storage, PASSWORD, outcome.ref.job_id, tmp_path / "part",
+                   [str(rich_src / "dir")], progress=calls.append)
+    assert [c.finished for c in calls] == [False, True]
+    assert (calls[0].entries_total, calls[0].files_total) == (5, 3)  # dir, deep, 3 files
+    assert (calls[-1].files, calls[-1].dirs, calls[-1].bytes) == (part.files, part.dirs,
+                                                                  part.bytes) == (3, 2, 706_000)
+
+
+def test_restore_progress_final_call_comes_before_restore_incomplete(
+    agent: AgentClient, rich_src: Path, tmp_path: Path
+) -> None:
+    dest = tmp_path / "dest"
+    storage = _storage(dest)
+    set_id, dest_id = _new_set(agent, rich_src, dest)
+    outcome = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0)
+    assert outcome.snapshot_id is not None
+    repo = Repository.open(storage, PASSWORD)
+    victim = os.fsencode(rich_src / "dir" / "a.txt")
+    chunks = next(c for e, c in repo.load_snapshot(outcome.snapshot_id)[1] if e.path == victim)
+    loc = repo.chunk_location(chunks[0])
+    assert loc is not None
+    pack_file = dest / "data" / loc.pack_id[:2] / loc.pack_id
+    raw = bytearray(pack_file.read_bytes())
+    raw[loc.offset + loc.length // 2] ^= 0x01
+    pack_file.write_bytes(bytes(raw))
+
+    calls: list[RestoreProgress] = []
+    with pytest.raises(RestoreIncomplete) as caught:
+        restore(storage, PASSWORD, outcome.ref.job_id, tmp_path / "restored",
+                progress=calls.append)
+    result, last = caught.value.result, calls[-1]
+    assert last.finished and len(result.damaged) == 1
+    assert (last.files, last.dirs, last.links, last.bytes) == (
+        result.files, result.dirs, result.links, result.bytes)
+    assert last.files_total == last.files + 1  # the damaged file is handled, not restored
+    assert last.entries_done == last.entries_total

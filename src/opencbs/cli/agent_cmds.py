@@ -46,7 +46,7 @@ from opencbs.agent.client import (
     RemoteSet,
     ServerUnreachable,
 )
-from opencbs.agent.restore import find_snapshot
+from opencbs.agent.restore import RestoreIncomplete, RestoreResult, find_snapshot
 from opencbs.agent.restore import restore as restore_snapshot
 from opencbs.agent.snapshot_lookup import (
     expand_snapshot_prefix,
@@ -63,7 +63,7 @@ from opencbs.cli.common import (
     print_table,
     show_name,
 )
-from opencbs.cli.progress import BackupProgress, activity
+from opencbs.cli.progress import BackupProgress, RestoreProgressView, activity
 from opencbs.destinations.local import LocalStorage
 from opencbs.engine.entries import display_path
 from opencbs.engine.repo_errors import RepositoryNotFound, SnapshotNotFound
@@ -597,11 +597,11 @@ def restore(settings: Settings, job_or_snapshot: str, set_ref: str | None,
     repo_password = encryption_password(settings, encryption_password_file)
     storage = LocalStorage(folder)
     ref, wanted = _restore_selection(storage, repo_password, job_or_snapshot, paths, set_id)
-    with activity(f"restoring {show_name(job_or_snapshot)} into {show_name(target)}",
-                  quiet=as_json):
+    title = f"restore {show_name(job_or_snapshot)} into {show_name(target)}"
+    with RestoreProgressView(title, quiet=as_json) as shown:
         try:
             result = restore_snapshot(storage, repo_password, ref, folder_, wanted,
-                                      set_id=set_id)
+                                      set_id=set_id, progress=shown.update)
         except OSError as exc:
             raise TargetUnwritable(f"cannot write into target {show_name(target)}: "
                                    f"{exc.strerror or exc}") from exc
@@ -609,15 +609,26 @@ def restore(settings: Settings, job_or_snapshot: str, set_ref: str | None,
             exc.hint = exc.hint or (f"list them: opencbs snapshots --destination {folder} "
                                     "(a job ID, a snapshot ID or 8+ of its first characters)")
             raise
-    doc = {"snapshot_id": result.snapshot_id, "files": result.files, "dirs": result.dirs,
-           "links": result.links, "bytes": result.bytes, "skipped": list(result.skipped)}
+        except RestoreIncomplete as exc:
+            if as_json:  # the document first; the error (exit code 8) follows on stderr
+                print_json(restore_json(exc.result))
+            raise
     if as_json:
-        print_json(doc)
+        print_json(restore_json(result))
         return
     echo(f"restored snapshot {result.snapshot_id} into {show_name(target)}: {result.files} "
          f"files, {result.dirs} directories, {result.links} links, {result.bytes} bytes")
     for skipped in result.skipped:
         note(f"skipped unsafe path {show_name(skipped)}")
+
+
+def restore_json(result: RestoreResult) -> dict[str, Any]:
+    """A restore's result for machines: the snapshot ID, counts, bytes, the unsafe paths
+    skipped, the damaged entries (``path``, ``message``) and whether it is ``complete``."""
+    return {"snapshot_id": result.snapshot_id, "files": result.files, "dirs": result.dirs,
+            "links": result.links, "bytes": result.bytes, "skipped": list(result.skipped),
+            "damaged": [{"path": d.path, "message": d.message} for d in result.damaged],
+            "complete": result.complete}
 
 
 class TargetUnwritable(OpenCBSError):
