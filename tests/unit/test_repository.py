@@ -225,9 +225,11 @@ def test_init_and_open_guards(repo: Repository) -> None:
 
 
 def test_interrupted_writer_then_new_writer_reuses_chunks(repo: Repository) -> None:
-    data = rand(200_000, 6)
+    # long enough that packs are finished while adding (up to MAX_INFLIGHT batches of small
+    # chunks and the open pack are still in memory)
+    data = rand(2_000_000, 6)
     w = repo.writer()
-    w.add_file(io.BytesIO(data))  # several packs are finished while adding
+    w.add_file(io.BytesIO(data))
     del w  # the job dies: the open pack is lost, no snapshot is committed
     stored_packs = [n for n in repo.storage.list("data/")]
     assert stored_packs and not list(repo.storage.list("snapshots/"))

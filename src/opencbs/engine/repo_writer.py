@@ -8,12 +8,14 @@ packs that later writers reuse, and at most an unindexed pack (see ``recover_ind
 Pipeline: the caller's thread reads, chunks and hashes (and decides deduplication); chunks of
 at least ``ASYNC_MIN`` bytes are compressed and sealed by a shared pool of worker threads
 (zstd, AES-GCM and BLAKE3 release the GIL), and finished packs are hashed and stored by one
-shared I/O thread, while the caller goes on with the next file. Smaller chunks are compressed
-and sealed in the caller's thread (a hand-off would cost more than the work). Chunks enter the
-open pack in the order they were added, and packs are stored in the order they were finished,
-each followed by its index object. At most ``MAX_INFLIGHT`` chunks wait for compression and at
-most ``MAX_PACKS_INFLIGHT`` finished packs wait for storage (memory stays at about
-``(MAX_PACKS_INFLIGHT + 2) x pack size + MAX_INFLIGHT x 2 x 4 MiB``).
+shared I/O thread, while the caller goes on with the next file. Smaller chunks are gathered
+into one pool task per ``BATCH_MIN`` bytes (one hand-off per chunk would cost more than the
+work); a batch still open when the size of one of its chunks is asked for is sealed in the
+caller's thread. Chunks enter the open pack in the order they were added, and packs are stored
+in the order they were finished, each followed by its index object. At most ``MAX_INFLIGHT``
+pool tasks wait for compression and at most ``MAX_PACKS_INFLIGHT`` finished packs wait for
+storage (memory stays at about ``(MAX_PACKS_INFLIGHT + 2) x pack size + MAX_INFLIGHT x 2 x
+4 MiB``).
 
 A failure to store a pack (``DestinationError``) is raised in the caller's thread, by the
 ``add_file``/``add_chunk``/``flush`` call that next looks at the finished packs (``flush``
@@ -42,9 +44,11 @@ from opencbs.engine.packs import PackBuilder, PackEntry, pack_name
 
 log = logging.getLogger(__name__)
 
-#: Chunks of at least this many bytes are compressed and sealed by the worker pool.
+#: Chunks of at least this many bytes are one pool task each.
 ASYNC_MIN = 64 * 1024
-#: Chunks handed to the pool and not yet in the open pack (bounds memory).
+#: Smaller chunks are handed to the pool in batches of at least this many bytes.
+BATCH_MIN = 64 * 1024
+#: Pool tasks (batches) handed to the pool and not yet in the open pack (bounds memory).
 MAX_INFLIGHT = 8
 #: Finished packs handed to the I/O thread and not yet stored (bounds memory).
 MAX_PACKS_INFLIGHT = 1
@@ -64,25 +68,88 @@ def _pool(kind: str) -> ThreadPoolExecutor:
         return pool
 
 
+class _Batch:
+    """Chunks sealed together by one pool task (or, if a size is needed before it was handed
+    over, in the caller's thread), in the order they enter the pack."""
+
+    __slots__ = ("keys", "level", "slots", "data", "size", "future", "results", "lock")
+
+    def __init__(self, keys: Keys, level: int) -> None:
+        self.keys = keys
+        self.level = level
+        self.slots: list[_Slot] = []
+        self.data: list[bytes] = []
+        self.size = 0
+        self.future: Future[list[tuple[bytes, int]]] | None = None
+        self.results: list[tuple[bytes, int]] | None = None
+        self.lock = threading.Lock()
+
+    def add(self, slot: _Slot, data: bytes) -> bool:
+        """Add a chunk; ``False`` (not added) if the batch was sealed already."""
+        with self.lock:
+            if self.results is not None or self.future is not None:
+                return False
+            slot.batch = self
+            slot.index = len(self.slots)
+            self.slots.append(slot)
+            self.data.append(data)
+            self.size += len(data)
+            return True
+
+    def seal(self) -> list[tuple[bytes, int]]:
+        """``(sealed blob, compressed size)`` of each chunk."""
+        keys, level = self.keys, self.level
+        return [_seal_chunk(keys, level, slot.chunk_id, data)
+                for slot, data in zip(self.slots, self.data, strict=True)]
+
+    def submit(self) -> None:
+        """Hand the batch to the pool (unless already sealed in the caller's thread)."""
+        with self.lock:
+            if self.results is None and self.future is None:
+                self.future = _pool("compress").submit(self.seal)
+
+    def done(self) -> bool:
+        return self.results is not None or (self.future is not None and self.future.done())
+
+    def result(self) -> list[tuple[bytes, int]]:
+        """The sealed chunks: waits for the pool, or seals now if not handed over yet;
+        re-raises the task's error."""
+        results = self.results
+        if results is None:
+            with self.lock:
+                if self.results is None:
+                    if self.future is None:
+                        self.results = self.seal()
+                    else:
+                        self.results = self.future.result()
+                    self.data = []
+                results = self.results
+        return results
+
+    def cancel(self) -> None:
+        if self.future is not None:
+            self.future.cancel()
+
+
 class _Slot:
     """One new chunk on its way into a pack: sizes (``stored`` is -1 until compressed) and,
-    until it enters the open pack, the pool's future of its sealed blob."""
+    until it enters the open pack, its batch (and place in it)."""
 
-    __slots__ = ("chunk_id", "original", "stored", "future", "blob")
+    __slots__ = ("chunk_id", "original", "stored", "batch", "index")
 
     def __init__(self, chunk_id: bytes, original: int) -> None:
         self.chunk_id = chunk_id
         self.original = original
         self.stored = -1
-        self.future: Future[tuple[bytes, int]] | None = None
-        self.blob: bytes | None = None
+        self.batch: _Batch | None = None
+        self.index = 0
 
     def stored_size(self) -> int:
         """Compressed bytes; waits for the worker if needed (re-raises its error)."""
         if self.stored < 0:
-            future = self.future
-            if future is not None:
-                self.stored = future.result()[1]
+            batch = self.batch
+            if batch is not None:
+                self.stored = batch.result()[self.index][1]
         return self.stored
 
 
@@ -220,8 +287,9 @@ class Writer:
         self._pack = PackBuilder()
         # Chunks added but not yet in an indexed pack: chunk ID -> slot (sizes).
         self._pending: dict[bytes, _Slot] = {}
-        # Slots handed to the pool, in the order they must enter the pack.
-        self._inflight: deque[_Slot] = deque()
+        # Small chunks not yet handed to the pool; batches handed over, in pack order.
+        self._open_batch: _Batch | None = None
+        self._inflight: deque[_Batch] = deque()
         # Packs handed to the I/O thread, oldest first, with their chunk IDs.
         self._packs: deque[tuple[Future[tuple[str, list[PackEntry]]], list[bytes]]] = deque()
         self._finalizer = weakref.finalize(self, _wait_stored, self._packs)
@@ -329,48 +397,59 @@ class Writer:
         slot = _Slot(chunk_id, len(data))
         self._pending[chunk_id] = slot
         if len(data) >= ASYNC_MIN:
-            slot.future = _pool("compress").submit(
-                _seal_chunk, self._keys, self._level, chunk_id, data)
-            self._inflight.append(slot)
-            self._drain(MAX_INFLIGHT)
+            self._submit_open()
+            single = _Batch(self._keys, self._level)
+            single.add(slot, data)
+            single.submit()
+            self._inflight.append(single)
         else:
-            slot.blob, slot.stored = _seal_chunk(self._keys, self._level, chunk_id, data)
-            if self._inflight:
-                self._inflight.append(slot)
-                self._drain(MAX_INFLIGHT)
-            else:
-                self._to_pack(slot)
+            batch = self._open_batch
+            if batch is None or not batch.add(slot, data):
+                # (a batch sealed early, for a size asked of it, closes)
+                self._submit_open()
+                batch = self._open_batch = _Batch(self._keys, self._level)
+                batch.add(slot, data)
+            if batch.size < BATCH_MIN:
+                return slot, True
+            self._submit_open()
+        self._drain(MAX_INFLIGHT)
         return slot, True
 
+    def _submit_open(self) -> None:
+        """Hand the open batch of small chunks to the pool."""
+        batch = self._open_batch
+        if batch is not None:
+            self._open_batch = None
+            batch.submit()
+            self._inflight.append(batch)
+
     def _drain(self, limit: int) -> None:
-        """Move compressed chunks into the open pack, in order, until at most ``limit`` wait;
-        chunks already compressed at the head move without waiting."""
+        """Move sealed batches into the open pack, in order, until at most ``limit`` wait;
+        batches already sealed at the head move without waiting."""
         inflight = self._inflight
         while inflight:
             head = inflight[0]
-            if len(inflight) <= limit and head.future is not None and not head.future.done():
+            if len(inflight) <= limit and not head.done():
                 return
             inflight.popleft()
-            self._to_pack(head)
+            self._batch_to_pack(head)
 
-    def _to_pack(self, slot: _Slot) -> None:
-        future = slot.future
-        if future is not None:
-            try:
-                slot.blob, slot.stored = future.result()
-            except BaseException:
+    def _batch_to_pack(self, batch: _Batch) -> None:
+        try:
+            results = batch.result()
+        except BaseException:
+            for slot in batch.slots:
                 self._pending.pop(slot.chunk_id, None)
-                raise
-            slot.future = None
-        blob = slot.blob
-        assert blob is not None
-        slot.blob = None
+            raise
         shipped = False
-        if len(self._pack) and self._pack.size + len(blob) > self._target:
-            self._ship()
-            shipped = True
-        self._pack.add(slot.chunk_id, blob, slot.stored, slot.original)
-        # Wait for the I/O thread only now, with the chunk in the new pack: if an older pack
+        for slot, (blob, stored) in zip(batch.slots, results, strict=True):
+            slot.stored = stored
+            slot.batch = None
+            if len(self._pack) and self._pack.size + len(blob) > self._target:
+                self._ship()
+                shipped = True
+            self._pack.add(slot.chunk_id, blob, stored, slot.original)
+        # Wait for the I/O thread only now, with the whole batch in packs: if an older pack
         # failed, the error leaves this writer consistent.
         while shipped and len(self._packs) > MAX_PACKS_INFLIGHT:
             self._collect(block=True)
@@ -406,6 +485,7 @@ class Writer:
         (the first failure; the chunks of failed packs are forgotten)."""
         error: BaseException | None = None
         try:
+            self._submit_open()
             self._drain(0)
         except BaseException as exc:  # a compression failure: nothing of it was stored
             error = exc
@@ -421,10 +501,13 @@ class Writer:
             raise error
 
     def _discard_open(self) -> None:
-        for slot in self._inflight:
-            if slot.future is not None:
-                slot.future.cancel()
-            self._pending.pop(slot.chunk_id, None)
+        if self._open_batch is not None:
+            self._inflight.append(self._open_batch)
+            self._open_batch = None
+        for batch in self._inflight:
+            batch.cancel()
+            for slot in batch.slots:
+                self._pending.pop(slot.chunk_id, None)
         self._inflight.clear()
         for chunk_id in self._pack.chunk_ids():
             self._pending.pop(chunk_id, None)
