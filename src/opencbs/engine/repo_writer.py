@@ -35,11 +35,13 @@ from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from types import TracebackType
 
+import zstandard
+
 from opencbs.destinations.base import Storage
 from opencbs.engine.chunk_index import INDEX_PREFIX, ChunkIndex, seal_index
 from opencbs.engine.chunker import ChunkerParams, Readable, chunk_stream
-from opencbs.engine.compression import encode_payload
-from opencbs.engine.crypto import Keys
+from opencbs.engine.compression import Codec, encode_payload
+from opencbs.engine.crypto import NONCE_SIZE, Keys
 from opencbs.engine.packs import PackBuilder, PackEntry, pack_name
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,20 @@ BATCH_MIN = 64 * 1024
 MAX_INFLIGHT = 8
 #: Finished packs handed to the I/O thread and not yet stored (bounds memory).
 MAX_PACKS_INFLIGHT = 1
+
+_ZSTD_FLAG = bytes([Codec.ZSTD])
+_RAW_FLAG = bytes([Codec.RAW])
+_local = threading.local()
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    """This thread's compressor at ``level`` (they are not thread-safe)."""
+    cache: dict[int, zstandard.ZstdCompressor] = _local.__dict__.setdefault("zstd", {})
+    compressor = cache.get(level)
+    if compressor is None:
+        compressor = cache[level] = zstandard.ZstdCompressor(level=level)
+    return compressor
+
 
 _pool_lock = threading.Lock()
 _pools: dict[str, ThreadPoolExecutor] = {}
@@ -97,10 +113,27 @@ class _Batch:
             return True
 
     def seal(self) -> list[tuple[bytes, int]]:
-        """``(sealed blob, compressed size)`` of each chunk."""
-        keys, level = self.keys, self.level
-        return [_seal_chunk(keys, level, slot.chunk_id, data)
-                for slot, data in zip(self.slots, self.data, strict=True)]
+        """``(sealed blob, compressed size)`` of each chunk: the same payloads as
+        ``encode_payload``, compressed by one zstd call and with one draw of random nonces for
+        the whole batch (few GIL hand-offs for many small chunks)."""
+        keys, level, data = self.keys, self.level, self.data
+        if len(data) == 1 or not all(data):
+            return [_seal_chunk(keys, level, slot.chunk_id, d)
+                    for slot, d in zip(self.slots, data, strict=True)]
+        inputs: list[bytes | bytearray | memoryview] = list(data)
+        frames = _compressor(level).multi_compress_to_buffer(inputs, threads=0)
+        nonces = os.urandom(NONCE_SIZE * len(data))
+        out: list[tuple[bytes, int]] = []
+        seal = keys.seal
+        for i, (slot, d) in enumerate(zip(self.slots, data, strict=True)):
+            frame = frames[i].tobytes()
+            if len(frame) < len(d):
+                payload, stored = _ZSTD_FLAG + frame, len(frame)
+            else:
+                payload, stored = _RAW_FLAG + d, len(d)
+            nonce = nonces[i * NONCE_SIZE : (i + 1) * NONCE_SIZE]
+            out.append((seal(payload, slot.chunk_id, nonce=nonce), stored))
+        return out
 
     def submit(self) -> None:
         """Hand the batch to the pool (unless already sealed in the caller's thread)."""
