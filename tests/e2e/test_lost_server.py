@@ -61,10 +61,16 @@ class Relay:
                              daemon=True).start()
 
     def _pipe(self, src: socket.socket, dst: socket.socket, requests: bool) -> None:
+        marker = b"PUT /api/agent/v1/"  # a batch request line, wherever the reads cut it
+        tail = b""
         try:
             while data := src.recv(65536):
                 dst.sendall(data)
-                if requests and data.startswith(b"PUT "):
+                if not requests:
+                    continue
+                window = tail + data
+                tail = window[-(len(marker) - 1):]
+                for _ in range(window.count(marker)):
                     with self.lock:
                         self.puts += 1
                         if self.puts == self.kill_at:
