@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from tests.e2e.test_cli_server import OPENCBS, _env, _wait_until_up, free_port, ok, run
-from tests.integration.test_agent_backup import _check_counters
+from tests.integration.agent.test_agent_backup import _check_counters
 
 LOGIN, PASSWORD, ENCRYPTION = "alice", "alice-pw", "repo-secret"
 MONITOR = {"SysUser": "monitor", "SysPwd": "monitor-pw"}

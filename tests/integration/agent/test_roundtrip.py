@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 
-from opencbs import security
-from opencbs.agent import AgentClient, NewDestination
+from opencbs.agent import AgentClient
 from opencbs.agent import restore as restore_module
-from opencbs.agent.backup import JobOutcome, run_backup
+from opencbs.agent.backup import run_backup
 from opencbs.agent.client import ServerUnreachable
 from opencbs.agent.restore import (
     HOLE_BLOCK,
@@ -31,68 +28,17 @@ from opencbs.agent.restore import (
     _write_sparse,
     restore,
 )
-from opencbs.destinations.local import LocalStorage
-from opencbs.engine.crypto import KdfParams
 from opencbs.engine.repo_verify import VerifyProblem
 from opencbs.engine.repository import Repository
 from opencbs.reports.vocabulary import EntryType, JobStatus
-from opencbs.store import users
-from opencbs.store.db import Database
-from opencbs.store.migrate import upgrade
-from tests.conftest import ADMIN
+from tests.agent_support import PASSWORD, T0, USER
+from tests.agent_support import job_report as _report
+from tests.agent_support import local_storage as _storage
+from tests.agent_support import new_set as _new_set
 
-USER = ("alice", "alice-secret")
-PASSWORD = "repo-password"
-T0 = 1_719_408_275_000  # 2024-06-26 13:24:35 UTC
 NO_RETRY_WAIT = (0.0, 0.0, 0.0)
 MiB = 1024 * 1024
 ROOT = os.geteuid() == 0
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    """SQLite only (overrides conftest's parametrised fixture)."""
-    database = Database(f"sqlite:///{tmp_path / 'opencbs.db'}")
-    upgrade(database)
-    yield database
-    database.dispose()
-
-
-@pytest.fixture(autouse=True)
-def _cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(security, "_hasher",
-                        PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
-
-
-@pytest.fixture
-def agent(client: TestClient) -> Iterator[AgentClient]:
-    with client.app.state.opencbs.db.write() as conn:  # type: ignore[attr-defined]
-        users.add_backup_user(conn, *USER)
-    with AgentClient("http://testserver", *USER, transport=client._transport) as c:
-        yield c
-
-
-def _storage(dest: Path) -> LocalStorage:
-    storage = LocalStorage(dest, fsync=False)
-    Repository.init(storage, PASSWORD, kdf=KdfParams(1, 8 * 1024, 1))
-    return storage
-
-
-def _new_set(agent: AgentClient, src: Path, dest: Path) -> tuple[str, str]:
-    bset = agent.create_set("Docs", settings={"sources": [str(src)]},
-                            destinations=[NewDestination("Local", "LOCAL", {"path": str(dest)})])
-    return bset.id, bset.destinations[0].id
-
-
-def _report(client: TestClient, outcome: JobOutcome) -> dict[str, Any]:
-    r = client.post("/obs/api/json/GetBackupJobReport.do", json={
-        "SysUser": ADMIN[0], "SysPwd": ADMIN[1], "LoginName": USER[0],
-        "BackupSetID": outcome.ref.set_id, "DestinationID": outcome.ref.destination_id,
-        "BackupJobID": outcome.ref.job_id})
-    body = r.json()
-    assert body["Status"] == "OK", body
-    data: dict[str, Any] = body["Data"]
-    return data
 
 
 def _tree(root: bytes, *, owners: bool = True) -> dict[bytes, tuple[Any, ...]]:

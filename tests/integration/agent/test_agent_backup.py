@@ -11,18 +11,16 @@ import os
 import shutil
 import stat
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 
-from opencbs import __version__, security
-from opencbs.agent import AgentClient, NewDestination
+from opencbs import __version__
+from opencbs.agent import AgentClient
 from opencbs.agent import backup as backup_mod
-from opencbs.agent.backup import JobOutcome, Progress, run_backup
+from opencbs.agent.backup import Progress, run_backup
 from opencbs.agent.restore import restore
 from opencbs.destinations.base import DestinationError
 from opencbs.destinations.local import LocalStorage
@@ -30,38 +28,13 @@ from opencbs.destinations.memory import MemoryStorage
 from opencbs.engine.crypto import KdfParams
 from opencbs.engine.repository import Repository
 from opencbs.reports.vocabulary import JobStatus, ReportList
-from opencbs.store import users
-from opencbs.store.db import Database
-from opencbs.store.migrate import upgrade
+from tests.agent_support import PASSWORD, T0, USER
+from tests.agent_support import job_report as _report
+from tests.agent_support import local_storage as _storage
+from tests.agent_support import new_set as _new_set
 from tests.conftest import ADMIN
 
-USER = ("alice", "alice-secret")
-PASSWORD = "repo-password"
-T0 = 1_719_408_275_000  # 2024-06-26 13:24:35 UTC: job start times, one per test job
 NON_UTF8 = b"caf\xe9.txt"
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    """SQLite only (overrides conftest's parametrised fixture)."""
-    database = Database(f"sqlite:///{tmp_path / 'opencbs.db'}")
-    upgrade(database)
-    yield database
-    database.dispose()
-
-
-@pytest.fixture(autouse=True)
-def _cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(security, "_hasher",
-                        PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
-
-
-@pytest.fixture
-def agent(client: TestClient) -> Iterator[AgentClient]:
-    with client.app.state.opencbs.db.write() as conn:  # type: ignore[attr-defined]
-        users.add_backup_user(conn, *USER)
-    with AgentClient("http://testserver", *USER, transport=client._transport) as c:
-        yield c
 
 
 def _write(path: Path, data: bytes, mtime_ns: int | None = None) -> None:
@@ -93,30 +66,6 @@ def src(tmp_path: Path) -> Path:
     with open(os.path.join(os.fsencode(root), NON_UTF8), "wb") as f:
         f.write(b"latin-1 name")
     return root
-
-
-def _new_set(agent: AgentClient, src: Path, dest: Path) -> tuple[str, str]:
-    bset = agent.create_set("Docs", settings={"sources": [str(src)]},
-                            destinations=[NewDestination("Local", "LOCAL", {"path": str(dest)})])
-    return bset.id, bset.destinations[0].id
-
-
-def _storage(dest: Path, **init: Any) -> LocalStorage:
-    """A local destination with a repository of cheap KDF (run_backup opens it)."""
-    storage = LocalStorage(dest, fsync=False)
-    Repository.init(storage, PASSWORD, kdf=KdfParams(1, 8 * 1024, 1), **init)
-    return storage
-
-
-def _report(client: TestClient, outcome: JobOutcome) -> dict[str, Any]:
-    r = client.post("/obs/api/json/GetBackupJobReport.do", json={
-        "SysUser": ADMIN[0], "SysPwd": ADMIN[1], "LoginName": USER[0],
-        "BackupSetID": outcome.ref.set_id, "DestinationID": outcome.ref.destination_id,
-        "BackupJobID": outcome.ref.job_id})
-    body = r.json()
-    assert body["Status"] == "OK", body
-    data: dict[str, Any] = body["Data"]
-    return data
 
 
 def _names(data: dict[str, Any], key: str, src: Path) -> set[tuple[str, str]]:

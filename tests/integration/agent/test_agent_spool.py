@@ -9,17 +9,14 @@ refuses connections (server down) or fails after N requests (server lost mid-del
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 
-from opencbs import security
 from opencbs.agent import AgentClient, NewDestination
 from opencbs.agent.backup import JobOutcome, run_backup
 from opencbs.agent.client import JobRef
@@ -36,30 +33,13 @@ from opencbs.engine.repository import Repository
 from opencbs.reports.timefmt import job_id_at
 from opencbs.reports.vocabulary import JobStatus
 from opencbs.store import users
-from opencbs.store.db import Database
-from opencbs.store.migrate import upgrade
 from tests.conftest import ADMIN
-from tests.integration.test_agent_backup import _check_counters
+from tests.integration.agent.test_agent_backup import _check_counters
 
 USER = ("alice", "alice-secret")
 PASSWORD = "repo-password"
 T0 = 1_719_408_275_123  # 2024-06-26 13:24:35.123 UTC
 FILES = 130  # with batches of 20 entries: 8 batches in the first job
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    """SQLite only (overrides conftest's parametrised fixture)."""
-    database = Database(f"sqlite:///{tmp_path / 'opencbs.db'}")
-    upgrade(database)
-    yield database
-    database.dispose()
-
-
-@pytest.fixture(autouse=True)
-def _cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(security, "_hasher",
-                        PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
 
 
 class Flaky(httpx.BaseTransport):

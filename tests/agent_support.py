@@ -1,0 +1,47 @@
+"""Helpers the agent's integration tests share (their fixtures are in
+``tests/integration/agent/conftest.py``): a local destination with a cheap-KDF repository, a
+backup set, and the report of a job as GetBackupJobReport gives it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from opencbs.agent import AgentClient, NewDestination
+from opencbs.agent.backup import JobOutcome
+from opencbs.destinations.local import LocalStorage
+from opencbs.engine.crypto import KdfParams
+from opencbs.engine.repository import Repository
+from tests.conftest import ADMIN
+
+USER = ("alice", "alice-secret")
+PASSWORD = "repo-password"
+T0 = 1_719_408_275_000  # 2024-06-26 13:24:35 UTC: job start times, one per test job
+
+
+def new_set(agent: AgentClient, src: Path, dest: Path) -> tuple[str, str]:
+    """A backup set of ``src`` with one local destination ``dest``: (set ID, destination ID)."""
+    bset = agent.create_set("Docs", settings={"sources": [str(src)]},
+                            destinations=[NewDestination("Local", "LOCAL", {"path": str(dest)})])
+    return bset.id, bset.destinations[0].id
+
+
+def local_storage(dest: Path, **init: Any) -> LocalStorage:
+    """A local destination with a repository of cheap KDF (run_backup opens it)."""
+    storage = LocalStorage(dest, fsync=False)
+    Repository.init(storage, PASSWORD, kdf=KdfParams(1, 8 * 1024, 1), **init)
+    return storage
+
+
+def job_report(client: TestClient, outcome: JobOutcome) -> dict[str, Any]:
+    """The job's ``Data`` from GetBackupJobReport, as the administrator."""
+    r = client.post("/obs/api/json/GetBackupJobReport.do", json={
+        "SysUser": ADMIN[0], "SysPwd": ADMIN[1], "LoginName": USER[0],
+        "BackupSetID": outcome.ref.set_id, "DestinationID": outcome.ref.destination_id,
+        "BackupJobID": outcome.ref.job_id})
+    body = r.json()
+    assert body["Status"] == "OK", body
+    data: dict[str, Any] = body["Data"]
+    return data
