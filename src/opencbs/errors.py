@@ -135,6 +135,16 @@ class UnknownApi(OpenCBSError):
         super().__init__(f"[Error] Unknown API {quoted(name)}")
 
 
+class MethodNotAllowed(OpenCBSError):
+    """A known call asked with a method other than POST or GET (HTTP 405)."""
+
+    code = "method_not_allowed"
+
+    def __init__(self, method: str, name: str) -> None:
+        super().__init__(f"[Error] Method {method} is not allowed for {quoted(name)}; "
+                         "use POST or GET")
+
+
 class AuthUserRejected(OpenCBSError):
     """A backup user's password was rejected (AuthUser, agent API)."""
 

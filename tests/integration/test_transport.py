@@ -232,3 +232,21 @@ def test_a_byte_order_mark_before_the_json_is_accepted(
     ).encode()
     r = client.post("/obs/api/json/GetBackupJobReportSummary.do", content=body)
     assert r.json()["Status"] == "OK"
+
+
+def test_a_form_sent_as_json_is_read_as_a_form(client: TestClient, vendor_job: VendorJob) -> None:
+    form = (f"SysUser={ADMIN[0]}&SysPwd={ADMIN[1]}&LoginName={vendor_job.login_name}"
+            f"&BackupSetID={vendor_job.set_id}&BackupJobID={vendor_job.job_id}")
+    r = client.post("/obs/api/json/GetBackupJobReportSummary.do", content=form,
+                    headers={"Content-Type": "application/json"})
+    assert r.json()["Status"] == "OK"
+
+
+def test_a_known_call_with_another_method_is_405(client: TestClient) -> None:
+    for method in ("PUT", "DELETE", "PATCH"):
+        r = client.request(method, "/obs/api/json/ListUsers.do", json={})
+        assert r.status_code == 405
+        body = r.json()
+        assert body["Status"] == "Error" and "ListUsers.do" in body["Message"]
+    assert client.put("/obs/api/json/2/ListUsers.do", json={}).status_code == 405
+    assert client.put("/obs/api/json/Foo.do", json={}).status_code == 404

@@ -68,7 +68,8 @@ def expt_type(exc: e.OpenCBSError) -> str:
 
 def error(exc: e.OpenCBSError) -> CBSResponse:
     """The error envelope of ``exc``: HTTP 200, but 404 for an unknown call (§3)."""
-    status = 404 if isinstance(exc, e.UnknownApi) else 200
+    status = 404 if isinstance(exc, e.UnknownApi) else 405 if isinstance(
+        exc, e.MethodNotAllowed) else 200
     return CBSResponse(
         {"Status": "Error", "Message": exc.message, "ExptType": expt_type(exc)},
         status_code=status,

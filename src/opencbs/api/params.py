@@ -27,6 +27,14 @@ def _form(text: str) -> dict[str, Any]:
     return dict(parse_qsl(text, keep_blank_values=True, strict_parsing=False))
 
 
+_FORM = re.compile(r"^[^{}\[\]\"\s=&]+=[^{}\[\]\"\s]*(?:&[^{}\[\]\"\s=&]+=[^{}\[\]\"\s]*)*$")
+
+
+def _looks_like_form(text: str) -> bool:
+    """Whether ``text`` is ``key=value&key=value`` (URL-encoded), not broken JSON."""
+    return bool(_FORM.match(text.strip()))
+
+
 def parse_body(body: bytes, content_type: str) -> dict[str, Any]:
     """The parameters in a request body. Raises ``BodyNotObject`` for anything but a JSON
     object or (with a form Content-Type) a form; an empty body has no parameters."""
@@ -50,6 +58,8 @@ def parse_body(body: bytes, content_type: str) -> dict[str, Any]:
         try:  # orjson refuses what the stdlib accepts (e.g. NaN); be as lenient as Java's JSON
             value = json.loads(text)
         except (ValueError, RecursionError):  # RecursionError: nested too deep
+            if _looks_like_form(text):  # a form sent under a JSON or text Content-Type
+                return _form(text)
             raise BodyNotObject() from None
     if not isinstance(value, dict):
         raise BodyNotObject()

@@ -14,7 +14,7 @@ from opencbs.api.auth import authenticate_system
 from opencbs.api.cbs import CALLS, CbsCall
 from opencbs.api.params import Params, read_params
 from opencbs.api.state import ServerState, state_of
-from opencbs.errors import OpenCBSError, UnknownApi
+from opencbs.errors import MethodNotAllowed, OpenCBSError, UnknownApi
 
 PREFIX = "/obs/api/json"
 
@@ -141,9 +141,16 @@ def mount_cbs(app: FastAPI) -> None:
                     include_in_schema=True,
                 )
 
+    served = {f"{call.name}.do" for call in CALLS.values()} | {
+        f"2/{call.name}.do" for call in CALLS.values() if call.v2
+    }
+
     async def unknown(request: Request) -> Response:
         name = request.path_params.get("name", "")
-        return envelope.error(UnknownApi(name.rsplit("/", 1)[-1] or name))
+        shown = name.rsplit("/", 1)[-1] or name
+        if name in served:  # a known call, asked with PUT, DELETE or PATCH
+            return envelope.error(MethodNotAllowed(request.method, shown))
+        return envelope.error(UnknownApi(shown))
 
     app.add_api_route(
         PREFIX + "/{name:path}", unknown, methods=["GET", "POST", "PUT", "DELETE", "PATCH"],

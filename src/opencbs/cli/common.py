@@ -158,8 +158,11 @@ def print_json(value: Any) -> None:
 
 
 def console() -> Console:
-    """A rich console on stdout (plain text when stdout is not a terminal)."""
-    return Console(soft_wrap=False, highlight=False)
+    """A rich console on stdout (plain text when stdout is not a terminal, and then wide enough
+    that tables do not wrap their cells, for grep and awk)."""
+    if sys.stdout.isatty():
+        return Console(soft_wrap=False, highlight=False)
+    return Console(soft_wrap=False, highlight=False, width=1000)
 
 
 def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]], *,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, case, select, update
 
 from opencbs.errors import BackupJobNotFound, Conflict, DestinationNotFound, InvalidInput
 from opencbs.reports.counters import COUNTER_NAMES, Counters
@@ -373,9 +373,28 @@ def finish_job(
             dedupe_saving=dedupe_saving,
             current_file_name="",
             last_activity=at,
+            **_complete_progress(status),
         )
     )
     return get_job_by_pk(conn, pk)
+
+
+def _complete_progress(status: JobStatus) -> dict[str, Any]:
+    """A job that finished with a snapshot has processed every file it counted: its progress
+    reads complete (GetBackupJobProgress, §7), also when unchanged files were not uploaded."""
+    if not status.completed:
+        return {}
+    c = backup_jobs.c
+    return {  # the larger of the two, in SQL both databases speak
+        "current_file_count": case(
+            (c.current_file_count > c.total_file_count, c.current_file_count),
+            else_=c.total_file_count,
+        ),
+        "uploaded_file_size": case(
+            (c.uploaded_file_size > c.total_file_size, c.uploaded_file_size),
+            else_=c.total_file_size,
+        ),
+    }
 
 
 def close_stale_jobs(conn: Connection, idle_ms: int, *, at_ms: int | None = None) -> list[str]:
