@@ -325,6 +325,14 @@ def test_list_users(client: TestClient, world: World) -> None:
         assert alice["Online"] is True and listed[1]["Online"] is False
         assert alice["LastBackupDate"] == ms("2024-06-27 08:00:00")
         assert alice["BackupSetIdList"] == [world.docs_id, world.empty_id]
+        # DataSize: what her jobs stored, as their reports count it (new + updated, zipped)
+        stored = 0
+        for rec in data(call(client, "ListBackupJobs", LoginName="alice")):
+            for job_id in rec["BackupJob"]:
+                summary = data(call(client, "GetBackupJobReportSummary", LoginName="alice",
+                                    BackupSetID=rec["BackupSetID"], BackupJobID=job_id))
+                stored += summary["TotalNewFilesSize"] + summary["TotalUpdatedFilesSize"]
+        assert alice["DataSize"] == stored > 0
         assert [u["LoginName"] for u in data(call(client, "ListUsers", v2=v2, searchStr="aro"),
                                              "User")] == ["carol"]
         assert [u["LoginName"] for u in data(call(client, "ListUsers", v2=v2, reseller="res1"),

@@ -3,7 +3,8 @@ AuthSystemUser.
 
 The user object (ListUsers items under the top-level ``User`` key, GetUser's ``Data``):
 ``LoginName``, ``Owner`` (``""`` for the administrators), ``Alias``, ``Email``, ``ClientType``,
-``Status``, ``DataSize`` (number, bytes), ``Quota`` (number, bytes, 0 = none), ``QuotaList``
+``Status``, ``DataSize`` (number, bytes the user's jobs stored: the compressed size of their new and
+updated content, as ``UploadSize`` counts it per job), ``Quota`` (number, bytes, 0 = none), ``QuotaList``
 (``[{"DestinationKey": "OBS", "Enabled": bool, "Quota": number}]``, the one server quota),
 ``LastBackupDate`` (number, epoch ms of the newest job's start, 0 when the user has no job),
 ``Online`` (bool: a job of the user is running), ``BackupSetIdList`` (string IDs of the sets
@@ -51,7 +52,8 @@ _USER_SCHEMA: dict[str, Any] = {
         "Email": _STR,
         "ClientType": _STR,
         "Status": {"type": "string", "description": "ENABLE or SUSPENDED."},
-        "DataSize": {"type": "integer", "description": "Bytes stored."},
+        "DataSize": {"type": "integer", "description": "Bytes the user's jobs stored "
+                     "(compressed new and updated content)."},
         "Quota": {"type": "integer", "description": "Bytes; 0 = no quota."},
         "QuotaList": {"type": "array", "items": {"type": "object", "properties": {
             "DestinationKey": _STR, "Enabled": {"type": "boolean"},
@@ -67,8 +69,9 @@ _USER_SCHEMA: dict[str, Any] = {
 
 def user_objects(conn: Connection, found: Sequence[BackupUser]) -> list[dict[str, Any]]:
     """The CBS user object of each user (keys in the module docstring; cbs-api.md §7), with
-    three queries whatever the number of users."""
+    four queries whatever the number of users."""
     ids = [u.id for u in found]
+    stored = jobs.stored_bytes(conn, ids)
     last = jobs.last_backup_ms(conn, ids)
     online = jobs.running_user_ids(conn, ids)
     set_ids = users.backup_set_ids(conn, ids)
@@ -80,7 +83,7 @@ def user_objects(conn: Connection, found: Sequence[BackupUser]) -> list[dict[str
             "Email": u.email,
             "ClientType": u.client_type,
             "Status": u.status,
-            "DataSize": u.data_size,
+            "DataSize": u.data_size + stored.get(u.id, 0),
             "Quota": u.quota,
             "QuotaList": [{"DestinationKey": "OBS", "Enabled": u.quota > 0, "Quota": u.quota}],
             "LastBackupDate": int(last.get(u.id) or 0),

@@ -659,6 +659,24 @@ def last_backup_ms(conn: Connection, user_ids: Sequence[int]) -> dict[int, int]:
     return {r[0]: r[1] for r in conn.execute(q)}
 
 
+def stored_bytes(conn: Connection, user_ids: Sequence[int]) -> dict[int, int]:
+    """Bytes each user's jobs stored: the compressed size of their new and updated content,
+    summed over every job (ListUsers ``DataSize``; nothing is removed while there is no
+    retention)."""
+    from sqlalchemy import func
+
+    if not user_ids:
+        return {}
+    q = (
+        select(backup_sets.c.user_id,
+               func.sum(backup_jobs.c.new_size + backup_jobs.c.upd_size))
+        .join(backup_sets, backup_sets.c.id == backup_jobs.c.set_id)
+        .where(backup_sets.c.user_id.in_(list(user_ids)))
+        .group_by(backup_sets.c.user_id)
+    )
+    return {r[0]: int(r[1] or 0) for r in conn.execute(q)}
+
+
 def running_user_ids(conn: Connection, user_ids: Sequence[int]) -> set[int]:
     """Users with a running job (ListUsers ``Online``)."""
     if not user_ids:
