@@ -3,8 +3,9 @@ AuthSystemUser.
 
 The user object (ListUsers items under the top-level ``User`` key, GetUser's ``Data``):
 ``LoginName``, ``Owner`` (``""`` for the administrators), ``Alias``, ``Email``, ``ClientType``,
-``Status``, ``DataSize`` (number, bytes the user's jobs stored: the compressed size of their new and
-updated content, as ``UploadSize`` counts it per job), ``Quota`` (number, bytes, 0 = none), ``QuotaList``
+``Status``, ``DataSize`` (number, bytes the user's jobs stored: the compressed size of their
+new and updated content, as ``UploadSize`` counts it per job), ``Quota`` (number, bytes,
+0 = none), ``QuotaList``
 (``[{"DestinationKey": "OBS", "Enabled": bool, "Quota": number}]``, the one server quota),
 ``LastBackupDate`` (number, epoch ms of the newest job's start, 0 when the user has no job),
 ``Online`` (bool: a job of the user is running), ``BackupSetIdList`` (string IDs of the sets
