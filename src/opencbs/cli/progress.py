@@ -45,9 +45,9 @@ def _stderr_console(stream: TextIO | None) -> Console:
     return Console(file=stream or sys.stderr, highlight=False, soft_wrap=False)
 
 
-class BackupProgress:
-    """A context manager whose :meth:`update` takes the runner's ``Progress`` snapshots
-    (``opencbs.agent.backup.Progress``: files and bytes done and seen)."""
+class _ProgressView:
+    """What both views share: a live rich bar on a terminal (bytes, files, speed, elapsed, the
+    current path), throttled plain lines otherwise, nothing when ``quiet``."""
 
     def __init__(self, title: str, *, quiet: bool = False, stream: TextIO | None = None,
                  interval: float = PLAIN_INTERVAL) -> None:
@@ -56,8 +56,6 @@ class BackupProgress:
         self.console = _stderr_console(stream)
         self.interval = interval
         self._last_line: float | None = None  # monotonic time of the last plain line
-        self._latest: JobProgressInfo | None = None
-        self._printed: JobProgressInfo | None = None
         self._bar: Progress | None = None
         self._task: TaskID | None = None
 
@@ -66,7 +64,7 @@ class BackupProgress:
         """Whether a live bar is shown (stderr is a terminal and not quiet)."""
         return not self.quiet and self.console.is_terminal
 
-    def __enter__(self) -> BackupProgress:
+    def _start(self, files: str) -> None:
         if self.fancy:
             self._bar = Progress(
                 SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
@@ -76,9 +74,49 @@ class BackupProgress:
                 console=self.console, transient=True,
             )
             self._bar.start()
-            self._task = self._bar.add_task(self.title, total=None, files="0/0", current="")
+            self._task = self._bar.add_task(self.title, total=None, files=files, current="")
         elif not self.quiet:
-            self.console.print(f"{self.title}: started", markup=False, highlight=False)
+            self._print(f"{self.title}: started")
+
+    def _show(self, completed: int, total: int | None, files: str, path: str) -> bool:
+        """Update the bar; ``False`` when there is none (plain output)."""
+        if self._bar is None or self._task is None:
+            return False
+        name = show_name(path)
+        current = name if len(name) <= 40 else "…" + name[-39:]
+        self._bar.update(self._task, completed=completed, total=total, files=files,
+                         current=current)
+        return True
+
+    def _line_due(self) -> bool:
+        """Whether a plain line may be printed now (at most one per ``interval``)."""
+        now = time.monotonic()
+        if self._last_line is not None and now - self._last_line < self.interval:
+            return False
+        self._last_line = now
+        return True
+
+    def _print(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def _stop(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+class BackupProgress(_ProgressView):
+    """A context manager whose :meth:`update` takes the runner's ``Progress`` snapshots
+    (``opencbs.agent.backup.Progress``: files and bytes done and seen)."""
+
+    def __init__(self, title: str, *, quiet: bool = False, stream: TextIO | None = None,
+                 interval: float = PLAIN_INTERVAL) -> None:
+        super().__init__(title, quiet=quiet, stream=stream, interval=interval)
+        self._latest: JobProgressInfo | None = None
+        self._printed: JobProgressInfo | None = None
+
+    def __enter__(self) -> BackupProgress:
+        self._start("0/0")
         return self
 
     def update(self, p: JobProgressInfo) -> None:
@@ -86,71 +124,38 @@ class BackupProgress:
         if self.quiet:
             return
         self._latest = p
-        if self._bar is not None and self._task is not None:
-            name = show_name(p.current_file)
-            current = name if len(name) <= 40 else "…" + name[-39:]
-            self._bar.update(self._task, completed=p.bytes_done, total=max(p.bytes_seen, 1),
-                             files=f"{p.files_done}/{p.files_seen}", current=current)
+        if self._show(p.bytes_done, max(p.bytes_seen, 1), f"{p.files_done}/{p.files_seen}",
+                      p.current_file):
             return
         if p.files_seen == 0:
             return  # nothing to say before the first file ("0/0 files read")
-        now = time.monotonic()
-        if self._last_line is not None and now - self._last_line < self.interval:
-            return
-        self._last_line = now
-        self._line(p, "")
+        if self._line_due():
+            self._line(p, "")
 
     def _line(self, p: JobProgressInfo, label: str) -> None:
         self._printed = p
-        self.console.print(
-            f"{self.title}: {label}{p.files_done}/{p.files_seen} files read, "
-            f"{p.bytes_done}/{p.bytes_seen} bytes", markup=False, highlight=False,
-            soft_wrap=True)
+        self._print(f"{self.title}: {label}{p.files_done}/{p.files_seen} files read, "
+                    f"{p.bytes_done}/{p.bytes_seen} bytes")
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
+        self._stop()
         latest = self._latest
         if not self.quiet and et is None and latest is not None and latest != self._printed:
             self._line(latest, "done: ")
 
 
-class RestoreProgressView:
+class RestoreProgressView(_ProgressView):
     """A context manager whose :meth:`update` takes a restore's ``RestoreProgress`` calls
     (``opencbs.agent.restore``); see the module docstring for what is shown where."""
 
     def __init__(self, title: str, *, quiet: bool = False, stream: TextIO | None = None,
                  interval: float = PLAIN_INTERVAL) -> None:
-        self.title = title
-        self.quiet = quiet
-        self.console = _stderr_console(stream)
-        self.interval = interval
-        self._last_line: float | None = None  # monotonic time of the last plain line
+        super().__init__(title, quiet=quiet, stream=stream, interval=interval)
         self._final: RestoreProgress | None = None
-        self._bar: Progress | None = None
-        self._task: TaskID | None = None
-
-    @property
-    def fancy(self) -> bool:
-        """Whether a live bar is shown (stderr is a terminal and not quiet)."""
-        return not self.quiet and self.console.is_terminal
 
     def __enter__(self) -> RestoreProgressView:
-        if self.fancy:
-            self._bar = Progress(
-                SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
-                DownloadColumn(), TransferSpeedColumn(),
-                TextColumn("{task.fields[files]} files"), TimeElapsedColumn(),
-                TextColumn("{task.fields[current]}", style="dim"),
-                console=self.console, transient=True,
-            )
-            self._bar.start()
-            self._task = self._bar.add_task(self.title, total=None, files="0", current="")
-        elif not self.quiet:
-            self.console.print(f"{self.title}: started", markup=False, highlight=False,
-                               soft_wrap=True)
+        self._start("0")
         return self
 
     def update(self, p: RestoreProgress) -> None:
@@ -159,36 +164,24 @@ class RestoreProgressView:
             return
         if p.finished:
             self._final = p
-        if self._bar is not None and self._task is not None:
-            name = show_name(p.current)
-            current = name if len(name) <= 40 else "…" + name[-39:]
-            files = f"{p.files}" if p.files_total is None else f"{p.files}/{p.files_total}"
-            total = None if p.bytes_total is None else max(p.bytes_total, 1)
-            done = total if p.finished and total is not None else p.bytes
-            self._bar.update(self._task, completed=done, total=total, files=files,
-                             current=current)
+        files = f"{p.files}" if p.files_total is None else f"{p.files}/{p.files_total}"
+        total = None if p.bytes_total is None else max(p.bytes_total, 1)
+        done = total if p.finished and total is not None else p.bytes
+        if self._show(done, total, files, p.current):
             return
         if p.finished:
             return  # the "done:" line is printed on leaving
-        now = time.monotonic()
-        if self._last_line is not None and now - self._last_line < self.interval:
-            return
-        self._last_line = now
-        files = f"{p.files}" if p.files_total is None else f"{p.files}/{p.files_total}"
-        size = f"{p.bytes}" if p.bytes_total is None else f"{p.bytes}/{p.bytes_total}"
-        self.console.print(f"{self.title}: {files} files, {size} bytes restored",
-                           markup=False, highlight=False, soft_wrap=True)
+        if self._line_due():
+            size = f"{p.bytes}" if p.bytes_total is None else f"{p.bytes}/{p.bytes_total}"
+            self._print(f"{self.title}: {files} files, {size} bytes restored")
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
+        self._stop()
         p = self._final
         if not self.quiet and p is not None:
-            self.console.print(
-                f"{self.title}: done: {p.files} files, {p.dirs} directories, {p.links} links, "
-                f"{p.bytes} bytes restored", markup=False, highlight=False, soft_wrap=True)
+            self._print(f"{self.title}: done: {p.files} files, {p.dirs} directories, "
+                        f"{p.links} links, {p.bytes} bytes restored")
 
 
 @contextmanager
