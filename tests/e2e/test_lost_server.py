@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -168,8 +169,11 @@ def test_backup_with_server_down_then_killed_mid_delivery(serve: Serve, tmp_path
                           "--destination", str(dest), "--json"))
     assert first["report_delivered"] is True
 
-    # job 2 with the server down for the whole job: 5,000 new files in 50 folders
+    # job 2 with the server down for the whole job: 5,000 new files in 50 folders. It starts in
+    # a later second than job 1: job IDs are start times to the second, and an offline job
+    # cannot learn that its second is taken (see agent/spool.py)
     serve.kill()
+    time.sleep(1.05 - time.time() % 1)
     for d in range(50):
         folder = src / "many" / f"d{d:02d}"
         folder.mkdir(parents=True)
