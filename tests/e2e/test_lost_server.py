@@ -170,8 +170,8 @@ def test_backup_with_server_down_then_killed_mid_delivery(serve: Serve, tmp_path
     assert first["report_delivered"] is True
 
     # job 2 with the server down for the whole job: 5,000 new files in 50 folders. It starts in
-    # a later second than job 1: job IDs are start times to the second, and an offline job
-    # cannot learn that its second is taken (see agent/spool.py)
+    # a later second than job 1, so that the server's job ID is the one the agent gave it (in
+    # the same second, delivery moves it a second later: test_agent_spool.py covers that)
     serve.kill()
     time.sleep(1.05 - time.time() % 1)
     for d in range(50):

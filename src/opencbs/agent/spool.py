@@ -24,13 +24,16 @@ finish with the same status and figures answers the job. It asks the server wher
 A server restart mid-delivery is a ``ServerUnreachable``: the spool stays, and the next delivery
 resumes where the server's record says — nothing is lost, nothing is stored twice.
 
-Starting a job is not idempotent: its ID is its start time. The spool records the start time,
-and delivery starts a never-started job with it (so mode, start time and job ID are those of the
-real run). When the answer to a start is lost, the repeated start answers 409 "backup job <ID>
-exists"; the job of that ID is ours when its ``start_time`` equals the recorded one to the
-millisecond (another run in the same second has another millisecond, or another set), else the
-spool is dropped with a warning (the server has a different job of that ID; the report cannot be
-delivered without a new ID, and a new ID would misdate the job).
+Starting a job is not idempotent: its ID is its start time to the second (cbs-api.md §4). The
+spool records the start time, and delivery starts a never-started job with it (so mode, start
+time and job ID are those of the real run). When the answer to a start is lost, the repeated
+start answers 409 "backup job <ID> exists"; the job of that ID is ours when its ``start_time``
+equals the recorded one to the millisecond. Else the server has another job of that second (a
+job run while the server was away cannot know the second is taken: the set's previous job
+started in the same second): the start moves one second later, at most ``_MAX_SHIFT_S`` times,
+each new start time recorded in the spool before it is sent (so a lost answer is still
+recognised), with a warning naming both IDs. The report is then dated up to that many seconds
+late, and the snapshot keeps the job ID the agent gave it offline.
 
 When the server closed the job (its sweeper closes a job without a sign of life for
 ``job_idle_timeout`` as ``BS_BACKUP_NOT_FINISHED``, after which it refuses entries: 409), the
@@ -95,6 +98,7 @@ _FINISH = "finish.json"
 _LOCK = "lock"
 _SETS = "sets.json"
 _FORMAT = 1
+_MAX_SHIFT_S = 60  #: how many seconds delivery may move a start whose job ID is taken
 
 
 class SpoolError(Exception):
@@ -241,6 +245,12 @@ class JobSpool:
             "format": _FORMAT, "set_id": r.set_id, "destination_id": r.destination_id,
             "start_ms": r.start_ms, "mode": r.mode, "cdp": r.cdp, "run_version": r.run_version,
             "dedupe_enabled": r.dedupe_enabled, "job_id": r.job_id}))
+
+    def set_start_ms(self, start_ms: int) -> None:
+        """Record a new start time (epoch ms) for a job not yet started on the server."""
+        assert self.record.job_id is None
+        self.record = replace(self.record, start_ms=start_ms)
+        self._write_record()
 
     def set_job_id(self, job_id: str) -> None:
         """Record the server's ID of the job (it is started there)."""
@@ -457,20 +467,29 @@ def _ensure_started(client: AgentClient, spool: JobSpool, retry: Retry) -> Remot
             raise
         return job
 
+    first_ms = r.start_ms
+
     def start() -> RemoteJob:
-        try:
-            return client.start_job(r.set_id, r.destination_id, mode=JobMode(r.mode), cdp=r.cdp,
-                                    run_version=r.run_version, start_time=r.start_ms,
-                                    dedupe_enabled=r.dedupe_enabled)
-        except AgentApiError as exc:
-            job_id = existing_job_id(exc)
-            if job_id is None:
-                raise
-            found = client.get_job(JobRef(r.set_id, r.destination_id, job_id, r.cdp))
-            if found.start_time != r.start_ms:
-                raise _Dropped(f"the server has another job {job_id} (started at "
-                               f"{found.start_time} ms, this one at {r.start_ms} ms)") from exc
-            return found  # ours: a start whose answer was lost
+        while True:
+            start_ms = spool.record.start_ms
+            try:
+                return client.start_job(r.set_id, r.destination_id, mode=JobMode(r.mode),
+                                        cdp=r.cdp, run_version=r.run_version,
+                                        start_time=start_ms, dedupe_enabled=r.dedupe_enabled)
+            except AgentApiError as exc:
+                job_id = existing_job_id(exc)
+                if job_id is None:
+                    raise
+                found = client.get_job(JobRef(r.set_id, r.destination_id, job_id, r.cdp))
+                if found.start_time == start_ms:
+                    return found  # ours: a start whose answer was lost
+                if start_ms - first_ms >= _MAX_SHIFT_S * 1000:
+                    raise _Dropped(f"the server has other jobs in every second from "
+                                   f"{first_ms} ms to {start_ms} ms") from exc
+                log.warning("job ID %s is another job's (started at %d ms, this one at %d ms): "
+                            "delivering this job one second later", job_id, found.start_time,
+                            start_ms)
+                spool.set_start_ms(start_ms + 1000)
 
     try:
         job = retry(start, "job start")

@@ -286,3 +286,35 @@ def test_abandoned_spool_is_closed_not_finished(
     assert data["BackupJobStatus"] == "BS_BACKUP_NOT_FINISHED"
     _check_counters(data)
     assert data["Logs"][-1]["Type"] == "end"
+
+
+def test_offline_job_in_the_previous_jobs_second_is_delivered_a_second_later(
+    client: TestClient, app_transport: httpx.BaseTransport, src: Path, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Job IDs are start times to the second: a job run while the server is away, in the same
+    second as the set's previous job, cannot know its ID is taken. Delivery moves it one second
+    later (recorded in the spool) instead of dropping its report."""
+    spool = tmp_path / "spool"
+    set_id, dest_id, storage = _setup(app_transport, src, tmp_path)
+    first = _backup(app_transport, (set_id, dest_id), storage, spool, T0)
+    assert first.report_delivered and first.ref.job_id == job_id_at(T0, UTC)
+    (src / "d0" / "late.txt").write_bytes(b"written between the jobs\n")
+    second = _backup(Flaky(app_transport, calls_left=0), (set_id, dest_id), storage, spool,
+                     T0 + 400)  # the same second as the first job
+    assert second.snapshot_id is not None and second.report_spool
+    assert second.ref.job_id == first.ref.job_id  # the ID the agent gave it offline
+    with _agent(app_transport) as agent:
+        results = deliver_pending(agent, spool, retry_delays=())
+    assert [r.state for r in results] == [DeliveryState.DELIVERED]
+    moved = results[0].job_id
+    assert moved == job_id_at(T0 + 1400, UTC)
+    assert sorted(_job_ids(client, set_id)) == sorted([first.ref.job_id, moved])
+    assert any("one second later" in r.getMessage() for r in caplog.records)
+    # both reports whole: the first untouched, the second complete with its one new file
+    _assert_complete(_report(client, set_id, dest_id, first.ref.job_id), FILES)
+    data = _report(client, set_id, dest_id, moved)
+    _assert_complete(data, 1)
+    assert [e["Name"] for e in data["new"]] == [str(src / "d0" / "late.txt")]
+    with _agent(app_transport) as agent:  # delivered once: nothing left, nothing more sent
+        assert deliver_pending(agent, spool, retry_delays=()) == []
