@@ -465,7 +465,7 @@ class FillingStorage(LocalStorage):
         self.free = free
         self.failures = 0
 
-    def _write_file(self, tmp: Path, data: bytes) -> None:
+    def _write_file(self, tmp: Path, data: bytes | memoryview) -> None:
         room = min(self.free, len(data))
         with open(tmp, "wb") as f:
             f.write(data[:room])

@@ -89,8 +89,10 @@ def test_pack_header_round_trip_and_tamper() -> None:
     builder = PackBuilder()
     builder.add(b"\x01" * 32, b"blob-one", 5, 10)
     builder.add(b"\x02" * 32, b"blob-two!", 6, 12)
-    pack_id, data, entries = builder.finish(keys)
-    assert pack_id == pack_id_of(data)
+    pack_id, view, entries = builder.finish(keys)
+    assert view.readonly  # a view of the builder's buffer, not a copy
+    data = bytes(view)
+    assert pack_id == pack_id_of(data) == pack_id_of(view)
     assert pack_id_of_name(f"data/{pack_id[:2]}/{pack_id}") == pack_id
     assert pack_id_of_name(f"data/zz/{pack_id}") is None
     assert read_pack_header(data, keys) == entries

@@ -107,7 +107,7 @@ class FailingStorage(MemoryStorage):
         super().__init__()
         self.good = good
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: bytes | memoryview) -> None:
         if name.startswith("data/"):
             if self.good <= 0:
                 raise DestinationError("Cannot write to the destination: disk full")

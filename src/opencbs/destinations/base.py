@@ -79,7 +79,7 @@ class Storage(Protocol):
     bad name; nothing else escapes. Implementations must be safe to call from several threads.
     """
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: bytes | memoryview) -> None:
         """Store ``data`` under ``name`` atomically: readers see the old object, or none, or
         all of ``data``, never a part. Replaces an existing object."""
         ...

@@ -64,7 +64,7 @@ class LocalStorage:
     def _path(self, name: str) -> Path:
         return self.root.joinpath(*check_name(name).split("/"))
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: bytes | memoryview) -> None:
         """See ``Storage.put``."""
         path = self._path(name)
         tmp = path.with_name(f"{_TMP_PREFIX}{path.name}-{secrets.token_hex(8)}")
@@ -80,7 +80,7 @@ class LocalStorage:
             if self._fsync:
                 self._fsync_dir(path.parent)
 
-    def _write_file(self, tmp: Path, data: bytes) -> None:
+    def _write_file(self, tmp: Path, data: bytes | memoryview) -> None:
         """Write ``data`` to the new file ``tmp`` (and fsync it). ``OSError`` propagates: ``put``
         removes ``tmp`` and translates it (a full disk is ``ENOSPC``). Tests override this to
         simulate a destination that fills up mid-job."""

@@ -18,7 +18,7 @@ class MemoryStorage:
     def __repr__(self) -> str:
         return f"MemoryStorage({len(self._objects)} objects)"
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: bytes | memoryview) -> None:
         """See ``Storage.put``."""
         check_name(name)
         blob = bytes(data)

@@ -62,7 +62,7 @@ def pack_id_of_name(name: str) -> str | None:
     return None
 
 
-def pack_id_of(data: bytes) -> str:
+def pack_id_of(data: bytes | memoryview) -> str:
     """The ID of a pack file: BLAKE3 hex digest (64 hex characters) of its bytes."""
     return blake3.blake3(data).hexdigest()
 
@@ -120,12 +120,14 @@ class PackBuilder:
         self._buf += blob
         self._entries.append(entry)
 
-    def finish(self, keys: Keys) -> tuple[str, bytes, list[PackEntry]]:
-        """``(pack id, pack file bytes, entries)``; the builder must not be used afterwards."""
+    def finish(self, keys: Keys) -> tuple[str, memoryview, list[PackEntry]]:
+        """``(pack id, pack file bytes, entries)``; the builder must not be used afterwards.
+        The bytes are a read-only view of the builder's buffer, not a copy (a pack is 16 MiB:
+        a copy would be that much more memory at the peak)."""
         header = keys.seal(b"H" + encode_entries(self._entries), HEADER_AAD)
         self._buf += header
         self._buf += _TRAILER.pack(len(header))
-        data = bytes(self._buf)
+        data = memoryview(self._buf).toreadonly()
         self._buf = bytearray()
         return pack_id_of(data), data, self._entries
 

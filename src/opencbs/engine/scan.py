@@ -297,9 +297,18 @@ def _make(
     link_target: bytes | None = None,
     link_to_dir: bool = False,
 ) -> Entry:
-    # positional, in the order of Entry's fields (cheaper than keywords, once per entry)
-    return Entry(path, etype, size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode, st.st_uid,
-                 st.st_gid, st.st_ino, st.st_dev, link_target, link_to_dir)
+    # positional, in the order of Entry's fields (cheaper than keywords, once per entry); mode,
+    # owner, group and device take few values: one int object each for every entry that keeps
+    # them (a job holds the entries of every new file until classification: 32 bytes apiece)
+    shared = _shared_int
+    return Entry(path, etype, size, st.st_mtime_ns, st.st_ctime_ns,
+                 shared(st.st_mode, st.st_mode), shared(st.st_uid, st.st_uid),
+                 shared(st.st_gid, st.st_gid), st.st_ino, shared(st.st_dev, st.st_dev),
+                 link_target, link_to_dir)
+
+
+_SHARED_INTS: dict[int, int] = {}  # value -> the first int object of that value seen (_make)
+_shared_int = _SHARED_INTS.setdefault
 
 
 def _ident(entry: Entry) -> tuple[int, int]:

@@ -317,7 +317,7 @@ class FailingStorage(MemoryStorage):
         super().__init__()
         self.pack_puts_left: int | None = None
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: bytes | memoryview) -> None:
         if name.startswith("data/") and self.pack_puts_left is not None:
             if self.pack_puts_left == 0:
                 raise DestinationError("disk full (test)")
