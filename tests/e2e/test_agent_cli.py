@@ -1,6 +1,8 @@
 """The agent's commands as real processes against a real ``opencbs serve``: backup, snapshots,
 verify (clean and after a flipped byte), restore to an identical tree, SIGTERM during a backup
-(``BS_STOP_BY_USER``), and one-line errors with a hint."""
+(``BS_STOP_BY_USER``), and one-line errors with a hint — also for a job whose destination
+fails, a restore that fails (creating nothing) and a bad destination on first use (no set left
+on the server)."""
 
 from __future__ import annotations
 
@@ -158,6 +160,7 @@ def test_sigterm_stops_the_job_cleanly(server: Server, tmp_path: Path) -> None:
     finally:
         proc.kill()
     assert proc.returncode == 130, out + err
+    assert "backup big: stopped" in err and "done:" not in err, err
     m = re.search(r"^job (\S+): BS_STOP_BY_USER \(backup set (\d+), destination (\d+)\)$",
                   out, re.MULTILINE)
     assert m is not None, out
@@ -288,6 +291,13 @@ def test_encryption_password_file_errors_say_what_is_wrong(server: Server,
     empty = run(server.env, *base, "")
     _one_line_error(empty, 2, "must not be empty")
     assert "is a directory" not in empty.stderr
+    blank = tmp_path / "blank"
+    blank.write_text("\n")
+    no_pw = run(server.env, *base, str(blank))
+    _one_line_error(no_pw, 2, f"the encryption password file {blank} is empty")
+    assert no_pw.stderr.splitlines()[1] == (
+        "hint: write the repository's encryption password on its first line (no blank line "
+        "before it)")
 
 
 def test_restore_json_and_plain_progress_lines(server: Server, tmp_path: Path) -> None:
@@ -340,3 +350,113 @@ def test_restore_json_lists_damaged_files_and_exits_8(server: Server, tmp_path: 
     assert doc["files"] == 4 and doc["bytes"] == 600 + 4 + 10  # a.txt, b.txt, x.sh, empty
     assert res.stderr.splitlines()[-2].startswith("opencbs: error: Restore incomplete: ")
     assert "Traceback" not in res.stderr
+
+
+def test_destination_failure_mid_job_is_an_error_line_with_a_hint(server: Server,
+                                                                  tmp_path: Path) -> None:
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    _tree(src)
+    dest.mkdir()
+    (dest / "data").write_bytes(b"")  # a file where the packs' folder goes: every pack fails
+    res = run(server.env, "backup", "--set", "broken-dest", "--source", str(src),
+              "--destination", str(dest))
+    assert res.returncode == 9, res.stdout + res.stderr
+    assert "BS_STOP_BY_SYSTEM_ERROR" in res.stdout and "Traceback" not in res.stderr
+    error, hint = res.stderr.strip().splitlines()[-2:]
+    assert error.startswith("opencbs: error: backup job ") and (
+        "failed (BS_STOP_BY_SYSTEM_ERROR): Destination error: Cannot write 'data/" in error), error
+    assert hint.startswith(f"hint: free space on the destination {dest} or check that it is "
+                           "mounted and writable, then run the backup again"), hint
+    assert f"opencbs verify --destination {dest}" in hint
+    # the progress's last word is how the job ended, never "done: 0/0 files read"
+    assert "done:" not in res.stderr
+    assert re.search(r"^backup broken-dest: failed( after .*)?$", res.stderr, re.MULTILINE), (
+        res.stderr)
+
+    as_json = run(server.env, "backup", "--set", "broken-dest", "--json")
+    assert as_json.returncode == 9, as_json.stderr
+    job = json.loads(as_json.stdout)  # stdout is the JSON document alone, as before
+    assert job["status"] == "BS_STOP_BY_SYSTEM_ERROR" and job["snapshot_id"] is None
+    assert as_json.stderr.strip().splitlines()[-2].startswith("opencbs: error: backup job ")
+    assert as_json.stderr.strip().splitlines()[-1].startswith("hint: free space")
+    assert run(server.env, "verify", "--destination", str(dest)).returncode == 0
+
+
+def test_a_failed_restore_creates_nothing(server: Server, tmp_path: Path) -> None:
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    _tree(src)
+    job = json.loads(ok(server.env, "backup", "--set", "restore-nothing", "--source", str(src),
+                        "--destination", str(dest), "--json"))
+    target = tmp_path / "target"
+
+    nx = tmp_path / "nx"  # no repository there
+    res = run(server.env, "restore", job["job_id"], "--destination", str(nx), "--target",
+              str(target))
+    _one_line_error(res, 7, f"No repository at {nx}")
+    assert res.stderr.splitlines()[0] == f"opencbs: error: No repository at {nx}"
+    assert "opencbs backup" in res.stderr.splitlines()[1]
+    assert not nx.exists() and not target.exists()
+
+    wrong = {**server.env, "OPENCBS_ENCRYPTION_PASSWORD": "wrong"}
+    _one_line_error(run(wrong, "restore", job["job_id"], "--destination", str(dest),
+                        "--target", str(target)), 3, "Wrong encryption password")
+    assert not target.exists()
+
+    for ref in ("2001-01-01-00-00-00", "0123abcd", "x"):
+        res = run(server.env, "restore", ref, "--destination", str(dest), "--target",
+                  str(target))
+        _one_line_error(res, 4, f"Snapshot {ref} not found")  # "started" never printed
+        assert not target.exists()
+    _one_line_error(run(server.env, "restore", job["job_id"], "--destination", str(dest),
+                        "--target", str(target), "--path", str(src / "nosuch")), 4,
+                    f"path {src / 'nosuch'} not found in snapshot")
+    assert not target.exists()
+
+    for command in ("snapshots", "verify"):
+        res = run(server.env, command, "--destination", str(nx))
+        _one_line_error(res, 7, f"No repository at {nx}")
+        assert "LocalStorage" not in res.stderr and not nx.exists()
+
+    res = run(server.env, "restore", job["job_id"], "--destination", str(dest), "--target",
+              str(target))
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.splitlines()[0] == f"restore {job['job_id']} into {target}: started"
+    _same_tree(src, target / src.relative_to("/"))
+
+
+def test_a_bad_destination_on_first_use_leaves_no_set(server: Server, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    _tree(src)
+    blocker = tmp_path / "a-file"
+    blocker.write_bytes(b"")
+    for bad in (Path("/proc/opencbs-nope"), blocker / "dest"):
+        res = run(server.env, "backup", "--set", "new-bad", "--source", str(src),
+                  "--destination", str(bad))
+        _one_line_error(res, 7, f"Cannot create the destination folder {bad}: ")
+        assert "created" not in res.stderr
+        assert res.stderr.splitlines()[1].startswith("hint: Choose a folder you can create "
+                                                     "and write")
+        _one_line_error(run(server.env, "backup", "--set", "new-bad"), 4,
+                        "no backup set 'new-bad'")
+
+    # a folder holding a repository that this encryption password does not open
+    other, src2 = tmp_path / "other", tmp_path / "src2"
+    _tree(src2)
+    ok(server.env, "backup", "--set", "other-owner", "--source", str(src2), "--destination",
+       str(other))
+    wrong = {**server.env, "OPENCBS_ENCRYPTION_PASSWORD": "wrong"}
+    _one_line_error(run(wrong, "backup", "--set", "new-bad", "--source", str(src),
+                        "--destination", str(other)), 3, "Wrong encryption password")
+    _one_line_error(run(server.env, "backup", "--set", "new-bad"), 4, "no backup set 'new-bad'")
+
+    # --add-destination: checked before the server adds it
+    _one_line_error(run(server.env, "backup", "--set", "other-owner", "--add-destination",
+                        str(blocker / "dest")), 7, "Cannot create the destination folder")
+    _one_line_error(run(server.env, "backup", "--set", "other-owner", "--destination",
+                        str(blocker / "dest")), 2, "has no destination")
+
+    # a good folder: the set is created and backed up, the folder made only then
+    good = tmp_path / "new" / "dest"
+    job = json.loads(ok(server.env, "backup", "--set", "new-bad", "--source", str(src),
+                        "--destination", str(good), "--json"))
+    assert job["status"] == "BS_STOP_SUCCESS" and (good / "config").exists()

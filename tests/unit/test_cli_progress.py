@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 
 from opencbs.agent.backup import Progress
-from opencbs.cli.progress import BackupProgress
+from opencbs.cli.progress import BackupProgress, Ending
 
 
 def _lines(updates: list[Progress], *, fail: bool = False) -> list[str]:
@@ -46,3 +46,23 @@ def test_quiet_shows_nothing() -> None:
     with BackupProgress("t", quiet=True, stream=out) as shown:
         shown.update(Progress("/a", 1, 1, 1, 1))
     assert out.getvalue() == ""
+
+
+def _ended(how: Ending, updates: list[Progress]) -> list[str]:
+    out = io.StringIO()
+    with BackupProgress("backup docs", stream=out, interval=1e9) as shown:
+        for p in updates:
+            shown.update(p)
+        shown.ended(how)
+    return out.getvalue().splitlines()
+
+
+def test_a_failed_or_stopped_job_never_says_done() -> None:
+    assert _ended("failed", [Progress("", 0, 0, 0, 0)]) == [
+        "backup docs: started", "backup docs: failed"]
+    assert _ended("stopped", []) == ["backup docs: started", "backup docs: stopped"]
+    assert _ended("stopped", [Progress("/a", 1, 1, 10, 10), Progress("/b", 2, 4, 20, 40)]) == [
+        "backup docs: started", "backup docs: 1/1 files read, 10/10 bytes",
+        "backup docs: stopped after 2/4 files read, 20/40 bytes"]
+    assert _ended("done", [Progress("/a", 1, 1, 10, 10), Progress("/b", 2, 2, 20, 20)])[-1] == (
+        "backup docs: done: 2/2 files read, 20/20 bytes")

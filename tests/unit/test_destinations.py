@@ -158,8 +158,12 @@ def test_local_failed_put_leaves_old_object_and_no_temporary(
 def test_local_os_errors_become_destination_errors(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_bytes(b"")
+    under_file = LocalStorage(blocker / "sub")  # nothing is created before the first put
+    with pytest.raises(DestinationError) as made:
+        under_file.put("x", b"1")
+    assert str(blocker / "sub") in made.value.message and made.value.hint
     with pytest.raises(DestinationError):
-        LocalStorage(blocker / "sub")
+        under_file.check_writable()
     s = LocalStorage(tmp_path)
     with pytest.raises(DestinationError) as info:
         s.put("file/x", b"1")  # a file where a folder must be
@@ -185,3 +189,48 @@ def test_local_destination_is_private(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / "repo" / "keys" / "default").stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "repo" / "keys").stat().st_mode) & 0o077 == 0
     assert stat.S_IMODE((tmp_path / "repo").stat().st_mode) & 0o077 == 0
+
+
+def test_local_reading_creates_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "a" / "dest"
+    s = LocalStorage(root)
+    with pytest.raises(ObjectNotFound):
+        s.get("keys/default")
+    with pytest.raises(ObjectNotFound):
+        s.get_range("x", 0, 1)
+    assert list(s.list()) == [] and not s.exists("x")
+    s.delete("x")
+    assert s.remove_stale_temporaries() == 0
+    assert not (tmp_path / "a").exists()
+    s.put("x", b"1")  # the first put makes the folder, private
+    assert s.get("x") == b"1"
+    assert os.stat(root).st_mode & 0o777 == 0o700
+
+
+def test_local_check_writable_leaves_nothing_behind(tmp_path: Path) -> None:
+    LocalStorage(tmp_path / "new" / "dest").check_writable()
+    assert not (tmp_path / "new").exists()
+    existing = tmp_path / "there"
+    existing.mkdir()
+    (existing / "keep").write_bytes(b"k")
+    LocalStorage(existing).check_writable()
+    assert os.listdir(existing) == ["keep"]
+
+
+def test_local_check_writable_names_what_failed(tmp_path: Path) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    os.chmod(ro, 0o500)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("running as root: permissions are not enforced")
+        with pytest.raises(DestinationError) as info:
+            LocalStorage(ro / "dest").check_writable()
+        assert f"Cannot create the destination folder {ro / 'dest'}: Permission denied" == (
+            info.value.message)
+        with pytest.raises(DestinationError) as info:
+            LocalStorage(ro).check_writable()
+        assert info.value.message.startswith(f"Cannot write in the destination folder {ro}: ")
+        assert os.listdir(ro) == []
+    finally:
+        os.chmod(ro, 0o700)

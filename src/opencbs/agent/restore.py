@@ -203,6 +203,7 @@ def restore(
     strict: bool = True,
     owners: bool | None = None,
     progress: Callable[[RestoreProgress], None] | None = None,
+    repository: Repository | None = None,
 ) -> RestoreResult:
     """Restore a snapshot (by snapshot ID or job ID, see :func:`find_snapshot`) below
     ``target`` (created if missing). ``paths``: restore only the entries at or under these
@@ -210,13 +211,15 @@ def restore(
     (``True``), best-effort (``False``) or strictly only when running as root (``None``).
     ``progress``: called with a :class:`RestoreProgress` a few times per second at most and
     once at the end (see the module docstring); an exception it raises ends the restore.
+    ``repository``: the repository of ``storage`` opened already (``password`` then unused).
+    The target is created only once the snapshot is found.
 
     Raises ``SnapshotNotFound``, ``WrongPassword``, ``CorruptData`` (the snapshot object is
     damaged), ``RestoreIncomplete`` (after restoring everything else, when entries were
     damaged; not with ``strict=False``), ``DestinationError`` and ``OSError`` (the target
     cannot be written). Unsafe snapshot paths are skipped and listed in the result.
     """
-    repo = Repository.open(storage, password)
+    repo = repository if repository is not None else Repository.open(storage, password)
     info = find_snapshot(repo, snapshot_or_job_id, set_id=set_id, destination_id=destination_id)
     wanted = None if paths is None else [_strip(os.fsencode(p)) for p in paths]
     target_b = os.fsencode(os.fspath(target))

@@ -8,7 +8,9 @@ to look up).
 Exit codes of ``backup`` (and ``quickstart``): 0 when the job ends ``BS_STOP_SUCCESS``,
 ``BS_STOP_SUCCESS_WITH_WARNING`` or ``BS_STOP_SUCCESS_WITH_ERROR``; 130 when it was stopped by
 Ctrl-C or SIGTERM (``BS_STOP_BY_USER``); 9 for any other final status (``BS_STOP_BY_SYSTEM_ERROR``:
-the destination failed). Errors before the job starts use the exit codes of ``opencbs.cli.main``
+the destination failed; stderr then ends with an error line and a hint, as for any failure).
+A new set's folder (or one added with ``--add-destination``) is checked before the server
+records it. Errors before the job starts use the exit codes of ``opencbs.cli.main``
 (3 the server rejected the backup user or the encryption password is wrong, 7 server or
 destination unreachable, 8 the server refused a request or the repository is damaged).
 A server that cannot be reached during the job does not change the exit code: the backup
@@ -24,6 +26,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -50,7 +53,6 @@ from opencbs.agent.restore import RestoreIncomplete, RestoreResult, find_snapsho
 from opencbs.agent.restore import restore as restore_snapshot
 from opencbs.agent.snapshot_lookup import (
     expand_snapshot_prefix,
-    looks_like_prefix,
     resolve_paths,
 )
 from opencbs.agent.spool import DeliveryState, load_sets, save_sets
@@ -63,7 +65,7 @@ from opencbs.cli.common import (
     print_table,
     show_name,
 )
-from opencbs.cli.progress import BackupProgress, RestoreProgressView, activity
+from opencbs.cli.progress import BackupProgress, Ending, RestoreProgressView, activity
 from opencbs.destinations.local import LocalStorage
 from opencbs.engine.entries import display_path
 from opencbs.engine.repo_errors import RepositoryNotFound, SnapshotNotFound
@@ -180,7 +182,9 @@ def encryption_password(settings: Settings, path: Path | None) -> str:
                                "UTF-8 text", "give a readable UTF-8 file with the password on "
                                "its first line") from exc
         if not line:
-            raise InvalidInput(f"the encryption password file {path} is empty")
+            raise InvalidInput(f"the encryption password file {show_name(str(path))} is empty",
+                               "write the repository's encryption password on its first line "
+                               "(no blank line before it)")
         return line
     if settings.encryption_password:
         return settings.encryption_password
@@ -300,7 +304,8 @@ class Target:
 def resolve_target(client: AgentClient, found: list[RemoteSet], ref: str | None,
                    sources: Sequence[Path], destination: Path | None,
                    excludes: Sequence[str], *, includes: Sequence[str] = (),
-                   add_destination: bool = False) -> Target:
+                   add_destination: bool = False,
+                   check_destination: Callable[[Path], None] | None = None) -> Target:
     """The set ``ref`` and its destination; created on first use from ``sources``,
     ``destination``, ``excludes`` and ``includes`` (a FILE set with one LOCAL destination).
 
@@ -308,7 +313,10 @@ def resolve_target(client: AgentClient, found: list[RemoteSet], ref: str | None,
     its first); a path the set does not have is added only with ``add_destination`` (the
     ``--add-destination`` flag), else an error: a mistyped path must not start a full backup
     somewhere new. Filters are fixed when the set is created: ``excludes``/``includes`` on an
-    existing set are an error, never ignored. Raises ``NotFound`` or ``InvalidInput``."""
+    existing set are an error, never ignored. ``check_destination`` is called with a folder
+    before it is given to the server (a new set, an added destination), so a folder that cannot
+    be used fails before the server records anything. Raises ``NotFound`` or ``InvalidInput``
+    (and what ``check_destination`` raises)."""
     bset = find_set(found, ref)
     created = bset is None
     if bset is None:
@@ -321,6 +329,8 @@ def resolve_target(client: AgentClient, found: list[RemoteSet], ref: str | None,
             raise err
         settings = {"sources": [os.path.abspath(s) for s in sources],
                     "filters": {"include": list(includes), "exclude": list(excludes)}}
+        if check_destination is not None:
+            check_destination(destination)
         dest = NewDestination("Local", "LOCAL", {"path": os.path.abspath(destination)})
         bset = client.create_set(ref, settings=settings, destinations=[dest])
         note(f"backup set {bset.name!r} created (ID {bset.id})")
@@ -335,6 +345,8 @@ def resolve_target(client: AgentClient, found: list[RemoteSet], ref: str | None,
                 f"(it has: {have or 'none'})",
                 "give one of its paths, leave out --destination for its first, or add this "
                 "folder as a new destination (a full backup there) with --add-destination PATH")
+        if check_destination is not None:
+            check_destination(destination)
         d = client.add_destination(bset.id, NewDestination(
             f"Local {len(bset.destinations) + 1}", "LOCAL",
             {"path": os.path.abspath(destination)}))
@@ -367,6 +379,17 @@ def _check_existing(bset: RemoteSet, sources: Sequence[Path], excludes: Sequence
             "leave them out to back it up with its filters, or choose a new --set name")
 
 
+def usable_destination(path: Path, password: str) -> None:
+    """Check a folder before it is named to the server as a destination: it holds a
+    repository that ``password`` opens, or a repository can be created in it (the check leaves
+    nothing behind). Raises ``DestinationError``, ``WrongPassword``, ``CorruptData``."""
+    storage = LocalStorage(path)
+    try:
+        Repository.open(storage, password)
+    except RepositoryNotFound:
+        storage.check_writable()
+
+
 def open_repository(storage: LocalStorage, password: str, *, create: bool,
                     compression_level: int = 3) -> Repository:
     """The destination's repository, created when missing and ``create``. Raises
@@ -375,7 +398,7 @@ def open_repository(storage: LocalStorage, password: str, *, create: bool,
         return Repository.open(storage, password)
     except RepositoryNotFound:
         if not create:
-            raise
+            raise RepositoryNotFound(show_name(str(storage.root))) from None
         return Repository.init(storage, password, compression_level=compression_level)
 
 
@@ -458,9 +481,17 @@ def run_job(client: AgentClient, target: Target, password: str, *, mode: JobMode
     # signals first: once progress shows "started", Ctrl-C and SIGTERM stop the job cleanly
     with cancel_on_signals(cancel), BackupProgress(title, quiet=as_json) as shown, \
             print_changes(verbose, err=as_json, debug=debug):
-        return run_backup(client, target.bset.id, target.destination.id, storage, password,
-                          mode=mode, cancel_event=cancel, progress=shown.update,
-                          spool_dir=spool_dir, zone=zone, repository=repo)
+        outcome = run_backup(client, target.bset.id, target.destination.id, storage, password,
+                             mode=mode, cancel_event=cancel, progress=shown.update,
+                             spool_dir=spool_dir, zone=zone, repository=repo)
+        shown.ended(_ending(outcome.status))
+        return outcome
+
+
+def _ending(status: JobStatus) -> Ending:
+    """How the progress's final line names a job's end."""
+    code = exit_code_of(status)
+    return "done" if code == 0 else "stopped" if code == EXIT_STOPPED else "failed"
 
 
 def outcome_json(outcome: JobOutcome) -> dict[str, Any]:
@@ -558,7 +589,9 @@ def backup(settings: Settings, set_ref: str | None, sources: tuple[Path, ...],
     with AgentClient(url, login, password) as client:
         target = resolve_target(client, sets_or_remembered(client, url, login, spool_dir),
                                 set_ref, sources, destination or add_destination, excludes,
-                                includes=includes, add_destination=add_destination is not None)
+                                includes=includes, add_destination=add_destination is not None,
+                                check_destination=functools.partial(usable_destination,
+                                                                    password=repo_password))
         outcome = run_job(client, target, repo_password,
                           mode=JobMode.SCHEDULED if scheduled else JobMode.MANUAL,
                           as_json=as_json, verbose=verbose, debug=state.debug,
@@ -568,7 +601,22 @@ def backup(settings: Settings, set_ref: str | None, sources: tuple[Path, ...],
         print_delivery_notes(outcome)
     else:
         print_outcome(outcome)
-    return exit_code_of(outcome.status)
+    code = exit_code_of(outcome.status)
+    if code == EXIT_JOB_FAILED:
+        print_job_failure(outcome, target.path)
+    return code
+
+
+def print_job_failure(outcome: JobOutcome, path: Path) -> None:
+    """On stderr, for a job that ended ``BS_STOP_BY_SYSTEM_ERROR`` (the destination failed):
+    the error line and a hint, as for any other failure of a command."""
+    why = show_name(outcome.message) or outcome.status.value
+    note(f"opencbs: error: backup job {outcome.ref.job_id} failed ({outcome.status.value}): "
+         f"{why}")
+    shown = show_name(str(path))
+    note(f"hint: free space on the destination {shown} or check that it is mounted and "
+         "writable, then run the backup again; the repository stays consistent (check it: "
+         f"opencbs verify --destination {shlex.quote(shown)})")
 
 
 @click.command()
@@ -591,24 +639,31 @@ def restore(settings: Settings, job_or_snapshot: str, set_ref: str | None,
 
     Source path /a/b is written to DIR/a/b. Contents are checked against their hashes;
     nothing is written outside DIR. A --path that names nothing in the snapshot is an error
-    (exit code 4)."""
-    folder_ = _restore_target(target)
+    (exit code 4). The repository is opened and the snapshot found before DIR is created: a
+    restore that cannot start creates nothing."""
+    # everything that can fail is checked before anything is created: the repository opened,
+    # the snapshot and paths found; then the target is created and "started" shown
+    _check_target_arg(target)
     set_id, folder = _restore_source(settings, set_ref, destination, password_stdin)
     repo_password = encryption_password(settings, encryption_password_file)
     storage = LocalStorage(folder)
-    ref, wanted = _restore_selection(storage, repo_password, job_or_snapshot, paths, set_id)
+    repo = open_repository(storage, repo_password, create=False)
+    try:
+        ref, wanted = _restore_selection(repo, job_or_snapshot, paths, set_id)
+    except SnapshotNotFound as exc:
+        exc.hint = exc.hint or (f"list them: opencbs snapshots --destination "
+                                f"{show_name(str(folder))} (a job ID, a snapshot ID or 8+ of "
+                                "its first characters)")
+        raise
+    folder_ = _restore_target(target)
     title = f"restore {show_name(job_or_snapshot)} into {show_name(target)}"
     with RestoreProgressView(title, quiet=as_json) as shown:
         try:
             result = restore_snapshot(storage, repo_password, ref, folder_, wanted,
-                                      set_id=set_id, progress=shown.update)
+                                      set_id=set_id, progress=shown.update, repository=repo)
         except OSError as exc:
             raise TargetUnwritable(f"cannot write into target {show_name(target)}: "
                                    f"{exc.strerror or exc}") from exc
-        except SnapshotNotFound as exc:
-            exc.hint = exc.hint or (f"list them: opencbs snapshots --destination {folder} "
-                                    "(a job ID, a snapshot ID or 8+ of its first characters)")
-            raise
         except RestoreIncomplete as exc:
             if as_json:  # the document first; the error (exit code 8) follows on stderr
                 print_json(restore_json(exc.result))
@@ -642,12 +697,17 @@ class TargetUnwritable(OpenCBSError):
                                   "(e.g. an empty folder in your home)")
 
 
-def _restore_target(target: str) -> Path:
-    """``--target``, created when missing. Raises ``InvalidInput`` (empty) or
-    ``TargetUnwritable``."""
+def _check_target_arg(target: str) -> None:
+    """Refuse an empty ``--target`` (``InvalidInput``), before anything else is done."""
     if not target.strip():
         raise InvalidInput("--target must not be empty", "give the folder to restore into, "
                                                          "e.g. --target ./restored")
+
+
+def _restore_target(target: str) -> Path:
+    """``--target``, created when missing. Raises ``InvalidInput`` (empty) or
+    ``TargetUnwritable``."""
+    _check_target_arg(target)
     path = Path(target)
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -657,20 +717,13 @@ def _restore_target(target: str) -> Path:
     return path
 
 
-def _restore_selection(storage: LocalStorage, password: str, ref: str,
-                       paths: Sequence[str], set_id: str | None
+def _restore_selection(repo: Repository, ref: str, paths: Sequence[str], set_id: str | None
                        ) -> tuple[str, list[bytes] | None]:
-    """The snapshot reference to restore (a unique ID prefix expanded) and the raw snapshot
-    paths of ``paths`` (``None``: everything). Opens the repository only when needed. Raises
-    ``AmbiguousSnapshot``, ``PathNotInSnapshot``, ``SnapshotNotFound``, ``WrongPassword``."""
-    if not paths and not looks_like_prefix(ref):
-        return ref, None
-    repo = open_repository(storage, password, create=False)
-    ref = expand_snapshot_prefix(repo, ref)
-    if not paths:
-        return ref, None
-    info = find_snapshot(repo, ref, set_id=set_id)
-    return info.id, resolve_paths(repo, info.id, paths)
+    """The ID of the snapshot to restore (``ref``: a job ID, a snapshot ID or a unique prefix
+    of one) and the raw snapshot paths of ``paths`` (``None``: everything). Raises
+    ``AmbiguousSnapshot``, ``PathNotInSnapshot``, ``SnapshotNotFound``."""
+    info = find_snapshot(repo, expand_snapshot_prefix(repo, ref), set_id=set_id)
+    return info.id, (resolve_paths(repo, info.id, paths) if paths else None)
 
 
 def _restore_source(settings: Settings, set_ref: str | None, destination: Path | None,
@@ -767,6 +820,6 @@ def snapshots(settings: Settings, destination: Path, as_json: bool,
 
 def _must_exist(destination: Path) -> None:
     if not destination.is_dir():
-        raise RepositoryNotFound(str(destination))
+        raise RepositoryNotFound(show_name(str(destination)))
 
 

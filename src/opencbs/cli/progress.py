@@ -3,8 +3,9 @@
 Backup (:class:`BackupProgress`). On a terminal: a rich progress bar (bytes read of the bytes
 seen so far by the scan, files, speed, the current file). Not on a terminal: plain lines, at
 most one every ``interval`` seconds (default 2), none before the scan has seen a file. Either
-way, when the job ends, a final line with the true totals (the runner's last snapshot).
-``quiet`` shows nothing (``--json``).
+way, when the job ends, a final line with the true totals (the runner's last snapshot):
+``done: …``, or for a job that did not complete (:meth:`BackupProgress.ended`) ``stopped`` /
+``failed``, with how far it got when it had seen files. ``quiet`` shows nothing (``--json``).
 
 Restore (:class:`RestoreProgressView`). On a terminal: a rich bar of bytes written of the
 selection's bytes, files restored of its files, speed, the current entry. Not on a terminal:
@@ -20,7 +21,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import TracebackType
-from typing import TextIO
+from typing import Literal, TextIO
 
 from rich.console import Console
 from rich.progress import (
@@ -39,6 +40,9 @@ from opencbs.agent.restore import RestoreProgress
 from opencbs.cli.common import show_name
 
 PLAIN_INTERVAL = 2.0
+
+#: How a backup job ended, as its final progress line says.
+Ending = Literal["done", "stopped", "failed"]
 
 
 def _stderr_console(stream: TextIO | None) -> Console:
@@ -114,10 +118,16 @@ class BackupProgress(_ProgressView):
         super().__init__(title, quiet=quiet, stream=stream, interval=interval)
         self._latest: JobProgressInfo | None = None
         self._printed: JobProgressInfo | None = None
+        self._ending: Ending = "done"
 
     def __enter__(self) -> BackupProgress:
         self._start("0/0")
         return self
+
+    def ended(self, how: Ending) -> None:
+        """How the job ended, for the final line: ``done`` (the default), ``stopped`` (by the
+        user) or ``failed``."""
+        self._ending = how
 
     def update(self, p: JobProgressInfo) -> None:
         """Show one progress snapshot (bytes read of bytes seen; files read of files seen)."""
@@ -141,7 +151,14 @@ class BackupProgress(_ProgressView):
                  tb: TracebackType | None) -> None:
         self._stop()
         latest = self._latest
-        if not self.quiet and et is None and latest is not None and latest != self._printed:
+        if self.quiet or et is not None:
+            return
+        if self._ending != "done":  # never "done: 0/0 files read" after a failure or a stop
+            got = (f" after {latest.files_done}/{latest.files_seen} files read, "
+                   f"{latest.bytes_done}/{latest.bytes_seen} bytes"
+                   if latest is not None and latest.files_seen else "")
+            self._print(f"{self.title}: {self._ending}{got}")
+        elif latest is not None and latest != self._printed:
             self._line(latest, "done: ")
 
 

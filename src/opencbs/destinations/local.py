@@ -42,6 +42,15 @@ def _translated(action: str, name: str, *, reading: bool = True) -> Iterator[Non
         ) from exc
 
 
+def _folder_error(action: str, root: Path, exc: OSError) -> DestinationError:
+    """The error of a destination folder that cannot be created or written, naming the path."""
+    return DestinationError(
+        f"Cannot {action} {root}: {exc.strerror or exc}",
+        hint="Choose a folder you can create and write (its disk mounted, writable and not "
+             "full), or check the --destination path.",
+    )
+
+
 #: Modes of what a local destination creates: the repository is the owner's alone (its key file
 #: holds the wrapped keys; everything else is encrypted, but its sizes and times still tell).
 FILE_MODE = 0o600
@@ -49,14 +58,62 @@ DIR_MODE = 0o700
 
 
 class LocalStorage:
-    """Objects as files under ``root`` (created if missing). Implements ``Storage``."""
+    """Objects as files under ``root``. Implements ``Storage``.
+
+    ``root`` is created (mode 0700) by the first ``put``, never by reading: opening, listing or
+    getting from a folder that does not exist finds nothing and leaves no folder behind."""
 
     def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True) -> None:
         """``fsync=False`` skips the flushes to disk (tests only: a crash may lose data)."""
         self.root = Path(root)
         self._fsync = fsync
-        with _translated("create the folder", str(self.root), reading=False):
+        self._root_made = False
+
+    def _make_root(self) -> None:
+        """Create ``root`` when missing (once per instance; harmless when racing)."""
+        if self._root_made:
+            return
+        try:
             self.root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _folder_error("create the destination folder", self.root, exc) from exc
+        self._root_made = True
+
+    def check_writable(self) -> None:
+        """Check, without leaving anything behind, that objects can be stored here: the folder
+        (and any missing parents) is created when missing, a temporary file is written in it
+        and deleted, then what was created is removed again. For a destination about to be
+        named to the server: a folder that cannot be used fails before anything is recorded.
+        Raises ``DestinationError`` saying what failed."""
+        missing: list[Path] = []
+        folder = self.root.absolute()
+        while not os.path.lexists(folder) and folder != folder.parent:
+            missing.append(folder)
+            folder = folder.parent
+        made: list[Path] = []
+        try:
+            for path in reversed(missing):
+                try:
+                    path.mkdir(mode=DIR_MODE)
+                except FileExistsError:
+                    continue  # made meanwhile by someone else: not ours to remove
+                except OSError as exc:
+                    raise _folder_error("create the destination folder", self.root,
+                                        exc) from exc
+                made.append(path)
+            probe = self.root / f"{_TMP_PREFIX}probe-{secrets.token_hex(8)}"
+            try:
+                self._write_file(probe, b"")
+            except OSError as exc:
+                raise _folder_error("write in the destination folder", self.root,
+                                    exc) from exc
+            finally:
+                with contextlib.suppress(OSError):
+                    probe.unlink()
+        finally:
+            for path in reversed(made):
+                with contextlib.suppress(OSError):
+                    path.rmdir()
 
     def __repr__(self) -> str:
         return f"LocalStorage({str(self.root)!r})"
@@ -68,6 +125,7 @@ class LocalStorage:
         """See ``Storage.put``."""
         path = self._path(name)
         tmp = path.with_name(f"{_TMP_PREFIX}{path.name}-{secrets.token_hex(8)}")
+        self._make_root()
         with _translated("write", name, reading=False):
             path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
             try:

@@ -17,13 +17,16 @@ class RepositoryError(OpenCBSError):
 
 
 class RepositoryNotFound(RepositoryError):
-    """No repository (no key file) at the destination."""
+    """No repository (no key file) at the destination. ``where`` is shown as given: callers
+    that talk to a person pass the destination's path."""
 
     code = "repository_not_found"
 
     def __init__(self, where: str) -> None:
         super().__init__(
-            f"No repository at {where}", hint="Initialise the destination first, or check its path."
+            f"No repository at {where}",
+            hint="check the destination path; a repository is created there by the first "
+                 "`opencbs backup` to it",
         )
 
 
