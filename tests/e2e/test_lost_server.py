@@ -5,8 +5,10 @@ the server is away (exit 7); after a restart ``opencbs agent flush`` delivers th
 report then appears exactly once, complete, with counters equal to its lists.
 
 The kill is placed by a small TCP relay between the agent and the server: it forwards bytes both
-ways and SIGKILLs the server as soon as the third ``PUT`` (batch) request has been forwarded, so
-the server dies after two batches, with the third in flight (applied or not).
+ways and SIGKILLs the server as soon as the third ``PUT`` (batch) request of the flush has been
+forwarded, so the server dies after two batches, with the third in flight (applied or not). The
+agent talks to the server through the relay throughout: its report spool is per server URL and
+backup user (``opencbs.agent.spool``).
 """
 
 from __future__ import annotations
@@ -162,7 +164,8 @@ def test_backup_with_server_down_then_killed_mid_delivery(serve: Serve, tmp_path
     src, dest = tmp_path / "src", tmp_path / "dest"
     (src / "first").mkdir(parents=True)
     (src / "first" / "a.txt").write_bytes(b"alpha")
-    env_up = _agent_env(serve, serve.url)
+    relay = Relay(serve.port, kill_at=0, on_put=serve.kill)  # armed only for the first flush
+    env_up = _agent_env(serve, f"http://127.0.0.1:{relay.port}")
 
     # job 1 with the server up: creates the set (remembered by the agent)
     first = json.loads(ok(env_up, "backup", "--set", "many", "--source", str(src),
@@ -194,12 +197,12 @@ def test_backup_with_server_down_then_killed_mid_delivery(serve: Serve, tmp_path
 
     # the server comes back and dies after two batches, the third in flight
     serve.start()
-    relay = Relay(serve.port, kill_at=3, on_put=serve.kill)
-    try:
-        broken = run(_agent_env(serve, f"http://127.0.0.1:{relay.port}"), "agent", "flush")
-    finally:
-        relay.close()
-    assert relay.puts == 3
+    with relay.lock:
+        relay.puts, relay.kill_at = 0, 3
+    broken = run(env_up, "agent", "flush")
+    with relay.lock:
+        assert relay.puts == 3
+        relay.kill_at = 0  # disarmed
     assert broken.returncode == 7, broken.stdout + broken.stderr
     assert "pending" in broken.stdout and "Traceback" not in broken.stderr
     assert spool.is_dir()
@@ -220,3 +223,4 @@ def test_backup_with_server_down_then_killed_mid_delivery(serve: Serve, tmp_path
     assert data["BackupJobStatus"] == "BS_STOP_SUCCESS"
     _assert_once_and_complete(data, MANY)
     assert int(data["NumOfNewDirCount"]) == 51
+    relay.close()

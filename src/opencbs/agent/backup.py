@@ -36,6 +36,18 @@ spool; the :class:`JobOutcome` then has ``report_delivered`` ``False``, ``report
 and ``report_spool`` where it waits. The next ``run_backup`` with the same ``spool_dir`` (or
 ``opencbs agent flush``) delivers it first, complete and exactly once (``spool.deliver_pending``).
 With the server unreachable the set's settings come from the copy remembered in ``spool_dir``.
+When the agent's disk refuses the spool too (full, read-only) the report cannot be kept whole:
+``report_lost`` is ``True``, the batches spooled before stay (closed with an ``error`` entry
+saying the rest is lost when the disk takes one more batch) and ``report_error`` says what is
+kept.
+
+A job started while the server is unreachable gets its job ID from its start time (to the
+second, in ``zone``): when that ID is taken by another spooled job of the set or by a snapshot
+of the set and destination in the repository, the job starts at the first whole second after
+it whose ID is free (waiting for it when it is in the future, as a start refused with 409 does),
+so that the server's job ID and the snapshot's are the same after delivery. A job the agent
+cannot know of (run elsewhere, or with no snapshot) may still take the ID: delivery then moves
+the start later (``spool.deliver_job``) and the snapshot keeps the agent's ID.
 Errors that propagate (nothing was done): ``AgentApiError`` from ``get_set``/``start_job`` (a
 refused login, a set or destination the server does not have, a job of the same second), and
 ``ServerUnreachable`` when there is no spool or remembered set to fall back on.
@@ -102,6 +114,7 @@ from opencbs.agent.report import (
     call_with_retries,
     chunk_sizes,
     file_entry,
+    log_entry,
 )
 from opencbs.agent.spool import (
     Delivery,
@@ -111,6 +124,7 @@ from opencbs.agent.spool import (
     SpoolError,
     deliver_pending,
     load_sets,
+    pending_spools,
     save_sets,
 )
 from opencbs.destinations.base import DestinationError, Storage
@@ -132,7 +146,8 @@ from opencbs.engine.repo_errors import (
 from opencbs.engine.repo_verify import VerifyProblem
 from opencbs.engine.repo_writer import FileResult, Writer
 from opencbs.engine.repository import Repository, SnapshotInfo, SnapshotMeta
-from opencbs.engine.scan import Scan, ScanFilter, ScanWarning
+from opencbs.engine.scan import ScanFilter, ScanWarning
+from opencbs.engine.scan_process import ScanAborted, ScanProcess
 from opencbs.engine.snapshot_format import TreeItem
 from opencbs.reports.timefmt import job_id_at, local_zone
 from opencbs.reports.vocabulary import (
@@ -194,7 +209,9 @@ class JobOutcome:
     spool folder holding the whole report for a later delivery (``""`` when none does).
     ``flushed``: the spooled reports of earlier jobs delivered (or not) before this one. The
     backup itself is what ``status`` and ``snapshot_id`` say: a committed snapshot is a good
-    backup either way."""
+    backup either way. ``report_lost``: the report could be neither delivered nor spooled whole
+    (the agent's disk refused it while the server was away): ``report_error`` says so and what
+    part is kept (in ``report_spool``)."""
 
     ref: JobRef
     status: JobStatus
@@ -209,6 +226,7 @@ class JobOutcome:
     report_error: str = ""
     report_spool: str = ""
     flushed: tuple[Delivery, ...] = ()
+    report_lost: bool = False
 
 
 def find_previous_snapshot(repo: Repository, set_id: str, destination_id: str, *,
@@ -280,9 +298,10 @@ def run_backup(
     or later) the backup goes on and the report stays there (``report_spool``) for a later
     delivery. The set then comes from the copy remembered there, and the job ID from the start
     time in ``zone`` (default the machine's; the server's zone may differ, so the snapshot's
-    job ID may differ from the job ID the server gives at delivery). Without ``spool_dir`` the
+    job ID may differ from the job ID the server gives at delivery), moved to a later second
+    when the agent knows of a job with that ID (module docstring). Without ``spool_dir`` the
     report is spooled in a temporary folder and a lost server loses it. Raises ``SpoolError``
-    when the spool folder cannot be created.
+    when the spool folder cannot be created or written at the start.
 
     ``repository``: the repository of ``storage`` already opened with ``password`` (saves
     deriving its key a second time; ``None``: opened, or created, here).
@@ -292,6 +311,7 @@ def run_backup(
         flushed = tuple(deliver_pending(client, spool_dir, retry_delays=retry_delays))
     bset = _backup_set(client, set_id, spool_dir)
     start_ms = start_time_ms if start_time_ms is not None else time.time_ns() // 1_000_000
+    tz = zone or local_zone()
     with contextlib.ExitStack() as stack:
         root = spool_dir
         if root is None:  # not durable: removed with the run (the old behaviour)
@@ -301,8 +321,12 @@ def run_backup(
                                run_version=__version__)
             spool = JobSpool.create(root, record)
             try:
-                ref, offline = _start(client, spool, durable=spool_dir is not None,
-                                      zone=zone or local_zone())
+                ref, offline = _start(client, spool, durable=spool_dir is not None, zone=tz)
+                if offline:  # the agent names the job: an ID no job it knows of has
+                    if repository is None:
+                        repository = _try_open_repository(storage, password, bset.settings)
+                    start_ms = _free_offline_start(spool, root, repository, tz)
+                    ref = replace(ref, job_id=job_id_at(start_ms, tz))
                 break
             except AgentApiError as exc:
                 spool.remove()
@@ -321,6 +345,65 @@ def run_backup(
                       repository)
         return replace(runner.run(), flushed=flushed)
     raise AssertionError("unreachable")  # pragma: no cover (mypy: ExitStack may swallow)
+
+
+def _try_open_repository(storage: Storage, password: str | bytes,
+                         settings: dict[str, object]) -> Repository | None:
+    """The repository (created on first use), or ``None`` when it cannot be opened (the job
+    then meets the error itself and reports it)."""
+    try:
+        return _open_repository(storage, password, settings)
+    except (DestinationError, RepositoryError) as exc:
+        log.debug("repository not opened before the job: %s", exc)
+        return None
+
+
+def _taken_job_ids(spool: JobSpool, root: Path, repo: Repository | None,
+                   zone: tzinfo) -> set[str]:
+    """The job IDs the agent knows are taken for the spool's set: by the other spooled jobs
+    of the set under ``root`` (their server ID, and the ID their start time gives in
+    ``zone``) and by the snapshots of the set and destination in ``repo``."""
+    r = spool.record
+    taken: set[str] = set()
+    for path in pending_spools(root):
+        if path == spool.path:
+            continue
+        try:
+            other = JobSpool.open(path).record
+        except SpoolError:
+            continue
+        if other.set_id == r.set_id:
+            taken.add(job_id_at(other.start_ms, zone))
+            if other.job_id is not None:
+                taken.add(other.job_id)
+    if repo is not None:
+        try:
+            taken.update(i.meta.job_id for i in repo.list_snapshots()
+                         if i.meta.set_id == r.set_id
+                         and i.meta.destination_id == r.destination_id)
+        except (DestinationError, RepositoryError) as exc:
+            log.debug("snapshots not listed before the job: %s", exc)
+    return taken
+
+
+def _free_offline_start(spool: JobSpool, root: Path, repo: Repository | None,
+                        zone: tzinfo) -> int:
+    """The start time (epoch ms) of a job started while the server is away: the recorded one,
+    or, when its job ID (:func:`job_id_at` in ``zone``) is taken (:func:`_taken_job_ids`), the
+    first whole second after it whose ID is free, recorded in the spool and waited for when it
+    is in the future (as the online start does on a 409). Job IDs are start times to the
+    second (cbs-api.md §4): two jobs of a set in one second would share one. Raises
+    ``SpoolError``."""
+    first = start_ms = spool.record.start_ms
+    taken = _taken_job_ids(spool, root, repo, zone)
+    while job_id_at(start_ms, zone) in taken:
+        start_ms = (start_ms // 1000 + 1) * 1000
+    if start_ms != first:
+        log.info("job ID %s is taken: the job starts at %s", job_id_at(first, zone),
+                 job_id_at(start_ms, zone))
+        spool.set_start_ms(start_ms)
+        time.sleep(max(0.0, start_ms / 1000 - time.time()))
+    return start_ms
 
 
 def _backup_set(client: AgentClient, set_id: str, spool_dir: Path | None) -> RemoteSet:
@@ -415,6 +498,11 @@ class _Job:
             log.error("%s", message)
             self.report.log(LogType.ERROR, message)
             return self._finish(JobStatus.STOP_BY_SYSTEM_ERROR, None, message)
+        except ScanAborted as exc:  # the scan's helper process died (engine.scan_process)
+            message = f"Scan error: {exc}"
+            log.error("%s", message)
+            self.report.log(LogType.ERROR, message)
+            return self._finish(JobStatus.STOP_BY_SYSTEM_ERROR, None, message)
         finally:
             self.spool.close()
         if self.report.errors:
@@ -429,14 +517,14 @@ class _Job:
         self.report.log(LogType.END, f"Backup completed: {status.value}")
         self.report.flush()
         self.report.drain()  # every batch spooled and sent (or failed) before the finish
-        spooled = self.report.spool is not None
-        if spooled:
+        finish = FinishRecord(status, self.dedupe_original, self.dedupe_saving)
+        spool_failure = self.report.spool_failure
+        if spool_failure is None:
             try:
-                self.job_spool.write_finish(FinishRecord(status, self.dedupe_original,
-                                                         self.dedupe_saving))
+                self.job_spool.write_finish(finish)
             except SpoolError as exc:
                 log.error("the job's finish cannot be spooled: %s", exc)
-                spooled = False
+                spool_failure = str(exc)
         if self.report.delivered:  # finishing a job whose report misses a batch would lie
             try:
                 call_with_retries(
@@ -446,20 +534,58 @@ class _Job:
                     "finish", self.retry_delays, self.cancel.wait)
             except (ServerUnreachable, AgentApiError) as exc:
                 self.report.fail(f"finish: {exc.message}")
+        error = self.report.failure or ""
         where = ""
-        if self.report.delivered or not (spooled and self.durable):
+        lost = False
+        if self.report.delivered or not self.durable:
             self.job_spool.remove()  # delivered; or not durable (lost with the temporary dir)
-        else:
+        elif spool_failure is None:
             self.job_spool.close()  # delivered later: module docstring
             where = str(self.job_spool.path)
-        error = self.report.failure or ""
-        if where:
             error += (f"; the report is spooled in {where} and is delivered by the next "
                       "backup or `opencbs agent flush`")
+        else:  # neither delivered nor spooled whole: what was spooled is kept
+            kept, lost = self._close_lost_report(finish, spool_failure)
+            self.job_spool.close()
+            where = str(self.job_spool.path)
+            if lost:
+                error = (f"the job report could not be spooled on the agent ({spool_failure}) "
+                         f"while it could not be delivered ({error}); {kept}")
+            else:
+                error += f"; {kept}"
         return JobOutcome(self.ref, status, snapshot_id, dict(self.counts),
                           self.report.warnings, self.report.errors, self.dedupe_original,
                           self.dedupe_saving, message, self.report.delivered, error,
-                          report_spool=where)
+                          report_spool=where, report_lost=lost)
+
+    def _close_lost_report(self, finish: FinishRecord, why: str) -> tuple[str, bool]:
+        """The report could not be spooled whole (``why``): spool, after the batches it holds,
+        an ``error`` and an ``end`` entry saying so and the finish, when the disk takes them now
+        (delivery then closes the job with its real status); else delivery closes it as
+        ``BS_BACKUP_NOT_FINISHED`` (``spool.deliver_job``). Returns what is kept, for a
+        person, and whether part of the report is lost (``False`` only when just the finish
+        had failed and is spooled now)."""
+        spooled = self.report.batches_spooled
+        batches_whole = self.report.spool_failure is None  # only the finish failed
+        try:
+            if not batches_whole:
+                self.job_spool.write_batch(self.job_spool.batch_count(), [
+                    log_entry(LogType.ERROR, f"Report incomplete: the agent could not spool "
+                                             f"batch {spooled} and later of it ({why})"),
+                    log_entry(LogType.END, f"Backup completed: {finish.status.value}")])
+            self.job_spool.write_finish(finish)
+            if batches_whole:
+                return (f"the report is spooled in {self.job_spool.path} and is delivered by "
+                        "the next backup or `opencbs agent flush`"), False
+            closed = "with a note that the rest is lost"
+        except SpoolError as exc:
+            log.error("the job report cannot be closed in the spool: %s", exc)
+            closed = "the server will close the job as BS_BACKUP_NOT_FINISHED"
+        lost = ("its finish is lost" if batches_whole else
+                f"the report from batch {spooled} on is lost")
+        return (f"{lost}; the {spooled} batches before are kept in {self.job_spool.path} "
+                f"({closed}) and are delivered by the next backup or `opencbs agent flush`"
+                ), True
 
     def _backup(self) -> str:
         settings = self.bset.settings
@@ -489,7 +615,8 @@ class _Job:
         if not sources:
             self.report.log(LogType.ERROR, "The backup set has no sources")
         filters = settings.get("filters") or {}
-        scan = Scan(sources, ScanFilter.of(filters.get("include", ()), filters.get("exclude", ())))
+        scan = ScanProcess(sources, ScanFilter.of(filters.get("include", ()),
+                                                  filters.get("exclude", ())))
         level = int((settings.get("compression") or {}).get("level", repo.config.compression_level))
         writer = repo.writer(compression_level=level)
         prev_chunks: dict[bytes, tuple[bytes, ...]] = {}
@@ -515,7 +642,7 @@ class _Job:
 
     # -- pass 1: pair scan and previous snapshot, read what needs reading ---------------------
 
-    def _read_pairs(self, repo: Repository, writer: Writer, scan: Scan,
+    def _read_pairs(self, repo: Repository, writer: Writer, scan: ScanProcess,
                     prev_items: Iterator[TreeItem],
                     prev_chunks: dict[bytes, tuple[bytes, ...]],
                     ) -> Iterator[tuple[Entry | None, Entry | None]]:

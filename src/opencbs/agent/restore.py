@@ -55,6 +55,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from opencbs.agent.snapshot_lookup import AmbiguousJobId
 from opencbs.destinations.base import Storage
 from opencbs.engine.entries import Entry, display_path
 from opencbs.engine.repo_errors import (
@@ -172,9 +173,10 @@ class RestoreIncomplete(CorruptData):
 
 def find_snapshot(repo: Repository, snapshot_or_job_id: str, *, set_id: str | None = None,
                   destination_id: str | None = None) -> SnapshotInfo:
-    """The snapshot of that ID (64 hex), or the newest snapshot of the backup job of that ID
+    """The snapshot of that ID (64 hex), or the one snapshot of the backup job of that ID
     (``yyyy-MM-dd-HH-mm-ss``), optionally of one set and destination. Raises
-    ``SnapshotNotFound``."""
+    ``SnapshotNotFound``, and ``AmbiguousJobId`` when more than one snapshot has the job ID
+    (none is picked: ``agent.snapshot_lookup``)."""
     if _SNAPSHOT_ID.match(snapshot_or_job_id):
         try:
             return repo.snapshot_info(snapshot_or_job_id)
@@ -188,7 +190,9 @@ def find_snapshot(repo: Repository, snapshot_or_job_id: str, *, set_id: str | No
     ]
     if not found:
         raise SnapshotNotFound(snapshot_or_job_id)
-    return found[-1]
+    if len(found) > 1:
+        raise AmbiguousJobId(snapshot_or_job_id, [i.id for i in found])
+    return found[0]
 
 
 def restore(

@@ -1,5 +1,6 @@
-"""What a restore names, looked up before restoring: a snapshot by a unique prefix of its ID,
-and the snapshot paths that ``--path`` arguments stand for (raw, or as reports show them).
+"""What a restore names, looked up before restoring: a snapshot by a unique prefix of its ID
+(or by a job ID that only one snapshot has: :class:`AmbiguousJobId`), and the snapshot paths
+that ``--path`` arguments stand for (raw, or as reports show them).
 
 ``opencbs snapshots`` shows 16 characters of a 64-hex snapshot ID; any unique prefix of at
 least :data:`MIN_PREFIX` hex characters names that snapshot. A path argument is tried in
@@ -18,8 +19,8 @@ from opencbs.engine.entries import parse_display_path
 from opencbs.engine.repository import Repository
 from opencbs.errors import InvalidInput, NotFound
 
-__all__ = ["MIN_PREFIX", "AmbiguousSnapshot", "PathNotInSnapshot", "expand_snapshot_prefix",
-           "looks_like_prefix", "path_candidates", "resolve_paths"]
+__all__ = ["MIN_PREFIX", "AmbiguousJobId", "AmbiguousSnapshot", "PathNotInSnapshot",
+           "expand_snapshot_prefix", "looks_like_prefix", "path_candidates", "resolve_paths"]
 
 #: The shortest snapshot ID prefix accepted (hex characters).
 MIN_PREFIX = 8
@@ -36,6 +37,23 @@ class AmbiguousSnapshot(InvalidInput):
         super().__init__(f"snapshot ID prefix {prefix} is ambiguous: {len(matches)} snapshots "
                          f"start with it ({shown})", "give more characters of the ID "
                          "(`opencbs snapshots --json` shows them in full)")
+
+
+class AmbiguousJobId(InvalidInput):
+    """A job ID that more than one snapshot of the selection has (exit code 2): jobs of two
+    backup sets (or destinations) sharing the repository in one second, or a report delivered
+    a second later than its job ran (``agent.spool``). Never resolved by picking one."""
+
+    code = "job_id_ambiguous"
+
+    def __init__(self, job_id: str, snapshot_ids: Sequence[str]) -> None:
+        shown = ", ".join(i[:16] for i in snapshot_ids)
+        super().__init__(f"job ID {job_id} names {len(snapshot_ids)} snapshots ({shown})",
+                         "restore one by its snapshot ID (or 8+ of its first characters; "
+                         "`opencbs snapshots --destination PATH` lists them with their set), "
+                         "or give --set NAME|ID")
+        self.job_id = job_id
+        self.snapshot_ids = tuple(snapshot_ids)
 
 
 class PathNotInSnapshot(NotFound):

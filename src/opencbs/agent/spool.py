@@ -1,7 +1,17 @@
 """The report spool: every job's report on the agent's disk first, delivered to the server when
 it can be (issue 4, "Lost server": complete and exactly once).
 
-Layout, one folder per job under the spool root (``<data_dir>/agent-spool``)::
+Spool roots: one per server and backup user, ``<data_dir>/agent-spool/<key>/`` where ``<key>``
+(:func:`spool_key`) is the login name made safe for a file name, a dash, and 16 hex characters of
+the SHA-256 of ``"<server URL, normalised>\n<login name>"`` (:func:`normalise_server_url`), so a
+delivery or a backup as one user never sees (and so can never drop) another user's reports or
+remembered sets. Job folders directly under ``<data_dir>/agent-spool`` are of the earlier layout
+(one spool for every user): :func:`adopt_legacy` moves one into a user's root only when that
+user's server lists its backup set and destination for that user (set and destination IDs are
+creation times in ms: cbs-api.md §4); the others are left where they are, untouched
+(:func:`legacy_spools`), for the user they belong to.
+
+Layout, one folder per job under a spool root::
 
     <set_id>-<destination_id>-<start_ms>/
         job.json              the job start: set, destination, start time (epoch ms), mode,
@@ -29,8 +39,9 @@ spool records the start time, and delivery starts a never-started job with it (s
 time and job ID are those of the real run). When the answer to a start is lost, the repeated
 start answers 409 "backup job <ID> exists"; the job of that ID is ours when its ``start_time``
 equals the recorded one to the millisecond. Else the server has another job of that second (a
-job run while the server was away cannot know the second is taken: the set's previous job
-started in the same second): the start moves one second later, at most ``_MAX_SHIFT_S`` times,
+job run while the server was away avoids the job IDs it knows of, those of the set's spooled
+jobs and snapshots (``agent.backup``), but not one it cannot know: a job run elsewhere, or one
+that committed no snapshot): the start moves one second later, at most ``_MAX_SHIFT_S`` times,
 each new start time recorded in the spool before it is sent (so a lost answer is still
 recognised), with a warning naming both IDs. The report is then dated up to that many seconds
 late, and the snapshot keeps the job ID the agent gave it offline.
@@ -40,8 +51,9 @@ When the server closed the job (its sweeper closes a job without a sign of life 
 spool is dropped with a warning naming the job and how many batches the server never got: the
 server refuses more entries, and keeping the spool would only repeat the warning on every run.
 The same for a set or destination the server no longer has (404). A spool without a finish
-record whose lock is free belongs to a job whose agent died (SIGKILL, power loss): delivery adds
-an ``end`` log entry and finishes it as ``BS_BACKUP_NOT_FINISHED`` (cbs-api.md §4).
+record whose lock is free belongs to a job whose agent died (SIGKILL, power loss) or could not
+spool the rest of the report (disk full): delivery adds an ``end`` log entry and finishes it as
+``BS_BACKUP_NOT_FINISHED`` (cbs-api.md §4).
 
 Concurrency: the writing job holds the folder's lock until it is delivered or the process ends;
 a delivery takes it without waiting and skips a busy folder ("busy"), so two agents (a backup
@@ -52,16 +64,20 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from enum import Enum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from opencbs.agent.client import (
     AgentApiError,
@@ -75,6 +91,7 @@ from opencbs.agent.client import (
     existing_job_id,
     set_as_json,
 )
+from opencbs.errors import OpenCBSError
 from opencbs.reports.vocabulary import JobMode, JobStatus, LogType
 
 __all__ = [
@@ -84,11 +101,16 @@ __all__ = [
     "JobRecord",
     "JobSpool",
     "SpoolError",
+    "adopt_legacy",
     "deliver_job",
     "deliver_pending",
+    "legacy_spools",
     "load_sets",
+    "normalise_server_url",
     "pending_spools",
     "save_sets",
+    "spool_key",
+    "user_spool_root",
 ]
 
 log = logging.getLogger(__name__)
@@ -101,8 +123,19 @@ _FORMAT = 1
 _MAX_SHIFT_S = 60  #: how many seconds delivery may move a start whose job ID is taken
 
 
-class SpoolError(Exception):
-    """A spool folder cannot be written or read (disk full, permissions, damaged record)."""
+class SpoolError(OpenCBSError):
+    """A spool folder cannot be written or read (disk full, permissions, damaged record).
+
+    Exit code 7 (``opencbs.cli.main``: unusable), as an unusable destination: the agent's data
+    folder cannot hold the report. The default hint names the setting."""
+
+    code = "agent_spool"
+    exit_code = 7
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message, hint or "the report spool is in the agent's data folder "
+                                          "(data_dir, env OPENCBS_DATA_DIR): free space there "
+                                          "or make it writable, or set another data_dir")
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,6 +347,91 @@ def pending_spools(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: (start_ms(p), p.name))
 
 
+# -- spool roots: one per server and backup user --------------------------------------------
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def normalise_server_url(url: str) -> str:
+    """``url`` as one spelling per server: scheme and host in lower case, the default port
+    (80, 443), user info, query, fragment and trailing slashes left out. A URL that does not
+    parse is only stripped of spaces and trailing slashes."""
+    text = url.strip()
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        return text.rstrip("/")
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None and port != _DEFAULT_PORTS.get(scheme):
+        netloc += f":{port}"
+    return f"{scheme}://{netloc}{parts.path.rstrip('/')}"
+
+
+def spool_key(server_url: str, login_name: str) -> str:
+    """The name of the spool root of ``login_name`` on the server at ``server_url``: the login
+    made safe for a file name (at most 32 characters), a dash and 16 hex characters of the
+    SHA-256 of ``"<normalised URL>\n<login>"`` (module docstring)."""
+    slug = _UNSAFE.sub("_", login_name)[:32].strip("._") or "user"
+    digest = hashlib.sha256(
+        f"{normalise_server_url(server_url)}\n{login_name}".encode()).hexdigest()
+    return f"{slug}-{digest[:16]}"
+
+
+def user_spool_root(base: Path, server_url: str, login_name: str) -> Path:
+    """The spool root of one backup user of one server under ``base``
+    (``<data_dir>/agent-spool``): ``base / spool_key(...)``. Not created here."""
+    return base / spool_key(server_url, login_name)
+
+
+def legacy_spools(base: Path) -> list[Path]:
+    """The job folders of the earlier layout, directly under ``base``, oldest first."""
+    try:
+        return pending_spools(base)
+    except OSError as exc:
+        log.warning("cannot list the report spool %s: %s", base, exc.strerror or exc)
+        return []
+
+
+def adopt_legacy(base: Path, root: Path, sets: Sequence[RemoteSet]) -> list[Path]:
+    """Move the earlier layout's job folders under ``base`` whose backup set and destination
+    are among ``sets`` (as this user's server listed them) into this user's ``root``; returns
+    their new paths. A folder in use (locked), damaged, or of another user's set is left where
+    it is; a failure to move one is logged and leaves it there (nothing is ever deleted)."""
+    mine = {(s.id, d.id) for s in sets for d in s.destinations}
+    moved: list[Path] = []
+    for path in legacy_spools(base):
+        try:
+            spool = JobSpool.open(path)
+        except SpoolError:
+            continue
+        r = spool.record
+        if (r.set_id, r.destination_id) not in mine:
+            continue
+        try:
+            if not spool.try_lock():
+                continue
+            try:
+                root.mkdir(parents=True, exist_ok=True, mode=0o700)
+                target = root / path.name
+                if target.exists():
+                    log.warning("not moving the report spool %s: %s exists", path, target)
+                    continue
+                os.rename(path, target)
+            finally:
+                spool.close()
+        except (OSError, SpoolError) as exc:
+            log.warning("cannot move the report spool %s into %s: %s", path, root, exc)
+            continue
+        log.info("report spool %s moved into %s (the spool is per backup user now)", path, root)
+        moved.append(target)
+    return moved
+
+
 # -- the set cache --------------------------------------------------------------------------
 
 
@@ -365,6 +483,16 @@ class Delivery:
     state: DeliveryState
     batches_sent: int = 0
     message: str = ""
+    start_ms: int = 0  #: the job's recorded start time, epoch ms
+
+    @property
+    def job_name(self) -> str:
+        """``job <ID>``, or, for a job never started on the server, ``the offline job of
+        <local start time>`` (for messages)."""
+        if self.job_id is not None:
+            return f"job {self.job_id}"
+        when = datetime.fromtimestamp(self.start_ms / 1000).astimezone()
+        return f"the offline job of {when.isoformat(sep=' ', timespec='seconds')}"
 
 
 Retry = Callable[[Callable[[], Any], str], Any]
@@ -437,17 +565,20 @@ def deliver_pending(client: AgentClient, root: Path, *,
     must arrive in order). A damaged folder is logged and skipped."""
     out: list[Delivery] = []
     for path in pending_spools(root):
+        spool: JobSpool | None = None
         try:
-            result = deliver_job(client, JobSpool.open(path), retry_delays=retry_delays,
-                                 wait=wait)
-        except SpoolError as exc:
-            log.error("skipping a damaged report spool: %s", exc)
+            spool = JobSpool.open(path)
+            result = deliver_job(client, spool, retry_delays=retry_delays, wait=wait)
+        except SpoolError as exc:  # damaged, or the agent's disk cannot take a record
+            log.error("skipping a report spool: %s", exc)
+            if spool is not None:
+                spool.close()
             continue
         out.append(result)
         if result.state is DeliveryState.DELIVERED:
-            log.info("delivered the spooled report of job %s", result.job_id)
+            log.info("delivered the spooled report of %s", result.job_name)
         elif result.state is DeliveryState.DROPPED:
-            log.warning("dropped the spooled report of job %s: %s", result.job_id,
+            log.warning("dropped the spooled report of %s: %s", result.job_name,
                         result.message)
         elif result.state is DeliveryState.PENDING:
             break
@@ -504,10 +635,11 @@ def _ensure_started(client: AgentClient, spool: JobSpool, retry: Retry) -> Remot
 
 def _close_abandoned(spool: JobSpool) -> FinishRecord:
     """Spool an ``end`` entry and a ``BS_BACKUP_NOT_FINISHED`` finish for a job whose agent
-    stopped before finishing it."""
+    stopped before finishing it (or could not spool its finish: disk full)."""
     from opencbs.agent.report import log_entry
 
-    message = "Backup not finished: the agent stopped before the job ended"
+    message = ("Backup not finished: the agent stopped before the job ended, or could not "
+               "spool the rest of its report")
     spool.write_batch(spool.batch_count(), [log_entry(LogType.END, message)])
     finish = FinishRecord(JobStatus.BACKUP_NOT_FINISHED)
     spool.write_finish(finish)
@@ -544,7 +676,8 @@ def _drop(spool: JobSpool, sent: int, why: str) -> Delivery:
 
 def _result(spool: JobSpool, state: DeliveryState, sent: int, message: str) -> Delivery:
     r = spool.record
-    return Delivery(spool.path.name, r.set_id, r.destination_id, r.job_id, state, sent, message)
+    return Delivery(spool.path.name, r.set_id, r.destination_id, r.job_id, state, sent, message,
+                    r.start_ms)
 
 
 def iter_records(root: Path) -> Iterator[JobRecord]:

@@ -12,12 +12,16 @@ the destination failed; stderr then ends with an error line and a hint, as for a
 A new set's folder (or one added with ``--add-destination``) is checked before the server
 records it. Errors before the job starts use the exit codes of ``opencbs.cli.main``
 (3 the server rejected the backup user or the encryption password is wrong, 7 server or
-destination unreachable, 8 the server refused a request or the repository is damaged).
+destination unreachable, or the report spool in ``data_dir`` cannot be created or written, 8 the
+server refused a request or the repository is damaged).
 A server that cannot be reached during the job does not change the exit code: the backup
-completes, its report is spooled in ``<data_dir>/agent-spool`` (``opencbs.agent.spool``) and
-stderr says "report spooled, not delivered"; the next ``backup`` or ``opencbs agent flush``
-delivers it. With the server unreachable at the start, ``backup`` uses the backup sets as last
-seen (remembered at each run); exit code 7 only when there are none.
+completes, its report is spooled in ``<data_dir>/agent-spool/<login>-<hash>`` (one spool per
+server and backup user: ``opencbs.agent.spool``) and stderr says "report spooled, not
+delivered"; the next ``backup`` or ``opencbs agent flush`` delivers it. When the spool cannot be
+written either (``data_dir`` full or read-only), the report is lost: stderr says so in an
+``opencbs: error:`` line and the exit code is 7 (unless the job's own is not 0). With the server
+unreachable at the start, ``backup`` uses this user's backup sets as last seen (remembered at
+each run); exit code 7 only when there are none.
 ``verify`` exits 8 when it finds damage.
 """
 
@@ -55,7 +59,13 @@ from opencbs.agent.snapshot_lookup import (
     expand_snapshot_prefix,
     resolve_paths,
 )
-from opencbs.agent.spool import DeliveryState, load_sets, save_sets
+from opencbs.agent.spool import (
+    DeliveryState,
+    adopt_legacy,
+    load_sets,
+    save_sets,
+    user_spool_root,
+)
 from opencbs.cli.common import (
     JSON,
     CliState,
@@ -80,6 +90,7 @@ log = logging.getLogger("opencbs.cli")
 EXIT_STOPPED = 130
 EXIT_JOB_FAILED = 9
 EXIT_DAMAGED = 8
+EXIT_REPORT_LOST = 7  #: the job's report could be neither delivered nor spooled (data_dir)
 
 # --- options and settings ----------------------------------------------------------------
 
@@ -237,16 +248,25 @@ def list_sets(client: AgentClient, url: str, login: str) -> list[RemoteSet]:
         raise
 
 
-def report_spool_dir(settings: Settings) -> Path:
-    """The agent's report spool (``opencbs.agent.spool``): ``<data_dir>/agent-spool``."""
+def spool_base(settings: Settings) -> Path:
+    """The folder of the agent's report spools: ``<data_dir>/agent-spool``."""
     return settings.data_dir / "agent-spool"
+
+
+def report_spool_dir(settings: Settings, login: str) -> Path:
+    """The report spool of backup user ``login`` on the server of ``settings``
+    (``opencbs.agent.spool``): ``<data_dir>/agent-spool/<login>-<hash of URL and login>``."""
+    return user_spool_root(spool_base(settings), settings.effective_server_url, login)
 
 
 def sets_or_remembered(client: AgentClient, url: str, login: str,
                        spool_dir: Path) -> list[RemoteSet]:
-    """The user's sets (:func:`list_sets`, remembered in ``spool_dir``); when the server cannot
-    be reached, the sets as last remembered, with a note (the job then runs and its report is
-    spooled). Raises what :func:`list_sets` raises when nothing is remembered."""
+    """The user's sets (:func:`list_sets`, remembered in ``spool_dir``, this user's spool:
+    :func:`report_spool_dir`); when the server cannot be reached, the sets as last remembered,
+    with a note (the job then runs and its report is spooled). Reports spooled in the earlier
+    layout (one spool for every user) of these sets move into ``spool_dir``
+    (``spool.adopt_legacy``). Raises what :func:`list_sets` raises when nothing is
+    remembered."""
     try:
         found = list_sets(client, url, login)
     except ServerUnreachable as exc:
@@ -257,6 +277,7 @@ def sets_or_remembered(client: AgentClient, url: str, login: str,
              "report is spooled and delivered later)")
         return known
     save_sets(spool_dir, found)
+    adopt_legacy(spool_dir.parent, spool_dir, found)
     return found
 
 
@@ -505,6 +526,7 @@ def outcome_json(outcome: JobOutcome) -> dict[str, Any]:
         "dedupe_original_size": outcome.dedupe_original_size,
         "dedupe_saving": outcome.dedupe_saving, "message": outcome.message,
         "report_delivered": outcome.report_delivered, "report_spool": outcome.report_spool or None,
+        "report_lost": outcome.report_lost,
         "flushed": [{"job_id": d.job_id, "backup_set_id": d.set_id, "state": d.state.value,
                      "message": d.message} for d in outcome.flushed],
     }
@@ -525,11 +547,16 @@ def print_outcome(outcome: JobOutcome) -> None:
 
 def print_delivery_notes(outcome: JobOutcome) -> None:
     """On stderr: the earlier spooled reports delivered first, and, when this job's report
-    could not be delivered, "report spooled, not delivered" with why and where."""
+    could not be delivered, "report spooled, not delivered" with why and where, or, when it
+    could not be spooled either, an error saying what is lost, with a hint."""
     for d in outcome.flushed:
-        note(f"earlier report of job {d.job_id or d.folder}: {d.state.value}"
+        note(f"earlier report of {d.job_name}: {d.state.value}"
              f"{'' if d.state is DeliveryState.DELIVERED else ': ' + d.message}")
-    if outcome.report_spool:
+    if outcome.report_lost:
+        note(f"opencbs: error: {outcome.report_error}")
+        note("hint: free space in the agent's data_dir (OPENCBS_DATA_DIR) or make it writable, "
+             "then run the backup again")
+    elif outcome.report_spool:
         note(f"opencbs: report spooled, not delivered: {outcome.report_error}")
 
 
@@ -585,7 +612,7 @@ def backup(settings: Settings, set_ref: str | None, sources: tuple[Path, ...],
     repo_password = encryption_password(settings, encryption_password_file)
     url = settings.effective_server_url
     state = click.get_current_context().find_object(CliState) or CliState()
-    spool_dir = report_spool_dir(settings)
+    spool_dir = report_spool_dir(settings, login)
     with AgentClient(url, login, password) as client:
         target = resolve_target(client, sets_or_remembered(client, url, login, spool_dir),
                                 set_ref, sources, destination or add_destination, excludes,
@@ -604,6 +631,8 @@ def backup(settings: Settings, set_ref: str | None, sources: tuple[Path, ...],
     code = exit_code_of(outcome.status)
     if code == EXIT_JOB_FAILED:
         print_job_failure(outcome, target.path)
+    if code == 0 and outcome.report_lost:
+        return EXIT_REPORT_LOST
     return code
 
 

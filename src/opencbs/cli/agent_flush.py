@@ -1,9 +1,13 @@
 """``opencbs agent flush``: deliver the job reports spooled on this agent's disk.
 
 A backup whose server could not be reached (at the start or during the job) spools its report in
-``<data_dir>/agent-spool`` (``opencbs.agent.spool``); the next ``opencbs backup`` delivers it
-first, or this command does now: oldest job first, each complete and exactly once (batches the
-server has already are not sent again).
+the spool of its server and backup user, ``<data_dir>/agent-spool/<login>-<hash>``
+(``opencbs.agent.spool``); the next ``opencbs backup`` delivers it first, or this command does
+now, for the backup user and server of the settings: oldest job first, each complete and exactly
+once (batches the server has already are not sent again). Another user's spooled reports are
+never touched. Reports spooled by an earlier opencbs directly in ``<data_dir>/agent-spool`` (one
+spool for every user) are delivered when their backup set and destination are this user's on
+this server; the others stay where they are, counted in a note on stderr.
 
 Output: one line per spooled job (``delivered``, ``pending``, ``dropped`` or ``busy``), or
 ``nothing to deliver``; ``--json`` gives a list of ``{"folder", "backup_set_id",
@@ -22,7 +26,13 @@ from typing import Any
 import click
 
 from opencbs.agent.client import AgentClient
-from opencbs.agent.spool import DeliveryState, deliver_pending, pending_spools
+from opencbs.agent.spool import (
+    DeliveryState,
+    adopt_legacy,
+    deliver_pending,
+    legacy_spools,
+    pending_spools,
+)
 from opencbs.cli.agent_cmds import (
     LOGIN,
     PASSWORD_STDIN,
@@ -31,6 +41,7 @@ from opencbs.cli.agent_cmds import (
     list_sets,
     report_spool_dir,
     require_login,
+    spool_base,
     with_agent_settings,
 )
 from opencbs.cli.common import JSON, echo, note, print_json
@@ -53,19 +64,29 @@ def flush(settings: Settings, as_json: bool, password_stdin: bool) -> int:
 
     Exit code 0 when all are delivered, 7 when the server still cannot be reached (they stay
     spooled), 8 when the server refused some (named on stderr)."""
-    root = report_spool_dir(settings)
-    if not pending_spools(root):
-        if as_json:
-            print_json([])
-        else:
-            echo("nothing to deliver")
+    base = spool_base(settings)
+    mine = (pending_spools(report_spool_dir(settings, settings.login_name))
+            if settings.login_name else [])
+    if not mine and not legacy_spools(base):
+        _nothing(as_json)
         return 0
     login = require_login(settings)
+    root = report_spool_dir(settings, login)
     password = backup_password(settings, password_stdin)
     url = settings.effective_server_url
     with AgentClient(url, login, password) as client:
-        list_sets(client, url, login)  # a clear error for an unreachable server or a bad login
+        # first: a clear error for an unreachable server or a bad login
+        adopt_legacy(base, root, list_sets(client, url, login))
         results = deliver_pending(client, root)
+    others = len(legacy_spools(base))
+    if others:
+        note(f"opencbs: note: {_reports(others)} spooled by an earlier opencbs in {base} "
+             f"{'is' if others == 1 else 'are'} of backup sets that {login!r} does not have "
+             f"on {url}; kept: run `opencbs agent flush` as the backup user of "
+             f"{'its' if others == 1 else 'their'} set")
+    if not results:
+        _nothing(as_json)
+        return 0
     rows: list[dict[str, Any]] = [
         {"folder": d.folder, "backup_set_id": d.set_id, "destination_id": d.destination_id,
          "job_id": d.job_id, "state": d.state.value, "batches_sent": d.batches_sent,
@@ -75,14 +96,25 @@ def flush(settings: Settings, as_json: bool, password_stdin: bool) -> int:
         print_json(rows)
     else:
         for d in results:
-            echo(f"{d.state.value}: job {d.job_id or '(not started)'} of backup set "
-                 f"{d.set_id}, destination {d.destination_id} ({d.batches_sent} batches sent)"
+            echo(f"{d.state.value}: {d.job_name} of backup set {d.set_id}, destination "
+                 f"{d.destination_id} ({d.batches_sent} batches sent)"
                  f"{'' if d.state is DeliveryState.DELIVERED else ': ' + d.message}")
     dropped = [d for d in results if d.state is DeliveryState.DROPPED]
     for d in dropped:
-        note(f"opencbs: warning: the report of job {d.job_id} was dropped: {d.message}")
+        note(f"opencbs: warning: the report of {d.job_name} was dropped: {d.message}")
     if any(d.state is DeliveryState.PENDING for d in results):
-        note(f"opencbs: {left} reports stay spooled in {root}; run `opencbs agent flush` again "
-             "when the server is reachable")
+        note(f"opencbs: {_reports(left)} {'stays' if left == 1 else 'stay'} spooled in {root}; "
+             "run `opencbs agent flush` again when the server is reachable")
         return EXIT_PENDING
     return EXIT_DROPPED if dropped else 0
+
+
+def _reports(n: int) -> str:
+    return f"{n} report" if n == 1 else f"{n} reports"
+
+
+def _nothing(as_json: bool) -> None:
+    if as_json:
+        print_json([])
+    else:
+        echo("nothing to deliver")

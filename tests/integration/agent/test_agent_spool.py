@@ -23,9 +23,13 @@ from opencbs.agent.client import JobRef
 from opencbs.agent.spool import (
     DeliveryState,
     JobSpool,
+    SpoolError,
+    adopt_legacy,
     deliver_pending,
+    legacy_spools,
     pending_spools,
     save_sets,
+    user_spool_root,
 )
 from opencbs.destinations.local import LocalStorage
 from opencbs.engine.crypto import KdfParams
@@ -288,33 +292,157 @@ def test_abandoned_spool_is_closed_not_finished(
     assert data["Logs"][-1]["Type"] == "end"
 
 
-def test_offline_job_in_the_previous_jobs_second_is_delivered_a_second_later(
+def test_offline_job_in_the_second_of_a_job_it_cannot_know_is_delivered_a_second_later(
     client: TestClient, app_transport: httpx.BaseTransport, src: Path, tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Job IDs are start times to the second: a job run while the server is away, in the same
-    second as the set's previous job, cannot know its ID is taken. Delivery moves it one second
-    later (recorded in the spool) instead of dropping its report."""
+    second as a job the agent cannot know of (started elsewhere, no snapshot), cannot know its
+    ID is taken. Delivery moves it one second later (recorded in the spool) instead of dropping
+    its report."""
     spool = tmp_path / "spool"
     set_id, dest_id, storage = _setup(app_transport, src, tmp_path)
-    first = _backup(app_transport, (set_id, dest_id), storage, spool, T0)
-    assert first.report_delivered and first.ref.job_id == job_id_at(T0, UTC)
-    (src / "d0" / "late.txt").write_bytes(b"written between the jobs\n")
+    with _agent(app_transport) as agent:  # a job with no snapshot and no spool on this agent
+        other = agent.start_job(set_id, dest_id, start_time=T0)
+        agent.finish_job(other.ref, JobStatus.STOP_BY_SYSTEM_ERROR)
+    assert other.ref.job_id == job_id_at(T0, UTC)
     second = _backup(Flaky(app_transport, calls_left=0), (set_id, dest_id), storage, spool,
-                     T0 + 400)  # the same second as the first job
+                     T0 + 400)  # the same second as the other job
     assert second.snapshot_id is not None and second.report_spool
-    assert second.ref.job_id == first.ref.job_id  # the ID the agent gave it offline
+    assert second.ref.job_id == other.ref.job_id  # the ID the agent gave it offline
     with _agent(app_transport) as agent:
         results = deliver_pending(agent, spool, retry_delays=())
     assert [r.state for r in results] == [DeliveryState.DELIVERED]
     moved = results[0].job_id
     assert moved == job_id_at(T0 + 1400, UTC)
-    assert sorted(_job_ids(client, set_id)) == sorted([first.ref.job_id, moved])
+    assert sorted(_job_ids(client, set_id)) == sorted([other.ref.job_id, moved])
     assert any("one second later" in r.getMessage() for r in caplog.records)
-    # both reports whole: the first untouched, the second complete with its one new file
-    _assert_complete(_report(client, set_id, dest_id, first.ref.job_id), FILES)
-    data = _report(client, set_id, dest_id, moved)
-    _assert_complete(data, 1)
-    assert [e["Name"] for e in data["new"]] == [str(src / "d0" / "late.txt")]
+    # the other job untouched; this one complete
+    assert _report(client, set_id, dest_id, other.ref.job_id)["BackupJobStatus"] == (
+        "BS_STOP_BY_SYSTEM_ERROR")
+    _assert_complete(_report(client, set_id, dest_id, moved), FILES)
     with _agent(app_transport) as agent:  # delivered once: nothing left, nothing more sent
         assert deliver_pending(agent, spool, retry_delays=()) == []
+
+
+def test_offline_jobs_in_one_second_get_free_job_ids_that_the_server_keeps(
+    client: TestClient, app_transport: httpx.BaseTransport, src: Path, tmp_path: Path,
+) -> None:
+    """A job started while the server is away takes the first whole second whose job ID no
+    snapshot of the set and destination and no spooled job of the set has: two offline jobs in
+    the second of an online one get the next two seconds, and after delivery the server's job
+    IDs are the snapshots' (so a restore by the server's job ID finds the right snapshot)."""
+    spool = tmp_path / "spool"
+    set_id, dest_id, storage = _setup(app_transport, src, tmp_path)
+    first = _backup(app_transport, (set_id, dest_id), storage, spool, T0)
+    assert first.report_delivered and first.ref.job_id == job_id_at(T0, UTC)
+    (src / "d0" / "late.txt").write_bytes(b"written between the jobs\n")
+    down = Flaky(app_transport, calls_left=0)
+    second = _backup(down, (set_id, dest_id), storage, spool, T0 + 400)  # snapshot's second
+    (src / "d0" / "later.txt").write_bytes(b"and between the offline ones\n")
+    third = _backup(down, (set_id, dest_id), storage, spool, T0 + 700)  # spooled job's too
+    ids = [first.ref.job_id, second.ref.job_id, third.ref.job_id]
+    assert ids == [job_id_at(T0 + n * 1000, UTC) for n in range(3)]
+    assert second.report_spool and third.report_spool
+    snapshots = Repository.open(storage, PASSWORD).list_snapshots()
+    by_id = {i.id: i.meta.job_id for i in snapshots}
+    assert [by_id[o.snapshot_id] for o in (first, second, third) if o.snapshot_id] == ids
+    records = [JobSpool.open(p).record for p in pending_spools(spool)]
+    whole = T0 // 1000 * 1000
+    assert [r.start_ms for r in records] == [whole + 1000, whole + 2000]  # whole seconds
+
+    with _agent(app_transport) as agent:
+        results = deliver_pending(agent, spool, retry_delays=())
+    assert [r.state for r in results] == [DeliveryState.DELIVERED] * 2
+    assert [r.job_id for r in results] == ids[1:]  # not moved again at delivery
+    assert sorted(_job_ids(client, set_id)) == sorted(ids)
+    assert sorted(i.meta.job_id for i in snapshots) == sorted(ids)
+    assert [e["Name"] for e in _report(client, set_id, dest_id, ids[2])["new"]] == [
+        str(src / "d0" / "later.txt")]
+
+
+@pytest.mark.parametrize("disk_refuses_again", [False, True])
+def test_spool_refused_while_the_server_is_away_loses_the_rest_and_says_so(
+    client: TestClient, app_transport: httpx.BaseTransport, src: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, disk_refuses_again: bool,
+) -> None:
+    """The agent's disk refuses batch 2 (full) with the server away: the outcome says the
+    report is lost from batch 2 on, the two batches before stay spooled; closed with an error
+    entry and the real status when the disk takes one more batch, else closed by delivery as
+    BS_BACKUP_NOT_FINISHED. Never "spooled" for what is not."""
+    spool = tmp_path / "spool"
+    set_id, dest_id, storage = _setup(app_transport, src, tmp_path)
+    write_batch = JobSpool.write_batch
+    refused: list[int] = []
+
+    def full_disk(self: JobSpool, batch_no: int, entries: Any) -> None:
+        if batch_no == 2 and (disk_refuses_again or not refused):
+            refused.append(batch_no)
+            raise SpoolError(f"cannot write {self.path}/batch-2: No space left on device")
+        write_batch(self, batch_no, entries)
+
+    monkeypatch.setattr(JobSpool, "write_batch", full_disk)
+    outcome = _backup(Flaky(app_transport, calls_left=0), (set_id, dest_id), storage, spool, T0)
+    monkeypatch.setattr(JobSpool, "write_batch", write_batch)
+    assert outcome.status is JobStatus.STOP_SUCCESS and outcome.snapshot_id is not None
+    assert outcome.report_lost and not outcome.report_delivered
+    assert "No space left on device" in outcome.report_error
+    assert "from batch 2 on is lost" in outcome.report_error
+    assert "spooled in" not in outcome.report_error
+    folder = Path(outcome.report_spool)
+    assert pending_spools(spool) == [folder]
+    kept = JobSpool.open(folder)
+    assert kept.batch_count() == (2 if disk_refuses_again else 3)
+    assert (kept.finish() is None) is disk_refuses_again
+
+    with _agent(app_transport) as agent:
+        results = deliver_pending(agent, spool, retry_delays=())
+    assert [r.state for r in results] == [DeliveryState.DELIVERED]
+    job_id = results[0].job_id
+    assert job_id is not None
+    data = _report(client, set_id, dest_id, job_id)
+    _check_counters(data)
+    assert data["Logs"][-1]["Type"] == "end"
+    if disk_refuses_again:
+        assert data["BackupJobStatus"] == "BS_BACKUP_NOT_FINISHED"
+    else:
+        assert data["BackupJobStatus"] == "BS_STOP_SUCCESS"
+        assert any("Report incomplete" in e["Message"] for e in data["Logs"]
+                   if e["Type"] == "error"), data["Logs"]
+
+
+def test_spools_are_per_user_and_old_layout_reports_go_to_their_user_only(
+    client: TestClient, app_transport: httpx.BaseTransport, src: Path, tmp_path: Path,
+) -> None:
+    """Each backup user of each server has a spool root of its own; a report spooled in the
+    earlier layout (directly under the base) moves only into the root of the user whose server
+    lists its set and destination, and is delivered from there; another user's delivery never
+    sees (or drops) it."""
+    with client.app.state.opencbs.db.write() as conn:  # type: ignore[attr-defined]
+        users.add_backup_user(conn, "bob", "bob-secret")
+    base = tmp_path / "agent-spool"
+    url = "http://testserver"
+    alice_root = user_spool_root(base, url, USER[0])
+    bob_root = user_spool_root(base, url, "bob")
+    assert alice_root != bob_root and alice_root.parent == bob_root.parent == base
+    set_id, dest_id, storage = _setup(app_transport, src, tmp_path)
+    # alice's offline job, spooled in the earlier layout (directly under the base)
+    with _agent(app_transport) as alice:
+        save_sets(base, alice.list_sets())
+    _backup(Flaky(app_transport, calls_left=0), (set_id, dest_id), storage, base, T0)
+    assert len(legacy_spools(base)) == 1
+
+    with AgentClient(url, "bob", "bob-secret", transport=app_transport) as bob:
+        bob.create_set("Bob's", settings={"sources": [str(src)]}, destinations=[
+            NewDestination("Local", "LOCAL", {"path": str(tmp_path / "bobdest")})])
+        assert adopt_legacy(base, bob_root, bob.list_sets()) == []
+        assert deliver_pending(bob, bob_root, retry_delays=()) == []
+    assert len(legacy_spools(base)) == 1  # not bob's: kept where it is
+    assert _job_ids(client, set_id) == []
+
+    with _agent(app_transport) as alice:
+        moved = adopt_legacy(base, alice_root, alice.list_sets())
+        assert [p.parent for p in moved] == [alice_root] and legacy_spools(base) == []
+        results = deliver_pending(alice, alice_root, retry_delays=())
+    assert [r.state for r in results] == [DeliveryState.DELIVERED]
+    assert _job_ids(client, set_id) == [results[0].job_id]
