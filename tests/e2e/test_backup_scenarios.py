@@ -42,6 +42,7 @@ from opencbs.agent.client import AgentClient, NewDestination
 from opencbs.destinations.local import LocalStorage
 from opencbs.engine.crypto import KdfParams
 from opencbs.engine.repository import Repository
+from opencbs.engine.scan import Scan
 
 OPENCBS = str(Path(sys.executable).with_name("opencbs"))
 DRIVER = Path(__file__).with_name("agent_driver.py")
@@ -479,6 +480,8 @@ def _remove_after_listing(monkeypatch: pytest.MonkeyPatch, directory: bytes,
     between the listing and their ``lstat``. Returns the victims removed so far."""
     real = os.scandir
     removed: list[bytes] = []
+    # the scan runs in this process, where the patched scandir is (not in its helper process)
+    monkeypatch.setattr(backup_mod, "ScanProcess", Scan)
 
     def scandir(path: Any = ".") -> Any:
         if path != directory or removed:
