@@ -14,6 +14,7 @@ backup user (``opencbs.agent.spool``).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -224,3 +225,53 @@ def test_backup_with_server_down_then_killed_mid_delivery(serve: Serve, tmp_path
     _assert_once_and_complete(data, MANY)
     assert int(data["NumOfNewDirCount"]) == 51
     relay.close()
+
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs at ``tmp_path/agent-data`` (root only): the agent's data_dir, too small
+    for the report of a few thousand files."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "agent-data"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
+                         capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_report_lost_when_the_server_is_down_and_the_agent_disk_is_full(
+    serve: Serve, tiny_fs: Path, tmp_path: Path
+) -> None:
+    """With the server away and the agent's disk full, the report can be neither delivered nor
+    spooled whole: the backup itself is committed, but the run says the report is lost (one
+    error line and a hint naming data_dir, exit 7) instead of claiming it is spooled."""
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    (src / "first").mkdir(parents=True)
+    (src / "first" / "a.txt").write_bytes(b"alpha")
+    env = {**_agent_env(serve, serve.url), "OPENCBS_DATA_DIR": str(tiny_fs)}
+    first = json.loads(ok(env, "backup", "--set", "lost", "--source", str(src),
+                          "--destination", str(dest), "--json"))
+    assert first["report_delivered"] is True
+    for d in range(20):
+        folder = src / "many" / f"d{d:02d}"
+        folder.mkdir(parents=True)
+        for i in range(200):
+            (folder / f"{'long-name-' * 6}{i:03d}").write_bytes(b"%d/%d\n" % (d, i))
+    serve.kill()
+    time.sleep(1.05 - time.time() % 1)
+    res = run(env, "backup", "--set", "lost", "--json")
+    assert res.returncode == 7, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert any(line.startswith("opencbs: error:") for line in lines), res.stderr
+    hint = [line for line in lines if line.startswith("hint:")]
+    assert hint and "data_dir" in hint[-1], res.stderr
+    job = json.loads(res.stdout)
+    assert job["report_lost"] is True and job["report_delivered"] is False
+    assert job["status"].startswith("BS_STOP_SUCCESS") and job["snapshot_id"]  # backed up
