@@ -79,10 +79,12 @@ of the snapshot tree before compression, so disk, not memory, bounds it.
 The previous snapshot is streamed in walk order alongside the scan (``load_snapshot`` decodes
 its tree chunk by chunk; ``pair_by_path`` merges the two streams; a previous entry's chunk list
 is held only until its pair is handled). Measured with tracemalloc on a 100,000-file previous
-snapshot, unchanged rescan (``bench/agent_memory.py``): peak about 47 bytes per previous file
+snapshot, unchanged rescan (``bench/agent_memory.py``): peak about 67 bytes per previous file
 (was 206 with a ``content id -> path`` copy-source index), of which 8 are the classifier's
-content hash per previous file (see ``engine.classify``) and the rest the stream itself; nothing
-per file stays after the pass. The copy-source pass holds O(copies).
+content hash per previous file (see ``engine.classify``) and the rest the streams themselves
+(about 2 MB whatever the file count: the scan process's read buffer and its messages of 1,024
+entries, ``engine.scan_process``); nothing per file stays after the pass. The copy-source pass
+holds O(copies).
 """
 
 from __future__ import annotations
