@@ -50,3 +50,28 @@ def test_bad_names(name: str, why: str) -> None:
     with pytest.raises(InvalidInput, match=why) as caught:
         check_name(name, "login name")
     assert caught.value.exit_code == 2 and caught.value.hint
+
+
+def test_a_failed_job_hint_names_what_failed(capsys: pytest.CaptureFixture[str]) -> None:
+    """A system error from the destination points at the destination; one from the scan's
+    helper process does not (both: one error line, one hint line)."""
+    from pathlib import Path
+
+    from opencbs.agent.backup import JobOutcome
+    from opencbs.agent.client import JobRef
+    from opencbs.cli.agent_cmds import print_job_failure
+    from opencbs.reports.vocabulary import JobStatus
+
+    ref = JobRef("1", "2", "2026-11-29-22-00-00")
+    failed = JobStatus.STOP_BY_SYSTEM_ERROR
+    print_job_failure(JobOutcome(ref, failed, None, message="Destination error: disk full"),
+                      Path("/mnt/backup"))
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("opencbs: error: backup job 2026-11-29-22-00-00 failed")
+    assert err[1].startswith("hint: free space on the destination /mnt/backup")
+    print_job_failure(JobOutcome(ref, failed, None, message="Scan error: the scan's helper "
+                                 "process ended early (exit code 1)"), Path("/mnt/backup"))
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "Scan error" in err[0]
+    assert err[1].startswith("hint: the walk of the sources stopped")
+    assert "free space" not in err[1]

@@ -103,3 +103,17 @@ def test_child_exits_quietly_on_ctrl_c() -> None:
     child.send_signal(signal.SIGINT)  # Ctrl-C reaches the whole process group
     _, err = child.communicate(timeout=5)
     assert b"Traceback" not in err
+
+
+def test_a_fifo_does_not_block_the_helper(tmp_path: Path) -> None:
+    """A path that became a FIFO is opened non-blocking (and only announced): the helper goes
+    on and ends at the closed pipe."""
+    fifo = tmp_path / "was-a-file"
+    os.mkfifo(fifo)
+    ahead = ReadAhead()
+    ahead.add(os.fsencode(fifo))
+    ahead.send()
+    proc = ahead._proc
+    assert proc is not None
+    ahead.close()  # waits up to 2 s, then kills: a blocked helper would be killed (-9)
+    assert proc.returncode == 0

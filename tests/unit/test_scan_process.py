@@ -102,3 +102,17 @@ def test_leaving_the_walk_early_stops_the_helper(
     next(items)
     items.close()  # a cancelled job stops iterating
     assert started[0].returncode is not None  # killed and reaped, not left behind
+
+
+def test_modules_in_the_current_directory_are_not_imported(
+    src: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    """The helper starts with ``-P``: a ``types.py`` where the backup is started neither runs
+    nor breaks the scan."""
+    here = tmp_path / "project"
+    here.mkdir()
+    marker = tmp_path / "ran"
+    (here / "types.py").write_text(f"open({str(marker)!r}, 'w')\nraise ImportError('x')\n")
+    monkeypatch.chdir(here)
+    assert list(ScanProcess([src])) == list(Scan([src]))
+    assert not marker.exists()

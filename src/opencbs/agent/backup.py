@@ -888,7 +888,9 @@ class _Pending:
     ahead_no: int = -1  # ReadAhead.add's number for it
 
 
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW
+# O_NONBLOCK: a path replaced by a FIFO since the scan must not block the open (the fstat check
+# then refuses it); it changes nothing for a regular file's reads
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
 _NOATIME = getattr(os, "O_NOATIME", 0)
 
 

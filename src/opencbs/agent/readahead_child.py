@@ -5,8 +5,8 @@ Run as ``python -I -S readahead_child.py`` (standard library only, no package im
 starts in milliseconds with a few MiB). Reads messages from stdin until end of file: a 2-byte
 little-endian length, then ``marshal`` of a list of paths (bytes). Per path: ``open`` (without
 following a final symbolic link, without updating the access time where allowed),
-``posix_fadvise(WILLNEED)``, ``close``. Every error is ignored: this is only a hint; the agent
-reads, checks and reports each file itself.
+``posix_fadvise(WILLNEED)``, ``close`` (opened non-blocking: a FIFO never blocks it). Every
+error is ignored: this is only a hint; the agent reads, checks and reports each file itself.
 """
 
 import marshal
@@ -17,8 +17,9 @@ import sys
 def main() -> None:
     """Serve messages from stdin until it closes (the agent finished, or died)."""
     stream = sys.stdin.buffer
-    flags = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0)
-    plain = os.O_RDONLY | os.O_NOFOLLOW
+    # O_NONBLOCK: a path that became a FIFO must not block the open
+    plain = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+    flags = plain | getattr(os, "O_NOATIME", 0)
     willneed = getattr(os, "POSIX_FADV_WILLNEED", None)
     while True:
         head = stream.read(2)

@@ -637,15 +637,22 @@ def backup(settings: Settings, set_ref: str | None, sources: tuple[Path, ...],
 
 
 def print_job_failure(outcome: JobOutcome, path: Path) -> None:
-    """On stderr, for a job that ended ``BS_STOP_BY_SYSTEM_ERROR`` (the destination failed):
-    the error line and a hint, as for any other failure of a command."""
+    """On stderr, for a job that ended ``BS_STOP_BY_SYSTEM_ERROR`` (the destination failed,
+    or the scan's helper process did: ``agent.backup``): the error line and a hint, as for any
+    other failure of a command."""
     why = show_name(outcome.message) or outcome.status.value
     note(f"opencbs: error: backup job {outcome.ref.job_id} failed ({outcome.status.value}): "
          f"{why}")
     shown = show_name(str(path))
+    verify = f"opencbs verify --destination {shlex.quote(shown)}"
+    if outcome.message.startswith("Scan error"):
+        note("hint: the walk of the sources stopped (its helper process ended); run the backup "
+             "again, with --debug for details; the repository stays consistent (check it: "
+             f"{verify})")
+        return
     note(f"hint: free space on the destination {shown} or check that it is mounted and "
          "writable, then run the backup again; the repository stays consistent (check it: "
-         f"opencbs verify --destination {shlex.quote(shown)})")
+         f"{verify})")
 
 
 @click.command()

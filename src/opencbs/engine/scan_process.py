@@ -6,9 +6,10 @@ A backup handles its files in one thread of the agent, and on small files the wa
 Python threads cannot share that work (one runs Python at a time, and handing the lock back and
 forth after every system call cost more than it saved: see ``agent.readahead``), so
 :class:`ScanProcess` runs the very same :class:`~opencbs.engine.scan.Scan` in a child process
-(``python -m opencbs.engine.scan_process``) and reads its results from a pipe: the same entries
-and warnings in the same walk order, then the incomplete directories. Same interface as
-``Scan``: iterate once; :attr:`ScanProcess.incomplete_dirs` once finished; ``sources``.
+(``python -P -m opencbs.engine.scan_process``: without the current directory on ``sys.path``)
+and reads its results from a pipe: the same entries and warnings in the same walk order, then
+the incomplete directories. Same interface as ``Scan``: iterate once;
+:attr:`ScanProcess.incomplete_dirs` once finished; ``sources``.
 
 Wire format (child to parent), messages of a 4-byte little-endian length then ``marshal`` data:
 a list of records, each a tuple — an entry is its 12 ``Entry`` fields in order (without
@@ -85,7 +86,8 @@ class ScanProcess:
         errors = tempfile.TemporaryFile(prefix="opencbs-scan-")
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "opencbs.engine.scan_process"], stdin=subprocess.PIPE,
+                # -P: not the current directory first on sys.path (a types.py there would run)
+                [sys.executable, "-P", "-m", "opencbs.engine.scan_process"], stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, stderr=errors, bufsize=_PIPE_BUFFER, close_fds=True)
         except OSError as exc:
             errors.close()

@@ -445,3 +445,36 @@ def test_two_jobs_started_in_the_same_second_both_run(
     assert outcome.status is JobStatus.STOP_SUCCESS
     assert taken.ref.job_id == job_id_at(now_ms, ZoneInfo("UTC"))
     assert outcome.ref.job_id == job_id_at(now_ms + 1000, ZoneInfo("UTC"))
+
+
+def test_a_file_replaced_by_a_fifo_after_the_scan_is_a_warning_not_a_hang(
+    tmp_path: Path,
+) -> None:
+    """The read opens non-blocking: a path that became a FIFO since the scan is refused by the
+    type check ("changed between the scan and the read") instead of waiting for a writer that
+    never comes (where Ctrl-C and SIGTERM could not stop the job)."""
+    from opencbs.engine.scan import Scan
+
+    path = tmp_path / "src" / "z_target"
+    path.parent.mkdir()
+    path.write_bytes(b"t\n")
+    entry = next(e for e in Scan([path]).entries())
+    path.unlink()
+    os.mkfifo(path)
+    repo = Repository.init(MemoryStorage(), PASSWORD, kdf=KdfParams(1, 8 * 1024, 1))
+    outcome: list[BaseException | None] = []
+
+    def read() -> None:
+        try:
+            with repo.writer() as writer:
+                backup_mod._read_file(writer, entry, threading.Event())
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=read, daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    assert not worker.is_alive(), "the read blocked on the FIFO"
+    assert isinstance(outcome[0], backup_mod._SoftError)
+    assert "changed between the scan and the read" in str(outcome[0])
