@@ -4,7 +4,8 @@ messages and exit codes.
 Exit codes: 0 success; 1 other error; 2 invalid input, parameter or setting (also usage
 errors); 3 credentials rejected (also the backup user's, and a wrong encryption password); 4 not
 found; 5 conflict (exists already); 6 database unreachable or refusing; 7 server, destination
-or repository unreachable or unusable; 8 the server refused an agent request, or the repository
+or repository unreachable or unusable (also the agent's data_dir, and a job report lost with
+it); 8 the server refused an agent request, or the repository
 is damaged (``verify`` finding damage too); 9 a backup job ended neither successfully nor by the
 user (``BS_STOP_BY_SYSTEM_ERROR``); 70 internal error (a bug: run with ``--debug``); 130
 interrupted (also a backup job stopped by Ctrl-C or SIGTERM: ``BS_STOP_BY_USER``).
