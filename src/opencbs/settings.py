@@ -21,7 +21,8 @@ Settings (name: default — meaning):
 
 Settings of the agent (``opencbs backup``, ``restore``, ``verify``, ``snapshots``):
 
-- ``server_url``: ``""`` = ``http://127.0.0.1:<port>`` — the server the agent reports to.
+- ``server_url``: ``""`` = ``http://127.0.0.1:<port>`` — the server the agent reports to
+  (``http://`` or ``https://``, a host, a port 1..65535 if any: checked when read).
 - ``login_name``: ``""`` — the backup user (LoginName) the agent runs as.
 - ``password``: ``""`` — that backup user's password (``OPENCBS_PASSWORD`` or the config file;
   never a command-line argument: ``--password-stdin`` or a prompt instead).
@@ -41,6 +42,7 @@ from collections.abc import Mapping
 from datetime import tzinfo
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
@@ -107,8 +109,8 @@ class Settings(BaseSettings):
     @field_validator("server_url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if value and not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
+        if value:
+            check_server_url(value)
         return value.rstrip("/")
 
     @field_validator("log_level")
@@ -158,6 +160,29 @@ class Settings(BaseSettings):
 
 
 SETTING_NAMES: tuple[str, ...] = tuple(Settings.model_fields)
+
+
+def check_server_url(value: str) -> None:
+    """Raise ``ValueError`` (its message says what is wrong) unless ``value`` is an ``http://``
+    or ``https://`` URL with a host and, if any, a port 1..65535 (e.g. ``http://[::1]:8530``).
+    Checked where the setting is read, so a malformed address is a setting error, never a
+    failure of the first request (or, with nothing to send, no error at all)."""
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise ValueError(f"{value!r} holds spaces or control characters")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:  # "Invalid IPv6 URL", "Port out of range 0-65535", …
+        raise ValueError(f"{value!r} is not a valid URL ({exc}); give http://HOST:PORT, "
+                         "e.g. http://[::1]:8530") from None
+    if not parts.hostname:
+        raise ValueError(f"{value!r} names no host (e.g. http://backup.example:8530)")
+    if port == 0:
+        raise ValueError(f"{value!r}: port 0 cannot be connected to (ports are 1..65535)")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{value!r}: give the server's address only, without ? or #")
 
 
 def config_path(explicit: str | os.PathLike[str] | None = None) -> tuple[Path, bool]:

@@ -136,6 +136,37 @@ def test_server_url_must_be_http(monkeypatch: pytest.MonkeyPatch) -> None:
         load_settings()
 
 
+@pytest.mark.parametrize(("url", "why"), [
+    ("http://[::1", "Invalid IPv6 URL"),
+    ("http://[::1]:99999", "Port out of range"),
+    ("http://127.0.0.1:99999", "Port out of range"),
+    ("http://backup:port", "not a valid URL"),
+    ("http://backup:0", "port 0"),
+    ("http://", "names no host"),
+    ("https://:8530", "names no host"),
+    ("http://back up:8530", "spaces or control characters"),
+    ("http://backup\udcff:8530", "spaces or control characters"),
+    ("http://backup:8530/?x=1", "without ? or #"),
+])
+def test_a_malformed_server_url_is_a_setting_error(url: str, why: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found where settings are read: never an httpx error at the first request (exit 70),
+    # nor nothing at all when there is nothing to send (agent flush).
+    with pytest.raises(ConfigError, match="invalid setting server_url") as info:
+        load_settings({"server_url": url})
+    assert why in info.value.message
+    assert "--server" in info.value.hint
+    monkeypatch.setenv("OPENCBS_SERVER_URL", url)  # the environment: the same check
+    with pytest.raises(ConfigError, match="invalid setting server_url"):
+        load_settings()
+
+
+@pytest.mark.parametrize("url", ["http://[::1]:8530", "https://backup.example", "http://h:1/cbs",
+                                 "http://user@backup.example:65535/"])
+def test_well_formed_server_urls_pass(url: str) -> None:
+    assert load_settings({"server_url": url}).server_url == url.rstrip("/")
+
+
 @pytest.mark.parametrize(("env", "named", "not_named"), [
     ({"OPENCBS_LOG_LEVEL": "LOUD"}, ["OPENCBS_LOG_LEVEL", "--debug"], ["--log-level"]),
     ({"OPENCBS_SERVER_URL": "ftp://x"}, ["--server,", "OPENCBS_SERVER_URL"], ["--server-url"]),

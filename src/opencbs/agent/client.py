@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 import httpx
 
-from opencbs.errors import OpenCBSError
+from opencbs.errors import InvalidInput, OpenCBSError
 from opencbs.reports.vocabulary import JobMode, JobStatus, ReportList
 
 API_PREFIX = "/api/agent/v1"
@@ -208,13 +208,18 @@ class AgentClient:
 
     def __init__(self, base_url: str, login_name: str, password: str, timeout: float = 30.0,
                  *, transport: httpx.BaseTransport | None = None) -> None:
-        self._http = httpx.Client(
-            base_url=base_url.rstrip("/") + API_PREFIX,
-            auth=httpx.BasicAuth(login_name, password),
-            timeout=timeout,
-            transport=transport,
-            headers={"Accept": "application/json"},
-        )
+        try:
+            self._http = httpx.Client(
+                base_url=base_url.rstrip("/") + API_PREFIX,
+                auth=httpx.BasicAuth(login_name, password),
+                timeout=timeout,
+                transport=transport,
+                headers={"Accept": "application/json"},
+            )
+        except httpx.InvalidURL as exc:
+            raise InvalidInput(f"the server address {base_url!r} is not a valid URL: {exc}",
+                               "give it as http://HOST:PORT (--server or OPENCBS_SERVER_URL)"
+                               ) from exc
 
     def __enter__(self) -> AgentClient:
         return self
@@ -239,6 +244,14 @@ class AgentClient:
                                     "check the server address and that it runs") from exc
         except httpx.HTTPError as exc:
             raise AgentApiError(0, "client", f"request failed: {exc}") from exc
+        except httpx.InvalidURL as exc:
+            raise InvalidInput(f"invalid request address: {exc}",
+                               "check the server address (http://HOST:PORT)") from exc
+        except UnicodeEncodeError as exc:  # a str of the body or path that is not text
+            raise InvalidInput("a value to send to the server is not valid UTF-8 text (a name "
+                               "or path from a command line that is not UTF-8?)",
+                               "the API carries text only: rename it, or choose another"
+                               ) from exc
         try:
             answer = r.json()
         except ValueError:

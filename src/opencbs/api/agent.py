@@ -8,9 +8,11 @@ same 401 ``{"error": "user_credentials", …}``. A backup user sees only its own
 user's set is "not found" (404), never "forbidden".
 
 Answers: JSON objects; IDs are strings (cbs-api.md §1), times epoch ms, sizes bytes. Errors:
-``{"error": code, "message", "hint"}`` with 400 (unusable input), 401, 404, 409 (duplicate job,
-finished job, duplicate name), 503 (database); 413 for a body over the route's byte limit and 422
-for a body that does not match the schema (``{"error": "invalid_input", "detail": [...]}``).
+``{"error": code, "message", "hint"}`` with 400 (unusable input, e.g. a source or destination
+path that is not valid UTF-8 text: sets are stored and served as JSON text), 401, 404, 409
+(duplicate job, finished job, duplicate name), 503 (database); 413 for a body over the route's
+byte limit and 422 for a body that does not match the schema (``{"error": "invalid_input",
+"detail": [...]}``).
 
 A job's life (cbs-api.md §4, §5):
 
@@ -42,7 +44,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from sqlalchemy import Connection
 
 from opencbs.api.auth import authenticate_backup_user
@@ -128,7 +130,18 @@ def _clean(value: str) -> str:
     return value
 
 
+def _source_text(value: Any) -> Any:
+    """A source path that is not valid UTF-8 text (lone surrogates, NUL) is refused before
+    pydantic's own check with the store's ``InvalidInput`` (400, with a hint: rename the folder
+    or choose its parent), not as a 422 about "a valid string"."""
+    if isinstance(value, str):
+        sets.require_text(value, "source", sets.SOURCE_HINT)
+    return value
+
+
 Text = Annotated[str, AfterValidator(_clean)]
+SourceText = Annotated[str, BeforeValidator(_source_text), Field(min_length=1,
+                                                                 max_length=MAX_PATH)]
 PathText = Annotated[Text, Field(max_length=MAX_PATH)]
 Name = Annotated[Text, Field(min_length=1, max_length=255)]
 Size = Annotated[int, Field(ge=0, le=MAX_SIZE)]
@@ -165,9 +178,9 @@ class SetSettings(_Model):
     """A backup set's settings. In a request every key is optional: a missing key keeps its
     current value (its default when creating)."""
 
-    sources: list[Annotated[PathText, Field(min_length=1)]] | None = Field(
+    sources: list[SourceText] | None = Field(
         default=None, max_length=1000,
-        description="Full paths of the folders and files to back up.")
+        description="Full paths of the folders and files to back up (valid UTF-8 text).")
     filters: Filters | None = None
     compression: Compression | None = None
     deduplication: bool | None = None

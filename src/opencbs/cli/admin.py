@@ -16,6 +16,7 @@ from opencbs.cli.common import (
     print_json,
     print_table,
     read_password,
+    require_text_paths,
     with_settings,
 )
 from opencbs.errors import BackupUserNotFound
@@ -192,6 +193,7 @@ def set_add(settings: Settings, login: str, name: str, sources: tuple[str, ...],
             destination: str, destination_name: str, excludes: tuple[str, ...],
             as_json: bool) -> None:
     """Add a file backup set NAME to backup user LOGIN, with one local destination."""
+    require_text_paths(sources, destination)
     config = {"sources": [os.path.abspath(s) for s in sources],
               "filters": {"include": [], "exclude": list(excludes)}}
     database = open_database(settings)

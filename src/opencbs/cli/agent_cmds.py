@@ -73,6 +73,7 @@ from opencbs.cli.common import (
     note,
     print_json,
     print_table,
+    require_text_paths,
     show_name,
 )
 from opencbs.cli.progress import BackupProgress, Ending, RestoreProgressView, activity
@@ -607,6 +608,9 @@ def backup(settings: Settings, set_ref: str | None, sources: tuple[Path, ...],
     if destination is not None and add_destination is not None:
         raise InvalidInput("give --destination or --add-destination, not both",
                            "--add-destination PATH adds PATH to an existing set")
+    require_text_paths(sources, destination or add_destination,
+                       destination_option="--destination" if add_destination is None
+                       else "--add-destination")
     login = require_login(settings)
     password = backup_password(settings, password_stdin)
     repo_password = encryption_password(settings, encryption_password_file)

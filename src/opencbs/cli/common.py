@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 import secrets
 import sys
@@ -203,6 +204,39 @@ def show_name(name: str | bytes) -> str:
 
         name = display_path(name)
     return _UNSAFE.sub(_escape, name)
+
+
+# --- paths the server stores ---------------------------------------------------------------
+
+SOURCE_TEXT_HINT = ("a backup set's sources are stored as UTF-8 text: rename that folder or file "
+                    "to a UTF-8 name, or give its parent folder as {option} (names inside a "
+                    "source may be any bytes)")
+DESTINATION_TEXT_HINT = ("a destination's path is stored as UTF-8 text: choose a folder whose "
+                         "path is UTF-8 (or rename it)")
+
+
+def require_text_paths(sources: Iterable[str | os.PathLike[str]],
+                       destination: str | os.PathLike[str] | None, *,
+                       source_option: str = "--source",
+                       destination_option: str = "--destination") -> None:
+    """Refuse, before anything is created, a source or destination whose absolute path (what
+    the server is given) is not valid UTF-8 text: a name from a command line that is not UTF-8
+    (its bytes as lone surrogates) cannot travel in the API's JSON nor be stored. Raises
+    ``InvalidInput`` naming the option, the path shown with ``\\xNN`` for such bytes."""
+    for source in sources:
+        _require_text_path(source, source_option,
+                           SOURCE_TEXT_HINT.format(option=source_option))
+    if destination is not None:
+        _require_text_path(destination, destination_option, DESTINATION_TEXT_HINT)
+
+
+def _require_text_path(path: str | os.PathLike[str], option: str, hint: str) -> None:
+    full = os.path.abspath(path)
+    try:
+        full.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{option} {show_name(full)} is not a valid UTF-8 path",
+                           hint) from None
 
 
 def _cell(value: object) -> str:

@@ -4,10 +4,19 @@ A backup set's ``settings`` (JSON) hold ``sources`` (list of paths), ``filters``
 (``{"include": [...], "exclude": [...]}`` glob patterns), ``compression`` (``{"type": "ZSTD",
 "level": 3}``) and ``deduplication`` (bool). A destination's ``settings`` hold its location
 (``{"path": ...}`` for a local folder).
+
+Names, sources, patterns and destination settings are stored and served as JSON text, so each
+must be valid Unicode without NUL: a path that is not UTF-8 (a lone surrogate once decoded with
+``surrogateescape``) cannot be a source or a destination and is refused with ``InvalidInput``
+where it would be written. Names *inside* a source may be any bytes: they travel in job reports,
+not here. A string of that kind stored by an earlier version is read back in its display form
+(``\\xNN``, ``shown_text``) with a warning in the log, so that the user's other sets, and the
+answers that list them, keep working.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +26,17 @@ from sqlalchemy import Connection, Row, func, select, update
 from opencbs.errors import BackupSetNotFound, Conflict, DestinationNotFound, InvalidInput
 from opencbs.store.schema import backup_sets, destinations
 from opencbs.store.users import new_id
-from opencbs.store.util import now_ms
+from opencbs.store.util import is_text, now_ms, shown_text
+
+log = logging.getLogger(__name__)
+
+#: What to do about a source path that is not UTF-8 text.
+SOURCE_HINT = ("a backup set's sources are stored as UTF-8 text: rename that folder or file to a "
+               "UTF-8 name, or give its parent folder as the source (names inside a source may "
+               "be any bytes)")
+#: What to do about a destination path that is not UTF-8 text.
+DESTINATION_HINT = ("a destination's path is stored as UTF-8 text: choose a folder whose path is "
+                    "UTF-8, or rename it")
 
 DEFAULT_SETTINGS: dict[str, Any] = {
     "sources": [],
@@ -54,14 +73,58 @@ class BackupSet:
 
 
 def _destination(row: Row) -> Destination:  # type: ignore[type-arg]
+    where = f"destination {row.id}"
     return Destination(
         id=row.id,
         set_id=row.set_id,
         position=row.position,
-        name=row.name,
+        name=_served(row.name, where),
         type=row.type,
-        settings=dict(row.settings or {}),
+        settings=_served(dict(row.settings or {}), where),
     )
+
+
+def _served(value: Any, where: str) -> Any:
+    """``value`` read from the database with every string made valid text (``shown_text``):
+    a string that is not (stored before such strings were refused) would make every answer
+    that holds it fail to encode. Logs a warning naming ``where`` when one is found."""
+    out = _as_text(value)
+    if out != value:
+        log.warning("%s holds a name or path that is not UTF-8 text; served in its display "
+                    "form (\\xNN): fix it (a new source or destination)", where)
+    return out
+
+
+def _as_text(value: Any) -> Any:
+    if isinstance(value, str):
+        return shown_text(value)
+    if isinstance(value, dict):
+        return {_as_text(k): _as_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_text(v) for v in value]
+    return value
+
+
+def require_text(value: str, what: str, hint: str = "") -> None:
+    """Raise ``InvalidInput`` naming ``what`` unless ``value`` is valid UTF-8 text without
+    NUL (``is_text``): it is stored and served as JSON text."""
+    if is_text(value):
+        return
+    problem = "holds a NUL character" if "\x00" in value else "is not valid UTF-8 text"
+    raise InvalidInput(f"{what} {shown_text(value)} {problem}", hint)
+
+
+def _require_text_values(value: Any, what: str, hint: str) -> None:
+    """``require_text`` for every string (key or value) in a JSON-like ``value``."""
+    if isinstance(value, str):
+        require_text(value, what, hint)
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            require_text(str(k), what, hint)
+            _require_text_values(v, f"{what} {k}", hint)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _require_text_values(v, what, hint)
 
 
 def normalise_settings(settings: Mapping[str, Any] | None, base: Mapping[str, Any] | None = None
@@ -80,12 +143,17 @@ def normalise_settings(settings: Mapping[str, Any] | None, base: Mapping[str, An
         isinstance(s, str) and s for s in out["sources"]
     ):
         raise InvalidInput("sources must be a list of paths")
+    for source in out["sources"]:
+        require_text(source, "source", SOURCE_HINT)
     filters = out["filters"]
     if not isinstance(filters, dict) or not all(
         isinstance(filters.get(k, []), list) and all(isinstance(p, str) for p in filters.get(k, []))
         for k in ("include", "exclude")
     ):
         raise InvalidInput("filters must be {\"include\": [patterns], \"exclude\": [patterns]}")
+    for key in ("include", "exclude"):
+        for pattern in filters.get(key, []):
+            require_text(pattern, f"{key} pattern", "give the pattern in UTF-8")
     comp = out["compression"]
     if not isinstance(comp, dict) or not isinstance(comp.get("level", 3), int) or not (
         0 <= comp.get("level", 3) <= 22
@@ -108,6 +176,7 @@ def add_set(
     (cbs-api.md §4). Raises ``Conflict`` when the user has a set of that name already."""
     if not name:
         raise InvalidInput("a backup set needs a name")
+    require_text(name, "backup set name", "give the name in UTF-8")
     taken = conn.execute(
         select(backup_sets.c.id).where(
             backup_sets.c.user_id == user_id,
@@ -146,6 +215,7 @@ def update_set(
     if name is not None:
         if not name:
             raise InvalidInput("a backup set needs a name")
+        require_text(name, "backup set name", "give the name in UTF-8")
         values["name"] = name
     if settings is not None:
         values["settings"] = normalise_settings(settings, current.settings)
@@ -172,12 +242,13 @@ def get_set(conn: Connection, user_id: int, set_id: int | str) -> BackupSet:
         .where(destinations.c.set_id == row.id)
         .order_by(destinations.c.position, destinations.c.id)
     )
+    where = f"backup set {row.id}"
     return BackupSet(
         id=row.id,
         user_id=row.user_id,
-        name=row.name,
+        name=_served(row.name, where),
         type=row.type,
-        settings=dict(row.settings or {}),
+        settings=_served(dict(row.settings or {}), where),
         removed=row.removed,
         created_at=row.created_at,
         destinations=tuple(_destination(d) for d in dests),
@@ -205,9 +276,9 @@ def list_sets(conn: Connection, user_id: int, *, include_removed: bool = False) 
         BackupSet(
             id=r.id,
             user_id=r.user_id,
-            name=r.name,
+            name=_served(r.name, f"backup set {r.id}"),
             type=r.type,
-            settings=dict(r.settings or {}),
+            settings=_served(dict(r.settings or {}), f"backup set {r.id}"),
             removed=r.removed,
             created_at=r.created_at,
         )
@@ -230,6 +301,8 @@ def add_destination(
     bset = get_set(conn, user_id, set_id)
     if not name or not dest_type:
         raise InvalidInput("a destination needs a name and a type")
+    require_text(name, "destination name", "give the name in UTF-8")
+    _require_text_values(dict(settings or {}), "destination", DESTINATION_HINT)
     if any(d.name == name for d in bset.destinations):
         raise Conflict(f"destination {name!r} exists already in this backup set")
     did = destination_id if destination_id is not None else new_id(conn, destinations)
@@ -265,8 +338,10 @@ def update_destination(
     dest = get_destination(conn, bset, destination_id)
     values: dict[str, Any] = {}
     if name:
+        require_text(name, "destination name", "give the name in UTF-8")
         values["name"] = name
     if settings is not None:
+        _require_text_values(dict(settings), "destination", DESTINATION_HINT)
         values["settings"] = {**dest.settings, **settings}
     if values:
         conn.execute(update(destinations).where(destinations.c.id == dest.id).values(**values))
