@@ -168,12 +168,16 @@ log = logging.getLogger(__name__)
 #: Seconds between two progress reports (to the server and to the ``progress`` callback).
 PROGRESS_INTERVAL = 0.5
 _READ_SIZE = 1024 * 1024
-#: Files of at most this many bytes are read ahead: opened early and announced to the kernel
-#: (``posix_fadvise(WILLNEED)``), which reads them while earlier files are stored.
-PREFETCH_MAX_FILE = 1024 * 1024
-#: How far ahead: pairs (so also descriptors held open), and bytes announced.
-PREFETCH_FILES = 64
-PREFETCH_BYTES = 16 * 1024 * 1024
+#: Files of at most this many bytes are read ahead: announced to the kernel
+#: (``posix_fadvise(WILLNEED)``) by the read-ahead helper process (``agent.readahead``), so the
+#: kernel reads them while earlier files are stored. Larger files are read as they come.
+PREFETCH_MAX_FILE = 64 * 1024 * 1024
+#: How far ahead: pairs, and bytes announced (page cache, not the agent's memory). Measured on
+#: 100,000 small files, cold: 256 pairs ahead gave the helper a lead 64 did not (15.3 → 15.0 s,
+#: within noise; 1,024 was slower); on 1 GiB of mixed files, announcing files up to 64 MiB and
+#: 32 MiB ahead instead of 1 MiB and 16 MiB saved ~0.2 s of 6.2.
+PREFETCH_FILES = 256
+PREFETCH_BYTES = 32 * 1024 * 1024
 #: Entries per block of the new snapshot's spool (one ``marshal`` dump each).
 _SPOOL_RECORDS = 1024
 #: One spooled entry: the fields of ``Entry`` in order, then its chunk IDs.
