@@ -118,6 +118,10 @@ class LocalStorage:
     def __repr__(self) -> str:
         return f"LocalStorage({str(self.root)!r})"
 
+    def __str__(self) -> str:
+        """The folder, as messages and logs name the destination."""
+        return str(self.root)
+
     def _path(self, name: str) -> Path:
         return self.root.joinpath(*check_name(name).split("/"))
 
