@@ -4,9 +4,14 @@ backup set, and the report of a job as GetBackupJobReport gives it."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from opencbs.agent import AgentClient, NewDestination
@@ -45,3 +50,21 @@ def job_report(client: TestClient, outcome: JobOutcome) -> dict[str, Any]:
     assert body["Status"] == "OK", body
     data: dict[str, Any] = body["Data"]
     return data
+
+
+@contextlib.contextmanager
+def tmpfs(mnt: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (``mount -o size=…``: ``20m``, ``256k``) mounted at the new folder
+    ``mnt`` while inside; skips the test where it cannot be mounted (not root, no permission).
+    A small real file system for "disk full" tests."""
+    if os.geteuid() != 0:
+        pytest.skip(f"mounting a {size} tmpfs needs root")
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
+                         capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

@@ -16,7 +16,8 @@ import pytest
 from opencbs.store import sets, users
 from opencbs.store.db import Database, sqlite_url
 from opencbs.store.schema import backup_sets
-from tests.e2e.test_cli_server import OPENCBS, _env, _wait_until_up, free_port, ok, run
+from tests.e2e.test_cli_server import _env, free_port, ok, run
+from tests.e2e.test_lost_server import Serve
 
 LOGIN, PASSWORD, ENCRYPTION = "alice", "alice-pw", "repo-secret"
 BAD = "\udcff"  # the byte 0xff of a command line that is not UTF-8 (surrogateescape)
@@ -34,20 +35,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("set-text")
     env = _env(root)
     ok(env, "user", "add", LOGIN, "--password-stdin", stdin=PASSWORD + "\n")
-    port = free_port()
-    proc = subprocess.Popen([OPENCBS, "serve", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
+    running = Serve(env, free_port())
+    running.start()
+    url = running.url
     try:
-        _wait_until_up(url, proc)
         yield Server(url, {**env, "OPENCBS_SERVER_URL": url, "OPENCBS_LOGIN_NAME": LOGIN,
                            "OPENCBS_PASSWORD": PASSWORD,
                            "OPENCBS_ENCRYPTION_PASSWORD": ENCRYPTION}, root / "data")
     finally:
-        proc.kill()
-        proc.wait(timeout=10)
-        assert proc.stderr is not None
-        proc.stderr.close()
+        running.kill()
 
 
 def _one_line_error(res: subprocess.CompletedProcess[str], code: int, text: str) -> list[str]:

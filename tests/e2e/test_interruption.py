@@ -49,6 +49,7 @@ from opencbs.reports.vocabulary import JobStatus
 from opencbs.store import users
 from opencbs.store.db import Database
 from opencbs.store.migrate import upgrade
+from tests.agent_support import tmpfs
 from tests.e2e.test_agent_cli import _same_tree
 from tests.e2e.test_cli_server import OPENCBS, TIMEOUT, _env, _wait_until_up, free_port, ok, run
 
@@ -557,18 +558,8 @@ def test_stale_temporaries_are_removed(tmp_path: Path) -> None:
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
     """A 20 MiB tmpfs mounted at ``tmp_path/small`` (root only)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a 20 MiB tmpfs needs root (mount -t tmpfs -o size=20m)")
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mnt)],
-                         capture_output=True, text=True, check=False)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "small", "20m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_disk_full_real_filesystem(server: Server, small_fs: Path, tmp_path: Path) -> None:

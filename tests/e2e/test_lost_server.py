@@ -14,7 +14,6 @@ backup user (``opencbs.agent.spool``).
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -27,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.agent_support import tmpfs
 from tests.e2e.test_cli_server import OPENCBS, _env, _wait_until_up, free_port, ok, run
 from tests.integration.agent.test_agent_backup import _check_counters
 
@@ -231,18 +231,8 @@ def test_backup_with_server_down_then_killed_mid_delivery(serve: Serve, tmp_path
 def tiny_fs(tmp_path: Path) -> Iterator[Path]:
     """A 256 KiB tmpfs at ``tmp_path/agent-data`` (root only): the agent's data_dir, too small
     for the report of a few thousand files."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "agent-data"
-    mnt.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
-                         capture_output=True, text=True, check=False)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "agent-data", "256k") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_report_lost_when_the_server_is_down_and_the_agent_disk_is_full(

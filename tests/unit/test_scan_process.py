@@ -66,18 +66,24 @@ def test_without_a_helper_the_walk_runs_here(
     assert process.finished and process.incomplete_dirs == frozenset()
 
 
-def test_a_helper_that_dies_mid_walk_is_an_error(
-    big: bytes, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    started: list[subprocess.Popen[bytes]] = []
+@pytest.fixture
+def started(monkeypatch: pytest.MonkeyPatch) -> list[subprocess.Popen[bytes]]:
+    """The helper processes ``ScanProcess`` starts, as they start."""
+    procs: list[subprocess.Popen[bytes]] = []
     real = subprocess.Popen
 
     def spy(*args: object, **kwargs: object) -> subprocess.Popen[bytes]:
         proc = real(*args, **kwargs)  # type: ignore[call-overload]
-        started.append(proc)
+        procs.append(proc)
         return proc  # type: ignore[no-any-return]
 
     monkeypatch.setattr(scan_process.subprocess, "Popen", spy)
+    return procs
+
+
+def test_a_helper_that_dies_mid_walk_is_an_error(
+    big: bytes, started: list[subprocess.Popen[bytes]]
+) -> None:
     items = iter(ScanProcess([big]))
     next(items)
     started[0].send_signal(signal.SIGKILL)
@@ -87,17 +93,8 @@ def test_a_helper_that_dies_mid_walk_is_an_error(
 
 
 def test_leaving_the_walk_early_stops_the_helper(
-    big: bytes, monkeypatch: pytest.MonkeyPatch
+    big: bytes, started: list[subprocess.Popen[bytes]]
 ) -> None:
-    started: list[subprocess.Popen[bytes]] = []
-    real = subprocess.Popen
-
-    def spy(*args: object, **kwargs: object) -> subprocess.Popen[bytes]:
-        proc = real(*args, **kwargs)  # type: ignore[call-overload]
-        started.append(proc)
-        return proc  # type: ignore[no-any-return]
-
-    monkeypatch.setattr(scan_process.subprocess, "Popen", spy)
     items = iter(ScanProcess([big]))
     next(items)
     items.close()  # a cancelled job stops iterating

@@ -16,13 +16,12 @@ import time
 from dataclasses import dataclass
 from typing import TypeGuard
 
-from opencbs.api.params import usable_text
 from opencbs.errors import AuthUserRejected, CredentialsRejected
 from opencbs.reports.vocabulary import AccountStatus, SystemRole
 from opencbs.security import dummy_hash, verify_password
 from opencbs.store import users
 from opencbs.store.db import Database
-from opencbs.store.util import now_ms
+from opencbs.store.util import is_text, now_ms
 
 
 @dataclass(frozen=True)
@@ -85,7 +84,7 @@ def _check(cache: VerifiedCache, kind: str, password_hash: str, password: str) -
 def _plausible(value: str | None, max_len: int) -> TypeGuard[str]:
     """Whether a credential can be looked up at all: a non-empty string of at most ``max_len``
     characters that the databases can hold (no NUL, no lone surrogate)."""
-    return isinstance(value, str) and 0 < len(value) <= max_len and usable_text(value)
+    return isinstance(value, str) and 0 < len(value) <= max_len and is_text(value)
 
 
 def authenticate_system(

@@ -13,6 +13,7 @@ import orjson
 from starlette.requests import Request
 
 from opencbs.errors import BodyNotObject, ParameterInvalid, ParameterMissing
+from opencbs.store.util import is_text
 
 #: A body larger than this is refused as not an object (bytes).
 MAX_BODY = 1 << 20
@@ -91,7 +92,7 @@ class Params:
         if value is None:
             return None
         if isinstance(value, str):
-            if not usable_text(value):
+            if not is_text(value):
                 raise ParameterInvalid(name, printable(value))
             return value
         if isinstance(value, int) and not isinstance(value, bool):
@@ -129,19 +130,6 @@ class Params:
             if low in _FALSE:
                 return False
         raise ParameterInvalid(name, _show(value))
-
-
-def usable_text(value: str) -> bool:
-    """Whether ``value`` can be stored and compared as text by every database: no NUL character
-    (PostgreSQL refuses it) and no lone surrogate (not encodable as UTF-8, e.g. ``"\\ud800"``
-    in a JSON body)."""
-    if "\x00" in value:
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def printable(value: str) -> str:

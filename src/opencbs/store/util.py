@@ -15,9 +15,10 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def is_text(value: str) -> bool:
-    """Whether ``value`` can be stored and served as JSON text: valid Unicode (no lone
-    surrogates, as a path that is not UTF-8 has once decoded with ``surrogateescape``) and no
-    NUL character."""
+    """Whether ``value`` can be stored, compared and served as text by every database and as
+    JSON: valid Unicode (no lone surrogate, as a path that is not UTF-8 has once decoded with
+    ``surrogateescape``, or ``"\ud800"`` in a JSON body) and no NUL character (PostgreSQL
+    refuses it). The API checks parameters with it too (``api.params``)."""
     if "\x00" in value:
         return False
     try:

@@ -122,6 +122,17 @@ def _report(client: TestClient, set_id: str, dest_id: str, job_id: str) -> dict[
     return data
 
 
+def _deliver_the_one(client: TestClient, transport: httpx.BaseTransport, spool: Path,
+                     set_id: str, dest_id: str) -> dict[str, Any]:
+    """Deliver what is spooled under ``spool``: exactly one job, delivered; its report."""
+    with _agent(transport) as agent:
+        results = deliver_pending(agent, spool, retry_delays=())
+    assert [r.state for r in results] == [DeliveryState.DELIVERED]
+    job_id = results[0].job_id
+    assert job_id is not None
+    return _report(client, set_id, dest_id, job_id)
+
+
 def _job_ids(client: TestClient, set_id: str) -> list[str]:
     r = client.post("/obs/api/json/ListBackupJobs.do", json={
         "SysUser": ADMIN[0], "SysPwd": ADMIN[1], "LoginName": USER[0]})
@@ -281,12 +292,7 @@ def test_abandoned_spool_is_closed_not_finished(
     folder = pending_spools(spool)[0]
     (folder / "finish.json").unlink()
     os.unlink(folder / f"batch-{JobSpool.open(folder).batch_count() - 1:08d}.json")
-    with _agent(app_transport) as agent:
-        results = deliver_pending(agent, spool, retry_delays=())
-    assert [r.state for r in results] == [DeliveryState.DELIVERED]
-    job_id = results[0].job_id
-    assert job_id is not None
-    data = _report(client, set_id, dest_id, job_id)
+    data = _deliver_the_one(client, app_transport, spool, set_id, dest_id)
     assert data["BackupJobStatus"] == "BS_BACKUP_NOT_FINISHED"
     _check_counters(data)
     assert data["Logs"][-1]["Type"] == "end"
@@ -395,12 +401,7 @@ def test_spool_refused_while_the_server_is_away_loses_the_rest_and_says_so(
     assert kept.batch_count() == (2 if disk_refuses_again else 3)
     assert (kept.finish() is None) is disk_refuses_again
 
-    with _agent(app_transport) as agent:
-        results = deliver_pending(agent, spool, retry_delays=())
-    assert [r.state for r in results] == [DeliveryState.DELIVERED]
-    job_id = results[0].job_id
-    assert job_id is not None
-    data = _report(client, set_id, dest_id, job_id)
+    data = _deliver_the_one(client, app_transport, spool, set_id, dest_id)
     _check_counters(data)
     assert data["Logs"][-1]["Type"] == "end"
     if disk_refuses_again:
