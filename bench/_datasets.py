@@ -40,8 +40,26 @@ _LETTERS = "etaoinshrdlucmfwypvbgkqjxz"
 _LEVELS = ("INFO", "INFO", "INFO", "DEBUG", "WARN", "ERROR")
 # a byte table that maps random bytes to 16 values: a ~4-bit/byte "opcode" stream
 _LOW_ENTROPY = bytes(
-    (0x00, 0x48, 0x89, 0x8B, 0xE8, 0xFF, 0x0F, 0x85, 0x74, 0xC3, 0x24, 0x44, 0x01, 0x08, 0x10,
-     0x20)[b & 0x0F] for b in range(256))
+    (
+        0x00,
+        0x48,
+        0x89,
+        0x8B,
+        0xE8,
+        0xFF,
+        0x0F,
+        0x85,
+        0x74,
+        0xC3,
+        0x24,
+        0x44,
+        0x01,
+        0x08,
+        0x10,
+        0x20,
+    )[b & 0x0F]
+    for b in range(256)
+)
 
 
 def _log_uniform(rng: random.Random, lo: int, hi: int) -> int:
@@ -56,8 +74,9 @@ class TextSource:
         rng = random.Random(f"text-vocab:{seed}")
         vocab = ["".join(rng.choices(_LETTERS, k=rng.randint(2, 10))) for _ in range(5_000)]
         weights = [1.0 / (r + 1) for r in range(len(vocab))]
-        self.lines = [" ".join(rng.choices(vocab, weights, k=rng.randint(4, 14)))
-                      for _ in range(distinct)]
+        self.lines = [
+            " ".join(rng.choices(vocab, weights, k=rng.randint(4, 14))) for _ in range(distinct)
+        ]
 
     def text(self, rng: random.Random, size: int) -> bytes:
         """``size`` bytes of text drawn with ``rng``."""
@@ -67,8 +86,9 @@ class TextSource:
         while got < size:
             n = max(16, (size - got) // 70 + 1)
             picked = rng.choices(self.lines, k=n)
-            chunk = "".join(f"2024-{t + i:010d} {_LEVELS[i % 6]} {line}\n"
-                            for i, line in enumerate(picked)).encode()
+            chunk = "".join(
+                f"2024-{t + i:010d} {_LEVELS[i % 6]} {line}\n" for i, line in enumerate(picked)
+            ).encode()
             t += n
             out.append(chunk)
             got += len(chunk)
@@ -99,8 +119,9 @@ def _zstd(data: bytes) -> bytes:
     zstd = shutil.which("zstd")
     if zstd is None:
         return gzip.compress(data, compresslevel=6, mtime=0)
-    return subprocess.run([zstd, "-3", "-q", "-c"], input=data, capture_output=True,
-                          check=True).stdout
+    return subprocess.run(
+        [zstd, "-3", "-q", "-c"], input=data, capture_output=True, check=True
+    ).stdout
 
 
 def _manifest_ok(manifest: Path, params: dict[str, Any]) -> dict[str, Any] | None:
@@ -136,15 +157,21 @@ def build_mixed(root: Path, total_bytes: int, seed: int) -> tuple[dict[str, str]
     rng = random.Random(f"mixed:{seed}")
     text = TextSource(seed)
     hashes: dict[str, str] = {}
-    plan = (("text", 0.30, 32 * MIB), ("bin", 0.25, 32 * MIB),
-            ("compressed", 0.20, 32 * MIB), ("random", 0.25, 64 * MIB))
+    plan = (
+        ("text", 0.30, 32 * MIB),
+        ("bin", 0.25, 32 * MIB),
+        ("compressed", 0.20, 32 * MIB),
+        ("random", 0.25, 64 * MIB),
+    )
     index = 0
     for category, share, biggest in plan:
         budget = int(total_bytes * share)
         while budget > 0:
             big = rng.random() < 0.03
-            size = min(budget, _log_uniform(rng, 4 * MIB, biggest) if big
-                       else _log_uniform(rng, KIB, 2 * MIB))
+            size = min(
+                budget,
+                _log_uniform(rng, 4 * MIB, biggest) if big else _log_uniform(rng, KIB, 2 * MIB),
+            )
             if category == "text":
                 data, ext = text.text(rng, size), "log"
             elif category == "bin":
@@ -182,18 +209,20 @@ class SmallTree:
         self.spec: list[tuple[int, bool, int, int]] = []
         for _ in range(files):
             size = _log_uniform(rng, 100, 8 * KIB)
-            self.spec.append((rng.randrange(self.dirs), rng.random() < 0.7, size,
-                              rng.randrange(pool - size)))
+            self.spec.append(
+                (rng.randrange(self.dirs), rng.random() < 0.7, size, rng.randrange(pool - size))
+            )
 
     def path(self, i: int) -> Path:
         d = self.spec[i][0]
         ext = "txt" if self.spec[i][1] else "bin"
-        return self.root / f"t{d % 15:02d}" / f"m{d // 15 % 10:02d}" / f"l{d:04d}" / \
-            f"f{i:06d}.{ext}"
+        return (
+            self.root / f"t{d % 15:02d}" / f"m{d // 15 % 10:02d}" / f"l{d:04d}" / f"f{i:06d}.{ext}"
+        )
 
     def _content(self, i: int, size: int, offset: int) -> bytes:
         pool = self.text_pool if self.spec[i][1] else self.random_pool
-        return pool[offset:offset + size]
+        return pool[offset : offset + size]
 
     def build(self) -> bool:
         """Write the tree unless a matching one is there (then put touched files back).
@@ -205,7 +234,8 @@ class SmallTree:
         self.state.unlink(missing_ok=True)
         for d in range(self.dirs):
             (self.root / f"t{d % 15:02d}" / f"m{d // 15 % 10:02d}" / f"l{d:04d}").mkdir(
-                parents=True, exist_ok=True)
+                parents=True, exist_ok=True
+            )
         for i, (_, _, size, offset) in enumerate(self.spec):
             _write(self.path(i), self._content(i, size, offset), BASE_MTIME + i)
         self.manifest.write_text(json.dumps({"params": self.params}))
@@ -219,8 +249,9 @@ class SmallTree:
         self.state.write_text(json.dumps(chosen))
         for i in chosen:
             size = _log_uniform(rng, 100, 8 * KIB)
-            _write(self.path(i), self._content(i, size, rng.randrange(8 * MIB - size)),
-                   TOUCH_MTIME + i)
+            _write(
+                self.path(i), self._content(i, size, rng.randrange(8 * MIB - size)), TOUCH_MTIME + i
+            )
         return len(chosen)
 
     def untouch(self) -> None:

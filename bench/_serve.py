@@ -48,8 +48,12 @@ def main() -> None:
         from opencbs.api.state import ServerState
         from opencbs.store.db import Database
 
-        state = ServerState(db=Database(args.database_url), tz=ZoneInfo("UTC"),
-                            job_idle_timeout=10 ** 9, sweep_interval=3600)
+        state = ServerState(
+            db=Database(args.database_url),
+            tz=ZoneInfo("UTC"),
+            job_idle_timeout=10**9,
+            sweep_interval=3600,
+        )
         app = create_app(state)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 

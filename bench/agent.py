@@ -129,8 +129,16 @@ def _cpu_ticks(pid: int) -> float:
         return 0.0
 
 
-def measure(set_name: str, tool: str, cmd: Sequence[str], env: dict[str, str], *,
-            log: Path, stdin: str | None = None, cwd: Path | None = None) -> tuple[Run, str]:
+def measure(
+    set_name: str,
+    tool: str,
+    cmd: Sequence[str],
+    env: dict[str, str],
+    *,
+    log: Path,
+    stdin: str | None = None,
+    cwd: Path | None = None,
+) -> tuple[Run, str]:
     """Run ``cmd`` to completion under GNU ``time``; its wall time, CPU time (rusage of ``time``
     and its waited children: the tool's tree) and peak RSS: the larger of ``time``'s ``%M`` (the
     ``ru_maxrss`` of the tool's largest process) and the sampled sum of the VmRSS of the tool's
@@ -144,8 +152,14 @@ def measure(set_name: str, tool: str, cmd: Sequence[str], env: dict[str, str], *
         err.write(f"\n$ {' '.join(cmd)}\n".encode())
         err.flush()
         start = time.perf_counter()
-        proc = subprocess.Popen(list(cmd), env=env, cwd=cwd, stdout=out, stderr=err,
-                                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            list(cmd),
+            env=env,
+            cwd=cwd,
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        )
         if stdin is not None:
             assert proc.stdin is not None
             proc.stdin.write(stdin.encode())
@@ -168,10 +182,17 @@ def measure(set_name: str, tool: str, cmd: Sequence[str], env: dict[str, str], *
         maxrss_kib = int(time_path.read_text().split()[-1])
     except (OSError, ValueError, IndexError):
         maxrss_kib = 0
-    run = Run(set_name, tool, wall_s=wall, user_s=ru.ru_utime, sys_s=ru.ru_stime,
-              cpu_s=ru.ru_utime + ru.ru_stime,
-              peak_rss_mib=max(maxrss_kib, peak[0]) / 1024, rc=proc.returncode,
-              ok=proc.returncode == 0)
+    run = Run(
+        set_name,
+        tool,
+        wall_s=wall,
+        user_s=ru.ru_utime,
+        sys_s=ru.ru_stime,
+        cpu_s=ru.ru_utime + ru.ru_stime,
+        peak_rss_mib=max(maxrss_kib, peak[0]) / 1024,
+        rc=proc.returncode,
+        ok=proc.returncode == 0,
+    )
     if not run.ok:
         run.note = f"FAILED (exit {proc.returncode}, see {log.relative_to(ROOT)})"
     return run, out_path.read_text(errors="replace")
@@ -211,11 +232,16 @@ def _version(cmd: Sequence[str]) -> str:
 
 
 def _base_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OPENCBS_", "RESTIC_", "BORG_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("OPENCBS_", "RESTIC_", "BORG_"))
+    }
     home.mkdir(parents=True, exist_ok=True)
-    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"),
-               XDG_CACHE_HOME=str(home / ".cache"), XDG_DATA_HOME=str(home / ".local/share"))
+    env.update(
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_CACHE_HOME=str(home / ".cache"),
+        XDG_DATA_HOME=str(home / ".local/share"),
+    )
     return env
 
 
@@ -236,29 +262,42 @@ class Opencbs:
         self.server_env = _base_env(root / "server-home")
         if pythonpath is not None:  # another revision's src/ before the editable install's
             self.server_env["PYTHONPATH"] = str(pythonpath)
-        self.server_env.update(OPENCBS_DATA_DIR=str(root / "server-data"),
-                               OPENCBS_TIMEZONE="UTC", OPENCBS_LOG_LEVEL="WARNING")
+        self.server_env.update(
+            OPENCBS_DATA_DIR=str(root / "server-data"),
+            OPENCBS_TIMEZONE="UTC",
+            OPENCBS_LOG_LEVEL="WARNING",
+        )
         self.jobs: dict[str, str] = {}  # set name -> last job ID
         self.dests: dict[str, Path] = {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        res = subprocess.run([OPENCBS, "user", "add", LOGIN, "--password-stdin"],
-                             input=LOGIN_PWD + "\n", env=self.server_env, capture_output=True,
-                             text=True, check=False)
+        res = subprocess.run(
+            [OPENCBS, "user", "add", LOGIN, "--password-stdin"],
+            input=LOGIN_PWD + "\n",
+            env=self.server_env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if res.returncode != 0:
             raise SystemExit(f"opencbs user add failed: {res.stderr.strip()}")
         port = _free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.server_log = open(self.logs / "opencbs-serve.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen([OPENCBS, "serve", "--port", str(port)],
-                                     env=self.server_env, stdout=self.server_log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [OPENCBS, "serve", "--port", str(port)],
+            env=self.server_env,
+            stdout=self.server_log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise SystemExit("opencbs serve exited; see "
-                                 f"{(self.logs / 'opencbs-serve.log').relative_to(ROOT)}")
+                raise SystemExit(
+                    "opencbs serve exited; see "
+                    f"{(self.logs / 'opencbs-serve.log').relative_to(ROOT)}"
+                )
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=1):
                     break
@@ -267,8 +306,10 @@ class Opencbs:
         else:
             raise SystemExit("opencbs serve did not start within 60 s")
         config = self.root / "agent-config.toml"
-        config.write_text(f'[agent]\nserver_url = "{self.url}"\nlogin_name = "{LOGIN}"\n'
-                          f'password = "{LOGIN_PWD}"\nencryption_password = "{REPO_PWD}"\n')
+        config.write_text(
+            f'[agent]\nserver_url = "{self.url}"\nlogin_name = "{LOGIN}"\n'
+            f'password = "{LOGIN_PWD}"\nencryption_password = "{REPO_PWD}"\n'
+        )
         config.chmod(0o600)
         self.env = _base_env(self.root / "agent-home")
         self.env["OPENCBS_CONFIG"] = str(config)
@@ -292,8 +333,9 @@ class Opencbs:
             cmd += ["--source", str(source), "--destination", str(repo)]
             self.dests[series] = repo
         before = _cpu_ticks(self.proc.pid)
-        run, out = measure(set_name, self.name, cmd, self.env,
-                           log=self.logs / f"opencbs-{set_name}.log")
+        run, out = measure(
+            set_name, self.name, cmd, self.env, log=self.logs / f"opencbs-{set_name}.log"
+        )
         run.server_cpu_s = _cpu_ticks(self.proc.pid) - before
         if run.ok:
             try:
@@ -311,10 +353,17 @@ class Opencbs:
         return run
 
     def restore(self, series: str, target: Path) -> Run:
-        cmd = [OPENCBS, "restore", self.jobs[series], "--destination", str(self.dests[series]),
-               "--target", str(target), "--json"]
-        run, _ = measure("restore", self.name, cmd, self.env,
-                         log=self.logs / "opencbs-restore.log")
+        cmd = [
+            OPENCBS,
+            "restore",
+            self.jobs[series],
+            "--destination",
+            str(self.dests[series]),
+            "--target",
+            str(target),
+            "--json",
+        ]
+        run, _ = measure("restore", self.name, cmd, self.env, log=self.logs / "opencbs-restore.log")
         return run
 
 
@@ -338,21 +387,34 @@ class Restic:
     def backup(self, set_name: str, series: str, source: Path, repo: Path) -> Run:
         env = {**self.env, "RESTIC_REPOSITORY": str(self.repos.get(series, repo))}
         if series not in self.repos:
-            res = subprocess.run(["restic", "init", "--repository-version", "2"], env=env,
-                                 capture_output=True, text=True, check=False)
+            res = subprocess.run(
+                ["restic", "init", "--repository-version", "2"],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if res.returncode != 0:
                 raise SystemExit(f"restic init failed: {res.stderr.strip()}")
             self.repos[series] = repo
-        run, _ = measure(set_name, self.name, ["restic", "backup", "--quiet", "--host", "bench",
-                                               str(source)],
-                         env, log=self.logs / f"restic-{set_name}.log")
+        run, _ = measure(
+            set_name,
+            self.name,
+            ["restic", "backup", "--quiet", "--host", "bench", str(source)],
+            env,
+            log=self.logs / f"restic-{set_name}.log",
+        )
         return run
 
     def restore(self, series: str, target: Path) -> Run:
         env = {**self.env, "RESTIC_REPOSITORY": str(self.repos[series])}
-        run, _ = measure("restore", self.name,
-                         ["restic", "restore", "latest", "--quiet", "--target", str(target)],
-                         env, log=self.logs / "restic-restore.log")
+        run, _ = measure(
+            "restore",
+            self.name,
+            ["restic", "restore", "latest", "--quiet", "--target", str(target)],
+            env,
+            log=self.logs / "restic-restore.log",
+        )
         return run
 
 
@@ -364,9 +426,12 @@ class Borg:
     def __init__(self, root: Path, logs: Path) -> None:
         self.root, self.logs = root, logs
         self.env = _base_env(root / "borg-home")
-        self.env.update(BORG_PASSPHRASE=REPO_PWD, BORG_BASE_DIR=str(root / "borg-home"),
-                        BORG_RELOCATED_REPO_ACCESS_IS_OK="yes",
-                        BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK="yes")
+        self.env.update(
+            BORG_PASSPHRASE=REPO_PWD,
+            BORG_BASE_DIR=str(root / "borg-home"),
+            BORG_RELOCATED_REPO_ACCESS_IS_OK="yes",
+            BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK="yes",
+        )
         self.repos: dict[str, Path] = {}
         self.archives: dict[str, int] = {}
 
@@ -378,15 +443,24 @@ class Borg:
 
     def backup(self, set_name: str, series: str, source: Path, repo: Path) -> Run:
         if series not in self.repos:
-            res = subprocess.run(["borg", "init", "--encryption=repokey-blake2", str(repo)],
-                                 env=self.env, capture_output=True, text=True, check=False)
+            res = subprocess.run(
+                ["borg", "init", "--encryption=repokey-blake2", str(repo)],
+                env=self.env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if res.returncode != 0:
                 raise SystemExit(f"borg init failed: {res.stderr.strip()}")
             self.repos[series] = repo
         n = self.archives[series] = self.archives.get(series, 0) + 1
-        run, _ = measure(set_name, self.name,
-                         ["borg", "create", f"{self.repos[series]}::{series}-{n}", str(source)],
-                         self.env, log=self.logs / f"borg-{set_name}.log")
+        run, _ = measure(
+            set_name,
+            self.name,
+            ["borg", "create", f"{self.repos[series]}::{series}-{n}", str(source)],
+            self.env,
+            log=self.logs / f"borg-{set_name}.log",
+        )
         return run
 
     def restore(self, series: str, target: Path) -> Run:
@@ -399,15 +473,21 @@ class Borg:
 def check_peers() -> None:
     missing = [t for t in ("restic", "borg") if shutil.which(t) is None]
     if missing:
-        raise SystemExit(f"bench/agent.py: {' and '.join(missing)} not on PATH\n"
-                         "hint: install the peers, e.g. on Debian/Ubuntu: "
-                         "sudo apt-get install restic borgbackup")
+        raise SystemExit(
+            f"bench/agent.py: {' and '.join(missing)} not on PATH\n"
+            "hint: install the peers, e.g. on Debian/Ubuntu: "
+            "sudo apt-get install restic borgbackup"
+        )
     if not Path(GNU_TIME).exists():
-        raise SystemExit(f"bench/agent.py: {GNU_TIME} (GNU time) not found\n"
-                         "hint: install it, e.g. on Debian/Ubuntu: sudo apt-get install time")
+        raise SystemExit(
+            f"bench/agent.py: {GNU_TIME} (GNU time) not found\n"
+            "hint: install it, e.g. on Debian/Ubuntu: sudo apt-get install time"
+        )
     if not Path(OPENCBS).exists():
-        raise SystemExit(f"bench/agent.py: {OPENCBS} not found\n"
-                         "hint: run with the project's venv: .venv/bin/python bench/agent.py")
+        raise SystemExit(
+            f"bench/agent.py: {OPENCBS} not found\n"
+            "hint: run with the project's venv: .venv/bin/python bench/agent.py"
+        )
 
 
 def compare_restore(expected: dict[str, str], restored_root: Path) -> str:
@@ -424,8 +504,9 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     only = set(args.only.split(",")) if args.only else set(SETS)
     unknown = only - set(SETS)
     if unknown:
-        raise SystemExit(f"bench/agent.py: unknown data set {sorted(unknown)}; choose from "
-                         f"{','.join(SETS)}")
+        raise SystemExit(
+            f"bench/agent.py: unknown data set {sorted(unknown)}; choose from {','.join(SETS)}"
+        )
     if only & {"c", "d"}:
         only.add("b")  # (c) and (d) are re-runs of (b)'s series
     if "restore" in only:
@@ -439,9 +520,12 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     logs = run_dir / "logs"
     logs.mkdir(parents=True)
     load_before = os.getloadavg()
-    print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} "
-          f"{load_before[2]:.2f} ({os.cpu_count()} CPUs); work dir "
-          f"{run_dir.relative_to(ROOT)}", flush=True)
+    print(
+        f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} "
+        f"{load_before[2]:.2f} ({os.cpu_count()} CPUs); work dir "
+        f"{run_dir.relative_to(ROOT)}",
+        flush=True,
+    )
 
     t0 = time.perf_counter()
     manifest: dict[str, str] = {}
@@ -449,19 +533,31 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     small: SmallTree | None = None
     if "a" in only:
         manifest, reused = build_mixed(mixed_src, mixed_bytes, SEED)
-        print(f"(a) {len(manifest)} files, {du_mib(mixed_src):.0f} MiB "
-              f"({'reused' if reused else 'built'})", flush=True)
+        print(
+            f"(a) {len(manifest)} files, {du_mib(mixed_src):.0f} MiB "
+            f"({'reused' if reused else 'built'})",
+            flush=True,
+        )
     if "b" in only:
         small = SmallTree(sets_dir / "b", small_files, SEED)
         reused = small.build()
-        print(f"(b) {small.files} files in {small.dirs} leaf directories, "
-              f"{du_mib(small.root):.0f} MiB ({'reused' if reused else 'built'})", flush=True)
+        print(
+            f"(b) {small.files} files in {small.dirs} leaf directories, "
+            f"{du_mib(small.root):.0f} MiB ({'reused' if reused else 'built'})",
+            flush=True,
+        )
     print(f"data sets ready in {time.perf_counter() - t0:.0f} s", flush=True)
 
     can_drop = drop_caches()
-    print("page cache: " + ("dropped before each run of (a), (b) and the restores" if can_drop
-                            else "NOT dropped (no permission): runs after the first read warm"),
-          flush=True)
+    print(
+        "page cache: "
+        + (
+            "dropped before each run of (a), (b) and the restores"
+            if can_drop
+            else "NOT dropped (no permission): runs after the first read warm"
+        ),
+        flush=True,
+    )
     opencbs = Opencbs(run_dir, logs, pythonpath)
     tools: list[Opencbs | Restic | Borg] = [opencbs, Restic(run_dir, logs), Borg(run_dir, logs)]
     runs: list[Run] = []
@@ -515,17 +611,29 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     load_after = os.getloadavg()
     doc: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "mode": mode, "only": sorted(only), "command": " ".join([".venv/bin/python",
-                                                                  "bench/agent.py", *sys.argv[1:]]),
-        "cpus": os.cpu_count(), "load_before": load_before, "load_after": load_after,
+        "mode": mode,
+        "only": sorted(only),
+        "command": " ".join([".venv/bin/python", "bench/agent.py", *sys.argv[1:]]),
+        "cpus": os.cpu_count(),
+        "load_before": load_before,
+        "load_after": load_after,
         "page_cache_dropped": can_drop,
-        "sizes": {"a_bytes": mixed_bytes, "a_files": len(manifest), "b_files": small_files,
-                  "touched_fraction": TOUCH_FRACTION},
-        "versions": {"opencbs": revision, "restic": _version(["restic", "version"]),
-                     "borg": _version(["borg", "--version"])},
-        "settings": {"opencbs": "default (encrypted repository, default compression)",
-                     "restic": "repository version 2, compression auto",
-                     "borg": "repokey-blake2, compression lz4 (default)"},
+        "sizes": {
+            "a_bytes": mixed_bytes,
+            "a_files": len(manifest),
+            "b_files": small_files,
+            "touched_fraction": TOUCH_FRACTION,
+        },
+        "versions": {
+            "opencbs": revision,
+            "restic": _version(["restic", "version"]),
+            "borg": _version(["borg", "--version"]),
+        },
+        "settings": {
+            "opencbs": "default (encrypted repository, default compression)",
+            "restic": "repository version 2, compression auto",
+            "borg": "repokey-blake2, compression lz4 (default)",
+        },
         "runs": [asdict(r) for r in runs],
         "work_dir": str(run_dir),
     }
@@ -539,34 +647,52 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
 def export_revision(rev: str) -> tuple[Path, str]:
     """``git archive REV src`` under ``bench/.work/agent/src/<commit>/`` (once); returns that
     ``src`` folder (for PYTHONPATH) and the short commit."""
-    res = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", rev + "^{commit}"],
-                         capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", rev + "^{commit}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if res.returncode != 0:
-        raise SystemExit(f"bench/agent.py: unknown revision {rev!r}\n"
-                         "hint: give a commit, tag or branch of this repository")
+        raise SystemExit(
+            f"bench/agent.py: unknown revision {rev!r}\n"
+            "hint: give a commit, tag or branch of this repository"
+        )
     commit = res.stdout.strip()
     dest = WORK / "src" / commit
     if not (dest / "src" / "opencbs").is_dir():
         shutil.rmtree(dest, ignore_errors=True)
         dest.mkdir(parents=True)
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "src"],
-                                 capture_output=True, check=True).stdout
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", commit, "src"], capture_output=True, check=True
+        ).stdout
         subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
     return dest / "src", f"{commit} (git archive, not the working tree)"
 
 
 def _git_rev() -> str:
-    res = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                         capture_output=True, text=True, check=False)
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"],
-                           capture_output=True, text=True, check=False).stdout.strip()
+    res = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    dirty = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
     return res.stdout.strip() + (" + uncommitted changes in src/" if dirty else "")
 
 
 def _progress(r: Run) -> None:
     extra = f", server CPU {r.server_cpu_s:.1f} s" if r.server_cpu_s is not None else ""
-    print(f"  ({r.set}) {r.tool:8} wall {r.wall_s:7.2f} s  CPU {r.cpu_s:7.2f} s  "
-          f"peak {r.peak_rss_mib:7.1f} MiB{extra}  {r.note}", flush=True)
+    print(
+        f"  ({r.set}) {r.tool:8} wall {r.wall_s:7.2f} s  CPU {r.cpu_s:7.2f} s  "
+        f"peak {r.peak_rss_mib:7.1f} MiB{extra}  {r.note}",
+        flush=True,
+    )
 
 
 # --- the table ---------------------------------------------------------------------------------
@@ -582,17 +708,27 @@ def goals(runs: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
             p = by.get((s, peer))
             if o and p and o["ok"] and p["ok"]:
                 ratio = o["wall_s"] / p["wall_s"]
-                out.append((f"({s}) faster than {peer}", ratio < 1,
-                            f"wall {o['wall_s']:.2f} s vs {p['wall_s']:.2f} s = {ratio:.2f}x"))
+                out.append(
+                    (
+                        f"({s}) faster than {peer}",
+                        ratio < 1,
+                        f"wall {o['wall_s']:.2f} s vs {p['wall_s']:.2f} s = {ratio:.2f}x",
+                    )
+                )
     for s in GOAL_MEMORY:
         o = by.get((s, "opencbs"))
         for peer in ("restic", "borg"):
             p = by.get((s, peer))
             if o and p and o["ok"] and p["ok"]:
                 ratio = o["peak_rss_mib"] / p["peak_rss_mib"]
-                out.append((f"({s}) less memory than {peer}", ratio < 1,
-                            f"peak {o['peak_rss_mib']:.0f} MiB vs {p['peak_rss_mib']:.0f} MiB "
-                            f"= {ratio:.2f}x"))
+                out.append(
+                    (
+                        f"({s}) less memory than {peer}",
+                        ratio < 1,
+                        f"peak {o['peak_rss_mib']:.0f} MiB vs {p['peak_rss_mib']:.0f} MiB "
+                        f"= {ratio:.2f}x",
+                    )
+                )
     return out
 
 
@@ -603,14 +739,27 @@ def render(doc: dict[str, Any]) -> None:
     console = Console(width=140)
     runs = doc["runs"]
     by = {(r["set"], r["tool"]): r for r in runs}
-    titles = {"a": "(a) mixed", "b": "(b) small files", "c": "(c) unchanged",
-              "d": "(d) 1% touched", "restore": "restore (a)"}
-    table = Table(title=f"opencbs agent vs restic and borg ({doc['mode']}, {doc['date']}, load "
-                        f"average {doc['load_before'][0]:.2f} before / "
-                        f"{doc['load_after'][0]:.2f} after, {doc['cpus']} CPUs)")
-    for col, just in (("set", "left"), ("tool", "left"), ("wall s", "right"),
-                      ("CPU s", "right"), ("peak RSS MiB", "right"), ("repo MiB", "right"),
-                      ("note", "left")):
+    titles = {
+        "a": "(a) mixed",
+        "b": "(b) small files",
+        "c": "(c) unchanged",
+        "d": "(d) 1% touched",
+        "restore": "restore (a)",
+    }
+    table = Table(
+        title=f"opencbs agent vs restic and borg ({doc['mode']}, {doc['date']}, load "
+        f"average {doc['load_before'][0]:.2f} before / "
+        f"{doc['load_after'][0]:.2f} after, {doc['cpus']} CPUs)"
+    )
+    for col, just in (
+        ("set", "left"),
+        ("tool", "left"),
+        ("wall s", "right"),
+        ("CPU s", "right"),
+        ("peak RSS MiB", "right"),
+        ("repo MiB", "right"),
+        ("note", "left"),
+    ):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     goal_sets = {"wall": set(GOAL_FASTER), "mem": set(GOAL_MEMORY)}
     for s in SETS:
@@ -622,9 +771,15 @@ def render(doc: dict[str, Any]) -> None:
             note = r["note"]
             if r["server_cpu_s"] is not None:
                 note = f"server CPU {r['server_cpu_s']:.1f} s; " + note
-            table.add_row(titles[s] if i == 0 else "", t, f"{r['wall_s']:.2f}",
-                          f"{r['cpu_s']:.2f}", f"{r['peak_rss_mib']:.0f}",
-                          "" if r["repo_mib"] is None else f"{r['repo_mib']:.0f}", note)
+            table.add_row(
+                titles[s] if i == 0 else "",
+                t,
+                f"{r['wall_s']:.2f}",
+                f"{r['cpu_s']:.2f}",
+                f"{r['peak_rss_mib']:.0f}",
+                "" if r["repo_mib"] is None else f"{r['repo_mib']:.0f}",
+                note,
+            )
         o = by.get((s, "opencbs"))
         for peer in ("restic", "borg"):
             p = by.get((s, peer))
@@ -637,20 +792,26 @@ def render(doc: dict[str, Any]) -> None:
                     text += " ✓" if ratio < 1 else " ✗"
                 return text
 
-            table.add_row("", f"opencbs/{peer}", mark(o["wall_s"] / p["wall_s"], "wall"),
-                          f"{o['cpu_s'] / p['cpu_s']:.2f}" if p["cpu_s"] else "",
-                          mark(o["peak_rss_mib"] / p["peak_rss_mib"], "mem"),
-                          f"{o['repo_mib'] / p['repo_mib']:.2f}"
-                          if o["repo_mib"] and p["repo_mib"] else "", "", style="dim")
+            table.add_row(
+                "",
+                f"opencbs/{peer}",
+                mark(o["wall_s"] / p["wall_s"], "wall"),
+                f"{o['cpu_s'] / p['cpu_s']:.2f}" if p["cpu_s"] else "",
+                mark(o["peak_rss_mib"] / p["peak_rss_mib"], "mem"),
+                f"{o['repo_mib'] / p['repo_mib']:.2f}" if o["repo_mib"] and p["repo_mib"] else "",
+                "",
+                style="dim",
+            )
         table.add_section()
     console.print(table)
     settings = doc["settings"]
-    dropped = ("dropped before (a), (b) and restores" if doc["page_cache_dropped"]
-               else "not dropped")
-    console.print(f"settings: opencbs {settings['opencbs']}; restic {settings['restic']}; borg "
-                  f"{settings['borg']}. Versions: opencbs {doc['versions']['opencbs']}, "
-                  f"{doc['versions']['restic']}, {doc['versions']['borg']}. Page cache "
-                  f"{dropped}.")
+    dropped = "dropped before (a), (b) and restores" if doc["page_cache_dropped"] else "not dropped"
+    console.print(
+        f"settings: opencbs {settings['opencbs']}; restic {settings['restic']}; borg "
+        f"{settings['borg']}. Versions: opencbs {doc['versions']['opencbs']}, "
+        f"{doc['versions']['restic']}, {doc['versions']['borg']}. Page cache "
+        f"{dropped}."
+    )
     met = goals(runs)
     if met:
         console.print("goals (the issue):")
@@ -659,17 +820,30 @@ def render(doc: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="small data sets: (a) 100 MiB, (b) 10,000 files")
-    parser.add_argument("--only", default="", metavar="a,b,c,d,restore",
-                        help="only these data sets ((c), (d) imply (b); restore implies (a))")
-    parser.add_argument("--rev", default="", metavar="COMMIT",
-                        help="benchmark opencbs as committed at COMMIT (git archive of src/ on "
-                             "PYTHONPATH) instead of the working tree")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep the repositories, restored trees and caches of the run")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="small data sets: (a) 100 MiB, (b) 10,000 files"
+    )
+    parser.add_argument(
+        "--only",
+        default="",
+        metavar="a,b,c,d,restore",
+        help="only these data sets ((c), (d) imply (b); restore implies (a))",
+    )
+    parser.add_argument(
+        "--rev",
+        default="",
+        metavar="COMMIT",
+        help="benchmark opencbs as committed at COMMIT (git archive of src/ on "
+        "PYTHONPATH) instead of the working tree",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the repositories, restored trees and caches of the run",
+    )
     args = parser.parse_args(argv)
     check_peers()
     doc = run_benchmark(args)

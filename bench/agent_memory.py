@@ -42,8 +42,21 @@ def _entries(n: int) -> list[Entry]:
         out.append(Entry(dp, EntryType.DIRECTORY, 0, 1, 1, 0o755, 0, 0, 10_000_000 + d, 1))
         for i in range(min(100, n)):
             k = d * 100 + i
-            out.append(Entry(dp + b"/file-%06d.txt" % k, EntryType.FILE, 100, 2, 2, 0o644, 0,
-                             0, k + 1, 1, content_id=(k + 1).to_bytes(32, "big")))
+            out.append(
+                Entry(
+                    dp + b"/file-%06d.txt" % k,
+                    EntryType.FILE,
+                    100,
+                    2,
+                    2,
+                    0o644,
+                    0,
+                    0,
+                    k + 1,
+                    1,
+                    content_id=(k + 1).to_bytes(32, "big"),
+                )
+            )
     out.sort(key=lambda e: path_sort_key(e.path))
     return out
 
@@ -51,9 +64,22 @@ def _entries(n: int) -> list[Entry]:
 def _copies(items: list[Entry]) -> list[Entry]:
     """The scan with one new file per 100 previous ones, each a copy of a previous file."""
     files = [e for e in items if e.etype is EntryType.FILE]
-    extra = [Entry(e.path + b".copy", EntryType.FILE, e.size, 3, 3, 0o644, 0, 0,
-                   50_000_000 + i, 1, content_id=e.content_id)
-             for i, e in enumerate(files[::100])]
+    extra = [
+        Entry(
+            e.path + b".copy",
+            EntryType.FILE,
+            e.size,
+            3,
+            3,
+            0o644,
+            0,
+            0,
+            50_000_000 + i,
+            1,
+            content_id=e.content_id,
+        )
+        for i, e in enumerate(files[::100])
+    ]
     return sorted(items + extra, key=lambda e: path_sort_key(e.path))
 
 
@@ -67,9 +93,17 @@ def measure(n: int) -> list[tuple[str, int, float, float]]:
     items = _entries(n)
     files = sum(e.etype is EntryType.FILE for e in items)
     snap = repo.commit_snapshot(
-        SnapshotMeta(time_ns=1, set_id="1", destination_id="2", job_id="j", hostname="h",
-                     sources=(b"/data/src",), parent_id=None),
-        ((e, chunks) for e in items))
+        SnapshotMeta(
+            time_ns=1,
+            set_id="1",
+            destination_id="2",
+            job_id="j",
+            hostname="h",
+            sources=(b"/data/src",),
+            parent_id=None,
+        ),
+        ((e, chunks) for e in items),
+    )
     rows = []
     for name, scan in (("unchanged", items), ("copies", _copies(items))):
         reopened = Repository.open(storage, "pw")

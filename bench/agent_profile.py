@@ -161,20 +161,29 @@ def run_phase(work: Path, phase: str) -> dict[str, Any]:
             users.add_system_user(conn, "bench-admin", "bench-admin1", SystemRole.ADMIN)
             users.add_backup_user(conn, *USER)
     state = ServerState(db=db, tz=UTC, job_idle_timeout=3600, sweep_interval=3600)
-    with TestClient(create_app(state)) as tc, AgentClient(
-        "http://testserver", *USER, transport=tc._transport
-    ) as agent:
+    with (
+        TestClient(create_app(state)) as tc,
+        AgentClient("http://testserver", *USER, transport=tc._transport) as agent,
+    ):
         if fresh:
-            bset = agent.create_set(dataset, settings={"sources": [str(work / dataset)]},
-                                    destinations=[NewDestination("L", "LOCAL",
-                                                                 {"path": str(dest)})])
+            bset = agent.create_set(
+                dataset,
+                settings={"sources": [str(work / dataset)]},
+                destinations=[NewDestination("L", "LOCAL", {"path": str(dest)})],
+            )
             ids_file.write_text(json.dumps([bset.id, bset.destinations[0].id]))
         set_id, dest_id = json.loads(ids_file.read_text())
         touched = touch_small(work / "small", 0.01) if phase == "small-touch" else 0
         t0 = time.perf_counter()
         c0 = os.times()
-        out = run_backup(agent, set_id, dest_id, LocalStorage(dest), PASSWORD,
-                         start_time_ms=time.time_ns() // 1_000_000)
+        out = run_backup(
+            agent,
+            set_id,
+            dest_id,
+            LocalStorage(dest),
+            PASSWORD,
+            start_time_ms=time.time_ns() // 1_000_000,
+        )
         c1 = os.times()
         wall = time.perf_counter() - t0
     db.dispose()
@@ -215,11 +224,18 @@ def main() -> None:
         if args.inline:
             row = run_phase(work, phase)
         else:
-            proc = subprocess.run([sys.executable, __file__, "--work", str(work), "--phase",
-                                   phase], check=True, stdout=subprocess.PIPE, text=True)
+            proc = subprocess.run(
+                [sys.executable, __file__, "--work", str(work), "--phase", phase],
+                check=True,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             row = json.loads(proc.stdout.strip().splitlines()[-1])
-        print(f"{row['phase']:<16} {row['status']:<28} {row['wall_s']:>7} {row['cpu_s']:>7} "
-              f"{row['peak_rss_mib']:>8}  {row['counts']}", flush=True)
+        print(
+            f"{row['phase']:<16} {row['status']:<28} {row['wall_s']:>7} {row['cpu_s']:>7} "
+            f"{row['peak_rss_mib']:>8}  {row['counts']}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

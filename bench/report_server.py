@@ -62,16 +62,30 @@ _ROOTS = (
     ("/", "/home/alice/work/customer-portal/frontend/node_modules"),
     ("/", "/srv/samba/marketing/campaigns/2024-spring/assets"),
 )
-_DIRS = ("src", "docs", "build", "Invoices", "Scans", "exports", "raw", "thumbnails",
-         "components", "legacy data", "Q3", "reports-final")
+_DIRS = (
+    "src",
+    "docs",
+    "build",
+    "Invoices",
+    "Scans",
+    "exports",
+    "raw",
+    "thumbnails",
+    "components",
+    "legacy data",
+    "Q3",
+    "reports-final",
+)
 _EXTS = ("docx", "xlsx", "pdf", "jpg", "png", "js", "ts", "json", "txt", "psd", "mp4", "csv")
 
 
 def _path(rng: random.Random, i: int) -> str:
     sep, root = _ROOTS[i % len(_ROOTS)]
     d1, d2 = rng.choice(_DIRS), rng.choice(_DIRS)
-    return (f"{root}{sep}project-{i % 977:04d}{sep}{d1}{sep}{d2}{sep}"
-            f"document_{i:08d}_rev{rng.randrange(10)}.{rng.choice(_EXTS)}")
+    return (
+        f"{root}{sep}project-{i % 977:04d}{sep}{d1}{sep}{d2}{sep}"
+        f"document_{i:08d}_rev{rng.randrange(10)}.{rng.choice(_EXTS)}"
+    )
 
 
 def generate(size: int, seed: int) -> Iterator[Any]:
@@ -84,12 +98,14 @@ def generate(size: int, seed: int) -> Iterator[Any]:
     rng = random.Random(seed)
     n_logs = max(5, size // 20000)
     t0 = BASE_MS + size * 1000
-    yield EntryIn(L.LOG, "start", "Start [ Windows 11 (bench-host), opencbs-agent 0.1.0 ]",
-                  mtime_ms=t0)
+    yield EntryIn(
+        L.LOG, "start", "Start [ Windows 11 (bench-host), opencbs-agent 0.1.0 ]", mtime_ms=t0
+    )
     for k in range(n_logs - 2):
         kind = "warn" if k % 3 == 2 else "info"
-        yield EntryIn(L.LOG, kind, f"Bench log line {k}: scanning {_path(rng, k)}",
-                      mtime_ms=t0 + k * 1000)
+        yield EntryIn(
+            L.LOG, kind, f"Bench log line {k}: scanning {_path(rng, k)}", mtime_ms=t0 + k * 1000
+        )
     for i in range(size - n_logs):
         r = rng.random()
         unzip = int(rng.lognormvariate(9.5, 2.0))
@@ -109,14 +125,34 @@ def generate(size: int, seed: int) -> Iterator[Any]:
         elif r < 0.93:
             yield EntryIn(L.PMT, "F", path, mtime_ms=mtime)
         elif r < 0.97:
-            yield EntryIn(L.DEL, "F" if r < 0.965 else "D", path, mtime_ms=mtime,
-                          size=stored, unzip_size=unzip)
+            yield EntryIn(
+                L.DEL,
+                "F" if r < 0.965 else "D",
+                path,
+                mtime_ms=mtime,
+                size=stored,
+                unzip_size=unzip,
+            )
         elif r < 0.985:
-            yield EntryIn(L.MOV, "F", path, from_path=_path(rng, i + 7), mtime_ms=mtime,
-                          size=stored, unzip_size=unzip)
+            yield EntryIn(
+                L.MOV,
+                "F",
+                path,
+                from_path=_path(rng, i + 7),
+                mtime_ms=mtime,
+                size=stored,
+                unzip_size=unzip,
+            )
         else:
-            yield EntryIn(L.CPY, "F", path, from_path=_path(rng, i + 11), mtime_ms=mtime,
-                          size=stored, unzip_size=unzip)
+            yield EntryIn(
+                L.CPY,
+                "F",
+                path,
+                from_path=_path(rng, i + 11),
+                mtime_ms=mtime,
+                size=stored,
+                unzip_size=unzip,
+            )
     yield EntryIn(L.LOG, "end", "Backup Completed Successfully", mtime_ms=t0 + 3_600_000)
 
 
@@ -148,10 +184,10 @@ def prepare(url: str, sizes: list[int]) -> Fixture:
     with db.write() as conn:
         if users.get_system_user(conn, SYS_USER) is None:
             users.add_system_user(conn, SYS_USER, SYS_PWD, SystemRole.ADMIN)
-        user = users.find_backup_user(conn, LOGIN) or users.add_backup_user(
-            conn, LOGIN, LOGIN_PWD)
+        user = users.find_backup_user(conn, LOGIN) or users.add_backup_user(conn, LOGIN, LOGIN_PWD)
         bset = sets.find_set_by_name(conn, user.id, DATASET) or sets.add_set(
-            conn, user.id, DATASET, {"sources": ["C:\\Users\\Administrator"]})
+            conn, user.id, DATASET, {"sources": ["C:\\Users\\Administrator"]}
+        )
         if not bset.destinations:
             sets.add_destination(conn, user.id, bset.id, DEST_NAME, "LOCAL", {})
             bset = sets.get_set(conn, user.id, bset.id)
@@ -167,8 +203,11 @@ def prepare(url: str, sizes: list[int]) -> Fixture:
                 job = None
             stored = 0
             if job is not None:
-                stored = conn.execute(select(func.count()).select_from(job_entries).where(
-                    job_entries.c.job_pk == job.pk)).scalar_one()
+                stored = conn.execute(
+                    select(func.count())
+                    .select_from(job_entries)
+                    .where(job_entries.c.job_pk == job.pk)
+                ).scalar_one()
         if job is not None and job.status != JobStatus.STILL_RUNNING.value and stored == size:
             print(f"  job of {size:>9,} entries: reused ({job_id})")
             fx.jobs[size], fx.pks[size] = job_id, job.pk
@@ -189,8 +228,9 @@ def _load(db: Any, bset: Any, dest_id: int, size: int, start: int) -> int:
 
     t0 = time.perf_counter()
     with db.write() as conn:
-        job = jobs.start_job(conn, bset, dest_id, tz=UTC, start_ms=start,
-                             from_ip="10.0.0.42", run_version="0.1.0")
+        job = jobs.start_job(
+            conn, bset, dest_id, tz=UTC, start_ms=start, from_ip="10.0.0.42", run_version="0.1.0"
+        )
     batch: list[Any] = []
     batch_no = done = 0
     last_print = t0
@@ -203,15 +243,26 @@ def _load(db: Any, bset: Any, dest_id: int, size: int, start: int) -> int:
             if time.perf_counter() - last_print > 5:
                 last_print = time.perf_counter()
                 rate = done / (last_print - t0)
-                print(f"    loading {size:,}: {done:>9,} entries ({rate:,.0f}/s, "
-                      f"~{(size - done) / rate:.0f} s left)", flush=True)
+                print(
+                    f"    loading {size:,}: {done:>9,} entries ({rate:,.0f}/s, "
+                    f"~{(size - done) / rate:.0f} s left)",
+                    flush=True,
+                )
     with db.write() as conn:
         if batch:
             jobs.append_batch(conn, job.pk, batch_no, batch)
-        jobs.finish_job(conn, job.pk, JobStatus.STOP_SUCCESS, end_ms=start + 3_600_000,
-                        dedupe_original_size=10 ** 9, dedupe_saving=10 ** 8)
-    print(f"  job of {size:>9,} entries: loaded in {time.perf_counter() - t0:.1f} s "
-          f"({job.job_id})", flush=True)
+        jobs.finish_job(
+            conn,
+            job.pk,
+            JobStatus.STOP_SUCCESS,
+            end_ms=start + 3_600_000,
+            dedupe_original_size=10**9,
+            dedupe_saving=10**8,
+        )
+    print(
+        f"  job of {size:>9,} entries: loaded in {time.perf_counter() - t0:.1f} s ({job.job_id})",
+        flush=True,
+    )
     return job.pk
 
 
@@ -229,8 +280,9 @@ def _cli_has_serve() -> bool:
     if not exe.exists():
         return False
     try:
-        out = subprocess.run([str(exe), "serve", "--help"], capture_output=True, text=True,
-                             timeout=60)
+        out = subprocess.run(
+            [str(exe), "serve", "--help"], capture_output=True, text=True, timeout=60
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return out.returncode == 0 and "--database-url" in out.stdout
@@ -248,8 +300,9 @@ class Server:
     def __enter__(self) -> Server:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                         cwd=ROOT, env=env)
+            self.proc = subprocess.Popen(
+                self.argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env
+            )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -280,8 +333,16 @@ class Server:
 def opencbs_server(url: str, launcher: str) -> tuple[Server, str]:
     use_cli = launcher == "cli" or (launcher == "auto" and _cli_has_serve())
     if use_cli:
-        argv = [str(ROOT / ".venv" / "bin" / "opencbs"), "serve", "--database-url", url,
-                "--timezone", "UTC", "--data-dir", str(WORK / "data")]
+        argv = [
+            str(ROOT / ".venv" / "bin" / "opencbs"),
+            "serve",
+            "--database-url",
+            url,
+            "--timezone",
+            "UTC",
+            "--data-dir",
+            str(WORK / "data"),
+        ]
         return Server(argv, "opencbs"), "opencbs serve"
     argv = [sys.executable, str(HERE / "_serve.py"), "opencbs", "--database-url", url]
     return Server(argv, "opencbs"), "bench/_serve.py (create_app + uvicorn.run)"
@@ -340,9 +401,14 @@ class ReportRun:
 
 
 def _params(fx: Fixture, size: int) -> dict[str, str]:
-    return {"SysUser": SYS_USER, "SysPwd": SYS_PWD, "LoginName": LOGIN,
-            "BackupSetID": fx.set_id, "DestinationID": fx.destination_id,
-            "BackupJobID": fx.jobs[size]}
+    return {
+        "SysUser": SYS_USER,
+        "SysPwd": SYS_PWD,
+        "LoginName": LOGIN,
+        "BackupSetID": fx.set_id,
+        "DestinationID": fx.destination_id,
+        "BackupJobID": fx.jobs[size],
+    }
 
 
 def measure_report(port: int, pid: int, fx: Fixture, size: int) -> tuple[ReportRun, bytes]:
@@ -363,8 +429,9 @@ def measure_report(port: int, pid: int, fx: Fixture, size: int) -> tuple[ReportR
         total = time.perf_counter() - t0
         cpu = cpu_seconds(pid) - cpu0
     mib = 1024.0
-    return ReportRun(size, ttfb, total, len(body), watch.before / mib, watch.peak / mib,
-                     watch.hwm / mib, cpu), bytes(body)
+    return ReportRun(
+        size, ttfb, total, len(body), watch.before / mib, watch.peak / mib, watch.hwm / mib, cpu
+    ), bytes(body)
 
 
 def verify_report(raw: bytes, size: int) -> str:
@@ -377,12 +444,13 @@ def verify_report(raw: bytes, size: int) -> str:
         raise SystemExit(f"report of {size}: not OK: {raw[:300]!r}")
     d = doc["Data"]
     expect = {
-        "new": d["NumOfNewFiles"] + d["NumOfNewDirCount"] + d["NumOfNewLinkDirCount"]
+        "new": d["NumOfNewFiles"]
+        + d["NumOfNewDirCount"]
+        + d["NumOfNewLinkDirCount"]
         + d["NumOfNewLinkFileCount"],
         "upd": d["NumOfUpdatedFiles"],
         "pmt": d["NumOfUpdatedPermissionFiles"],
-        "del": d["NumOfDeletedFiles"] + d["NumOfDeletedDirCount"]
-        + d["NumOfDeletedLinkFileCount"],
+        "del": d["NumOfDeletedFiles"] + d["NumOfDeletedDirCount"] + d["NumOfDeletedLinkFileCount"],
         "mov": d["NumOfMovedFiles"],
         "cpy": d["NumOfCopiedFiles"],
     }
@@ -447,9 +515,10 @@ def _load_main(argv: list[str]) -> None:
     ap.add_argument("--warmup", type=int, default=50)
     a = ap.parse_args(argv)
     payload = a.body.encode()
-    req = (f"POST {a.path} HTTP/1.1\r\nHost: 127.0.0.1:{a.port}\r\n"
-           f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
-           ).encode() + payload
+    req = (
+        f"POST {a.path} HTTP/1.1\r\nHost: 127.0.0.1:{a.port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+    ).encode() + payload
     per = [a.requests // a.conns + (1 if i < a.requests % a.conns else 0) for i in range(a.conns)]
     lat: list[list[float]] = [[] for _ in range(a.conns)]
     errors: list[str] = []
@@ -469,14 +538,14 @@ def _load_main(argv: list[str]) -> None:
         i = head.find(b"content-length:")
         if i < 0:
             raise ValueError("no Content-Length: " + head.decode(errors="replace"))
-        n = int(head[i + 15:head.index(b"\r\n", i) if b"\r\n" in head[i:] else None])
+        n = int(head[i + 15 : head.index(b"\r\n", i) if b"\r\n" in head[i:] else None])
         while len(buf) < end + 4 + n:
             chunk = sock.recv(65536)
             if not chunk:
                 raise ConnectionError("closed")
             buf += chunk
-        answer = bytes(buf[end + 4:end + 4 + n])
-        del buf[:end + 4 + n]
+        answer = bytes(buf[end + 4 : end + 4 + n])
+        del buf[: end + 4 + n]
         return answer
 
     def worker(k: int) -> None:
@@ -516,10 +585,17 @@ def _load_main(argv: list[str]) -> None:
         t.join()
     took = time.perf_counter() - t0
     flat = sorted(x for xs in lat for x in xs)
-    print(json.dumps({"requests": len(flat), "seconds": took, "errors": errors,
-                      "p50_ms": flat[len(flat) // 2] * 1000 if flat else None,
-                      "p99_ms": flat[min(len(flat) - 1, int(len(flat) * 0.99))] * 1000
-                      if flat else None}))
+    print(
+        json.dumps(
+            {
+                "requests": len(flat),
+                "seconds": took,
+                "errors": errors,
+                "p50_ms": flat[len(flat) // 2] * 1000 if flat else None,
+                "p99_ms": flat[min(len(flat) - 1, int(len(flat) * 0.99))] * 1000 if flat else None,
+            }
+        )
+    )
 
 
 @dataclass
@@ -538,14 +614,30 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_load(port: int, path: str, body: dict[str, str], requests: int, conns: int,
-             pid: int) -> LoadRun:
+def run_load(
+    port: int, path: str, body: dict[str, str], requests: int, conns: int, pid: int
+) -> LoadRun:
     cpu0, t0 = cpu_seconds(pid), time.perf_counter()
     out = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "_load", "--port", str(port),
-         "--path", path, "--body", json.dumps(body), "--requests", str(requests),
-         "--conns", str(conns)],
-        capture_output=True, text=True, check=True, timeout=600,
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "_load",
+            "--port",
+            str(port),
+            "--path",
+            path,
+            "--body",
+            json.dumps(body),
+            "--requests",
+            str(requests),
+            "--conns",
+            str(conns),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
     )
     cpu = (cpu_seconds(pid) - cpu0) / (time.perf_counter() - t0)
     r = json.loads(out.stdout)
@@ -557,29 +649,54 @@ def run_load(port: int, path: str, body: dict[str, str], requests: int, conns: i
 # --- the run ----------------------------------------------------------------------------------
 
 
-def _table(runs: list[ReportRun], summary: LoadRun, peer: LoadRun, launcher: str,
-           conns: int) -> None:
+def _table(
+    runs: list[ReportRun], summary: LoadRun, peer: LoadRun, launcher: str, conns: int
+) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"GetBackupJobReport (server: {launcher}; peer: sqlite3 -json, same rows "
-                    "and fields)",
-              caption="ratio = opencbs total / sqlite3; peak-before = RSS growth during the "
-                      "request (MiB); server CPU = the server process's CPU seconds")
-    for col in ("entries", "TTFB s", "total s", "MB", "entries/s", "RSS before MiB",
-                "RSS peak MiB", "peak-before", "server CPU s", "sqlite3 s", "ratio", "check"):
+    t = Table(
+        title=f"GetBackupJobReport (server: {launcher}; peer: sqlite3 -json, same rows and fields)",
+        caption="ratio = opencbs total / sqlite3; peak-before = RSS growth during the "
+        "request (MiB); server CPU = the server process's CPU seconds",
+    )
+    for col in (
+        "entries",
+        "TTFB s",
+        "total s",
+        "MB",
+        "entries/s",
+        "RSS before MiB",
+        "RSS peak MiB",
+        "peak-before",
+        "server CPU s",
+        "sqlite3 s",
+        "ratio",
+        "check",
+    ):
         t.add_column(col, justify="right")
     for r in runs:
         ratio = f"{r.total_s / r.peer_s:.1f}x" if r.peer_s else "n/a"
-        t.add_row(f"{r.size:,}", f"{r.ttfb_s:.3f}", f"{r.total_s:.2f}",
-                  f"{r.nbytes / 1e6:.1f}", f"{r.size / r.total_s:,.0f}",
-                  f"{r.rss_before_mib:.0f}", f"{r.rss_peak_mib:.0f}",
-                  f"{r.rss_peak_mib - r.rss_before_mib:+.0f}", f"{r.server_cpu_s:.2f}",
-                  f"{r.peer_s:.2f}" if r.peer_s else "n/a", ratio, r.verified)
+        t.add_row(
+            f"{r.size:,}",
+            f"{r.ttfb_s:.3f}",
+            f"{r.total_s:.2f}",
+            f"{r.nbytes / 1e6:.1f}",
+            f"{r.size / r.total_s:,.0f}",
+            f"{r.rss_before_mib:.0f}",
+            f"{r.rss_peak_mib:.0f}",
+            f"{r.rss_peak_mib - r.rss_before_mib:+.0f}",
+            f"{r.server_cpu_s:.2f}",
+            f"{r.peer_s:.2f}" if r.peer_s else "n/a",
+            ratio,
+            r.verified,
+        )
     console = Console(width=160)
     console.print(t)
-    console.print(f"({os.cpu_count()} cores; load average at the end "
-                  f"{os.getloadavg()[0]:.2f}: other work on the machine skews every figure)")
+    console.print(
+        f"({os.cpu_count()} cores; load average at the end "
+        f"{os.getloadavg()[0]:.2f}: other work on the machine skews every figure)"
+    )
     console.print(
         f"GetBackupJobReportSummary, auth on every request, {summary.requests} requests over "
         f"{conns} keep-alive connections from a separate process: "
@@ -607,21 +724,36 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_load":
         _load_main(sys.argv[2:])
         return
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", default="1000,100000,1000000",
-                    help="job sizes in entries, comma-separated")
-    ap.add_argument("--quick", action="store_true", help="small sizes (1000,10000), fewer "
-                    "summary requests")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--sizes", default="1000,100000,1000000", help="job sizes in entries, comma-separated"
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help="small sizes (1000,10000), fewer summary requests"
+    )
     ap.add_argument("--database-url", default="", help="default: SQLite under bench/.work/")
     ap.add_argument("--summary-requests", type=int, default=3000)
-    ap.add_argument("--connections", type=int, default=4,
-                    help="keep-alive connections of the summary load client")
-    ap.add_argument("--repeat", type=int, default=1,
-                    help="request each report this many times and keep the fastest (the peak "
-                         "RSS is the highest seen)")
-    ap.add_argument("--launcher", choices=["auto", "cli", "module"], default="auto",
-                    help="auto: `opencbs serve` when it exists, else bench/_serve.py")
+    ap.add_argument(
+        "--connections",
+        type=int,
+        default=4,
+        help="keep-alive connections of the summary load client",
+    )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="request each report this many times and keep the fastest (the peak "
+        "RSS is the highest seen)",
+    )
+    ap.add_argument(
+        "--launcher",
+        choices=["auto", "cli", "module"],
+        default="auto",
+        help="auto: `opencbs serve` when it exists, else bench/_serve.py",
+    )
     args = ap.parse_args()
     sizes = [1000, 10000] if args.quick else sorted(int(s) for s in args.sizes.split(","))
     requests = min(args.summary_requests, 1000) if args.quick else args.summary_requests
@@ -629,8 +761,10 @@ def main() -> None:
     url = args.database_url or f"sqlite:///{WORK / 'sqlite' / 'opencbs-bench.db'}"
     if url.startswith("sqlite:///"):
         Path(url.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
-    print(f"database: {url}\npreparing jobs of {', '.join(f'{s:,}' for s in sizes)} entries",
-          flush=True)
+    print(
+        f"database: {url}\npreparing jobs of {', '.join(f'{s:,}' for s in sizes)} entries",
+        flush=True,
+    )
     fx = prepare(url, sizes)
 
     server, launcher = opencbs_server(url, args.launcher)
@@ -652,19 +786,43 @@ def main() -> None:
             dump = measure_peer_report(url, fx.pks[size])
             if dump:
                 run.peer_s, run.peer_bytes = dump
-            print(f"  report {size:>9,}: {run.total_s:.2f} s, peak RSS {run.rss_peak_mib:.0f} "
-                  f"MiB; sqlite3 {run.peer_s or float('nan'):.2f} s", flush=True)
+            print(
+                f"  report {size:>9,}: {run.total_s:.2f} s, peak RSS {run.rss_peak_mib:.0f} "
+                f"MiB; sqlite3 {run.peer_s or float('nan'):.2f} s",
+                flush=True,
+            )
             runs.append(run)
-        summary = run_load(server.port, "/obs/api/json/GetBackupJobReportSummary.do",
-                           summary_params, requests, args.connections, server.pid)
+        summary = run_load(
+            server.port,
+            "/obs/api/json/GetBackupJobReportSummary.do",
+            summary_params,
+            requests,
+            args.connections,
+            server.pid,
+        )
     peer_server = Server([sys.executable, str(HERE / "_serve.py"), "peer"], "peer")
     with peer_server:
-        peer = run_load(peer_server.port, "/obs/api/json/GetBackupJobReportSummary.do",
-                        summary_params, requests, args.connections, peer_server.pid)
+        peer = run_load(
+            peer_server.port,
+            "/obs/api/json/GetBackupJobReportSummary.do",
+            summary_params,
+            requests,
+            args.connections,
+            peer_server.pid,
+        )
     _table(runs, summary, peer, launcher, args.connections)
-    (WORK / "last_run.json").write_text(json.dumps(
-        {"database": url, "launcher": launcher, "reports": [asdict(r) for r in runs],
-         "summary": asdict(summary), "summary_peer": asdict(peer)}, indent=2))
+    (WORK / "last_run.json").write_text(
+        json.dumps(
+            {
+                "database": url,
+                "launcher": launcher,
+                "reports": [asdict(r) for r in runs],
+                "summary": asdict(summary),
+                "summary_peer": asdict(peer),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -28,8 +28,11 @@ T0 = 1_719_408_275_000  # 2024-06-26 13:24:35 UTC: job start times, one per test
 
 def new_set(agent: AgentClient, src: Path, dest: Path) -> tuple[str, str]:
     """A backup set of ``src`` with one local destination ``dest``: (set ID, destination ID)."""
-    bset = agent.create_set("Docs", settings={"sources": [str(src)]},
-                            destinations=[NewDestination("Local", "LOCAL", {"path": str(dest)})])
+    bset = agent.create_set(
+        "Docs",
+        settings={"sources": [str(src)]},
+        destinations=[NewDestination("Local", "LOCAL", {"path": str(dest)})],
+    )
     return bset.id, bset.destinations[0].id
 
 
@@ -42,10 +45,17 @@ def local_storage(dest: Path, **init: Any) -> LocalStorage:
 
 def job_report(client: TestClient, outcome: JobOutcome) -> dict[str, Any]:
     """The job's ``Data`` from GetBackupJobReport, as the administrator."""
-    r = client.post("/obs/api/json/GetBackupJobReport.do", json={
-        "SysUser": ADMIN[0], "SysPwd": ADMIN[1], "LoginName": USER[0],
-        "BackupSetID": outcome.ref.set_id, "DestinationID": outcome.ref.destination_id,
-        "BackupJobID": outcome.ref.job_id})
+    r = client.post(
+        "/obs/api/json/GetBackupJobReport.do",
+        json={
+            "SysUser": ADMIN[0],
+            "SysPwd": ADMIN[1],
+            "LoginName": USER[0],
+            "BackupSetID": outcome.ref.set_id,
+            "DestinationID": outcome.ref.destination_id,
+            "BackupJobID": outcome.ref.job_id,
+        },
+    )
     body = r.json()
     assert body["Status"] == "OK", body
     data: dict[str, Any] = body["Data"]
@@ -60,8 +70,12 @@ def tmpfs(mnt: Path, size: str) -> Iterator[Path]:
     if os.geteuid() != 0:
         pytest.skip(f"mounting a {size} tmpfs needs root")
     mnt.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
-                         capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if res.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
     try:

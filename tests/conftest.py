@@ -40,7 +40,8 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
     for key in list(os.environ):
         if key.startswith("OPENCBS_") and key not in (
-            "OPENCBS_TEST_POSTGRES_URL", "OPENCBS_REQUIRE_POSTGRES"
+            "OPENCBS_TEST_POSTGRES_URL",
+            "OPENCBS_REQUIRE_POSTGRES",
         ):
             monkeypatch.delenv(key)
 
@@ -149,14 +150,19 @@ def vendor_job(state: ServerState) -> VendorJob:
 
         conn.execute(
             backup_sets.insert().values(
-                id=1692320086130, user_id=user.id, name="BackupSet-1", type="FILE",
+                id=1692320086130,
+                user_id=user.id,
+                name="BackupSet-1",
+                type="FILE",
                 settings=sets.normalise_settings({"sources": ["C:\\Users\\Administrator"]}),
-                removed=False, created_at=1692320086130,
+                removed=False,
+                created_at=1692320086130,
             )
         )
         bset = sets.get_set(conn, user.id, 1692320086130)
-        sets.add_destination(conn, user.id, bset.id, "AhsayCBS", "OBS", {},
-                             destination_id=-169224967005)
+        sets.add_destination(
+            conn, user.id, bset.id, "AhsayCBS", "OBS", {}, destination_id=-169224967005
+        )
         bset = sets.get_set(conn, user.id, bset.id)
         jobs.import_report(conn, bset, -169224967005, data, tz=state.tz)
     return VendorJob("obm", "1692320086130", "-169224967005", data["ID"])

@@ -141,8 +141,9 @@ class MethodNotAllowed(OpenCBSError):
     code = "method_not_allowed"
 
     def __init__(self, method: str, name: str) -> None:
-        super().__init__(f"[Error] Method {method} is not allowed for {quoted(name)}; "
-                         "use POST or GET")
+        super().__init__(
+            f"[Error] Method {method} is not allowed for {quoted(name)}; use POST or GET"
+        )
 
 
 class AuthUserRejected(OpenCBSError):

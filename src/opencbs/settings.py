@@ -77,23 +77,36 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
-    data_dir: Path = Field(default_factory=default_data_dir,
-                           description="Directory of the server's data (the SQLite file).")
-    database_url: str = Field(default="", description="SQLAlchemy URL of the database; empty: "
-                              "the SQLite file opencbs.db in data_dir.")
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Directory of the server's data (the SQLite file).",
+    )
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL of the database; empty: "
+        "the SQLite file opencbs.db in data_dir.",
+    )
     host: str = Field(default="127.0.0.1", min_length=1, description="Address to bind.")
     port: int = Field(default=8530, ge=0, le=65535, description="TCP port to bind.")
-    timezone: str = Field(default="", description="IANA time zone of rendered times; empty: "
-                          "the machine's (cbs-api.md §4).")
-    job_idle_timeout: float = Field(default=3600.0, gt=0, description="Seconds without a sign "
-                                    "of life after which a running job is closed.")
+    timezone: str = Field(
+        default="",
+        description="IANA time zone of rendered times; empty: the machine's (cbs-api.md §4).",
+    )
+    job_idle_timeout: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Seconds without a sign of life after which a running job is closed.",
+    )
     log_level: str = Field(default="INFO", description="Logging level.")
-    server_url: str = Field(default="", description="URL of the server the agent reports to; "
-                            "empty: http://127.0.0.1:<port>.")
+    server_url: str = Field(
+        default="",
+        description="URL of the server the agent reports to; empty: http://127.0.0.1:<port>.",
+    )
     login_name: str = Field(default="", description="Backup user (LoginName) of the agent.")
     password: str = Field(default="", repr=False, description="Password of the backup user.")
-    encryption_password: str = Field(default="", repr=False, description="Password of the "
-                                     "backup set's repository (encryption).")
+    encryption_password: str = Field(
+        default="", repr=False, description="Password of the backup set's repository (encryption)."
+    )
 
     @field_validator("data_dir")
     @classmethod
@@ -154,8 +167,10 @@ class Settings(BaseSettings):
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
-            raise ConfigError(f"cannot create the data directory {self.data_dir}: "
-                              f"{exc.strerror}", "set data_dir to a writable directory") from exc
+            raise ConfigError(
+                f"cannot create the data directory {self.data_dir}: {exc.strerror}",
+                "set data_dir to a writable directory",
+            ) from exc
         return self.data_dir
 
 
@@ -175,8 +190,9 @@ def check_server_url(value: str) -> None:
         parts = urlsplit(value)
         port = parts.port
     except ValueError as exc:  # "Invalid IPv6 URL", "Port out of range 0-65535", …
-        raise ValueError(f"{value!r} is not a valid URL ({exc}); give http://HOST:PORT, "
-                         "e.g. http://[::1]:8530") from None
+        raise ValueError(
+            f"{value!r} is not a valid URL ({exc}); give http://HOST:PORT, e.g. http://[::1]:8530"
+        ) from None
     if not parts.hostname:
         raise ValueError(f"{value!r} names no host (e.g. http://backup.example:8530)")
     if port == 0:
@@ -205,15 +221,17 @@ def read_config_file(path: Path, *, required: bool) -> dict[str, Any]:
     except FileNotFoundError as exc:
         if not required:
             return {}
-        raise ConfigError(f"config file {path} does not exist",
-                          f"create it, or unset --config / {CONFIG_ENV}") from exc
+        raise ConfigError(
+            f"config file {path} does not exist", f"create it, or unset --config / {CONFIG_ENV}"
+        ) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from exc
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}",
-                          "see https://toml.io; e.g. port = 8530") from exc
+        raise ConfigError(
+            f"config file {path} is not valid TOML: {exc}", "see https://toml.io; e.g. port = 8530"
+        ) from exc
     values: dict[str, Any] = {}
     for table in ("server", "agent"):
         if isinstance(doc.get(table), dict):
@@ -221,8 +239,10 @@ def read_config_file(path: Path, *, required: bool) -> dict[str, Any]:
     values.update(doc)
     unknown = sorted(set(values) - set(SETTING_NAMES))
     if unknown:
-        raise ConfigError(f"unknown setting {unknown[0]!r} in config file {path}",
-                          f"known settings: {', '.join(SETTING_NAMES)}")
+        raise ConfigError(
+            f"unknown setting {unknown[0]!r} in config file {path}",
+            f"known settings: {', '.join(SETTING_NAMES)}",
+        )
     return values
 
 
@@ -263,9 +283,15 @@ def load_settings(
 #: The command-line flag of each setting that has one (``opencbs.cli``); the others are set
 #: by environment or config file only (``log_level``; the flag ``--debug`` logs at DEBUG).
 FLAGS: dict[str, str] = {
-    "data_dir": "--data-dir", "database_url": "--database-url", "host": "--host",
-    "port": "--port", "timezone": "--timezone", "job_idle_timeout": "--job-idle-timeout",
-    "server_url": "--server", "login_name": "--login", "password": "--password-stdin",
+    "data_dir": "--data-dir",
+    "database_url": "--database-url",
+    "host": "--host",
+    "port": "--port",
+    "timezone": "--timezone",
+    "job_idle_timeout": "--job-idle-timeout",
+    "server_url": "--server",
+    "login_name": "--login",
+    "password": "--password-stdin",
     "encryption_password": "--encryption-password-file",
 }
 
@@ -274,8 +300,10 @@ def setting_hint(name: str, path: Path | str) -> str:
     """Where setting ``name`` can come from, for a hint: its flag (``FLAGS``; none invented),
     ``OPENCBS_<NAME>`` and the config file ``path``."""
     if name == "log_level":
-        return (f"check {ENV_PREFIX}LOG_LEVEL and log_level in the config file {path} (DEBUG, "
-                "INFO, WARNING, ERROR or CRITICAL; the flag --debug logs at DEBUG)")
+        return (
+            f"check {ENV_PREFIX}LOG_LEVEL and log_level in the config file {path} (DEBUG, "
+            "INFO, WARNING, ERROR or CRITICAL; the flag --debug logs at DEBUG)"
+        )
     flag = FLAGS.get(name)
     places = [flag] if flag else []
     return f"check {', '.join([*places, ENV_PREFIX + name.upper()])} and the config file {path}"

@@ -39,19 +39,24 @@ def main(argv: list[str]) -> int:
     repo_password = os.environ["OPENCBS_E2E_REPO_PASSWORD"]
     storage = LocalStorage(dest_path, fsync=False)
     with AgentClient(url, login, password) as client:
-        outcome = run_backup(client, set_id, destination_id, storage, repo_password,
-                             start_time_ms=int(start_ms))
-    print(json.dumps({
-        "status": outcome.status.value,
-        "set_id": outcome.ref.set_id,
-        "destination_id": outcome.ref.destination_id,
-        "job_id": outcome.ref.job_id,
-        "snapshot_id": outcome.snapshot_id,
-        "counts": {kind.key: n for kind, n in outcome.counts.items()},
-        "warnings": outcome.warnings,
-        "errors": outcome.errors,
-        "message": outcome.message,
-    }))
+        outcome = run_backup(
+            client, set_id, destination_id, storage, repo_password, start_time_ms=int(start_ms)
+        )
+    print(
+        json.dumps(
+            {
+                "status": outcome.status.value,
+                "set_id": outcome.ref.set_id,
+                "destination_id": outcome.ref.destination_id,
+                "job_id": outcome.ref.job_id,
+                "snapshot_id": outcome.snapshot_id,
+                "counts": {kind.key: n for kind, n in outcome.counts.items()},
+                "warnings": outcome.warnings,
+                "errors": outcome.errors,
+                "message": outcome.message,
+            }
+        )
+    )
     return 0
 
 

@@ -37,17 +37,36 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("agent-cli")
     env = _env(root)
     ok(env, "user", "add", LOGIN, "--password-stdin", stdin=PASSWORD + "\n")
-    ok(env, "sysuser", "add", "monitor", "--role", "API_ONLY", "--password-stdin",
-       stdin=MONITOR["SysPwd"] + "\n")
+    ok(
+        env,
+        "sysuser",
+        "add",
+        "monitor",
+        "--role",
+        "API_ONLY",
+        "--password-stdin",
+        stdin=MONITOR["SysPwd"] + "\n",
+    )
     port = free_port()
-    proc = subprocess.Popen([OPENCBS, "serve", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [OPENCBS, "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_until_up(url, proc)
-        yield Server(url, {**env, "OPENCBS_SERVER_URL": url, "OPENCBS_LOGIN_NAME": LOGIN,
-                           "OPENCBS_PASSWORD": PASSWORD,
-                           "OPENCBS_ENCRYPTION_PASSWORD": ENCRYPTION})
+        yield Server(
+            url,
+            {
+                **env,
+                "OPENCBS_SERVER_URL": url,
+                "OPENCBS_LOGIN_NAME": LOGIN,
+                "OPENCBS_PASSWORD": PASSWORD,
+                "OPENCBS_ENCRYPTION_PASSWORD": ENCRYPTION,
+            },
+        )
     finally:
         proc.kill()
         proc.wait(timeout=10)
@@ -56,9 +75,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def _report(srv: Server, job: dict[str, Any]) -> dict[str, Any]:
-    r = httpx.post(srv.url + "/obs/api/json/GetBackupJobReport.do", timeout=30, json={
-        **MONITOR, "LoginName": LOGIN, "BackupSetID": job["backup_set_id"],
-        "DestinationID": job["destination_id"], "BackupJobID": job["job_id"]})
+    r = httpx.post(
+        srv.url + "/obs/api/json/GetBackupJobReport.do",
+        timeout=30,
+        json={
+            **MONITOR,
+            "LoginName": LOGIN,
+            "BackupSetID": job["backup_set_id"],
+            "DestinationID": job["destination_id"],
+            "BackupJobID": job["job_id"],
+        },
+    )
     answer: dict[str, Any] = r.json()
     assert answer["Status"] == "OK", answer
     data: dict[str, Any] = answer["Data"]
@@ -79,7 +106,10 @@ def _tree(root: Path) -> None:
 def _same_tree(a: Path, b: Path) -> None:
     cmp = filecmp.dircmp(a, b)
     assert not (cmp.left_only or cmp.right_only or cmp.diff_files or cmp.funny_files), (
-        cmp.left_only, cmp.right_only, cmp.diff_files)
+        cmp.left_only,
+        cmp.right_only,
+        cmp.diff_files,
+    )
     for name in cmp.common_files:
         sa, sb = (a / name).lstat(), (b / name).lstat()
         assert (sa.st_mode, sa.st_mtime_ns) == (sb.st_mode, sb.st_mtime_ns), name
@@ -91,8 +121,17 @@ def _same_tree(a: Path, b: Path) -> None:
 def test_backup_snapshots_verify_restore(server: Server, tmp_path: Path) -> None:
     src, dest = tmp_path / "src", tmp_path / "dest"
     _tree(src)
-    res = run(server.env, "backup", "--set", "docs", "--source", str(src), "--destination",
-              str(dest), "--json")
+    res = run(
+        server.env,
+        "backup",
+        "--set",
+        "docs",
+        "--source",
+        str(src),
+        "--destination",
+        str(dest),
+        "--json",
+    )
     assert res.returncode == 0, res.stderr
     job = json.loads(res.stdout)
     assert job["status"] == "BS_STOP_SUCCESS"
@@ -118,8 +157,15 @@ def test_backup_snapshots_verify_restore(server: Server, tmp_path: Path) -> None
     assert checked.stdout.startswith("ok: 2 snapshots")
 
     target = tmp_path / "restored"
-    ok(server.env, "restore", listed[1]["job_id"], "--destination", str(dest), "--target",
-       str(target))
+    ok(
+        server.env,
+        "restore",
+        listed[1]["job_id"],
+        "--destination",
+        str(dest),
+        "--target",
+        str(target),
+    )
     _same_tree(src, target / src.relative_to("/"))
 
 
@@ -145,9 +191,13 @@ def test_sigterm_stops_the_job_cleanly(server: Server, tmp_path: Path) -> None:
     src.mkdir()
     for i in range(40):
         (src / f"f{i:03}.bin").write_bytes(os.urandom(1 << 20))
-    proc = subprocess.Popen([OPENCBS, "backup", "--set", "big", "--source", str(src),
-                             "--destination", str(dest)], env=server.env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [OPENCBS, "backup", "--set", "big", "--source", str(src), "--destination", str(dest)],
+        env=server.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stderr is not None
         # "started" (progress, plain lines) is printed once SIGTERM stops the job cleanly, and
@@ -161,8 +211,9 @@ def test_sigterm_stops_the_job_cleanly(server: Server, tmp_path: Path) -> None:
         proc.kill()
     assert proc.returncode == 130, out + err
     assert "backup big: stopped" in err and "done:" not in err, err
-    m = re.search(r"^job (\S+): BS_STOP_BY_USER \(backup set (\d+), destination (\d+)\)$",
-                  out, re.MULTILINE)
+    m = re.search(
+        r"^job (\S+): BS_STOP_BY_USER \(backup set (\d+), destination (\d+)\)$", out, re.MULTILINE
+    )
     assert m is not None, out
     assert "snapshot " not in out
     job = {"job_id": m[1], "backup_set_id": m[2], "destination_id": m[3]}
@@ -184,22 +235,25 @@ def test_errors_are_one_line_with_a_hint(server: Server, tmp_path: Path) -> None
     wrong = {**server.env, "OPENCBS_PASSWORD": "nope"}
     _one_line_error(run(wrong, "backup", "--set", "docs"), 3, "rejected backup user 'alice'")
     # (a fresh data directory: no backup sets remembered from earlier runs to back up with)
-    down = {**server.env, "OPENCBS_SERVER_URL": f"http://127.0.0.1:{free_port()}",
-            "OPENCBS_DATA_DIR": str(tmp_path / "fresh")}
+    down = {
+        **server.env,
+        "OPENCBS_SERVER_URL": f"http://127.0.0.1:{free_port()}",
+        "OPENCBS_DATA_DIR": str(tmp_path / "fresh"),
+    }
     _one_line_error(run(down, "backup", "--set", "docs"), 7, "cannot reach the server at")
     _one_line_error(run(server.env, "backup", "--set", "nosuch"), 4, "no backup set 'nosuch'")
     src, dest = tmp_path / "src", tmp_path / "dest"
     _tree(src)
     ok(server.env, "backup", "--set", "pw", "--source", str(src), "--destination", str(dest))
     bad_key = {**server.env, "OPENCBS_ENCRYPTION_PASSWORD": "wrong"}
-    _one_line_error(run(bad_key, "snapshots", "--destination", str(dest)), 3,
-                    "Wrong encryption password")
+    _one_line_error(
+        run(bad_key, "snapshots", "--destination", str(dest)), 3, "Wrong encryption password"
+    )
     no_pw = {k: v for k, v in server.env.items() if k != "OPENCBS_PASSWORD"}
     _one_line_error(run(no_pw, "backup", "--set", "docs"), 2, "no password")
 
 
-def test_restore_by_id_prefix_display_path_and_clear_errors(server: Server,
-                                                             tmp_path: Path) -> None:
+def test_restore_by_id_prefix_display_path_and_clear_errors(server: Server, tmp_path: Path) -> None:
     src, dest = tmp_path / "src", tmp_path / "dest"
     _tree(src)
     odd = os.fsencode(src) + b"/caf\xe9 \\x.txt"  # not UTF-8, and a literal backslash
@@ -207,36 +261,70 @@ def test_restore_by_id_prefix_display_path_and_clear_errors(server: Server,
         f.write(b"odd\n")
     ok(server.env, "backup", "--set", "prefix", "--source", str(src), "--destination", str(dest))
     table = ok(server.env, "snapshots", "--destination", str(dest))
-    (full,) = [s["id"] for s in json.loads(
-        ok(server.env, "snapshots", "--destination", str(dest), "--json"))]
+    (full,) = [
+        s["id"]
+        for s in json.loads(ok(server.env, "snapshots", "--destination", str(dest), "--json"))
+    ]
     assert full[:16] in table  # the table shows 16 characters: they restore
     shown = f"{src}/caf\\xe9 \\\\x.txt"  # as the report shows it (display_path)
 
     target = tmp_path / "t1"
-    out = ok(server.env, "restore", full[:16], "--destination", str(dest), "--target",
-             str(target), "--path", shown)
+    out = ok(
+        server.env,
+        "restore",
+        full[:16],
+        "--destination",
+        str(dest),
+        "--target",
+        str(target),
+        "--path",
+        shown,
+    )
     assert full in out
     restored = os.fsencode(target) + odd
     with open(restored, "rb") as f:
         assert f.read() == b"odd\n"
     assert not (target / src.relative_to("/") / "a.txt").exists()  # only that path
 
-    raw = subprocess.run([os.fsencode(OPENCBS), b"restore", full[:8].encode(), b"--destination",
-                          os.fsencode(dest), b"--target", os.fsencode(tmp_path / "t2"),
-                          b"--path", odd], env=server.env, capture_output=True, timeout=TIMEOUT,
-                         check=False)
+    raw = subprocess.run(
+        [
+            os.fsencode(OPENCBS),
+            b"restore",
+            full[:8].encode(),
+            b"--destination",
+            os.fsencode(dest),
+            b"--target",
+            os.fsencode(tmp_path / "t2"),
+            b"--path",
+            odd,
+        ],
+        env=server.env,
+        capture_output=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
     assert raw.returncode == 0, raw.stderr
     assert os.path.exists(os.fsencode(tmp_path / "t2") + odd)
 
     base = ["restore", full[:16], "--destination", str(dest)]
-    _one_line_error(run(server.env, *base, "--target", "/proc/nope"), 7,
-                    "cannot create target /proc/nope")
+    _one_line_error(
+        run(server.env, *base, "--target", "/proc/nope"), 7, "cannot create target /proc/nope"
+    )
     _one_line_error(run(server.env, *base, "--target", ""), 2, "--target must not be empty")
-    _one_line_error(run(server.env, *base, "--target", str(tmp_path / "t3"), "--path",
-                        str(src / "nosuch")), 4,
-                    f"path {src / 'nosuch'} not found in snapshot {full[:16]}")
-    missing = run(server.env, "restore", "0123abcd", "--destination", str(dest), "--target",
-                  str(tmp_path / "t4"))
+    _one_line_error(
+        run(server.env, *base, "--target", str(tmp_path / "t3"), "--path", str(src / "nosuch")),
+        4,
+        f"path {src / 'nosuch'} not found in snapshot {full[:16]}",
+    )
+    missing = run(
+        server.env,
+        "restore",
+        "0123abcd",
+        "--destination",
+        str(dest),
+        "--target",
+        str(tmp_path / "t4"),
+    )
     assert missing.returncode == 4, missing.stderr
     assert missing.stderr.splitlines()[-2] == "opencbs: error: Snapshot 0123abcd not found"
     assert "opencbs snapshots --destination" in missing.stderr.splitlines()[-1]
@@ -247,8 +335,17 @@ def test_verbose_names_reach_the_terminal_escaped(server: Server, tmp_path: Path
     src.mkdir()
     evil = "title\x1b]0;pwned\x07\nupd passwd: fake"
     (src / evil).write_bytes(b"x")
-    res = run(server.env, "backup", "--set", "evil", "--source", str(src), "--destination",
-              str(dest), "--verbose")
+    res = run(
+        server.env,
+        "backup",
+        "--set",
+        "evil",
+        "--source",
+        str(src),
+        "--destination",
+        str(dest),
+        "--verbose",
+    )
     assert res.returncode == 0, res.stderr
     assert "\x1b" not in res.stdout + res.stderr and "\x07" not in res.stdout + res.stderr
     assert not [line for line in res.stdout.splitlines() if line.startswith("upd passwd")]
@@ -256,34 +353,57 @@ def test_verbose_names_reach_the_terminal_escaped(server: Server, tmp_path: Path
 
 
 def test_existing_set_destination_and_filters_are_never_silently_changed(
-        server: Server, tmp_path: Path) -> None:
+    server: Server, tmp_path: Path
+) -> None:
     src, one, two = tmp_path / "src", tmp_path / "one", tmp_path / "two"
     _tree(src)
-    first = json.loads(ok(server.env, "backup", "--set", "dests", "--source", str(src),
-                          "--destination", str(one), "--exclude", "*.bin", "--json"))
-    _one_line_error(run(server.env, "backup", "--set", "dests", "--destination", str(two)), 2,
-                    f"backup set 'dests' has no destination {two} (it has: {one})")
+    first = json.loads(
+        ok(
+            server.env,
+            "backup",
+            "--set",
+            "dests",
+            "--source",
+            str(src),
+            "--destination",
+            str(one),
+            "--exclude",
+            "*.bin",
+            "--json",
+        )
+    )
+    _one_line_error(
+        run(server.env, "backup", "--set", "dests", "--destination", str(two)),
+        2,
+        f"backup set 'dests' has no destination {two} (it has: {one})",
+    )
     assert not two.exists()
-    _one_line_error(run(server.env, "backup", "--set", "dests", "--exclude", "*.txt"), 2,
-                    "--exclude/--include only apply when a set is created")
-    _one_line_error(run(server.env, "backup", "--set", "dests", "--include", "*.txt"), 2,
-                    "exclude ['*.bin']")
+    _one_line_error(
+        run(server.env, "backup", "--set", "dests", "--exclude", "*.txt"),
+        2,
+        "--exclude/--include only apply when a set is created",
+    )
+    _one_line_error(
+        run(server.env, "backup", "--set", "dests", "--include", "*.txt"), 2, "exclude ['*.bin']"
+    )
 
-    added = json.loads(ok(server.env, "backup", "--set", "dests", "--add-destination",
-                          str(two), "--json"))
+    added = json.loads(
+        ok(server.env, "backup", "--set", "dests", "--add-destination", str(two), "--json")
+    )
     assert added["destination_id"] != first["destination_id"]
     assert added["counts"]["new"] == first["counts"]["new"]  # a full backup there
-    again = json.loads(ok(server.env, "backup", "--set", "dests", "--destination", str(two),
-                          "--json"))
+    again = json.loads(
+        ok(server.env, "backup", "--set", "dests", "--destination", str(two), "--json")
+    )
     assert again["destination_id"] == added["destination_id"]
     assert again["counts"]["new"] == 0
-    back = json.loads(ok(server.env, "backup", "--set", "dests", "--destination", str(one),
-                         "--json"))
+    back = json.loads(
+        ok(server.env, "backup", "--set", "dests", "--destination", str(one), "--json")
+    )
     assert back["destination_id"] == first["destination_id"] and back["counts"]["new"] == 0
 
 
-def test_encryption_password_file_errors_say_what_is_wrong(server: Server,
-                                                           tmp_path: Path) -> None:
+def test_encryption_password_file_errors_say_what_is_wrong(server: Server, tmp_path: Path) -> None:
     base = ["snapshots", "--destination", str(tmp_path), "--encryption-password-file"]
     missing = run(server.env, *base, str(tmp_path / "nonexistent"))
     _one_line_error(missing, 2, f"{tmp_path / 'nonexistent'}: no such file or directory")
@@ -297,30 +417,58 @@ def test_encryption_password_file_errors_say_what_is_wrong(server: Server,
     _one_line_error(no_pw, 2, f"the encryption password file {blank} is empty")
     assert no_pw.stderr.splitlines()[1] == (
         "hint: write the repository's encryption password on its first line (no blank line "
-        "before it)")
+        "before it)"
+    )
 
 
 def test_restore_json_and_plain_progress_lines(server: Server, tmp_path: Path) -> None:
     src, dest = tmp_path / "src", tmp_path / "dest"
     _tree(src)
-    job = json.loads(ok(server.env, "backup", "--set", "restore-json", "--source", str(src),
-                        "--destination", str(dest), "--json"))
+    job = json.loads(
+        ok(
+            server.env,
+            "backup",
+            "--set",
+            "restore-json",
+            "--source",
+            str(src),
+            "--destination",
+            str(dest),
+            "--json",
+        )
+    )
     size = sum(p.stat().st_size for p in src.rglob("*") if p.is_file() and not p.is_symlink())
 
     # --json: one document on stdout, no progress on stderr
-    res = run(server.env, "restore", job["job_id"], "--destination", str(dest), "--target",
-              str(tmp_path / "t1"), "--json")
+    res = run(
+        server.env,
+        "restore",
+        job["job_id"],
+        "--destination",
+        str(dest),
+        "--target",
+        str(tmp_path / "t1"),
+        "--json",
+    )
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout) == {
-        "snapshot_id": job["snapshot_id"], "files": 5, "dirs": 3, "links": 1, "bytes": size,
-        "skipped": [], "damaged": [], "complete": True}
+        "snapshot_id": job["snapshot_id"],
+        "files": 5,
+        "dirs": 3,
+        "links": 1,
+        "bytes": size,
+        "skipped": [],
+        "damaged": [],
+        "complete": True,
+    }
     assert res.stderr == ""
     _same_tree(src, tmp_path / "t1" / src.relative_to("/"))
 
     # not a terminal (pipes): plain lines on stderr, the last with the true totals
     target = tmp_path / "t2"
-    res = run(server.env, "restore", job["job_id"], "--destination", str(dest), "--target",
-              str(target))
+    res = run(
+        server.env, "restore", job["job_id"], "--destination", str(dest), "--target", str(target)
+    )
     assert res.returncode == 0, res.stderr
     title = f"restore {job['job_id']} into {target}"
     lines = res.stderr.splitlines()
@@ -333,16 +481,35 @@ def test_restore_json_and_plain_progress_lines(server: Server, tmp_path: Path) -
 def test_restore_json_lists_damaged_files_and_exits_8(server: Server, tmp_path: Path) -> None:
     src, dest = tmp_path / "src", tmp_path / "dest"
     _tree(src)
-    job = json.loads(ok(server.env, "backup", "--set", "restore-damaged", "--source", str(src),
-                        "--destination", str(dest), "--json"))
+    job = json.loads(
+        ok(
+            server.env,
+            "backup",
+            "--set",
+            "restore-damaged",
+            "--source",
+            str(src),
+            "--destination",
+            str(dest),
+            "--json",
+        )
+    )
     packs = [p for p in (dest / "data").rglob("*") if p.is_file()]
     pack = max(packs, key=lambda p: p.stat().st_size)  # the largest: r.bin's content
     raw = bytearray(pack.read_bytes())
     raw[len(raw) // 2] ^= 0x01
     pack.write_bytes(bytes(raw))
 
-    res = run(server.env, "restore", job["job_id"], "--destination", str(dest), "--target",
-              str(tmp_path / "t"), "--json")
+    res = run(
+        server.env,
+        "restore",
+        job["job_id"],
+        "--destination",
+        str(dest),
+        "--target",
+        str(tmp_path / "t"),
+        "--json",
+    )
     assert res.returncode == 8, res.stdout + res.stderr
     doc = json.loads(res.stdout)
     assert doc["complete"] is False and doc["snapshot_id"] == job["snapshot_id"]
@@ -352,26 +519,39 @@ def test_restore_json_lists_damaged_files_and_exits_8(server: Server, tmp_path: 
     assert "Traceback" not in res.stderr
 
 
-def test_destination_failure_mid_job_is_an_error_line_with_a_hint(server: Server,
-                                                                  tmp_path: Path) -> None:
+def test_destination_failure_mid_job_is_an_error_line_with_a_hint(
+    server: Server, tmp_path: Path
+) -> None:
     src, dest = tmp_path / "src", tmp_path / "dest"
     _tree(src)
     dest.mkdir()
     (dest / "data").write_bytes(b"")  # a file where the packs' folder goes: every pack fails
-    res = run(server.env, "backup", "--set", "broken-dest", "--source", str(src),
-              "--destination", str(dest))
+    res = run(
+        server.env,
+        "backup",
+        "--set",
+        "broken-dest",
+        "--source",
+        str(src),
+        "--destination",
+        str(dest),
+    )
     assert res.returncode == 9, res.stdout + res.stderr
     assert "BS_STOP_BY_SYSTEM_ERROR" in res.stdout and "Traceback" not in res.stderr
     error, hint = res.stderr.strip().splitlines()[-2:]
     assert error.startswith("opencbs: error: backup job ") and (
-        "failed (BS_STOP_BY_SYSTEM_ERROR): Destination error: Cannot write 'data/" in error), error
-    assert hint.startswith(f"hint: free space on the destination {dest} or check that it is "
-                           "mounted and writable, then run the backup again"), hint
+        "failed (BS_STOP_BY_SYSTEM_ERROR): Destination error: Cannot write 'data/" in error
+    ), error
+    assert hint.startswith(
+        f"hint: free space on the destination {dest} or check that it is "
+        "mounted and writable, then run the backup again"
+    ), hint
     assert f"opencbs verify --destination {dest}" in hint
     # the progress's last word is how the job ended, never "done: 0/0 files read"
     assert "done:" not in res.stderr
     assert re.search(r"^backup broken-dest: failed( after .*)?$", res.stderr, re.MULTILINE), (
-        res.stderr)
+        res.stderr
+    )
 
     as_json = run(server.env, "backup", "--set", "broken-dest", "--json")
     assert as_json.returncode == 9, as_json.stderr
@@ -385,31 +565,57 @@ def test_destination_failure_mid_job_is_an_error_line_with_a_hint(server: Server
 def test_a_failed_restore_creates_nothing(server: Server, tmp_path: Path) -> None:
     src, dest = tmp_path / "src", tmp_path / "dest"
     _tree(src)
-    job = json.loads(ok(server.env, "backup", "--set", "restore-nothing", "--source", str(src),
-                        "--destination", str(dest), "--json"))
+    job = json.loads(
+        ok(
+            server.env,
+            "backup",
+            "--set",
+            "restore-nothing",
+            "--source",
+            str(src),
+            "--destination",
+            str(dest),
+            "--json",
+        )
+    )
     target = tmp_path / "target"
 
     nx = tmp_path / "nx"  # no repository there
-    res = run(server.env, "restore", job["job_id"], "--destination", str(nx), "--target",
-              str(target))
+    res = run(
+        server.env, "restore", job["job_id"], "--destination", str(nx), "--target", str(target)
+    )
     _one_line_error(res, 7, f"No repository at {nx}")
     assert res.stderr.splitlines()[0] == f"opencbs: error: No repository at {nx}"
     assert "opencbs backup" in res.stderr.splitlines()[1]
     assert not nx.exists() and not target.exists()
 
     wrong = {**server.env, "OPENCBS_ENCRYPTION_PASSWORD": "wrong"}
-    _one_line_error(run(wrong, "restore", job["job_id"], "--destination", str(dest),
-                        "--target", str(target)), 3, "Wrong encryption password")
+    _one_line_error(
+        run(wrong, "restore", job["job_id"], "--destination", str(dest), "--target", str(target)),
+        3,
+        "Wrong encryption password",
+    )
     assert not target.exists()
 
     for ref in ("2001-01-01-00-00-00", "0123abcd", "x"):
-        res = run(server.env, "restore", ref, "--destination", str(dest), "--target",
-                  str(target))
+        res = run(server.env, "restore", ref, "--destination", str(dest), "--target", str(target))
         _one_line_error(res, 4, f"Snapshot {ref} not found")  # "started" never printed
         assert not target.exists()
-    _one_line_error(run(server.env, "restore", job["job_id"], "--destination", str(dest),
-                        "--target", str(target), "--path", str(src / "nosuch")), 4,
-                    f"path {src / 'nosuch'} not found in snapshot")
+    _one_line_error(
+        run(
+            server.env,
+            "restore",
+            job["job_id"],
+            "--destination",
+            str(dest),
+            "--target",
+            str(target),
+            "--path",
+            str(src / "nosuch"),
+        ),
+        4,
+        f"path {src / 'nosuch'} not found in snapshot",
+    )
     assert not target.exists()
 
     for command in ("snapshots", "verify"):
@@ -417,8 +623,9 @@ def test_a_failed_restore_creates_nothing(server: Server, tmp_path: Path) -> Non
         _one_line_error(res, 7, f"No repository at {nx}")
         assert "LocalStorage" not in res.stderr and not nx.exists()
 
-    res = run(server.env, "restore", job["job_id"], "--destination", str(dest), "--target",
-              str(target))
+    res = run(
+        server.env, "restore", job["job_id"], "--destination", str(dest), "--target", str(target)
+    )
     assert res.returncode == 0, res.stderr
     assert res.stderr.splitlines()[0] == f"restore {job['job_id']} into {target}: started"
     _same_tree(src, target / src.relative_to("/"))
@@ -430,33 +637,71 @@ def test_a_bad_destination_on_first_use_leaves_no_set(server: Server, tmp_path: 
     blocker = tmp_path / "a-file"
     blocker.write_bytes(b"")
     for bad in (Path("/proc/opencbs-nope"), blocker / "dest"):
-        res = run(server.env, "backup", "--set", "new-bad", "--source", str(src),
-                  "--destination", str(bad))
+        res = run(
+            server.env,
+            "backup",
+            "--set",
+            "new-bad",
+            "--source",
+            str(src),
+            "--destination",
+            str(bad),
+        )
         _one_line_error(res, 7, f"Cannot create the destination folder {bad}: ")
         assert "created" not in res.stderr
-        assert res.stderr.splitlines()[1].startswith("hint: Choose a folder you can create "
-                                                     "and write")
-        _one_line_error(run(server.env, "backup", "--set", "new-bad"), 4,
-                        "no backup set 'new-bad'")
+        assert res.stderr.splitlines()[1].startswith(
+            "hint: Choose a folder you can create and write"
+        )
+        _one_line_error(run(server.env, "backup", "--set", "new-bad"), 4, "no backup set 'new-bad'")
 
     # a folder holding a repository that this encryption password does not open
     other, src2 = tmp_path / "other", tmp_path / "src2"
     _tree(src2)
-    ok(server.env, "backup", "--set", "other-owner", "--source", str(src2), "--destination",
-       str(other))
+    ok(
+        server.env,
+        "backup",
+        "--set",
+        "other-owner",
+        "--source",
+        str(src2),
+        "--destination",
+        str(other),
+    )
     wrong = {**server.env, "OPENCBS_ENCRYPTION_PASSWORD": "wrong"}
-    _one_line_error(run(wrong, "backup", "--set", "new-bad", "--source", str(src),
-                        "--destination", str(other)), 3, "Wrong encryption password")
+    _one_line_error(
+        run(wrong, "backup", "--set", "new-bad", "--source", str(src), "--destination", str(other)),
+        3,
+        "Wrong encryption password",
+    )
     _one_line_error(run(server.env, "backup", "--set", "new-bad"), 4, "no backup set 'new-bad'")
 
     # --add-destination: checked before the server adds it
-    _one_line_error(run(server.env, "backup", "--set", "other-owner", "--add-destination",
-                        str(blocker / "dest")), 7, "Cannot create the destination folder")
-    _one_line_error(run(server.env, "backup", "--set", "other-owner", "--destination",
-                        str(blocker / "dest")), 2, "has no destination")
+    _one_line_error(
+        run(
+            server.env, "backup", "--set", "other-owner", "--add-destination", str(blocker / "dest")
+        ),
+        7,
+        "Cannot create the destination folder",
+    )
+    _one_line_error(
+        run(server.env, "backup", "--set", "other-owner", "--destination", str(blocker / "dest")),
+        2,
+        "has no destination",
+    )
 
     # a good folder: the set is created and backed up, the folder made only then
     good = tmp_path / "new" / "dest"
-    job = json.loads(ok(server.env, "backup", "--set", "new-bad", "--source", str(src),
-                        "--destination", str(good), "--json"))
+    job = json.loads(
+        ok(
+            server.env,
+            "backup",
+            "--set",
+            "new-bad",
+            "--source",
+            str(src),
+            "--destination",
+            str(good),
+            "--json",
+        )
+    )
     assert job["status"] == "BS_STOP_SUCCESS" and (good / "config").exists()

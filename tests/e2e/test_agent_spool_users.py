@@ -22,8 +22,16 @@ def server(tmp_path: Path) -> Iterator[Serve]:
     env = _env(tmp_path / "root")
     for login, password in ((LOGIN, PASSWORD), (BOB, BOB_PASSWORD)):
         ok(env, "user", "add", login, "--password-stdin", stdin=password + "\n")
-    ok(env, "sysuser", "add", MONITOR["SysUser"], "--role", "API_ONLY", "--password-stdin",
-       stdin=MONITOR["SysPwd"] + "\n")
+    ok(
+        env,
+        "sysuser",
+        "add",
+        MONITOR["SysUser"],
+        "--role",
+        "API_ONLY",
+        "--password-stdin",
+        stdin=MONITOR["SysPwd"] + "\n",
+    )
     running = Serve(env, free_port())
     running.start()
     try:
@@ -33,23 +41,45 @@ def server(tmp_path: Path) -> Iterator[Serve]:
 
 
 def _bob_env(serve: Serve) -> dict[str, str]:
-    return {**_agent_env(serve, serve.url), "OPENCBS_LOGIN_NAME": BOB,
-            "OPENCBS_PASSWORD": BOB_PASSWORD}
+    return {
+        **_agent_env(serve, serve.url),
+        "OPENCBS_LOGIN_NAME": BOB,
+        "OPENCBS_PASSWORD": BOB_PASSWORD,
+    }
 
 
-def test_spooled_reports_and_remembered_sets_are_per_user(server: Serve, tmp_path: Path
-                                                           ) -> None:
+def test_spooled_reports_and_remembered_sets_are_per_user(server: Serve, tmp_path: Path) -> None:
     serve = server
     src, dest = tmp_path / "src", tmp_path / "dest"
     src.mkdir()
     (src / "a.txt").write_bytes(b"alpha")
     alice = _agent_env(serve, serve.url)
     bob = _bob_env(serve)
-    first = json.loads(ok(alice, "backup", "--set", "S1", "--source", str(src),
-                          "--destination", str(dest), "--json"))
+    first = json.loads(
+        ok(
+            alice,
+            "backup",
+            "--set",
+            "S1",
+            "--source",
+            str(src),
+            "--destination",
+            str(dest),
+            "--json",
+        )
+    )
     set_id = first["backup_set_id"]
-    ok(bob, "backup", "--set", "B1", "--source", str(src), "--destination",
-       str(tmp_path / "bobdest"), "--json")  # bob's sets are remembered too
+    ok(
+        bob,
+        "backup",
+        "--set",
+        "B1",
+        "--source",
+        str(src),
+        "--destination",
+        str(tmp_path / "bobdest"),
+        "--json",
+    )  # bob's sets are remembered too
 
     serve.kill()
     (src / "b.txt").write_bytes(b"beta")
@@ -80,8 +110,9 @@ def test_spooled_reports_and_remembered_sets_are_per_user(server: Serve, tmp_pat
     assert sorted(_jobs(serve.url, set_id)) == sorted([first["job_id"], rows[0]["job_id"]])
 
 
-def test_a_data_dir_that_cannot_hold_the_spool_is_a_clear_error(server: Serve,
-                                                                 tmp_path: Path) -> None:
+def test_a_data_dir_that_cannot_hold_the_spool_is_a_clear_error(
+    server: Serve, tmp_path: Path
+) -> None:
     serve = server
     src = tmp_path / "src"
     src.mkdir()
@@ -89,8 +120,9 @@ def test_a_data_dir_that_cannot_hold_the_spool_is_a_clear_error(server: Serve,
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
     env = {**_agent_env(serve, serve.url), "OPENCBS_DATA_DIR": str(blocker / "data")}
-    res = run(env, "backup", "--set", "S1", "--source", str(src), "--destination",
-              str(tmp_path / "dest"))
+    res = run(
+        env, "backup", "--set", "S1", "--source", str(src), "--destination", str(tmp_path / "dest")
+    )
     assert res.returncode == 7, res.stdout + res.stderr
     assert "opencbs: error: cannot create the report spool" in res.stderr
     assert "internal error" not in res.stderr and "this is a bug" not in res.stderr

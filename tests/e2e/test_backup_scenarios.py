@@ -73,20 +73,52 @@ REPORT_KEYS = (
 
 #: Per file list: its count keys by entry type, then its size, original size and ratio keys.
 LIST_KEYS: dict[str, tuple[dict[str, str], str, str, str]] = {
-    "new": ({"F": "NumOfNewFiles", "D": "NumOfNewDirCount", "LF": "NumOfNewLinkFileCount",
-             "LD": "NumOfNewLinkDirCount"},
-            "TotalNewFilesSize", "TotalUnzipNewFilesSize", "NewFilesZipRatio"),
-    "upd": ({"*": "NumOfUpdatedFiles"},
-            "TotalUpdatedFilesSize", "TotalUnzipUpdatedFilesSize", "UpdatedFilesZipRatio"),
-    "pmt": ({"*": "NumOfUpdatedPermissionFiles"}, "TotalUpdatedPermissionFilesSize",
-            "TotalUnzipUpdatedPermissionFilesSize", "UpdatedPermissionFilesZipRatio"),
-    "del": ({"F": "NumOfDeletedFiles", "D": "NumOfDeletedDirCount",
-             "LF": "NumOfDeletedLinkFileCount", "LD": "NumOfDeletedLinkFileCount"},
-            "TotalDeletedFilesSize", "TotalUnzipDeletedFilesSize", "DeletedFilesZipRatio"),
-    "mov": ({"*": "NumOfMovedFiles"},
-            "TotalMovedFilesSize", "TotalUnzipMovedFilesSize", "MovedFilesZipRatio"),
-    "cpy": ({"*": "NumOfCopiedFiles"},
-            "TotalCopiedSize", "TotalUnzipCopiedFilesSize", "CopiedFilesZipRatio"),
+    "new": (
+        {
+            "F": "NumOfNewFiles",
+            "D": "NumOfNewDirCount",
+            "LF": "NumOfNewLinkFileCount",
+            "LD": "NumOfNewLinkDirCount",
+        },
+        "TotalNewFilesSize",
+        "TotalUnzipNewFilesSize",
+        "NewFilesZipRatio",
+    ),
+    "upd": (
+        {"*": "NumOfUpdatedFiles"},
+        "TotalUpdatedFilesSize",
+        "TotalUnzipUpdatedFilesSize",
+        "UpdatedFilesZipRatio",
+    ),
+    "pmt": (
+        {"*": "NumOfUpdatedPermissionFiles"},
+        "TotalUpdatedPermissionFilesSize",
+        "TotalUnzipUpdatedPermissionFilesSize",
+        "UpdatedPermissionFilesZipRatio",
+    ),
+    "del": (
+        {
+            "F": "NumOfDeletedFiles",
+            "D": "NumOfDeletedDirCount",
+            "LF": "NumOfDeletedLinkFileCount",
+            "LD": "NumOfDeletedLinkFileCount",
+        },
+        "TotalDeletedFilesSize",
+        "TotalUnzipDeletedFilesSize",
+        "DeletedFilesZipRatio",
+    ),
+    "mov": (
+        {"*": "NumOfMovedFiles"},
+        "TotalMovedFilesSize",
+        "TotalUnzipMovedFilesSize",
+        "MovedFilesZipRatio",
+    ),
+    "cpy": (
+        {"*": "NumOfCopiedFiles"},
+        "TotalCopiedSize",
+        "TotalUnzipCopiedFilesSize",
+        "CopiedFilesZipRatio",
+    ),
 }
 
 
@@ -108,8 +140,15 @@ def _free_port() -> int:
 
 
 def _cli(srv_env: dict[str, str], *args: str, stdin: str = "") -> str:
-    res = subprocess.run([OPENCBS, *args], input=stdin, capture_output=True, text=True,
-                         env=srv_env, timeout=TIMEOUT, check=False)
+    res = subprocess.run(
+        [OPENCBS, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=srv_env,
+        timeout=TIMEOUT,
+        check=False,
+    )
     assert res.returncode == 0, (args, res.stdout, res.stderr)
     return res.stdout
 
@@ -124,12 +163,25 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     env.update(HOME=str(root), XDG_CONFIG_HOME=str(root / ".config"))
     data.mkdir()  # with an explicit --database-url the CLI does not create it (exit 70)
     store = ("--data-dir", str(data), "--database-url", f"sqlite:///{data / 'opencbs.db'}")
-    _cli(env, "sysuser", "add", SYSUSER[0], "--role", "admin", "--password-stdin", *store,
-         stdin=SYSUSER[1] + "\n")
+    _cli(
+        env,
+        "sysuser",
+        "add",
+        SYSUSER[0],
+        "--role",
+        "admin",
+        "--password-stdin",
+        *store,
+        stdin=SYSUSER[1] + "\n",
+    )
     _cli(env, "user", "add", LOGIN[0], "--password-stdin", *store, stdin=LOGIN[1] + "\n")
     port = _free_port()
-    proc = subprocess.Popen([OPENCBS, "serve", "--port", str(port), "--timezone", "UTC", *store],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [OPENCBS, "serve", "--port", str(port), "--timezone", "UTC", *store],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         _wait_until_up(url, proc)
@@ -229,22 +281,35 @@ class BackupSet:
 
 def _new_set(agent: AgentClient, tree: Tree, dest: Path) -> BackupSet:
     """A set of one source through the agent API, and its repository (a cheap KDF)."""
-    bset = agent.create_set(f"scenario {tree.root}", settings={"sources": [str(tree.root)]},
-                            destinations=[NewDestination("Local", "LOCAL", {"path": str(dest)})])
+    bset = agent.create_set(
+        f"scenario {tree.root}",
+        settings={"sources": [str(tree.root)]},
+        destinations=[NewDestination("Local", "LOCAL", {"path": str(dest)})],
+    )
     storage = LocalStorage(dest, fsync=False)
     Repository.init(storage, REPO_PASSWORD, kdf=KdfParams(1, 8 * 1024, 1))
     return BackupSet(bset.id, bset.destinations[0].id, dest, storage)
 
 
 def _backup(agent: AgentClient, bs: BackupSet, job_no: int) -> JobOutcome:
-    return run_backup(agent, bs.set_id, bs.dest_id, bs.storage, REPO_PASSWORD,
-                      start_time_ms=T0 + job_no * 60_000)
+    return run_backup(
+        agent, bs.set_id, bs.dest_id, bs.storage, REPO_PASSWORD, start_time_ms=T0 + job_no * 60_000
+    )
 
 
 def _report(server: Server, bs: BackupSet, job_id: str) -> dict[str, Any]:
-    r = httpx.post(server.url + "/obs/api/json/GetBackupJobReport.do", timeout=TIMEOUT, json={
-        "SysUser": SYSUSER[0], "SysPwd": SYSUSER[1], "LoginName": LOGIN[0],
-        "BackupSetID": bs.set_id, "DestinationID": bs.dest_id, "BackupJobID": job_id})
+    r = httpx.post(
+        server.url + "/obs/api/json/GetBackupJobReport.do",
+        timeout=TIMEOUT,
+        json={
+            "SysUser": SYSUSER[0],
+            "SysPwd": SYSUSER[1],
+            "LoginName": LOGIN[0],
+            "BackupSetID": bs.set_id,
+            "DestinationID": bs.dest_id,
+            "BackupJobID": job_id,
+        },
+    )
     assert r.status_code == 200
     body = r.json()
     assert body["Status"] == "OK", body
@@ -263,21 +328,27 @@ def _rows(data: dict[str, Any], key: str, tree: Tree) -> list[Row]:
 
     def rel(p: str) -> str:
         assert p.startswith(base), p
-        return p[len(base):]
+        return p[len(base) :]
 
     rows: list[Row] = []
     for e in data[key]:
         _check_entry_sizes(e)
         tail = (int(e["UnzipFilesSize"]), e["LastModified"])
         if key == "mov":
-            assert set(e) == {"Type", "LastModified", "FromFile", "ToFile", "FileSize",
-                              "UnzipFilesSize", "Ratio"}
+            assert set(e) == {
+                "Type",
+                "LastModified",
+                "FromFile",
+                "ToFile",
+                "FileSize",
+                "UnzipFilesSize",
+                "Ratio",
+            }
             rows.append((e["Type"], rel(e["FromFile"]), rel(e["ToFile"]), *tail))
         elif key == "cpy":
             rows.append((e["Type"], rel(e["Name"]), rel(e["FromFile"]), *tail))
         else:
-            assert set(e) == {"Type", "LastModified", "Name", "FileSize", "UnzipFilesSize",
-                              "Ratio"}
+            assert set(e) == {"Type", "LastModified", "Name", "FileSize", "UnzipFilesSize", "Ratio"}
             rows.append((e["Type"], rel(e["Name"]), *tail))
     return sorted(rows)
 
@@ -310,23 +381,44 @@ class Expected:
 
 
 def _nothing(**kw: Any) -> Expected:
-    base: dict[str, Any] = dict(new=[], upd=[], pmt=[], dele=[], mov=[], cpy=[], links={},
-                                warnings=[], status="BS_STOP_SUCCESS", dedupe_original=0,
-                                dedupe_saving=0)
+    base: dict[str, Any] = dict(
+        new=[],
+        upd=[],
+        pmt=[],
+        dele=[],
+        mov=[],
+        cpy=[],
+        links={},
+        warnings=[],
+        status="BS_STOP_SUCCESS",
+        dedupe_original=0,
+        dedupe_saving=0,
+    )
     base.update(kw)
     return Expected(**base)
 
 
-def _check_report(data: dict[str, Any], job_id: str, tree: Tree, exp: Expected,
-                  outcome_warnings: int | None = None) -> None:
+def _check_report(
+    data: dict[str, Any],
+    job_id: str,
+    tree: Tree,
+    exp: Expected,
+    outcome_warnings: int | None = None,
+) -> None:
     """The whole report against ``exp``: keys, lists, every counter, logs, status, dedupe."""
     assert [k for k in REPORT_KEYS if k not in data] == []
     assert data["ID"] == job_id
     assert data["FromIp"] == "127.0.0.1"
     assert data["BackupJobStatus"] == exp.status
     assert data["EndTime"] != "" and data["StartTime"] != ""
-    lists = {"new": exp.new, "upd": exp.upd, "pmt": exp.pmt, "del": exp.dele, "mov": exp.mov,
-             "cpy": exp.cpy}
+    lists = {
+        "new": exp.new,
+        "upd": exp.upd,
+        "pmt": exp.pmt,
+        "del": exp.dele,
+        "mov": exp.mov,
+        "cpy": exp.cpy,
+    }
     for key, rows in lists.items():
         assert _rows(data, key, tree) == sorted(rows), key
         _check_counters(data, key, rows, exp.links)
@@ -352,8 +444,7 @@ def _check_report(data: dict[str, Any], job_id: str, tree: Tree, exp: Expected,
         assert data["DedupeSaving"] == exp.dedupe_saving
 
 
-def _check_counters(data: dict[str, Any], key: str, rows: list[Row],
-                    links: dict[str, str]) -> None:
+def _check_counters(data: dict[str, Any], key: str, rows: list[Row], links: dict[str, str]) -> None:
     """The counts of list ``key`` by type, exactly; its sizes are the sums of its entries."""
     count_keys, size_key, unzip_key, ratio_key = LIST_KEYS[key]
     expected: dict[str, int] = dict.fromkeys(count_keys.values(), 0)
@@ -400,17 +491,36 @@ def test_first_then_one_of_each_change_then_unchanged(
     bs = _new_set(agent, tree, tmp_path / "dest")
 
     # Job 1: everything is new — the source folder, its directories and links included.
-    files: list[str | bytes] = ["a.txt", "b.txt", "empty", "ren.txt", "mv.txt", "exec.sh",
-                                "sub/c.bin", "sub/d.txt", "old/x.txt", "old/y.txt", NON_UTF8]
+    files: list[str | bytes] = [
+        "a.txt",
+        "b.txt",
+        "empty",
+        "ren.txt",
+        "mv.txt",
+        "exec.sh",
+        "sub/c.bin",
+        "sub/d.txt",
+        "old/x.txt",
+        "old/y.txt",
+        NON_UTF8,
+    ]
     new = [tree.source(), *(tree.entry(p) for p in [*files, "sub", "old", "link", "dirlink"])]
     first = _backup(agent, bs, 0)
     assert first.status.value == "BS_STOP_SUCCESS" and first.snapshot_id is not None
     data = _report(server, bs, first.ref.job_id)
     total = sum(row[2] for row in new)
-    _check_report(data, first.ref.job_id, tree, _nothing(
-        new=new, links={"src/link": "LF", "src/dirlink": "LD"}, dedupe_original=total))
-    assert (data["NumOfNewFiles"], data["NumOfNewDirCount"], data["NumOfNewLinkFileCount"],
-            data["NumOfNewLinkDirCount"]) == (11, 3, 1, 1)
+    _check_report(
+        data,
+        first.ref.job_id,
+        tree,
+        _nothing(new=new, links={"src/link": "LF", "src/dirlink": "LD"}, dedupe_original=total),
+    )
+    assert (
+        data["NumOfNewFiles"],
+        data["NumOfNewDirCount"],
+        data["NumOfNewLinkFileCount"],
+        data["NumOfNewLinkDirCount"],
+    ) == (11, 3, 1, 1)
     assert data["StartTime"] == "2024-06-26 13:24:35"
     sizes = {e["Name"].rpartition("/")[2]: e for e in data["new"]}
     assert int(sizes["a.txt"]["FileSize"]) < 600  # compressed
@@ -421,32 +531,45 @@ def test_first_then_one_of_each_change_then_unchanged(
     # symlink added.
     deleted = [tree.entry(p) for p in ("sub/d.txt", "old", "old/x.txt", "old/y.txt")]
     renamed, moved = tree.entry("ren.txt"), tree.entry("mv.txt")
-    tree.put("a.txt", b"alpha changed " * 70)                                   # upd
-    os.chmod(tree.path("b.txt"), 0o600)                                        # pmt
-    os.unlink(tree.path("sub/d.txt"))                                          # del F
-    os.rename(tree.path("ren.txt"), tree.path("ren2.txt"))                     # mov, same dir
-    os.rename(tree.path("mv.txt"), tree.path("sub/mv.txt"))                    # mov, other dir
-    shutil.copy2(tree.path("sub/c.bin"), tree.path("c-copy.bin"))              # cpy
-    tree.mkdir("newdir")                                                       # new D
-    shutil.rmtree(tree.path("old"))                                            # del D + 2 F
-    os.symlink(b"b.txt", tree.path("link2"))                                   # new L
+    tree.put("a.txt", b"alpha changed " * 70)  # upd
+    os.chmod(tree.path("b.txt"), 0o600)  # pmt
+    os.unlink(tree.path("sub/d.txt"))  # del F
+    os.rename(tree.path("ren.txt"), tree.path("ren2.txt"))  # mov, same dir
+    os.rename(tree.path("mv.txt"), tree.path("sub/mv.txt"))  # mov, other dir
+    shutil.copy2(tree.path("sub/c.bin"), tree.path("c-copy.bin"))  # cpy
+    tree.mkdir("newdir")  # new D
+    shutil.rmtree(tree.path("old"))  # del D + 2 F
+    os.symlink(b"b.txt", tree.path("link2"))  # new L
     new_a = len(b"alpha changed " * 70)
-    read = new_a + 13 + len(b"to be renamed in place") + len(
-        b"to be moved to another directory") + 1_500_000  # b, ren2, sub/mv, c-copy re-read
+    read = (
+        new_a
+        + 13
+        + len(b"to be renamed in place")
+        + len(b"to be moved to another directory")
+        + 1_500_000
+    )  # b, ren2, sub/mv, c-copy re-read
     second = _backup(agent, bs, 1)
     assert second.status.value == "BS_STOP_SUCCESS"
     data = _report(server, bs, second.ref.job_id)
-    _check_report(data, second.ref.job_id, tree, _nothing(
-        new=[tree.entry("newdir"), tree.entry("link2")],
-        upd=[tree.entry("a.txt")],
-        pmt=[tree.entry("b.txt")],
-        dele=deleted,
-        mov=[("F", renamed[1], tree.rel_name("ren2.txt"), *renamed[2:]),
-             ("F", moved[1], tree.rel_name("sub/mv.txt"), *moved[2:])],
-        cpy=[("F", "src/c-copy.bin", "src/sub/c.bin", *tree.entry("c-copy.bin")[2:])],
-        links={"src/link2": "LF"},
-        dedupe_original=read, dedupe_saving=read - new_a,
-    ))
+    _check_report(
+        data,
+        second.ref.job_id,
+        tree,
+        _nothing(
+            new=[tree.entry("newdir"), tree.entry("link2")],
+            upd=[tree.entry("a.txt")],
+            pmt=[tree.entry("b.txt")],
+            dele=deleted,
+            mov=[
+                ("F", renamed[1], tree.rel_name("ren2.txt"), *renamed[2:]),
+                ("F", moved[1], tree.rel_name("sub/mv.txt"), *moved[2:]),
+            ],
+            cpy=[("F", "src/c-copy.bin", "src/sub/c.bin", *tree.entry("c-copy.bin")[2:])],
+            links={"src/link2": "LF"},
+            dedupe_original=read,
+            dedupe_saving=read - new_a,
+        ),
+    )
     assert (data["NumOfDeletedFiles"], data["NumOfDeletedDirCount"]) == (3, 1)
 
     # Job 3: nothing changed — nothing reported, nothing read.
@@ -474,8 +597,9 @@ class _Listing:
         return iter(self._entries)
 
 
-def _remove_after_listing(monkeypatch: pytest.MonkeyPatch, directory: bytes,
-                          victims: list[bytes]) -> list[bytes]:
+def _remove_after_listing(
+    monkeypatch: pytest.MonkeyPatch, directory: bytes, victims: list[bytes]
+) -> list[bytes]:
     """Make ``os.scandir(directory)`` list the directory, then remove ``victims``: they vanish
     between the listing and their ``lstat``. Returns the victims removed so far."""
     real = os.scandir
@@ -511,18 +635,26 @@ def test_files_vanishing_during_the_scan_are_warnings_and_a_backed_up_one_is_del
 
     tree.put("v/c.txt", b"new in job 2, vanishes before it is backed up")
     gone_b = tree.entry("v/b.txt")
-    removed = _remove_after_listing(monkeypatch, tree.path("v"),
-                                    [tree.path("v/b.txt"), tree.path("v/c.txt")])
+    removed = _remove_after_listing(
+        monkeypatch, tree.path("v"), [tree.path("v/b.txt"), tree.path("v/c.txt")]
+    )
     second = _backup(agent, bs, 1)
     monkeypatch.undo()
     assert len(removed) == 2  # the hook did run
     assert second.status.value == "BS_STOP_SUCCESS_WITH_WARNING"
     data = _report(server, bs, second.ref.job_id)
     vanished = "vanished during the scan"
-    _check_report(data, second.ref.job_id, tree, _nothing(
-        status="BS_STOP_SUCCESS_WITH_WARNING", dele=[gone_b],
-        warnings=[("src/v/b.txt", vanished), ("src/v/c.txt", vanished)],
-    ), second.warnings)
+    _check_report(
+        data,
+        second.ref.job_id,
+        tree,
+        _nothing(
+            status="BS_STOP_SUCCESS_WITH_WARNING",
+            dele=[gone_b],
+            warnings=[("src/v/b.txt", vanished), ("src/v/c.txt", vanished)],
+        ),
+        second.warnings,
+    )
 
     # The deletion was reported once: the next job finds nothing to report.
     third = _backup(agent, bs, 2)
@@ -563,21 +695,29 @@ def test_files_growing_while_read_are_warnings_and_backed_up_next_time(
     first = _backup(agent, bs, 0)
     assert first.status.value == "BS_STOP_SUCCESS"
 
-    tree.put("g.log", b"line 1\nline 2\n")         # updated: read in job 2, grows meanwhile
-    tree.put("h.log", b"new log\n")                 # new: read in job 2, grows meanwhile
-    grown = _grow_on_first_read(monkeypatch, {tree.path("g.log"): b"line 3\n",
-                                              tree.path("h.log"): b"more\n"})
+    tree.put("g.log", b"line 1\nline 2\n")  # updated: read in job 2, grows meanwhile
+    tree.put("h.log", b"new log\n")  # new: read in job 2, grows meanwhile
+    grown = _grow_on_first_read(
+        monkeypatch, {tree.path("g.log"): b"line 3\n", tree.path("h.log"): b"more\n"}
+    )
     second = _backup(agent, bs, 1)
     monkeypatch.undo()
     assert grown == {tree.path("g.log"), tree.path("h.log")}
     assert second.status.value == "BS_STOP_SUCCESS_WITH_WARNING"
     data = _report(server, bs, second.ref.job_id)
     changed = "changed while it was read"
-    _check_report(data, second.ref.job_id, tree, _nothing(
-        status="BS_STOP_SUCCESS_WITH_WARNING",
-        warnings=[("src/g.log", changed), ("src/h.log", changed)],
-        dedupe_original=0, dedupe_saving=0,
-    ), second.warnings)
+    _check_report(
+        data,
+        second.ref.job_id,
+        tree,
+        _nothing(
+            status="BS_STOP_SUCCESS_WITH_WARNING",
+            warnings=[("src/g.log", changed), ("src/h.log", changed)],
+            dedupe_original=0,
+            dedupe_saving=0,
+        ),
+        second.warnings,
+    )
 
     # Once the files are still, they are backed up: the update and the new file are reported.
     third = _backup(agent, bs, 2)
@@ -585,8 +725,12 @@ def test_files_growing_while_read_are_warnings_and_backed_up_next_time(
     g, h = tree.entry("g.log"), tree.entry("h.log")
     assert (g[2], h[2]) == (21, 13)
     # Job 2 had stored the chunks it read before it saw the change; this job reuses them.
-    _check_report(data, third.ref.job_id, tree, _nothing(
-        upd=[g], new=[h], dedupe_original=21 + 13, dedupe_saving=21 + 13))
+    _check_report(
+        data,
+        third.ref.job_id,
+        tree,
+        _nothing(upd=[g], new=[h], dedupe_original=21 + 13, dedupe_saving=21 + 13),
+    )
 
 
 # --- an unreadable file: the agent as an unprivileged user ------------------------------------
@@ -602,8 +746,10 @@ def _as_unprivileged() -> list[str]:
         return [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
     if runuser:
         return [runuser, "-u", "nobody", "--"]
-    pytest.fail("running as root, but neither setpriv nor runuser is installed: the "
-                "unreadable-file scenario cannot drop privileges (install util-linux)")
+    pytest.fail(
+        "running as root, but neither setpriv nor runuser is installed: the "
+        "unreadable-file scenario cannot drop privileges (install util-linux)"
+    )
 
 
 @pytest.fixture
@@ -617,15 +763,37 @@ def open_dir() -> Iterator[Path]:
         shutil.rmtree(path)
 
 
-def _driver(server: Server, bs: BackupSet, job_no: int, prefix: list[str],
-            home: Path) -> dict[str, Any]:
+def _driver(
+    server: Server, bs: BackupSet, job_no: int, prefix: list[str], home: Path
+) -> dict[str, Any]:
     """``agent_driver.py`` run as a process (as ``prefix`` says); its JSON outcome."""
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home),
-           "TMPDIR": str(home), "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
-           "OPENCBS_E2E_PASSWORD": LOGIN[1], "OPENCBS_E2E_REPO_PASSWORD": REPO_PASSWORD}
-    res = subprocess.run([*prefix, sys.executable, str(DRIVER), server.url, LOGIN[0],
-                          bs.set_id, bs.dest_id, str(bs.dest), str(T0 + job_no * 60_000)],
-                         capture_output=True, text=True, env=env, timeout=TIMEOUT, check=False)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "TMPDIR": str(home),
+        "LANG": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "OPENCBS_E2E_PASSWORD": LOGIN[1],
+        "OPENCBS_E2E_REPO_PASSWORD": REPO_PASSWORD,
+    }
+    res = subprocess.run(
+        [
+            *prefix,
+            sys.executable,
+            str(DRIVER),
+            server.url,
+            LOGIN[0],
+            bs.set_id,
+            bs.dest_id,
+            str(bs.dest),
+            str(T0 + job_no * 60_000),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=TIMEOUT,
+        check=False,
+    )
     assert res.returncode == 0, (res.stdout, res.stderr)
     outcome: dict[str, Any] = json.loads(res.stdout)
     return outcome
@@ -635,13 +803,19 @@ def _usable_by(prefix: list[str], home: Path) -> None:
     """Fail clearly when the unprivileged user cannot run the venv's Python with opencbs."""
     if not prefix:
         return
-    res = subprocess.run([*prefix, sys.executable, "-c", "import opencbs.agent.backup"],
-                         capture_output=True, text=True, timeout=TIMEOUT, check=False,
-                         env={"PATH": os.environ.get("PATH", ""), "HOME": str(home),
-                              "PYTHONDONTWRITEBYTECODE": "1"})
+    res = subprocess.run(
+        [*prefix, sys.executable, "-c", "import opencbs.agent.backup"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+        env={"PATH": os.environ.get("PATH", ""), "HOME": str(home), "PYTHONDONTWRITEBYTECODE": "1"},
+    )
     if res.returncode != 0:
-        pytest.fail(f"uid {NOBODY} cannot import opencbs from {sys.prefix} (make the venv and "
-                    f"its base interpreter readable by all users): {res.stderr.strip()[-300:]}")
+        pytest.fail(
+            f"uid {NOBODY} cannot import opencbs from {sys.prefix} (make the venv and "
+            f"its base interpreter readable by all users): {res.stderr.strip()[-300:]}"
+        )
 
 
 def test_an_unreadable_file_is_a_warning_naming_it(
@@ -661,23 +835,37 @@ def test_an_unreadable_file_is_a_warning_naming_it(
     if prefix:
         for path in (home, bs.dest, *bs.dest.rglob("*")):
             os.chown(path, NOBODY, NOBODY)
-    expected_new = [tree.source(), tree.entry("ok.txt"), tree.entry("sub"),
-                    tree.entry("sub/ok2.txt")]
+    expected_new = [
+        tree.source(),
+        tree.entry("ok.txt"),
+        tree.entry("sub"),
+        tree.entry("sub/ok2.txt"),
+    ]
 
     first = _driver(server, bs, 0, prefix, home)
     assert first["status"] == "BS_STOP_SUCCESS_WITH_WARNING", first
     assert first["snapshot_id"] is not None and first["warnings"] == 1
     data = _report(server, bs, first["job_id"])
-    _check_report(data, first["job_id"], tree, _nothing(
-        status="BS_STOP_SUCCESS_WITH_WARNING", new=expected_new,
-        warnings=[("src/secret.txt", "Permission denied")],
-        dedupe_original=len(b"readable") + len(b"readable too")))
+    _check_report(
+        data,
+        first["job_id"],
+        tree,
+        _nothing(
+            status="BS_STOP_SUCCESS_WITH_WARNING",
+            new=expected_new,
+            warnings=[("src/secret.txt", "Permission denied")],
+            dedupe_original=len(b"readable") + len(b"readable too"),
+        ),
+    )
 
     # Readable again: the file is backed up as new, and nothing else is reported.
     os.chmod(tree.path("secret.txt"), 0o644)
     second = _driver(server, bs, 1, prefix, home)
     assert second["status"] == "BS_STOP_SUCCESS", second
     data = _report(server, bs, second["job_id"])
-    _check_report(data, second["job_id"], tree, _nothing(
-        new=[tree.entry("secret.txt")], dedupe_original=len(b"nobody may read this")))
-
+    _check_report(
+        data,
+        second["job_id"],
+        tree,
+        _nothing(new=[tree.entry("secret.txt")], dedupe_original=len(b"nobody may read this")),
+    )

@@ -41,8 +41,15 @@ def _env(root: Path, **extra: str) -> dict[str, str]:
 
 def run(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     """Run ``opencbs ARGS`` to completion."""
-    return subprocess.run([OPENCBS, *args], input=stdin, capture_output=True, text=True,
-                          env=env, timeout=TIMEOUT, check=False)
+    return subprocess.run(
+        [OPENCBS, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=TIMEOUT,
+        check=False,
+    )
 
 
 def ok(env: dict[str, str], *args: str, stdin: str = "") -> str:
@@ -77,11 +84,23 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     again = json.loads(ok(env, "demo", "--no-serve", "--json"))
     assert again["created"] == [] and again["sysuser_password"] is None
     assert again["backup_set_id"] == demo["backup_set_id"]
-    ok(env, "sysuser", "add", "monitor", "--role", "API_ONLY", "--password-stdin",
-       stdin="monitor-pw\n")
+    ok(
+        env,
+        "sysuser",
+        "add",
+        "monitor",
+        "--role",
+        "API_ONLY",
+        "--password-stdin",
+        stdin="monitor-pw\n",
+    )
     port = free_port()
-    proc = subprocess.Popen([OPENCBS, "serve", "--port", str(port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [OPENCBS, "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         _wait_until_up(url, proc)
@@ -109,9 +128,13 @@ def _wait_until_up(url: str, proc: subprocess.Popen[bytes]) -> None:
 
 
 def _report_request(srv: Server, job_id: str) -> dict[str, str]:
-    return {**srv.auth, "LoginName": srv.demo["login_name"],
-            "BackupSetID": srv.demo["backup_set_id"],
-            "DestinationID": srv.demo["destination_id"], "BackupJobID": job_id}
+    return {
+        **srv.auth,
+        "LoginName": srv.demo["login_name"],
+        "BackupSetID": srv.demo["backup_set_id"],
+        "DestinationID": srv.demo["destination_id"],
+        "BackupJobID": job_id,
+    }
 
 
 # --- the server --------------------------------------------------------------------------
@@ -121,18 +144,23 @@ def test_auth_system_user_over_http(server: Server) -> None:
     good = httpx.post(server.url + "/obs/api/json/AuthSystemUser.do", json=server.auth)
     assert good.status_code == 200
     assert good.json() == {"Status": "OK"}
-    bad = httpx.post(server.url + "/obs/api/json/AuthSystemUser.do",
-                     json={"SysUser": "monitor", "SysPwd": "wrong"})
+    bad = httpx.post(
+        server.url + "/obs/api/json/AuthSystemUser.do",
+        json={"SysUser": "monitor", "SysPwd": "wrong"},
+    )
     assert bad.status_code == 200
     assert bad.json()["Status"] == "Error"
     assert bad.json()["Message"] == "Incorrect system username/password"
 
 
 def test_example_report_over_http_is_the_vendors(server: Server) -> None:
-    vendor = json.loads((Path(__file__).parents[1] / "fixtures" /
-                         "vendor_example_report.json").read_text())["Data"]
-    r = httpx.post(server.url + "/obs/api/json/GetBackupJobReport.do",
-                   json=_report_request(server, server.demo["example_job_id"]))
+    vendor = json.loads(
+        (Path(__file__).parents[1] / "fixtures" / "vendor_example_report.json").read_text()
+    )["Data"]
+    r = httpx.post(
+        server.url + "/obs/api/json/GetBackupJobReport.do",
+        json=_report_request(server, server.demo["example_job_id"]),
+    )
     assert r.status_code == 200
     data = r.json()["Data"]
     assert data["ID"] == vendor["ID"] == server.demo["example_job_id"]
@@ -143,8 +171,9 @@ def test_example_report_over_http_is_the_vendors(server: Server) -> None:
 @pytest.mark.parametrize("job_key", ["example_job_id", "second_job_id"])
 def test_cli_report_json_equals_the_api(server: Server, job_key: str) -> None:
     job_id = server.demo[job_key]
-    api = httpx.post(server.url + "/obs/api/json/GetBackupJobReport.do",
-                     json=_report_request(server, job_id))
+    api = httpx.post(
+        server.url + "/obs/api/json/GetBackupJobReport.do", json=_report_request(server, job_id)
+    )
     cli = ok(server.env, "report", job_id, "--user", server.demo["login_name"], "--json")
     assert cli.rstrip("\n").encode() == api.content
     assert json.loads(cli) == api.json()
@@ -152,8 +181,10 @@ def test_cli_report_json_equals_the_api(server: Server, job_key: str) -> None:
 
 
 def test_second_job_was_delivered_with_every_list(server: Server) -> None:
-    r = httpx.post(server.url + "/obs/api/json/GetBackupJobReport.do",
-                   json=_report_request(server, server.demo["second_job_id"]))
+    r = httpx.post(
+        server.url + "/obs/api/json/GetBackupJobReport.do",
+        json=_report_request(server, server.demo["second_job_id"]),
+    )
     data = r.json()["Data"]
     assert data["BackupJobStatus"] == "BS_STOP_SUCCESS_WITH_WARNING"
     assert data["NumOfWarnEntries"] == 1
@@ -164,9 +195,11 @@ def test_second_job_was_delivered_with_every_list(server: Server) -> None:
 
 def test_absolute_form_request_target(server: Server) -> None:
     body = json.dumps(_report_request(server, server.demo["example_job_id"])).encode()
-    head = (f"POST http://127.0.0.1:{server.port}/obs/api/json/GetBackupJobReportSummary.do "
-            f"HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    head = (
+        f"POST http://127.0.0.1:{server.port}/obs/api/json/GetBackupJobReportSummary.do "
+        f"HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(head + body)
         chunks = []
@@ -197,19 +230,47 @@ def test_users_and_sets_from_the_command_line(tmp_path: Path) -> None:
     assert len(generated.stdout.strip()) >= 16  # the generated password, printed once
     assert generated.stdout.strip() not in generated.stderr
     listed = json.loads(ok(env, "sysuser", "list", "--json"))
-    assert [(u["Name"], u["Role"]) for u in listed] == [("ops", "ADMIN"),
-                                                       ("robot", "READ_ONLY_API")]
+    assert [(u["Name"], u["Role"]) for u in listed] == [
+        ("ops", "ADMIN"),
+        ("robot", "READ_ONLY_API"),
+    ]
     ok(env, "sysuser", "passwd", "ops", "--password-stdin", stdin="n3w\n")
 
-    ok(env, "user", "add", "alice", "--alias", "Alice", "--email", "a@example.org",
-       "--quota", "1048576", "--password-stdin", stdin="alice-pw\n")
+    ok(
+        env,
+        "user",
+        "add",
+        "alice",
+        "--alias",
+        "Alice",
+        "--email",
+        "a@example.org",
+        "--quota",
+        "1048576",
+        "--password-stdin",
+        stdin="alice-pw\n",
+    )
     (row,) = json.loads(ok(env, "user", "list", "--json"))
     assert (row["LoginName"], row["Alias"], row["Quota"]) == ("alice", "Alice", 1048576)
     assert isinstance(row["UserId"], str)
 
     src, dest = tmp_path / "src", tmp_path / "repo"
-    added = json.loads(ok(env, "set", "add", "alice", "Docs", "--source", str(src),
-                          "--destination", str(dest), "--exclude", "*.tmp", "--json"))
+    added = json.loads(
+        ok(
+            env,
+            "set",
+            "add",
+            "alice",
+            "Docs",
+            "--source",
+            str(src),
+            "--destination",
+            str(dest),
+            "--exclude",
+            "*.tmp",
+            "--json",
+        )
+    )
     (listed_set,) = json.loads(ok(env, "set", "list", "alice", "--json"))
     assert listed_set == added
     assert added["Type"] == "FILE"
@@ -221,16 +282,16 @@ def test_users_and_sets_from_the_command_line(tmp_path: Path) -> None:
 
 
 def test_version() -> None:
-    res = subprocess.run([OPENCBS, "--version"], capture_output=True, text=True,
-                         timeout=TIMEOUT, check=False)
+    res = subprocess.run(
+        [OPENCBS, "--version"], capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
     assert res.returncode == 0 and "opencbs" in res.stdout
 
 
 # --- errors ------------------------------------------------------------------------------
 
 
-def _assert_one_line_error(res: subprocess.CompletedProcess[str], code: int,
-                           message: str) -> None:
+def _assert_one_line_error(res: subprocess.CompletedProcess[str], code: int, message: str) -> None:
     assert res.returncode == code, (res.stdout, res.stderr)
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 2, res.stderr
@@ -242,14 +303,20 @@ def _assert_one_line_error(res: subprocess.CompletedProcess[str], code: int,
 
 def test_errors_are_one_line_with_a_hint(tmp_path: Path) -> None:
     env = _env(tmp_path)
-    _assert_one_line_error(run(env, "report", "2024-01-01-00-00-00", "--user", "nobody"), 4,
-                           "User \u2018nobody\u2019 not found.")
-    _assert_one_line_error(run(env, "user", "add", "bob", "--password-stdin", stdin=""), 2,
-                           "no password")
-    _assert_one_line_error(run(env, "--config", str(tmp_path / "missing.toml"), "user", "list"),
-                           2, "does not exist")
-    _assert_one_line_error(run({**env, "OPENCBS_PORT": "eighty"}, "serve"), 2,
-                           "invalid setting port")
+    _assert_one_line_error(
+        run(env, "report", "2024-01-01-00-00-00", "--user", "nobody"),
+        4,
+        "User \u2018nobody\u2019 not found.",
+    )
+    _assert_one_line_error(
+        run(env, "user", "add", "bob", "--password-stdin", stdin=""), 2, "no password"
+    )
+    _assert_one_line_error(
+        run(env, "--config", str(tmp_path / "missing.toml"), "user", "list"), 2, "does not exist"
+    )
+    _assert_one_line_error(
+        run({**env, "OPENCBS_PORT": "eighty"}, "serve"), 2, "invalid setting port"
+    )
     _assert_one_line_error(run(env, "sysuser", "add", "x", "--bogus"), 2, "--bogus")
 
 
@@ -269,7 +336,8 @@ def test_serve_on_a_busy_or_foreign_address_is_one_line_and_exit_2(tmp_path: Pat
         res = run(env, "serve", "--port", str(port))
     assert res.returncode == 2, res.stderr
     assert res.stderr.splitlines()[0] == (
-        f"opencbs: error: cannot listen on 127.0.0.1:{port}: address already in use")
+        f"opencbs: error: cannot listen on 127.0.0.1:{port}: address already in use"
+    )
     assert res.stderr.splitlines()[1].startswith("hint: ") and "--port" in res.stderr
     assert len(res.stderr.splitlines()) == 2, res.stderr
     # an address that is not this machine's (TEST-NET-1, RFC 5737)
@@ -281,13 +349,16 @@ def test_serve_on_a_busy_or_foreign_address_is_one_line_and_exit_2(tmp_path: Pat
 
 def test_user_names_are_checked_and_owners_must_be_resellers(tmp_path: Path) -> None:
     env = _env(tmp_path)
-    for bad, why in [("a\nb", "control character"), ("a/b", "'/'"), (" alice", "space"),
-                     ("evil\x1b]0;x\x07", "control character")]:
+    for bad, why in [
+        ("a\nb", "control character"),
+        ("a/b", "'/'"),
+        (" alice", "space"),
+        ("evil\x1b]0;x\x07", "control character"),
+    ]:
         res = run(env, "user", "add", bad, "--password-stdin", stdin="pw\n")
         assert res.returncode == 2, (bad, res.stderr)
         assert why in res.stderr and "\x1b" not in res.stderr, res.stderr
-        res = run(env, "sysuser", "add", bad, "--role", "ADMIN", "--password-stdin",
-                  stdin="pw\n")
+        res = run(env, "sysuser", "add", bad, "--role", "ADMIN", "--password-stdin", stdin="pw\n")
         assert res.returncode == 2 and why in res.stderr, (bad, res.stderr)
     ok(env, "sysuser", "add", "ops", "--role", "ADMIN", "--password-stdin", stdin="pw\n")
     for owner in ("nosuch", "ops"):

@@ -39,9 +39,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     running.start()
     url = running.url
     try:
-        yield Server(url, {**env, "OPENCBS_SERVER_URL": url, "OPENCBS_LOGIN_NAME": LOGIN,
-                           "OPENCBS_PASSWORD": PASSWORD,
-                           "OPENCBS_ENCRYPTION_PASSWORD": ENCRYPTION}, root / "data")
+        yield Server(
+            url,
+            {
+                **env,
+                "OPENCBS_SERVER_URL": url,
+                "OPENCBS_LOGIN_NAME": LOGIN,
+                "OPENCBS_PASSWORD": PASSWORD,
+                "OPENCBS_ENCRYPTION_PASSWORD": ENCRYPTION,
+            },
+            root / "data",
+        )
     finally:
         running.kill()
 
@@ -63,36 +71,76 @@ def _first_set(srv: Server, tmp_path: Path, name: str) -> Path:
     (src / "ok.txt").write_bytes(b"ok")
     with open(os.fsencode(src) + b"/name-\xff\xfe", "wb") as f:
         f.write(b"not utf-8 inside: fine")
-    job = json.loads(ok(srv.env, "backup", "--set", name, "--source", str(src),
-                        "--destination", str(tmp_path / "d1"), "--json"))
+    job = json.loads(
+        ok(
+            srv.env,
+            "backup",
+            "--set",
+            name,
+            "--source",
+            str(src),
+            "--destination",
+            str(tmp_path / "d1"),
+            "--json",
+        )
+    )
     assert job["status"] == "BS_STOP_SUCCESS", job
     return src
 
 
-def test_a_source_that_is_not_utf8_is_refused_where_it_enters(server: Server,
-                                                              tmp_path: Path) -> None:
+def test_a_source_that_is_not_utf8_is_refused_where_it_enters(
+    server: Server, tmp_path: Path
+) -> None:
     _first_set(server, tmp_path, "S1")
     bad_src = str(tmp_path / f"bad{BAD}")
     os.mkdir(os.fsencode(bad_src))
 
     # the agent, creating a set: nothing on the server, nothing on disk
     dest6 = tmp_path / "dest6"
-    lines = _one_line_error(run(server.env, "backup", "--set", "NB", "--source", bad_src,
-                                "--destination", str(dest6)), 2,
-                            f"--source {tmp_path}/bad\\xff is not a valid UTF-8 path")
+    lines = _one_line_error(
+        run(server.env, "backup", "--set", "NB", "--source", bad_src, "--destination", str(dest6)),
+        2,
+        f"--source {tmp_path}/bad\\xff is not a valid UTF-8 path",
+    )
     assert "rename" in lines[1] and "parent folder as --source" in lines[1]
     assert not dest6.exists()
     _one_line_error(run(server.env, "backup", "--set", "NB"), 4, "no backup set 'NB'")
-    _one_line_error(run(server.env, "backup", "--set", "NB", "--source", str(tmp_path / "src"),
-                        "--destination", str(tmp_path / f"d{BAD}")), 2,
-                    "--destination")
-    _one_line_error(run(server.env, "backup", "--set", "S1", "--add-destination",
-                        str(tmp_path / f"d{BAD}")), 2, "--add-destination")
+    _one_line_error(
+        run(
+            server.env,
+            "backup",
+            "--set",
+            "NB",
+            "--source",
+            str(tmp_path / "src"),
+            "--destination",
+            str(tmp_path / f"d{BAD}"),
+        ),
+        2,
+        "--destination",
+    )
+    _one_line_error(
+        run(server.env, "backup", "--set", "S1", "--add-destination", str(tmp_path / f"d{BAD}")),
+        2,
+        "--add-destination",
+    )
 
     # the administrator
-    lines = _one_line_error(run(server.env, "set", "add", LOGIN, "NB2", "--source", bad_src,
-                                "--destination", str(tmp_path / "dest7")), 2,
-                            "is not a valid UTF-8 path")
+    lines = _one_line_error(
+        run(
+            server.env,
+            "set",
+            "add",
+            LOGIN,
+            "NB2",
+            "--source",
+            bad_src,
+            "--destination",
+            str(tmp_path / "dest7"),
+        ),
+        2,
+        "is not a valid UTF-8 path",
+    )
     assert "rename" in lines[1]
     listed = json.loads(ok(server.env, "set", "list", LOGIN, "--json"))
     assert "NB2" not in [s["Name"] for s in listed]
@@ -110,10 +158,17 @@ def test_a_set_stored_with_such_a_source_breaks_nothing(server: Server, tmp_path
         with db.write() as conn:
             owner = users.find_backup_user(conn, LOGIN)
             assert owner is not None
-            conn.execute(backup_sets.insert().values(
-                id=7, user_id=owner.id, name="OLD", type="FILE",
-                settings={**sets.DEFAULT_SETTINGS, "sources": [f"/tmp/old{BAD}"]},
-                removed=False, created_at=7))
+            conn.execute(
+                backup_sets.insert().values(
+                    id=7,
+                    user_id=owner.id,
+                    name="OLD",
+                    type="FILE",
+                    settings={**sets.DEFAULT_SETTINGS, "sources": [f"/tmp/old{BAD}"]},
+                    removed=False,
+                    created_at=7,
+                )
+            )
     finally:
         db.dispose()
     listed = json.loads(ok(server.env, "set", "list", LOGIN, "--json"))
@@ -128,9 +183,11 @@ def test_a_set_stored_with_such_a_source_breaks_nothing(server: Server, tmp_path
 def test_a_malformed_server_address_is_exit_2(server: Server, url: str) -> None:
     env = {**server.env, "OPENCBS_SERVER_URL": ""}
     for args in (("backup", "--set", "S1"), ("agent", "flush")):
-        lines = _one_line_error(run(env, *args, "--server", url), 2,
-                                "invalid setting server_url")
+        lines = _one_line_error(run(env, *args, "--server", url), 2, "invalid setting server_url")
         assert "--server" in lines[1]
-    lines = _one_line_error(run({**server.env, "OPENCBS_SERVER_URL": url}, "agent", "flush"),
-                            2, "invalid setting server_url")
+    lines = _one_line_error(
+        run({**server.env, "OPENCBS_SERVER_URL": url}, "agent", "flush"),
+        2,
+        "invalid setting server_url",
+    )
     assert "OPENCBS_SERVER_URL" in lines[1]

@@ -83,7 +83,10 @@ class Server:
         self.log = open(self.root / "serve.log", "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [OPENCBS, "serve", "--port", str(self.port), "--job-idle-timeout", str(IDLE_TIMEOUT)],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=self.log)
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+        )
         _wait_until_up(self.url, self.proc)
 
     def stop(self) -> None:
@@ -100,8 +103,11 @@ class Server:
             self.log = None
 
     def cbs(self, call: str, **params: str) -> Any:
-        r = httpx.post(f"{self.url}/obs/api/json/{call}.do", timeout=TIMEOUT,
-                       json={**MONITOR, "LoginName": LOGIN, **params})
+        r = httpx.post(
+            f"{self.url}/obs/api/json/{call}.do",
+            timeout=TIMEOUT,
+            json={**MONITOR, "LoginName": LOGIN, **params},
+        )
         body = r.json()
         assert body["Status"] == "OK", (call, params, body)
         return body["Data"]
@@ -112,13 +118,24 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("interruption")
     env = _env(root)
     ok(env, "user", "add", LOGIN, "--password-stdin", stdin=PASSWORD + "\n")
-    ok(env, "sysuser", "add", "monitor", "--role", "API_ONLY", "--password-stdin",
-       stdin=MONITOR["SysPwd"] + "\n")
+    ok(
+        env,
+        "sysuser",
+        "add",
+        "monitor",
+        "--role",
+        "API_ONLY",
+        "--password-stdin",
+        stdin=MONITOR["SysPwd"] + "\n",
+    )
     port = free_port()
     config = root / "agent.toml"
-    config.write_text(f'[agent]\nserver_url = "http://127.0.0.1:{port}"\n'
-                      f'login_name = "{LOGIN}"\npassword = "{PASSWORD}"\n'
-                      f'encryption_password = "{ENCRYPTION}"\n', encoding="utf-8")
+    config.write_text(
+        f'[agent]\nserver_url = "http://127.0.0.1:{port}"\n'
+        f'login_name = "{LOGIN}"\npassword = "{PASSWORD}"\n'
+        f'encryption_password = "{ENCRYPTION}"\n',
+        encoding="utf-8",
+    )
     config.chmod(0o600)
     srv = Server(root, env, {**env, "OPENCBS_CONFIG": str(config)}, port)
     srv.start()
@@ -131,8 +148,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 # --- the source tree ------------------------------------------------------------------------
 
 
-def _make_tree(root: Path, rng: random.Random, *, files: int = 300,
-               big: tuple[int, int] = (2 << 20, 6 << 20)) -> int:
+def _make_tree(
+    root: Path, rng: random.Random, *, files: int = 300, big: tuple[int, int] = (2 << 20, 6 << 20)
+) -> int:
     """A tree of ``files`` files in 12 folders, every content distinct (no copies): mostly small
     compressible text, some random files of 50 KiB to 1 MiB, one in 25 ``big`` (bytes, random).
     Returns the total size in bytes."""
@@ -168,8 +186,9 @@ def _pack_bytes(dest: Path) -> int:
     data = dest / "data"
     if not data.exists():
         return 0
-    return sum(p.stat().st_size for p in data.rglob("*") if p.is_file()
-               and not p.name.startswith("."))
+    return sum(
+        p.stat().st_size for p in data.rglob("*") if p.is_file() and not p.name.startswith(".")
+    )
 
 
 def _next_second() -> None:
@@ -203,8 +222,9 @@ _OUTCOME = re.compile(r"^job (\S+): (\S+) \(backup set (\d+), destination (\d+)\
 _SNAPSHOT = re.compile(r"^snapshot ([0-9a-f]{64})$", re.M)
 
 
-def _attempt(srv: Server, set_name: str, src: Path, dest: Path,
-             kill: tuple[str, float] | None, log: Path) -> Attempt:
+def _attempt(
+    srv: Server, set_name: str, src: Path, dest: Path, kill: tuple[str, float] | None, log: Path
+) -> Attempt:
     """One ``opencbs backup`` process; with ``kill`` = (``"launch"`` or ``"started"``, seconds)
     SIGKILLed that long after its launch or after it printed "started" (before it opens the
     repository and starts the job), unless it ended first."""
@@ -212,7 +232,11 @@ def _attempt(srv: Server, set_name: str, src: Path, dest: Path,
     launched = time.monotonic()
     proc = subprocess.Popen(
         [OPENCBS, "backup", "--set", set_name, "--source", str(src), "--destination", str(dest)],
-        env=srv.agent_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env=srv.agent_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     started = threading.Event()
     startup = 0.0
 
@@ -255,8 +279,13 @@ def _attempt(srv: Server, set_name: str, src: Path, dest: Path,
     m = _OUTCOME.search(out)
     assert m is not None, out
     snap = _SNAPSHOT.search(out)
-    outcome = {"job_id": m[1], "status": m[2], "backup_set_id": m[3], "destination_id": m[4],
-               "snapshot_id": snap[1] if snap else ""}
+    outcome = {
+        "job_id": m[1],
+        "status": m[2],
+        "backup_set_id": m[3],
+        "destination_id": m[4],
+        "snapshot_id": snap[1] if snap else "",
+    }
     return Attempt(when, False, outcome, packs_before, startup, duration)
 
 
@@ -325,8 +354,7 @@ def test_sigkill_series(server: Server, tmp_path: Path) -> None:
             return attempt
         checked = _verify(server, dest)
         if (dest / "keys" / "default").exists():
-            assert checked.returncode == 0, (len(attempts), attempt, checked.stdout,
-                                             checked.stderr)
+            assert checked.returncode == 0, (len(attempts), attempt, checked.stdout, checked.stderr)
             assert checked.stdout.startswith("ok: ")
         else:  # killed before the repository was created: nothing to check, nothing damaged
             assert checked.returncode == EXIT_NO_REPOSITORY, checked.stdout + checked.stderr
@@ -343,11 +371,13 @@ def test_sigkill_series(server: Server, tmp_path: Path) -> None:
     final = one(None)
     assert final.outcome is not None
     snapshots = _snapshots(server, dest)
-    print(f"seed {SEED}: {size >> 20} MiB, start-up {startup:.2f} s, work "
-          f"{measured.duration - startup:.2f} s; attempts (killed after s from Launch or "
-          "Started, or Completed; MiB of packs before): "
-          + ", ".join(f"{a.delay if a.killed else 'C'}/{a.packs_before >> 20}" for a in attempts)
-          + f"; {len(snapshots)} snapshots")
+    print(
+        f"seed {SEED}: {size >> 20} MiB, start-up {startup:.2f} s, work "
+        f"{measured.duration - startup:.2f} s; attempts (killed after s from Launch or "
+        "Started, or Completed; MiB of packs before): "
+        + ", ".join(f"{a.delay if a.killed else 'C'}/{a.packs_before >> 20}" for a in attempts)
+        + f"; {len(snapshots)} snapshots"
+    )
 
     # what killed writes left: temporary files only (never listed), removed by the clean-up
     left = _temporaries(dest)
@@ -380,8 +410,9 @@ def test_sigkill_series(server: Server, tmp_path: Path) -> None:
     snapshot_attempts = sorted(attempt_of(j) for j in committed)
     for job_id in job_ids:
         i = attempt_of(job_id)
-        data = server.cbs("GetBackupJobReport", BackupSetID=set_id, DestinationID=dest_id,
-                          BackupJobID=job_id)
+        data = server.cbs(
+            "GetBackupJobReport", BackupSetID=set_id, DestinationID=dest_id, BackupJobID=job_id
+        )
         status = data["BackupJobStatus"]
         whole = job_id in committed  # every entry was sent before the snapshot was committed
         if job_id in completed or (whole and status == "BS_STOP_SUCCESS"):
@@ -408,8 +439,11 @@ def test_sigkill_series(server: Server, tmp_path: Path) -> None:
     # one had not), the packs hold about one copy of the data and of each rewrite, not one per
     # attempt; and a first snapshot made after killed jobs had stored packs found their chunks
     repo = Repository.open(LocalStorage(dest, fsync=False), ENCRYPTION)
-    indexed = sum(len(entries) for name in repo.storage.list(INDEX_PREFIX)
-                  for _, entries in open_index(repo.keys, name, repo.storage.get(name)))
+    indexed = sum(
+        len(entries)
+        for name in repo.storage.list(INDEX_PREFIX)
+        for _, entries in open_index(repo.keys, name, repo.storage.get(name))
+    )
     assert indexed == len(repo.index)
     rewritten = sum(os.path.getsize(p) for m in mutated for p in m)
     stored = _pack_bytes(dest)
@@ -417,14 +451,25 @@ def test_sigkill_series(server: Server, tmp_path: Path) -> None:
     first = attempts[snapshot_attempts[0]]
     if first.outcome is not None and first.packs_before > 0:  # (a job killed after its commit
         # never sent its dedupe figures: they travel with the finish)
-        data = server.cbs("GetBackupJobReport", BackupSetID=set_id, DestinationID=dest_id,
-                          BackupJobID=snapshots[0]["job_id"])
+        data = server.cbs(
+            "GetBackupJobReport",
+            BackupSetID=set_id,
+            DestinationID=dest_id,
+            BackupJobID=snapshots[0]["job_id"],
+        )
         assert int(data["DedupeSaving"]) > 0, (first, data["DedupeSaving"])
 
     # a restore of the last job equals the source
     target = tmp_path / "restored"
-    ok(server.agent_env, "restore", final.outcome["job_id"], "--destination", str(dest),
-       "--target", str(target))
+    ok(
+        server.agent_env,
+        "restore",
+        final.outcome["job_id"],
+        "--destination",
+        str(dest),
+        "--target",
+        str(target),
+    )
     _same_tree(src, target / src.relative_to("/"))
     shutil.rmtree(target)
 
@@ -448,8 +493,9 @@ def db(tmp_path: Path) -> Iterator[Database]:
 
 @pytest.fixture
 def agent(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> Iterator[AgentClient]:
-    monkeypatch.setattr(security, "_hasher",
-                        PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+    monkeypatch.setattr(
+        security, "_hasher", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    )
     with client.app.state.opencbs.db.write() as conn:  # type: ignore[attr-defined]
         users.add_backup_user(conn, *USER)
     with AgentClient("http://testserver", *USER, transport=client._transport) as c:
@@ -476,11 +522,20 @@ class FillingStorage(LocalStorage):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
 
 
-def _in_process_report(client: TestClient, set_id: str, dest_id: str,
-                       job_id: str) -> dict[str, Any]:
-    r = client.post("/obs/api/json/GetBackupJobReport.do", json={
-        "SysUser": ADMIN[0], "SysPwd": ADMIN[1], "LoginName": USER[0],
-        "BackupSetID": set_id, "DestinationID": dest_id, "BackupJobID": job_id})
+def _in_process_report(
+    client: TestClient, set_id: str, dest_id: str, job_id: str
+) -> dict[str, Any]:
+    r = client.post(
+        "/obs/api/json/GetBackupJobReport.do",
+        json={
+            "SysUser": ADMIN[0],
+            "SysPwd": ADMIN[1],
+            "LoginName": USER[0],
+            "BackupSetID": set_id,
+            "DestinationID": dest_id,
+            "BackupJobID": job_id,
+        },
+    )
     body = r.json()
     assert body["Status"] == "OK", body
     data: dict[str, Any] = body["Data"]
@@ -495,10 +550,17 @@ def test_disk_full_in_process(client: TestClient, agent: AgentClient, tmp_path: 
     src, dest = tmp_path / "src", tmp_path / "dest"
     size = _make_tree(src, random.Random(SEED + 1), files=60, big=(1 << 20, 2 << 20))
     everything = _entries(src)
-    Repository.init(LocalStorage(dest, fsync=False), REPO_PASSWORD,
-                    kdf=KdfParams(1, 8 * 1024, 1), pack_target_size=512 << 10)
-    bset = agent.create_set("Full", settings={"sources": [str(src)]},
-                            destinations=[NewDestination("Local", "LOCAL", {"path": str(dest)})])
+    Repository.init(
+        LocalStorage(dest, fsync=False),
+        REPO_PASSWORD,
+        kdf=KdfParams(1, 8 * 1024, 1),
+        pack_target_size=512 << 10,
+    )
+    bset = agent.create_set(
+        "Full",
+        settings={"sources": [str(src)]},
+        destinations=[NewDestination("Local", "LOCAL", {"path": str(dest)})],
+    )
     set_id, dest_id = bset.id, bset.destinations[0].id
 
     full = FillingStorage(dest, free=size // 2)
@@ -523,8 +585,14 @@ def test_disk_full_in_process(client: TestClient, agent: AgentClient, tmp_path: 
     assert stored_before > 0  # packs written before the disk filled up
 
     # space again: the next job completes, everything new, reusing the stored chunks
-    outcome = run_backup(agent, set_id, dest_id, LocalStorage(dest, fsync=False), REPO_PASSWORD,
-                         start_time_ms=T0 + 60_000)
+    outcome = run_backup(
+        agent,
+        set_id,
+        dest_id,
+        LocalStorage(dest, fsync=False),
+        REPO_PASSWORD,
+        start_time_ms=T0 + 60_000,
+    )
     assert outcome.status is JobStatus.STOP_SUCCESS, outcome
     assert outcome.dedupe_saving > 0
     data = _in_process_report(client, set_id, dest_id, outcome.ref.job_id)
@@ -569,15 +637,28 @@ def test_disk_full_real_filesystem(server: Server, small_fs: Path, tmp_path: Pat
     for i in range(15):
         (src / f"r{i:02}.bin").write_bytes(rng.randbytes(4 << 20))  # 60 MiB, incompressible
     _next_second()
-    res = run(server.agent_env, "backup", "--set", "tmpfs", "--source", str(src),
-              "--destination", str(dest), "--json")
+    res = run(
+        server.agent_env,
+        "backup",
+        "--set",
+        "tmpfs",
+        "--source",
+        str(src),
+        "--destination",
+        str(dest),
+        "--json",
+    )
     assert res.returncode == 9, res.stdout + res.stderr
     assert "Traceback" not in res.stderr
     job = json.loads(res.stdout)
     assert job["status"] == "BS_STOP_BY_SYSTEM_ERROR" and job["snapshot_id"] is None
     assert "No space left on device" in job["message"]
-    data = server.cbs("GetBackupJobReport", BackupSetID=job["backup_set_id"],
-                      DestinationID=job["destination_id"], BackupJobID=job["job_id"])
+    data = server.cbs(
+        "GetBackupJobReport",
+        BackupSetID=job["backup_set_id"],
+        DestinationID=job["destination_id"],
+        BackupJobID=job["job_id"],
+    )
     assert data["BackupJobStatus"] == "BS_STOP_BY_SYSTEM_ERROR"
     checked = _verify(server, dest, "--read-data")
     assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -61,8 +61,7 @@ class Relay:
                 conn.close()
                 continue
             threading.Thread(target=self._pipe, args=(conn, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, conn, False),
-                             daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, conn, False), daemon=True).start()
 
     def _pipe(self, src: socket.socket, dst: socket.socket, requests: bool) -> None:
         marker = b"PUT /api/agent/v1/"  # a batch request line, wherever the reads cut it
@@ -73,7 +72,7 @@ class Relay:
                 if not requests:
                     continue
                 window = tail + data
-                tail = window[-(len(marker) - 1):]
+                tail = window[-(len(marker) - 1) :]
                 for _ in range(window.count(marker)):
                     with self.lock:
                         self.puts += 1
@@ -102,8 +101,12 @@ class Serve:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([OPENCBS, "serve", "--port", str(self.port)], env=self.env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [OPENCBS, "serve", "--port", str(self.port)],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         _wait_until_up(self.url, self.proc)
 
     def kill(self) -> None:
@@ -118,8 +121,16 @@ class Serve:
 def serve(tmp_path: Path) -> Iterator[Serve]:
     env = _env(tmp_path / "root")
     ok(env, "user", "add", LOGIN, "--password-stdin", stdin=PASSWORD + "\n")
-    ok(env, "sysuser", "add", "monitor", "--role", "API_ONLY", "--password-stdin",
-       stdin=MONITOR["SysPwd"] + "\n")
+    ok(
+        env,
+        "sysuser",
+        "add",
+        "monitor",
+        "--role",
+        "API_ONLY",
+        "--password-stdin",
+        stdin=MONITOR["SysPwd"] + "\n",
+    )
     server = Serve(env, free_port())
     server.start()
     try:
@@ -129,14 +140,27 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
 
 
 def _agent_env(serve: Serve, url: str) -> dict[str, str]:
-    return {**serve.env, "OPENCBS_SERVER_URL": url, "OPENCBS_LOGIN_NAME": LOGIN,
-            "OPENCBS_PASSWORD": PASSWORD, "OPENCBS_ENCRYPTION_PASSWORD": ENCRYPTION}
+    return {
+        **serve.env,
+        "OPENCBS_SERVER_URL": url,
+        "OPENCBS_LOGIN_NAME": LOGIN,
+        "OPENCBS_PASSWORD": PASSWORD,
+        "OPENCBS_ENCRYPTION_PASSWORD": ENCRYPTION,
+    }
 
 
 def _report(url: str, job: dict[str, Any]) -> dict[str, Any]:
-    r = httpx.post(url + "/obs/api/json/GetBackupJobReport.do", timeout=30, json={
-        **MONITOR, "LoginName": LOGIN, "BackupSetID": job["backup_set_id"],
-        "DestinationID": job["destination_id"], "BackupJobID": job["job_id"]})
+    r = httpx.post(
+        url + "/obs/api/json/GetBackupJobReport.do",
+        timeout=30,
+        json={
+            **MONITOR,
+            "LoginName": LOGIN,
+            "BackupSetID": job["backup_set_id"],
+            "DestinationID": job["destination_id"],
+            "BackupJobID": job["job_id"],
+        },
+    )
     answer: dict[str, Any] = r.json()
     assert answer["Status"] == "OK", answer
     data: dict[str, Any] = answer["Data"]
@@ -144,8 +168,9 @@ def _report(url: str, job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _jobs(url: str, set_id: str) -> list[str]:
-    r = httpx.post(url + "/obs/api/json/ListBackupJobs.do", timeout=30,
-                   json={**MONITOR, "LoginName": LOGIN})
+    r = httpx.post(
+        url + "/obs/api/json/ListBackupJobs.do", timeout=30, json={**MONITOR, "LoginName": LOGIN}
+    )
     answer = r.json()
     assert answer["Status"] == "OK", answer
     return [j for s in answer["Data"] if str(s["BackupSetID"]) == set_id for j in s["BackupJob"]]
@@ -154,8 +179,7 @@ def _jobs(url: str, set_id: str) -> list[str]:
 def _assert_once_and_complete(data: dict[str, Any], new_files: int) -> None:
     _check_counters(data)
     types = [e["Type"] for e in data["Logs"]]
-    assert (types[0], types[-1], types.count("start"), types.count("end")) == (
-        "start", "end", 1, 1)
+    assert (types[0], types[-1], types.count("start"), types.count("end")) == ("start", "end", 1, 1)
     names = [e["Name"] for e in data["new"]]
     assert len(names) == len(set(names))
     assert int(data["NumOfNewFiles"]) == new_files
@@ -169,8 +193,19 @@ def test_backup_with_server_down_then_killed_mid_delivery(serve: Serve, tmp_path
     env_up = _agent_env(serve, f"http://127.0.0.1:{relay.port}")
 
     # job 1 with the server up: creates the set (remembered by the agent)
-    first = json.loads(ok(env_up, "backup", "--set", "many", "--source", str(src),
-                          "--destination", str(dest), "--json"))
+    first = json.loads(
+        ok(
+            env_up,
+            "backup",
+            "--set",
+            "many",
+            "--source",
+            str(src),
+            "--destination",
+            str(dest),
+            "--json",
+        )
+    )
     assert first["report_delivered"] is True
 
     # job 2 with the server down for the whole job: 5,000 new files in 50 folders. It starts in
@@ -219,7 +254,8 @@ def test_backup_with_server_down_then_killed_mid_delivery(serve: Serve, tmp_path
     assert ok(env_up, "agent", "flush").strip() == "nothing to deliver"
 
     assert sorted(_jobs(serve.url, job["backup_set_id"])) == sorted(
-        [first["job_id"], job["job_id"]])
+        [first["job_id"], job["job_id"]]
+    )
     data = _report(serve.url, job)
     assert data["BackupJobStatus"] == "BS_STOP_SUCCESS"
     _assert_once_and_complete(data, MANY)
@@ -245,8 +281,19 @@ def test_report_lost_when_the_server_is_down_and_the_agent_disk_is_full(
     (src / "first").mkdir(parents=True)
     (src / "first" / "a.txt").write_bytes(b"alpha")
     env = {**_agent_env(serve, serve.url), "OPENCBS_DATA_DIR": str(tiny_fs)}
-    first = json.loads(ok(env, "backup", "--set", "lost", "--source", str(src),
-                          "--destination", str(dest), "--json"))
+    first = json.loads(
+        ok(
+            env,
+            "backup",
+            "--set",
+            "lost",
+            "--source",
+            str(src),
+            "--destination",
+            str(dest),
+            "--json",
+        )
+    )
     assert first["report_delivered"] is True
     for d in range(20):
         folder = src / "many" / f"d{d:02d}"

@@ -28,14 +28,24 @@ def _env(root: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCBS_")}
     home = root / "home"
     home.mkdir(parents=True, exist_ok=True)
-    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"),
-               XDG_DATA_HOME=str(home / ".local" / "share"), OPENCBS_TIMEZONE="UTC")
+    env.update(
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_DATA_HOME=str(home / ".local" / "share"),
+        OPENCBS_TIMEZONE="UTC",
+    )
     return env
 
 
 def _quickstart(env: dict[str, str], tree: Path, port: int) -> str:
-    res = subprocess.run([OPENCBS, "quickstart", str(tree), "--no-serve", "--port", str(port)],
-                         capture_output=True, text=True, env=env, timeout=TIMEOUT, check=False)
+    res = subprocess.run(
+        [OPENCBS, "quickstart", str(tree), "--no-serve", "--port", str(port)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=TIMEOUT,
+        check=False,
+    )
     assert res.returncode == 0, (res.stdout, res.stderr)
     assert "Traceback" not in res.stderr
     return res.stdout + "\n" + res.stderr
@@ -63,8 +73,13 @@ def _report(url: str, body: dict[str, Any]) -> dict[str, Any]:
 def _tree(root: Path) -> int:
     """A small tree; returns its number of regular files."""
     (root / "docs" / "deep").mkdir(parents=True)
-    files = {"a.txt": b"alpha\n", "b.bin": os.urandom(70_000), "docs/c.md": b"# c\n" * 50,
-             "docs/deep/d.txt": b"", "docs/deep/e.txt": b"echo " * 1000}
+    files = {
+        "a.txt": b"alpha\n",
+        "b.bin": os.urandom(70_000),
+        "docs/c.md": b"# c\n" * 50,
+        "docs/deep/d.txt": b"",
+        "docs/deep/e.txt": b"echo " * 1000,
+    }
     for name, data in files.items():
         (root / name).write_bytes(data)
     return len(files)
@@ -84,8 +99,12 @@ def test_quickstart_backs_up_and_its_curl_returns_the_report(tmp_path: Path) -> 
     agent_toml = tmp_path / "home" / ".local" / "share" / "opencbs" / "agent.toml"
     assert stat.S_IMODE(agent_toml.stat().st_mode) == 0o600
 
-    server = subprocess.Popen([OPENCBS, "serve", "--port", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        [OPENCBS, "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         _wait_until_up(f"http://127.0.0.1:{port}", server)
         data = _report(url, body)
@@ -104,7 +123,9 @@ def test_quickstart_backs_up_and_its_curl_returns_the_report(tmp_path: Path) -> 
         assert body2["SysPwd"] == "<password of admin>"
         assert body2["BackupJobID"] != body["BackupJobID"]
         assert (body2["BackupSetID"], body2["DestinationID"]) == (
-            body["BackupSetID"], body["DestinationID"])
+            body["BackupSetID"],
+            body["DestinationID"],
+        )
         data2 = _report(url, {**body2, "SysPwd": admin_password})
         assert data2["BackupJobStatus"] == "BS_STOP_SUCCESS"
         assert (data2["NumOfUpdatedFiles"], data2["NumOfNewFiles"]) == (1, 0)
@@ -142,13 +163,18 @@ def _until(q: queue.Queue[str | None], prefix: str, seen: list[str]) -> str:
     raise AssertionError("no line " + prefix + " in " + "".join(seen))
 
 
-def _serve_quickstart(env: dict[str, str], tree: Path, port: int, sig: signal.Signals,
-                      admin_password: str = "") -> tuple[str, int, str]:
+def _serve_quickstart(
+    env: dict[str, str], tree: Path, port: int, sig: signal.Signals, admin_password: str = ""
+) -> tuple[str, int, str]:
     """Quickstart WITHOUT --no-serve: wait for "serving on", fetch the printed curl's report
     while it serves, then send ``sig``; returns (stdout, exit code, stderr)."""
-    proc = subprocess.Popen([OPENCBS, "quickstart", str(tree), "--port", str(port)],
-                            env={**env, "PYTHONUNBUFFERED": "1"}, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [OPENCBS, "quickstart", str(tree), "--port", str(port)],
+        env={**env, "PYTHONUNBUFFERED": "1"},
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         assert proc.stdout is not None and proc.stderr is not None
         q = _lines(proc.stdout)

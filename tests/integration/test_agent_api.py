@@ -29,8 +29,9 @@ BOB = ("bob", "bob-secret")
 def _cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Accounts get argon2id hashes of the lowest cost: the API is under test here, not the
     hash (every hash carries its parameters, so verification is unchanged)."""
-    monkeypatch.setattr(security, "_hasher",
-                        PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+    monkeypatch.setattr(
+        security, "_hasher", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    )
 
 
 @pytest.fixture
@@ -53,16 +54,26 @@ def bob(client: TestClient, backup_users: None) -> Iterator[AgentClient]:
 
 
 def _new_set(c: AgentClient, name: str = "Documents") -> tuple[str, str]:
-    bset = c.create_set(name, settings={"sources": ["/home/alice"]},
-                        destinations=[NewDestination("Local", "LOCAL", {"path": "/srv/b"})])
+    bset = c.create_set(
+        name,
+        settings={"sources": ["/home/alice"]},
+        destinations=[NewDestination("Local", "LOCAL", {"path": "/srv/b"})],
+    )
     return bset.id, bset.destinations[0].id
 
 
 def _cbs(client: TestClient, call: str, ref: JobRef) -> dict[str, Any]:
-    r = client.post(f"/obs/api/json/{call}.do", json={
-        "SysUser": ADMIN[0], "SysPwd": ADMIN[1], "LoginName": ALICE[0],
-        "BackupSetID": ref.set_id, "DestinationID": ref.destination_id,
-        "BackupJobID": ref.job_id})
+    r = client.post(
+        f"/obs/api/json/{call}.do",
+        json={
+            "SysUser": ADMIN[0],
+            "SysPwd": ADMIN[1],
+            "LoginName": ALICE[0],
+            "BackupSetID": ref.set_id,
+            "DestinationID": ref.destination_id,
+            "BackupJobID": ref.job_id,
+        },
+    )
     body = r.json()
     assert body["Status"] == "OK", body
     data: dict[str, Any] = body["Data"]
@@ -70,14 +81,15 @@ def _cbs(client: TestClient, call: str, ref: JobRef) -> dict[str, Any]:
 
 
 def _file(lst: ReportList, etype: str, path: str, size: int, unzip: int, **kw: Any) -> Entry:
-    return Entry(lst, etype, path=path, size=size, unzip_size=unzip,
-                 last_modified=1_719_400_000_000, **kw)
+    return Entry(
+        lst, etype, path=path, size=size, unzip_size=unzip, last_modified=1_719_400_000_000, **kw
+    )
 
 
 T0 = 1_719_408_275_000  # 2024-06-26 13:24:35 UTC
 
 BATCH_0 = [
-    Entry.log("start", "Start running backup on \"Documents\" (opencbs agent 0.1)", T0),
+    Entry.log("start", 'Start running backup on "Documents" (opencbs agent 0.1)', T0),
     _file(ReportList.NEW, "F", "/home/alice/a.txt", 60, 100),
     _file(ReportList.NEW, "F", "/home/alice/b.bin", 500, 500),
     _file(ReportList.NEW, "D", "/home/alice/sub", 0, 0),
@@ -92,8 +104,14 @@ BATCH_1 = [
     _file(ReportList.DEL, "F", "/home/alice/old.txt", 7, 20),
     _file(ReportList.DEL, "D", "/home/alice/olddir", 0, 0),
     _file(ReportList.DEL, "L", "/home/alice/oldlink", 0, 0),
-    _file(ReportList.MOV, "F", "/home/alice/new-name.txt", 40, 80,
-          from_path="/home/alice/old-name.txt"),
+    _file(
+        ReportList.MOV,
+        "F",
+        "/home/alice/new-name.txt",
+        40,
+        80,
+        from_path="/home/alice/old-name.txt",
+    ),
     _file(ReportList.CPY, "F", "/home/alice/copy.bin", 0, 500, from_path="/home/alice/b.bin"),
     Entry.log("warn", "Cannot read /home/alice/locked", T0 + 2000),
     Entry.log("warn", "Cannot read /home/alice/locked2", T0 + 2100),
@@ -103,14 +121,22 @@ BATCH_1 = [
 
 # list key → (count keys by entry type, or one count key), stored-size key, original-size key
 _COUNTS: dict[str, tuple[dict[str, str] | str, str, str]] = {
-    "new": ({"F": "NumOfNewFiles", "D": "NumOfNewDirCount"}, "TotalNewFilesSize",
-            "TotalUnzipNewFilesSize"),
+    "new": (
+        {"F": "NumOfNewFiles", "D": "NumOfNewDirCount"},
+        "TotalNewFilesSize",
+        "TotalUnzipNewFilesSize",
+    ),
     "upd": ("NumOfUpdatedFiles", "TotalUpdatedFilesSize", "TotalUnzipUpdatedFilesSize"),
-    "pmt": ("NumOfUpdatedPermissionFiles", "TotalUpdatedPermissionFilesSize",
-            "TotalUnzipUpdatedPermissionFilesSize"),
-    "del": ({"F": "NumOfDeletedFiles", "D": "NumOfDeletedDirCount",
-             "L": "NumOfDeletedLinkFileCount"}, "TotalDeletedFilesSize",
-            "TotalUnzipDeletedFilesSize"),
+    "pmt": (
+        "NumOfUpdatedPermissionFiles",
+        "TotalUpdatedPermissionFilesSize",
+        "TotalUnzipUpdatedPermissionFilesSize",
+    ),
+    "del": (
+        {"F": "NumOfDeletedFiles", "D": "NumOfDeletedDirCount", "L": "NumOfDeletedLinkFileCount"},
+        "TotalDeletedFilesSize",
+        "TotalUnzipDeletedFilesSize",
+    ),
     "mov": ("NumOfMovedFiles", "TotalMovedFilesSize", "TotalUnzipMovedFilesSize"),
     "cpy": ("NumOfCopiedFiles", "TotalCopiedSize", "TotalUnzipCopiedFilesSize"),
 }
@@ -165,8 +191,11 @@ def test_client_raises_agent_api_error_on_401(client: TestClient, backup_users: 
 
 
 def test_sets_and_destinations(alice: AgentClient) -> None:
-    created = alice.create_set("Documents", settings={"sources": ["/home/alice"]},
-                               destinations=[NewDestination("Local", "LOCAL", {"path": "/b"})])
+    created = alice.create_set(
+        "Documents",
+        settings={"sources": ["/home/alice"]},
+        destinations=[NewDestination("Local", "LOCAL", {"path": "/b"})],
+    )
     assert created.id.isdigit() and created.type == "FILE"
     assert created.settings["sources"] == ["/home/alice"]
     assert created.settings["deduplication"] is True  # a default
@@ -174,12 +203,14 @@ def test_sets_and_destinations(alice: AgentClient) -> None:
 
     second = alice.add_destination(created.id, NewDestination("NAS", "LOCAL", {"path": "/n"}))
     assert second.position == 1 and second.id.lstrip("-").isdigit()
-    changed = alice.update_destination(created.id, second.id, name="NAS-2",
-                                       settings={"path": "/n2"})
+    changed = alice.update_destination(
+        created.id, second.id, name="NAS-2", settings={"path": "/n2"}
+    )
     assert (changed.name, changed.settings) == ("NAS-2", {"path": "/n2"})
 
-    renamed = alice.update_set(created.id, name="Docs",
-                               settings={"compression": {"type": "ZSTD", "level": 9}})
+    renamed = alice.update_set(
+        created.id, name="Docs", settings={"compression": {"type": "ZSTD", "level": 9}}
+    )
     assert renamed.name == "Docs" and renamed.settings["compression"]["level"] == 9
     assert renamed.settings["sources"] == ["/home/alice"]  # kept
     assert alice.get_set(created.id) == renamed
@@ -197,8 +228,9 @@ def test_set_answer_ids_are_strings(client: TestClient, alice: AgentClient) -> N
     assert body["destinations"][0]["id"] == dest_id
 
 
-def test_another_users_set_is_not_found(client: TestClient, alice: AgentClient,
-                                        bob: AgentClient) -> None:
+def test_another_users_set_is_not_found(
+    client: TestClient, alice: AgentClient, bob: AgentClient
+) -> None:
     set_id, dest_id = _new_set(alice)
     job = alice.start_job(set_id, dest_id)
     base = f"{API}/backup-sets/{set_id}"
@@ -225,8 +257,9 @@ def test_another_users_set_is_not_found(client: TestClient, alice: AgentClient,
 
 def test_job_life_counters_equal_lists(client: TestClient, alice: AgentClient) -> None:
     set_id, dest_id = _new_set(alice)
-    job = alice.start_job(set_id, dest_id, mode=JobMode.SCHEDULED, run_version="0.1.0",
-                          start_time=T0)
+    job = alice.start_job(
+        set_id, dest_id, mode=JobMode.SCHEDULED, run_version="0.1.0", start_time=T0
+    )
     ref = job.ref
     assert ref.job_id == "2024-06-26-13-24-35"  # the start time in the server's zone (UTC)
     assert job.running and job.end_time is None and job.from_ip == "testclient"
@@ -236,14 +269,24 @@ def test_job_life_counters_equal_lists(client: TestClient, alice: AgentClient) -
 
     assert alice.send_batch(ref, 0, BATCH_0) is True
     assert alice.send_batch(ref, 0, BATCH_0) is False  # a retry is not stored twice
-    progress = alice.send_progress(ref, current_file_name="/home/alice/c.txt",
-                                   current_file_count=5, total_file_count=12,
-                                   uploaded_file_size=560, total_file_size=4096)
+    progress = alice.send_progress(
+        ref,
+        current_file_name="/home/alice/c.txt",
+        current_file_count=5,
+        total_file_count=12,
+        uploaded_file_size=560,
+        total_file_size=4096,
+    )
     assert progress.progress["current_file_count"] == 5
     live = _cbs(client, "GetBackupJobProgress", ref)
-    assert (live["CurrentFileName"], live["CurrentFileCount"], live["TotalFileCount"],
-            live["UploadedFileSize"], live["TotalFileSize"], live["EndTime"]) == (
-        "/home/alice/c.txt", "5", "12", "560", "4096", "")
+    assert (
+        live["CurrentFileName"],
+        live["CurrentFileCount"],
+        live["TotalFileCount"],
+        live["UploadedFileSize"],
+        live["TotalFileSize"],
+        live["EndTime"],
+    ) == ("/home/alice/c.txt", "5", "12", "560", "4096", "")
     assert _cbs(client, "GetBackupJobReportSummary", ref)["NumOfNewFiles"] == 2
 
     assert alice.send_batch(ref, 1, BATCH_1) is True
@@ -251,8 +294,9 @@ def test_job_life_counters_equal_lists(client: TestClient, alice: AgentClient) -
     resumed = alice.get_job(ref)
     assert (resumed.batches_received, resumed.last_batch_no) == (2, 1)
 
-    done = alice.finish_job(ref, JobStatus.STOP_SUCCESS_WITH_WARNING,
-                            dedupe_original_size=1190, dedupe_saving=500)
+    done = alice.finish_job(
+        ref, JobStatus.STOP_SUCCESS_WITH_WARNING, dedupe_original_size=1190, dedupe_saving=500
+    )
     assert done.status == "BS_STOP_SUCCESS_WITH_WARNING" and done.end_time is not None
 
     data = _cbs(client, "GetBackupJobReport", ref)
@@ -260,7 +304,10 @@ def test_job_life_counters_equal_lists(client: TestClient, alice: AgentClient) -
     assert data["EndTime"] != "" and data["StartTime"] == "2024-06-26 13:24:35"
     assert data["FromIp"] == "testclient"
     assert (data["DedupeEnabled"], data["DedupeOriginalSize"], data["DedupeSaving"]) == (
-        True, 1190, 500)
+        True,
+        1190,
+        500,
+    )
     _assert_counters_equal_lists(data)
     # every entry sent arrived once, in order
     sent = BATCH_0 + BATCH_1
@@ -272,17 +319,31 @@ def test_job_life_counters_equal_lists(client: TestClient, alice: AgentClient) -
     assert [e["Type"] for e in data["Logs"]] == ["start", "info", "warn", "warn", "error", "end"]
     assert data["Logs"][0]["Timestamp"] == "2024/06/26 13:24:35"
     # the figures, spelled out for this input
-    assert (data["NumOfNewFiles"], data["NumOfNewDirCount"], data["NumOfNewLinkFileCount"],
-            data["NumOfNewLinkDirCount"]) == (2, 1, 1, 1)
+    assert (
+        data["NumOfNewFiles"],
+        data["NumOfNewDirCount"],
+        data["NumOfNewLinkFileCount"],
+        data["NumOfNewLinkDirCount"],
+    ) == (2, 1, 1, 1)
     assert (data["TotalNewFilesSize"], data["TotalUnzipNewFilesSize"]) == (560, 600)
     assert data["NewFilesZipRatio"] == "6%"
-    assert (data["NumOfDeletedFiles"], data["NumOfDeletedDirCount"],
-            data["NumOfDeletedLinkFileCount"]) == (1, 1, 1)
+    assert (
+        data["NumOfDeletedFiles"],
+        data["NumOfDeletedDirCount"],
+        data["NumOfDeletedLinkFileCount"],
+    ) == (1, 1, 1)
     assert (data["NumOfWarnEntries"], data["NumOfErrorEntries"]) == (2, 1)
-    assert data["mov"] == [{"Type": "F", "LastModified": "2024/06/26 11:06:40",
-                            "FromFile": "/home/alice/old-name.txt",
-                            "ToFile": "/home/alice/new-name.txt", "FileSize": 40,
-                            "UnzipFilesSize": 80, "Ratio": "50%"}]
+    assert data["mov"] == [
+        {
+            "Type": "F",
+            "LastModified": "2024/06/26 11:06:40",
+            "FromFile": "/home/alice/old-name.txt",
+            "ToFile": "/home/alice/new-name.txt",
+            "FileSize": 40,
+            "UnzipFilesSize": 80,
+            "Ratio": "50%",
+        }
+    ]
     assert data["cpy"][0]["Name"] == "/home/alice/copy.bin"
     assert data["cpy"][0]["FromFile"] == "/home/alice/b.bin"
     # the agent's own view agrees with the report
@@ -294,10 +355,8 @@ def test_job_life_counters_equal_lists(client: TestClient, alice: AgentClient) -
 def test_finish_twice(alice: AgentClient) -> None:
     set_id, dest_id = _new_set(alice)
     ref = alice.start_job(set_id, dest_id).ref
-    first = alice.finish_job(ref, JobStatus.STOP_SUCCESS, dedupe_original_size=10,
-                             dedupe_saving=4)
-    again = alice.finish_job(ref, JobStatus.STOP_SUCCESS, dedupe_original_size=10,
-                             dedupe_saving=4)
+    first = alice.finish_job(ref, JobStatus.STOP_SUCCESS, dedupe_original_size=10, dedupe_saving=4)
+    again = alice.finish_job(ref, JobStatus.STOP_SUCCESS, dedupe_original_size=10, dedupe_saving=4)
     assert again == first  # a retried finish answers the job, unchanged
     for status, saving in ((JobStatus.STOP_BY_USER, 4), (JobStatus.STOP_SUCCESS, 5)):
         with pytest.raises(AgentApiError) as exc:
@@ -388,8 +447,12 @@ def test_bad_batches_are_refused_whole(client: TestClient, alice: AgentClient) -
         assert r.json()["error"] == "invalid_input"
     too_many = client.put(url, auth=ALICE, json={"entries": [good] * 10_001})
     assert too_many.status_code == 422
-    assert client.put(f"{API}{ref.path('batches', '-1')}", auth=ALICE,
-                      json={"entries": []}).status_code == 422
+    assert (
+        client.put(
+            f"{API}{ref.path('batches', '-1')}", auth=ALICE, json={"entries": []}
+        ).status_code
+        == 422
+    )
     assert alice.get_job(ref).batches_received == 0
     assert alice.send_batch(ref, 0, [Entry(ReportList.NEW, "F", path="/a")])
 
@@ -418,12 +481,10 @@ def test_transport_errors_become_server_unreachable() -> None:
     def gateway(request: httpx.Request) -> httpx.Response:
         return httpx.Response(502, text="<html>bad gateway</html>")
 
-    with AgentClient("http://backup.invalid", *ALICE,
-                     transport=httpx.MockTransport(refuse)) as c:
+    with AgentClient("http://backup.invalid", *ALICE, transport=httpx.MockTransport(refuse)) as c:
         with pytest.raises(ServerUnreachable):
             c.list_sets()
-    with AgentClient("http://backup.invalid", *ALICE,
-                     transport=httpx.MockTransport(gateway)) as c:
+    with AgentClient("http://backup.invalid", *ALICE, transport=httpx.MockTransport(gateway)) as c:
         with pytest.raises(AgentApiError) as exc:
             c.list_sets()
     assert exc.value.status == 502 and exc.value.retryable
@@ -432,8 +493,9 @@ def test_transport_errors_become_server_unreachable() -> None:
 # --- idle jobs --------------------------------------------------------------------------------
 
 
-def test_idle_job_is_closed_as_not_finished(client: TestClient, state: ServerState,
-                                            alice: AgentClient) -> None:
+def test_idle_job_is_closed_as_not_finished(
+    client: TestClient, state: ServerState, alice: AgentClient
+) -> None:
     set_id, dest_id = _new_set(alice)
     idle = alice.start_job(set_id, dest_id).ref
     assert sweep_once(state) == []  # the fixture's timeout is an hour
@@ -462,9 +524,11 @@ def test_every_call_on_a_job_is_a_sign_of_life(state: ServerState, alice: AgentC
             bset = sets.get_set(conn, uid, set_id)
             return jobs.find_job(conn, bset, dest_id, ref.job_id, cdp=False).last_activity
 
-    for call in (lambda: alice.send_batch(ref, 0, BATCH_0),  # a retried batch
-                 lambda: alice.get_job(ref),
-                 lambda: alice.send_progress(ref, current_file_count=1)):
+    for call in (
+        lambda: alice.send_batch(ref, 0, BATCH_0),  # a retried batch
+        lambda: alice.get_job(ref),
+        lambda: alice.send_progress(ref, current_file_count=1),
+    ):
         before = last_activity()
         time.sleep(0.005)
         call()
@@ -489,10 +553,19 @@ def _user_id(state: ServerState) -> int:
 def test_openapi_documents_the_agent_api(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     paths = [p for p in schema["paths"] if p.startswith(API)]
-    assert f"{API}/backup-sets/{{set_id}}/destinations/{{destination_id}}/jobs/{{job_id}}" \
-           "/batches/{batch_no}" in paths
+    assert (
+        f"{API}/backup-sets/{{set_id}}/destinations/{{destination_id}}/jobs/{{job_id}}"
+        "/batches/{batch_no}" in paths
+    )
     models = schema["components"]["schemas"]
     assert models["BatchIn"]["properties"]["entries"]["maxItems"] == 10_000
     assert set(models["EntryIn"]["properties"]["list"]["enum"]) == {
-        "info", "new", "upd", "pmt", "del", "mov", "cpy"}
+        "info",
+        "new",
+        "upd",
+        "pmt",
+        "del",
+        "mov",
+        "cpy",
+    }
     assert "BackupUserBasic" in schema["components"]["securitySchemes"]

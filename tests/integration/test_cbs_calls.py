@@ -33,8 +33,9 @@ NOT_FOUND_TYPE = "com.ahsay.obs.core.dbs.ai"
 def _cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Accounts of these tests get argon2id hashes of the lowest cost: the calls are under test
     here, not the hash (every hash carries its own parameters, so verification is unchanged)."""
-    monkeypatch.setattr(security, "_hasher",
-                        PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+    monkeypatch.setattr(
+        security, "_hasher", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    )
 
 
 def ms(text: str) -> int:
@@ -64,32 +65,54 @@ def world(state: ServerState) -> World:
     with state.db.write() as conn:
         users.add_system_user(conn, *RES1, SystemRole.RESELLER)
         users.add_system_user(conn, *RES2, SystemRole.RESELLER)
-        alice = users.add_backup_user(conn, "alice", "alice-pw", alias="Alice",
-                                      email="a@example.org", quota=1000)
+        alice = users.add_backup_user(
+            conn, "alice", "alice-pw", alias="Alice", email="a@example.org", quota=1000
+        )
         bob = users.add_backup_user(conn, "bob", "bob-pw", owner="res1")
         carol = users.add_backup_user(conn, "carol", "carol-pw", owner="res2")
-        docs = sets.add_set(conn, alice.id, "Docs", {
-            "sources": ["/home/alice"],
-            "filters": {"include": ["*.txt"], "exclude": ["*.tmp"]},
-        })
-        dest = sets.add_destination(conn, alice.id, docs.id, "Local", "LOCAL",
-                                    {"path": "/srv/secret-location"})
+        docs = sets.add_set(
+            conn,
+            alice.id,
+            "Docs",
+            {
+                "sources": ["/home/alice"],
+                "filters": {"include": ["*.txt"], "exclude": ["*.tmp"]},
+            },
+        )
+        dest = sets.add_destination(
+            conn, alice.id, docs.id, "Local", "LOCAL", {"path": "/srv/secret-location"}
+        )
         docs = sets.get_set(conn, alice.id, docs.id)
         empty = sets.add_set(conn, alice.id, "Empty")
-        done = jobs.start_job(conn, docs, dest.id, tz=UTC, start_ms=ms("2024-06-26 10:00:00"),
-                              run_version="1.2.3")
-        jobs.append_batch(conn, done.pk, 0, [
-            EntryIn(ReportList.LOG, "start", "Start backup", mtime_ms=ms("2024-06-26 10:00:00")),
-            EntryIn(ReportList.NEW, "F", "/home/alice/a.txt", size=100, unzip_size=300),
-            EntryIn(ReportList.UPD, "F", "/home/alice/b.txt", size=50, unzip_size=80),
-            EntryIn(ReportList.PMT, "F", "/home/alice/c.txt", size=7, unzip_size=9),
-        ])
+        done = jobs.start_job(
+            conn, docs, dest.id, tz=UTC, start_ms=ms("2024-06-26 10:00:00"), run_version="1.2.3"
+        )
+        jobs.append_batch(
+            conn,
+            done.pk,
+            0,
+            [
+                EntryIn(
+                    ReportList.LOG, "start", "Start backup", mtime_ms=ms("2024-06-26 10:00:00")
+                ),
+                EntryIn(ReportList.NEW, "F", "/home/alice/a.txt", size=100, unzip_size=300),
+                EntryIn(ReportList.UPD, "F", "/home/alice/b.txt", size=50, unzip_size=80),
+                EntryIn(ReportList.PMT, "F", "/home/alice/c.txt", size=7, unzip_size=9),
+            ],
+        )
         jobs.finish_job(conn, done.pk, JobStatus.STOP_SUCCESS, end_ms=ms("2024-06-26 10:05:00"))
-        running = jobs.start_job(conn, docs, dest.id, tz=UTC,
-                                 start_ms=ms("2024-06-26 12:00:00"), mode=JobMode.SCHEDULED)
-        jobs.update_progress(conn, running.pk, current_file_name="/home/alice/big.iso",
-                             current_file_count=3, total_file_count=10,
-                             uploaded_file_size=4096, total_file_size=1 << 33)
+        running = jobs.start_job(
+            conn, docs, dest.id, tz=UTC, start_ms=ms("2024-06-26 12:00:00"), mode=JobMode.SCHEDULED
+        )
+        jobs.update_progress(
+            conn,
+            running.pk,
+            current_file_name="/home/alice/big.iso",
+            current_file_count=3,
+            total_file_count=10,
+            uploaded_file_size=4096,
+            total_file_size=1 << 33,
+        )
         old = sets.add_set(conn, alice.id, "Old")
         old_dest = sets.add_destination(conn, alice.id, old.id, "Local", "LOCAL", {})
         old = sets.get_set(conn, alice.id, old.id)
@@ -99,9 +122,15 @@ def world(state: ServerState) -> World:
         bob_job = _one_job(conn, bob.id, "2024-06-26 09:00:00")
         _one_job(conn, carol.id, "2024-06-26 11:00:00")
     return World(
-        alice_id=str(alice.id), docs_id=str(docs.id), empty_id=str(empty.id), old_id=str(old.id),
-        dest_id=str(dest.id), done_job=done.job_id, running_job=running.job_id,
-        running_pk=running.pk, bob_job=bob_job,
+        alice_id=str(alice.id),
+        docs_id=str(docs.id),
+        empty_id=str(empty.id),
+        old_id=str(old.id),
+        dest_id=str(dest.id),
+        done_job=done.job_id,
+        running_job=running.job_id,
+        running_pk=running.pk,
+        bob_job=bob_job,
     )
 
 
@@ -114,8 +143,9 @@ def _one_job(conn: Any, user_id: int, start: str) -> str:
     return job.job_id
 
 
-def call(client: TestClient, name: str, *, as_: tuple[str, str] = ADMIN, v2: bool = False,
-         **params: Any) -> dict[str, Any]:
+def call(
+    client: TestClient, name: str, *, as_: tuple[str, str] = ADMIN, v2: bool = False, **params: Any
+) -> dict[str, Any]:
     path = f"{API}/2/{name}.do" if v2 else f"{API}/{name}.do"
     r = client.post(path, json={"SysUser": as_[0], "SysPwd": as_[1], **params})
     assert r.status_code == 200, r.text
@@ -133,8 +163,11 @@ def assert_error(body: dict[str, Any], message: str, expt: str = DBS) -> None:
 
 
 def assert_user_not_found(body: dict[str, Any], login: str) -> None:
-    assert_error(body, f"[UserCacheManager.NoSuchUserExpt] User \u2018{login}\u2019 not found.",
-                 NOT_FOUND_TYPE)
+    assert_error(
+        body,
+        f"[UserCacheManager.NoSuchUserExpt] User \u2018{login}\u2019 not found.",
+        NOT_FOUND_TYPE,
+    )
 
 
 # --- ListBackupJobs ---------------------------------------------------------------------------
@@ -143,30 +176,47 @@ def assert_user_not_found(body: dict[str, Any], login: str) -> None:
 def test_list_backup_jobs(client: TestClient, world: World) -> None:
     listed = data(call(client, "ListBackupJobs", LoginName="alice"))
     assert listed == [
-        {"BackupSetID": world.docs_id, "Removed": False,
-         "BackupJob": [world.done_job, world.running_job]},
+        {
+            "BackupSetID": world.docs_id,
+            "Removed": False,
+            "BackupJob": [world.done_job, world.running_job],
+        },
         {"BackupSetID": world.old_id, "Removed": True, "BackupJob": ["2024-06-27-08-00-00"]},
     ]
     assert world.done_job < world.running_job
     every = data(call(client, "ListBackupJobs", LoginName="alice", SkipEmpty="false"))
     assert [r["BackupSetID"] for r in every] == sorted(
-        [world.docs_id, world.empty_id, world.old_id], key=int)
+        [world.docs_id, world.empty_id, world.old_id], key=int
+    )
     assert {"BackupSetID": world.empty_id, "Removed": False, "BackupJob": []} in every
 
 
 # --- ListBackupJobStatus ----------------------------------------------------------------------
 
 STATUS_KEYS = [
-    "ID", "LoginName", "Owner", "UserId", "StartTime", "EndTime", "BackupJobStatus",
-    "BackupSetID", "BackupSetName", "DestinationID", "UploadSize", "RunVersion",
-    "SuccessDatabase", "MissedDatabase", "SuccessVirtualMachine", "MissedVirtualMachine",
-    "SuccessPublicFolder", "MissedPublicFolder",
+    "ID",
+    "LoginName",
+    "Owner",
+    "UserId",
+    "StartTime",
+    "EndTime",
+    "BackupJobStatus",
+    "BackupSetID",
+    "BackupSetName",
+    "DestinationID",
+    "UploadSize",
+    "RunVersion",
+    "SuccessDatabase",
+    "MissedDatabase",
+    "SuccessVirtualMachine",
+    "MissedVirtualMachine",
+    "SuccessPublicFolder",
+    "MissedPublicFolder",
 ]
 
 
 def test_list_backup_job_status(client: TestClient, world: World) -> None:
-    records = data(call(client, "ListBackupJobStatus", LoginName="alice",
-                        BackupDate="2024-06-26"))
+    records = data(call(client, "ListBackupJobStatus", LoginName="alice", BackupDate="2024-06-26"))
     assert [r["ID"] for r in records] == [world.done_job, world.running_job]
     for r in records:
         assert list(r) == STATUS_KEYS
@@ -183,8 +233,7 @@ def test_list_backup_job_status(client: TestClient, world: World) -> None:
     assert running["EndTime"] == ""
     assert running["BackupJobStatus"] == "BS_STILL_RUNNING"
     # a job-ID-shaped BackupDate lists the same day
-    again = data(call(client, "ListBackupJobStatus", LoginName="alice",
-                      BackupDate=world.done_job))
+    again = data(call(client, "ListBackupJobStatus", LoginName="alice", BackupDate=world.done_job))
     assert again == records
 
 
@@ -195,8 +244,10 @@ def test_list_backup_job_status_of_every_user_in_scope(client: TestClient, world
     assert [(r["LoginName"], r["Owner"], r["ID"]) for r in mine] == [("bob", "res1", world.bob_job)]
     by_owner = data(call(client, "ListBackupJobStatus", Owner="res2", BackupDate="2024-06-26"))
     assert [r["LoginName"] for r in by_owner] == ["carol"]
-    assert_error(call(client, "ListBackupJobStatus", as_=RES1, Owner="res2",
-                      BackupDate="2024-06-26"), "[Error] No Backup Job on that day")
+    assert_error(
+        call(client, "ListBackupJobStatus", as_=RES1, Owner="res2", BackupDate="2024-06-26"),
+        "[Error] No Backup Job on that day",
+    )
 
 
 def test_list_backup_job_status_day_without_jobs(client: TestClient, world: World) -> None:
@@ -213,35 +264,88 @@ def test_bad_backup_date(client: TestClient, world: World) -> None:
 
 # --- ListBackupJobMode ------------------------------------------------------------------------
 
-MODE_KEYS = ["ID", "LoginName", "Owner", "UserId", "StartTime", "EndTime", "BackupSetID",
-             "BackupSetName", "BackupJobMode"]
+MODE_KEYS = [
+    "ID",
+    "LoginName",
+    "Owner",
+    "UserId",
+    "StartTime",
+    "EndTime",
+    "BackupSetID",
+    "BackupSetName",
+    "BackupJobMode",
+]
 
 
 def test_list_backup_job_mode(client: TestClient, world: World) -> None:
-    records = data(call(client, "ListBackupJobMode", LoginName="alice",
-                        BackupSetID=world.docs_id, BackupDate="2024-06-26"))
+    records = data(
+        call(
+            client,
+            "ListBackupJobMode",
+            LoginName="alice",
+            BackupSetID=world.docs_id,
+            BackupDate="2024-06-26",
+        )
+    )
     for r in records:
         assert list(r) == MODE_KEYS
         assert all(isinstance(v, str) for v in r.values()), r
     assert [(r["ID"], r["BackupJobMode"], r["EndTime"]) for r in records] == [
-        (world.done_job, "M", "2024-06-26 10:05:00"), (world.running_job, "S", "")]
+        (world.done_job, "M", "2024-06-26 10:05:00"),
+        (world.running_job, "S", ""),
+    ]
     assert records[0]["UserId"] == world.alice_id and records[0]["BackupSetID"] == world.docs_id
-    assert data(call(client, "ListBackupJobMode", LoginName="alice", BackupSetID=world.empty_id,
-                     BackupDate="2024-06-26")) == []
-    assert_error(call(client, "ListBackupJobMode", LoginName="alice", BackupSetID="42",
-                      BackupDate="2024-06-26"), "Backup set \u201842\u2019 not found.")
+    assert (
+        data(
+            call(
+                client,
+                "ListBackupJobMode",
+                LoginName="alice",
+                BackupSetID=world.empty_id,
+                BackupDate="2024-06-26",
+            )
+        )
+        == []
+    )
+    assert_error(
+        call(
+            client,
+            "ListBackupJobMode",
+            LoginName="alice",
+            BackupSetID="42",
+            BackupDate="2024-06-26",
+        ),
+        "Backup set \u201842\u2019 not found.",
+    )
 
 
 # --- GetBackupJobProgress ---------------------------------------------------------------------
 
-PROGRESS_KEYS = ["ID", "LoginName", "Owner", "UserID", "StartTime", "EndTime", "BackupSetID",
-                 "BackupSetName", "CurrentFileName", "FileUploadTime", "CurrentFileCount",
-                 "TotalFileCount", "UploadedFileSize", "TotalFileSize"]
+PROGRESS_KEYS = [
+    "ID",
+    "LoginName",
+    "Owner",
+    "UserID",
+    "StartTime",
+    "EndTime",
+    "BackupSetID",
+    "BackupSetName",
+    "CurrentFileName",
+    "FileUploadTime",
+    "CurrentFileCount",
+    "TotalFileCount",
+    "UploadedFileSize",
+    "TotalFileSize",
+]
 
 
 def test_progress_of_a_running_job(client: TestClient, state: ServerState, world: World) -> None:
-    params: dict[str, Any] = dict(LoginName="alice", BackupSetID=world.docs_id,
-                                  DestinationID=world.dest_id, BackupJobID=world.running_job)
+    params: dict[str, Any] = dict(
+        LoginName="alice",
+        BackupSetID=world.docs_id,
+        DestinationID=world.dest_id,
+        BackupJobID=world.running_job,
+    )
     progress = data(call(client, "GetBackupJobProgress", **params))
     assert list(progress) == PROGRESS_KEYS
     assert all(isinstance(v, str) for v in progress.values()), progress
@@ -253,16 +357,27 @@ def test_progress_of_a_running_job(client: TestClient, state: ServerState, world
     assert (progress["CurrentFileCount"], progress["TotalFileCount"]) == ("3", "10")
     assert (progress["UploadedFileSize"], progress["TotalFileSize"]) == ("4096", str(1 << 33))
     with state.db.write() as conn:
-        jobs.update_progress(conn, world.running_pk, current_file_name="/home/alice/next",
-                             current_file_count=4, total_file_count=10,
-                             uploaded_file_size=8192, total_file_size=1 << 33)
+        jobs.update_progress(
+            conn,
+            world.running_pk,
+            current_file_name="/home/alice/next",
+            current_file_count=4,
+            total_file_count=10,
+            uploaded_file_size=8192,
+            total_file_size=1 << 33,
+        )
     # live: the next call sees the new progress; DestinationID "" resolves as in §5
     later = data(call(client, "GetBackupJobProgress", **{**params, "DestinationID": ""}))
     assert (later["CurrentFileName"], later["CurrentFileCount"], later["UploadedFileSize"]) == (
-        "/home/alice/next", "4", "8192")
+        "/home/alice/next",
+        "4",
+        "8192",
+    )
     unknown = {**params, "BackupJobID": "2020-01-01-00-00-00"}
-    assert_error(call(client, "GetBackupJobProgress", **unknown),
-                 "Backup job \u20182020-01-01-00-00-00\u2019 not found.")
+    assert_error(
+        call(client, "GetBackupJobProgress", **unknown),
+        "Backup job \u20182020-01-01-00-00-00\u2019 not found.",
+    )
 
 
 # --- ListBackupSets, GetBackupSet -------------------------------------------------------------
@@ -270,36 +385,58 @@ def test_progress_of_a_running_job(client: TestClient, state: ServerState, world
 
 def test_list_backup_sets(client: TestClient, world: World) -> None:
     listed = data(call(client, "ListBackupSets", LoginName="alice"))
-    assert listed == [{"ID": world.docs_id, "Name": "Docs", "Type": "FILE"},
-                      {"ID": world.empty_id, "Name": "Empty", "Type": "FILE"}]
+    assert listed == [
+        {"ID": world.docs_id, "Name": "Docs", "Type": "FILE"},
+        {"ID": world.empty_id, "Name": "Empty", "Type": "FILE"},
+    ]
     every = data(call(client, "ListBackupSets", LoginName="alice", ListAll=True))
     assert [s["ID"] for s in every] == [world.docs_id, world.empty_id, world.old_id]
-    assert_error(call(client, "ListBackupSets", LoginName="alice", ListAll="maybe"),
-                 "[Error] Parameter ListAll is invalid: \u2018maybe\u2019")
+    assert_error(
+        call(client, "ListBackupSets", LoginName="alice", ListAll="maybe"),
+        "[Error] Parameter ListAll is invalid: \u2018maybe\u2019",
+    )
 
 
 def test_get_backup_set(client: TestClient, world: World) -> None:
     for v2 in (False, True):
-        got = data(call(client, "GetBackupSet", v2=v2, LoginName="alice",
-                        BackupSetID=world.docs_id))
+        got = data(
+            call(client, "GetBackupSet", v2=v2, LoginName="alice", BackupSetID=world.docs_id)
+        )
         assert got == {
-            "ID": world.docs_id, "Name": "Docs", "Type": "FILE", "Owner": "", "Removed": False,
-            "CompressType": "ZSTD", "CompressLevel": 3, "Deduplication": True,
+            "ID": world.docs_id,
+            "Name": "Docs",
+            "Type": "FILE",
+            "Owner": "",
+            "Removed": False,
+            "CompressType": "ZSTD",
+            "CompressLevel": 3,
+            "Deduplication": True,
             "SelectedSource": ["/home/alice"],
             "Filter": {"Include": ["*.txt"], "Exclude": ["*.tmp"]},
             "DestinationList": [{"Id": world.dest_id, "Name": "Local", "Type": "LOCAL"}],
         }
         assert "secret-location" not in str(got)
-        assert_error(call(client, "GetBackupSet", v2=v2, LoginName="alice", BackupSetID="nope"),
-                     "Backup set \u2018nope\u2019 not found.")
+        assert_error(
+            call(client, "GetBackupSet", v2=v2, LoginName="alice", BackupSetID="nope"),
+            "Backup set \u2018nope\u2019 not found.",
+        )
 
 
 # --- ListUsers, GetUser -----------------------------------------------------------------------
 
 USER_TYPES: dict[str, type | tuple[type, ...]] = {
-    "LoginName": str, "Owner": str, "Alias": str, "Email": str, "ClientType": str,
-    "Status": str, "DataSize": int, "Quota": int, "QuotaList": list, "LastBackupDate": int,
-    "Online": bool, "BackupSetIdList": list,
+    "LoginName": str,
+    "Owner": str,
+    "Alias": str,
+    "Email": str,
+    "ClientType": str,
+    "Status": str,
+    "DataSize": int,
+    "Quota": int,
+    "QuotaList": list,
+    "LastBackupDate": int,
+    "Online": bool,
+    "BackupSetIdList": list,
 }
 
 
@@ -321,7 +458,11 @@ def test_list_users(client: TestClient, world: World) -> None:
             _check_user_object(obj)
         alice = listed[0]
         assert (alice["Alias"], alice["Email"], alice["Quota"], alice["Status"]) == (
-            "Alice", "a@example.org", 1000, "ENABLE")
+            "Alice",
+            "a@example.org",
+            1000,
+            "ENABLE",
+        )
         assert alice["Online"] is True and listed[1]["Online"] is False
         assert alice["LastBackupDate"] == ms("2024-06-27 08:00:00")
         assert alice["BackupSetIdList"] == [world.docs_id, world.empty_id]
@@ -329,14 +470,23 @@ def test_list_users(client: TestClient, world: World) -> None:
         stored = 0
         for rec in data(call(client, "ListBackupJobs", LoginName="alice")):
             for job_id in rec["BackupJob"]:
-                summary = data(call(client, "GetBackupJobReportSummary", LoginName="alice",
-                                    BackupSetID=rec["BackupSetID"], BackupJobID=job_id))
+                summary = data(
+                    call(
+                        client,
+                        "GetBackupJobReportSummary",
+                        LoginName="alice",
+                        BackupSetID=rec["BackupSetID"],
+                        BackupJobID=job_id,
+                    )
+                )
                 stored += summary["TotalNewFilesSize"] + summary["TotalUpdatedFilesSize"]
         assert alice["DataSize"] == stored > 0
-        assert [u["LoginName"] for u in data(call(client, "ListUsers", v2=v2, searchStr="aro"),
-                                             "User")] == ["carol"]
-        assert [u["LoginName"] for u in data(call(client, "ListUsers", v2=v2, reseller="res1"),
-                                             "User")] == ["bob"]
+        assert [
+            u["LoginName"] for u in data(call(client, "ListUsers", v2=v2, searchStr="aro"), "User")
+        ] == ["carol"]
+        assert [
+            u["LoginName"] for u in data(call(client, "ListUsers", v2=v2, reseller="res1"), "User")
+        ] == ["bob"]
         # a reseller lists only its own users, whatever it asks for
         mine = data(call(client, "ListUsers", v2=v2, as_=RES1), "User")
         assert [u["LoginName"] for u in mine] == ["bob"]
@@ -368,17 +518,31 @@ def test_reseller_sees_only_its_own_users(client: TestClient, world: World) -> N
         assert_user_not_found(call(client, name, as_=RES1, LoginName="carol", **extra), "carol")
         assert_user_not_found(call(client, name, as_=RES1, LoginName="alice", **extra), "alice")
         assert data(call(client, name, as_=RES1, LoginName="bob", **extra)) is not None
-    assert_user_not_found(call(client, "GetBackupSet", v2=True, as_=RES2, LoginName="alice",
-                               BackupSetID=world.docs_id), "alice")
-    assert_user_not_found(call(client, "GetBackupJobProgress", as_=RES2, LoginName="alice",
-                               BackupSetID=world.docs_id, BackupJobID=world.running_job),
-                          "alice")
+    assert_user_not_found(
+        call(
+            client, "GetBackupSet", v2=True, as_=RES2, LoginName="alice", BackupSetID=world.docs_id
+        ),
+        "alice",
+    )
+    assert_user_not_found(
+        call(
+            client,
+            "GetBackupJobProgress",
+            as_=RES2,
+            LoginName="alice",
+            BackupSetID=world.docs_id,
+            BackupJobID=world.running_job,
+        ),
+        "alice",
+    )
 
 
 def test_owner_must_match(client: TestClient, world: World) -> None:
     assert_user_not_found(call(client, "GetUser", LoginName="bob", Owner="res2"), "bob")
-    assert_user_not_found(call(client, "ListBackupJobStatus", LoginName="bob", Owner="res2",
-                               BackupDate="2024-06-26"), "bob")
+    assert_user_not_found(
+        call(client, "ListBackupJobStatus", LoginName="bob", Owner="res2", BackupDate="2024-06-26"),
+        "bob",
+    )
     assert data(call(client, "GetUser", LoginName="bob", Owner="res1"))["LoginName"] == "bob"
     assert_user_not_found(call(client, "GetUser", LoginName="nobody"), "nobody")
     assert_error(call(client, "GetUser"), "[Error] Parameter LoginName is null / empty!")
@@ -389,8 +553,9 @@ def test_owner_must_match(client: TestClient, world: World) -> None:
 
 def test_auth_user(client: TestClient, world: World) -> None:
     assert call(client, "AuthUser", LoginName="alice", Password="alice-pw") == {"Status": "OK"}
-    assert call(client, "AuthUser", LoginName="bob", Owner="res1", Password="bob-pw",
-                as_=RES1) == {"Status": "OK"}
+    assert call(client, "AuthUser", LoginName="bob", Owner="res1", Password="bob-pw", as_=RES1) == {
+        "Status": "OK"
+    }
     rejected = [
         call(client, "AuthUser", LoginName="alice", Password="wrong"),
         call(client, "AuthUser", LoginName="nobody", Password="alice-pw"),
@@ -399,15 +564,19 @@ def test_auth_user(client: TestClient, world: World) -> None:
     ]
     for body in rejected:  # one answer for every failure: nothing tells which part was wrong
         assert_error(body, "Incorrect username/password")
-    assert_error(call(client, "AuthUser", LoginName="alice"),
-                 "[Error] Parameter Password is null / empty!")
+    assert_error(
+        call(client, "AuthUser", LoginName="alice"), "[Error] Parameter Password is null / empty!"
+    )
 
 
 def test_auth_system_user(client: TestClient, world: World) -> None:
     assert call(client, "AuthSystemUser") == {"Status": "OK"}
     assert call(client, "AuthSystemUser", as_=RES1) == {"Status": "OK"}
-    assert_error(call(client, "AuthSystemUser", as_=(ADMIN[0], "wrong")),
-                 "Incorrect system username/password", "com.ahsay.obs.core.dbs.c")
+    assert_error(
+        call(client, "AuthSystemUser", as_=(ADMIN[0], "wrong")),
+        "Incorrect system username/password",
+        "com.ahsay.obs.core.dbs.c",
+    )
 
 
 # --- transport --------------------------------------------------------------------------------
@@ -417,11 +586,20 @@ def test_v1_and_v2_paths_and_get(client: TestClient, world: World) -> None:
     creds = {"SysUser": ADMIN[0], "SysPwd": ADMIN[1]}
     for name in ("GetBackupSet", "ListUsers", "GetUser"):
         for prefix in (API, f"{API}/2"):
-            r = client.post(f"{prefix}/{name}.do",
-                            json={**creds, "LoginName": "alice", "BackupSetID": world.docs_id})
+            r = client.post(
+                f"{prefix}/{name}.do",
+                json={**creds, "LoginName": "alice", "BackupSetID": world.docs_id},
+            )
             assert r.status_code == 200 and r.json()["Status"] == "OK", (prefix, name)
-    for name in ("ListBackupJobs", "ListBackupJobStatus", "ListBackupJobMode",
-                 "GetBackupJobProgress", "ListBackupSets", "AuthUser", "AuthSystemUser"):
+    for name in (
+        "ListBackupJobs",
+        "ListBackupJobStatus",
+        "ListBackupJobMode",
+        "GetBackupJobProgress",
+        "ListBackupSets",
+        "AuthUser",
+        "AuthSystemUser",
+    ):
         r = client.get(f"{API}/{name}.do", params={**creds, "LoginName": "alice"})
         assert r.status_code == 200, name
         assert client.post(f"{API}/2/{name}.do", json=creds).status_code == 404, name
@@ -429,5 +607,6 @@ def test_v1_and_v2_paths_and_get(client: TestClient, world: World) -> None:
     assert [s["Name"] for s in r.json()["Data"]] == ["Docs", "Empty"]
     schema = client.get("/openapi.json").json()
     ok_answer = schema["paths"][f"{API}/2/ListUsers.do"]["post"]["responses"]["200"]["content"][
-        "application/json; charset=utf-8"]["schema"]["oneOf"][0]
+        "application/json; charset=utf-8"
+    ]["schema"]["oneOf"][0]
     assert "User" in ok_answer["properties"]

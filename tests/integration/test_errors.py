@@ -23,9 +23,14 @@ SUMMARY = "/obs/api/json/GetBackupJobReportSummary.do"
 
 def _req(job: VendorJob, **extra: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "SysUser": ADMIN[0], "SysPwd": ADMIN[1], "LoginName": job.login_name, "Owner": "",
-        "BackupSetID": job.set_id, "DestinationID": job.destination_id,
-        "BackupJobID": job.job_id, "Cdp": "false",
+        "SysUser": ADMIN[0],
+        "SysPwd": ADMIN[1],
+        "LoginName": job.login_name,
+        "Owner": "",
+        "BackupSetID": job.set_id,
+        "DestinationID": job.destination_id,
+        "BackupJobID": job.job_id,
+        "Cdp": "false",
     }
     body.update(extra)
     return body
@@ -53,7 +58,9 @@ def test_parameter_missing(client: TestClient, vendor_job: VendorJob) -> None:
             else:
                 body[name] = ""
             assert _error(client.post(SUMMARY, json=body)) == (
-                f"[Error] Parameter {name} is null / empty!", DBS), (name, how)
+                f"[Error] Parameter {name} is null / empty!",
+                DBS,
+            ), (name, how)
 
 
 def test_parameter_invalid_boolean(client: TestClient, vendor_job: VendorJob) -> None:
@@ -68,29 +75,44 @@ def _need(call: str) -> None:
 
 def test_parameter_invalid_date(client: TestClient, vendor_job: VendorJob) -> None:
     _need("ListBackupJobStatus")
-    r = client.post("/obs/api/json/ListBackupJobStatus.do", json={
-        "SysUser": ADMIN[0], "SysPwd": ADMIN[1], "LoginName": vendor_job.login_name,
-        "BackupDate": "2024-13-01"})
+    r = client.post(
+        "/obs/api/json/ListBackupJobStatus.do",
+        json={
+            "SysUser": ADMIN[0],
+            "SysPwd": ADMIN[1],
+            "LoginName": vendor_job.login_name,
+            "BackupDate": "2024-13-01",
+        },
+    )
     assert _error(r) == ("[Error] Parameter BackupDate is invalid: \u20182024-13-01\u2019", DBS)
 
 
 def test_no_job_on_that_day(client: TestClient, vendor_job: VendorJob) -> None:
     _need("ListBackupJobStatus")
-    r = client.post("/obs/api/json/ListBackupJobStatus.do", json={
-        "SysUser": ADMIN[0], "SysPwd": ADMIN[1], "LoginName": vendor_job.login_name,
-        "BackupDate": "2020-01-01"})
+    r = client.post(
+        "/obs/api/json/ListBackupJobStatus.do",
+        json={
+            "SysUser": ADMIN[0],
+            "SysPwd": ADMIN[1],
+            "LoginName": vendor_job.login_name,
+            "BackupDate": "2020-01-01",
+        },
+    )
     assert _error(r) == ("[Error] No Backup Job on that day", DBS)
 
 
 def test_unknown_backup_user(client: TestClient, vendor_job: VendorJob) -> None:
     r = client.post(SUMMARY, json=_req(vendor_job, LoginName="nobody"))
-    assert _error(r) == ("[UserCacheManager.NoSuchUserExpt] User \u2018nobody\u2019 not found.",
-                         "com.ahsay.obs.core.dbs.ai")
+    assert _error(r) == (
+        "[UserCacheManager.NoSuchUserExpt] User \u2018nobody\u2019 not found.",
+        "com.ahsay.obs.core.dbs.ai",
+    )
     # an Owner that is not the user's owner: not found too (§2)
     r = client.post(SUMMARY, json=_req(vendor_job, Owner="someone"))
     assert _error(r) == (
         f"[UserCacheManager.NoSuchUserExpt] User \u2018{vendor_job.login_name}\u2019 not found.",
-        "com.ahsay.obs.core.dbs.ai")
+        "com.ahsay.obs.core.dbs.ai",
+    )
 
 
 def test_unknown_backup_set(client: TestClient, vendor_job: VendorJob) -> None:
@@ -108,8 +130,10 @@ def test_unknown_destination(client: TestClient, vendor_job: VendorJob) -> None:
 def test_unknown_backup_job(client: TestClient, vendor_job: VendorJob) -> None:
     r = client.post(SUMMARY, json=_req(vendor_job, BackupJobID="2024-08-23-10-00-36"))
     assert _error(r) == ("Backup job \u20182024-08-23-10-00-36\u2019 not found.", DBS)
-    r = client.post("/obs/api/json/GetBackupJobReport.do",
-                    json=_req(vendor_job, BackupJobID="2024-08-23-10-00-36"))
+    r = client.post(
+        "/obs/api/json/GetBackupJobReport.do",
+        json=_req(vendor_job, BackupJobID="2024-08-23-10-00-36"),
+    )
     assert _error(r) == ("Backup job \u20182024-08-23-10-00-36\u2019 not found.", DBS)
 
 
@@ -118,8 +142,10 @@ def test_body_not_an_object(client: TestClient) -> None:
         for content_type in ("application/json", "text/plain;charset=UTF-8", None):
             headers = {"Content-Type": content_type} if content_type else {}
             r = client.post(SUMMARY, content=body, headers=headers)
-            assert _error(r) == ("[Error] Request body is not a JSON object",
-                                 "org.json.JSONException"), (body, content_type)
+            assert _error(r) == (
+                "[Error] Request body is not a JSON object",
+                "org.json.JSONException",
+            ), (body, content_type)
 
 
 def test_unknown_api(client: TestClient) -> None:
@@ -129,13 +155,17 @@ def test_unknown_api(client: TestClient) -> None:
         ("/obs/api/json/getBackupJobReport.do", "getBackupJobReport.do"),
         ("/obs/api/json/GetBackupJobReport", "GetBackupJobReport"),
     ):
-        for r in (client.post(path, json={"SysUser": ADMIN[0], "SysPwd": ADMIN[1]}),
-                  client.get(path)):
+        for r in (
+            client.post(path, json={"SysUser": ADMIN[0], "SysPwd": ADMIN[1]}),
+            client.get(path),
+        ):
             assert _error(r, 404) == (f"[Error] Unknown API \u2018{name}\u2019", DBS), path
 
 
 def test_unexpected_error_is_500_with_a_logged_reference(
-    client: TestClient, vendor_job: VendorJob, monkeypatch: pytest.MonkeyPatch,
+    client: TestClient,
+    vendor_job: VendorJob,
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     def boom(*_a: Any, **_k: Any) -> Any:
@@ -179,11 +209,13 @@ def test_every_credentials_failure_is_the_same_answer(
         "wrong password": client.post(SUMMARY, json=_req(vendor_job, SysPwd="wrong")),
         "unknown user": client.post(SUMMARY, json=_req(vendor_job, SysUser="ghost")),
         "read-only admin": client.post(
-            SUMMARY, json=_req(vendor_job, SysUser="viewer", SysPwd="viewer1")),
+            SUMMARY, json=_req(vendor_job, SysUser="viewer", SysPwd="viewer1")
+        ),
         "suspended": client.post(SUMMARY, json=_req(vendor_job, SysUser="susp", SysPwd="susp1")),
         "locked": client.post(SUMMARY, json=_req(vendor_job, SysUser="locky", SysPwd="locky1")),
-        "no SysUser": client.post(SUMMARY, json={k: v for k, v in _req(vendor_job).items()
-                                                 if k != "SysUser"}),
+        "no SysUser": client.post(
+            SUMMARY, json={k: v for k, v in _req(vendor_job).items() if k != "SysUser"}
+        ),
     }
     reference = answers["wrong password"]
     assert _error(reference) == CRED
@@ -202,7 +234,9 @@ def test_every_credentials_failure_is_the_same_answer(
 
 
 def test_lock_ends_after_the_lock_time(
-    client: TestClient, state: ServerState, vendor_job: VendorJob,
+    client: TestClient,
+    state: ServerState,
+    vendor_job: VendorJob,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from opencbs.api import auth
@@ -254,6 +288,7 @@ def test_reseller_sees_only_its_own_users(
     r = client.post(SUMMARY, json=_req(vendor_job, **as_res1))
     assert _error(r)[0] == "[UserCacheManager.NoSuchUserExpt] User \u2018obm\u2019 not found."
     # its own reseller gets past the user (the set is not cust2's)
-    r = client.post(SUMMARY, json=_req(vendor_job, LoginName="cust2", SysUser="res2",
-                                       SysPwd="res2pw"))
+    r = client.post(
+        SUMMARY, json=_req(vendor_job, LoginName="cust2", SysUser="res2", SysPwd="res2pw")
+    )
     assert _error(r) == (f"Backup set \u2018{vendor_job.set_id}\u2019 not found.", DBS)

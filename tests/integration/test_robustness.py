@@ -37,9 +37,15 @@ def _valid(job: VendorJob, name: str) -> dict[str, Any]:
     """A plausible request for call ``name``: the vendor job's IDs, every other documented
     parameter a harmless string."""
     known = {
-        "SysUser": ADMIN[0], "SysPwd": ADMIN[1], "LoginName": job.login_name, "Owner": "",
-        "BackupSetID": job.set_id, "DestinationID": job.destination_id,
-        "BackupJobID": job.job_id, "Cdp": "false", "BackupDate": job.job_id[:10],
+        "SysUser": ADMIN[0],
+        "SysPwd": ADMIN[1],
+        "LoginName": job.login_name,
+        "Owner": "",
+        "BackupSetID": job.set_id,
+        "DestinationID": job.destination_id,
+        "BackupJobID": job.job_id,
+        "Cdp": "false",
+        "BackupDate": job.job_id[:10],
     }
     return {p.name: known.get(p.name, "") for p in CALLS[name].params}
 
@@ -85,16 +91,26 @@ def test_hostile_bodies(client: TestClient, state: ServerState, vendor_job: Vend
         (b'{"a":' * 50_000 + b"1" + b"}" * 50_000, None),
         (b'{"LoginName": "\\ud800", "SysUser": "system", "SysPwd": "system1"}', None),
         (b'{"SysUser": "\\udfff", "SysPwd": "\\ud800"}', None),
-        (b'{"LoginName": 1e999, "BackupSetID": NaN, "SysUser": "system", "SysPwd": "system1"}',
-         None),
-        (b'{"BackupSetID": 123456789012345678901234567890, "SysUser": "system", '
-         b'"SysPwd": "system1", "LoginName": "obm"}', None),
-        (json.dumps({"SysUser": ADMIN[0], "SysPwd": ADMIN[1], "Pad": "x" * (1 << 20)}).encode(),
-         None),
+        (
+            b'{"LoginName": 1e999, "BackupSetID": NaN, "SysUser": "system", "SysPwd": "system1"}',
+            None,
+        ),
+        (
+            b'{"BackupSetID": 123456789012345678901234567890, "SysUser": "system", '
+            b'"SysPwd": "system1", "LoginName": "obm"}',
+            None,
+        ),
+        (
+            json.dumps({"SysUser": ADMIN[0], "SysPwd": ADMIN[1], "Pad": "x" * (1 << 20)}).encode(),
+            None,
+        ),
         (b" " * 10 + b"\x00", None),
     ]
-    queries = ["?LoginName=%FF%FE%00&SysUser=system&SysPwd=system1", "?%00=%00&SysUser=%00",
-               "?LoginName=obm&LoginName=%27%20OR%201=1%20--&SysUser=system&SysPwd=system1"]
+    queries = [
+        "?LoginName=%FF%FE%00&SysUser=system&SysPwd=system1",
+        "?%00=%00&SysUser=%00",
+        "?LoginName=obm&LoginName=%27%20OR%201=1%20--&SysUser=system&SysPwd=system1",
+    ]
     for name in NAMES:
         for body, ctype in bodies:
             headers = {"Content-Type": ctype} if ctype else {}
@@ -120,9 +136,16 @@ def test_an_unencodable_message_still_renders() -> None:
 def test_hostile_strings_in_every_parameter(
     client: TestClient, state: ServerState, vendor_job: VendorJob
 ) -> None:
-    hostile = SQL + ["\u0000", "obm\u0000", "\u0000' OR 1=1 --",
-                     "\u202e\ufeff\U0001f600", "+1692320086130", " 1692320086130 ",
-                     "99999999999999999999999999", "2024-06-26-13-24-35\u0000"]
+    hostile = SQL + [
+        "\u0000",
+        "obm\u0000",
+        "\u0000' OR 1=1 --",
+        "\u202e\ufeff\U0001f600",
+        "+1692320086130",
+        " 1692320086130 ",
+        "99999999999999999999999999",
+        "2024-06-26-13-24-35\u0000",
+    ]
     for name in NAMES:
         base = _valid(vendor_job, name)
         for param in base:
@@ -147,8 +170,11 @@ def test_nul_is_a_clean_parameter_invalid(client: TestClient, vendor_job: Vendor
     # PostgreSQL refuses NUL in text: it must never reach the database
     body = {**_valid(vendor_job, "GetBackupJobReportSummary"), "LoginName": "obm\u0000"}
     answer = _check(client.post(_url("GetBackupJobReportSummary"), json=body))
-    assert answer == {"Status": "Error", "ExptType": "com.ahsay.obs.core.dbs.DbsException",
-                      "Message": "[Error] Parameter LoginName is invalid: \u2018obm\\u0000\u2019"}
+    assert answer == {
+        "Status": "Error",
+        "ExptType": "com.ahsay.obs.core.dbs.DbsException",
+        "Message": "[Error] Parameter LoginName is invalid: \u2018obm\\u0000\u2019",
+    }
     body = {**_valid(vendor_job, "GetBackupJobReportSummary"), "SysUser": "system\u0000"}
     answer = _check(client.post(_url("GetBackupJobReportSummary"), json=body))
     assert answer["Message"] == "Incorrect system username/password"
@@ -161,8 +187,11 @@ def test_hostile_passwords(client: TestClient, state: ServerState, vendor_job: V
     with state.db.write() as conn:
         users.add_system_user(conn, "victim", "victim1", SystemRole.ADMIN)
     for value in [*SQL, "\u0000", "victim1\u0000", "p" * 100_000, *WRONG_TYPES]:
-        body = {**_valid(vendor_job, "GetBackupJobReportSummary"), "SysUser": "victim",
-                "SysPwd": value}
+        body = {
+            **_valid(vendor_job, "GetBackupJobReportSummary"),
+            "SysUser": "victim",
+            "SysPwd": value,
+        }
         body = _check(client.post(_url("GetBackupJobReportSummary"), json=body), value)
         assert body["Message"] == "Incorrect system username/password"
     _survived(client, state, vendor_job)
@@ -180,26 +209,40 @@ def test_wrong_type_for_every_parameter(
 
 
 _JSON = st.recursive(
-    st.none() | st.booleans() | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
-                                                                max_size=3),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(
     name=st.sampled_from(NAMES),
     authenticated=st.booleans(),
     chosen=st.dictionaries(
-        st.sampled_from(sorted({p.name for c in CALLS.values() for p in c.params}
-                               - {"SysUser", "SysPwd"})) | st.text(max_size=8),
-        _JSON, max_size=8),
+        st.sampled_from(
+            sorted({p.name for c in CALLS.values() for p in c.params} - {"SysUser", "SysPwd"})
+        )
+        | st.text(max_size=8),
+        _JSON,
+        max_size=8,
+    ),
 )
 def test_any_json_object_gets_an_envelope(
-    client: TestClient, vendor_job: VendorJob, name: str, authenticated: bool,
+    client: TestClient,
+    vendor_job: VendorJob,
+    name: str,
+    authenticated: bool,
     chosen: dict[str, Any],
 ) -> None:
     body = dict(chosen)

@@ -31,8 +31,9 @@ JSON = {"content-type": "application/json"}
 
 @pytest.fixture(autouse=True)
 def _cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(security, "_hasher",
-                        PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+    monkeypatch.setattr(
+        security, "_hasher", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    )
 
 
 @pytest.fixture
@@ -62,35 +63,67 @@ def _refused(r: httpx.Response, text: str) -> None:
 
 
 def test_a_source_that_is_not_utf8_is_a_400_and_nothing_is_stored(
-        client: TestClient, agent: AgentClient) -> None:
-    r = _post(client, "/backup-sets",
-              b'{"name": "NB", "settings": {"sources": ["/tmp/ok", "/tmp/bad\\udcff"]}}')
+    client: TestClient, agent: AgentClient
+) -> None:
+    r = _post(
+        client,
+        "/backup-sets",
+        b'{"name": "NB", "settings": {"sources": ["/tmp/ok", "/tmp/bad\\udcff"]}}',
+    )
     _refused(r, "source /tmp/bad\\xff is not valid UTF-8 text")
     assert "rename" in r.json()["hint"] and "parent" in r.json()["hint"]
-    _refused(_post(client, "/backup-sets", b'{"name": "NB", "settings": {"sources": '
-                                           b'["/tmp/a\\u0000b"]}}'), "holds a NUL character")
+    _refused(
+        _post(
+            client, "/backup-sets", b'{"name": "NB", "settings": {"sources": ["/tmp/a\\u0000b"]}}'
+        ),
+        "holds a NUL character",
+    )
     assert agent.list_sets() == []
 
     bset = agent.create_set("S1", settings={"sources": ["/tmp/ok"]})
-    _refused(_post(client, f"/backup-sets/{bset.id}",
-                   b'{"settings": {"sources": ["/tmp/bad\\udcff"]}}', "PATCH"),
-             "is not valid UTF-8 text")
+    _refused(
+        _post(
+            client,
+            f"/backup-sets/{bset.id}",
+            b'{"settings": {"sources": ["/tmp/bad\\udcff"]}}',
+            "PATCH",
+        ),
+        "is not valid UTF-8 text",
+    )
     assert agent.get_set(bset.id).settings["sources"] == ["/tmp/ok"]
 
 
-def test_a_destination_path_that_is_not_utf8_is_a_400(client: TestClient,
-                                                      agent: AgentClient) -> None:
+def test_a_destination_path_that_is_not_utf8_is_a_400(
+    client: TestClient, agent: AgentClient
+) -> None:
     dest = b'{"name": "Local", "type": "LOCAL", "settings": {"path": "/srv/d\\udcff"}}'
-    _refused(_post(client, "/backup-sets", b'{"name": "NB", "settings": {"sources": ["/a"]}, '
-                                           b'"destinations": [' + dest + b"]}"),
-             "destination path /srv/d\\xff is not valid UTF-8 text")
+    _refused(
+        _post(
+            client,
+            "/backup-sets",
+            b'{"name": "NB", "settings": {"sources": ["/a"]}, "destinations": [' + dest + b"]}",
+        ),
+        "destination path /srv/d\\xff is not valid UTF-8 text",
+    )
     assert agent.list_sets() == []  # the set was not created without its destination
-    bset = agent.create_set("S1", settings={"sources": ["/a"]},
-                            destinations=[NewDestination("Local", "LOCAL", {"path": "/srv/d"})])
-    _refused(_post(client, f"/backup-sets/{bset.id}/destinations", dest.replace(b"Local", b"L2")),
-             "destination path")
-    _refused(_post(client, f"/backup-sets/{bset.id}/destinations/{bset.destinations[0].id}",
-                   b'{"settings": {"path": "/srv/d\\udcff"}}', "PATCH"), "destination path")
+    bset = agent.create_set(
+        "S1",
+        settings={"sources": ["/a"]},
+        destinations=[NewDestination("Local", "LOCAL", {"path": "/srv/d"})],
+    )
+    _refused(
+        _post(client, f"/backup-sets/{bset.id}/destinations", dest.replace(b"Local", b"L2")),
+        "destination path",
+    )
+    _refused(
+        _post(
+            client,
+            f"/backup-sets/{bset.id}/destinations/{bset.destinations[0].id}",
+            b'{"settings": {"path": "/srv/d\\udcff"}}',
+            "PATCH",
+        ),
+        "destination path",
+    )
     assert [d.settings for d in agent.get_set(bset.id).destinations] == [{"path": "/srv/d"}]
 
 
@@ -104,20 +137,41 @@ def test_the_agent_client_refuses_what_it_cannot_send(agent: AgentClient) -> Non
 
 
 def test_a_set_stored_with_such_a_string_is_served_in_display_form(
-        client: TestClient, state: ServerState, agent: AgentClient, alice: int,
-        caplog: pytest.LogCaptureFixture) -> None:
+    client: TestClient,
+    state: ServerState,
+    agent: AgentClient,
+    alice: int,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     if not state.db.is_sqlite:
         pytest.skip("PostgreSQL's JSON refuses lone surrogates: nothing of the kind is stored")
-    good = agent.create_set("S1", settings={"sources": ["/tmp/ok"]},
-                            destinations=[NewDestination("Local", "LOCAL", {"path": "/srv/a"})])
+    good = agent.create_set(
+        "S1",
+        settings={"sources": ["/tmp/ok"]},
+        destinations=[NewDestination("Local", "LOCAL", {"path": "/srv/a"})],
+    )
     with state.db.write() as conn:  # as an earlier version stored it, bypassing every check
-        conn.execute(backup_sets.insert().values(
-            id=1, user_id=alice, name="NB", type="FILE",
-            settings={**sets.DEFAULT_SETTINGS, "sources": ["/tmp/bad\udcff", "/tmp/a\\b"]},
-            removed=False, created_at=1))
-        conn.execute(destinations.insert().values(
-            id=2, set_id=1, position=0, name="Local", type="LOCAL",
-            settings={"path": "/srv/d\udcff"}))
+        conn.execute(
+            backup_sets.insert().values(
+                id=1,
+                user_id=alice,
+                name="NB",
+                type="FILE",
+                settings={**sets.DEFAULT_SETTINGS, "sources": ["/tmp/bad\udcff", "/tmp/a\\b"]},
+                removed=False,
+                created_at=1,
+            )
+        )
+        conn.execute(
+            destinations.insert().values(
+                id=2,
+                set_id=1,
+                position=0,
+                name="Local",
+                type="LOCAL",
+                settings={"path": "/srv/d\udcff"},
+            )
+        )
 
     with caplog.at_level("WARNING", logger="opencbs.store.sets"):
         r = client.get(f"{API}/backup-sets", auth=ALICE)
@@ -148,10 +202,14 @@ def test_names_inside_a_source_may_be_any_bytes(agent: AgentClient) -> None:
     from opencbs.engine.entries import display_path
     from opencbs.reports.vocabulary import ReportList
 
-    bset = agent.create_set("S1", settings={"sources": ["/tmp/src"]},
-                            destinations=[NewDestination("Local", "LOCAL", {"path": "/srv/a"})])
+    bset = agent.create_set(
+        "S1",
+        settings={"sources": ["/tmp/src"]},
+        destinations=[NewDestination("Local", "LOCAL", {"path": "/srv/a"})],
+    )
     job = agent.start_job(bset.id, bset.destinations[0].id)
     path = display_path(b"/tmp/src/bad\xff\xfe")
-    assert agent.send_batch(job.ref, 0, [Entry(ReportList.NEW, "F", path=path, size=1,
-                                               unzip_size=1)])
+    assert agent.send_batch(
+        job.ref, 0, [Entry(ReportList.NEW, "F", path=path, size=1, unzip_size=1)]
+    )
     assert agent.get_job(job.ref).counters["NumOfNewFiles"] == 1

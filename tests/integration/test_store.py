@@ -101,8 +101,14 @@ def test_a_removed_sets_name_can_be_used_again(state: ServerState) -> None:
 def test_a_completed_job_reads_complete_in_its_progress(state: ServerState) -> None:
     pk = _job(state)
     with state.db.write() as conn:  # an incremental job: 9 of 14 files needed reading
-        jobs.update_progress(conn, pk, current_file_count=9, total_file_count=14,
-                             uploaded_file_size=62, total_file_size=48970)
+        jobs.update_progress(
+            conn,
+            pk,
+            current_file_count=9,
+            total_file_count=14,
+            uploaded_file_size=62,
+            total_file_size=48970,
+        )
         job = jobs.finish_job(conn, pk, JobStatus.STOP_SUCCESS)
     assert (job.current_file_count, job.uploaded_file_size) == (14, 48970)
     pk2 = _job2(state)
@@ -118,5 +124,6 @@ def _job2(state: ServerState) -> int:
         assert user is not None
         bset = sets.find_set_by_name(conn, user.id, "docs")
         assert bset is not None
-        return jobs.start_job(conn, bset, bset.destinations[0].id, tz=state.tz,
-                              start_ms=1_719_408_275_000).pk
+        return jobs.start_job(
+            conn, bset, bset.destinations[0].id, tz=state.tz, start_ms=1_719_408_275_000
+        ).pk

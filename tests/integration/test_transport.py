@@ -23,9 +23,14 @@ def _url(call: str) -> str:
 
 def _req(job: VendorJob, **extra: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "SysUser": ADMIN[0], "SysPwd": ADMIN[1], "LoginName": job.login_name, "Owner": "",
-        "BackupSetID": job.set_id, "DestinationID": job.destination_id,
-        "BackupJobID": job.job_id, "Cdp": "false",
+        "SysUser": ADMIN[0],
+        "SysPwd": ADMIN[1],
+        "LoginName": job.login_name,
+        "Owner": "",
+        "BackupSetID": job.set_id,
+        "DestinationID": job.destination_id,
+        "BackupJobID": job.job_id,
+        "Cdp": "false",
     }
     body.update(extra)
     return body
@@ -58,9 +63,11 @@ def test_every_encoding_gets_the_same_answer(
     assert expected["Data"]["ID"] == vendor_job.job_id
     variants = {
         "application/json": client.post(
-            _url(call), content=raw, headers={"Content-Type": "application/json"}),
+            _url(call), content=raw, headers={"Content-Type": "application/json"}
+        ),
         "text/plain": client.post(
-            _url(call), content=raw, headers={"Content-Type": "text/plain;charset=UTF-8"}),
+            _url(call), content=raw, headers={"Content-Type": "text/plain;charset=UTF-8"}
+        ),
         "no content type": client.post(_url(call), content=raw),
         "form": client.post(_url(call), data=params),
         "GET query": client.get(_url(call), params=params),
@@ -85,8 +92,9 @@ def test_query_string_is_merged_and_the_body_wins(
     # on conflict the body wins, either way round
     r = client.post(url, params={"LoginName": "nobody"}, json=_req(vendor_job))
     assert _answer(r)["Status"] == "OK"
-    r = client.post(url, params={"LoginName": vendor_job.login_name},
-                    json=_req(vendor_job, LoginName="nobody"))
+    r = client.post(
+        url, params={"LoginName": vendor_job.login_name}, json=_req(vendor_job, LoginName="nobody")
+    )
     assert _error(r)[0] == "[UserCacheManager.NoSuchUserExpt] User \u2018nobody\u2019 not found."
     # the same with a form body
     r = client.post(url, params={"LoginName": "nobody"}, data=_req(vendor_job))
@@ -112,8 +120,14 @@ def test_destionation_id_is_an_alias(client: TestClient, vendor_job: VendorJob) 
 def test_unknown_keys_are_ignored(client: TestClient, vendor_job: VendorJob) -> None:
     url = _url("GetBackupJobReportSummary")
     expected = client.post(url, json=_req(vendor_job)).content
-    extra = {"Foo": "bar", "Nested": {"a": [1, 2]}, "List": [None], "loginname": "nobody",
-             "destinationid": "123", "Number": 1.5}
+    extra = {
+        "Foo": "bar",
+        "Nested": {"a": [1, 2]},
+        "List": [None],
+        "loginname": "nobody",
+        "destinationid": "123",
+        "Number": 1.5,
+    }
     r = client.post(url, json=_req(vendor_job, **extra))
     assert r.status_code == 200
     assert r.content == expected
@@ -140,8 +154,13 @@ def test_missing_destination_is_the_first_that_has_the_job(
     client: TestClient, two_destinations: tuple[str, str, str, str, str], dest: str | None
 ) -> None:
     set_id, _first, _second, job_id, login = two_destinations
-    body: dict[str, Any] = {"SysUser": ADMIN[0], "SysPwd": ADMIN[1], "LoginName": login,
-                            "BackupSetID": set_id, "BackupJobID": job_id}
+    body: dict[str, Any] = {
+        "SysUser": ADMIN[0],
+        "SysPwd": ADMIN[1],
+        "LoginName": login,
+        "BackupSetID": set_id,
+        "BackupJobID": job_id,
+    }
     if dest is not None:
         body["DestinationID"] = dest
     r = client.post(_url("GetBackupJobReportSummary"), json=body)
@@ -151,21 +170,29 @@ def test_missing_destination_is_the_first_that_has_the_job(
 
 
 def test_explicit_destinations_of_a_two_destination_set(
-    client: TestClient, vendor_job: VendorJob,
-    two_destinations: tuple[str, str, str, str, str]
+    client: TestClient, vendor_job: VendorJob, two_destinations: tuple[str, str, str, str, str]
 ) -> None:
     set_id, first, second, job_id, login = two_destinations
-    body = {"SysUser": ADMIN[0], "SysPwd": ADMIN[1], "LoginName": login,
-            "BackupSetID": set_id, "BackupJobID": job_id}
+    body = {
+        "SysUser": ADMIN[0],
+        "SysPwd": ADMIN[1],
+        "LoginName": login,
+        "BackupSetID": set_id,
+        "BackupJobID": job_id,
+    }
     url = _url("GetBackupJobReportSummary")
     assert _answer(client.post(url, json={**body, "DestinationID": second}))["Status"] == "OK"
     r = client.post(url, json={**body, "DestinationID": first})
-    assert _error(r) == (f"Backup job \u2018{job_id}\u2019 not found.",
-                         "com.ahsay.obs.core.dbs.DbsException")
+    assert _error(r) == (
+        f"Backup job \u2018{job_id}\u2019 not found.",
+        "com.ahsay.obs.core.dbs.DbsException",
+    )
     # a real destination ID, but of another set
     r = client.post(url, json={**body, "DestinationID": vendor_job.destination_id})
-    assert _error(r) == (f"Destination \u2018{vendor_job.destination_id}\u2019 not found.",
-                         "com.ahsay.obs.core.dbs.DbsException")
+    assert _error(r) == (
+        f"Destination \u2018{vendor_job.destination_id}\u2019 not found.",
+        "com.ahsay.obs.core.dbs.DbsException",
+    )
 
 
 def test_authorization_header_is_ignored(client: TestClient, vendor_job: VendorJob) -> None:
@@ -175,8 +202,11 @@ def test_authorization_header_is_ignored(client: TestClient, vendor_job: VendorJ
     r = client.post(url, json=_req(vendor_job), headers=header)
     assert r.status_code == 200 and r.content == expected
     # credentials come only from SysUser/SysPwd, never from the header
-    r = client.post(url, json=_req(vendor_job, SysPwd="wrong"),
-                    headers={"Authorization": "Basic c3lzdGVtOnN5c3RlbTE="})
+    r = client.post(
+        url,
+        json=_req(vendor_job, SysPwd="wrong"),
+        headers={"Authorization": "Basic c3lzdGVtOnN5c3RlbTE="},
+    )
     assert _error(r) == ("Incorrect system username/password", "com.ahsay.obs.core.dbs.c")
 
 
@@ -197,8 +227,10 @@ def test_false_booleans(client: TestClient, vendor_job: VendorJob) -> None:
 def test_true_booleans(client: TestClient, vendor_job: VendorJob) -> None:
     # with Cdp true only continuous-backup jobs are looked at: the vendor job is not one
     url = _url("GetBackupJobReportSummary")
-    not_found = (f"Backup job \u2018{vendor_job.job_id}\u2019 not found.",
-                 "com.ahsay.obs.core.dbs.DbsException")
+    not_found = (
+        f"Backup job \u2018{vendor_job.job_id}\u2019 not found.",
+        "com.ahsay.obs.core.dbs.DbsException",
+    )
     for value in TRUE_VALUES:
         assert _error(client.post(url, json=_req(vendor_job, Cdp=value))) == not_found, value
         if isinstance(value, str):
@@ -226,19 +258,32 @@ def test_content_type_of_every_kind_of_answer(client: TestClient, vendor_job: Ve
 def test_a_byte_order_mark_before_the_json_is_accepted(
     client: TestClient, vendor_job: VendorJob
 ) -> None:
-    body = b"\xef\xbb\xbf" + json.dumps(
-        {"SysUser": "system", "SysPwd": "system1", "LoginName": vendor_job.login_name,
-         "BackupSetID": vendor_job.set_id, "BackupJobID": vendor_job.job_id}
-    ).encode()
+    body = (
+        b"\xef\xbb\xbf"
+        + json.dumps(
+            {
+                "SysUser": "system",
+                "SysPwd": "system1",
+                "LoginName": vendor_job.login_name,
+                "BackupSetID": vendor_job.set_id,
+                "BackupJobID": vendor_job.job_id,
+            }
+        ).encode()
+    )
     r = client.post("/obs/api/json/GetBackupJobReportSummary.do", content=body)
     assert r.json()["Status"] == "OK"
 
 
 def test_a_form_sent_as_json_is_read_as_a_form(client: TestClient, vendor_job: VendorJob) -> None:
-    form = (f"SysUser={ADMIN[0]}&SysPwd={ADMIN[1]}&LoginName={vendor_job.login_name}"
-            f"&BackupSetID={vendor_job.set_id}&BackupJobID={vendor_job.job_id}")
-    r = client.post("/obs/api/json/GetBackupJobReportSummary.do", content=form,
-                    headers={"Content-Type": "application/json"})
+    form = (
+        f"SysUser={ADMIN[0]}&SysPwd={ADMIN[1]}&LoginName={vendor_job.login_name}"
+        f"&BackupSetID={vendor_job.set_id}&BackupJobID={vendor_job.job_id}"
+    )
+    r = client.post(
+        "/obs/api/json/GetBackupJobReportSummary.do",
+        content=form,
+        headers={"Content-Type": "application/json"},
+    )
     assert r.json()["Status"] == "OK"
 
 

@@ -30,8 +30,10 @@ from opencbs.errors import OpenCBSError
 from opencbs.reports.vocabulary import JobStatus
 
 
-@pytest.mark.parametrize("spelling", [
-    "http://Host.example:8530", "HTTP://host.example:8530/", " http://host.example:8530// "])
+@pytest.mark.parametrize(
+    "spelling",
+    ["http://Host.example:8530", "HTTP://host.example:8530/", " http://host.example:8530// "],
+)
 def test_one_server_url_one_key(spelling: str) -> None:
     assert normalise_server_url(spelling) == "http://host.example:8530"
     assert spool_key(spelling, "alice") == spool_key("http://host.example:8530", "alice")
@@ -45,13 +47,13 @@ def test_default_ports_are_left_out() -> None:
 
 def test_keys_differ_by_login_and_server_and_read_as_the_login() -> None:
     url = "http://127.0.0.1:8530"
-    keys = {spool_key(url, "alice"), spool_key(url, "bob"), spool_key("http://other:8530",
-                                                                        "alice")}
+    keys = {spool_key(url, "alice"), spool_key(url, "bob"), spool_key("http://other:8530", "alice")}
     assert len(keys) == 3
     assert spool_key(url, "alice").startswith("alice-")
     assert spool_key(url, "../evil/x").startswith("evil_x-")  # nothing outside the base
     assert user_spool_root(Path("/d/agent-spool"), url, "../evil/x").parent == Path(
-        "/d/agent-spool")
+        "/d/agent-spool"
+    )
     assert len(spool_key(url, "a" * 200)) == 32 + 1 + 16
 
 
@@ -97,8 +99,10 @@ JOB = "2026-11-29-21-54-26"
 
 
 def test_a_job_id_of_two_snapshots_is_refused_naming_both() -> None:
-    repo = cast(Repository, _Repo([_snapshot(A, JOB), _snapshot(B, JOB),
-                                   _snapshot(C, "2026-11-29-21-54-27")]))
+    repo = cast(
+        Repository,
+        _Repo([_snapshot(A, JOB), _snapshot(B, JOB), _snapshot(C, "2026-11-29-21-54-27")]),
+    )
     with pytest.raises(AmbiguousJobId) as caught:
         find_snapshot(repo, JOB)
     err = caught.value
@@ -116,10 +120,16 @@ def test_a_set_filter_can_make_a_job_id_unique() -> None:
 
 
 def test_a_lost_report_is_an_error_with_a_hint(capsys: pytest.CaptureFixture[str]) -> None:
-    outcome = JobOutcome(JobRef("1", "2", JOB), JobStatus.STOP_SUCCESS, A,
-                         report_delivered=False, report_spool="/d/agent-spool/x/f",
-                         report_error="the job report could not be spooled on the agent (…); "
-                                      "the report from batch 2 on is lost", report_lost=True)
+    outcome = JobOutcome(
+        JobRef("1", "2", JOB),
+        JobStatus.STOP_SUCCESS,
+        A,
+        report_delivered=False,
+        report_spool="/d/agent-spool/x/f",
+        report_error="the job report could not be spooled on the agent (…); "
+        "the report from batch 2 on is lost",
+        report_lost=True,
+    )
     print_delivery_notes(outcome)
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("opencbs: error: the job report could not be spooled")

@@ -118,7 +118,8 @@ def test_random_moves_across_file_systems_are_exactly_those_moves_by_content(
     non-empty contents the content hash alone finds each move, and nothing else is reported."""
     tree = [
         replace(e, size=len(b"unique %d" % i), content_id=b"id:unique %d" % i)
-        if e.etype is EntryType.FILE else e
+        if e.etype is EntryType.FILE
+        else e
         for i, e in enumerate(data.draw(trees()))
     ]
     files = files_of(tree)
@@ -135,7 +136,8 @@ def test_random_moves_across_file_systems_are_exactly_those_moves_by_content(
 
     assert {c.entry.path: c.from_path for c in result.changes} == renames
     assert {(c.kind, c.reason) for c in result.changes} <= {
-        (ReportList.MOV, Reason.SAME_CONTENT_NEW_PATH)}
+        (ReportList.MOV, Reason.SAME_CONTENT_NEW_PATH)
+    }
     assert result.unchanged == len(tree) - len(moved)
 
 

@@ -151,8 +151,19 @@ def test_known_content_mode_has_no_tentative_copy(tree: list[Entry]) -> None:
 def _files(n: int) -> Iterator[Entry]:
     yield Entry(b"/m", EntryType.DIRECTORY, 0, 1, 1, 0o40755, 0, 0, 1, 1)
     for k in range(n):
-        yield Entry(b"/m/f%07d" % k, EntryType.FILE, 100, 2, 2, 0o100644, 0, 0, k + 2, 1,
-                    content_id=(k + 1).to_bytes(32, "big"))
+        yield Entry(
+            b"/m/f%07d" % k,
+            EntryType.FILE,
+            100,
+            2,
+            2,
+            0o100644,
+            0,
+            0,
+            k + 2,
+            1,
+            content_id=(k + 1).to_bytes(32, "big"),
+        )
 
 
 def test_the_previous_index_costs_a_few_bytes_per_file() -> None:

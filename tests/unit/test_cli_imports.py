@@ -36,7 +36,7 @@ def _loaded(args: list[str], libs: tuple[str, ...]) -> list[str]:
     assert "Usage:" in proc.stdout
     line = [x for x in proc.stderr.splitlines() if x.startswith("LOADED=")]
     assert line, proc.stderr
-    return list(json.loads(line[-1][len("LOADED="):]))
+    return list(json.loads(line[-1][len("LOADED=") :]))
 
 
 @pytest.mark.parametrize(

@@ -12,14 +12,17 @@ from opencbs.errors import InvalidInput
 from opencbs.store.users import check_name
 
 
-@pytest.mark.parametrize(("name", "shown"), [
-    ("plain/é.txt", "plain/é.txt"),
-    ("two\nlines", "two\\nlines"),
-    ("title\x1b]0;pwned\x07", "title\\x1b]0;pwned\\x07"),
-    ("del\x7f c1\x9b tab\t cr\r", "del\\x7f c1\\x9b tab\\t cr\\r"),
-    ("not-utf8-\udcff", "not-utf8-\\xff"),
-    (b"/raw/\xff\n", "/raw/\\xff\\n"),
-])
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("plain/é.txt", "plain/é.txt"),
+        ("two\nlines", "two\\nlines"),
+        ("title\x1b]0;pwned\x07", "title\\x1b]0;pwned\\x07"),
+        ("del\x7f c1\x9b tab\t cr\r", "del\\x7f c1\\x9b tab\\t cr\\r"),
+        ("not-utf8-\udcff", "not-utf8-\\xff"),
+        (b"/raw/\xff\n", "/raw/\\xff\\n"),
+    ],
+)
 def test_show_name_escapes_control_characters(name: str | bytes, shown: str) -> None:
     assert show_name(name) == shown
 
@@ -30,8 +33,9 @@ def test_every_control_character_is_escaped() -> None:
 
 
 def test_log_lines_escape_names() -> None:
-    record = logging.LogRecord("x", logging.WARNING, __file__, 1, "cannot read %s",
-                               ("a\x1b[2Jb",), None)
+    record = logging.LogRecord(
+        "x", logging.WARNING, __file__, 1, "cannot read %s", ("a\x1b[2Jb",), None
+    )
     line = SafeFormatter("%(message)s").format(record)
     assert line == "cannot read a\\x1b[2Jb"
 
@@ -41,11 +45,19 @@ def test_good_names(name: str) -> None:
     check_name(name, "login name")
 
 
-@pytest.mark.parametrize(("name", "why"), [
-    ("", "must not be empty"), ("a\nb", "control character"), ("a\x1bb", "control character"),
-    ("a\x85", "control character"), ("a/b", "'/'"), ("a\\b", "'/'"),
-    (" alice", "space"), ("alice ", "space"),
-])
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("", "must not be empty"),
+        ("a\nb", "control character"),
+        ("a\x1bb", "control character"),
+        ("a\x85", "control character"),
+        ("a/b", "'/'"),
+        ("a\\b", "'/'"),
+        (" alice", "space"),
+        ("alice ", "space"),
+    ],
+)
 def test_bad_names(name: str, why: str) -> None:
     with pytest.raises(InvalidInput, match=why) as caught:
         check_name(name, "login name")
@@ -64,13 +76,21 @@ def test_a_failed_job_hint_names_what_failed(capsys: pytest.CaptureFixture[str])
 
     ref = JobRef("1", "2", "2026-11-29-22-00-00")
     failed = JobStatus.STOP_BY_SYSTEM_ERROR
-    print_job_failure(JobOutcome(ref, failed, None, message="Destination error: disk full"),
-                      Path("/mnt/backup"))
+    print_job_failure(
+        JobOutcome(ref, failed, None, message="Destination error: disk full"), Path("/mnt/backup")
+    )
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("opencbs: error: backup job 2026-11-29-22-00-00 failed")
     assert err[1].startswith("hint: free space on the destination /mnt/backup")
-    print_job_failure(JobOutcome(ref, failed, None, message="Scan error: the scan's helper "
-                                 "process ended early (exit code 1)"), Path("/mnt/backup"))
+    print_job_failure(
+        JobOutcome(
+            ref,
+            failed,
+            None,
+            message="Scan error: the scan's helper process ended early (exit code 1)",
+        ),
+        Path("/mnt/backup"),
+    )
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and "Scan error" in err[0]
     assert err[1].startswith("hint: the walk of the sources stopped")

@@ -25,8 +25,14 @@ def _lines(updates: list[Progress], *, fail: bool = False) -> list[str]:
 
 
 def test_no_line_before_the_first_file_and_a_final_line_with_the_totals() -> None:
-    lines = _lines([Progress("", 0, 0, 0, 0), Progress("/a", 1, 1, 10, 10),
-                    Progress("/b", 5954, 5954, 100, 100), Progress("/z", 8500, 8500, 900, 900)])
+    lines = _lines(
+        [
+            Progress("", 0, 0, 0, 0),
+            Progress("/a", 1, 1, 10, 10),
+            Progress("/b", 5954, 5954, 100, 100),
+            Progress("/z", 8500, 8500, 900, 900),
+        ]
+    )
     assert lines == [
         "backup docs: started",
         "backup docs: 1/1 files read, 10/10 bytes",
@@ -36,9 +42,13 @@ def test_no_line_before_the_first_file_and_a_final_line_with_the_totals() -> Non
 
 def test_no_repeated_final_line_and_none_after_a_failure() -> None:
     assert _lines([Progress("/a", 3, 3, 9, 9)]) == [
-        "backup docs: started", "backup docs: 3/3 files read, 9/9 bytes"]
+        "backup docs: started",
+        "backup docs: 3/3 files read, 9/9 bytes",
+    ]
     assert _lines([Progress("/a", 1, 1, 1, 1), Progress("/b", 2, 2, 2, 2)], fail=True) == [
-        "backup docs: started", "backup docs: 1/1 files read, 1/1 bytes"]
+        "backup docs: started",
+        "backup docs: 1/1 files read, 1/1 bytes",
+    ]
 
 
 def test_quiet_shows_nothing() -> None:
@@ -59,10 +69,15 @@ def _ended(how: Ending, updates: list[Progress]) -> list[str]:
 
 def test_a_failed_or_stopped_job_never_says_done() -> None:
     assert _ended("failed", [Progress("", 0, 0, 0, 0)]) == [
-        "backup docs: started", "backup docs: failed"]
+        "backup docs: started",
+        "backup docs: failed",
+    ]
     assert _ended("stopped", []) == ["backup docs: started", "backup docs: stopped"]
     assert _ended("stopped", [Progress("/a", 1, 1, 10, 10), Progress("/b", 2, 4, 20, 40)]) == [
-        "backup docs: started", "backup docs: 1/1 files read, 10/10 bytes",
-        "backup docs: stopped after 2/4 files read, 20/40 bytes"]
+        "backup docs: started",
+        "backup docs: 1/1 files read, 10/10 bytes",
+        "backup docs: stopped after 2/4 files read, 20/40 bytes",
+    ]
     assert _ended("done", [Progress("/a", 1, 1, 10, 10), Progress("/b", 2, 2, 20, 20)])[-1] == (
-        "backup docs: done: 2/2 files read, 20/20 bytes")
+        "backup docs: done: 2/2 files read, 20/20 bytes"
+    )

@@ -227,7 +227,8 @@ def test_local_check_writable_names_what_failed(tmp_path: Path) -> None:
         with pytest.raises(DestinationError) as info:
             LocalStorage(ro / "dest").check_writable()
         assert f"Cannot create the destination folder {ro / 'dest'}: Permission denied" == (
-            info.value.message)
+            info.value.message
+        )
         with pytest.raises(DestinationError) as info:
             LocalStorage(ro).check_writable()
         assert info.value.message.startswith(f"Cannot write in the destination folder {ro}: ")

@@ -11,8 +11,23 @@ from opencbs.engine.entries import display_path, parse_display_path
 
 #: Bytes with many backslashes, 'x', hex digits and invalid UTF-8 lead bytes.
 _TRICKY = st.binary(max_size=40) | st.lists(
-    st.sampled_from([b"\\", b"x", b"4", b"f", b"/", b"\xff", b"\xc3", b"\xa9", b"\xed\xa0\x80",
-                     "é".encode(), b"a"]), max_size=20).map(b"".join)
+    st.sampled_from(
+        [
+            b"\\",
+            b"x",
+            b"4",
+            b"f",
+            b"/",
+            b"\xff",
+            b"\xc3",
+            b"\xa9",
+            b"\xed\xa0\x80",
+            "é".encode(),
+            b"a",
+        ]
+    ),
+    max_size=20,
+).map(b"".join)
 
 
 @given(_TRICKY)
@@ -20,13 +35,16 @@ def test_parse_inverts_display(path: bytes) -> None:
     assert parse_display_path(display_path(path)) == path
 
 
-@pytest.mark.parametrize(("raw", "shown"), [
-    (b"/home/ann/doc.txt", "/home/ann/doc.txt"),
-    (b"/a/caf\xc3\xa9", "/a/café"),
-    (b"/a/\xff\xfe", "/a/\\xff\\xfe"),
-    (b"/a\\b", "/a\\\\b"),
-    (b"/a\\xff", "/a\\\\xff"),
-])
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        (b"/home/ann/doc.txt", "/home/ann/doc.txt"),
+        (b"/a/caf\xc3\xa9", "/a/café"),
+        (b"/a/\xff\xfe", "/a/\\xff\\xfe"),
+        (b"/a\\b", "/a\\\\b"),
+        (b"/a\\xff", "/a\\\\xff"),
+    ],
+)
 def test_known_answers(raw: bytes, shown: str) -> None:
     assert display_path(raw) == shown
     assert parse_display_path(shown) == raw

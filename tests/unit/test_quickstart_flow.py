@@ -30,15 +30,18 @@ class _FakeServer:
         self.calls.append("stop")
 
 
-@pytest.mark.parametrize(("job_code", "no_serve", "calls", "code"), [
-    (0, False, ["start", "wait", "stop"], 0),
-    (0, True, ["start", "stop"], 0),
-    (9, False, ["start", "stop"], 9),  # BS_STOP_BY_SYSTEM_ERROR: its code, nothing served
-    (130, False, ["start", "stop"], 130),
-])
-def test_serves_only_after_a_successful_job(monkeypatch: pytest.MonkeyPatch, job_code: int,
-                                            no_serve: bool, calls: list[str],
-                                            code: int) -> None:
+@pytest.mark.parametrize(
+    ("job_code", "no_serve", "calls", "code"),
+    [
+        (0, False, ["start", "wait", "stop"], 0),
+        (0, True, ["start", "stop"], 0),
+        (9, False, ["start", "stop"], 9),  # BS_STOP_BY_SYSTEM_ERROR: its code, nothing served
+        (130, False, ["start", "stop"], 130),
+    ],
+)
+def test_serves_only_after_a_successful_job(
+    monkeypatch: pytest.MonkeyPatch, job_code: int, no_serve: bool, calls: list[str], code: int
+) -> None:
     _FakeServer.calls = []
     monkeypatch.setattr(quickstart, "BackgroundServer", _FakeServer)
     monkeypatch.setattr(quickstart, "_backup", lambda *a: job_code)
@@ -46,6 +49,12 @@ def test_serves_only_after_a_successful_job(monkeypatch: pytest.MonkeyPatch, job
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         got = quickstart._serve_and_back_up(
-            Settings.model_construct(**Settings().model_dump()), None,  # type: ignore[arg-type]
-            sock, setup, verbose=False, no_serve=no_serve, temporary=False)
+            Settings.model_construct(**Settings().model_dump()),
+            None,  # type: ignore[arg-type]
+            sock,
+            setup,
+            verbose=False,
+            no_serve=no_serve,
+            temporary=False,
+        )
     assert (got, _FakeServer.calls) == (code, calls)

@@ -82,8 +82,7 @@ def test_the_child_survives_bad_paths_and_stops_at_a_damaged_message(tmp_path: P
     """Errors per path are ignored (a hint only); a message that is not a path list ends it;
     the helper ends when its parent dies (the pipe closes) — here: stdin closed."""
     good = _files(tmp_path, 2)
-    child = subprocess.Popen([sys.executable, "-I", "-S", str(ra._CHILD)],
-                             stdin=subprocess.PIPE)
+    child = subprocess.Popen([sys.executable, "-I", "-S", str(ra._CHILD)], stdin=subprocess.PIPE)
     assert child.stdin is not None
     body = marshal.dumps([b"/no/such/file", os.fsencode(tmp_path), *good])
     child.stdin.write(len(body).to_bytes(2, "little") + body)
@@ -97,8 +96,9 @@ def test_the_child_survives_bad_paths_and_stops_at_a_damaged_message(tmp_path: P
 
 
 def test_child_exits_quietly_on_ctrl_c() -> None:
-    child = subprocess.Popen([sys.executable, "-I", "-S", str(ra._CHILD)],
-                             stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-I", "-S", str(ra._CHILD)], stdin=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     time.sleep(0.3)
     child.send_signal(signal.SIGINT)  # Ctrl-C reaches the whole process group
     _, err = child.communicate(timeout=5)

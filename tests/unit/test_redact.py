@@ -19,8 +19,13 @@ def test_redacts_passwords_in_query_strings() -> None:
 
 def test_filter_rewrites_uvicorn_access_records() -> None:
     record = logging.LogRecord(
-        "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
-        ("127.0.0.1:5", "GET", "/obs/api/json/A.do?SysPwd=topsecret", "1.1", 200), None,
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5", "GET", "/obs/api/json/A.do?SysPwd=topsecret", "1.1", 200),
+        None,
     )
     assert RedactSecrets().filter(record)
     assert "topsecret" not in record.getMessage() and "SysPwd=***" in record.getMessage()

@@ -26,8 +26,16 @@ def test_ratio_edges(stored: int, unzipped: int, ratio: str) -> None:
     assert zip_ratio(stored, unzipped) == ratio
 
 
-ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Kathmandu", "Australia/Lord_Howe",
-         "Pacific/Chatham", "Europe/Amsterdam", "Africa/Monrovia"]
+ZONES = [
+    "UTC",
+    "Europe/Berlin",
+    "America/New_York",
+    "Asia/Kathmandu",
+    "Australia/Lord_Howe",
+    "Pacific/Chatham",
+    "Europe/Amsterdam",
+    "Africa/Monrovia",
+]
 
 
 @settings(max_examples=300, deadline=None)

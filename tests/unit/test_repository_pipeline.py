@@ -26,8 +26,13 @@ PACK_SIZE = 512 * 1024
 
 
 def make_repo(storage: MemoryStorage | None = None) -> Repository:
-    return Repository.init(storage or MemoryStorage(), PASSWORD, chunker=POOL_CHUNKS,
-                           pack_target_size=PACK_SIZE, kdf=FAST_KDF)
+    return Repository.init(
+        storage or MemoryStorage(),
+        PASSWORD,
+        chunker=POOL_CHUNKS,
+        pack_target_size=PACK_SIZE,
+        kdf=FAST_KDF,
+    )
 
 
 def files(count: int) -> list[bytes]:
@@ -71,7 +76,10 @@ def test_threaded_writer_stores_what_a_sequential_read_expects() -> None:
     for d, a, b in zip(data, lazy, eager, strict=True):
         assert (a.chunk_ids, a.content_id, a.original_size) == (b.chunk_ids, b.content_id, len(d))
         assert (a.stored_size, a.new_stored_bytes, a.dedup_saved_bytes) == (
-            b.stored_size, b.new_stored_bytes, b.dedup_saved_bytes)
+            b.stored_size,
+            b.new_stored_bytes,
+            b.dedup_saved_bytes,
+        )
         assert a == b
         assert read_back(lazy_repo, a) == d
     assert lazy[5].dedup_saved_bytes == len(data[5]) and lazy[5].new_stored_bytes == 0
@@ -187,8 +195,9 @@ def test_small_chunks_in_batches_eager_and_lazy_sizes_agree() -> None:
     assert small.max_size < repo_writer.ASYNC_MIN
     rng = random.Random(3)
     data = [rng.randbytes(rng.randint(0, 40_000)) for _ in range(60)] + [b"same" * 900] * 3
-    first = Repository.init(MemoryStorage(), PASSWORD, chunker=small,
-                            pack_target_size=96 * 1024, kdf=FAST_KDF)
+    first = Repository.init(
+        MemoryStorage(), PASSWORD, chunker=small, pack_target_size=96 * 1024, kdf=FAST_KDF
+    )
     twin = MemoryStorage()  # the same keys, so the same chunks
     for name in first.storage.list():
         twin.put(name, first.storage.get(name))

@@ -24,18 +24,17 @@ from tests.unit.test_scan_classify import backup
 
 NAMES = [b"a", b"b", b"a-b", b"a.b", b"c d", b"\xff\xfe"]
 CONTENTS = [b"", b"x", b"yy", b"zzz"]  # few, so that equal contents occur
-EXAMPLES = settings(max_examples=30, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+EXAMPLES = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @st.composite
 def layouts(draw: st.DrawFn) -> tuple[list[bytes], dict[bytes, bytes]]:
     """Relative directories (parents first) and files (path → content) of a consistent tree."""
-    rel = draw(st.sets(st.lists(st.sampled_from(NAMES), min_size=1, max_size=3).map(tuple),
-                       max_size=12))
+    rel = draw(
+        st.sets(st.lists(st.sampled_from(NAMES), min_size=1, max_size=3).map(tuple), max_size=12)
+    )
     dirs = sorted({b"/".join(p[:i]) for p in rel for i in range(1, len(p))})
-    files = {b"/".join(p): draw(st.sampled_from(CONTENTS)) for p in rel
-             if b"/".join(p) not in dirs}
+    files = {b"/".join(p): draw(st.sampled_from(CONTENTS)) for p in rel if b"/".join(p) not in dirs}
     return dirs, files
 
 
@@ -89,7 +88,8 @@ def test_random_renames_on_disk_are_exactly_those_moves(data: st.DataObject) -> 
 
         assert {c.entry.path: c.from_path for c in result.changes} == renames
         assert {(c.kind, c.reason) for c in result.changes} <= {
-            (ReportList.MOV, Reason.SAME_INODE_NEW_PATH)}
+            (ReportList.MOV, Reason.SAME_INODE_NEW_PATH)
+        }
         assert result.unchanged == len(snapshot) - len(moved)
         assert sorted(reads) == sorted(renames)  # only the new paths are read
 

@@ -58,7 +58,9 @@ def test_filters_with_includes_reach_the_child(src: bytes) -> None:  # noqa: F81
 
 
 def test_without_a_helper_the_walk_runs_here(
-    src: bytes, monkeypatch: pytest.MonkeyPatch, tmp_path: Path  # noqa: F811
+    src: bytes,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     monkeypatch.setattr(scan_process.sys, "executable", str(tmp_path / "no-such-python"))
     process = ScanProcess([src])
@@ -102,7 +104,9 @@ def test_leaving_the_walk_early_stops_the_helper(
 
 
 def test_modules_in_the_current_directory_are_not_imported(
-    src: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    src: bytes,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The helper starts with ``-P``: a ``types.py`` where the backup is started neither runs
     nor breaks the scan."""

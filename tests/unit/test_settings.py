@@ -27,7 +27,12 @@ def test_defaults(home: Path) -> None:
     assert s.effective_database_url == f"sqlite:///{s.data_dir / 'opencbs.db'}"
     assert s.uses_default_database
     assert (s.host, s.port, s.timezone, s.job_idle_timeout, s.log_level) == (
-        "127.0.0.1", 8530, "", 3600.0, "INFO")
+        "127.0.0.1",
+        8530,
+        "",
+        3600.0,
+        "INFO",
+    )
 
 
 def test_xdg_data_home_is_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -43,8 +48,7 @@ def test_default_config_file_under_xdg_config_home(home: Path) -> None:
 def test_config_file_beats_defaults_and_env_beats_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg = _write_config(tmp_path / "c.toml", 'port = 9001\nhost = "0.0.0.0"\n'
-                        'log_level = "debug"\n')
+    cfg = _write_config(tmp_path / "c.toml", 'port = 9001\nhost = "0.0.0.0"\nlog_level = "debug"\n')
     monkeypatch.setenv("OPENCBS_PORT", "9002")
     s = load_settings(config=cfg)
     assert s.port == 9002  # environment over file
@@ -117,8 +121,11 @@ def test_bad_toml_and_unknown_keys_are_errors(tmp_path: Path) -> None:
 def test_agent_settings_from_the_agent_table_env_and_flags(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg = _write_config(tmp_path / "c.toml", 'port = 9100\n[agent]\nlogin_name = "alice"\n'
-                        'password = "file-pw"\nencryption_password = "file-key"\n')
+    cfg = _write_config(
+        tmp_path / "c.toml",
+        'port = 9100\n[agent]\nlogin_name = "alice"\n'
+        'password = "file-pw"\nencryption_password = "file-key"\n',
+    )
     s = load_settings(config=cfg)
     assert (s.login_name, s.password, s.encryption_password) == ("alice", "file-pw", "file-key")
     assert s.effective_server_url == "http://127.0.0.1:9100"  # default follows the port
@@ -136,20 +143,24 @@ def test_server_url_must_be_http(monkeypatch: pytest.MonkeyPatch) -> None:
         load_settings()
 
 
-@pytest.mark.parametrize(("url", "why"), [
-    ("http://[::1", "Invalid IPv6 URL"),
-    ("http://[::1]:99999", "Port out of range"),
-    ("http://127.0.0.1:99999", "Port out of range"),
-    ("http://backup:port", "not a valid URL"),
-    ("http://backup:0", "port 0"),
-    ("http://", "names no host"),
-    ("https://:8530", "names no host"),
-    ("http://back up:8530", "spaces or control characters"),
-    ("http://backup\udcff:8530", "spaces or control characters"),
-    ("http://backup:8530/?x=1", "without ? or #"),
-])
-def test_a_malformed_server_url_is_a_setting_error(url: str, why: str,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://[::1", "Invalid IPv6 URL"),
+        ("http://[::1]:99999", "Port out of range"),
+        ("http://127.0.0.1:99999", "Port out of range"),
+        ("http://backup:port", "not a valid URL"),
+        ("http://backup:0", "port 0"),
+        ("http://", "names no host"),
+        ("https://:8530", "names no host"),
+        ("http://back up:8530", "spaces or control characters"),
+        ("http://backup\udcff:8530", "spaces or control characters"),
+        ("http://backup:8530/?x=1", "without ? or #"),
+    ],
+)
+def test_a_malformed_server_url_is_a_setting_error(
+    url: str, why: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Found where settings are read: never an httpx error at the first request (exit 70),
     # nor nothing at all when there is nothing to send (agent flush).
     with pytest.raises(ConfigError, match="invalid setting server_url") as info:
@@ -161,20 +172,30 @@ def test_a_malformed_server_url_is_a_setting_error(url: str, why: str,
         load_settings()
 
 
-@pytest.mark.parametrize("url", ["http://[::1]:8530", "https://backup.example", "http://h:1/cbs",
-                                 "http://user@backup.example:65535/"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[::1]:8530",
+        "https://backup.example",
+        "http://h:1/cbs",
+        "http://user@backup.example:65535/",
+    ],
+)
 def test_well_formed_server_urls_pass(url: str) -> None:
     assert load_settings({"server_url": url}).server_url == url.rstrip("/")
 
 
-@pytest.mark.parametrize(("env", "named", "not_named"), [
-    ({"OPENCBS_LOG_LEVEL": "LOUD"}, ["OPENCBS_LOG_LEVEL", "--debug"], ["--log-level"]),
-    ({"OPENCBS_SERVER_URL": "ftp://x"}, ["--server,", "OPENCBS_SERVER_URL"], ["--server-url"]),
-    ({"OPENCBS_PORT": "99999"}, ["--port,", "OPENCBS_PORT"], []),
-])
-def test_hints_name_only_flags_that_exist(env: dict[str, str], named: list[str],
-                                          not_named: list[str],
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("env", "named", "not_named"),
+    [
+        ({"OPENCBS_LOG_LEVEL": "LOUD"}, ["OPENCBS_LOG_LEVEL", "--debug"], ["--log-level"]),
+        ({"OPENCBS_SERVER_URL": "ftp://x"}, ["--server,", "OPENCBS_SERVER_URL"], ["--server-url"]),
+        ({"OPENCBS_PORT": "99999"}, ["--port,", "OPENCBS_PORT"], []),
+    ],
+)
+def test_hints_name_only_flags_that_exist(
+    env: dict[str, str], named: list[str], not_named: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     with pytest.raises(ConfigError) as info:

@@ -18,10 +18,22 @@ from opencbs.engine.snapshot_format import (
 from opencbs.reports.vocabulary import EntryType
 
 CID = bytes(range(32))
-FILE = Entry(b"/data/a.txt", EntryType.FILE, 1234, 1_700_000_000_123_456_789,
-             1_700_000_000_987_654_321, 0o100644, 1000, 1000, 2**40 + 7, 2049, content_id=CID)
-LINK = Entry(b"/data/l", EntryType.LINK, 3, -5, 0, 0o120777, 0, 0, 9, 1,
-             link_target=b"dir", link_to_dir=True)
+FILE = Entry(
+    b"/data/a.txt",
+    EntryType.FILE,
+    1234,
+    1_700_000_000_123_456_789,
+    1_700_000_000_987_654_321,
+    0o100644,
+    1000,
+    1000,
+    2**40 + 7,
+    2049,
+    content_id=CID,
+)
+LINK = Entry(
+    b"/data/l", EntryType.LINK, 3, -5, 0, 0o120777, 0, 0, 9, 1, link_target=b"dir", link_to_dir=True
+)
 HUGE = Entry(b"/x", EntryType.DIRECTORY, 2**70, -(2**66), 0, 2**40, 2**33, 0, 2**64, 0)
 
 

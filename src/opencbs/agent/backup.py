@@ -181,8 +181,22 @@ PREFETCH_BYTES = 32 * 1024 * 1024
 #: Entries per block of the new snapshot's spool (one ``marshal`` dump each).
 _SPOOL_RECORDS = 1024
 #: One spooled entry: the fields of ``Entry`` in order, then its chunk IDs.
-_SpoolRecord = tuple[bytes, str, int, int, int, int, int, int, int, int, bytes | None, bool,
-                     bytes | None, tuple[bytes, ...]]
+_SpoolRecord = tuple[
+    bytes,
+    str,
+    int,
+    int,
+    int,
+    int,
+    int,
+    int,
+    int,
+    int,
+    bytes | None,
+    bool,
+    bytes | None,
+    tuple[bytes, ...],
+]
 #: Stored files whose ``FileResult`` is held before its (maybe pending) stored size is read.
 _RESULTS_HELD = 64
 
@@ -235,24 +249,33 @@ class JobOutcome:
     report_lost: bool = False
 
 
-def find_previous_snapshot(repo: Repository, set_id: str, destination_id: str, *,
-                           damaged: list[VerifyProblem] | None = None,
-                           check_tree: bool = False) -> SnapshotInfo | None:
+def find_previous_snapshot(
+    repo: Repository,
+    set_id: str,
+    destination_id: str,
+    *,
+    damaged: list[VerifyProblem] | None = None,
+    check_tree: bool = False,
+) -> SnapshotInfo | None:
     """The newest readable snapshot (by ``meta.time_ns``) of ``set_id`` and
     ``destination_id``, or ``None``. Damaged snapshots are skipped and appended to ``damaged``
     (see ``Repository.list_snapshots``); with ``check_tree`` so is one whose tree chunks do not
     all read back, and an older one is taken: one damaged snapshot never blocks later backups.
     Raises ``DestinationError``."""
-    matching = [i for i in repo.list_snapshots(damaged=damaged)
-                if i.meta.set_id == set_id and i.meta.destination_id == destination_id]
+    matching = [
+        i
+        for i in repo.list_snapshots(damaged=damaged)
+        if i.meta.set_id == set_id and i.meta.destination_id == destination_id
+    ]
     for info in reversed(matching):
         if not check_tree:
             return info
         problem = _tree_problem(repo, info)
         if problem is None:
             return info
-        log.warning("snapshot %s cannot be read (%s): comparing with an older one", info.id,
-                    problem)
+        log.warning(
+            "snapshot %s cannot be read (%s): comparing with an older one", info.id, problem
+        )
         if damaged is not None:
             damaged.append(VerifyProblem(f"snapshot {info.id}", problem))
     return None
@@ -323,8 +346,9 @@ def run_backup(
         if root is None:  # not durable: removed with the run (the old behaviour)
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="opencbs-")))
         for attempt in (1, 2):
-            record = JobRecord(set_id, destination_id, start_ms, mode=mode.value,
-                               run_version=__version__)
+            record = JobRecord(
+                set_id, destination_id, start_ms, mode=mode.value, run_version=__version__
+            )
             spool = JobSpool.create(root, record)
             try:
                 ref, offline = _start(client, spool, durable=spool_dir is not None, zone=tz)
@@ -345,16 +369,30 @@ def run_backup(
             except BaseException:
                 spool.remove()
                 raise
-        runner = _Job(client, ref, bset, storage, password, start_ms,
-                      cancel_event or threading.Event(), progress, batch_size,
-                      progress_interval, retry_delays, spool, offline, spool_dir is not None,
-                      repository)
+        runner = _Job(
+            client,
+            ref,
+            bset,
+            storage,
+            password,
+            start_ms,
+            cancel_event or threading.Event(),
+            progress,
+            batch_size,
+            progress_interval,
+            retry_delays,
+            spool,
+            offline,
+            spool_dir is not None,
+            repository,
+        )
         return replace(runner.run(), flushed=flushed)
     raise AssertionError("unreachable")  # pragma: no cover (mypy: ExitStack may swallow)
 
 
-def _try_open_repository(storage: Storage, password: str | bytes,
-                         settings: dict[str, object]) -> Repository | None:
+def _try_open_repository(
+    storage: Storage, password: str | bytes, settings: dict[str, object]
+) -> Repository | None:
     """The repository (created on first use), or ``None`` when it cannot be opened (the job
     then meets the error itself and reports it)."""
     try:
@@ -364,8 +402,7 @@ def _try_open_repository(storage: Storage, password: str | bytes,
         return None
 
 
-def _taken_job_ids(spool: JobSpool, root: Path, repo: Repository | None,
-                   zone: tzinfo) -> set[str]:
+def _taken_job_ids(spool: JobSpool, root: Path, repo: Repository | None, zone: tzinfo) -> set[str]:
     """The job IDs the agent knows are taken for the spool's set: by the other spooled jobs
     of the set under ``root`` (their server ID, and the ID their start time gives in
     ``zone``) and by the snapshots of the set and destination in ``repo``."""
@@ -384,16 +421,17 @@ def _taken_job_ids(spool: JobSpool, root: Path, repo: Repository | None,
                 taken.add(other.job_id)
     if repo is not None:
         try:
-            taken.update(i.meta.job_id for i in repo.list_snapshots()
-                         if i.meta.set_id == r.set_id
-                         and i.meta.destination_id == r.destination_id)
+            taken.update(
+                i.meta.job_id
+                for i in repo.list_snapshots()
+                if i.meta.set_id == r.set_id and i.meta.destination_id == r.destination_id
+            )
         except (DestinationError, RepositoryError) as exc:
             log.debug("snapshots not listed before the job: %s", exc)
     return taken
 
 
-def _free_offline_start(spool: JobSpool, root: Path, repo: Repository | None,
-                        zone: tzinfo) -> int:
+def _free_offline_start(spool: JobSpool, root: Path, repo: Repository | None, zone: tzinfo) -> int:
     """The start time (epoch ms) of a job started while the server is away: the recorded one,
     or, when its job ID (:func:`job_id_at` in ``zone``) is taken (:func:`_taken_job_ids`), the
     first whole second after it whose ID is free, recorded in the spool and waited for when it
@@ -405,8 +443,11 @@ def _free_offline_start(spool: JobSpool, root: Path, repo: Repository | None,
     while job_id_at(start_ms, zone) in taken:
         start_ms = (start_ms // 1000 + 1) * 1000
     if start_ms != first:
-        log.info("job ID %s is taken: the job starts at %s", job_id_at(first, zone),
-                 job_id_at(start_ms, zone))
+        log.info(
+            "job ID %s is taken: the job starts at %s",
+            job_id_at(first, zone),
+            job_id_at(start_ms, zone),
+        )
         spool.set_start_ms(start_ms)
         time.sleep(max(0.0, start_ms / 1000 - time.time()))
     return start_ms
@@ -428,21 +469,26 @@ def _backup_set(client: AgentClient, set_id: str, spool_dir: Path | None) -> Rem
     return bset
 
 
-def _start(client: AgentClient, spool: JobSpool, *, durable: bool,
-           zone: tzinfo) -> tuple[JobRef, str]:
+def _start(
+    client: AgentClient, spool: JobSpool, *, durable: bool, zone: tzinfo
+) -> tuple[JobRef, str]:
     """Start the spooled job on the server: its reference and ``""``; or, when the server
     cannot be reached and the spool is ``durable``, a reference with the job ID the start time
     gives in ``zone`` and why the job runs offline (its start is delivered later with the spool).
     Raises ``ServerUnreachable`` (not durable), ``AgentApiError``."""
     r = spool.record
     try:
-        job = client.start_job(r.set_id, r.destination_id, mode=JobMode(r.mode),
-                               run_version=r.run_version, start_time=r.start_ms)
+        job = client.start_job(
+            r.set_id,
+            r.destination_id,
+            mode=JobMode(r.mode),
+            run_version=r.run_version,
+            start_time=r.start_ms,
+        )
     except ServerUnreachable as exc:
         if not durable:
             raise
-        log.warning("server unreachable at the job start; the report is spooled: %s",
-                    exc.message)
+        log.warning("server unreachable at the job start; the report is spooled: %s", exc.message)
         ref = JobRef(r.set_id, r.destination_id, job_id_at(r.start_ms, zone))
         return ref, f"the server could not be reached at the start ({exc.message})"
     spool.set_job_id(job.ref.job_id)
@@ -452,12 +498,24 @@ def _start(client: AgentClient, spool: JobSpool, *, durable: bool,
 class _Job:
     """The state of one running job (private; see ``run_backup``)."""
 
-    def __init__(self, client: AgentClient, ref: JobRef, bset: RemoteSet, storage: Storage,
-                 password: str | bytes, start_ms: int, cancel: threading.Event,
-                 progress: Callable[[Progress], None] | None, batch_size: int,
-                 progress_interval: float, retry_delays: Sequence[float], spool: JobSpool,
-                 offline: str = "", durable: bool = False,
-                 repository: Repository | None = None) -> None:
+    def __init__(
+        self,
+        client: AgentClient,
+        ref: JobRef,
+        bset: RemoteSet,
+        storage: Storage,
+        password: str | bytes,
+        start_ms: int,
+        cancel: threading.Event,
+        progress: Callable[[Progress], None] | None,
+        batch_size: int,
+        progress_interval: float,
+        retry_delays: Sequence[float],
+        spool: JobSpool,
+        offline: str = "",
+        durable: bool = False,
+        repository: Repository | None = None,
+    ) -> None:
         self.client = client
         self.ref = ref
         self.bset = bset
@@ -470,9 +528,17 @@ class _Job:
         self.retry_delays = tuple(retry_delays)
         self.job_spool = spool
         self.durable = durable
-        self.report = ReportStream(client, ref, batch_size, retry_delays=self.retry_delays,
-                                   wait=cancel.wait, spool=spool, online=not offline,
-                                   offline_reason=offline, background=True)
+        self.report = ReportStream(
+            client,
+            ref,
+            batch_size,
+            retry_delays=self.retry_delays,
+            wait=cancel.wait,
+            spool=spool,
+            online=not offline,
+            offline_reason=offline,
+            background=True,
+        )
         self.interval = progress_interval
         self.last_progress = 0.0
         self.current = ""
@@ -534,10 +600,16 @@ class _Job:
         if self.report.delivered:  # finishing a job whose report misses a batch would lie
             try:
                 call_with_retries(
-                    lambda: self.client.finish_job(self.ref, status,
-                                                   dedupe_original_size=self.dedupe_original,
-                                                   dedupe_saving=self.dedupe_saving),
-                    "finish", self.retry_delays, self.cancel.wait)
+                    lambda: self.client.finish_job(
+                        self.ref,
+                        status,
+                        dedupe_original_size=self.dedupe_original,
+                        dedupe_saving=self.dedupe_saving,
+                    ),
+                    "finish",
+                    self.retry_delays,
+                    self.cancel.wait,
+                )
             except (ServerUnreachable, AgentApiError) as exc:
                 self.report.fail(f"finish: {exc.message}")
         error = self.report.failure or ""
@@ -548,21 +620,36 @@ class _Job:
         elif spool_failure is None:
             self.job_spool.close()  # delivered later: module docstring
             where = str(self.job_spool.path)
-            error += (f"; the report is spooled in {where} and is delivered by the next "
-                      "backup or `opencbs agent flush`")
+            error += (
+                f"; the report is spooled in {where} and is delivered by the next "
+                "backup or `opencbs agent flush`"
+            )
         else:  # neither delivered nor spooled whole: what was spooled is kept
             kept, lost = self._close_lost_report(finish, spool_failure)
             self.job_spool.close()
             where = str(self.job_spool.path)
             if lost:
-                error = (f"the job report could not be spooled on the agent ({spool_failure}) "
-                         f"while it could not be delivered ({error}); {kept}")
+                error = (
+                    f"the job report could not be spooled on the agent ({spool_failure}) "
+                    f"while it could not be delivered ({error}); {kept}"
+                )
             else:
                 error += f"; {kept}"
-        return JobOutcome(self.ref, status, snapshot_id, dict(self.counts),
-                          self.report.warnings, self.report.errors, self.dedupe_original,
-                          self.dedupe_saving, message, self.report.delivered, error,
-                          report_spool=where, report_lost=lost)
+        return JobOutcome(
+            self.ref,
+            status,
+            snapshot_id,
+            dict(self.counts),
+            self.report.warnings,
+            self.report.errors,
+            self.dedupe_original,
+            self.dedupe_saving,
+            message,
+            self.report.delivered,
+            error,
+            report_spool=where,
+            report_lost=lost,
+        )
 
     def _close_lost_report(self, finish: FinishRecord, why: str) -> tuple[str, bool]:
         """The report could not be spooled whole (``why``): spool, after the batches it holds,
@@ -575,23 +662,34 @@ class _Job:
         batches_whole = self.report.spool_failure is None  # only the finish failed
         try:
             if not batches_whole:
-                self.job_spool.write_batch(self.job_spool.batch_count(), [
-                    log_entry(LogType.ERROR, f"Report incomplete: the agent could not spool "
-                                             f"batch {spooled} and later of it ({why})"),
-                    log_entry(LogType.END, f"Backup completed: {finish.status.value}")])
+                self.job_spool.write_batch(
+                    self.job_spool.batch_count(),
+                    [
+                        log_entry(
+                            LogType.ERROR,
+                            f"Report incomplete: the agent could not spool "
+                            f"batch {spooled} and later of it ({why})",
+                        ),
+                        log_entry(LogType.END, f"Backup completed: {finish.status.value}"),
+                    ],
+                )
             self.job_spool.write_finish(finish)
             if batches_whole:
-                return (f"the report is spooled in {self.job_spool.path} and is delivered by "
-                        "the next backup or `opencbs agent flush`"), False
+                return (
+                    f"the report is spooled in {self.job_spool.path} and is delivered by "
+                    "the next backup or `opencbs agent flush`"
+                ), False
             closed = "with a note that the rest is lost"
         except SpoolError as exc:
             log.error("the job report cannot be closed in the spool: %s", exc)
             closed = "the server will close the job as BS_BACKUP_NOT_FINISHED"
-        lost = ("its finish is lost" if batches_whole else
-                f"the report from batch {spooled} on is lost")
-        return (f"{lost}; the {spooled} batches before are kept in {self.job_spool.path} "
-                f"({closed}) and are delivered by the next backup or `opencbs agent flush`"
-                ), True
+        lost = (
+            "its finish is lost" if batches_whole else f"the report from batch {spooled} on is lost"
+        )
+        return (
+            f"{lost}; the {spooled} batches before are kept in {self.job_spool.path} "
+            f"({closed}) and are delivered by the next backup or `opencbs agent flush`"
+        ), True
 
     def _backup(self) -> str:
         settings = self.bset.settings
@@ -602,27 +700,33 @@ class _Job:
         missing, _recovered = repo.reconcile_packs()
         self.chunks_lost = bool(missing)
         if missing:
-            self.report.log(LogType.WARN, f"{len(missing)} packs are missing from the "
-                                          "destination; their data is stored again; run a verify")
+            self.report.log(
+                LogType.WARN,
+                f"{len(missing)} packs are missing from the "
+                "destination; their data is stored again; run a verify",
+            )
         damaged: list[VerifyProblem] = []
-        previous = find_previous_snapshot(repo, self.ref.set_id, self.ref.destination_id,
-                                          damaged=damaged, check_tree=True)
+        previous = find_previous_snapshot(
+            repo, self.ref.set_id, self.ref.destination_id, damaged=damaged, check_tree=True
+        )
         for problem in damaged:
-            self.report.log(LogType.WARN, f"Skipped the damaged {problem.subject} "
-                                          f"({problem.message}); run a verify")
+            self.report.log(
+                LogType.WARN,
+                f"Skipped the damaged {problem.subject} ({problem.message}); run a verify",
+            )
         if previous is None:
             self.report.log(LogType.INFO, "No previous backup: every entry is new")
             prev_items: Iterator[TreeItem] = iter(())
         else:
-            self.report.log(LogType.INFO, f"Compared with the backup job "
-                                          f"{previous.meta.job_id}")
+            self.report.log(LogType.INFO, f"Compared with the backup job {previous.meta.job_id}")
             prev_items = repo.load_snapshot(previous.id)[1]
         sources = [str(s) for s in settings.get("sources", [])]
         if not sources:
             self.report.log(LogType.ERROR, "The backup set has no sources")
         filters = settings.get("filters") or {}
-        scan = ScanProcess(sources, ScanFilter.of(filters.get("include", ()),
-                                                  filters.get("exclude", ())))
+        scan = ScanProcess(
+            sources, ScanFilter.of(filters.get("include", ()), filters.get("exclude", ()))
+        )
         level = int((settings.get("compression") or {}).get("level", repo.config.compression_level))
         writer = repo.writer(compression_level=level)
         prev_chunks: dict[bytes, tuple[bytes, ...]] = {}
@@ -636,9 +740,12 @@ class _Job:
             result = resolve_sources(result, (e for e, _ in repo.load_snapshot(previous.id)[1]))
         self._send_changes(repo, result)
         meta = SnapshotMeta(
-            time_ns=self.start_ms * 1_000_000, set_id=self.ref.set_id,
-            destination_id=self.ref.destination_id, job_id=self.ref.job_id,
-            hostname=socket.gethostname(), sources=scan.sources,
+            time_ns=self.start_ms * 1_000_000,
+            set_id=self.ref.set_id,
+            destination_id=self.ref.destination_id,
+            job_id=self.ref.job_id,
+            hostname=socket.gethostname(),
+            sources=scan.sources,
             parent_id=previous.id if previous is not None else None,
         )
         self._check_cancel()
@@ -648,10 +755,14 @@ class _Job:
 
     # -- pass 1: pair scan and previous snapshot, read what needs reading ---------------------
 
-    def _read_pairs(self, repo: Repository, writer: Writer, scan: ScanProcess,
-                    prev_items: Iterator[TreeItem],
-                    prev_chunks: dict[bytes, tuple[bytes, ...]],
-                    ) -> Iterator[tuple[Entry | None, Entry | None]]:
+    def _read_pairs(
+        self,
+        repo: Repository,
+        writer: Writer,
+        scan: ScanProcess,
+        prev_items: Iterator[TreeItem],
+        prev_chunks: dict[bytes, tuple[bytes, ...]],
+    ) -> Iterator[tuple[Entry | None, Entry | None]]:
         """Yield ``(previous, current)`` pairs with every current regular file's content id
         known; spool the current entries with their chunk IDs for the snapshot.
 
@@ -680,10 +791,14 @@ class _Job:
         try:
             for prev, cur in pair_by_path(previous_entries(), current_entries()):
                 chunks = prev_chunks.pop(prev.path, ()) if prev is not None else ()
-                read = cur is not None and cur.etype is file_type and (
-                    needs_content(prev, cur)
-                    # content whose chunks were lost with a pack is read and stored again
-                    or (self.chunks_lost and not all(map(repo.has_chunk, chunks)))
+                read = (
+                    cur is not None
+                    and cur.etype is file_type
+                    and (
+                        needs_content(prev, cur)
+                        # content whose chunks were lost with a pack is read and stored again
+                        or (self.chunks_lost and not all(map(repo.has_chunk, chunks)))
+                    )
                 )
                 if read and cur is not None and cur.size <= PREFETCH_MAX_FILE:
                     while pending and ahead + cur.size > PREFETCH_BYTES:
@@ -712,8 +827,9 @@ class _Job:
         finally:
             readahead.close()
 
-    def _handle(self, repo: Repository, writer: Writer,
-                item: _Pending) -> Iterator[tuple[Entry | None, Entry | None]]:
+    def _handle(
+        self, repo: Repository, writer: Writer, item: _Pending
+    ) -> Iterator[tuple[Entry | None, Entry | None]]:
         """Store one pair's content (opened ahead or now), spool it and yield it."""
         if self.cancel.is_set():
             raise JobCancelled()
@@ -735,9 +851,15 @@ class _Job:
             self._maybe_progress()
         yield prev, cur
 
-    def _content(self, repo: Repository, writer: Writer, prev: Entry | None,
-                 prev_chunk_ids: tuple[bytes, ...], cur: Entry, item: _Pending,
-                 ) -> tuple[Entry | None, tuple[bytes, ...]]:
+    def _content(
+        self,
+        repo: Repository,
+        writer: Writer,
+        prev: Entry | None,
+        prev_chunk_ids: tuple[bytes, ...],
+        cur: Entry,
+        item: _Pending,
+    ) -> tuple[Entry | None, tuple[bytes, ...]]:
         """``cur`` with its content id and chunk IDs: reused (``item.read`` false: what
         ``needs_content`` said), or read now. A file that
         cannot be read gives the previous entry of its path (if a regular file) or ``None``."""
@@ -775,10 +897,24 @@ class _Job:
 
     def _spool(self, entry: Entry, chunk_ids: Sequence[bytes]) -> None:
         records = self.spooled
-        records.append((entry.path, entry.etype.value, entry.size, entry.mtime_ns,
-                        entry.ctime_ns, entry.mode, entry.uid, entry.gid, entry.inode,
-                        entry.device, entry.link_target, entry.link_to_dir, entry.content_id,
-                        tuple(chunk_ids)))
+        records.append(
+            (
+                entry.path,
+                entry.etype.value,
+                entry.size,
+                entry.mtime_ns,
+                entry.ctime_ns,
+                entry.mode,
+                entry.uid,
+                entry.gid,
+                entry.inode,
+                entry.device,
+                entry.link_target,
+                entry.link_to_dir,
+                entry.content_id,
+                tuple(chunk_ids),
+            )
+        )
         if len(records) >= _SPOOL_RECORDS:
             _dump_block(self.spool, records)
             records.clear()
@@ -817,14 +953,18 @@ class _Job:
             return
         self.last_progress = now
         self.progress_due = now + self.interval
-        snap = Progress(self.current, self.files_done, self.files_seen, self.bytes_done,
-                        self.bytes_seen)
+        snap = Progress(
+            self.current, self.files_done, self.files_seen, self.bytes_done, self.bytes_seen
+        )
         if self.report.delivered:  # one attempt: the next progress supersedes a lost one
             try:
                 self.client.send_progress(
-                    self.ref, current_file_name=snap.current_file[:32_767],
-                    current_file_count=snap.files_done, total_file_count=snap.files_seen,
-                    uploaded_file_size=snap.bytes_done, total_file_size=snap.bytes_seen,
+                    self.ref,
+                    current_file_name=snap.current_file[:32_767],
+                    current_file_count=snap.files_done,
+                    total_file_count=snap.files_seen,
+                    uploaded_file_size=snap.bytes_done,
+                    total_file_size=snap.bytes_seen,
                 )
             except (ServerUnreachable, AgentApiError) as exc:
                 log.warning("progress not delivered: %s", exc.message)
@@ -832,8 +972,9 @@ class _Job:
             self.progress_cb(snap)
 
 
-def _open_repository(storage: Storage, password: str | bytes,
-                     settings: dict[str, object]) -> Repository:
+def _open_repository(
+    storage: Storage, password: str | bytes, settings: dict[str, object]
+) -> Repository:
     """The repository of the destination, created on first use."""
     try:
         return Repository.open(storage, password)
@@ -845,13 +986,30 @@ def _open_repository(storage: Storage, password: str | bytes,
 
 def _with_content_id(e: Entry, content_id: bytes | None) -> Entry:
     """``replace(e, content_id=content_id)`` without ``replace``'s per-field work."""
-    return Entry(e.path, e.etype, e.size, e.mtime_ns, e.ctime_ns, e.mode, e.uid, e.gid,
-                 e.inode, e.device, e.link_target, e.link_to_dir, content_id)
+    return Entry(
+        e.path,
+        e.etype,
+        e.size,
+        e.mtime_ns,
+        e.ctime_ns,
+        e.mode,
+        e.uid,
+        e.gid,
+        e.inode,
+        e.device,
+        e.link_target,
+        e.link_to_dir,
+        content_id,
+    )
 
 
 def _attributes_differ(prev: Entry, cur: Entry) -> bool:
     return (prev.mode, prev.uid, prev.gid, prev.mtime_ns) != (
-        cur.mode, cur.uid, cur.gid, cur.mtime_ns)
+        cur.mode,
+        cur.uid,
+        cur.gid,
+        cur.mtime_ns,
+    )
 
 
 class _SoftError(Exception):
@@ -920,7 +1078,8 @@ def _read_file(writer: Writer, entry: Entry, cancel: threading.Event) -> FileRes
     try:
         before = os.fstat(fd)
         if not stat.S_ISREG(before.st_mode) or (before.st_size, before.st_mtime_ns) != (
-            entry.size, entry.mtime_ns
+            entry.size,
+            entry.mtime_ns,
         ):
             raise _SoftError("changed between the scan and the read; not backed up")
         reader = _CancellableReader(fd, cancel)
@@ -960,7 +1119,37 @@ def _read_spool(spool: IO[bytes]) -> Iterator[TreeItem]:
         if not head:
             return
         records: list[_SpoolRecord] = marshal.loads(spool.read(int.from_bytes(head, "little")))
-        for (path, etype, size, mtime, ctime, mode, uid, gid, inode, device, target, to_dir,
-             content, chunk_ids) in records:
-            yield Entry(path, types[etype], size, mtime, ctime, mode, uid, gid, inode, device,
-                        target, to_dir, content), chunk_ids
+        for (
+            path,
+            etype,
+            size,
+            mtime,
+            ctime,
+            mode,
+            uid,
+            gid,
+            inode,
+            device,
+            target,
+            to_dir,
+            content,
+            chunk_ids,
+        ) in records:
+            yield (
+                Entry(
+                    path,
+                    types[etype],
+                    size,
+                    mtime,
+                    ctime,
+                    mode,
+                    uid,
+                    gid,
+                    inode,
+                    device,
+                    target,
+                    to_dir,
+                    content,
+                ),
+                chunk_ids,
+            )

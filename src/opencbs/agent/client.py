@@ -120,8 +120,13 @@ class RemoteDestination:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> RemoteDestination:
-        return cls(id=str(d["id"]), name=d["name"], type=d["type"], position=int(d["position"]),
-                   settings=dict(d["settings"]))
+        return cls(
+            id=str(d["id"]),
+            name=d["name"],
+            type=d["type"],
+            position=int(d["position"]),
+            settings=dict(d["settings"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -138,9 +143,15 @@ class RemoteSet:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> RemoteSet:
-        return cls(id=str(d["id"]), name=d["name"], type=d["type"], removed=bool(d["removed"]),
-                   created_at=int(d["created_at"]), settings=dict(d["settings"]),
-                   destinations=tuple(RemoteDestination.from_json(x) for x in d["destinations"]))
+        return cls(
+            id=str(d["id"]),
+            name=d["name"],
+            type=d["type"],
+            removed=bool(d["removed"]),
+            created_at=int(d["created_at"]),
+            settings=dict(d["settings"]),
+            destinations=tuple(RemoteDestination.from_json(x) for x in d["destinations"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -153,8 +164,15 @@ class JobRef:
     cdp: bool = False
 
     def path(self, *more: str) -> str:
-        parts = ["backup-sets", self.set_id, "destinations", self.destination_id, "jobs",
-                 self.job_id, *more]
+        parts = [
+            "backup-sets",
+            self.set_id,
+            "destinations",
+            self.destination_id,
+            "jobs",
+            self.job_id,
+            *more,
+        ]
         return "/" + "/".join(quote(p, safe="") for p in parts)
 
 
@@ -184,15 +202,23 @@ class RemoteJob:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> RemoteJob:
-        ref = JobRef(str(d["backup_set_id"]), str(d["destination_id"]), str(d["job_id"]),
-                     bool(d["cdp"]))
+        ref = JobRef(
+            str(d["backup_set_id"]), str(d["destination_id"]), str(d["job_id"]), bool(d["cdp"])
+        )
         return cls(
-            ref=ref, mode=d["mode"], status=d["status"], start_time=int(d["start_time"]),
-            end_time=d["end_time"], from_ip=d["from_ip"], run_version=d["run_version"],
+            ref=ref,
+            mode=d["mode"],
+            status=d["status"],
+            start_time=int(d["start_time"]),
+            end_time=d["end_time"],
+            from_ip=d["from_ip"],
+            run_version=d["run_version"],
             dedupe_enabled=bool(d["dedupe_enabled"]),
             dedupe_original_size=int(d["dedupe_original_size"]),
-            dedupe_saving=int(d["dedupe_saving"]), counters=dict(d["counters"]),
-            batches_received=int(d["batches_received"]), last_batch_no=d["last_batch_no"],
+            dedupe_saving=int(d["dedupe_saving"]),
+            counters=dict(d["counters"]),
+            batches_received=int(d["batches_received"]),
+            last_batch_no=d["last_batch_no"],
             progress=dict(d["progress"]),
         )
 
@@ -206,8 +232,15 @@ class AgentClient:
     ``login_name``. ``timeout`` in seconds, per request. ``transport`` replaces the network
     (tests). Use as a context manager, or call ``close()``."""
 
-    def __init__(self, base_url: str, login_name: str, password: str, timeout: float = 30.0,
-                 *, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        login_name: str,
+        password: str,
+        timeout: float = 30.0,
+        *,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         try:
             self._http = httpx.Client(
                 base_url=base_url.rstrip("/") + API_PREFIX,
@@ -217,15 +250,17 @@ class AgentClient:
                 headers={"Accept": "application/json"},
             )
         except httpx.InvalidURL as exc:
-            raise InvalidInput(f"the server address {base_url!r} is not a valid URL: {exc}",
-                               "give it as http://HOST:PORT (--server or OPENCBS_SERVER_URL)"
-                               ) from exc
+            raise InvalidInput(
+                f"the server address {base_url!r} is not a valid URL: {exc}",
+                "give it as http://HOST:PORT (--server or OPENCBS_SERVER_URL)",
+            ) from exc
 
     def __enter__(self) -> AgentClient:
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def close(self) -> None:
@@ -234,24 +269,29 @@ class AgentClient:
 
     # -- plumbing: the one place httpx errors are translated ----------------------------------
 
-    def _call(self, method: str, path: str, body: Any = None,
-              params: Mapping[str, str] | None = None) -> Any:
+    def _call(
+        self, method: str, path: str, body: Any = None, params: Mapping[str, str] | None = None
+    ) -> Any:
         """The decoded JSON answer. Raises ``ServerUnreachable`` or ``AgentApiError``."""
         try:
             r = self._http.request(method, path, json=body, params=params)
         except httpx.TransportError as exc:
-            raise ServerUnreachable(f"cannot reach the server: {type(exc).__name__}: {exc}",
-                                    "check the server address and that it runs") from exc
+            raise ServerUnreachable(
+                f"cannot reach the server: {type(exc).__name__}: {exc}",
+                "check the server address and that it runs",
+            ) from exc
         except httpx.HTTPError as exc:
             raise AgentApiError(0, "client", f"request failed: {exc}") from exc
         except httpx.InvalidURL as exc:
-            raise InvalidInput(f"invalid request address: {exc}",
-                               "check the server address (http://HOST:PORT)") from exc
+            raise InvalidInput(
+                f"invalid request address: {exc}", "check the server address (http://HOST:PORT)"
+            ) from exc
         except UnicodeEncodeError as exc:  # a str of the body or path that is not text
-            raise InvalidInput("a value to send to the server is not valid UTF-8 text (a name "
-                               "or path from a command line that is not UTF-8?)",
-                               "the API carries text only: rename it, or choose another"
-                               ) from exc
+            raise InvalidInput(
+                "a value to send to the server is not valid UTF-8 text (a name "
+                "or path from a command line that is not UTF-8?)",
+                "the API carries text only: rename it, or choose another",
+            ) from exc
         try:
             answer = r.json()
         except ValueError:
@@ -259,9 +299,12 @@ class AgentClient:
         if r.is_success and answer is not None:
             return answer
         if isinstance(answer, dict):
-            raise AgentApiError(r.status_code, str(answer.get("error", "http")),
-                                str(answer.get("message", r.reason_phrase)),
-                                str(answer.get("hint", "") or ""))
+            raise AgentApiError(
+                r.status_code,
+                str(answer.get("error", "http")),
+                str(answer.get("message", r.reason_phrase)),
+                str(answer.get("hint", "") or ""),
+            )
         raise AgentApiError(r.status_code, "http", f"unexpected answer: {r.reason_phrase}")
 
     @staticmethod
@@ -274,20 +317,30 @@ class AgentClient:
         """The user's backup sets (not removed), with their destinations."""
         return [RemoteSet.from_json(x) for x in self._call("GET", "/backup-sets")]
 
-    def create_set(self, name: str, *, settings: Mapping[str, Any] | None = None,
-                   destinations: Sequence[NewDestination] = ()) -> RemoteSet:
+    def create_set(
+        self,
+        name: str,
+        *,
+        settings: Mapping[str, Any] | None = None,
+        destinations: Sequence[NewDestination] = (),
+    ) -> RemoteSet:
         """Create a ``FILE`` backup set. ``settings``: ``sources``, ``filters``,
         ``compression``, ``deduplication`` (missing keys take their defaults)."""
-        body = {"name": name, "type": "FILE", "settings": dict(settings or {}),
-                "destinations": [d.as_json() for d in destinations]}
+        body = {
+            "name": name,
+            "type": "FILE",
+            "settings": dict(settings or {}),
+            "destinations": [d.as_json() for d in destinations],
+        }
         return RemoteSet.from_json(self._call("POST", "/backup-sets", body))
 
     def get_set(self, set_id: str) -> RemoteSet:
         """One backup set of the user."""
         return RemoteSet.from_json(self._call("GET", _set_path(set_id)))
 
-    def update_set(self, set_id: str, *, name: str | None = None,
-                   settings: Mapping[str, Any] | None = None) -> RemoteSet:
+    def update_set(
+        self, set_id: str, *, name: str | None = None, settings: Mapping[str, Any] | None = None
+    ) -> RemoteSet:
         """Rename a set and/or replace keys of its settings."""
         body: dict[str, Any] = {}
         if name is not None:
@@ -301,8 +354,14 @@ class AgentClient:
         answer = self._call("POST", _set_path(set_id, "destinations"), dest.as_json())
         return RemoteDestination.from_json(answer)
 
-    def update_destination(self, set_id: str, destination_id: str, *, name: str | None = None,
-                           settings: Mapping[str, Any] | None = None) -> RemoteDestination:
+    def update_destination(
+        self,
+        set_id: str,
+        destination_id: str,
+        *,
+        name: str | None = None,
+        settings: Mapping[str, Any] | None = None,
+    ) -> RemoteDestination:
         """Rename a destination and/or replace keys of its settings."""
         body: dict[str, Any] = {}
         if name is not None:
@@ -314,13 +373,25 @@ class AgentClient:
 
     # -- jobs -------------------------------------------------------------------------------
 
-    def start_job(self, set_id: str, destination_id: str, *, mode: JobMode = JobMode.MANUAL,
-                  cdp: bool = False, run_version: str = "", start_time: int | None = None,
-                  dedupe_enabled: bool = True) -> RemoteJob:
+    def start_job(
+        self,
+        set_id: str,
+        destination_id: str,
+        *,
+        mode: JobMode = JobMode.MANUAL,
+        cdp: bool = False,
+        run_version: str = "",
+        start_time: int | None = None,
+        dedupe_enabled: bool = True,
+    ) -> RemoteJob:
         """Start a job; its ID is ``start_time`` (epoch ms; default the server's now) in the
         server's zone. A job with that ID exists already → ``AgentApiError`` 409."""
-        body: dict[str, Any] = {"mode": mode.value, "cdp": cdp, "run_version": run_version,
-                                "dedupe_enabled": dedupe_enabled}
+        body: dict[str, Any] = {
+            "mode": mode.value,
+            "cdp": cdp,
+            "run_version": run_version,
+            "dedupe_enabled": dedupe_enabled,
+        }
         if start_time is not None:
             body["start_time"] = start_time
         path = _set_path(set_id, "destinations", destination_id, "jobs")
@@ -334,26 +405,47 @@ class AgentClient:
         """Deliver batch ``batch_no`` (from 0; at most 10,000 entries). ``False`` when the server
         had stored that batch already; a retry must carry the same entries."""
         body = {"entries": [e.as_json() for e in entries]}
-        answer = self._call("PUT", ref.path("batches", str(batch_no)), body,
-                            self._job_params(ref.cdp))
+        answer = self._call(
+            "PUT", ref.path("batches", str(batch_no)), body, self._job_params(ref.cdp)
+        )
         return bool(answer["stored"])
 
-    def send_progress(self, ref: JobRef, *, current_file_name: str = "",
-                      current_file_count: int = 0, total_file_count: int = 0,
-                      uploaded_file_size: int = 0, total_file_size: int = 0) -> RemoteJob:
+    def send_progress(
+        self,
+        ref: JobRef,
+        *,
+        current_file_name: str = "",
+        current_file_count: int = 0,
+        total_file_count: int = 0,
+        uploaded_file_size: int = 0,
+        total_file_size: int = 0,
+    ) -> RemoteJob:
         """Record progress (GetBackupJobProgress, cbs-api.md §7); sizes in bytes."""
-        body = {"current_file_name": current_file_name,
-                "current_file_count": current_file_count, "total_file_count": total_file_count,
-                "uploaded_file_size": uploaded_file_size, "total_file_size": total_file_size}
+        body = {
+            "current_file_name": current_file_name,
+            "current_file_count": current_file_count,
+            "total_file_count": total_file_count,
+            "uploaded_file_size": uploaded_file_size,
+            "total_file_size": total_file_size,
+        }
         answer = self._call("POST", ref.path("progress"), body, self._job_params(ref.cdp))
         return RemoteJob.from_json(answer)
 
-    def finish_job(self, ref: JobRef, status: JobStatus, *, dedupe_original_size: int = 0,
-                   dedupe_saving: int = 0) -> RemoteJob:
+    def finish_job(
+        self,
+        ref: JobRef,
+        status: JobStatus,
+        *,
+        dedupe_original_size: int = 0,
+        dedupe_saving: int = 0,
+    ) -> RemoteJob:
         """Finish a job with its final status and dedupe figures (bytes). Repeating the same
         finish answers the job; another status on a finished job → ``AgentApiError`` 409."""
-        body = {"status": status.value, "dedupe_original_size": dedupe_original_size,
-                "dedupe_saving": dedupe_saving}
+        body = {
+            "status": status.value,
+            "dedupe_original_size": dedupe_original_size,
+            "dedupe_saving": dedupe_saving,
+        }
         answer = self._call("POST", ref.path("finish"), body, self._job_params(ref.cdp))
         return RemoteJob.from_json(answer)
 
@@ -362,20 +454,39 @@ def entry_from_json(d: Mapping[str, Any]) -> Entry:
     """The :class:`Entry` of its API form (``Entry.as_json``); raises ``KeyError``/``ValueError``
     for a malformed one."""
     lst = ReportList.from_key(str(d["list"]))
-    return Entry(lst=lst, type=str(d["type"]), path=str(d.get("path", "")),
-                 message=str(d.get("message", "")), from_path=d.get("from_path"),
-                 last_modified=d.get("last_modified"), size=int(d.get("size", 0)),
-                 unzip_size=int(d.get("unzip_size", 0)),
-                 link_to_dir=bool(d.get("link_to_dir", False)))
+    return Entry(
+        lst=lst,
+        type=str(d["type"]),
+        path=str(d.get("path", "")),
+        message=str(d.get("message", "")),
+        from_path=d.get("from_path"),
+        last_modified=d.get("last_modified"),
+        size=int(d.get("size", 0)),
+        unzip_size=int(d.get("unzip_size", 0)),
+        link_to_dir=bool(d.get("link_to_dir", False)),
+    )
 
 
 def set_as_json(s: RemoteSet) -> dict[str, Any]:
     """A :class:`RemoteSet` in the API's form (``RemoteSet.from_json`` reads it back)."""
-    return {"id": s.id, "name": s.name, "type": s.type, "removed": s.removed,
-            "created_at": s.created_at, "settings": dict(s.settings),
-            "destinations": [{"id": d.id, "name": d.name, "type": d.type,
-                              "position": d.position, "settings": dict(d.settings)}
-                             for d in s.destinations]}
+    return {
+        "id": s.id,
+        "name": s.name,
+        "type": s.type,
+        "removed": s.removed,
+        "created_at": s.created_at,
+        "settings": dict(s.settings),
+        "destinations": [
+            {
+                "id": d.id,
+                "name": d.name,
+                "type": d.type,
+                "position": d.position,
+                "settings": dict(d.settings),
+            }
+            for d in s.destinations
+        ],
+    }
 
 
 _EXISTS = re.compile(r"backup job (\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d) exists")

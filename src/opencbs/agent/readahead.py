@@ -126,8 +126,12 @@ class ReadAhead:
     def _start(self) -> bool:
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", str(_CHILD)], stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True)
+                [sys.executable, "-I", "-S", str(_CHILD)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                close_fds=True,
+            )
         except OSError as exc:
             log.debug("read-ahead off: cannot start its helper: %s", exc)
             self._off = True

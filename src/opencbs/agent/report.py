@@ -68,14 +68,15 @@ DEFAULT_RETRY_DELAYS: tuple[float, ...] = (0.5, 2.0, 5.0)
 def is_transient(exc: Exception) -> bool:
     """Whether the same agent API call may succeed later: ``ServerUnreachable`` or a retryable
     ``AgentApiError``."""
-    return isinstance(exc, ServerUnreachable) or (
-        isinstance(exc, AgentApiError) and exc.retryable
-    )
+    return isinstance(exc, ServerUnreachable) or (isinstance(exc, AgentApiError) and exc.retryable)
 
 
-def call_with_retries(call: Callable[[], T], what: str,
-                      delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
-                      wait: Callable[[float], object] = time.sleep) -> T:
+def call_with_retries(
+    call: Callable[[], T],
+    what: str,
+    delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+    wait: Callable[[float], object] = time.sleep,
+) -> T:
     """``call()``, repeated after each of ``delays`` (seconds, passed to ``wait``) while it
     fails transiently (:func:`is_transient`). Only for idempotent calls. Raises the last
     ``ServerUnreachable``/``AgentApiError`` (a non-retryable ``AgentApiError`` at once)."""
@@ -162,12 +163,19 @@ class ReportStream:
     ``add``/``log``/``flush``/``join``/``drain``.
     """
 
-    def __init__(self, client: AgentClient, ref: JobRef,
-                 batch_size: int = DEFAULT_BATCH_SIZE, *,
-                 retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
-                 wait: Callable[[float], object] = time.sleep,
-                 spool: JobSpool | None = None, online: bool = True,
-                 offline_reason: str = "", background: bool = False) -> None:
+    def __init__(
+        self,
+        client: AgentClient,
+        ref: JobRef,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        *,
+        retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+        wait: Callable[[float], object] = time.sleep,
+        spool: JobSpool | None = None,
+        online: bool = True,
+        offline_reason: str = "",
+        background: bool = False,
+    ) -> None:
         if not 1 <= batch_size <= 10_000:
             raise ValueError("batch_size must be 1..10000")
         self.client = client
@@ -187,8 +195,9 @@ class ReportStream:
         #: Why the spool could not be written (``None`` while it can).
         self.spool_failure: str | None = None
         self._buffer: list[ReportEntry] = []
-        self._sender = (ThreadPoolExecutor(1, thread_name_prefix="opencbs-report")
-                        if background else None)
+        self._sender = (
+            ThreadPoolExecutor(1, thread_name_prefix="opencbs-report") if background else None
+        )
         self._sending: deque[Future[None]] = deque()
 
     @property
@@ -261,12 +270,17 @@ class ReportStream:
             return
         batch_no = self.batches_sent
         try:
-            call_with_retries(lambda: self.client.send_batch(self.ref, batch_no, entries),
-                              f"batch {batch_no}", self.retry_delays, self.wait)
+            call_with_retries(
+                lambda: self.client.send_batch(self.ref, batch_no, entries),
+                f"batch {batch_no}",
+                self.retry_delays,
+                self.wait,
+            )
         except (ServerUnreachable, AgentApiError) as exc:
             if self.failure is None:
-                log.error("the job report cannot be delivered: %s", f"batch {batch_no}: "
-                          f"{exc.message}")
+                log.error(
+                    "the job report cannot be delivered: %s", f"batch {batch_no}: {exc.message}"
+                )
                 self.failure = f"batch {batch_no}: {exc.message}"
             return
         self.batches_sent += 1

@@ -166,13 +166,20 @@ class RestoreIncomplete(CorruptData):
     def __init__(self, result: RestoreResult) -> None:
         first = result.damaged[0]
         more = f" and {len(result.damaged) - 1} more" if len(result.damaged) > 1 else ""
-        super().__init__(f"Restore incomplete: {first.path} is damaged ({first.message}){more}; "
-                         f"{result.files} files restored")
+        super().__init__(
+            f"Restore incomplete: {first.path} is damaged ({first.message}){more}; "
+            f"{result.files} files restored"
+        )
         self.result = result
 
 
-def find_snapshot(repo: Repository, snapshot_or_job_id: str, *, set_id: str | None = None,
-                  destination_id: str | None = None) -> SnapshotInfo:
+def find_snapshot(
+    repo: Repository,
+    snapshot_or_job_id: str,
+    *,
+    set_id: str | None = None,
+    destination_id: str | None = None,
+) -> SnapshotInfo:
     """The snapshot of that ID (64 hex), or the one snapshot of the backup job of that ID
     (``yyyy-MM-dd-HH-mm-ss``), optionally of one set and destination. Raises
     ``SnapshotNotFound``, and ``AmbiguousJobId`` when more than one snapshot has the job ID
@@ -183,7 +190,8 @@ def find_snapshot(repo: Repository, snapshot_or_job_id: str, *, set_id: str | No
         except SnapshotNotFound:
             pass
     found = [
-        i for i in repo.list_snapshots()
+        i
+        for i in repo.list_snapshots()
         if i.meta.job_id == snapshot_or_job_id
         and (set_id is None or i.meta.set_id == set_id)
         and (destination_id is None or i.meta.destination_id == destination_id)
@@ -254,13 +262,21 @@ def restore(
                     writer.reporter.report(entry)
         except (CorruptData, ChunkNotFound) as exc:  # the tree itself: nothing after is known
             log.error("snapshot %s tree unreadable: %s", info.id, exc.message)
-            writer.damaged.append(DamagedFile(f"snapshot {info.id}",
-                                              f"tree unreadable: {exc.message}"))
+            writer.damaged.append(
+                DamagedFile(f"snapshot {info.id}", f"tree unreadable: {exc.message}")
+            )
         writer.finish_dirs()
     finally:
         os.close(root)
-    result = RestoreResult(info.id, writer.files, writer.dirs, writer.links, writer.bytes,
-                           tuple(writer.skipped), tuple(writer.damaged))
+    result = RestoreResult(
+        info.id,
+        writer.files,
+        writer.dirs,
+        writer.links,
+        writer.bytes,
+        tuple(writer.skipped),
+        tuple(writer.damaged),
+    )
     if writer.reporter is not None:
         writer.reporter.report(force=True, finished=True)
     if strict and not result.complete:
@@ -272,8 +288,7 @@ def _selected(path: bytes, wanted: Sequence[bytes]) -> bool:
     return any(_within(path, w) for w in wanted)
 
 
-def _totals(repo: Repository, info: SnapshotInfo, wanted: Sequence[bytes] | None
-            ) -> _Totals | None:
+def _totals(repo: Repository, info: SnapshotInfo, wanted: Sequence[bytes] | None) -> _Totals | None:
     """The selection's entry count, regular file count and their bytes, read from the tree
     without writing anything; ``None`` when the tree cannot be read to its end."""
     entries = files = size = 0
@@ -295,8 +310,13 @@ class _Reporter:
     """Calls the progress callback with the restorer's counts, at most every
     ``PROGRESS_INTERVAL`` seconds unless forced (private)."""
 
-    def __init__(self, snapshot_id: str, totals: _Totals | None,
-                 callback: Callable[[RestoreProgress], None], writer: _Restorer) -> None:
+    def __init__(
+        self,
+        snapshot_id: str,
+        totals: _Totals | None,
+        callback: Callable[[RestoreProgress], None],
+        writer: _Restorer,
+    ) -> None:
         self.snapshot_id = snapshot_id
         self.totals = totals
         self.callback = callback
@@ -304,17 +324,29 @@ class _Reporter:
         self.partial = 0  # bytes written of the file being restored
         self.last = 0.0
 
-    def report(self, entry: Entry | None = None, *, force: bool = False,
-               finished: bool = False) -> None:
+    def report(
+        self, entry: Entry | None = None, *, force: bool = False, finished: bool = False
+    ) -> None:
         now = time.monotonic()
         if not force and now - self.last < PROGRESS_INTERVAL:
             return
         self.last = now
         w, t = self.writer, self.totals
-        self.callback(RestoreProgress(
-            self.snapshot_id, w.files, w.dirs, w.links, w.bytes + self.partial, w.entries_done,
-            t.entries if t else None, t.files if t else None, t.bytes if t else None,
-            display_path(entry.path) if entry is not None else "", finished))
+        self.callback(
+            RestoreProgress(
+                self.snapshot_id,
+                w.files,
+                w.dirs,
+                w.links,
+                w.bytes + self.partial,
+                w.entries_done,
+                t.entries if t else None,
+                t.files if t else None,
+                t.bytes if t else None,
+                display_path(entry.path) if entry is not None else "",
+                finished,
+            )
+        )
 
 
 def _strip(path: bytes) -> bytes:
@@ -407,8 +439,9 @@ class _Restorer:
             if entry.etype is EntryType.LINK:
                 os.symlink(entry.link_target or b"", name, dir_fd=dfd)
                 self._chown(name, entry, dfd)
-                os.utime(name, ns=(entry.mtime_ns, entry.mtime_ns), dir_fd=dfd,
-                         follow_symlinks=False)
+                os.utime(
+                    name, ns=(entry.mtime_ns, entry.mtime_ns), dir_fd=dfd, follow_symlinks=False
+                )
                 self.links += 1
                 return
             try:
@@ -420,8 +453,7 @@ class _Restorer:
                 return
             self.files += 1
 
-    def _write_file(self, dfd: int, name: bytes, entry: Entry,
-                    chunk_ids: Sequence[bytes]) -> None:
+    def _write_file(self, dfd: int, name: bytes, entry: Entry, chunk_ids: Sequence[bytes]) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
         fd = os.open(name, flags, 0o600, dir_fd=dfd)
         try:
@@ -506,6 +538,7 @@ def _remove_non_dir(dfd: int, name: bytes) -> None:
     except FileNotFoundError:
         return
     if stat.S_ISDIR(st.st_mode):
-        raise IsADirectoryError(errno.EISDIR, "a directory exists where a file belongs",
-                                os.fsdecode(name))
+        raise IsADirectoryError(
+            errno.EISDIR, "a directory exists where a file belongs", os.fsdecode(name)
+        )
     os.unlink(name, dir_fd=dfd)

@@ -19,8 +19,16 @@ from opencbs.engine.entries import parse_display_path
 from opencbs.engine.repository import Repository
 from opencbs.errors import InvalidInput, NotFound
 
-__all__ = ["MIN_PREFIX", "AmbiguousJobId", "AmbiguousSnapshot", "PathNotInSnapshot",
-           "expand_snapshot_prefix", "looks_like_prefix", "path_candidates", "resolve_paths"]
+__all__ = [
+    "MIN_PREFIX",
+    "AmbiguousJobId",
+    "AmbiguousSnapshot",
+    "PathNotInSnapshot",
+    "expand_snapshot_prefix",
+    "looks_like_prefix",
+    "path_candidates",
+    "resolve_paths",
+]
 
 #: The shortest snapshot ID prefix accepted (hex characters).
 MIN_PREFIX = 8
@@ -34,9 +42,11 @@ class AmbiguousSnapshot(InvalidInput):
 
     def __init__(self, prefix: str, matches: Sequence[str]) -> None:
         shown = ", ".join(m[:16] for m in matches[:5]) + (", …" if len(matches) > 5 else "")
-        super().__init__(f"snapshot ID prefix {prefix} is ambiguous: {len(matches)} snapshots "
-                         f"start with it ({shown})", "give more characters of the ID "
-                         "(`opencbs snapshots --json` shows them in full)")
+        super().__init__(
+            f"snapshot ID prefix {prefix} is ambiguous: {len(matches)} snapshots "
+            f"start with it ({shown})",
+            "give more characters of the ID (`opencbs snapshots --json` shows them in full)",
+        )
 
 
 class AmbiguousJobId(InvalidInput):
@@ -48,10 +58,12 @@ class AmbiguousJobId(InvalidInput):
 
     def __init__(self, job_id: str, snapshot_ids: Sequence[str]) -> None:
         shown = ", ".join(i[:16] for i in snapshot_ids)
-        super().__init__(f"job ID {job_id} names {len(snapshot_ids)} snapshots ({shown})",
-                         "restore one by its snapshot ID (or 8+ of its first characters; "
-                         "`opencbs snapshots --destination PATH` lists them with their set), "
-                         "or give --set NAME|ID")
+        super().__init__(
+            f"job ID {job_id} names {len(snapshot_ids)} snapshots ({shown})",
+            "restore one by its snapshot ID (or 8+ of its first characters; "
+            "`opencbs snapshots --destination PATH` lists them with their set), "
+            "or give --set NAME|ID",
+        )
         self.job_id = job_id
         self.snapshot_ids = tuple(snapshot_ids)
 
@@ -62,9 +74,11 @@ class PathNotInSnapshot(NotFound):
     code = "path_not_in_snapshot"
 
     def __init__(self, path: str, snapshot_id: str) -> None:
-        super().__init__(f"path {path} not found in snapshot {snapshot_id[:16]}",
-                         "give an absolute source path as the report shows it, or a folder "
-                         "above it; see the job's report (or restore without --path)")
+        super().__init__(
+            f"path {path} not found in snapshot {snapshot_id[:16]}",
+            "give an absolute source path as the report shows it, or a folder "
+            "above it; see the job's report (or restore without --path)",
+        )
 
 
 def looks_like_prefix(ref: str) -> bool:

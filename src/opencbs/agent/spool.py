@@ -133,9 +133,13 @@ class SpoolError(OpenCBSError):
     exit_code = 7
 
     def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message, hint or "the report spool is in the agent's data folder "
-                                          "(data_dir, env OPENCBS_DATA_DIR): free space there "
-                                          "or make it writable, or set another data_dir")
+        super().__init__(
+            message,
+            hint
+            or "the report spool is in the agent's data folder "
+            "(data_dir, env OPENCBS_DATA_DIR): free space there "
+            "or make it writable, or set another data_dir",
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +179,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -221,8 +225,9 @@ class JobSpool:
             root.mkdir(parents=True, exist_ok=True, mode=0o700)
             path.mkdir(mode=0o700)
         except OSError as exc:
-            raise SpoolError(f"cannot create the report spool {path}: "
-                             f"{exc.strerror or exc}") from exc
+            raise SpoolError(
+                f"cannot create the report spool {path}: {exc.strerror or exc}"
+            ) from exc
         spool = cls(path, record)
         if not spool.try_lock():
             raise SpoolError(f"the report spool {path} is in use")
@@ -235,10 +240,15 @@ class JobSpool:
         doc = _read_json(path / _JOB)
         try:
             record = JobRecord(
-                set_id=str(doc["set_id"]), destination_id=str(doc["destination_id"]),
-                start_ms=int(doc["start_ms"]), mode=str(doc["mode"]), cdp=bool(doc["cdp"]),
-                run_version=str(doc["run_version"]), dedupe_enabled=bool(doc["dedupe_enabled"]),
-                job_id=doc.get("job_id"))
+                set_id=str(doc["set_id"]),
+                destination_id=str(doc["destination_id"]),
+                start_ms=int(doc["start_ms"]),
+                mode=str(doc["mode"]),
+                cdp=bool(doc["cdp"]),
+                run_version=str(doc["run_version"]),
+                dedupe_enabled=bool(doc["dedupe_enabled"]),
+                job_id=doc.get("job_id"),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise SpoolError(f"damaged job record in {path}: {exc!r}") from exc
         return cls(path, record)
@@ -274,10 +284,22 @@ class JobSpool:
 
     def _write_record(self) -> None:
         r = self.record
-        _write_atomic(self.path / _JOB, _dumps({
-            "format": _FORMAT, "set_id": r.set_id, "destination_id": r.destination_id,
-            "start_ms": r.start_ms, "mode": r.mode, "cdp": r.cdp, "run_version": r.run_version,
-            "dedupe_enabled": r.dedupe_enabled, "job_id": r.job_id}))
+        _write_atomic(
+            self.path / _JOB,
+            _dumps(
+                {
+                    "format": _FORMAT,
+                    "set_id": r.set_id,
+                    "destination_id": r.destination_id,
+                    "start_ms": r.start_ms,
+                    "mode": r.mode,
+                    "cdp": r.cdp,
+                    "run_version": r.run_version,
+                    "dedupe_enabled": r.dedupe_enabled,
+                    "job_id": r.job_id,
+                }
+            ),
+        )
 
     def set_start_ms(self, start_ms: int) -> None:
         """Record a new start time (epoch ms) for a job not yet started on the server."""
@@ -292,8 +314,9 @@ class JobSpool:
 
     def write_batch(self, batch_no: int, entries: Sequence[Entry]) -> None:
         """Spool batch ``batch_no`` (must be :meth:`batch_count`: batches are contiguous)."""
-        _write_atomic(self._batch_path(batch_no),
-                      _dumps({"entries": [e.as_json() for e in entries]}))
+        _write_atomic(
+            self._batch_path(batch_no), _dumps({"entries": [e.as_json() for e in entries]})
+        )
 
     def read_batch(self, batch_no: int) -> list[Entry]:
         """The entries of spooled batch ``batch_no``."""
@@ -312,9 +335,16 @@ class JobSpool:
 
     def write_finish(self, finish: FinishRecord) -> None:
         """Spool the job's finish."""
-        _write_atomic(self.path / _FINISH, _dumps({
-            "status": finish.status.value, "dedupe_original_size": finish.dedupe_original_size,
-            "dedupe_saving": finish.dedupe_saving}))
+        _write_atomic(
+            self.path / _FINISH,
+            _dumps(
+                {
+                    "status": finish.status.value,
+                    "dedupe_original_size": finish.dedupe_original_size,
+                    "dedupe_saving": finish.dedupe_saving,
+                }
+            ),
+        )
 
     def finish(self) -> FinishRecord | None:
         """The spooled finish, or ``None`` while the job has not finished (or its agent died)."""
@@ -323,8 +353,11 @@ class JobSpool:
             return None
         doc = _read_json(path)
         try:
-            return FinishRecord(JobStatus(doc["status"]), int(doc["dedupe_original_size"]),
-                                int(doc["dedupe_saving"]))
+            return FinishRecord(
+                JobStatus(doc["status"]),
+                int(doc["dedupe_original_size"]),
+                int(doc["dedupe_saving"]),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise SpoolError(f"damaged finish record in {self.path}: {exc!r}") from exc
 
@@ -378,7 +411,8 @@ def spool_key(server_url: str, login_name: str) -> str:
     SHA-256 of ``"<normalised URL>\n<login>"`` (module docstring)."""
     slug = _UNSAFE.sub("_", login_name)[:32].strip("._") or "user"
     digest = hashlib.sha256(
-        f"{normalise_server_url(server_url)}\n{login_name}".encode()).hexdigest()
+        f"{normalise_server_url(server_url)}\n{login_name}".encode()
+    ).hexdigest()
     return f"{slug}-{digest[:16]}"
 
 
@@ -511,9 +545,13 @@ def _retrying(delays: Sequence[float], wait: Callable[[float], object]) -> Retry
     return call
 
 
-def deliver_job(client: AgentClient, spool: JobSpool, *,
-                retry_delays: Sequence[float] = (0.5, 2.0, 5.0),
-                wait: Callable[[float], object] = time.sleep) -> Delivery:
+def deliver_job(
+    client: AgentClient,
+    spool: JobSpool,
+    *,
+    retry_delays: Sequence[float] = (0.5, 2.0, 5.0),
+    wait: Callable[[float], object] = time.sleep,
+) -> Delivery:
     """Deliver what the server does not have of one spooled job (rules in the module
     docstring); removes the folder when delivered or dropped. Never raises for the server:
     ``ServerUnreachable`` and retryable errors (after ``retry_delays``) give ``PENDING``.
@@ -536,14 +574,21 @@ def deliver_job(client: AgentClient, spool: JobSpool, *,
                 retry(functools.partial(client.send_batch, job.ref, n, entries), f"batch {n}")
             except AgentApiError as exc:
                 if exc.status in (404, 409):
-                    raise _Dropped(f"the server refused batch {n} of {total} ({exc.message})"
-                                   ) from exc
+                    raise _Dropped(
+                        f"the server refused batch {n} of {total} ({exc.message})"
+                    ) from exc
                 raise
             sent += 1
         try:
-            retry(lambda: client.finish_job(job.ref, finish.status,
-                                            dedupe_original_size=finish.dedupe_original_size,
-                                            dedupe_saving=finish.dedupe_saving), "finish")
+            retry(
+                lambda: client.finish_job(
+                    job.ref,
+                    finish.status,
+                    dedupe_original_size=finish.dedupe_original_size,
+                    dedupe_saving=finish.dedupe_saving,
+                ),
+                "finish",
+            )
         except AgentApiError as exc:
             if exc.status in (404, 409):
                 raise _Dropped(f"the server refused its finish ({exc.message})") from exc
@@ -557,9 +602,13 @@ def deliver_job(client: AgentClient, spool: JobSpool, *,
     return _result(spool, DeliveryState.DELIVERED, sent, "delivered")
 
 
-def deliver_pending(client: AgentClient, root: Path, *,
-                    retry_delays: Sequence[float] = (0.5, 2.0, 5.0),
-                    wait: Callable[[float], object] = time.sleep) -> list[Delivery]:
+def deliver_pending(
+    client: AgentClient,
+    root: Path,
+    *,
+    retry_delays: Sequence[float] = (0.5, 2.0, 5.0),
+    wait: Callable[[float], object] = time.sleep,
+) -> list[Delivery]:
     """Deliver every spooled job under ``root``, oldest first (:func:`deliver_job`). Stops at
     the first ``PENDING`` one (the server is away: the rest would wait for it too, and they
     must arrive in order). A damaged folder is logged and skipped."""
@@ -578,8 +627,7 @@ def deliver_pending(client: AgentClient, root: Path, *,
         if result.state is DeliveryState.DELIVERED:
             log.info("delivered the spooled report of %s", result.job_name)
         elif result.state is DeliveryState.DROPPED:
-            log.warning("dropped the spooled report of %s: %s", result.job_name,
-                        result.message)
+            log.warning("dropped the spooled report of %s: %s", result.job_name, result.message)
         elif result.state is DeliveryState.PENDING:
             break
     return out
@@ -604,9 +652,15 @@ def _ensure_started(client: AgentClient, spool: JobSpool, retry: Retry) -> Remot
         while True:
             start_ms = spool.record.start_ms
             try:
-                return client.start_job(r.set_id, r.destination_id, mode=JobMode(r.mode),
-                                        cdp=r.cdp, run_version=r.run_version,
-                                        start_time=start_ms, dedupe_enabled=r.dedupe_enabled)
+                return client.start_job(
+                    r.set_id,
+                    r.destination_id,
+                    mode=JobMode(r.mode),
+                    cdp=r.cdp,
+                    run_version=r.run_version,
+                    start_time=start_ms,
+                    dedupe_enabled=r.dedupe_enabled,
+                )
             except AgentApiError as exc:
                 job_id = existing_job_id(exc)
                 if job_id is None:
@@ -615,19 +669,26 @@ def _ensure_started(client: AgentClient, spool: JobSpool, retry: Retry) -> Remot
                 if found.start_time == start_ms:
                     return found  # ours: a start whose answer was lost
                 if start_ms - first_ms >= _MAX_SHIFT_S * 1000:
-                    raise _Dropped(f"the server has other jobs in every second from "
-                                   f"{first_ms} ms to {start_ms} ms") from exc
-                log.warning("job ID %s is another job's (started at %d ms, this one at %d ms): "
-                            "delivering this job one second later", job_id, found.start_time,
-                            start_ms)
+                    raise _Dropped(
+                        f"the server has other jobs in every second from "
+                        f"{first_ms} ms to {start_ms} ms"
+                    ) from exc
+                log.warning(
+                    "job ID %s is another job's (started at %d ms, this one at %d ms): "
+                    "delivering this job one second later",
+                    job_id,
+                    found.start_time,
+                    start_ms,
+                )
                 spool.set_start_ms(start_ms + 1000)
 
     try:
         job = retry(start, "job start")
     except AgentApiError as exc:
         if exc.status == 404:
-            raise _Dropped(f"the server no longer has this backup set or destination "
-                           f"({exc.message})") from exc
+            raise _Dropped(
+                f"the server no longer has this backup set or destination ({exc.message})"
+            ) from exc
         raise
     spool.set_job_id(job.ref.job_id)
     return job
@@ -638,8 +699,10 @@ def _close_abandoned(spool: JobSpool) -> FinishRecord:
     stopped before finishing it (or could not spool its finish: disk full)."""
     from opencbs.agent.report import log_entry
 
-    message = ("Backup not finished: the agent stopped before the job ended, or could not "
-               "spool the rest of its report")
+    message = (
+        "Backup not finished: the agent stopped before the job ended, or could not "
+        "spool the rest of its report"
+    )
     spool.write_batch(spool.batch_count(), [log_entry(LogType.END, message)])
     finish = FinishRecord(JobStatus.BACKUP_NOT_FINISHED)
     spool.write_finish(finish)
@@ -656,16 +719,22 @@ def _first_missing(job: RemoteJob) -> int:
     return 0
 
 
-def _finished_already(spool: JobSpool, job: RemoteJob, finish: FinishRecord | None
-                      ) -> Delivery:
-    if (finish is not None and job.status == finish.status.value
-            and job.batches_received >= spool.batch_count()):
+def _finished_already(spool: JobSpool, job: RemoteJob, finish: FinishRecord | None) -> Delivery:
+    if (
+        finish is not None
+        and job.status == finish.status.value
+        and job.batches_received >= spool.batch_count()
+    ):
         # our finish, whose answer was lost (it is sent only after every batch)
         spool.remove()
         return _result(spool, DeliveryState.DELIVERED, 0, "delivered")
     missing = spool.batch_count() - job.batches_received
-    return _drop(spool, 0, f"the server closed job {job.ref.job_id} as {job.status} and takes no "
-                           f"more entries ({max(missing, 0)} batches of its report not delivered)")
+    return _drop(
+        spool,
+        0,
+        f"the server closed job {job.ref.job_id} as {job.status} and takes no "
+        f"more entries ({max(missing, 0)} batches of its report not delivered)",
+    )
 
 
 def _drop(spool: JobSpool, sent: int, why: str) -> Delivery:
@@ -676,8 +745,9 @@ def _drop(spool: JobSpool, sent: int, why: str) -> Delivery:
 
 def _result(spool: JobSpool, state: DeliveryState, sent: int, message: str) -> Delivery:
     r = spool.record
-    return Delivery(spool.path.name, r.set_id, r.destination_id, r.job_id, state, sent, message,
-                    r.start_ms)
+    return Delivery(
+        spool.path.name, r.set_id, r.destination_id, r.job_id, state, sent, message, r.start_ms
+    )
 
 
 def iter_records(root: Path) -> Iterator[JobRecord]:

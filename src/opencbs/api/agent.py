@@ -99,8 +99,11 @@ class _Basic(HTTPBasic):
         return HTTPBasicCredentials(username=login, password=password)
 
 
-_basic = _Basic(auto_error=False, scheme_name="BackupUserBasic",
-                description="The backup user's LoginName and password.")
+_basic = _Basic(
+    auto_error=False,
+    scheme_name="BackupUserBasic",
+    description="The backup user's LoginName and password.",
+)
 
 
 def _backup_user(
@@ -140,8 +143,7 @@ def _source_text(value: Any) -> Any:
 
 
 Text = Annotated[str, AfterValidator(_clean)]
-SourceText = Annotated[str, BeforeValidator(_source_text), Field(min_length=1,
-                                                                 max_length=MAX_PATH)]
+SourceText = Annotated[str, BeforeValidator(_source_text), Field(min_length=1, max_length=MAX_PATH)]
 PathText = Annotated[Text, Field(max_length=MAX_PATH)]
 Name = Annotated[Text, Field(min_length=1, max_length=255)]
 Size = Annotated[int, Field(ge=0, le=MAX_SIZE)]
@@ -151,8 +153,7 @@ Pattern = Annotated[Text, Field(min_length=1, max_length=4096)]
 
 SetIdPath = Annotated[str, Path(max_length=32, description="ID of the backup set.")]
 DestIdPath = Annotated[str, Path(max_length=32, description="ID of the destination.")]
-JobIdPath = Annotated[str, Path(max_length=32, description="Backup job ID "
-                                "(yyyy-MM-dd-HH-mm-ss).")]
+JobIdPath = Annotated[str, Path(max_length=32, description="Backup job ID (yyyy-MM-dd-HH-mm-ss).")]
 CdpQuery = Annotated[bool, Query(description="The continuous-backup job of that ID.")]
 
 
@@ -179,8 +180,10 @@ class SetSettings(_Model):
     current value (its default when creating)."""
 
     sources: list[SourceText] | None = Field(
-        default=None, max_length=1000,
-        description="Full paths of the folders and files to back up (valid UTF-8 text).")
+        default=None,
+        max_length=1000,
+        description="Full paths of the folders and files to back up (valid UTF-8 text).",
+    )
     filters: Filters | None = None
     compression: Compression | None = None
     deduplication: bool | None = None
@@ -389,14 +392,21 @@ class JobOut(BaseModel):
 
 
 def _dest_out(d: sets.Destination) -> DestinationOut:
-    return DestinationOut(id=str(d.id), name=d.name, type=d.type, position=d.position,
-                          settings=d.settings)
+    return DestinationOut(
+        id=str(d.id), name=d.name, type=d.type, position=d.position, settings=d.settings
+    )
 
 
 def _set_out(b: sets.BackupSet) -> BackupSetOut:
-    return BackupSetOut(id=str(b.id), name=b.name, type=b.type, removed=b.removed,
-                        created_at=b.created_at, settings=b.settings,
-                        destinations=[_dest_out(d) for d in b.destinations])
+    return BackupSetOut(
+        id=str(b.id),
+        name=b.name,
+        type=b.type,
+        removed=b.removed,
+        created_at=b.created_at,
+        settings=b.settings,
+        destinations=[_dest_out(d) for d in b.destinations],
+    )
 
 
 def _job_out(conn: Connection, job: jobs.Job) -> JobOut:
@@ -405,22 +415,36 @@ def _job_out(conn: Connection, job: jobs.Job) -> JobOut:
     counters["NumOfWarnEntries"] = job.counters.warn_entries
     counters["NumOfErrorEntries"] = job.counters.error_entries
     return JobOut(
-        job_id=job.job_id, backup_set_id=str(job.set_id),
-        destination_id=str(job.destination_id), cdp=job.cdp, mode=job.mode, status=job.status,
-        start_time=job.start_time, end_time=job.end_time, from_ip=job.from_ip,
-        run_version=job.run_version, dedupe_enabled=job.dedupe_enabled,
-        dedupe_original_size=job.dedupe_original_size, dedupe_saving=job.dedupe_saving,
-        counters=counters, batches_received=count, last_batch_no=last,
+        job_id=job.job_id,
+        backup_set_id=str(job.set_id),
+        destination_id=str(job.destination_id),
+        cdp=job.cdp,
+        mode=job.mode,
+        status=job.status,
+        start_time=job.start_time,
+        end_time=job.end_time,
+        from_ip=job.from_ip,
+        run_version=job.run_version,
+        dedupe_enabled=job.dedupe_enabled,
+        dedupe_original_size=job.dedupe_original_size,
+        dedupe_saving=job.dedupe_saving,
+        counters=counters,
+        batches_received=count,
+        last_batch_no=last,
         progress=ProgressOut(
-            current_file_name=job.current_file_name, file_upload_time=job.file_upload_time,
-            current_file_count=job.current_file_count, total_file_count=job.total_file_count,
-            uploaded_file_size=job.uploaded_file_size, total_file_size=job.total_file_size,
+            current_file_name=job.current_file_name,
+            file_upload_time=job.file_upload_time,
+            current_file_count=job.current_file_count,
+            total_file_count=job.total_file_count,
+            uploaded_file_size=job.uploaded_file_size,
+            total_file_size=job.total_file_size,
         ),
     )
 
 
-def _locked_job(conn: Connection, user: BackupUser, set_id: str, destination_id: str,
-                job_id: str, cdp: bool) -> jobs.Job:
+def _locked_job(
+    conn: Connection, user: BackupUser, set_id: str, destination_id: str, job_id: str, cdp: bool
+) -> jobs.Job:
     """The user's job, its row locked for this transaction, read after the lock.
 
     Raises ``BackupSetNotFound``, ``DestinationNotFound``, ``BackupJobNotFound``."""
@@ -440,8 +464,12 @@ def list_backup_sets(request: Request, user: User) -> list[BackupSetOut]:
         return [_set_out(sets.get_set(conn, user.id, b.id)) for b in sets.list_sets(conn, user.id)]
 
 
-@router.post("/backup-sets", status_code=201, summary="Create a backup set and its destinations.",
-             responses={409: {"description": "A set of that name exists."}})
+@router.post(
+    "/backup-sets",
+    status_code=201,
+    summary="Create a backup set and its destinations.",
+    responses={409: {"description": "A set of that name exists."}},
+)
 def create_backup_set(request: Request, user: User, body: BackupSetIn) -> BackupSetOut:
     with state_of(request).db.write() as conn:
         bset = sets.add_set(conn, user.id, body.name, body.settings.given(), set_type=body.type)
@@ -457,34 +485,49 @@ def get_backup_set(request: Request, user: User, set_id: SetIdPath) -> BackupSet
 
 
 @router.patch("/backup-sets/{set_id}", summary="Rename a backup set or change its settings.")
-def update_backup_set(request: Request, user: User, set_id: SetIdPath,
-                      body: BackupSetPatch) -> BackupSetOut:
+def update_backup_set(
+    request: Request, user: User, set_id: SetIdPath, body: BackupSetPatch
+) -> BackupSetOut:
     with state_of(request).db.write() as conn:
         bset = sets.get_set(conn, user.id, set_id)
         settings = body.settings.given() if body.settings is not None else None
-        return _set_out(sets.update_set(conn, user.id, bset.id, name=body.name,
-                                        settings=settings))
+        return _set_out(sets.update_set(conn, user.id, bset.id, name=body.name, settings=settings))
 
 
-@router.post("/backup-sets/{set_id}/destinations", status_code=201,
-             summary="Add a destination after the set's others.")
-def add_destination(request: Request, user: User, set_id: SetIdPath,
-                    body: DestinationIn) -> DestinationOut:
+@router.post(
+    "/backup-sets/{set_id}/destinations",
+    status_code=201,
+    summary="Add a destination after the set's others.",
+)
+def add_destination(
+    request: Request, user: User, set_id: SetIdPath, body: DestinationIn
+) -> DestinationOut:
     with state_of(request).db.write() as conn:
         bset = sets.get_set(conn, user.id, set_id)
-        return _dest_out(sets.add_destination(conn, user.id, bset.id, body.name, body.type,
-                                              body.settings))
+        return _dest_out(
+            sets.add_destination(conn, user.id, bset.id, body.name, body.type, body.settings)
+        )
 
 
-@router.patch("/backup-sets/{set_id}/destinations/{destination_id}",
-              summary="Rename a destination or replace keys of its settings.")
-def update_destination(request: Request, user: User, set_id: SetIdPath,
-                       destination_id: DestIdPath, body: DestinationPatch) -> DestinationOut:
+@router.patch(
+    "/backup-sets/{set_id}/destinations/{destination_id}",
+    summary="Rename a destination or replace keys of its settings.",
+)
+def update_destination(
+    request: Request,
+    user: User,
+    set_id: SetIdPath,
+    destination_id: DestIdPath,
+    body: DestinationPatch,
+) -> DestinationOut:
     with state_of(request).db.write() as conn:
         bset = sets.get_set(conn, user.id, set_id)
         dest = sets.get_destination(conn, bset, destination_id)
-        return _dest_out(sets.update_destination(conn, user.id, bset.id, dest.id,
-                                                 name=body.name, settings=body.settings))
+        return _dest_out(
+            sets.update_destination(
+                conn, user.id, bset.id, dest.id, name=body.name, settings=body.settings
+            )
+        )
 
 
 # --- jobs -------------------------------------------------------------------------------------
@@ -492,10 +535,15 @@ def update_destination(request: Request, user: User, set_id: SetIdPath,
 _JOB = "/backup-sets/{set_id}/destinations/{destination_id}/jobs"
 
 
-@router.post(_JOB, status_code=201, summary="Start a backup job (BS_STILL_RUNNING).",
-             responses={409: {"description": "A job with that ID exists (same start second)."}})
-def start_job(request: Request, user: User, set_id: SetIdPath, destination_id: DestIdPath,
-              body: JobStartIn) -> JobOut:
+@router.post(
+    _JOB,
+    status_code=201,
+    summary="Start a backup job (BS_STILL_RUNNING).",
+    responses={409: {"description": "A job with that ID exists (same start second)."}},
+)
+def start_job(
+    request: Request, user: User, set_id: SetIdPath, destination_id: DestIdPath, body: JobStartIn
+) -> JobOut:
     state = state_of(request)
     with state.db.write() as conn:
         bset = sets.get_set(conn, user.id, set_id)
@@ -503,30 +551,57 @@ def start_job(request: Request, user: User, set_id: SetIdPath, destination_id: D
         if bset.removed:
             raise Conflict(f"backup set {bset.id} is removed", "start jobs of a current set")
         job = jobs.start_job(
-            conn, bset, dest.id, tz=state.tz, start_ms=body.start_time, mode=body.mode,
-            cdp=body.cdp, from_ip=request.client.host if request.client else "",
-            run_version=body.run_version, dedupe_enabled=body.dedupe_enabled,
+            conn,
+            bset,
+            dest.id,
+            tz=state.tz,
+            start_ms=body.start_time,
+            mode=body.mode,
+            cdp=body.cdp,
+            from_ip=request.client.host if request.client else "",
+            run_version=body.run_version,
+            dedupe_enabled=body.dedupe_enabled,
         )
         return _job_out(conn, job)
 
 
-@router.get(_JOB + "/{job_id}", summary="A job's status, counters and progress (a sign of life "
-            "while it runs).")
-def get_job(request: Request, user: User, set_id: SetIdPath, destination_id: DestIdPath,
-            job_id: JobIdPath, cdp: CdpQuery = False) -> JobOut:
+@router.get(
+    _JOB + "/{job_id}",
+    summary="A job's status, counters and progress (a sign of life while it runs).",
+)
+def get_job(
+    request: Request,
+    user: User,
+    set_id: SetIdPath,
+    destination_id: DestIdPath,
+    job_id: JobIdPath,
+    cdp: CdpQuery = False,
+) -> JobOut:
     with state_of(request).db.write() as conn:
         job = _locked_job(conn, user, set_id, destination_id, job_id, cdp)
         jobs.touch_job(conn, job.pk)
         return _job_out(conn, job)
 
 
-@router.put(_JOB + "/{job_id}/batches/{batch_no}", max_body_size=MAX_BATCH_BODY,
-            summary="Deliver batch batch_no of entries (idempotent).",
-            responses={409: {"description": "The job is finished, or a retried batch differs."},
-                       413: {"description": "The body exceeds the byte limit."}})
-def put_batch(request: Request, user: User, set_id: SetIdPath, destination_id: DestIdPath,
-              job_id: JobIdPath, batch_no: Annotated[int, Path(ge=0, le=2**31 - 1)],
-              body: BatchIn, cdp: CdpQuery = False) -> BatchOut:
+@router.put(
+    _JOB + "/{job_id}/batches/{batch_no}",
+    max_body_size=MAX_BATCH_BODY,
+    summary="Deliver batch batch_no of entries (idempotent).",
+    responses={
+        409: {"description": "The job is finished, or a retried batch differs."},
+        413: {"description": "The body exceeds the byte limit."},
+    },
+)
+def put_batch(
+    request: Request,
+    user: User,
+    set_id: SetIdPath,
+    destination_id: DestIdPath,
+    job_id: JobIdPath,
+    batch_no: Annotated[int, Path(ge=0, le=2**31 - 1)],
+    body: BatchIn,
+    cdp: CdpQuery = False,
+) -> BatchOut:
     entries = [e.stored() for e in body.entries]
     with state_of(request).db.write() as conn:
         job = _locked_job(conn, user, set_id, destination_id, job_id, cdp)
@@ -534,40 +609,71 @@ def put_batch(request: Request, user: User, set_id: SetIdPath, destination_id: D
             return BatchOut(batch_no=batch_no, stored=True, entry_count=len(entries))
         held = jobs.batch_entry_count(conn, job.pk, batch_no)
         if held != len(entries):
-            raise Conflict(f"batch {batch_no} was stored with {held} entries, not "
-                           f"{len(entries)}", "a retried batch must carry the same entries")
+            raise Conflict(
+                f"batch {batch_no} was stored with {held} entries, not {len(entries)}",
+                "a retried batch must carry the same entries",
+            )
         jobs.touch_job(conn, job.pk)
         return BatchOut(batch_no=batch_no, stored=False, entry_count=len(entries))
 
 
-@router.post(_JOB + "/{job_id}/progress", summary="Record the job's progress.",
-             responses={409: {"description": "The job is finished."}})
-def post_progress(request: Request, user: User, set_id: SetIdPath, destination_id: DestIdPath,
-                  job_id: JobIdPath, body: ProgressIn, cdp: CdpQuery = False) -> JobOut:
+@router.post(
+    _JOB + "/{job_id}/progress",
+    summary="Record the job's progress.",
+    responses={409: {"description": "The job is finished."}},
+)
+def post_progress(
+    request: Request,
+    user: User,
+    set_id: SetIdPath,
+    destination_id: DestIdPath,
+    job_id: JobIdPath,
+    body: ProgressIn,
+    cdp: CdpQuery = False,
+) -> JobOut:
     with state_of(request).db.write() as conn:
         job = _locked_job(conn, user, set_id, destination_id, job_id, cdp)
         jobs.update_progress(conn, job.pk, **body.model_dump())
         return _job_out(conn, jobs.get_job_by_pk(conn, job.pk))
 
 
-@router.post(_JOB + "/{job_id}/finish", summary="Finish the job: final status, dedupe figures.",
-             responses={409: {"description": "Finished already with another status or "
-                                             "figures (closed as BS_BACKUP_NOT_FINISHED)."}})
-def finish(request: Request, user: User, set_id: SetIdPath, destination_id: DestIdPath,
-           job_id: JobIdPath, body: FinishIn, cdp: CdpQuery = False) -> JobOut:
+@router.post(
+    _JOB + "/{job_id}/finish",
+    summary="Finish the job: final status, dedupe figures.",
+    responses={
+        409: {
+            "description": "Finished already with another status or "
+            "figures (closed as BS_BACKUP_NOT_FINISHED)."
+        }
+    },
+)
+def finish(
+    request: Request,
+    user: User,
+    set_id: SetIdPath,
+    destination_id: DestIdPath,
+    job_id: JobIdPath,
+    body: FinishIn,
+    cdp: CdpQuery = False,
+) -> JobOut:
     if body.status is JobStatus.STILL_RUNNING:
-        raise InvalidInput("a job cannot be finished as BS_STILL_RUNNING",
-                           "send its final status")
+        raise InvalidInput("a job cannot be finished as BS_STILL_RUNNING", "send its final status")
     with state_of(request).db.write() as conn:
         job = _locked_job(conn, user, set_id, destination_id, job_id, cdp)
         if job.status != JobStatus.STILL_RUNNING.value:
-            same = (job.status == body.status.value
-                    and job.dedupe_original_size == body.dedupe_original_size
-                    and job.dedupe_saving == body.dedupe_saving)
+            same = (
+                job.status == body.status.value
+                and job.dedupe_original_size == body.dedupe_original_size
+                and job.dedupe_saving == body.dedupe_saving
+            )
             if not same:
                 raise Conflict(f"backup job {job.job_id} is finished already ({job.status})")
             return _job_out(conn, job)
-        done = jobs.finish_job(conn, job.pk, body.status,
-                               dedupe_original_size=body.dedupe_original_size,
-                               dedupe_saving=body.dedupe_saving)
+        done = jobs.finish_job(
+            conn,
+            job.pk,
+            body.status,
+            dedupe_original_size=body.dedupe_original_size,
+            dedupe_saving=body.dedupe_saving,
+        )
         return _job_out(conn, done)

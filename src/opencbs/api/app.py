@@ -34,8 +34,11 @@ def sweep_once(state: ServerState) -> list[str]:
     with state.db.write() as conn:
         closed = jobs.close_stale_jobs(conn, int(state.job_idle_timeout * 1000))
     for job_id in closed:
-        log.warning("backup job %s sent nothing for %.0f s: closed as BS_BACKUP_NOT_FINISHED",
-                    job_id, state.job_idle_timeout)
+        log.warning(
+            "backup job %s sent nothing for %.0f s: closed as BS_BACKUP_NOT_FINISHED",
+            job_id,
+            state.job_idle_timeout,
+        )
     return closed
 
 
@@ -67,7 +70,7 @@ def create_app(state: ServerState) -> FastAPI:
         title="opencbs",
         version=opencbs.__version__,
         description="Backup job reports over the AhsayCBS JSON API (under /obs/api/json/), and "
-                    "the agent API through which backup agents deliver them (/api/agent/v1/).",
+        "the agent API through which backup agents deliver them (/api/agent/v1/).",
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,
@@ -78,18 +81,29 @@ def create_app(state: ServerState) -> FastAPI:
     async def _opencbs_error(request: Request, exc: OpenCBSError) -> Response:
         if request.url.path.startswith(PREFIX):
             return envelope.error(exc)
-        return JSONResponse({"error": exc.code, "message": exc.message, "hint": exc.hint},
-                            status_code=_agent_status(exc))
+        return JSONResponse(
+            {"error": exc.code, "message": exc.message, "hint": exc.hint},
+            status_code=_agent_status(exc),
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
-        return JSONResponse({"error": "invalid_input", "message": "the request is invalid",
-                             "detail": _safe_errors(exc)}, status_code=422)
+        return JSONResponse(
+            {
+                "error": "invalid_input",
+                "message": "the request is invalid",
+                "detail": _safe_errors(exc),
+            },
+            status_code=422,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
-        return JSONResponse({"error": "http", "message": str(exc.detail)},
-                            status_code=exc.status_code, headers=exc.headers)
+        return JSONResponse(
+            {"error": "http", "message": str(exc.detail)},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

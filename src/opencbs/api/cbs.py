@@ -34,8 +34,11 @@ class ParamDoc:
 
 
 AUTH_PARAMS = (
-    ParamDoc("SysUser", required=True, description="Name of a system user (ADMIN, API_ONLY, "
-             "READ_ONLY_API or RESELLER)."),
+    ParamDoc(
+        "SysUser",
+        required=True,
+        description="Name of a system user (ADMIN, API_ONLY, READ_ONLY_API or RESELLER).",
+    ),
     ParamDoc("SysPwd", required=True, description="Password of SysUser."),
 )
 
@@ -89,16 +92,25 @@ def cbs_call(
 # --- lookups most calls share --------------------------------------------------------------
 
 LOGIN = ParamDoc("LoginName", required=True, description="Login name of the backup user.")
-OWNER = ParamDoc("Owner", description="Owner (reseller) of the backup user; when non-empty it "
-                 "must be the user's owner.")
+OWNER = ParamDoc(
+    "Owner",
+    description="Owner (reseller) of the backup user; when non-empty it must be the user's owner.",
+)
 SET_ID = ParamDoc("BackupSetID", required=True, description="ID of the backup set.")
-DEST_ID = ParamDoc("DestinationID", description="ID of the destination; missing, \"\" or \"0\": "
-                   "the set's first destination that has the job. `DestionationID` is read as "
-                   "an alias.")
-JOB_ID = ParamDoc("BackupJobID", required=True, description="ID of the backup job "
-                  "(yyyy-MM-dd-HH-mm-ss).")
-CDP = ParamDoc("Cdp", type="boolean", description="Look among continuous-backup jobs only "
-               "when true (default false).")
+DEST_ID = ParamDoc(
+    "DestinationID",
+    description='ID of the destination; missing, "" or "0": '
+    "the set's first destination that has the job. `DestionationID` is read as "
+    "an alias.",
+)
+JOB_ID = ParamDoc(
+    "BackupJobID", required=True, description="ID of the backup job (yyyy-MM-dd-HH-mm-ss)."
+)
+CDP = ParamDoc(
+    "Cdp",
+    type="boolean",
+    description="Look among continuous-backup jobs only when true (default false).",
+)
 
 
 def backup_user(conn: Any, params: Params, caller: Caller) -> BackupUser:

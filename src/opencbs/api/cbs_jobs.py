@@ -51,81 +51,159 @@ from opencbs.store.users import BackupUser
 # --- parameters -----------------------------------------------------------------------------
 
 _SET_ID = ParamDoc("BackupSetID", required=True, description="ID of the backup set.")
-_SET_FILTER = ParamDoc("BackupSetID", description="ID of one backup set; absent or empty: "
-                       "every set of the user.")
-_LOGIN_FILTER = ParamDoc("LoginName", description="Login name of one backup user; absent or "
-                         "empty: every backup user the caller sees.")
-_BACKUP_DATE = ParamDoc("BackupDate", description="Day, yyyy-MM-dd, or a backup job ID whose "
-                        "date is used; absent or empty: today in the server's time zone.")
-_SKIP_EMPTY = ParamDoc("SkipEmpty", type="boolean", description="Leave out sets without jobs "
-                       "(default true).")
-_LIST_ALL = ParamDoc("ListAll", type="boolean", description="Include removed backup sets "
-                     "(default false).")
+_SET_FILTER = ParamDoc(
+    "BackupSetID", description="ID of one backup set; absent or empty: every set of the user."
+)
+_LOGIN_FILTER = ParamDoc(
+    "LoginName",
+    description="Login name of one backup user; absent or "
+    "empty: every backup user the caller sees.",
+)
+_BACKUP_DATE = ParamDoc(
+    "BackupDate",
+    description="Day, yyyy-MM-dd, or a backup job ID whose "
+    "date is used; absent or empty: today in the server's time zone.",
+)
+_SKIP_EMPTY = ParamDoc(
+    "SkipEmpty", type="boolean", description="Leave out sets without jobs (default true)."
+)
+_LIST_ALL = ParamDoc(
+    "ListAll", type="boolean", description="Include removed backup sets (default false)."
+)
 
 # --- answer schemas -------------------------------------------------------------------------
 
 _STR = {"type": "string"}
 _ID = {"type": "string", "description": "Decimal ID as a string."}
 _TIME = {"type": "string", "description": "yyyy-MM-dd HH:mm:ss in the server's time zone."}
-_END = {"type": "string", "description": "yyyy-MM-dd HH:mm:ss; \"\" while the job runs."}
+_END = {"type": "string", "description": 'yyyy-MM-dd HH:mm:ss; "" while the job runs.'}
 
 
 def _obj(props: dict[str, Any]) -> dict[str, Any]:
     return {"type": "object", "properties": props, "required": list(props)}
 
 
-_JOBS_ANSWER = {"type": "array", "items": _obj({
-    "BackupSetID": _ID,
-    "Removed": {"type": "boolean"},
-    "BackupJob": {"type": "array", "items": _STR, "description": "Job IDs, ascending."},
-})}
+_JOBS_ANSWER = {
+    "type": "array",
+    "items": _obj(
+        {
+            "BackupSetID": _ID,
+            "Removed": {"type": "boolean"},
+            "BackupJob": {"type": "array", "items": _STR, "description": "Job IDs, ascending."},
+        }
+    ),
+}
 
-_STATUS_ANSWER = {"type": "array", "items": _obj({
-    "ID": _STR, "LoginName": _STR, "Owner": _STR, "UserId": _ID, "StartTime": _TIME,
-    "EndTime": _END, "BackupJobStatus": _STR, "BackupSetID": _ID, "BackupSetName": _STR,
-    "DestinationID": _ID,
-    "UploadSize": {"type": "string", "description": "Bytes stored by the job (new + updated "
-                   "content, compressed), as a decimal string."},
-    "RunVersion": _STR, "SuccessDatabase": _STR, "MissedDatabase": _STR,
-    "SuccessVirtualMachine": _STR, "MissedVirtualMachine": _STR, "SuccessPublicFolder": _STR,
-    "MissedPublicFolder": _STR,
-})}
+_STATUS_ANSWER = {
+    "type": "array",
+    "items": _obj(
+        {
+            "ID": _STR,
+            "LoginName": _STR,
+            "Owner": _STR,
+            "UserId": _ID,
+            "StartTime": _TIME,
+            "EndTime": _END,
+            "BackupJobStatus": _STR,
+            "BackupSetID": _ID,
+            "BackupSetName": _STR,
+            "DestinationID": _ID,
+            "UploadSize": {
+                "type": "string",
+                "description": "Bytes stored by the job (new + updated "
+                "content, compressed), as a decimal string.",
+            },
+            "RunVersion": _STR,
+            "SuccessDatabase": _STR,
+            "MissedDatabase": _STR,
+            "SuccessVirtualMachine": _STR,
+            "MissedVirtualMachine": _STR,
+            "SuccessPublicFolder": _STR,
+            "MissedPublicFolder": _STR,
+        }
+    ),
+}
 
-_MODE_ANSWER = {"type": "array", "items": _obj({
-    "ID": _STR, "LoginName": _STR, "Owner": _STR, "UserId": _ID, "StartTime": _TIME,
-    "EndTime": _END, "BackupSetID": _ID, "BackupSetName": _STR,
-    "BackupJobMode": {"type": "string", "enum": ["M", "S", "R"],
-                      "description": "M manual, S scheduled, R started from the server."},
-})}
+_MODE_ANSWER = {
+    "type": "array",
+    "items": _obj(
+        {
+            "ID": _STR,
+            "LoginName": _STR,
+            "Owner": _STR,
+            "UserId": _ID,
+            "StartTime": _TIME,
+            "EndTime": _END,
+            "BackupSetID": _ID,
+            "BackupSetName": _STR,
+            "BackupJobMode": {
+                "type": "string",
+                "enum": ["M", "S", "R"],
+                "description": "M manual, S scheduled, R started from the server.",
+            },
+        }
+    ),
+}
 
-_PROGRESS_ANSWER = _obj({
-    "ID": _STR, "LoginName": _STR, "Owner": _STR, "UserID": _ID, "StartTime": _TIME,
-    "EndTime": _END, "BackupSetID": _ID, "BackupSetName": _STR, "CurrentFileName": _STR,
-    "FileUploadTime": {"type": "string", "description": "yyyy-MM-dd HH:mm:ss of the last "
-                       "progress report; \"\" before the first."},
-    "CurrentFileCount": _STR, "TotalFileCount": _STR,
-    "UploadedFileSize": {"type": "string", "description": "Bytes, decimal string."},
-    "TotalFileSize": {"type": "string", "description": "Bytes, decimal string."},
-})
+_PROGRESS_ANSWER = _obj(
+    {
+        "ID": _STR,
+        "LoginName": _STR,
+        "Owner": _STR,
+        "UserID": _ID,
+        "StartTime": _TIME,
+        "EndTime": _END,
+        "BackupSetID": _ID,
+        "BackupSetName": _STR,
+        "CurrentFileName": _STR,
+        "FileUploadTime": {
+            "type": "string",
+            "description": 'yyyy-MM-dd HH:mm:ss of the last progress report; "" before the first.',
+        },
+        "CurrentFileCount": _STR,
+        "TotalFileCount": _STR,
+        "UploadedFileSize": {"type": "string", "description": "Bytes, decimal string."},
+        "TotalFileSize": {"type": "string", "description": "Bytes, decimal string."},
+    }
+)
 
-_SETS_ANSWER = {"type": "array", "items": _obj({
-    "ID": _ID, "Name": _STR, "Type": {"type": "string", "description": "FILE for file sets."},
-})}
+_SETS_ANSWER = {
+    "type": "array",
+    "items": _obj(
+        {
+            "ID": _ID,
+            "Name": _STR,
+            "Type": {"type": "string", "description": "FILE for file sets."},
+        }
+    ),
+}
 
-_SET_ANSWER = _obj({
-    "ID": _ID, "Name": _STR, "Type": _STR,
-    "Owner": {"type": "string", "description": "Owner (reseller) of the backup user; \"\" "
-              "for the administrators."},
-    "Removed": {"type": "boolean"},
-    "CompressType": {"type": "string", "description": "Compression, e.g. ZSTD."},
-    "CompressLevel": {"type": "integer"},
-    "Deduplication": {"type": "boolean"},
-    "SelectedSource": {"type": "array", "items": _STR, "description": "Source paths."},
-    "Filter": _obj({"Include": {"type": "array", "items": _STR},
-                    "Exclude": {"type": "array", "items": _STR}}),
-    "DestinationList": {"type": "array", "items": _obj({
-        "Id": _ID, "Name": _STR, "Type": _STR})},
-})
+_SET_ANSWER = _obj(
+    {
+        "ID": _ID,
+        "Name": _STR,
+        "Type": _STR,
+        "Owner": {
+            "type": "string",
+            "description": 'Owner (reseller) of the backup user; "" for the administrators.',
+        },
+        "Removed": {"type": "boolean"},
+        "CompressType": {"type": "string", "description": "Compression, e.g. ZSTD."},
+        "CompressLevel": {"type": "integer"},
+        "Deduplication": {"type": "boolean"},
+        "SelectedSource": {"type": "array", "items": _STR, "description": "Source paths."},
+        "Filter": _obj(
+            {
+                "Include": {"type": "array", "items": _STR},
+                "Exclude": {"type": "array", "items": _STR},
+            }
+        ),
+        "DestinationList": {
+            "type": "array",
+            "items": _obj({"Id": _ID, "Name": _STR, "Type": _STR}),
+        },
+    }
+)
 
 
 # --- shared helpers -------------------------------------------------------------------------
@@ -162,7 +240,7 @@ def upload_size(job: jobs.Job) -> int:
     "ListBackupJobs",
     params=(LOGIN, OWNER, _SKIP_EMPTY),
     summary="The job IDs of each backup set of a user, ascending (cbs-api.md §7). One record "
-            "per set that has jobs; every set, removed ones included, when SkipEmpty is false.",
+    "per set that has jobs; every set, removed ones included, when SkipEmpty is false.",
     answer=_JOBS_ANSWER,
 )
 def list_backup_jobs(params: Params, caller: Caller, state: ServerState) -> Response:
@@ -172,11 +250,13 @@ def list_backup_jobs(params: Params, caller: Caller, state: ServerState) -> Resp
         user = backup_user(conn, params, caller)
         user_sets = sets.list_sets(conn, user.id, include_removed=True)
         ids = jobs.job_ids_by_set(conn, [s.id for s in user_sets])
-    return ok([
-        {"BackupSetID": str(s.id), "Removed": bool(s.removed), "BackupJob": ids[s.id]}
-        for s in user_sets
-        if ids[s.id] or not skip_empty
-    ])
+    return ok(
+        [
+            {"BackupSetID": str(s.id), "Removed": bool(s.removed), "BackupJob": ids[s.id]}
+            for s in user_sets
+            if ids[s.id] or not skip_empty
+        ]
+    )
 
 
 # --- ListBackupJobStatus --------------------------------------------------------------------
@@ -222,8 +302,8 @@ def _owner_filter(params: Params, caller: Caller) -> str | None:
     "ListBackupJobStatus",
     params=(_LOGIN_FILTER, OWNER, _BACKUP_DATE),
     summary="The backup jobs that started on one day, of one backup user or of every user the "
-            "caller sees (cbs-api.md §7). UploadSize: stored bytes of new and updated content. "
-            "No job that day: \"[Error] No Backup Job on that day\".",
+    "caller sees (cbs-api.md §7). UploadSize: stored bytes of new and updated content. "
+    'No job that day: "[Error] No Backup Job on that day".',
     answer=_STATUS_ANSWER,
 )
 def list_backup_job_status(params: Params, caller: Caller, state: ServerState) -> Response:
@@ -247,7 +327,7 @@ def list_backup_job_status(params: Params, caller: Caller, state: ServerState) -
     "ListBackupJobMode",
     params=(LOGIN, OWNER, _SET_FILTER, _BACKUP_DATE),
     summary="How each backup job of a user that started on one day was started: M manual, "
-            "S scheduled, R from the server (cbs-api.md §7). An empty list when there is none.",
+    "S scheduled, R from the server (cbs-api.md §7). An empty list when there is none.",
     answer=_MODE_ANSWER,
 )
 def list_backup_job_mode(params: Params, caller: Caller, state: ServerState) -> Response:
@@ -257,22 +337,25 @@ def list_backup_job_mode(params: Params, caller: Caller, state: ServerState) -> 
     with state.db.read() as conn:
         user = backup_user(conn, params, caller)
         bset = sets.get_set(conn, user.id, set_id) if set_id is not None else None
-        found = jobs.jobs_of_day(conn, day, user_id=user.id,
-                                 set_id=bset.id if bset is not None else None)
-    return ok([
-        {
-            "ID": item.job.job_id,
-            "LoginName": item.login_name,
-            "Owner": item.owner,
-            "UserId": str(item.user_id),
-            "StartTime": report_time(item.job.start_time, state.tz),
-            "EndTime": report_time(item.job.end_time, state.tz),
-            "BackupSetID": str(item.job.set_id),
-            "BackupSetName": item.set_name,
-            "BackupJobMode": item.job.mode,
-        }
-        for item in found
-    ])
+        found = jobs.jobs_of_day(
+            conn, day, user_id=user.id, set_id=bset.id if bset is not None else None
+        )
+    return ok(
+        [
+            {
+                "ID": item.job.job_id,
+                "LoginName": item.login_name,
+                "Owner": item.owner,
+                "UserId": str(item.user_id),
+                "StartTime": report_time(item.job.start_time, state.tz),
+                "EndTime": report_time(item.job.end_time, state.tz),
+                "BackupSetID": str(item.job.set_id),
+                "BackupSetName": item.set_name,
+                "BackupJobMode": item.job.mode,
+            }
+            for item in found
+        ]
+    )
 
 
 # --- GetBackupJobProgress -------------------------------------------------------------------
@@ -301,7 +384,7 @@ def _progress(job: jobs.Job, user: BackupUser, bset: BackupSet, tz: tzinfo) -> d
     "GetBackupJobProgress",
     params=(LOGIN, OWNER, _SET_ID, DEST_ID, JOB_ID),
     summary="The live progress of a backup job, every value a string, sizes in bytes "
-            "(cbs-api.md §7). DestinationID is resolved as for GetBackupJobReport (§5).",
+    "(cbs-api.md §7). DestinationID is resolved as for GetBackupJobReport (§5).",
     answer=_PROGRESS_ANSWER,
 )
 def get_backup_job_progress(params: Params, caller: Caller, state: ServerState) -> Response:
@@ -323,7 +406,7 @@ def get_backup_job_progress(params: Params, caller: Caller, state: ServerState) 
     "ListBackupSets",
     params=(LOGIN, OWNER, _LIST_ALL),
     summary="The backup sets of a user: ID, Name, Type (cbs-api.md §7); removed sets only "
-            "when ListAll is true.",
+    "when ListAll is true.",
     answer=_SETS_ANSWER,
 )
 def list_backup_sets(params: Params, caller: Caller, state: ServerState) -> Response:
@@ -350,8 +433,10 @@ def set_settings(bset: BackupSet, user: BackupUser) -> dict[str, Any]:
         "CompressLevel": int(compression.get("level", 0)),
         "Deduplication": bool(settings.get("deduplication", False)),
         "SelectedSource": list(settings.get("sources") or []),
-        "Filter": {"Include": list(filters.get("include") or []),
-                   "Exclude": list(filters.get("exclude") or [])},
+        "Filter": {
+            "Include": list(filters.get("include") or []),
+            "Exclude": list(filters.get("exclude") or []),
+        },
         "DestinationList": [
             {"Id": str(d.id), "Name": d.name, "Type": d.type} for d in bset.destinations
         ],
@@ -362,8 +447,8 @@ def set_settings(bset: BackupSet, user: BackupUser) -> dict[str, Any]:
     "GetBackupSet",
     params=(LOGIN, OWNER, _SET_ID),
     summary="The settings of a backup set: sources (SelectedSource), filters (Filter), "
-            "compression, deduplication and DestinationList (cbs-api.md §7). v1 and 2/ answer "
-            "the same object.",
+    "compression, deduplication and DestinationList (cbs-api.md §7). v1 and 2/ answer "
+    "the same object.",
     answer=_SET_ANSWER,
     v2=True,
 )

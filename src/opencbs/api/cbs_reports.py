@@ -33,23 +33,39 @@ from opencbs.store import jobs
 
 _PARAMS = (LOGIN, OWNER, SET_ID, DEST_ID, JOB_ID, CDP)
 
-_LOG = {"type": "object", "properties": {k: {"type": "string"} for k in
-                                         ("Type", "LogType", "Timestamp", "Message")}}
-_FILE = {"type": "object", "properties": {
-    "Type": {"type": "string", "enum": ["F", "D", "L"]}, "LastModified": {"type": "string"},
-    "Name": {"type": "string"}, "FromFile": {"type": "string"},
-    "FileSize": {"type": "integer"}, "UnzipFilesSize": {"type": "integer"},
-    "Ratio": {"type": "string"}}}
-_MOVE = {"type": "object", "properties": {
-    "Type": {"type": "string"}, "LastModified": {"type": "string"},
-    "FromFile": {"type": "string"}, "ToFile": {"type": "string"},
-    "FileSize": {"type": "integer"}, "UnzipFilesSize": {"type": "integer"},
-    "Ratio": {"type": "string"}}}
+_LOG = {
+    "type": "object",
+    "properties": {k: {"type": "string"} for k in ("Type", "LogType", "Timestamp", "Message")},
+}
+_FILE = {
+    "type": "object",
+    "properties": {
+        "Type": {"type": "string", "enum": ["F", "D", "L"]},
+        "LastModified": {"type": "string"},
+        "Name": {"type": "string"},
+        "FromFile": {"type": "string"},
+        "FileSize": {"type": "integer"},
+        "UnzipFilesSize": {"type": "integer"},
+        "Ratio": {"type": "string"},
+    },
+}
+_MOVE = {
+    "type": "object",
+    "properties": {
+        "Type": {"type": "string"},
+        "LastModified": {"type": "string"},
+        "FromFile": {"type": "string"},
+        "ToFile": {"type": "string"},
+        "FileSize": {"type": "integer"},
+        "UnzipFilesSize": {"type": "integer"},
+        "Ratio": {"type": "string"},
+    },
+}
 
 _SUMMARY_SCHEMA: dict[str, Any] = {
     "type": "object",
     "description": "Every key of cbs-api.md §5 but the arrays; counts and sizes are integers "
-                   "(bytes), ratios strings \"N%\", times \"yyyy-MM-dd HH:mm:ss\".",
+    '(bytes), ratios strings "N%", times "yyyy-MM-dd HH:mm:ss".',
     "additionalProperties": True,
 }
 _REPORT_SCHEMA: dict[str, Any] = {
@@ -110,9 +126,7 @@ def _find(conn: Any, params: Params, caller: Caller) -> jobs.Job:
     dest = params.optional_str("DestinationID")
     cdp = params.boolean("Cdp", False)
     owner = params.str_or_empty("Owner")
-    job = jobs.find_report_job_fast(
-        conn, login, owner, caller.scope, set_id, dest, job_id, cdp=cdp
-    )
+    job = jobs.find_report_job_fast(conn, login, owner, caller.scope, set_id, dest, job_id, cdp=cdp)
     if job is not None:
         return job
     # something is missing: the step-by-step look-ups name it (cbs-api.md §3)

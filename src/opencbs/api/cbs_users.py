@@ -36,10 +36,16 @@ from opencbs.errors import AuthUserRejected
 from opencbs.store import jobs, users
 from opencbs.store.users import BackupUser
 
-_SEARCH = ParamDoc("searchStr", description="Only backup users whose LoginName contains this "
-                   "text (case-sensitive); absent or empty: every user the caller sees.")
-_RESELLER = ParamDoc("reseller", description="Only backup users owned by this reseller "
-                     "(system user name); absent or empty: any owner.")
+_SEARCH = ParamDoc(
+    "searchStr",
+    description="Only backup users whose LoginName contains this "
+    "text (case-sensitive); absent or empty: every user the caller sees.",
+)
+_RESELLER = ParamDoc(
+    "reseller",
+    description="Only backup users owned by this reseller "
+    "(system user name); absent or empty: any owner.",
+)
 _PASSWORD = ParamDoc("Password", required=True, description="Password of the backup user.")
 
 _STR = {"type": "string"}
@@ -47,23 +53,40 @@ _USER_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "LoginName": _STR,
-        "Owner": {"type": "string", "description": "Reseller owning the user; \"\" for the "
-                  "administrators."},
+        "Owner": {
+            "type": "string",
+            "description": 'Reseller owning the user; "" for the administrators.',
+        },
         "Alias": _STR,
         "Email": _STR,
         "ClientType": _STR,
         "Status": {"type": "string", "description": "ENABLE or SUSPENDED."},
-        "DataSize": {"type": "integer", "description": "Bytes the user's jobs stored "
-                     "(compressed new and updated content)."},
+        "DataSize": {
+            "type": "integer",
+            "description": "Bytes the user's jobs stored (compressed new and updated content).",
+        },
         "Quota": {"type": "integer", "description": "Bytes; 0 = no quota."},
-        "QuotaList": {"type": "array", "items": {"type": "object", "properties": {
-            "DestinationKey": _STR, "Enabled": {"type": "boolean"},
-            "Quota": {"type": "integer"}}}},
-        "LastBackupDate": {"type": "integer", "description": "Epoch ms of the newest job's "
-                           "start; 0 when none."},
+        "QuotaList": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "DestinationKey": _STR,
+                    "Enabled": {"type": "boolean"},
+                    "Quota": {"type": "integer"},
+                },
+            },
+        },
+        "LastBackupDate": {
+            "type": "integer",
+            "description": "Epoch ms of the newest job's start; 0 when none.",
+        },
         "Online": {"type": "boolean", "description": "A job of the user is running."},
-        "BackupSetIdList": {"type": "array", "items": _STR,
-                            "description": "IDs of the user's backup sets, as strings."},
+        "BackupSetIdList": {
+            "type": "array",
+            "items": _STR,
+            "description": "IDs of the user's backup sets, as strings.",
+        },
     },
 }
 
@@ -99,8 +122,9 @@ def _list_users(params: Params, caller: Caller, state: ServerState) -> Response:
     search = params.str_or_empty("searchStr")
     reseller = params.str_or_empty("reseller")
     with state.db.read() as conn:
-        found = users.list_backup_users(conn, search=search, owner=reseller or None,
-                                        scope=caller.scope)
+        found = users.list_backup_users(
+            conn, search=search, owner=reseller or None, scope=caller.scope
+        )
         objects = user_objects(conn, found)
     return ok(objects, key="User")
 
@@ -109,7 +133,7 @@ def _list_users(params: Params, caller: Caller, state: ServerState) -> Response:
     "ListUsers",
     params=(_SEARCH, _RESELLER),
     summary="The backup users the caller sees, by login name, under the top-level key User "
-            "(not Data) (cbs-api.md §7). A reseller sees only its own users.",
+    "(not Data) (cbs-api.md §7). A reseller sees only its own users.",
     answer={"type": "array", "items": _USER_SCHEMA},
     v2=True,
     payload_key="User",
@@ -136,9 +160,9 @@ def get_user(params: Params, caller: Caller, state: ServerState) -> Response:
 @cbs_call(
     "AuthUser",
     params=(LOGIN, OWNER, _PASSWORD),
-    summary="Check a backup user's password: {\"Status\":\"OK\"}, or \"Incorrect "
-            "username/password\" for any failure alike (unknown user, wrong password, disabled, "
-            "Owner mismatch, outside the caller's scope) (cbs-api.md §7).",
+    summary='Check a backup user\'s password: {"Status":"OK"}, or "Incorrect '
+    'username/password" for any failure alike (unknown user, wrong password, disabled, '
+    "Owner mismatch, outside the caller's scope) (cbs-api.md §7).",
 )
 def auth_user(params: Params, caller: Caller, state: ServerState) -> Response:
     login = params.required_str("LoginName")
@@ -155,8 +179,8 @@ def auth_user(params: Params, caller: Caller, state: ServerState) -> Response:
 @cbs_call(
     "AuthSystemUser",
     params=(),
-    summary="Check SysUser/SysPwd: {\"Status\":\"OK\"}, or \"Incorrect system username/"
-            "password\" (cbs-api.md §2, §7).",
+    summary='Check SysUser/SysPwd: {"Status":"OK"}, or "Incorrect system username/'
+    'password" (cbs-api.md §2, §7).',
 )
 def auth_system_user(params: Params, caller: Caller, state: ServerState) -> Response:
     # the credentials were checked before the handler runs (routes.py)

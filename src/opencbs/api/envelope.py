@@ -44,9 +44,9 @@ class CBSResponse(Response):
     def init_headers(self, headers: Any = None) -> None:
         super().init_headers(headers)
         # Starlette appends charset only for text/*; set ours exactly.
-        self.raw_headers = [
-            (k, v) for k, v in self.raw_headers if k != b"content-type"
-        ] + [(b"content-type", JSON_CONTENT_TYPE.encode())]
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-type"] + [
+            (b"content-type", JSON_CONTENT_TYPE.encode())
+        ]
 
 
 def ok(data: Any = None, *, key: str = "Data") -> CBSResponse:
@@ -68,8 +68,13 @@ def expt_type(exc: e.OpenCBSError) -> str:
 
 def error(exc: e.OpenCBSError) -> CBSResponse:
     """The error envelope of ``exc``: HTTP 200, but 404 for an unknown call (§3)."""
-    status = 404 if isinstance(exc, e.UnknownApi) else 405 if isinstance(
-        exc, e.MethodNotAllowed) else 200
+    status = (
+        404
+        if isinstance(exc, e.UnknownApi)
+        else 405
+        if isinstance(exc, e.MethodNotAllowed)
+        else 200
+    )
     return CBSResponse(
         {"Status": "Error", "Message": exc.message, "ExptType": expt_type(exc)},
         status_code=status,

@@ -10,9 +10,7 @@ import re
 #: Query parameters whose values never reach a log.
 SECRET_PARAMETERS = ("SysPwd", "Password", "password")
 
-_SECRET = re.compile(
-    r"(?P<key>(?:^|[?&])(?:" + "|".join(SECRET_PARAMETERS) + r")=)[^&#\s]*"
-)
+_SECRET = re.compile(r"(?P<key>(?:^|[?&])(?:" + "|".join(SECRET_PARAMETERS) + r")=)[^&#\s]*")
 
 
 def redact_target(target: str) -> str:

@@ -53,10 +53,15 @@ def _credential(value: Any) -> str | None:
 
 def _param_schema(call: CbsCall) -> dict[str, Any]:
     props = {
-        p.name: {"type": p.type if p.type != "boolean" else "string",
-                 "description": p.description
-                 + (" JSON true/false, \"true\"/\"false\" in any case, Y/N or 1/0."
-                    if p.type == "boolean" else "")}
+        p.name: {
+            "type": p.type if p.type != "boolean" else "string",
+            "description": p.description
+            + (
+                ' JSON true/false, "true"/"false" in any case, Y/N or 1/0.'
+                if p.type == "boolean"
+                else ""
+            ),
+        }
         for p in call.params
     }
     return {
@@ -98,8 +103,13 @@ def _openapi(call: CbsCall, method: str) -> dict[str, Any]:
     if method == "GET":
         return {
             "parameters": [
-                {"name": p.name, "in": "query", "required": p.required,
-                 "description": p.description, "schema": {"type": "string"}}
+                {
+                    "name": p.name,
+                    "in": "query",
+                    "required": p.required,
+                    "description": p.description,
+                    "schema": {"type": "string"},
+                }
                 for p in call.params
             ],
             "responses": answer,
@@ -108,7 +118,7 @@ def _openapi(call: CbsCall, method: str) -> dict[str, Any]:
         "requestBody": {
             "required": True,
             "description": "A JSON object whatever the Content-Type says (application/json, "
-                           "text/plain or none), or a form (cbs-api.md §1).",
+            "text/plain or none), or a form (cbs-api.md §1).",
             "content": {
                 "application/json": {"schema": schema},
                 "text/plain": {"schema": schema},
@@ -153,6 +163,8 @@ def mount_cbs(app: FastAPI) -> None:
         return envelope.error(UnknownApi(shown))
 
     app.add_api_route(
-        PREFIX + "/{name:path}", unknown, methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
+        PREFIX + "/{name:path}",
+        unknown,
+        methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
         include_in_schema=False,
     )

@@ -38,7 +38,8 @@ class AbsoluteFormPaths:
                 raw = scope.get("raw_path")
                 if isinstance(raw, bytes):
                     scope["raw_path"] = (urlsplit(raw.decode("latin-1")).path or "/").encode(
-                        "latin-1")
+                        "latin-1"
+                    )
         await self.app(scope, receive, send)
 
 
@@ -55,19 +56,21 @@ class CannotListen(ConfigError):
     code = "cannot_listen"
 
     def __init__(self, host: str, port: int, reason: str, number: int) -> None:
-        super().__init__(f"cannot listen on {_host_port(host, port)}: {reason}", _HINTS.get(
-            number, "choose another --host / OPENCBS_HOST or --port / OPENCBS_PORT"))
+        super().__init__(
+            f"cannot listen on {_host_port(host, port)}: {reason}",
+            _HINTS.get(number, "choose another --host / OPENCBS_HOST or --port / OPENCBS_PORT"),
+        )
         self.errno = number
 
 
 _HINTS = {
     errno.EADDRINUSE: "another program uses that port (an `opencbs serve` or `opencbs "
-                      "quickstart` still running?); stop it or choose another --port / "
-                      "OPENCBS_PORT",
+    "quickstart` still running?); stop it or choose another --port / "
+    "OPENCBS_PORT",
     errno.EADDRNOTAVAIL: "that address is not one of this machine's; choose another --host / "
-                         "OPENCBS_HOST (127.0.0.1, or 0.0.0.0 for every address)",
+    "OPENCBS_HOST (127.0.0.1, or 0.0.0.0 for every address)",
     errno.EACCES: "ports below 1024 need privileges; choose a --port / OPENCBS_PORT of 1024 "
-                  "or above",
+    "or above",
 }
 
 
@@ -80,8 +83,9 @@ def listen_socket(host: str, port: int) -> socket.socket:
     inheritable, ready for ``uvicorn.Server.run(sockets=[...])`` (which listens on it). Raises
     ``CannotListen`` (exit code 2) with the reason in words ("address already in use")."""
     try:
-        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
-                                   flags=socket.AI_PASSIVE)
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
     except socket.gaierror as exc:
         raise CannotListen(host, port, f"unknown host ({exc.strerror})", 0) from exc
     family, kind, proto, _, address = infos[0]
@@ -125,12 +129,16 @@ def _log_config(level: str) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain",
-                                "stream": "ext://sys.stderr"}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "plain",
+                "stream": "ext://sys.stderr",
+            }
+        },
         "loggers": {
             "uvicorn": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
             "uvicorn.error": {"level": level.upper()},
-            "uvicorn.access": {"handlers": ["stderr"], "level": level.upper(),
-                               "propagate": False},
+            "uvicorn.access": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
         },
     }

@@ -54,8 +54,13 @@ def sysuser() -> None:
 
 @sysuser.command("add")
 @click.argument("name")
-@click.option("--role", type=click.Choice([r.value for r in SystemRole], case_sensitive=False),
-              default=SystemRole.ADMIN.value, show_default=True, help="Role (cbs-api.md §2).")
+@click.option(
+    "--role",
+    type=click.Choice([r.value for r in SystemRole], case_sensitive=False),
+    default=SystemRole.ADMIN.value,
+    show_default=True,
+    help="Role (cbs-api.md §2).",
+)
 @PASSWORD_STDIN
 @with_settings()
 def sysuser_add(settings: Settings, name: str, role: str, password_stdin: bool) -> None:
@@ -122,20 +127,33 @@ def user() -> None:
 @click.option("--owner", default="", help="Owner (reseller system user); empty: the admins.")
 @click.option("--alias", default="", help="Display name.")
 @click.option("--email", default="", help="E-mail address.")
-@click.option("--quota", type=click.IntRange(min=0), default=0, metavar="BYTES",
-              help="Quota in bytes; 0 = none.")
+@click.option(
+    "--quota",
+    type=click.IntRange(min=0),
+    default=0,
+    metavar="BYTES",
+    help="Quota in bytes; 0 = none.",
+)
 @PASSWORD_STDIN
 @with_settings()
-def user_add(settings: Settings, login: str, owner: str, alias: str, email: str, quota: int,
-             password_stdin: bool) -> None:
+def user_add(
+    settings: Settings,
+    login: str,
+    owner: str,
+    alias: str,
+    email: str,
+    quota: int,
+    password_stdin: bool,
+) -> None:
     """Add backup user LOGIN. The password is read from stdin (--password-stdin) or typed
     twice."""
     password, _ = read_password(password_stdin)
     database = open_database(settings)
     try:
         with database.write() as conn:
-            added = users.add_backup_user(conn, login, password, owner=owner, alias=alias,
-                                          email=email, quota=quota)
+            added = users.add_backup_user(
+                conn, login, password, owner=owner, alias=alias, email=email, quota=quota
+            )
     finally:
         database.dispose()
     note(f"backup user {added.login_name!r} added")
@@ -143,8 +161,16 @@ def user_add(settings: Settings, login: str, owner: str, alias: str, email: str,
 
 
 def _user_row(u: users.BackupUser) -> dict[str, Any]:
-    return {"LoginName": u.login_name, "UserId": str(u.id), "Owner": u.owner, "Alias": u.alias,
-            "Email": u.email, "Status": u.status, "Quota": u.quota, "DataSize": u.data_size}
+    return {
+        "LoginName": u.login_name,
+        "UserId": str(u.id),
+        "Owner": u.owner,
+        "Alias": u.alias,
+        "Email": u.email,
+        "Status": u.status,
+        "Quota": u.quota,
+        "DataSize": u.data_size,
+    }
 
 
 @user.command("list")
@@ -179,30 +205,61 @@ def backup_set() -> None:
 @backup_set.command("add")
 @click.argument("login")
 @click.argument("name")
-@click.option("--source", "sources", multiple=True, required=True, metavar="PATH",
-              help="A folder or file to back up (repeatable).")
-@click.option("--destination", required=True, metavar="PATH",
-              help="Folder of the local destination (repository).")
-@click.option("--destination-name", default="Local", show_default=True,
-              help="Name of the destination.")
-@click.option("--exclude", "excludes", multiple=True, metavar="PATTERN",
-              help="Glob pattern of paths to leave out (repeatable).")
+@click.option(
+    "--source",
+    "sources",
+    multiple=True,
+    required=True,
+    metavar="PATH",
+    help="A folder or file to back up (repeatable).",
+)
+@click.option(
+    "--destination",
+    required=True,
+    metavar="PATH",
+    help="Folder of the local destination (repository).",
+)
+@click.option(
+    "--destination-name", default="Local", show_default=True, help="Name of the destination."
+)
+@click.option(
+    "--exclude",
+    "excludes",
+    multiple=True,
+    metavar="PATTERN",
+    help="Glob pattern of paths to leave out (repeatable).",
+)
 @JSON
 @with_settings()
-def set_add(settings: Settings, login: str, name: str, sources: tuple[str, ...],
-            destination: str, destination_name: str, excludes: tuple[str, ...],
-            as_json: bool) -> None:
+def set_add(
+    settings: Settings,
+    login: str,
+    name: str,
+    sources: tuple[str, ...],
+    destination: str,
+    destination_name: str,
+    excludes: tuple[str, ...],
+    as_json: bool,
+) -> None:
     """Add a file backup set NAME to backup user LOGIN, with one local destination."""
     require_text_paths(sources, destination)
-    config = {"sources": [os.path.abspath(s) for s in sources],
-              "filters": {"include": [], "exclude": list(excludes)}}
+    config = {
+        "sources": [os.path.abspath(s) for s in sources],
+        "filters": {"include": [], "exclude": list(excludes)},
+    }
     database = open_database(settings)
     try:
         with database.write() as conn:
             owner = find_user(conn, login)
             created = sets.add_set(conn, owner.id, name, config, set_type="FILE")
-            sets.add_destination(conn, owner.id, created.id, destination_name, "LOCAL",
-                                 {"path": os.path.abspath(destination)})
+            sets.add_destination(
+                conn,
+                owner.id,
+                created.id,
+                destination_name,
+                "LOCAL",
+                {"path": os.path.abspath(destination)},
+            )
             created = sets.get_set(conn, owner.id, created.id)
     finally:
         database.dispose()
@@ -229,17 +286,33 @@ def set_list(settings: Settings, login: str, as_json: bool) -> None:
     if as_json:
         print_json([set_json(s) for s in found])
         return
-    print_table(f"Backup sets of {login}", ["ID", "Name", "Type", "Sources", "Destinations"], [
-        [s.id, s.name, s.type, [str(x) for x in s.settings.get("sources", [])],
-         [f"{d.id} {d.name} ({d.type})" for d in s.destinations]] for s in found])
+    print_table(
+        f"Backup sets of {login}",
+        ["ID", "Name", "Type", "Sources", "Destinations"],
+        [
+            [
+                s.id,
+                s.name,
+                s.type,
+                [str(x) for x in s.settings.get("sources", [])],
+                [f"{d.id} {d.name} ({d.type})" for d in s.destinations],
+            ]
+            for s in found
+        ],
+    )
 
 
 def set_json(s: BackupSet) -> dict[str, Any]:
     """A backup set as JSON (IDs as strings, cbs-api.md §1)."""
     return {
-        "ID": str(s.id), "Name": s.name, "Type": s.type, "Settings": s.settings,
-        "DestinationList": [{"Id": str(d.id), "Name": d.name, "Type": d.type,
-                             "Settings": d.settings} for d in s.destinations],
+        "ID": str(s.id),
+        "Name": s.name,
+        "Type": s.type,
+        "Settings": s.settings,
+        "DestinationList": [
+            {"Id": str(d.id), "Name": d.name, "Type": d.type, "Settings": d.settings}
+            for d in s.destinations
+        ],
     }
 
 
@@ -251,5 +324,3 @@ def find_user(conn: Any, login: str) -> users.BackupUser:
         err.hint = "see `opencbs user list`"
         raise err
     return found
-
-

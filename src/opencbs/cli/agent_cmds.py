@@ -95,33 +95,53 @@ EXIT_REPORT_LOST = 7  #: the job's report could be neither delivered nor spooled
 
 # --- options and settings ----------------------------------------------------------------
 
-SERVER = click.option("--server", "server_url", default=None, metavar="URL",
-                      help="Server URL [env OPENCBS_SERVER_URL; default "
-                           "http://127.0.0.1:<port>].")
-LOGIN = click.option("--login", "login_name", default=None, metavar="NAME",
-                     help="Backup user (LoginName) [env OPENCBS_LOGIN_NAME].")
+SERVER = click.option(
+    "--server",
+    "server_url",
+    default=None,
+    metavar="URL",
+    help="Server URL [env OPENCBS_SERVER_URL; default http://127.0.0.1:<port>].",
+)
+LOGIN = click.option(
+    "--login",
+    "login_name",
+    default=None,
+    metavar="NAME",
+    help="Backup user (LoginName) [env OPENCBS_LOGIN_NAME].",
+)
 PASSWORD_STDIN = click.option(
-    "--password-stdin", is_flag=True,
+    "--password-stdin",
+    is_flag=True,
     help="Read the backup user's password from the first line of stdin [else env "
-         "OPENCBS_PASSWORD, the config file, or a prompt].")
+    "OPENCBS_PASSWORD, the config file, or a prompt].",
+)
+
+
 class _FilePath(click.Path):
     """``click.Path`` that refuses an empty value (``Path("")`` would be the current
     directory: "'.' is a directory" said of a file the user never named)."""
 
-    def convert(self, value: Any, param: click.Parameter | None,
-                ctx: click.Context | None) -> Any:
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, str) and not value.strip():
             self.fail("must not be empty; give the path of a file", param, ctx)
         return super().convert(value, param, ctx)
 
 
 ENCRYPTION_FILE = click.option(
-    "--encryption-password-file", type=_FilePath(dir_okay=False, path_type=Path), default=None,
-    metavar="PATH", help="File whose first line is the repository's encryption password [else "
-                         "env OPENCBS_ENCRYPTION_PASSWORD, the config file, or a prompt].")
-DESTINATION = click.option("--destination", type=click.Path(file_okay=False, path_type=Path),
-                           default=None, metavar="PATH",
-                           help="Folder of the local destination (the repository).")
+    "--encryption-password-file",
+    type=_FilePath(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="PATH",
+    help="File whose first line is the repository's encryption password [else "
+    "env OPENCBS_ENCRYPTION_PASSWORD, the config file, or a prompt].",
+)
+DESTINATION = click.option(
+    "--destination",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    metavar="PATH",
+    help="Folder of the local destination (the repository).",
+)
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -163,17 +183,20 @@ def backup_password(settings: Settings, from_stdin: bool) -> str:
     if from_stdin:
         line = _first_line(sys.stdin.readline())
         if not line:
-            raise InvalidInput("no password on standard input",
-                               "pipe it in: printf '%s\\n' \"$PW\" | opencbs … --password-stdin")
+            raise InvalidInput(
+                "no password on standard input",
+                "pipe it in: printf '%s\\n' \"$PW\" | opencbs … --password-stdin",
+            )
         return line
     if settings.password:
         return settings.password
     if sys.stdin.isatty():
         typed: str = click.prompt(f"Password of {settings.login_name}", hide_input=True)
         return typed
-    raise InvalidInput("no password for the backup user",
-                       "set OPENCBS_PASSWORD or password in the config file, or use "
-                       "--password-stdin")
+    raise InvalidInput(
+        "no password for the backup user",
+        "set OPENCBS_PASSWORD or password in the config file, or use --password-stdin",
+    )
 
 
 def encryption_password(settings: Settings, path: Path | None) -> str:
@@ -185,35 +208,41 @@ def encryption_password(settings: Settings, path: Path | None) -> str:
             line = _first_line(path.read_text(encoding="utf-8"))
         except OSError as exc:
             why = (exc.strerror or str(exc)).lower()
-            raise InvalidInput(f"cannot read the encryption password file "
-                               f"{show_name(str(path))}: {why}",
-                               "give a readable UTF-8 file with the password on its first "
-                               "line") from exc
+            raise InvalidInput(
+                f"cannot read the encryption password file {show_name(str(path))}: {why}",
+                "give a readable UTF-8 file with the password on its first line",
+            ) from exc
         except UnicodeDecodeError as exc:
-            raise InvalidInput(f"the encryption password file {show_name(str(path))} is not "
-                               "UTF-8 text", "give a readable UTF-8 file with the password on "
-                               "its first line") from exc
+            raise InvalidInput(
+                f"the encryption password file {show_name(str(path))} is not UTF-8 text",
+                "give a readable UTF-8 file with the password on its first line",
+            ) from exc
         if not line:
-            raise InvalidInput(f"the encryption password file {show_name(str(path))} is empty",
-                               "write the repository's encryption password on its first line "
-                               "(no blank line before it)")
+            raise InvalidInput(
+                f"the encryption password file {show_name(str(path))} is empty",
+                "write the repository's encryption password on its first line "
+                "(no blank line before it)",
+            )
         return line
     if settings.encryption_password:
         return settings.encryption_password
     if sys.stdin.isatty():
         typed: str = click.prompt("Encryption password", hide_input=True)
         return typed
-    raise InvalidInput("no encryption password for the repository",
-                       "set OPENCBS_ENCRYPTION_PASSWORD or encryption_password in the config "
-                       "file, or use --encryption-password-file")
+    raise InvalidInput(
+        "no encryption password for the repository",
+        "set OPENCBS_ENCRYPTION_PASSWORD or encryption_password in the config "
+        "file, or use --encryption-password-file",
+    )
 
 
 def require_login(settings: Settings) -> str:
     """The backup user's login name; raises ``InvalidInput`` when none is set."""
     if not settings.login_name:
-        raise InvalidInput("no backup user given",
-                           "use --login NAME, OPENCBS_LOGIN_NAME or login_name in the config "
-                           "file")
+        raise InvalidInput(
+            "no backup user given",
+            "use --login NAME, OPENCBS_LOGIN_NAME or login_name in the config file",
+        )
     return settings.login_name
 
 
@@ -227,10 +256,11 @@ class LoginRejected(OpenCBSError):
     exit_code = 3
 
     def __init__(self, login: str, url: str) -> None:
-        super().__init__(f"the server at {url} rejected backup user {login!r} "
-                         "(wrong login name or password)",
-                         "check --login / OPENCBS_LOGIN_NAME and the password "
-                         "(OPENCBS_PASSWORD, the config file or --password-stdin)")
+        super().__init__(
+            f"the server at {url} rejected backup user {login!r} (wrong login name or password)",
+            "check --login / OPENCBS_LOGIN_NAME and the password "
+            "(OPENCBS_PASSWORD, the config file or --password-stdin)",
+        )
 
 
 def list_sets(client: AgentClient, url: str, login: str) -> list[RemoteSet]:
@@ -242,7 +272,8 @@ def list_sets(client: AgentClient, url: str, login: str) -> list[RemoteSet]:
         raise ServerUnreachable(
             f"cannot reach the server at {url} "
             f"({exc.message.removeprefix('cannot reach the server: ')})",
-            "start it with `opencbs serve`, or set --server / OPENCBS_SERVER_URL") from exc
+            "start it with `opencbs serve`, or set --server / OPENCBS_SERVER_URL",
+        ) from exc
     except AgentApiError as exc:
         if exc.status == 401:
             raise LoginRejected(login, url) from exc
@@ -260,8 +291,9 @@ def report_spool_dir(settings: Settings, login: str) -> Path:
     return user_spool_root(spool_base(settings), settings.effective_server_url, login)
 
 
-def sets_or_remembered(client: AgentClient, url: str, login: str,
-                       spool_dir: Path) -> list[RemoteSet]:
+def sets_or_remembered(
+    client: AgentClient, url: str, login: str, spool_dir: Path
+) -> list[RemoteSet]:
     """The user's sets (:func:`list_sets`, remembered in ``spool_dir``, this user's spool:
     :func:`report_spool_dir`); when the server cannot be reached, the sets as last remembered,
     with a note (the job then runs and its report is spooled). Reports spooled in the earlier
@@ -274,8 +306,10 @@ def sets_or_remembered(client: AgentClient, url: str, login: str,
         known = load_sets(spool_dir)
         if not known:
             raise
-        note(f"opencbs: {exc.message}; backing up with the backup sets as last seen (the "
-             "report is spooled and delivered later)")
+        note(
+            f"opencbs: {exc.message}; backing up with the backup sets as last seen (the "
+            "report is spooled and delivered later)"
+        )
         return known
     save_sets(spool_dir, found)
     adopt_legacy(spool_dir.parent, spool_dir, found)
@@ -309,8 +343,10 @@ def destination_path(d: RemoteDestination) -> Path:
     """The folder of a LOCAL destination. Raises ``InvalidInput`` for another type."""
     path = d.settings.get("path")
     if d.type != "LOCAL" or not isinstance(path, str) or not path:
-        raise InvalidInput(f"destination {d.id} ({d.name}) is of type {d.type}, not a local "
-                           "folder", "only LOCAL destinations can be used by this agent")
+        raise InvalidInput(
+            f"destination {d.id} ({d.name}) is of type {d.type}, not a local folder",
+            "only LOCAL destinations can be used by this agent",
+        )
     return Path(path)
 
 
@@ -323,11 +359,18 @@ class Target:
     path: Path
 
 
-def resolve_target(client: AgentClient, found: list[RemoteSet], ref: str | None,
-                   sources: Sequence[Path], destination: Path | None,
-                   excludes: Sequence[str], *, includes: Sequence[str] = (),
-                   add_destination: bool = False,
-                   check_destination: Callable[[Path], None] | None = None) -> Target:
+def resolve_target(
+    client: AgentClient,
+    found: list[RemoteSet],
+    ref: str | None,
+    sources: Sequence[Path],
+    destination: Path | None,
+    excludes: Sequence[str],
+    *,
+    includes: Sequence[str] = (),
+    add_destination: bool = False,
+    check_destination: Callable[[Path], None] | None = None,
+) -> Target:
     """The set ``ref`` and its destination; created on first use from ``sources``,
     ``destination``, ``excludes`` and ``includes`` (a FILE set with one LOCAL destination).
 
@@ -344,13 +387,19 @@ def resolve_target(client: AgentClient, found: list[RemoteSet], ref: str | None,
     if bset is None:
         if not (sources and destination is not None and ref):
             names = ", ".join(repr(s.name) for s in found) or "none"
-            err = NotFound(f"no backup set {ref!r} of this user (sets: {names})" if ref else
-                           f"which backup set? this user has {len(found)} (sets: {names})")
-            err.hint = ("use --set NAME|ID; to create one give --set NAME --source PATH… "
-                        "--destination PATH")
+            err = NotFound(
+                f"no backup set {ref!r} of this user (sets: {names})"
+                if ref
+                else f"which backup set? this user has {len(found)} (sets: {names})"
+            )
+            err.hint = (
+                "use --set NAME|ID; to create one give --set NAME --source PATH… --destination PATH"
+            )
             raise err
-        settings = {"sources": [os.path.abspath(s) for s in sources],
-                    "filters": {"include": list(includes), "exclude": list(excludes)}}
+        settings = {
+            "sources": [os.path.abspath(s) for s in sources],
+            "filters": {"include": list(includes), "exclude": list(excludes)},
+        }
         if check_destination is not None:
             check_destination(destination)
         dest = NewDestination("Local", "LOCAL", {"path": os.path.abspath(destination)})
@@ -366,31 +415,40 @@ def resolve_target(client: AgentClient, found: list[RemoteSet], ref: str | None,
                 f"backup set {bset.name!r} has no destination {os.path.abspath(destination)} "
                 f"(it has: {have or 'none'})",
                 "give one of its paths, leave out --destination for its first, or add this "
-                "folder as a new destination (a full backup there) with --add-destination PATH")
+                "folder as a new destination (a full backup there) with --add-destination PATH",
+            )
         if check_destination is not None:
             check_destination(destination)
-        d = client.add_destination(bset.id, NewDestination(
-            f"Local {len(bset.destinations) + 1}", "LOCAL",
-            {"path": os.path.abspath(destination)}))
+        d = client.add_destination(
+            bset.id,
+            NewDestination(
+                f"Local {len(bset.destinations) + 1}",
+                "LOCAL",
+                {"path": os.path.abspath(destination)},
+            ),
+        )
         note(f"destination {d.name!r} added to backup set {bset.name!r}")
     elif d is not None and add_destination and not created:
         note(f"backup set {bset.name!r} has destination {destination} already; using it")
     if d is None:
-        raise InvalidInput(f"backup set {bset.name!r} has no destination",
-                           "give --add-destination PATH")
+        raise InvalidInput(
+            f"backup set {bset.name!r} has no destination", "give --add-destination PATH"
+        )
     return Target(bset, d, destination_path(d))
 
 
-def _check_existing(bset: RemoteSet, sources: Sequence[Path], excludes: Sequence[str],
-                    includes: Sequence[str]) -> None:
+def _check_existing(
+    bset: RemoteSet, sources: Sequence[Path], excludes: Sequence[str], includes: Sequence[str]
+) -> None:
     """Options that only create a set, given for an existing one: an error unless they agree
     with it. Raises ``InvalidInput``."""
     if sources:
         have = [str(s) for s in bset.settings.get("sources", [])]
         if have != [os.path.abspath(s) for s in sources]:
-            raise InvalidInput(f"backup set {bset.name!r} exists already, with other sources "
-                               f"({', '.join(have)})",
-                               "leave out --source to back it up, or choose a new --set name")
+            raise InvalidInput(
+                f"backup set {bset.name!r} exists already, with other sources ({', '.join(have)})",
+                "leave out --source to back it up, or choose a new --set name",
+            )
     if excludes or includes:
         filters = bset.settings.get("filters")
         filters = filters if isinstance(filters, dict) else {}
@@ -398,7 +456,8 @@ def _check_existing(bset: RemoteSet, sources: Sequence[Path], excludes: Sequence
             f"backup set {bset.name!r} exists already; --exclude/--include only apply when a "
             f"set is created (its filters: exclude {filters.get('exclude', [])}, include "
             f"{filters.get('include', [])})",
-            "leave them out to back it up with its filters, or choose a new --set name")
+            "leave them out to back it up with its filters, or choose a new --set name",
+        )
 
 
 def usable_destination(path: Path, password: str) -> None:
@@ -412,8 +471,9 @@ def usable_destination(path: Path, password: str) -> None:
         storage.check_writable()
 
 
-def open_repository(storage: LocalStorage, password: str, *, create: bool,
-                    compression_level: int = 3) -> Repository:
+def open_repository(
+    storage: LocalStorage, password: str, *, create: bool, compression_level: int = 3
+) -> Repository:
     """The destination's repository, created when missing and ``create``. Raises
     ``RepositoryNotFound``, ``WrongPassword``, ``DestinationError``."""
     try:
@@ -486,9 +546,18 @@ def print_changes(enabled: bool, *, err: bool, debug: bool) -> Iterator[None]:
         logger.propagate = old[1]
 
 
-def run_job(client: AgentClient, target: Target, password: str, *, mode: JobMode,
-            as_json: bool, verbose: bool, debug: bool = False,
-            spool_dir: Path | None = None, zone: tzinfo | None = None) -> JobOutcome:
+def run_job(
+    client: AgentClient,
+    target: Target,
+    password: str,
+    *,
+    mode: JobMode,
+    as_json: bool,
+    verbose: bool,
+    debug: bool = False,
+    spool_dir: Path | None = None,
+    zone: tzinfo | None = None,
+) -> JobOutcome:
     """One backup job of ``target`` with progress on stderr, Ctrl-C/SIGTERM stopping it
     cleanly, and (``verbose``) each change printed with its reason. The repository is opened
     (or on first use created) first, so a wrong encryption password stops before any job
@@ -501,11 +570,24 @@ def run_job(client: AgentClient, target: Target, password: str, *, mode: JobMode
     cancel = threading.Event()
     title = f"backup {target.bset.name}"
     # signals first: once progress shows "started", Ctrl-C and SIGTERM stop the job cleanly
-    with cancel_on_signals(cancel), BackupProgress(title, quiet=as_json) as shown, \
-            print_changes(verbose, err=as_json, debug=debug):
-        outcome = run_backup(client, target.bset.id, target.destination.id, storage, password,
-                             mode=mode, cancel_event=cancel, progress=shown.update,
-                             spool_dir=spool_dir, zone=zone, repository=repo)
+    with (
+        cancel_on_signals(cancel),
+        BackupProgress(title, quiet=as_json) as shown,
+        print_changes(verbose, err=as_json, debug=debug),
+    ):
+        outcome = run_backup(
+            client,
+            target.bset.id,
+            target.destination.id,
+            storage,
+            password,
+            mode=mode,
+            cancel_event=cancel,
+            progress=shown.update,
+            spool_dir=spool_dir,
+            zone=zone,
+            repository=repo,
+        )
         shown.ended(_ending(outcome.status))
         return outcome
 
@@ -519,24 +601,38 @@ def _ending(status: JobStatus) -> Ending:
 def outcome_json(outcome: JobOutcome) -> dict[str, Any]:
     """A job's outcome for machines: IDs as strings, counts by CBS list key."""
     return {
-        "job_id": outcome.ref.job_id, "backup_set_id": outcome.ref.set_id,
-        "destination_id": outcome.ref.destination_id, "status": outcome.status.value,
+        "job_id": outcome.ref.job_id,
+        "backup_set_id": outcome.ref.set_id,
+        "destination_id": outcome.ref.destination_id,
+        "status": outcome.status.value,
         "snapshot_id": outcome.snapshot_id,
         "counts": {lst.key: outcome.counts.get(lst, 0) for lst in FILE_LISTS},
-        "warnings": outcome.warnings, "errors": outcome.errors,
+        "warnings": outcome.warnings,
+        "errors": outcome.errors,
         "dedupe_original_size": outcome.dedupe_original_size,
-        "dedupe_saving": outcome.dedupe_saving, "message": outcome.message,
-        "report_delivered": outcome.report_delivered, "report_spool": outcome.report_spool or None,
+        "dedupe_saving": outcome.dedupe_saving,
+        "message": outcome.message,
+        "report_delivered": outcome.report_delivered,
+        "report_spool": outcome.report_spool or None,
         "report_lost": outcome.report_lost,
-        "flushed": [{"job_id": d.job_id, "backup_set_id": d.set_id, "state": d.state.value,
-                     "message": d.message} for d in outcome.flushed],
+        "flushed": [
+            {
+                "job_id": d.job_id,
+                "backup_set_id": d.set_id,
+                "state": d.state.value,
+                "message": d.message,
+            }
+            for d in outcome.flushed
+        ],
     }
 
 
 def print_outcome(outcome: JobOutcome) -> None:
     """A job's outcome for a person, on stdout."""
-    echo(f"job {outcome.ref.job_id}: {outcome.status.value} (backup set {outcome.ref.set_id}, "
-         f"destination {outcome.ref.destination_id})")
+    echo(
+        f"job {outcome.ref.job_id}: {outcome.status.value} (backup set {outcome.ref.set_id}, "
+        f"destination {outcome.ref.destination_id})"
+    )
     counts = "  ".join(f"{lst.key} {outcome.counts.get(lst, 0)}" for lst in FILE_LISTS)
     echo(f"{counts}  warnings {outcome.warnings}  errors {outcome.errors}")
     if outcome.snapshot_id:
@@ -551,20 +647,27 @@ def print_delivery_notes(outcome: JobOutcome) -> None:
     could not be delivered, "report spooled, not delivered" with why and where, or, when it
     could not be spooled either, an error saying what is lost, with a hint."""
     for d in outcome.flushed:
-        note(f"earlier report of {d.job_name}: {d.state.value}"
-             f"{'' if d.state is DeliveryState.DELIVERED else ': ' + d.message}")
+        note(
+            f"earlier report of {d.job_name}: {d.state.value}"
+            f"{'' if d.state is DeliveryState.DELIVERED else ': ' + d.message}"
+        )
     if outcome.report_lost:
         note(f"opencbs: error: {outcome.report_error}")
-        note("hint: free space in the agent's data_dir (OPENCBS_DATA_DIR) or make it writable, "
-             "then run the backup again")
+        note(
+            "hint: free space in the agent's data_dir (OPENCBS_DATA_DIR) or make it writable, "
+            "then run the backup again"
+        )
     elif outcome.report_spool:
         note(f"opencbs: report spooled, not delivered: {outcome.report_error}")
 
 
 def exit_code_of(status: JobStatus) -> int:
     """0 for the success statuses, 130 stopped by user, 9 otherwise (module docstring)."""
-    if status in (JobStatus.STOP_SUCCESS, JobStatus.STOP_SUCCESS_WITH_WARNING,
-                  JobStatus.STOP_SUCCESS_WITH_ERROR):
+    if status in (
+        JobStatus.STOP_SUCCESS,
+        JobStatus.STOP_SUCCESS_WITH_WARNING,
+        JobStatus.STOP_SUCCESS_WITH_ERROR,
+    ):
         return 0
     if status is JobStatus.STOP_BY_USER:
         return EXIT_STOPPED
@@ -575,30 +678,69 @@ def exit_code_of(status: JobStatus) -> int:
 
 
 @click.command()
-@click.option("--set", "set_ref", default=None, metavar="NAME|ID",
-              help="The backup set (name or ID); optional when the user has exactly one.")
-@click.option("--source", "sources", multiple=True, metavar="PATH",
-              type=click.Path(path_type=Path),
-              help="First use: a folder or file of the new set (repeatable).")
-@click.option("--exclude", "excludes", multiple=True, metavar="PATTERN",
-              help="First use: a glob pattern of full paths to leave out (repeatable).")
-@click.option("--include", "includes", multiple=True, metavar="PATTERN",
-              help="First use: a glob pattern of full paths to back up only (repeatable).")
-@click.option("--destination", type=click.Path(file_okay=False, path_type=Path), default=None,
-              metavar="PATH", help="Folder of the local destination: on first use the set's; "
-                                   "else which of the set's destinations (default: its first).")
-@click.option("--add-destination", type=click.Path(file_okay=False, path_type=Path),
-              default=None, metavar="PATH",
-              help="Add this folder to an existing set as a new local destination and back up "
-                   "to it (a full backup).")
+@click.option(
+    "--set",
+    "set_ref",
+    default=None,
+    metavar="NAME|ID",
+    help="The backup set (name or ID); optional when the user has exactly one.",
+)
+@click.option(
+    "--source",
+    "sources",
+    multiple=True,
+    metavar="PATH",
+    type=click.Path(path_type=Path),
+    help="First use: a folder or file of the new set (repeatable).",
+)
+@click.option(
+    "--exclude",
+    "excludes",
+    multiple=True,
+    metavar="PATTERN",
+    help="First use: a glob pattern of full paths to leave out (repeatable).",
+)
+@click.option(
+    "--include",
+    "includes",
+    multiple=True,
+    metavar="PATTERN",
+    help="First use: a glob pattern of full paths to back up only (repeatable).",
+)
+@click.option(
+    "--destination",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    metavar="PATH",
+    help="Folder of the local destination: on first use the set's; "
+    "else which of the set's destinations (default: its first).",
+)
+@click.option(
+    "--add-destination",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    metavar="PATH",
+    help="Add this folder to an existing set as a new local destination and back up "
+    "to it (a full backup).",
+)
 @click.option("--scheduled", is_flag=True, help="Run as a scheduled job (mode S, not M).")
 @click.option("-v", "--verbose", is_flag=True, help="Print each change with its reason.")
 @JSON
 @with_agent_settings(SERVER, LOGIN, PASSWORD_STDIN, ENCRYPTION_FILE)
-def backup(settings: Settings, set_ref: str | None, sources: tuple[Path, ...],
-           excludes: tuple[str, ...], includes: tuple[str, ...], destination: Path | None,
-           add_destination: Path | None, scheduled: bool, verbose: bool, as_json: bool,
-           password_stdin: bool, encryption_password_file: Path | None) -> int:
+def backup(
+    settings: Settings,
+    set_ref: str | None,
+    sources: tuple[Path, ...],
+    excludes: tuple[str, ...],
+    includes: tuple[str, ...],
+    destination: Path | None,
+    add_destination: Path | None,
+    scheduled: bool,
+    verbose: bool,
+    as_json: bool,
+    password_stdin: bool,
+    encryption_password_file: Path | None,
+) -> int:
     """Run one backup job of a backup set and report it to the server.
 
     On first use, --set NAME --source PATH… --destination PATH creates the set (a file backup
@@ -606,11 +748,15 @@ def backup(settings: Settings, set_ref: str | None, sources: tuple[Path, ...],
     set. Exit code 0 when the job succeeds (with warnings or errors too), 130 when stopped
     (Ctrl-C, SIGTERM), 9 when it fails."""
     if destination is not None and add_destination is not None:
-        raise InvalidInput("give --destination or --add-destination, not both",
-                           "--add-destination PATH adds PATH to an existing set")
-    require_text_paths(sources, destination or add_destination,
-                       destination_option="--destination" if add_destination is None
-                       else "--add-destination")
+        raise InvalidInput(
+            "give --destination or --add-destination, not both",
+            "--add-destination PATH adds PATH to an existing set",
+        )
+    require_text_paths(
+        sources,
+        destination or add_destination,
+        destination_option="--destination" if add_destination is None else "--add-destination",
+    )
     login = require_login(settings)
     password = backup_password(settings, password_stdin)
     repo_password = encryption_password(settings, encryption_password_file)
@@ -618,15 +764,28 @@ def backup(settings: Settings, set_ref: str | None, sources: tuple[Path, ...],
     state = click.get_current_context().find_object(CliState) or CliState()
     spool_dir = report_spool_dir(settings, login)
     with AgentClient(url, login, password) as client:
-        target = resolve_target(client, sets_or_remembered(client, url, login, spool_dir),
-                                set_ref, sources, destination or add_destination, excludes,
-                                includes=includes, add_destination=add_destination is not None,
-                                check_destination=functools.partial(usable_destination,
-                                                                    password=repo_password))
-        outcome = run_job(client, target, repo_password,
-                          mode=JobMode.SCHEDULED if scheduled else JobMode.MANUAL,
-                          as_json=as_json, verbose=verbose, debug=state.debug,
-                          spool_dir=spool_dir, zone=settings.tz())
+        target = resolve_target(
+            client,
+            sets_or_remembered(client, url, login, spool_dir),
+            set_ref,
+            sources,
+            destination or add_destination,
+            excludes,
+            includes=includes,
+            add_destination=add_destination is not None,
+            check_destination=functools.partial(usable_destination, password=repo_password),
+        )
+        outcome = run_job(
+            client,
+            target,
+            repo_password,
+            mode=JobMode.SCHEDULED if scheduled else JobMode.MANUAL,
+            as_json=as_json,
+            verbose=verbose,
+            debug=state.debug,
+            spool_dir=spool_dir,
+            zone=settings.tz(),
+        )
     if as_json:
         print_json(outcome_json(outcome))
         print_delivery_notes(outcome)
@@ -645,35 +804,61 @@ def print_job_failure(outcome: JobOutcome, path: Path) -> None:
     or the scan's helper process did: ``agent.backup``): the error line and a hint, as for any
     other failure of a command."""
     why = show_name(outcome.message) or outcome.status.value
-    note(f"opencbs: error: backup job {outcome.ref.job_id} failed ({outcome.status.value}): "
-         f"{why}")
+    note(f"opencbs: error: backup job {outcome.ref.job_id} failed ({outcome.status.value}): {why}")
     shown = show_name(str(path))
     verify = f"opencbs verify --destination {shlex.quote(shown)}"
     if outcome.message.startswith("Scan error"):
-        note("hint: the walk of the sources stopped (its helper process ended); run the backup "
-             "again, with --debug for details; the repository stays consistent (check it: "
-             f"{verify})")
+        note(
+            "hint: the walk of the sources stopped (its helper process ended); run the backup "
+            "again, with --debug for details; the repository stays consistent (check it: "
+            f"{verify})"
+        )
         return
-    note(f"hint: free space on the destination {shown} or check that it is mounted and "
-         "writable, then run the backup again; the repository stays consistent (check it: "
-         f"{verify})")
+    note(
+        f"hint: free space on the destination {shown} or check that it is mounted and "
+        "writable, then run the backup again; the repository stays consistent (check it: "
+        f"{verify})"
+    )
 
 
 @click.command()
 @click.argument("job_or_snapshot", metavar="JOBID|SNAPSHOT")
-@click.option("--set", "set_ref", default=None, metavar="NAME|ID",
-              help="Only snapshots of this backup set (a name is looked up on the server).")
+@click.option(
+    "--set",
+    "set_ref",
+    default=None,
+    metavar="NAME|ID",
+    help="Only snapshots of this backup set (a name is looked up on the server).",
+)
 @DESTINATION
-@click.option("--target", required=True, type=click.Path(file_okay=False), metavar="DIR",
-              help="Folder to restore into (created if missing).")
-@click.option("--path", "paths", multiple=True, metavar="P",
-              help="Restore only this source path and what is under it, as the report shows "
-                   "it or raw (repeatable).")
+@click.option(
+    "--target",
+    required=True,
+    type=click.Path(file_okay=False),
+    metavar="DIR",
+    help="Folder to restore into (created if missing).",
+)
+@click.option(
+    "--path",
+    "paths",
+    multiple=True,
+    metavar="P",
+    help="Restore only this source path and what is under it, as the report shows "
+    "it or raw (repeatable).",
+)
 @JSON
 @with_agent_settings(SERVER, LOGIN, PASSWORD_STDIN, ENCRYPTION_FILE)
-def restore(settings: Settings, job_or_snapshot: str, set_ref: str | None,
-            destination: Path | None, target: str, paths: tuple[str, ...], as_json: bool,
-            password_stdin: bool, encryption_password_file: Path | None) -> None:
+def restore(
+    settings: Settings,
+    job_or_snapshot: str,
+    set_ref: str | None,
+    destination: Path | None,
+    target: str,
+    paths: tuple[str, ...],
+    as_json: bool,
+    password_stdin: bool,
+    encryption_password_file: Path | None,
+) -> None:
     """Restore one backup job (by job ID, snapshot ID or a unique prefix of at least 8
     characters of it) into --target DIR.
 
@@ -691,19 +876,30 @@ def restore(settings: Settings, job_or_snapshot: str, set_ref: str | None,
     try:
         ref, wanted = _restore_selection(repo, job_or_snapshot, paths, set_id)
     except SnapshotNotFound as exc:
-        exc.hint = exc.hint or (f"list them: opencbs snapshots --destination "
-                                f"{show_name(str(folder))} (a job ID, a snapshot ID or 8+ of "
-                                "its first characters)")
+        exc.hint = exc.hint or (
+            f"list them: opencbs snapshots --destination "
+            f"{show_name(str(folder))} (a job ID, a snapshot ID or 8+ of "
+            "its first characters)"
+        )
         raise
     folder_ = _restore_target(target)
     title = f"restore {show_name(job_or_snapshot)} into {show_name(target)}"
     with RestoreProgressView(title, quiet=as_json) as shown:
         try:
-            result = restore_snapshot(storage, repo_password, ref, folder_, wanted,
-                                      set_id=set_id, progress=shown.update, repository=repo)
+            result = restore_snapshot(
+                storage,
+                repo_password,
+                ref,
+                folder_,
+                wanted,
+                set_id=set_id,
+                progress=shown.update,
+                repository=repo,
+            )
         except OSError as exc:
-            raise TargetUnwritable(f"cannot write into target {show_name(target)}: "
-                                   f"{exc.strerror or exc}") from exc
+            raise TargetUnwritable(
+                f"cannot write into target {show_name(target)}: {exc.strerror or exc}"
+            ) from exc
         except RestoreIncomplete as exc:
             if as_json:  # the document first; the error (exit code 8) follows on stderr
                 print_json(restore_json(exc.result))
@@ -711,8 +907,10 @@ def restore(settings: Settings, job_or_snapshot: str, set_ref: str | None,
     if as_json:
         print_json(restore_json(result))
         return
-    echo(f"restored snapshot {result.snapshot_id} into {show_name(target)}: {result.files} "
-         f"files, {result.dirs} directories, {result.links} links, {result.bytes} bytes")
+    echo(
+        f"restored snapshot {result.snapshot_id} into {show_name(target)}: {result.files} "
+        f"files, {result.dirs} directories, {result.links} links, {result.bytes} bytes"
+    )
     for skipped in result.skipped:
         note(f"skipped unsafe path {show_name(skipped)}")
 
@@ -720,10 +918,16 @@ def restore(settings: Settings, job_or_snapshot: str, set_ref: str | None,
 def restore_json(result: RestoreResult) -> dict[str, Any]:
     """A restore's result for machines: the snapshot ID, counts, bytes, the unsafe paths
     skipped, the damaged entries (``path``, ``message``) and whether it is ``complete``."""
-    return {"snapshot_id": result.snapshot_id, "files": result.files, "dirs": result.dirs,
-            "links": result.links, "bytes": result.bytes, "skipped": list(result.skipped),
-            "damaged": [{"path": d.path, "message": d.message} for d in result.damaged],
-            "complete": result.complete}
+    return {
+        "snapshot_id": result.snapshot_id,
+        "files": result.files,
+        "dirs": result.dirs,
+        "links": result.links,
+        "bytes": result.bytes,
+        "skipped": list(result.skipped),
+        "damaged": [{"path": d.path, "message": d.message} for d in result.damaged],
+        "complete": result.complete,
+    }
 
 
 class TargetUnwritable(OpenCBSError):
@@ -733,15 +937,19 @@ class TargetUnwritable(OpenCBSError):
     exit_code = 7
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, "choose a --target folder you can create and write "
-                                  "(e.g. an empty folder in your home)")
+        super().__init__(
+            message,
+            "choose a --target folder you can create and write (e.g. an empty folder in your home)",
+        )
 
 
 def _check_target_arg(target: str) -> None:
     """Refuse an empty ``--target`` (``InvalidInput``), before anything else is done."""
     if not target.strip():
-        raise InvalidInput("--target must not be empty", "give the folder to restore into, "
-                                                         "e.g. --target ./restored")
+        raise InvalidInput(
+            "--target must not be empty",
+            "give the folder to restore into, e.g. --target ./restored",
+        )
 
 
 def _restore_target(target: str) -> Path:
@@ -752,13 +960,15 @@ def _restore_target(target: str) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise TargetUnwritable(f"cannot create target {show_name(target)}: "
-                               f"{exc.strerror or exc}") from exc
+        raise TargetUnwritable(
+            f"cannot create target {show_name(target)}: {exc.strerror or exc}"
+        ) from exc
     return path
 
 
-def _restore_selection(repo: Repository, ref: str, paths: Sequence[str], set_id: str | None
-                       ) -> tuple[str, list[bytes] | None]:
+def _restore_selection(
+    repo: Repository, ref: str, paths: Sequence[str], set_id: str | None
+) -> tuple[str, list[bytes] | None]:
     """The ID of the snapshot to restore (``ref``: a job ID, a snapshot ID or a unique prefix
     of one) and the raw snapshot paths of ``paths`` (``None``: everything). Raises
     ``AmbiguousSnapshot``, ``PathNotInSnapshot``, ``SnapshotNotFound``."""
@@ -766,39 +976,56 @@ def _restore_selection(repo: Repository, ref: str, paths: Sequence[str], set_id:
     return info.id, (resolve_paths(repo, info.id, paths) if paths else None)
 
 
-def _restore_source(settings: Settings, set_ref: str | None, destination: Path | None,
-                    password_stdin: bool) -> tuple[str | None, Path]:
+def _restore_source(
+    settings: Settings, set_ref: str | None, destination: Path | None, password_stdin: bool
+) -> tuple[str | None, Path]:
     """The set ID to filter by and the destination folder; the server is asked only when a set
     name must be looked up or no ``--destination`` is given."""
     if destination is not None and (set_ref is None or set_ref.isdigit()):
         return set_ref, destination
     if set_ref is None:
-        raise InvalidInput("no destination given", "use --destination PATH (or --set NAME|ID "
-                                                   "to look it up on the server)")
+        raise InvalidInput(
+            "no destination given",
+            "use --destination PATH (or --set NAME|ID to look it up on the server)",
+        )
     login = require_login(settings)
     password = backup_password(settings, password_stdin)
     url = settings.effective_server_url
     with AgentClient(url, login, password) as client:
         bset = find_set(list_sets(client, url, login), set_ref)
     if bset is None:
-        raise NotFound(f"no backup set {set_ref!r} of backup user {login!r}",
-                       "see `opencbs set list LOGIN`")
+        raise NotFound(
+            f"no backup set {set_ref!r} of backup user {login!r}", "see `opencbs set list LOGIN`"
+        )
     d = local_destination(bset, destination)
     if d is None:
-        raise InvalidInput(f"backup set {bset.name!r} has no local destination "
-                           f"{destination or ''}".rstrip(), "give --destination PATH")
+        raise InvalidInput(
+            f"backup set {bset.name!r} has no local destination {destination or ''}".rstrip(),
+            "give --destination PATH",
+        )
     return bset.id, destination_path(d)
 
 
 @click.command()
-@click.option("--destination", required=True, type=click.Path(file_okay=False, path_type=Path),
-              metavar="PATH", help="Folder of the local destination (the repository).")
-@click.option("--read-data", is_flag=True,
-              help="Also read, decrypt and hash every stored chunk (slow).")
+@click.option(
+    "--destination",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="PATH",
+    help="Folder of the local destination (the repository).",
+)
+@click.option(
+    "--read-data", is_flag=True, help="Also read, decrypt and hash every stored chunk (slow)."
+)
 @JSON
 @with_agent_settings(ENCRYPTION_FILE)
-def verify(settings: Settings, destination: Path, read_data: bool, as_json: bool,
-           encryption_password_file: Path | None) -> int:
+def verify(
+    settings: Settings,
+    destination: Path,
+    read_data: bool,
+    as_json: bool,
+    encryption_password_file: Path | None,
+) -> int:
     """Check a destination's repository: every pack and every chunk every snapshot
     references; with --read-data every stored byte. Exit code 8 when damage is found."""
     _must_exist(destination)
@@ -807,32 +1034,47 @@ def verify(settings: Settings, destination: Path, read_data: bool, as_json: bool
     with activity(f"verifying {destination}", quiet=as_json):
         result = repo.verify(read_data=read_data)
     if as_json:
-        print_json({"ok": result.ok, "snapshots": result.snapshots, "packs": result.packs,
-                    "chunks_read": result.chunks_read,
-                    "errors": [{"subject": p.subject, "message": p.message}
-                               for p in result.errors]})
+        print_json(
+            {
+                "ok": result.ok,
+                "snapshots": result.snapshots,
+                "packs": result.packs,
+                "chunks_read": result.chunks_read,
+                "errors": [{"subject": p.subject, "message": p.message} for p in result.errors],
+            }
+        )
     else:
         for p in result.errors:
             echo(f"damaged: {p.subject}: {p.message}")
-        echo(f"{'ok' if result.ok else f'{len(result.errors)} problems'}: "
-             f"{result.snapshots} snapshots, {result.packs} packs, "
-             f"{result.chunks_read} chunks read")
+        echo(
+            f"{'ok' if result.ok else f'{len(result.errors)} problems'}: "
+            f"{result.snapshots} snapshots, {result.packs} packs, "
+            f"{result.chunks_read} chunks read"
+        )
     if result.ok:
         return 0
-    note(f"opencbs: error: the repository at {destination} is damaged "
-         f"({len(result.errors)} problems; first: {result.errors[0].subject}: "
-         f"{result.errors[0].message})")
+    note(
+        f"opencbs: error: the repository at {destination} is damaged "
+        f"({len(result.errors)} problems; first: {result.errors[0].subject}: "
+        f"{result.errors[0].message})"
+    )
     note("hint: restore what you can from other jobs; back up again to store missing data")
     return EXIT_DAMAGED
 
 
 @click.command()
-@click.option("--destination", required=True, type=click.Path(file_okay=False, path_type=Path),
-              metavar="PATH", help="Folder of the local destination (the repository).")
+@click.option(
+    "--destination",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="PATH",
+    help="Folder of the local destination (the repository).",
+)
 @JSON
 @with_agent_settings(ENCRYPTION_FILE)
-def snapshots(settings: Settings, destination: Path, as_json: bool,
-              encryption_password_file: Path | None) -> None:
+def snapshots(
+    settings: Settings, destination: Path, as_json: bool, encryption_password_file: Path | None
+) -> None:
     """List the snapshots (completed backup jobs) in a destination, oldest first."""
     _must_exist(destination)
     repo_password = encryption_password(settings, encryption_password_file)
@@ -842,24 +1084,33 @@ def snapshots(settings: Settings, destination: Path, as_json: bool,
     for info in repo.list_snapshots():
         m = info.meta
         when = datetime.fromtimestamp(m.time_ns / 1e9, tz).isoformat(timespec="seconds")
-        rows.append({"id": info.id, "time": when, "time_ns": m.time_ns, "job_id": m.job_id,
-                     "backup_set_id": m.set_id, "destination_id": m.destination_id,
-                     "hostname": m.hostname,
-                     "sources": [display_path(s) if isinstance(s, bytes) else str(s)
-                                 for s in m.sources],
-                     "entries": info.entry_count})
+        rows.append(
+            {
+                "id": info.id,
+                "time": when,
+                "time_ns": m.time_ns,
+                "job_id": m.job_id,
+                "backup_set_id": m.set_id,
+                "destination_id": m.destination_id,
+                "hostname": m.hostname,
+                "sources": [display_path(s) if isinstance(s, bytes) else str(s) for s in m.sources],
+                "entries": info.entry_count,
+            }
+        )
     if as_json:
         print_json(rows)
         return
-    print_table(f"Snapshots in {destination}",
-                ["ID", "Time", "Job", "Set", "Host", "Sources"],
-                [[r["id"][:16], r["time"], r["job_id"], r["backup_set_id"], r["hostname"],
-                  r["sources"]] for r in rows],
-                no_wrap=("ID", "Job"))
+    print_table(
+        f"Snapshots in {destination}",
+        ["ID", "Time", "Job", "Set", "Host", "Sources"],
+        [
+            [r["id"][:16], r["time"], r["job_id"], r["backup_set_id"], r["hostname"], r["sources"]]
+            for r in rows
+        ],
+        no_wrap=("ID", "Job"),
+    )
 
 
 def _must_exist(destination: Path) -> None:
     if not destination.is_dir():
         raise RepositoryNotFound(show_name(str(destination)))
-
-

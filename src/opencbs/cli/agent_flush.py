@@ -65,8 +65,11 @@ def flush(settings: Settings, as_json: bool, password_stdin: bool) -> int:
     Exit code 0 when all are delivered, 7 when the server still cannot be reached (they stay
     spooled), 8 when the server refused some (named on stderr)."""
     base = spool_base(settings)
-    mine = (pending_spools(report_spool_dir(settings, settings.login_name))
-            if settings.login_name else [])
+    mine = (
+        pending_spools(report_spool_dir(settings, settings.login_name))
+        if settings.login_name
+        else []
+    )
     if not mine and not legacy_spools(base):
         _nothing(as_json)
         return 0
@@ -80,31 +83,45 @@ def flush(settings: Settings, as_json: bool, password_stdin: bool) -> int:
         results = deliver_pending(client, root)
     others = len(legacy_spools(base))
     if others:
-        note(f"opencbs: note: {_reports(others)} spooled by an earlier opencbs in {base} "
-             f"{'is' if others == 1 else 'are'} of backup sets that {login!r} does not have "
-             f"on {url}; kept: run `opencbs agent flush` as the backup user of "
-             f"{'its' if others == 1 else 'their'} set")
+        note(
+            f"opencbs: note: {_reports(others)} spooled by an earlier opencbs in {base} "
+            f"{'is' if others == 1 else 'are'} of backup sets that {login!r} does not have "
+            f"on {url}; kept: run `opencbs agent flush` as the backup user of "
+            f"{'its' if others == 1 else 'their'} set"
+        )
     if not results:
         _nothing(as_json)
         return 0
     rows: list[dict[str, Any]] = [
-        {"folder": d.folder, "backup_set_id": d.set_id, "destination_id": d.destination_id,
-         "job_id": d.job_id, "state": d.state.value, "batches_sent": d.batches_sent,
-         "message": d.message} for d in results]
+        {
+            "folder": d.folder,
+            "backup_set_id": d.set_id,
+            "destination_id": d.destination_id,
+            "job_id": d.job_id,
+            "state": d.state.value,
+            "batches_sent": d.batches_sent,
+            "message": d.message,
+        }
+        for d in results
+    ]
     left = len(pending_spools(root))
     if as_json:
         print_json(rows)
     else:
         for d in results:
-            echo(f"{d.state.value}: {d.job_name} of backup set {d.set_id}, destination "
-                 f"{d.destination_id} ({d.batches_sent} batches sent)"
-                 f"{'' if d.state is DeliveryState.DELIVERED else ': ' + d.message}")
+            echo(
+                f"{d.state.value}: {d.job_name} of backup set {d.set_id}, destination "
+                f"{d.destination_id} ({d.batches_sent} batches sent)"
+                f"{'' if d.state is DeliveryState.DELIVERED else ': ' + d.message}"
+            )
     dropped = [d for d in results if d.state is DeliveryState.DROPPED]
     for d in dropped:
         note(f"opencbs: warning: the report of {d.job_name} was dropped: {d.message}")
     if any(d.state is DeliveryState.PENDING for d in results):
-        note(f"opencbs: {_reports(left)} {'stays' if left == 1 else 'stay'} spooled in {root}; "
-             "run `opencbs agent flush` again when the server is reachable")
+        note(
+            f"opencbs: {_reports(left)} {'stays' if left == 1 else 'stay'} spooled in {root}; "
+            "run `opencbs agent flush` again when the server is reachable"
+        )
         return EXIT_PENDING
     return EXIT_DROPPED if dropped else 0
 

@@ -65,15 +65,24 @@ def configure_logging(level: str) -> None:
 
 
 DATA_DIR = click.option(
-    "--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-    help="Data directory [env OPENCBS_DATA_DIR; default ~/.local/share/opencbs].")
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Data directory [env OPENCBS_DATA_DIR; default ~/.local/share/opencbs].",
+)
 DATABASE_URL = click.option(
-    "--database-url", default=None, metavar="URL",
+    "--database-url",
+    default=None,
+    metavar="URL",
     help="sqlite:///PATH or postgresql://USER@HOST/DB [env OPENCBS_DATABASE_URL; default: "
-         "opencbs.db in the data directory].")
+    "opencbs.db in the data directory].",
+)
 TIMEZONE = click.option(
-    "--timezone", default=None, metavar="ZONE",
-    help="IANA time zone of rendered times [env OPENCBS_TIMEZONE; default: the machine's].")
+    "--timezone",
+    default=None,
+    metavar="ZONE",
+    help="IANA time zone of rendered times [env OPENCBS_TIMEZONE; default: the machine's].",
+)
 JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
@@ -116,12 +125,15 @@ def open_database(settings: Settings) -> Database:
 
 
 PASSWORD_STDIN = click.option(
-    "--password-stdin", is_flag=True,
-    help="Read the password from the first line of standard input.")
+    "--password-stdin",
+    is_flag=True,
+    help="Read the password from the first line of standard input.",
+)
 
 
-def read_password(from_stdin: bool, *, prompt: str = "Password", generate: bool = False
-                  ) -> tuple[str, bool]:
+def read_password(
+    from_stdin: bool, *, prompt: str = "Password", generate: bool = False
+) -> tuple[str, bool]:
     """A password: the first line of stdin, or typed twice at a terminal, or (``generate``,
     when stdin is not a terminal) a new random one. Returns ``(password, generated)``.
 
@@ -130,8 +142,10 @@ def read_password(from_stdin: bool, *, prompt: str = "Password", generate: bool 
     if from_stdin:
         line = sys.stdin.readline().rstrip("\r\n")
         if not line:
-            raise InvalidInput("no password on standard input",
-                               "pipe it in: printf '%s\\n' \"$PW\" | opencbs … --password-stdin")
+            raise InvalidInput(
+                "no password on standard input",
+                "pipe it in: printf '%s\\n' \"$PW\" | opencbs … --password-stdin",
+            )
         return line, False
     if sys.stdin.isatty():
         typed: str = click.prompt(prompt, hide_input=True, confirmation_prompt=True)
@@ -140,8 +154,10 @@ def read_password(from_stdin: bool, *, prompt: str = "Password", generate: bool 
         return typed, False
     if generate:
         return generate_password(), True
-    raise InvalidInput("no password given and standard input is not a terminal",
-                       "use --password-stdin and pipe the password in")
+    raise InvalidInput(
+        "no password given and standard input is not a terminal",
+        "use --password-stdin and pipe the password in",
+    )
 
 
 def generate_password() -> str:
@@ -166,8 +182,13 @@ def console() -> Console:
     return Console(soft_wrap=False, highlight=False, width=1000)
 
 
-def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]], *,
-                no_wrap: Sequence[str] = ()) -> None:
+def print_table(
+    title: str,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[object]],
+    *,
+    no_wrap: Sequence[str] = (),
+) -> None:
     """Print rows as a table on stdout; the columns named in ``no_wrap`` (IDs to copy) are
     never folded. A cell is a value, or a list/tuple of values shown one per line; each value
     goes through :func:`show_name` (control characters escaped)."""
@@ -208,24 +229,30 @@ def show_name(name: str | bytes) -> str:
 
 # --- paths the server stores ---------------------------------------------------------------
 
-SOURCE_TEXT_HINT = ("a backup set's sources are stored as UTF-8 text: rename that folder or file "
-                    "to a UTF-8 name, or give its parent folder as {option} (names inside a "
-                    "source may be any bytes)")
-DESTINATION_TEXT_HINT = ("a destination's path is stored as UTF-8 text: choose a folder whose "
-                         "path is UTF-8 (or rename it)")
+SOURCE_TEXT_HINT = (
+    "a backup set's sources are stored as UTF-8 text: rename that folder or file "
+    "to a UTF-8 name, or give its parent folder as {option} (names inside a "
+    "source may be any bytes)"
+)
+DESTINATION_TEXT_HINT = (
+    "a destination's path is stored as UTF-8 text: choose a folder whose "
+    "path is UTF-8 (or rename it)"
+)
 
 
-def require_text_paths(sources: Iterable[str | os.PathLike[str]],
-                       destination: str | os.PathLike[str] | None, *,
-                       source_option: str = "--source",
-                       destination_option: str = "--destination") -> None:
+def require_text_paths(
+    sources: Iterable[str | os.PathLike[str]],
+    destination: str | os.PathLike[str] | None,
+    *,
+    source_option: str = "--source",
+    destination_option: str = "--destination",
+) -> None:
     """Refuse, before anything is created, a source or destination whose absolute path (what
     the server is given) is not valid UTF-8 text: a name from a command line that is not UTF-8
     (its bytes as lone surrogates) cannot travel in the API's JSON nor be stored. Raises
     ``InvalidInput`` naming the option, the path shown with ``\\xNN`` for such bytes."""
     for source in sources:
-        _require_text_path(source, source_option,
-                           SOURCE_TEXT_HINT.format(option=source_option))
+        _require_text_path(source, source_option, SOURCE_TEXT_HINT.format(option=source_option))
     if destination is not None:
         _require_text_path(destination, destination_option, DESTINATION_TEXT_HINT)
 
@@ -235,8 +262,7 @@ def _require_text_path(path: str | os.PathLike[str], option: str, hint: str) -> 
     try:
         full.encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidInput(f"{option} {show_name(full)} is not a valid UTF-8 path",
-                           hint) from None
+        raise InvalidInput(f"{option} {show_name(full)} is not a valid UTF-8 path", hint) from None
 
 
 def _cell(value: object) -> str:

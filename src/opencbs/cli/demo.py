@@ -62,8 +62,11 @@ class DemoResult:
 
 def vendor_example() -> dict[str, Any]:
     """The ``Data`` of the vendor's example GetBackupJobReport answer (packaged with opencbs)."""
-    text = resources.files("opencbs.reports").joinpath("data/vendor_example.json").read_text(
-        encoding="utf-8")
+    text = (
+        resources.files("opencbs.reports")
+        .joinpath("data/vendor_example.json")
+        .read_text(encoding="utf-8")
+    )
     data: dict[str, Any] = json.loads(text)["Data"]
     return data
 
@@ -89,10 +92,16 @@ def set_up_demo(db: Database, tz: tzinfo, data_dir: Path) -> DemoResult:
             created.append(f"job {example['ID']}")
         second = _deliver_second_job(conn, bset, dest_id, tz, created)
     return DemoResult(
-        data_dir=str(data_dir), database_url=db.engine.url.render_as_string(hide_password=True),
-        sysuser=SYSUSER, sysuser_password=password, login_name=LOGIN,
-        backup_set_id=str(bset.id), destination_id=str(dest_id),
-        example_job_id=str(example["ID"]), second_job_id=second, created=created,
+        data_dir=str(data_dir),
+        database_url=db.engine.url.render_as_string(hide_password=True),
+        sysuser=SYSUSER,
+        sysuser_password=password,
+        login_name=LOGIN,
+        backup_set_id=str(bset.id),
+        destination_id=str(dest_id),
+        example_job_id=str(example["ID"]),
+        second_job_id=second,
+        created=created,
     )
 
 
@@ -102,8 +111,9 @@ def _demo_set(conn: Connection, user_id: int, data_dir: Path, created: list[str]
         bset = sets.add_set(conn, user_id, SET_NAME, {"sources": [SOURCE]})
         created.append(f"backup set {SET_NAME}")
     if not bset.destinations:
-        sets.add_destination(conn, user_id, bset.id, "Local", "LOCAL",
-                             {"path": str(data_dir / "demo-destination")})
+        sets.add_destination(
+            conn, user_id, bset.id, "Local", "LOCAL", {"path": str(data_dir / "demo-destination")}
+        )
         created.append("destination Local")
     return sets.get_set(conn, user_id, bset.id)
 
@@ -116,18 +126,33 @@ def _has_job(conn: Connection, bset: BackupSet, job_id: str) -> bool:
     return True
 
 
-def _deliver_second_job(conn: Connection, bset: BackupSet, dest_id: int, tz: tzinfo,
-                        created: list[str]) -> str:
+def _deliver_second_job(
+    conn: Connection, bset: BackupSet, dest_id: int, tz: tzinfo, created: list[str]
+) -> str:
     """A small job delivered as an agent would: start, one batch of entries, finish."""
     start = parse_report_time(SECOND_JOB_START, tz)
     job_id = job_id_at(start, tz)
     if _has_job(conn, bset, job_id):
         return job_id
-    job = jobs.start_job(conn, bset, dest_id, tz=tz, start_ms=start, mode=JobMode.SCHEDULED,
-                         from_ip="127.0.0.1", run_version="opencbs demo")
+    job = jobs.start_job(
+        conn,
+        bset,
+        dest_id,
+        tz=tz,
+        start_ms=start,
+        mode=JobMode.SCHEDULED,
+        from_ip="127.0.0.1",
+        run_version="opencbs demo",
+    )
     jobs.append_batch(conn, job.pk, 0, _second_job_entries(start))
-    jobs.finish_job(conn, job.pk, JobStatus.STOP_SUCCESS_WITH_WARNING, end_ms=start + 9000,
-                    dedupe_original_size=92_160, dedupe_saving=20_480)
+    jobs.finish_job(
+        conn,
+        job.pk,
+        JobStatus.STOP_SUCCESS_WITH_WARNING,
+        end_ms=start + 9000,
+        dedupe_original_size=92_160,
+        dedupe_saving=20_480,
+    )
     created.append(f"job {job_id}")
     return job_id
 
@@ -145,10 +170,24 @@ def _second_job_entries(start: int) -> list[jobs.EntryIn]:
         E(upd, "F", src + "budget.xlsx", mtime_ms=t, size=16_384, unzip_size=40_960),
         E(pmt, "F", src + "readme.txt", mtime_ms=t, size=512, unzip_size=1_024),
         E(ReportList.DEL, "F", src + "old.log", mtime_ms=t, size=300, unzip_size=900),
-        E(ReportList.MOV, "F", src + "archive\\notes.txt", from_path=src + "notes.txt",
-          mtime_ms=t, size=700, unzip_size=2_000),
-        E(ReportList.CPY, "F", src + "2024\\plan-copy.docx", from_path=src + "2024\\plan.docx",
-          mtime_ms=t, size=0, unzip_size=51_200),
+        E(
+            ReportList.MOV,
+            "F",
+            src + "archive\\notes.txt",
+            from_path=src + "notes.txt",
+            mtime_ms=t,
+            size=700,
+            unzip_size=2_000,
+        ),
+        E(
+            ReportList.CPY,
+            "F",
+            src + "2024\\plan-copy.docx",
+            from_path=src + "2024\\plan.docx",
+            mtime_ms=t,
+            size=0,
+            unzip_size=51_200,
+        ),
         E(log, "warn", "Skipped " + src + "mail.pst: the file is in use", mtime_ms=start + 7000),
         E(log, "end", "Backup Completed with warnings", mtime_ms=start + 9000),
     ]
@@ -168,23 +207,33 @@ def curl_command(result: DemoResult, host: str, port: int) -> str:
         "DestinationID": result.destination_id,
         "BackupJobID": result.example_job_id,
     }
-    return (f"curl -s -X POST http://{host}:{port}/obs/api/json/GetBackupJobReport.do "
-            f"-H 'Content-Type: application/json' -d {shlex.quote(json.dumps(body))}")
+    return (
+        f"curl -s -X POST http://{host}:{port}/obs/api/json/GetBackupJobReport.do "
+        f"-H 'Content-Type: application/json' -d {shlex.quote(json.dumps(body))}"
+    )
 
 
 def _print_human(result: DemoResult, curl: str) -> None:
     echo(f"data directory: {result.data_dir}")
     echo(f"database:       {result.database_url}")
     if result.sysuser_password is not None:
-        echo(f"system user {result.sysuser!r} created; its password (shown only now): "
-             f"{result.sysuser_password}")
+        echo(
+            f"system user {result.sysuser!r} created; its password (shown only now): "
+            f"{result.sysuser_password}"
+        )
     else:
-        echo(f"system user {result.sysuser!r} exists already; its password is unchanged "
-             f"(set a new one: opencbs sysuser passwd {result.sysuser})")
-    echo(f"backup user {result.login_name!r}, backup set {result.backup_set_id} "
-         f"({SET_NAME}), destination {result.destination_id}")
-    echo(f"jobs: {result.example_job_id} (the vendor's example), {result.second_job_id} "
-         f"(delivered through the store)")
+        echo(
+            f"system user {result.sysuser!r} exists already; its password is unchanged "
+            f"(set a new one: opencbs sysuser passwd {result.sysuser})"
+        )
+    echo(
+        f"backup user {result.login_name!r}, backup set {result.backup_set_id} "
+        f"({SET_NAME}), destination {result.destination_id}"
+    )
+    echo(
+        f"jobs: {result.example_job_id} (the vendor's example), {result.second_job_id} "
+        f"(delivered through the store)"
+    )
     echo("created: " + (", ".join(result.created) if result.created else "nothing (all there)"))
     echo("")
     echo("The example job's report:")

@@ -69,9 +69,13 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(opencbs.__version__, "--version", prog_name="opencbs")
-@click.option("--config", type=click.Path(dir_okay=False), default=None, metavar="PATH",
-              help="Config file (TOML) [env OPENCBS_CONFIG; default "
-                   "~/.config/opencbs/config.toml].")
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="PATH",
+    help="Config file (TOML) [env OPENCBS_CONFIG; default ~/.config/opencbs/config.toml].",
+)
 @click.option("--debug", is_flag=True, help="Log at DEBUG and show tracebacks of errors.")
 @click.pass_context
 def cli(ctx: click.Context, config: str | None, debug: bool) -> None:
@@ -99,8 +103,10 @@ def exit_code(exc: BaseException) -> int:
 def default_hint(exc: OpenCBSError) -> str:
     """What to do about an error that carries no hint of its own."""
     if isinstance(exc, errors.NotFound):
-        return ("check the name or ID: `opencbs user list`, `opencbs set list LOGIN`, "
-                "`opencbs report JOBID --user LOGIN`")
+        return (
+            "check the name or ID: `opencbs user list`, `opencbs set list LOGIN`, "
+            "`opencbs report JOBID --user LOGIN`"
+        )
     if isinstance(exc, errors.Conflict):
         return "it exists already; list what is there with the command's `list`"
     if isinstance(exc, errors.StoreError):
@@ -124,8 +130,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns (and, as a script, exits with) the exit code."""
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
-        result = cli.main(args=list(argv) if argv is not None else None,
-                          prog_name="opencbs", standalone_mode=False)
+        result = cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="opencbs",
+            standalone_mode=False,
+        )
         code = result if isinstance(result, int) else 0
     except OpenCBSError as exc:
         if debug:
@@ -147,8 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         log.debug("internal error", exc_info=True)
-        _fail(f"internal error: {type(exc).__name__}: {exc}",
-              "this is a bug; run again with --debug for the traceback and report it")
+        _fail(
+            f"internal error: {type(exc).__name__}: {exc}",
+            "this is a bug; run again with --debug for the traceback and report it",
+        )
         code = exit_code(exc)
     return code
 

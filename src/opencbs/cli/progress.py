@@ -53,8 +53,14 @@ class _ProgressView:
     """What both views share: a live rich bar on a terminal (bytes, files, speed, elapsed, the
     current path), throttled plain lines otherwise, nothing when ``quiet``."""
 
-    def __init__(self, title: str, *, quiet: bool = False, stream: TextIO | None = None,
-                 interval: float = PLAIN_INTERVAL) -> None:
+    def __init__(
+        self,
+        title: str,
+        *,
+        quiet: bool = False,
+        stream: TextIO | None = None,
+        interval: float = PLAIN_INTERVAL,
+    ) -> None:
         self.title = title
         self.quiet = quiet
         self.console = _stderr_console(stream)
@@ -71,11 +77,16 @@ class _ProgressView:
     def _start(self, files: str) -> None:
         if self.fancy:
             self._bar = Progress(
-                SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
-                DownloadColumn(), TransferSpeedColumn(),
-                TextColumn("{task.fields[files]} files"), TimeElapsedColumn(),
+                SpinnerColumn(),
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TextColumn("{task.fields[files]} files"),
+                TimeElapsedColumn(),
                 TextColumn("{task.fields[current]}", style="dim"),
-                console=self.console, transient=True,
+                console=self.console,
+                transient=True,
             )
             self._bar.start()
             self._task = self._bar.add_task(self.title, total=None, files=files, current="")
@@ -88,8 +99,7 @@ class _ProgressView:
             return False
         name = show_name(path)
         current = name if len(name) <= 40 else "…" + name[-39:]
-        self._bar.update(self._task, completed=completed, total=total, files=files,
-                         current=current)
+        self._bar.update(self._task, completed=completed, total=total, files=files, current=current)
         return True
 
     def _line_due(self) -> bool:
@@ -113,8 +123,14 @@ class BackupProgress(_ProgressView):
     """A context manager whose :meth:`update` takes the runner's ``Progress`` snapshots
     (``opencbs.agent.backup.Progress``: files and bytes done and seen)."""
 
-    def __init__(self, title: str, *, quiet: bool = False, stream: TextIO | None = None,
-                 interval: float = PLAIN_INTERVAL) -> None:
+    def __init__(
+        self,
+        title: str,
+        *,
+        quiet: bool = False,
+        stream: TextIO | None = None,
+        interval: float = PLAIN_INTERVAL,
+    ) -> None:
         super().__init__(title, quiet=quiet, stream=stream, interval=interval)
         self._latest: JobProgressInfo | None = None
         self._printed: JobProgressInfo | None = None
@@ -134,8 +150,9 @@ class BackupProgress(_ProgressView):
         if self.quiet:
             return
         self._latest = p
-        if self._show(p.bytes_done, max(p.bytes_seen, 1), f"{p.files_done}/{p.files_seen}",
-                      p.current_file):
+        if self._show(
+            p.bytes_done, max(p.bytes_seen, 1), f"{p.files_done}/{p.files_seen}", p.current_file
+        ):
             return
         if p.files_seen == 0:
             return  # nothing to say before the first file ("0/0 files read")
@@ -144,19 +161,25 @@ class BackupProgress(_ProgressView):
 
     def _line(self, p: JobProgressInfo, label: str) -> None:
         self._printed = p
-        self._print(f"{self.title}: {label}{p.files_done}/{p.files_seen} files read, "
-                    f"{p.bytes_done}/{p.bytes_seen} bytes")
+        self._print(
+            f"{self.title}: {label}{p.files_done}/{p.files_seen} files read, "
+            f"{p.bytes_done}/{p.bytes_seen} bytes"
+        )
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._stop()
         latest = self._latest
         if self.quiet or et is not None:
             return
         if self._ending != "done":  # never "done: 0/0 files read" after a failure or a stop
-            got = (f" after {latest.files_done}/{latest.files_seen} files read, "
-                   f"{latest.bytes_done}/{latest.bytes_seen} bytes"
-                   if latest is not None and latest.files_seen else "")
+            got = (
+                f" after {latest.files_done}/{latest.files_seen} files read, "
+                f"{latest.bytes_done}/{latest.bytes_seen} bytes"
+                if latest is not None and latest.files_seen
+                else ""
+            )
             self._print(f"{self.title}: {self._ending}{got}")
         elif latest is not None and latest != self._printed:
             self._line(latest, "done: ")
@@ -166,8 +189,14 @@ class RestoreProgressView(_ProgressView):
     """A context manager whose :meth:`update` takes a restore's ``RestoreProgress`` calls
     (``opencbs.agent.restore``); see the module docstring for what is shown where."""
 
-    def __init__(self, title: str, *, quiet: bool = False, stream: TextIO | None = None,
-                 interval: float = PLAIN_INTERVAL) -> None:
+    def __init__(
+        self,
+        title: str,
+        *,
+        quiet: bool = False,
+        stream: TextIO | None = None,
+        interval: float = PLAIN_INTERVAL,
+    ) -> None:
         super().__init__(title, quiet=quiet, stream=stream, interval=interval)
         self._final: RestoreProgress | None = None
 
@@ -192,13 +221,16 @@ class RestoreProgressView(_ProgressView):
             size = f"{p.bytes}" if p.bytes_total is None else f"{p.bytes}/{p.bytes_total}"
             self._print(f"{self.title}: {files} files, {size} bytes restored")
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._stop()
         p = self._final
         if not self.quiet and p is not None:
-            self._print(f"{self.title}: done: {p.files} files, {p.dirs} directories, "
-                        f"{p.links} links, {p.bytes} bytes restored")
+            self._print(
+                f"{self.title}: done: {p.files} files, {p.dirs} directories, "
+                f"{p.links} links, {p.bytes} bytes restored"
+            )
 
 
 @contextmanager

@@ -92,8 +92,9 @@ def read_agent_file(path: Path) -> dict[str, str]:
     except FileNotFoundError:
         return {}
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}",
-                          "fix or remove it (a removed file means new passwords)") from exc
+        raise ConfigError(
+            f"cannot read {path}: {exc}", "fix or remove it (a removed file means new passwords)"
+        ) from exc
     table = doc.get("agent")
     return {k: str(v) for k, v in table.items()} if isinstance(table, dict) else {}
 
@@ -102,8 +103,15 @@ def _toml_str(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)  # a JSON string is a TOML basic string
 
 
-def write_agent_file(path: Path, *, data_dir: Path, server_url: str, login: str, password: str,
-                     encryption_password: str) -> None:
+def write_agent_file(
+    path: Path,
+    *,
+    data_dir: Path,
+    server_url: str,
+    login: str,
+    password: str,
+    encryption_password: str,
+) -> None:
     """Write the agent's settings to ``path`` atomically, mode 0600 (it holds passwords)."""
     text = (
         "# Written by `opencbs quickstart`: the agent's settings of the quickstart backup set.\n"
@@ -150,8 +158,12 @@ def set_up(db: Database, data_dir: Path, source: Path) -> Setup:
         bset = sets.find_set_by_name(conn, owner.id, name)
         if bset is None:
             exclude = [glob.escape(str(data_dir))] if data_dir.is_relative_to(source) else []
-            bset = sets.add_set(conn, owner.id, name, {
-                "sources": [str(source)], "filters": {"include": [], "exclude": exclude}})
+            bset = sets.add_set(
+                conn,
+                owner.id,
+                name,
+                {"sources": [str(source)], "filters": {"include": [], "exclude": exclude}},
+            )
             created.append(f"backup set {name}")
         if not bset.destinations:
             folder = data_dir / "destinations" / str(bset.id)
@@ -160,11 +172,13 @@ def set_up(db: Database, data_dir: Path, source: Path) -> Setup:
         dest = bset.destinations[0]
         folder = Path(str(dest.settings["path"]))
     if not saved.get("encryption_password") and (folder / "keys").exists():
-        raise ConfigError(f"{agent_file(data_dir)} with the encryption password of {folder} "
-                          "is gone", "put it back, or remove that destination folder to start "
-                          "its backups afresh")
-    return Setup(sys_password, LOGIN, password, enc, str(bset.id), name, str(dest.id), folder,
-                 created)
+        raise ConfigError(
+            f"{agent_file(data_dir)} with the encryption password of {folder} is gone",
+            "put it back, or remove that destination folder to start its backups afresh",
+        )
+    return Setup(
+        sys_password, LOGIN, password, enc, str(bset.id), name, str(dest.id), folder, created
+    )
 
 
 # --- the server in a background thread --------------------------------------------------
@@ -193,8 +207,13 @@ class BackgroundServer:
         from opencbs.api.state import ServerState
 
         state = ServerState(db=db, tz=settings.tz(), job_idle_timeout=settings.job_idle_timeout)
-        config = uvicorn.Config(build_app(state), log_level="warning", server_header=False,
-                                proxy_headers=False, timeout_graceful_shutdown=5)
+        config = uvicorn.Config(
+            build_app(state),
+            log_level="warning",
+            server_header=False,
+            proxy_headers=False,
+            timeout_graceful_shutdown=5,
+        )
         self.server = uvicorn.Server(config)
         self.sock = sock
         self.thread = threading.Thread(target=self._run, name="opencbs-server", daemon=True)
@@ -215,8 +234,9 @@ class BackgroundServer:
             self.thread.join(0.05)
             waited += 0.05
         if not self.server.started:
-            raise ConfigError(f"the server did not start: {self.error or 'timeout'}",
-                              "run again with --debug")
+            raise ConfigError(
+                f"the server did not start: {self.error or 'timeout'}", "run again with --debug"
+            )
 
     def wait(self) -> None:
         """Serve until SIGINT or SIGTERM (main thread) or until the server stops."""
@@ -246,25 +266,40 @@ class BackgroundServer:
 
 def curl_command(setup: Setup, url: str, job_id: str) -> str:
     """A ready-to-paste ``curl`` for GetBackupJobReport of job ``job_id``."""
-    body = {"SysUser": SYSUSER, "SysPwd": setup.sysuser_password or f"<password of {SYSUSER}>",
-            "LoginName": setup.login, "BackupSetID": setup.set_id,
-            "DestinationID": setup.destination_id, "BackupJobID": job_id}
-    return (f"curl -s -X POST {url}/obs/api/json/GetBackupJobReport.do "
-            f"-H 'Content-Type: application/json' -d {shlex.quote(json.dumps(body))}")
+    body = {
+        "SysUser": SYSUSER,
+        "SysPwd": setup.sysuser_password or f"<password of {SYSUSER}>",
+        "LoginName": setup.login,
+        "BackupSetID": setup.set_id,
+        "DestinationID": setup.destination_id,
+        "BackupJobID": job_id,
+    }
+    return (
+        f"curl -s -X POST {url}/obs/api/json/GetBackupJobReport.do "
+        f"-H 'Content-Type: application/json' -d {shlex.quote(json.dumps(body))}"
+    )
 
 
 def _print_setup(setup: Setup, data_dir: Path) -> None:
     echo(f"data directory: {show_name(str(data_dir))}")
     if setup.sysuser_password is not None:
-        echo(f"system user {SYSUSER!r} created; its password (shown only now): "
-             f"{setup.sysuser_password}")
+        echo(
+            f"system user {SYSUSER!r} created; its password (shown only now): "
+            f"{setup.sysuser_password}"
+        )
     else:
-        echo(f"system user {SYSUSER!r} exists; its password is unchanged "
-             f"(set a new one: opencbs sysuser passwd {SYSUSER})")
-    echo(f"backup user {setup.login!r}; its settings and the encryption password: "
-         f"{agent_file(data_dir)} (mode 0600)")
-    echo(f"backup set {setup.set_id} ({show_name(setup.set_name)}), destination "
-         f"{setup.destination_id} ({show_name(str(setup.destination))})")
+        echo(
+            f"system user {SYSUSER!r} exists; its password is unchanged "
+            f"(set a new one: opencbs sysuser passwd {SYSUSER})"
+        )
+    echo(
+        f"backup user {setup.login!r}; its settings and the encryption password: "
+        f"{agent_file(data_dir)} (mode 0600)"
+    )
+    echo(
+        f"backup set {setup.set_id} ({show_name(setup.set_name)}), destination "
+        f"{setup.destination_id} ({show_name(str(setup.destination))})"
+    )
 
 
 @click.command()
@@ -285,29 +320,40 @@ def quickstart(settings: Settings, path: Path | None, no_serve: bool, verbose: b
         _print_setup(setup, data_dir)
         # the persistent URL: the configured port, whatever this run serves on
         persistent = _local_url(settings, settings.port)
-        write_agent_file(agent_file(data_dir), data_dir=data_dir, server_url=persistent,
-                         login=setup.login, password=setup.password,
-                         encryption_password=setup.encryption_password)
+        write_agent_file(
+            agent_file(data_dir),
+            data_dir=data_dir,
+            server_url=persistent,
+            login=setup.login,
+            password=setup.password,
+            encryption_password=setup.encryption_password,
+        )
         sock, asked = bind_socket(settings.host, settings.port)
         if not asked:
             sock_port = sock.getsockname()[1]
             if serves_setup(persistent, setup):
                 sock.close()
-                note(f"an opencbs server of this data directory already answers on {persistent}; "
-                     "the backup reports to it (quickstart does not serve)")
+                note(
+                    f"an opencbs server of this data directory already answers on {persistent}; "
+                    "the backup reports to it (quickstart does not serve)"
+                )
                 return _backup(setup, persistent, verbose)
-            note(f"port {settings.port} is in use by another program; this run serves on "
-                 f"temporary port {sock_port} only ({agent_file(data_dir)} keeps {persistent})")
-        return _serve_and_back_up(settings, database, sock, setup, verbose=verbose,
-                                  no_serve=no_serve, temporary=not asked)
+            note(
+                f"port {settings.port} is in use by another program; this run serves on "
+                f"temporary port {sock_port} only ({agent_file(data_dir)} keeps {persistent})"
+            )
+        return _serve_and_back_up(
+            settings, database, sock, setup, verbose=verbose, no_serve=no_serve, temporary=not asked
+        )
     finally:
         database.dispose()
 
 
 def _local_url(settings: Settings, port: int) -> str:
     """``http://<host>:<port>`` of the local server (``server_url`` ignored)."""
-    return Settings.model_construct(**{**settings.model_dump(), "port": port,
-                                       "server_url": ""}).effective_server_url
+    return Settings.model_construct(
+        **{**settings.model_dump(), "port": port, "server_url": ""}
+    ).effective_server_url
 
 
 def serves_setup(url: str, setup: Setup, timeout: float = 3.0) -> bool:
@@ -320,8 +366,16 @@ def serves_setup(url: str, setup: Setup, timeout: float = 3.0) -> bool:
         return False
 
 
-def _serve_and_back_up(settings: Settings, database: Database, sock: socket.socket,
-                       setup: Setup, *, verbose: bool, no_serve: bool, temporary: bool) -> int:
+def _serve_and_back_up(
+    settings: Settings,
+    database: Database,
+    sock: socket.socket,
+    setup: Setup,
+    *,
+    verbose: bool,
+    no_serve: bool,
+    temporary: bool,
+) -> int:
     """Start the server on ``sock``, run the job through it; after a successful job (and
     without ``no_serve``) serve until SIGINT/SIGTERM. Returns the exit code."""
     url = _local_url(settings, sock.getsockname()[1])
@@ -333,8 +387,10 @@ def _serve_and_back_up(settings: Settings, database: Database, sock: socket.sock
             return code  # a failed job: its exit code, nothing served
         if no_serve:
             if temporary:
-                note(f"the curl above used temporary port {sock.getsockname()[1]}, which is "
-                     "closed now; run `opencbs serve` and send it to its port")
+                note(
+                    f"the curl above used temporary port {sock.getsockname()[1]}, which is "
+                    "closed now; run `opencbs serve` and send it to its port"
+                )
             return 0
         echo("")
         echo(f"serving on {url} (Ctrl-C stops); the curl above works while it serves")
@@ -354,9 +410,15 @@ def _backup(setup: Setup, url: str, verbose: bool) -> int:
         if bset is None:
             raise ConfigError(f"backup set {setup.set_id} is not visible to {setup.login!r}")
         target = agent_cmds.Target(bset, bset.destinations[0], setup.destination)
-        outcome = agent_cmds.run_job(client, target, setup.encryption_password,
-                                     mode=JobMode.MANUAL, as_json=False, verbose=verbose,
-                                     debug=bool(state and state.debug))
+        outcome = agent_cmds.run_job(
+            client,
+            target,
+            setup.encryption_password,
+            mode=JobMode.MANUAL,
+            as_json=False,
+            verbose=verbose,
+            debug=bool(state and state.debug),
+        )
     echo("")
     agent_cmds.print_outcome(outcome)
     code = agent_cmds.exit_code_of(outcome.status)
@@ -364,8 +426,10 @@ def _backup(setup: Setup, url: str, verbose: bool) -> int:
     echo("The job's report (GetBackupJobReport):")
     echo(curl_command(setup, url, outcome.ref.job_id))
     if setup.sysuser_password is None:
-        echo(f"(replace <password of {SYSUSER}>; set a new one with: "
-             f"opencbs sysuser passwd {SYSUSER})")
+        echo(
+            f"(replace <password of {SYSUSER}>; set a new one with: "
+            f"opencbs sysuser passwd {SYSUSER})"
+        )
     return code
 
 

@@ -29,17 +29,39 @@ from opencbs.store.sets import BackupSet
 @click.command()
 @click.argument("job_id", metavar="JOBID")
 @click.option("--user", "login", required=True, metavar="LOGIN", help="Backup user.")
-@click.option("--set", "set_ref", default=None, metavar="ID|NAME",
-              help="Backup set (ID or name); default: the user's set that has the job.")
-@click.option("--destination", default=None, metavar="ID",
-              help="Destination ID; default: the set's first destination that has the job.")
+@click.option(
+    "--set",
+    "set_ref",
+    default=None,
+    metavar="ID|NAME",
+    help="Backup set (ID or name); default: the user's set that has the job.",
+)
+@click.option(
+    "--destination",
+    default=None,
+    metavar="ID",
+    help="Destination ID; default: the set's first destination that has the job.",
+)
 @click.option("--cdp", is_flag=True, help="Look among continuous-backup jobs.")
-@click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True,
-              help="Entries shown per list (readable form only).")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="Entries shown per list (readable form only).",
+)
 @JSON
 @with_settings(TIMEZONE)
-def report(settings: Settings, job_id: str, login: str, set_ref: str | None,
-           destination: str | None, cdp: bool, limit: int, as_json: bool) -> None:
+def report(
+    settings: Settings,
+    job_id: str,
+    login: str,
+    set_ref: str | None,
+    destination: str | None,
+    cdp: bool,
+    limit: int,
+    as_json: bool,
+) -> None:
     """Show the report of backup job JOBID (yyyy-MM-dd-HH-mm-ss).
 
     --json prints exactly what GetBackupJobReport answers (cbs-api.md §5).
@@ -64,14 +86,14 @@ def report(settings: Settings, job_id: str, login: str, set_ref: str | None,
                 out.write(b"\n")
                 out.flush()
                 return
-            _print_readable(bset, job.destination_id, summary_fields(header), entries, fmt,
-                            limit)
+            _print_readable(bset, job.destination_id, summary_fields(header), entries, fmt, limit)
     finally:
         database.dispose()
 
 
-def _resolve_set(conn: Any, user_id: int, ref: str | None, job_id: str,
-                 destination: str | None, cdp: bool) -> BackupSet:
+def _resolve_set(
+    conn: Any, user_id: int, ref: str | None, job_id: str, destination: str | None, cdp: bool
+) -> BackupSet:
     """The set named by ``ref`` (an ID, else a name), or the only set of the user having the
     job. Raises ``BackupSetNotFound``, ``BackupJobNotFound`` or ``InvalidInput`` (ambiguous)."""
     if ref is not None:
@@ -95,13 +117,21 @@ def _resolve_set(conn: Any, user_id: int, ref: str | None, job_id: str,
     if not having:
         raise BackupJobNotFound(job_id)
     if len(having) > 1:
-        raise InvalidInput(f"backup job {job_id} exists in {len(having)} backup sets",
-                           "choose one with --set ID: " + ", ".join(str(s.id) for s in having))
+        raise InvalidInput(
+            f"backup job {job_id} exists in {len(having)} backup sets",
+            "choose one with --set ID: " + ", ".join(str(s.id) for s in having),
+        )
     return having[0]
 
 
-def _print_readable(bset: BackupSet, destination_id: int, fields: dict[str, Any],
-                    entries: Any, fmt: LogTimeFormatter, limit: int) -> None:
+def _print_readable(
+    bset: BackupSet,
+    destination_id: int,
+    fields: dict[str, Any],
+    entries: Any,
+    fmt: LogTimeFormatter,
+    limit: int,
+) -> None:
     con = console()
     head = Table(title=f"Backup job {fields['ID']}", title_justify="left", show_header=False)
     head.add_column("Field", style="bold")
@@ -113,14 +143,20 @@ def _print_readable(bset: BackupSet, destination_id: int, fields: dict[str, Any]
         if key != "ID" and value not in ("", None):
             head.add_row(key, Text(str(value)))
     con.print(head)
-    _print_list(con, "Logs", ["Type", "Timestamp", "Message"],
-                (log_entry(r, fmt) for r in entries(ReportList.LOG)), limit)
+    _print_list(
+        con,
+        "Logs",
+        ["Type", "Timestamp", "Message"],
+        (log_entry(r, fmt) for r in entries(ReportList.LOG)),
+        limit,
+    )
     for lst in FILE_LISTS:
-        cols = (["Type", "LastModified", "FromFile", "ToFile", "FileSize", "UnzipFilesSize",
-                 "Ratio"] if lst is ReportList.MOV else
-                ["Type", "LastModified", "Name", "FileSize", "UnzipFilesSize", "Ratio"])
-        _print_list(con, lst.key, cols,
-                    (file_entry(r, fmt, lst) for r in entries(lst)), limit)
+        cols = (
+            ["Type", "LastModified", "FromFile", "ToFile", "FileSize", "UnzipFilesSize", "Ratio"]
+            if lst is ReportList.MOV
+            else ["Type", "LastModified", "Name", "FileSize", "UnzipFilesSize", "Ratio"]
+        )
+        _print_list(con, lst.key, cols, (file_entry(r, fmt, lst) for r in entries(lst)), limit)
 
 
 def _print_list(con: Any, title: str, cols: list[str], items: Any, limit: int) -> None:

@@ -8,13 +8,20 @@ from opencbs.cli.common import TIMEZONE, open_database, with_settings
 from opencbs.settings import Settings
 from opencbs.store.db import Database
 
-HOST = click.option("--host", default=None, help="Address to bind [env OPENCBS_HOST; default "
-                    "127.0.0.1].")
-PORT = click.option("--port", type=int, default=None,
-                    help="TCP port [env OPENCBS_PORT; default 8530].")
-IDLE = click.option("--job-idle-timeout", type=float, default=None, metavar="SECONDS",
-                    help="Close a running job silent this long as BS_BACKUP_NOT_FINISHED "
-                         "[env OPENCBS_JOB_IDLE_TIMEOUT; default 3600].")
+HOST = click.option(
+    "--host", default=None, help="Address to bind [env OPENCBS_HOST; default 127.0.0.1]."
+)
+PORT = click.option(
+    "--port", type=int, default=None, help="TCP port [env OPENCBS_PORT; default 8530]."
+)
+IDLE = click.option(
+    "--job-idle-timeout",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Close a running job silent this long as BS_BACKUP_NOT_FINISHED "
+    "[env OPENCBS_JOB_IDLE_TIMEOUT; default 3600].",
+)
 
 
 def serve_database(settings: Settings, database: Database) -> None:

@@ -47,7 +47,7 @@ def _folder_error(action: str, root: Path, exc: OSError) -> DestinationError:
     return DestinationError(
         f"Cannot {action} {root}: {exc.strerror or exc}",
         hint="Choose a folder you can create and write (its disk mounted, writable and not "
-             "full), or check the --destination path.",
+        "full), or check the --destination path.",
     )
 
 
@@ -98,15 +98,13 @@ class LocalStorage:
                 except FileExistsError:
                     continue  # made meanwhile by someone else: not ours to remove
                 except OSError as exc:
-                    raise _folder_error("create the destination folder", self.root,
-                                        exc) from exc
+                    raise _folder_error("create the destination folder", self.root, exc) from exc
                 made.append(path)
             probe = self.root / f"{_TMP_PREFIX}probe-{secrets.token_hex(8)}"
             try:
                 self._write_file(probe, b"")
             except OSError as exc:
-                raise _folder_error("write in the destination folder", self.root,
-                                    exc) from exc
+                raise _folder_error("write in the destination folder", self.root, exc) from exc
             finally:
                 with contextlib.suppress(OSError):
                     probe.unlink()

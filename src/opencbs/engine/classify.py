@@ -530,8 +530,21 @@ def _with_content(prev: Entry | None, cur: Entry) -> Entry:
 
 def _with_id(e: Entry, content_id: bytes | None) -> Entry:
     """``replace(e, content_id=content_id)``, without ``replace``'s per-field work."""
-    return Entry(e.path, e.etype, e.size, e.mtime_ns, e.ctime_ns, e.mode, e.uid, e.gid,
-                 e.inode, e.device, e.link_target, e.link_to_dir, content_id)
+    return Entry(
+        e.path,
+        e.etype,
+        e.size,
+        e.mtime_ns,
+        e.ctime_ns,
+        e.mode,
+        e.uid,
+        e.gid,
+        e.inode,
+        e.device,
+        e.link_target,
+        e.link_to_dir,
+        content_id,
+    )
 
 
 def _compare(prev: Entry, cur: Entry) -> tuple[ReportList, Reason] | None:

@@ -68,8 +68,8 @@ def parse_display_path(text: str) -> bytes:
         if text.startswith("\\\\", j):
             out += b"\\"
             i = j + 2
-        elif text.startswith("\\x", j) and _is_hex2(text[j + 2:j + 4]):
-            out.append(int(text[j + 2:j + 4], 16))
+        elif text.startswith("\\x", j) and _is_hex2(text[j + 2 : j + 4]):
+            out.append(int(text[j + 2 : j + 4], 16))
             i = j + 4
         else:
             raise ValueError(f"not a path in display form (lone backslash at {j}): {text!r}")

@@ -26,7 +26,7 @@ class RepositoryNotFound(RepositoryError):
         super().__init__(
             f"No repository at {where}",
             hint="check the destination path; a repository is created there by the first "
-                 "`opencbs backup` to it",
+            "`opencbs backup` to it",
         )
 
 

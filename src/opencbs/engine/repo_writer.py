@@ -118,8 +118,10 @@ class _Batch:
         the whole batch (few GIL hand-offs for many small chunks)."""
         keys, level, data = self.keys, self.level, self.data
         if len(data) == 1 or not all(data):
-            return [_seal_chunk(keys, level, slot.chunk_id, d)
-                    for slot, d in zip(self.slots, data, strict=True)]
+            return [
+                _seal_chunk(keys, level, slot.chunk_id, d)
+                for slot, d in zip(self.slots, data, strict=True)
+            ]
         inputs: list[bytes | bytearray | memoryview] = list(data)
         frames = _compressor(level).multi_compress_to_buffer(inputs, threads=0)
         nonces = os.urandom(NONCE_SIZE * len(data))
@@ -234,12 +236,26 @@ class FileResult:
     both cores busy. Every other field is known at once.
     """
 
-    __slots__ = ("chunk_ids", "content_id", "original_size", "dedup_saved_bytes",
-                 "_known", "_new_known", "_waiting")
+    __slots__ = (
+        "chunk_ids",
+        "content_id",
+        "original_size",
+        "dedup_saved_bytes",
+        "_known",
+        "_new_known",
+        "_waiting",
+    )
 
-    def __init__(self, chunk_ids: tuple[bytes, ...], content_id: bytes, original_size: int,
-                 stored_size: int, new_stored_bytes: int, dedup_saved_bytes: int,
-                 waiting: tuple[tuple[_Slot, bool], ...] = ()) -> None:
+    def __init__(
+        self,
+        chunk_ids: tuple[bytes, ...],
+        content_id: bytes,
+        original_size: int,
+        stored_size: int,
+        new_stored_bytes: int,
+        dedup_saved_bytes: int,
+        waiting: tuple[tuple[_Slot, bool], ...] = (),
+    ) -> None:
         """``stored_size``/``new_stored_bytes``: the part already known; ``waiting``: chunks
         whose compressed size is still to come, each with whether this file added it."""
         self.chunk_ids = chunk_ids
@@ -280,14 +296,22 @@ class FileResult:
     __hash__ = None  # type: ignore[assignment]
 
     def _fields(self) -> tuple[object, ...]:
-        return (self.chunk_ids, self.content_id, self.original_size, self.stored_size,
-                self.new_stored_bytes, self.dedup_saved_bytes)
+        return (
+            self.chunk_ids,
+            self.content_id,
+            self.original_size,
+            self.stored_size,
+            self.new_stored_bytes,
+            self.dedup_saved_bytes,
+        )
 
     def __repr__(self) -> str:
-        return (f"FileResult(chunks={len(self.chunk_ids)}, content_id="
-                f"{self.content_id.hex()[:16]}…, original_size={self.original_size}, "
-                f"stored_size={self.stored_size}, new_stored_bytes={self.new_stored_bytes}, "
-                f"dedup_saved_bytes={self.dedup_saved_bytes})")
+        return (
+            f"FileResult(chunks={len(self.chunk_ids)}, content_id="
+            f"{self.content_id.hex()[:16]}…, original_size={self.original_size}, "
+            f"stored_size={self.stored_size}, new_stored_bytes={self.new_stored_bytes}, "
+            f"dedup_saved_bytes={self.dedup_saved_bytes})"
+        )
 
 
 class Writer:
@@ -415,8 +439,9 @@ class Writer:
             content_id = ids[0]
         else:
             content_id = keys.hasher().digest()
-        return FileResult(tuple(ids), content_id, original, stored, new_stored, saved,
-                          tuple(waiting))
+        return FileResult(
+            tuple(ids), content_id, original, stored, new_stored, saved, tuple(waiting)
+        )
 
     def _add(self, chunk_id: bytes, data: bytes) -> tuple[_Slot | None, bool]:
         """``(slot, new)``: the chunk's pending slot (``None`` if in an indexed pack) and

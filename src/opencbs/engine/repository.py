@@ -317,8 +317,12 @@ class Repository:
         missing = [pid for pid in self._index.packs() if pid not in present]
         if missing:
             forgotten = self._index.forget_packs(missing)
-            log.warning("%d indexed packs are missing from the destination; their %d chunks "
-                        "will be stored again", len(missing), forgotten)
+            log.warning(
+                "%d indexed packs are missing from the destination; their %d chunks "
+                "will be stored again",
+                len(missing),
+                forgotten,
+            )
         return missing, self.recover_indexes()
 
     # Writing -------------------------------------------------------------------------------
@@ -381,9 +385,7 @@ class Repository:
 
     # Reading -------------------------------------------------------------------------------
 
-    def list_snapshots(
-        self, *, damaged: list[VerifyProblem] | None = None
-    ) -> list[SnapshotInfo]:
+    def list_snapshots(self, *, damaged: list[VerifyProblem] | None = None) -> list[SnapshotInfo]:
         """Every readable snapshot, oldest first (by ``meta.time_ns``, then ID).
 
         A damaged snapshot object (fails authentication or decoding) is skipped with a warning

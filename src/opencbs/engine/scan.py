@@ -259,9 +259,7 @@ class Scan:
         logger.debug("skipped %s: not a file, directory or link", display_path(path))
         return None
 
-    def _entry_error(
-        self, parent: _Frame, path: bytes, action: str, error: OSError
-    ) -> ScanWarning:
+    def _entry_error(self, parent: _Frame, path: bytes, action: str, error: OSError) -> ScanWarning:
         """The warning of an entry of ``parent`` that could not be read; rules in the module
         docstring (a vanished entry leaves its directory complete)."""
         if isinstance(error, FileNotFoundError) and _still(parent):
@@ -301,10 +299,20 @@ def _make(
     # owner, group and device take few values: one int object each for every entry that keeps
     # them (a job holds the entries of every new file until classification: 32 bytes apiece)
     shared = _shared_int
-    return Entry(path, etype, size, st.st_mtime_ns, st.st_ctime_ns,
-                 shared(st.st_mode, st.st_mode), shared(st.st_uid, st.st_uid),
-                 shared(st.st_gid, st.st_gid), st.st_ino, shared(st.st_dev, st.st_dev),
-                 link_target, link_to_dir)
+    return Entry(
+        path,
+        etype,
+        size,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+        shared(st.st_mode, st.st_mode),
+        shared(st.st_uid, st.st_uid),
+        shared(st.st_gid, st.st_gid),
+        st.st_ino,
+        shared(st.st_dev, st.st_dev),
+        link_target,
+        link_to_dir,
+    )
 
 
 _SHARED_INTS: dict[int, int] = {}  # value -> the first int object of that value seen (_make)

@@ -87,8 +87,13 @@ class ScanProcess:
         try:
             proc = subprocess.Popen(
                 # -P: not the current directory first on sys.path (a types.py there would run)
-                [sys.executable, "-P", "-m", "opencbs.engine.scan_process"], stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=errors, bufsize=_PIPE_BUFFER, close_fds=True)
+                [sys.executable, "-P", "-m", "opencbs.engine.scan_process"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                bufsize=_PIPE_BUFFER,
+                close_fds=True,
+            )
         except OSError as exc:
             errors.close()
             log.debug("scanning in this process: cannot start the scan helper: %s", exc)
@@ -97,8 +102,11 @@ class ScanProcess:
             return
         try:
             assert proc.stdin is not None and proc.stdout is not None
-            job = {"sources": list(self.sources), "include": list(self.filters.include),
-                   "exclude": list(self.filters.exclude)}
+            job = {
+                "sources": list(self.sources),
+                "include": list(self.filters.include),
+                "exclude": list(self.filters.exclude),
+            }
             try:
                 proc.stdin.write(marshal.dumps(job))
                 proc.stdin.close()
@@ -134,11 +142,23 @@ class ScanProcess:
                 if len(rec) == 2:
                     yield ScanWarning(rec[0], rec[1])
                     continue
-                (path, etype, size, mtime, ctime, mode, uid, gid, inode, device, target,
-                 to_dir) = rec
-                yield Entry(path, types[etype], size, mtime, ctime, shared(mode, mode),
-                            shared(uid, uid), shared(gid, gid), inode, shared(device, device),
-                            target, to_dir)
+                (path, etype, size, mtime, ctime, mode, uid, gid, inode, device, target, to_dir) = (
+                    rec
+                )
+                yield Entry(
+                    path,
+                    types[etype],
+                    size,
+                    mtime,
+                    ctime,
+                    shared(mode, mode),
+                    shared(uid, uid),
+                    shared(gid, gid),
+                    inode,
+                    shared(device, device),
+                    target,
+                    to_dir,
+                )
 
 
 def _died(proc: subprocess.Popen[bytes], errors: IO[bytes]) -> str:
@@ -157,9 +177,22 @@ def _child() -> None:
     batch: list[tuple[Any, ...]] = []
     for item in scan:
         if isinstance(item, Entry):
-            batch.append((item.path, item.etype.value, item.size, item.mtime_ns, item.ctime_ns,
-                          item.mode, item.uid, item.gid, item.inode, item.device,
-                          item.link_target, item.link_to_dir))
+            batch.append(
+                (
+                    item.path,
+                    item.etype.value,
+                    item.size,
+                    item.mtime_ns,
+                    item.ctime_ns,
+                    item.mode,
+                    item.uid,
+                    item.gid,
+                    item.inode,
+                    item.device,
+                    item.link_target,
+                    item.link_to_dir,
+                )
+            )
         else:
             batch.append((item.path, item.message))
         if len(batch) >= _BATCH:
@@ -170,8 +203,13 @@ def _child() -> None:
     if batch:
         data = marshal.dumps(batch)
         write(len(data).to_bytes(4, "little") + data)
-    end = marshal.dumps({"end": True, "incomplete": sorted(scan.incomplete_dirs),
-                         "completed_dirs": scan.completed_dirs})
+    end = marshal.dumps(
+        {
+            "end": True,
+            "incomplete": sorted(scan.incomplete_dirs),
+            "completed_dirs": scan.completed_dirs,
+        }
+    )
     write(len(end).to_bytes(4, "little") + end)
     out.flush()
 

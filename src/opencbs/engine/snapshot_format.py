@@ -282,8 +282,22 @@ def _decode_at(buf: bytes, pos: int, end: int, what: str) -> TreeItem:
     """The record whose body is ``buf[pos:end]``."""
     if pos < end and buf[pos] & _FIXED:
         try:
-            (flags, code, path_len, target_len, content_len, count, size, mtime, ctime, mode,
-             uid, gid, inode, device) = _HEAD.unpack_from(buf, pos)
+            (
+                flags,
+                code,
+                path_len,
+                target_len,
+                content_len,
+                count,
+                size,
+                mtime,
+                ctime,
+                mode,
+                uid,
+                gid,
+                inode,
+                device,
+            ) = _HEAD.unpack_from(buf, pos)
         except struct.error:
             raise CorruptData(f"{what}: truncated record") from None
         etype = _ETYPES.get(code)
@@ -315,8 +329,21 @@ def _decode_at(buf: bytes, pos: int, end: int, what: str) -> TreeItem:
             chunks = ()
         else:
             chunks = tuple(buf[i : i + ID_SIZE] for i in range(q, p, ID_SIZE))
-        entry = Entry(path, etype, size, mtime, ctime, mode, uid, gid, inode, device, target,
-                      bool(flags & _LINK_TO_DIR), content)
+        entry = Entry(
+            path,
+            etype,
+            size,
+            mtime,
+            ctime,
+            mode,
+            uid,
+            gid,
+            inode,
+            device,
+            target,
+            bool(flags & _LINK_TO_DIR),
+            content,
+        )
         return entry, chunks
     return _decode_variable(buf[pos:end], what)
 

@@ -44,9 +44,7 @@ class Counters:
     warn_entries: int = 0
     error_entries: int = 0
 
-    def add_file(
-        self, lst: ReportList, etype: str, link_dir: bool, size: int, unzip: int
-    ) -> None:
+    def add_file(self, lst: ReportList, etype: str, link_dir: bool, size: int, unzip: int) -> None:
         """Count one file entry of list ``lst`` (``etype`` is ``F``, ``D`` or ``L``)."""
         if lst is ReportList.NEW:
             if etype == EntryType.FILE.value:

@@ -38,8 +38,9 @@ def normalise_url(url: str) -> str:
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
-        raise ConfigError(f"invalid database URL: {url!r}", "use sqlite:///PATH or "
-                          "postgresql://USER@HOST:PORT/DB") from exc
+        raise ConfigError(
+            f"invalid database URL: {url!r}", "use sqlite:///PATH or postgresql://USER@HOST:PORT/DB"
+        ) from exc
     backend = parsed.get_backend_name()
     if backend in ("postgres", "postgresql"):
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -117,8 +118,10 @@ def _make_parent_dir(engine: Engine) -> None:
         try:
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError(f"cannot create the folder of {database}: {exc.strerror}",
-                              "check the path in --database-url") from exc
+            raise ConfigError(
+                f"cannot create the folder of {database}: {exc.strerror}",
+                "check the path in --database-url",
+            ) from exc
 
 
 def _setup_sqlite(engine: Engine) -> None:

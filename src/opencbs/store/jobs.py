@@ -245,8 +245,7 @@ def _running(conn: Connection, pk: int) -> Job:
     lock_job(conn, pk)  # writers of one job never interleave (PostgreSQL row lock)
     job = get_job_by_pk(conn, pk)
     if job.status != _RUNNING:
-        raise Conflict(f"backup job {job.job_id} is finished ({job.status})",
-                       "start a new job")
+        raise Conflict(f"backup job {job.job_id} is finished ({job.status})", "start a new job")
     return job
 
 
@@ -411,8 +410,11 @@ def close_stale_jobs(conn: Connection, idle_ms: int, *, at_ms: int | None = None
         # the idle test is repeated in the UPDATE: a batch committed since the SELECT wins
         done = conn.execute(
             update(backup_jobs)
-            .where(backup_jobs.c.pk == row.pk, backup_jobs.c.status == _RUNNING,
-                   backup_jobs.c.last_activity < at - idle_ms)
+            .where(
+                backup_jobs.c.pk == row.pk,
+                backup_jobs.c.status == _RUNNING,
+                backup_jobs.c.last_activity < at - idle_ms,
+            )
             .values(status=JobStatus.BACKUP_NOT_FINISHED.value, end_time=row.last_activity)
         )
         if done.rowcount:
@@ -472,18 +474,34 @@ def import_report(
     logs = data.get("Logs") or data.get("info") or []
     for seq, log_entry in enumerate(logs):
         rows.append(
-            dict(job_pk=pk[0], list=0, seq=seq, etype=str(log_entry["Type"]), link_dir=False,
-                 path=str(log_entry["Message"]), from_path=None,
-                 mtime_ms=parse_log_time(str(log_entry["Timestamp"]), tz), size=0, unzip_size=0)
+            dict(
+                job_pk=pk[0],
+                list=0,
+                seq=seq,
+                etype=str(log_entry["Type"]),
+                link_dir=False,
+                path=str(log_entry["Message"]),
+                from_path=None,
+                mtime_ms=parse_log_time(str(log_entry["Timestamp"]), tz),
+                size=0,
+                unzip_size=0,
+            )
         )
     for lst in FILE_LISTS:
         for seq, fe in enumerate(data.get(lst.key) or []):
             rows.append(
-                dict(job_pk=pk[0], list=int(lst), seq=seq, etype=str(fe["Type"]),
-                     link_dir=False, path=str(fe.get("ToFile") or fe.get("Name")),
-                     from_path=fe.get("FromFile"),
-                     mtime_ms=parse_log_time(str(fe["LastModified"]), tz),
-                     size=int(fe.get("FileSize", 0)), unzip_size=int(fe.get("UnzipFilesSize", 0)))
+                dict(
+                    job_pk=pk[0],
+                    list=int(lst),
+                    seq=seq,
+                    etype=str(fe["Type"]),
+                    link_dir=False,
+                    path=str(fe.get("ToFile") or fe.get("Name")),
+                    from_path=fe.get("FromFile"),
+                    mtime_ms=parse_log_time(str(fe["LastModified"]), tz),
+                    size=int(fe.get("FileSize", 0)),
+                    unzip_size=int(fe.get("UnzipFilesSize", 0)),
+                )
             )
     if rows:
         conn.execute(job_entries.insert(), rows)
@@ -545,7 +563,6 @@ def find_report_job_fast(
         if row.destination_id == did:
             return _job(row)
     return None
-
 
 
 def find_job(
@@ -630,8 +647,11 @@ def jobs_between(
     if not user_ids:
         return []
     q = (
-        select(backup_jobs, backup_sets.c.user_id.label("set_user_id"),
-               backup_sets.c.name.label("set_name"))
+        select(
+            backup_jobs,
+            backup_sets.c.user_id.label("set_user_id"),
+            backup_sets.c.name.label("set_name"),
+        )
         .join(backup_sets, backup_sets.c.id == backup_jobs.c.set_id)
         .where(
             backup_sets.c.user_id.in_(list(user_ids)),
@@ -668,8 +688,7 @@ def stored_bytes(conn: Connection, user_ids: Sequence[int]) -> dict[int, int]:
     if not user_ids:
         return {}
     q = (
-        select(backup_sets.c.user_id,
-               func.sum(backup_jobs.c.new_size + backup_jobs.c.upd_size))
+        select(backup_sets.c.user_id, func.sum(backup_jobs.c.new_size + backup_jobs.c.upd_size))
         .join(backup_sets, backup_sets.c.id == backup_jobs.c.set_id)
         .where(backup_sets.c.user_id.in_(list(user_ids)))
         .group_by(backup_sets.c.user_id)

@@ -31,12 +31,16 @@ from opencbs.store.util import is_text, now_ms, shown_text
 log = logging.getLogger(__name__)
 
 #: What to do about a source path that is not UTF-8 text.
-SOURCE_HINT = ("a backup set's sources are stored as UTF-8 text: rename that folder or file to a "
-               "UTF-8 name, or give its parent folder as the source (names inside a source may "
-               "be any bytes)")
+SOURCE_HINT = (
+    "a backup set's sources are stored as UTF-8 text: rename that folder or file to a "
+    "UTF-8 name, or give its parent folder as the source (names inside a source may "
+    "be any bytes)"
+)
 #: What to do about a destination path that is not UTF-8 text.
-DESTINATION_HINT = ("a destination's path is stored as UTF-8 text: choose a folder whose path is "
-                    "UTF-8, or rename it")
+DESTINATION_HINT = (
+    "a destination's path is stored as UTF-8 text: choose a folder whose path is "
+    "UTF-8, or rename it"
+)
 
 DEFAULT_SETTINGS: dict[str, Any] = {
     "sources": [],
@@ -90,8 +94,11 @@ def _served(value: Any, where: str) -> Any:
     that holds it fail to encode. Logs a warning naming ``where`` when one is found."""
     out = _as_text(value)
     if out != value:
-        log.warning("%s holds a name or path that is not UTF-8 text; served in its display "
-                    "form (\\xNN): fix it (a new source or destination)", where)
+        log.warning(
+            "%s holds a name or path that is not UTF-8 text; served in its display "
+            "form (\\xNN): fix it (a new source or destination)",
+            where,
+        )
     return out
 
 
@@ -127,8 +134,9 @@ def _require_text_values(value: Any, what: str, hint: str) -> None:
             _require_text_values(v, what, hint)
 
 
-def normalise_settings(settings: Mapping[str, Any] | None, base: Mapping[str, Any] | None = None
-                       ) -> dict[str, Any]:
+def normalise_settings(
+    settings: Mapping[str, Any] | None, base: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Merge ``settings`` over ``base`` (or the defaults) and check their shapes.
 
     Raises ``InvalidInput`` for a wrong shape (sources not a list of strings, …).
@@ -136,8 +144,9 @@ def normalise_settings(settings: Mapping[str, Any] | None, base: Mapping[str, An
     out: dict[str, Any] = dict(base or DEFAULT_SETTINGS)
     for key, value in (settings or {}).items():
         if key not in DEFAULT_SETTINGS:
-            raise InvalidInput(f"unknown backup set setting {key!r}",
-                               f"known: {', '.join(DEFAULT_SETTINGS)}")
+            raise InvalidInput(
+                f"unknown backup set setting {key!r}", f"known: {', '.join(DEFAULT_SETTINGS)}"
+            )
         out[key] = value
     if not isinstance(out["sources"], list) or not all(
         isinstance(s, str) and s for s in out["sources"]
@@ -150,15 +159,17 @@ def normalise_settings(settings: Mapping[str, Any] | None, base: Mapping[str, An
         isinstance(filters.get(k, []), list) and all(isinstance(p, str) for p in filters.get(k, []))
         for k in ("include", "exclude")
     ):
-        raise InvalidInput("filters must be {\"include\": [patterns], \"exclude\": [patterns]}")
+        raise InvalidInput('filters must be {"include": [patterns], "exclude": [patterns]}')
     for key in ("include", "exclude"):
         for pattern in filters.get(key, []):
             require_text(pattern, f"{key} pattern", "give the pattern in UTF-8")
     comp = out["compression"]
-    if not isinstance(comp, dict) or not isinstance(comp.get("level", 3), int) or not (
-        0 <= comp.get("level", 3) <= 22
+    if (
+        not isinstance(comp, dict)
+        or not isinstance(comp.get("level", 3), int)
+        or not (0 <= comp.get("level", 3) <= 22)
     ):
-        raise InvalidInput("compression must be {\"type\": \"ZSTD\", \"level\": 0..22}")
+        raise InvalidInput('compression must be {"type": "ZSTD", "level": 0..22}')
     if not isinstance(out["deduplication"], bool):
         raise InvalidInput("deduplication must be true or false")
     return out
@@ -354,9 +365,7 @@ def get_destination(conn: Connection, bset: BackupSet, destination_id: int | str
     row = None
     if did is not None:
         row = conn.execute(
-            select(destinations).where(
-                destinations.c.id == did, destinations.c.set_id == bset.id
-            )
+            select(destinations).where(destinations.c.id == did, destinations.c.set_id == bset.id)
         ).first()
     if row is None:
         raise DestinationNotFound(str(destination_id))

@@ -94,8 +94,9 @@ def check_name(name: str, what: str) -> None:
         raise InvalidInput(f"the {what} must not be empty", hint)
     bad = next((c for c in name if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F), None)
     if bad is not None:
-        raise InvalidInput(f"the {what} {name!r} holds a control character "
-                           f"(U+{ord(bad):04X})", hint)
+        raise InvalidInput(
+            f"the {what} {name!r} holds a control character (U+{ord(bad):04X})", hint
+        )
     if "/" in name or "\\" in name:
         raise InvalidInput(f"the {what} {name!r} holds a '/' or '\\'", hint)
     if name != name.strip():
@@ -234,9 +235,11 @@ def add_backup_user(
     if owner:
         reseller = get_system_user(conn, owner)
         if reseller is None or reseller.role is not SystemRole.RESELLER:
-            raise InvalidInput(f"owner {owner!r} is not a reseller system user",
-                               "give the name of a RESELLER system user (`opencbs sysuser "
-                               "list`), or no --owner for the admins")
+            raise InvalidInput(
+                f"owner {owner!r} is not a reseller system user",
+                "give the name of a RESELLER system user (`opencbs sysuser "
+                "list`), or no --owner for the admins",
+            )
     if quota < 0:
         raise InvalidInput("the quota must be zero (none) or a positive number of bytes")
     if find_backup_user(conn, login_name) is not None:

@@ -73,7 +73,7 @@ def _names(data: dict[str, Any], key: str, src: Path) -> set[tuple[str, str]]:
     base = str(src.parent) + "/"
 
     def rel(p: str) -> str:
-        return p[len(base):] if p.startswith(base) else p
+        return p[len(base) :] if p.startswith(base) else p
 
     if key == "mov":
         return {(e["Type"], f"{rel(e['FromFile'])} -> {rel(e['ToFile'])}") for e in data[key]}
@@ -82,6 +82,7 @@ def _names(data: dict[str, Any], key: str, src: Path) -> set[tuple[str, str]]:
 
 def _check_counters(data: dict[str, Any]) -> None:
     """Every counter of §5 equals what its list holds."""
+
     def n(key: str, t: str) -> int:
         return sum(1 for e in data[key] if e["Type"] == t)
 
@@ -138,19 +139,40 @@ def test_first_changed_and_unchanged_jobs_then_restore(
 
     # Job 1: everything is new, the source folder included.
     seen: list[Progress] = []
-    first = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0,
-                       progress=seen.append, progress_interval=0)
+    first = run_backup(
+        agent,
+        set_id,
+        dest_id,
+        storage,
+        PASSWORD,
+        start_time_ms=T0,
+        progress=seen.append,
+        progress_interval=0,
+    )
     assert first.status is JobStatus.STOP_SUCCESS and first.snapshot_id is not None
     data = _report(client, first)
     _check_counters(data)
     assert data["BackupJobStatus"] == "BS_STOP_SUCCESS"
     assert data["Logs"][0]["Message"] == f"Start [opencbs {__version__}]"
     assert data["Logs"][0]["Type"] == "start" and data["Logs"][-1]["Type"] == "end"
-    files = {"a.txt", "b.txt", "empty", "ren.txt", "mv.txt", "exec.sh", "sub/c.bin",
-             "sub/d.txt", "old/x.txt", "old/y.txt", "caf\\xe9.txt"}
+    files = {
+        "a.txt",
+        "b.txt",
+        "empty",
+        "ren.txt",
+        "mv.txt",
+        "exec.sh",
+        "sub/c.bin",
+        "sub/d.txt",
+        "old/x.txt",
+        "old/y.txt",
+        "caf\\xe9.txt",
+    }
     assert _names(data, "new", src) == (
-        {("F", f"src/{f}") for f in files} | {("D", "src"), ("D", "src/sub"), ("D", "src/old")}
-        | {("L", "src/link"), ("L", "src/dirlink")})
+        {("F", f"src/{f}") for f in files}
+        | {("D", "src"), ("D", "src/sub"), ("D", "src/old")}
+        | {("L", "src/link"), ("L", "src/dirlink")}
+    )
     assert (int(data["NumOfNewLinkFileCount"]), int(data["NumOfNewLinkDirCount"])) == (1, 1)
     for key in ("upd", "pmt", "del", "mov", "cpy"):
         assert data[key] == []
@@ -163,15 +185,15 @@ def test_first_changed_and_unchanged_jobs_then_restore(
     assert seen and seen[-1].files_done == len(files)
 
     # Job 2: one of each change.
-    _write(src / "a.txt", b"alpha changed " * 70)                       # upd
-    (src / "b.txt").chmod(0o600)                                        # pmt
-    (src / "sub" / "d.txt").unlink()                                    # del F
-    os.rename(src / "ren.txt", src / "ren2.txt")                        # mov (in place)
-    os.rename(src / "mv.txt", src / "sub" / "mv.txt")                   # mov (other dir)
-    shutil.copy2(src / "sub" / "c.bin", src / "c-copy.bin")             # cpy
-    (src / "newdir").mkdir()                                            # new D
-    shutil.rmtree(src / "old")                                          # del D + 2 del F
-    os.symlink("b.txt", src / "link2")                                  # new L
+    _write(src / "a.txt", b"alpha changed " * 70)  # upd
+    (src / "b.txt").chmod(0o600)  # pmt
+    (src / "sub" / "d.txt").unlink()  # del F
+    os.rename(src / "ren.txt", src / "ren2.txt")  # mov (in place)
+    os.rename(src / "mv.txt", src / "sub" / "mv.txt")  # mov (other dir)
+    shutil.copy2(src / "sub" / "c.bin", src / "c-copy.bin")  # cpy
+    (src / "newdir").mkdir()  # new D
+    shutil.rmtree(src / "old")  # del D + 2 del F
+    os.symlink("b.txt", src / "link2")  # new L
     second = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0 + 60_000)
     assert second.status is JobStatus.STOP_SUCCESS
     data = _report(client, second)
@@ -179,18 +201,29 @@ def test_first_changed_and_unchanged_jobs_then_restore(
     assert _names(data, "new", src) == {("D", "src/newdir"), ("L", "src/link2")}
     assert _names(data, "upd", src) == {("F", "src/a.txt")}
     assert _names(data, "pmt", src) == {("F", "src/b.txt")}
-    assert _names(data, "del", src) == {("F", "src/sub/d.txt"), ("D", "src/old"),
-                                        ("F", "src/old/x.txt"), ("F", "src/old/y.txt")}
-    assert _names(data, "mov", src) == {("F", "src/ren.txt -> src/ren2.txt"),
-                                        ("F", "src/mv.txt -> src/sub/mv.txt")}
+    assert _names(data, "del", src) == {
+        ("F", "src/sub/d.txt"),
+        ("D", "src/old"),
+        ("F", "src/old/x.txt"),
+        ("F", "src/old/y.txt"),
+    }
+    assert _names(data, "mov", src) == {
+        ("F", "src/ren.txt -> src/ren2.txt"),
+        ("F", "src/mv.txt -> src/sub/mv.txt"),
+    }
     assert _names(data, "cpy", src) == {("F", "src/c-copy.bin")}
     # the source is an unchanged file: named by the second pass over the previous snapshot
     assert data["cpy"][0]["FromFile"] == str(src / "sub" / "c.bin")
     assert second.counts[ReportList.DEL] == 4
     # Read this job: a.txt (new content) and b.txt, ren2, sub/mv, c-copy (content stored).
     new_a = len(b"alpha changed " * 70)
-    read = new_a + len(b"bravo content") + len(b"to be renamed in place") + len(
-        b"to be moved to another directory") + 300_000
+    read = (
+        new_a
+        + len(b"bravo content")
+        + len(b"to be renamed in place")
+        + len(b"to be moved to another directory")
+        + 300_000
+    )
     assert int(data["DedupeOriginalSize"]) == read
     assert int(data["DedupeSaving"]) == read - new_a
     upd = data["upd"][0]
@@ -226,8 +259,12 @@ def test_first_changed_and_unchanged_jobs_then_restore(
 
 @pytest.mark.parametrize("read_ahead", [True, False], ids=["read-ahead", "streamed"])
 def test_file_changing_while_read_is_a_warning_and_keeps_the_previous_version(
-    client: TestClient, agent: AgentClient, src: Path, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch, read_ahead: bool,
+    client: TestClient,
+    agent: AgentClient,
+    src: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    read_ahead: bool,
 ) -> None:
     if not read_ahead:  # every file read in the job's thread, as a stream
         monkeypatch.setattr(backup_mod, "PREFETCH_MAX_FILE", -1)
@@ -257,7 +294,10 @@ def test_file_changing_while_read_is_a_warning_and_keeps_the_previous_version(
 
 
 def test_file_vanishing_before_its_read_is_a_warning_and_a_deletion(
-    client: TestClient, agent: AgentClient, src: Path, tmp_path: Path,
+    client: TestClient,
+    agent: AgentClient,
+    src: Path,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     dest = tmp_path / "dest"
@@ -285,7 +325,10 @@ def test_file_vanishing_before_its_read_is_a_warning_and_a_deletion(
 
 
 def test_vanished_file_during_scan_is_a_warning(
-    client: TestClient, agent: AgentClient, src: Path, tmp_path: Path,
+    client: TestClient,
+    agent: AgentClient,
+    src: Path,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # no read-ahead: the scan is then at most one entry ahead of the progress callback
@@ -299,8 +342,16 @@ def test_vanished_file_during_scan_is_a_warning(
         if (src / "sub" / "d.txt").exists() and p.current_file.endswith("sub/c.bin"):
             (src / "sub" / "d.txt").unlink()
 
-    outcome = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0,
-                         progress=remove_later_file, progress_interval=0)
+    outcome = run_backup(
+        agent,
+        set_id,
+        dest_id,
+        storage,
+        PASSWORD,
+        start_time_ms=T0,
+        progress=remove_later_file,
+        progress_interval=0,
+    )
     # d.txt was listed, then vanished before its stat: a warning, the job goes on.
     assert outcome.status is JobStatus.STOP_SUCCESS_WITH_WARNING
     data = _report(client, outcome)
@@ -355,8 +406,17 @@ def test_cancel_stops_by_user_without_snapshot(
         if p.files_done >= 2:
             cancel.set()
 
-    outcome = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0,
-                         cancel_event=cancel, progress=cancel_after_two, progress_interval=0)
+    outcome = run_backup(
+        agent,
+        set_id,
+        dest_id,
+        storage,
+        PASSWORD,
+        start_time_ms=T0,
+        cancel_event=cancel,
+        progress=cancel_after_two,
+        progress_interval=0,
+    )
     assert outcome.status is JobStatus.STOP_BY_USER and outcome.snapshot_id is None
     assert _snapshot_count(storage) == 0
     data = _report(client, outcome)
@@ -381,14 +441,29 @@ def test_progress_is_visible_while_the_job_runs(
         if answers or p.files_done < 1:
             return
         sent.append(p)
-        r = client.post("/obs/api/json/GetBackupJobProgress.do", json={
-            "SysUser": ADMIN[0], "SysPwd": ADMIN[1], "LoginName": USER[0],
-            "BackupSetID": set_id, "DestinationID": dest_id,
-            "BackupJobID": "2024-06-26-13-24-35"})
+        r = client.post(
+            "/obs/api/json/GetBackupJobProgress.do",
+            json={
+                "SysUser": ADMIN[0],
+                "SysPwd": ADMIN[1],
+                "LoginName": USER[0],
+                "BackupSetID": set_id,
+                "DestinationID": dest_id,
+                "BackupJobID": "2024-06-26-13-24-35",
+            },
+        )
         answers.append(r.json())
 
-    run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0, progress=ask,
-               progress_interval=0)
+    run_backup(
+        agent,
+        set_id,
+        dest_id,
+        storage,
+        PASSWORD,
+        start_time_ms=T0,
+        progress=ask,
+        progress_interval=0,
+    )
     assert answers[0]["Status"] == "OK", answers[0]
     shown = answers[0]["Data"]
     assert shown["EndTime"] == ""
@@ -425,7 +500,10 @@ def test_restore_never_writes_through_a_link_in_the_target(
 
 
 def test_two_jobs_started_in_the_same_second_both_run(
-    client: TestClient, agent: AgentClient, src: Path, tmp_path: Path,
+    client: TestClient,
+    agent: AgentClient,
+    src: Path,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import time

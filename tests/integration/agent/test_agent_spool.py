@@ -50,8 +50,12 @@ class Flaky(httpx.BaseTransport):
     """The app's transport, refusing connections once ``calls_left`` reaches 0 (``None``:
     never). ``answered_then_lost``: the request reaches the app but its answer is lost."""
 
-    def __init__(self, inner: httpx.BaseTransport, calls_left: int | None = None,
-                 answered_then_lost: bool = False) -> None:
+    def __init__(
+        self,
+        inner: httpx.BaseTransport,
+        calls_left: int | None = None,
+        answered_then_lost: bool = False,
+    ) -> None:
         self.inner = inner
         self.calls_left = calls_left
         self.answered_then_lost = answered_then_lost
@@ -92,38 +96,66 @@ def src(tmp_path: Path) -> Path:
     return root
 
 
-def _setup(transport: httpx.BaseTransport, src: Path, tmp_path: Path
-           ) -> tuple[str, str, LocalStorage]:
+def _setup(
+    transport: httpx.BaseTransport, src: Path, tmp_path: Path
+) -> tuple[str, str, LocalStorage]:
     dest = tmp_path / "dest"
     storage = LocalStorage(dest, fsync=False)
     Repository.init(storage, PASSWORD, kdf=KdfParams(1, 8 * 1024, 1))
     with _agent(transport) as agent:
-        bset = agent.create_set("Docs", settings={"sources": [str(src)]}, destinations=[
-            NewDestination("Local", "LOCAL", {"path": str(dest)})])
+        bset = agent.create_set(
+            "Docs",
+            settings={"sources": [str(src)]},
+            destinations=[NewDestination("Local", "LOCAL", {"path": str(dest)})],
+        )
         # a run that reaches the server remembers the set for runs that do not
         save_sets(tmp_path / "spool", [bset])
     return bset.id, bset.destinations[0].id, storage
 
 
-def _backup(transport: httpx.BaseTransport, ids: tuple[str, str], storage: LocalStorage,
-            spool: Path, start_ms: int) -> JobOutcome:
+def _backup(
+    transport: httpx.BaseTransport,
+    ids: tuple[str, str],
+    storage: LocalStorage,
+    spool: Path,
+    start_ms: int,
+) -> JobOutcome:
     with _agent(transport) as agent:
-        return run_backup(agent, ids[0], ids[1], storage, PASSWORD, start_time_ms=start_ms,
-                          batch_size=20, retry_delays=(), spool_dir=spool, zone=UTC)
+        return run_backup(
+            agent,
+            ids[0],
+            ids[1],
+            storage,
+            PASSWORD,
+            start_time_ms=start_ms,
+            batch_size=20,
+            retry_delays=(),
+            spool_dir=spool,
+            zone=UTC,
+        )
 
 
 def _report(client: TestClient, set_id: str, dest_id: str, job_id: str) -> dict[str, Any]:
-    r = client.post("/obs/api/json/GetBackupJobReport.do", json={
-        "SysUser": ADMIN[0], "SysPwd": ADMIN[1], "LoginName": USER[0],
-        "BackupSetID": set_id, "DestinationID": dest_id, "BackupJobID": job_id})
+    r = client.post(
+        "/obs/api/json/GetBackupJobReport.do",
+        json={
+            "SysUser": ADMIN[0],
+            "SysPwd": ADMIN[1],
+            "LoginName": USER[0],
+            "BackupSetID": set_id,
+            "DestinationID": dest_id,
+            "BackupJobID": job_id,
+        },
+    )
     body = r.json()
     assert body["Status"] == "OK", body
     data: dict[str, Any] = body["Data"]
     return data
 
 
-def _deliver_the_one(client: TestClient, transport: httpx.BaseTransport, spool: Path,
-                     set_id: str, dest_id: str) -> dict[str, Any]:
+def _deliver_the_one(
+    client: TestClient, transport: httpx.BaseTransport, spool: Path, set_id: str, dest_id: str
+) -> dict[str, Any]:
     """Deliver what is spooled under ``spool``: exactly one job, delivered; its report."""
     with _agent(transport) as agent:
         results = deliver_pending(agent, spool, retry_delays=())
@@ -134,8 +166,10 @@ def _deliver_the_one(client: TestClient, transport: httpx.BaseTransport, spool: 
 
 
 def _job_ids(client: TestClient, set_id: str) -> list[str]:
-    r = client.post("/obs/api/json/ListBackupJobs.do", json={
-        "SysUser": ADMIN[0], "SysPwd": ADMIN[1], "LoginName": USER[0]})
+    r = client.post(
+        "/obs/api/json/ListBackupJobs.do",
+        json={"SysUser": ADMIN[0], "SysPwd": ADMIN[1], "LoginName": USER[0]},
+    )
     body = r.json()
     assert body["Status"] == "OK", body
     ids: list[str] = []
@@ -196,7 +230,10 @@ def test_server_down_for_the_whole_job_then_flush(
 
 @pytest.mark.parametrize("fail_after", [1, 4, 7])
 def test_delivery_broken_off_resumes_without_loss_or_duplicate(
-    client: TestClient, app_transport: httpx.BaseTransport, src: Path, tmp_path: Path,
+    client: TestClient,
+    app_transport: httpx.BaseTransport,
+    src: Path,
+    tmp_path: Path,
     fail_after: int,
 ) -> None:
     spool = tmp_path / "spool"
@@ -233,8 +270,7 @@ def test_server_lost_mid_job_and_next_backup_delivers_first(
     # job 2: one file changed; it delivers job 1's report before its own
     (src / "d0" / "f000.txt").write_bytes(b"changed")
     second = _backup(app_transport, (set_id, dest_id), storage, spool, T0 + 3_600_000)
-    assert [(d.job_id, d.state) for d in second.flushed] == [(first_id,
-                                                             DeliveryState.DELIVERED)]
+    assert [(d.job_id, d.state) for d in second.flushed] == [(first_id, DeliveryState.DELIVERED)]
     assert second.report_delivered and not second.report_spool
     assert pending_spools(spool) == []
     assert sorted(_job_ids(client, set_id)) == sorted([first_id, second.ref.job_id])
@@ -265,7 +301,10 @@ def test_lost_start_answer_is_recognised_as_ours(
 
 
 def test_job_closed_by_the_server_is_dropped_with_a_warning(
-    client: TestClient, app_transport: httpx.BaseTransport, src: Path, tmp_path: Path,
+    client: TestClient,
+    app_transport: httpx.BaseTransport,
+    src: Path,
+    tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     spool = tmp_path / "spool"
@@ -299,7 +338,10 @@ def test_abandoned_spool_is_closed_not_finished(
 
 
 def test_offline_job_in_the_second_of_a_job_it_cannot_know_is_delivered_a_second_later(
-    client: TestClient, app_transport: httpx.BaseTransport, src: Path, tmp_path: Path,
+    client: TestClient,
+    app_transport: httpx.BaseTransport,
+    src: Path,
+    tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Job IDs are start times to the second: a job run while the server is away, in the same
@@ -312,8 +354,9 @@ def test_offline_job_in_the_second_of_a_job_it_cannot_know_is_delivered_a_second
         other = agent.start_job(set_id, dest_id, start_time=T0)
         agent.finish_job(other.ref, JobStatus.STOP_BY_SYSTEM_ERROR)
     assert other.ref.job_id == job_id_at(T0, UTC)
-    second = _backup(Flaky(app_transport, calls_left=0), (set_id, dest_id), storage, spool,
-                     T0 + 400)  # the same second as the other job
+    second = _backup(
+        Flaky(app_transport, calls_left=0), (set_id, dest_id), storage, spool, T0 + 400
+    )  # the same second as the other job
     assert second.snapshot_id is not None and second.report_spool
     assert second.ref.job_id == other.ref.job_id  # the ID the agent gave it offline
     with _agent(app_transport) as agent:
@@ -325,14 +368,18 @@ def test_offline_job_in_the_second_of_a_job_it_cannot_know_is_delivered_a_second
     assert any("one second later" in r.getMessage() for r in caplog.records)
     # the other job untouched; this one complete
     assert _report(client, set_id, dest_id, other.ref.job_id)["BackupJobStatus"] == (
-        "BS_STOP_BY_SYSTEM_ERROR")
+        "BS_STOP_BY_SYSTEM_ERROR"
+    )
     _assert_complete(_report(client, set_id, dest_id, moved), FILES)
     with _agent(app_transport) as agent:  # delivered once: nothing left, nothing more sent
         assert deliver_pending(agent, spool, retry_delays=()) == []
 
 
 def test_offline_jobs_in_one_second_get_free_job_ids_that_the_server_keeps(
-    client: TestClient, app_transport: httpx.BaseTransport, src: Path, tmp_path: Path,
+    client: TestClient,
+    app_transport: httpx.BaseTransport,
+    src: Path,
+    tmp_path: Path,
 ) -> None:
     """A job started while the server is away takes the first whole second whose job ID no
     snapshot of the set and destination and no spooled job of the set has: two offline jobs in
@@ -364,13 +411,18 @@ def test_offline_jobs_in_one_second_get_free_job_ids_that_the_server_keeps(
     assert sorted(_job_ids(client, set_id)) == sorted(ids)
     assert sorted(i.meta.job_id for i in snapshots) == sorted(ids)
     assert [e["Name"] for e in _report(client, set_id, dest_id, ids[2])["new"]] == [
-        str(src / "d0" / "later.txt")]
+        str(src / "d0" / "later.txt")
+    ]
 
 
 @pytest.mark.parametrize("disk_refuses_again", [False, True])
 def test_spool_refused_while_the_server_is_away_loses_the_rest_and_says_so(
-    client: TestClient, app_transport: httpx.BaseTransport, src: Path, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch, disk_refuses_again: bool,
+    client: TestClient,
+    app_transport: httpx.BaseTransport,
+    src: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    disk_refuses_again: bool,
 ) -> None:
     """The agent's disk refuses batch 2 (full) with the server away: the outcome says the
     report is lost from batch 2 on, the two batches before stay spooled; closed with an error
@@ -408,12 +460,16 @@ def test_spool_refused_while_the_server_is_away_loses_the_rest_and_says_so(
         assert data["BackupJobStatus"] == "BS_BACKUP_NOT_FINISHED"
     else:
         assert data["BackupJobStatus"] == "BS_STOP_SUCCESS"
-        assert any("Report incomplete" in e["Message"] for e in data["Logs"]
-                   if e["Type"] == "error"), data["Logs"]
+        assert any(
+            "Report incomplete" in e["Message"] for e in data["Logs"] if e["Type"] == "error"
+        ), data["Logs"]
 
 
 def test_spools_are_per_user_and_old_layout_reports_go_to_their_user_only(
-    client: TestClient, app_transport: httpx.BaseTransport, src: Path, tmp_path: Path,
+    client: TestClient,
+    app_transport: httpx.BaseTransport,
+    src: Path,
+    tmp_path: Path,
 ) -> None:
     """Each backup user of each server has a spool root of its own; a report spooled in the
     earlier layout (directly under the base) moves only into the root of the user whose server
@@ -434,8 +490,11 @@ def test_spools_are_per_user_and_old_layout_reports_go_to_their_user_only(
     assert len(legacy_spools(base)) == 1
 
     with AgentClient(url, "bob", "bob-secret", transport=app_transport) as bob:
-        bob.create_set("Bob's", settings={"sources": [str(src)]}, destinations=[
-            NewDestination("Local", "LOCAL", {"path": str(tmp_path / "bobdest")})])
+        bob.create_set(
+            "Bob's",
+            settings={"sources": [str(src)]},
+            destinations=[NewDestination("Local", "LOCAL", {"path": str(tmp_path / "bobdest")})],
+        )
         assert adopt_legacy(base, bob_root, bob.list_sets()) == []
         assert deliver_pending(bob, bob_root, retry_delays=()) == []
     assert len(legacy_spools(base)) == 1  # not bob's: kept where it is

@@ -153,8 +153,9 @@ def test_ten_thousand_files_round_trip(
     _set_times(src, 1_650_000_000_000_000_000)
     storage = _storage(tmp_path / "dest")
     set_id, dest_id = _new_set(agent, src, tmp_path / "dest")
-    outcome = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0,
-                         batch_size=5000)
+    outcome = run_backup(
+        agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0, batch_size=5000
+    )
     assert outcome.status is JobStatus.STOP_SUCCESS
     assert int(_report(client, outcome)["NumOfNewFiles"]) == 10_000
     target = tmp_path / "restored"
@@ -194,8 +195,7 @@ def test_flipped_byte_in_a_pack_is_found_by_verify_and_survived_by_restore(
     assert outcome.snapshot_id is not None
     repo = Repository.open(storage, PASSWORD)
     victim_path = os.fsencode(rich_src / "dir" / "deep" / "rand.bin")
-    chunks = next(c for e, c in repo.load_snapshot(outcome.snapshot_id)[1]
-                  if e.path == victim_path)
+    chunks = next(c for e, c in repo.load_snapshot(outcome.snapshot_id)[1] if e.path == victim_path)
     loc = repo.chunk_location(chunks[0])
     assert loc is not None
     pack_file = dest / "data" / loc.pack_id[:2] / loc.pack_id
@@ -334,8 +334,9 @@ class FlakyTransport(httpx.BaseTransport):
         return self.inner.handle_request(request)
 
 
-def _flaky_agent(client: TestClient, fail: range, only: str = "") -> tuple[AgentClient,
-                                                                          FlakyTransport]:
+def _flaky_agent(
+    client: TestClient, fail: range, only: str = ""
+) -> tuple[AgentClient, FlakyTransport]:
     transport = FlakyTransport(client._transport, fail, only)
     return AgentClient("http://testserver", *USER, transport=transport), transport
 
@@ -348,8 +349,16 @@ def test_server_dropping_off_mid_job_leaves_a_committed_snapshot(
     # get_set, start_job and the start batch pass; then the server is gone for good.
     flaky, transport = _flaky_agent(client, range(3, 10_000))
     with flaky:
-        outcome = run_backup(flaky, set_id, dest_id, storage, PASSWORD, start_time_ms=T0,
-                             retry_delays=NO_RETRY_WAIT, batch_size=5)
+        outcome = run_backup(
+            flaky,
+            set_id,
+            dest_id,
+            storage,
+            PASSWORD,
+            start_time_ms=T0,
+            retry_delays=NO_RETRY_WAIT,
+            batch_size=5,
+        )
     assert outcome.status is JobStatus.STOP_SUCCESS
     assert not outcome.report_delivered and "batch 1" in outcome.report_error
     batch_tries = [p for p in transport.failed if p.endswith("/batches/1")]
@@ -371,15 +380,25 @@ def test_transient_server_failures_are_retried_and_the_report_is_whole(
     # Batch 1 fails three times in a row, then gets through on its last retry.
     flaky, transport = _flaky_agent(client, range(0, 3), only="/batches/1")
     with flaky:
-        outcome = run_backup(flaky, set_id, dest_id, storage, PASSWORD, start_time_ms=T0,
-                             retry_delays=NO_RETRY_WAIT, batch_size=5, progress_interval=0)
+        outcome = run_backup(
+            flaky,
+            set_id,
+            dest_id,
+            storage,
+            PASSWORD,
+            start_time_ms=T0,
+            retry_delays=NO_RETRY_WAIT,
+            batch_size=5,
+            progress_interval=0,
+        )
     assert outcome.report_delivered and outcome.report_error == ""
     assert transport.failed == [transport.failed[0]] * 3
     assert transport.failed[0].endswith("/batches/1")
     data = _report(client, outcome)
     assert data["BackupJobStatus"] == "BS_STOP_SUCCESS"
-    assert int(data["NumOfNewFiles"]) == sum(1 for p in rich_src.rglob("*")
-                                             if p.is_file() and not p.is_symlink())
+    assert int(data["NumOfNewFiles"]) == sum(
+        1 for p in rich_src.rglob("*") if p.is_file() and not p.is_symlink()
+    )
 
 
 def test_progress_and_finish_failures_never_fail_the_job(
@@ -389,23 +408,45 @@ def test_progress_and_finish_failures_never_fail_the_job(
     set_id, dest_id = _new_set(agent, rich_src, tmp_path / "dest")
     progress_down, t1 = _flaky_agent(client, range(0, 10_000), only="/progress")
     with progress_down:
-        first = run_backup(progress_down, set_id, dest_id, storage, PASSWORD,
-                           start_time_ms=T0, retry_delays=NO_RETRY_WAIT, progress_interval=0)
+        first = run_backup(
+            progress_down,
+            set_id,
+            dest_id,
+            storage,
+            PASSWORD,
+            start_time_ms=T0,
+            retry_delays=NO_RETRY_WAIT,
+            progress_interval=0,
+        )
     assert t1.failed and first.report_delivered
     assert first.status is JobStatus.STOP_SUCCESS
     assert _report(client, first)["BackupJobStatus"] == "BS_STOP_SUCCESS"
 
     finish_flaky, t2 = _flaky_agent(client, range(0, 2), only="/finish")
     with finish_flaky:
-        second = run_backup(finish_flaky, set_id, dest_id, storage, PASSWORD,
-                            start_time_ms=T0 + 60_000, retry_delays=NO_RETRY_WAIT)
+        second = run_backup(
+            finish_flaky,
+            set_id,
+            dest_id,
+            storage,
+            PASSWORD,
+            start_time_ms=T0 + 60_000,
+            retry_delays=NO_RETRY_WAIT,
+        )
     assert len(t2.failed) == 2 and second.report_delivered
     assert _report(client, second)["BackupJobStatus"] == "BS_STOP_SUCCESS"
 
     finish_down, _ = _flaky_agent(client, range(0, 100), only="/finish")
     with finish_down:
-        third = run_backup(finish_down, set_id, dest_id, storage, PASSWORD,
-                           start_time_ms=T0 + 120_000, retry_delays=NO_RETRY_WAIT)
+        third = run_backup(
+            finish_down,
+            set_id,
+            dest_id,
+            storage,
+            PASSWORD,
+            start_time_ms=T0 + 120_000,
+            retry_delays=NO_RETRY_WAIT,
+        )
     assert not third.report_delivered and third.report_error.startswith("finish")
     assert third.snapshot_id is not None and third.status is JobStatus.STOP_SUCCESS
 
@@ -417,8 +458,9 @@ def test_server_unreachable_at_start_fails_clearly(
     set_id, dest_id = _new_set(agent, rich_src, tmp_path / "dest")
     down, _ = _flaky_agent(client, range(0, 100))
     with down, pytest.raises(ServerUnreachable):
-        run_backup(down, set_id, dest_id, storage, PASSWORD, start_time_ms=T0,
-                   retry_delays=NO_RETRY_WAIT)
+        run_backup(
+            down, set_id, dest_id, storage, PASSWORD, start_time_ms=T0, retry_delays=NO_RETRY_WAIT
+        )
     assert list(storage.list("snapshots/")) == []
 
 
@@ -437,16 +479,23 @@ def test_restore_progress_ends_with_the_results_counts(
 
     monkeypatch.setattr(restore_module, "PROGRESS_INTERVAL", 0.0)  # every entry and chunk
     calls: list[RestoreProgress] = []
-    result = restore(storage, PASSWORD, outcome.ref.job_id, tmp_path / "all",
-                     progress=calls.append)
+    result = restore(storage, PASSWORD, outcome.ref.job_id, tmp_path / "all", progress=calls.append)
     first, last = calls[0], calls[-1]
     assert (first.files, first.bytes, first.entries_done, first.finished) == (0, 0, 0, False)
     assert [c.finished for c in calls].count(True) == 1 and last.finished
     assert (last.snapshot_id, last.files, last.dirs, last.links, last.bytes) == (
-        result.snapshot_id, result.files, result.dirs, result.links, result.bytes)
+        result.snapshot_id,
+        result.files,
+        result.dirs,
+        result.links,
+        result.bytes,
+    )
     assert (last.entries_done, last.entries_total) == (len(entries), len(entries))
-    assert (last.files_total, last.bytes_total) == (result.files, result.bytes) == (
-        sum(e.etype is EntryType.FILE for e, _ in entries), sizes)
+    assert (
+        (last.files_total, last.bytes_total)
+        == (result.files, result.bytes)
+        == (sum(e.etype is EntryType.FILE for e, _ in entries), sizes)
+    )
     done = [c.bytes for c in calls]
     assert done == sorted(done)  # never goes back, also within a file
     # the 64 MiB sparse file is reported chunk by chunk, not only when it is whole
@@ -455,12 +504,21 @@ def test_restore_progress_ends_with_the_results_counts(
     # a selection: its totals, not the snapshot's; the interval holds back all but two calls
     monkeypatch.setattr(restore_module, "PROGRESS_INTERVAL", 1e9)
     calls.clear()
-    part = restore(storage, PASSWORD, outcome.ref.job_id, tmp_path / "part",
-                   [str(rich_src / "dir")], progress=calls.append)
+    part = restore(
+        storage,
+        PASSWORD,
+        outcome.ref.job_id,
+        tmp_path / "part",
+        [str(rich_src / "dir")],
+        progress=calls.append,
+    )
     assert [c.finished for c in calls] == [False, True]
     assert (calls[0].entries_total, calls[0].files_total) == (5, 3)  # dir, deep, 3 files
-    assert (calls[-1].files, calls[-1].dirs, calls[-1].bytes) == (part.files, part.dirs,
-                                                                  part.bytes) == (3, 2, 706_000)
+    assert (
+        (calls[-1].files, calls[-1].dirs, calls[-1].bytes)
+        == (part.files, part.dirs, part.bytes)
+        == (3, 2, 706_000)
+    )
 
 
 def test_restore_progress_final_call_comes_before_restore_incomplete(
@@ -483,11 +541,14 @@ def test_restore_progress_final_call_comes_before_restore_incomplete(
 
     calls: list[RestoreProgress] = []
     with pytest.raises(RestoreIncomplete) as caught:
-        restore(storage, PASSWORD, outcome.ref.job_id, tmp_path / "restored",
-                progress=calls.append)
+        restore(storage, PASSWORD, outcome.ref.job_id, tmp_path / "restored", progress=calls.append)
     result, last = caught.value.result, calls[-1]
     assert last.finished and len(result.damaged) == 1
     assert (last.files, last.dirs, last.links, last.bytes) == (
-        result.files, result.dirs, result.links, result.bytes)
+        result.files,
+        result.dirs,
+        result.links,
+        result.bytes,
+    )
     assert last.files_total == last.files + 1  # the damaged file is handled, not restored
     assert last.entries_done == last.entries_total
