@@ -1,17 +1,72 @@
 """The error hierarchy of opencbs.
 
-Every error a user can meet is one class with a stable ``code``, a ``message`` and an optional
-``hint``. The CBS envelope mapping lives in ``opencbs.api.envelope`` and the CLI exit codes in
-``opencbs.cli.main``; nowhere else. Messages of the CBS errors are part of the contract
+Every error a user can meet is one class with a stable ``code``, a ``message``, an optional
+``hint`` and its :class:`ExitCode`. The CBS envelope mapping lives in ``opencbs.api.envelope``;
+the exit codes and their meanings are the table :class:`ExitCode` here (the README's table is
+checked against it by ``tests/unit/test_exit_codes.py``), applied in ``opencbs.cli.main``.
+Messages of the CBS errors are part of the contract
 (cbs-api.md §3) and are built here, with the vendor's typographic quotes ‘ ’.
 """
 
 from __future__ import annotations
 
+from enum import IntEnum
+
 
 def quoted(value: object) -> str:
     """Quote a name as the vendor does: ‘name’ (U+2018, U+2019)."""
     return f"\u2018{value}\u2019"
+
+
+class ExitCode(IntEnum):
+    """The exit codes of the ``opencbs`` command, each with its one meaning (``meaning``, the
+    text of the README's table). Every error class names one; commands return one."""
+
+    SUCCESS = 0
+    ERROR = 1
+    INVALID = 2
+    CREDENTIALS = 3
+    NOT_FOUND = 4
+    CONFLICT = 5
+    DATABASE = 6
+    UNAVAILABLE = 7
+    REFUSED = 8
+    JOB_FAILED = 9
+    INTERNAL = 70
+    INTERRUPTED = 130
+
+    @property
+    def meaning(self) -> str:
+        """What the code means, as the README's table says it."""
+        return _MEANINGS[self]
+
+
+_MEANINGS: dict[ExitCode, str] = {
+    ExitCode.SUCCESS: "success",
+    ExitCode.ERROR: "other error",
+    ExitCode.INVALID: "invalid input, parameter or setting; command-line usage error",
+    ExitCode.CREDENTIALS: "credentials rejected",
+    ExitCode.NOT_FOUND: "not found (backup user, set, destination, job)",
+    ExitCode.CONFLICT: "conflict (exists already)",
+    ExitCode.DATABASE: "database unreachable or refusing",
+    ExitCode.UNAVAILABLE: (
+        "something the command needs, other than the database, cannot be reached or used: the "
+        "server, a destination or its repository, the restore target, the agent's data_dir "
+        "(a job report that could be neither delivered nor kept there is lost)"
+    ),
+    ExitCode.REFUSED: (
+        "refused or damaged: the server refused an agent request, or the repository is "
+        "damaged (`verify` found problems)"
+    ),
+    ExitCode.JOB_FAILED: (
+        "a backup job ended `BS_STOP_BY_SYSTEM_ERROR` (the destination failed, or the walk of "
+        "the sources did)"
+    ),
+    ExitCode.INTERNAL: "internal error (a bug: run again with `--debug` and report it)",
+    ExitCode.INTERRUPTED: (
+        "interrupted; a backup job stopped by Ctrl-C or SIGTERM (`BS_STOP_BY_USER`)"
+    ),
+}
 
 
 class OpenCBSError(Exception):
@@ -21,7 +76,7 @@ class OpenCBSError(Exception):
     """
 
     code = "error"
-    exit_code = 1
+    exit_code: ExitCode = ExitCode.ERROR
 
     def __init__(self, message: str, hint: str = "") -> None:
         super().__init__(message)
@@ -33,7 +88,7 @@ class CredentialsRejected(OpenCBSError):
     """Unknown system user, wrong password, role not allowed, suspended or locked (§2, §3)."""
 
     code = "credentials"
-    exit_code = 3
+    exit_code: ExitCode = ExitCode.CREDENTIALS
 
     def __init__(self) -> None:
         super().__init__("Incorrect system username/password")
@@ -43,7 +98,7 @@ class ParameterMissing(OpenCBSError):
     """A required parameter is missing or empty (§3)."""
 
     code = "parameter_missing"
-    exit_code = 2
+    exit_code: ExitCode = ExitCode.INVALID
 
     def __init__(self, name: str) -> None:
         super().__init__(f"[Error] Parameter {name} is null / empty!")
@@ -54,7 +109,7 @@ class ParameterInvalid(OpenCBSError):
     """A parameter is present but malformed (bad date, bad boolean) (§3)."""
 
     code = "parameter_invalid"
-    exit_code = 2
+    exit_code: ExitCode = ExitCode.INVALID
 
     def __init__(self, name: str, value: object) -> None:
         text = value if isinstance(value, str) else repr(value)
@@ -68,7 +123,7 @@ class NotFound(OpenCBSError):
     """Base for "not found" answers."""
 
     code = "not_found"
-    exit_code = 4
+    exit_code: ExitCode = ExitCode.NOT_FOUND
 
 
 class BackupUserNotFound(NotFound):
@@ -120,7 +175,7 @@ class BodyNotObject(OpenCBSError):
     """The request body is neither a JSON object nor a form (§3)."""
 
     code = "body_not_object"
-    exit_code = 2
+    exit_code: ExitCode = ExitCode.INVALID
 
     def __init__(self) -> None:
         super().__init__("[Error] Request body is not a JSON object")
@@ -150,7 +205,7 @@ class AuthUserRejected(OpenCBSError):
     """A backup user's password was rejected (AuthUser, agent API)."""
 
     code = "user_credentials"
-    exit_code = 3
+    exit_code: ExitCode = ExitCode.CREDENTIALS
 
     def __init__(self) -> None:
         super().__init__("Incorrect username/password")
@@ -160,25 +215,25 @@ class Conflict(OpenCBSError):
     """The request conflicts with what is stored (duplicate name or job, finished job)."""
 
     code = "conflict"
-    exit_code = 5
+    exit_code: ExitCode = ExitCode.CONFLICT
 
 
 class InvalidInput(OpenCBSError):
     """Input outside the CBS calls (CLI, agent API) that cannot be used as given."""
 
     code = "invalid_input"
-    exit_code = 2
+    exit_code: ExitCode = ExitCode.INVALID
 
 
 class StoreError(OpenCBSError):
     """The database could not be reached or refused an operation."""
 
     code = "store"
-    exit_code = 6
+    exit_code: ExitCode = ExitCode.DATABASE
 
 
 class ConfigError(OpenCBSError):
     """A setting or the config file is invalid."""
 
     code = "config"
-    exit_code = 2
+    exit_code: ExitCode = ExitCode.INVALID

@@ -10,8 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from opencbs.reports.ratio import zip_ratio
-from opencbs.reports.timefmt import LOG_TIME_FORMAT, LogTimeFormatter, parse_backup_date
-from opencbs.store.jobs import MAX_TIME_MS, MIN_TIME_MS
+from opencbs.reports.timefmt import (
+    LOG_TIME_FORMAT,
+    MAX_TIME_MS,
+    MIN_TIME_MS,
+    LogTimeFormatter,
+    parse_backup_date,
+)
 
 
 def test_vendor_ratio() -> None:

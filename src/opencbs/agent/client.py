@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 import httpx
 
-from opencbs.errors import InvalidInput, OpenCBSError
+from opencbs.errors import ExitCode, InvalidInput, OpenCBSError
 from opencbs.reports.vocabulary import JobMode, JobStatus, ReportList
 
 API_PREFIX = "/api/agent/v1"
@@ -32,7 +32,7 @@ class ServerUnreachable(OpenCBSError):
     (connect error, timeout, broken connection). The request may or may not have been applied."""
 
     code = "server_unreachable"
-    exit_code = 7
+    exit_code = ExitCode.UNAVAILABLE
 
 
 class AgentApiError(OpenCBSError):
@@ -40,7 +40,7 @@ class AgentApiError(OpenCBSError):
     code (``user_credentials``, ``set_not_found``, ``conflict``, ``invalid_input``, …)."""
 
     code = "agent_api"
-    exit_code = 8
+    exit_code = ExitCode.REFUSED
 
     def __init__(self, status: int, error: str, message: str, hint: str = "") -> None:
         super().__init__(f"{message} (HTTP {status}, {error})", hint)

@@ -37,6 +37,7 @@ from opencbs.agent.spool import JobSpool, SpoolError
 from opencbs.engine.chunk_index import ChunkIndex
 from opencbs.engine.classify import Change
 from opencbs.engine.entries import display_path
+from opencbs.reports.timefmt import clamp_time_ms
 from opencbs.reports.vocabulary import EntryType, LogType, ReportList
 
 __all__ = [
@@ -54,9 +55,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: Times an entry may carry (epoch ms), as the agent API accepts them (1601-01-01..9999-12-30).
-MIN_TIME_MS = -11_644_473_600_000
-MAX_TIME_MS = 253_402_128_000_000
 #: Entries per batch by default (the API takes at most 10,000).
 DEFAULT_BATCH_SIZE = 1000
 #: Batches waiting for the background sender (``ReportStream(background=True)``) at most.
@@ -129,7 +127,7 @@ def file_entry(change: Change, sizes: FileSizes | None) -> ReportEntry:
     entry = change.entry
     is_file = entry.etype is EntryType.FILE
     fs = sizes if (is_file and sizes is not None) else FileSizes()
-    mtime_ms = min(max(entry.mtime_ns // 1_000_000, MIN_TIME_MS), MAX_TIME_MS)
+    mtime_ms = clamp_time_ms(entry.mtime_ns // 1_000_000)
     from_path = None
     if change.from_path is not None and change.kind in (ReportList.MOV, ReportList.CPY):
         from_path = display_path(change.from_path)

@@ -91,7 +91,8 @@ from opencbs.agent.client import (
     existing_job_id,
     set_as_json,
 )
-from opencbs.errors import OpenCBSError
+from opencbs.errors import ExitCode, OpenCBSError
+from opencbs.fileio import write_atomic
 from opencbs.reports.vocabulary import JobMode, JobStatus, LogType
 
 __all__ = [
@@ -130,7 +131,7 @@ class SpoolError(OpenCBSError):
     folder cannot hold the report. The default hint names the setting."""
 
     code = "agent_spool"
-    exit_code = 7
+    exit_code = ExitCode.UNAVAILABLE
 
     def __init__(self, message: str, hint: str = "") -> None:
         super().__init__(
@@ -173,22 +174,8 @@ class FinishRecord:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     """``path`` holds ``data`` whole, or keeps its old content. Raises ``SpoolError``."""
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        write_atomic(path, data)
     except OSError as exc:
         raise SpoolError(f"cannot write {path}: {exc.strerror or exc}") from exc
 

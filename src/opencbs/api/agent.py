@@ -51,6 +51,7 @@ from opencbs.api.auth import authenticate_backup_user
 from opencbs.api.state import state_of
 from opencbs.errors import AuthUserRejected, Conflict, InvalidInput
 from opencbs.reports.fields import counter_fields
+from opencbs.reports.timefmt import MAX_TIME_MS, MIN_TIME_MS
 from opencbs.reports.vocabulary import (
     EntryType,
     JobMode,
@@ -70,9 +71,6 @@ MAX_MESSAGE = 16_384
 #: Byte limit of a batch request's body, and of every other request's body.
 MAX_BATCH_BODY = 64 * 1024 * 1024
 MAX_BODY = 1024 * 1024
-#: Range of times an entry may carry (epoch ms): 1601-01-01 (the Windows epoch) to 9999-12-30.
-MIN_TIME_MS = -11_644_473_600_000
-MAX_TIME_MS = 253_402_128_000_000
 MAX_SIZE = 2**62
 
 router = APIRouter(prefix="/api/agent/v1", tags=["Agent API"], max_body_size=MAX_BODY)

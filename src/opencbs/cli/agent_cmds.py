@@ -81,17 +81,13 @@ from opencbs.destinations.local import LocalStorage
 from opencbs.engine.entries import display_path
 from opencbs.engine.repo_errors import RepositoryNotFound, SnapshotNotFound
 from opencbs.engine.repository import Repository
-from opencbs.errors import InvalidInput, NotFound, OpenCBSError
+from opencbs.errors import ExitCode, InvalidInput, NotFound, OpenCBSError
 from opencbs.reports.timefmt import local_zone
 from opencbs.reports.vocabulary import FILE_LISTS, JobMode, JobStatus
 from opencbs.settings import SETTING_NAMES, Settings
 
 log = logging.getLogger("opencbs.cli")
 
-EXIT_STOPPED = 130
-EXIT_JOB_FAILED = 9
-EXIT_DAMAGED = 8
-EXIT_REPORT_LOST = 7  #: the job's report could be neither delivered nor spooled (data_dir)
 
 # --- options and settings ----------------------------------------------------------------
 
@@ -253,7 +249,7 @@ class LoginRejected(OpenCBSError):
     """The server rejected the backup user's login name or password."""
 
     code = "agent_credentials"
-    exit_code = 3
+    exit_code = ExitCode.CREDENTIALS
 
     def __init__(self, login: str, url: str) -> None:
         super().__init__(
@@ -595,7 +591,7 @@ def run_job(
 def _ending(status: JobStatus) -> Ending:
     """How the progress's final line names a job's end."""
     code = exit_code_of(status)
-    return "done" if code == 0 else "stopped" if code == EXIT_STOPPED else "failed"
+    return "done" if code == 0 else "stopped" if code == ExitCode.INTERRUPTED else "failed"
 
 
 def outcome_json(outcome: JobOutcome) -> dict[str, Any]:
@@ -670,8 +666,8 @@ def exit_code_of(status: JobStatus) -> int:
     ):
         return 0
     if status is JobStatus.STOP_BY_USER:
-        return EXIT_STOPPED
-    return EXIT_JOB_FAILED
+        return ExitCode.INTERRUPTED
+    return ExitCode.JOB_FAILED
 
 
 # --- the commands ------------------------------------------------------------------------
@@ -792,10 +788,10 @@ def backup(
     else:
         print_outcome(outcome)
     code = exit_code_of(outcome.status)
-    if code == EXIT_JOB_FAILED:
+    if code == ExitCode.JOB_FAILED:
         print_job_failure(outcome, target.path)
     if code == 0 and outcome.report_lost:
-        return EXIT_REPORT_LOST
+        return ExitCode.UNAVAILABLE
     return code
 
 
@@ -934,7 +930,7 @@ class TargetUnwritable(OpenCBSError):
     """The restore target cannot be created or written (exit code 7)."""
 
     code = "restore_target"
-    exit_code = 7
+    exit_code = ExitCode.UNAVAILABLE
 
     def __init__(self, message: str) -> None:
         super().__init__(
@@ -1059,7 +1055,7 @@ def verify(
         f"{result.errors[0].message})"
     )
     note("hint: restore what you can from other jobs; back up again to store missing data")
-    return EXIT_DAMAGED
+    return ExitCode.REFUSED
 
 
 @click.command()

@@ -45,10 +45,8 @@ from opencbs.cli.agent_cmds import (
     with_agent_settings,
 )
 from opencbs.cli.common import JSON, echo, note, print_json
+from opencbs.errors import ExitCode
 from opencbs.settings import Settings
-
-EXIT_PENDING = 7
-EXIT_DROPPED = 8
 
 
 @click.group()
@@ -122,8 +120,8 @@ def flush(settings: Settings, as_json: bool, password_stdin: bool) -> int:
             f"opencbs: {_reports(left)} {'stays' if left == 1 else 'stay'} spooled in {root}; "
             "run `opencbs agent flush` again when the server is reachable"
         )
-        return EXIT_PENDING
-    return EXIT_DROPPED if dropped else 0
+        return ExitCode.UNAVAILABLE
+    return ExitCode.REFUSED if dropped else 0
 
 
 def _reports(n: int) -> str:

@@ -1,14 +1,8 @@
 """The ``opencbs`` entry point: the command group, and the one place where errors become
 messages and exit codes.
 
-Exit codes: 0 success; 1 other error; 2 invalid input, parameter or setting (also usage
-errors); 3 credentials rejected (also the backup user's, and a wrong encryption password); 4 not
-found; 5 conflict (exists already); 6 database unreachable or refusing; 7 server, destination
-or repository unreachable or unusable (also the agent's data_dir, and a job report lost with
-it); 8 the server refused an agent request, or the repository
-is damaged (``verify`` finding damage too); 9 a backup job ended neither successfully nor by the
-user (``BS_STOP_BY_SYSTEM_ERROR``); 70 internal error (a bug: run with ``--debug``); 130
-interrupted (also a backup job stopped by Ctrl-C or SIGTERM: ``BS_STOP_BY_USER``).
+Exit codes: the table ``opencbs.errors.ExitCode`` (each code with its meaning; the README's
+table is checked against it).
 """
 
 from __future__ import annotations
@@ -23,11 +17,7 @@ import click
 
 import opencbs
 from opencbs import errors
-from opencbs.errors import OpenCBSError
-
-EXIT_USAGE = 2
-EXIT_INTERNAL = 70
-EXIT_INTERRUPTED = 130
+from opencbs.errors import ExitCode, OpenCBSError
 
 log = logging.getLogger("opencbs.cli")
 
@@ -96,8 +86,8 @@ def exit_code(exc: BaseException) -> int:
     if isinstance(exc, click.ClickException):
         return exc.exit_code
     if isinstance(exc, (KeyboardInterrupt, click.Abort)):
-        return EXIT_INTERRUPTED
-    return EXIT_INTERNAL
+        return ExitCode.INTERRUPTED
+    return ExitCode.INTERNAL
 
 
 def default_hint(exc: OpenCBSError) -> str:

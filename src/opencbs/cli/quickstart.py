@@ -27,7 +27,6 @@ from __future__ import annotations
 import errno
 import glob
 import json
-import os
 import shlex
 import signal
 import socket
@@ -53,6 +52,7 @@ from opencbs.cli.common import (
 )
 from opencbs.cli.serve import HOST, IDLE, PORT
 from opencbs.errors import ConfigError, OpenCBSError
+from opencbs.fileio import write_atomic
 from opencbs.reports.vocabulary import JobMode, SystemRole
 from opencbs.settings import Settings
 from opencbs.store import sets, users
@@ -123,15 +123,7 @@ def write_agent_file(
         f"password = {_toml_str(password)}\n"
         f"encryption_password = {_toml_str(encryption_password)}\n"
     )
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, text.encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_atomic(path, text.encode("utf-8"), mode=0o600)
 
 
 def set_up(db: Database, data_dir: Path, source: Path) -> Setup:

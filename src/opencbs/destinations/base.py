@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
-from opencbs.errors import OpenCBSError
+from opencbs.errors import ExitCode, OpenCBSError
 
 
 class DestinationError(OpenCBSError):
@@ -22,7 +22,7 @@ class DestinationError(OpenCBSError):
     """
 
     code = "destination"
-    exit_code = 7
+    exit_code = ExitCode.UNAVAILABLE
 
 
 class ObjectNotFound(DestinationError):

@@ -21,6 +21,7 @@ from opencbs.destinations.base import (
     check_name,
     check_prefix,
 )
+from opencbs.fileio import write_atomic, write_new_file
 
 _TMP_PREFIX = ".tmp-"
 
@@ -130,36 +131,13 @@ class LocalStorage:
         self._make_root()
         with _translated("write", name, reading=False):
             path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-            try:
-                self._write_file(tmp, data)
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-                raise
-            if self._fsync:
-                self._fsync_dir(path.parent)
+            write_atomic(path, data, fsync=self._fsync, temporary=tmp, write_file=self._write_file)
 
     def _write_file(self, tmp: Path, data: bytes | memoryview) -> None:
         """Write ``data`` to the new file ``tmp`` (and fsync it). ``OSError`` propagates: ``put``
         removes ``tmp`` and translates it (a full disk is ``ENOSPC``). Tests override this to
         simulate a destination that fills up mid-job."""
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-        with open(fd, "wb") as f:
-            f.write(data)
-            if self._fsync:
-                f.flush()
-                os.fsync(f.fileno())
-
-    @staticmethod
-    def _fsync_dir(path: Path) -> None:
-        if os.name != "posix":  # pragma: no cover - Windows cannot open folders
-            return
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_new_file(tmp, data, mode=FILE_MODE, fsync=self._fsync)
 
     def get(self, name: str) -> bytes:
         """See ``Storage.get``."""

@@ -6,14 +6,14 @@ unchanged; these classes say what is wrong with the repository itself.
 
 from __future__ import annotations
 
-from opencbs.errors import OpenCBSError
+from opencbs.errors import ExitCode, OpenCBSError
 
 
 class RepositoryError(OpenCBSError):
     """The repository cannot be used as asked (missing, already there, malformed)."""
 
     code = "repository"
-    exit_code = 7
+    exit_code = ExitCode.UNAVAILABLE
 
 
 class RepositoryNotFound(RepositoryError):
@@ -46,7 +46,7 @@ class WrongPassword(RepositoryError):
     """The encryption password does not unlock the repository's key file."""
 
     code = "repository_password"
-    exit_code = 3
+    exit_code = ExitCode.CREDENTIALS
 
     def __init__(self) -> None:
         super().__init__(
@@ -60,7 +60,7 @@ class CorruptData(RepositoryError):
     was tampered with."""
 
     code = "corrupt_data"
-    exit_code = 8
+    exit_code = ExitCode.REFUSED
 
     def __init__(self, message: str) -> None:
         super().__init__(message, hint="Run a verify with data reading; restore from another copy.")
@@ -80,7 +80,7 @@ class SnapshotNotFound(RepositoryError):
     """No snapshot of that ID."""
 
     code = "snapshot_not_found"
-    exit_code = 4
+    exit_code = ExitCode.NOT_FOUND
 
     def __init__(self, snapshot_id: str) -> None:
         super().__init__(f"Snapshot {snapshot_id} not found")

@@ -12,6 +12,19 @@ JOB_ID_FORMAT = "%Y-%m-%d-%H-%M-%S"
 REPORT_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 LOG_TIME_FORMAT = "%Y/%m/%d %H:%M:%S"
 
+#: The times a job or an entry may carry (epoch ms): 1601-01-02 00:00 and 9999-12-31 00:00
+#: UTC, so that every one shows in any time zone within the four-digit years of the formats
+#: (cbs-api.md §4). The one rule: the agent clamps to it, the agent API and the store refuse
+#: what lies outside.
+MIN_TIME_MS = -11_644_387_200_000
+MAX_TIME_MS = 253_402_214_400_000
+
+
+def clamp_time_ms(ms: int) -> int:
+    """``ms`` (epoch ms) moved into [``MIN_TIME_MS``, ``MAX_TIME_MS``]."""
+    return min(max(ms, MIN_TIME_MS), MAX_TIME_MS)
+
+
 _JOB_ID_RE = re.compile(r"^\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2}$")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 

@@ -19,7 +19,14 @@ from sqlalchemy import Connection, Row, and_, bindparam, case, select, update
 from opencbs.errors import BackupJobNotFound, Conflict, DestinationNotFound, InvalidInput
 from opencbs.reports.counters import COUNTER_NAMES, Counters
 from opencbs.reports.fields import ReportHeader, counters_from_report
-from opencbs.reports.timefmt import job_id_at, parse_log_time, parse_report_time, report_time
+from opencbs.reports.timefmt import (
+    MAX_TIME_MS,
+    MIN_TIME_MS,
+    job_id_at,
+    parse_log_time,
+    parse_report_time,
+    report_time,
+)
 from opencbs.reports.vocabulary import (
     FILE_LISTS,
     EntryType,
@@ -40,11 +47,6 @@ from opencbs.store.sets import BackupSet, parse_id
 from opencbs.store.util import now_ms
 
 _RUNNING = JobStatus.STILL_RUNNING.value
-
-#: Bounds of an entry's time (epoch ms): 1601-01-02 and 9999-12-30 UTC, so that it shows in
-#: any time zone within the four-digit years of the formats (cbs-api.md §4).
-MIN_TIME_MS = -11644387200000
-MAX_TIME_MS = 253402214400000
 
 
 @dataclass(frozen=True)
