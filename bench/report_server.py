@@ -174,7 +174,7 @@ def prepare(url: str, sizes: list[int]) -> Fixture:
     from opencbs.errors import BackupJobNotFound
     from opencbs.reports.timefmt import job_id_at
     from opencbs.reports.vocabulary import JobStatus, SystemRole
-    from opencbs.store import jobs, sets, users
+    from opencbs.store import job_queries, sets, users
     from opencbs.store.db import Database
     from opencbs.store.migrate import upgrade
     from opencbs.store.schema import backup_jobs, job_batches, job_entries
@@ -189,7 +189,7 @@ def prepare(url: str, sizes: list[int]) -> Fixture:
             conn, user.id, DATASET, {"sources": ["C:\\Users\\Administrator"]}
         )
         if not bset.destinations:
-            sets.add_destination(conn, user.id, bset.id, DEST_NAME, "LOCAL", {})
+            sets.add_destination(conn, user.id, bset.id, name=DEST_NAME, dest_type="LOCAL")
             bset = sets.get_set(conn, user.id, bset.id)
     dest_id = bset.destinations[0].id
     fx = Fixture(str(bset.id), str(dest_id))
@@ -198,7 +198,7 @@ def prepare(url: str, sizes: list[int]) -> Fixture:
         job_id = job_id_at(start, UTC)
         with db.read() as conn:
             try:
-                job = jobs.find_job(conn, bset, str(dest_id), job_id, cdp=False)
+                job = job_queries.find_job(conn, bset, str(dest_id), job_id, cdp=False)
             except BackupJobNotFound:
                 job = None
             stored = 0

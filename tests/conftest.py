@@ -16,6 +16,7 @@ from sqlalchemy import create_engine, text
 
 from opencbs.api.app import create_app
 from opencbs.api.state import ServerState
+from opencbs.model.sets import BackupSetSettings
 from opencbs.reports.vocabulary import SystemRole
 from opencbs.store import sets, users
 from opencbs.store.db import Database
@@ -141,7 +142,7 @@ def vendor_job(state: ServerState) -> VendorJob:
     user ``obm``, set 1692320086130, destination -169224967005."""
     import json
 
-    from opencbs.store import jobs
+    from opencbs.store import report_import
 
     data = json.loads(VENDOR_EXAMPLE.read_text())["Data"]
     with state.db.write() as conn:
@@ -154,15 +155,21 @@ def vendor_job(state: ServerState) -> VendorJob:
                 user_id=user.id,
                 name="BackupSet-1",
                 type="FILE",
-                settings=sets.normalise_settings({"sources": ["C:\\Users\\Administrator"]}),
+                settings=BackupSetSettings(sources=("C:\\Users\\Administrator",)).as_json(),
                 removed=False,
                 created_at=1692320086130,
             )
         )
         bset = sets.get_set(conn, user.id, 1692320086130)
         sets.add_destination(
-            conn, user.id, bset.id, "AhsayCBS", "OBS", {}, destination_id=-169224967005
+            conn,
+            user.id,
+            bset.id,
+            name="AhsayCBS",
+            dest_type="OBS",
+            settings={},
+            destination_id=-169224967005,
         )
         bset = sets.get_set(conn, user.id, bset.id)
-        jobs.import_report(conn, bset, -169224967005, data, tz=state.tz)
+        report_import.import_report(conn, bset, -169224967005, data, tz=state.tz)
     return VendorJob("obm", "1692320086130", "-169224967005", data["ID"])

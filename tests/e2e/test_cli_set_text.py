@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from opencbs.store import sets, users
+from opencbs.model.sets import BackupSetSettings
+from opencbs.store import users
 from opencbs.store.db import Database, sqlite_url
 from opencbs.store.schema import backup_sets
 from tests.e2e.test_cli_server import _env, free_port, ok, run
@@ -164,7 +165,7 @@ def test_a_set_stored_with_such_a_source_breaks_nothing(server: Server, tmp_path
                     user_id=owner.id,
                     name="OLD",
                     type="FILE",
-                    settings={**sets.DEFAULT_SETTINGS, "sources": [f"/tmp/old{BAD}"]},
+                    settings={**BackupSetSettings().as_json(), "sources": [f"/tmp/old{BAD}"]},
                     removed=False,
                     created_at=7,
                 )

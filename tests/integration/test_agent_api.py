@@ -17,7 +17,7 @@ from opencbs.agent import AgentApiError, AgentClient, Entry, JobRef, NewDestinat
 from opencbs.api.app import sweep_once
 from opencbs.api.state import ServerState
 from opencbs.reports.vocabulary import JobMode, JobStatus, ReportList
-from opencbs.store import jobs, sets, users
+from opencbs.store import job_queries, jobs, sets, users
 from tests.conftest import ADMIN
 
 API = "/api/agent/v1"
@@ -522,7 +522,7 @@ def test_every_call_on_a_job_is_a_sign_of_life(state: ServerState, alice: AgentC
     def last_activity() -> int:
         with state.db.read() as conn:
             bset = sets.get_set(conn, uid, set_id)
-            return jobs.find_job(conn, bset, dest_id, ref.job_id, cdp=False).last_activity
+            return job_queries.find_job(conn, bset, dest_id, ref.job_id, cdp=False).last_activity
 
     for call in (
         lambda: alice.send_batch(ref, 0, BATCH_0),  # a retried batch

@@ -80,7 +80,12 @@ def world(state: ServerState) -> World:
             },
         )
         dest = sets.add_destination(
-            conn, alice.id, docs.id, "Local", "LOCAL", {"path": "/srv/secret-location"}
+            conn,
+            alice.id,
+            docs.id,
+            name="Local",
+            dest_type="LOCAL",
+            settings={"path": "/srv/secret-location"},
         )
         docs = sets.get_set(conn, alice.id, docs.id)
         empty = sets.add_set(conn, alice.id, "Empty")
@@ -114,7 +119,9 @@ def world(state: ServerState) -> World:
             total_file_size=1 << 33,
         )
         old = sets.add_set(conn, alice.id, "Old")
-        old_dest = sets.add_destination(conn, alice.id, old.id, "Local", "LOCAL", {})
+        old_dest = sets.add_destination(
+            conn, alice.id, old.id, name="Local", dest_type="LOCAL", settings={}
+        )
         old = sets.get_set(conn, alice.id, old.id)
         old_job = jobs.start_job(conn, old, old_dest.id, tz=UTC, start_ms=ms("2024-06-27 08:00:00"))
         jobs.finish_job(conn, old_job.pk, JobStatus.STOP_SUCCESS, end_ms=ms("2024-06-27 08:01:00"))
@@ -136,7 +143,7 @@ def world(state: ServerState) -> World:
 
 def _one_job(conn: Any, user_id: int, start: str) -> str:
     bset = sets.add_set(conn, user_id, "Main")
-    dest = sets.add_destination(conn, user_id, bset.id, "Local", "LOCAL", {})
+    dest = sets.add_destination(conn, user_id, bset.id, name="Local", dest_type="LOCAL")
     bset = sets.get_set(conn, user_id, bset.id)
     job = jobs.start_job(conn, bset, dest.id, tz=UTC, start_ms=ms(start))
     jobs.finish_job(conn, job.pk, JobStatus.STOP_SUCCESS, end_ms=ms(start) + 1000)

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from opencbs.api import cbs
 from opencbs.api.state import ServerState
 from opencbs.reports.vocabulary import AccountStatus, SystemRole
-from opencbs.store import jobs, users
+from opencbs.store import job_queries, users
 from tests.conftest import ADMIN, VendorJob
 
 CT = "application/json; charset=utf-8"
@@ -171,8 +171,8 @@ def test_unexpected_error_is_500_with_a_logged_reference(
     def boom(*_a: Any, **_k: Any) -> Any:
         raise RuntimeError("secret internals /etc/passwd")
 
-    monkeypatch.setattr(jobs, "find_job", boom)
-    monkeypatch.setattr(jobs, "find_report_job_fast", boom)
+    monkeypatch.setattr(job_queries, "find_job", boom)
+    monkeypatch.setattr(job_queries, "find_report_job_fast", boom)
     with caplog.at_level(logging.ERROR):
         for url in (SUMMARY, "/obs/api/json/GetBackupJobReport.do"):
             r = client.post(url, json=_req(vendor_job))

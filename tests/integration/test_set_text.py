@@ -20,7 +20,8 @@ from opencbs import security
 from opencbs.agent import AgentClient, NewDestination
 from opencbs.api.state import ServerState
 from opencbs.errors import InvalidInput
-from opencbs.store import sets, users
+from opencbs.model.sets import BackupSetSettings
+from opencbs.store import users
 from opencbs.store.schema import backup_sets, destinations
 from tests.conftest import ADMIN
 
@@ -157,7 +158,10 @@ def test_a_set_stored_with_such_a_string_is_served_in_display_form(
                 user_id=alice,
                 name="NB",
                 type="FILE",
-                settings={**sets.DEFAULT_SETTINGS, "sources": ["/tmp/bad\udcff", "/tmp/a\\b"]},
+                settings={
+                    **BackupSetSettings().as_json(),
+                    "sources": ["/tmp/bad\udcff", "/tmp/a\\b"],
+                },
                 removed=False,
                 created_at=1,
             )

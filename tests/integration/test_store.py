@@ -9,7 +9,7 @@ from alembic.runtime.migration import MigrationContext
 
 from opencbs.api.state import ServerState
 from opencbs.reports.vocabulary import JobStatus, ReportList
-from opencbs.store import jobs, sets, users
+from opencbs.store import job_queries, jobs, sets, users
 from opencbs.store.db import Database
 from opencbs.store.migrate import alembic_config, current_revision, head_revision, upgrade
 from opencbs.store.schema import metadata
@@ -31,7 +31,9 @@ def _job(state: ServerState) -> int:
     with state.db.write() as conn:
         user = users.add_backup_user(conn, "alice", "pw")
         bset = sets.add_set(conn, user.id, "docs", {"sources": ["/srv/docs"]})
-        dest = sets.add_destination(conn, user.id, bset.id, "local", "LOCAL", {"path": "/b"})
+        dest = sets.add_destination(
+            conn, user.id, bset.id, name="local", dest_type="LOCAL", settings={"path": "/b"}
+        )
         bset = sets.get_set(conn, user.id, bset.id)
         return jobs.start_job(conn, bset, dest.id, tz=state.tz).pk
 
@@ -52,7 +54,7 @@ def test_counters_follow_entries_and_batches_are_idempotent(state: ServerState) 
         assert jobs.append_batch(conn, pk, 0, batch) is False  # a retry stores nothing
     with state.db.read() as conn:
         job = jobs.get_job_by_pk(conn, pk)
-        news = list(jobs.iter_entries(conn, pk, ReportList.NEW))
+        news = list(job_queries.iter_entries(conn, pk, ReportList.NEW))
     c = job.counters
     assert (c.new_files, c.new_dirs, c.new_link_dirs, c.new_link_files) == (1, 1, 1, 0)
     assert (c.new_size, c.new_unzip, c.del_links, c.warn_entries) == (5, 10, 1, 1)
@@ -68,7 +70,7 @@ def test_a_reader_sees_the_job_as_it_was_when_it_began(state: ServerState) -> No
             jobs.append_batch(conn, pk, 0, [jobs.EntryIn(ReportList.NEW, "F", "/srv/docs/a")])
             jobs.finish_job(conn, pk, JobStatus.STOP_SUCCESS)
         # same snapshot: neither the entry nor the finish is visible yet
-        assert list(jobs.iter_entries(reader, pk, ReportList.NEW)) == []
+        assert list(job_queries.iter_entries(reader, pk, ReportList.NEW)) == []
         assert jobs.get_job_by_pk(reader, pk).status == before.status
     with state.db.read() as conn:
         after = jobs.get_job_by_pk(conn, pk)

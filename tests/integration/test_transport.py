@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from opencbs.api.state import ServerState
-from opencbs.store import jobs, sets, users
+from opencbs.store import report_import, sets, users
 from tests.conftest import ADMIN, VENDOR_EXAMPLE, VendorJob
 
 CT = "application/json; charset=utf-8"
@@ -141,11 +141,15 @@ def two_destinations(state: ServerState) -> tuple[str, str, str, str, str]:
     with state.db.write() as conn:
         user = users.add_backup_user(conn, "two", "two-password")
         bset = sets.add_set(conn, user.id, "TwoDest", {"sources": ["/srv"]})
-        first = sets.add_destination(conn, user.id, bset.id, "First", "LOCAL", {"path": "/a"})
-        second = sets.add_destination(conn, user.id, bset.id, "Second", "LOCAL", {"path": "/b"})
+        first = sets.add_destination(
+            conn, user.id, bset.id, name="First", dest_type="LOCAL", settings={"path": "/a"}
+        )
+        second = sets.add_destination(
+            conn, user.id, bset.id, name="Second", dest_type="LOCAL", settings={"path": "/b"}
+        )
         assert first.position < second.position
         bset = sets.get_set(conn, user.id, bset.id)
-        jobs.import_report(conn, bset, second.id, data, tz=state.tz)
+        report_import.import_report(conn, bset, second.id, data, tz=state.tz)
     return str(bset.id), str(first.id), str(second.id), data["ID"], "two"
 
 

@@ -7,7 +7,9 @@ failure (no header, malformed header, unknown user, wrong password, suspended ac
 same 401 ``{"error": "user_credentials", …}``. A backup user sees only its own sets: another
 user's set is "not found" (404), never "forbidden".
 
-Answers: JSON objects; IDs are strings (cbs-api.md §1), times epoch ms, sizes bytes. Errors:
+Answers: JSON objects; IDs are strings (cbs-api.md §1), times epoch ms, sizes bytes. A set's
+settings are ``opencbs.model.sets.BackupSetSettings``, a job is answered as its record,
+``opencbs.model.jobs.JobRecord`` (built by ``opencbs.store.jobs.job_record``). Errors:
 ``{"error": code, "message", "hint"}`` with 400 (unusable input, e.g. a source or destination
 path that is not valid UTF-8 text: sets are stored and served as JSON text), 401, 404, 409
 (duplicate job, finished job, duplicate name), 503 (database); 413 for a body over the route's
@@ -50,7 +52,9 @@ from sqlalchemy import Connection
 from opencbs.api.auth import authenticate_backup_user
 from opencbs.api.state import state_of
 from opencbs.errors import AuthUserRejected, Conflict, InvalidInput
-from opencbs.reports.fields import counter_fields
+from opencbs.model.jobs import JobRecord, JobRef
+from opencbs.model.sets import MAX_PATH, BackupSetSettings
+from opencbs.model.text import is_text
 from opencbs.reports.timefmt import MAX_TIME_MS, MIN_TIME_MS
 from opencbs.reports.vocabulary import (
     EntryType,
@@ -59,13 +63,11 @@ from opencbs.reports.vocabulary import (
     LogType,
     ReportList,
 )
-from opencbs.store import jobs, sets
+from opencbs.store import job_queries, jobs, sets
 from opencbs.store.users import BackupUser
 
 #: Most entries in one batch; split longer lists into several batches.
 MAX_BATCH_ENTRIES = 10_000
-#: Longest path (characters): Windows' extended-length limit.
-MAX_PATH = 32_767
 #: Longest log message (characters).
 MAX_MESSAGE = 16_384
 #: Byte limit of a batch request's body, and of every other request's body.
@@ -121,33 +123,21 @@ User = Annotated[BackupUser, Depends(_backup_user)]
 
 
 def _clean(value: str) -> str:
-    """Refuse NUL characters and lone surrogates (no database can store them)."""
+    """Refuse what is not text (``opencbs.model.text``: NUL characters, lone surrogates; no
+    database can store them) as a 422."""
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError("must be valid Unicode (no lone surrogates)") from exc
-    return value
-
-
-def _source_text(value: Any) -> Any:
-    """A source path that is not valid UTF-8 text (lone surrogates, NUL) is refused before
-    pydantic's own check with the store's ``InvalidInput`` (400, with a hint: rename the folder
-    or choose its parent), not as a 422 about "a valid string"."""
-    if isinstance(value, str):
-        sets.require_text(value, "source", sets.SOURCE_HINT)
+    if not is_text(value):
+        raise ValueError("must be valid Unicode (no lone surrogates)")
     return value
 
 
 Text = Annotated[str, AfterValidator(_clean)]
-SourceText = Annotated[str, BeforeValidator(_source_text), Field(min_length=1, max_length=MAX_PATH)]
 PathText = Annotated[Text, Field(max_length=MAX_PATH)]
 Name = Annotated[Text, Field(min_length=1, max_length=255)]
 Size = Annotated[int, Field(ge=0, le=MAX_SIZE)]
 Count = Annotated[int, Field(ge=0, le=MAX_SIZE)]
 TimeMs = Annotated[int, Field(ge=MIN_TIME_MS, le=MAX_TIME_MS)]
-Pattern = Annotated[Text, Field(min_length=1, max_length=4096)]
 
 SetIdPath = Annotated[str, Path(max_length=32, description="ID of the backup set.")]
 DestIdPath = Annotated[str, Path(max_length=32, description="ID of the destination.")]
@@ -159,36 +149,16 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Filters(_Model):
-    """Glob patterns of what a backup set includes and excludes."""
-
-    include: list[Pattern] = Field(default_factory=list, max_length=1000)
-    exclude: list[Pattern] = Field(default_factory=list, max_length=1000)
-
-
-class Compression(_Model):
-    """How chunks are compressed: zstd at ``level`` 0..22."""
-
-    type: Literal["ZSTD"] = "ZSTD"
-    level: int = Field(default=3, ge=0, le=22)
+def _given_settings(value: Any) -> Any:
+    """A request's settings without the keys given as ``null``: such a key counts as not
+    given (it keeps its current value, or its default when creating)."""
+    if isinstance(value, dict):
+        return {k: v for k, v in value.items() if v is not None}
+    return value
 
 
-class SetSettings(_Model):
-    """A backup set's settings. In a request every key is optional: a missing key keeps its
-    current value (its default when creating)."""
-
-    sources: list[SourceText] | None = Field(
-        default=None,
-        max_length=1000,
-        description="Full paths of the folders and files to back up (valid UTF-8 text).",
-    )
-    filters: Filters | None = None
-    compression: Compression | None = None
-    deduplication: bool | None = None
-
-    def given(self) -> dict[str, Any]:
-        """The keys given, as the store takes them."""
-        return self.model_dump(exclude_none=True)
+#: A request's backup set settings (``BackupSetSettings``; ``null`` keys as not given).
+SettingsIn = Annotated[BackupSetSettings, BeforeValidator(_given_settings)]
 
 
 class DestinationIn(_Model):
@@ -222,15 +192,19 @@ class BackupSetIn(_Model):
 
     name: Name
     type: Literal["FILE"] = "FILE"
-    settings: SetSettings = Field(default_factory=lambda: SetSettings())
+    settings: SettingsIn = Field(
+        default_factory=BackupSetSettings,
+        description="Keys not given take their defaults.",
+    )
     destinations: list[DestinationIn] = Field(default_factory=list, max_length=32)
 
 
 class BackupSetPatch(_Model):
-    """Changes to a backup set: a new name, and/or settings keys to replace."""
+    """Changes to a backup set: a new name, and/or settings keys to replace (a key not given
+    keeps its current value)."""
 
     name: Name | None = None
-    settings: SetSettings | None = None
+    settings: SettingsIn | None = None
 
 
 class BackupSetOut(BaseModel):
@@ -241,18 +215,19 @@ class BackupSetOut(BaseModel):
     type: str
     removed: bool
     created_at: int
-    settings: dict[str, Any]
+    settings: BackupSetSettings
     destinations: list[DestinationOut]
 
 
 class JobStartIn(_Model):
-    """Start of a backup job. ``start_time`` (epoch ms, default now) gives the job ID (§4);
+    """Start of a backup job. ``start_time`` (epoch ms, default now; within the one window of
+    job times, ``reports.timefmt.MIN_TIME_MS``..``MAX_TIME_MS``) gives the job ID (§4);
     ``mode``: ``M`` manual, ``S`` scheduled, ``R`` started from the server."""
 
     mode: JobMode = JobMode.MANUAL
     cdp: bool = False
     run_version: Text = Field(default="", max_length=64)
-    start_time: int | None = Field(default=None, ge=0, le=MAX_TIME_MS)
+    start_time: TimeMs | None = None
     dedupe_enabled: bool = True
 
 
@@ -350,42 +325,6 @@ class FinishIn(_Model):
     dedupe_saving: Size = 0
 
 
-class ProgressOut(BaseModel):
-    """The job's last progress; ``file_upload_time`` epoch ms or null."""
-
-    current_file_name: str
-    file_upload_time: int | None
-    current_file_count: int
-    total_file_count: int
-    uploaded_file_size: int
-    total_file_size: int
-
-
-class JobOut(BaseModel):
-    """A backup job as the server holds it. ``counters``: every count and size of §5 by its CBS
-    name (``NumOfNewFiles``, ``TotalNewFilesSize``, …, ``NumOfWarnEntries``), derived from the
-    entries stored; ``batches_received`` and ``last_batch_no`` tell a resuming agent where to
-    continue. Times epoch ms (``end_time`` null while running)."""
-
-    job_id: str
-    backup_set_id: str
-    destination_id: str
-    cdp: bool
-    mode: str
-    status: str
-    start_time: int
-    end_time: int | None
-    from_ip: str
-    run_version: str
-    dedupe_enabled: bool
-    dedupe_original_size: int
-    dedupe_saving: int
-    counters: dict[str, int]
-    batches_received: int
-    last_batch_no: int | None
-    progress: ProgressOut
-
-
 # --- converters -------------------------------------------------------------------------------
 
 
@@ -407,48 +346,13 @@ def _set_out(b: sets.BackupSet) -> BackupSetOut:
     )
 
 
-def _job_out(conn: Connection, job: jobs.Job) -> JobOut:
-    count, last = jobs.batch_stats(conn, job.pk)
-    counters = {k: v for k, v in counter_fields(job.counters).items() if isinstance(v, int)}
-    counters["NumOfWarnEntries"] = job.counters.warn_entries
-    counters["NumOfErrorEntries"] = job.counters.error_entries
-    return JobOut(
-        job_id=job.job_id,
-        backup_set_id=str(job.set_id),
-        destination_id=str(job.destination_id),
-        cdp=job.cdp,
-        mode=job.mode,
-        status=job.status,
-        start_time=job.start_time,
-        end_time=job.end_time,
-        from_ip=job.from_ip,
-        run_version=job.run_version,
-        dedupe_enabled=job.dedupe_enabled,
-        dedupe_original_size=job.dedupe_original_size,
-        dedupe_saving=job.dedupe_saving,
-        counters=counters,
-        batches_received=count,
-        last_batch_no=last,
-        progress=ProgressOut(
-            current_file_name=job.current_file_name,
-            file_upload_time=job.file_upload_time,
-            current_file_count=job.current_file_count,
-            total_file_count=job.total_file_count,
-            uploaded_file_size=job.uploaded_file_size,
-            total_file_size=job.total_file_size,
-        ),
-    )
-
-
-def _locked_job(
-    conn: Connection, user: BackupUser, set_id: str, destination_id: str, job_id: str, cdp: bool
-) -> jobs.Job:
-    """The user's job, its row locked for this transaction, read after the lock.
+def _locked_job(conn: Connection, user: BackupUser, ref: JobRef) -> jobs.Job:
+    """The user's job ``ref``, its row locked for this transaction, read after the lock.
 
     Raises ``BackupSetNotFound``, ``DestinationNotFound``, ``BackupJobNotFound``."""
-    bset = sets.get_set(conn, user.id, set_id)
-    dest = sets.get_destination(conn, bset, destination_id)
-    job = jobs.find_job(conn, bset, str(dest.id), job_id, cdp=cdp)
+    bset = sets.get_set(conn, user.id, ref.set_id)
+    dest = sets.get_destination(conn, bset, ref.destination_id)
+    job = job_queries.find_job(conn, bset, str(dest.id), ref.job_id, cdp=ref.cdp)
     jobs.lock_job(conn, job.pk)
     return jobs.get_job_by_pk(conn, job.pk)
 
@@ -472,7 +376,9 @@ def create_backup_set(request: Request, user: User, body: BackupSetIn) -> Backup
     with state_of(request).db.write() as conn:
         bset = sets.add_set(conn, user.id, body.name, body.settings.given(), set_type=body.type)
         for d in body.destinations:
-            sets.add_destination(conn, user.id, bset.id, d.name, d.type, d.settings)
+            sets.add_destination(
+                conn, user.id, bset.id, name=d.name, dest_type=d.type, settings=d.settings
+            )
         return _set_out(sets.get_set(conn, user.id, bset.id))
 
 
@@ -503,7 +409,9 @@ def add_destination(
     with state_of(request).db.write() as conn:
         bset = sets.get_set(conn, user.id, set_id)
         return _dest_out(
-            sets.add_destination(conn, user.id, bset.id, body.name, body.type, body.settings)
+            sets.add_destination(
+                conn, user.id, bset.id, name=body.name, dest_type=body.type, settings=body.settings
+            )
         )
 
 
@@ -514,6 +422,7 @@ def add_destination(
 def update_destination(
     request: Request,
     user: User,
+    *,
     set_id: SetIdPath,
     destination_id: DestIdPath,
     body: DestinationPatch,
@@ -540,8 +449,13 @@ _JOB = "/backup-sets/{set_id}/destinations/{destination_id}/jobs"
     responses={409: {"description": "A job with that ID exists (same start second)."}},
 )
 def start_job(
-    request: Request, user: User, set_id: SetIdPath, destination_id: DestIdPath, body: JobStartIn
-) -> JobOut:
+    request: Request,
+    user: User,
+    *,
+    set_id: SetIdPath,
+    destination_id: DestIdPath,
+    body: JobStartIn,
+) -> JobRecord:
     state = state_of(request)
     with state.db.write() as conn:
         bset = sets.get_set(conn, user.id, set_id)
@@ -560,7 +474,7 @@ def start_job(
             run_version=body.run_version,
             dedupe_enabled=body.dedupe_enabled,
         )
-        return _job_out(conn, job)
+        return jobs.job_record(conn, job)
 
 
 @router.get(
@@ -570,15 +484,16 @@ def start_job(
 def get_job(
     request: Request,
     user: User,
+    *,
     set_id: SetIdPath,
     destination_id: DestIdPath,
     job_id: JobIdPath,
     cdp: CdpQuery = False,
-) -> JobOut:
+) -> JobRecord:
     with state_of(request).db.write() as conn:
-        job = _locked_job(conn, user, set_id, destination_id, job_id, cdp)
+        job = _locked_job(conn, user, JobRef(set_id, destination_id, job_id, cdp=cdp))
         jobs.touch_job(conn, job.pk)
-        return _job_out(conn, job)
+        return jobs.job_record(conn, job)
 
 
 @router.put(
@@ -593,6 +508,7 @@ def get_job(
 def put_batch(
     request: Request,
     user: User,
+    *,
     set_id: SetIdPath,
     destination_id: DestIdPath,
     job_id: JobIdPath,
@@ -602,7 +518,7 @@ def put_batch(
 ) -> BatchOut:
     entries = [e.stored() for e in body.entries]
     with state_of(request).db.write() as conn:
-        job = _locked_job(conn, user, set_id, destination_id, job_id, cdp)
+        job = _locked_job(conn, user, JobRef(set_id, destination_id, job_id, cdp=cdp))
         if jobs.append_batch(conn, job.pk, batch_no, entries):
             return BatchOut(batch_no=batch_no, stored=True, entry_count=len(entries))
         held = jobs.batch_entry_count(conn, job.pk, batch_no)
@@ -623,16 +539,17 @@ def put_batch(
 def post_progress(
     request: Request,
     user: User,
+    *,
     set_id: SetIdPath,
     destination_id: DestIdPath,
     job_id: JobIdPath,
     body: ProgressIn,
     cdp: CdpQuery = False,
-) -> JobOut:
+) -> JobRecord:
     with state_of(request).db.write() as conn:
-        job = _locked_job(conn, user, set_id, destination_id, job_id, cdp)
+        job = _locked_job(conn, user, JobRef(set_id, destination_id, job_id, cdp=cdp))
         jobs.update_progress(conn, job.pk, **body.model_dump())
-        return _job_out(conn, jobs.get_job_by_pk(conn, job.pk))
+        return jobs.job_record(conn, jobs.get_job_by_pk(conn, job.pk))
 
 
 @router.post(
@@ -648,16 +565,17 @@ def post_progress(
 def finish(
     request: Request,
     user: User,
+    *,
     set_id: SetIdPath,
     destination_id: DestIdPath,
     job_id: JobIdPath,
     body: FinishIn,
     cdp: CdpQuery = False,
-) -> JobOut:
+) -> JobRecord:
     if body.status is JobStatus.STILL_RUNNING:
         raise InvalidInput("a job cannot be finished as BS_STILL_RUNNING", "send its final status")
     with state_of(request).db.write() as conn:
-        job = _locked_job(conn, user, set_id, destination_id, job_id, cdp)
+        job = _locked_job(conn, user, JobRef(set_id, destination_id, job_id, cdp=cdp))
         if job.status != JobStatus.STILL_RUNNING.value:
             same = (
                 job.status == body.status.value
@@ -666,7 +584,7 @@ def finish(
             )
             if not same:
                 raise Conflict(f"backup job {job.job_id} is finished already ({job.status})")
-            return _job_out(conn, job)
+            return jobs.job_record(conn, job)
         done = jobs.finish_job(
             conn,
             job.pk,
@@ -674,4 +592,4 @@ def finish(
             dedupe_original_size=body.dedupe_original_size,
             dedupe_saving=body.dedupe_saving,
         )
-        return _job_out(conn, done)
+        return jobs.job_record(conn, done)

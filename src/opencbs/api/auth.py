@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from typing import TypeGuard
 
 from opencbs.errors import AuthUserRejected, CredentialsRejected
+from opencbs.model.text import is_text
 from opencbs.reports.vocabulary import AccountStatus, SystemRole
 from opencbs.security import dummy_hash, verify_password
 from opencbs.store import users
 from opencbs.store.db import Database
-from opencbs.store.util import is_text, now_ms
+from opencbs.store.util import now_ms
 
 
 @dataclass(frozen=True)

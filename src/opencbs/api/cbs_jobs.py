@@ -44,7 +44,7 @@ from opencbs.api.params import Params
 from opencbs.api.state import ServerState
 from opencbs.errors import NoJobOnDay, ParameterInvalid
 from opencbs.reports.timefmt import parse_backup_date, report_time
-from opencbs.store import jobs, sets
+from opencbs.store import job_queries, jobs, sets
 from opencbs.store.sets import BackupSet
 from opencbs.store.users import BackupUser
 
@@ -245,11 +245,11 @@ def upload_size(job: jobs.Job) -> int:
 )
 def list_backup_jobs(params: Params, caller: Caller, state: ServerState) -> Response:
     params.required_str("LoginName")
-    skip_empty = params.boolean("SkipEmpty", True)
+    skip_empty = params.boolean("SkipEmpty", default=True)
     with state.db.read() as conn:
         user = backup_user(conn, params, caller)
         user_sets = sets.list_sets(conn, user.id, include_removed=True)
-        ids = jobs.job_ids_by_set(conn, [s.id for s in user_sets])
+        ids = job_queries.job_ids_by_set(conn, [s.id for s in user_sets])
     return ok(
         [
             {"BackupSetID": str(s.id), "Removed": bool(s.removed), "BackupJob": ids[s.id]}
@@ -262,7 +262,7 @@ def list_backup_jobs(params: Params, caller: Caller, state: ServerState) -> Resp
 # --- ListBackupJobStatus --------------------------------------------------------------------
 
 
-def _status_record(item: jobs.JobListing, tz: tzinfo) -> dict[str, Any]:
+def _status_record(item: job_queries.JobListing, tz: tzinfo) -> dict[str, Any]:
     job = item.job
     return {
         "ID": job.job_id,
@@ -312,9 +312,9 @@ def list_backup_job_status(params: Params, caller: Caller, state: ServerState) -
     with state.db.read() as conn:
         if login:
             user = backup_user(conn, params, caller)
-            found = jobs.jobs_of_day(conn, day, user_id=user.id)
+            found = job_queries.jobs_of_day(conn, day, user_id=user.id)
         else:
-            found = jobs.jobs_of_day(conn, day, owner=_owner_filter(params, caller))
+            found = job_queries.jobs_of_day(conn, day, owner=_owner_filter(params, caller))
     if not found:
         raise NoJobOnDay()
     return ok([_status_record(item, state.tz) for item in found])
@@ -337,7 +337,7 @@ def list_backup_job_mode(params: Params, caller: Caller, state: ServerState) -> 
     with state.db.read() as conn:
         user = backup_user(conn, params, caller)
         bset = sets.get_set(conn, user.id, set_id) if set_id is not None else None
-        found = jobs.jobs_of_day(
+        found = job_queries.jobs_of_day(
             conn, day, user_id=user.id, set_id=bset.id if bset is not None else None
         )
     return ok(
@@ -395,7 +395,7 @@ def get_backup_job_progress(params: Params, caller: Caller, state: ServerState) 
     with state.db.read() as conn:
         user = backup_user(conn, params, caller)
         bset = backup_set(conn, params, user)
-        job = jobs.find_job(conn, bset, dest, job_id, cdp=False)
+        job = job_queries.find_job(conn, bset, dest, job_id, cdp=False)
     return ok(_progress(job, user, bset, state.tz))
 
 
@@ -411,7 +411,7 @@ def get_backup_job_progress(params: Params, caller: Caller, state: ServerState) 
 )
 def list_backup_sets(params: Params, caller: Caller, state: ServerState) -> Response:
     params.required_str("LoginName")
-    list_all = params.boolean("ListAll", False)
+    list_all = params.boolean("ListAll")
     with state.db.read() as conn:
         user = backup_user(conn, params, caller)
         user_sets = sets.list_sets(conn, user.id, include_removed=list_all)
@@ -421,21 +421,19 @@ def list_backup_sets(params: Params, caller: Caller, state: ServerState) -> Resp
 def set_settings(bset: BackupSet, user: BackupUser) -> dict[str, Any]:
     """The GetBackupSet object of ``bset`` (keys in the module docstring; cbs-api.md §7)."""
     settings = bset.settings
-    compression = settings.get("compression") or {}
-    filters = settings.get("filters") or {}
     return {
         "ID": str(bset.id),
         "Name": bset.name,
         "Type": bset.type,
         "Owner": user.owner,
         "Removed": bool(bset.removed),
-        "CompressType": str(compression.get("type", "")),
-        "CompressLevel": int(compression.get("level", 0)),
-        "Deduplication": bool(settings.get("deduplication", False)),
-        "SelectedSource": list(settings.get("sources") or []),
+        "CompressType": settings.compression.type,
+        "CompressLevel": settings.compression.level,
+        "Deduplication": settings.deduplication,
+        "SelectedSource": list(settings.sources),
         "Filter": {
-            "Include": list(filters.get("include") or []),
-            "Exclude": list(filters.get("exclude") or []),
+            "Include": list(settings.filters.include),
+            "Exclude": list(settings.filters.exclude),
         },
         "DestinationList": [
             {"Id": str(d.id), "Name": d.name, "Type": d.type} for d in bset.destinations

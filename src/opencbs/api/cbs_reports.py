@@ -29,7 +29,7 @@ from opencbs.api.params import Params
 from opencbs.api.state import ServerState
 from opencbs.reports.fields import summary_fields
 from opencbs.reports.render import render_report
-from opencbs.store import jobs
+from opencbs.store import job_queries, jobs
 
 _PARAMS = (LOGIN, OWNER, SET_ID, DEST_ID, JOB_ID, CDP)
 
@@ -100,7 +100,7 @@ def get_backup_job_report(params: Params, caller: Caller, state: ServerState) ->
     def body() -> Iterator[bytes]:
         with stack:
             yield from render_report(
-                header, lambda lst: jobs.iter_entries(conn, job.pk, lst), state.log_time
+                header, lambda lst: job_queries.iter_entries(conn, job.pk, lst), state.log_time
             )
 
     return StreamingResponse(body(), media_type=JSON_CONTENT_TYPE)
@@ -124,12 +124,21 @@ def _find(conn: Any, params: Params, caller: Caller) -> jobs.Job:
     set_id = params.required_str("BackupSetID")
     job_id = params.required_str("BackupJobID")
     dest = params.optional_str("DestinationID")
-    cdp = params.boolean("Cdp", False)
+    cdp = params.boolean("Cdp")
     owner = params.str_or_empty("Owner")
-    job = jobs.find_report_job_fast(conn, login, owner, caller.scope, set_id, dest, job_id, cdp=cdp)
+    job = job_queries.find_report_job_fast(
+        conn,
+        login_name=login,
+        owner=owner,
+        scope=caller.scope,
+        set_id=set_id,
+        destination_id=dest,
+        job_id=job_id,
+        cdp=cdp,
+    )
     if job is not None:
         return job
     # something is missing: the step-by-step look-ups name it (cbs-api.md §3)
     user = backup_user(conn, params, caller)
     bset = backup_set(conn, params, user)
-    return jobs.find_job(conn, bset, dest, job_id, cdp=cdp)
+    return job_queries.find_job(conn, bset, dest, job_id, cdp=cdp)

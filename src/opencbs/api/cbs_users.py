@@ -33,7 +33,7 @@ from opencbs.api.envelope import ok
 from opencbs.api.params import Params
 from opencbs.api.state import ServerState
 from opencbs.errors import AuthUserRejected
-from opencbs.store import jobs, users
+from opencbs.store import job_queries, users
 from opencbs.store.users import BackupUser
 
 _SEARCH = ParamDoc(
@@ -95,9 +95,9 @@ def user_objects(conn: Connection, found: Sequence[BackupUser]) -> list[dict[str
     """The CBS user object of each user (keys in the module docstring; cbs-api.md §7), with
     four queries whatever the number of users."""
     ids = [u.id for u in found]
-    stored = jobs.stored_bytes(conn, ids)
-    last = jobs.last_backup_ms(conn, ids)
-    online = jobs.running_user_ids(conn, ids)
+    stored = job_queries.stored_bytes(conn, ids)
+    last = job_queries.last_backup_ms(conn, ids)
+    online = job_queries.running_user_ids(conn, ids)
     set_ids = users.backup_set_ids(conn, ids)
     return [
         {

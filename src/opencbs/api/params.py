@@ -13,7 +13,7 @@ import orjson
 from starlette.requests import Request
 
 from opencbs.errors import BodyNotObject, ParameterInvalid, ParameterMissing
-from opencbs.store.util import is_text
+from opencbs.model.text import is_text
 
 #: A body larger than this is refused as not an object (bytes).
 MAX_BODY = 1 << 20
@@ -113,7 +113,7 @@ class Params:
         """The parameter as a string, ``""`` when absent."""
         return self.optional_str(name) or ""
 
-    def boolean(self, name: str, default: bool = False) -> bool:
+    def boolean(self, name: str, *, default: bool = False) -> bool:
         """A boolean: JSON true/false, strings true/false in any case, Y/N, 1/0 (§1); the default
         when absent or empty. Raises ``ParameterInvalid`` otherwise."""
         value = self.values.get(name)

@@ -256,9 +256,9 @@ def set_add(
                 conn,
                 owner.id,
                 created.id,
-                destination_name,
-                "LOCAL",
-                {"path": os.path.abspath(destination)},
+                name=destination_name,
+                dest_type="LOCAL",
+                settings={"path": os.path.abspath(destination)},
             )
             created = sets.get_set(conn, owner.id, created.id)
     finally:
@@ -294,7 +294,7 @@ def set_list(settings: Settings, login: str, as_json: bool) -> None:
                 s.id,
                 s.name,
                 s.type,
-                [str(x) for x in s.settings.get("sources", [])],
+                list(s.settings.sources),
                 [f"{d.id} {d.name} ({d.type})" for d in s.destinations],
             ]
             for s in found
@@ -308,7 +308,7 @@ def set_json(s: BackupSet) -> dict[str, Any]:
         "ID": str(s.id),
         "Name": s.name,
         "Type": s.type,
-        "Settings": s.settings,
+        "Settings": s.settings.as_json(),
         "DestinationList": [
             {"Id": str(d.id), "Name": d.name, "Type": d.type, "Settings": d.settings}
             for d in s.destinations

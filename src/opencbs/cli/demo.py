@@ -33,7 +33,7 @@ from opencbs.errors import BackupJobNotFound
 from opencbs.reports.timefmt import job_id_at, parse_report_time
 from opencbs.reports.vocabulary import JobMode, JobStatus, ReportList, SystemRole
 from opencbs.settings import Settings
-from opencbs.store import jobs, sets, users
+from opencbs.store import job_queries, jobs, report_import, sets, users
 from opencbs.store.db import Database
 from opencbs.store.sets import BackupSet
 
@@ -88,7 +88,7 @@ def set_up_demo(db: Database, tz: tzinfo, data_dir: Path) -> DemoResult:
         dest_id = bset.destinations[0].id
         example = vendor_example()
         if not _has_job(conn, bset, example["ID"]):
-            jobs.import_report(conn, bset, dest_id, example, tz=tz)
+            report_import.import_report(conn, bset, dest_id, example, tz=tz)
             created.append(f"job {example['ID']}")
         second = _deliver_second_job(conn, bset, dest_id, tz, created)
     return DemoResult(
@@ -112,7 +112,12 @@ def _demo_set(conn: Connection, user_id: int, data_dir: Path, created: list[str]
         created.append(f"backup set {SET_NAME}")
     if not bset.destinations:
         sets.add_destination(
-            conn, user_id, bset.id, "Local", "LOCAL", {"path": str(data_dir / "demo-destination")}
+            conn,
+            user_id,
+            bset.id,
+            name="Local",
+            dest_type="LOCAL",
+            settings={"path": str(data_dir / "demo-destination")},
         )
         created.append("destination Local")
     return sets.get_set(conn, user_id, bset.id)
@@ -120,7 +125,7 @@ def _demo_set(conn: Connection, user_id: int, data_dir: Path, created: list[str]
 
 def _has_job(conn: Connection, bset: BackupSet, job_id: str) -> bool:
     try:
-        jobs.find_job(conn, bset, None, job_id, cdp=False)
+        job_queries.find_job(conn, bset, None, job_id, cdp=False)
     except BackupJobNotFound:
         return False
     return True

@@ -22,7 +22,7 @@ from opencbs.reports.render import file_entry, log_entry, render_report
 from opencbs.reports.timefmt import LogTimeFormatter
 from opencbs.reports.vocabulary import FILE_LISTS, ReportList
 from opencbs.settings import Settings
-from opencbs.store import jobs, sets
+from opencbs.store import job_queries, sets
 from opencbs.store.sets import BackupSet
 
 
@@ -73,11 +73,11 @@ def report(
         with database.read() as conn:
             owner = find_user(conn, login)
             bset = _resolve_set(conn, owner.id, set_ref, job_id, destination, cdp)
-            job = jobs.find_job(conn, bset, destination, job_id, cdp=cdp)
+            job = job_queries.find_job(conn, bset, destination, job_id, cdp=cdp)
             header = job.header(tz)
 
             def entries(lst: ReportList) -> Any:
-                return jobs.iter_entries(conn, job.pk, lst)
+                return job_queries.iter_entries(conn, job.pk, lst)
 
             if as_json:
                 out = sys.stdout.buffer
@@ -110,7 +110,7 @@ def _resolve_set(
     for summary in sets.list_sets(conn, user_id, include_removed=True):
         bset = sets.get_set(conn, user_id, summary.id)
         try:
-            jobs.find_job(conn, bset, destination, job_id, cdp=cdp)
+            job_queries.find_job(conn, bset, destination, job_id, cdp=cdp)
         except (BackupJobNotFound, DestinationNotFound):
             continue
         having.append(bset)

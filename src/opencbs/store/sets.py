@@ -1,17 +1,17 @@
 """Backup sets and their destinations (cbs-api.md §7 ListBackupSets, GetBackupSet; the agent API).
 
-A backup set's ``settings`` (JSON) hold ``sources`` (list of paths), ``filters``
-(``{"include": [...], "exclude": [...]}`` glob patterns), ``compression`` (``{"type": "ZSTD",
-"level": 3}``) and ``deduplication`` (bool). A destination's ``settings`` hold its location
-(``{"path": ...}`` for a local folder).
+A backup set's ``settings`` are a :class:`~opencbs.model.sets.BackupSetSettings` (``sources``,
+``filters``, ``compression``, ``deduplication``), stored as its JSON form (``as_json``). A
+destination's ``settings`` hold its location (``{"path": ...}`` for a local folder).
 
 Names, sources, patterns and destination settings are stored and served as JSON text, so each
-must be valid Unicode without NUL: a path that is not UTF-8 (a lone surrogate once decoded with
-``surrogateescape``) cannot be a source or a destination and is refused with ``InvalidInput``
-where it would be written. Names *inside* a source may be any bytes: they travel in job reports,
-not here. A string of that kind stored by an earlier version is read back in its display form
-(``\\xNN``, ``shown_text``) with a warning in the log, so that the user's other sets, and the
-answers that list them, keep working.
+must be valid Unicode without NUL (``opencbs.model.text``): a path that is not UTF-8 (a lone
+surrogate once decoded with ``surrogateescape``) cannot be a source or a destination and is
+refused with ``InvalidInput`` where it would be written. Names *inside* a source may be any
+bytes: they travel in job reports, not here. A string of that kind stored by an earlier version
+is read back in its display form (``\\xNN``, ``shown_text``) with a warning in the log, so that
+the user's other sets, and the answers that list them, keep working; so is a stored setting
+that no longer validates (read as its default, with a warning).
 """
 
 from __future__ import annotations
@@ -21,33 +21,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import Connection, Row, func, select, update
 
 from opencbs.errors import BackupSetNotFound, Conflict, DestinationNotFound, InvalidInput
+from opencbs.model.sets import BackupSetSettings
+from opencbs.model.text import require_text, shown_text
 from opencbs.store.schema import backup_sets, destinations
 from opencbs.store.users import new_id
-from opencbs.store.util import is_text, now_ms, shown_text
+from opencbs.store.util import now_ms
 
 log = logging.getLogger(__name__)
 
-#: What to do about a source path that is not UTF-8 text.
-SOURCE_HINT = (
-    "a backup set's sources are stored as UTF-8 text: rename that folder or file to a "
-    "UTF-8 name, or give its parent folder as the source (names inside a source may "
-    "be any bytes)"
-)
 #: What to do about a destination path that is not UTF-8 text.
 DESTINATION_HINT = (
     "a destination's path is stored as UTF-8 text: choose a folder whose path is "
     "UTF-8, or rename it"
 )
-
-DEFAULT_SETTINGS: dict[str, Any] = {
-    "sources": [],
-    "filters": {"include": [], "exclude": []},
-    "compression": {"type": "ZSTD", "level": 3},
-    "deduplication": True,
-}
 
 
 @dataclass(frozen=True)
@@ -64,13 +54,14 @@ class Destination:
 
 @dataclass(frozen=True)
 class BackupSet:
-    """A backup set of one backup user, with its destinations in order."""
+    """A backup set of one backup user, with its destinations in order. ``created_at`` epoch
+    ms."""
 
     id: int
     user_id: int
     name: str
     type: str
-    settings: dict[str, Any]
+    settings: BackupSetSettings
     removed: bool
     created_at: int
     destinations: tuple[Destination, ...] = field(default=())
@@ -112,15 +103,6 @@ def _as_text(value: Any) -> Any:
     return value
 
 
-def require_text(value: str, what: str, hint: str = "") -> None:
-    """Raise ``InvalidInput`` naming ``what`` unless ``value`` is valid UTF-8 text without
-    NUL (``is_text``): it is stored and served as JSON text."""
-    if is_text(value):
-        return
-    problem = "holds a NUL character" if "\x00" in value else "is not valid UTF-8 text"
-    raise InvalidInput(f"{what} {shown_text(value)} {problem}", hint)
-
-
 def _require_text_values(value: Any, what: str, hint: str) -> None:
     """``require_text`` for every string (key or value) in a JSON-like ``value``."""
     if isinstance(value, str):
@@ -134,45 +116,27 @@ def _require_text_values(value: Any, what: str, hint: str) -> None:
             _require_text_values(v, what, hint)
 
 
-def normalise_settings(
-    settings: Mapping[str, Any] | None, base: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """Merge ``settings`` over ``base`` (or the defaults) and check their shapes.
-
-    Raises ``InvalidInput`` for a wrong shape (sources not a list of strings, …).
-    """
-    out: dict[str, Any] = dict(base or DEFAULT_SETTINGS)
-    for key, value in (settings or {}).items():
-        if key not in DEFAULT_SETTINGS:
-            raise InvalidInput(
-                f"unknown backup set setting {key!r}", f"known: {', '.join(DEFAULT_SETTINGS)}"
-            )
-        out[key] = value
-    if not isinstance(out["sources"], list) or not all(
-        isinstance(s, str) and s for s in out["sources"]
-    ):
-        raise InvalidInput("sources must be a list of paths")
-    for source in out["sources"]:
-        require_text(source, "source", SOURCE_HINT)
-    filters = out["filters"]
-    if not isinstance(filters, dict) or not all(
-        isinstance(filters.get(k, []), list) and all(isinstance(p, str) for p in filters.get(k, []))
-        for k in ("include", "exclude")
-    ):
-        raise InvalidInput('filters must be {"include": [patterns], "exclude": [patterns]}')
-    for key in ("include", "exclude"):
-        for pattern in filters.get(key, []):
-            require_text(pattern, f"{key} pattern", "give the pattern in UTF-8")
-    comp = out["compression"]
-    if (
-        not isinstance(comp, dict)
-        or not isinstance(comp.get("level", 3), int)
-        or not (0 <= comp.get("level", 3) <= 22)
-    ):
-        raise InvalidInput('compression must be {"type": "ZSTD", "level": 0..22}')
-    if not isinstance(out["deduplication"], bool):
-        raise InvalidInput("deduplication must be true or false")
-    return out
+def _stored_settings(raw: Any, where: str) -> BackupSetSettings:
+    """A set's settings as read from the database (``raw``, their JSON form). A string that is
+    not valid text is read in display form (``_served``); a key that no longer validates (stored
+    by an earlier version, whose checks were looser) is read as its default, with a warning
+    naming ``where``, so the set and the answers that list it keep working."""
+    value = _served(dict(raw or {}), where)
+    try:
+        return BackupSetSettings.model_validate(value)
+    except (ValidationError, InvalidInput):
+        pass
+    kept: dict[str, Any] = {}
+    for key in BackupSetSettings.model_fields:
+        if key not in value:
+            continue
+        try:
+            BackupSetSettings.model_validate({key: value[key]})
+        except (ValidationError, InvalidInput):
+            log.warning("%s: its setting %r is not valid; read as its default: fix it", where, key)
+            continue
+        kept[key] = value[key]
+    return BackupSetSettings.model_validate(kept)
 
 
 def add_set(
@@ -184,7 +148,9 @@ def add_set(
     set_type: str = "FILE",
 ) -> BackupSet:
     """Create a backup set for backup user ``user_id``. Its ID is the creation time in epoch ms
-    (cbs-api.md §4). Raises ``Conflict`` when the user has a set of that name already."""
+    (cbs-api.md §4). ``settings``: the keys given (JSON form, ``BackupSetSettings``), the others
+    take their defaults. Raises ``Conflict`` when the user has a set of that name already,
+    ``InvalidInput`` for a name or settings that cannot be used."""
     if not name:
         raise InvalidInput("a backup set needs a name")
     require_text(name, "backup set name", "give the name in UTF-8")
@@ -204,7 +170,7 @@ def add_set(
             user_id=user_id,
             name=name,
             type=set_type,
-            settings=normalise_settings(settings),
+            settings=BackupSetSettings.parse(settings or {}).as_json(),
             removed=False,
             created_at=now_ms(),
         )
@@ -220,7 +186,9 @@ def update_set(
     name: str | None = None,
     settings: Mapping[str, Any] | None = None,
 ) -> BackupSet:
-    """Change a set's name and/or settings (merged over the current ones)."""
+    """Change a set's name and/or settings: the keys of ``settings`` (JSON form) replace the
+    current ones (``BackupSetSettings.merged``). Raises ``BackupSetNotFound``, or
+    ``InvalidInput`` for a name or settings that cannot be used."""
     current = get_set(conn, user_id, set_id)
     values: dict[str, Any] = {}
     if name is not None:
@@ -229,7 +197,7 @@ def update_set(
         require_text(name, "backup set name", "give the name in UTF-8")
         values["name"] = name
     if settings is not None:
-        values["settings"] = normalise_settings(settings, current.settings)
+        values["settings"] = current.settings.merged(settings).as_json()
     if values:
         conn.execute(update(backup_sets).where(backup_sets.c.id == set_id).values(**values))
     return get_set(conn, user_id, set_id)
@@ -259,7 +227,7 @@ def get_set(conn: Connection, user_id: int, set_id: int | str) -> BackupSet:
         user_id=row.user_id,
         name=_served(row.name, where),
         type=row.type,
-        settings=_served(dict(row.settings or {}), where),
+        settings=_stored_settings(row.settings, where),
         removed=row.removed,
         created_at=row.created_at,
         destinations=tuple(_destination(d) for d in dests),
@@ -289,7 +257,7 @@ def list_sets(conn: Connection, user_id: int, *, include_removed: bool = False) 
             user_id=r.user_id,
             name=_served(r.name, f"backup set {r.id}"),
             type=r.type,
-            settings=_served(dict(r.settings or {}), f"backup set {r.id}"),
+            settings=_stored_settings(r.settings, f"backup set {r.id}"),
             removed=r.removed,
             created_at=r.created_at,
         )
@@ -301,10 +269,10 @@ def add_destination(
     conn: Connection,
     user_id: int,
     set_id: int,
+    *,
     name: str,
     dest_type: str,
     settings: Mapping[str, Any] | None = None,
-    *,
     destination_id: int | None = None,
 ) -> Destination:
     """Add a destination to a set, after the existing ones. Its ID is the creation time in epoch

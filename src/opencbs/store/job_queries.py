@@ -1,0 +1,290 @@
+"""Reading backup jobs and their report entries (cbs-api.md §5–7): the job a report call
+names, a report's entries streamed in delivery order, the listings of ListBackupJobs,
+ListBackupJobStatus and ListBackupJobMode, and the per-user figures of ListUsers.
+
+Callers read in one snapshot (``Database.read``), so a finished report is seen whole or not at
+all. Jobs are ``opencbs.store.jobs.Job`` rows; times epoch ms, sizes bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Row, and_, bindparam, func, select
+
+from opencbs.errors import BackupJobNotFound, DestinationNotFound
+from opencbs.reports.vocabulary import JobStatus, ReportList
+from opencbs.store.jobs import Job, job_from_row
+from opencbs.store.schema import (
+    backup_jobs,
+    backup_sets,
+    backup_users,
+    destinations,
+    job_entries,
+)
+from opencbs.store.sets import BackupSet, parse_id
+
+# One prebuilt statement for the report calls' common case: the backup user, the set and every
+# destination's job of that ID, in one round trip.
+_REPORT_JOB = (
+    select(
+        backup_jobs,
+        backup_users.c.owner.label("user_owner"),
+        destinations.c.position.label("dest_position"),
+    )
+    .join(backup_sets, backup_sets.c.id == backup_jobs.c.set_id)
+    .join(backup_users, backup_users.c.id == backup_sets.c.user_id)
+    .join(destinations, destinations.c.id == backup_jobs.c.destination_id)
+    .where(
+        backup_users.c.login_name == bindparam("login"),
+        backup_sets.c.id == bindparam("set_id"),
+        backup_jobs.c.job_id == bindparam("job_id"),
+        backup_jobs.c.cdp == bindparam("cdp"),
+    )
+    .order_by(destinations.c.position, destinations.c.id)
+)
+
+
+def find_report_job_fast(
+    conn: Connection,
+    *,
+    login_name: str,
+    owner: str,
+    scope: str | None,
+    set_id: str,
+    destination_id: str | None,
+    job_id: str,
+    cdp: bool,
+) -> Job | None:
+    """The job a report call names, in one query, when everything is found; ``None`` otherwise
+    (then ``find_job`` and the user and set look-ups say precisely what is missing). Applies the
+    ``Owner`` and scope rules of cbs-api.md §2 and the ``DestinationID`` resolution of §5."""
+    sid = parse_id(set_id)
+    if sid is None:
+        return None
+    rows = conn.execute(
+        _REPORT_JOB, {"login": login_name, "set_id": sid, "job_id": job_id, "cdp": cdp}
+    ).all()
+    if not rows:
+        return None
+    user_owner = rows[0].user_owner
+    if (owner and owner != user_owner) or (scope is not None and user_owner != scope):
+        return None
+    if destination_id is None or destination_id.strip() in ("", "0"):
+        return job_from_row(rows[0])
+    did = parse_id(destination_id)
+    for row in rows:
+        if row.destination_id == did:
+            return job_from_row(row)
+    return None
+
+
+def find_job(
+    conn: Connection, bset: BackupSet, destination_id: str | None, job_id: str, *, cdp: bool
+) -> Job:
+    """The job ``job_id`` of ``bset``, resolving ``DestinationID`` as cbs-api.md §5 says: a real
+    ID of the set → that destination; missing, ``""`` or ``"0"`` → the set's first destination
+    (in order) that has the job; an ID the set does not have → ``DestinationNotFound``.
+    Raises ``BackupJobNotFound`` when no such job is there."""
+    dest_ids: list[int]
+    if destination_id is None or destination_id.strip() in ("", "0"):
+        dest_ids = [d.id for d in bset.destinations]
+    else:
+        did = parse_id(destination_id)
+        if did is None or not any(d.id == did for d in bset.destinations):
+            raise DestinationNotFound(destination_id)
+        dest_ids = [did]
+    if dest_ids:
+        rows = conn.execute(
+            select(backup_jobs).where(
+                backup_jobs.c.set_id == bset.id,
+                backup_jobs.c.job_id == job_id,
+                backup_jobs.c.cdp == cdp,
+                backup_jobs.c.destination_id.in_(dest_ids),
+            )
+        ).all()
+        by_dest = {r.destination_id: r for r in rows}
+        for did in dest_ids:
+            if did in by_dest:
+                return job_from_row(by_dest[did])
+    raise BackupJobNotFound(job_id)
+
+
+def iter_entries(conn: Connection, pk: int, lst: ReportList) -> Iterator[Row]:  # type: ignore[type-arg]
+    """The entries of one list of one job, in delivery order, streamed from the database (the
+    primary key's order): rows with ``etype, link_dir, path, from_path, mtime_ms, size,
+    unzip_size``."""
+    q = (
+        select(
+            job_entries.c.etype,
+            job_entries.c.path,
+            job_entries.c.from_path,
+            job_entries.c.mtime_ms,
+            job_entries.c.size,
+            job_entries.c.unzip_size,
+        )
+        .where(job_entries.c.job_pk == pk, job_entries.c.list == int(lst))
+        .order_by(job_entries.c.seq)
+    )
+    result = conn.execution_options(stream_results=True, yield_per=2000).execute(q)
+    yield from result
+
+
+def job_ids_by_set(conn: Connection, set_ids: Iterable[int]) -> dict[int, list[str]]:
+    """Job IDs of each set, ascending and without repeats (jobs to several destinations share
+    an ID) (ListBackupJobs, §7)."""
+    ids = list(set_ids)
+    out: dict[int, list[str]] = {sid: [] for sid in ids}
+    if not ids:
+        return out
+    q = (
+        select(backup_jobs.c.set_id, backup_jobs.c.job_id)
+        .where(backup_jobs.c.set_id.in_(ids))
+        .group_by(backup_jobs.c.set_id, backup_jobs.c.job_id)
+        .order_by(backup_jobs.c.set_id, backup_jobs.c.job_id)
+    )
+    for r in conn.execute(q):
+        out[r.set_id].append(r.job_id)
+    return out
+
+
+def jobs_between(
+    conn: Connection,
+    user_ids: Sequence[int],
+    start_ms: int,
+    end_ms: int,
+    *,
+    set_id: int | None = None,
+) -> list[tuple[Job, int, str]]:
+    """Jobs of the users' sets that started in ``[start_ms, end_ms)``, with each job's set's
+    user ID and set name, by start time (ListBackupJobStatus, ListBackupJobMode, §7)."""
+    if not user_ids:
+        return []
+    q = (
+        select(
+            backup_jobs,
+            backup_sets.c.user_id.label("set_user_id"),
+            backup_sets.c.name.label("set_name"),
+        )
+        .join(backup_sets, backup_sets.c.id == backup_jobs.c.set_id)
+        .where(
+            backup_sets.c.user_id.in_(list(user_ids)),
+            and_(backup_jobs.c.start_time >= start_ms, backup_jobs.c.start_time < end_ms),
+        )
+        .order_by(backup_jobs.c.start_time, backup_jobs.c.pk)
+    )
+    if set_id is not None:
+        q = q.where(backup_jobs.c.set_id == set_id)
+    return [(job_from_row(r), r.set_user_id, r.set_name) for r in conn.execute(q)]
+
+
+def last_backup_ms(conn: Connection, user_ids: Sequence[int]) -> dict[int, int]:
+    """Start time (epoch ms) of each user's newest job (ListUsers ``LastBackupDate``)."""
+    if not user_ids:
+        return {}
+    q = (
+        select(backup_sets.c.user_id, func.max(backup_jobs.c.start_time))
+        .join(backup_sets, backup_sets.c.id == backup_jobs.c.set_id)
+        .where(backup_sets.c.user_id.in_(list(user_ids)))
+        .group_by(backup_sets.c.user_id)
+    )
+    return {r[0]: r[1] for r in conn.execute(q)}
+
+
+def stored_bytes(conn: Connection, user_ids: Sequence[int]) -> dict[int, int]:
+    """Bytes each user's jobs stored: the compressed size of their new and updated content,
+    summed over every job (ListUsers ``DataSize``; nothing is removed while there is no
+    retention)."""
+    if not user_ids:
+        return {}
+    q = (
+        select(backup_sets.c.user_id, func.sum(backup_jobs.c.new_size + backup_jobs.c.upd_size))
+        .join(backup_sets, backup_sets.c.id == backup_jobs.c.set_id)
+        .where(backup_sets.c.user_id.in_(list(user_ids)))
+        .group_by(backup_sets.c.user_id)
+    )
+    return {r[0]: int(r[1] or 0) for r in conn.execute(q)}
+
+
+def running_user_ids(conn: Connection, user_ids: Sequence[int]) -> set[int]:
+    """Users with a running job (ListUsers ``Online``)."""
+    if not user_ids:
+        return set()
+    q = (
+        select(backup_sets.c.user_id)
+        .join(backup_jobs, backup_sets.c.id == backup_jobs.c.set_id)
+        .where(
+            backup_sets.c.user_id.in_(list(user_ids)),
+            backup_jobs.c.status == JobStatus.STILL_RUNNING.value,
+        )
+        .distinct()
+    )
+    return {r[0] for r in conn.execute(q)}
+
+
+def destination_of(conn: Connection, destination_id: int) -> tuple[int, str] | None:
+    """(set ID, name) of a destination, or ``None``."""
+    row = conn.execute(
+        select(destinations.c.set_id, destinations.c.name).where(
+            destinations.c.id == destination_id
+        )
+    ).first()
+    return (row.set_id, row.name) if row else None
+
+
+@dataclass(frozen=True)
+class JobListing:
+    """A job with what a listing shows beside it: its backup user (ID, login name, owner) and
+    its set's name (ListBackupJobStatus, ListBackupJobMode, §7)."""
+
+    job: Job
+    user_id: int
+    login_name: str
+    owner: str
+    set_name: str
+
+
+def jobs_of_day(
+    conn: Connection,
+    day: str,
+    *,
+    user_id: int | None = None,
+    owner: str | None = None,
+    set_id: int | None = None,
+) -> list[JobListing]:
+    """Jobs listed under ``day`` (``yyyy-MM-dd``): those whose job ID starts with it, as
+    cbs-api.md §4 says (the ID is the start time in the server zone), by start time.
+
+    Narrowed to one backup user (``user_id``), to the users of one ``owner`` (``""`` = the
+    administrators'), and/or to one set (``set_id``); ``None`` leaves a filter off.
+    """
+    q = (
+        select(
+            backup_jobs,
+            backup_users.c.id.label("listing_user_id"),
+            backup_users.c.login_name.label("listing_login_name"),
+            backup_users.c.owner.label("listing_owner"),
+            backup_sets.c.name.label("listing_set_name"),
+        )
+        .join(backup_sets, backup_sets.c.id == backup_jobs.c.set_id)
+        .join(backup_users, backup_users.c.id == backup_sets.c.user_id)
+        .where(backup_jobs.c.job_id.startswith(day, autoescape=True))
+        .order_by(backup_jobs.c.start_time, backup_jobs.c.pk)
+    )
+    if user_id is not None:
+        q = q.where(backup_sets.c.user_id == user_id)
+    if owner is not None:
+        q = q.where(backup_users.c.owner == owner)
+    if set_id is not None:
+        q = q.where(backup_jobs.c.set_id == set_id)
+    return [
+        JobListing(
+            job=job_from_row(r),
+            user_id=r.listing_user_id,
+            login_name=r.listing_login_name,
+            owner=r.listing_owner,
+            set_name=r.listing_set_name,
+        )
+        for r in conn.execute(q)
+    ]
