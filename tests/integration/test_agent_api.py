@@ -16,6 +16,7 @@ from opencbs import security
 from opencbs.agent import AgentApiError, AgentClient, Entry, JobRef, NewDestination
 from opencbs.api.app import sweep_once
 from opencbs.api.state import ServerState
+from opencbs.reports.timefmt import MAX_TIME_MS, MIN_TIME_MS
 from opencbs.reports.vocabulary import JobMode, JobStatus, ReportList
 from opencbs.store import job_queries, jobs, sets, users
 from tests.conftest import ADMIN
@@ -221,6 +222,20 @@ def test_sets_and_destinations(alice: AgentClient) -> None:
     assert exc.value.status == 409
 
 
+def test_set_settings_in_requests(client: TestClient, alice: AgentClient) -> None:
+    set_id, _ = _new_set(alice)
+    url = f"{API}/backup-sets/{set_id}"
+    r = client.patch(url, auth=ALICE, json={"settings": {"sources": None, "deduplication": False}})
+    assert r.status_code == 200, r.text
+    assert r.json()["settings"]["sources"] == ["/home/alice"]  # null: not given, kept
+    assert r.json()["settings"]["deduplication"] is False
+    for bad in ({"nope": 1}, {"compression": {"level": 23}}, {"filters": {"include": [""]}}):
+        assert client.patch(url, auth=ALICE, json={"settings": bad}).status_code == 422, bad
+    r = client.patch(url, auth=ALICE, json={"settings": {"filters": {"exclude": ["a\x00"]}}})
+    assert r.status_code == 400
+    assert r.json()["message"] == "exclude pattern a\\x00 holds a NUL character"
+
+
 def test_set_answer_ids_are_strings(client: TestClient, alice: AgentClient) -> None:
     set_id, dest_id = _new_set(alice)
     body = client.get(f"{API}/backup-sets/{set_id}", auth=ALICE).json()
@@ -394,6 +409,15 @@ def test_duplicate_job_start_is_refused(alice: AgentClient) -> None:
     assert alice.send_batch(cdp.ref, 0, BATCH_0)
     plain = JobRef(set_id, dest_id, cdp.ref.job_id)
     assert alice.get_job(plain).batches_received == 0
+
+
+def test_job_start_times_lie_in_the_one_window(client: TestClient, alice: AgentClient) -> None:
+    set_id, dest_id = _new_set(alice)
+    url = f"{API}/backup-sets/{set_id}/destinations/{dest_id}/jobs"
+    for bad in (MIN_TIME_MS - 1, MAX_TIME_MS + 1):
+        assert client.post(url, auth=ALICE, json={"start_time": bad}).status_code == 422
+    first = client.post(url, auth=ALICE, json={"start_time": MIN_TIME_MS})
+    assert first.status_code == 201 and first.json()["job_id"] == "1601-01-02-00-00-00"
 
 
 def test_retried_batch_with_other_entries_is_a_conflict(alice: AgentClient) -> None:

@@ -3,6 +3,7 @@ from entries, batches are idempotent, and readers see a finished report whole.""
 
 from __future__ import annotations
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -129,3 +130,64 @@ def _job2(state: ServerState) -> int:
         return jobs.start_job(
             conn, bset, bset.destinations[0].id, tz=state.tz, start_ms=1_719_408_275_000
         ).pk
+
+
+def test_a_setting_stored_by_a_looser_version_is_read_as_its_default(
+    state: ServerState, caplog: pytest.LogCaptureFixture
+) -> None:
+    from opencbs.store.schema import backup_sets
+
+    with state.db.write() as conn:
+        user = users.add_backup_user(conn, "carol", "pw")
+        conn.execute(  # an empty pattern and an unknown compression key: refused today
+            backup_sets.insert().values(
+                id=5,
+                user_id=user.id,
+                name="old",
+                type="FILE",
+                settings={
+                    "sources": ["/srv"],
+                    "filters": {"include": [], "exclude": [""]},
+                    "compression": {"type": "ZSTD", "level": 7, "extra": 1},
+                    "deduplication": False,
+                },
+                removed=False,
+                created_at=5,
+            )
+        )
+    with caplog.at_level("WARNING", logger="opencbs.store.sets"), state.db.read() as conn:
+        bset = sets.get_set(conn, user.id, 5)
+        listed = sets.list_sets(conn, user.id)
+    assert bset.settings.as_json() == {
+        "sources": ["/srv"],
+        "filters": {"include": [], "exclude": []},
+        "compression": {"type": "ZSTD", "level": 3},
+        "deduplication": False,
+    }
+    assert listed[0].settings == bset.settings
+    assert "backup set 5: its setting 'filters' is not valid" in caplog.text
+    assert "its setting 'compression' is not valid" in caplog.text
+    with state.db.write() as conn:  # a valid change repairs it
+        fixed = sets.update_set(conn, user.id, 5, settings={"compression": {"level": 7}})
+    assert fixed.settings.compression.level == 7
+
+
+def test_job_times_outside_the_window_are_refused(state: ServerState) -> None:
+    from opencbs.errors import InvalidInput
+    from opencbs.reports.timefmt import MAX_TIME_MS, MIN_TIME_MS
+
+    _job(state)
+    with state.db.write() as conn:
+        user = users.find_backup_user(conn, "alice")
+        assert user is not None
+        bset = sets.find_set_by_name(conn, user.id, "docs")
+        assert bset is not None
+        dest_id = bset.destinations[0].id
+        for bad in (MIN_TIME_MS - 1, MAX_TIME_MS + 1):
+            with pytest.raises(InvalidInput, match="between the years 1601 and 9999"):
+                jobs.start_job(conn, bset, dest_id, tz=state.tz, start_ms=bad)
+        first = jobs.start_job(conn, bset, dest_id, tz=state.tz, start_ms=MIN_TIME_MS)
+        with pytest.raises(InvalidInput, match="between the years 1601 and 9999"):
+            jobs.finish_job(conn, first.pk, JobStatus.STOP_SUCCESS, end_ms=MAX_TIME_MS + 1)
+        done = jobs.finish_job(conn, first.pk, JobStatus.STOP_SUCCESS, end_ms=MAX_TIME_MS)
+    assert (done.start_time, done.end_time) == (MIN_TIME_MS, MAX_TIME_MS)

@@ -1,5 +1,6 @@
-"""The job record: a backup job as the server holds it, one frozen type that the store builds,
-the agent API serves and the agent's client parses (style.md §16, §17).
+"""The job record: a backup job as the server holds it, one frozen type that the store builds
+(``opencbs.store.jobs.job_record``, from its row ``Job``), the agent API serves as its job
+answer and the agent's client parses (``JobRecord.model_validate``) (style.md §16, §17).
 
 Times are epoch ms (``end_time`` ``None`` while the job runs), sizes bytes; IDs are strings
 (cbs-api.md §1). ``counters``: every count and size of cbs-api.md §5 by its CBS name

@@ -58,8 +58,13 @@ def find_report_job_fast(
     cdp: bool,
 ) -> Job | None:
     """The job a report call names, in one query, when everything is found; ``None`` otherwise
-    (then ``find_job`` and the user and set look-ups say precisely what is missing). Applies the
-    ``Owner`` and scope rules of cbs-api.md §2 and the ``DestinationID`` resolution of §5."""
+    (then ``find_job`` and the user and set look-ups say precisely what is missing).
+
+    ``login_name`` the backup user's, ``owner`` the call's ``Owner`` (``""``: any),
+    ``scope`` the reseller whose backup users the caller may see (``None``: every user),
+    ``set_id`` / ``destination_id`` as the call gave them, ``job_id`` ``yyyy-MM-dd-HH-mm-ss``,
+    ``cdp`` a continuous-backup job. Applies the ``Owner`` and scope rules of cbs-api.md §2 and
+    the ``DestinationID`` resolution of §5."""
     sid = parse_id(set_id)
     if sid is None:
         return None

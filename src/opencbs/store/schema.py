@@ -71,7 +71,7 @@ backup_sets = Table(
     Column("user_id", BigInteger, ForeignKey("backup_users.id"), nullable=False),
     Column("name", String(255), nullable=False),
     Column("type", String(32), nullable=False, default="FILE"),
-    # sources, filters, compression, deduplication (see store.sets.SetSettings)
+    # sources, filters, compression, deduplication (opencbs.model.sets.BackupSetSettings)
     Column("settings", JSON, nullable=False),
     Column("removed", Boolean, nullable=False, default=False),
     Column("created_at", BigInteger, nullable=False),
