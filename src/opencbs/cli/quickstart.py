@@ -159,7 +159,14 @@ def set_up(db: Database, data_dir: Path, source: Path) -> Setup:
             created.append(f"backup set {name}")
         if not bset.destinations:
             folder = data_dir / "destinations" / str(bset.id)
-            sets.add_destination(conn, owner.id, bset.id, "Local", "LOCAL", {"path": str(folder)})
+            sets.add_destination(
+                conn,
+                owner.id,
+                bset.id,
+                name="Local",
+                dest_type="LOCAL",
+                settings={"path": str(folder)},
+            )
             bset = sets.get_set(conn, owner.id, bset.id)
         dest = bset.destinations[0]
         folder = Path(str(dest.settings["path"]))
