@@ -107,24 +107,17 @@ from pathlib import Path
 from typing import IO
 
 from opencbs import __version__
-from opencbs.agent.client import AgentApiError, AgentClient, JobRef, RemoteSet, ServerUnreachable
+from opencbs.agent.client import AgentApiError, AgentClient, RemoteSet, ServerUnreachable
+from opencbs.agent.delivery import Delivery, deliver_pending
 from opencbs.agent.readahead import ReadAhead
-from opencbs.agent.report import (
-    DEFAULT_RETRY_DELAYS,
-    FileSizes,
-    ReportStream,
-    call_with_retries,
-    chunk_sizes,
-    file_entry,
-    log_entry,
-)
+from opencbs.agent.report import ReportStream
+from opencbs.agent.report_entries import FileSizes, chunk_sizes, file_entry, log_entry
+from opencbs.agent.retry import DEFAULT_RETRY_DELAYS, call_with_retries
 from opencbs.agent.spool import (
-    Delivery,
     FinishRecord,
-    JobRecord,
     JobSpool,
+    JobStart,
     SpoolError,
-    deliver_pending,
     load_sets,
     pending_spools,
     save_sets,
@@ -151,6 +144,8 @@ from opencbs.engine.repository import Repository, SnapshotInfo, SnapshotMeta
 from opencbs.engine.scan import ScanFilter, ScanWarning
 from opencbs.engine.scan_process import ScanAborted, ScanProcess
 from opencbs.engine.snapshot_format import TreeItem
+from opencbs.model.jobs import JobRef
+from opencbs.model.sets import BackupSetSettings
 from opencbs.reports.timefmt import job_id_at, local_zone
 from opencbs.reports.vocabulary import (
     FILE_LISTS,
@@ -346,7 +341,7 @@ def run_backup(
         if root is None:  # not durable: removed with the run (the old behaviour)
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="opencbs-")))
         for attempt in (1, 2):
-            record = JobRecord(
+            record = JobStart(
                 set_id, destination_id, start_ms, mode=mode.value, run_version=__version__
             )
             spool = JobSpool.create(root, record)
@@ -391,7 +386,7 @@ def run_backup(
 
 
 def _try_open_repository(
-    storage: Storage, password: str | bytes, settings: dict[str, object]
+    storage: Storage, password: str | bytes, settings: BackupSetSettings
 ) -> Repository | None:
     """The repository (created on first use), or ``None`` when it cannot be opened (the job
     then meets the error itself and reports it)."""
@@ -720,15 +715,13 @@ class _Job:
         else:
             self.report.log(LogType.INFO, f"Compared with the backup job {previous.meta.job_id}")
             prev_items = repo.load_snapshot(previous.id)[1]
-        sources = [str(s) for s in settings.get("sources", [])]
+        sources = list(settings.sources)
         if not sources:
             self.report.log(LogType.ERROR, "The backup set has no sources")
-        filters = settings.get("filters") or {}
         scan = ScanProcess(
-            sources, ScanFilter.of(filters.get("include", ()), filters.get("exclude", ()))
+            sources, ScanFilter.of(settings.filters.include, settings.filters.exclude)
         )
-        level = int((settings.get("compression") or {}).get("level", repo.config.compression_level))
-        writer = repo.writer(compression_level=level)
+        writer = repo.writer(compression_level=settings.compression.level)
         prev_chunks: dict[bytes, tuple[bytes, ...]] = {}
         result = classify_pairs(
             self._read_pairs(repo, writer, scan, prev_items, prev_chunks),
@@ -973,15 +966,14 @@ class _Job:
 
 
 def _open_repository(
-    storage: Storage, password: str | bytes, settings: dict[str, object]
+    storage: Storage, password: str | bytes, settings: BackupSetSettings
 ) -> Repository:
     """The repository of the destination, created on first use."""
     try:
         return Repository.open(storage, password)
     except RepositoryNotFound:
-        comp = settings.get("compression")
-        level = comp.get("level", 3) if isinstance(comp, dict) else 3
-        return Repository.init(storage, password, compression_level=int(level))
+        level = settings.compression.level
+        return Repository.init(storage, password, compression_level=level)
 
 
 def _with_content_id(e: Entry, content_id: bytes | None) -> Entry:

@@ -53,6 +53,7 @@ from opencbs.agent.client import (
     RemoteSet,
     ServerUnreachable,
 )
+from opencbs.agent.delivery import DeliveryState
 from opencbs.agent.restore import RestoreIncomplete, RestoreResult, find_snapshot
 from opencbs.agent.restore import restore as restore_snapshot
 from opencbs.agent.snapshot_lookup import (
@@ -60,7 +61,6 @@ from opencbs.agent.snapshot_lookup import (
     resolve_paths,
 )
 from opencbs.agent.spool import (
-    DeliveryState,
     adopt_legacy,
     load_sets,
     save_sets,
@@ -82,6 +82,7 @@ from opencbs.engine.entries import display_path
 from opencbs.engine.repo_errors import RepositoryNotFound, SnapshotNotFound
 from opencbs.engine.repository import Repository
 from opencbs.errors import ExitCode, InvalidInput, NotFound, OpenCBSError
+from opencbs.model.sets import DEFAULT_COMPRESSION_LEVEL
 from opencbs.reports.timefmt import local_zone
 from opencbs.reports.vocabulary import FILE_LISTS, JobMode, JobStatus
 from opencbs.settings import SETTING_NAMES, Settings
@@ -439,19 +440,18 @@ def _check_existing(
     """Options that only create a set, given for an existing one: an error unless they agree
     with it. Raises ``InvalidInput``."""
     if sources:
-        have = [str(s) for s in bset.settings.get("sources", [])]
+        have = list(bset.settings.sources)
         if have != [os.path.abspath(s) for s in sources]:
             raise InvalidInput(
                 f"backup set {bset.name!r} exists already, with other sources ({', '.join(have)})",
                 "leave out --source to back it up, or choose a new --set name",
             )
     if excludes or includes:
-        filters = bset.settings.get("filters")
-        filters = filters if isinstance(filters, dict) else {}
+        filters = bset.settings.filters
         raise InvalidInput(
             f"backup set {bset.name!r} exists already; --exclude/--include only apply when a "
-            f"set is created (its filters: exclude {filters.get('exclude', [])}, include "
-            f"{filters.get('include', [])})",
+            f"set is created (its filters: exclude {list(filters.exclude)}, include "
+            f"{list(filters.include)})",
             "leave them out to back it up with its filters, or choose a new --set name",
         )
 
@@ -468,7 +468,11 @@ def usable_destination(path: Path, password: str) -> None:
 
 
 def open_repository(
-    storage: LocalStorage, password: str, *, create: bool, compression_level: int = 3
+    storage: LocalStorage,
+    password: str,
+    *,
+    create: bool,
+    compression_level: int = DEFAULT_COMPRESSION_LEVEL,
 ) -> Repository:
     """The destination's repository, created when missing and ``create``. Raises
     ``RepositoryNotFound``, ``WrongPassword``, ``DestinationError``."""
@@ -559,8 +563,7 @@ def run_job(
     (or on first use created) first, so a wrong encryption password stops before any job
     starts. Raises ``WrongPassword``, ``DestinationError``, ``ServerUnreachable``,
     ``AgentApiError``."""
-    comp = target.bset.settings.get("compression")
-    level = int(comp.get("level", 3)) if isinstance(comp, dict) else 3
+    level = target.bset.settings.compression.level
     storage = LocalStorage(target.path)
     repo = open_repository(storage, password, create=True, compression_level=level)
     cancel = threading.Event()

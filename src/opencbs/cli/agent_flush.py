@@ -26,13 +26,8 @@ from typing import Any
 import click
 
 from opencbs.agent.client import AgentClient
-from opencbs.agent.spool import (
-    DeliveryState,
-    adopt_legacy,
-    deliver_pending,
-    legacy_spools,
-    pending_spools,
-)
+from opencbs.agent.delivery import DeliveryState, deliver_pending
+from opencbs.agent.spool import adopt_legacy, legacy_spools, pending_spools
 from opencbs.cli.agent_cmds import (
     LOGIN,
     PASSWORD_STDIN,
