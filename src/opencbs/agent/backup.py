@@ -113,15 +113,8 @@ from opencbs.agent.readahead import ReadAhead
 from opencbs.agent.report import ReportStream
 from opencbs.agent.report_entries import FileSizes, chunk_sizes, file_entry, log_entry
 from opencbs.agent.retry import DEFAULT_RETRY_DELAYS, call_with_retries
-from opencbs.agent.spool import (
-    FinishRecord,
-    JobSpool,
-    JobStart,
-    SpoolError,
-    load_sets,
-    pending_spools,
-    save_sets,
-)
+from opencbs.agent.spool import FinishRecord, JobSpool, JobStart, SpoolError, pending_spools
+from opencbs.agent.targets import backup_set, open_repository
 from opencbs.destinations.base import DestinationError, Storage
 from opencbs.engine.classify import (
     Classification,
@@ -136,7 +129,6 @@ from opencbs.engine.repo_errors import (
     ChunkNotFound,
     CorruptData,
     RepositoryError,
-    RepositoryNotFound,
 )
 from opencbs.engine.repo_verify import VerifyProblem
 from opencbs.engine.repo_writer import FileResult, Writer
@@ -333,7 +325,7 @@ def run_backup(
     flushed: tuple[Delivery, ...] = ()
     if spool_dir is not None:  # earlier reports first: the server gets them in job order
         flushed = tuple(deliver_pending(client, spool_dir, retry_delays=retry_delays))
-    bset = _backup_set(client, set_id, spool_dir)
+    bset = backup_set(client, set_id, spool_dir)
     start_ms = start_time_ms if start_time_ms is not None else time.time_ns() // 1_000_000
     tz = zone or local_zone()
     with contextlib.ExitStack() as stack:
@@ -391,7 +383,7 @@ def _try_open_repository(
     """The repository (created on first use), or ``None`` when it cannot be opened (the job
     then meets the error itself and reports it)."""
     try:
-        return _open_repository(storage, password, settings)
+        return open_repository(storage, password, compression_level=settings.compression.level)
     except (DestinationError, RepositoryError) as exc:
         log.debug("repository not opened before the job: %s", exc)
         return None
@@ -446,22 +438,6 @@ def _free_offline_start(spool: JobSpool, root: Path, repo: Repository | None, zo
         spool.set_start_ms(start_ms)
         time.sleep(max(0.0, start_ms / 1000 - time.time()))
     return start_ms
-
-
-def _backup_set(client: AgentClient, set_id: str, spool_dir: Path | None) -> RemoteSet:
-    """The set as the server has it (remembered in ``spool_dir``), or, when the server cannot
-    be reached, as remembered. Raises ``ServerUnreachable``, ``AgentApiError``."""
-    try:
-        bset = client.get_set(set_id)
-    except ServerUnreachable:
-        known = [s for s in load_sets(spool_dir) if s.id == set_id] if spool_dir else []
-        if not known:
-            raise
-        log.warning("server unreachable: backing up set %s as last seen", set_id)
-        return known[0]
-    if spool_dir is not None:
-        save_sets(spool_dir, [bset])
-    return bset
 
 
 def _start(
@@ -688,7 +664,9 @@ class _Job:
 
     def _backup(self) -> str:
         settings = self.bset.settings
-        repo = self.repository or _open_repository(self.storage, self.password, settings)
+        repo = self.repository or open_repository(
+            self.storage, self.password, compression_level=settings.compression.level
+        )
         clean = getattr(self.storage, "remove_stale_temporaries", None)
         if clean is not None:
             clean()  # what writes killed earlier left behind
@@ -963,17 +941,6 @@ class _Job:
                 log.warning("progress not delivered: %s", exc.message)
         if self.progress_cb is not None:
             self.progress_cb(snap)
-
-
-def _open_repository(
-    storage: Storage, password: str | bytes, settings: BackupSetSettings
-) -> Repository:
-    """The repository of the destination, created on first use."""
-    try:
-        return Repository.open(storage, password)
-    except RepositoryNotFound:
-        level = settings.compression.level
-        return Repository.init(storage, password, compression_level=level)
 
 
 def _with_content_id(e: Entry, content_id: bytes | None) -> Entry:

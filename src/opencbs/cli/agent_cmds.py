@@ -36,7 +36,6 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from pathlib import Path
 from types import FrameType
@@ -44,15 +43,9 @@ from typing import Any
 
 import click
 
+from opencbs.agent import spool
 from opencbs.agent.backup import JobOutcome, run_backup
-from opencbs.agent.client import (
-    AgentApiError,
-    AgentClient,
-    NewDestination,
-    RemoteDestination,
-    RemoteSet,
-    ServerUnreachable,
-)
+from opencbs.agent.client import AgentClient
 from opencbs.agent.delivery import DeliveryState
 from opencbs.agent.restore import RestoreIncomplete, RestoreResult, find_snapshot
 from opencbs.agent.restore import restore as restore_snapshot
@@ -60,11 +53,13 @@ from opencbs.agent.snapshot_lookup import (
     expand_snapshot_prefix,
     resolve_paths,
 )
-from opencbs.agent.spool import (
-    adopt_legacy,
-    load_sets,
-    save_sets,
-    user_spool_root,
+from opencbs.agent.targets import (
+    Target,
+    locate_destination,
+    open_repository,
+    resolve_target,
+    sets_or_remembered,
+    usable_destination,
 )
 from opencbs.cli.common import (
     JSON,
@@ -81,8 +76,7 @@ from opencbs.destinations.local import LocalStorage
 from opencbs.engine.entries import display_path
 from opencbs.engine.repo_errors import RepositoryNotFound, SnapshotNotFound
 from opencbs.engine.repository import Repository
-from opencbs.errors import ExitCode, InvalidInput, NotFound, OpenCBSError
-from opencbs.model.sets import DEFAULT_COMPRESSION_LEVEL
+from opencbs.errors import ExitCode, InvalidInput, OpenCBSError
 from opencbs.reports.timefmt import local_zone
 from opencbs.reports.vocabulary import FILE_LISTS, JobMode, JobStatus
 from opencbs.settings import SETTING_NAMES, Settings
@@ -243,245 +237,20 @@ def require_login(settings: Settings) -> str:
     return settings.login_name
 
 
-# --- talking to the server ---------------------------------------------------------------
-
-
-class LoginRejected(OpenCBSError):
-    """The server rejected the backup user's login name or password."""
-
-    code = "agent_credentials"
-    exit_code = ExitCode.CREDENTIALS
-
-    def __init__(self, login: str, url: str) -> None:
-        super().__init__(
-            f"the server at {url} rejected backup user {login!r} (wrong login name or password)",
-            "check --login / OPENCBS_LOGIN_NAME and the password "
-            "(OPENCBS_PASSWORD, the config file or --password-stdin)",
-        )
-
-
-def list_sets(client: AgentClient, url: str, login: str) -> list[RemoteSet]:
-    """The user's sets: the first call to the server, turning its usual failures into clear
-    errors. Raises ``ServerUnreachable``, ``LoginRejected`` or ``AgentApiError``."""
-    try:
-        return client.list_sets()
-    except ServerUnreachable as exc:
-        raise ServerUnreachable(
-            f"cannot reach the server at {url} "
-            f"({exc.message.removeprefix('cannot reach the server: ')})",
-            "start it with `opencbs serve`, or set --server / OPENCBS_SERVER_URL",
-        ) from exc
-    except AgentApiError as exc:
-        if exc.status == 401:
-            raise LoginRejected(login, url) from exc
-        raise
-
-
-def spool_base(settings: Settings) -> Path:
-    """The folder of the agent's report spools: ``<data_dir>/agent-spool``."""
-    return settings.data_dir / "agent-spool"
-
-
 def report_spool_dir(settings: Settings, login: str) -> Path:
     """The report spool of backup user ``login`` on the server of ``settings``
-    (``opencbs.agent.spool``): ``<data_dir>/agent-spool/<login>-<hash of URL and login>``."""
-    return user_spool_root(spool_base(settings), settings.effective_server_url, login)
+    (``agent.spool.report_spool_dir``)."""
+    return spool.report_spool_dir(settings.data_dir, settings.effective_server_url, login)
 
 
-def sets_or_remembered(
-    client: AgentClient, url: str, login: str, spool_dir: Path
-) -> list[RemoteSet]:
-    """The user's sets (:func:`list_sets`, remembered in ``spool_dir``, this user's spool:
-    :func:`report_spool_dir`); when the server cannot be reached, the sets as last remembered,
-    with a note (the job then runs and its report is spooled). Reports spooled in the earlier
-    layout (one spool for every user) of these sets move into ``spool_dir``
-    (``spool.adopt_legacy``). Raises what :func:`list_sets` raises when nothing is
-    remembered."""
+def open_existing_repository(folder: Path, password: str) -> Repository:
+    """The repository in the local destination ``folder`` (never created here). Raises
+    ``RepositoryNotFound`` naming the folder as typed (escaped), ``WrongPassword``,
+    ``DestinationError``."""
     try:
-        found = list_sets(client, url, login)
-    except ServerUnreachable as exc:
-        known = load_sets(spool_dir)
-        if not known:
-            raise
-        note(
-            f"opencbs: {exc.message}; backing up with the backup sets as last seen (the "
-            "report is spooled and delivered later)"
-        )
-        return known
-    save_sets(spool_dir, found)
-    adopt_legacy(spool_dir.parent, spool_dir, found)
-    return found
-
-
-def find_set(found: Sequence[RemoteSet], ref: str | None) -> RemoteSet | None:
-    """The set named ``ref`` or of ID ``ref`` (name first); the only set when ``ref`` is None
-    and there is exactly one; else ``None``."""
-    if ref is None:
-        return found[0] if len(found) == 1 else None
-    by_name = [s for s in found if s.name == ref]
-    if by_name:
-        return by_name[0]
-    by_id = [s for s in found if s.id == ref]
-    return by_id[0] if by_id else None
-
-
-def local_destination(bset: RemoteSet, path: Path | None) -> RemoteDestination | None:
-    """The set's LOCAL destination at ``path`` (absolute), or its first destination."""
-    if path is None:
-        return bset.destinations[0] if bset.destinations else None
-    want = os.path.abspath(path)
-    for d in bset.destinations:
-        if d.type == "LOCAL" and os.path.abspath(str(d.settings.get("path", ""))) == want:
-            return d
-    return None
-
-
-def destination_path(d: RemoteDestination) -> Path:
-    """The folder of a LOCAL destination. Raises ``InvalidInput`` for another type."""
-    path = d.settings.get("path")
-    if d.type != "LOCAL" or not isinstance(path, str) or not path:
-        raise InvalidInput(
-            f"destination {d.id} ({d.name}) is of type {d.type}, not a local folder",
-            "only LOCAL destinations can be used by this agent",
-        )
-    return Path(path)
-
-
-@dataclass(frozen=True)
-class Target:
-    """A set and destination to back up: IDs as the server names them and the folder."""
-
-    bset: RemoteSet
-    destination: RemoteDestination
-    path: Path
-
-
-def resolve_target(
-    client: AgentClient,
-    found: list[RemoteSet],
-    ref: str | None,
-    sources: Sequence[Path],
-    destination: Path | None,
-    excludes: Sequence[str],
-    *,
-    includes: Sequence[str] = (),
-    add_destination: bool = False,
-    check_destination: Callable[[Path], None] | None = None,
-) -> Target:
-    """The set ``ref`` and its destination; created on first use from ``sources``,
-    ``destination``, ``excludes`` and ``includes`` (a FILE set with one LOCAL destination).
-
-    On an existing set ``destination`` selects its LOCAL destination of that path (default:
-    its first); a path the set does not have is added only with ``add_destination`` (the
-    ``--add-destination`` flag), else an error: a mistyped path must not start a full backup
-    somewhere new. Filters are fixed when the set is created: ``excludes``/``includes`` on an
-    existing set are an error, never ignored. ``check_destination`` is called with a folder
-    before it is given to the server (a new set, an added destination), so a folder that cannot
-    be used fails before the server records anything. Raises ``NotFound`` or ``InvalidInput``
-    (and what ``check_destination`` raises)."""
-    bset = find_set(found, ref)
-    created = bset is None
-    if bset is None:
-        if not (sources and destination is not None and ref):
-            names = ", ".join(repr(s.name) for s in found) or "none"
-            err = NotFound(
-                f"no backup set {ref!r} of this user (sets: {names})"
-                if ref
-                else f"which backup set? this user has {len(found)} (sets: {names})"
-            )
-            err.hint = (
-                "use --set NAME|ID; to create one give --set NAME --source PATH… --destination PATH"
-            )
-            raise err
-        settings = {
-            "sources": [os.path.abspath(s) for s in sources],
-            "filters": {"include": list(includes), "exclude": list(excludes)},
-        }
-        if check_destination is not None:
-            check_destination(destination)
-        dest = NewDestination("Local", "LOCAL", {"path": os.path.abspath(destination)})
-        bset = client.create_set(ref, settings=settings, destinations=[dest])
-        note(f"backup set {bset.name!r} created (ID {bset.id})")
-    else:
-        _check_existing(bset, sources, excludes, includes)
-    d = local_destination(bset, destination)
-    if d is None and destination is not None:
-        if not (add_destination or created):
-            have = ", ".join(str(x.settings.get("path", x.name)) for x in bset.destinations)
-            raise InvalidInput(
-                f"backup set {bset.name!r} has no destination {os.path.abspath(destination)} "
-                f"(it has: {have or 'none'})",
-                "give one of its paths, leave out --destination for its first, or add this "
-                "folder as a new destination (a full backup there) with --add-destination PATH",
-            )
-        if check_destination is not None:
-            check_destination(destination)
-        d = client.add_destination(
-            bset.id,
-            NewDestination(
-                f"Local {len(bset.destinations) + 1}",
-                "LOCAL",
-                {"path": os.path.abspath(destination)},
-            ),
-        )
-        note(f"destination {d.name!r} added to backup set {bset.name!r}")
-    elif d is not None and add_destination and not created:
-        note(f"backup set {bset.name!r} has destination {destination} already; using it")
-    if d is None:
-        raise InvalidInput(
-            f"backup set {bset.name!r} has no destination", "give --add-destination PATH"
-        )
-    return Target(bset, d, destination_path(d))
-
-
-def _check_existing(
-    bset: RemoteSet, sources: Sequence[Path], excludes: Sequence[str], includes: Sequence[str]
-) -> None:
-    """Options that only create a set, given for an existing one: an error unless they agree
-    with it. Raises ``InvalidInput``."""
-    if sources:
-        have = list(bset.settings.sources)
-        if have != [os.path.abspath(s) for s in sources]:
-            raise InvalidInput(
-                f"backup set {bset.name!r} exists already, with other sources ({', '.join(have)})",
-                "leave out --source to back it up, or choose a new --set name",
-            )
-    if excludes or includes:
-        filters = bset.settings.filters
-        raise InvalidInput(
-            f"backup set {bset.name!r} exists already; --exclude/--include only apply when a "
-            f"set is created (its filters: exclude {list(filters.exclude)}, include "
-            f"{list(filters.include)})",
-            "leave them out to back it up with its filters, or choose a new --set name",
-        )
-
-
-def usable_destination(path: Path, password: str) -> None:
-    """Check a folder before it is named to the server as a destination: it holds a
-    repository that ``password`` opens, or a repository can be created in it (the check leaves
-    nothing behind). Raises ``DestinationError``, ``WrongPassword``, ``CorruptData``."""
-    storage = LocalStorage(path)
-    try:
-        Repository.open(storage, password)
+        return Repository.open(LocalStorage(folder), password)
     except RepositoryNotFound:
-        storage.check_writable()
-
-
-def open_repository(
-    storage: LocalStorage,
-    password: str,
-    *,
-    create: bool,
-    compression_level: int = DEFAULT_COMPRESSION_LEVEL,
-) -> Repository:
-    """The destination's repository, created when missing and ``create``. Raises
-    ``RepositoryNotFound``, ``WrongPassword``, ``DestinationError``."""
-    try:
-        return Repository.open(storage, password)
-    except RepositoryNotFound:
-        if not create:
-            raise RepositoryNotFound(show_name(str(storage.root))) from None
-        return Repository.init(storage, password, compression_level=compression_level)
+        raise RepositoryNotFound(show_name(str(folder))) from None
 
 
 # --- running a job -----------------------------------------------------------------------
@@ -565,7 +334,7 @@ def run_job(
     ``AgentApiError``."""
     level = target.bset.settings.compression.level
     storage = LocalStorage(target.path)
-    repo = open_repository(storage, password, create=True, compression_level=level)
+    repo = open_repository(storage, password, compression_level=level)
     cancel = threading.Event()
     title = f"backup {target.bset.name}"
     # signals first: once progress shows "started", Ctrl-C and SIGTERM stop the job cleanly
@@ -763,16 +532,20 @@ def backup(
     state = click.get_current_context().find_object(CliState) or CliState()
     spool_dir = report_spool_dir(settings, login)
     with AgentClient(url, login, password) as client:
+        found = sets_or_remembered(
+            client, url, login, spool_dir, on_note=lambda text: note(f"opencbs: {text}")
+        )
         target = resolve_target(
             client,
-            sets_or_remembered(client, url, login, spool_dir),
+            found,
             set_ref,
-            sources,
-            destination or add_destination,
-            excludes,
+            sources=sources,
+            destination=destination or add_destination,
+            excludes=excludes,
             includes=includes,
             add_destination=add_destination is not None,
             check_destination=functools.partial(usable_destination, password=repo_password),
+            on_note=note,
         )
         outcome = run_job(
             client,
@@ -871,7 +644,7 @@ def restore(
     set_id, folder = _restore_source(settings, set_ref, destination, password_stdin)
     repo_password = encryption_password(settings, encryption_password_file)
     storage = LocalStorage(folder)
-    repo = open_repository(storage, repo_password, create=False)
+    repo = open_existing_repository(folder, repo_password)
     try:
         ref, wanted = _restore_selection(repo, job_or_snapshot, paths, set_id)
     except SnapshotNotFound as exc:
@@ -991,18 +764,7 @@ def _restore_source(
     password = backup_password(settings, password_stdin)
     url = settings.effective_server_url
     with AgentClient(url, login, password) as client:
-        bset = find_set(list_sets(client, url, login), set_ref)
-    if bset is None:
-        raise NotFound(
-            f"no backup set {set_ref!r} of backup user {login!r}", "see `opencbs set list LOGIN`"
-        )
-    d = local_destination(bset, destination)
-    if d is None:
-        raise InvalidInput(
-            f"backup set {bset.name!r} has no local destination {destination or ''}".rstrip(),
-            "give --destination PATH",
-        )
-    return bset.id, destination_path(d)
+        return locate_destination(client, url, login, set_ref, destination)
 
 
 @click.command()
@@ -1029,7 +791,7 @@ def verify(
     references; with --read-data every stored byte. Exit code 8 when damage is found."""
     _must_exist(destination)
     repo_password = encryption_password(settings, encryption_password_file)
-    repo = open_repository(LocalStorage(destination), repo_password, create=False)
+    repo = open_existing_repository(destination, repo_password)
     with activity(f"verifying {destination}", quiet=as_json):
         result = repo.verify(read_data=read_data)
     if as_json:
@@ -1077,7 +839,7 @@ def snapshots(
     """List the snapshots (completed backup jobs) in a destination, oldest first."""
     _must_exist(destination)
     repo_password = encryption_password(settings, encryption_password_file)
-    repo = open_repository(LocalStorage(destination), repo_password, create=False)
+    repo = open_existing_repository(destination, repo_password)
     tz = local_zone(settings.timezone)
     rows: list[dict[str, Any]] = []
     for info in repo.list_snapshots():

@@ -27,16 +27,15 @@ import click
 
 from opencbs.agent.client import AgentClient
 from opencbs.agent.delivery import DeliveryState, deliver_pending
-from opencbs.agent.spool import adopt_legacy, legacy_spools, pending_spools
+from opencbs.agent.spool import adopt_legacy, legacy_spools, pending_spools, spool_base
+from opencbs.agent.targets import list_sets
 from opencbs.cli.agent_cmds import (
     LOGIN,
     PASSWORD_STDIN,
     SERVER,
     backup_password,
-    list_sets,
     report_spool_dir,
     require_login,
-    spool_base,
     with_agent_settings,
 )
 from opencbs.cli.common import JSON, echo, note, print_json
@@ -57,7 +56,7 @@ def flush(settings: Settings, as_json: bool, password_stdin: bool) -> int:
 
     Exit code 0 when all are delivered, 7 when the server still cannot be reached (they stay
     spooled), 8 when the server refused some (named on stderr)."""
-    base = spool_base(settings)
+    base = spool_base(settings.data_dir)
     mine = (
         pending_spools(report_spool_dir(settings, settings.login_name))
         if settings.login_name

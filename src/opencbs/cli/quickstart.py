@@ -39,6 +39,7 @@ from types import FrameType
 import click
 
 from opencbs.agent.client import AgentClient
+from opencbs.agent.targets import Target, find_set, list_sets
 from opencbs.cli import agent_cmds
 from opencbs.cli.common import (
     TIMEZONE,
@@ -397,11 +398,11 @@ def _backup(setup: Setup, url: str, verbose: bool) -> int:
     (``agent_cmds.exit_code_of``: 0 when it succeeded)."""
     state = click.get_current_context().find_object(CliState)
     with AgentClient(url, setup.login, setup.password) as client:
-        found = agent_cmds.list_sets(client, url, setup.login)
-        bset = agent_cmds.find_set(found, setup.set_id)
+        found = list_sets(client, url, setup.login)
+        bset = find_set(found, setup.set_id)
         if bset is None:
             raise ConfigError(f"backup set {setup.set_id} is not visible to {setup.login!r}")
-        target = agent_cmds.Target(bset, bset.destinations[0], setup.destination)
+        target = Target(bset, bset.destinations[0], setup.destination)
         outcome = agent_cmds.run_job(
             client,
             target,
