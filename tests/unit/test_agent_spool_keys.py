@@ -9,8 +9,8 @@ from typing import cast
 
 import pytest
 
-from opencbs.agent.backup import JobOutcome
 from opencbs.agent.delivery import Delivery, DeliveryState
+from opencbs.agent.job import JobOutcome
 from opencbs.agent.restore import find_snapshot
 from opencbs.agent.snapshot_lookup import AmbiguousJobId
 from opencbs.agent.spool import (

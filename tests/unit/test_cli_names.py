@@ -69,7 +69,7 @@ def test_a_failed_job_hint_names_what_failed(capsys: pytest.CaptureFixture[str])
     helper process does not (both: one error line, one hint line)."""
     from pathlib import Path
 
-    from opencbs.agent.backup import JobOutcome
+    from opencbs.agent.job import JobOutcome
     from opencbs.cli.agent_cmds import print_job_failure
     from opencbs.model.jobs import JobRef
     from opencbs.reports.vocabulary import JobStatus

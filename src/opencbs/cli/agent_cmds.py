@@ -44,9 +44,9 @@ from typing import Any
 import click
 
 from opencbs.agent import spool
-from opencbs.agent.backup import JobOutcome, run_backup
 from opencbs.agent.client import AgentClient
 from opencbs.agent.delivery import DeliveryState
+from opencbs.agent.job import ChangeEvent, JobOptions, JobOutcome, OnChange, run_backup
 from opencbs.agent.restore import RestoreIncomplete, RestoreResult, find_snapshot
 from opencbs.agent.restore import restore as restore_snapshot
 from opencbs.agent.snapshot_lookup import (
@@ -278,41 +278,20 @@ def cancel_on_signals(cancel: threading.Event) -> Iterator[None]:
             signal.signal(s, h)
 
 
-_CHANGE_KEYS = frozenset(lst.key for lst in FILE_LISTS)
-
-
-class _ChangePrinter(logging.Handler):
-    """Prints the classifier's decisions (``<list> <path>: <reason>``) for ``--verbose``."""
-
-    def __init__(self, err: bool) -> None:
-        super().__init__(logging.DEBUG)
-        self.err = err
-
-    def emit(self, record: logging.LogRecord) -> None:
-        args = record.args
-        if isinstance(args, tuple) and args and args[0] in _CHANGE_KEYS:
-            click.echo(show_name(record.getMessage()), err=self.err)
-
-
 @contextmanager
-def print_changes(enabled: bool, *, err: bool, debug: bool) -> Iterator[None]:
-    """While inside and ``enabled``: every change the classifier decides is printed with its
-    reason (the classifier's debug log, ``opencbs.engine.classify``)."""
+def print_changes(*, enabled: bool, err: bool) -> Iterator[OnChange | None]:
+    """While inside: with ``enabled`` (``--verbose``), a job's ``on_change`` that prints each
+    change with its reason, ``<list> <path>: <reason>`` (on stderr with ``err``, for
+    ``--json``; else stdout); else ``None``."""
     if not enabled:
-        yield
+        yield None
         return
-    logger = logging.getLogger("opencbs.engine.classify")
-    handler = _ChangePrinter(err)
-    old = (logger.level, logger.propagate)
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = debug
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old[0])
-        logger.propagate = old[1]
+
+    def printed(change: ChangeEvent) -> None:
+        line = f"{change.kind.key} {display_path(change.path)}: {change.why}"
+        click.echo(show_name(line), err=err)
+
+    yield printed
 
 
 def run_job(
@@ -323,7 +302,6 @@ def run_job(
     mode: JobMode,
     as_json: bool,
     verbose: bool,
-    debug: bool = False,
     spool_dir: Path | None = None,
     zone: tzinfo | None = None,
 ) -> JobOutcome:
@@ -338,24 +316,23 @@ def run_job(
     cancel = threading.Event()
     title = f"backup {target.bset.name}"
     # signals first: once progress shows "started", Ctrl-C and SIGTERM stop the job cleanly
+    options = JobOptions(
+        client=client,
+        set_id=target.bset.id,
+        destination_id=target.destination.id,
+        storage=storage,
+        password=password,
+        mode=mode,
+        spool_dir=spool_dir,
+        zone=zone,
+        repository=repo,
+    )
     with (
         cancel_on_signals(cancel),
         BackupProgress(title, quiet=as_json) as shown,
-        print_changes(verbose, err=as_json, debug=debug),
+        print_changes(enabled=verbose, err=as_json) as on_change,
     ):
-        outcome = run_backup(
-            client,
-            target.bset.id,
-            target.destination.id,
-            storage,
-            password,
-            mode=mode,
-            cancel_event=cancel,
-            progress=shown.update,
-            spool_dir=spool_dir,
-            zone=zone,
-            repository=repo,
-        )
+        outcome = run_backup(options, on_change=on_change, on_progress=shown.update, cancel=cancel)
         shown.ended(_ending(outcome.status))
         return outcome
 
@@ -529,7 +506,6 @@ def backup(
     password = backup_password(settings, password_stdin)
     repo_password = encryption_password(settings, encryption_password_file)
     url = settings.effective_server_url
-    state = click.get_current_context().find_object(CliState) or CliState()
     spool_dir = report_spool_dir(settings, login)
     with AgentClient(url, login, password) as client:
         found = sets_or_remembered(
@@ -554,7 +530,6 @@ def backup(
             mode=JobMode.SCHEDULED if scheduled else JobMode.MANUAL,
             as_json=as_json,
             verbose=verbose,
-            debug=state.debug,
             spool_dir=spool_dir,
             zone=settings.tz(),
         )

@@ -396,7 +396,6 @@ def _serve_and_back_up(
 def _backup(setup: Setup, url: str, verbose: bool) -> int:
     """Run the job and print its outcome and curl; returns the exit code of the job
     (``agent_cmds.exit_code_of``: 0 when it succeeded)."""
-    state = click.get_current_context().find_object(CliState)
     with AgentClient(url, setup.login, setup.password) as client:
         found = list_sets(client, url, setup.login)
         bset = find_set(found, setup.set_id)
@@ -410,7 +409,6 @@ def _backup(setup: Setup, url: str, verbose: bool) -> int:
             mode=JobMode.MANUAL,
             as_json=False,
             verbose=verbose,
-            debug=bool(state and state.debug),
         )
     echo("")
     agent_cmds.print_outcome(outcome)

@@ -18,8 +18,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from opencbs.agent import AgentClient, NewDestination
-from opencbs.agent.backup import JobOutcome, run_backup
 from opencbs.agent.delivery import DeliveryState, deliver_pending
+from opencbs.agent.job import JobOptions, JobOutcome, run_backup
 from opencbs.agent.spool import (
     JobSpool,
     SpoolError,
@@ -121,16 +121,18 @@ def _backup(
 ) -> JobOutcome:
     with _agent(transport) as agent:
         return run_backup(
-            agent,
-            ids[0],
-            ids[1],
-            storage,
-            PASSWORD,
-            start_time_ms=start_ms,
-            batch_size=20,
-            retry_delays=(),
-            spool_dir=spool,
-            zone=UTC,
+            JobOptions(
+                client=agent,
+                set_id=ids[0],
+                destination_id=ids[1],
+                storage=storage,
+                password=PASSWORD,
+                start_time_ms=start_ms,
+                batch_size=20,
+                retry_delays=(),
+                spool_dir=spool,
+                zone=UTC,
+            )
         )
 
 
