@@ -1,5 +1,5 @@
 """Per-user spool roots, spool errors as CLI errors, and job IDs that name several snapshots
-(``agent.spool``, ``agent.restore.find_snapshot``, ``cli.agent_cmds``)."""
+(``agent.spool``, ``agent.restore.find_snapshot``, ``cli.backup_run``)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from opencbs.agent.spool import (
     spool_key,
     user_spool_root,
 )
-from opencbs.cli.agent_cmds import print_delivery_notes
+from opencbs.cli.backup_run import print_delivery_notes
 from opencbs.engine.repo_errors import SnapshotNotFound
 from opencbs.engine.repository import Repository
 from opencbs.errors import OpenCBSError

@@ -70,7 +70,7 @@ def test_a_failed_job_hint_names_what_failed(capsys: pytest.CaptureFixture[str])
     from pathlib import Path
 
     from opencbs.agent.job import JobOutcome
-    from opencbs.cli.agent_cmds import print_job_failure
+    from opencbs.cli.backup_run import print_job_failure
     from opencbs.model.jobs import JobRef
     from opencbs.reports.vocabulary import JobStatus
 

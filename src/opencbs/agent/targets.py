@@ -312,7 +312,7 @@ def _check_existing(
 
 
 def locate_destination(
-    client: AgentClient, url: str, login: str, set_ref: str, destination: Path | None
+    client: AgentClient, url: str, login: str, *, set_ref: str, destination: Path | None
 ) -> tuple[str, Path]:
     """The ID of set ``set_ref`` (name or ID) of backup user ``login`` and the folder of its
     LOCAL destination at ``destination`` (default its first), asking the server at ``url``.

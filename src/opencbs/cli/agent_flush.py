@@ -29,7 +29,7 @@ from opencbs.agent.client import AgentClient
 from opencbs.agent.delivery import DeliveryState, deliver_pending
 from opencbs.agent.spool import adopt_legacy, legacy_spools, pending_spools, spool_base
 from opencbs.agent.targets import list_sets
-from opencbs.cli.agent_cmds import (
+from opencbs.cli.agent_options import (
     LOGIN,
     PASSWORD_STDIN,
     SERVER,
@@ -51,7 +51,7 @@ def agent() -> None:
 @agent.command()
 @JSON
 @with_agent_settings(SERVER, LOGIN, PASSWORD_STDIN)
-def flush(settings: Settings, as_json: bool, password_stdin: bool) -> int:
+def flush(settings: Settings, *, as_json: bool, password_stdin: bool) -> int:
     """Deliver the job reports spooled while the server could not be reached.
 
     Exit code 0 when all are delivered, 7 when the server still cannot be reached (they stay
@@ -63,11 +63,11 @@ def flush(settings: Settings, as_json: bool, password_stdin: bool) -> int:
         else []
     )
     if not mine and not legacy_spools(base):
-        _nothing(as_json)
+        _nothing(as_json=as_json)
         return 0
     login = require_login(settings)
     root = report_spool_dir(settings, login)
-    password = backup_password(settings, password_stdin)
+    password = backup_password(settings, from_stdin=password_stdin)
     url = settings.effective_server_url
     with AgentClient(url, login, password) as client:
         # first: a clear error for an unreachable server or a bad login
@@ -82,7 +82,7 @@ def flush(settings: Settings, as_json: bool, password_stdin: bool) -> int:
             f"{'its' if others == 1 else 'their'} set"
         )
     if not results:
-        _nothing(as_json)
+        _nothing(as_json=as_json)
         return 0
     rows: list[dict[str, Any]] = [
         {
@@ -122,7 +122,7 @@ def _reports(n: int) -> str:
     return f"{n} report" if n == 1 else f"{n} reports"
 
 
-def _nothing(as_json: bool) -> None:
+def _nothing(*, as_json: bool) -> None:
     if as_json:
         print_json([])
     else:

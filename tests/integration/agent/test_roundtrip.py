@@ -634,7 +634,7 @@ def test_restore_progress_ends_with_the_results_counts(
         PASSWORD,
         outcome.ref.job_id,
         tmp_path / "part",
-        [str(rich_src / "dir")],
+        paths=[str(rich_src / "dir")],
         progress=calls.append,
     )
     assert [c.finished for c in calls] == [False, True]
