@@ -64,7 +64,7 @@ def flush(settings: Settings, *, as_json: bool, password_stdin: bool) -> int:
     )
     if not mine and not legacy_spools(base):
         _nothing(as_json=as_json)
-        return 0
+        return ExitCode.SUCCESS
     login = require_login(settings)
     root = report_spool_dir(settings, login)
     password = backup_password(settings, from_stdin=password_stdin)
@@ -83,7 +83,7 @@ def flush(settings: Settings, *, as_json: bool, password_stdin: bool) -> int:
         )
     if not results:
         _nothing(as_json=as_json)
-        return 0
+        return ExitCode.SUCCESS
     rows: list[dict[str, Any]] = [
         {
             "folder": d.folder,
@@ -115,7 +115,7 @@ def flush(settings: Settings, *, as_json: bool, password_stdin: bool) -> int:
             "run `opencbs agent flush` again when the server is reachable"
         )
         return ExitCode.UNAVAILABLE
-    return ExitCode.REFUSED if dropped else 0
+    return ExitCode.REFUSED if dropped else ExitCode.SUCCESS
 
 
 def _reports(n: int) -> str:

@@ -179,6 +179,6 @@ def backup(
     code = exit_code_of(outcome.status)
     if code == ExitCode.JOB_FAILED:
         print_job_failure(outcome, target.path)
-    if code == 0 and outcome.report_lost:
+    if code == ExitCode.SUCCESS and outcome.report_lost:
         return ExitCode.UNAVAILABLE
     return code

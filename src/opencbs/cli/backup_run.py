@@ -132,7 +132,9 @@ def run_job(
 def _ending(status: JobStatus) -> Ending:
     """How the progress's final line names a job's end."""
     code = exit_code_of(status)
-    return "done" if code == 0 else "stopped" if code == ExitCode.INTERRUPTED else "failed"
+    if code is ExitCode.SUCCESS:
+        return "done"
+    return "stopped" if code is ExitCode.INTERRUPTED else "failed"
 
 
 def outcome_json(outcome: JobOutcome) -> dict[str, Any]:
@@ -198,14 +200,14 @@ def print_delivery_notes(outcome: JobOutcome) -> None:
         note(f"opencbs: report spooled, not delivered: {outcome.report_error}")
 
 
-def exit_code_of(status: JobStatus) -> int:
+def exit_code_of(status: JobStatus) -> ExitCode:
     """0 for the success statuses, 130 stopped by user, 9 otherwise (module docstring)."""
     if status in (
         JobStatus.STOP_SUCCESS,
         JobStatus.STOP_SUCCESS_WITH_WARNING,
         JobStatus.STOP_SUCCESS_WITH_ERROR,
     ):
-        return 0
+        return ExitCode.SUCCESS
     if status is JobStatus.STOP_BY_USER:
         return ExitCode.INTERRUPTED
     return ExitCode.JOB_FAILED

@@ -53,7 +53,7 @@ from opencbs.cli.common import (
     with_settings,
 )
 from opencbs.cli.serve import HOST, IDLE, PORT
-from opencbs.errors import ConfigError, OpenCBSError
+from opencbs.errors import ConfigError, ExitCode, OpenCBSError
 from opencbs.fileio import write_atomic
 from opencbs.reports.vocabulary import JobMode, SystemRole
 from opencbs.settings import Settings
@@ -385,11 +385,11 @@ def _serve_and_back_up(
                     f"the curl above used temporary port {sock.getsockname()[1]}, which is "
                     "closed now; run `opencbs serve` and send it to its port"
                 )
-            return 0
+            return ExitCode.SUCCESS
         echo("")
         echo(f"serving on {url} (Ctrl-C stops); the curl above works while it serves")
         server.wait()
-        return 0
+        return ExitCode.SUCCESS
     finally:
         server.stop()
 

@@ -279,7 +279,7 @@ def verify(
             f"{result.chunks_read} chunks read"
         )
     if result.ok:
-        return 0
+        return ExitCode.SUCCESS
     note(
         f"opencbs: error: the repository at {destination} is damaged "
         f"({len(result.errors)} problems; first: {result.errors[0].subject}: "
