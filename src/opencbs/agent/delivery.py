@@ -50,11 +50,27 @@ from typing import Any
 from opencbs.agent.client import AgentApiError, AgentClient, ServerUnreachable, existing_job_id
 from opencbs.agent.report_entries import log_entry
 from opencbs.agent.retry import DEFAULT_RETRY_DELAYS, call_with_retries
-from opencbs.agent.spool import FinishRecord, JobSpool, SpoolError, pending_spools
+from opencbs.agent.spool import (
+    FinishRecord,
+    JobSpool,
+    SpoolError,
+    adopt_legacy,
+    legacy_spools,
+    pending_spools,
+)
+from opencbs.agent.targets import list_sets
 from opencbs.model.jobs import JobRecord, JobRef
 from opencbs.reports.vocabulary import JobMode, JobStatus, LogType
 
-__all__ = ["Delivery", "DeliveryState", "deliver_job", "deliver_pending"]
+__all__ = [
+    "Delivery",
+    "DeliveryState",
+    "Flush",
+    "deliver_job",
+    "deliver_pending",
+    "flush_reports",
+    "has_pending",
+]
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +210,34 @@ def deliver_pending(
         elif result.state is DeliveryState.PENDING:
             break
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Flush:
+    """What :func:`flush_reports` did: the ``deliveries`` (oldest job first), the reports of
+    the earlier layout left for other backup users (``others``) and the reports still spooled
+    in this user's spool (``left``)."""
+
+    deliveries: tuple[Delivery, ...]
+    others: int
+    left: int
+
+
+def has_pending(base: Path, root: Path | None) -> bool:
+    """Whether there is a report to deliver: in the user's spool ``root`` (``None``: no user
+    named yet) or in the earlier layout directly under ``base`` (``<data_dir>/agent-spool``)."""
+    return bool(pending_spools(root) if root is not None else []) or bool(legacy_spools(base))
+
+
+def flush_reports(client: AgentClient, url: str, login: str, *, base: Path, root: Path) -> Flush:
+    """Deliver the reports spooled for backup user ``login`` on the server at ``url`` (``opencbs
+    agent flush``): the user's sets are listed first (a clear error for an unreachable server
+    or a refused login: ``targets.list_sets``), the earlier layout's reports of those sets move
+    from ``base`` into the user's spool ``root`` (``spool.adopt_legacy``), then every report
+    there is delivered (:func:`deliver_pending`). Raises what ``list_sets`` raises."""
+    adopt_legacy(base, root, list_sets(client, url, login))
+    results = deliver_pending(client, root)
+    return Flush(tuple(results), len(legacy_spools(base)), len(pending_spools(root)))
 
 
 def _ensure_started(client: AgentClient, spool: JobSpool, retry: Retry) -> JobRecord:

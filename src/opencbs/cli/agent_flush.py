@@ -26,9 +26,8 @@ from typing import Any
 import click
 
 from opencbs.agent.client import AgentClient
-from opencbs.agent.delivery import DeliveryState, deliver_pending
-from opencbs.agent.spool import adopt_legacy, legacy_spools, pending_spools, spool_base
-from opencbs.agent.targets import list_sets
+from opencbs.agent.delivery import DeliveryState, flush_reports, has_pending
+from opencbs.agent.spool import spool_base
 from opencbs.cli.agent_options import (
     LOGIN,
     PASSWORD_STDIN,
@@ -57,12 +56,8 @@ def flush(settings: Settings, *, as_json: bool, password_stdin: bool) -> int:
     Exit code 0 when all are delivered, 7 when the server still cannot be reached (they stay
     spooled), 8 when the server refused some (named on stderr)."""
     base = spool_base(settings.data_dir)
-    mine = (
-        pending_spools(report_spool_dir(settings, settings.login_name))
-        if settings.login_name
-        else []
-    )
-    if not mine and not legacy_spools(base):
+    named = report_spool_dir(settings, settings.login_name) if settings.login_name else None
+    if not has_pending(base, named):
         _nothing(as_json=as_json)
         return ExitCode.SUCCESS
     login = require_login(settings)
@@ -70,10 +65,8 @@ def flush(settings: Settings, *, as_json: bool, password_stdin: bool) -> int:
     password = backup_password(settings, from_stdin=password_stdin)
     url = settings.effective_server_url
     with AgentClient(url, login, password) as client:
-        # first: a clear error for an unreachable server or a bad login
-        adopt_legacy(base, root, list_sets(client, url, login))
-        results = deliver_pending(client, root)
-    others = len(legacy_spools(base))
+        flushed = flush_reports(client, url, login, base=base, root=root)
+    results, others, left = flushed.deliveries, flushed.others, flushed.left
     if others:
         note(
             f"opencbs: note: {_reports(others)} spooled by an earlier opencbs in {base} "
@@ -96,7 +89,6 @@ def flush(settings: Settings, *, as_json: bool, password_stdin: bool) -> int:
         }
         for d in results
     ]
-    left = len(pending_spools(root))
     if as_json:
         print_json(rows)
     else:
