@@ -135,7 +135,7 @@ def run_phase(work: Path, phase: str) -> dict[str, Any]:
 
     from opencbs import security
     from opencbs.agent import AgentClient, NewDestination
-    from opencbs.agent.backup import run_backup
+    from opencbs.agent.job import JobOptions, run_backup
     from opencbs.api.app import create_app
     from opencbs.api.state import ServerState
     from opencbs.destinations.local import LocalStorage
@@ -177,12 +177,14 @@ def run_phase(work: Path, phase: str) -> dict[str, Any]:
         t0 = time.perf_counter()
         c0 = os.times()
         out = run_backup(
-            agent,
-            set_id,
-            dest_id,
-            LocalStorage(dest),
-            PASSWORD,
-            start_time_ms=time.time_ns() // 1_000_000,
+            JobOptions(
+                client=agent,
+                set_id=set_id,
+                destination_id=dest_id,
+                storage=LocalStorage(dest),
+                password=PASSWORD,
+                start_time_ms=time.time_ns() // 1_000_000,
+            )
         )
         c1 = os.times()
         wall = time.perf_counter() - t0

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from opencbs.agent import AgentClient, NewDestination
-from opencbs.agent.backup import JobOutcome
+from opencbs.agent.job import JobOutcome
 from opencbs.destinations.local import LocalStorage
 from opencbs.engine.crypto import KdfParams
 from opencbs.engine.repository import Repository

@@ -24,8 +24,8 @@ import json
 import os
 import sys
 
-from opencbs.agent.backup import run_backup
 from opencbs.agent.client import AgentClient
+from opencbs.agent.job import JobOptions, run_backup
 from opencbs.destinations.local import LocalStorage
 
 
@@ -40,7 +40,14 @@ def main(argv: list[str]) -> int:
     storage = LocalStorage(dest_path, fsync=False)
     with AgentClient(url, login, password) as client:
         outcome = run_backup(
-            client, set_id, destination_id, storage, repo_password, start_time_ms=int(start_ms)
+            JobOptions(
+                client=client,
+                set_id=set_id,
+                destination_id=destination_id,
+                storage=storage,
+                password=repo_password,
+                start_time_ms=int(start_ms),
+            )
         )
     print(
         json.dumps(

@@ -37,8 +37,9 @@ import pytest
 
 from opencbs import __version__
 from opencbs.agent import backup as backup_mod
-from opencbs.agent.backup import JobOutcome, run_backup
+from opencbs.agent import reading as reading_mod
 from opencbs.agent.client import AgentClient, NewDestination
+from opencbs.agent.job import JobOptions, JobOutcome, run_backup
 from opencbs.destinations.local import LocalStorage
 from opencbs.engine.crypto import KdfParams
 from opencbs.engine.repository import Repository
@@ -293,7 +294,14 @@ def _new_set(agent: AgentClient, tree: Tree, dest: Path) -> BackupSet:
 
 def _backup(agent: AgentClient, bs: BackupSet, job_no: int) -> JobOutcome:
     return run_backup(
-        agent, bs.set_id, bs.dest_id, bs.storage, REPO_PASSWORD, start_time_ms=T0 + job_no * 60_000
+        JobOptions(
+            client=agent,
+            set_id=bs.set_id,
+            destination_id=bs.dest_id,
+            storage=bs.storage,
+            password=REPO_PASSWORD,
+            start_time_ms=T0 + job_no * 60_000,
+        )
     )
 
 
@@ -670,9 +678,9 @@ def _grow_on_first_read(monkeypatch: pytest.MonkeyPatch, victims: dict[bytes, by
     of it: the file grows while it is read. Returns the paths grown so far."""
     by_inode = {(os.stat(p).st_dev, os.stat(p).st_ino): p for p in victims}
     grown: set[bytes] = set()
-    original = backup_mod._CancellableReader.read
+    original = reading_mod._CancellableReader.read
 
-    def read(self: backup_mod._CancellableReader, size: int = -1) -> bytes:
+    def read(self: reading_mod._CancellableReader, size: int = -1) -> bytes:
         st = os.fstat(self.fd)
         path = by_inode.get((st.st_dev, st.st_ino))
         if path is not None and path not in grown:
@@ -681,7 +689,7 @@ def _grow_on_first_read(monkeypatch: pytest.MonkeyPatch, victims: dict[bytes, by
                 f.write(victims[path])
         return original(self, size)
 
-    monkeypatch.setattr(backup_mod._CancellableReader, "read", read)
+    monkeypatch.setattr(reading_mod._CancellableReader, "read", read)
     return grown
 
 
@@ -804,7 +812,7 @@ def _usable_by(prefix: list[str], home: Path) -> None:
     if not prefix:
         return
     res = subprocess.run(
-        [*prefix, sys.executable, "-c", "import opencbs.agent.backup"],
+        [*prefix, sys.executable, "-c", "import opencbs.agent.job"],
         capture_output=True,
         text=True,
         timeout=TIMEOUT,

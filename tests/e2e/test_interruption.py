@@ -40,7 +40,7 @@ from fastapi.testclient import TestClient
 
 from opencbs import security
 from opencbs.agent import AgentClient, NewDestination
-from opencbs.agent.backup import run_backup
+from opencbs.agent.job import JobOptions, run_backup
 from opencbs.destinations.local import LocalStorage
 from opencbs.engine.chunk_index import INDEX_PREFIX, open_index
 from opencbs.engine.crypto import KdfParams
@@ -564,7 +564,16 @@ def test_disk_full_in_process(client: TestClient, agent: AgentClient, tmp_path: 
     set_id, dest_id = bset.id, bset.destinations[0].id
 
     full = FillingStorage(dest, free=size // 2)
-    outcome = run_backup(agent, set_id, dest_id, full, REPO_PASSWORD, start_time_ms=T0)
+    outcome = run_backup(
+        JobOptions(
+            client=agent,
+            set_id=set_id,
+            destination_id=dest_id,
+            storage=full,
+            password=REPO_PASSWORD,
+            start_time_ms=T0,
+        )
+    )
     # the job stops at the first failed write it learns of; the writer's store thread may
     # have tried the next finished pack meanwhile, no more
     assert 1 <= full.failures <= 2
@@ -586,12 +595,14 @@ def test_disk_full_in_process(client: TestClient, agent: AgentClient, tmp_path: 
 
     # space again: the next job completes, everything new, reusing the stored chunks
     outcome = run_backup(
-        agent,
-        set_id,
-        dest_id,
-        LocalStorage(dest, fsync=False),
-        REPO_PASSWORD,
-        start_time_ms=T0 + 60_000,
+        JobOptions(
+            client=agent,
+            set_id=set_id,
+            destination_id=dest_id,
+            storage=LocalStorage(dest, fsync=False),
+            password=REPO_PASSWORD,
+            start_time_ms=T0 + 60_000,
+        )
     )
     assert outcome.status is JobStatus.STOP_SUCCESS, outcome
     assert outcome.dedupe_saving > 0

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from opencbs import security
 from opencbs.agent import AgentApiError, AgentClient, Entry, JobRef, NewDestination
+from opencbs.agent.client import job_path
 from opencbs.api.app import sweep_once
 from opencbs.api.state import ServerState
 from opencbs.reports.timefmt import MAX_TIME_MS, MIN_TIME_MS
@@ -198,8 +199,8 @@ def test_sets_and_destinations(alice: AgentClient) -> None:
         destinations=[NewDestination("Local", "LOCAL", {"path": "/b"})],
     )
     assert created.id.isdigit() and created.type == "FILE"
-    assert created.settings["sources"] == ["/home/alice"]
-    assert created.settings["deduplication"] is True  # a default
+    assert created.settings.sources == ("/home/alice",)
+    assert created.settings.deduplication is True  # a default
     assert [(d.name, d.position) for d in created.destinations] == [("Local", 0)]
 
     second = alice.add_destination(created.id, NewDestination("NAS", "LOCAL", {"path": "/n"}))
@@ -212,8 +213,8 @@ def test_sets_and_destinations(alice: AgentClient) -> None:
     renamed = alice.update_set(
         created.id, name="Docs", settings={"compression": {"type": "ZSTD", "level": 9}}
     )
-    assert renamed.name == "Docs" and renamed.settings["compression"]["level"] == 9
-    assert renamed.settings["sources"] == ["/home/alice"]  # kept
+    assert renamed.name == "Docs" and renamed.settings.compression.level == 9
+    assert renamed.settings.sources == ("/home/alice",)  # kept
     assert alice.get_set(created.id) == renamed
     assert [s.id for s in alice.list_sets()] == [created.id]
 
@@ -292,7 +293,7 @@ def test_job_life_counters_equal_lists(client: TestClient, alice: AgentClient) -
         uploaded_file_size=560,
         total_file_size=4096,
     )
-    assert progress.progress["current_file_count"] == 5
+    assert progress.progress.current_file_count == 5
     live = _cbs(client, "GetBackupJobProgress", ref)
     assert (
         live["CurrentFileName"],
@@ -451,7 +452,7 @@ def test_concurrent_batches_all_arrive_once(alice: AgentClient) -> None:
 def test_bad_batches_are_refused_whole(client: TestClient, alice: AgentClient) -> None:
     set_id, dest_id = _new_set(alice)
     ref = alice.start_job(set_id, dest_id).ref
-    url = f"{API}{ref.path('batches', '0')}"
+    url = f"{API}{job_path(ref, 'batches', '0')}"
     good = {"list": "new", "type": "F", "path": "/a", "size": 1, "unzip_size": 2}
     bad_entries = [
         {"list": "mov", "type": "F", "path": "/b"},  # a move without from_path
@@ -473,7 +474,7 @@ def test_bad_batches_are_refused_whole(client: TestClient, alice: AgentClient) -
     assert too_many.status_code == 422
     assert (
         client.put(
-            f"{API}{ref.path('batches', '-1')}", auth=ALICE, json={"entries": []}
+            f"{API}{job_path(ref, 'batches', '-1')}", auth=ALICE, json={"entries": []}
         ).status_code
         == 422
     )

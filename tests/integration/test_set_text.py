@@ -91,7 +91,7 @@ def test_a_source_that_is_not_utf8_is_a_400_and_nothing_is_stored(
         ),
         "is not valid UTF-8 text",
     )
-    assert agent.get_set(bset.id).settings["sources"] == ["/tmp/ok"]
+    assert agent.get_set(bset.id).settings.sources == ("/tmp/ok",)
 
 
 def test_a_destination_path_that_is_not_utf8_is_a_400(
@@ -197,7 +197,7 @@ def test_a_set_stored_with_such_a_string_is_served_in_display_form(
 
     # a new, valid source repairs it
     fixed = agent.update_set("1", settings={"sources": ["/tmp"]})
-    assert fixed.settings["sources"] == ["/tmp"]
+    assert fixed.settings.sources == ("/tmp",)
 
 
 def test_names_inside_a_source_may_be_any_bytes(agent: AgentClient) -> None:

@@ -1,5 +1,5 @@
 """Per-user spool roots, spool errors as CLI errors, and job IDs that name several snapshots
-(``agent.spool``, ``agent.restore.find_snapshot``, ``cli.agent_cmds``)."""
+(``agent.spool``, ``agent.restore.find_snapshot``, ``cli.backup_run``)."""
 
 from __future__ import annotations
 
@@ -9,24 +9,23 @@ from typing import cast
 
 import pytest
 
-from opencbs.agent.backup import JobOutcome
-from opencbs.agent.client import JobRef
+from opencbs.agent.delivery import Delivery, DeliveryState
+from opencbs.agent.job import JobOutcome
 from opencbs.agent.restore import find_snapshot
 from opencbs.agent.snapshot_lookup import AmbiguousJobId
 from opencbs.agent.spool import (
-    Delivery,
-    DeliveryState,
-    JobRecord,
     JobSpool,
+    JobStart,
     SpoolError,
     normalise_server_url,
     spool_key,
     user_spool_root,
 )
-from opencbs.cli.agent_cmds import print_delivery_notes
+from opencbs.cli.backup_run import print_delivery_notes
 from opencbs.engine.repo_errors import SnapshotNotFound
 from opencbs.engine.repository import Repository
 from opencbs.errors import OpenCBSError
+from opencbs.model.jobs import JobRef
 from opencbs.reports.vocabulary import JobStatus
 
 
@@ -61,7 +60,7 @@ def test_a_spool_that_cannot_be_created_is_an_error_naming_data_dir(tmp_path: Pa
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     with pytest.raises(SpoolError) as caught:
-        JobSpool.create(blocker / "agent-spool" / "alice-0", JobRecord("1", "2", 0))
+        JobSpool.create(blocker / "agent-spool" / "alice-0", JobStart("1", "2", 0))
     err = caught.value
     assert isinstance(err, OpenCBSError) and err.exit_code == 7
     assert "cannot create the report spool" in err.message

@@ -69,9 +69,9 @@ def test_a_failed_job_hint_names_what_failed(capsys: pytest.CaptureFixture[str])
     helper process does not (both: one error line, one hint line)."""
     from pathlib import Path
 
-    from opencbs.agent.backup import JobOutcome
-    from opencbs.agent.client import JobRef
-    from opencbs.cli.agent_cmds import print_job_failure
+    from opencbs.agent.job import JobOutcome
+    from opencbs.cli.backup_run import print_job_failure
+    from opencbs.model.jobs import JobRef
     from opencbs.reports.vocabulary import JobStatus
 
     ref = JobRef("1", "2", "2026-11-29-22-00-00")

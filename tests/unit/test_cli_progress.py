@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 
-from opencbs.agent.backup import Progress
+from opencbs.agent.job import Progress
 from opencbs.cli.progress import BackupProgress, Ending
 
 

@@ -44,7 +44,7 @@ def test_serves_only_after_a_successful_job(
 ) -> None:
     _FakeServer.calls = []
     monkeypatch.setattr(quickstart, "BackgroundServer", _FakeServer)
-    monkeypatch.setattr(quickstart, "_backup", lambda *a: job_code)
+    monkeypatch.setattr(quickstart, "_backup", lambda *a, **k: job_code)
     setup = quickstart.Setup(None, "quickstart", "pw", "key", "1", "/src", "2", Path("/d"))
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -6,9 +6,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from opencbs.agent.client import Entry, JobRef, ServerUnreachable
+from opencbs.agent.client import Entry, ServerUnreachable
 from opencbs.agent.report import ReportStream
-from opencbs.agent.spool import JobRecord, JobSpool
+from opencbs.agent.spool import JobSpool, JobStart
+from opencbs.model.jobs import JobRef
 from opencbs.reports.vocabulary import LogType
 
 REF = JobRef("1", "2", "2026-01-01-00-00-00")
@@ -51,7 +52,7 @@ def test_background_failure_stops_sending_but_the_spool_gets_every_batch(
     tmp_path: Path,
 ) -> None:
     client = FakeClient(fail_at=1)
-    spool = JobSpool.create(tmp_path, JobRecord("1", "2", 0))
+    spool = JobSpool.create(tmp_path, JobStart("1", "2", 0))
     report = _stream(client, spool)
     for i in range(6):
         report.log(LogType.WARN, f"w{i}")

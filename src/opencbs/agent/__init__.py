@@ -1,16 +1,20 @@
-"""The backup agent: runs backup jobs and reports them to the server over the agent API."""
+"""The backup agent: runs backup jobs and reports them to the server over the agent API.
+
+Services (the CLI, quickstart, flush and a scheduler call these): ``agent.targets`` (which set,
+destination and folder), ``agent.job`` (``run_backup``: one backup job), ``agent.delivery``
+(spooled reports to the server), ``agent.restore``. The HTTP client is ``agent.client``.
+"""
 
 from opencbs.agent.client import (
     AgentApiError,
     AgentClient,
     Entry,
-    JobRef,
     NewDestination,
     RemoteDestination,
-    RemoteJob,
     RemoteSet,
     ServerUnreachable,
 )
+from opencbs.model.jobs import JobRef
 
 __all__ = [
     "AgentApiError",
@@ -19,7 +23,6 @@ __all__ = [
     "JobRef",
     "NewDestination",
     "RemoteDestination",
-    "RemoteJob",
     "RemoteSet",
     "ServerUnreachable",
 ]

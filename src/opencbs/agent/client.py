@@ -22,6 +22,8 @@ from urllib.parse import quote
 import httpx
 
 from opencbs.errors import ExitCode, InvalidInput, OpenCBSError
+from opencbs.model.jobs import JobRecord, JobRef
+from opencbs.model.sets import BackupSetSettings
 from opencbs.reports.vocabulary import JobMode, JobStatus, ReportList
 
 API_PREFIX = "/api/agent/v1"
@@ -131,14 +133,15 @@ class RemoteDestination:
 
 @dataclass(frozen=True)
 class RemoteSet:
-    """A backup set as the server holds it (``created_at`` epoch ms)."""
+    """A backup set as the server holds it (``created_at`` epoch ms); its ``settings`` parsed
+    once, here, into the one model (``opencbs.model.sets``)."""
 
     id: str
     name: str
     type: str
     removed: bool
     created_at: int
-    settings: dict[str, Any]
+    settings: BackupSetSettings
     destinations: tuple[RemoteDestination, ...]
 
     @classmethod
@@ -149,78 +152,24 @@ class RemoteSet:
             type=d["type"],
             removed=bool(d["removed"]),
             created_at=int(d["created_at"]),
-            settings=dict(d["settings"]),
+            settings=BackupSetSettings.model_validate(d["settings"]),
             destinations=tuple(RemoteDestination.from_json(x) for x in d["destinations"]),
         )
 
 
-@dataclass(frozen=True)
-class JobRef:
-    """What names a job: set, destination, job ID and whether it is a continuous-backup job."""
-
-    set_id: str
-    destination_id: str
-    job_id: str
-    cdp: bool = False
-
-    def path(self, *more: str) -> str:
-        parts = [
-            "backup-sets",
-            self.set_id,
-            "destinations",
-            self.destination_id,
-            "jobs",
-            self.job_id,
-            *more,
-        ]
-        return "/" + "/".join(quote(p, safe="") for p in parts)
-
-
-@dataclass(frozen=True)
-class RemoteJob:
-    """A job as the server holds it: status, times (epoch ms; ``end_time`` ``None`` while it
-    runs), the §5 counters by CBS name, the batches received and the last progress."""
-
-    ref: JobRef
-    mode: str
-    status: str
-    start_time: int
-    end_time: int | None
-    from_ip: str
-    run_version: str
-    dedupe_enabled: bool
-    dedupe_original_size: int
-    dedupe_saving: int
-    counters: dict[str, int]
-    batches_received: int
-    last_batch_no: int | None
-    progress: dict[str, Any]
-
-    @property
-    def running(self) -> bool:
-        return self.status == JobStatus.STILL_RUNNING.value
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> RemoteJob:
-        ref = JobRef(
-            str(d["backup_set_id"]), str(d["destination_id"]), str(d["job_id"]), bool(d["cdp"])
-        )
-        return cls(
-            ref=ref,
-            mode=d["mode"],
-            status=d["status"],
-            start_time=int(d["start_time"]),
-            end_time=d["end_time"],
-            from_ip=d["from_ip"],
-            run_version=d["run_version"],
-            dedupe_enabled=bool(d["dedupe_enabled"]),
-            dedupe_original_size=int(d["dedupe_original_size"]),
-            dedupe_saving=int(d["dedupe_saving"]),
-            counters=dict(d["counters"]),
-            batches_received=int(d["batches_received"]),
-            last_batch_no=d["last_batch_no"],
-            progress=dict(d["progress"]),
-        )
+def job_path(ref: JobRef, *more: str) -> str:
+    """The agent API path of a job (``/backup-sets/{set}/destinations/{dest}/jobs/{id}``),
+    then ``more`` (e.g. ``"batches", "0"``); each part URL-quoted."""
+    parts = [
+        "backup-sets",
+        ref.set_id,
+        "destinations",
+        ref.destination_id,
+        "jobs",
+        ref.job_id,
+        *more,
+    ]
+    return "/" + "/".join(quote(p, safe="") for p in parts)
 
 
 def _set_path(set_id: str, *more: str) -> str:
@@ -308,8 +257,9 @@ class AgentClient:
         raise AgentApiError(r.status_code, "http", f"unexpected answer: {r.reason_phrase}")
 
     @staticmethod
-    def _job_params(cdp: bool) -> dict[str, str] | None:
-        return {"cdp": "true"} if cdp else None
+    def _job_params(ref: JobRef) -> dict[str, str] | None:
+        """The query of a call on job ``ref``: ``cdp=true`` for a continuous-backup job."""
+        return {"cdp": "true"} if ref.cdp else None
 
     # -- backup sets ------------------------------------------------------------------------
 
@@ -383,7 +333,7 @@ class AgentClient:
         run_version: str = "",
         start_time: int | None = None,
         dedupe_enabled: bool = True,
-    ) -> RemoteJob:
+    ) -> JobRecord:
         """Start a job; its ID is ``start_time`` (epoch ms; default the server's now) in the
         server's zone. A job with that ID exists already → ``AgentApiError`` 409."""
         body: dict[str, Any] = {
@@ -395,18 +345,20 @@ class AgentClient:
         if start_time is not None:
             body["start_time"] = start_time
         path = _set_path(set_id, "destinations", destination_id, "jobs")
-        return RemoteJob.from_json(self._call("POST", path, body))
+        return JobRecord.model_validate(self._call("POST", path, body))
 
-    def get_job(self, ref: JobRef) -> RemoteJob:
+    def get_job(self, ref: JobRef) -> JobRecord:
         """Where a job stands (also a sign of life while it runs)."""
-        return RemoteJob.from_json(self._call("GET", ref.path(), params=self._job_params(ref.cdp)))
+        return JobRecord.model_validate(
+            self._call("GET", job_path(ref), params=self._job_params(ref))
+        )
 
     def send_batch(self, ref: JobRef, batch_no: int, entries: Sequence[Entry]) -> bool:
         """Deliver batch ``batch_no`` (from 0; at most 10,000 entries). ``False`` when the server
         had stored that batch already; a retry must carry the same entries."""
         body = {"entries": [e.as_json() for e in entries]}
         answer = self._call(
-            "PUT", ref.path("batches", str(batch_no)), body, self._job_params(ref.cdp)
+            "PUT", job_path(ref, "batches", str(batch_no)), body, self._job_params(ref)
         )
         return bool(answer["stored"])
 
@@ -419,7 +371,7 @@ class AgentClient:
         total_file_count: int = 0,
         uploaded_file_size: int = 0,
         total_file_size: int = 0,
-    ) -> RemoteJob:
+    ) -> JobRecord:
         """Record progress (GetBackupJobProgress, cbs-api.md §7); sizes in bytes."""
         body = {
             "current_file_name": current_file_name,
@@ -428,8 +380,8 @@ class AgentClient:
             "uploaded_file_size": uploaded_file_size,
             "total_file_size": total_file_size,
         }
-        answer = self._call("POST", ref.path("progress"), body, self._job_params(ref.cdp))
-        return RemoteJob.from_json(answer)
+        answer = self._call("POST", job_path(ref, "progress"), body, self._job_params(ref))
+        return JobRecord.model_validate(answer)
 
     def finish_job(
         self,
@@ -438,7 +390,7 @@ class AgentClient:
         *,
         dedupe_original_size: int = 0,
         dedupe_saving: int = 0,
-    ) -> RemoteJob:
+    ) -> JobRecord:
         """Finish a job with its final status and dedupe figures (bytes). Repeating the same
         finish answers the job; another status on a finished job → ``AgentApiError`` 409."""
         body = {
@@ -446,8 +398,8 @@ class AgentClient:
             "dedupe_original_size": dedupe_original_size,
             "dedupe_saving": dedupe_saving,
         }
-        answer = self._call("POST", ref.path("finish"), body, self._job_params(ref.cdp))
-        return RemoteJob.from_json(answer)
+        answer = self._call("POST", job_path(ref, "finish"), body, self._job_params(ref))
+        return JobRecord.model_validate(answer)
 
 
 def entry_from_json(d: Mapping[str, Any]) -> Entry:
@@ -475,7 +427,7 @@ def set_as_json(s: RemoteSet) -> dict[str, Any]:
         "type": s.type,
         "removed": s.removed,
         "created_at": s.created_at,
-        "settings": dict(s.settings),
+        "settings": s.settings.as_json(),
         "destinations": [
             {
                 "id": d.id,

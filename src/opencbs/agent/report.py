@@ -1,24 +1,16 @@
-"""Turning a job's classification into report entries, delivered to the server in batches.
+"""A job's report streamed to the server in batches (cbs-api.md §5; the entries themselves are
+built by ``agent.report_entries``).
 
-A report (cbs-api.md §5) is log entries (``start``, ``info``, ``warn``, ``error``, ``end``) and
-file entries of the lists ``new``, ``upd``, ``pmt``, ``del``, ``mov``, ``cpy``. This module
-builds them (:func:`file_entry`, :func:`log_entry`) and streams them (:class:`ReportStream`):
-entries are buffered and sent as numbered batches of at most ``batch_size`` entries, so memory
-is bounded by one batch whatever the size of the job.
+:class:`ReportStream` buffers entries and sends them as numbered batches of at most
+``batch_size`` entries, so memory is bounded by one batch whatever the size of the job.
 
-Sizes per file entry (bytes): ``size`` (``FileSize``) is what the file's chunks take stored
-(compressed, counted whether deduplicated or not); ``unzip_size`` (``UnzipFilesSize``) the
-original bytes. Directories and symbolic links are 0/0 (a link's target is kept in the snapshot
-tree, not as content).
-
-Delivery (:func:`call_with_retries`): the agent API's batches and finish are idempotent, so a
-``ServerUnreachable`` or a retryable ``AgentApiError`` (5xx, 408, 429) is retried after each
-delay of ``retry_delays`` (seconds; default 0.5, 2 and 5: four attempts in about 8 s). With a
-spool (``opencbs.agent.spool.JobSpool``), each batch is written to the agent's disk before it is
-sent; when a batch still cannot be delivered the stream stops sending (:attr:`ReportStream.failure`
-says why) but goes on spooling, and the spool is delivered later, complete
-(``opencbs.agent.spool.deliver_pending``). Without a spool, entries after a failed batch are
-dropped (a report missing a batch cannot be completed later). The job itself goes on either way.
+Delivery: each batch is retried (``agent.retry``: a ``ServerUnreachable`` or a retryable
+``AgentApiError``). With a spool (``opencbs.agent.spool.JobSpool``), each batch is written to the
+agent's disk before it is sent; when a batch still cannot be delivered the stream stops sending
+(:attr:`ReportStream.failure` says why) but goes on spooling, and the spool is delivered later,
+complete (``opencbs.agent.delivery.deliver_pending``). Without a spool, entries after a failed
+batch are dropped (a report missing a batch cannot be completed later). The job itself goes on
+either way.
 """
 
 from __future__ import annotations
@@ -28,119 +20,23 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import TypeVar
 
-from opencbs.agent.client import AgentApiError, AgentClient, JobRef, ServerUnreachable
+from opencbs.agent.client import AgentApiError, AgentClient, ServerUnreachable
 from opencbs.agent.client import Entry as ReportEntry
+from opencbs.agent.report_entries import log_entry
+from opencbs.agent.retry import DEFAULT_RETRY_DELAYS, call_with_retries
 from opencbs.agent.spool import JobSpool, SpoolError
-from opencbs.engine.chunk_index import ChunkIndex
-from opencbs.engine.classify import Change
-from opencbs.engine.entries import display_path
-from opencbs.reports.timefmt import clamp_time_ms
-from opencbs.reports.vocabulary import EntryType, LogType, ReportList
+from opencbs.model.jobs import JobRef
+from opencbs.reports.vocabulary import LogType, ReportList
 
-__all__ = [
-    "DEFAULT_RETRY_DELAYS",
-    "FileSizes",
-    "ReportStream",
-    "call_with_retries",
-    "chunk_sizes",
-    "file_entry",
-    "is_transient",
-    "log_entry",
-    "now_ms",
-]
+__all__ = ["DEFAULT_BATCH_SIZE", "MAX_QUEUED_BATCHES", "ReportStream"]
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 #: Entries per batch by default (the API takes at most 10,000).
 DEFAULT_BATCH_SIZE = 1000
 #: Batches waiting for the background sender (``ReportStream(background=True)``) at most.
 MAX_QUEUED_BATCHES = 4
-#: Seconds to wait before each retry of an idempotent call (so 1 + len attempts in all).
-DEFAULT_RETRY_DELAYS: tuple[float, ...] = (0.5, 2.0, 5.0)
-
-
-def is_transient(exc: Exception) -> bool:
-    """Whether the same agent API call may succeed later: ``ServerUnreachable`` or a retryable
-    ``AgentApiError``."""
-    return isinstance(exc, ServerUnreachable) or (isinstance(exc, AgentApiError) and exc.retryable)
-
-
-def call_with_retries(
-    call: Callable[[], T],
-    what: str,
-    delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
-    wait: Callable[[float], object] = time.sleep,
-) -> T:
-    """``call()``, repeated after each of ``delays`` (seconds, passed to ``wait``) while it
-    fails transiently (:func:`is_transient`). Only for idempotent calls. Raises the last
-    ``ServerUnreachable``/``AgentApiError`` (a non-retryable ``AgentApiError`` at once)."""
-    attempt = 0
-    while True:
-        try:
-            return call()
-        except (ServerUnreachable, AgentApiError) as exc:
-            if attempt >= len(delays) or not is_transient(exc):
-                raise
-            log.warning("%s failed (%s); retrying in %.1f s", what, exc.message, delays[attempt])
-            wait(delays[attempt])
-            attempt += 1
-
-
-@dataclass(frozen=True, slots=True)
-class FileSizes:
-    """Sizes of one file's content in bytes: ``stored`` (compressed), ``original``."""
-
-    stored: int = 0
-    original: int = 0
-
-
-def now_ms() -> int:
-    """The current time, epoch ms."""
-    return time.time_ns() // 1_000_000
-
-
-def chunk_sizes(index: ChunkIndex, chunk_ids: Sequence[bytes]) -> FileSizes:
-    """Stored and original bytes of a content from the repository index (chunks the index does
-    not list count 0)."""
-    stored = original = 0
-    for chunk_id in chunk_ids:
-        loc = index.get(chunk_id)
-        if loc is not None:
-            stored += loc.stored_size
-            original += loc.original_size
-    return FileSizes(stored, original)
-
-
-def log_entry(log_type: LogType, message: str, at_ms: int | None = None) -> ReportEntry:
-    """A log entry of ``log_type`` stamped ``at_ms`` (default now)."""
-    return ReportEntry.log(log_type.value, message, now_ms() if at_ms is None else at_ms)
-
-
-def file_entry(change: Change, sizes: FileSizes | None) -> ReportEntry:
-    """The report entry of one change. ``sizes`` of a regular file's content (``None`` counts
-    0/0; directories and links are always 0/0). Paths are shown with ``display_path``;
-    ``last_modified`` is the entry's mtime in epoch ms (clamped to the API's range)."""
-    entry = change.entry
-    is_file = entry.etype is EntryType.FILE
-    fs = sizes if (is_file and sizes is not None) else FileSizes()
-    mtime_ms = clamp_time_ms(entry.mtime_ns // 1_000_000)
-    from_path = None
-    if change.from_path is not None and change.kind in (ReportList.MOV, ReportList.CPY):
-        from_path = display_path(change.from_path)
-    return ReportEntry(
-        lst=change.kind,
-        type=entry.etype.value,
-        path=display_path(entry.path),
-        from_path=from_path,
-        last_modified=mtime_ms,
-        size=fs.stored,
-        unzip_size=fs.original,
-        link_to_dir=entry.etype is EntryType.LINK and entry.link_to_dir,
-    )
 
 
 class ReportStream:

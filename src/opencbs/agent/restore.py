@@ -208,8 +208,8 @@ def restore(
     password: str | bytes,
     snapshot_or_job_id: str,
     target: str | bytes | os.PathLike[str],
-    paths: Iterable[str | bytes] | None = None,
     *,
+    paths: Iterable[str | bytes] | None = None,
     set_id: str | None = None,
     destination_id: str | None = None,
     strict: bool = True,
@@ -239,7 +239,7 @@ def restore(
     totals = _totals(repo, info, wanted) if progress is not None else None
     root = os.open(target_b, _DIR_FLAGS)
     strict_owners = os.geteuid() == 0 if owners is None else owners
-    writer = _Restorer(repo, root, strict_owners)
+    writer = _Restorer(repo, root, strict_owners=strict_owners)
     if progress is not None:
         writer.reporter = _Reporter(info.id, totals, progress, writer)
         writer.reporter.report(force=True)
@@ -372,7 +372,7 @@ def _components(path: bytes) -> tuple[bytes, ...]:
 class _Restorer:
     """Writes entries below the directory descriptor ``root`` (private)."""
 
-    def __init__(self, repo: Repository, root: int, strict_owners: bool) -> None:
+    def __init__(self, repo: Repository, root: int, *, strict_owners: bool) -> None:
         self.repo = repo
         self.root = root
         self.strict_owners = strict_owners
@@ -399,7 +399,7 @@ class _Restorer:
                 raise
 
     @contextmanager
-    def _parent(self, parts: Sequence[bytes], create: bool = True) -> Iterator[int]:
+    def _parent(self, parts: Sequence[bytes], *, create: bool = True) -> Iterator[int]:
         """A descriptor of the directory ``parts`` below the root, entered component by
         component without following links (created 0o700 when missing)."""
         fd = os.dup(self.root)

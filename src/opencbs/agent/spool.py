@@ -27,89 +27,47 @@ Every file is written whole or not at all (temporary file, fsync, rename, fsync 
 a killed agent leaves the batches it had spooled, never half of one. A batch is spooled before
 it is sent, so the spool always holds at least what the server has.
 
-Delivery (:func:`deliver_job`, :func:`deliver_pending`) relies on the agent API's idempotence
-(``opencbs.api.agent``): a batch number the server has is answered ``stored: false``; a repeated
-finish with the same status and figures answers the job. It asks the server where the job stands
-(``GET …/jobs/{id}``: ``last_batch_no``) and sends only the batches after it, then the finish.
-A server restart mid-delivery is a ``ServerUnreachable``: the spool stays, and the next delivery
-resumes where the server's record says — nothing is lost, nothing is stored twice.
-
-Starting a job is not idempotent: its ID is its start time to the second (cbs-api.md §4). The
-spool records the start time, and delivery starts a never-started job with it (so mode, start
-time and job ID are those of the real run). When the answer to a start is lost, the repeated
-start answers 409 "backup job <ID> exists"; the job of that ID is ours when its ``start_time``
-equals the recorded one to the millisecond. Else the server has another job of that second (a
-job run while the server was away avoids the job IDs it knows of, those of the set's spooled
-jobs and snapshots (``agent.backup``), but not one it cannot know: a job run elsewhere, or one
-that committed no snapshot): the start moves one second later, at most ``_MAX_SHIFT_S`` times,
-each new start time recorded in the spool before it is sent (so a lost answer is still
-recognised), with a warning naming both IDs. The report is then dated up to that many seconds
-late, and the snapshot keeps the job ID the agent gave it offline.
-
-When the server closed the job (its sweeper closes a job without a sign of life for
-``job_idle_timeout`` as ``BS_BACKUP_NOT_FINISHED``, after which it refuses entries: 409), the
-spool is dropped with a warning naming the job and how many batches the server never got: the
-server refuses more entries, and keeping the spool would only repeat the warning on every run.
-The same for a set or destination the server no longer has (404). A spool without a finish
-record whose lock is free belongs to a job whose agent died (SIGKILL, power loss) or could not
-spool the rest of the report (disk full): delivery adds an ``end`` log entry and finishes it as
-``BS_BACKUP_NOT_FINISHED`` (cbs-api.md §4).
+Delivery to the server is ``agent.delivery``'s (complete and exactly once); this module is the
+spool's format on disk and the set cache.
 
 Concurrency: the writing job holds the folder's lock until it is delivered or the process ends;
-a delivery takes it without waiting and skips a busy folder ("busy"), so two agents (a backup
-run and ``opencbs agent flush``) never deliver the same job at once.
+a delivery takes it without waiting and skips a busy folder (``agent.delivery``).
 """
 
 from __future__ import annotations
 
 import fcntl
-import functools
 import hashlib
 import json
 import logging
 import os
 import re
 import shutil
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
-from enum import Enum
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from opencbs.agent.client import (
-    AgentApiError,
-    AgentClient,
-    Entry,
-    JobRef,
-    RemoteJob,
-    RemoteSet,
-    ServerUnreachable,
-    entry_from_json,
-    existing_job_id,
-    set_as_json,
-)
+from opencbs.agent.client import Entry, RemoteSet, entry_from_json, set_as_json
 from opencbs.errors import ExitCode, OpenCBSError
 from opencbs.fileio import write_atomic
-from opencbs.reports.vocabulary import JobMode, JobStatus, LogType
+from opencbs.model.jobs import JobRef
+from opencbs.reports.vocabulary import JobMode, JobStatus
 
 __all__ = [
-    "Delivery",
-    "DeliveryState",
     "FinishRecord",
-    "JobRecord",
     "JobSpool",
+    "JobStart",
     "SpoolError",
     "adopt_legacy",
-    "deliver_job",
-    "deliver_pending",
     "legacy_spools",
     "load_sets",
     "normalise_server_url",
     "pending_spools",
+    "report_spool_dir",
     "save_sets",
+    "spool_base",
     "spool_key",
     "user_spool_root",
 ]
@@ -121,7 +79,6 @@ _FINISH = "finish.json"
 _LOCK = "lock"
 _SETS = "sets.json"
 _FORMAT = 1
-_MAX_SHIFT_S = 60  #: how many seconds delivery may move a start whose job ID is taken
 
 
 class SpoolError(OpenCBSError):
@@ -144,9 +101,10 @@ class SpoolError(OpenCBSError):
 
 
 @dataclass(frozen=True, slots=True)
-class JobRecord:
-    """The start of a spooled job: what ``start_job`` needs, and the server's ``job_id`` once
-    the job is started there (``None`` until then). ``start_ms`` epoch ms."""
+class JobStart:
+    """The start of a spooled job (``job.json``): what ``start_job`` needs, and the server's
+    ``job_id`` once the job is started there (``None`` until then). ``start_ms`` epoch ms.
+    (The job as the server holds it is ``opencbs.model.jobs.JobRecord``.)"""
 
     set_id: str
     destination_id: str
@@ -196,7 +154,7 @@ class JobSpool:
     :meth:`create` (the running job) or :meth:`open` (delivery); release with :meth:`close`
     or :meth:`remove`. Methods raise ``SpoolError``."""
 
-    def __init__(self, path: Path, record: JobRecord) -> None:
+    def __init__(self, path: Path, record: JobStart) -> None:
         self.path = path
         self.record = record
         self._lock_fd: int | None = None
@@ -204,7 +162,7 @@ class JobSpool:
     # -- life ---------------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, root: Path, record: JobRecord) -> JobSpool:
+    def create(cls, root: Path, record: JobStart) -> JobSpool:
         """A new spool folder for ``record`` under ``root``, locked. A folder of the same job
         (set, destination, start ms) that exists already is a ``SpoolError``."""
         path = root / f"{record.set_id}-{record.destination_id}-{record.start_ms}"
@@ -226,7 +184,7 @@ class JobSpool:
         """An existing spool folder (not locked: see :meth:`try_lock`)."""
         doc = _read_json(path / _JOB)
         try:
-            record = JobRecord(
+            record = JobStart(
                 set_id=str(doc["set_id"]),
                 destination_id=str(doc["destination_id"]),
                 start_ms=int(doc["start_ms"]),
@@ -403,6 +361,17 @@ def spool_key(server_url: str, login_name: str) -> str:
     return f"{slug}-{digest[:16]}"
 
 
+def spool_base(data_dir: Path) -> Path:
+    """The folder of the agent's report spools: ``<data_dir>/agent-spool``."""
+    return data_dir / "agent-spool"
+
+
+def report_spool_dir(data_dir: Path, server_url: str, login_name: str) -> Path:
+    """The report spool of backup user ``login_name`` on the server at ``server_url``:
+    ``<data_dir>/agent-spool/<login>-<hash of URL and login>`` (:func:`spool_key`)."""
+    return user_spool_root(spool_base(data_dir), server_url, login_name)
+
+
 def user_spool_root(base: Path, server_url: str, login_name: str) -> Path:
     """The spool root of one backup user of one server under ``base``
     (``<data_dir>/agent-spool``): ``base / spool_key(...)``. Not created here."""
@@ -478,270 +447,3 @@ def load_sets(root: Path) -> list[RemoteSet]:
     except (SpoolError, KeyError, TypeError, ValueError) as exc:
         log.warning("ignoring the remembered backup sets: %s", exc)
         return []
-
-
-# -- delivery -------------------------------------------------------------------------------
-
-
-class DeliveryState(Enum):
-    """What became of a spooled report."""
-
-    DELIVERED = "delivered"  #: the server has it all; the folder is removed
-    PENDING = "pending"  #: the server is unreachable (or failing): the folder stays
-    DROPPED = "dropped"  #: the server refuses it (job closed, set gone): folder removed
-    BUSY = "busy"  #: another process holds the folder (a running job): not touched
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """The result of delivering one spooled job: ``state``, the job (``job_id`` ``None`` when it
-    never reached the server), batches sent now, and a sentence for a person (``message``)."""
-
-    folder: str
-    set_id: str
-    destination_id: str
-    job_id: str | None
-    state: DeliveryState
-    batches_sent: int = 0
-    message: str = ""
-    start_ms: int = 0  #: the job's recorded start time, epoch ms
-
-    @property
-    def job_name(self) -> str:
-        """``job <ID>``, or, for a job never started on the server, ``the offline job of
-        <local start time>`` (for messages)."""
-        if self.job_id is not None:
-            return f"job {self.job_id}"
-        when = datetime.fromtimestamp(self.start_ms / 1000).astimezone()
-        return f"the offline job of {when.isoformat(sep=' ', timespec='seconds')}"
-
-
-Retry = Callable[[Callable[[], Any], str], Any]
-
-
-class _Dropped(Exception):
-    """The server will never take this report (private)."""
-
-
-def _retrying(delays: Sequence[float], wait: Callable[[float], object]) -> Retry:
-    from opencbs.agent.report import call_with_retries  # report imports this module
-
-    def call(fn: Callable[[], Any], what: str) -> Any:
-        return call_with_retries(fn, what, delays, wait)
-
-    return call
-
-
-def deliver_job(
-    client: AgentClient,
-    spool: JobSpool,
-    *,
-    retry_delays: Sequence[float] = (0.5, 2.0, 5.0),
-    wait: Callable[[float], object] = time.sleep,
-) -> Delivery:
-    """Deliver what the server does not have of one spooled job (rules in the module
-    docstring); removes the folder when delivered or dropped. Never raises for the server:
-    ``ServerUnreachable`` and retryable errors (after ``retry_delays``) give ``PENDING``.
-    Raises ``SpoolError`` for a damaged folder."""
-    if not spool.try_lock():
-        return _result(spool, DeliveryState.BUSY, 0, "in use by another process")
-    retry = _retrying(retry_delays, wait)
-    sent = 0
-    try:
-        job = _ensure_started(client, spool, retry)
-        finish = spool.finish()
-        if not job.running:
-            return _finished_already(spool, job, finish)
-        if finish is None:  # its agent died before the finish: close it (module docstring)
-            finish = _close_abandoned(spool)
-        total = spool.batch_count()
-        for n in range(_first_missing(job), total):
-            entries = spool.read_batch(n)
-            try:
-                retry(functools.partial(client.send_batch, job.ref, n, entries), f"batch {n}")
-            except AgentApiError as exc:
-                if exc.status in (404, 409):
-                    raise _Dropped(
-                        f"the server refused batch {n} of {total} ({exc.message})"
-                    ) from exc
-                raise
-            sent += 1
-        try:
-            retry(
-                lambda: client.finish_job(
-                    job.ref,
-                    finish.status,
-                    dedupe_original_size=finish.dedupe_original_size,
-                    dedupe_saving=finish.dedupe_saving,
-                ),
-                "finish",
-            )
-        except AgentApiError as exc:
-            if exc.status in (404, 409):
-                raise _Dropped(f"the server refused its finish ({exc.message})") from exc
-            raise
-    except _Dropped as exc:
-        return _drop(spool, sent, str(exc))
-    except (ServerUnreachable, AgentApiError) as exc:
-        spool.close()
-        return _result(spool, DeliveryState.PENDING, sent, f"not delivered yet: {exc.message}")
-    spool.remove()
-    return _result(spool, DeliveryState.DELIVERED, sent, "delivered")
-
-
-def deliver_pending(
-    client: AgentClient,
-    root: Path,
-    *,
-    retry_delays: Sequence[float] = (0.5, 2.0, 5.0),
-    wait: Callable[[float], object] = time.sleep,
-) -> list[Delivery]:
-    """Deliver every spooled job under ``root``, oldest first (:func:`deliver_job`). Stops at
-    the first ``PENDING`` one (the server is away: the rest would wait for it too, and they
-    must arrive in order). A damaged folder is logged and skipped."""
-    out: list[Delivery] = []
-    for path in pending_spools(root):
-        spool: JobSpool | None = None
-        try:
-            spool = JobSpool.open(path)
-            result = deliver_job(client, spool, retry_delays=retry_delays, wait=wait)
-        except SpoolError as exc:  # damaged, or the agent's disk cannot take a record
-            log.error("skipping a report spool: %s", exc)
-            if spool is not None:
-                spool.close()
-            continue
-        out.append(result)
-        if result.state is DeliveryState.DELIVERED:
-            log.info("delivered the spooled report of %s", result.job_name)
-        elif result.state is DeliveryState.DROPPED:
-            log.warning("dropped the spooled report of %s: %s", result.job_name, result.message)
-        elif result.state is DeliveryState.PENDING:
-            break
-    return out
-
-
-def _ensure_started(client: AgentClient, spool: JobSpool, retry: Retry) -> RemoteJob:
-    """The server's job of the spool, started now (with the recorded start time) if the
-    spool has no job ID yet. Raises ``_Dropped``, ``ServerUnreachable``, ``AgentApiError``."""
-    r = spool.record
-    if r.job_id is not None:
-        try:
-            job: RemoteJob = retry(lambda: client.get_job(r.ref()), "job status")
-        except AgentApiError as exc:
-            if exc.status == 404:
-                raise _Dropped(f"the server has no job {r.job_id} ({exc.message})") from exc
-            raise
-        return job
-
-    first_ms = r.start_ms
-
-    def start() -> RemoteJob:
-        while True:
-            start_ms = spool.record.start_ms
-            try:
-                return client.start_job(
-                    r.set_id,
-                    r.destination_id,
-                    mode=JobMode(r.mode),
-                    cdp=r.cdp,
-                    run_version=r.run_version,
-                    start_time=start_ms,
-                    dedupe_enabled=r.dedupe_enabled,
-                )
-            except AgentApiError as exc:
-                job_id = existing_job_id(exc)
-                if job_id is None:
-                    raise
-                found = client.get_job(JobRef(r.set_id, r.destination_id, job_id, r.cdp))
-                if found.start_time == start_ms:
-                    return found  # ours: a start whose answer was lost
-                if start_ms - first_ms >= _MAX_SHIFT_S * 1000:
-                    raise _Dropped(
-                        f"the server has other jobs in every second from "
-                        f"{first_ms} ms to {start_ms} ms"
-                    ) from exc
-                log.warning(
-                    "job ID %s is another job's (started at %d ms, this one at %d ms): "
-                    "delivering this job one second later",
-                    job_id,
-                    found.start_time,
-                    start_ms,
-                )
-                spool.set_start_ms(start_ms + 1000)
-
-    try:
-        job = retry(start, "job start")
-    except AgentApiError as exc:
-        if exc.status == 404:
-            raise _Dropped(
-                f"the server no longer has this backup set or destination ({exc.message})"
-            ) from exc
-        raise
-    spool.set_job_id(job.ref.job_id)
-    return job
-
-
-def _close_abandoned(spool: JobSpool) -> FinishRecord:
-    """Spool an ``end`` entry and a ``BS_BACKUP_NOT_FINISHED`` finish for a job whose agent
-    stopped before finishing it (or could not spool its finish: disk full)."""
-    from opencbs.agent.report import log_entry
-
-    message = (
-        "Backup not finished: the agent stopped before the job ended, or could not "
-        "spool the rest of its report"
-    )
-    spool.write_batch(spool.batch_count(), [log_entry(LogType.END, message)])
-    finish = FinishRecord(JobStatus.BACKUP_NOT_FINISHED)
-    spool.write_finish(finish)
-    return finish
-
-
-def _first_missing(job: RemoteJob) -> int:
-    """The first batch number the server lacks: after its last, when it holds every batch up
-    to it (batches are sent in order); else 0 (resending is harmless: idempotent)."""
-    if job.last_batch_no is None:
-        return 0
-    if job.batches_received == job.last_batch_no + 1:
-        return job.last_batch_no + 1
-    return 0
-
-
-def _finished_already(spool: JobSpool, job: RemoteJob, finish: FinishRecord | None) -> Delivery:
-    if (
-        finish is not None
-        and job.status == finish.status.value
-        and job.batches_received >= spool.batch_count()
-    ):
-        # our finish, whose answer was lost (it is sent only after every batch)
-        spool.remove()
-        return _result(spool, DeliveryState.DELIVERED, 0, "delivered")
-    missing = spool.batch_count() - job.batches_received
-    return _drop(
-        spool,
-        0,
-        f"the server closed job {job.ref.job_id} as {job.status} and takes no "
-        f"more entries ({max(missing, 0)} batches of its report not delivered)",
-    )
-
-
-def _drop(spool: JobSpool, sent: int, why: str) -> Delivery:
-    log.warning("dropping the spooled report %s: %s", spool.path, why)
-    spool.remove()
-    return _result(spool, DeliveryState.DROPPED, sent, why)
-
-
-def _result(spool: JobSpool, state: DeliveryState, sent: int, message: str) -> Delivery:
-    r = spool.record
-    return Delivery(
-        spool.path.name, r.set_id, r.destination_id, r.job_id, state, sent, message, r.start_ms
-    )
-
-
-def iter_records(root: Path) -> Iterator[JobRecord]:
-    """The job records of the spooled jobs under ``root``, oldest first (damaged ones
-    skipped)."""
-    for path in pending_spools(root):
-        try:
-            yield JobSpool.open(path).record
-        except SpoolError:
-            continue

@@ -26,22 +26,15 @@ from typing import Any
 import click
 
 from opencbs.agent.client import AgentClient
-from opencbs.agent.spool import (
-    DeliveryState,
-    adopt_legacy,
-    deliver_pending,
-    legacy_spools,
-    pending_spools,
-)
-from opencbs.cli.agent_cmds import (
+from opencbs.agent.delivery import DeliveryState, flush_reports, has_pending
+from opencbs.agent.spool import spool_base
+from opencbs.cli.agent_options import (
     LOGIN,
     PASSWORD_STDIN,
     SERVER,
     backup_password,
-    list_sets,
     report_spool_dir,
     require_login,
-    spool_base,
     with_agent_settings,
 )
 from opencbs.cli.common import JSON, echo, note, print_json
@@ -57,29 +50,23 @@ def agent() -> None:
 @agent.command()
 @JSON
 @with_agent_settings(SERVER, LOGIN, PASSWORD_STDIN)
-def flush(settings: Settings, as_json: bool, password_stdin: bool) -> int:
+def flush(settings: Settings, *, as_json: bool, password_stdin: bool) -> int:
     """Deliver the job reports spooled while the server could not be reached.
 
     Exit code 0 when all are delivered, 7 when the server still cannot be reached (they stay
     spooled), 8 when the server refused some (named on stderr)."""
-    base = spool_base(settings)
-    mine = (
-        pending_spools(report_spool_dir(settings, settings.login_name))
-        if settings.login_name
-        else []
-    )
-    if not mine and not legacy_spools(base):
-        _nothing(as_json)
-        return 0
+    base = spool_base(settings.data_dir)
+    named = report_spool_dir(settings, settings.login_name) if settings.login_name else None
+    if not has_pending(base, named):
+        _nothing(as_json=as_json)
+        return ExitCode.SUCCESS
     login = require_login(settings)
     root = report_spool_dir(settings, login)
-    password = backup_password(settings, password_stdin)
+    password = backup_password(settings, from_stdin=password_stdin)
     url = settings.effective_server_url
     with AgentClient(url, login, password) as client:
-        # first: a clear error for an unreachable server or a bad login
-        adopt_legacy(base, root, list_sets(client, url, login))
-        results = deliver_pending(client, root)
-    others = len(legacy_spools(base))
+        flushed = flush_reports(client, url, login, base=base, root=root)
+    results, others, left = flushed.deliveries, flushed.others, flushed.left
     if others:
         note(
             f"opencbs: note: {_reports(others)} spooled by an earlier opencbs in {base} "
@@ -88,8 +75,8 @@ def flush(settings: Settings, as_json: bool, password_stdin: bool) -> int:
             f"{'its' if others == 1 else 'their'} set"
         )
     if not results:
-        _nothing(as_json)
-        return 0
+        _nothing(as_json=as_json)
+        return ExitCode.SUCCESS
     rows: list[dict[str, Any]] = [
         {
             "folder": d.folder,
@@ -102,7 +89,6 @@ def flush(settings: Settings, as_json: bool, password_stdin: bool) -> int:
         }
         for d in results
     ]
-    left = len(pending_spools(root))
     if as_json:
         print_json(rows)
     else:
@@ -121,14 +107,14 @@ def flush(settings: Settings, as_json: bool, password_stdin: bool) -> int:
             "run `opencbs agent flush` again when the server is reachable"
         )
         return ExitCode.UNAVAILABLE
-    return ExitCode.REFUSED if dropped else 0
+    return ExitCode.REFUSED if dropped else ExitCode.SUCCESS
 
 
 def _reports(n: int) -> str:
     return f"{n} report" if n == 1 else f"{n} reports"
 
 
-def _nothing(as_json: bool) -> None:
+def _nothing(*, as_json: bool) -> None:
     if as_json:
         print_json([])
     else:

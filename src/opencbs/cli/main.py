@@ -33,10 +33,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("report", "report"),
     "demo": ("demo", "demo"),
     "quickstart": ("quickstart", "quickstart"),
-    "backup": ("agent_cmds", "backup"),
-    "restore": ("agent_cmds", "restore"),
-    "verify": ("agent_cmds", "verify"),
-    "snapshots": ("agent_cmds", "snapshots"),
+    "backup": ("backup_cmd", "backup"),
+    "restore": ("repo_cmds", "restore"),
+    "verify": ("repo_cmds", "verify"),
+    "snapshots": ("repo_cmds", "snapshots"),
     "agent": ("agent_flush", "agent"),
 }
 
@@ -68,7 +68,7 @@ class LazyGroup(click.Group):
 )
 @click.option("--debug", is_flag=True, help="Log at DEBUG and show tracebacks of errors.")
 @click.pass_context
-def cli(ctx: click.Context, config: str | None, debug: bool) -> None:
+def cli(ctx: click.Context, *, config: str | None, debug: bool) -> None:
     """opencbs: a backup server speaking the AhsayCBS JSON API.
 
     Data goes to stdout, logs and errors to stderr. Settings: defaults < config file <

@@ -35,7 +35,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from opencbs.agent.backup import Progress as JobProgressInfo
+from opencbs.agent.job import Progress as JobProgressInfo
 from opencbs.agent.restore import RestoreProgress
 from opencbs.cli.common import show_name
 

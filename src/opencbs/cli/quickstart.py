@@ -15,11 +15,11 @@ taken by an opencbs server that knows the quickstart user and set (the same data
 reports to it and quickstart does not serve. Otherwise it starts the server in a background
 thread (on ``port``, or, when that one is taken by another program, on a temporary free port for
 this run only — said so on stderr, never saved), runs one backup job through the same code as
-``opencbs backup`` (``agent_cmds.run_job``: an incremental job on every rerun), prints a
+``opencbs backup`` (``backup_run.run_job``: an incremental job on every rerun), prints a
 ready-to-paste ``curl`` for GetBackupJobReport of that job (it works while that server
 serves), and, after a job that succeeded, serves until Ctrl-C or SIGTERM (``--no-serve``:
 stops the server after printing). After a job that failed it exits with the job's code without
-serving. Exit codes as ``opencbs backup`` (``agent_cmds``).
+serving. Exit codes as ``opencbs backup`` (``backup_cmd``).
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ from types import FrameType
 import click
 
 from opencbs.agent.client import AgentClient
-from opencbs.cli import agent_cmds
+from opencbs.agent.targets import Target, find_set, list_sets
+from opencbs.cli.agent_options import quiet_http_log
+from opencbs.cli.backup_run import exit_code_of, print_outcome, run_job
 from opencbs.cli.common import (
     TIMEZONE,
     CliState,
@@ -51,7 +53,7 @@ from opencbs.cli.common import (
     with_settings,
 )
 from opencbs.cli.serve import HOST, IDLE, PORT
-from opencbs.errors import ConfigError, OpenCBSError
+from opencbs.errors import ConfigError, ExitCode, OpenCBSError
 from opencbs.fileio import write_atomic
 from opencbs.reports.vocabulary import JobMode, SystemRole
 from opencbs.settings import Settings
@@ -306,12 +308,12 @@ def _print_setup(setup: Setup, data_dir: Path) -> None:
 @click.option("--no-serve", is_flag=True, help="Stop after the backup and printing.")
 @click.option("-v", "--verbose", is_flag=True, help="Print each change with its reason.")
 @with_settings(HOST, PORT, TIMEZONE, IDLE)
-def quickstart(settings: Settings, path: Path | None, no_serve: bool, verbose: bool) -> int:
+def quickstart(settings: Settings, *, path: Path | None, no_serve: bool, verbose: bool) -> int:
     """Back up PATH (default: the current directory) through a local server and print a curl
     for the job's report; then serve. Run it again for an incremental job."""
     source = (path or Path.cwd()).resolve()
     state = click.get_current_context().find_object(CliState)
-    agent_cmds.quiet_http_log(bool(state and state.debug))
+    quiet_http_log(debug=bool(state and state.debug))
     data_dir = settings.ensure_data_dir().resolve()
     database = open_database(settings)
     try:
@@ -336,7 +338,7 @@ def quickstart(settings: Settings, path: Path | None, no_serve: bool, verbose: b
                     f"an opencbs server of this data directory already answers on {persistent}; "
                     "the backup reports to it (quickstart does not serve)"
                 )
-                return _backup(setup, persistent, verbose)
+                return _backup(setup, persistent, verbose=verbose)
             note(
                 f"port {settings.port} is in use by another program; this run serves on "
                 f"temporary port {sock_port} only ({agent_file(data_dir)} keeps {persistent})"
@@ -381,7 +383,7 @@ def _serve_and_back_up(
     server = BackgroundServer(settings, database, sock)
     server.start()
     try:
-        code = _backup(setup, url, verbose)
+        code = _backup(setup, url, verbose=verbose)
         if code:
             return code  # a failed job: its exit code, nothing served
         if no_serve:
@@ -390,37 +392,35 @@ def _serve_and_back_up(
                     f"the curl above used temporary port {sock.getsockname()[1]}, which is "
                     "closed now; run `opencbs serve` and send it to its port"
                 )
-            return 0
+            return ExitCode.SUCCESS
         echo("")
         echo(f"serving on {url} (Ctrl-C stops); the curl above works while it serves")
         server.wait()
-        return 0
+        return ExitCode.SUCCESS
     finally:
         server.stop()
 
 
-def _backup(setup: Setup, url: str, verbose: bool) -> int:
+def _backup(setup: Setup, url: str, *, verbose: bool) -> int:
     """Run the job and print its outcome and curl; returns the exit code of the job
-    (``agent_cmds.exit_code_of``: 0 when it succeeded)."""
-    state = click.get_current_context().find_object(CliState)
+    (``backup_run.exit_code_of``: 0 when it succeeded)."""
     with AgentClient(url, setup.login, setup.password) as client:
-        found = agent_cmds.list_sets(client, url, setup.login)
-        bset = agent_cmds.find_set(found, setup.set_id)
+        found = list_sets(client, url, setup.login)
+        bset = find_set(found, setup.set_id)
         if bset is None:
             raise ConfigError(f"backup set {setup.set_id} is not visible to {setup.login!r}")
-        target = agent_cmds.Target(bset, bset.destinations[0], setup.destination)
-        outcome = agent_cmds.run_job(
+        target = Target(bset, bset.destinations[0], setup.destination)
+        outcome = run_job(
             client,
             target,
             setup.encryption_password,
             mode=JobMode.MANUAL,
             as_json=False,
             verbose=verbose,
-            debug=bool(state and state.debug),
         )
     echo("")
-    agent_cmds.print_outcome(outcome)
-    code = agent_cmds.exit_code_of(outcome.status)
+    print_outcome(outcome)
+    code = exit_code_of(outcome.status)
     echo("")
     echo("The job's report (GetBackupJobReport):")
     echo(curl_command(setup, url, outcome.ref.job_id))

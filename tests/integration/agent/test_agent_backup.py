@@ -19,12 +19,13 @@ from fastapi.testclient import TestClient
 
 from opencbs import __version__
 from opencbs.agent import AgentClient
-from opencbs.agent import backup as backup_mod
-from opencbs.agent.backup import Progress, run_backup
+from opencbs.agent import reading as reading_mod
+from opencbs.agent.job import ChangeEvent, JobOptions, JobOutcome, Progress, run_backup
 from opencbs.agent.restore import restore
 from opencbs.destinations.base import DestinationError
 from opencbs.destinations.local import LocalStorage
 from opencbs.destinations.memory import MemoryStorage
+from opencbs.engine.classify import Reason
 from opencbs.engine.crypto import KdfParams
 from opencbs.engine.repository import Repository
 from opencbs.reports.vocabulary import JobStatus, ReportList
@@ -140,14 +141,16 @@ def test_first_changed_and_unchanged_jobs_then_restore(
     # Job 1: everything is new, the source folder included.
     seen: list[Progress] = []
     first = run_backup(
-        agent,
-        set_id,
-        dest_id,
-        storage,
-        PASSWORD,
-        start_time_ms=T0,
-        progress=seen.append,
-        progress_interval=0,
+        JobOptions(
+            client=agent,
+            set_id=set_id,
+            destination_id=dest_id,
+            storage=storage,
+            password=PASSWORD,
+            start_time_ms=T0,
+            progress_interval=0,
+        ),
+        on_progress=seen.append,
     )
     assert first.status is JobStatus.STOP_SUCCESS and first.snapshot_id is not None
     data = _report(client, first)
@@ -194,7 +197,16 @@ def test_first_changed_and_unchanged_jobs_then_restore(
     (src / "newdir").mkdir()  # new D
     shutil.rmtree(src / "old")  # del D + 2 del F
     os.symlink("b.txt", src / "link2")  # new L
-    second = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0 + 60_000)
+    second = run_backup(
+        JobOptions(
+            client=agent,
+            set_id=set_id,
+            destination_id=dest_id,
+            storage=storage,
+            password=PASSWORD,
+            start_time_ms=T0 + 60_000,
+        )
+    )
     assert second.status is JobStatus.STOP_SUCCESS
     data = _report(client, second)
     _check_counters(data)
@@ -231,7 +243,16 @@ def test_first_changed_and_unchanged_jobs_then_restore(
     assert int(data["cpy"][0]["UnzipFilesSize"]) == 300_000
 
     # Job 3: nothing changed.
-    third = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0 + 120_000)
+    third = run_backup(
+        JobOptions(
+            client=agent,
+            set_id=set_id,
+            destination_id=dest_id,
+            storage=storage,
+            password=PASSWORD,
+            start_time_ms=T0 + 120_000,
+        )
+    )
     assert third.status is JobStatus.STOP_SUCCESS
     data = _report(client, third)
     for key in ("new", "upd", "pmt", "del", "mov", "cpy"):
@@ -267,23 +288,41 @@ def test_file_changing_while_read_is_a_warning_and_keeps_the_previous_version(
     read_ahead: bool,
 ) -> None:
     if not read_ahead:  # every file read in the job's thread, as a stream
-        monkeypatch.setattr(backup_mod, "PREFETCH_MAX_FILE", -1)
+        monkeypatch.setattr(reading_mod, "PREFETCH_MAX_FILE", -1)
     dest = tmp_path / "dest"
     storage = _storage(dest)
     set_id, dest_id = _new_set(agent, src, dest)
-    run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0)
+    run_backup(
+        JobOptions(
+            client=agent,
+            set_id=set_id,
+            destination_id=dest_id,
+            storage=storage,
+            password=PASSWORD,
+            start_time_ms=T0,
+        )
+    )
     _write(src / "b.txt", b"bravo, second version")
     victim = os.stat(src / "b.txt").st_ino
-    original_read = backup_mod._CancellableReader.read
+    original_read = reading_mod._CancellableReader.read
 
-    def growing_read(self: backup_mod._CancellableReader, size: int = -1) -> bytes:
+    def growing_read(self: reading_mod._CancellableReader, size: int = -1) -> bytes:
         if os.fstat(self.fd).st_ino == victim and self.count == 0:
             with open(src / "b.txt", "ab") as f:
                 f.write(b" and more")
         return original_read(self, size)
 
-    monkeypatch.setattr(backup_mod._CancellableReader, "read", growing_read)
-    outcome = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0 + 60_000)
+    monkeypatch.setattr(reading_mod._CancellableReader, "read", growing_read)
+    outcome = run_backup(
+        JobOptions(
+            client=agent,
+            set_id=set_id,
+            destination_id=dest_id,
+            storage=storage,
+            password=PASSWORD,
+            start_time_ms=T0 + 60_000,
+        )
+    )
     assert outcome.status is JobStatus.STOP_SUCCESS_WITH_WARNING
     data = _report(client, outcome)
     _check_counters(data)
@@ -303,7 +342,16 @@ def test_file_vanishing_before_its_read_is_a_warning_and_a_deletion(
     dest = tmp_path / "dest"
     storage = _storage(dest)
     set_id, dest_id = _new_set(agent, src, dest)
-    run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0)
+    run_backup(
+        JobOptions(
+            client=agent,
+            set_id=set_id,
+            destination_id=dest_id,
+            storage=storage,
+            password=PASSWORD,
+            start_time_ms=T0,
+        )
+    )
     _write(src / "b.txt", b"bravo, second version")  # changed: it will be read
     original_open = os.open
 
@@ -313,7 +361,16 @@ def test_file_vanishing_before_its_read_is_a_warning_and_a_deletion(
         return original_open(path, flags, *args, **kwargs)
 
     monkeypatch.setattr(os, "open", vanishing_open)
-    outcome = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0 + 60_000)
+    outcome = run_backup(
+        JobOptions(
+            client=agent,
+            set_id=set_id,
+            destination_id=dest_id,
+            storage=storage,
+            password=PASSWORD,
+            start_time_ms=T0 + 60_000,
+        )
+    )
     monkeypatch.undo()
     assert outcome.status is JobStatus.STOP_SUCCESS_WITH_WARNING
     data = _report(client, outcome)
@@ -332,7 +389,7 @@ def test_vanished_file_during_scan_is_a_warning(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # no read-ahead: the scan is then at most one entry ahead of the progress callback
-    monkeypatch.setattr(backup_mod, "PREFETCH_FILES", 0)
+    monkeypatch.setattr(reading_mod, "PREFETCH_FILES", 0)
     dest = tmp_path / "dest"
     storage = _storage(dest)
     set_id, dest_id = _new_set(agent, src, dest)
@@ -343,14 +400,16 @@ def test_vanished_file_during_scan_is_a_warning(
             (src / "sub" / "d.txt").unlink()
 
     outcome = run_backup(
-        agent,
-        set_id,
-        dest_id,
-        storage,
-        PASSWORD,
-        start_time_ms=T0,
-        progress=remove_later_file,
-        progress_interval=0,
+        JobOptions(
+            client=agent,
+            set_id=set_id,
+            destination_id=dest_id,
+            storage=storage,
+            password=PASSWORD,
+            start_time_ms=T0,
+            progress_interval=0,
+        ),
+        on_progress=remove_later_file,
     )
     # d.txt was listed, then vanished before its stat: a warning, the job goes on.
     assert outcome.status is JobStatus.STOP_SUCCESS_WITH_WARNING
@@ -383,7 +442,16 @@ def test_destination_failing_mid_job_is_a_system_error_without_snapshot(
     Repository.init(storage, PASSWORD, kdf=KdfParams(1, 8 * 1024, 1), pack_target_size=1024)
     set_id, dest_id = _new_set(agent, src, tmp_path / "unused")
     storage.pack_puts_left = 3  # tiny packs: the fourth pack of the job fails
-    outcome = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0)
+    outcome = run_backup(
+        JobOptions(
+            client=agent,
+            set_id=set_id,
+            destination_id=dest_id,
+            storage=storage,
+            password=PASSWORD,
+            start_time_ms=T0,
+        )
+    )
     assert outcome.status is JobStatus.STOP_BY_SYSTEM_ERROR
     assert outcome.snapshot_id is None
     assert _snapshot_count(storage) == 0
@@ -407,15 +475,17 @@ def test_cancel_stops_by_user_without_snapshot(
             cancel.set()
 
     outcome = run_backup(
-        agent,
-        set_id,
-        dest_id,
-        storage,
-        PASSWORD,
-        start_time_ms=T0,
-        cancel_event=cancel,
-        progress=cancel_after_two,
-        progress_interval=0,
+        JobOptions(
+            client=agent,
+            set_id=set_id,
+            destination_id=dest_id,
+            storage=storage,
+            password=PASSWORD,
+            start_time_ms=T0,
+            progress_interval=0,
+        ),
+        cancel=cancel,
+        on_progress=cancel_after_two,
     )
     assert outcome.status is JobStatus.STOP_BY_USER and outcome.snapshot_id is None
     assert _snapshot_count(storage) == 0
@@ -423,7 +493,16 @@ def test_cancel_stops_by_user_without_snapshot(
     assert data["BackupJobStatus"] == "BS_STOP_BY_USER"
     assert data["new"] == []
     # The next job starts afresh: with no snapshot committed everything is new again.
-    again = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0 + 60_000)
+    again = run_backup(
+        JobOptions(
+            client=agent,
+            set_id=set_id,
+            destination_id=dest_id,
+            storage=storage,
+            password=PASSWORD,
+            start_time_ms=T0 + 60_000,
+        )
+    )
     assert again.status is JobStatus.STOP_SUCCESS
     assert again.counts[ReportList.NEW] == len(_snapshot_tree(os.fsencode(src)))
 
@@ -455,14 +534,16 @@ def test_progress_is_visible_while_the_job_runs(
         answers.append(r.json())
 
     run_backup(
-        agent,
-        set_id,
-        dest_id,
-        storage,
-        PASSWORD,
-        start_time_ms=T0,
-        progress=ask,
-        progress_interval=0,
+        JobOptions(
+            client=agent,
+            set_id=set_id,
+            destination_id=dest_id,
+            storage=storage,
+            password=PASSWORD,
+            start_time_ms=T0,
+            progress_interval=0,
+        ),
+        on_progress=ask,
     )
     assert answers[0]["Status"] == "OK", answers[0]
     shown = answers[0]["Data"]
@@ -470,6 +551,54 @@ def test_progress_is_visible_while_the_job_runs(
     assert int(shown["TotalFileCount"]) == sent[0].files_seen
     assert int(shown["CurrentFileCount"]) == sent[0].files_done == 1
     assert shown["CurrentFileName"] == sent[0].current_file == str(src / "a.txt")
+
+
+def test_on_change_tells_each_reported_change_with_its_reason(
+    client: TestClient, agent: AgentClient, src: Path, tmp_path: Path
+) -> None:
+    """``on_change`` gets one event per entry of the report's file lists, with the
+    classifier's reason and what differs (style.md §20: a callback, not a log format)."""
+    dest = tmp_path / "dest"
+    storage = _storage(dest)
+    set_id, dest_id = _new_set(agent, src, dest)
+
+    def job(start_ms: int, seen: list[ChangeEvent]) -> JobOutcome:
+        options = JobOptions(
+            client=agent,
+            set_id=set_id,
+            destination_id=dest_id,
+            storage=storage,
+            password=PASSWORD,
+            start_time_ms=start_ms,
+        )
+        return run_backup(options, on_change=seen.append)
+
+    first: list[ChangeEvent] = []
+    outcome = job(T0, first)
+    assert {e.kind for e in first} == {ReportList.NEW}
+    assert len(first) == outcome.counts[ReportList.NEW]
+    assert all(e.reason is Reason.NEW_PATH and e.detail == "" for e in first)
+
+    _write(src / "a.txt", b"alpha, longer now " * 100)
+    (src / "b.txt").chmod(0o600)
+    os.rename(src / "mv.txt", src / "sub" / "mv.txt")
+    second: list[ChangeEvent] = []
+    outcome = job(T0 + 60_000, second)
+    by_path = {(e.kind, e.path): e for e in second}
+    assert len(second) == sum(outcome.counts.values())
+    upd = by_path[(ReportList.UPD, os.fsencode(src / "a.txt"))]
+    assert upd.reason is Reason.CONTENT_CHANGED
+    assert upd.detail.startswith("size 600→1800, mtime_ns ")
+    assert upd.why == f"{Reason.CONTENT_CHANGED.text} ({upd.detail})"
+    pmt = by_path[(ReportList.PMT, os.fsencode(src / "b.txt"))]
+    assert pmt.reason is Reason.MODE_CHANGED and pmt.detail.startswith("ctime_ns ")
+    assert "mode " in pmt.detail
+    mov = by_path[(ReportList.MOV, os.fsencode(src / "sub" / "mv.txt"))]
+    assert mov.detail == f"from {src / 'mv.txt'}"
+    data = _report(client, outcome)
+    assert {("upd", e["Name"]) for e in data["upd"]} == {
+        ("upd", os.fsdecode(e.path)) for e in second if e.kind is ReportList.UPD
+    }
 
 
 # --- restore safety -----------------------------------------------------------------------------
@@ -481,7 +610,16 @@ def test_restore_never_writes_through_a_link_in_the_target(
     dest = tmp_path / "dest"
     storage = _storage(dest)
     set_id, dest_id = _new_set(agent, src, dest)
-    outcome = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0)
+    outcome = run_backup(
+        JobOptions(
+            client=agent,
+            set_id=set_id,
+            destination_id=dest_id,
+            storage=storage,
+            password=PASSWORD,
+            start_time_ms=T0,
+        )
+    )
     target = tmp_path / "target"
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -518,7 +656,11 @@ def test_two_jobs_started_in_the_same_second_both_run(
     taken = agent.start_job(set_id, dest_id, start_time=now_ms)
     # the agent's clock reads the same second: that job ID is taken, so it starts a second later
     monkeypatch.setattr(time, "time_ns", lambda: now_ms * 1_000_000 + 1)
-    outcome = run_backup(agent, set_id, dest_id, storage, PASSWORD)
+    outcome = run_backup(
+        JobOptions(
+            client=agent, set_id=set_id, destination_id=dest_id, storage=storage, password=PASSWORD
+        )
+    )
     monkeypatch.undo()
     assert outcome.status is JobStatus.STOP_SUCCESS
     assert taken.ref.job_id == job_id_at(now_ms, ZoneInfo("UTC"))
@@ -545,7 +687,7 @@ def test_a_file_replaced_by_a_fifo_after_the_scan_is_a_warning_not_a_hang(
     def read() -> None:
         try:
             with repo.writer() as writer:
-                backup_mod._read_file(writer, entry, threading.Event())
+                reading_mod._read_file(writer, entry, threading.Event())
             outcome.append(None)
         except BaseException as exc:  # noqa: BLE001 - handed to the test thread
             outcome.append(exc)
@@ -554,5 +696,5 @@ def test_a_file_replaced_by_a_fifo_after_the_scan_is_a_warning_not_a_hang(
     worker.start()
     worker.join(timeout=10)
     assert not worker.is_alive(), "the read blocked on the FIFO"
-    assert isinstance(outcome[0], backup_mod._SoftError)
+    assert isinstance(outcome[0], reading_mod._SoftError)
     assert "changed between the scan and the read" in str(outcome[0])

@@ -18,14 +18,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from opencbs.agent import AgentClient, NewDestination
-from opencbs.agent.backup import JobOutcome, run_backup
-from opencbs.agent.client import JobRef
+from opencbs.agent.delivery import DeliveryState, deliver_pending
+from opencbs.agent.job import JobOptions, JobOutcome, run_backup
 from opencbs.agent.spool import (
-    DeliveryState,
     JobSpool,
     SpoolError,
     adopt_legacy,
-    deliver_pending,
     legacy_spools,
     pending_spools,
     save_sets,
@@ -34,6 +32,7 @@ from opencbs.agent.spool import (
 from opencbs.destinations.local import LocalStorage
 from opencbs.engine.crypto import KdfParams
 from opencbs.engine.repository import Repository
+from opencbs.model.jobs import JobRef
 from opencbs.reports.timefmt import job_id_at
 from opencbs.reports.vocabulary import JobStatus
 from opencbs.store import users
@@ -122,16 +121,18 @@ def _backup(
 ) -> JobOutcome:
     with _agent(transport) as agent:
         return run_backup(
-            agent,
-            ids[0],
-            ids[1],
-            storage,
-            PASSWORD,
-            start_time_ms=start_ms,
-            batch_size=20,
-            retry_delays=(),
-            spool_dir=spool,
-            zone=UTC,
+            JobOptions(
+                client=agent,
+                set_id=ids[0],
+                destination_id=ids[1],
+                storage=storage,
+                password=PASSWORD,
+                start_time_ms=start_ms,
+                batch_size=20,
+                retry_delays=(),
+                spool_dir=spool,
+                zone=UTC,
+            )
         )
 
 

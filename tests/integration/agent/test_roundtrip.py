@@ -19,8 +19,8 @@ from fastapi.testclient import TestClient
 
 from opencbs.agent import AgentClient
 from opencbs.agent import restore as restore_module
-from opencbs.agent.backup import run_backup
 from opencbs.agent.client import ServerUnreachable
+from opencbs.agent.job import JobOptions, run_backup
 from opencbs.agent.restore import (
     HOLE_BLOCK,
     RestoreIncomplete,
@@ -125,7 +125,16 @@ def test_backup_restore_is_byte_identical(
 ) -> None:
     storage = _storage(tmp_path / "dest")
     set_id, dest_id = _new_set(agent, rich_src, tmp_path / "dest")
-    outcome = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0)
+    outcome = run_backup(
+        JobOptions(
+            client=agent,
+            set_id=set_id,
+            destination_id=dest_id,
+            storage=storage,
+            password=PASSWORD,
+            start_time_ms=T0,
+        )
+    )
     assert outcome.status is JobStatus.STOP_SUCCESS, outcome
     assert outcome.report_delivered
 
@@ -154,7 +163,15 @@ def test_ten_thousand_files_round_trip(
     storage = _storage(tmp_path / "dest")
     set_id, dest_id = _new_set(agent, src, tmp_path / "dest")
     outcome = run_backup(
-        agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0, batch_size=5000
+        JobOptions(
+            client=agent,
+            set_id=set_id,
+            destination_id=dest_id,
+            storage=storage,
+            password=PASSWORD,
+            start_time_ms=T0,
+            batch_size=5000,
+        )
     )
     assert outcome.status is JobStatus.STOP_SUCCESS
     assert int(_report(client, outcome)["NumOfNewFiles"]) == 10_000
@@ -191,7 +208,16 @@ def test_flipped_byte_in_a_pack_is_found_by_verify_and_survived_by_restore(
     dest = tmp_path / "dest"
     storage = _storage(dest)
     set_id, dest_id = _new_set(agent, rich_src, dest)
-    outcome = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0)
+    outcome = run_backup(
+        JobOptions(
+            client=agent,
+            set_id=set_id,
+            destination_id=dest_id,
+            storage=storage,
+            password=PASSWORD,
+            start_time_ms=T0,
+        )
+    )
     assert outcome.snapshot_id is not None
     repo = Repository.open(storage, PASSWORD)
     victim_path = os.fsencode(rich_src / "dir" / "deep" / "rand.bin")
@@ -232,9 +258,27 @@ def test_damaged_snapshot_does_not_block_the_next_backup(
     dest = tmp_path / "dest"
     storage = _storage(dest)
     set_id, dest_id = _new_set(agent, rich_src, dest)
-    first = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0)
+    first = run_backup(
+        JobOptions(
+            client=agent,
+            set_id=set_id,
+            destination_id=dest_id,
+            storage=storage,
+            password=PASSWORD,
+            start_time_ms=T0,
+        )
+    )
     assert first.snapshot_id is not None
-    second = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0 + 60_000)
+    second = run_backup(
+        JobOptions(
+            client=agent,
+            set_id=set_id,
+            destination_id=dest_id,
+            storage=storage,
+            password=PASSWORD,
+            start_time_ms=T0 + 60_000,
+        )
+    )
     assert second.snapshot_id is not None
     snap_file = dest / "snapshots" / second.snapshot_id
     raw = bytearray(snap_file.read_bytes())
@@ -249,7 +293,16 @@ def test_damaged_snapshot_does_not_block_the_next_backup(
     assert any(second.snapshot_id in p.subject for p in problems)
 
     (rich_src / "new.txt").write_bytes(b"after the damage")
-    third = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0 + 120_000)
+    third = run_backup(
+        JobOptions(
+            client=agent,
+            set_id=set_id,
+            destination_id=dest_id,
+            storage=storage,
+            password=PASSWORD,
+            start_time_ms=T0 + 120_000,
+        )
+    )
     assert third.status is JobStatus.STOP_SUCCESS_WITH_WARNING and third.snapshot_id
     data = _report(client, third)
     warns = [e["Message"] for e in data["Logs"] if e["Type"] == "warn"]
@@ -266,9 +319,27 @@ def test_damaged_snapshot_tree_falls_back_to_an_older_snapshot(
     dest = tmp_path / "dest"
     storage = _storage(dest)
     set_id, dest_id = _new_set(agent, rich_src, dest)
-    first = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0)
+    first = run_backup(
+        JobOptions(
+            client=agent,
+            set_id=set_id,
+            destination_id=dest_id,
+            storage=storage,
+            password=PASSWORD,
+            start_time_ms=T0,
+        )
+    )
     (rich_src / "second.txt").write_bytes(b"only in the second backup")
-    second = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0 + 60_000)
+    second = run_backup(
+        JobOptions(
+            client=agent,
+            set_id=set_id,
+            destination_id=dest_id,
+            storage=storage,
+            password=PASSWORD,
+            start_time_ms=T0 + 60_000,
+        )
+    )
     assert first.snapshot_id and second.snapshot_id
     repo = Repository.open(storage, PASSWORD)
     loc = repo.chunk_location(repo.snapshot_info(second.snapshot_id).tree[0])
@@ -278,7 +349,16 @@ def test_damaged_snapshot_tree_falls_back_to_an_older_snapshot(
     raw[loc.offset + loc.length // 2] ^= 0x01  # inside the tree chunk of the second snapshot
     pack.write_bytes(bytes(raw))
 
-    third = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0 + 120_000)
+    third = run_backup(
+        JobOptions(
+            client=agent,
+            set_id=set_id,
+            destination_id=dest_id,
+            storage=storage,
+            password=PASSWORD,
+            start_time_ms=T0 + 120_000,
+        )
+    )
     assert third.status is JobStatus.STOP_SUCCESS_WITH_WARNING and third.snapshot_id
     data = _report(client, third)
     warns = [e["Message"] for e in data["Logs"] if e["Type"] == "warn"]
@@ -294,11 +374,29 @@ def test_a_lost_pack_is_stored_again_by_the_next_backup(
     dest = tmp_path / "dest"
     storage = _storage(dest)
     set_id, dest_id = _new_set(agent, rich_src, dest)
-    first = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0)
+    first = run_backup(
+        JobOptions(
+            client=agent,
+            set_id=set_id,
+            destination_id=dest_id,
+            storage=storage,
+            password=PASSWORD,
+            start_time_ms=T0,
+        )
+    )
     assert first.snapshot_id
     packs = sorted(dest.glob("data/*/*"), key=lambda p: p.stat().st_size)
     packs[-1].unlink()  # the largest pack is lost
-    second = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0 + 60_000)
+    second = run_backup(
+        JobOptions(
+            client=agent,
+            set_id=set_id,
+            destination_id=dest_id,
+            storage=storage,
+            password=PASSWORD,
+            start_time_ms=T0 + 60_000,
+        )
+    )
     assert second.status is JobStatus.STOP_SUCCESS_WITH_WARNING and second.snapshot_id
     data = _report(client, second)
     warns = [e["Message"] for e in data["Logs"] if e["Type"] == "warn"]
@@ -350,14 +448,16 @@ def test_server_dropping_off_mid_job_leaves_a_committed_snapshot(
     flaky, transport = _flaky_agent(client, range(3, 10_000))
     with flaky:
         outcome = run_backup(
-            flaky,
-            set_id,
-            dest_id,
-            storage,
-            PASSWORD,
-            start_time_ms=T0,
-            retry_delays=NO_RETRY_WAIT,
-            batch_size=5,
+            JobOptions(
+                client=flaky,
+                set_id=set_id,
+                destination_id=dest_id,
+                storage=storage,
+                password=PASSWORD,
+                start_time_ms=T0,
+                retry_delays=NO_RETRY_WAIT,
+                batch_size=5,
+            )
         )
     assert outcome.status is JobStatus.STOP_SUCCESS
     assert not outcome.report_delivered and "batch 1" in outcome.report_error
@@ -381,15 +481,17 @@ def test_transient_server_failures_are_retried_and_the_report_is_whole(
     flaky, transport = _flaky_agent(client, range(0, 3), only="/batches/1")
     with flaky:
         outcome = run_backup(
-            flaky,
-            set_id,
-            dest_id,
-            storage,
-            PASSWORD,
-            start_time_ms=T0,
-            retry_delays=NO_RETRY_WAIT,
-            batch_size=5,
-            progress_interval=0,
+            JobOptions(
+                client=flaky,
+                set_id=set_id,
+                destination_id=dest_id,
+                storage=storage,
+                password=PASSWORD,
+                start_time_ms=T0,
+                retry_delays=NO_RETRY_WAIT,
+                batch_size=5,
+                progress_interval=0,
+            )
         )
     assert outcome.report_delivered and outcome.report_error == ""
     assert transport.failed == [transport.failed[0]] * 3
@@ -409,14 +511,16 @@ def test_progress_and_finish_failures_never_fail_the_job(
     progress_down, t1 = _flaky_agent(client, range(0, 10_000), only="/progress")
     with progress_down:
         first = run_backup(
-            progress_down,
-            set_id,
-            dest_id,
-            storage,
-            PASSWORD,
-            start_time_ms=T0,
-            retry_delays=NO_RETRY_WAIT,
-            progress_interval=0,
+            JobOptions(
+                client=progress_down,
+                set_id=set_id,
+                destination_id=dest_id,
+                storage=storage,
+                password=PASSWORD,
+                start_time_ms=T0,
+                retry_delays=NO_RETRY_WAIT,
+                progress_interval=0,
+            )
         )
     assert t1.failed and first.report_delivered
     assert first.status is JobStatus.STOP_SUCCESS
@@ -425,13 +529,15 @@ def test_progress_and_finish_failures_never_fail_the_job(
     finish_flaky, t2 = _flaky_agent(client, range(0, 2), only="/finish")
     with finish_flaky:
         second = run_backup(
-            finish_flaky,
-            set_id,
-            dest_id,
-            storage,
-            PASSWORD,
-            start_time_ms=T0 + 60_000,
-            retry_delays=NO_RETRY_WAIT,
+            JobOptions(
+                client=finish_flaky,
+                set_id=set_id,
+                destination_id=dest_id,
+                storage=storage,
+                password=PASSWORD,
+                start_time_ms=T0 + 60_000,
+                retry_delays=NO_RETRY_WAIT,
+            )
         )
     assert len(t2.failed) == 2 and second.report_delivered
     assert _report(client, second)["BackupJobStatus"] == "BS_STOP_SUCCESS"
@@ -439,13 +545,15 @@ def test_progress_and_finish_failures_never_fail_the_job(
     finish_down, _ = _flaky_agent(client, range(0, 100), only="/finish")
     with finish_down:
         third = run_backup(
-            finish_down,
-            set_id,
-            dest_id,
-            storage,
-            PASSWORD,
-            start_time_ms=T0 + 120_000,
-            retry_delays=NO_RETRY_WAIT,
+            JobOptions(
+                client=finish_down,
+                set_id=set_id,
+                destination_id=dest_id,
+                storage=storage,
+                password=PASSWORD,
+                start_time_ms=T0 + 120_000,
+                retry_delays=NO_RETRY_WAIT,
+            )
         )
     assert not third.report_delivered and third.report_error.startswith("finish")
     assert third.snapshot_id is not None and third.status is JobStatus.STOP_SUCCESS
@@ -459,7 +567,15 @@ def test_server_unreachable_at_start_fails_clearly(
     down, _ = _flaky_agent(client, range(0, 100))
     with down, pytest.raises(ServerUnreachable):
         run_backup(
-            down, set_id, dest_id, storage, PASSWORD, start_time_ms=T0, retry_delays=NO_RETRY_WAIT
+            JobOptions(
+                client=down,
+                set_id=set_id,
+                destination_id=dest_id,
+                storage=storage,
+                password=PASSWORD,
+                start_time_ms=T0,
+                retry_delays=NO_RETRY_WAIT,
+            )
         )
     assert list(storage.list("snapshots/")) == []
 
@@ -472,7 +588,16 @@ def test_restore_progress_ends_with_the_results_counts(
 ) -> None:
     storage = _storage(tmp_path / "dest")
     set_id, dest_id = _new_set(agent, rich_src, tmp_path / "dest")
-    outcome = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0)
+    outcome = run_backup(
+        JobOptions(
+            client=agent,
+            set_id=set_id,
+            destination_id=dest_id,
+            storage=storage,
+            password=PASSWORD,
+            start_time_ms=T0,
+        )
+    )
     assert outcome.snapshot_id is not None
     entries = list(Repository.open(storage, PASSWORD).load_snapshot(outcome.snapshot_id)[1])
     sizes = sum(e.size for e, _ in entries if e.etype is EntryType.FILE)
@@ -509,7 +634,7 @@ def test_restore_progress_ends_with_the_results_counts(
         PASSWORD,
         outcome.ref.job_id,
         tmp_path / "part",
-        [str(rich_src / "dir")],
+        paths=[str(rich_src / "dir")],
         progress=calls.append,
     )
     assert [c.finished for c in calls] == [False, True]
@@ -527,7 +652,16 @@ def test_restore_progress_final_call_comes_before_restore_incomplete(
     dest = tmp_path / "dest"
     storage = _storage(dest)
     set_id, dest_id = _new_set(agent, rich_src, dest)
-    outcome = run_backup(agent, set_id, dest_id, storage, PASSWORD, start_time_ms=T0)
+    outcome = run_backup(
+        JobOptions(
+            client=agent,
+            set_id=set_id,
+            destination_id=dest_id,
+            storage=storage,
+            password=PASSWORD,
+            start_time_ms=T0,
+        )
+    )
     assert outcome.snapshot_id is not None
     repo = Repository.open(storage, PASSWORD)
     victim = os.fsencode(rich_src / "dir" / "a.txt")

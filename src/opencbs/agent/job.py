@@ -1,0 +1,130 @@
+"""One backup job: the entry point the CLI, quickstart and a scheduler call
+(:func:`run_backup`; architecture.md, agent).
+
+A job delivers the reports spooled by earlier jobs first (``agent.delivery``: the server gets
+them in job order), reads its set from the server (or, when it cannot be reached, as remembered
+in the report spool: ``agent.targets.backup_set``), starts the job on the server through its
+channel (``agent.channel``: the job's one line to the server, which also keeps the job's report
+in the spool until the server has it), runs the backup (``agent.backup``: scan, read, classify,
+report, commit the snapshot) and finishes the report with the final status and dedupe figures.
+
+What it tells while it runs goes to callbacks, never to a log format (style.md §20):
+``on_progress`` gets a :class:`Progress` at most every ``progress_interval`` seconds,
+``on_change`` a :class:`ChangeEvent` for each change of the report (file list, path, reason and
+what differs).
+
+Errors that propagate (nothing was done): ``AgentApiError`` from reading the set or starting the
+job (a refused login, a set or destination the server does not have, a job of the same second),
+``ServerUnreachable`` when there is no spool or remembered set to fall back on, and
+``SpoolError`` when the spool folder cannot be created or written at the start. Everything else
+— the destination failing, the server going away, the agent's disk filling — is in the
+:class:`JobOutcome` (``agent.backup``, ``agent.channel``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import threading
+from pathlib import Path
+
+from opencbs.agent.backup import BackupJob, JobResult
+from opencbs.agent.channel import JobChannel, ReportFate
+from opencbs.agent.delivery import Delivery, deliver_pending
+from opencbs.agent.job_values import (
+    ChangeEvent,
+    JobCancelled,
+    JobOptions,
+    JobOutcome,
+    OnChange,
+    OnProgress,
+    Progress,
+)
+from opencbs.agent.targets import backup_set
+
+__all__ = [
+    "ChangeEvent",
+    "JobCancelled",
+    "JobOptions",
+    "JobOutcome",
+    "OnChange",
+    "OnProgress",
+    "Progress",
+    "run_backup",
+]
+
+
+def run_backup(
+    options: JobOptions,
+    *,
+    on_change: OnChange | None = None,
+    on_progress: OnProgress | None = None,
+    cancel: threading.Event | None = None,
+) -> JobOutcome:
+    """Run one backup job (``options``: :class:`JobOptions`) and return its
+    :class:`JobOutcome`; rules and errors in the module docstring.
+
+    With ``options.spool_dir`` (the agent's report spool, ``agent.spool``) the reports spooled
+    there are delivered first (oldest first; :attr:`JobOutcome.flushed`); this job's report is
+    spooled there before it is sent, and when the server cannot be reached (at the start or
+    later) the backup goes on and the report stays there (``report_spool``) for a later
+    delivery. The set then comes from the copy remembered there, and the job ID from the start
+    time in ``options.zone`` (the server's zone may differ, so the snapshot's job ID may differ
+    from the job ID the server gives at delivery), moved to a later second when the agent knows
+    of a job with that ID (``agent.channel``). Without a spool dir the report is spooled in a
+    temporary folder and a lost server loses it; the server failing later gives
+    ``report_delivered=False``. ``cancel`` set stops the job (``BS_STOP_BY_USER``)."""
+    client = options.client
+    cancel = cancel if cancel is not None else threading.Event()
+    flushed: tuple[Delivery, ...] = ()
+    if options.spool_dir is not None:  # earlier reports first: the server gets them in order
+        flushed = tuple(
+            deliver_pending(client, options.spool_dir, retry_delays=options.retry_delays)
+        )
+    bset = backup_set(client, options.set_id, options.spool_dir)
+    with contextlib.ExitStack() as stack:
+        root = options.spool_dir
+        if root is None:  # not durable: removed with the run
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="opencbs-")))
+        started = JobChannel.start(options, bset, root=root, cancel=cancel)
+        job = BackupJob(
+            options,
+            channel=started.channel,
+            bset=bset,
+            start_ms=started.start_ms,
+            repository=started.repository,
+            cancel=cancel,
+            on_change=on_change,
+            on_progress=on_progress,
+        )
+        result = job.run()
+        fate = started.channel.finish(
+            result.status,
+            dedupe_original_size=result.dedupe_original_size,
+            dedupe_saving=result.dedupe_saving,
+        )
+        return _outcome(started.channel, result, fate, flushed)
+    raise AssertionError("unreachable")  # pragma: no cover (mypy: ExitStack may swallow)
+
+
+def _outcome(
+    channel: JobChannel, result: JobResult, fate: ReportFate, flushed: tuple[Delivery, ...]
+) -> JobOutcome:
+    """The outcome of a finished job: its body's ``result``, its report's ``fate`` and the
+    earlier reports delivered first."""
+    return JobOutcome(
+        channel.ref,
+        result.status,
+        result.snapshot_id,
+        result.counts,
+        channel.report.warnings,
+        channel.report.errors,
+        result.dedupe_original_size,
+        result.dedupe_saving,
+        result.message,
+        fate.delivered,
+        fate.error,
+        report_spool=fate.spool,
+        flushed=flushed,
+        report_lost=fate.lost,
+    )

@@ -1,0 +1,146 @@
+"""The values of one backup job (``agent.job.run_backup``): what it is given
+(:class:`JobOptions`), what it tells while it runs (:class:`Progress` to ``on_progress``,
+:class:`ChangeEvent` to ``on_change``) and what it gives back (:class:`JobOutcome`).
+
+Frozen values, shared by the job's modules (``agent.channel``, ``agent.backup``,
+``agent.reading``) and its callers (the CLI, quickstart, a scheduler); ``agent.job`` exports
+them with ``run_backup``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import tzinfo
+from pathlib import Path
+
+from opencbs.agent.client import AgentClient
+from opencbs.agent.delivery import Delivery
+from opencbs.agent.retry import DEFAULT_RETRY_DELAYS
+from opencbs.destinations.base import Storage
+from opencbs.engine.classify import Reason
+from opencbs.engine.repository import Repository
+from opencbs.model.jobs import JobRef
+from opencbs.reports.vocabulary import JobMode, JobStatus, ReportList
+
+__all__ = [
+    "JOB_BATCH_SIZE",
+    "PROGRESS_INTERVAL",
+    "ChangeEvent",
+    "JobCancelled",
+    "JobOptions",
+    "JobOutcome",
+    "OnChange",
+    "OnProgress",
+    "Progress",
+]
+
+#: Seconds between two progress reports (to the server and to ``on_progress``).
+PROGRESS_INTERVAL = 0.5
+#: Report entries per batch of a job (~5000: fewer round trips and spool fsyncs; the agent API
+#: takes at most 10,000).
+JOB_BATCH_SIZE = 5000
+
+
+class JobCancelled(Exception):
+    """Raised inside the job when its ``cancel`` event is set (never escapes ``run_backup``:
+    the job ends ``BS_STOP_BY_USER``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Where a job stands: ``current_file`` (display path), regular files read so far and seen
+    so far by the scan, bytes read so far and bytes of the files seen so far."""
+
+    current_file: str
+    files_done: int
+    files_seen: int
+    bytes_done: int
+    bytes_seen: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """One change of the job's report (cbs-api.md §5), as it is sent: the file list (``kind``),
+    the entry's raw ``path``, why it was classified so (``reason``, ``engine.classify``) and what
+    differs, for a person (``detail``: ``from <path>`` of a move or copy, or the attributes
+    that changed, e.g. ``size 4→12, mtime_ns …``; ``""`` when there is nothing more)."""
+
+    kind: ReportList
+    path: bytes
+    reason: Reason
+    detail: str = ""
+
+    @property
+    def why(self) -> str:
+        """The reason's text, with the detail in parentheses when there is one."""
+        return f"{self.reason.text} ({self.detail})" if self.detail else self.reason.text
+
+
+#: Called with each :class:`ChangeEvent` (``run_backup(on_change=…)``).
+OnChange = Callable[[ChangeEvent], None]
+#: Called with a :class:`Progress` at most every ``progress_interval`` seconds.
+OnProgress = Callable[[Progress], None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobOptions:
+    """What one backup job needs: set ``set_id`` to destination ``destination_id`` (both as
+    the server names them) through ``client``, content stored in ``storage`` under the
+    repository ``password``.
+
+    ``mode``: manual, scheduled or from the server. ``start_time_ms`` (epoch ms, default now)
+    gives the job ID (cbs-api.md §4; one job per set, destination and second).
+    ``batch_size``: report entries per batch. ``progress_interval``: seconds between progress
+    reports. ``retry_delays``: seconds before each retry of a batch or the finish
+    (``agent.retry``). ``spool_dir``: the agent's report spool of this server and user
+    (``agent.spool``; ``None``: a temporary one, lost with a lost server). ``zone``: the zone
+    of a job ID given while the server is away (default the machine's). ``repository``: the
+    repository of ``storage`` already opened with ``password`` (saves deriving its key a
+    second time; ``None``: opened, or created, by the job)."""
+
+    client: AgentClient
+    set_id: str
+    destination_id: str
+    storage: Storage
+    password: str | bytes
+    mode: JobMode = JobMode.MANUAL
+    start_time_ms: int | None = None
+    batch_size: int = JOB_BATCH_SIZE
+    progress_interval: float = PROGRESS_INTERVAL
+    retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS
+    spool_dir: Path | None = None
+    zone: tzinfo | None = None
+    repository: Repository | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobOutcome:
+    """The result of one job: the server's job (``ref``), its final ``status``, the snapshot
+    committed (``None`` unless the status is a success), the number of entries of each file list
+    (``counts``), the ``warn``/``error`` log entries, dedupe figures (bytes) and, for a job that
+    did not complete, why (``message``).
+
+    ``report_delivered`` is ``False`` when the server could not be told (a batch or the finish
+    failed after its retries); ``report_error`` then says why, and ``report_spool`` names the
+    spool folder holding the whole report for a later delivery (``""`` when none does).
+    ``flushed``: the spooled reports of earlier jobs delivered (or not) before this one. The
+    backup itself is what ``status`` and ``snapshot_id`` say: a committed snapshot is a good
+    backup either way. ``report_lost``: the report could be neither delivered nor spooled whole
+    (the agent's disk refused it while the server was away): ``report_error`` says so and what
+    part is kept (in ``report_spool``)."""
+
+    ref: JobRef
+    status: JobStatus
+    snapshot_id: str | None
+    counts: dict[ReportList, int] = field(default_factory=dict)
+    warnings: int = 0
+    errors: int = 0
+    dedupe_original_size: int = 0
+    dedupe_saving: int = 0
+    message: str = ""
+    report_delivered: bool = True
+    report_error: str = ""
+    report_spool: str = ""
+    flushed: tuple[Delivery, ...] = ()
+    report_lost: bool = False

@@ -1,0 +1,357 @@
+"""Which backup set, destination and folder a job or a restore uses: from the agent's own
+arguments, the server's sets, and the sets remembered in the agent's spool (architecture.md,
+agent).
+
+- The user's sets: :func:`list_sets` (the first call to the server, its usual failures turned
+  into clear errors) and, when the server cannot be reached, the sets as last remembered in the
+  user's report spool (:func:`sets_or_remembered` for a command, :func:`backup_set` for a job;
+  both through :func:`remembered`, the one definition of that fallback).
+- A set by name or ID (:func:`find_set`), its local destination (:func:`local_destination`,
+  :func:`destination_path`); :func:`resolve_target` creates the set or adds a destination on
+  first use, after :func:`usable_destination` checked the folder, and
+  :func:`locate_destination` finds a set's folder for a restore.
+- The repository of a destination, created on first use (:func:`open_repository`).
+
+Nothing here prints: what a person should be told (a set created, a destination added, the
+server unreachable) goes to the ``on_note`` callback, one sentence each.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from opencbs.agent.client import (
+    AgentApiError,
+    AgentClient,
+    NewDestination,
+    RemoteDestination,
+    RemoteSet,
+    ServerUnreachable,
+)
+from opencbs.agent.spool import adopt_legacy, load_sets, save_sets
+from opencbs.destinations.base import Storage
+from opencbs.destinations.local import LocalStorage
+from opencbs.engine.repo_errors import RepositoryNotFound
+from opencbs.engine.repository import Repository
+from opencbs.errors import ExitCode, InvalidInput, NotFound, OpenCBSError
+from opencbs.model.sets import DEFAULT_COMPRESSION_LEVEL
+
+__all__ = [
+    "LoginRejected",
+    "Target",
+    "backup_set",
+    "destination_path",
+    "find_set",
+    "list_sets",
+    "local_destination",
+    "locate_destination",
+    "open_repository",
+    "remembered",
+    "resolve_target",
+    "sets_or_remembered",
+    "usable_destination",
+]
+
+log = logging.getLogger(__name__)
+
+#: Told one sentence for a person (``resolve_target``, ``sets_or_remembered``).
+OnNote = Callable[[str], None]
+
+
+def _silent(text: str) -> None:
+    """The default ``on_note``: tell nobody."""
+
+
+class LoginRejected(OpenCBSError):
+    """The server rejected the backup user's login name or password."""
+
+    code = "agent_credentials"
+    exit_code = ExitCode.CREDENTIALS
+
+    def __init__(self, login: str, url: str) -> None:
+        super().__init__(
+            f"the server at {url} rejected backup user {login!r} (wrong login name or password)",
+            "check --login / OPENCBS_LOGIN_NAME and the password "
+            "(OPENCBS_PASSWORD, the config file or --password-stdin)",
+        )
+
+
+def list_sets(client: AgentClient, url: str, login: str) -> list[RemoteSet]:
+    """The user's sets: the first call to the server, turning its usual failures into clear
+    errors. Raises ``ServerUnreachable``, ``LoginRejected`` or ``AgentApiError``."""
+    try:
+        return client.list_sets()
+    except ServerUnreachable as exc:
+        raise ServerUnreachable(
+            f"cannot reach the server at {url} "
+            f"({exc.message.removeprefix('cannot reach the server: ')})",
+            "start it with `opencbs serve`, or set --server / OPENCBS_SERVER_URL",
+        ) from exc
+    except AgentApiError as exc:
+        if exc.status == 401:
+            raise LoginRejected(login, url) from exc
+        raise
+
+
+def remembered(
+    spool_dir: Path | None,
+    fetch: Callable[[], list[RemoteSet]],
+    *,
+    want: Callable[[RemoteSet], bool] = lambda s: True,
+) -> tuple[list[RemoteSet], ServerUnreachable | None]:
+    """The sets ``fetch`` gets from the server, remembered in ``spool_dir`` (the user's report
+    spool, ``agent.spool.save_sets``), and ``None``; or, when the server cannot be reached, the
+    remembered sets that ``want`` selects and the ``ServerUnreachable``. Raises that
+    ``ServerUnreachable`` when none is remembered (or there is no ``spool_dir``), and what
+    ``fetch`` raises otherwise."""
+    try:
+        found = fetch()
+    except ServerUnreachable as exc:
+        known = [s for s in load_sets(spool_dir) if want(s)] if spool_dir is not None else []
+        if not known:
+            raise
+        return known, exc
+    if spool_dir is not None:
+        save_sets(spool_dir, found)
+    return found, None
+
+
+def sets_or_remembered(
+    client: AgentClient,
+    url: str,
+    login: str,
+    spool_dir: Path,
+    *,
+    on_note: OnNote = _silent,
+) -> list[RemoteSet]:
+    """The user's sets (:func:`list_sets`, remembered in ``spool_dir``, this user's report
+    spool: ``agent.spool.report_spool_dir``); when the server cannot be reached, the sets as last
+    remembered, with a note (the job then runs and its report is spooled). Reports spooled in
+    the earlier layout (one spool for every user) of these sets move into ``spool_dir``
+    (``spool.adopt_legacy``). Raises what :func:`list_sets` raises when nothing is
+    remembered."""
+    found, unreachable = remembered(spool_dir, lambda: list_sets(client, url, login))
+    if unreachable is not None:
+        on_note(
+            f"{unreachable.message}; backing up with the backup sets as last seen (the "
+            "report is spooled and delivered later)"
+        )
+        return found
+    adopt_legacy(spool_dir.parent, spool_dir, found)
+    return found
+
+
+def backup_set(client: AgentClient, set_id: str, spool_dir: Path | None) -> RemoteSet:
+    """Set ``set_id`` as the server has it (remembered in ``spool_dir``), or, when the server
+    cannot be reached, as remembered there. Raises ``ServerUnreachable``, ``AgentApiError``."""
+    found, unreachable = remembered(
+        spool_dir, lambda: [client.get_set(set_id)], want=lambda s: s.id == set_id
+    )
+    if unreachable is not None:
+        log.warning("server unreachable: backing up set %s as last seen", set_id)
+    return found[0]
+
+
+def find_set(found: Sequence[RemoteSet], ref: str | None) -> RemoteSet | None:
+    """The set named ``ref`` or of ID ``ref`` (name first); the only set when ``ref`` is None
+    and there is exactly one; else ``None``."""
+    if ref is None:
+        return found[0] if len(found) == 1 else None
+    by_name = [s for s in found if s.name == ref]
+    if by_name:
+        return by_name[0]
+    by_id = [s for s in found if s.id == ref]
+    return by_id[0] if by_id else None
+
+
+def local_destination(bset: RemoteSet, path: Path | None) -> RemoteDestination | None:
+    """The set's LOCAL destination at ``path`` (absolute), or its first destination."""
+    if path is None:
+        return bset.destinations[0] if bset.destinations else None
+    want = os.path.abspath(path)
+    for d in bset.destinations:
+        if d.type == "LOCAL" and os.path.abspath(str(d.settings.get("path", ""))) == want:
+            return d
+    return None
+
+
+def destination_path(d: RemoteDestination) -> Path:
+    """The folder of a LOCAL destination. Raises ``InvalidInput`` for another type."""
+    path = d.settings.get("path")
+    if d.type != "LOCAL" or not isinstance(path, str) or not path:
+        raise InvalidInput(
+            f"destination {d.id} ({d.name}) is of type {d.type}, not a local folder",
+            "only LOCAL destinations can be used by this agent",
+        )
+    return Path(path)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A set and destination to back up: IDs as the server names them and the folder."""
+
+    bset: RemoteSet
+    destination: RemoteDestination
+    path: Path
+
+
+def resolve_target(
+    client: AgentClient,
+    found: list[RemoteSet],
+    ref: str | None,
+    *,
+    sources: Sequence[Path] = (),
+    destination: Path | None = None,
+    excludes: Sequence[str] = (),
+    includes: Sequence[str] = (),
+    add_destination: bool = False,
+    check_destination: Callable[[Path], None] | None = None,
+    on_note: OnNote = _silent,
+) -> Target:
+    """The set ``ref`` and its destination; created on first use from ``sources``,
+    ``destination``, ``excludes`` and ``includes`` (a FILE set with one LOCAL destination).
+
+    On an existing set ``destination`` selects its LOCAL destination of that path (default:
+    its first); a path the set does not have is added only with ``add_destination`` (the
+    ``--add-destination`` flag), else an error: a mistyped path must not start a full backup
+    somewhere new. Filters are fixed when the set is created: ``excludes``/``includes`` on an
+    existing set are an error, never ignored. ``check_destination`` is called with a folder
+    before it is given to the server (a new set, an added destination), so a folder that cannot
+    be used fails before the server records anything. A set created or a destination added is
+    told to ``on_note``. Raises ``NotFound`` or ``InvalidInput`` (and what
+    ``check_destination`` raises)."""
+    bset = find_set(found, ref)
+    created = bset is None
+    if bset is None:
+        if not (sources and destination is not None and ref):
+            raise _no_such_set(found, ref)
+        if check_destination is not None:
+            check_destination(destination)
+        bset = client.create_set(
+            ref,
+            settings={
+                "sources": [os.path.abspath(s) for s in sources],
+                "filters": {"include": list(includes), "exclude": list(excludes)},
+            },
+            destinations=[NewDestination("Local", "LOCAL", {"path": os.path.abspath(destination)})],
+        )
+        on_note(f"backup set {bset.name!r} created (ID {bset.id})")
+    else:
+        _check_existing(bset, sources, excludes, includes)
+    d = local_destination(bset, destination)
+    if d is None and destination is not None:
+        if not (add_destination or created):
+            raise _no_such_destination(bset, destination)
+        if check_destination is not None:
+            check_destination(destination)
+        d = client.add_destination(
+            bset.id,
+            NewDestination(
+                f"Local {len(bset.destinations) + 1}",
+                "LOCAL",
+                {"path": os.path.abspath(destination)},
+            ),
+        )
+        on_note(f"destination {d.name!r} added to backup set {bset.name!r}")
+    elif d is not None and add_destination and not created:
+        on_note(f"backup set {bset.name!r} has destination {destination} already; using it")
+    if d is None:
+        raise InvalidInput(
+            f"backup set {bset.name!r} has no destination", "give --add-destination PATH"
+        )
+    return Target(bset, d, destination_path(d))
+
+
+def _no_such_set(found: Sequence[RemoteSet], ref: str | None) -> NotFound:
+    """The error for a set ``ref`` the user does not have (or no ``ref`` among several)."""
+    names = ", ".join(repr(s.name) for s in found) or "none"
+    err = NotFound(
+        f"no backup set {ref!r} of this user (sets: {names})"
+        if ref
+        else f"which backup set? this user has {len(found)} (sets: {names})"
+    )
+    err.hint = "use --set NAME|ID; to create one give --set NAME --source PATH… --destination PATH"
+    return err
+
+
+def _no_such_destination(bset: RemoteSet, destination: Path) -> InvalidInput:
+    """The error for a destination folder the set does not have (``--add-destination`` adds)."""
+    have = ", ".join(str(x.settings.get("path", x.name)) for x in bset.destinations)
+    return InvalidInput(
+        f"backup set {bset.name!r} has no destination {os.path.abspath(destination)} "
+        f"(it has: {have or 'none'})",
+        "give one of its paths, leave out --destination for its first, or add this "
+        "folder as a new destination (a full backup there) with --add-destination PATH",
+    )
+
+
+def _check_existing(
+    bset: RemoteSet, sources: Sequence[Path], excludes: Sequence[str], includes: Sequence[str]
+) -> None:
+    """Options that only create a set, given for an existing one: an error unless they agree
+    with it. Raises ``InvalidInput``."""
+    if sources:
+        have = list(bset.settings.sources)
+        if have != [os.path.abspath(s) for s in sources]:
+            raise InvalidInput(
+                f"backup set {bset.name!r} exists already, with other sources ({', '.join(have)})",
+                "leave out --source to back it up, or choose a new --set name",
+            )
+    if excludes or includes:
+        filters = bset.settings.filters
+        raise InvalidInput(
+            f"backup set {bset.name!r} exists already; --exclude/--include only apply when a "
+            f"set is created (its filters: exclude {list(filters.exclude)}, include "
+            f"{list(filters.include)})",
+            "leave them out to back it up with its filters, or choose a new --set name",
+        )
+
+
+def locate_destination(
+    client: AgentClient, url: str, login: str, *, set_ref: str, destination: Path | None
+) -> tuple[str, Path]:
+    """The ID of set ``set_ref`` (name or ID) of backup user ``login`` and the folder of its
+    LOCAL destination at ``destination`` (default its first), asking the server at ``url``.
+    Raises ``NotFound``, ``InvalidInput`` and what :func:`list_sets` raises."""
+    bset = find_set(list_sets(client, url, login), set_ref)
+    if bset is None:
+        raise NotFound(
+            f"no backup set {set_ref!r} of backup user {login!r}", "see `opencbs set list LOGIN`"
+        )
+    d = local_destination(bset, destination)
+    if d is None:
+        raise InvalidInput(
+            f"backup set {bset.name!r} has no local destination {destination or ''}".rstrip(),
+            "give --destination PATH",
+        )
+    return bset.id, destination_path(d)
+
+
+def usable_destination(path: Path, password: str) -> None:
+    """Check a folder before it is named to the server as a destination: it holds a
+    repository that ``password`` opens, or a repository can be created in it (the check leaves
+    nothing behind). Raises ``DestinationError``, ``WrongPassword``, ``CorruptData``."""
+    storage = LocalStorage(path)
+    try:
+        Repository.open(storage, password)
+    except RepositoryNotFound:
+        storage.check_writable()
+
+
+def open_repository(
+    storage: Storage,
+    password: str | bytes,
+    *,
+    compression_level: int = DEFAULT_COMPRESSION_LEVEL,
+) -> Repository:
+    """The repository of a destination, created there on first use (zstd at
+    ``compression_level``, the set's ``settings.compression.level``). Raises
+    ``WrongPassword``, ``CorruptData``, ``DestinationError``."""
+    try:
+        return Repository.open(storage, password)
+    except RepositoryNotFound:
+        return Repository.init(storage, password, compression_level=compression_level)

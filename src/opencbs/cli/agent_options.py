@@ -1,0 +1,191 @@
+"""What the agent's commands share: the options naming the server, the backup user and the
+encryption password, reading those passwords, and the settings a command runs with
+(``with_agent_settings``). Used by ``backup``, ``restore``, ``verify``, ``snapshots`` and
+``agent flush``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from opencbs.agent import spool
+from opencbs.cli.common import CliState, show_name
+from opencbs.errors import InvalidInput
+from opencbs.settings import SETTING_NAMES, Settings
+
+__all__ = [
+    "DESTINATION",
+    "ENCRYPTION_FILE",
+    "LOGIN",
+    "PASSWORD_STDIN",
+    "SERVER",
+    "backup_password",
+    "encryption_password",
+    "quiet_http_log",
+    "report_spool_dir",
+    "require_login",
+    "with_agent_settings",
+]
+
+SERVER = click.option(
+    "--server",
+    "server_url",
+    default=None,
+    metavar="URL",
+    help="Server URL [env OPENCBS_SERVER_URL; default http://127.0.0.1:<port>].",
+)
+LOGIN = click.option(
+    "--login",
+    "login_name",
+    default=None,
+    metavar="NAME",
+    help="Backup user (LoginName) [env OPENCBS_LOGIN_NAME].",
+)
+PASSWORD_STDIN = click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the backup user's password from the first line of stdin [else env "
+    "OPENCBS_PASSWORD, the config file, or a prompt].",
+)
+
+
+class _FilePath(click.Path):
+    """``click.Path`` that refuses an empty value (``Path("")`` would be the current
+    directory: "'.' is a directory" said of a file the user never named)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail("must not be empty; give the path of a file", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+ENCRYPTION_FILE = click.option(
+    "--encryption-password-file",
+    type=_FilePath(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="PATH",
+    help="File whose first line is the repository's encryption password [else "
+    "env OPENCBS_ENCRYPTION_PASSWORD, the config file, or a prompt].",
+)
+DESTINATION = click.option(
+    "--destination",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    metavar="PATH",
+    help="Folder of the local destination (the repository).",
+)
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def with_agent_settings(*options: Decorator) -> Decorator:
+    """Give a command ``options``; it receives the resolved ``Settings`` as first argument
+    instead of the options named like settings (``server_url``, ``login_name``)."""
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(f)
+        def wrapper(**kwargs: Any) -> Any:
+            state = click.get_current_context().find_object(CliState) or CliState()
+            flags = {n: kwargs.pop(n) for n in list(kwargs) if n in SETTING_NAMES}
+            settings = state.settings(flags)
+            quiet_http_log(debug=state.debug)
+            return f(settings, **kwargs)
+
+        out: Callable[..., Any] = wrapper
+        for opt in reversed(options):
+            out = opt(out)
+        return out
+
+    return decorate
+
+
+def quiet_http_log(*, debug: bool) -> None:
+    """httpx logs every request at INFO; keep that for ``--debug``."""
+    if not debug:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _first_line(text: str) -> str:
+    return text.splitlines()[0] if text else ""
+
+
+def backup_password(settings: Settings, *, from_stdin: bool) -> str:
+    """The backup user's password: stdin (``--password-stdin``), else the setting
+    ``password``, else typed at a terminal. Raises ``InvalidInput``."""
+    if from_stdin:
+        line = _first_line(sys.stdin.readline())
+        if not line:
+            raise InvalidInput(
+                "no password on standard input",
+                "pipe it in: printf '%s\\n' \"$PW\" | opencbs … --password-stdin",
+            )
+        return line
+    if settings.password:
+        return settings.password
+    if sys.stdin.isatty():
+        typed: str = click.prompt(f"Password of {settings.login_name}", hide_input=True)
+        return typed
+    raise InvalidInput(
+        "no password for the backup user",
+        "set OPENCBS_PASSWORD or password in the config file, or use --password-stdin",
+    )
+
+
+def encryption_password(settings: Settings, path: Path | None) -> str:
+    """The repository's encryption password: the first line of ``path``
+    (``--encryption-password-file``), else the setting ``encryption_password``, else typed at a
+    terminal. Raises ``InvalidInput``."""
+    if path is not None:
+        try:
+            line = _first_line(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            why = (exc.strerror or str(exc)).lower()
+            raise InvalidInput(
+                f"cannot read the encryption password file {show_name(str(path))}: {why}",
+                "give a readable UTF-8 file with the password on its first line",
+            ) from exc
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(
+                f"the encryption password file {show_name(str(path))} is not UTF-8 text",
+                "give a readable UTF-8 file with the password on its first line",
+            ) from exc
+        if not line:
+            raise InvalidInput(
+                f"the encryption password file {show_name(str(path))} is empty",
+                "write the repository's encryption password on its first line "
+                "(no blank line before it)",
+            )
+        return line
+    if settings.encryption_password:
+        return settings.encryption_password
+    if sys.stdin.isatty():
+        typed: str = click.prompt("Encryption password", hide_input=True)
+        return typed
+    raise InvalidInput(
+        "no encryption password for the repository",
+        "set OPENCBS_ENCRYPTION_PASSWORD or encryption_password in the config "
+        "file, or use --encryption-password-file",
+    )
+
+
+def require_login(settings: Settings) -> str:
+    """The backup user's login name; raises ``InvalidInput`` when none is set."""
+    if not settings.login_name:
+        raise InvalidInput(
+            "no backup user given",
+            "use --login NAME, OPENCBS_LOGIN_NAME or login_name in the config file",
+        )
+    return settings.login_name
+
+
+def report_spool_dir(settings: Settings, login: str) -> Path:
+    """The report spool of backup user ``login`` on the server of ``settings``
+    (``agent.spool.report_spool_dir``)."""
+    return spool.report_spool_dir(settings.data_dir, settings.effective_server_url, login)

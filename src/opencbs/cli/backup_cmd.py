@@ -1,0 +1,184 @@
+"""``opencbs backup``: one backup job of a backup set, reported to the server.
+
+It runs one job of a backup set (``agent.job.run_backup``, through ``cli.backup_run``) against
+the server at ``server_url`` as backup user ``login_name``; the set and destination come from
+``agent.targets`` (created on first use with ``--set NAME --source … --destination …``).
+
+Exit codes of ``backup`` (and ``quickstart``): 0 when the job ends ``BS_STOP_SUCCESS``,
+``BS_STOP_SUCCESS_WITH_WARNING`` or ``BS_STOP_SUCCESS_WITH_ERROR``; 130 when it was stopped by
+Ctrl-C or SIGTERM (``BS_STOP_BY_USER``); 9 for any other final status (``BS_STOP_BY_SYSTEM_ERROR``:
+the destination failed; stderr then ends with an error line and a hint, as for any failure).
+A new set's folder (or one added with ``--add-destination``) is checked before the server
+records it. Errors before the job starts use the exit codes of ``opencbs.cli.main``
+(3 the server rejected the backup user or the encryption password is wrong, 7 server or
+destination unreachable, or the report spool in ``data_dir`` cannot be created or written, 8 the
+server refused a request or the repository is damaged).
+A server that cannot be reached during the job does not change the exit code: the backup
+completes, its report is spooled in ``<data_dir>/agent-spool/<login>-<hash>`` (one spool per
+server and backup user: ``opencbs.agent.spool``) and stderr says "report spooled, not
+delivered"; the next ``backup`` or ``opencbs agent flush`` delivers it. When the spool cannot be
+written either (``data_dir`` full or read-only), the report is lost: stderr says so in an
+``opencbs: error:`` line and the exit code is 7 (unless the job's own is not 0). With the server
+unreachable at the start, ``backup`` uses this user's backup sets as last seen (remembered at
+each run); exit code 7 only when there are none.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import click
+
+from opencbs.agent.client import AgentClient
+from opencbs.agent.targets import resolve_target, sets_or_remembered, usable_destination
+from opencbs.cli.agent_options import (
+    ENCRYPTION_FILE,
+    LOGIN,
+    PASSWORD_STDIN,
+    SERVER,
+    backup_password,
+    encryption_password,
+    report_spool_dir,
+    require_login,
+    with_agent_settings,
+)
+from opencbs.cli.backup_run import (
+    exit_code_of,
+    outcome_json,
+    print_delivery_notes,
+    print_job_failure,
+    print_outcome,
+    run_job,
+)
+from opencbs.cli.common import JSON, note, print_json, require_text_paths
+from opencbs.errors import ExitCode, InvalidInput
+from opencbs.reports.vocabulary import JobMode
+from opencbs.settings import Settings
+
+__all__ = ["backup"]
+
+
+@click.command()
+@click.option(
+    "--set",
+    "set_ref",
+    default=None,
+    metavar="NAME|ID",
+    help="The backup set (name or ID); optional when the user has exactly one.",
+)
+@click.option(
+    "--source",
+    "sources",
+    multiple=True,
+    metavar="PATH",
+    type=click.Path(path_type=Path),
+    help="First use: a folder or file of the new set (repeatable).",
+)
+@click.option(
+    "--exclude",
+    "excludes",
+    multiple=True,
+    metavar="PATTERN",
+    help="First use: a glob pattern of full paths to leave out (repeatable).",
+)
+@click.option(
+    "--include",
+    "includes",
+    multiple=True,
+    metavar="PATTERN",
+    help="First use: a glob pattern of full paths to back up only (repeatable).",
+)
+@click.option(
+    "--destination",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    metavar="PATH",
+    help="Folder of the local destination: on first use the set's; "
+    "else which of the set's destinations (default: its first).",
+)
+@click.option(
+    "--add-destination",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    metavar="PATH",
+    help="Add this folder to an existing set as a new local destination and back up "
+    "to it (a full backup).",
+)
+@click.option("--scheduled", is_flag=True, help="Run as a scheduled job (mode S, not M).")
+@click.option("-v", "--verbose", is_flag=True, help="Print each change with its reason.")
+@JSON
+@with_agent_settings(SERVER, LOGIN, PASSWORD_STDIN, ENCRYPTION_FILE)
+def backup(
+    settings: Settings,
+    *,
+    set_ref: str | None,
+    sources: tuple[Path, ...],
+    excludes: tuple[str, ...],
+    includes: tuple[str, ...],
+    destination: Path | None,
+    add_destination: Path | None,
+    scheduled: bool,
+    verbose: bool,
+    as_json: bool,
+    password_stdin: bool,
+    encryption_password_file: Path | None,
+) -> int:
+    """Run one backup job of a backup set and report it to the server.
+
+    On first use, --set NAME --source PATH… --destination PATH creates the set (a file backup
+    set with one local destination); --add-destination PATH adds a destination to an existing
+    set. Exit code 0 when the job succeeds (with warnings or errors too), 130 when stopped
+    (Ctrl-C, SIGTERM), 9 when it fails."""
+    if destination is not None and add_destination is not None:
+        raise InvalidInput(
+            "give --destination or --add-destination, not both",
+            "--add-destination PATH adds PATH to an existing set",
+        )
+    require_text_paths(
+        sources,
+        destination or add_destination,
+        destination_option="--destination" if add_destination is None else "--add-destination",
+    )
+    login = require_login(settings)
+    password = backup_password(settings, from_stdin=password_stdin)
+    repo_password = encryption_password(settings, encryption_password_file)
+    url = settings.effective_server_url
+    spool_dir = report_spool_dir(settings, login)
+    with AgentClient(url, login, password) as client:
+        found = sets_or_remembered(
+            client, url, login, spool_dir, on_note=lambda text: note(f"opencbs: {text}")
+        )
+        target = resolve_target(
+            client,
+            found,
+            set_ref,
+            sources=sources,
+            destination=destination or add_destination,
+            excludes=excludes,
+            includes=includes,
+            add_destination=add_destination is not None,
+            check_destination=functools.partial(usable_destination, password=repo_password),
+            on_note=note,
+        )
+        outcome = run_job(
+            client,
+            target,
+            repo_password,
+            mode=JobMode.SCHEDULED if scheduled else JobMode.MANUAL,
+            as_json=as_json,
+            verbose=verbose,
+            spool_dir=spool_dir,
+            zone=settings.tz(),
+        )
+    if as_json:
+        print_json(outcome_json(outcome))
+        print_delivery_notes(outcome)
+    else:
+        print_outcome(outcome)
+    code = exit_code_of(outcome.status)
+    if code == ExitCode.JOB_FAILED:
+        print_job_failure(outcome, target.path)
+    if code == ExitCode.SUCCESS and outcome.report_lost:
+        return ExitCode.UNAVAILABLE
+    return code

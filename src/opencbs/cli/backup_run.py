@@ -1,0 +1,235 @@
+"""Running one backup job from the command line, and printing what became of it: shared by
+``opencbs backup`` and ``opencbs quickstart``.
+
+:func:`run_job` opens (or creates) the destination's repository, then runs the job
+(``agent.job.run_backup``) with its progress on stderr (``cli.progress``), Ctrl-C and SIGTERM
+stopping it cleanly (``BS_STOP_BY_USER``) and, with ``--verbose``, each change printed with its
+reason (the job's ``on_change``). :func:`print_outcome`, :func:`outcome_json`,
+:func:`print_delivery_notes` and :func:`print_job_failure` print the outcome;
+:func:`exit_code_of` gives the job's exit code (``errors.ExitCode``): 0 for the success
+statuses, 130 stopped by user, 9 otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import tzinfo
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from opencbs.agent.client import AgentClient
+from opencbs.agent.delivery import DeliveryState
+from opencbs.agent.job import ChangeEvent, JobOptions, JobOutcome, OnChange, run_backup
+from opencbs.agent.targets import Target, open_repository
+from opencbs.cli.common import echo, note, show_name
+from opencbs.cli.progress import BackupProgress, Ending
+from opencbs.destinations.local import LocalStorage
+from opencbs.engine.entries import display_path
+from opencbs.errors import ExitCode
+from opencbs.reports.vocabulary import FILE_LISTS, JobMode, JobStatus
+
+__all__ = [
+    "cancel_on_signals",
+    "change_printer",
+    "exit_code_of",
+    "outcome_json",
+    "print_delivery_notes",
+    "print_job_failure",
+    "print_outcome",
+    "run_job",
+]
+
+
+@contextmanager
+def cancel_on_signals(cancel: threading.Event) -> Iterator[None]:
+    """While inside: SIGINT and SIGTERM set ``cancel`` (the job stops cleanly and reports
+    ``BS_STOP_BY_USER``); a second SIGINT raises ``KeyboardInterrupt``. Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if cancel.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        cancel.set()
+        os.write(2, b"opencbs: stopping the job cleanly (Ctrl-C again to abort)\n")
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def change_printer(*, err: bool) -> OnChange:
+    """A job's ``on_change`` for ``--verbose``: prints each change with its reason,
+    ``<list> <path>: <reason> (<what differs>)``, names escaped (``show_name``); on stderr
+    with ``err`` (``--json``: stdout holds the document), else on stdout."""
+
+    def printed(change: ChangeEvent) -> None:
+        line = f"{change.kind.key} {display_path(change.path)}: {change.why}"
+        click.echo(show_name(line), err=err)
+
+    return printed
+
+
+def run_job(
+    client: AgentClient,
+    target: Target,
+    password: str,
+    *,
+    mode: JobMode,
+    as_json: bool,
+    verbose: bool,
+    spool_dir: Path | None = None,
+    zone: tzinfo | None = None,
+) -> JobOutcome:
+    """One backup job of ``target`` with progress on stderr, Ctrl-C/SIGTERM stopping it
+    cleanly, and (``verbose``) each change printed with its reason. The repository is opened
+    (or on first use created) first, so a wrong encryption password stops before any job
+    starts. Raises ``WrongPassword``, ``DestinationError``, ``ServerUnreachable``,
+    ``AgentApiError``."""
+    level = target.bset.settings.compression.level
+    storage = LocalStorage(target.path)
+    repo = open_repository(storage, password, compression_level=level)
+    cancel = threading.Event()
+    title = f"backup {target.bset.name}"
+    # signals first: once progress shows "started", Ctrl-C and SIGTERM stop the job cleanly
+    options = JobOptions(
+        client=client,
+        set_id=target.bset.id,
+        destination_id=target.destination.id,
+        storage=storage,
+        password=password,
+        mode=mode,
+        spool_dir=spool_dir,
+        zone=zone,
+        repository=repo,
+    )
+    with (
+        cancel_on_signals(cancel),
+        BackupProgress(title, quiet=as_json) as shown,
+    ):
+        outcome = run_backup(
+            options,
+            on_change=change_printer(err=as_json) if verbose else None,
+            on_progress=shown.update,
+            cancel=cancel,
+        )
+        shown.ended(_ending(outcome.status))
+        return outcome
+
+
+def _ending(status: JobStatus) -> Ending:
+    """How the progress's final line names a job's end."""
+    code = exit_code_of(status)
+    if code is ExitCode.SUCCESS:
+        return "done"
+    return "stopped" if code is ExitCode.INTERRUPTED else "failed"
+
+
+def outcome_json(outcome: JobOutcome) -> dict[str, Any]:
+    """A job's outcome for machines: IDs as strings, counts by CBS list key."""
+    return {
+        "job_id": outcome.ref.job_id,
+        "backup_set_id": outcome.ref.set_id,
+        "destination_id": outcome.ref.destination_id,
+        "status": outcome.status.value,
+        "snapshot_id": outcome.snapshot_id,
+        "counts": {lst.key: outcome.counts.get(lst, 0) for lst in FILE_LISTS},
+        "warnings": outcome.warnings,
+        "errors": outcome.errors,
+        "dedupe_original_size": outcome.dedupe_original_size,
+        "dedupe_saving": outcome.dedupe_saving,
+        "message": outcome.message,
+        "report_delivered": outcome.report_delivered,
+        "report_spool": outcome.report_spool or None,
+        "report_lost": outcome.report_lost,
+        "flushed": [
+            {
+                "job_id": d.job_id,
+                "backup_set_id": d.set_id,
+                "state": d.state.value,
+                "message": d.message,
+            }
+            for d in outcome.flushed
+        ],
+    }
+
+
+def print_outcome(outcome: JobOutcome) -> None:
+    """A job's outcome for a person, on stdout."""
+    echo(
+        f"job {outcome.ref.job_id}: {outcome.status.value} (backup set {outcome.ref.set_id}, "
+        f"destination {outcome.ref.destination_id})"
+    )
+    counts = "  ".join(f"{lst.key} {outcome.counts.get(lst, 0)}" for lst in FILE_LISTS)
+    echo(f"{counts}  warnings {outcome.warnings}  errors {outcome.errors}")
+    if outcome.snapshot_id:
+        echo(f"snapshot {outcome.snapshot_id}")
+    if outcome.message:
+        echo(f"note: {show_name(outcome.message)}")
+    print_delivery_notes(outcome)
+
+
+def print_delivery_notes(outcome: JobOutcome) -> None:
+    """On stderr: the earlier spooled reports delivered first, and, when this job's report
+    could not be delivered, "report spooled, not delivered" with why and where, or, when it
+    could not be spooled either, an error saying what is lost, with a hint."""
+    for d in outcome.flushed:
+        note(
+            f"earlier report of {d.job_name}: {d.state.value}"
+            f"{'' if d.state is DeliveryState.DELIVERED else ': ' + d.message}"
+        )
+    if outcome.report_lost:
+        note(f"opencbs: error: {outcome.report_error}")
+        note(
+            "hint: free space in the agent's data_dir (OPENCBS_DATA_DIR) or make it writable, "
+            "then run the backup again"
+        )
+    elif outcome.report_spool:
+        note(f"opencbs: report spooled, not delivered: {outcome.report_error}")
+
+
+def exit_code_of(status: JobStatus) -> ExitCode:
+    """0 for the success statuses, 130 stopped by user, 9 otherwise (module docstring)."""
+    if status in (
+        JobStatus.STOP_SUCCESS,
+        JobStatus.STOP_SUCCESS_WITH_WARNING,
+        JobStatus.STOP_SUCCESS_WITH_ERROR,
+    ):
+        return ExitCode.SUCCESS
+    if status is JobStatus.STOP_BY_USER:
+        return ExitCode.INTERRUPTED
+    return ExitCode.JOB_FAILED
+
+
+def print_job_failure(outcome: JobOutcome, path: Path) -> None:
+    """On stderr, for a job that ended ``BS_STOP_BY_SYSTEM_ERROR`` (the destination failed,
+    or the scan's helper process did: ``agent.backup``): the error line and a hint, as for any
+    other failure of a command."""
+    why = show_name(outcome.message) or outcome.status.value
+    note(f"opencbs: error: backup job {outcome.ref.job_id} failed ({outcome.status.value}): {why}")
+    shown = show_name(str(path))
+    verify = f"opencbs verify --destination {shlex.quote(shown)}"
+    if outcome.message.startswith("Scan error"):
+        note(
+            "hint: the walk of the sources stopped (its helper process ended); run the backup "
+            "again, with --debug for details; the repository stays consistent (check it: "
+            f"{verify})"
+        )
+        return
+    note(
+        f"hint: free space on the destination {shown} or check that it is mounted and "
+        "writable, then run the backup again; the repository stays consistent (check it: "
+        f"{verify})"
+    )

@@ -1,0 +1,343 @@
+"""``opencbs restore``, ``verify`` and ``snapshots``: the agent's commands on a destination's
+repository directly (no server, unless ``restore --set`` names a set to look up:
+``agent.targets.locate_destination``).
+
+``restore`` restores one job (``agent.restore``) into a target folder, created only once the
+repository is open and the snapshot and paths are found; ``verify`` checks the repository
+(exit code 8 when it finds damage); ``snapshots`` lists the completed jobs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from opencbs.agent.client import AgentClient
+from opencbs.agent.restore import RestoreIncomplete, RestoreResult, find_snapshot
+from opencbs.agent.restore import restore as restore_snapshot
+from opencbs.agent.snapshot_lookup import expand_snapshot_prefix, resolve_paths
+from opencbs.agent.targets import locate_destination
+from opencbs.cli.agent_options import (
+    DESTINATION,
+    ENCRYPTION_FILE,
+    LOGIN,
+    PASSWORD_STDIN,
+    SERVER,
+    backup_password,
+    encryption_password,
+    require_login,
+    with_agent_settings,
+)
+from opencbs.cli.common import JSON, echo, note, print_json, print_table, show_name
+from opencbs.cli.progress import RestoreProgressView, activity
+from opencbs.destinations.local import LocalStorage
+from opencbs.engine.entries import display_path
+from opencbs.engine.repo_errors import RepositoryNotFound, SnapshotNotFound
+from opencbs.engine.repository import Repository
+from opencbs.errors import ExitCode, InvalidInput, OpenCBSError
+from opencbs.reports.timefmt import local_zone
+from opencbs.settings import Settings
+
+__all__ = ["TargetUnwritable", "restore", "restore_json", "snapshots", "verify"]
+
+
+def open_existing_repository(folder: Path, password: str) -> Repository:
+    """The repository in the local destination ``folder`` (never created here). Raises
+    ``RepositoryNotFound`` naming the folder as typed (escaped), ``WrongPassword``,
+    ``DestinationError``."""
+    try:
+        return Repository.open(LocalStorage(folder), password)
+    except RepositoryNotFound:
+        raise RepositoryNotFound(show_name(str(folder))) from None
+
+
+@click.command()
+@click.argument("job_or_snapshot", metavar="JOBID|SNAPSHOT")
+@click.option(
+    "--set",
+    "set_ref",
+    default=None,
+    metavar="NAME|ID",
+    help="Only snapshots of this backup set (a name is looked up on the server).",
+)
+@DESTINATION
+@click.option(
+    "--target",
+    required=True,
+    type=click.Path(file_okay=False),
+    metavar="DIR",
+    help="Folder to restore into (created if missing).",
+)
+@click.option(
+    "--path",
+    "paths",
+    multiple=True,
+    metavar="P",
+    help="Restore only this source path and what is under it, as the report shows "
+    "it or raw (repeatable).",
+)
+@JSON
+@with_agent_settings(SERVER, LOGIN, PASSWORD_STDIN, ENCRYPTION_FILE)
+def restore(
+    settings: Settings,
+    *,
+    job_or_snapshot: str,
+    set_ref: str | None,
+    destination: Path | None,
+    target: str,
+    paths: tuple[str, ...],
+    as_json: bool,
+    password_stdin: bool,
+    encryption_password_file: Path | None,
+) -> None:
+    """Restore one backup job (by job ID, snapshot ID or a unique prefix of at least 8
+    characters of it) into --target DIR.
+
+    Source path /a/b is written to DIR/a/b. Contents are checked against their hashes;
+    nothing is written outside DIR. A --path that names nothing in the snapshot is an error
+    (exit code 4). The repository is opened and the snapshot found before DIR is created: a
+    restore that cannot start creates nothing."""
+    # everything that can fail is checked before anything is created: the repository opened,
+    # the snapshot and paths found; then the target is created and "started" shown
+    _check_target_arg(target)
+    set_id, folder = _restore_source(
+        settings, set_ref=set_ref, destination=destination, password_stdin=password_stdin
+    )
+    repo_password = encryption_password(settings, encryption_password_file)
+    storage = LocalStorage(folder)
+    repo = open_existing_repository(folder, repo_password)
+    try:
+        ref, wanted = _restore_selection(repo, job_or_snapshot, paths, set_id)
+    except SnapshotNotFound as exc:
+        exc.hint = exc.hint or (
+            f"list them: opencbs snapshots --destination "
+            f"{show_name(str(folder))} (a job ID, a snapshot ID or 8+ of "
+            "its first characters)"
+        )
+        raise
+    folder_ = _restore_target(target)
+    title = f"restore {show_name(job_or_snapshot)} into {show_name(target)}"
+    with RestoreProgressView(title, quiet=as_json) as shown:
+        try:
+            result = restore_snapshot(
+                storage,
+                repo_password,
+                ref,
+                folder_,
+                paths=wanted,
+                set_id=set_id,
+                progress=shown.update,
+                repository=repo,
+            )
+        except OSError as exc:
+            raise TargetUnwritable(
+                f"cannot write into target {show_name(target)}: {exc.strerror or exc}"
+            ) from exc
+        except RestoreIncomplete as exc:
+            if as_json:  # the document first; the error (exit code 8) follows on stderr
+                print_json(restore_json(exc.result))
+            raise
+    if as_json:
+        print_json(restore_json(result))
+        return
+    echo(
+        f"restored snapshot {result.snapshot_id} into {show_name(target)}: {result.files} "
+        f"files, {result.dirs} directories, {result.links} links, {result.bytes} bytes"
+    )
+    for skipped in result.skipped:
+        note(f"skipped unsafe path {show_name(skipped)}")
+
+
+def restore_json(result: RestoreResult) -> dict[str, Any]:
+    """A restore's result for machines: the snapshot ID, counts, bytes, the unsafe paths
+    skipped, the damaged entries (``path``, ``message``) and whether it is ``complete``."""
+    return {
+        "snapshot_id": result.snapshot_id,
+        "files": result.files,
+        "dirs": result.dirs,
+        "links": result.links,
+        "bytes": result.bytes,
+        "skipped": list(result.skipped),
+        "damaged": [{"path": d.path, "message": d.message} for d in result.damaged],
+        "complete": result.complete,
+    }
+
+
+class TargetUnwritable(OpenCBSError):
+    """The restore target cannot be created or written (exit code 7)."""
+
+    code = "restore_target"
+    exit_code = ExitCode.UNAVAILABLE
+
+    def __init__(self, message: str) -> None:
+        super().__init__(
+            message,
+            "choose a --target folder you can create and write (e.g. an empty folder in your home)",
+        )
+
+
+def _check_target_arg(target: str) -> None:
+    """Refuse an empty ``--target`` (``InvalidInput``), before anything else is done."""
+    if not target.strip():
+        raise InvalidInput(
+            "--target must not be empty",
+            "give the folder to restore into, e.g. --target ./restored",
+        )
+
+
+def _restore_target(target: str) -> Path:
+    """``--target``, created when missing. Raises ``InvalidInput`` (empty) or
+    ``TargetUnwritable``."""
+    _check_target_arg(target)
+    path = Path(target)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TargetUnwritable(
+            f"cannot create target {show_name(target)}: {exc.strerror or exc}"
+        ) from exc
+    return path
+
+
+def _restore_selection(
+    repo: Repository, ref: str, paths: Sequence[str], set_id: str | None
+) -> tuple[str, list[bytes] | None]:
+    """The ID of the snapshot to restore (``ref``: a job ID, a snapshot ID or a unique prefix
+    of one) and the raw snapshot paths of ``paths`` (``None``: everything). Raises
+    ``AmbiguousSnapshot``, ``PathNotInSnapshot``, ``SnapshotNotFound``."""
+    info = find_snapshot(repo, expand_snapshot_prefix(repo, ref), set_id=set_id)
+    return info.id, (resolve_paths(repo, info.id, paths) if paths else None)
+
+
+def _restore_source(
+    settings: Settings, *, set_ref: str | None, destination: Path | None, password_stdin: bool
+) -> tuple[str | None, Path]:
+    """The set ID to filter by and the destination folder; the server is asked only when a set
+    name must be looked up or no ``--destination`` is given."""
+    if destination is not None and (set_ref is None or set_ref.isdigit()):
+        return set_ref, destination
+    if set_ref is None:
+        raise InvalidInput(
+            "no destination given",
+            "use --destination PATH (or --set NAME|ID to look it up on the server)",
+        )
+    login = require_login(settings)
+    password = backup_password(settings, from_stdin=password_stdin)
+    url = settings.effective_server_url
+    with AgentClient(url, login, password) as client:
+        return locate_destination(client, url, login, set_ref=set_ref, destination=destination)
+
+
+@click.command()
+@click.option(
+    "--destination",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="PATH",
+    help="Folder of the local destination (the repository).",
+)
+@click.option(
+    "--read-data", is_flag=True, help="Also read, decrypt and hash every stored chunk (slow)."
+)
+@JSON
+@with_agent_settings(ENCRYPTION_FILE)
+def verify(
+    settings: Settings,
+    *,
+    destination: Path,
+    read_data: bool,
+    as_json: bool,
+    encryption_password_file: Path | None,
+) -> int:
+    """Check a destination's repository: every pack and every chunk every snapshot
+    references; with --read-data every stored byte. Exit code 8 when damage is found."""
+    _must_exist(destination)
+    repo_password = encryption_password(settings, encryption_password_file)
+    repo = open_existing_repository(destination, repo_password)
+    with activity(f"verifying {destination}", quiet=as_json):
+        result = repo.verify(read_data=read_data)
+    if as_json:
+        print_json(
+            {
+                "ok": result.ok,
+                "snapshots": result.snapshots,
+                "packs": result.packs,
+                "chunks_read": result.chunks_read,
+                "errors": [{"subject": p.subject, "message": p.message} for p in result.errors],
+            }
+        )
+    else:
+        for p in result.errors:
+            echo(f"damaged: {p.subject}: {p.message}")
+        echo(
+            f"{'ok' if result.ok else f'{len(result.errors)} problems'}: "
+            f"{result.snapshots} snapshots, {result.packs} packs, "
+            f"{result.chunks_read} chunks read"
+        )
+    if result.ok:
+        return ExitCode.SUCCESS
+    note(
+        f"opencbs: error: the repository at {destination} is damaged "
+        f"({len(result.errors)} problems; first: {result.errors[0].subject}: "
+        f"{result.errors[0].message})"
+    )
+    note("hint: restore what you can from other jobs; back up again to store missing data")
+    return ExitCode.REFUSED
+
+
+@click.command()
+@click.option(
+    "--destination",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="PATH",
+    help="Folder of the local destination (the repository).",
+)
+@JSON
+@with_agent_settings(ENCRYPTION_FILE)
+def snapshots(
+    settings: Settings, *, destination: Path, as_json: bool, encryption_password_file: Path | None
+) -> None:
+    """List the snapshots (completed backup jobs) in a destination, oldest first."""
+    _must_exist(destination)
+    repo_password = encryption_password(settings, encryption_password_file)
+    repo = open_existing_repository(destination, repo_password)
+    tz = local_zone(settings.timezone)
+    rows: list[dict[str, Any]] = []
+    for info in repo.list_snapshots():
+        m = info.meta
+        when = datetime.fromtimestamp(m.time_ns / 1e9, tz).isoformat(timespec="seconds")
+        rows.append(
+            {
+                "id": info.id,
+                "time": when,
+                "time_ns": m.time_ns,
+                "job_id": m.job_id,
+                "backup_set_id": m.set_id,
+                "destination_id": m.destination_id,
+                "hostname": m.hostname,
+                "sources": [display_path(s) if isinstance(s, bytes) else str(s) for s in m.sources],
+                "entries": info.entry_count,
+            }
+        )
+    if as_json:
+        print_json(rows)
+        return
+    print_table(
+        f"Snapshots in {destination}",
+        ["ID", "Time", "Job", "Set", "Host", "Sources"],
+        [
+            [r["id"][:16], r["time"], r["job_id"], r["backup_set_id"], r["hostname"], r["sources"]]
+            for r in rows
+        ],
+        no_wrap=("ID", "Job"),
+    )
+
+
+def _must_exist(destination: Path) -> None:
+    if not destination.is_dir():
+        raise RepositoryNotFound(show_name(str(destination)))
