@@ -58,6 +58,14 @@ from opencbs.reports.timefmt import local_zone
 ENV_PREFIX = "OPENCBS_"
 CONFIG_ENV = "OPENCBS_CONFIG"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: The embedded SQLite database in ``data_dir`` when ``database_url`` is empty.
+DEFAULT_DATABASE_FILE = "opencbs.db"
+
+
+def sqlite_url(path: Path) -> str:
+    """The SQLAlchemy URL of the SQLite file at ``path`` (``sqlite:///<path>``): the one rule,
+    used for the default database and by ``opencbs.store.db``."""
+    return f"sqlite:///{path}"
 
 
 def default_data_dir() -> Path:
@@ -139,10 +147,7 @@ class Settings(BaseSettings):
         """``database_url``, or the SQLite file ``opencbs.db`` in ``data_dir`` when empty."""
         if self.database_url:
             return self.database_url
-        # Imported here: the agent's commands read settings and must not import SQLAlchemy.
-        from opencbs.store.db import sqlite_url  # noqa: PLC0415
-
-        return sqlite_url(self.data_dir / "opencbs.db")
+        return sqlite_url(self.data_dir / DEFAULT_DATABASE_FILE)
 
     @property
     def effective_server_url(self) -> str:

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from opencbs.model.sets import BackupSetSettings
+from opencbs.settings import sqlite_url
 from opencbs.store import users
-from opencbs.store.db import Database, sqlite_url
+from opencbs.store.db import Database
 from opencbs.store.schema import backup_sets
 from tests.e2e.test_cli_server import _env, free_port, ok, run
 from tests.e2e.test_lost_server import Serve

@@ -206,7 +206,7 @@ def test_counts_per_kind_equal_list_lengths(
     counters = Counters()
     for change in result.changes:
         e = change.entry
-        counters.add_file(change.kind, e.etype.value, e.link_to_dir, e.size, e.size)
+        counters.add_file(change.kind, e.etype.value, e.size, e.size, link_dir=e.link_to_dir)
     lengths = Counter(c.kind for c in result.changes)
     assert result.counts() == {k: lengths[k] for k in result.counts()}
     c = counters

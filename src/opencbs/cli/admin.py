@@ -63,11 +63,11 @@ def sysuser() -> None:
 )
 @PASSWORD_STDIN
 @with_settings()
-def sysuser_add(settings: Settings, name: str, role: str, password_stdin: bool) -> None:
+def sysuser_add(settings: Settings, *, name: str, role: str, password_stdin: bool) -> None:
     """Add system user NAME. The password is read from stdin (--password-stdin) or typed twice;
     when stdin is not a terminal and no password is piped in, one is generated and printed
     once."""
-    password, generated = read_password(password_stdin, generate=True)
+    password, generated = read_password(from_stdin=password_stdin, generate=True)
     database = open_database(settings)
     try:
         with database.write() as conn:
@@ -83,7 +83,7 @@ def sysuser_add(settings: Settings, name: str, role: str, password_stdin: bool) 
 @sysuser.command("list")
 @JSON
 @with_settings()
-def sysuser_list(settings: Settings, as_json: bool) -> None:
+def sysuser_list(settings: Settings, *, as_json: bool) -> None:
     """List the system users."""
     database = open_database(settings)
     try:
@@ -102,9 +102,9 @@ def sysuser_list(settings: Settings, as_json: bool) -> None:
 @click.argument("name")
 @PASSWORD_STDIN
 @with_settings()
-def sysuser_passwd(settings: Settings, name: str, password_stdin: bool) -> None:
+def sysuser_passwd(settings: Settings, *, name: str, password_stdin: bool) -> None:
     """Set the password of system user NAME (and unlock it)."""
-    password, _ = read_password(password_stdin, prompt="New password")
+    password, _ = read_password(from_stdin=password_stdin, prompt="New password")
     database = open_database(settings)
     try:
         with database.write() as conn:
@@ -138,6 +138,7 @@ def user() -> None:
 @with_settings()
 def user_add(
     settings: Settings,
+    *,
     login: str,
     owner: str,
     alias: str,
@@ -147,7 +148,7 @@ def user_add(
 ) -> None:
     """Add backup user LOGIN. The password is read from stdin (--password-stdin) or typed
     twice."""
-    password, _ = read_password(password_stdin)
+    password, _ = read_password(from_stdin=password_stdin)
     database = open_database(settings)
     try:
         with database.write() as conn:
@@ -178,7 +179,7 @@ def _user_row(u: users.BackupUser) -> dict[str, Any]:
 @click.option("--search", default="", help="Only login names containing this text.")
 @JSON
 @with_settings()
-def user_list(settings: Settings, owner: str | None, search: str, as_json: bool) -> None:
+def user_list(settings: Settings, *, owner: str | None, search: str, as_json: bool) -> None:
     """List the backup users."""
     database = open_database(settings)
     try:
@@ -233,6 +234,7 @@ def backup_set() -> None:
 @with_settings()
 def set_add(
     settings: Settings,
+    *,
     login: str,
     name: str,
     sources: tuple[str, ...],
@@ -274,7 +276,7 @@ def set_add(
 @click.argument("login")
 @JSON
 @with_settings()
-def set_list(settings: Settings, login: str, as_json: bool) -> None:
+def set_list(settings: Settings, *, login: str, as_json: bool) -> None:
     """List the backup sets of backup user LOGIN."""
     database = open_database(settings)
     try:

@@ -132,7 +132,7 @@ PASSWORD_STDIN = click.option(
 
 
 def read_password(
-    from_stdin: bool, *, prompt: str = "Password", generate: bool = False
+    *, from_stdin: bool, prompt: str = "Password", generate: bool = False
 ) -> tuple[str, bool]:
     """A password: the first line of stdin, or typed twice at a terminal, or (``generate``,
     when stdin is not a terminal) a new random one. Returns ``(password, generated)``.

@@ -90,7 +90,7 @@ def set_up_demo(db: Database, tz: tzinfo, data_dir: Path) -> DemoResult:
         if not _has_job(conn, bset, example["ID"]):
             report_import.import_report(conn, bset, dest_id, example, tz=tz)
             created.append(f"job {example['ID']}")
-        second = _deliver_second_job(conn, bset, dest_id, tz, created)
+        second = _deliver_second_job(conn, bset, dest_id, tz=tz, created=created)
     return DemoResult(
         data_dir=str(data_dir),
         database_url=db.engine.url.render_as_string(hide_password=True),
@@ -132,7 +132,7 @@ def _has_job(conn: Connection, bset: BackupSet, job_id: str) -> bool:
 
 
 def _deliver_second_job(
-    conn: Connection, bset: BackupSet, dest_id: int, tz: tzinfo, created: list[str]
+    conn: Connection, bset: BackupSet, dest_id: int, *, tz: tzinfo, created: list[str]
 ) -> str:
     """A small job delivered as an agent would: start, one batch of entries, finish."""
     start = parse_report_time(SECOND_JOB_START, tz)
@@ -249,7 +249,7 @@ def _print_human(result: DemoResult, curl: str) -> None:
 @click.option("--no-serve", is_flag=True, help="Set up and print, but do not serve.")
 @JSON
 @with_settings(HOST, PORT, TIMEZONE, IDLE)
-def demo(settings: Settings, no_serve: bool, as_json: bool) -> None:
+def demo(settings: Settings, *, no_serve: bool, as_json: bool) -> None:
     """Set up a demo (users, a set, the vendor's example job and one more) and serve it."""
     data_dir = settings.ensure_data_dir()
     database = open_database(settings)

@@ -54,6 +54,7 @@ from opencbs.store.sets import BackupSet
 @with_settings(TIMEZONE)
 def report(
     settings: Settings,
+    *,
     job_id: str,
     login: str,
     set_ref: str | None,
@@ -72,7 +73,9 @@ def report(
     try:
         with database.read() as conn:
             owner = find_user(conn, login)
-            bset = _resolve_set(conn, owner.id, set_ref, job_id, destination, cdp)
+            bset = _resolve_set(
+                conn, owner.id, set_ref, job_id=job_id, destination=destination, cdp=cdp
+            )
             job = job_queries.find_job(conn, bset, destination, job_id, cdp=cdp)
             header = job.header(tz)
 
@@ -86,13 +89,21 @@ def report(
                 out.write(b"\n")
                 out.flush()
                 return
-            _print_readable(bset, job.destination_id, summary_fields(header), entries, fmt, limit)
+            _print_readable(
+                bset, job.destination_id, summary_fields(header), entries, fmt=fmt, limit=limit
+            )
     finally:
         database.dispose()
 
 
 def _resolve_set(
-    conn: Any, user_id: int, ref: str | None, job_id: str, destination: str | None, cdp: bool
+    conn: Any,
+    user_id: int,
+    ref: str | None,
+    *,
+    job_id: str,
+    destination: str | None,
+    cdp: bool,
 ) -> BackupSet:
     """The set named by ``ref`` (an ID, else a name), or the only set of the user having the
     job. Raises ``BackupSetNotFound``, ``BackupJobNotFound`` or ``InvalidInput`` (ambiguous)."""
@@ -129,6 +140,7 @@ def _print_readable(
     destination_id: int,
     fields: dict[str, Any],
     entries: Any,
+    *,
     fmt: LogTimeFormatter,
     limit: int,
 ) -> None:
@@ -148,7 +160,7 @@ def _print_readable(
         "Logs",
         ["Type", "Timestamp", "Message"],
         (log_entry(r, fmt) for r in entries(ReportList.LOG)),
-        limit,
+        limit=limit,
     )
     for lst in FILE_LISTS:
         cols = (
@@ -156,10 +168,11 @@ def _print_readable(
             if lst is ReportList.MOV
             else ["Type", "LastModified", "Name", "FileSize", "UnzipFilesSize", "Ratio"]
         )
-        _print_list(con, lst.key, cols, (file_entry(r, fmt, lst) for r in entries(lst)), limit)
+        items = (file_entry(r, fmt, lst) for r in entries(lst))
+        _print_list(con, lst.key, cols, items, limit=limit)
 
 
-def _print_list(con: Any, title: str, cols: list[str], items: Any, limit: int) -> None:
+def _print_list(con: Any, title: str, cols: list[str], items: Any, *, limit: int) -> None:
     table = Table(title=title, title_justify="left")
     for c in cols:
         table.add_column(c, overflow="fold")

@@ -557,7 +557,7 @@ def _compare(prev: Entry, cur: Entry) -> tuple[ReportList, Reason] | None:
     return None if reason is None else (ReportList.PMT, reason)
 
 
-def _attribute_reason(prev: Entry, cur: Entry, with_mtime: bool) -> Reason | None:
+def _attribute_reason(prev: Entry, cur: Entry, *, with_mtime: bool) -> Reason | None:
     if prev.mode != cur.mode:
         return Reason.MODE_CHANGED
     if prev.uid != cur.uid or prev.gid != cur.gid:

@@ -12,8 +12,7 @@ from enum import IntEnum
 import zstandard
 
 from opencbs.engine.repo_errors import CorruptData
-
-DEFAULT_LEVEL = 3
+from opencbs.model.sets import DEFAULT_COMPRESSION_LEVEL
 
 
 class Codec(IntEnum):
@@ -23,18 +22,21 @@ class Codec(IntEnum):
     ZSTD = 1
 
 
+_ZSTD_FLAG = bytes([Codec.ZSTD])
+_RAW_FLAG = bytes([Codec.RAW])
 _local = threading.local()
 
 
 def _compressor(level: int) -> zstandard.ZstdCompressor:
-    # ZstdCompressor objects are not thread-safe; keep one per thread and level.
-    cache: dict[int, zstandard.ZstdCompressor] = _local.__dict__.setdefault("compressors", {})
-    if level not in cache:
-        cache[level] = zstandard.ZstdCompressor(level=level)
-    return cache[level]
+    """This thread's compressor at ``level`` (they are not thread-safe)."""
+    cache: dict[int, zstandard.ZstdCompressor] = _local.__dict__.setdefault("zstd", {})
+    compressor = cache.get(level)
+    if compressor is None:
+        compressor = cache[level] = zstandard.ZstdCompressor(level=level)
+    return compressor
 
 
-def compress(data: bytes, level: int = DEFAULT_LEVEL) -> tuple[Codec, bytes]:
+def compress(data: bytes, level: int = DEFAULT_COMPRESSION_LEVEL) -> tuple[Codec, bytes]:
     """``(codec, body)``: zstd at ``level`` (1..22, or negative for fast modes) if that is
     smaller than ``data``, else ``(Codec.RAW, data)``."""
     if not data:
@@ -45,11 +47,27 @@ def compress(data: bytes, level: int = DEFAULT_LEVEL) -> tuple[Codec, bytes]:
     return Codec.RAW, data
 
 
-def encode_payload(data: bytes, level: int = DEFAULT_LEVEL) -> tuple[bytes, int]:
+def encode_payload(data: bytes, level: int = DEFAULT_COMPRESSION_LEVEL) -> tuple[bytes, int]:
     """The stored payload of a chunk (``flag ‖ body``) and the body's length in bytes (what the
     chunk takes after compression: its "zipped" size)."""
     codec, body = compress(data, level)
     return bytes([codec]) + body, len(body)
+
+
+def encode_payloads(chunks: list[bytes], level: int) -> list[tuple[bytes, int]]:
+    """``encode_payload`` of each chunk (none empty), compressed by one zstd call for all
+    (``multi_compress_to_buffer``: few hand-offs of the interpreter lock for many small
+    chunks)."""
+    inputs: list[bytes | bytearray | memoryview] = list(chunks)
+    frames = _compressor(level).multi_compress_to_buffer(inputs, threads=0)
+    out: list[tuple[bytes, int]] = []
+    for i, data in enumerate(chunks):
+        frame = frames[i].tobytes()
+        if len(frame) < len(data):
+            out.append((_ZSTD_FLAG + frame, len(frame)))
+        else:
+            out.append((_RAW_FLAG + data, len(data)))
+    return out
 
 
 def decode_payload(payload: bytes, original_size: int, *, what: str = "chunk") -> bytes:

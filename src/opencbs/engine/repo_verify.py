@@ -1,18 +1,23 @@
-"""Checking a repository: structure always, every stored byte on request."""
+"""Checking a repository: structure always, every stored byte on request.
+
+Below ``repository.py``: ``verify_repository`` reads the repository through ``Verifiable``
+(what it needs of one), and ``Repository.verify`` calls it; this module never imports
+``repository.py``.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from opencbs.destinations.base import ObjectNotFound
+from opencbs.destinations.base import ObjectNotFound, Storage
+from opencbs.engine.chunk_index import ChunkIndex
 from opencbs.engine.entries import display_path
 from opencbs.engine.packs import DATA_PREFIX, pack_id_of, pack_id_of_name, pack_name
 from opencbs.engine.repo_errors import RepositoryError
-
-if TYPE_CHECKING:
-    from opencbs.engine.repository import Repository
+from opencbs.engine.snapshot_format import SnapshotInfo, TreeItem
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +46,26 @@ class VerifyResult:
         return not self.errors
 
 
-def verify_repository(repo: Repository, *, read_data: bool) -> VerifyResult:
-    """See ``Repository.verify``."""
+class Verifiable(Protocol):
+    """What ``verify_repository`` reads of a repository (``Repository`` has it all)."""
+
+    @property
+    def storage(self) -> Storage: ...
+
+    @property
+    def index(self) -> ChunkIndex: ...
+
+    def snapshot_ids(self) -> list[str]: ...
+
+    def load_snapshot(self, snapshot_id: str) -> tuple[SnapshotInfo, Iterator[TreeItem]]: ...
+
+    def has_chunk(self, chunk_id: bytes) -> bool: ...
+
+    def open_chunk(self, chunk_id: bytes, blob: bytes, original_size: int) -> bytes: ...
+
+
+def verify_repository(repo: Verifiable, *, read_data: bool) -> VerifyResult:
+    """Check ``repo``; the rules and errors are those of ``Repository.verify``."""
     errors: list[VerifyProblem] = []
     index = repo.index
 
@@ -82,7 +105,7 @@ def verify_repository(repo: Repository, *, read_data: bool) -> VerifyResult:
 
 
 def _check_snapshot(
-    repo: Repository, snapshot_id: str, reported: set[bytes]
+    repo: Verifiable, snapshot_id: str, reported: set[bytes]
 ) -> list[VerifyProblem]:
     subject = f"snapshot {snapshot_id}"
     problems: list[VerifyProblem] = []

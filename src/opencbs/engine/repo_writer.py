@@ -35,12 +35,10 @@ from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from types import TracebackType
 
-import zstandard
-
 from opencbs.destinations.base import Storage
 from opencbs.engine.chunk_index import INDEX_PREFIX, ChunkIndex, seal_index
 from opencbs.engine.chunker import ChunkerParams, Readable, chunk_stream
-from opencbs.engine.compression import Codec, encode_payload
+from opencbs.engine.compression import encode_payload, encode_payloads
 from opencbs.engine.crypto import NONCE_SIZE, Keys
 from opencbs.engine.packs import PackBuilder, PackEntry, pack_name
 
@@ -54,20 +52,6 @@ BATCH_MIN = 64 * 1024
 MAX_INFLIGHT = 8
 #: Finished packs handed to the I/O thread and not yet stored (bounds memory).
 MAX_PACKS_INFLIGHT = 1
-
-_ZSTD_FLAG = bytes([Codec.ZSTD])
-_RAW_FLAG = bytes([Codec.RAW])
-_local = threading.local()
-
-
-def _compressor(level: int) -> zstandard.ZstdCompressor:
-    """This thread's compressor at ``level`` (they are not thread-safe)."""
-    cache: dict[int, zstandard.ZstdCompressor] = _local.__dict__.setdefault("zstd", {})
-    compressor = cache.get(level)
-    if compressor is None:
-        compressor = cache[level] = zstandard.ZstdCompressor(level=level)
-    return compressor
-
 
 _pool_lock = threading.Lock()
 _pools: dict[str, ThreadPoolExecutor] = {}
@@ -122,17 +106,11 @@ class _Batch:
                 _seal_chunk(keys, level, slot.chunk_id, d)
                 for slot, d in zip(self.slots, data, strict=True)
             ]
-        inputs: list[bytes | bytearray | memoryview] = list(data)
-        frames = _compressor(level).multi_compress_to_buffer(inputs, threads=0)
+        payloads = encode_payloads(data, level)
         nonces = os.urandom(NONCE_SIZE * len(data))
         out: list[tuple[bytes, int]] = []
         seal = keys.seal
-        for i, (slot, d) in enumerate(zip(self.slots, data, strict=True)):
-            frame = frames[i].tobytes()
-            if len(frame) < len(d):
-                payload, stored = _ZSTD_FLAG + frame, len(frame)
-            else:
-                payload, stored = _RAW_FLAG + d, len(d)
+        for i, (slot, (payload, stored)) in enumerate(zip(self.slots, payloads, strict=True)):
             nonce = nonces[i * NONCE_SIZE : (i + 1) * NONCE_SIZE]
             out.append((seal(payload, slot.chunk_id, nonce=nonce), stored))
         return out
@@ -250,20 +228,18 @@ class FileResult:
         self,
         chunk_ids: tuple[bytes, ...],
         content_id: bytes,
-        original_size: int,
-        stored_size: int,
-        new_stored_bytes: int,
-        dedup_saved_bytes: int,
+        sizes: tuple[int, int, int, int],
         waiting: tuple[tuple[_Slot, bool], ...] = (),
     ) -> None:
-        """``stored_size``/``new_stored_bytes``: the part already known; ``waiting``: chunks
-        whose compressed size is still to come, each with whether this file added it."""
+        """``sizes``: ``(original_size, stored_size, new_stored_bytes, dedup_saved_bytes)``,
+        of ``stored_size`` and ``new_stored_bytes`` the part already known; ``waiting``: chunks
+        whose compressed size is still to come, each with whether this file added it.
+
+        Built once per file: one tuple of sizes, not keywords (keyword arguments double the cost
+        of building an object in Python 3.11)."""
         self.chunk_ids = chunk_ids
         self.content_id = content_id
-        self.original_size = original_size
-        self.dedup_saved_bytes = dedup_saved_bytes
-        self._known = stored_size
-        self._new_known = new_stored_bytes
+        self.original_size, self._known, self._new_known, self.dedup_saved_bytes = sizes
         self._waiting = waiting
 
     def _resolve(self) -> None:
@@ -440,7 +416,7 @@ class Writer:
         else:
             content_id = keys.hasher().digest()
         return FileResult(
-            tuple(ids), content_id, original, stored, new_stored, saved, tuple(waiting)
+            tuple(ids), content_id, (original, stored, new_stored, saved), tuple(waiting)
         )
 
     def _add(self, chunk_id: bytes, data: bytes) -> tuple[_Slot | None, bool]:

@@ -42,7 +42,7 @@ from opencbs.engine.chunk_index import (
     seal_index,
 )
 from opencbs.engine.chunker import ChunkerParams, chunk_iter
-from opencbs.engine.compression import DEFAULT_LEVEL, decode_payload
+from opencbs.engine.compression import decode_payload
 from opencbs.engine.crypto import KdfParams, Keys, unwrap_keys, wrap_keys
 from opencbs.engine.entries import Entry, display_path
 from opencbs.engine.packs import (
@@ -75,6 +75,7 @@ from opencbs.engine.snapshot_format import (
     snapshot_aad,
     snapshot_name,
 )
+from opencbs.model.sets import DEFAULT_COMPRESSION_LEVEL
 
 __all__ = [
     "ChunkLocation",
@@ -114,7 +115,7 @@ class RepositoryConfig:
     repo_id: str
     chunker: ChunkerParams = field(default_factory=ChunkerParams)
     pack_target_size: int = DEFAULT_PACK_SIZE
-    compression_level: int = DEFAULT_LEVEL
+    compression_level: int = DEFAULT_COMPRESSION_LEVEL
 
     def to_bytes(self) -> bytes:
         """The JSON plaintext of the ``config`` object."""
@@ -178,7 +179,7 @@ class Repository:
         storage: Storage,
         password: str | bytes,
         *,
-        compression_level: int = DEFAULT_LEVEL,
+        compression_level: int = DEFAULT_COMPRESSION_LEVEL,
         chunker: ChunkerParams | None = None,
         pack_target_size: int = DEFAULT_PACK_SIZE,
         kdf: KdfParams | None = None,

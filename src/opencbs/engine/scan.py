@@ -184,10 +184,10 @@ class Scan:
             return
         yield entry
         if entry.etype is EntryType.DIRECTORY:
-            yield from self._walk_tree(root, _ident(entry), self.filters.includes(root))
+            yield from self._walk_tree(root, _ident(entry), kept=self.filters.includes(root))
 
     def _walk_tree(
-        self, root: bytes, ident: tuple[int, int], kept: bool
+        self, root: bytes, ident: tuple[int, int], *, kept: bool
     ) -> Iterator[Entry | ScanWarning]:
         stack: list[_Frame] = []
         yield from self._enter(stack, _Frame(root, ident, kept, None))
@@ -255,7 +255,7 @@ class Scan:
         if stat.S_ISLNK(st.st_mode):
             target = os.readlink(path)
             to_dir = os.path.isdir(path)
-            return _make(path, st, EntryType.LINK, len(target), target, to_dir)
+            return _make_link(path, st, target, to_dir=to_dir)
         logger.debug("skipped %s: not a file, directory or link", display_path(path))
         return None
 
@@ -287,17 +287,13 @@ def _flush(stack: list[_Frame]) -> Iterator[Entry]:
             frame.pending = None
 
 
-def _make(
-    path: bytes,
-    st: os.stat_result,
-    etype: EntryType,
-    size: int,
-    link_target: bytes | None = None,
-    link_to_dir: bool = False,
-) -> Entry:
-    # positional, in the order of Entry's fields (cheaper than keywords, once per entry); mode,
-    # owner, group and device take few values: one int object each for every entry that keeps
-    # them (a job holds the entries of every new file until classification: 32 bytes apiece)
+def _make(path: bytes, st: os.stat_result, etype: EntryType, size: int) -> Entry:
+    """The entry of a file or directory (``size`` in bytes) from its ``lstat``."""
+    # Once per entry, so: positional everywhere (Python 3.11 specialises only calls of a
+    # function without keyword-only parameters, given no keywords), Entry's fields in order.
+    # Mode, owner, group and device take few values: one int object each for every entry that
+    # keeps them (a job holds the entries of every new file until classification: 32 bytes
+    # apiece).
     shared = _shared_int
     return Entry(
         path,
@@ -310,8 +306,26 @@ def _make(
         shared(st.st_gid, st.st_gid),
         st.st_ino,
         shared(st.st_dev, st.st_dev),
-        link_target,
-        link_to_dir,
+    )
+
+
+def _make_link(path: bytes, st: os.stat_result, target: bytes, *, to_dir: bool) -> Entry:
+    """The entry of a symbolic link (``size``: the target's length in bytes) from its
+    ``lstat``; ``to_dir``: whether the target is a directory. As ``_make``."""
+    shared = _shared_int
+    return Entry(
+        path,
+        EntryType.LINK,
+        len(target),
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+        shared(st.st_mode, st.st_mode),
+        shared(st.st_uid, st.st_uid),
+        shared(st.st_gid, st.st_gid),
+        st.st_ino,
+        shared(st.st_dev, st.st_dev),
+        target,
+        to_dir,
     )
 
 

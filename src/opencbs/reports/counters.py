@@ -44,8 +44,13 @@ class Counters:
     warn_entries: int = 0
     error_entries: int = 0
 
-    def add_file(self, lst: ReportList, etype: str, link_dir: bool, size: int, unzip: int) -> None:
-        """Count one file entry of list ``lst`` (``etype`` is ``F``, ``D`` or ``L``)."""
+    def add_file(
+        self, lst: ReportList, etype: str, size: int, unzip: int, *, link_dir: bool = False
+    ) -> None:
+        """Count one file entry of list ``lst``: ``etype`` is ``F``, ``D`` or ``L``, ``size``
+        stored bytes, ``unzip`` original bytes, ``link_dir`` whether a link (``L``) points at a
+        directory (a new one counts in ``new_link_dirs``). Raises ``ValueError`` for the log
+        list."""
         if lst is ReportList.NEW:
             if etype == EntryType.FILE.value:
                 self.new_files += 1

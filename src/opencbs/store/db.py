@@ -49,11 +49,6 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def sqlite_url(path: Path) -> str:
-    """The URL of the SQLite file at ``path``."""
-    return f"sqlite:///{path}"
-
-
 class Database:
     """One database, with snapshot reads and (on SQLite) serialised writes."""
 

@@ -288,7 +288,7 @@ def append_batch(conn: Connection, pk: int, batch_no: int, entries: Sequence[Ent
         if e.lst is ReportList.LOG:
             delta.add_log(e.etype)
         else:
-            delta.add_file(e.lst, e.etype, e.link_dir, e.size, e.unzip_size)
+            delta.add_file(e.lst, e.etype, e.size, e.unzip_size, link_dir=e.link_dir)
         rows.append(
             {
                 "job_pk": pk,
