@@ -64,13 +64,15 @@ from opencbs.agent.report_entries import file_entry
 from opencbs.agent.targets import open_repository
 from opencbs.destinations.base import DestinationError
 from opencbs.engine.classify import (
+    DETAIL_FIELDS,
     Change,
     Classification,
+    change_detail,
     classify_pairs,
     path_sort_key,
     resolve_sources,
 )
-from opencbs.engine.entries import Entry, display_path
+from opencbs.engine.entries import Entry
 from opencbs.engine.repo_errors import ChunkNotFound, CorruptData, RepositoryError
 from opencbs.engine.repo_verify import VerifyProblem
 from opencbs.engine.repository import Repository, SnapshotInfo, SnapshotMeta
@@ -279,16 +281,12 @@ class BackupJob:
             raise JobCancelled()
 
 
-#: The attributes whose change :func:`change_event` names (as ``engine.classify`` logs them).
-_DETAIL_FIELDS = ("size", "mtime_ns", "ctime_ns", "mode", "uid", "gid", "inode", "link_target")
-
-
 def _keeping_previous(pairs: Iterator[Pair], kept: dict[bytes, Entry]) -> Iterator[Pair]:
     """``pairs`` as they are, the previous entry of each path whose attributes changed kept in
     ``kept`` (by path), for :func:`change_event`."""
     for prev, cur in pairs:
         if prev is not None and cur is not None and prev is not cur:
-            if any(getattr(prev, name) != getattr(cur, name) for name in _DETAIL_FIELDS):
+            if any(getattr(prev, name) != getattr(cur, name) for name in DETAIL_FIELDS):
                 kept[cur.path] = prev
         yield prev, cur
 
@@ -297,17 +295,7 @@ def change_event(change: Change, previous: Mapping[bytes, Entry]) -> ChangeEvent
     """The event of one change: its detail is the source of a move or copy (``from <path>``)
     or, for an update or a permission change, what differs from the previous entry of its path
     in ``previous`` (``size 4→12, mtime_ns …``, as the classifier's debug log says it)."""
-    detail = ""
-    if change.from_path is not None:
-        detail = f"from {display_path(change.from_path)}"
-    elif change.kind in (ReportList.UPD, ReportList.PMT):
-        prev, cur = previous.get(change.entry.path), change.entry
-        if prev is not None:
-            detail = ", ".join(
-                f"{name} {getattr(prev, name)!r}→{getattr(cur, name)!r}"
-                for name in _DETAIL_FIELDS
-                if getattr(prev, name) != getattr(cur, name)
-            )
+    detail = change_detail(previous.get(change.entry.path), change)
     return ChangeEvent(change.kind, change.entry.path, change.reason, detail)
 
 

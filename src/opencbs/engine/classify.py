@@ -508,7 +508,7 @@ class _Gather:
     def _emit(self, change: Change, prev: Entry | None = None) -> None:
         self.changes.append(change)
         if logger.isEnabledFor(logging.DEBUG):
-            detail = _details(prev, change)
+            detail = change_detail(prev, change)
             text = f"{change.reason.text} ({detail})" if detail else change.reason.text
             self._log(change.kind.key, change.entry, text)
 
@@ -603,8 +603,14 @@ def _same_file(old: Entry, new: Entry) -> bool:
     return new.size > 0 and old.content_id is not None and old.content_id == new.content_id
 
 
-def _details(prev: Entry | None, change: Change) -> str:
-    """What differs, for the debug log."""
+#: The attributes of an entry whose change :func:`change_detail` names.
+DETAIL_FIELDS = ("size", "mtime_ns", "ctime_ns", "mode", "uid", "gid", "inode", "link_target")
+
+
+def change_detail(prev: Entry | None, change: Change) -> str:
+    """What differs, for a person: ``from <path>`` for a move or copy, else each attribute of
+    ``DETAIL_FIELDS`` that differs from ``prev`` (``size 4→12, mtime_ns …``); ``""`` when
+    there is nothing to say. The debug log and the agent's ``--verbose`` say it so."""
     if change.from_path is not None:
         return f"from {display_path(change.from_path)}"
     if prev is None:
@@ -612,7 +618,7 @@ def _details(prev: Entry | None, change: Change) -> str:
     cur = change.entry
     diffs = [
         f"{name} {getattr(prev, name)!r}→{getattr(cur, name)!r}"
-        for name in ("size", "mtime_ns", "ctime_ns", "mode", "uid", "gid", "inode", "link_target")
+        for name in DETAIL_FIELDS
         if getattr(prev, name) != getattr(cur, name)
     ]
     return ", ".join(diffs)
