@@ -10,7 +10,7 @@ them with ``run_backup``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import tzinfo
 from pathlib import Path
 
@@ -133,6 +133,7 @@ class JobOutcome:
     ref: JobRef
     status: JobStatus
     snapshot_id: str | None
+    _: KW_ONLY
     counts: dict[ReportList, int] = field(default_factory=dict)
     warnings: int = 0
     errors: int = 0
