@@ -45,7 +45,7 @@ from opencbs.agent.job_values import JobCancelled, OnProgress, Progress
 from opencbs.agent.readahead import ReadAhead
 from opencbs.agent.report_entries import FileSizes, chunk_sizes
 from opencbs.engine.classify import needs_content, pair_by_path
-from opencbs.engine.entries import Entry, display_path
+from opencbs.engine.entries import Entry, display_path, with_content_id
 from opencbs.engine.repo_writer import FileResult, Writer
 from opencbs.engine.repository import Repository
 from opencbs.engine.scan import ScanWarning
@@ -214,7 +214,7 @@ class SourceReader:
                 self.sizes[cur.path] = chunk_sizes(self.repo.index, item.chunks)
             elif prev.device == cur.device:  # equal in every field, with the content id
                 return prev, item.chunks
-            return _with_content_id(cur, prev.content_id), item.chunks
+            return with_content_id(cur, prev.content_id), item.chunks
         self.current = display_path(cur.path)
         try:
             result = _read_file(writer, cur, self.cancel)
@@ -234,7 +234,7 @@ class SourceReader:
         if len(self.results) > _RESULTS_HELD:
             path, held = self.results.popleft()
             self.sizes[path] = FileSizes(held.stored_size, held.original_size)
-        return _with_content_id(cur, result.content_id), result.chunk_ids
+        return with_content_id(cur, result.content_id), result.chunk_ids
 
     def settle_sizes(self) -> None:
         """Read the stored sizes of the files still held (after ``writer.flush()``)."""
@@ -256,25 +256,6 @@ class SourceReader:
         self.channel.send_progress(snap)
         if self.on_progress is not None:
             self.on_progress(snap)
-
-
-def _with_content_id(e: Entry, content_id: bytes | None) -> Entry:
-    """``replace(e, content_id=content_id)`` without ``replace``'s per-field work."""
-    return Entry(
-        e.path,
-        e.etype,
-        e.size,
-        e.mtime_ns,
-        e.ctime_ns,
-        e.mode,
-        e.uid,
-        e.gid,
-        e.inode,
-        e.device,
-        e.link_target,
-        e.link_to_dir,
-        content_id,
-    )
 
 
 def _attributes_differ(prev: Entry, cur: Entry) -> bool:

@@ -78,7 +78,7 @@ from collections.abc import Callable, Collection, Container, Iterable, Iterator,
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
-from opencbs.engine.entries import Entry, display_path
+from opencbs.engine.entries import Entry, display_path, with_content_id
 from opencbs.reports.vocabulary import FILE_LISTS, EntryType, ReportList
 
 logger = logging.getLogger(__name__)
@@ -205,7 +205,7 @@ def reuse_content(previous: Entry | None, current: Entry) -> Entry:
     needed; otherwise ``current`` itself (whose content id the caller must then fill)."""
     if previous is None or current.content_id is not None or needs_content(previous, current):
         return current
-    return _with_id(current, previous.content_id)
+    return with_content_id(current, previous.content_id)
 
 
 def pair_by_path(
@@ -524,27 +524,8 @@ def _with_content(prev: Entry | None, cur: Entry) -> Entry:
     if cur.content_id is not None:
         return cur
     if prev is not None and not needs_content(prev, cur):
-        return _with_id(cur, prev.content_id)
+        return with_content_id(cur, prev.content_id)
     raise ValueError(f"content id required for {display_path(cur.path)} (needs_content is true)")
-
-
-def _with_id(e: Entry, content_id: bytes | None) -> Entry:
-    """``replace(e, content_id=content_id)``, without ``replace``'s per-field work."""
-    return Entry(
-        e.path,
-        e.etype,
-        e.size,
-        e.mtime_ns,
-        e.ctime_ns,
-        e.mode,
-        e.uid,
-        e.gid,
-        e.inode,
-        e.device,
-        e.link_target,
-        e.link_to_dir,
-        content_id,
-    )
 
 
 def _compare(prev: Entry, cur: Entry) -> tuple[ReportList, Reason] | None:

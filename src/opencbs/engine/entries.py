@@ -37,6 +37,26 @@ class Entry:
     content_id: bytes | None = None
 
 
+def with_content_id(e: Entry, content_id: bytes | None) -> Entry:
+    """``e`` with ``content_id``: ``replace(e, content_id=content_id)`` without ``replace``'s
+    per-field work (it runs once per file of a job)."""
+    return Entry(
+        e.path,
+        e.etype,
+        e.size,
+        e.mtime_ns,
+        e.ctime_ns,
+        e.mode,
+        e.uid,
+        e.gid,
+        e.inode,
+        e.device,
+        e.link_target,
+        e.link_to_dir,
+        content_id,
+    )
+
+
 def display_path(path: bytes) -> str:
     """A path for reports and terminals: its UTF-8 text, with each byte that is not UTF-8 shown
     as ``\\xNN`` and a literal backslash doubled, so two different names never look alike."""
