@@ -116,6 +116,14 @@ class Settings(BaseSettings):
         default="", repr=False, description="Password of the backup set's repository (encryption)."
     )
 
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _not_empty(cls, value: object) -> object:
+        """An empty ``data_dir`` would be the current folder: refused (``ConfigError``)."""
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must not be empty; give a folder")
+        return value
+
     @field_validator("data_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:

@@ -10,6 +10,7 @@ import click
 from opencbs.cli.common import (
     JSON,
     PASSWORD_STDIN,
+    NonEmptyPath,
     echo,
     note,
     open_database,
@@ -211,12 +212,14 @@ def backup_set() -> None:
     "sources",
     multiple=True,
     required=True,
+    type=NonEmptyPath(),
     metavar="PATH",
     help="A folder or file to back up (repeatable).",
 )
 @click.option(
     "--destination",
     required=True,
+    type=NonEmptyPath(file_okay=False),
     metavar="PATH",
     help="Folder of the local destination (repository).",
 )

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from opencbs.agent import spool
-from opencbs.cli.common import CliState, show_name
+from opencbs.cli.common import CliState, NonEmptyPath, show_name
 from opencbs.errors import InvalidInput
 from opencbs.settings import SETTING_NAMES, Settings
 
@@ -56,19 +56,9 @@ PASSWORD_STDIN = click.option(
 )
 
 
-class _FilePath(click.Path):
-    """``click.Path`` that refuses an empty value (``Path("")`` would be the current
-    directory: "'.' is a directory" said of a file the user never named)."""
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, str) and not value.strip():
-            self.fail("must not be empty; give the path of a file", param, ctx)
-        return super().convert(value, param, ctx)
-
-
 ENCRYPTION_FILE = click.option(
     "--encryption-password-file",
-    type=_FilePath(dir_okay=False, path_type=Path),
+    type=NonEmptyPath(dir_okay=False, path_type=Path),
     default=None,
     metavar="PATH",
     help="File whose first line is the repository's encryption password [else "
@@ -76,7 +66,7 @@ ENCRYPTION_FILE = click.option(
 )
 DESTINATION = click.option(
     "--destination",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=NonEmptyPath(file_okay=False, path_type=Path),
     default=None,
     metavar="PATH",
     help="Folder of the local destination (the repository).",

@@ -51,7 +51,7 @@ from opencbs.cli.backup_run import (
     print_outcome,
     run_job,
 )
-from opencbs.cli.common import JSON, note, print_json, require_text_paths
+from opencbs.cli.common import JSON, NonEmptyPath, note, print_json, require_text_paths
 from opencbs.errors import ExitCode, InvalidInput
 from opencbs.reports.vocabulary import JobMode
 from opencbs.settings import Settings
@@ -72,7 +72,7 @@ __all__ = ["backup"]
     "sources",
     multiple=True,
     metavar="PATH",
-    type=click.Path(path_type=Path),
+    type=NonEmptyPath(path_type=Path),
     help="First use: a folder or file of the new set (repeatable).",
 )
 @click.option(
@@ -91,7 +91,7 @@ __all__ = ["backup"]
 )
 @click.option(
     "--destination",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=NonEmptyPath(file_okay=False, path_type=Path),
     default=None,
     metavar="PATH",
     help="Folder of the local destination: on first use the set's; "
@@ -99,7 +99,7 @@ __all__ = ["backup"]
 )
 @click.option(
     "--add-destination",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=NonEmptyPath(file_okay=False, path_type=Path),
     default=None,
     metavar="PATH",
     help="Add this folder to an existing set as a new local destination and back up "

@@ -64,9 +64,21 @@ def configure_logging(level: str) -> None:
     logging.getLogger("alembic").setLevel(level if level == "DEBUG" else "WARNING")
 
 
+class NonEmptyPath(click.Path):
+    """``click.Path`` that refuses an empty value: ``Path("")`` is the current folder, and a
+    ``--source ''`` or ``--destination ''`` must not back up, or write into, whatever folder the
+    command happens to run in (exit code 2, naming the option)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            what = "the path of a file" if not self.dir_okay else "a path"
+            self.fail(f"must not be empty; give {what}", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 DATA_DIR = click.option(
     "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=NonEmptyPath(file_okay=False, path_type=Path),
     default=None,
     help="Data directory [env OPENCBS_DATA_DIR; default ~/.local/share/opencbs].",
 )

@@ -32,7 +32,7 @@ from opencbs.cli.agent_options import (
     require_login,
     with_agent_settings,
 )
-from opencbs.cli.common import JSON, echo, note, print_json, print_table, show_name
+from opencbs.cli.common import JSON, NonEmptyPath, echo, note, print_json, print_table, show_name
 from opencbs.cli.progress import RestoreProgressView, activity
 from opencbs.destinations.local import LocalStorage
 from opencbs.engine.entries import display_path
@@ -236,7 +236,7 @@ def _restore_source(
 @click.option(
     "--destination",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
+    type=NonEmptyPath(file_okay=False, path_type=Path),
     metavar="PATH",
     help="Folder of the local destination (the repository).",
 )
@@ -293,7 +293,7 @@ def verify(
 @click.option(
     "--destination",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
+    type=NonEmptyPath(file_okay=False, path_type=Path),
     metavar="PATH",
     help="Folder of the local destination (the repository).",
 )
