@@ -204,7 +204,7 @@ class Repository:
         )
         storage.put(CONFIG_NAME, keys.seal(config.to_bytes(), _CONFIG_AAD))
         storage.put(KEYFILE_NAME, wrap_keys(keys, password, kdf))
-        log.info("initialised repository %s in %r", config.repo_id, storage)
+        log.info("initialised repository %s in %s", config.repo_id, storage)
         return cls(storage, keys, config, kdf)
 
     @classmethod
