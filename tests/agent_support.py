@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from opencbs.agent import AgentClient, NewDestination
-from opencbs.agent.job import JobOutcome
+from opencbs.agent.job import JobOptions, JobOutcome
 from opencbs.destinations.local import LocalStorage
 from opencbs.engine.crypto import KdfParams
 from opencbs.engine.repository import Repository
@@ -34,6 +34,21 @@ def new_set(agent: AgentClient, src: Path, dest: Path) -> tuple[str, str]:
         destinations=[NewDestination("Local", "LOCAL", {"path": str(dest)})],
     )
     return bset.id, bset.destinations[0].id
+
+
+def job_options(
+    agent: AgentClient, set_id: str, dest_id: str, storage: LocalStorage, **more: Any
+) -> JobOptions:
+    """The ``JobOptions`` of a test job of set ``set_id`` to ``dest_id`` in ``storage``, under
+    the repository password ``PASSWORD``; ``more``: the other options."""
+    return JobOptions(
+        client=agent,
+        set_id=set_id,
+        destination_id=dest_id,
+        storage=storage,
+        password=PASSWORD,
+        **more,
+    )
 
 
 def local_storage(dest: Path, **init: Any) -> LocalStorage:

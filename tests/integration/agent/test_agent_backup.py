@@ -29,7 +29,7 @@ from opencbs.engine.classify import Reason
 from opencbs.engine.crypto import KdfParams
 from opencbs.engine.repository import Repository
 from opencbs.reports.vocabulary import JobStatus, ReportList
-from tests.agent_support import PASSWORD, T0, USER
+from tests.agent_support import PASSWORD, T0, USER, job_options
 from tests.agent_support import job_report as _report
 from tests.agent_support import local_storage as _storage
 from tests.agent_support import new_set as _new_set
@@ -141,12 +141,11 @@ def test_first_changed_and_unchanged_jobs_then_restore(
     # Job 1: everything is new, the source folder included.
     seen: list[Progress] = []
     first = run_backup(
-        JobOptions(
-            client=agent,
-            set_id=set_id,
-            destination_id=dest_id,
-            storage=storage,
-            password=PASSWORD,
+        job_options(
+            agent,
+            set_id,
+            dest_id,
+            storage,
             start_time_ms=T0,
             progress_interval=0,
         ),
@@ -198,12 +197,11 @@ def test_first_changed_and_unchanged_jobs_then_restore(
     shutil.rmtree(src / "old")  # del D + 2 del F
     os.symlink("b.txt", src / "link2")  # new L
     second = run_backup(
-        JobOptions(
-            client=agent,
-            set_id=set_id,
-            destination_id=dest_id,
-            storage=storage,
-            password=PASSWORD,
+        job_options(
+            agent,
+            set_id,
+            dest_id,
+            storage,
             start_time_ms=T0 + 60_000,
         )
     )
@@ -244,12 +242,11 @@ def test_first_changed_and_unchanged_jobs_then_restore(
 
     # Job 3: nothing changed.
     third = run_backup(
-        JobOptions(
-            client=agent,
-            set_id=set_id,
-            destination_id=dest_id,
-            storage=storage,
-            password=PASSWORD,
+        job_options(
+            agent,
+            set_id,
+            dest_id,
+            storage,
             start_time_ms=T0 + 120_000,
         )
     )
@@ -293,12 +290,11 @@ def test_file_changing_while_read_is_a_warning_and_keeps_the_previous_version(
     storage = _storage(dest)
     set_id, dest_id = _new_set(agent, src, dest)
     run_backup(
-        JobOptions(
-            client=agent,
-            set_id=set_id,
-            destination_id=dest_id,
-            storage=storage,
-            password=PASSWORD,
+        job_options(
+            agent,
+            set_id,
+            dest_id,
+            storage,
             start_time_ms=T0,
         )
     )
@@ -314,12 +310,11 @@ def test_file_changing_while_read_is_a_warning_and_keeps_the_previous_version(
 
     monkeypatch.setattr(reading_mod._CancellableReader, "read", growing_read)
     outcome = run_backup(
-        JobOptions(
-            client=agent,
-            set_id=set_id,
-            destination_id=dest_id,
-            storage=storage,
-            password=PASSWORD,
+        job_options(
+            agent,
+            set_id,
+            dest_id,
+            storage,
             start_time_ms=T0 + 60_000,
         )
     )
@@ -343,12 +338,11 @@ def test_file_vanishing_before_its_read_is_a_warning_and_a_deletion(
     storage = _storage(dest)
     set_id, dest_id = _new_set(agent, src, dest)
     run_backup(
-        JobOptions(
-            client=agent,
-            set_id=set_id,
-            destination_id=dest_id,
-            storage=storage,
-            password=PASSWORD,
+        job_options(
+            agent,
+            set_id,
+            dest_id,
+            storage,
             start_time_ms=T0,
         )
     )
@@ -362,12 +356,11 @@ def test_file_vanishing_before_its_read_is_a_warning_and_a_deletion(
 
     monkeypatch.setattr(os, "open", vanishing_open)
     outcome = run_backup(
-        JobOptions(
-            client=agent,
-            set_id=set_id,
-            destination_id=dest_id,
-            storage=storage,
-            password=PASSWORD,
+        job_options(
+            agent,
+            set_id,
+            dest_id,
+            storage,
             start_time_ms=T0 + 60_000,
         )
     )
@@ -400,12 +393,11 @@ def test_vanished_file_during_scan_is_a_warning(
             (src / "sub" / "d.txt").unlink()
 
     outcome = run_backup(
-        JobOptions(
-            client=agent,
-            set_id=set_id,
-            destination_id=dest_id,
-            storage=storage,
-            password=PASSWORD,
+        job_options(
+            agent,
+            set_id,
+            dest_id,
+            storage,
             start_time_ms=T0,
             progress_interval=0,
         ),
@@ -443,12 +435,11 @@ def test_destination_failing_mid_job_is_a_system_error_without_snapshot(
     set_id, dest_id = _new_set(agent, src, tmp_path / "unused")
     storage.pack_puts_left = 3  # tiny packs: the fourth pack of the job fails
     outcome = run_backup(
-        JobOptions(
-            client=agent,
-            set_id=set_id,
-            destination_id=dest_id,
-            storage=storage,
-            password=PASSWORD,
+        job_options(
+            agent,
+            set_id,
+            dest_id,
+            storage,
             start_time_ms=T0,
         )
     )
@@ -475,12 +466,11 @@ def test_cancel_stops_by_user_without_snapshot(
             cancel.set()
 
     outcome = run_backup(
-        JobOptions(
-            client=agent,
-            set_id=set_id,
-            destination_id=dest_id,
-            storage=storage,
-            password=PASSWORD,
+        job_options(
+            agent,
+            set_id,
+            dest_id,
+            storage,
             start_time_ms=T0,
             progress_interval=0,
         ),
@@ -494,12 +484,11 @@ def test_cancel_stops_by_user_without_snapshot(
     assert data["new"] == []
     # The next job starts afresh: with no snapshot committed everything is new again.
     again = run_backup(
-        JobOptions(
-            client=agent,
-            set_id=set_id,
-            destination_id=dest_id,
-            storage=storage,
-            password=PASSWORD,
+        job_options(
+            agent,
+            set_id,
+            dest_id,
+            storage,
             start_time_ms=T0 + 60_000,
         )
     )
@@ -534,12 +523,11 @@ def test_progress_is_visible_while_the_job_runs(
         answers.append(r.json())
 
     run_backup(
-        JobOptions(
-            client=agent,
-            set_id=set_id,
-            destination_id=dest_id,
-            storage=storage,
-            password=PASSWORD,
+        job_options(
+            agent,
+            set_id,
+            dest_id,
+            storage,
             start_time_ms=T0,
             progress_interval=0,
         ),
@@ -563,12 +551,11 @@ def test_on_change_tells_each_reported_change_with_its_reason(
     set_id, dest_id = _new_set(agent, src, dest)
 
     def job(start_ms: int, seen: list[ChangeEvent]) -> JobOutcome:
-        options = JobOptions(
-            client=agent,
-            set_id=set_id,
-            destination_id=dest_id,
-            storage=storage,
-            password=PASSWORD,
+        options = job_options(
+            agent,
+            set_id,
+            dest_id,
+            storage,
             start_time_ms=start_ms,
         )
         return run_backup(options, on_change=seen.append)
@@ -611,12 +598,11 @@ def test_restore_never_writes_through_a_link_in_the_target(
     storage = _storage(dest)
     set_id, dest_id = _new_set(agent, src, dest)
     outcome = run_backup(
-        JobOptions(
-            client=agent,
-            set_id=set_id,
-            destination_id=dest_id,
-            storage=storage,
-            password=PASSWORD,
+        job_options(
+            agent,
+            set_id,
+            dest_id,
+            storage,
             start_time_ms=T0,
         )
     )

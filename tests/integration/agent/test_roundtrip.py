@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from opencbs.agent import AgentClient
 from opencbs.agent import restore as restore_module
 from opencbs.agent.client import ServerUnreachable
-from opencbs.agent.job import JobOptions, run_backup
+from opencbs.agent.job import run_backup
 from opencbs.agent.restore import (
     HOLE_BLOCK,
     RestoreIncomplete,
@@ -31,7 +31,7 @@ from opencbs.agent.restore import (
 from opencbs.engine.repo_verify import VerifyProblem
 from opencbs.engine.repository import Repository
 from opencbs.reports.vocabulary import EntryType, JobStatus
-from tests.agent_support import PASSWORD, T0, USER
+from tests.agent_support import PASSWORD, T0, USER, job_options
 from tests.agent_support import job_report as _report
 from tests.agent_support import local_storage as _storage
 from tests.agent_support import new_set as _new_set
@@ -126,12 +126,11 @@ def test_backup_restore_is_byte_identical(
     storage = _storage(tmp_path / "dest")
     set_id, dest_id = _new_set(agent, rich_src, tmp_path / "dest")
     outcome = run_backup(
-        JobOptions(
-            client=agent,
-            set_id=set_id,
-            destination_id=dest_id,
-            storage=storage,
-            password=PASSWORD,
+        job_options(
+            agent,
+            set_id,
+            dest_id,
+            storage,
             start_time_ms=T0,
         )
     )
@@ -163,12 +162,11 @@ def test_ten_thousand_files_round_trip(
     storage = _storage(tmp_path / "dest")
     set_id, dest_id = _new_set(agent, src, tmp_path / "dest")
     outcome = run_backup(
-        JobOptions(
-            client=agent,
-            set_id=set_id,
-            destination_id=dest_id,
-            storage=storage,
-            password=PASSWORD,
+        job_options(
+            agent,
+            set_id,
+            dest_id,
+            storage,
             start_time_ms=T0,
             batch_size=5000,
         )
@@ -209,12 +207,11 @@ def test_flipped_byte_in_a_pack_is_found_by_verify_and_survived_by_restore(
     storage = _storage(dest)
     set_id, dest_id = _new_set(agent, rich_src, dest)
     outcome = run_backup(
-        JobOptions(
-            client=agent,
-            set_id=set_id,
-            destination_id=dest_id,
-            storage=storage,
-            password=PASSWORD,
+        job_options(
+            agent,
+            set_id,
+            dest_id,
+            storage,
             start_time_ms=T0,
         )
     )
@@ -259,23 +256,21 @@ def test_damaged_snapshot_does_not_block_the_next_backup(
     storage = _storage(dest)
     set_id, dest_id = _new_set(agent, rich_src, dest)
     first = run_backup(
-        JobOptions(
-            client=agent,
-            set_id=set_id,
-            destination_id=dest_id,
-            storage=storage,
-            password=PASSWORD,
+        job_options(
+            agent,
+            set_id,
+            dest_id,
+            storage,
             start_time_ms=T0,
         )
     )
     assert first.snapshot_id is not None
     second = run_backup(
-        JobOptions(
-            client=agent,
-            set_id=set_id,
-            destination_id=dest_id,
-            storage=storage,
-            password=PASSWORD,
+        job_options(
+            agent,
+            set_id,
+            dest_id,
+            storage,
             start_time_ms=T0 + 60_000,
         )
     )
@@ -294,12 +289,11 @@ def test_damaged_snapshot_does_not_block_the_next_backup(
 
     (rich_src / "new.txt").write_bytes(b"after the damage")
     third = run_backup(
-        JobOptions(
-            client=agent,
-            set_id=set_id,
-            destination_id=dest_id,
-            storage=storage,
-            password=PASSWORD,
+        job_options(
+            agent,
+            set_id,
+            dest_id,
+            storage,
             start_time_ms=T0 + 120_000,
         )
     )
@@ -320,23 +314,21 @@ def test_damaged_snapshot_tree_falls_back_to_an_older_snapshot(
     storage = _storage(dest)
     set_id, dest_id = _new_set(agent, rich_src, dest)
     first = run_backup(
-        JobOptions(
-            client=agent,
-            set_id=set_id,
-            destination_id=dest_id,
-            storage=storage,
-            password=PASSWORD,
+        job_options(
+            agent,
+            set_id,
+            dest_id,
+            storage,
             start_time_ms=T0,
         )
     )
     (rich_src / "second.txt").write_bytes(b"only in the second backup")
     second = run_backup(
-        JobOptions(
-            client=agent,
-            set_id=set_id,
-            destination_id=dest_id,
-            storage=storage,
-            password=PASSWORD,
+        job_options(
+            agent,
+            set_id,
+            dest_id,
+            storage,
             start_time_ms=T0 + 60_000,
         )
     )
@@ -350,12 +342,11 @@ def test_damaged_snapshot_tree_falls_back_to_an_older_snapshot(
     pack.write_bytes(bytes(raw))
 
     third = run_backup(
-        JobOptions(
-            client=agent,
-            set_id=set_id,
-            destination_id=dest_id,
-            storage=storage,
-            password=PASSWORD,
+        job_options(
+            agent,
+            set_id,
+            dest_id,
+            storage,
             start_time_ms=T0 + 120_000,
         )
     )
@@ -375,12 +366,11 @@ def test_a_lost_pack_is_stored_again_by_the_next_backup(
     storage = _storage(dest)
     set_id, dest_id = _new_set(agent, rich_src, dest)
     first = run_backup(
-        JobOptions(
-            client=agent,
-            set_id=set_id,
-            destination_id=dest_id,
-            storage=storage,
-            password=PASSWORD,
+        job_options(
+            agent,
+            set_id,
+            dest_id,
+            storage,
             start_time_ms=T0,
         )
     )
@@ -388,12 +378,11 @@ def test_a_lost_pack_is_stored_again_by_the_next_backup(
     packs = sorted(dest.glob("data/*/*"), key=lambda p: p.stat().st_size)
     packs[-1].unlink()  # the largest pack is lost
     second = run_backup(
-        JobOptions(
-            client=agent,
-            set_id=set_id,
-            destination_id=dest_id,
-            storage=storage,
-            password=PASSWORD,
+        job_options(
+            agent,
+            set_id,
+            dest_id,
+            storage,
             start_time_ms=T0 + 60_000,
         )
     )
@@ -448,12 +437,11 @@ def test_server_dropping_off_mid_job_leaves_a_committed_snapshot(
     flaky, transport = _flaky_agent(client, range(3, 10_000))
     with flaky:
         outcome = run_backup(
-            JobOptions(
-                client=flaky,
-                set_id=set_id,
-                destination_id=dest_id,
-                storage=storage,
-                password=PASSWORD,
+            job_options(
+                flaky,
+                set_id,
+                dest_id,
+                storage,
                 start_time_ms=T0,
                 retry_delays=NO_RETRY_WAIT,
                 batch_size=5,
@@ -481,12 +469,11 @@ def test_transient_server_failures_are_retried_and_the_report_is_whole(
     flaky, transport = _flaky_agent(client, range(0, 3), only="/batches/1")
     with flaky:
         outcome = run_backup(
-            JobOptions(
-                client=flaky,
-                set_id=set_id,
-                destination_id=dest_id,
-                storage=storage,
-                password=PASSWORD,
+            job_options(
+                flaky,
+                set_id,
+                dest_id,
+                storage,
                 start_time_ms=T0,
                 retry_delays=NO_RETRY_WAIT,
                 batch_size=5,
@@ -511,12 +498,11 @@ def test_progress_and_finish_failures_never_fail_the_job(
     progress_down, t1 = _flaky_agent(client, range(0, 10_000), only="/progress")
     with progress_down:
         first = run_backup(
-            JobOptions(
-                client=progress_down,
-                set_id=set_id,
-                destination_id=dest_id,
-                storage=storage,
-                password=PASSWORD,
+            job_options(
+                progress_down,
+                set_id,
+                dest_id,
+                storage,
                 start_time_ms=T0,
                 retry_delays=NO_RETRY_WAIT,
                 progress_interval=0,
@@ -529,12 +515,11 @@ def test_progress_and_finish_failures_never_fail_the_job(
     finish_flaky, t2 = _flaky_agent(client, range(0, 2), only="/finish")
     with finish_flaky:
         second = run_backup(
-            JobOptions(
-                client=finish_flaky,
-                set_id=set_id,
-                destination_id=dest_id,
-                storage=storage,
-                password=PASSWORD,
+            job_options(
+                finish_flaky,
+                set_id,
+                dest_id,
+                storage,
                 start_time_ms=T0 + 60_000,
                 retry_delays=NO_RETRY_WAIT,
             )
@@ -545,12 +530,11 @@ def test_progress_and_finish_failures_never_fail_the_job(
     finish_down, _ = _flaky_agent(client, range(0, 100), only="/finish")
     with finish_down:
         third = run_backup(
-            JobOptions(
-                client=finish_down,
-                set_id=set_id,
-                destination_id=dest_id,
-                storage=storage,
-                password=PASSWORD,
+            job_options(
+                finish_down,
+                set_id,
+                dest_id,
+                storage,
                 start_time_ms=T0 + 120_000,
                 retry_delays=NO_RETRY_WAIT,
             )
@@ -567,12 +551,11 @@ def test_server_unreachable_at_start_fails_clearly(
     down, _ = _flaky_agent(client, range(0, 100))
     with down, pytest.raises(ServerUnreachable):
         run_backup(
-            JobOptions(
-                client=down,
-                set_id=set_id,
-                destination_id=dest_id,
-                storage=storage,
-                password=PASSWORD,
+            job_options(
+                down,
+                set_id,
+                dest_id,
+                storage,
                 start_time_ms=T0,
                 retry_delays=NO_RETRY_WAIT,
             )
@@ -589,12 +572,11 @@ def test_restore_progress_ends_with_the_results_counts(
     storage = _storage(tmp_path / "dest")
     set_id, dest_id = _new_set(agent, rich_src, tmp_path / "dest")
     outcome = run_backup(
-        JobOptions(
-            client=agent,
-            set_id=set_id,
-            destination_id=dest_id,
-            storage=storage,
-            password=PASSWORD,
+        job_options(
+            agent,
+            set_id,
+            dest_id,
+            storage,
             start_time_ms=T0,
         )
     )
@@ -653,12 +635,11 @@ def test_restore_progress_final_call_comes_before_restore_incomplete(
     storage = _storage(dest)
     set_id, dest_id = _new_set(agent, rich_src, dest)
     outcome = run_backup(
-        JobOptions(
-            client=agent,
-            set_id=set_id,
-            destination_id=dest_id,
-            storage=storage,
-            password=PASSWORD,
+        job_options(
+            agent,
+            set_id,
+            dest_id,
+            storage,
             start_time_ms=T0,
         )
     )
