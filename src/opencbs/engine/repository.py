@@ -378,9 +378,11 @@ class Repository:
         should be restored) and return its ID (64 hex).
 
         Flushes every open writer of this repository first; stores the tree; writes the
-        snapshot object last, in one atomic put. ``items`` is consumed once, streaming.
-        Raises ``ChunkNotFound`` if an entry references a chunk that is not stored (nothing is
-        committed then) and ``DestinationError`` on storage failure.
+        snapshot object in one atomic put, then a new snapshot list naming it
+        (``record_snapshots``). ``items`` is consumed once, streaming. Raises ``ChunkNotFound``
+        if an entry references a chunk that is not stored (nothing is committed then) and
+        ``DestinationError`` on storage failure (when only the list failed, the snapshot is
+        stored and the next list names it).
         """
         for w in list(self._writers):
             w.flush()
@@ -429,7 +431,7 @@ class Repository:
         try:
             manifest = self.snapshot_list()
         except CorruptData as exc:
-            return ListCheck((("snapshot list", exc.message),), tuple(sorted(present)))
+            return ListCheck((("snapshot list", exc.message),), ())
         return check_snapshot_list(manifest, present, anchor, required=self.config.snapshot_list)
 
     def record_snapshots(self, *, removed: Iterable[str] = ()) -> Manifest:
