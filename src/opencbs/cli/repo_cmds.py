@@ -277,8 +277,8 @@ def verify(
             }
         )
     else:
-        for text in result.notes:
-            echo(f"note: {text}")
+        for text in result.notes:  # no damage: for a person, on stderr
+            note(f"opencbs: {text}")
         for p in result.errors:
             echo(f"damaged: {p.subject}: {p.message}")
         echo(
