@@ -12,7 +12,16 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.test_agent_cli import Server, _report, _tree, server  # noqa: F401 (fixture)
+from opencbs.destinations.local import LocalStorage
+from opencbs.engine.manifest import anchor_path
+from opencbs.engine.repository import Repository
+from tests.e2e.test_agent_cli import (  # noqa: F401 (server: the module's fixture)
+    ENCRYPTION,
+    Server,
+    _report,
+    _tree,
+    server,
+)
 from tests.e2e.test_cli_server import run
 
 
@@ -88,3 +97,34 @@ def test_a_rollback_is_found_by_verify_and_reported_by_the_next_backup(
     warns = [e["Message"] for e in _report(server, third)["Logs"] if e["Type"] == "warn"]
     assert any("snapshot list: rolled back: generation 2 < 3" in w for w in warns), warns
     assert _verify(server.env, dest)[0] == 0  # the third job's list supersedes it
+
+
+def test_a_job_that_died_before_listing_its_snapshot_is_no_alarm(
+    server: Server,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    src, dest, saved = tmp_path / "src", tmp_path / "dest", tmp_path / "saved"
+    _tree(src)
+    _backup(server, "crash", src, dest)
+    repo_id = Repository.open(LocalStorage(dest), ENCRYPTION).config.repo_id
+    remembered = anchor_path(Path(server.env["OPENCBS_DATA_DIR"]), repo_id)
+    assert remembered is not None and remembered.exists()
+    saved.mkdir()
+    shutil.copy2(dest / "manifest", saved / "manifest")
+    shutil.copy2(remembered, saved / "anchor")
+    (src / "a.txt").write_bytes(b"changed")
+    second = _backup(server, "crash", src, dest)
+    # as if the second job died between its snapshot and its list: both as after job 1
+    shutil.copy2(saved / "manifest", dest / "manifest")
+    shutil.copy2(saved / "anchor", remembered)
+    res = run(server.env, "verify", "--destination", str(dest))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.startswith("ok: ")
+    assert "1 snapshot is not in the snapshot list yet" in res.stderr
+    (src / "b.txt").write_bytes(b"new")
+    third = _backup(server, "crash", src, dest)
+    assert third["status"] == "BS_STOP_SUCCESS", third["stderr"]
+    code, answer, _ = _verify(server.env, dest)
+    assert code == 0 and answer["notes"] == []
+    listed = Repository.open(LocalStorage(dest), ENCRYPTION).snapshot_list()
+    assert listed is not None and second["snapshot_id"] in listed.snapshots
