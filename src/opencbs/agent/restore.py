@@ -467,7 +467,7 @@ class _Restorer:
             else:
                 os.chown(target, entry.uid, entry.gid, dir_fd=dir_fd, follow_symlinks=False)
         except OSError as exc:
-            why = exc.strerror or str(exc)
+            why = _reason(exc)
             return OSError(exc.errno, f"cannot set owner {entry.uid}:{entry.gid}: {why}")
         return None
 

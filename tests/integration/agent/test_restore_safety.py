@@ -14,9 +14,13 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import stat
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -425,3 +429,93 @@ def test_a_link_planted_during_the_restore_is_not_written_through(
     assert [f.path for f in result.failed] == [str(plain_src / "a.txt")]
     assert result.failed[0].reason == "file exists"
     assert result.files == 2  # the others restored
+
+
+# --- as an unprivileged user: permission denied, owners refused --------------------------------
+
+NOBODY = 65534
+
+
+def _restore_as_nobody(dest: Path, job: str, target: Path, *, same_owner: bool) -> dict[str, Any]:
+    """Restore in a child process that dropped to uid/gid ``NOBODY`` (forked: the interpreter
+    need not be reachable by that user); the result's fields, or ``{"error": ...}``."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 0
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            r = restore(LocalStorage(dest), PASSWORD, job, target, same_owner=same_owner)
+            doc: dict[str, Any] = {
+                "files": r.files,
+                "failed": {f.path: f.reason for f in r.failed},
+                "count": r.failed_count,
+            }
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            doc, code = {"error": repr(exc)}, 1
+        os.write(write, json.dumps(doc).encode())
+        os._exit(code)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        out = f.read()
+    os.waitpid(pid, 0)
+    answer: dict[str, Any] = json.loads(out)
+    return answer
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A folder that user ``NOBODY`` can reach (``tmp_path``'s parents are private to root)."""
+    base = Path(tempfile.mkdtemp(prefix="opencbs-restore-"))
+    base.chmod(0o755)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.skipif(not ROOT, reason="dropping to another user needs root")
+def test_unprivileged_restore_reports_denied_paths_and_refused_owners(
+    agent: AgentClient, tmp_path: Path, shared_dir: Path
+) -> None:
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "mine.sh").write_bytes(b"#!/bin/sh\n")
+    (src / "sub" / "b.txt").write_bytes(b"bee")
+    (src / "roots.sh").write_bytes(b"#!/bin/sh\nid\n")
+    for p in (src, src / "sub", src / "sub" / "b.txt", src / "mine.sh"):
+        os.chown(p, NOBODY, NOBODY)
+    (src / "mine.sh").chmod(0o4755)  # nobody's own set-user-ID file
+    (src / "roots.sh").chmod(0o4755)  # root's: an unprivileged restore must not make it so
+    _, job = _backup(agent, src, tmp_path / "dest")
+    dest = shared_dir / "dest"
+    shutil.copytree(tmp_path / "dest", dest)
+    subprocess.run(["chmod", "-R", "a+rX", str(dest)], check=True)
+    rel = src.relative_to("/")
+
+    # default: a folder of root's in the way (permission denied); the rest restores
+    denied = shared_dir / "t1"
+    (denied / rel / "sub").mkdir(parents=True)
+    for p in [denied, *(denied / rel).parents, denied / rel]:
+        if p.is_relative_to(denied):
+            os.chown(p, NOBODY, NOBODY)
+    got = _restore_as_nobody(dest, job, denied, same_owner=False)
+    assert got["failed"] == {
+        str(src / "sub" / "b.txt"): "permission denied",
+        str(src / "sub"): "operation not permitted",  # its mode: not nobody's folder
+    }, got
+    assert got["count"] == 2 and got["files"] == 2
+    assert stat.S_IMODE(os.stat(denied / rel / "roots.sh").st_mode) == 0o755
+    assert os.stat(denied / rel / "roots.sh").st_uid == NOBODY
+
+    # --same-owner: nobody's own files get their bits; root's owner is refused and reported
+    asked = shared_dir / "t2"
+    asked.mkdir()
+    os.chown(asked, NOBODY, NOBODY)
+    got = _restore_as_nobody(dest, job, asked, same_owner=True)
+    assert got["failed"] == {str(src / "roots.sh"): "cannot set owner 0:0: operation not permitted"}
+    mine, roots = os.stat(asked / rel / "mine.sh"), os.stat(asked / rel / "roots.sh")
+    assert (mine.st_uid, stat.S_IMODE(mine.st_mode)) == (NOBODY, 0o4755)
+    assert (roots.st_uid, stat.S_IMODE(roots.st_mode)) == (NOBODY, 0o755)  # no set-user-ID
+    assert (asked / rel / "roots.sh").read_bytes() == b"#!/bin/sh\nid\n"
