@@ -315,6 +315,33 @@ def test_cli_reports_each_refused_path_and_exits_incomplete(
     assert os.readlink(out / "link") == "c.txt"
 
 
+def test_cli_damage_wins_over_refused_paths(
+    agent: AgentClient, plain_src: Path, tmp_path: Path
+) -> None:
+    """Damaged contents keep their stronger answer (exit code 8, an error naming the damaged
+    file); the refused path is still named in a warning and listed in the document."""
+    _, job = _backup(agent, plain_src, tmp_path / "dest")
+    packs = [p for p in (tmp_path / "dest" / "data").rglob("*") if p.is_file()]
+    pack = max(packs, key=lambda p: p.stat().st_size)  # the one holding sub/b.txt
+    raw = bytearray(pack.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    pack.write_bytes(bytes(raw))
+    target = tmp_path / "target"
+    out = target / plain_src.relative_to("/")
+    _in_the_way(out)
+    res = _cli_restore(
+        tmp_path, job, "--destination", str(tmp_path / "dest"), "--target", str(target), "--json"
+    )
+    assert res.returncode == ExitCode.REFUSED == 8, res.stderr
+    doc = json.loads(res.stdout)
+    assert [d["path"] for d in doc["damaged"]] == [str(plain_src / "sub" / "b.txt")]
+    assert doc["failed_count"] == 2 and doc["complete"] is False
+    assert f"opencbs: warning: cannot restore {plain_src / 'a.txt'}: " in res.stderr
+    assert "opencbs: error: Restore incomplete: " in res.stderr
+    assert not (out / "sub" / "b.txt").exists()  # no wrong content left
+    assert (out / "c.txt").read_bytes() == b"gamma"
+
+
 def test_cli_same_owner_flag(agent: AgentClient, special_src: Path, tmp_path: Path) -> None:
     _, job = _backup(agent, special_src, tmp_path / "dest")
     for flag, mode in (((), 0o755), (("--same-owner",), 0o4755)):
