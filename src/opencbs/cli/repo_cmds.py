@@ -38,6 +38,7 @@ from opencbs.cli.common import JSON, NonEmptyPath, echo, note, print_json, print
 from opencbs.cli.progress import RestoreProgressView, activity
 from opencbs.destinations.local import LocalStorage
 from opencbs.engine.entries import display_path
+from opencbs.engine.manifest import load_anchor, remember
 from opencbs.engine.repo_errors import RepositoryNotFound, SnapshotNotFound
 from opencbs.engine.repository import Repository
 from opencbs.errors import ExitCode, InvalidInput, OpenCBSError
@@ -314,12 +315,16 @@ def verify(
     encryption_password_file: Path | None,
 ) -> int:
     """Check a destination's repository: every pack and every chunk every snapshot
-    references; with --read-data every stored byte. Exit code 8 when damage is found."""
+    references, and its snapshot list (no snapshot removed, no older list put back than this
+    agent remembers); with --read-data every stored byte. Exit code 8 when damage is found."""
     _must_exist(destination)
     repo_password = encryption_password(settings, encryption_password_file)
     repo = open_existing_repository(destination, repo_password)
+    anchor = load_anchor(settings.data_dir, repo.config.repo_id)
     with activity(f"verifying {destination}", quiet=as_json):
-        result = repo.verify(read_data=read_data)
+        result = repo.verify(read_data=read_data, anchor=anchor)
+    if result.ok:
+        _remember_list(settings, repo)
     if as_json:
         print_json(
             {
@@ -328,9 +333,12 @@ def verify(
                 "packs": result.packs,
                 "chunks_read": result.chunks_read,
                 "errors": [{"subject": p.subject, "message": p.message} for p in result.errors],
+                "notes": list(result.notes),
             }
         )
     else:
+        for text in result.notes:  # no damage: for a person, on stderr
+            note(f"opencbs: {text}")
         for p in result.errors:
             echo(f"damaged: {p.subject}: {p.message}")
         echo(
@@ -396,6 +404,17 @@ def snapshots(
         ],
         no_wrap=("ID", "Job"),
     )
+
+
+def _remember_list(settings: Settings, repo: Repository) -> None:
+    """After a clean verify, remember the repository's snapshot list in the agent's data dir
+    (``engine.manifest``), so a later rollback is noticed here too; a failure is a note."""
+    try:
+        listed = repo.snapshot_list()
+        if listed is not None:
+            remember(settings.data_dir, repo.config.repo_id, listed)
+    except (OSError, OpenCBSError) as exc:
+        note(f"opencbs: cannot remember the snapshot list in {settings.data_dir}: {exc}")
 
 
 def _must_exist(destination: Path) -> None:
