@@ -27,8 +27,8 @@ IDLE = click.option(
 def serve_database(settings: Settings, database: Database) -> None:
     """Serve ``database`` (schema upgraded already) with ``settings`` until interrupted."""
     # imported here: the web stack is not needed by the other commands, which start faster
-    from opencbs.api.serve import run_server
     from opencbs.api.auth import VerifiedCache
+    from opencbs.api.serve import run_server
     from opencbs.api.state import ServerState
 
     state = ServerState(
