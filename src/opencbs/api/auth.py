@@ -146,13 +146,15 @@ class VerifiedCache:
 class _Attempt:
     """One password check: the account's ``kind`` and ``name`` as given, the ``client``
     address (``None``: unknown), and what was found: the account's ``password_hash`` when it
-    exists and may log in now (``None`` otherwise), and the end of its lock (epoch ms)."""
+    exists and may log in now (``None`` otherwise), its ``counted`` failures and the end of its
+    lock (epoch ms)."""
 
     kind: LockKind
     name: str
     password: str
     client: str | None
     password_hash: str | None
+    counted: int
     locked_until_ms: int | None
     at_ms: int
 
@@ -230,6 +232,9 @@ def _check(db: Database, cache: VerifiedCache, attempt: _Attempt) -> bool:
         and attempt.locked_until_ms is None
         and cache.hit(attempt.kind.value, attempt.password_hash, attempt.password)
     ):
+        if attempt.counted:  # a success starts the account's count over
+            with db.write() as conn:
+                lockouts.record_success(conn, attempt.kind, attempt.name)
         return True
     return _verify_slowly(db, cache, attempt)
 
@@ -265,7 +270,7 @@ def authenticate_system(
     at = now_ms()
     with db.read() as conn:
         user = users.get_system_user(conn, name)
-        locked = lockouts.locked_until(conn, LockKind.SYSUSER, name, at)
+        counted, locked = lockouts.counted(conn, LockKind.SYSUSER, name, at)
     may_login = (
         user is not None
         and not user.is_locked(at)
@@ -278,6 +283,7 @@ def authenticate_system(
         password=password,
         client=_client(client),
         password_hash=user.password_hash if user is not None and may_login else None,
+        counted=counted,
         locked_until_ms=locked,
         at_ms=at,
     )
@@ -313,7 +319,7 @@ def authenticate_backup_user(
     at = now_ms()
     with db.read() as conn:
         user = users.find_backup_user(conn, login_name)
-        locked = lockouts.locked_until(conn, LockKind.USER, login_name, at)
+        counted, locked = lockouts.counted(conn, LockKind.USER, login_name, at)
     may_login = (
         user is not None
         and user.status == AccountStatus.ENABLE.value
@@ -326,6 +332,7 @@ def authenticate_backup_user(
         password=password,
         client=_client(client),
         password_hash=user.password_hash if user is not None and may_login else None,
+        counted=counted,
         locked_until_ms=locked,
         at_ms=at,
     )
