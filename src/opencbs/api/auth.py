@@ -163,7 +163,7 @@ def _shown_time(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _log_lock(kind: LockKind, key: str, until_ms: int, count: int, client: str | None) -> None:
+def _log_lock(kind: LockKind, key: str, until_ms: int, *, count: int, client: str | None) -> None:
     log.warning(
         "login lockout: %s %r locked until %s after %d failed password checks (client %s)",
         kind.value,
@@ -179,9 +179,11 @@ def _reserve(db: Database, policy: LockoutPolicy, attempt: _Attempt) -> bool:
     with db.write() as conn:
         targets = [(LockKind.ADDRESS, attempt.client)] if attempt.client else []
         for kind, key in [*targets, (attempt.kind, attempt.name)]:
-            got = lockouts.reserve(conn, kind, key, policy, attempt.at_ms)
+            got = lockouts.reserve(conn, kind, key, policy, at_ms=attempt.at_ms)
             if got.newly_locked and got.locked_until_ms is not None:
-                _log_lock(kind, key, got.locked_until_ms, got.count - 1, attempt.client)
+                _log_lock(
+                    kind, key, got.locked_until_ms, count=got.count - 1, client=attempt.client
+                )
             if got.refused:
                 return False
     return True
@@ -197,9 +199,11 @@ def _settle(db: Database, policy: LockoutPolicy, attempt: _Attempt, *, ok: bool)
             if ok:
                 lockouts.record_success(conn, kind, key)
                 continue
-            count = lockouts.record_failure(conn, kind, key, policy, attempt.at_ms)
+            count = lockouts.record_failure(conn, kind, key, policy, at_ms=attempt.at_ms)
             if count is not None:
-                _log_lock(kind, key, attempt.at_ms + policy.lock_ms, count, attempt.client)
+                _log_lock(
+                    kind, key, attempt.at_ms + policy.lock_ms, count=count, client=attempt.client
+                )
         if not ok and next(_FAILURES) % _PRUNE_EVERY == 0:
             lockouts.prune(conn, policy, attempt.at_ms)
 

@@ -132,7 +132,7 @@ def _row_of(kind: LockKind, key: str) -> Any:
 
 
 def reserve(
-    conn: Connection, kind: LockKind, key: str, policy: LockoutPolicy, at_ms: int
+    conn: Connection, kind: LockKind, key: str, policy: LockoutPolicy, *, at_ms: int
 ) -> Reservation:
     """Count one password check of ``kind``/``key`` at ``at_ms`` (epoch ms), atomically: a
     window or lock that ended starts over; past ``policy.limit(kind)`` checks the key is
@@ -169,7 +169,7 @@ def reserve(
 
 
 def record_failure(
-    conn: Connection, kind: LockKind, key: str, policy: LockoutPolicy, at_ms: int
+    conn: Connection, kind: LockKind, key: str, policy: LockoutPolicy, *, at_ms: int
 ) -> int | None:
     """A reserved check of ``kind``/``key`` failed: lock the key for ``policy.lock_ms`` when
     ``policy.limit(kind)`` checks are counted. Returns the count when this call set the lock,
