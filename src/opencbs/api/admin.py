@@ -65,7 +65,10 @@ Admin = Annotated[Caller, Depends(_admin)]
 @router.get(
     "/lockouts",
     summary="The accounts and client addresses locked now.",
-    responses={401: {"description": "Not an ADMIN system user."}},
+    responses={
+        401: {"description": "Not an ADMIN system user."},
+        429: {"description": "Too many logins at once: try again after Retry-After seconds."},
+    },
 )
 def list_lockouts(request: Request, caller: Admin) -> dict[str, Any]:
     state = state_of(request)
@@ -81,6 +84,7 @@ def list_lockouts(request: Request, caller: Admin) -> dict[str, Any]:
         400: {"description": "Unknown kind."},
         401: {"description": "Not an ADMIN system user."},
         404: {"description": "Nothing locked or counted for that key."},
+        429: {"description": "Too many logins at once: try again after Retry-After seconds."},
     },
 )
 def clear_lockout(request: Request, caller: Admin, kind: str, key: str) -> dict[str, Any]:

@@ -250,7 +250,8 @@ def _plausible(value: str | None, max_len: int) -> TypeGuard[str]:
 
 
 def _client(client: str | None) -> str | None:
-    return client if client is not None else _CLIENT.get()
+    found = client if client is not None else _CLIENT.get()
+    return found[:255] if found else None
 
 
 def authenticate_system(
