@@ -106,7 +106,7 @@ def _answer(rec: Recorder, sent: Sent) -> None:
         "answer",
         sent.status,
         f"{sent.status or 'none'} after {sent.sent / 1e6:.0f} MB sent in {sent.seconds:.1f} s "
-        f"({sent.stopped})",
+        f"({sent.stopped}) {sent.excerpt}",
     )
 
 

@@ -427,6 +427,7 @@ class Sent:
     sent: int
     seconds: float
     stopped: str
+    excerpt: str = ""
 
 
 def _status_of(head: bytes) -> int | None:
@@ -488,7 +489,9 @@ def stream_request(
         answer = _read_answer(sock, time.monotonic() + 10)
     finally:
         sock.close()
-    return Sent(_status_of(answer), sent, time.monotonic() - t0, stopped)
+    body = answer.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in answer else b""
+    excerpt = body[:90].decode(errors="replace")
+    return Sent(_status_of(answer), sent, time.monotonic() - t0, stopped, excerpt)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -19,7 +19,7 @@ failed, and the server killed; every case gets a fresh copy of the database and 
    Summary with valid credentials, p99 < 250 ms; after the attackers stop, free within 10 s.
 5. 50 parallel guessers against one system user: at most the configured limit (5) of wrong
    guesses checked per period (the right password sent as guess #10, #25, #50 must be refused,
-   and after 150 wrong guesses); 40 parallel wrong backup-user logins: RSS and latency.
+   and after 100 wrong guesses); 40 parallel wrong backup-user logins: RSS and latency.
 6. Slowloris: 200 connections sending headers one byte a second for 15 s.
 7. Secrets in the log: ``SysPwd`` percent-encoded in a query string.
 8. Deep nesting: destination settings nested 320 deep, then the set listing.
@@ -124,10 +124,16 @@ def run_case(number: int, dbs: Databases, env: dict[str, str], fx: Fixture) -> R
 
 
 def run_suite(
-    target: Target, cases: list[int], *, entries: int = REPORT_ENTRIES, quiet: bool = False
+    target: Target,
+    cases: list[int],
+    *,
+    entries: int = REPORT_ENTRIES,
+    quiet: bool = False,
+    work: Path = WORK,
 ) -> list[Figure]:
-    """Every case of ``cases`` against ``target``; the figures in case order."""
-    root = WORK / f"{target.label.split()[0]}-{target.database}"
+    """Every case of ``cases`` against ``target`` (a report job of ``entries`` entries; files
+    and logs under ``work``); the figures in case order."""
+    root = work / f"{target.label.split()[0]}-{target.database}"
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     dbs = Databases(target, root)
