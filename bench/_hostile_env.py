@@ -571,6 +571,20 @@ def _load_job(base: str, fx_paths: tuple[str, str], entries: int) -> str:
     return job_id
 
 
+def _check_code(target: Target, env: dict[str, str]) -> None:
+    """Raise ``SystemExit`` unless ``opencbs`` under ``env`` imports the target's code."""
+    where = subprocess.run(
+        [sys.executable, "-c", "import opencbs; print(opencbs.__file__)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    expected = target.pythonpath or ROOT / "src"
+    if not Path(where).resolve().is_relative_to(expected.resolve()):
+        raise SystemExit(f"opencbs imports {where}, not the code under test in {expected}")
+
+
 def prepare_template(
     target: Target, dbs: Databases, entries: int = REPORT_ENTRIES
 ) -> tuple[Fixture, dict[str, str]]:
@@ -579,6 +593,7 @@ def prepare_template(
     finished job of ``entries`` entries loaded over the agent API. Returns the fixture and
     the environment for ``opencbs`` of that target."""
     env = server_env(target, dbs.root)
+    _check_code(target, env)
     url = dbs.new_template()
     for name, pwd in ((MONITOR, MONITOR_PWD), (TARGET, TARGET_PWD)) + tuple(
         (v, VICTIM_PWD) for v in VICTIMS

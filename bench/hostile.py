@@ -166,7 +166,13 @@ def _mark(passed: bool | None) -> str:
     return {True: "yes", False: "NO", None: ""}[passed]
 
 
+_QUANTITIES = ("MiB", " ms", ", s", "seconds", "worst s")
+
+
 def _ratio(before: Figure | None, after: Figure) -> str:
+    """after / before for figures that are quantities (sizes, times), else empty."""
+    if not after.name.endswith(_QUANTITIES):
+        return ""
     if before is None or not isinstance(before.value, int | float):
         return ""
     if not isinstance(after.value, int | float) or isinstance(after.value, bool):
