@@ -209,6 +209,15 @@ def case_stalled_readers(ctx: Ctx) -> None:
         goal=f"≤ {GOAL_FREE_S:.0f}",
         passed=free_s is not None and free_s <= GOAL_FREE_S,
     )
+    if ctx.url.startswith("postgresql"):
+        idle = pg_idle_in_transaction(ctx.url)
+        ctx.rec.add(
+            "connections idle in transaction at the end",
+            idle,
+            str(idle),
+            goal="0",
+            passed=idle == 0,
+        )
     rss.record(ctx.rec)
     ctx.rec.add(
         "server RSS at the end - before, MiB",
