@@ -89,9 +89,11 @@ def _guarded(fn: Callable[[Ctx], None], ctx: Ctx) -> None:
 
 def _statuses(rec: Recorder) -> None:
     shown = ", ".join(f"{code}×{n}" for code, n in sorted(rec.statuses.items()))
-    rec.add("answers by status", dict(rec.statuses), shown or "none")
+    rec.add("answers by status", shown or "none", shown or "none")
     fives = rec.fives()
     rec.add("5xx answers", fives, str(fives), goal="0", passed=fives == 0)
+    lost = rec.statuses["timeout"] + rec.statuses["closed"]
+    rec.add("requests not answered (timeout, closed)", lost, str(lost))
 
 
 def run_case(number: int, dbs: Databases, env: dict[str, str], fx: Fixture) -> Recorder:
