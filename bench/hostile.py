@@ -59,6 +59,7 @@ from _hostile_env import (  # noqa: E402
     Figure,
     Fixture,
     Recorder,
+    RssSampler,
     Server,
     Target,
     export_revision,
@@ -111,13 +112,16 @@ def run_case(number: int, dbs: Databases, env: dict[str, str], fx: Fixture) -> R
     ctx = Ctx(server, fx, rec, url)
     t0 = time.monotonic()
     worker = threading.Thread(target=_guarded, args=(fn, ctx), daemon=True)
-    worker.start()
     limit = CASE_LIMIT_S.get(number, 100.0)
-    worker.join(limit)
+    with RssSampler(server.pid) as rss:  # the whole case, for cases measuring no part of it
+        worker.start()
+        worker.join(limit)
     if worker.is_alive():
         rec.add("case", None, f"cut off after {limit:.0f} s", goal="ends", passed=False)
     alive = server.alive()
     server.stop()
+    if not any(f.name.startswith("server RSS before") for f in rec.figures):
+        rss.record(rec)
     worker.join(15)
     if not alive:
         rec.add("server process", "exited", "exited during the case", goal="runs", passed=False)
