@@ -437,6 +437,18 @@ def _status_of(head: bytes) -> int | None:
     return None
 
 
+def _complete(data: bytes) -> bool:
+    """Whether ``data`` holds an answer's head and (by its Content-Length) its whole body."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.lower().split(b"\r\n"):
+        if line.startswith(b"content-length:"):
+            value = line.split(b":", 1)[1].strip()
+            return not value.isdigit() or len(body) >= int(value)
+    return True
+
+
 def _read_answer(sock: socket.socket, until: float) -> bytes:
     """Whatever the server answered within ``until`` (monotonic), at most 64 KiB."""
     data = b""
@@ -449,7 +461,7 @@ def _read_answer(sock: socket.socket, until: float) -> bytes:
         if not chunk:
             break
         data += chunk
-        if b"\r\n\r\n" in data:
+        if _complete(data):
             break
     return data
 

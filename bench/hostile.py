@@ -12,7 +12,8 @@ Run from the project root::
 Cases (each ends within about a minute; a case that wedges the server is cut off, recorded as
 failed, and the server killed; every case gets a fresh copy of the database and a fresh server):
 
-1. An unauthenticated 60 MB batch PUT (wrong Basic credentials) → server RSS growth (< 64 MiB).
+1. Unauthenticated 60 MB batch PUTs, without and with wrong Basic credentials → server RSS
+   growth (< 64 MiB; with credentials, beyond the one password check a 2 KB request costs).
 2. A 300 MB chunked CBS body (no Content-Length) → server RSS growth (< 64 MiB).
 3. An authenticated batch of the most entries with long paths (~60 MB) → RSS growth (reported).
 4. 50 stalled GetBackupJobReport readers (200k entries) + 20 wrong-password clients: the
