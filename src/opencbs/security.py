@@ -12,7 +12,12 @@ import threading
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-_hasher = PasswordHasher()  # argon2id, RFC 9106 low-memory profile defaults
+#: argon2id with OWASP's first recommended profile (19 MiB, 2 passes, 1 lane): slow enough
+#: against guessing, small enough that a wrong password costs a server under attack 19 MiB, not
+#: the 64 MiB of RFC 9106's low-memory profile (issue 11's bound on any one request). Hashes
+#: made with other parameters still verify and are replaced at the next successful login
+#: (``needs_rehash``).
+_hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 
 #: Memory one hash or verification takes (bytes): argon2's memory cost (KiB) of our hasher.
 HASH_MEMORY = _hasher.memory_cost * 1024
@@ -28,6 +33,16 @@ def verify_password(password_hash: str, password: str) -> bool:
     try:
         return _hasher.verify(password_hash, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def needs_rehash(password_hash: str) -> bool:
+    """Whether ``password_hash`` was made with other parameters than ours (so it should be
+    replaced by ``hash_password`` of the password just verified); ``False`` for a hash that
+    cannot be read."""
+    try:
+        return _hasher.check_needs_rehash(password_hash)
+    except (InvalidHashError, ValueError):
         return False
 
 

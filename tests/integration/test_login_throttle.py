@@ -316,3 +316,34 @@ def test_cli_lists_and_clears(
     assert main(["lockout", "clear", "--user", "a", "--address", "b"]) == 2
     err = capsys.readouterr().err
     assert "opencbs: error: no lockout of user 'nobody'" in err and "hint:" in err
+
+
+def test_an_old_hash_is_replaced_at_the_next_login(db: Database) -> None:
+    """A password hashed with other argon2 parameters (RFC 9106's 64 MiB profile, as earlier
+    versions stored) still logs in and is then stored with ours (security.needs_rehash)."""
+    from argon2 import PasswordHasher
+
+    from opencbs.security import needs_rehash
+
+    state = _state(db, LockoutPolicy())
+    old = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=2).hash("old-params")
+    with db.write() as conn:
+        users.add_backup_user(conn, "legacy", "placeholder")
+        assert users.replace_password_hash(
+            conn,
+            system=False,
+            name="legacy",
+            old_hash=users.find_backup_user(conn, "legacy").password_hash,  # type: ignore[union-attr]
+            new_hash=old,
+        )
+    assert needs_rehash(old)
+    got = auth.authenticate_backup_user(db, state.auth_cache, "legacy", "old-params")
+    with db.read() as conn:
+        stored = users.find_backup_user(conn, "legacy")
+    assert stored is not None and stored.password_hash != old
+    assert not needs_rehash(stored.password_hash)
+    assert got.login_name == "legacy"
+    # the new hash verifies the same password, and a wrong one still fails
+    auth.authenticate_backup_user(db, state.auth_cache, "legacy", "old-params")
+    with pytest.raises(AuthUserRejected):
+        auth.authenticate_backup_user(db, state.auth_cache, "legacy", "wrong")

@@ -41,7 +41,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from opencbs.errors import AuthUserRejected, CredentialsRejected, ServerBusy
 from opencbs.model.text import is_text
 from opencbs.reports.vocabulary import AccountStatus, SystemRole
-from opencbs.security import HashSlots, dummy_hash, verify_password
+from opencbs.security import HashSlots, dummy_hash, hash_password, needs_rehash, verify_password
 from opencbs.settings import Settings
 from opencbs.store import lockouts, users
 from opencbs.store.db import Database
@@ -225,7 +225,22 @@ def _verify_slowly(db: Database, cache: VerifiedCache, attempt: _Attempt) -> boo
     if ok:
         assert attempt.password_hash is not None
         cache.remember(attempt.kind.value, attempt.password_hash, attempt.password)
+        if needs_rehash(attempt.password_hash):
+            _rehash(db, attempt.password_hash, attempt)
     return ok
+
+
+def _rehash(db: Database, old_hash: str, attempt: _Attempt) -> None:
+    """Store the verified password hashed with current parameters (``security.needs_rehash``);
+    the remembered verification of the old hash then simply expires."""
+    with db.write() as conn:
+        users.replace_password_hash(
+            conn,
+            system=attempt.kind is LockKind.SYSUSER,
+            name=attempt.name,
+            old_hash=old_hash,
+            new_hash=hash_password(attempt.password),
+        )
 
 
 def _check(db: Database, cache: VerifiedCache, attempt: _Attempt) -> bool:

@@ -293,6 +293,22 @@ def set_backup_password(conn: Connection, login_name: str, password: str) -> Non
         raise BackupUserNotFound(login_name)
 
 
+def replace_password_hash(
+    conn: Connection, *, system: bool, name: str, old_hash: str, new_hash: str
+) -> bool:
+    """Replace the password hash of system user (``system``) or backup user ``name`` by
+    ``new_hash`` (the same password hashed with current parameters), only while it is still
+    ``old_hash`` (a password changed meanwhile wins). Whether it was replaced."""
+    table = system_users if system else backup_users
+    column = table.c.name if system else table.c.login_name
+    res = conn.execute(
+        update(table)
+        .where(column == name, table.c.password_hash == old_hash)
+        .values(password_hash=new_hash)
+    )
+    return bool(res.rowcount)
+
+
 def backup_set_ids(conn: Connection, user_ids: Sequence[int]) -> dict[int, list[int]]:
     """The (not removed) backup set IDs of each user, ascending."""
     out: dict[int, list[int]] = {uid: [] for uid in user_ids}
