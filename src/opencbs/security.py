@@ -14,7 +14,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 #: argon2id with OWASP's first recommended profile (19 MiB, 2 passes, 1 lane): slow enough
 #: against guessing, small enough that a wrong password costs a server under attack 19 MiB, not
-#: the 64 MiB of RFC 9106's low-memory profile (issue 11's bound on any one request). Hashes
+#: the 64 MiB of RFC 9106's low-memory profile (a bound on what any one request may cost). Hashes
 #: made with other parameters still verify and are replaced at the next successful login
 #: (``needs_rehash``).
 _hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)

@@ -25,7 +25,7 @@ Settings (name: default — meaning):
 - ``lockout_window``: ``900`` — seconds over which failures are counted.
 - ``lockout_seconds``: ``900`` — seconds a lock lasts.
 - ``max_concurrent_hashes``: ``0`` = sized to the machine — password verifications (argon2,
-  64 MiB each) run at once; a login waiting longer than ``hash_wait_seconds`` for one is
+  19 MiB each) run at once; a login waiting longer than ``hash_wait_seconds`` for one is
   answered "try again later" (HTTP 429).
 - ``hash_wait_seconds``: ``2`` — how long a login waits for a hashing slot.
 
@@ -142,7 +142,7 @@ class Settings(BaseSettings):
     max_concurrent_hashes: int = Field(
         default=0,
         ge=0,
-        description="Password verifications at once (64 MiB each); 0: sized to the machine.",
+        description="Password verifications at once (19 MiB each); 0: sized to the machine.",
     )
     hash_wait_seconds: float = Field(
         default=2.0,
