@@ -114,6 +114,21 @@ class LocalStorage:
                 with contextlib.suppress(OSError):
                     path.rmdir()
 
+    def is_empty(self) -> bool:
+        """Whether the folder is missing or holds nothing at all, dot-files included: the
+        only folder a new repository may be created in (``agent.targets``: a destination is
+        empty or already a repository, never a folder of someone else's files). A path that
+        is not a folder is not empty. Raises ``DestinationError`` when it cannot be listed."""
+        try:
+            with os.scandir(self.root) as found:
+                return next(found, None) is None
+        except FileNotFoundError:
+            return True
+        except NotADirectoryError:
+            return False
+        except OSError as exc:
+            raise _folder_error("list the destination folder", self.root, exc) from exc
+
     def __repr__(self) -> str:
         return f"LocalStorage({str(self.root)!r})"
 
