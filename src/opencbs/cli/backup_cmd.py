@@ -150,16 +150,7 @@ def backup(
     the backup is refused unless given on the command line or --accept-server-changes. Exit
     code 0 when the job succeeds (with warnings or errors too), 130 when stopped
     (Ctrl-C, SIGTERM), 9 when it fails."""
-    if destination is not None and add_destination is not None:
-        raise InvalidInput(
-            "give --destination or --add-destination, not both",
-            "--add-destination PATH adds PATH to an existing set",
-        )
-    require_text_paths(
-        sources,
-        destination or add_destination,
-        destination_option="--destination" if add_destination is None else "--add-destination",
-    )
+    _check_paths(sources, destination, add_destination)
     login = require_login(settings)
     password = backup_password(settings, from_stdin=password_stdin)
     repo_password = encryption_password(settings, encryption_password_file)
@@ -181,10 +172,10 @@ def backup(
             check_destination=functools.partial(usable_destination, password=repo_password),
             on_note=note,
         )
+        # what the server names must be what the owner accepted (agent.trust)
+        named = (destination or add_destination) is not None
         consent = Consent(
-            sources=bool(sources),
-            destination=(destination or add_destination) is not None,
-            server_changes=accept_server_changes,
+            sources=bool(sources), destination=named, server_changes=accept_server_changes
         )
         accept_target(
             spool_dir, target, consent=consent, on_note=lambda text: note(f"opencbs: {text}")
@@ -210,3 +201,20 @@ def backup(
     if code == ExitCode.SUCCESS and outcome.report_lost:
         return ExitCode.UNAVAILABLE
     return code
+
+
+def _check_paths(
+    sources: tuple[Path, ...], destination: Path | None, add_destination: Path | None
+) -> None:
+    """The paths given, before anything is asked: not both destination options, and every
+    path text (``require_text_paths``). Raises ``InvalidInput``."""
+    if destination is not None and add_destination is not None:
+        raise InvalidInput(
+            "give --destination or --add-destination, not both",
+            "--add-destination PATH adds PATH to an existing set",
+        )
+    require_text_paths(
+        sources,
+        destination or add_destination,
+        destination_option="--destination" if add_destination is None else "--add-destination",
+    )
