@@ -322,7 +322,7 @@ def _changed(spool_dir: Path, bset: RemoteSet, refused: list[Change]) -> TargetC
     kinds = {c.what for c in refused}
     options = " and ".join(o for k, o in _OPTION_OF if k in kinds)
     return TargetChanged(
-        f"backup set {bset.name!r} (ID {bset.id}): the server's "
+        f"backup set {bset.name!r} (ID {bset.id}) was changed on the server: "
         f"{'; '.join(str(c) for c in refused)}; not backed up (nothing read or written)",
         "if you made this change, run again with --accept-server-changes, or name them on "
         f"the command line ({options}); what this agent accepted is kept in "
