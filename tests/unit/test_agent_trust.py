@@ -245,6 +245,7 @@ def test_dot_files_and_non_folders_count(tmp_path: Path) -> None:
     with pytest.raises(NotARepository):
         require_empty_or_repository(a_file)
     assert os.listdir(hidden) == [".bashrc"] and a_file.read_bytes() == b"x"
+    assert LocalStorage(a_file / "under").is_empty()  # missing: creating it is what fails
 
 
 def test_empty_missing_and_repository_folders_are_used(tmp_path: Path) -> None:

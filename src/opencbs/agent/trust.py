@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from opencbs.agent.client import RemoteDestination, RemoteSet
+from opencbs.agent.spool import SpoolError
 from opencbs.errors import ExitCode, OpenCBSError
 from opencbs.fileio import write_atomic
 
@@ -98,7 +99,7 @@ class TrustFileError(OpenCBSError):
             f"cannot use the record of accepted backup targets {path}: {why}",
             "fix or delete that file (deleted: each backup set's sources and destinations "
             "as the server names them are accepted again on their next use), or make the "
-            "agent's data_dir writable",
+            "agent's data_dir (env OPENCBS_DATA_DIR) writable",
         )
 
 
@@ -199,7 +200,7 @@ def accepted_sets(spool_dir: Path) -> dict[str, AcceptedSet]:
     path = trust_file(spool_dir)
     try:
         raw = path.read_bytes()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no spool root (yet): nothing accepted
         return {}
     except OSError as exc:
         raise TrustFileError(path, exc.strerror or str(exc)) from exc
@@ -217,6 +218,11 @@ def _locked(spool_dir: Path) -> Iterator[None]:
     """Hold the record's lock (two agents of one user recording at once keep both)."""
     try:
         spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:  # the spool root itself: the data_dir's error, as the spool says it
+        raise SpoolError(
+            f"cannot create the report spool {spool_dir}: {exc.strerror or exc}"
+        ) from exc
+    try:
         fd = os.open(spool_dir / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
         raise TrustFileError(trust_file(spool_dir), exc.strerror or str(exc)) from exc
@@ -228,7 +234,8 @@ def _locked(spool_dir: Path) -> Iterator[None]:
 
 
 def record(spool_dir: Path, entry: AcceptedSet) -> None:
-    """Record ``entry`` (replacing what was accepted for its set). Raises ``TrustFileError``."""
+    """Record ``entry`` (replacing what was accepted for its set). Raises ``TrustFileError``,
+    or ``SpoolError`` when the spool root cannot be created (the agent's data_dir)."""
     path = trust_file(spool_dir)
     with _locked(spool_dir):
         known = accepted_sets(spool_dir)

@@ -117,15 +117,16 @@ class LocalStorage:
     def is_empty(self) -> bool:
         """Whether the folder is missing or holds nothing at all, dot-files included: the
         only folder a new repository may be created in (``agent.targets``: a destination is
-        empty or already a repository, never a folder of someone else's files). A path that
-        is not a folder is not empty. Raises ``DestinationError`` when it cannot be listed."""
+        empty or already a repository, never a folder of someone else's files). A file is
+        not empty; a path under a file is missing (creating it fails: ``check_writable``).
+        Raises ``DestinationError`` when it cannot be listed."""
         try:
             with os.scandir(self.root) as found:
                 return next(found, None) is None
         except FileNotFoundError:
             return True
         except NotADirectoryError:
-            return False
+            return not os.path.lexists(self.root)
         except OSError as exc:
             raise _folder_error("list the destination folder", self.root, exc) from exc
 
