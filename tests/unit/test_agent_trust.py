@@ -248,6 +248,18 @@ def test_dot_files_and_non_folders_count(tmp_path: Path) -> None:
     assert LocalStorage(a_file / "under").is_empty()  # missing: creating it is what fails
 
 
+def test_leftovers_of_an_interrupted_put_do_not_count(tmp_path: Path) -> None:
+    folder = tmp_path / "dest"
+    folder.mkdir()
+    (folder / ".tmp-config-0123456789abcdef").write_bytes(b"half")
+    require_empty_or_repository(folder)
+    assert open_repository(LocalStorage(folder, fsync=False), PASSWORD).config.repo_id
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / ".tmp-dir").mkdir()  # a folder of that name is not ours
+    with pytest.raises(NotARepository):
+        require_empty_or_repository(tmp_path / "other")
+
+
 def test_empty_missing_and_repository_folders_are_used(tmp_path: Path) -> None:
     require_empty_or_repository(tmp_path / "missing" / "deeper")
     (tmp_path / "empty").mkdir()
