@@ -242,3 +242,18 @@ class ConfigError(OpenCBSError):
 
     code = "config"
     exit_code: ExitCode = ExitCode.INVALID
+
+
+class ServerBusy(OpenCBSError):
+    """Too many logins at once: no password-hashing slot freed in time (HTTP 429 with
+    ``Retry-After: retry_after`` seconds, for the CBS calls inside the CBS envelope)."""
+
+    code = "busy"
+    exit_code: ExitCode = ExitCode.UNAVAILABLE
+
+    def __init__(self, retry_after: int = 2) -> None:
+        super().__init__(
+            "[Error] Too many login attempts, try again later",
+            f"retry after {retry_after} s",
+        )
+        self.retry_after = retry_after
