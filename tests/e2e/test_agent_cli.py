@@ -20,6 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
+from opencbs.destinations.local import LocalStorage
+from opencbs.engine.crypto import KdfParams
+from opencbs.engine.repository import Repository
 from tests.e2e.test_cli_server import OPENCBS, TIMEOUT, _env, _wait_until_up, free_port, ok, run
 
 LOGIN, PASSWORD, ENCRYPTION = "alice", "alice-pw", "repo-secret"
@@ -526,8 +529,10 @@ def test_destination_failure_mid_job_is_an_error_line_with_a_hint(
 ) -> None:
     src, dest = tmp_path / "src", tmp_path / "dest"
     _tree(src)
-    dest.mkdir()
-    (dest / "data").write_bytes(b"")  # a file where the packs' folder goes: every pack fails
+    # an empty repository (a destination folder must be empty or a repository: agent.targets),
+    # then a file where the packs' folder goes: every pack fails
+    Repository.init(LocalStorage(dest, fsync=False), ENCRYPTION, kdf=KdfParams(1, 8 * 1024, 1))
+    (dest / "data").write_bytes(b"")
     res = run(
         server.env,
         "backup",

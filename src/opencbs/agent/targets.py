@@ -10,7 +10,11 @@ agent).
   :func:`destination_path`); :func:`resolve_target` creates the set or adds a destination on
   first use, after :func:`usable_destination` checked the folder, and
   :func:`locate_destination` finds a set's folder for a restore.
-- The repository of a destination, created on first use (:func:`open_repository`).
+- The repository of a destination, created on first use (:func:`open_repository`), and the
+  rule for a destination folder: empty (or missing) or already a repository, never a folder of
+  other files (:func:`require_empty_or_repository`, :class:`NotARepository`).
+- What the agent's owner accepted is ``agent.trust``'s: :func:`backup_set` refuses sources
+  other than those accepted, :func:`locate_destination` a restore folder never accepted.
 
 Nothing here prints: what a person should be told (a set created, a destination added, the
 server unreachable) goes to the ``on_note`` callback, one sentence each.
@@ -33,16 +37,26 @@ from opencbs.agent.client import (
     ServerUnreachable,
 )
 from opencbs.agent.spool import adopt_legacy, load_sets, save_sets
-from opencbs.destinations.base import Storage
+from opencbs.agent.trust import (
+    NO_CONSENT,
+    Consent,
+    check_backup_target,
+    check_restore_destination,
+    require_accepted_sources,
+)
+from opencbs.destinations.base import DestinationError, Storage
 from opencbs.destinations.local import LocalStorage
 from opencbs.engine.repo_errors import RepositoryNotFound
-from opencbs.engine.repository import Repository
+from opencbs.engine.repository import KEYFILE_NAME, Repository
 from opencbs.errors import ExitCode, InvalidInput, NotFound, OpenCBSError
 from opencbs.model.sets import DEFAULT_COMPRESSION_LEVEL
 
 __all__ = [
+    "Consent",
     "LoginRejected",
+    "NotARepository",
     "Target",
+    "accept_target",
     "backup_set",
     "destination_path",
     "find_set",
@@ -51,6 +65,7 @@ __all__ = [
     "locate_destination",
     "open_repository",
     "remembered",
+    "require_empty_or_repository",
     "resolve_target",
     "sets_or_remembered",
     "usable_destination",
@@ -147,12 +162,16 @@ def sets_or_remembered(
 
 def backup_set(client: AgentClient, set_id: str, spool_dir: Path | None) -> RemoteSet:
     """Set ``set_id`` as the server has it (remembered in ``spool_dir``), or, when the server
-    cannot be reached, as remembered there. Raises ``ServerUnreachable``, ``AgentApiError``."""
+    cannot be reached, as remembered there; its sources must be those the agent accepted for it
+    (``agent.trust.require_accepted_sources``, when ``spool_dir`` is given). Raises
+    ``ServerUnreachable``, ``AgentApiError``, ``TargetChanged``."""
     found, unreachable = remembered(
         spool_dir, lambda: [client.get_set(set_id)], want=lambda s: s.id == set_id
     )
     if unreachable is not None:
         log.warning("server unreachable: backing up set %s as last seen", set_id)
+    if spool_dir is not None:  # the sources accepted before the job (agent.trust)
+        require_accepted_sources(spool_dir, found[0])
     return found[0]
 
 
@@ -266,6 +285,25 @@ def resolve_target(
     return Target(bset, d, destination_path(d))
 
 
+def accept_target(
+    spool_dir: Path, target: Target, *, consent: Consent = NO_CONSENT, on_note: OnNote = _silent
+) -> None:
+    """Before a backup of ``target``: the sources and destination folder the server names are
+    those the agent's owner accepted (first use, the record, or ``consent``: ``agent.trust``),
+    and the folder is empty or a repository (:func:`require_empty_or_repository`); what is
+    newly accepted is recorded in ``spool_dir``. Nothing is read or written in the folder.
+    Raises ``TargetChanged``, ``NotARepository``, ``TrustFileError``, ``DestinationError``."""
+    check_backup_target(
+        spool_dir,
+        target.bset,
+        target.destination,
+        target.path,
+        consent=consent,
+        check_folder=require_empty_or_repository,
+        on_note=on_note,
+    )
+
+
 def _no_such_set(found: Sequence[RemoteSet], ref: str | None) -> NotFound:
     """The error for a set ``ref`` the user does not have (or no ``ref`` among several)."""
     names = ", ".join(repr(s.name) for s in found) or "none"
@@ -312,11 +350,22 @@ def _check_existing(
 
 
 def locate_destination(
-    client: AgentClient, url: str, login: str, *, set_ref: str, destination: Path | None
+    client: AgentClient,
+    url: str,
+    login: str,
+    *,
+    set_ref: str,
+    destination: Path | None,
+    spool_dir: Path | None = None,
+    accept_server_changes: bool = False,
+    on_note: OnNote = _silent,
 ) -> tuple[str, Path]:
     """The ID of set ``set_ref`` (name or ID) of backup user ``login`` and the folder of its
     LOCAL destination at ``destination`` (default its first), asking the server at ``url``.
-    Raises ``NotFound``, ``InvalidInput`` and what :func:`list_sets` raises."""
+    A folder the server names (no ``destination``) is used only when the agent accepted it
+    for that set, in the record of ``spool_dir`` (``agent.trust.check_restore_destination``;
+    ``accept_server_changes`` accepts and records it). Raises ``NotFound``, ``InvalidInput``,
+    ``TargetChanged`` and what :func:`list_sets` raises."""
     bset = find_set(list_sets(client, url, login), set_ref)
     if bset is None:
         raise NotFound(
@@ -328,17 +377,51 @@ def locate_destination(
             f"backup set {bset.name!r} has no local destination {destination or ''}".rstrip(),
             "give --destination PATH",
         )
-    return bset.id, destination_path(d)
+    folder = destination_path(d)
+    if destination is None and spool_dir is not None:
+        check_restore_destination(
+            spool_dir, bset, d, folder, accept=accept_server_changes, on_note=on_note
+        )
+    return bset.id, folder
+
+
+class NotARepository(DestinationError):
+    """A destination folder that holds files but no opencbs repository: nothing is written
+    there (exit code 7). A backup writes only into an empty (or new) folder or into its own
+    repository, never over someone else's files (issue 11: a ``config`` in ``~/.aws``)."""
+
+    code = "destination_not_a_repository"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            f"destination folder {path} is not empty and holds no opencbs repository; "
+            "nothing was written there",
+            "choose an empty or new folder as the destination; if the server named this "
+            "folder, check the backup set's destinations (`opencbs set list LOGIN`)",
+        )
+
+
+def require_empty_or_repository(path: Path) -> None:
+    """The rule for a destination folder, checked before anything is written there: it is
+    missing, empty (dot-files count), or holds a repository (its key file; the encryption
+    password is checked when it is opened). Raises ``NotARepository``, ``DestinationError``."""
+    storage = LocalStorage(path)
+    if storage.exists(KEYFILE_NAME):
+        return
+    if not storage.is_empty():
+        raise NotARepository(path)
 
 
 def usable_destination(path: Path, password: str) -> None:
     """Check a folder before it is named to the server as a destination: it holds a
-    repository that ``password`` opens, or a repository can be created in it (the check leaves
-    nothing behind). Raises ``DestinationError``, ``WrongPassword``, ``CorruptData``."""
+    repository that ``password`` opens, or it is empty (or missing) and a repository can be
+    created in it (the check leaves nothing behind). Raises ``NotARepository``,
+    ``DestinationError``, ``WrongPassword``, ``CorruptData``."""
     storage = LocalStorage(path)
     try:
         Repository.open(storage, password)
     except RepositoryNotFound:
+        require_empty_or_repository(path)
         storage.check_writable()
 
 
@@ -349,9 +432,13 @@ def open_repository(
     compression_level: int = DEFAULT_COMPRESSION_LEVEL,
 ) -> Repository:
     """The repository of a destination, created there on first use (zstd at
-    ``compression_level``, the set's ``settings.compression.level``). Raises
-    ``WrongPassword``, ``CorruptData``, ``DestinationError``."""
+    ``compression_level``, the set's ``settings.compression.level``) — only in an empty or
+    missing folder (:func:`require_empty_or_repository`; ``Repository.init`` refuses any
+    non-empty storage too). Raises ``WrongPassword``, ``CorruptData``, ``NotARepository``,
+    ``RepositoryError``, ``DestinationError``."""
     try:
         return Repository.open(storage, password)
     except RepositoryNotFound:
+        if isinstance(storage, LocalStorage):
+            require_empty_or_repository(storage.root)
         return Repository.init(storage, password, compression_level=compression_level)

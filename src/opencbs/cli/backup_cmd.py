@@ -9,10 +9,15 @@ Exit codes of ``backup`` (and ``quickstart``): 0 when the job ends ``BS_STOP_SUC
 Ctrl-C or SIGTERM (``BS_STOP_BY_USER``); 9 for any other final status (``BS_STOP_BY_SYSTEM_ERROR``:
 the destination failed; stderr then ends with an error line and a hint, as for any failure).
 A new set's folder (or one added with ``--add-destination``) is checked before the server
-records it. Errors before the job starts use the exit codes of ``opencbs.cli.main``
-(3 the server rejected the backup user or the encryption password is wrong, 7 server or
-destination unreachable, or the report spool in ``data_dir`` cannot be created or written, 8 the
-server refused a request or the repository is damaged).
+records it. A destination folder must be empty (or missing) or hold a repository: any other is
+refused before anything is written (exit code 7). The sources and destination folders the
+agent accepted for a set are kept in ``<spool root>/accepted-targets.json`` (``agent.trust``): a
+set never used here is accepted on first use; later, other sources or another folder named by
+the server are refused (exit code 7) unless the owner consents (``--source``/``--destination``
+on the command line, or ``--accept-server-changes``). Errors before the job starts use the exit
+codes of ``opencbs.cli.main`` (3 the server rejected the backup user or the encryption password
+is wrong, 7 server or destination unreachable, or the report spool in ``data_dir`` cannot be
+created or written, 8 the server refused a request or the repository is damaged).
 A server that cannot be reached during the job does not change the exit code: the backup
 completes, its report is spooled in ``<data_dir>/agent-spool/<login>-<hash>`` (one spool per
 server and backup user: ``opencbs.agent.spool``) and stderr says "report spooled, not
@@ -31,7 +36,13 @@ from pathlib import Path
 import click
 
 from opencbs.agent.client import AgentClient
-from opencbs.agent.targets import resolve_target, sets_or_remembered, usable_destination
+from opencbs.agent.targets import (
+    Consent,
+    accept_target,
+    resolve_target,
+    sets_or_remembered,
+    usable_destination,
+)
 from opencbs.cli.agent_options import (
     ENCRYPTION_FILE,
     LOGIN,
@@ -105,6 +116,12 @@ __all__ = ["backup"]
     help="Add this folder to an existing set as a new local destination and back up "
     "to it (a full backup).",
 )
+@click.option(
+    "--accept-server-changes",
+    is_flag=True,
+    help="Accept (and remember) the sources and destination folder the server names now, "
+    "when they differ from those this agent accepted before.",
+)
 @click.option("--scheduled", is_flag=True, help="Run as a scheduled job (mode S, not M).")
 @click.option("-v", "--verbose", is_flag=True, help="Print each change with its reason.")
 @JSON
@@ -118,6 +135,7 @@ def backup(
     includes: tuple[str, ...],
     destination: Path | None,
     add_destination: Path | None,
+    accept_server_changes: bool,
     scheduled: bool,
     verbose: bool,
     as_json: bool,
@@ -128,18 +146,11 @@ def backup(
 
     On first use, --set NAME --source PATH… --destination PATH creates the set (a file backup
     set with one local destination); --add-destination PATH adds a destination to an existing
-    set. Exit code 0 when the job succeeds (with warnings or errors too), 130 when stopped
+    set. The sources and destination folder are remembered: when the server later names others,
+    the backup is refused unless given on the command line or --accept-server-changes. Exit
+    code 0 when the job succeeds (with warnings or errors too), 130 when stopped
     (Ctrl-C, SIGTERM), 9 when it fails."""
-    if destination is not None and add_destination is not None:
-        raise InvalidInput(
-            "give --destination or --add-destination, not both",
-            "--add-destination PATH adds PATH to an existing set",
-        )
-    require_text_paths(
-        sources,
-        destination or add_destination,
-        destination_option="--destination" if add_destination is None else "--add-destination",
-    )
+    _check_paths(sources, destination, add_destination)
     login = require_login(settings)
     password = backup_password(settings, from_stdin=password_stdin)
     repo_password = encryption_password(settings, encryption_password_file)
@@ -160,6 +171,14 @@ def backup(
             add_destination=add_destination is not None,
             check_destination=functools.partial(usable_destination, password=repo_password),
             on_note=note,
+        )
+        # what the server names must be what the owner accepted (agent.trust)
+        named = (destination or add_destination) is not None
+        consent = Consent(
+            sources=bool(sources), destination=named, server_changes=accept_server_changes
+        )
+        accept_target(
+            spool_dir, target, consent=consent, on_note=lambda text: note(f"opencbs: {text}")
         )
         outcome = run_job(
             client,
@@ -183,3 +202,20 @@ def backup(
     if code == ExitCode.SUCCESS and outcome.report_lost:
         return ExitCode.UNAVAILABLE
     return code
+
+
+def _check_paths(
+    sources: tuple[Path, ...], destination: Path | None, add_destination: Path | None
+) -> None:
+    """The paths given, before anything is asked: not both destination options, and every
+    path text (``require_text_paths``). Raises ``InvalidInput``."""
+    if destination is not None and add_destination is not None:
+        raise InvalidInput(
+            "give --destination or --add-destination, not both",
+            "--add-destination PATH adds PATH to an existing set",
+        )
+    require_text_paths(
+        sources,
+        destination or add_destination,
+        destination_option="--destination" if add_destination is None else "--add-destination",
+    )

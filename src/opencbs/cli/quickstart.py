@@ -39,7 +39,9 @@ from types import FrameType
 import click
 
 from opencbs.agent.client import AgentClient
+from opencbs.agent.spool import report_spool_dir
 from opencbs.agent.targets import Target, find_set, list_sets
+from opencbs.agent.trust import AcceptedSet, record
 from opencbs.cli.agent_options import quiet_http_log
 from opencbs.cli.backup_run import exit_code_of, print_outcome, run_job
 from opencbs.cli.common import (
@@ -328,6 +330,16 @@ def quickstart(settings: Settings, *, path: Path | None, no_serve: bool, verbose
             login=setup.login,
             password=setup.password,
             encryption_password=setup.encryption_password,
+        )
+        # the owner named PATH here: its set's sources and folder are accepted (agent.trust)
+        record(
+            report_spool_dir(data_dir, persistent, setup.login),
+            AcceptedSet(
+                setup.set_id,
+                setup.set_name,
+                (str(source),),
+                {setup.destination_id: str(setup.destination)},
+            ),
         )
         sock, asked = bind_socket(settings.host, settings.port)
         if not asked:

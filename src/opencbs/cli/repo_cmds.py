@@ -31,6 +31,7 @@ from opencbs.cli.agent_options import (
     SERVER,
     backup_password,
     encryption_password,
+    report_spool_dir,
     require_login,
     with_agent_settings,
 )
@@ -96,6 +97,12 @@ def open_existing_repository(folder: Path, password: str) -> Repository:
     help="Restore owner, group (numeric IDs) and setuid/setgid/sticky bits; without it files "
     "belong to whoever runs the restore and keep their permission bits only.",
 )
+@click.option(
+    "--accept-server-changes",
+    is_flag=True,
+    help="With --set and no --destination: read from the folder the server names even if "
+    "this agent never accepted it for that set (and remember it).",
+)
 @JSON
 @with_agent_settings(SERVER, LOGIN, PASSWORD_STDIN, ENCRYPTION_FILE)
 def restore(
@@ -107,6 +114,7 @@ def restore(
     target: str,
     paths: tuple[str, ...],
     same_owner: bool,
+    accept_server_changes: bool,
     as_json: bool,
     password_stdin: bool,
     encryption_password_file: Path | None,
@@ -119,12 +127,18 @@ def restore(
     names nothing in the snapshot is an error (exit code 4). The repository is opened and the
     snapshot found before DIR is created: a restore that cannot start creates nothing. A path
     DIR refuses (e.g. a folder where the snapshot has a file) is named in a warning and the
-    rest is restored (exit code 10)."""
+    rest is restored (exit code 10). With --set and no --destination the folder is the
+    server's, used only if this agent accepted it for that set (a backup of the set here did)
+    or with --accept-server-changes."""
     # everything that can fail is checked before anything is created: the repository opened,
     # the snapshot and paths found; then the target is created and "started" shown
     _check_target_arg(target)
     set_id, folder = _restore_source(
-        settings, set_ref=set_ref, destination=destination, password_stdin=password_stdin
+        settings,
+        set_ref=set_ref,
+        destination=destination,
+        password_stdin=password_stdin,
+        accept=accept_server_changes,
     )
     repo_password = encryption_password(settings, encryption_password_file)
     storage = LocalStorage(folder)
@@ -275,10 +289,16 @@ def _restore_selection(
 
 
 def _restore_source(
-    settings: Settings, *, set_ref: str | None, destination: Path | None, password_stdin: bool
+    settings: Settings,
+    *,
+    set_ref: str | None,
+    destination: Path | None,
+    password_stdin: bool,
+    accept: bool,
 ) -> tuple[str | None, Path]:
     """The set ID to filter by and the destination folder; the server is asked only when a set
-    name must be looked up or no ``--destination`` is given."""
+    name must be looked up or no ``--destination`` is given (a folder it names must be one the
+    agent accepted for the set, or ``accept``: ``agent.trust``)."""
     if destination is not None and (set_ref is None or set_ref.isdigit()):
         return set_ref, destination
     if set_ref is None:
@@ -290,7 +310,16 @@ def _restore_source(
     password = backup_password(settings, from_stdin=password_stdin)
     url = settings.effective_server_url
     with AgentClient(url, login, password) as client:
-        return locate_destination(client, url, login, set_ref=set_ref, destination=destination)
+        return locate_destination(
+            client,
+            url,
+            login,
+            set_ref=set_ref,
+            destination=destination,
+            spool_dir=report_spool_dir(settings, login),
+            accept_server_changes=accept,
+            on_note=lambda text: note(f"opencbs: {text}"),
+        )
 
 
 @click.command()

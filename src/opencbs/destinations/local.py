@@ -114,6 +114,27 @@ class LocalStorage:
                 with contextlib.suppress(OSError):
                     path.rmdir()
 
+    def is_empty(self) -> bool:
+        """Whether the folder is missing or holds nothing, dot-files included, but the
+        temporary files of an interrupted ``put`` (``.tmp-*`` files: a first backup killed
+        while creating the repository): the only folder a new repository may be created in
+        (``agent.targets``: a destination is empty or already a repository, never a folder of
+        someone else's files; a new object never takes a temporary file's name). A file is not
+        empty; a path under a file is missing (creating it fails: ``check_writable``). Raises
+        ``DestinationError`` when it cannot be listed."""
+        try:
+            with os.scandir(self.root) as found:
+                return all(
+                    e.name.startswith(_TMP_PREFIX) and e.is_file(follow_symlinks=False)
+                    for e in found
+                )
+        except FileNotFoundError:
+            return True
+        except NotADirectoryError:
+            return not os.path.lexists(self.root)
+        except OSError as exc:
+            raise _folder_error("list the destination folder", self.root, exc) from exc
+
     def __repr__(self) -> str:
         return f"LocalStorage({str(self.root)!r})"
 

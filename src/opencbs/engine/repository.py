@@ -168,6 +168,18 @@ class RepositoryConfig:
             raise RepositoryError(f"Unreadable repository config: {exc}") from exc
 
 
+def _require_empty(storage: Storage) -> None:
+    """``init`` writes only into an empty destination: never over an object of someone
+    else's (a ``config`` file of another program in a folder named as a destination, issue
+    11). Raises ``RepositoryError`` naming the first object found."""
+    found = next(iter(storage.list()), None)
+    if found is not None:
+        raise RepositoryError(
+            f"{storage} is not empty and holds no repository (it has {found!r})",
+            "choose an empty or new folder as the destination",
+        )
+
+
 class Repository:
     """An opened repository. Create with ``init`` or ``open``.
 
@@ -208,12 +220,14 @@ class Repository:
     ) -> Repository:
         """Create a new repository in an empty destination and return it opened.
 
-        Raises ``RepositoryExists`` if the destination already holds a key file, and
+        Raises ``RepositoryExists`` if the destination already holds a key file,
+        ``RepositoryError`` if it holds anything else (nothing is written over), and
         ``DestinationError`` if it cannot be written. ``kdf`` sets the Argon2id cost (defaults:
         3 passes, 64 MiB).
         """
         if storage.exists(KEYFILE_NAME):
             raise RepositoryExists(repr(storage))
+        _require_empty(storage)
         if pack_target_size < 1024:
             raise ValueError("pack_target_size must be at least 1 KiB")
         keys = Keys.generate()

@@ -1,0 +1,385 @@
+"""What the agent has accepted to read and write, kept on its own disk: the server names a
+backup set's sources and destination folders, but a compromised or impersonated server must not
+make the agent back up files its owner never named, or write where its owner never agreed
+(issue 11, finding 6).
+
+The record: ``<spool root>/accepted-targets.json`` (:func:`trust_file`), one per server and
+backup user (the spool root is ``<data_dir>/agent-spool/<login>-<hash>``: ``agent.spool``),
+written whole or not at all (``fileio.write_atomic``) under a lock. For each backup set ID: its
+name (for a reader), the sources accepted (absolute paths; ``null`` when only a restore used the
+set) and the destinations accepted (destination ID → absolute folder path)::
+
+    {"format": 1, "sets": {"1719400000000": {"name": "docs", "sources": ["/home/a/docs"],
+                                             "destinations": {"1719400000001": "/srv/b"}}}}
+
+The rule (:func:`check_backup_target`, :func:`check_restore_destination`,
+:func:`require_accepted_sources`):
+
+- A set this agent has never used is accepted on first use (trust on first use), with a note
+  naming what was accepted: a set made by ``opencbs set add`` on the server and then backed up
+  with ``opencbs backup --set NAME`` keeps working. A set created by the agent's own command
+  line (``--set NAME --source … --destination …``) is accepted the same way.
+- Once accepted, a change made on the server — other sources, another folder for a destination,
+  or a destination this agent has not accepted — is refused before anything is read or written
+  (:class:`TargetChanged`, exit code 7), unless the agent's owner consents: ``--source`` or
+  ``--destination``/``--add-destination`` given on the command line (for what they name), or
+  ``--accept-server-changes`` (for everything the server names now). What is consented to is
+  recorded. Editing or deleting the file is the owner's consent too.
+- A restore that takes its destination folder from the server (no ``--destination``) reads
+  only from a folder accepted for that set; a set never used here is refused there (no trust on
+  first use for a restore) unless the owner consents the same way.
+
+Filters (include/exclude) are not recorded: they only narrow what is read under the accepted
+sources. Paths are compared after ``os.path.abspath`` (``..`` and doubled slashes removed);
+sources as a set (their order does not matter).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from opencbs.agent.client import RemoteDestination, RemoteSet
+from opencbs.agent.spool import SpoolError
+from opencbs.errors import ExitCode, OpenCBSError
+from opencbs.fileio import write_atomic
+
+__all__ = [
+    "TRUST_FILE",
+    "AcceptedSet",
+    "Change",
+    "NO_CONSENT",
+    "Consent",
+    "TargetChanged",
+    "TrustFileError",
+    "accepted_sets",
+    "changes",
+    "check_backup_target",
+    "check_restore_destination",
+    "record",
+    "require_accepted_sources",
+    "trust_file",
+]
+
+#: The record's file name in a spool root (``agent.spool.report_spool_dir``).
+TRUST_FILE = "accepted-targets.json"
+_LOCK = "accepted-targets.lock"
+_FORMAT = 1
+
+#: The command-line option that names each kind of change (the owner's consent).
+_OPTION_OF = (("sources", "--source PATH…"), ("destination", "--destination PATH"))
+
+#: Told one sentence for a person.
+OnNote = Callable[[str], None]
+
+
+def _silent(text: str) -> None:
+    """The default ``on_note``: tell nobody."""
+
+
+def trust_file(spool_dir: Path) -> Path:
+    """The record of what the agent accepted for the server and backup user of ``spool_dir``."""
+    return spool_dir / TRUST_FILE
+
+
+class TrustFileError(OpenCBSError):
+    """The record of accepted targets cannot be read or written (exit code 7)."""
+
+    code = "agent_trust_file"
+    exit_code = ExitCode.UNAVAILABLE
+
+    def __init__(self, path: Path, why: str) -> None:
+        super().__init__(
+            f"cannot use the record of accepted backup targets {path}: {why}",
+            "fix or delete that file (deleted: each backup set's sources and destinations "
+            "as the server names them are accepted again on their next use), or make the "
+            "agent's data_dir (env OPENCBS_DATA_DIR) writable",
+        )
+
+
+class TargetChanged(OpenCBSError):
+    """The server names sources or a destination folder the agent's owner has not accepted
+    (exit code 7: the destination or the set cannot be used as named)."""
+
+    code = "agent_target_changed"
+    exit_code = ExitCode.UNAVAILABLE
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message, hint)
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedSet:
+    """What the agent accepted for one backup set: ``sources`` (absolute paths, ``None`` when
+    none were accepted yet) and ``destinations`` (destination ID → absolute folder path)."""
+
+    set_id: str
+    name: str
+    sources: tuple[str, ...] | None = None
+    destinations: Mapping[str, str] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        """The set's entry in the file (without its ID, the key)."""
+        return {
+            "name": self.name,
+            "sources": None if self.sources is None else list(self.sources),
+            "destinations": dict(self.destinations),
+        }
+
+    @classmethod
+    def from_json(cls, set_id: str, doc: Any) -> AcceptedSet:
+        """Inverse of :meth:`as_json`; raises ``TypeError``/``KeyError`` for a damaged one."""
+        if not isinstance(doc, dict):
+            raise TypeError(f"set {set_id}: not an object")
+        sources = doc["sources"]
+        dests = doc["destinations"]
+        if sources is not None and not all(isinstance(s, str) for s in sources):
+            raise TypeError(f"set {set_id}: sources must be a list of paths")
+        if not isinstance(dests, dict) or not all(isinstance(p, str) for p in dests.values()):
+            raise TypeError(f"set {set_id}: destinations must map IDs to paths")
+        return cls(
+            set_id,
+            str(doc.get("name", "")),
+            None if sources is None else tuple(sources),
+            {str(k): v for k, v in dests.items()},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Consent:
+    """What the agent's owner agreed to on this command line: ``sources`` (``--source`` given
+    and matching the set), ``destination`` (``--destination``/``--add-destination`` named the
+    folder used), ``server_changes`` (``--accept-server-changes``: whatever the server names)."""
+
+    sources: bool = False
+    destination: bool = False
+    server_changes: bool = False
+
+
+#: No consent given: only what was accepted before (or a first use) passes.
+NO_CONSENT = Consent()
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One difference between what was accepted and what the server names now: ``what`` is
+    ``"sources"`` or ``"destination"``; ``old`` is ``None`` when nothing was accepted."""
+
+    what: str
+    text: str
+    old: str | None
+    new: str
+
+    def __str__(self) -> str:
+        if self.old is None:
+            return f"{self.text} {self.new} (never accepted here)"
+        return f"{self.text} changed from {self.old} to {self.new}"
+
+
+def _paths(paths: Iterable[str]) -> tuple[str, ...]:
+    return tuple(os.path.abspath(p) for p in paths)
+
+
+def _shown(paths: Iterable[str]) -> str:
+    return "[" + ", ".join(paths) + "]"
+
+
+# -- the file -----------------------------------------------------------------------------------
+
+
+def accepted_sets(spool_dir: Path) -> dict[str, AcceptedSet]:
+    """The sets accepted for the server and user of ``spool_dir``, by set ID (none when there is
+    no file yet). Raises ``TrustFileError`` for a file that cannot be read or is damaged: a
+    damaged record is never taken for an empty one."""
+    path = trust_file(spool_dir)
+    try:
+        raw = path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):  # no spool root (yet): nothing accepted
+        return {}
+    except OSError as exc:
+        raise TrustFileError(path, exc.strerror or str(exc)) from exc
+    try:
+        doc = json.loads(raw)
+        if doc.get("format") != _FORMAT:
+            raise ValueError(f"unknown format {doc.get('format')!r}")
+        return {str(k): AcceptedSet.from_json(str(k), v) for k, v in doc["sets"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise TrustFileError(path, f"damaged ({exc})") from exc
+
+
+@contextlib.contextmanager
+def _locked(spool_dir: Path) -> Iterator[None]:
+    """Hold the record's lock (two agents of one user recording at once keep both)."""
+    try:
+        spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:  # the spool root itself: the data_dir's error, as the spool says it
+        raise SpoolError(
+            f"cannot create the report spool {spool_dir}: {exc.strerror or exc}"
+        ) from exc
+    try:
+        fd = os.open(spool_dir / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise TrustFileError(trust_file(spool_dir), exc.strerror or str(exc)) from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def record(spool_dir: Path, entry: AcceptedSet) -> None:
+    """Record ``entry`` (replacing what was accepted for its set). Raises ``TrustFileError``,
+    or ``SpoolError`` when the spool root cannot be created (the agent's data_dir)."""
+    path = trust_file(spool_dir)
+    with _locked(spool_dir):
+        known = accepted_sets(spool_dir)
+        known[entry.set_id] = entry
+        doc = {"format": _FORMAT, "sets": {k: v.as_json() for k, v in sorted(known.items())}}
+        data = json.dumps(doc, ensure_ascii=False, indent=1).encode("utf-8") + b"\n"
+        try:
+            write_atomic(path, data, mode=0o600)
+        except OSError as exc:
+            raise TrustFileError(path, exc.strerror or str(exc)) from exc
+
+
+# -- deciding -----------------------------------------------------------------------------------
+
+
+def changes(
+    accepted: AcceptedSet | None, sources: Iterable[str], destination_id: str, path: str
+) -> list[Change]:
+    """What differs between ``accepted`` and the ``sources`` and destination
+    (``destination_id`` at folder ``path``) the server names now (all paths absolute); a pure
+    function. Nothing accepted (``None``, or no sources yet) differs from nothing."""
+    if accepted is None:
+        return []
+    found: list[Change] = []
+    now = _paths(sources)
+    if accepted.sources is not None and sorted(accepted.sources) != sorted(now):
+        found.append(Change("sources", "sources", _shown(accepted.sources), _shown(now)))
+    old = accepted.destinations.get(destination_id)
+    if old != path:
+        found.append(Change("destination", f"destination {destination_id}", old, path))
+    return found
+
+
+def _consented(change: Change, consent: Consent) -> bool:
+    if consent.server_changes:
+        return True
+    return consent.sources if change.what == "sources" else consent.destination
+
+
+def _updated(
+    accepted: AcceptedSet | None, bset: RemoteSet, destination_id: str, path: str
+) -> AcceptedSet:
+    """``accepted`` with the set's sources and this destination's folder accepted."""
+    dests = dict(accepted.destinations) if accepted is not None else {}
+    dests[destination_id] = path
+    return AcceptedSet(bset.id, bset.name, _paths(bset.settings.sources), dests)
+
+
+def check_backup_target(
+    spool_dir: Path,
+    bset: RemoteSet,
+    destination: RemoteDestination,
+    folder: Path,
+    *,
+    consent: Consent = NO_CONSENT,
+    check_folder: Callable[[Path], None] | None = None,
+    on_note: OnNote = _silent,
+) -> None:
+    """Before a backup of ``bset`` to ``destination`` (at ``folder``): accept and record its
+    sources and folder on first use, or when they are what the agent accepted, or with the
+    owner's ``consent`` (rules in the module docstring); refuse a change the owner did not
+    consent to. ``check_folder`` (the destination folder rule, ``agent.targets``) is called
+    with ``folder`` once the change is allowed and before anything is recorded. Raises
+    ``TargetChanged`` (nothing was read or written, nothing recorded), ``TrustFileError`` and
+    what ``check_folder`` raises."""
+    path = os.path.abspath(folder)
+    accepted = accepted_sets(spool_dir).get(bset.id)
+    found = changes(accepted, bset.settings.sources, destination.id, path)
+    refused = [c for c in found if not _consented(c, consent)]
+    if refused:
+        raise _changed(spool_dir, bset, refused)
+    if check_folder is not None:
+        check_folder(folder)
+    first = accepted is None or accepted.sources is None
+    if not found and not first:
+        return
+    record(spool_dir, _updated(accepted, bset, destination.id, path))
+    if first and not (consent.sources and consent.destination):
+        on_note(
+            f"backup set {bset.name!r} (ID {bset.id}) is used for the first time on this "
+            f"agent: accepted sources {_shown(_paths(bset.settings.sources))} and destination "
+            f"{path} (kept in {trust_file(spool_dir)}; a change made on the server will need "
+            "--accept-server-changes)"
+        )
+    elif found:
+        on_note(f"backup set {bset.name!r}: accepted {'; '.join(str(c) for c in found)}")
+
+
+def _changed(spool_dir: Path, bset: RemoteSet, refused: list[Change]) -> TargetChanged:
+    """The error of a backup refused for ``refused`` changes of set ``bset``."""
+    kinds = {c.what for c in refused}
+    options = " and ".join(o for k, o in _OPTION_OF if k in kinds)
+    return TargetChanged(
+        f"backup set {bset.name!r} (ID {bset.id}) was changed on the server: "
+        f"{'; '.join(str(c) for c in refused)}; not backed up (nothing read or written)",
+        "if you made this change, run again with --accept-server-changes, or name them on "
+        f"the command line ({options}); what this agent accepted is kept in "
+        f"{trust_file(spool_dir)}",
+    )
+
+
+def require_accepted_sources(spool_dir: Path, bset: RemoteSet) -> None:
+    """At the start of a job: the set's sources as the server (or the remembered copy) names
+    them now are the ones accepted (recorded by :func:`check_backup_target` before the job),
+    so a server that answers differently the second time is refused too. A set with nothing
+    recorded passes. Raises ``TargetChanged``, ``TrustFileError``."""
+    accepted = accepted_sets(spool_dir).get(bset.id)
+    if accepted is None or accepted.sources is None:
+        return
+    now = _paths(bset.settings.sources)
+    if sorted(now) != sorted(accepted.sources):
+        change = Change("sources", "sources", _shown(accepted.sources), _shown(now))
+        raise _changed(spool_dir, bset, [change])
+
+
+def check_restore_destination(
+    spool_dir: Path,
+    bset: RemoteSet,
+    destination: RemoteDestination,
+    folder: Path,
+    *,
+    accept: bool = False,
+    on_note: OnNote = _silent,
+) -> None:
+    """Before a restore reads from ``folder``, the server's folder of ``destination`` of
+    ``bset``: it is a folder accepted for that set (any of its destinations), or ``accept``
+    (``--accept-server-changes``) records it. Unlike a backup, a set never used here is not
+    accepted on first use. Raises ``TargetChanged`` (nothing read) or ``TrustFileError``."""
+    path = os.path.abspath(folder)
+    accepted = accepted_sets(spool_dir).get(bset.id)
+    if accepted is not None and path in accepted.destinations.values():
+        return
+    if accept:
+        dests = dict(accepted.destinations) if accepted is not None else {}
+        dests[destination.id] = path
+        sources = accepted.sources if accepted is not None else None
+        record(spool_dir, AcceptedSet(bset.id, bset.name, sources, dests))
+        on_note(f"backup set {bset.name!r}: accepted destination {path} for restores")
+        return
+    have = _shown(accepted.destinations.values()) if accepted is not None else "none"
+    raise TargetChanged(
+        f"backup set {bset.name!r} (ID {bset.id}): the server names destination "
+        f"{destination.id} at {path}, which this agent has not accepted (accepted: {have}); "
+        "nothing restored",
+        "give the folder yourself with --destination PATH, or run again with "
+        f"--accept-server-changes; what this agent accepted is kept in {trust_file(spool_dir)}",
+    )

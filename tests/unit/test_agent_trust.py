@@ -1,0 +1,288 @@
+"""What the agent accepted (``agent.trust``) and the destination folder rule
+(``agent.targets.require_empty_or_repository``, ``open_repository``, ``Repository.init``):
+first use accepts and records, a later change named by the server is refused unless the owner
+consents, a damaged record is an error (never taken for an empty one), and a folder of someone
+else's files is never written to."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from opencbs.agent.client import RemoteSet
+from opencbs.agent.targets import (
+    NotARepository,
+    Target,
+    accept_target,
+    open_repository,
+    require_empty_or_repository,
+    usable_destination,
+)
+from opencbs.agent.trust import (
+    NO_CONSENT,
+    AcceptedSet,
+    Consent,
+    TargetChanged,
+    TrustFileError,
+    accepted_sets,
+    changes,
+    check_backup_target,
+    check_restore_destination,
+    record,
+    require_accepted_sources,
+    trust_file,
+)
+from opencbs.destinations.local import LocalStorage
+from opencbs.destinations.memory import MemoryStorage
+from opencbs.engine.crypto import KdfParams
+from opencbs.engine.repo_errors import RepositoryError
+from opencbs.engine.repository import Repository
+from opencbs.errors import ExitCode
+
+PASSWORD = "pw"
+FAST = KdfParams(1, 8 * 1024, 1)
+
+
+def remote_set(sources: list[str], dests: dict[str, str], set_id: str = "100") -> RemoteSet:
+    doc: dict[str, Any] = {
+        "id": set_id,
+        "name": "docs",
+        "type": "FILE",
+        "removed": False,
+        "created_at": 1,
+        "settings": {"sources": sources},
+        "destinations": [
+            {"id": k, "name": f"d{k}", "type": "LOCAL", "position": i, "settings": {"path": v}}
+            for i, (k, v) in enumerate(dests.items())
+        ],
+    }
+    return RemoteSet.from_json(doc)
+
+
+def target(bset: RemoteSet, index: int = 0) -> Target:
+    d = bset.destinations[index]
+    return Target(bset, d, Path(d.settings["path"]))
+
+
+def backup_check(spool: Path, bset: RemoteSet, consent: Consent = NO_CONSENT) -> list[str]:
+    notes: list[str] = []
+    t = target(bset)
+    check_backup_target(spool, bset, t.destination, t.path, consent=consent, on_note=notes.append)
+    return notes
+
+
+# -- the record ---------------------------------------------------------------------------------
+
+
+def test_first_use_accepts_and_records_with_a_note(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    bset = remote_set(["/home/a/docs", "/home/a/../a/more"], {"7": "/srv/b"})
+    notes = backup_check(spool, bset)
+    assert len(notes) == 1 and "first time" in notes[0] and "/srv/b" in notes[0]
+    assert accepted_sets(spool) == {
+        "100": AcceptedSet("100", "docs", ("/home/a/docs", "/home/a/more"), {"7": "/srv/b"})
+    }
+    assert oct(trust_file(spool).stat().st_mode & 0o777) == "0o600"
+    # the same again: nothing to tell, nothing rewritten
+    before = trust_file(spool).stat().st_mtime_ns
+    assert backup_check(spool, bset) == []
+    assert trust_file(spool).stat().st_mtime_ns == before
+
+
+def test_created_from_the_command_line_is_accepted_silently(tmp_path: Path) -> None:
+    bset = remote_set(["/x"], {"7": "/srv/b"})
+    assert backup_check(tmp_path, bset, Consent(sources=True, destination=True)) == []
+    assert accepted_sets(tmp_path)["100"].sources == ("/x",)
+
+
+def test_changed_destination_is_refused_then_accepted_with_consent(tmp_path: Path) -> None:
+    backup_check(tmp_path, remote_set(["/x"], {"7": "/srv/b"}))
+    moved = remote_set(["/x"], {"7": "/home/a/.aws"})
+    with pytest.raises(TargetChanged) as caught:
+        backup_check(tmp_path, moved)
+    err = caught.value
+    assert err.exit_code == ExitCode.UNAVAILABLE
+    assert "destination 7 changed from /srv/b to /home/a/.aws" in err.message
+    assert "--accept-server-changes" in err.hint and str(trust_file(tmp_path)) in err.hint
+    assert "--destination PATH" in err.hint and "--source" not in err.hint
+    assert accepted_sets(tmp_path)["100"].destinations == {"7": "/srv/b"}  # nothing recorded
+    # sources given on the command line are no consent to another folder
+    with pytest.raises(TargetChanged):
+        backup_check(tmp_path, moved, Consent(sources=True))
+    notes = backup_check(tmp_path, moved, Consent(destination=True))
+    assert notes and "accepted destination 7 changed" in notes[0]
+    assert accepted_sets(tmp_path)["100"].destinations == {"7": "/home/a/.aws"}
+
+
+def test_changed_sources_are_refused_then_accepted_with_the_flag(tmp_path: Path) -> None:
+    backup_check(tmp_path, remote_set(["/x"], {"7": "/srv/b"}))
+    wider = remote_set(["/x", "/home/a/.ssh"], {"7": "/srv/b"})
+    with pytest.raises(TargetChanged, match=r"sources changed from \[/x\] to \[/x, /home/a/.ssh\]"):
+        backup_check(tmp_path, wider)
+    with pytest.raises(TargetChanged):
+        backup_check(tmp_path, wider, Consent(destination=True))
+    with pytest.raises(TargetChanged):
+        require_accepted_sources(tmp_path, wider)
+    backup_check(tmp_path, wider, Consent(server_changes=True))
+    require_accepted_sources(tmp_path, wider)
+    assert accepted_sets(tmp_path)["100"].sources == ("/x", "/home/a/.ssh")
+    # the order of the sources does not matter
+    backup_check(tmp_path, remote_set(["/home/a/.ssh", "/x"], {"7": "/srv/b"}))
+
+
+def test_a_destination_new_to_the_agent_is_a_change(tmp_path: Path) -> None:
+    backup_check(tmp_path, remote_set(["/x"], {"7": "/srv/b"}))
+    other = remote_set(["/x"], {"8": "/srv/c", "7": "/srv/b"})
+    with pytest.raises(TargetChanged, match="destination 8 /srv/c .never accepted here"):
+        backup_check(tmp_path, other)
+
+
+def test_records_of_several_sets_are_kept_apart(tmp_path: Path) -> None:
+    backup_check(tmp_path, remote_set(["/x"], {"7": "/srv/b"}, set_id="1"))
+    backup_check(tmp_path, remote_set(["/y"], {"9": "/srv/c"}, set_id="2"))
+    assert set(accepted_sets(tmp_path)) == {"1", "2"}
+    with pytest.raises(TargetChanged):
+        backup_check(tmp_path, remote_set(["/y"], {"7": "/srv/b"}, set_id="1"))
+
+
+def test_changes_is_pure_and_empty_without_a_record() -> None:
+    assert changes(None, ["/x"], "7", "/p") == []
+    acc = AcceptedSet("1", "n", None, {"7": "/p"})
+    assert changes(acc, ["/anything"], "7", "/p") == []  # no sources accepted yet
+    found = changes(AcceptedSet("1", "n", ("/x",), {}), ["/x"], "7", "/p")
+    assert [(c.what, c.old, c.new) for c in found] == [("destination", None, "/p")]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"{not json", b'{"format": 2, "sets": {}}', b'{"format": 1, "sets": {"1": {"x": 1}}}',
+     b'{"format": 1, "sets": {"1": {"sources": [1], "destinations": {}}}}', b"[]"],
+)  # fmt: skip
+def test_a_damaged_record_is_an_error_not_an_empty_one(tmp_path: Path, content: bytes) -> None:
+    trust_file(tmp_path).write_bytes(content)
+    with pytest.raises(TrustFileError) as caught:
+        backup_check(tmp_path, remote_set(["/x"], {"7": "/srv/b"}))
+    assert caught.value.exit_code == ExitCode.UNAVAILABLE
+    assert str(trust_file(tmp_path)) in caught.value.message
+    assert trust_file(tmp_path).read_bytes() == content
+
+
+def test_an_edited_record_is_the_owners_consent(tmp_path: Path) -> None:
+    backup_check(tmp_path, remote_set(["/x"], {"7": "/srv/b"}))
+    doc = json.loads(trust_file(tmp_path).read_bytes())
+    doc["sets"]["100"]["destinations"]["7"] = "/srv/new"
+    trust_file(tmp_path).write_text(json.dumps(doc))
+    assert backup_check(tmp_path, remote_set(["/x"], {"7": "/srv/new"})) == []
+
+
+def test_restore_reads_only_an_accepted_folder(tmp_path: Path) -> None:
+    bset = remote_set(["/x"], {"7": "/srv/b"})
+    d = bset.destinations[0]
+    with pytest.raises(TargetChanged, match="has not accepted .accepted: none"):
+        check_restore_destination(tmp_path, bset, d, Path("/srv/b"))
+    assert not trust_file(tmp_path).exists()
+    notes: list[str] = []
+    check_restore_destination(tmp_path, bset, d, Path("/srv/b"), accept=True, on_note=notes.append)
+    assert notes and accepted_sets(tmp_path)["100"] == AcceptedSet(
+        "100", "docs", None, {"7": "/srv/b"}
+    )
+    check_restore_destination(tmp_path, bset, d, Path("/srv/b"))  # accepted now
+    with pytest.raises(TargetChanged, match=r"accepted: \[/srv/b\]"):
+        check_restore_destination(tmp_path, bset, d, Path("/srv/elsewhere"))
+    # a backup after a restore-only record accepts the sources on first use
+    notes.clear()
+    check_backup_target(tmp_path, bset, d, Path("/srv/b"), on_note=notes.append)
+    assert accepted_sets(tmp_path)["100"].sources == ("/x",) and "first time" in notes[0]
+
+
+def test_record_keeps_other_sets(tmp_path: Path) -> None:
+    record(tmp_path, AcceptedSet("1", "a", ("/a",), {"2": "/b"}))
+    record(tmp_path, AcceptedSet("3", "c", ("/c",), {"4": "/d"}))
+    record(tmp_path, AcceptedSet("1", "a", ("/a2",), {"2": "/b"}))
+    assert accepted_sets(tmp_path) == {
+        "1": AcceptedSet("1", "a", ("/a2",), {"2": "/b"}),
+        "3": AcceptedSet("3", "c", ("/c",), {"4": "/d"}),
+    }
+
+
+# -- the destination folder rule ----------------------------------------------------------------
+
+
+def _foreign(folder: Path) -> bytes:
+    folder.mkdir(parents=True)
+    content = b"[default]\nregion = eu-west-1\n"
+    (folder / "config").write_bytes(content)
+    return content
+
+
+def test_a_folder_of_other_files_is_never_written(tmp_path: Path) -> None:
+    aws = tmp_path / ".aws"
+    content = _foreign(aws)
+    with pytest.raises(NotARepository) as caught:
+        require_empty_or_repository(aws)
+    assert caught.value.exit_code == ExitCode.UNAVAILABLE and str(aws) in caught.value.message
+    with pytest.raises(NotARepository):
+        open_repository(LocalStorage(aws, fsync=False), PASSWORD)
+    with pytest.raises(NotARepository):
+        usable_destination(aws, PASSWORD)
+    with pytest.raises(RepositoryError, match="not empty"):  # the last line of defence
+        Repository.init(LocalStorage(aws, fsync=False), PASSWORD, kdf=FAST)
+    assert (aws / "config").read_bytes() == content and os.listdir(aws) == ["config"]
+
+
+def test_dot_files_and_non_folders_count(tmp_path: Path) -> None:
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    (hidden / ".bashrc").write_bytes(b"x")
+    with pytest.raises(NotARepository):
+        require_empty_or_repository(hidden)
+    a_file = tmp_path / "file"
+    a_file.write_bytes(b"x")
+    with pytest.raises(NotARepository):
+        require_empty_or_repository(a_file)
+    assert os.listdir(hidden) == [".bashrc"] and a_file.read_bytes() == b"x"
+    assert LocalStorage(a_file / "under").is_empty()  # missing: creating it is what fails
+
+
+def test_leftovers_of_an_interrupted_put_do_not_count(tmp_path: Path) -> None:
+    folder = tmp_path / "dest"
+    folder.mkdir()
+    (folder / ".tmp-config-0123456789abcdef").write_bytes(b"half")
+    require_empty_or_repository(folder)
+    assert open_repository(LocalStorage(folder, fsync=False), PASSWORD).config.repo_id
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / ".tmp-dir").mkdir()  # a folder of that name is not ours
+    with pytest.raises(NotARepository):
+        require_empty_or_repository(tmp_path / "other")
+
+
+def test_empty_missing_and_repository_folders_are_used(tmp_path: Path) -> None:
+    require_empty_or_repository(tmp_path / "missing" / "deeper")
+    (tmp_path / "empty").mkdir()
+    require_empty_or_repository(tmp_path / "empty")
+    storage = LocalStorage(tmp_path / "repo", fsync=False)
+    Repository.init(storage, PASSWORD, kdf=FAST)
+    require_empty_or_repository(tmp_path / "repo")
+    assert open_repository(storage, PASSWORD).config.repo_id
+    assert not (tmp_path / "missing").exists()
+
+
+def test_memory_storage_with_objects_is_not_initialised() -> None:
+    storage = MemoryStorage()
+    storage.put("config", b"someone else's")
+    with pytest.raises(RepositoryError):
+        open_repository(storage, PASSWORD)
+    assert storage.get("config") == b"someone else's"
+
+
+def test_accept_target_checks_the_folder_before_recording(tmp_path: Path) -> None:
+    aws = tmp_path / ".aws"
+    _foreign(aws)
+    bset = remote_set(["/x"], {"7": str(aws)})
+    with pytest.raises(NotARepository):
+        accept_target(tmp_path / "spool", target(bset))
+    assert not trust_file(tmp_path / "spool").exists()
