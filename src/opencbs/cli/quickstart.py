@@ -350,7 +350,7 @@ def quickstart(settings: Settings, *, path: Path | None, no_serve: bool, verbose
                     f"an opencbs server of this data directory already answers on {persistent}; "
                     "the backup reports to it (quickstart does not serve)"
                 )
-                return _backup(setup, persistent, verbose=verbose)
+                return _backup(setup, persistent, verbose=verbose, state_dir=data_dir)
             note(
                 f"port {settings.port} is in use by another program; this run serves on "
                 f"temporary port {sock_port} only ({agent_file(data_dir)} keeps {persistent})"
@@ -395,7 +395,7 @@ def _serve_and_back_up(
     server = BackgroundServer(settings, database, sock)
     server.start()
     try:
-        code = _backup(setup, url, verbose=verbose)
+        code = _backup(setup, url, verbose=verbose, state_dir=settings.ensure_data_dir().resolve())
         if code:
             return code  # a failed job: its exit code, nothing served
         if no_serve:
@@ -413,9 +413,10 @@ def _serve_and_back_up(
         server.stop()
 
 
-def _backup(setup: Setup, url: str, *, verbose: bool) -> int:
+def _backup(setup: Setup, url: str, *, verbose: bool, state_dir: Path) -> int:
     """Run the job and print its outcome and curl; returns the exit code of the job
-    (``backup_run.exit_code_of``: 0 when it succeeded)."""
+    (``backup_run.exit_code_of``: 0 when it succeeded). ``state_dir``: the data directory,
+    where the agent remembers the repository's snapshot list."""
     with AgentClient(url, setup.login, setup.password) as client:
         found = list_sets(client, url, setup.login)
         bset = find_set(found, setup.set_id)
@@ -429,6 +430,7 @@ def _backup(setup: Setup, url: str, *, verbose: bool) -> int:
             mode=JobMode.MANUAL,
             as_json=False,
             verbose=verbose,
+            state_dir=state_dir,
         )
     echo("")
     print_outcome(outcome)
