@@ -112,7 +112,8 @@ def home_page() -> str:
 <ul>
 <li>CBS JSON API: <code>{CBS_PATH}&lt;Name&gt;.do</code></li>
 <li>Agent API: <code>{AGENT_PATH}</code></li>
-<li>API docs: <a href="docs">/docs</a>; OpenAPI schema: <a href="openapi.json">/openapi.json</a></li>
+<li>API docs: <a href="docs">/docs</a></li>
+<li>OpenAPI schema: <a href="openapi.json">/openapi.json</a></li>
 <li>Health: <a href="healthz">/healthz</a>, readiness: <a href="readyz">/readyz</a></li>
 </ul>
 </body></html>

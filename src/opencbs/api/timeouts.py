@@ -31,6 +31,7 @@ from uvicorn.server import ServerState
 
 log = logging.getLogger(__name__)
 
+
 def _answer_408() -> bytes:
     body = b"request body sent too slowly\n"
     head = (
