@@ -58,6 +58,7 @@ Every invalid setting raises ``opencbs.errors.ConfigError`` naming the setting, 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -195,6 +196,19 @@ class Settings(BaseSettings):
         if value:
             check_server_url(value)
         return value.rstrip("/")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        for part in (p.strip() for p in value.split(",")):
+            if part:
+                try:
+                    ipaddress.ip_network(part, strict=False)
+                except ValueError:
+                    raise ValueError(
+                        f"{part!r} is not an IP address or network (e.g. 10.0.0.5, 10.0.0.0/24)"
+                    ) from None
+        return value
 
     @field_validator("log_level")
     @classmethod

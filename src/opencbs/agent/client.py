@@ -38,12 +38,19 @@ class ServerUnreachable(OpenCBSError):
     exit_code = ExitCode.UNAVAILABLE
 
 
-#: The hint of a server certificate the agent cannot verify.
-CA_HINT = (
-    "if the server's certificate comes from a private CA, give that CA's certificate (PEM) "
-    "with --ca-file, OPENCBS_CA_FILE or ca_file in the config file; else check the server "
-    "address (the name must match the certificate)"
-)
+class ServerCertificateRejected(ServerUnreachable):
+    """The ``https://`` server's certificate could not be verified (unknown authority, name or
+    address not in it, expired): the agent does not talk to it (exit code 7)."""
+
+    code = "server_certificate"
+
+    def __init__(self, base_url: str, reason: str) -> None:
+        super().__init__(
+            f"cannot verify the TLS certificate of the server at {base_url}: {reason}",
+            "if the server's certificate comes from a private CA, give that CA's certificate "
+            "(PEM) with --ca-file, OPENCBS_CA_FILE or ca_file in the config file; else check "
+            "the server address (it must be a name or address the certificate holds)",
+        )
 
 
 def tls_verify(ca_file: str | None) -> ssl.SSLContext | bool:
@@ -233,6 +240,7 @@ class AgentClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         verify = tls_verify(ca_file)
+        self._base_url = base_url.rstrip("/")
         try:
             self._http = httpx.Client(
                 base_url=base_url.rstrip("/") + API_PREFIX,
@@ -271,11 +279,8 @@ class AgentClient:
         except httpx.TransportError as exc:
             problem = _cert_problem(exc)
             if problem is not None:
-                raise ServerUnreachable(
-                    "cannot verify the server's TLS certificate: "
-                    f"{problem.verify_message or problem.reason or problem}",
-                    CA_HINT,
-                ) from exc
+                reason = str(problem.verify_message or problem.reason or problem)
+                raise ServerCertificateRejected(self._base_url, reason) from exc
             raise ServerUnreachable(
                 f"cannot reach the server: {type(exc).__name__}: {exc}",
                 "check the server address and that it runs",
