@@ -68,7 +68,9 @@ def readiness_problem(db: Database) -> str | None:
     Used by the server's ``/readyz``; never raises for a database that is down or busy."""
     try:
         current = current_revision(db)
-    except (SQLAlchemyError, StoreError, OSError):
+    except StoreError as exc:  # "database busy" (every pooled connection in use)
+        return exc.message
+    except (SQLAlchemyError, OSError):
         return "the database cannot be reached"
     head = head_revision(db)
     if current != head:
