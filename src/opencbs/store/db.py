@@ -150,6 +150,11 @@ class _BusyPool(QueuePool):
             ) from exc
 
 
+# SQLAlchemy logs a pool's events ("Pool disposed", checkouts) under the pool class's own name;
+# its own pools sit under the logger "sqlalchemy", quiet below WARNING. Keep ours as quiet.
+logging.getLogger(f"{_BusyPool.__module__}.{_BusyPool.__name__}").setLevel(logging.WARNING)
+
+
 def _make_parent_dir(engine: Engine) -> None:
     """Create the folder of a SQLite file, as the data directory is created."""
     database = engine.url.database
