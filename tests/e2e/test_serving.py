@@ -381,3 +381,23 @@ def test_unusable_tls_files_stop_serve_before_it_serves(
     res = run(env, "serve", "--port", str(free_port()), *files)
     _one_line_error(res, 2, message)
     assert not (tmp_path / "data" / "opencbs.db").exists()  # stopped before the database
+
+
+def test_beyond_max_connections_requests_get_503_at_once(tmp_path: Path) -> None:
+    running = _start(_env(tmp_path), "--max-connections", "3")
+    try:
+        idle = [socket.create_connection(("127.0.0.1", running.port)) for _ in range(3)]
+        try:
+            time.sleep(0.5)  # accepted by the server
+            busy = httpx.get(running.url + "/healthz", timeout=30)
+            assert busy.status_code == 503
+        finally:
+            for sock in idle:
+                sock.close()
+        deadline = time.monotonic() + 10
+        while (r := httpx.get(running.url + "/healthz", timeout=30)).status_code == 503:
+            assert time.monotonic() < deadline, "still refused 10 s after the others left"
+            time.sleep(0.2)
+        assert r.status_code == 200
+    finally:
+        _stop(running.proc)

@@ -108,6 +108,15 @@ def test_agent_api_answers_503_when_the_pool_is_busy(db: Database) -> None:
     assert r.json()["error"] == "store" and "database busy" in r.json()["message"]
 
 
+def test_cbs_call_answers_the_envelope_when_the_pool_is_busy(db: Database) -> None:
+    with _one_connection_held(db.url) as small:
+        r = _client(small).post(
+            "/obs/api/json/AuthSystemUser.do", json={"SysUser": "admin", "SysPwd": "x"}
+        )
+    assert r.json()["Status"] == "Error", r.text
+    assert "database busy" in r.json()["Message"]
+
+
 def test_pool_settings_reach_the_engine(tmp_path: Path) -> None:
     database = Database(
         f"sqlite:///{tmp_path / 'p.db'}", pool_size=3, max_overflow=2, pool_timeout=7
