@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 import trustme
 
@@ -159,6 +160,33 @@ def test_an_idle_keepalive_connection_is_closed_and_a_slow_next_request_cut(
         assert sock.recv(4096).startswith(b"HTTP/1.1 200")
         sock.sendall(b"GET /hea")  # the next request begins, then stalls
         assert _closed_within(sock, HEADER_TIMEOUT + SLACK) < HEADER_TIMEOUT + SLACK
+
+
+def test_headers_beyond_the_size_bound_are_refused_with_431(server: Running) -> None:
+    rss_before = psutil.Process(server.proc.pid).memory_info().rss
+    line = b"X-Pad: " + b"a" * 1000 + b"\r\n"
+    sent = 0
+    answer = b""
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        try:
+            while sent < 64 << 20:  # would be 64 MiB of headers
+                sock.sendall(line * 64)
+                sent += len(line) * 64
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        sock.settimeout(10)
+        try:
+            while chunk := sock.recv(4096):
+                answer += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+    grown = psutil.Process(server.proc.pid).memory_info().rss - rss_before
+    assert sent < 64 << 20, "the server kept reading"
+    assert grown < 64 << 20, f"RSS grew by {grown >> 20} MiB"
+    if answer:  # (a reset can reach us before the answer does)
+        assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
+    assert httpx.get(server.url + "/healthz", timeout=30).status_code == 200
 
 
 def test_a_stalled_body_is_dropped_with_408(server: Running) -> None:

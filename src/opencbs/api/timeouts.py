@@ -16,6 +16,10 @@ protocol class here, given to uvicorn as ``http=``, adds the two missing bounds:
   being written is not bounded here.
 
 Both are per connection, in seconds, and cost one timer each.
+
+The request line and headers are also bounded in size, ``MAX_HEADER_BYTES`` in all (the parser
+keeps them in memory while they come): a request over it is answered ``431 Request Header
+Fields Too Large`` and its connection closed.
 """
 
 from __future__ import annotations
@@ -31,14 +35,23 @@ from uvicorn.server import ServerState
 
 log = logging.getLogger(__name__)
 
+#: Bytes of a request's target and headers (names and values) together, at most (nginx and
+#: Apache allow 8 KiB a line; the CBS calls' query strings stay far below).
+MAX_HEADER_BYTES = 64 * 1024
 
-def _answer_408() -> bytes:
-    body = b"request body sent too slowly\n"
+
+class _HeadersTooLarge(Exception):
+    """Raised in a parser callback to stop parsing a request over ``MAX_HEADER_BYTES``."""
+
+
+def _answer(status: bytes, text: bytes) -> bytes:
+    """A whole plain-text answer that closes the connection (``status``: ``b"408 Request
+    Timeout"``)."""
     head = (
-        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
-        b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+        b"HTTP/1.1 %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        b"content-length: %d\r\nconnection: close\r\n\r\n" % (status, len(text))
     )
-    return head + body
+    return head + text
 
 
 class TimedHttpProtocol(HttpToolsProtocol):
@@ -60,6 +73,8 @@ class TimedHttpProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self._header_timer: asyncio.TimerHandle | None = None
         self._headers_seen = 0  # requests whose headers are complete on this connection
+        self._header_bytes = 0  # of the request being parsed: its target and headers
+        self._refused = False  # answered 431: the rest of the connection is ignored
 
     # -- header timeout -----------------------------------------------------------------------
 
@@ -72,10 +87,48 @@ class TimedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
         if self.timeout_keep_alive_task is not None:
             # the first byte after an idle keep-alive pause: a new request begins
             self._arm_header_timer()
         super().data_received(data)
+
+    # -- header size --------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._header_bytes = 0
+        super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        self._count_header_bytes(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_header_bytes(len(name) + len(value))
+        super().on_header(name, value)
+
+    def _count_header_bytes(self, n: int) -> None:
+        self._header_bytes += n
+        if self._header_bytes <= MAX_HEADER_BYTES:
+            return
+        log.info(
+            "refused a request from %s: its headers exceed %d bytes",
+            _peer(self.client),
+            MAX_HEADER_BYTES,
+        )
+        self._refused = True
+        self._cancel_header_timer()
+        if not self.transport.is_closing():
+            self.transport.write(
+                _answer(b"431 Request Header Fields Too Large", b"request headers too large\n")
+            )
+            self.transport.close()
+        raise _HeadersTooLarge  # stops the parser; uvicorn's 400 is suppressed below
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._refused:
+            super().send_400_response(msg)
 
     def on_headers_complete(self) -> None:
         self._headers_seen += 1
@@ -132,7 +185,7 @@ def _bound_body_reads(
                 timeout,
             )
             if not cycle.response_started and not transport.is_closing():
-                transport.write(_answer_408())
+                transport.write(_answer(b"408 Request Timeout", b"request body sent too slowly\n"))
             cycle.disconnected = True  # the application's answer, if any, goes nowhere
             transport.close()
             return {"type": "http.disconnect"}
