@@ -383,9 +383,10 @@ def test_tls_server_and_agent_with_its_ca_file(tmp_path: Path, pki: Pki) -> None
     [
         ("missing-cert", "cannot read the tls_certificate file"),
         ("missing-key", "cannot read the tls_key file"),
-        ("mismatch", "cannot use the TLS certificate"),
+        ("mismatch", "the key does not match the certificate"),
         ("only-cert", "tls_certificate is set but tls_key is not"),
-        ("not-pem", "cannot use the TLS certificate"),
+        ("not-pem", "holds no PEM certificate"),
+        ("key-not-pem", "holds no PEM private key"),
     ],
 )
 def test_unusable_tls_files_stop_serve_before_it_serves(
@@ -404,6 +405,7 @@ def test_unusable_tls_files_stop_serve_before_it_serves(
         "mismatch": ["--tls-certificate", str(pki.cert), "--tls-key", str(pki.other_key)],
         "only-cert": ["--tls-certificate", str(pki.cert)],
         "not-pem": ["--tls-certificate", str(junk), "--tls-key", str(junk)],
+        "key-not-pem": ["--tls-certificate", str(pki.cert), "--tls-key", str(pki.cert)],
     }[which]
     env = _env(tmp_path)
     res = run(env, "serve", "--port", str(free_port()), *files)

@@ -130,15 +130,15 @@ def tls_context(certificate: str, key: str) -> ssl.SSLContext | None:
         )
     for name, path in (("tls_certificate", certificate), ("tls_key", key)):
         _check_readable(name, path)
+    _check_certificate(certificate)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         context.load_cert_chain(certificate, key, password=_no_key_password)
     except (ssl.SSLError, OSError, _EncryptedKey) as exc:
         raise ConfigError(
-            f"cannot use the TLS certificate {certificate} with the key {key}: {_ssl_reason(exc)}",
-            "give a PEM certificate (chain, leaf first) in --tls-certificate and its own "
-            "unencrypted PEM private key in --tls-key",
+            f"cannot use the TLS key {key} with the certificate {certificate}: {_key_reason(exc)}",
+            "give the certificate's own unencrypted PEM private key in --tls-key / OPENCBS_TLS_KEY",
         ) from exc
     return context
 
@@ -165,9 +165,23 @@ def _check_readable(name: str, path: str) -> None:
         ) from exc
 
 
-def _ssl_reason(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLError) and exc.reason:
-        return f"{exc.reason.lower().replace('_', ' ')}"
+def _check_certificate(path: str) -> None:
+    """Raise ``ConfigError`` unless ``path`` holds a PEM certificate."""
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=path)
+    except (ssl.SSLError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot use the TLS certificate {path}: it holds no PEM certificate",
+            "give the server's certificate chain (PEM, leaf first) in --tls-certificate / "
+            "OPENCBS_TLS_CERTIFICATE",
+        ) from exc
+
+
+def _key_reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError) and exc.reason == "KEY_VALUES_MISMATCH":
+        return "the key does not match the certificate"
+    if isinstance(exc, ssl.SSLError):
+        return "it holds no PEM private key (or not the certificate's first)"
     return str(exc) or type(exc).__name__
 
 
