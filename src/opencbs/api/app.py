@@ -20,7 +20,9 @@ from opencbs.api import cbs_jobs as _cbs_jobs  # noqa: F401 - registers calls
 from opencbs.api import cbs_reports as _cbs_reports  # noqa: F401 - registers calls
 from opencbs.api import cbs_users as _cbs_users  # noqa: F401 - registers calls
 from opencbs.api import envelope, pages, redact
+from opencbs.api.admin import router as admin_router
 from opencbs.api.agent import router as agent_router
+from opencbs.api.auth import ClientAddress
 from opencbs.api.routes import PREFIX, mount_cbs
 from opencbs.api.state import ServerState
 from opencbs.errors import OpenCBSError
@@ -84,6 +86,7 @@ def create_app(state: ServerState) -> FastAPI:
         return JSONResponse(
             {"error": exc.code, "message": exc.message, "hint": exc.hint},
             status_code=_agent_status(exc),
+            headers=envelope.retry_headers(exc),
         )
 
     @app.exception_handler(RequestValidationError)
@@ -111,7 +114,9 @@ def create_app(state: ServerState) -> FastAPI:
 
     mount_cbs(app)
     app.include_router(agent_router)
+    app.include_router(admin_router)
     pages.install(app)  # /, /healthz, /readyz, /docs
+    app.add_middleware(ClientAddress)
     return app
 
 
@@ -126,6 +131,8 @@ def _agent_status(exc: OpenCBSError) -> int:
         return 409
     if isinstance(exc, e.StoreError):
         return 503
+    if isinstance(exc, e.ServerBusy):
+        return 429
     return 400
 
 
