@@ -29,6 +29,26 @@ Settings (name: default — meaning):
   answered "try again later" (HTTP 429).
 - ``hash_wait_seconds``: ``2`` — how long a login waits for a hashing slot.
 
+Settings of the server facing the network (``opencbs serve``; README "Running the server on the
+internet"):
+
+- ``header_timeout``: ``10`` — seconds a client has to send a request's line and headers (from
+  its first byte, or from the connection); a slower client is disconnected (slowloris).
+- ``body_timeout``: ``30`` — seconds the server waits for the next piece of a request's body
+  while reading it; a body that stalls longer is dropped.
+- ``keepalive_timeout``: ``5`` — seconds an idle keep-alive connection stays open.
+- ``max_connections``: ``1000`` — open connections and running requests above which a new
+  request is answered 503 at once (uvicorn ``limit_concurrency``).
+- ``tls_certificate`` / ``tls_key``: ``""`` — PEM files of the server's certificate (chain) and
+  private key; both set: the server speaks HTTPS itself.
+- ``trusted_proxies``: ``""`` — comma-separated addresses (or networks) of reverse proxies whose
+  ``X-Forwarded-For`` / ``X-Forwarded-Proto`` are believed (the client address, ``FromIp``);
+  empty: none, the peer address is the client's.
+- ``db_pool_size``: ``8``, ``db_max_overflow``: ``8`` — PostgreSQL connections one server
+  process keeps open, and may open beyond that at peak (at most their sum per process).
+- ``db_pool_timeout``: ``10`` — seconds a request waits for a free database connection before
+  it is answered "database busy" (503-class ``StoreError``).
+
 Settings of the agent (``opencbs backup``, ``restore``, ``verify``, ``snapshots``):
 
 - ``server_url``: ``""`` = ``http://127.0.0.1:<port>`` — the server the agent reports to
@@ -38,6 +58,8 @@ Settings of the agent (``opencbs backup``, ``restore``, ``verify``, ``snapshots`
   never a command-line argument: ``--password-stdin`` or a prompt instead).
 - ``encryption_password``: ``""`` — the password of the backup set's repository
   (``OPENCBS_ENCRYPTION_PASSWORD``, the config file, or ``--encryption-password-file``).
+- ``ca_file``: ``""`` — PEM file of the certificate authorities the agent trusts for an
+  ``https://`` server (a private CA); empty: the system's trusted authorities.
 
 A config file holding passwords should be readable by its owner only (mode 0600).
 
@@ -46,6 +68,7 @@ Every invalid setting raises ``opencbs.errors.ConfigError`` naming the setting, 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -122,6 +145,35 @@ class Settings(BaseSettings):
         description="Seconds without a sign of life after which a running job is closed.",
     )
     log_level: str = Field(default="INFO", description="Logging level.")
+    header_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds a client has to send a request's headers."
+    )
+    body_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds the server waits for the next piece of a body."
+    )
+    keepalive_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds an idle keep-alive connection stays open."
+    )
+    max_connections: int = Field(
+        default=1000, ge=1, description="Connections and requests above which requests get 503."
+    )
+    tls_certificate: str = Field(
+        default="", description="PEM certificate (chain) file; with tls_key: serve HTTPS."
+    )
+    tls_key: str = Field(default="", description="PEM private key file of tls_certificate.")
+    trusted_proxies: str = Field(
+        default="",
+        description="Comma-separated reverse-proxy addresses whose X-Forwarded-For is believed.",
+    )
+    db_pool_size: int = Field(
+        default=8, ge=1, description="PostgreSQL connections kept open per server process."
+    )
+    db_max_overflow: int = Field(
+        default=8, ge=0, description="PostgreSQL connections opened beyond db_pool_size at peak."
+    )
+    db_pool_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds to wait for a free database connection."
+    )
     lockout_failures: int = Field(
         default=DEFAULT_LOCKOUT_FAILURES,
         ge=1,
@@ -158,6 +210,9 @@ class Settings(BaseSettings):
     encryption_password: str = Field(
         default="", repr=False, description="Password of the backup set's repository (encryption)."
     )
+    ca_file: str = Field(
+        default="", description="PEM file of the authorities the agent trusts (https servers)."
+    )
 
     @field_validator("data_dir", mode="before")
     @classmethod
@@ -184,6 +239,19 @@ class Settings(BaseSettings):
         if value:
             check_server_url(value)
         return value.rstrip("/")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        for part in (p.strip() for p in value.split(",")):
+            if part:
+                try:
+                    ipaddress.ip_network(part, strict=False)
+                except ValueError:
+                    raise ValueError(
+                        f"{part!r} is not an IP address or network (e.g. 10.0.0.5, 10.0.0.0/24)"
+                    ) from None
+        return value
 
     @field_validator("log_level")
     @classmethod
@@ -349,6 +417,14 @@ FLAGS: dict[str, str] = {
     "login_name": "--login",
     "password": "--password-stdin",
     "encryption_password": "--encryption-password-file",
+    "header_timeout": "--header-timeout",
+    "body_timeout": "--body-timeout",
+    "keepalive_timeout": "--keepalive-timeout",
+    "max_connections": "--max-connections",
+    "tls_certificate": "--tls-certificate",
+    "tls_key": "--tls-key",
+    "trusted_proxies": "--trusted-proxies",
+    "ca_file": "--ca-file",
 }
 
 

@@ -13,6 +13,7 @@ explicit ``start_time`` answers 409 if it did.
 from __future__ import annotations
 
 import re
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -21,7 +22,7 @@ from urllib.parse import quote
 
 import httpx
 
-from opencbs.errors import ExitCode, InvalidInput, OpenCBSError
+from opencbs.errors import ConfigError, ExitCode, InvalidInput, OpenCBSError
 from opencbs.model.jobs import JobRecord, JobRef
 from opencbs.model.sets import BackupSetSettings
 from opencbs.reports.vocabulary import JobMode, JobStatus, ReportList
@@ -35,6 +36,51 @@ class ServerUnreachable(OpenCBSError):
 
     code = "server_unreachable"
     exit_code = ExitCode.UNAVAILABLE
+
+
+class ServerCertificateRejected(ServerUnreachable):
+    """The ``https://`` server's certificate could not be verified (unknown authority, name or
+    address not in it, expired): the agent does not talk to it (exit code 7)."""
+
+    code = "server_certificate"
+
+    def __init__(self, base_url: str, reason: str) -> None:
+        super().__init__(
+            f"cannot verify the TLS certificate of the server at {base_url}: {reason}",
+            "if the server's certificate comes from a private CA, give that CA's certificate "
+            "(PEM) with --ca-file, OPENCBS_CA_FILE or ca_file in the config file; else check "
+            "the server address (it must be a name or address the certificate holds)",
+        )
+
+
+def tls_verify(ca_file: str | None) -> ssl.SSLContext | bool:
+    """What the agent verifies an ``https://`` server's certificate against: the system's
+    authorities (``True``), or only those of the PEM file ``ca_file`` (setting ``ca_file``).
+    Raises ``ConfigError`` (exit code 2) when ``ca_file`` cannot be read or holds no
+    certificate."""
+    if not ca_file:
+        return True
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        why = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+        raise ConfigError(
+            f"cannot use the CA file {ca_file}: {str(why).lower()}",
+            "give a readable PEM file of the CA certificate(s) in --ca-file / "
+            "OPENCBS_CA_FILE / ca_file in the config file",
+        ) from exc
+
+
+def _cert_problem(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification failure behind an httpx error, if that is what it is."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 class AgentApiError(OpenCBSError):
@@ -178,8 +224,10 @@ def _set_path(set_id: str, *more: str) -> str:
 
 class AgentClient:
     """The agent API of the server at ``base_url`` (e.g. ``http://backup:8080``), as backup user
-    ``login_name``. ``timeout`` in seconds, per request. ``transport`` replaces the network
-    (tests). Use as a context manager, or call ``close()``."""
+    ``login_name``. ``timeout`` in seconds, per request. An ``https://`` server's certificate
+    is verified against the system's authorities, or those of ``ca_file`` (``tls_verify``;
+    ``ConfigError`` when it cannot be used). ``transport`` replaces the network (tests). Use as
+    a context manager, or call ``close()``."""
 
     def __init__(
         self,
@@ -188,14 +236,18 @@ class AgentClient:
         password: str,
         timeout: float = 30.0,
         *,
+        ca_file: str | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        verify = tls_verify(ca_file)
+        self._base_url = base_url.rstrip("/")
         try:
             self._http = httpx.Client(
                 base_url=base_url.rstrip("/") + API_PREFIX,
                 auth=httpx.BasicAuth(login_name, password),
                 timeout=timeout,
                 transport=transport,
+                verify=verify,
                 headers={"Accept": "application/json"},
             )
         except httpx.InvalidURL as exc:
@@ -225,6 +277,10 @@ class AgentClient:
         try:
             r = self._http.request(method, path, json=body, params=params)
         except httpx.TransportError as exc:
+            problem = _cert_problem(exc)
+            if problem is not None:
+                reason = str(problem.verify_message or problem.reason or problem)
+                raise ServerCertificateRejected(self._base_url, reason) from exc
             raise ServerUnreachable(
                 f"cannot reach the server: {type(exc).__name__}: {exc}",
                 "check the server address and that it runs",

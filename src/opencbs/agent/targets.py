@@ -34,6 +34,7 @@ from opencbs.agent.client import (
     NewDestination,
     RemoteDestination,
     RemoteSet,
+    ServerCertificateRejected,
     ServerUnreachable,
 )
 from opencbs.agent.spool import adopt_legacy, load_sets, save_sets
@@ -100,6 +101,8 @@ def list_sets(client: AgentClient, url: str, login: str) -> list[RemoteSet]:
     errors. Raises ``ServerUnreachable``, ``LoginRejected`` or ``AgentApiError``."""
     try:
         return client.list_sets()
+    except ServerCertificateRejected:
+        raise  # says what to do already (the CA file)
     except ServerUnreachable as exc:
         raise ServerUnreachable(
             f"cannot reach the server at {url} "

@@ -19,7 +19,7 @@ import opencbs
 from opencbs.api import cbs_jobs as _cbs_jobs  # noqa: F401 - registers calls
 from opencbs.api import cbs_reports as _cbs_reports  # noqa: F401 - registers calls
 from opencbs.api import cbs_users as _cbs_users  # noqa: F401 - registers calls
-from opencbs.api import envelope, redact
+from opencbs.api import envelope, pages, redact
 from opencbs.api.admin import router as admin_router
 from opencbs.api.agent import router as agent_router
 from opencbs.api.auth import ClientAddress
@@ -74,7 +74,7 @@ def create_app(state: ServerState) -> FastAPI:
         description="Backup job reports over the AhsayCBS JSON API (under /obs/api/json/), and "
         "the agent API through which backup agents deliver them (/api/agent/v1/).",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # served by api.pages from the package (no CDN)
         redoc_url=None,
     )
     app.state.opencbs = state
@@ -115,6 +115,7 @@ def create_app(state: ServerState) -> FastAPI:
     mount_cbs(app)
     app.include_router(agent_router)
     app.include_router(admin_router)
+    pages.install(app)  # /, /healthz, /readyz, /docs
     app.add_middleware(ClientAddress)
     return app
 

@@ -2,6 +2,10 @@
 
 The app is wrapped so that an absolute-form request target (``POST http://host:port/obs/api/
 json/X.do HTTP/1.1``, cbs-api.md §1) is routed by its path whichever HTTP parser uvicorn uses.
+The connection is bounded by the settings ``header_timeout``, ``body_timeout`` (``api.timeouts``),
+``keepalive_timeout`` and ``max_connections``; with ``tls_certificate`` and ``tls_key`` the server
+speaks HTTPS itself; ``trusted_proxies`` names the reverse proxies whose ``X-Forwarded-For`` is
+believed (README, "Running the server on the internet").
 """
 
 from __future__ import annotations
@@ -9,6 +13,8 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import ssl
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,7 +23,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from opencbs.api.app import create_app
 from opencbs.api.state import ServerState
+from opencbs.api.timeouts import timed_protocol
 from opencbs.errors import ConfigError
+from opencbs.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -101,26 +109,137 @@ def listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run_server(state: ServerState, *, host: str, port: int, log_level: str = "INFO") -> None:
-    """Serve ``state`` on ``host:port`` until interrupted (SIGINT/SIGTERM stop it cleanly).
-    The socket is bound first, so an address that cannot be used is one ``CannotListen``
-    error (exit code 2) before uvicorn starts."""
-    sock = listen_socket(host, port)
-    config = uvicorn.Config(
-        build_app(state),
-        host=host,
-        port=port,
+#: Connections the kernel queues before the server accepts them (``listen`` backlog; the
+#: kernel caps it at ``net.core.somaxconn``).
+BACKLOG = 2048
+
+
+def tls_context(certificate: str, key: str) -> ssl.SSLContext | None:
+    """The server's TLS context from the PEM files ``certificate`` (the chain, leaf first) and
+    ``key`` (unencrypted private key), TLS 1.2 or newer; ``None`` when both are empty (plain
+    HTTP). Raises ``ConfigError`` (exit code 2) naming the setting when only one is set, a file
+    cannot be read, or they are not a PEM certificate and its matching key."""
+    if not certificate and not key:
+        return None
+    if not certificate or not key:
+        given, missing = ("tls_key", "tls_certificate") if key else ("tls_certificate", "tls_key")
+        raise ConfigError(
+            f"{given} is set but {missing} is not",
+            "set both --tls-certificate and --tls-key (OPENCBS_TLS_CERTIFICATE, "
+            "OPENCBS_TLS_KEY), or neither to serve plain HTTP",
+        )
+    for name, path in (("tls_certificate", certificate), ("tls_key", key)):
+        _check_readable(name, path)
+    _check_certificate(certificate)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(certificate, key, password=_no_key_password)
+    except (ssl.SSLError, OSError, _EncryptedKey) as exc:
+        raise ConfigError(
+            f"cannot use the TLS key {key} with the certificate {certificate}: {_key_reason(exc)}",
+            "give the certificate's own unencrypted PEM private key in --tls-key / OPENCBS_TLS_KEY",
+        ) from exc
+    return context
+
+
+class _EncryptedKey(Exception):
+    def __str__(self) -> str:
+        return "the private key is encrypted (give it unencrypted, readable by this user only)"
+
+
+def _no_key_password() -> bytes:
+    raise _EncryptedKey
+
+
+def _check_readable(name: str, path: str) -> None:
+    try:
+        with Path(path).open("rb") as f:
+            f.read(1)
+    except OSError as exc:
+        why = (exc.strerror or str(exc)).lower()
+        raise ConfigError(
+            f"cannot read the {name} file {path}: {why}",
+            f"check --{name.replace('_', '-')} / OPENCBS_{name.upper()} and the file's "
+            "permissions (readable by the user running the server)",
+        ) from exc
+
+
+def _check_certificate(path: str) -> None:
+    """Raise ``ConfigError`` unless ``path`` holds a PEM certificate."""
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=path)
+    except (ssl.SSLError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot use the TLS certificate {path}: it holds no PEM certificate",
+            "give the server's certificate chain (PEM, leaf first) in --tls-certificate / "
+            "OPENCBS_TLS_CERTIFICATE",
+        ) from exc
+
+
+def _key_reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError) and exc.reason == "KEY_VALUES_MISMATCH":
+        return "the key does not match the certificate"
+    if isinstance(exc, ssl.SSLError):
+        return "it holds no PEM private key (or not the certificate's first)"
+    return str(exc) or type(exc).__name__
+
+
+def trusted_proxies(value: str) -> list[str]:
+    """The entries of the setting ``trusted_proxies`` (comma-separated addresses or networks)."""
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def uvicorn_config(
+    app: ASGIApp, settings: Settings, *, tls: ssl.SSLContext | None, log_level: str
+) -> uvicorn.Config:
+    """uvicorn's configuration for ``app`` under ``settings``: the timeouts (seconds) and the
+    connection limit, TLS when ``tls`` is given, forwarded addresses believed only from
+    ``trusted_proxies``."""
+    proxies = trusted_proxies(settings.trusted_proxies)
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        http=timed_protocol(
+            header_timeout=settings.header_timeout, body_timeout=settings.body_timeout
+        ),
         log_level=log_level.lower(),
         log_config=_log_config(log_level),
-        proxy_headers=False,
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies or None,
         server_header=False,
+        timeout_keep_alive=settings.keepalive_timeout,  # type: ignore[arg-type]
+        limit_concurrency=settings.max_connections,
+        backlog=BACKLOG,
         timeout_graceful_shutdown=10,
+        ssl_context_factory=None if tls is None else (lambda _config, _default: tls),
     )
-    log.info("opencbs serving on http://%s (API docs at /docs)", _host_port(host, port))
+
+
+def run_server(
+    state: ServerState, settings: Settings, *, tls: ssl.SSLContext | None = None
+) -> None:
+    """Serve ``state`` on ``settings.host:port`` (HTTPS with ``tls``, from ``tls_context``)
+    until interrupted (SIGINT/SIGTERM stop it cleanly). The socket is bound first, so an
+    address that cannot be used is one ``CannotListen`` error (exit code 2) before uvicorn
+    starts."""
+    host, port = settings.host, settings.port
+    sock = listen_socket(host, port)
+    config = uvicorn_config(build_app(state), settings, tls=tls, log_level=settings.log_level)
+    scheme = "https" if tls is not None else "http"
+    log.info(
+        "opencbs serving on %s://%s (API docs at /docs)", scheme, _host_port(host, sock_port(sock))
+    )
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
+
+
+def sock_port(sock: socket.socket) -> int:
+    """The TCP port ``sock`` is bound to."""
+    return int(sock.getsockname()[1])
 
 
 def _log_config(level: str) -> dict[str, Any]:

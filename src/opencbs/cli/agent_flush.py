@@ -29,6 +29,7 @@ from opencbs.agent.client import AgentClient
 from opencbs.agent.delivery import DeliveryState, flush_reports, has_pending
 from opencbs.agent.spool import spool_base
 from opencbs.cli.agent_options import (
+    CA_FILE,
     LOGIN,
     PASSWORD_STDIN,
     SERVER,
@@ -49,7 +50,7 @@ def agent() -> None:
 
 @agent.command()
 @JSON
-@with_agent_settings(SERVER, LOGIN, PASSWORD_STDIN)
+@with_agent_settings(SERVER, LOGIN, PASSWORD_STDIN, CA_FILE)
 def flush(settings: Settings, *, as_json: bool, password_stdin: bool) -> int:
     """Deliver the job reports spooled while the server could not be reached.
 
@@ -64,7 +65,7 @@ def flush(settings: Settings, *, as_json: bool, password_stdin: bool) -> int:
     root = report_spool_dir(settings, login)
     password = backup_password(settings, from_stdin=password_stdin)
     url = settings.effective_server_url
-    with AgentClient(url, login, password) as client:
+    with AgentClient(url, login, password, ca_file=settings.ca_file) as client:
         flushed = flush_reports(client, url, login, base=base, root=root)
     results, others, left = flushed.deliveries, flushed.others, flushed.left
     if others:

@@ -21,6 +21,7 @@ from opencbs.errors import InvalidInput
 from opencbs.settings import SETTING_NAMES, Settings
 
 __all__ = [
+    "CA_FILE",
     "DESTINATION",
     "ENCRYPTION_FILE",
     "LOGIN",
@@ -47,6 +48,14 @@ LOGIN = click.option(
     default=None,
     metavar="NAME",
     help="Backup user (LoginName) [env OPENCBS_LOGIN_NAME].",
+)
+CA_FILE = click.option(
+    "--ca-file",
+    "ca_file",
+    default=None,
+    metavar="PATH",
+    help="PEM file of the CA(s) that signed an https:// server's certificate [env "
+    "OPENCBS_CA_FILE; default: the system's trusted authorities].",
 )
 PASSWORD_STDIN = click.option(
     "--password-stdin",

@@ -44,6 +44,7 @@ from opencbs.agent.targets import (
     usable_destination,
 )
 from opencbs.cli.agent_options import (
+    CA_FILE,
     ENCRYPTION_FILE,
     LOGIN,
     PASSWORD_STDIN,
@@ -125,7 +126,7 @@ __all__ = ["backup"]
 @click.option("--scheduled", is_flag=True, help="Run as a scheduled job (mode S, not M).")
 @click.option("-v", "--verbose", is_flag=True, help="Print each change with its reason.")
 @JSON
-@with_agent_settings(SERVER, LOGIN, PASSWORD_STDIN, ENCRYPTION_FILE)
+@with_agent_settings(SERVER, LOGIN, PASSWORD_STDIN, ENCRYPTION_FILE, CA_FILE)
 def backup(
     settings: Settings,
     *,
@@ -156,7 +157,7 @@ def backup(
     repo_password = encryption_password(settings, encryption_password_file)
     url = settings.effective_server_url
     spool_dir = report_spool_dir(settings, login)
-    with AgentClient(url, login, password) as client:
+    with AgentClient(url, login, password, ca_file=settings.ca_file) as client:
         found = sets_or_remembered(
             client, url, login, spool_dir, on_note=lambda text: note(f"opencbs: {text}")
         )

@@ -128,7 +128,12 @@ def open_database(settings: Settings) -> Database:
     from opencbs.store.db import Database  # noqa: PLC0415
     from opencbs.store.migrate import upgrade  # noqa: PLC0415
 
-    db = Database(settings.effective_database_url)
+    db = Database(
+        settings.effective_database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout,
+    )
     upgrade(db)
     return db
 

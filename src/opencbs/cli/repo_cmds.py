@@ -24,6 +24,7 @@ from opencbs.agent.restore import restore as restore_snapshot
 from opencbs.agent.snapshot_lookup import expand_snapshot_prefix, resolve_paths
 from opencbs.agent.targets import locate_destination
 from opencbs.cli.agent_options import (
+    CA_FILE,
     DESTINATION,
     ENCRYPTION_FILE,
     LOGIN,
@@ -104,7 +105,7 @@ def open_existing_repository(folder: Path, password: str) -> Repository:
     "this agent never accepted it for that set (and remember it).",
 )
 @JSON
-@with_agent_settings(SERVER, LOGIN, PASSWORD_STDIN, ENCRYPTION_FILE)
+@with_agent_settings(SERVER, LOGIN, PASSWORD_STDIN, ENCRYPTION_FILE, CA_FILE)
 def restore(
     settings: Settings,
     *,
@@ -309,7 +310,7 @@ def _restore_source(
     login = require_login(settings)
     password = backup_password(settings, from_stdin=password_stdin)
     url = settings.effective_server_url
-    with AgentClient(url, login, password) as client:
+    with AgentClient(url, login, password, ca_file=settings.ca_file) as client:
         return locate_destination(
             client,
             url,

@@ -1,4 +1,5 @@
-"""``opencbs serve``: upgrade the schema, then serve the CBS JSON API and the agent API."""
+"""``opencbs serve``: upgrade the schema, then serve the CBS JSON API and the agent API (over
+HTTPS when ``tls_certificate`` and ``tls_key`` are set, checked before anything else)."""
 
 from __future__ import annotations
 
@@ -23,27 +24,93 @@ IDLE = click.option(
     "[env OPENCBS_JOB_IDLE_TIMEOUT; default 3600].",
 )
 
+HEADER_TIMEOUT = click.option(
+    "--header-timeout",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Disconnect a client that takes longer to send a request's headers "
+    "[env OPENCBS_HEADER_TIMEOUT; default 10].",
+)
+BODY_TIMEOUT = click.option(
+    "--body-timeout",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Drop a request whose body stalls this long [env OPENCBS_BODY_TIMEOUT; default 30].",
+)
+KEEPALIVE_TIMEOUT = click.option(
+    "--keepalive-timeout",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Close an idle keep-alive connection after this long "
+    "[env OPENCBS_KEEPALIVE_TIMEOUT; default 5].",
+)
+MAX_CONNECTIONS = click.option(
+    "--max-connections",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Answer 503 beyond N open connections or running requests "
+    "[env OPENCBS_MAX_CONNECTIONS; default 1000].",
+)
+TLS_CERTIFICATE = click.option(
+    "--tls-certificate",
+    default=None,
+    metavar="PATH",
+    help="PEM certificate chain: serve HTTPS (with --tls-key) [env OPENCBS_TLS_CERTIFICATE].",
+)
+TLS_KEY = click.option(
+    "--tls-key",
+    default=None,
+    metavar="PATH",
+    help="PEM private key of --tls-certificate [env OPENCBS_TLS_KEY].",
+)
+TRUSTED_PROXIES = click.option(
+    "--trusted-proxies",
+    default=None,
+    metavar="ADDRS",
+    help="Comma-separated reverse-proxy addresses whose X-Forwarded-For is believed "
+    "[env OPENCBS_TRUSTED_PROXIES; default none].",
+)
+#: The options of every command that serves (``serve``, ``demo``, ``quickstart`` may add them).
+NETWORK_OPTIONS = (
+    HEADER_TIMEOUT,
+    BODY_TIMEOUT,
+    KEEPALIVE_TIMEOUT,
+    MAX_CONNECTIONS,
+    TLS_CERTIFICATE,
+    TLS_KEY,
+    TRUSTED_PROXIES,
+)
+
 
 def serve_database(settings: Settings, database: Database) -> None:
-    """Serve ``database`` (schema upgraded already) with ``settings`` until interrupted."""
+    """Serve ``database`` (schema upgraded already) with ``settings`` until interrupted.
+    Raises ``ConfigError`` for unusable TLS files (before serving)."""
     # imported here: the web stack is not needed by the other commands, which start faster
     from opencbs.api.auth import VerifiedCache
-    from opencbs.api.serve import run_server
+    from opencbs.api.serve import run_server, tls_context
     from opencbs.api.state import ServerState
 
+    tls = tls_context(settings.tls_certificate, settings.tls_key)
     state = ServerState(
         db=database,
         tz=settings.tz(),
         job_idle_timeout=settings.job_idle_timeout,
         auth_cache=VerifiedCache.from_settings(settings),
     )
-    run_server(state, host=settings.host, port=settings.port, log_level=settings.log_level)
+    run_server(state, settings, tls=tls)
 
 
 @click.command()
-@with_settings(HOST, PORT, TIMEZONE, IDLE)
+@with_settings(HOST, PORT, TIMEZONE, IDLE, *NETWORK_OPTIONS)
 def serve(settings: Settings) -> None:
     """Serve the CBS JSON API (/obs/api/json/), the agent API and the docs (/docs)."""
+    from opencbs.api.serve import tls_context
+
+    tls_context(settings.tls_certificate, settings.tls_key)  # unusable files: exit 2 first
     database = open_database(settings)  # upgrades the schema first
     try:
         serve_database(settings, database)

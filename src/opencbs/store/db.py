@@ -24,6 +24,8 @@ from sqlalchemy.exc import (
     NoSuchModuleError,
     SQLAlchemyError,
 )
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
 from opencbs.errors import ConfigError, Conflict, OpenCBSError, StoreError
 
@@ -50,9 +52,23 @@ def normalise_url(url: str) -> str:
 
 
 class Database:
-    """One database, with snapshot reads and (on SQLite) serialised writes."""
+    """One database, with snapshot reads and (on SQLite) serialised writes.
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    The connection pool (a file or a server database) keeps ``pool_size`` connections and
+    opens up to ``max_overflow`` more at peak; a request that finds none free within
+    ``pool_timeout`` seconds raises ``StoreError`` "database busy" (HTTP 503) instead of
+    waiting on (settings ``db_pool_size``, ``db_max_overflow``, ``db_pool_timeout``).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        echo: bool = False,
+        pool_size: int = 8,
+        max_overflow: int = 8,
+        pool_timeout: float = 10.0,
+    ) -> None:
         self.url = normalise_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         self._write_lock = threading.Lock() if self.is_sqlite else None
@@ -60,9 +76,12 @@ class Database:
         if self.is_sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         else:
-            kwargs["pool_size"] = 8
-            kwargs["max_overflow"] = 8
             kwargs["pool_pre_ping"] = True
+        if not _in_memory(self.url):
+            kwargs["poolclass"] = _BusyPool
+            kwargs["pool_size"] = pool_size
+            kwargs["max_overflow"] = max_overflow
+            kwargs["pool_timeout"] = pool_timeout
         try:
             self.engine: Engine = create_engine(self.url, **kwargs)
         except (NoSuchModuleError, ArgumentError, ImportError) as exc:
@@ -104,6 +123,36 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+def _in_memory(url: str) -> bool:
+    """Whether ``url`` is an in-memory SQLite database (one connection per thread, no pool)."""
+    parsed = make_url(url)
+    database = parsed.database or ""
+    return parsed.get_backend_name() == "sqlite" and (
+        database in ("", ":memory:") or "mode=memory" in url
+    )
+
+
+class _BusyPool(QueuePool):
+    """SQLAlchemy's queue pool whose checkout timeout is the ``StoreError`` "database busy"
+    (every connection in use for ``pool_timeout`` seconds), not a raw ``TimeoutError``."""
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        try:
+            return super()._do_get()
+        except PoolTimeout as exc:
+            log.warning("database busy: no free connection within %.0f s", self._timeout)
+            raise StoreError(
+                "database busy: no free connection, try again later",
+                "the server's database connections are all in use; retry, or raise "
+                "db_pool_size / db_max_overflow (README: the pool)",
+            ) from exc
+
+
+# SQLAlchemy logs a pool's events ("Pool disposed", checkouts) under the pool class's own name;
+# its own pools sit under the logger "sqlalchemy", quiet below WARNING. Keep ours as quiet.
+logging.getLogger(f"{_BusyPool.__module__}.{_BusyPool.__name__}").setLevel(logging.WARNING)
 
 
 def _make_parent_dir(engine: Engine) -> None:

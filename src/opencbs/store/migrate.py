@@ -59,3 +59,23 @@ def head_revision(db: Database) -> str:
 def is_current(db: Database) -> bool:
     """Whether ``db`` is at the newest revision."""
     return current_revision(db) == head_revision(db)
+
+
+def readiness_problem(db: Database) -> str | None:
+    """``None`` when ``db`` answers a query and its schema is at this version's head; else
+    what is wrong, in words without database internals ("the database cannot be reached",
+    "the database schema is at revision X, this server needs Y: run opencbs db upgrade").
+    Used by the server's ``/readyz``; never raises for a database that is down or busy."""
+    try:
+        current = current_revision(db)
+    except StoreError as exc:  # "database busy" (every pooled connection in use)
+        return exc.message
+    except (SQLAlchemyError, OSError):
+        return "the database cannot be reached"
+    head = head_revision(db)
+    if current != head:
+        return (
+            f"the database schema is at revision {current or 'none'}, this server needs "
+            f"{head}: run opencbs db upgrade"
+        )
+    return None
