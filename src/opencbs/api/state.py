@@ -18,7 +18,9 @@ class ServerState:
     """Shared state of one server process.
 
     ``job_idle_timeout``: seconds without a sign of life after which a running job is closed
-    as ``BS_BACKUP_NOT_FINISHED``; ``sweep_interval``: seconds between such checks.
+    as ``BS_BACKUP_NOT_FINISHED``; ``sweep_interval``: seconds between such checks;
+    ``report_write_timeout``: seconds a streamed report waits for its client to take each chunk
+    before the client is dropped (``api.streaming``).
     """
 
     db: Database
@@ -26,6 +28,7 @@ class ServerState:
     job_idle_timeout: float = 3600.0
     sweep_interval: float = 60.0
     auth_cache: VerifiedCache = field(default_factory=VerifiedCache)
+    report_write_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         self.log_time = LogTimeFormatter(self.tz)

@@ -30,7 +30,12 @@ def serve_database(settings: Settings, database: Database) -> None:
     from opencbs.api.serve import run_server
     from opencbs.api.state import ServerState
 
-    state = ServerState(db=database, tz=settings.tz(), job_idle_timeout=settings.job_idle_timeout)
+    state = ServerState(
+        db=database,
+        tz=settings.tz(),
+        job_idle_timeout=settings.job_idle_timeout,
+        report_write_timeout=settings.report_write_timeout,
+    )
     run_server(state, host=settings.host, port=settings.port, log_level=settings.log_level)
 
 
