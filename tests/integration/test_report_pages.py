@@ -137,7 +137,7 @@ def test_vanished_entries_fail_the_answer(state: ServerState) -> None:
     it = job_queries.iter_entries_paged(
         state.db, pk, ReportList.NEW, bounds[ReportList.NEW], page_size=4
     )
-    assert [r.path for r in (next(it), next(it), next(it), next(it))] == [
+    assert [r[1] for r in (next(it), next(it), next(it), next(it))] == [
         f"/srv/{i}" for i in range(4)
     ]
     with state.db.write() as conn:
@@ -145,7 +145,7 @@ def test_vanished_entries_fail_the_answer(state: ServerState) -> None:
     rest = []
     with pytest.raises(StoreError, match="changed while its report was read"):
         for r in it:
-            rest.append(r.path)
+            rest.append(r[1])
     assert rest == ["/srv/4", "/srv/5"]
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import Row
 from starlette.responses import Response
 
 from opencbs.api.auth import Caller
@@ -102,7 +101,7 @@ def get_backup_job_report(params: Params, caller: Caller, state: ServerState) ->
         bounds = job_queries.report_bounds(conn, job.pk)
     header = job.header(state.tz)
 
-    def entries(lst: ReportList) -> Iterator[Row]:  # type: ignore[type-arg]
+    def entries(lst: ReportList) -> Iterator[tuple[Any, ...]]:
         return job_queries.iter_entries_paged(
             state.db, job.pk, lst, bounds[lst], page_size=REPORT_PAGE_ENTRIES
         )

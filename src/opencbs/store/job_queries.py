@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, Row, and_, bindparam, func, select
 from sqlalchemy.sql.elements import ColumnElement
@@ -162,22 +163,26 @@ def report_bounds(conn: Connection, pk: int) -> dict[ReportList, int]:
 
 def entry_page(
     conn: Connection, pk: int, lst: ReportList, *, after: int, upto: int, limit: int
-) -> list[Row]:  # type: ignore[type-arg]
+) -> list[tuple[Any, ...]]:
     """At most ``limit`` entries of one list of job ``pk`` with ``after < seq <= upto``, in
-    delivery order (keyset pagination on the primary key): rows of ``EntryRow``'s columns
-    followed by ``seq``."""
+    delivery order (keyset pagination on the primary key): plain tuples of ``EntryRow``'s
+    columns followed by ``seq``.
+
+    Plain tuples of strings and numbers, not SQLAlchemy rows: the garbage collector stops
+    tracking them at once, while thousands of live rows would make it walk the whole heap
+    again and again (half again the server's CPU time for a large report)."""
     q = (
         select(*_ENTRY_COLUMNS, job_entries.c.seq)
         .where(_list_of(pk, lst), job_entries.c.seq > after, job_entries.c.seq <= upto)
         .order_by(job_entries.c.seq)
         .limit(limit)
     )
-    return list(conn.execute(q).all())
+    return [tuple(row) for row in conn.execute(q)]
 
 
 def iter_entries_paged(
     db: Database, pk: int, lst: ReportList, upto: int, *, page_size: int
-) -> Iterator[Row]:  # type: ignore[type-arg]
+) -> Iterator[tuple[Any, ...]]:
     """The entries of one list of job ``pk`` up to sequence number ``upto`` (from
     ``report_bounds``), in delivery order, read ``page_size`` at a time, each page in its own
     short read transaction: between pages (while the caller sends them) no connection is held.
@@ -193,7 +198,7 @@ def iter_entries_paged(
                 "the job's entries changed while its report was read", "request the report again"
             )
         yield from rows
-        after = int(rows[-1].seq)
+        after = int(rows[-1][6])
 
 
 def job_ids_by_set(conn: Connection, set_ids: Iterable[int]) -> dict[int, list[str]]:
