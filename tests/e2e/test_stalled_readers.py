@@ -38,6 +38,7 @@ CALL = "/obs/api/json/{}.do"
 @dataclass(frozen=True)
 class BigJob:
     request: dict[str, str]
+    bset: sets.BackupSet
 
 
 def _load_big_job(db: Database) -> BigJob:
@@ -74,14 +75,16 @@ def _load_big_job(db: Database) -> BigJob:
             "BackupSetID": str(bset.id),
             "DestinationID": str(bset.destinations[0].id),
             "BackupJobID": job.job_id,
-        }
+        },
+        bset,
     )
 
 
 @contextmanager
 def _server(db: Database, root: Path, *, write_timeout: float) -> Iterator[str]:
-    """``opencbs serve`` over ``db`` on a free port, ``report_write_timeout`` set."""
-    env = _env(root, OPENCBS_REPORT_WRITE_TIMEOUT=str(write_timeout))
+    """``opencbs serve`` over ``db`` on a free port, ``report_write_timeout`` set, running jobs
+    closed by the sweeper after 1 s without a sign of life."""
+    env = _env(root, OPENCBS_REPORT_WRITE_TIMEOUT=str(write_timeout), OPENCBS_JOB_IDLE_TIMEOUT="1")
     port = free_port()
     proc = subprocess.Popen(
         [OPENCBS, "serve", "--port", str(port), "--database-url", db.url],
@@ -176,20 +179,37 @@ def _open_connections(pid: int, port: int) -> int:
     )
 
 
+def _until_no_connections(pid: int, port: int, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while _open_connections(pid, port) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _open_connections(pid, port) == 0
+
+
 def _while_stalled(db: Database, url: str, job: BigJob) -> None:
-    """With the stalled readers open: quick answers, no transaction held, writes go through."""
+    """With the stalled readers open: quick answers, no transaction held, and the server's job
+    sweeper (a write transaction) closes an idle job."""
+    with db.write() as conn:
+        idle = jobs.start_job(conn, job.bset, job.bset.destinations[0].id, tz=UTC)
     time.sleep(1.0)  # let every stalled report fill its socket buffers and block
     took = [_summary(url, job.request) for _ in range(5)]
     assert max(took) < 2.0, took
     _until_none_held(db)
-    with db.write() as conn:  # the job sweeper's kind of write is not held up
-        jobs.close_stale_jobs(conn, 3_600_000)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with db.read() as conn:
+            status = jobs.get_job_by_pk(conn, idle.pk).status
+        if status != JobStatus.STILL_RUNNING.value:
+            break
+        time.sleep(0.2)
+    assert status == JobStatus.BACKUP_NOT_FINISHED.value
 
 
 def test_stalled_readers_hold_nothing_and_leave_nothing(db: Database, tmp_path: Path) -> None:
     job = _load_big_job(db)
     with _server(db, tmp_path, write_timeout=600) as url:
         _summary(url, job.request)  # the system user's password verified once (cached)
+        pid, port = _server_pid(url), int(url.rsplit(":", 1)[1])
         readers = _stalled_readers(url, job.request)
         try:
             _while_stalled(db, url, job)
@@ -198,6 +218,7 @@ def test_stalled_readers_hold_nothing_and_leave_nothing(db: Database, tmp_path: 
                 s.close()
         _pool_serves_all(url, job.request)
         _until_none_held(db)
+        _until_no_connections(pid, port)
 
 
 def test_write_timeout_drops_stalled_readers(db: Database, tmp_path: Path) -> None:
@@ -212,10 +233,7 @@ def test_write_timeout_drops_stalled_readers(db: Database, tmp_path: Path) -> No
             time.sleep(3.0)  # past the write timeout: every stalled answer is dropped
             _pool_serves_all(url, job.request)
             _until_none_held(db)
-            deadline = time.monotonic() + 10
-            while _open_connections(pid, port) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert _open_connections(pid, port) == 0
+            _until_no_connections(pid, port)
             for s in readers:  # what was sent is an unfinished answer, then the end
                 s.settimeout(10)
                 data = b""

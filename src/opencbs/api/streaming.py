@@ -93,7 +93,7 @@ class TimedStreamingResponse(StreamingResponse):
         except TimeoutError:
             self.stalled = True
             log.warning(
-                "client %s read nothing for %.0f s: its streamed answer is dropped",
+                "client %s took nothing for %g s: its streamed answer is dropped",
                 self._client,
                 self.write_timeout,
             )
