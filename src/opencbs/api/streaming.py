@@ -41,7 +41,10 @@ def _transport_of_request() -> _Abortable | None:
     uvicorn runs each request in a task of its own whose coroutine is the connection's request
     cycle (``RequestResponseCycle.run_asgi``), and the cycle holds the connection's transport.
     Called from the response's ``__call__`` (the request's task, not a task of its own)."""
-    task = asyncio.current_task()
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # not served on asyncio
+        return None
     frame = getattr(task.get_coro(), "cr_frame", None) if task is not None else None
     cycle = frame.f_locals.get("self") if frame is not None else None
     transport = getattr(cycle, "transport", None)
