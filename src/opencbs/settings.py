@@ -17,6 +17,8 @@ Settings (name: default — meaning):
 - ``timezone``: ``""`` = the machine's zone — IANA zone of rendered times (cbs-api.md §4).
 - ``job_idle_timeout``: ``3600`` — seconds without a sign of life after which a running job is
   closed as ``BS_BACKUP_NOT_FINISHED`` (cbs-api.md §4).
+- ``report_write_timeout``: ``30`` — seconds a streamed report waits for its client to take
+  each chunk (64 KiB) before the connection is dropped.
 - ``log_level``: ``INFO`` — DEBUG, INFO, WARNING, ERROR or CRITICAL.
 - ``lockout_failures``: ``5`` — wrong passwords for one account (system user or backup user,
   known or not) within ``lockout_window`` that lock it for ``lockout_seconds``.
@@ -143,6 +145,11 @@ class Settings(BaseSettings):
         default=3600.0,
         gt=0,
         description="Seconds without a sign of life after which a running job is closed.",
+    )
+    report_write_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a streamed report waits for its client to take each chunk.",
     )
     log_level: str = Field(default="INFO", description="Logging level.")
     header_timeout: float = Field(

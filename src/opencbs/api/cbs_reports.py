@@ -1,16 +1,19 @@
 """GetBackupJobReport and GetBackupJobReportSummary (cbs-api.md §5, §6).
 
-The report is streamed from one read transaction: the header and every list come from the
-same snapshot, and the entries are rendered while they are read.
+The report is streamed without holding the database while the client reads: one short read
+transaction finds the job, renders its header and takes the highest entry of each list
+(``job_queries.report_bounds``); the lists are then read in pages of ``REPORT_PAGE_ENTRIES``, each
+in its own short transaction, up to those bounds, so the lists hold exactly what the header counts
+even while the job is still running. Every send has the write timeout ``report_write_timeout``
+(``api.streaming``): a client that stops reading is dropped.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import ExitStack
 from typing import Any
 
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from opencbs.api.auth import Caller
 from opencbs.api.cbs import (
@@ -27,11 +30,16 @@ from opencbs.api.cbs import (
 from opencbs.api.envelope import JSON_CONTENT_TYPE, ok
 from opencbs.api.params import Params
 from opencbs.api.state import ServerState
+from opencbs.api.streaming import TimedStreamingResponse
 from opencbs.reports.fields import summary_fields
 from opencbs.reports.render import render_report
+from opencbs.reports.vocabulary import ReportList
 from opencbs.store import job_queries, jobs
 
 _PARAMS = (LOGIN, OWNER, SET_ID, DEST_ID, JOB_ID, CDP)
+
+#: Entries read per page (one short read transaction each) of a streamed report.
+REPORT_PAGE_ENTRIES = 5000
 
 _LOG = {
     "type": "object",
@@ -88,22 +96,21 @@ _REPORT_SCHEMA: dict[str, Any] = {
     answer=_REPORT_SCHEMA,
 )
 def get_backup_job_report(params: Params, caller: Caller, state: ServerState) -> Response:
-    stack = ExitStack()
-    try:
-        conn = stack.enter_context(state.db.read())
+    with state.db.read() as conn:
         job = _find(conn, params, caller)
-        header = job.header(state.tz)
-    except BaseException:
-        stack.close()
-        raise
+        bounds = job_queries.report_bounds(conn, job.pk)
+    header = job.header(state.tz)
 
-    def body() -> Iterator[bytes]:
-        with stack:
-            yield from render_report(
-                header, lambda lst: job_queries.iter_entries(conn, job.pk, lst), state.log_time
-            )
+    def entries(lst: ReportList) -> Iterator[tuple[Any, ...]]:
+        return job_queries.iter_entries_paged(
+            state.db, job.pk, lst, bounds[lst], page_size=REPORT_PAGE_ENTRIES
+        )
 
-    return StreamingResponse(body(), media_type=JSON_CONTENT_TYPE)
+    return TimedStreamingResponse(
+        render_report(header, entries, state.log_time),
+        write_timeout=state.report_write_timeout,
+        media_type=JSON_CONTENT_TYPE,
+    )
 
 
 @cbs_call(

@@ -206,17 +206,12 @@ class BackgroundServer:
     def __init__(self, settings: Settings, db: Database, sock: socket.socket) -> None:
         import uvicorn
 
-        from opencbs.api.serve import build_app
+        from opencbs.api.serve import build_app, uvicorn_config
         from opencbs.api.state import ServerState
 
-        state = ServerState(db=db, tz=settings.tz(), job_idle_timeout=settings.job_idle_timeout)
-        config = uvicorn.Config(
-            build_app(state),
-            log_level="warning",
-            server_header=False,
-            proxy_headers=False,
-            timeout_graceful_shutdown=5,
-        )
+        state = ServerState.from_settings(db, settings)
+        # the same timeouts and limits as `opencbs serve`; plain HTTP on 127.0.0.1
+        config = uvicorn_config(build_app(state), settings, tls=None, log_level="warning")
         self.server = uvicorn.Server(config)
         self.sock = sock
         self.thread = threading.Thread(target=self._run, name="opencbs-server", daemon=True)

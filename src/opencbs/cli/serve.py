@@ -90,17 +90,11 @@ def serve_database(settings: Settings, database: Database) -> None:
     """Serve ``database`` (schema upgraded already) with ``settings`` until interrupted.
     Raises ``ConfigError`` for unusable TLS files (before serving)."""
     # imported here: the web stack is not needed by the other commands, which start faster
-    from opencbs.api.auth import VerifiedCache
     from opencbs.api.serve import run_server, tls_context
     from opencbs.api.state import ServerState
 
     tls = tls_context(settings.tls_certificate, settings.tls_key)
-    state = ServerState(
-        db=database,
-        tz=settings.tz(),
-        job_idle_timeout=settings.job_idle_timeout,
-        auth_cache=VerifiedCache.from_settings(settings),
-    )
+    state = ServerState.from_settings(database, settings)
     run_server(state, settings, tls=tls)
 
 

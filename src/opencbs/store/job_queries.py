@@ -3,18 +3,24 @@ names, a report's entries streamed in delivery order, the listings of ListBackup
 ListBackupJobStatus and ListBackupJobMode, and the per-user figures of ListUsers.
 
 Callers read in one snapshot (``Database.read``), so a finished report is seen whole or not at
-all. Jobs are ``opencbs.store.jobs.Job`` rows; times epoch ms, sizes bytes.
+all. A report served over the network is read in pages instead (``report_bounds``,
+``iter_entries_paged``): each page in its own short transaction, bounded by what the header's
+transaction saw, so no connection waits on a slow client. Jobs are ``opencbs.store.jobs.Job``
+rows; times epoch ms, sizes bytes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, Row, and_, bindparam, func, select
+from sqlalchemy.sql.elements import ColumnElement
 
-from opencbs.errors import BackupJobNotFound, DestinationNotFound
+from opencbs.errors import BackupJobNotFound, DestinationNotFound, StoreError
 from opencbs.reports.vocabulary import JobStatus, ReportList
+from opencbs.store.db import Database
 from opencbs.store.jobs import Job, job_from_row
 from opencbs.store.schema import (
     backup_jobs,
@@ -116,24 +122,83 @@ def find_job(
     raise BackupJobNotFound(job_id)
 
 
+#: The columns of a report entry row, in ``opencbs.reports.render.EntryRow`` order.
+_ENTRY_COLUMNS = (
+    job_entries.c.etype,
+    job_entries.c.path,
+    job_entries.c.from_path,
+    job_entries.c.mtime_ms,
+    job_entries.c.size,
+    job_entries.c.unzip_size,
+)
+
+
+def _list_of(pk: int, lst: ReportList) -> ColumnElement[bool]:
+    return and_(job_entries.c.job_pk == pk, job_entries.c.list == int(lst))
+
+
 def iter_entries(conn: Connection, pk: int, lst: ReportList) -> Iterator[Row]:  # type: ignore[type-arg]
     """The entries of one list of one job, in delivery order, streamed from the database (the
-    primary key's order): rows with ``etype, link_dir, path, from_path, mtime_ms, size,
-    unzip_size``."""
-    q = (
-        select(
-            job_entries.c.etype,
-            job_entries.c.path,
-            job_entries.c.from_path,
-            job_entries.c.mtime_ms,
-            job_entries.c.size,
-            job_entries.c.unzip_size,
-        )
-        .where(job_entries.c.job_pk == pk, job_entries.c.list == int(lst))
-        .order_by(job_entries.c.seq)
-    )
+    primary key's order) in the caller's transaction: rows of ``EntryRow``'s columns (``etype,
+    path, from_path, mtime_ms, size, unzip_size``; ``opencbs.reports.render``)."""
+    q = select(*_ENTRY_COLUMNS).where(_list_of(pk, lst)).order_by(job_entries.c.seq)
     result = conn.execution_options(stream_results=True, yield_per=2000).execute(q)
     yield from result
+
+
+def report_bounds(conn: Connection, pk: int) -> dict[ReportList, int]:
+    """The highest entry sequence number of each list of job ``pk`` (``-1``: the list is empty),
+    in one query of one index look-up per list (the primary key ``job_pk, list, seq``).
+
+    Read in the transaction that reads the job's header: a job's entries and its counters are
+    stored in one transaction (``jobs.append_batch``) and never changed afterwards, so the
+    entries up to these bounds are exactly those the header counts, whenever they are read."""
+    cols = [
+        select(func.max(job_entries.c.seq)).where(_list_of(pk, lst)).scalar_subquery()
+        for lst in ReportList
+    ]
+    row = conn.execute(select(*cols)).one()
+    return {lst: -1 if v is None else int(v) for lst, v in zip(ReportList, row, strict=True)}
+
+
+def entry_page(
+    conn: Connection, pk: int, lst: ReportList, *, after: int, upto: int, limit: int
+) -> list[tuple[Any, ...]]:
+    """At most ``limit`` entries of one list of job ``pk`` with ``after < seq <= upto``, in
+    delivery order (keyset pagination on the primary key): plain tuples of ``EntryRow``'s
+    columns followed by ``seq``.
+
+    Plain tuples of strings and numbers, not SQLAlchemy rows: the garbage collector stops
+    tracking them at once, while thousands of live rows would make it walk the whole heap
+    again and again (half again the server's CPU time for a large report)."""
+    q = (
+        select(*_ENTRY_COLUMNS, job_entries.c.seq)
+        .where(_list_of(pk, lst), job_entries.c.seq > after, job_entries.c.seq <= upto)
+        .order_by(job_entries.c.seq)
+        .limit(limit)
+    )
+    return [tuple(row) for row in conn.execute(q)]
+
+
+def iter_entries_paged(
+    db: Database, pk: int, lst: ReportList, upto: int, *, page_size: int
+) -> Iterator[tuple[Any, ...]]:
+    """The entries of one list of job ``pk`` up to sequence number ``upto`` (from
+    ``report_bounds``), in delivery order, read ``page_size`` at a time, each page in its own
+    short read transaction: between pages (while the caller sends them) no connection is held.
+
+    Raises ``StoreError`` when entries the bounds promised are gone (the job was removed while
+    its report was read): the answer must then fail rather than end short."""
+    after = -1
+    while after < upto:
+        with db.read() as conn:
+            rows = entry_page(conn, pk, lst, after=after, upto=upto, limit=page_size)
+        if not rows:
+            raise StoreError(
+                "the job's entries changed while its report was read", "request the report again"
+            )
+        yield from rows
+        after = int(rows[-1][6])
 
 
 def job_ids_by_set(conn: Connection, set_ids: Iterable[int]) -> dict[int, list[str]]:
