@@ -17,8 +17,9 @@ Settings (name: default — meaning):
 - ``timezone``: ``""`` = the machine's zone — IANA zone of rendered times (cbs-api.md §4).
 - ``job_idle_timeout``: ``3600`` — seconds without a sign of life after which a running job is
   closed as ``BS_BACKUP_NOT_FINISHED`` (cbs-api.md §4).
-- ``report_write_timeout``: ``30`` — seconds a streamed report waits for its client to take
-  each chunk (64 KiB) before the connection is dropped.
+- ``write_timeout``: ``30`` — seconds a client may take nothing of its answer (its
+  connection's send buffer full) before the connection is dropped; a streamed report's every
+  chunk (64 KiB) likewise.
 - ``log_level``: ``INFO`` — DEBUG, INFO, WARNING, ERROR or CRITICAL.
 - ``lockout_failures``: ``5`` — wrong passwords for one account (system user or backup user,
   known or not) within ``lockout_window`` that lock it for ``lockout_seconds``.
@@ -146,10 +147,10 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds without a sign of life after which a running job is closed.",
     )
-    report_write_timeout: float = Field(
+    write_timeout: float = Field(
         default=30.0,
         gt=0,
-        description="Seconds a streamed report waits for its client to take each chunk.",
+        description="Seconds a client may take nothing of its answer before it is dropped.",
     )
     log_level: str = Field(default="INFO", description="Logging level.")
     header_timeout: float = Field(

@@ -82,9 +82,9 @@ def _load_big_job(db: Database) -> BigJob:
 
 @contextmanager
 def _server(db: Database, root: Path, *, write_timeout: float) -> Iterator[str]:
-    """``opencbs serve`` over ``db`` on a free port, ``report_write_timeout`` set, running jobs
+    """``opencbs serve`` over ``db`` on a free port, ``write_timeout`` set, running jobs
     closed by the sweeper after 1 s without a sign of life."""
-    env = _env(root, OPENCBS_REPORT_WRITE_TIMEOUT=str(write_timeout), OPENCBS_JOB_IDLE_TIMEOUT="1")
+    env = _env(root, OPENCBS_WRITE_TIMEOUT=str(write_timeout), OPENCBS_JOB_IDLE_TIMEOUT="1")
     port = free_port()
     proc = subprocess.Popen(
         [OPENCBS, "serve", "--port", str(port), "--database-url", db.url],

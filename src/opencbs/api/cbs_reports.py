@@ -4,7 +4,7 @@ The report is streamed without holding the database while the client reads: one 
 transaction finds the job, renders its header and takes the highest entry of each list
 (``job_queries.report_bounds``); the lists are then read in pages of ``REPORT_PAGE_ENTRIES``, each
 in its own short transaction, up to those bounds, so the lists hold exactly what the header counts
-even while the job is still running. Every send has the write timeout ``report_write_timeout``
+even while the job is still running. Every send has the write timeout ``write_timeout``
 (``api.streaming``): a client that stops reading is dropped.
 """
 
@@ -108,7 +108,7 @@ def get_backup_job_report(params: Params, caller: Caller, state: ServerState) ->
 
     return TimedStreamingResponse(
         render_report(header, entries, state.log_time),
-        write_timeout=state.report_write_timeout,
+        write_timeout=state.write_timeout,
         media_type=JSON_CONTENT_TYPE,
     )
 

@@ -202,7 +202,9 @@ def uvicorn_config(
         host=settings.host,
         port=settings.port,
         http=timed_protocol(
-            header_timeout=settings.header_timeout, body_timeout=settings.body_timeout
+            header_timeout=settings.header_timeout,
+            body_timeout=settings.body_timeout,
+            write_timeout=settings.write_timeout,
         ),
         log_level=log_level.lower(),
         log_config=_log_config(log_level),

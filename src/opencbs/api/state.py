@@ -20,7 +20,7 @@ class ServerState:
 
     ``job_idle_timeout``: seconds without a sign of life after which a running job is closed
     as ``BS_BACKUP_NOT_FINISHED``; ``sweep_interval``: seconds between such checks;
-    ``report_write_timeout``: seconds a streamed report waits for its client to take each chunk
+    ``write_timeout``: seconds a streamed report waits for its client to take each chunk
     before the client is dropped (``api.streaming``).
     """
 
@@ -29,7 +29,7 @@ class ServerState:
     job_idle_timeout: float = 3600.0
     sweep_interval: float = 60.0
     auth_cache: VerifiedCache = field(default_factory=VerifiedCache)
-    report_write_timeout: float = 30.0
+    write_timeout: float = 30.0
 
     @classmethod
     def from_settings(cls, db: Database, settings: Settings) -> ServerState:
@@ -41,7 +41,7 @@ class ServerState:
             tz=settings.tz(),
             job_idle_timeout=settings.job_idle_timeout,
             auth_cache=VerifiedCache.from_settings(settings),
-            report_write_timeout=settings.report_write_timeout,
+            write_timeout=settings.write_timeout,
         )
 
     def __post_init__(self) -> None:

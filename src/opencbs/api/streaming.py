@@ -8,9 +8,10 @@ releasing whatever it holds. A client must therefore take each chunk (64 KiB) wi
 about 2 KiB/s at the default 30 s.
 
 Dropping the connection means aborting its transport: a plain close would wait, with the socket
-open, until the client reads what is already buffered, which a stalled client never does. ASGI
-offers no abort, so the transport is taken from uvicorn's request cycle (``_transport_of_request``);
-served otherwise (Starlette's TestClient, another server), the server's own close applies.
+open, until the client reads what is already buffered, which a stalled client never does. The
+server's protocol does that (``opencbs.api.timeouts``: its write timeout aborts a connection whose
+send buffer stays full), so here the answer only ends; served otherwise (Starlette's TestClient,
+another server), the server's own close applies.
 
 The body's source should hold nothing while it waits to be sent: the report reads the database in
 pages, each in its own short transaction (``opencbs.store.job_queries.iter_entries_paged``), so
@@ -19,36 +20,15 @@ a stalled reader holds no database connection even before its write timeout.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 from starlette.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
-
-
-class _Abortable(Protocol):
-    def abort(self) -> None: ...
-
-
-def _transport_of_request() -> _Abortable | None:
-    """The transport of the connection the current request arrived on, or ``None``.
-
-    uvicorn runs each request in a task of its own whose coroutine is the connection's request
-    cycle (``RequestResponseCycle.run_asgi``), and the cycle holds the connection's transport.
-    Called from the response's ``__call__`` (the request's task, not a task of its own)."""
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:  # not served on asyncio
-        return None
-    frame = getattr(task.get_coro(), "cr_frame", None) if task is not None else None
-    cycle = frame.f_locals.get("self") if frame is not None else None
-    transport = getattr(cycle, "transport", None)
-    return transport if callable(getattr(transport, "abort", None)) else None
 
 
 class TimedStreamingResponse(StreamingResponse):
@@ -65,13 +45,11 @@ class TimedStreamingResponse(StreamingResponse):
         self.stalled = False
         self._source = content
         self._client = "?"
-        self._transport: _Abortable | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         client = scope.get("client")
         if client:
             self._client = f"{client[0]}:{client[1]}"
-        self._transport = _transport_of_request()
         try:
             await super().__call__(scope, receive, send)
         finally:
@@ -100,8 +78,6 @@ class TimedStreamingResponse(StreamingResponse):
                 self._client,
                 self.write_timeout,
             )
-            if self._transport is not None:
-                self._transport.abort()
 
     async def _send(self, send: Send, message: Message) -> None:
         with anyio.fail_after(self.write_timeout):

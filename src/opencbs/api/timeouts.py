@@ -15,7 +15,13 @@ protocol class here, given to uvicorn as ``http=``, adds the two missing bounds:
   application waits for the body: a slow handler is not the client's fault, and an answer
   being written is not bounded here.
 
-Both are per connection, in seconds, and cost one timer each.
+- **write timeout**: while the connection's send buffer is full (the transport paused writing:
+  the client takes nothing of its answer), the client has ``write_timeout`` seconds to take
+  some; otherwise the connection is aborted (not closed: a close would wait, socket open, for a
+  client that never reads), and the application, waiting to send, sees ``http.disconnect``.
+  This bounds every answer, the streamed GetBackupJobReport above all (``api.streaming``).
+
+All are per connection, in seconds, and cost one timer each.
 
 The request line and headers are also bounded in size, ``MAX_HEADER_BYTES`` in all (the parser
 keeps them in memory while they come): a request over it is answered ``431 Request Header
@@ -62,6 +68,7 @@ class TimedHttpProtocol(HttpToolsProtocol):
 
     header_timeout: float = 10.0
     body_timeout: float = 30.0
+    write_timeout: float = 30.0
 
     def __init__(
         self,
@@ -72,6 +79,7 @@ class TimedHttpProtocol(HttpToolsProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self._header_timer: asyncio.TimerHandle | None = None
+        self._write_timer: asyncio.TimerHandle | None = None
         self._headers_seen = 0  # requests whose headers are complete on this connection
         self._header_bytes = 0  # of the request being parsed: its target and headers
         self._refused = False  # answered 431: the rest of the connection is ignored
@@ -84,7 +92,33 @@ class TimedHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
+        self._cancel_write_timer()
         super().connection_lost(exc)
+
+    # -- write timeout ------------------------------------------------------------------------
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_timer is None:
+            self._write_timer = self.loop.call_later(self.write_timeout, self._write_timer_expired)
+
+    def resume_writing(self) -> None:
+        self._cancel_write_timer()
+        super().resume_writing()
+
+    def _cancel_write_timer(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _write_timer_expired(self) -> None:
+        self._write_timer = None
+        log.warning(
+            "dropped a connection from %s: it took nothing of its answer for %.0f s",
+            _peer(self.client),
+            self.write_timeout,
+        )
+        self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -193,11 +227,17 @@ def _bound_body_reads(
     cycle.receive = receive  # type: ignore[method-assign]
 
 
-def timed_protocol(*, header_timeout: float, body_timeout: float) -> type[TimedHttpProtocol]:
+def timed_protocol(
+    *, header_timeout: float, body_timeout: float, write_timeout: float
+) -> type[TimedHttpProtocol]:
     """A ``TimedHttpProtocol`` class for uvicorn's ``Config(http=...)`` with these bounds
     (seconds, each > 0)."""
     return type(
         "TimedHttpProtocol",
         (TimedHttpProtocol,),
-        {"header_timeout": header_timeout, "body_timeout": body_timeout},
+        {
+            "header_timeout": header_timeout,
+            "body_timeout": body_timeout,
+            "write_timeout": write_timeout,
+        },
     )

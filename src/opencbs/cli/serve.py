@@ -39,6 +39,14 @@ BODY_TIMEOUT = click.option(
     metavar="SECONDS",
     help="Drop a request whose body stalls this long [env OPENCBS_BODY_TIMEOUT; default 30].",
 )
+WRITE_TIMEOUT = click.option(
+    "--write-timeout",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Drop a client that takes nothing of its answer this long "
+    "[env OPENCBS_WRITE_TIMEOUT; default 30].",
+)
 KEEPALIVE_TIMEOUT = click.option(
     "--keepalive-timeout",
     type=float,
@@ -78,6 +86,7 @@ TRUSTED_PROXIES = click.option(
 NETWORK_OPTIONS = (
     HEADER_TIMEOUT,
     BODY_TIMEOUT,
+    WRITE_TIMEOUT,
     KEEPALIVE_TIMEOUT,
     MAX_CONNECTIONS,
     TLS_CERTIFICATE,
