@@ -40,8 +40,6 @@ continuous-backup job of that ID.
 
 from __future__ import annotations
 
-import binascii
-from base64 import b64decode
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -49,7 +47,7 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from sqlalchemy import Connection
 
-from opencbs.api.auth import authenticate_backup_user
+from opencbs.api.limits import AGENT_BODY, BATCH_BODY, USER_KEY, basic_credentials
 from opencbs.api.state import state_of
 from opencbs.errors import AuthUserRejected, Conflict, InvalidInput
 from opencbs.model.jobs import JobRecord, JobRef
@@ -70,33 +68,28 @@ from opencbs.store.users import BackupUser
 MAX_BATCH_ENTRIES = 10_000
 #: Longest log message (characters).
 MAX_MESSAGE = 16_384
-#: Byte limit of a batch request's body, and of every other request's body.
-MAX_BATCH_BODY = 64 * 1024 * 1024
-MAX_BODY = 1024 * 1024
+#: Byte limit of a batch request's body, and of every other request's body (the rule and the
+#: measurement behind it: ``opencbs.api.limits``).
+MAX_BATCH_BODY = BATCH_BODY
+MAX_BODY = AGENT_BODY
 MAX_SIZE = 2**62
 
-router = APIRouter(prefix="/api/agent/v1", tags=["Agent API"], max_body_size=MAX_BODY)
+router = APIRouter(prefix="/api/agent/v1", tags=["Agent API"])
 
 
 # --- authentication ---------------------------------------------------------------------------
 
 
 class _Basic(HTTPBasic):
-    """HTTP Basic credentials decoded as UTF-8; ``None`` for a missing or malformed header, so
-    that every failure reaches the one ``AuthUserRejected`` answer."""
+    """HTTP Basic credentials decoded as UTF-8 (``limits.basic_credentials``); ``None`` for a
+    missing or malformed header. Documents the scheme: ``limits.GuardBodies`` has checked the
+    credentials before the route runs."""
 
     async def __call__(self, request: Request) -> HTTPBasicCredentials | None:  # type: ignore[override]
-        scheme, _, param = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "basic" or len(param) > 4096:
+        creds = basic_credentials(request.headers.get("Authorization", ""))
+        if creds is None:
             return None
-        try:
-            text = b64decode(param.strip(), validate=True).decode("utf-8")
-        except (ValueError, binascii.Error):
-            return None
-        login, sep, password = text.partition(":")
-        if not sep:
-            return None
-        return HTTPBasicCredentials(username=login, password=password)
+        return HTTPBasicCredentials(username=creds[0], password=creds[1])
 
 
 _basic = _Basic(
@@ -107,13 +100,14 @@ _basic = _Basic(
 
 
 def _backup_user(
-    request: Request, creds: Annotated[HTTPBasicCredentials | None, Depends(_basic)]
+    request: Request, _creds: Annotated[HTTPBasicCredentials | None, Depends(_basic)]
 ) -> BackupUser:
-    """The authenticated backup user; raises ``AuthUserRejected`` (401) for every failure."""
-    if creds is None:
+    """The backup user authenticated from the request's headers before its body was read
+    (``limits.GuardBodies``); raises ``AuthUserRejected`` (401) when there is none."""
+    user = request.scope.get("state", {}).get(USER_KEY)
+    if not isinstance(user, BackupUser):
         raise AuthUserRejected()
-    state = state_of(request)
-    return authenticate_backup_user(state.db, state.auth_cache, creds.username, creds.password)
+    return user
 
 
 User = Annotated[BackupUser, Depends(_backup_user)]
@@ -498,7 +492,6 @@ def get_job(
 
 @router.put(
     _JOB + "/{job_id}/batches/{batch_no}",
-    max_body_size=MAX_BATCH_BODY,
     summary="Deliver batch batch_no of entries (idempotent).",
     responses={
         409: {"description": "The job is finished, or a retried batch differs."},

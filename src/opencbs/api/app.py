@@ -21,6 +21,7 @@ from opencbs.api import cbs_reports as _cbs_reports  # noqa: F401 - registers ca
 from opencbs.api import cbs_users as _cbs_users  # noqa: F401 - registers calls
 from opencbs.api import envelope, redact
 from opencbs.api.agent import router as agent_router
+from opencbs.api.limits import BodyTooLarge, GuardBodies
 from opencbs.api.routes import PREFIX, mount_cbs
 from opencbs.api.state import ServerState
 from opencbs.errors import OpenCBSError
@@ -81,10 +82,7 @@ def create_app(state: ServerState) -> FastAPI:
     async def _opencbs_error(request: Request, exc: OpenCBSError) -> Response:
         if request.url.path.startswith(PREFIX):
             return envelope.error(exc)
-        return JSONResponse(
-            {"error": exc.code, "message": exc.message, "hint": exc.hint},
-            status_code=_agent_status(exc),
-        )
+        return agent_error(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -111,7 +109,16 @@ def create_app(state: ServerState) -> FastAPI:
 
     mount_cbs(app)
     app.include_router(agent_router)
+    app.add_middleware(GuardBodies, state=state, agent_error=agent_error)
     return app
+
+
+def agent_error(exc: OpenCBSError) -> Response:
+    """An agent API error: ``{"error", "message", "hint"}`` with its HTTP status."""
+    return JSONResponse(
+        {"error": exc.code, "message": exc.message, "hint": exc.hint},
+        status_code=_agent_status(exc),
+    )
 
 
 def _agent_status(exc: OpenCBSError) -> int:
@@ -123,6 +130,8 @@ def _agent_status(exc: OpenCBSError) -> int:
         return 404
     if isinstance(exc, e.Conflict):
         return 409
+    if isinstance(exc, BodyTooLarge):
+        return 413
     if isinstance(exc, e.StoreError):
         return 503
     return 400
