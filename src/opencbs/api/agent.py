@@ -155,20 +155,31 @@ def _given_settings(value: Any) -> Any:
 SettingsIn = Annotated[BackupSetSettings, BeforeValidator(_given_settings)]
 
 
+def _shallow(value: dict[str, Any]) -> dict[str, Any]:
+    """Refuse destination settings nested deeper than ``sets.MAX_SETTINGS_DEPTH`` as a 422."""
+    if sets.json_depth(value) > sets.MAX_SETTINGS_DEPTH:
+        raise ValueError(f"must not nest deeper than {sets.MAX_SETTINGS_DEPTH} levels")
+    return value
+
+
+#: A destination's settings (its location): a JSON object at most 8 levels deep.
+DestSettings = Annotated[dict[str, Any], AfterValidator(_shallow)]
+
+
 class DestinationIn(_Model):
     """A new destination: ``type`` e.g. ``LOCAL``; ``settings`` its location, e.g.
     ``{"path": "/srv/backup"}``."""
 
     name: Name
     type: str = Field(min_length=1, max_length=32, pattern=r"^[A-Z][A-Z0-9_]*$")
-    settings: dict[str, Any] = Field(default_factory=dict)
+    settings: DestSettings = Field(default_factory=dict)
 
 
 class DestinationPatch(_Model):
     """Changes to a destination: a new name, and/or settings keys to replace."""
 
     name: Name | None = None
-    settings: dict[str, Any] | None = None
+    settings: DestSettings | None = None
 
 
 class DestinationOut(BaseModel):

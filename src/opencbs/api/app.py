@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -98,14 +99,21 @@ def create_app(state: ServerState) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         return JSONResponse(
-            {"error": "http", "message": str(exc.detail)},
+            {"error": "http", "message": str(exc.detail), "hint": ""},
             status_code=exc.status_code,
             headers=exc.headers,
         )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        return envelope.internal_error(exc)
+        answer = envelope.internal_error(exc)  # logged with its reference
+        if request.url.path.startswith(PREFIX):
+            return answer
+        message = json.loads(bytes(answer.body))["Message"].removeprefix("[Error] ")
+        return JSONResponse(
+            {"error": "internal", "message": message, "hint": "report it with that reference"},
+            status_code=500,
+        )
 
     mount_cbs(app)
     app.include_router(agent_router)

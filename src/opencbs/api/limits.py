@@ -50,7 +50,9 @@ BATCH_BODY = 8 << 20
 #: Where the authenticated backup user is handed to the agent API's routes (``scope["state"]``).
 USER_KEY = "opencbs.backup_user"
 
-_BATCH = re.compile(r"^/api/agent/v1/backup-sets/[^/]+/destinations/[^/]+/jobs/[^/]+/batches/[^/]+$")
+_BATCH = re.compile(
+    r"^/api/agent/v1/backup-sets/[^/]+/destinations/[^/]+/jobs/[^/]+/batches/[^/]+$"
+)
 #: Longest ``Authorization`` header parameter read (base64 of a login and a password).
 _MAX_BASIC = 4096
 
