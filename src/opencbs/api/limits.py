@@ -43,9 +43,9 @@ CBS_BODY = params.MAX_BODY
 #: Byte limit of an agent API body other than a batch, and of any other route's body.
 AGENT_BODY = 1 << 20
 #: Byte limit of a batch of report entries (``PUT …/batches/{n}``). Chosen from a measurement
-#: (README, "Request bodies"): the worst batch within 8 MiB, parsed, validated and stored, grows
+#: (README, "Request bodies"): the worst batch within 4 MiB, parsed, validated and stored, grows
 #: the server by well under 64 MiB; the agent splits its batches by this limit and by count.
-BATCH_BODY = 8 << 20
+BATCH_BODY = 4 << 20
 
 #: Where the authenticated backup user is handed to the agent API's routes (``scope["state"]``).
 USER_KEY = "opencbs.backup_user"
