@@ -11,9 +11,11 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
+from starlette.routing import Match
 from starlette.responses import JSONResponse, Response
 
 import opencbs
@@ -98,10 +100,13 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed(app, request)
         return JSONResponse(
             {"error": "http", "message": str(exc.detail), "hint": ""},
             status_code=exc.status_code,
-            headers=exc.headers,
+            headers=headers,
         )
 
     @app.exception_handler(Exception)
@@ -127,6 +132,17 @@ def agent_error(exc: OpenCBSError) -> Response:
         {"error": exc.code, "message": exc.message, "hint": exc.hint},
         status_code=_agent_status(exc),
     )
+
+
+def _allowed(app: FastAPI, request: Request) -> str:
+    """The ``Allow`` header of a 405: the methods of every documented route of that path
+    (Starlette names only the first route's, and each method is a route of its own)."""
+    methods: set[str] = set()
+    for route in app.routes:
+        if isinstance(route, APIRoute) and route.include_in_schema:
+            if route.matches(request.scope)[0] is not Match.NONE:
+                methods |= route.methods
+    return ", ".join(sorted(methods))
 
 
 def _agent_status(exc: OpenCBSError) -> int:

@@ -1,0 +1,107 @@
+"""Schemathesis against the published OpenAPI document, in-process (issue 11): every operation of
+the CBS JSON API and of the agent API, every check schemathesis has (response schema
+conformance, status codes, content types, headers, positive and negative data, unsupported
+methods, ignored authentication, …), a bounded number of cases per operation.
+
+About half of the cases carry valid credentials (a system user for the CBS API, a backup user
+for the agent API, made by the fixture) so that they get past authentication; the others carry
+what schemathesis generates. Two expectations are set to what the contracts say, not loosened
+for convenience:
+
+- CBS calls answer an application error (a missing or malformed parameter included) with the
+  CBS envelope under HTTP 200 (cbs-api.md §3), so 200 is a valid rejection of negative data.
+- Agent API input the schema cannot describe (a job finished as ``BS_STILL_RUNNING``) is a 400,
+  so 400 is a valid answer to schema-valid data.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import schemathesis
+from argon2 import PasswordHasher
+from hypothesis import HealthCheck, settings
+from schemathesis.config import SchemathesisConfig
+
+from opencbs import security
+from opencbs.api.serve import build_app
+from opencbs.api.state import ServerState
+from opencbs.reports.vocabulary import SystemRole
+from opencbs.store import jobs, sets, users
+from opencbs.store.db import Database
+from opencbs.store.migrate import upgrade
+from tests.conftest import ADMIN
+
+ALICE = ("alice", "alice-pw")
+EXAMPLES = 12
+
+CONFIG = SchemathesisConfig.from_str(
+    """
+[[operations]]
+include-path-regex = "^/obs/api/json/"
+checks.negative_data_rejection.expected-statuses = ["200", "405", "413"]
+
+[[operations]]
+include-path-regex = "^/api/agent/v1/"
+checks.negative_data_rejection.expected-statuses = ["400", "401", "404", "405", "409", "413", "422"]
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "404", "409", "429"]
+"""
+)
+
+
+#: The app's state; its database is the fixture's (the document does not depend on it, and
+#: schemathesis loads it when this module is imported).
+STATE = ServerState(db=Database("sqlite://"), tz=ZoneInfo("UTC"), sweep_interval=3600)
+schema = schemathesis.openapi.from_asgi("/openapi.json", build_app(STATE), config=CONFIG)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A migrated SQLite database with a system user, a backup user, one set with a destination
+    and one job, served by ``STATE``."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(security, "_hasher", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+        db = Database(f"sqlite:///{Path(tmp_path_factory.mktemp('st')) / 'opencbs.db'}")
+        upgrade(db)
+        with db.write() as conn:
+            users.add_system_user(conn, ADMIN[0], ADMIN[1], SystemRole.ADMIN)
+            user = users.add_backup_user(conn, *ALICE)
+            bset = sets.add_set(conn, user.id, "Docs", {"sources": ["/home/alice"]})
+            dest = sets.add_destination(
+                conn, user.id, bset.id, name="Local", dest_type="LOCAL", settings={"path": "/b"}
+            )
+            jobs.start_job(conn, sets.get_set(conn, user.id, bset.id), dest.id, tz=STATE.tz)
+        STATE.db = db
+        yield
+        db.dispose()
+
+
+_turn = itertools.count()
+_BASIC = "Basic " + base64.b64encode(":".join(ALICE).encode()).decode()
+
+
+def _with_credentials(case: Any) -> dict[str, str] | None:
+    """Every other case gets valid credentials: the system user's in the CBS call's body or
+    query, the backup user's ``Authorization`` header for the agent API."""
+    if next(_turn) % 2:
+        return None
+    if not case.path.startswith("/obs/api/json/"):
+        return {"Authorization": _BASIC}
+    creds = {"SysUser": ADMIN[0], "SysPwd": ADMIN[1]}
+    if isinstance(case.body, dict):
+        case.body = {**case.body, **creds}
+    elif isinstance(case.query, dict):
+        case.query = {**case.query, **creds}
+    return None
+
+
+@schema.parametrize()
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+def test_every_operation_conforms(case: Any) -> None:
+    case.call_and_validate(headers=_with_credentials(case))
