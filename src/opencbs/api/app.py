@@ -15,8 +15,8 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
-from starlette.routing import Match
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
 
 import opencbs
 from opencbs.api import cbs_jobs as _cbs_jobs  # noqa: F401 - registers calls
@@ -141,7 +141,7 @@ def _allowed(app: FastAPI, request: Request) -> str:
     for route in app.routes:
         if isinstance(route, APIRoute) and route.include_in_schema:
             if route.matches(request.scope)[0] is not Match.NONE:
-                methods |= route.methods
+                methods |= route.methods or set()
     return ", ".join(sorted(methods))
 
 
