@@ -32,6 +32,7 @@ class ExitCode(IntEnum):
     UNAVAILABLE = 7
     REFUSED = 8
     JOB_FAILED = 9
+    INCOMPLETE = 10
     INTERNAL = 70
     INTERRUPTED = 130
 
@@ -61,6 +62,10 @@ _MEANINGS: dict[ExitCode, str] = {
     ExitCode.JOB_FAILED: (
         "a backup job ended `BS_STOP_BY_SYSTEM_ERROR` (the destination failed, or the walk of "
         "the sources did)"
+    ),
+    ExitCode.INCOMPLETE: (
+        "completed with some paths not restored: `restore` wrote everything else and named "
+        "each path the target refused on stderr (`opencbs: warning: cannot restore …`)"
     ),
     ExitCode.INTERNAL: "internal error (a bug: run again with `--debug` and report it)",
     ExitCode.INTERRUPTED: (
@@ -237,3 +242,18 @@ class ConfigError(OpenCBSError):
 
     code = "config"
     exit_code: ExitCode = ExitCode.INVALID
+
+
+class ServerBusy(OpenCBSError):
+    """Too many logins at once: no password-hashing slot freed in time (HTTP 429 with
+    ``Retry-After: retry_after`` seconds, for the CBS calls inside the CBS envelope)."""
+
+    code = "busy"
+    exit_code: ExitCode = ExitCode.UNAVAILABLE
+
+    def __init__(self, retry_after: int = 2) -> None:
+        super().__init__(
+            "[Error] Too many login attempts, try again later",
+            f"retry after {retry_after} s",
+        )
+        self.retry_after = retry_after

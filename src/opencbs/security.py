@@ -1,15 +1,21 @@
 """Password hashing: argon2id, salted and slow (cbs-api.md §2). Verification is constant-time
 inside argon2; ``DUMMY_HASH`` lets a lookup of an unknown name cost the same as a wrong password.
+``HashSlots`` bounds how many verifications run at once (each takes ``HASH_MEMORY`` bytes).
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import threading
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 _hasher = PasswordHasher()  # argon2id, RFC 9106 low-memory profile defaults
+
+#: Memory one hash or verification takes (bytes): argon2's memory cost (KiB) of our hasher.
+HASH_MEMORY = _hasher.memory_cost * 1024
 
 
 def hash_password(password: str) -> str:
@@ -29,6 +35,48 @@ def verify_password(password_hash: str, password: str) -> bool:
 def dummy_hash() -> str:
     """A hash to verify against when the account is unknown (made once, on first use)."""
     return hash_password("opencbs-dummy-password-for-timing")
+
+
+def _available_memory() -> int:
+    """Bytes of memory available now (Linux ``MemAvailable``, else free pages; 1 GiB when
+    the system says neither)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 30
+
+
+def default_hash_slots() -> int:
+    """How many verifications may run at once on this machine: two per CPU, at most a quarter
+    of the memory available now divided by ``HASH_MEMORY``, at least 2."""
+    cpus = os.cpu_count() or 1
+    by_memory = _available_memory() // (HASH_MEMORY * 4)
+    return int(max(2, min(cpus * 2, by_memory)))
+
+
+class HashSlots:
+    """A bound on concurrent password verifications: ``size`` slots (0: ``default_hash_slots``),
+    each waited for at most ``wait_seconds``."""
+
+    def __init__(self, size: int = 0, wait_seconds: float = 2.0) -> None:
+        self.size = size or default_hash_slots()
+        self.wait_seconds = wait_seconds
+        self._sem = threading.BoundedSemaphore(self.size)
+
+    def acquire(self) -> bool:
+        """Take a slot, waiting at most ``wait_seconds``; ``False`` when none freed."""
+        return self._sem.acquire(timeout=self.wait_seconds)
+
+    def release(self) -> None:
+        """Give back a slot taken by :meth:`acquire`."""
+        self._sem.release()
 
 
 def __getattr__(name: str) -> str:

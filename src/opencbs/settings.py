@@ -18,6 +18,16 @@ Settings (name: default — meaning):
 - ``job_idle_timeout``: ``3600`` — seconds without a sign of life after which a running job is
   closed as ``BS_BACKUP_NOT_FINISHED`` (cbs-api.md §4).
 - ``log_level``: ``INFO`` — DEBUG, INFO, WARNING, ERROR or CRITICAL.
+- ``lockout_failures``: ``5`` — wrong passwords for one account (system user or backup user,
+  known or not) within ``lockout_window`` that lock it for ``lockout_seconds``.
+- ``address_failures``: ``50`` — wrong passwords from one client address within
+  ``lockout_window`` after which its new password checks are refused for ``lockout_seconds``.
+- ``lockout_window``: ``900`` — seconds over which failures are counted.
+- ``lockout_seconds``: ``900`` — seconds a lock lasts.
+- ``max_concurrent_hashes``: ``0`` = sized to the machine — password verifications (argon2,
+  64 MiB each) run at once; a login waiting longer than ``hash_wait_seconds`` for one is
+  answered "try again later" (HTTP 429).
+- ``hash_wait_seconds``: ``2`` — how long a login waits for a hashing slot.
 
 Settings of the agent (``opencbs backup``, ``restore``, ``verify``, ``snapshots``):
 
@@ -60,6 +70,12 @@ CONFIG_ENV = "OPENCBS_CONFIG"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: The embedded SQLite database in ``data_dir`` when ``database_url`` is empty.
 DEFAULT_DATABASE_FILE = "opencbs.db"
+#: The login lockout's defaults (the settings ``lockout_failures``, ``address_failures``,
+#: ``lockout_window`` and ``lockout_seconds``; seconds).
+DEFAULT_LOCKOUT_FAILURES = 5
+DEFAULT_ADDRESS_FAILURES = 50
+DEFAULT_LOCKOUT_WINDOW = 900.0
+DEFAULT_LOCKOUT_SECONDS = 900.0
 
 
 def sqlite_url(path: Path) -> str:
@@ -106,6 +122,33 @@ class Settings(BaseSettings):
         description="Seconds without a sign of life after which a running job is closed.",
     )
     log_level: str = Field(default="INFO", description="Logging level.")
+    lockout_failures: int = Field(
+        default=DEFAULT_LOCKOUT_FAILURES,
+        ge=1,
+        description="Wrong passwords for one account within lockout_window that lock it.",
+    )
+    address_failures: int = Field(
+        default=DEFAULT_ADDRESS_FAILURES,
+        ge=1,
+        description="Wrong passwords from one client address within lockout_window after "
+        "which its password checks are refused.",
+    )
+    lockout_window: float = Field(
+        default=DEFAULT_LOCKOUT_WINDOW, gt=0, description="Seconds over which failures count."
+    )
+    lockout_seconds: float = Field(
+        default=DEFAULT_LOCKOUT_SECONDS, gt=0, description="Seconds a lock lasts."
+    )
+    max_concurrent_hashes: int = Field(
+        default=0,
+        ge=0,
+        description="Password verifications at once (64 MiB each); 0: sized to the machine.",
+    )
+    hash_wait_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="Seconds a login waits for a hashing slot before 'try again later'.",
+    )
     server_url: str = Field(
         default="",
         description="URL of the server the agent reports to; empty: http://127.0.0.1:<port>.",

@@ -459,6 +459,8 @@ def test_restore_json_and_plain_progress_lines(server: Server, tmp_path: Path) -
         "bytes": size,
         "skipped": [],
         "damaged": [],
+        "failed_count": 0,
+        "failed": [],
         "complete": True,
     }
     assert res.stderr == ""

@@ -10,6 +10,7 @@ from opencbs.api.state import ServerState
 from opencbs.errors import CredentialsRejected
 from opencbs.reports.vocabulary import AccountStatus, SystemRole
 from opencbs.store import users
+from opencbs.store.lockouts import LockKind
 
 
 @pytest.mark.parametrize("how", ["locked", "suspended", "read_only_admin"])
@@ -20,7 +21,7 @@ def test_refused_accounts_never_check_the_real_password(
     with state.db.write() as conn:
         users.add_system_user(conn, "victim", "right-password", role)
     if how == "locked":
-        for _ in range(users.LOCK_AFTER_FAILURES):
+        for _ in range(state.auth_cache.policy.account_failures):
             with pytest.raises(CredentialsRejected):
                 auth.authenticate_system(state.db, state.auth_cache, "victim", "wrong")
     elif how == "suspended":
@@ -41,4 +42,4 @@ def test_refused_accounts_never_check_the_real_password(
         with pytest.raises(CredentialsRejected):
             auth.authenticate_system(state.db, state.auth_cache, "victim", "right-password")
     assert checked and user.password_hash not in checked  # only the dummy hash, every time
-    assert not state.auth_cache.hit("sys", user.password_hash, "right-password")
+    assert not state.auth_cache.hit(LockKind.SYSUSER, user.password_hash, "right-password")

@@ -12,7 +12,9 @@ from fastapi.testclient import TestClient
 from opencbs.api import cbs
 from opencbs.api.state import ServerState
 from opencbs.reports.vocabulary import AccountStatus, SystemRole
-from opencbs.store import job_queries, users
+from opencbs.store import job_queries, lockouts, users
+from opencbs.store.lockouts import LockKind
+from opencbs.store.util import now_ms
 from tests.conftest import ADMIN, VendorJob
 
 CT = "application/json; charset=utf-8"
@@ -202,7 +204,7 @@ def test_every_credentials_failure_is_the_same_answer(
     _add(state, "locky", "locky1", SystemRole.ADMIN)
     with state.db.write() as conn:
         users.set_system_status(conn, "susp", AccountStatus.SUSPENDED)
-    for _ in range(users.LOCK_AFTER_FAILURES):
+    for _ in range(state.auth_cache.policy.account_failures):
         r = client.post(SUMMARY, json=_req(vendor_job, SysUser="locky", SysPwd="nope"))
         assert _error(r) == CRED
     answers = {
@@ -224,8 +226,8 @@ def test_every_credentials_failure_is_the_same_answer(
         assert r.headers["content-type"] == reference.headers["content-type"], name
         assert r.content == reference.content, name
     with state.db.read() as conn:
-        locky = users.get_system_user(conn, "locky")
-    assert locky is not None and locky.status is AccountStatus.LOCKED
+        locked = lockouts.list_lockouts(conn, now_ms())
+    assert [(x.kind, x.key) for x in locked] == [(LockKind.SYSUSER, "locky")]
     # the suspended user's password was really right: it works once the account is enabled
     with state.db.write() as conn:
         users.set_system_status(conn, "susp", AccountStatus.ENABLE)
@@ -245,13 +247,14 @@ def test_lock_ends_after_the_lock_time(
     _add(state, "locky", "locky1", SystemRole.API_ONLY)
     right = _req(vendor_job, SysUser="locky", SysPwd="locky1")
     assert client.post(SUMMARY, json=right).json()["Status"] == "OK"  # now in the cache
-    for _ in range(users.LOCK_AFTER_FAILURES):
+    for _ in range(state.auth_cache.policy.account_failures):
         client.post(SUMMARY, json=_req(vendor_job, SysUser="locky", SysPwd="nope"))
     assert _error(client.post(SUMMARY, json=right)) == CRED
     real_now = util.now_ms
-    monkeypatch.setattr(auth, "now_ms", lambda: real_now() + users.LOCK_DURATION_MS - 60_000)
+    lock_ms = state.auth_cache.policy.lock_ms
+    monkeypatch.setattr(auth, "now_ms", lambda: real_now() + lock_ms - 60_000)
     assert _error(client.post(SUMMARY, json=right)) == CRED
-    monkeypatch.setattr(auth, "now_ms", lambda: real_now() + users.LOCK_DURATION_MS + 60_000)
+    monkeypatch.setattr(auth, "now_ms", lambda: real_now() + lock_ms + 60_000)
     assert client.post(SUMMARY, json=right).json()["Status"] == "OK"
     monkeypatch.undo()
     with state.db.read() as conn:

@@ -17,6 +17,10 @@ Outcomes (:meth:`BackupJob.run`): soft errors (``warn`` entries, ``agent.reading
 ``error`` log entry and no snapshot, as does the scan's helper process dying; a set ``cancel``
 event ends it ``BS_STOP_BY_USER`` with no snapshot. A damaged snapshot in the repository is
 skipped (a ``warn`` entry names it; ``Repository.verify`` reports it) and never blocks the job.
+Neither does a snapshot list (``engine.manifest``) that shows a removed snapshot or a rollback
+(an older list than the agent remembers in ``JobOptions.state_dir``): each problem is a ``warn``
+entry and a warning on stderr, the backup goes on, and the list it commits (a generation above
+the one remembered) names what is stored now; the agent then remembers that list.
 
 Dedupe figures (cbs-api.md §5): ``DedupeOriginalSize`` = original bytes of every file read
 this job (new and updated content examined); ``DedupeSaving`` = of those, bytes whose chunks
@@ -73,6 +77,7 @@ from opencbs.engine.classify import (
     resolve_sources,
 )
 from opencbs.engine.entries import Entry
+from opencbs.engine.manifest import load_anchor, remember
 from opencbs.engine.repo_errors import ChunkNotFound, CorruptData, RepositoryError
 from opencbs.engine.repo_verify import VerifyProblem
 from opencbs.engine.repository import Repository, SnapshotInfo, SnapshotMeta
@@ -215,6 +220,7 @@ class BackupJob:
         self._check_cancel()
         snapshot_id = repo.commit_snapshot(meta, self._snapshot_items(reader, result))
         self.channel.log(LogType.INFO, f"Snapshot {snapshot_id} committed")
+        self._remember_list(repo)
         return snapshot_id
 
     def _open(self) -> tuple[Repository, bool]:
@@ -236,7 +242,37 @@ class BackupJob:
                 f"{len(missing)} packs are missing from the "
                 "destination; their data is stored again; run a verify",
             )
+        self._check_list(repo)
         return repo, bool(missing)
+
+    def _check_list(self, repo: Repository) -> None:
+        """Report what the snapshot list shows (removed snapshots, a rollback) as ``warn``
+        entries and stderr warnings; the job goes on (module docstring)."""
+        state_dir = self.options.state_dir
+        anchor = load_anchor(state_dir, repo.config.repo_id) if state_dir is not None else None
+        for subject, message in repo.check_snapshot_list(anchor).problems:
+            log.warning("destination's %s: %s", subject, message)
+            self.channel.log(
+                LogType.WARN,
+                f"The destination's {subject}: {message}. It was changed outside opencbs or "
+                "put back from an older copy; this backup lists what is stored now",
+            )
+
+    def _remember_list(self, repo: Repository) -> None:
+        """Remember the snapshot list just committed (``JobOptions.state_dir``); a data dir
+        that cannot be written is a ``warn`` entry."""
+        state_dir, recorded = self.options.state_dir, repo.recorded
+        if state_dir is None or recorded is None:
+            return
+        try:
+            remember(state_dir, repo.config.repo_id, recorded)
+        except OSError as exc:
+            log.warning("cannot remember the snapshot list in %s: %s", state_dir, exc)
+            self.channel.log(
+                LogType.WARN,
+                f"Cannot remember the destination's snapshot list in {state_dir} "
+                f"({exc.strerror or exc}): a rollback of it would go unnoticed",
+            )
 
     def _previous(self, repo: Repository) -> tuple[SnapshotInfo | None, Iterator[TreeItem]]:
         """The previous snapshot to compare with (damaged ones skipped, each a warning) and

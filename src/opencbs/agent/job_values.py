@@ -97,7 +97,9 @@ class JobOptions:
     (``agent.spool``; ``None``: a temporary one, lost with a lost server). ``zone``: the zone
     of a job ID given while the server is away (default the machine's). ``repository``: the
     repository of ``storage`` already opened with ``password`` (saves deriving its key a
-    second time; ``None``: opened, or created, by the job)."""
+    second time; ``None``: opened, or created, by the job). ``state_dir``: the agent's
+    ``data_dir``, where it remembers each repository's snapshot list to notice a rollback
+    (``engine.manifest``; ``None``: not remembered, the list is still checked by itself)."""
 
     client: AgentClient
     set_id: str
@@ -112,6 +114,7 @@ class JobOptions:
     spool_dir: Path | None = None
     zone: tzinfo | None = None
     repository: Repository | None = None
+    state_dir: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)

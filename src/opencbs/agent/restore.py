@@ -6,9 +6,28 @@
 its ID by ``Repository.read_chunk``, and the whole content against the entry's content ID),
 mode and modification time; directories their mode and modification time (set after their
 content, deepest first); symbolic links their target (never followed) and modification time.
-Owners (uid/gid) are restored when running as root (a failure is then an ``OSError``); otherwise
-best-effort (a refused ``chown`` is ignored: an unprivileged user may only give files to
-itself and its groups). Owners are set before modes, since ``chown`` clears set-user-ID bits.
+
+The target itself is left as it is: a snapshot's ``/`` entry (a backup of ``/``) maps to the
+target, whose mode, owner and times are never changed; every other entry maps to a path below.
+
+Owners and special bits (issue 11): by default the files belong to the user running the
+restore (also root) and modes keep their permission bits only (``mode & 0o777``: set-user-ID,
+set-group-ID and sticky bits are dropped), so a restore never makes a set-user-ID program of
+someone else's, nor a file of uid 0 that the user did not ask for. ``same_owner=True``
+(``opencbs restore --same-owner``) restores the owner and group by their numeric IDs, and the
+special bits with them; a refused ``chown`` (an unprivileged user may only give files to itself
+and its groups) is then a path not restored (below), and that path keeps its permission bits
+only. Owners are set before modes, since ``chown`` clears set-user-ID bits.
+
+Paths that cannot be written: a path the target refuses — a directory where the snapshot has
+a file, permission denied, a name too long, an owner that cannot be set — is recorded in
+``RestoreResult.failed`` (the first ``FAILED_LISTED``; ``failed_count`` counts them all) and the
+restore goes on with the other entries; nothing is raised for them (``complete`` is then
+false). A partly written file is removed. A full, read-only or failing target file system
+(``ENOSPC``, ``EDQUOT``, ``EROFS``, ``EIO``) stops the restore instead (``OSError``): every
+later path would fail the same way. A non-directory where the snapshot has a directory (a file
+or a link, restored or planted) is replaced by the directory, and any existing non-directory
+where the snapshot has a file or link is replaced (the link itself, never what it points to).
 
 Sparse files: content is written with ``pwrite`` and every all-zero run of whole 4 KiB blocks
 (aligned in the file) is skipped, then the file is cut to its size, so zeros become holes on
@@ -23,13 +42,13 @@ command exits non-zero); ``strict=False`` returns the result instead.
 
 Nothing is ever written outside ``target``:
 
-- a snapshot path that is not absolute, or holds a ``.``/``..``/empty component or a NUL byte
-  is refused (``UnsafePath``; nothing of that entry is written);
+- a snapshot path that is not absolute, or holds a ``.``/``..``/empty component or a NUL byte,
+  and a ``/`` entry that is not a directory, is refused (``UnsafePath``; nothing of that entry
+  is written);
 - every directory is entered with ``O_NOFOLLOW | O_DIRECTORY`` relative to its parent's
   descriptor, and every file is created with ``O_CREAT | O_EXCL | O_NOFOLLOW`` relative to its
-  directory's descriptor, so a symbolic link in the target (restored or planted) is never
-  traversed; an existing non-directory at a path is replaced (unlinked first, which removes the
-  link itself, not what it points to).
+  directory's descriptor, so a symbolic link in the target (restored or planted, also one
+  planted during the restore) is never traversed.
 
 Paths are bytes throughout, so names that are not UTF-8 are restored exactly.
 
@@ -68,7 +87,9 @@ from opencbs.engine.repository import Repository, SnapshotInfo
 from opencbs.reports.vocabulary import EntryType
 
 __all__ = [
+    "FAILED_LISTED",
     "DamagedFile",
+    "FailedPath",
     "RestoreIncomplete",
     "RestoreProgress",
     "RestoreResult",
@@ -86,6 +107,12 @@ HOLE_BLOCK = 4096
 _ZERO_BLOCK = bytes(HOLE_BLOCK)
 #: Seconds between two progress calls, at least (the final call is always made).
 PROGRESS_INTERVAL = 0.25
+#: At most this many paths not restored are listed in a result (all are counted).
+FAILED_LISTED = 1000
+#: Errors of the target file system as a whole: they stop the restore (module docstring).
+_FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+#: The permission bits kept without ``same_owner`` (no set-user-ID, set-group-ID, sticky).
+_PERMISSION_BITS = 0o777
 
 
 class UnsafePath(RepositoryError):
@@ -108,10 +135,20 @@ class DamagedFile:
 
 
 @dataclass(frozen=True, slots=True)
+class FailedPath:
+    """A path the target refused: its ``path`` in the snapshot (display form) and why
+    (``reason``, one line: the system's words, e.g. "permission denied")."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class RestoreResult:
-    """What a restore wrote: the ``snapshot_id``, counts of ``files``, ``dirs`` and ``links``,
-    content ``bytes`` written, the unsafe paths ``skipped`` (display form) and the ``damaged``
-    entries that were not restored."""
+    """What a restore wrote: the ``snapshot_id``, counts of ``files``, ``dirs`` and ``links``
+    fully restored, content ``bytes`` written, the unsafe paths ``skipped`` (display form), the
+    ``damaged`` entries that were not restored, and the paths the target refused: ``failed``
+    (the first ``FAILED_LISTED``) and ``failed_count`` (all of them)."""
 
     snapshot_id: str
     files: int
@@ -120,11 +157,14 @@ class RestoreResult:
     bytes: int
     skipped: tuple[str, ...]
     damaged: tuple[DamagedFile, ...] = ()
+    failed: tuple[FailedPath, ...] = ()
+    failed_count: int = 0
 
     @property
     def complete(self) -> bool:
-        """Whether every selected entry was restored (nothing damaged; unsafe paths aside)."""
-        return not self.damaged
+        """Whether every selected entry was restored: nothing damaged, no path refused by the
+        target (unsafe paths aside)."""
+        return not self.damaged and not self.failed_count
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,14 +253,15 @@ def restore(
     set_id: str | None = None,
     destination_id: str | None = None,
     strict: bool = True,
-    owners: bool | None = None,
+    same_owner: bool = False,
     progress: Callable[[RestoreProgress], None] | None = None,
     repository: Repository | None = None,
 ) -> RestoreResult:
     """Restore a snapshot (by snapshot ID or job ID, see :func:`find_snapshot`) below
     ``target`` (created if missing). ``paths``: restore only the entries at or under these
-    source paths (absolute; default everything). ``owners``: restore uid/gid strictly
-    (``True``), best-effort (``False``) or strictly only when running as root (``None``).
+    source paths (absolute; default everything). ``same_owner``: restore owners (numeric
+    uid/gid) and set-user-ID, set-group-ID and sticky bits (default: neither, whoever runs it;
+    see the module docstring).
     ``progress``: called with a :class:`RestoreProgress` a few times per second at most and
     once at the end (see the module docstring); an exception it raises ends the restore.
     ``repository``: the repository of ``storage`` opened already (``password`` then unused).
@@ -229,7 +270,9 @@ def restore(
     Raises ``SnapshotNotFound``, ``WrongPassword``, ``CorruptData`` (the snapshot object is
     damaged), ``RestoreIncomplete`` (after restoring everything else, when entries were
     damaged; not with ``strict=False``), ``DestinationError`` and ``OSError`` (the target
-    cannot be written). Unsafe snapshot paths are skipped and listed in the result.
+    cannot be opened, or its file system is full, read-only or failing). Unsafe snapshot paths
+    are skipped and paths the target refuses are not restored; both are listed in the result,
+    and the restore goes on (not an exception, even with ``strict``).
     """
     repo = repository if repository is not None else Repository.open(storage, password)
     info = find_snapshot(repo, snapshot_or_job_id, set_id=set_id, destination_id=destination_id)
@@ -238,8 +281,7 @@ def restore(
     os.makedirs(target_b, exist_ok=True)
     totals = _totals(repo, info, wanted) if progress is not None else None
     root = os.open(target_b, _DIR_FLAGS)
-    strict_owners = os.geteuid() == 0 if owners is None else owners
-    writer = _Restorer(repo, root, strict_owners=strict_owners)
+    writer = _Restorer(repo, root, same_owner=same_owner)
     if progress is not None:
         writer.reporter = _Reporter(info.id, totals, progress, writer)
         writer.reporter.report(force=True)
@@ -249,14 +291,7 @@ def restore(
             for entry, chunk_ids in items:
                 if wanted is not None and not _selected(entry.path, wanted):
                     continue
-                try:
-                    parts = _components(entry.path)
-                except UnsafePath as exc:
-                    log.warning("%s", exc)
-                    writer.skipped.append(display_path(entry.path))
-                    writer.entries_done += 1
-                    continue
-                writer.write(parts, entry, chunk_ids)
+                writer.restore_entry(entry, chunk_ids)
                 writer.entries_done += 1
                 if writer.reporter is not None:
                     writer.reporter.report(entry)
@@ -276,10 +311,12 @@ def restore(
         writer.bytes,
         tuple(writer.skipped),
         tuple(writer.damaged),
+        tuple(writer.failed),
+        writer.failed_count,
     )
     if writer.reporter is not None:
         writer.reporter.report(force=True, finished=True)
-    if strict and not result.complete:
+    if strict and result.damaged:
         raise RestoreIncomplete(result)
     return result
 
@@ -372,31 +409,76 @@ def _components(path: bytes) -> tuple[bytes, ...]:
 class _Restorer:
     """Writes entries below the directory descriptor ``root`` (private)."""
 
-    def __init__(self, repo: Repository, root: int, *, strict_owners: bool) -> None:
+    def __init__(self, repo: Repository, root: int, *, same_owner: bool) -> None:
         self.repo = repo
         self.root = root
-        self.strict_owners = strict_owners
+        self.same_owner = same_owner
         self.files = self.dirs = self.links = self.bytes = 0
         self.entries_done = 0
         self.reporter: _Reporter | None = None
         self.skipped: list[str] = []
         self.damaged: list[DamagedFile] = []
+        self.failed: list[FailedPath] = []
+        self.failed_count = 0
         self.dirs_meta: list[tuple[tuple[bytes, ...], Entry]] = []  # parts, entry
 
-    def _chown(self, target: int | bytes, entry: Entry, dir_fd: int | None = None) -> None:
-        """Give ``target`` (a descriptor, or a name in ``dir_fd``, never followed) the entry's
-        owner: strictly, or ignoring a refusal (see the module docstring)."""
+    def restore_entry(self, entry: Entry, chunk_ids: Sequence[bytes]) -> None:
+        """Write one entry; an unsafe path is skipped, a path the target refuses is recorded
+        as failed (both logged); raises ``OSError`` only for ``_FATAL_ERRNOS``."""
+        try:
+            parts = _components(entry.path)
+            if not parts and entry.etype is not EntryType.DIRECTORY:
+                raise UnsafePath(entry.path)  # only a directory can be the target itself
+        except UnsafePath as exc:
+            log.warning("%s", exc)
+            self.skipped.append(display_path(entry.path))
+            return
+        try:
+            self.write(parts, entry, chunk_ids)
+        except OSError as exc:
+            if exc.errno in _FATAL_ERRNOS:
+                raise
+            self.fail(entry, exc)
+
+    def fail(self, entry: Entry, exc: OSError) -> None:
+        """Record ``entry`` as not restored, for the reason ``exc`` gives."""
+        reason = _reason(exc)
+        log.debug("cannot restore %s: %s", display_path(entry.path), reason)
+        self.failed_count += 1
+        if len(self.failed) < FAILED_LISTED:
+            self.failed.append(FailedPath(display_path(entry.path), reason))
+
+    def _mode(self, entry: Entry, *, owner_set: bool) -> int:
+        """The mode to give: special bits only when the owner was restored too."""
+        mode = stat.S_IMODE(entry.mode)
+        return mode if owner_set else mode & _PERMISSION_BITS
+
+    def _chown(
+        self, target: int | bytes, entry: Entry, dir_fd: int | None = None
+    ) -> OSError | None:
+        """With ``same_owner``, give ``target`` (a descriptor, or a name in ``dir_fd``, never
+        followed) the entry's owner; the refusal, if any, is returned (the caller sets the
+        rest, then raises it). ``None`` when done or not asked."""
+        if not self.same_owner:
+            return None
         try:
             if isinstance(target, int):
                 os.fchown(target, entry.uid, entry.gid)
             else:
                 os.chown(target, entry.uid, entry.gid, dir_fd=dir_fd, follow_symlinks=False)
-        except PermissionError:
-            if self.strict_owners:
-                raise
         except OSError as exc:
-            if self.strict_owners or exc.errno not in (errno.EPERM, errno.EINVAL):
-                raise
+            why = _reason(exc)
+            return OSError(exc.errno, f"cannot set owner {entry.uid}:{entry.gid}: {why}")
+        return None
+
+    def _set_meta(self, fd: int, entry: Entry) -> None:
+        """Owner (when asked), mode and mtime of an open file or directory; raises the
+        ``chown`` refusal after setting the rest."""
+        refused = self._chown(fd, entry)
+        os.fchmod(fd, self._mode(entry, owner_set=self.same_owner and refused is None))
+        os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
+        if refused is not None:
+            raise refused
 
     @contextmanager
     def _parent(self, parts: Sequence[bytes], *, create: bool = True) -> Iterator[int]:
@@ -425,24 +507,20 @@ class _Restorer:
             os.close(fd)
 
     def write(self, parts: tuple[bytes, ...], entry: Entry, chunk_ids: Sequence[bytes]) -> None:
+        """Write one entry at ``parts`` (non-empty unless a directory: the target itself,
+        whose metadata is left alone). Raises ``OSError``."""
         if entry.etype is EntryType.DIRECTORY:
             with self._parent(parts):
                 pass
-            self.dirs_meta.append((parts, entry))
+            if parts:
+                self.dirs_meta.append((parts, entry))
             self.dirs += 1
             return
-        if not parts:
-            raise UnsafePath(entry.path)
         with self._parent(parts[:-1]) as dfd:
             name = parts[-1]
             _remove_non_dir(dfd, name)
             if entry.etype is EntryType.LINK:
-                os.symlink(entry.link_target or b"", name, dir_fd=dfd)
-                self._chown(name, entry, dfd)
-                os.utime(
-                    name, ns=(entry.mtime_ns, entry.mtime_ns), dir_fd=dfd, follow_symlinks=False
-                )
-                self.links += 1
+                self._write_link(dfd, name, entry)
                 return
             try:
                 self._write_file(dfd, name, entry, chunk_ids)
@@ -453,45 +531,78 @@ class _Restorer:
                 return
             self.files += 1
 
+    def _write_link(self, dfd: int, name: bytes, entry: Entry) -> None:
+        os.symlink(entry.link_target or b"", name, dir_fd=dfd)
+        refused = self._chown(name, entry, dfd)
+        os.utime(name, ns=(entry.mtime_ns, entry.mtime_ns), dir_fd=dfd, follow_symlinks=False)
+        if refused is not None:
+            raise refused
+        self.links += 1
+
     def _write_file(self, dfd: int, name: bytes, entry: Entry, chunk_ids: Sequence[bytes]) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
         fd = os.open(name, flags, 0o600, dir_fd=dfd)
         try:
-            hasher = self.repo.keys.hasher()
-            size = 0
-            reporter = self.reporter
             try:
-                for chunk_id in chunk_ids:
-                    data = self.repo.read_chunk(chunk_id)
-                    hasher.update(data)
-                    _write_sparse(fd, data, size)
-                    size += len(data)
-                    if reporter is not None:
-                        reporter.partial = size
-                        reporter.report(entry)
-            finally:
-                if reporter is not None:
-                    reporter.partial = 0
-            if entry.content_id is not None and hasher.digest() != entry.content_id:
-                raise CorruptData("content does not match its ID")
-            if size != entry.size:
-                raise CorruptData(f"{size} bytes restored, {entry.size} expected")
-            os.ftruncate(fd, size)  # a trailing hole: the size is set here
+                size = self._write_content(fd, entry, chunk_ids)
+            except OSError:
+                _unlink_quietly(dfd, name)  # no partly written file is left
+                raise
             self.bytes += size
-            self._chown(fd, entry)
-            os.fchmod(fd, stat.S_IMODE(entry.mode))
-            os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
+            self._set_meta(fd, entry)
         finally:
             os.close(fd)
 
+    def _write_content(self, fd: int, entry: Entry, chunk_ids: Sequence[bytes]) -> int:
+        """Write and check the content of ``entry`` into ``fd``; its size in bytes. Raises
+        ``CorruptData``/``ChunkNotFound`` (damage) and ``OSError``."""
+        hasher = self.repo.keys.hasher()
+        size = 0
+        reporter = self.reporter
+        try:
+            for chunk_id in chunk_ids:
+                data = self.repo.read_chunk(chunk_id)
+                hasher.update(data)
+                _write_sparse(fd, data, size)
+                size += len(data)
+                if reporter is not None:
+                    reporter.partial = size
+                    reporter.report(entry)
+        finally:
+            if reporter is not None:
+                reporter.partial = 0
+        if entry.content_id is not None and hasher.digest() != entry.content_id:
+            raise CorruptData("content does not match its ID")
+        if size != entry.size:
+            raise CorruptData(f"{size} bytes restored, {entry.size} expected")
+        os.ftruncate(fd, size)  # a trailing hole: the size is set here
+        return size
+
     def finish_dirs(self) -> None:
-        """Set the directories' owners, modes and mtimes, deepest first (after their
-        content)."""
+        """Set the directories' owners (when asked), modes and mtimes, deepest first (after
+        their content); a directory that refuses is recorded as failed (not counted)."""
         for parts, entry in sorted(self.dirs_meta, key=lambda d: len(d[0]), reverse=True):
-            with self._parent(parts, create=False) as fd:
-                self._chown(fd, entry)
-                os.fchmod(fd, stat.S_IMODE(entry.mode))
-                os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
+            try:
+                with self._parent(parts, create=False) as fd:
+                    self._set_meta(fd, entry)
+            except OSError as exc:
+                if exc.errno in _FATAL_ERRNOS:
+                    raise
+                self.dirs -= 1
+                self.fail(entry, exc)
+
+
+def _reason(exc: OSError) -> str:
+    """One line saying why ``exc`` happened, in the system's words, lower case first."""
+    text = exc.strerror or str(exc)
+    return text[:1].lower() + text[1:]
+
+
+def _unlink_quietly(dfd: int, name: bytes) -> None:
+    try:
+        os.unlink(name, dir_fd=dfd)
+    except OSError as exc:
+        log.debug("cannot remove %r: %s", name, exc)
 
 
 def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:

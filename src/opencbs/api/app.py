@@ -23,7 +23,9 @@ from opencbs.api import cbs_jobs as _cbs_jobs  # noqa: F401 - registers calls
 from opencbs.api import cbs_reports as _cbs_reports  # noqa: F401 - registers calls
 from opencbs.api import cbs_users as _cbs_users  # noqa: F401 - registers calls
 from opencbs.api import envelope, redact
+from opencbs.api.admin import router as admin_router
 from opencbs.api.agent import router as agent_router
+from opencbs.api.auth import ClientAddress
 from opencbs.api.limits import BodyTooLarge, GuardBodies
 from opencbs.api.routes import PREFIX, mount_cbs
 from opencbs.api.state import ServerState
@@ -122,15 +124,19 @@ def create_app(state: ServerState) -> FastAPI:
 
     mount_cbs(app)
     app.include_router(agent_router)
+    app.include_router(admin_router)
     app.add_middleware(GuardBodies, state=state, agent_error=agent_error)
+    app.add_middleware(ClientAddress)  # outermost: the address is known to everything inside
     return app
 
 
 def agent_error(exc: OpenCBSError) -> Response:
-    """An agent API error: ``{"error", "message", "hint"}`` with its HTTP status."""
+    """An agent (or admin) API error: ``{"error", "message", "hint"}`` with its HTTP status
+    (and ``Retry-After`` for a 429)."""
     return JSONResponse(
         {"error": exc.code, "message": exc.message, "hint": exc.hint},
         status_code=_agent_status(exc),
+        headers=envelope.retry_headers(exc),
     )
 
 
@@ -158,6 +164,8 @@ def _agent_status(exc: OpenCBSError) -> int:
         return 413
     if isinstance(exc, e.StoreError):
         return 503
+    if isinstance(exc, e.ServerBusy):
+        return 429
     return 400
 
 

@@ -32,7 +32,6 @@ from opencbs.api.cbs import LOGIN, OWNER, ParamDoc, backup_user, cbs_call
 from opencbs.api.envelope import ok
 from opencbs.api.params import Params
 from opencbs.api.state import ServerState
-from opencbs.errors import AuthUserRejected
 from opencbs.store import job_queries, users
 from opencbs.store.users import BackupUser
 
@@ -168,11 +167,9 @@ def auth_user(params: Params, caller: Caller, state: ServerState) -> Response:
     login = params.required_str("LoginName")
     password = params.required_str("Password")
     owner = params.str_or_empty("Owner")
-    user = authenticate_backup_user(state.db, state.auth_cache, login, password)
-    if owner and owner != user.owner:
-        raise AuthUserRejected()
-    if caller.scope is not None and user.owner != caller.scope:
-        raise AuthUserRejected()
+    authenticate_backup_user(
+        state.db, state.auth_cache, login, password, owner=owner, scope=caller.scope
+    )
     return ok()
 
 

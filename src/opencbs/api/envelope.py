@@ -67,18 +67,29 @@ def expt_type(exc: e.OpenCBSError) -> str:
 
 
 def error(exc: e.OpenCBSError) -> CBSResponse:
-    """The error envelope of ``exc``: HTTP 200, but 404 for an unknown call (§3)."""
+    """The error envelope of ``exc``: HTTP 200, but 404 for an unknown call (§3), 405 for a
+    wrong method, 429 with ``Retry-After`` for ``ServerBusy`` (too many logins at once)."""
     status = (
         404
         if isinstance(exc, e.UnknownApi)
         else 405
         if isinstance(exc, e.MethodNotAllowed)
+        else 429
+        if isinstance(exc, e.ServerBusy)
         else 200
     )
     return CBSResponse(
         {"Status": "Error", "Message": exc.message, "ExptType": expt_type(exc)},
         status_code=status,
+        headers=retry_headers(exc),
     )
+
+
+def retry_headers(exc: e.OpenCBSError) -> dict[str, str]:
+    """``{"Retry-After": seconds}`` for ``ServerBusy``, else nothing (every API's answer)."""
+    if isinstance(exc, e.ServerBusy):
+        return {"Retry-After": str(exc.retry_after)}
+    return {}
 
 
 def internal_error(exc: BaseException) -> CBSResponse:

@@ -104,11 +104,13 @@ def basic_credentials(header: str) -> tuple[str, str] | None:
     return (login, password) if sep else None
 
 
-def _authenticate(state: ServerState, header: str) -> BackupUser:
+def _authenticate(state: ServerState, header: str, client: str | None) -> BackupUser:
+    """The backup user of an ``Authorization`` header. A malformed header is refused without a
+    password check; ``client`` (the peer's address) goes to the lockout."""
     creds = basic_credentials(header)
     if creds is None:
         raise AuthUserRejected()
-    return authenticate_backup_user(state.db, state.auth_cache, creds[0], creds[1])
+    return authenticate_backup_user(state.db, state.auth_cache, creds[0], creds[1], client=client)
 
 
 def too_large(exc: BodyTooLarge, path: str) -> Response:
@@ -182,8 +184,10 @@ class GuardBodies:
         path: str = scope.get("path", "")
         if is_agent(path):
             header = Headers(scope=scope).get("authorization", "")
+            peer = scope.get("client")
+            client = str(peer[0]) if peer else None
             try:
-                user = await run_in_threadpool(_authenticate, self.state, header)
+                user = await run_in_threadpool(_authenticate, self.state, header, client)
             except OpenCBSError as exc:
                 await self.agent_error(exc)(scope, receive, send)
                 return

@@ -170,6 +170,7 @@ def backup(
             verbose=verbose,
             spool_dir=spool_dir,
             zone=settings.tz(),
+            state_dir=settings.data_dir,
         )
     if as_json:
         print_json(outcome_json(outcome))

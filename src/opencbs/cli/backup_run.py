@@ -92,11 +92,13 @@ def run_job(
     verbose: bool,
     spool_dir: Path | None = None,
     zone: tzinfo | None = None,
+    state_dir: Path | None = None,
 ) -> JobOutcome:
     """One backup job of ``target`` with progress on stderr, Ctrl-C/SIGTERM stopping it
     cleanly, and (``verbose``) each change printed with its reason. The repository is opened
     (or on first use created) first, so a wrong encryption password stops before any job
-    starts. Raises ``WrongPassword``, ``DestinationError``, ``ServerUnreachable``,
+    starts. ``state_dir``: the agent's data_dir (``JobOptions.state_dir``). Raises
+    ``WrongPassword``, ``DestinationError``, ``ServerUnreachable``,
     ``AgentApiError``."""
     level = target.bset.settings.compression.level
     storage = LocalStorage(target.path)
@@ -114,6 +116,7 @@ def run_job(
         spool_dir=spool_dir,
         zone=zone,
         repository=repo,
+        state_dir=state_dir,
     )
     with (
         cancel_on_signals(cancel),

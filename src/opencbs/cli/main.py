@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "db": ("admin", "db"),
     "sysuser": ("admin", "sysuser"),
     "user": ("admin", "user"),
+    "lockout": ("lockout_cmds", "lockout"),
     "set": ("admin", "backup_set"),
     "report": ("report", "report"),
     "demo": ("demo", "demo"),

@@ -3,7 +3,9 @@ repository directly (no server, unless ``restore --set`` names a set to look up:
 ``agent.targets.locate_destination``).
 
 ``restore`` restores one job (``agent.restore``) into a target folder, created only once the
-repository is open and the snapshot and paths are found; ``verify`` checks the repository
+repository is open and the snapshot and paths are found; each path the target refuses is one
+warning line on stderr and the restore goes on (exit code 10 at the end, ``PathsNotRestored``;
+damaged contents win with exit code 8); ``verify`` checks the repository
 (exit code 8 when it finds damage); ``snapshots`` lists the completed jobs.
 """
 
@@ -36,13 +38,21 @@ from opencbs.cli.common import JSON, NonEmptyPath, echo, note, print_json, print
 from opencbs.cli.progress import RestoreProgressView, activity
 from opencbs.destinations.local import LocalStorage
 from opencbs.engine.entries import display_path
+from opencbs.engine.manifest import load_anchor, remember
 from opencbs.engine.repo_errors import RepositoryNotFound, SnapshotNotFound
 from opencbs.engine.repository import Repository
 from opencbs.errors import ExitCode, InvalidInput, OpenCBSError
 from opencbs.reports.timefmt import local_zone
 from opencbs.settings import Settings
 
-__all__ = ["TargetUnwritable", "restore", "restore_json", "snapshots", "verify"]
+__all__ = [
+    "PathsNotRestored",
+    "TargetUnwritable",
+    "restore",
+    "restore_json",
+    "snapshots",
+    "verify",
+]
 
 
 def open_existing_repository(folder: Path, password: str) -> Repository:
@@ -80,6 +90,12 @@ def open_existing_repository(folder: Path, password: str) -> Repository:
     help="Restore only this source path and what is under it, as the report shows "
     "it or raw (repeatable).",
 )
+@click.option(
+    "--same-owner",
+    is_flag=True,
+    help="Restore owner, group (numeric IDs) and setuid/setgid/sticky bits; without it files "
+    "belong to whoever runs the restore and keep their permission bits only.",
+)
 @JSON
 @with_agent_settings(SERVER, LOGIN, PASSWORD_STDIN, ENCRYPTION_FILE)
 def restore(
@@ -90,6 +106,7 @@ def restore(
     destination: Path | None,
     target: str,
     paths: tuple[str, ...],
+    same_owner: bool,
     as_json: bool,
     password_stdin: bool,
     encryption_password_file: Path | None,
@@ -97,10 +114,12 @@ def restore(
     """Restore one backup job (by job ID, snapshot ID or a unique prefix of at least 8
     characters of it) into --target DIR.
 
-    Source path /a/b is written to DIR/a/b. Contents are checked against their hashes;
-    nothing is written outside DIR. A --path that names nothing in the snapshot is an error
-    (exit code 4). The repository is opened and the snapshot found before DIR is created: a
-    restore that cannot start creates nothing."""
+    Source path /a/b is written to DIR/a/b; DIR's own mode, owner and times are left alone.
+    Contents are checked against their hashes; nothing is written outside DIR. A --path that
+    names nothing in the snapshot is an error (exit code 4). The repository is opened and the
+    snapshot found before DIR is created: a restore that cannot start creates nothing. A path
+    DIR refuses (e.g. a folder where the snapshot has a file) is named in a warning and the
+    rest is restored (exit code 10)."""
     # everything that can fail is checked before anything is created: the repository opened,
     # the snapshot and paths found; then the target is created and "started" shown
     _check_target_arg(target)
@@ -130,6 +149,7 @@ def restore(
                 folder_,
                 paths=wanted,
                 set_id=set_id,
+                same_owner=same_owner,
                 progress=shown.update,
                 repository=repo,
             )
@@ -140,21 +160,42 @@ def restore(
         except RestoreIncomplete as exc:
             if as_json:  # the document first; the error (exit code 8) follows on stderr
                 print_json(restore_json(exc.result))
+            _warn_failed(exc.result)
             raise
     if as_json:
         print_json(restore_json(result))
-        return
+    else:
+        _print_restored(result, target)
+    _warn_failed(result)
+    if result.failed_count:
+        raise PathsNotRestored(result)
+
+
+def _print_restored(result: RestoreResult, target: str) -> None:
+    not_restored = f", {result.failed_count} paths not restored" if result.failed_count else ""
     echo(
         f"restored snapshot {result.snapshot_id} into {show_name(target)}: {result.files} "
         f"files, {result.dirs} directories, {result.links} links, {result.bytes} bytes"
+        f"{not_restored}"
     )
     for skipped in result.skipped:
         note(f"skipped unsafe path {show_name(skipped)}")
 
 
+def _warn_failed(result: RestoreResult) -> None:
+    """One warning line on stderr per path not restored (those listed in the result)."""
+    for failed in result.failed:
+        note(f"opencbs: warning: cannot restore {show_name(failed.path)}: {failed.reason}")
+    unlisted = result.failed_count - len(result.failed)
+    if unlisted > 0:
+        note(f"opencbs: warning: {unlisted} more paths not restored (not listed)")
+
+
 def restore_json(result: RestoreResult) -> dict[str, Any]:
     """A restore's result for machines: the snapshot ID, counts, bytes, the unsafe paths
-    skipped, the damaged entries (``path``, ``message``) and whether it is ``complete``."""
+    skipped, the damaged entries (``path``, ``message``), the paths not restored
+    (``failed_count``; ``failed``: the first ``agent.restore.FAILED_LISTED``, ``path`` and
+    ``reason``) and whether it is ``complete``."""
     return {
         "snapshot_id": result.snapshot_id,
         "files": result.files,
@@ -163,8 +204,28 @@ def restore_json(result: RestoreResult) -> dict[str, Any]:
         "bytes": result.bytes,
         "skipped": list(result.skipped),
         "damaged": [{"path": d.path, "message": d.message} for d in result.damaged],
+        "failed_count": result.failed_count,
+        "failed": [{"path": f.path, "reason": f.reason} for f in result.failed],
         "complete": result.complete,
     }
+
+
+class PathsNotRestored(OpenCBSError):
+    """A restore that wrote everything else, but some paths were refused by the target
+    (exit code 10, ``INCOMPLETE``); each was named in a warning already."""
+
+    code = "restore_paths_not_restored"
+    exit_code = ExitCode.INCOMPLETE
+
+    def __init__(self, result: RestoreResult) -> None:
+        first = result.failed[0]
+        super().__init__(
+            f"restore incomplete: {result.failed_count} paths not restored (first: "
+            f"{show_name(first.path)}: {first.reason})",
+            "see the warnings above; clear what is in the way (or restore into an empty "
+            "--target) and restore those paths again with --path",
+        )
+        self.result = result
 
 
 class TargetUnwritable(OpenCBSError):
@@ -254,12 +315,16 @@ def verify(
     encryption_password_file: Path | None,
 ) -> int:
     """Check a destination's repository: every pack and every chunk every snapshot
-    references; with --read-data every stored byte. Exit code 8 when damage is found."""
+    references, and its snapshot list (no snapshot removed, no older list put back than this
+    agent remembers); with --read-data every stored byte. Exit code 8 when damage is found."""
     _must_exist(destination)
     repo_password = encryption_password(settings, encryption_password_file)
     repo = open_existing_repository(destination, repo_password)
+    anchor = load_anchor(settings.data_dir, repo.config.repo_id)
     with activity(f"verifying {destination}", quiet=as_json):
-        result = repo.verify(read_data=read_data)
+        result = repo.verify(read_data=read_data, anchor=anchor)
+    if result.ok:
+        _remember_list(settings, repo)
     if as_json:
         print_json(
             {
@@ -268,9 +333,12 @@ def verify(
                 "packs": result.packs,
                 "chunks_read": result.chunks_read,
                 "errors": [{"subject": p.subject, "message": p.message} for p in result.errors],
+                "notes": list(result.notes),
             }
         )
     else:
+        for text in result.notes:  # no damage: for a person, on stderr
+            note(f"opencbs: {text}")
         for p in result.errors:
             echo(f"damaged: {p.subject}: {p.message}")
         echo(
@@ -336,6 +404,17 @@ def snapshots(
         ],
         no_wrap=("ID", "Job"),
     )
+
+
+def _remember_list(settings: Settings, repo: Repository) -> None:
+    """After a clean verify, remember the repository's snapshot list in the agent's data dir
+    (``engine.manifest``), so a later rollback is noticed here too; a failure is a note."""
+    try:
+        listed = repo.snapshot_list()
+        if listed is not None:
+            remember(settings.data_dir, repo.config.repo_id, listed)
+    except (OSError, OpenCBSError) as exc:
+        note(f"opencbs: cannot remember the snapshot list in {settings.data_dir}: {exc}")
 
 
 def _must_exist(destination: Path) -> None:

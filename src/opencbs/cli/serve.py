@@ -27,10 +27,16 @@ IDLE = click.option(
 def serve_database(settings: Settings, database: Database) -> None:
     """Serve ``database`` (schema upgraded already) with ``settings`` until interrupted."""
     # imported here: the web stack is not needed by the other commands, which start faster
+    from opencbs.api.auth import VerifiedCache
     from opencbs.api.serve import run_server
     from opencbs.api.state import ServerState
 
-    state = ServerState(db=database, tz=settings.tz(), job_idle_timeout=settings.job_idle_timeout)
+    state = ServerState(
+        db=database,
+        tz=settings.tz(),
+        job_idle_timeout=settings.job_idle_timeout,
+        auth_cache=VerifiedCache.from_settings(settings),
+    )
     run_server(state, host=settings.host, port=settings.port, log_level=settings.log_level)
 
 

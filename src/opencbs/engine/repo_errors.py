@@ -55,6 +55,22 @@ class WrongPassword(RepositoryError):
         )
 
 
+class KeyFileRefused(RepositoryError):
+    """A key file refused before any key derivation runs: too large, or asking for Argon2id
+    costs outside the accepted bounds (``crypto.KDF_LIMITS``), as a damaged or crafted one
+    would."""
+
+    code = "repository_keyfile"
+    exit_code = ExitCode.REFUSED
+
+    def __init__(self, why: str) -> None:
+        super().__init__(
+            f"Key file refused: {why}",
+            hint="the key file (keys/default) is damaged or was replaced; put back a copy "
+            "of it from another copy of the repository",
+        )
+
+
 class CorruptData(RepositoryError):
     """Stored bytes fail authentication, hashing or decoding: the destination is damaged or
     was tampered with."""

@@ -15,6 +15,7 @@ from typing import Protocol
 from opencbs.destinations.base import ObjectNotFound, Storage
 from opencbs.engine.chunk_index import ChunkIndex
 from opencbs.engine.entries import display_path
+from opencbs.engine.manifest import Anchor, ListCheck
 from opencbs.engine.packs import DATA_PREFIX, pack_id_of, pack_id_of_name, pack_name
 from opencbs.engine.repo_errors import RepositoryError
 from opencbs.engine.snapshot_format import SnapshotInfo, TreeItem
@@ -33,12 +34,14 @@ class VerifyProblem:
 @dataclass(frozen=True, slots=True)
 class VerifyResult:
     """Outcome of ``Repository.verify``: ``errors`` (empty when sound), the number of
-    snapshots and indexed packs checked, and the number of chunks read and hashed."""
+    snapshots and indexed packs checked, the number of chunks read and hashed, and ``notes``
+    (sentences for a person that are no damage, e.g. snapshots not yet in the snapshot list)."""
 
     errors: tuple[VerifyProblem, ...]
     snapshots: int
     packs: int
     chunks_read: int
+    notes: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -57,6 +60,8 @@ class Verifiable(Protocol):
 
     def snapshot_ids(self) -> list[str]: ...
 
+    def check_snapshot_list(self, anchor: Anchor | None = None) -> ListCheck: ...
+
     def load_snapshot(self, snapshot_id: str) -> tuple[SnapshotInfo, Iterator[TreeItem]]: ...
 
     def has_chunk(self, chunk_id: bytes) -> bool: ...
@@ -64,10 +69,16 @@ class Verifiable(Protocol):
     def open_chunk(self, chunk_id: bytes, blob: bytes, original_size: int) -> bytes: ...
 
 
-def verify_repository(repo: Verifiable, *, read_data: bool) -> VerifyResult:
-    """Check ``repo``; the rules and errors are those of ``Repository.verify``."""
+def verify_repository(
+    repo: Verifiable, *, read_data: bool, anchor: Anchor | None = None
+) -> VerifyResult:
+    """Check ``repo`` (``anchor``: what this agent remembers of its snapshot list, or
+    ``None``); the rules and errors are those of ``Repository.verify``."""
     errors: list[VerifyProblem] = []
     index = repo.index
+    listed = repo.check_snapshot_list(anchor)
+    errors.extend(VerifyProblem(subject, message) for subject, message in listed.problems)
+    notes = _list_notes(listed)
 
     present = {pack_id_of_name(n) for n in repo.storage.list(DATA_PREFIX)}
     missing_packs = {p for p in index.packs() if p not in present}
@@ -101,7 +112,19 @@ def verify_repository(repo: Verifiable, *, read_data: bool) -> VerifyResult:
                     errors.append(VerifyProblem(chunk_id.hex(), f"in {name}: {exc.message}"))
     for problem in errors:
         log.warning("verify: %s: %s", problem.subject, problem.message)
-    return VerifyResult(tuple(errors), len(snapshot_ids), len(index.packs()), chunks_read)
+    return VerifyResult(tuple(errors), len(snapshot_ids), len(index.packs()), chunks_read, notes)
+
+
+def _list_notes(listed: ListCheck) -> tuple[str, ...]:
+    """What a person is told of snapshots the list does not name yet (no damage)."""
+    n = len(listed.unrecorded)
+    if not n:
+        return ()
+    return (
+        f"{n} snapshot{'s are' if n != 1 else ' is'} not in the snapshot list yet (a backup "
+        "that ended before recording it, or a repository made before the list); the next "
+        "backup records them",
+    )
 
 
 def _check_snapshot(

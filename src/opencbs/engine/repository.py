@@ -7,11 +7,14 @@ Layout on the destination (every object but the key file is sealed with AES-256-
     data/<2 hex>/<64 hex>    pack files (packs.py)
     index/<64 hex>           index objects: chunk ID -> pack, offset, length, sizes (chunk_index.py)
     snapshots/<64 hex>       snapshots: metadata + tree chunk IDs (snapshot_format.py)
+    manifest                 the snapshot list: generation + every snapshot ID (manifest.py)
 
-Write order makes every crash safe: a pack, then its index object, and a snapshot last, in one
-atomic ``put``, once every chunk it references is indexed. Packs no snapshot references are
-harmless (a future prune may delete them). Without the password the destination shows only
-object names, sizes and counts: no content, no file names, no chunk IDs.
+Write order makes every crash safe: a pack, then its index object, and a snapshot, in one
+atomic ``put``, once every chunk it references is indexed; then a new snapshot list names it
+(a snapshot stored but not yet listed is *unrecorded*, not damage: the next list names it).
+Packs no snapshot references are harmless (a future prune may delete them). Without the
+password the destination shows only object names, sizes and counts: no content, no file names,
+no chunk IDs.
 
 Typical use::
 
@@ -24,6 +27,7 @@ Typical use::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -45,6 +49,14 @@ from opencbs.engine.chunker import ChunkerParams, chunk_iter
 from opencbs.engine.compression import decode_payload
 from opencbs.engine.crypto import KdfParams, Keys, unwrap_keys, wrap_keys
 from opencbs.engine.entries import Entry, display_path
+from opencbs.engine.manifest import (
+    Anchor,
+    ListCheck,
+    Manifest,
+    check_snapshot_list,
+    read_manifest,
+    write_manifest,
+)
 from opencbs.engine.packs import (
     DATA_PREFIX,
     PackEntry,
@@ -110,12 +122,15 @@ _ID_RE = re.compile(r"^[0-9a-f]{64}$")
 @dataclass(frozen=True, slots=True)
 class RepositoryConfig:
     """Settings fixed at ``init`` and shared by every writer: ``chunker`` sizes (bytes),
-    ``pack_target_size`` (bytes), default zstd ``compression_level``, random ``repo_id``."""
+    ``pack_target_size`` (bytes), default zstd ``compression_level``, random ``repo_id``;
+    ``snapshot_list``: the repository has a snapshot list (``manifest.py``; absent from the
+    config of a repository made before it, until its first list is written)."""
 
     repo_id: str
     chunker: ChunkerParams = field(default_factory=ChunkerParams)
     pack_target_size: int = DEFAULT_PACK_SIZE
     compression_level: int = DEFAULT_COMPRESSION_LEVEL
+    snapshot_list: bool = False
 
     def to_bytes(self) -> bytes:
         """The JSON plaintext of the ``config`` object."""
@@ -128,6 +143,8 @@ class RepositoryConfig:
             "pack_target_size": self.pack_target_size,
             "compression_level": self.compression_level,
         }
+        if self.snapshot_list:  # an optional key: earlier opencbs versions read it still
+            doc["snapshot_list"] = True
         return json.dumps(doc, sort_keys=True).encode("utf-8")
 
     @classmethod
@@ -145,6 +162,7 @@ class RepositoryConfig:
                 ),
                 pack_target_size=int(doc["pack_target_size"]),
                 compression_level=int(doc["compression_level"]),
+                snapshot_list=doc.get("snapshot_list") is True,
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise RepositoryError(f"Unreadable repository config: {exc}") from exc
@@ -170,6 +188,10 @@ class Repository:
         self._index_names: set[str] = set()
         self._load_problems: list[VerifyProblem] = []
         self._writers: weakref.WeakSet[Writer] = weakref.WeakSet()
+        self._authentic: set[str] = set()  # snapshot IDs read and authenticated
+        self._generation_floor = 0  # the next list's generation exceeds this (an anchor's)
+        #: The snapshot list this repository last wrote (``record_snapshots``), or ``None``.
+        self.recorded: Manifest | None = None
 
     # Creating and opening ------------------------------------------------------------------
 
@@ -201,8 +223,10 @@ class Repository:
             chunker=chunker or ChunkerParams(),
             pack_target_size=pack_target_size,
             compression_level=compression_level,
+            snapshot_list=True,
         )
         storage.put(CONFIG_NAME, keys.seal(config.to_bytes(), _CONFIG_AAD))
+        write_manifest(storage, keys, 1, ())
         storage.put(KEYFILE_NAME, wrap_keys(keys, password, kdf))
         log.info("initialised repository %s in %s", config.repo_id, storage)
         return cls(storage, keys, config, kdf)
@@ -354,9 +378,11 @@ class Repository:
         should be restored) and return its ID (64 hex).
 
         Flushes every open writer of this repository first; stores the tree; writes the
-        snapshot object last, in one atomic put. ``items`` is consumed once, streaming.
-        Raises ``ChunkNotFound`` if an entry references a chunk that is not stored (nothing is
-        committed then) and ``DestinationError`` on storage failure.
+        snapshot object in one atomic put, then a new snapshot list naming it
+        (``record_snapshots``). ``items`` is consumed once, streaming. Raises ``ChunkNotFound``
+        if an entry references a chunk that is not stored (nothing is committed then) and
+        ``DestinationError`` on storage failure (when only the list failed, the snapshot is
+        stored and the next list names it).
         """
         for w in list(self._writers):
             w.flush()
@@ -381,8 +407,68 @@ class Repository:
         info = SnapshotInfo(snapshot_id, meta, count, tuple(tree))
         sealed = self.keys.seal(encode_snapshot(info), snapshot_aad(snapshot_id))
         self.storage.put(snapshot_name(snapshot_id), sealed)
+        self._authentic.add(snapshot_id)
         log.info("committed snapshot %s: %d entries", snapshot_id, count)
+        self.record_snapshots()
         return snapshot_id
+
+    # The snapshot list ---------------------------------------------------------------------
+
+    def snapshot_list(self) -> Manifest | None:
+        """The stored snapshot list, or ``None`` (none yet). Raises ``CorruptData`` and
+        ``DestinationError``."""
+        return read_manifest(self.storage, self.keys)
+
+    def check_snapshot_list(self, anchor: Anchor | None = None) -> ListCheck:
+        """Check the snapshot list against the snapshots stored and what the agent remembers
+        (``anchor``; see ``manifest.check_snapshot_list``): one listing and one small read. A
+        damaged list is a problem too. With an anchor, the next list written gets a generation
+        above the anchor's (so a rolled-back list is superseded). Raises ``DestinationError``.
+        """
+        if anchor is not None:
+            self._generation_floor = max(self._generation_floor, anchor.generation)
+        present = set(self.snapshot_ids())
+        try:
+            manifest = self.snapshot_list()
+        except CorruptData as exc:
+            return ListCheck((("snapshot list", exc.message),), ())
+        return check_snapshot_list(manifest, present, anchor, required=self.config.snapshot_list)
+
+    def record_snapshots(self, *, removed: Iterable[str] = ()) -> Manifest:
+        """Write a new generation of the snapshot list and return it: every snapshot stored
+        now that was listed or authenticates now (unrecorded ones: a backup ended before
+        listing its snapshot), except ``removed`` and those removed before. A listed snapshot
+        no longer stored is dropped (``check_snapshot_list`` reported it). Retention calls this
+        with the IDs it deleted as ``removed``. Raises ``DestinationError``."""
+        try:
+            current = self.snapshot_list()
+        except CorruptData as exc:
+            log.warning("replacing the damaged snapshot list: %s", exc.message)
+            current = None
+        gone = set(removed) | (current.removed if current is not None else set())
+        listed = current.snapshots if current is not None else frozenset()
+        keep = {
+            sid
+            for sid in self.snapshot_ids()
+            if sid not in gone and (sid in listed or self._authenticates(sid))
+        }
+        generation = max(current.generation if current else 0, self._generation_floor) + 1
+        self.recorded = write_manifest(self.storage, self.keys, generation, keep, removed=gone)
+        self._generation_floor = generation
+        if not self.config.snapshot_list:  # a repository made before the list: say it has one
+            self.config = dataclasses.replace(self.config, snapshot_list=True)
+            self.storage.put(CONFIG_NAME, self.keys.seal(self.config.to_bytes(), _CONFIG_AAD))
+        log.info("snapshot list generation %d: %d snapshots", generation, len(keep))
+        return self.recorded
+
+    def _authenticates(self, snapshot_id: str) -> bool:
+        """Whether the snapshot reads and authenticates (read once per repository)."""
+        if snapshot_id not in self._authentic:
+            try:
+                self.snapshot_info(snapshot_id)
+            except (CorruptData, SnapshotNotFound):
+                return False
+        return True
 
     # Reading -------------------------------------------------------------------------------
 
@@ -422,7 +508,9 @@ class Repository:
             raise SnapshotNotFound(snapshot_id) from None
         what = f"snapshot {snapshot_id}"
         plain = self.keys.unseal(sealed, snapshot_aad(snapshot_id), what=what)
-        return decode_snapshot(snapshot_id, plain)
+        info = decode_snapshot(snapshot_id, plain)
+        self._authentic.add(snapshot_id)
+        return info
 
     def load_snapshot(self, snapshot_id: str) -> tuple[SnapshotInfo, Iterator[TreeItem]]:
         """A snapshot's metadata and a lazy iterator of its ``(Entry, chunk IDs)`` in commit
@@ -480,23 +568,20 @@ class Repository:
 
     # Checking ------------------------------------------------------------------------------
 
-    def verify(self, *, read_data: bool = False) -> VerifyResult:
+    def verify(self, *, read_data: bool = False, anchor: Anchor | None = None) -> VerifyResult:
         """Check the repository; never raises for a damaged repository (only
         ``DestinationError`` when the destination cannot be read at all).
 
-        Always: every indexed pack exists; every snapshot is readable and every chunk its tree
-        and entries reference is indexed. With ``read_data``: every pack's bytes match its ID
-        and every indexed chunk decrypts, decompresses and hashes to its ID (reads everything).
+        Always: every indexed pack exists; the snapshot list is sound (``check_snapshot_list``
+        with ``anchor``: no listed snapshot removed, no rollback); every snapshot is readable
+        and every chunk its tree and entries reference is indexed. With ``read_data``: every
+        pack's bytes match its ID and every indexed chunk decrypts, decompresses and hashes to
+        its ID (reads everything).
         """
-        result = verify_repository(self, read_data=read_data)
+        result = verify_repository(self, read_data=read_data, anchor=anchor)
         if not self._load_problems:
             return result
-        return VerifyResult(
-            tuple(self._load_problems) + result.errors,
-            result.snapshots,
-            result.packs,
-            result.chunks_read,
-        )
+        return dataclasses.replace(result, errors=tuple(self._load_problems) + result.errors)
 
     @property
     def index(self) -> ChunkIndex:

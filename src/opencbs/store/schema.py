@@ -160,3 +160,18 @@ job_batches = Table(
     Column("received_at", BigInteger, nullable=False),
     sqlite_with_rowid=False,
 )
+
+# Failed logins per account and per client address (store/lockouts.py): ``kind`` is
+# ``sysuser``, ``user`` (a backup user's login name) or ``address``; ``key`` the name or address,
+# known or not. ``failures`` counts the password checks begun in the window that began at
+# ``window_start_ms`` (a success resets an account's count); ``locked_until_ms`` ends a lock.
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("kind", String(16), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("failures", Integer, nullable=False, default=0),
+    Column("window_start_ms", BigInteger, nullable=False),
+    Column("locked_until_ms", BigInteger, nullable=True),
+    Index("ix_login_failures_locked", "locked_until_ms"),
+)

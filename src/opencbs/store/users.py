@@ -10,17 +10,17 @@ from sqlalchemy import Connection, Row, bindparam, select, update
 from opencbs.errors import BackupUserNotFound, Conflict, InvalidInput
 from opencbs.reports.vocabulary import AccountStatus, SystemRole
 from opencbs.security import hash_password
+from opencbs.store import lockouts
 from opencbs.store.schema import backup_sets, backup_users, system_users
 from opencbs.store.util import now_ms
-
-#: Failed logins after which a system user is locked, and for how long (ms).
-LOCK_AFTER_FAILURES = 5
-LOCK_DURATION_MS = 15 * 60 * 1000
 
 
 @dataclass(frozen=True)
 class SystemUser:
-    """A system user (administrator, API user or reseller). ``locked_until`` is epoch ms."""
+    """A system user (administrator, API user or reseller). ``locked_until`` is epoch ms.
+
+    ``status`` ``LOCKED`` is an administrator's lock (``locked_until`` ``None``) or one left by
+    the lockout of versions before ``store.lockouts`` (which now counts failed logins)."""
 
     id: int
     name: str
@@ -141,21 +141,18 @@ def list_system_users(conn: Connection) -> list[SystemUser]:
 
 
 def set_system_password(conn: Connection, name: str, password: str) -> None:
-    """Change a system user's password and unlock it. Raises ``InvalidInput`` if unknown."""
+    """Change a system user's password and unlock it (its status ``LOCKED`` and its lockout,
+    logged at WARNING). Raises ``InvalidInput`` if unknown."""
     if not password:
         raise InvalidInput("the password must not be empty")
     res = conn.execute(
         update(system_users)
         .where(system_users.c.name == name)
-        .values(
-            password_hash=hash_password(password),
-            status=AccountStatus.ENABLE.value,
-            failed_logins=0,
-            locked_until=None,
-        )
+        .values(password_hash=hash_password(password))
     )
     if res.rowcount == 0:
         raise InvalidInput(f"no system user {name!r}", "see `opencbs sysuser list`")
+    lockouts.clear(conn, lockouts.LockKind.SYSUSER, name, by="a change of its password")
 
 
 def set_system_status(conn: Connection, name: str, status: AccountStatus) -> None:
@@ -169,31 +166,9 @@ def set_system_status(conn: Connection, name: str, status: AccountStatus) -> Non
         raise InvalidInput(f"no system user {name!r}", "see `opencbs sysuser list`")
 
 
-def record_login_failure(conn: Connection, user_id: int, at_ms: int) -> None:
-    """Count a failed login; lock the account for ``LOCK_DURATION_MS`` after
-    ``LOCK_AFTER_FAILURES`` failures in a row (cbs-api.md §2)."""
-    conn.execute(
-        update(system_users)
-        .where(system_users.c.id == user_id)
-        .values(failed_logins=system_users.c.failed_logins + 1)
-    )
-    row = conn.execute(
-        select(system_users.c.failed_logins).where(system_users.c.id == user_id)
-    ).first()
-    if row is not None and row.failed_logins >= LOCK_AFTER_FAILURES:
-        conn.execute(
-            update(system_users)
-            .where(system_users.c.id == user_id)
-            .values(
-                status=AccountStatus.LOCKED.value,
-                failed_logins=0,
-                locked_until=at_ms + LOCK_DURATION_MS,
-            )
-        )
-
-
 def record_login_success(conn: Connection, user: SystemUser) -> None:
-    """Reset the failure count (and an expired lock) after a successful login."""
+    """Reset what the lockout of earlier versions left on the row (failure count, an expired
+    lock) after a successful login."""
     if user.failed_logins or user.status is AccountStatus.LOCKED:
         conn.execute(
             update(system_users)

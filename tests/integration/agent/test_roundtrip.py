@@ -138,7 +138,7 @@ def test_backup_restore_is_byte_identical(
     assert outcome.report_delivered
 
     target = tmp_path / "restored"
-    result = restore(storage, PASSWORD, outcome.ref.job_id, target)
+    result = restore(storage, PASSWORD, outcome.ref.job_id, target, same_owner=True)
     assert result.complete and result.skipped == ()
     restored = _restored(target, rich_src)
     assert _tree(restored, owners=ROOT) == _tree(os.fsencode(rich_src), owners=ROOT)
@@ -234,7 +234,7 @@ def test_flipped_byte_in_a_pack_is_found_by_verify_and_survived_by_restore(
 
     target = tmp_path / "restored"
     with pytest.raises(RestoreIncomplete) as caught:
-        restore(storage, PASSWORD, outcome.ref.job_id, target)
+        restore(storage, PASSWORD, outcome.ref.job_id, target, same_owner=True)
     assert "rand.bin" in caught.value.message
     result = caught.value.result
     assert [d.path for d in result.damaged] == [str(rich_src / "dir" / "deep" / "rand.bin")]
