@@ -4,7 +4,8 @@ Ours, not the vendor's: versioned under ``/api/agent/v1`` and documented in the 
 
 Authentication: HTTP Basic with the backup user's ``LoginName`` and password (UTF-8). Every
 failure (no header, malformed header, unknown user, wrong password, suspended account) is the
-same 401 ``{"error": "user_credentials", …}``. A backup user sees only its own sets: another
+same 401 ``{"error": "user_credentials", …}``, given from the headers before any byte of the
+body is read (``opencbs.api.limits.GuardBodies``). A backup user sees only its own sets: another
 user's set is "not found" (404), never "forbidden".
 
 Answers: JSON objects; IDs are strings (cbs-api.md §1), times epoch ms, sizes bytes. A set's
@@ -116,11 +117,11 @@ _COMMON: dict[int | str, dict[str, Any]] = {
     401: _err(
         "No, malformed or wrong credentials, or a disabled account (answered before the "
         "body is read)."
-    ),  # fmt: skip
+    ),
     413: _err(
         f"The body is over its limit ({MAX_BATCH_BODY} bytes for a batch, {MAX_BODY} "
         "for the others)."
-    ),  # fmt: skip
+    ),
     422: {"model": InvalidOut, "description": "The request does not match the schema."},
     429: _err("Too many credential failures, or too many password checks at once: try later."),
     500: _err("An internal error; its reference is in the server's log."),
