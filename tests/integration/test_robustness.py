@@ -51,8 +51,9 @@ def _valid(job: VendorJob, name: str) -> dict[str, Any]:
 
 
 def _check(r: Any, what: object = "") -> dict[str, Any]:
-    """The answer is the CBS envelope: HTTP 200 (404 only for unknown names), one JSON object."""
-    assert r.status_code in (200, 404), (what, r.status_code, r.text[:300])
+    """The answer is the CBS envelope: HTTP 200 (404 only for unknown names, 413 only for a body
+    over the limit), one JSON object."""
+    assert r.status_code in (200, 404, 413), (what, r.status_code, r.text[:300])
     assert r.headers["content-type"] == CT, what
     body = json.loads(r.content)
     assert isinstance(body, dict), what

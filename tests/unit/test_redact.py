@@ -29,3 +29,24 @@ def test_filter_rewrites_uvicorn_access_records() -> None:
     )
     assert RedactSecrets().filter(record)
     assert "topsecret" not in record.getMessage() and "SysPwd=***" in record.getMessage()
+
+
+def test_redacts_secret_names_however_encoded() -> None:
+    for name in (
+        "Sys%50wd",
+        "%53ysPwd",
+        "%53%79%73%50%77%64",
+        "Sys%2550wd",
+        "SYSPWD",
+        "sYsPwD",
+        "Sys+Pwd",
+        "Sys%20Pwd",
+        "sys_pwd",
+        "PassWord",
+        "Pass%77ord",
+        "%70assword",
+    ):
+        target = f"/obs/api/json/X.do?SysUser=a&{name}=s3cr%65t+x&B=1"
+        assert redact_target(target) == f"/obs/api/json/X.do?SysUser=a&{name}=***&B=1", name
+    assert redact_target("http://h:1/x?a=1&Sys%50wd=v") == "http://h:1/x?a=1&Sys%50wd=***"
+    assert redact_target("/x?SysUser=SysPwd&B=SysPwd") == "/x?SysUser=SysPwd&B=SysPwd"

@@ -29,19 +29,36 @@ from opencbs.agent.spool import JobSpool, SpoolError
 from opencbs.model.jobs import JobRef
 from opencbs.reports.vocabulary import LogType, ReportList
 
-__all__ = ["DEFAULT_BATCH_SIZE", "MAX_QUEUED_BATCHES", "ReportStream"]
+__all__ = ["DEFAULT_BATCH_SIZE", "MAX_BATCH_BYTES", "MAX_QUEUED_BATCHES", "ReportStream"]
 
 log = logging.getLogger(__name__)
 
 #: Entries per batch by default (the API takes at most 10,000).
 DEFAULT_BATCH_SIZE = 1000
+#: Most bytes of a batch's JSON body, by ``entry_bytes``: under the server's limit of 4 MiB
+#: (``opencbs.api.limits.BATCH_BODY``, issue 11; a unit test keeps the two in order).
+MAX_BATCH_BYTES = 3 << 20
+#: ``entry_bytes``: bytes of an entry's keys, numbers and separators at most.
+_ENTRY_OVERHEAD = 256
+#: ``entry_bytes``: bytes of one character in JSON at most (the escape ``\u001f``).
+_CHAR_BYTES = 6
+
+
+def entry_bytes(entry: ReportEntry) -> int:
+    """An upper bound of the bytes ``entry`` takes in a batch's JSON body: 6 a character of its
+    text (UTF-8 takes 4 at most, a JSON escape 6) and 256 for its keys and numbers."""
+    chars = len(entry.type) + len(entry.path) + len(entry.message) + len(entry.from_path or "")
+    return _ENTRY_OVERHEAD + _CHAR_BYTES * chars
+
+
 #: Batches waiting for the background sender (``ReportStream(background=True)``) at most.
 MAX_QUEUED_BATCHES = 4
 
 
 class ReportStream:
     """Buffers a job's report entries and sends them to the server as numbered batches (from
-    0) of at most ``batch_size`` entries. Counts the ``warn`` and ``error`` log entries.
+    0) of at most ``batch_size`` entries and ``MAX_BATCH_BYTES`` bytes (``entry_bytes``: long
+    paths make smaller batches). Counts the ``warn`` and ``error`` log entries.
 
     Never raises for the server: each batch is retried (``retry_delays``, ``wait``; see
     :func:`call_with_retries`); when one still fails, :attr:`failure` holds why and no later
@@ -89,6 +106,7 @@ class ReportStream:
         #: Why the spool could not be written (``None`` while it can).
         self.spool_failure: str | None = None
         self._buffer: list[ReportEntry] = []
+        self._buffer_bytes = 0
         self._sender = (
             ThreadPoolExecutor(1, thread_name_prefix="opencbs-report") if background else None
         )
@@ -106,10 +124,16 @@ class ReportStream:
             self.failure = reason
         if self.spool is None:
             self._buffer = []  # with a spool, queued entries are spooled by the next flush
+            self._buffer_bytes = 0
 
     def add(self, entry: ReportEntry) -> None:
-        """Queue one entry; sends a batch when ``batch_size`` are queued."""
+        """Queue one entry; sends a batch when ``batch_size`` are queued, and the queued ones
+        first when this entry would take the batch over ``MAX_BATCH_BYTES``."""
+        size = entry_bytes(entry)
+        if self._buffer and self._buffer_bytes + size > MAX_BATCH_BYTES:
+            self.flush()
         self._buffer.append(entry)
+        self._buffer_bytes += size
         if entry.lst is ReportList.LOG:
             if entry.type == LogType.WARN.value:
                 self.warnings += 1
@@ -128,6 +152,7 @@ class ReportStream:
         if not self._buffer:
             return
         entries, self._buffer = self._buffer, []
+        self._buffer_bytes = 0
         if self.spool is None and self.failure is not None:
             return  # dropped: nothing to spool, nothing to send
         if self._sender is None:

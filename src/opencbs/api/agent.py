@@ -4,7 +4,8 @@ Ours, not the vendor's: versioned under ``/api/agent/v1`` and documented in the 
 
 Authentication: HTTP Basic with the backup user's ``LoginName`` and password (UTF-8). Every
 failure (no header, malformed header, unknown user, wrong password, suspended account) is the
-same 401 ``{"error": "user_credentials", …}``. A backup user sees only its own sets: another
+same 401 ``{"error": "user_credentials", …}``, given from the headers before any byte of the
+body is read (``opencbs.api.limits.GuardBodies``). A backup user sees only its own sets: another
 user's set is "not found" (404), never "forbidden".
 
 Answers: JSON objects; IDs are strings (cbs-api.md §1), times epoch ms, sizes bytes. A set's
@@ -40,16 +41,25 @@ continuous-backup job of that ID.
 
 from __future__ import annotations
 
-import binascii
-from base64 import b64decode
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    Strict,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 from sqlalchemy import Connection
 
-from opencbs.api.auth import authenticate_backup_user
+from opencbs.api.limits import AGENT_BODY, BATCH_BODY, USER_KEY, basic_credentials
 from opencbs.api.state import state_of
 from opencbs.errors import AuthUserRejected, Conflict, InvalidInput
 from opencbs.model.jobs import JobRecord, JobRef
@@ -70,33 +80,74 @@ from opencbs.store.users import BackupUser
 MAX_BATCH_ENTRIES = 10_000
 #: Longest log message (characters).
 MAX_MESSAGE = 16_384
-#: Byte limit of a batch request's body, and of every other request's body.
-MAX_BATCH_BODY = 64 * 1024 * 1024
-MAX_BODY = 1024 * 1024
-MAX_SIZE = 2**62
+#: Byte limit of a batch request's body, and of every other request's body (the rule and the
+#: measurement behind it: ``opencbs.api.limits``).
+MAX_BATCH_BODY = BATCH_BODY
+MAX_BODY = AGENT_BODY
+#: Largest size or count (bytes, files): 2^53 - 1, the largest integer every JSON reader holds
+#: exactly (a larger one is read as a float by many; the schema could not be trusted).
+MAX_SIZE = 2**53 - 1
 
-router = APIRouter(prefix="/api/agent/v1", tags=["Agent API"], max_body_size=MAX_BODY)
+
+class ErrorOut(BaseModel):
+    """An agent API error (every status but 422): ``error`` its stable code (``errors.py``),
+    ``message`` one line, ``hint`` what to do."""
+
+    error: str
+    message: str
+    hint: str = ""
+
+
+class InvalidOut(BaseModel):
+    """A body, path or query that does not match the schema (422): ``detail`` lists where
+    (``loc``) and why (``msg``), at most 20 items."""
+
+    error: str
+    message: str
+    detail: list[dict[str, Any]]
+
+
+def _err(description: str) -> dict[str, Any]:
+    return {"model": ErrorOut, "description": description}
+
+
+#: Answers every operation can give (issue 11: the documented codes are the real ones).
+_COMMON: dict[int | str, dict[str, Any]] = {
+    400: _err("Input that cannot be used as given (e.g. a path that is not UTF-8 text)."),
+    401: _err(
+        "No, malformed or wrong credentials, or a disabled account (answered before the "
+        "body is read)."
+    ),
+    413: _err(
+        f"The body is over its limit ({MAX_BATCH_BODY} bytes for a batch, {MAX_BODY} "
+        "for the others)."
+    ),
+    422: {"model": InvalidOut, "description": "The request does not match the schema."},
+    429: _err("Too many credential failures, or too many password checks at once: try later."),
+    500: _err("An internal error; its reference is in the server's log."),
+    503: _err("The database is unavailable or refused the operation (reference in the log)."),
+}
+#: Answers of operations on one set (and what is under it).
+_IN_SET: dict[int | str, dict[str, Any]] = {
+    404: _err("No such set of the caller (another user's set is not found), destination or job.")
+}
+
+router = APIRouter(prefix="/api/agent/v1", tags=["Agent API"], responses=_COMMON)
 
 
 # --- authentication ---------------------------------------------------------------------------
 
 
 class _Basic(HTTPBasic):
-    """HTTP Basic credentials decoded as UTF-8; ``None`` for a missing or malformed header, so
-    that every failure reaches the one ``AuthUserRejected`` answer."""
+    """HTTP Basic credentials decoded as UTF-8 (``limits.basic_credentials``); ``None`` for a
+    missing or malformed header. Documents the scheme: ``limits.GuardBodies`` has checked the
+    credentials before the route runs."""
 
     async def __call__(self, request: Request) -> HTTPBasicCredentials | None:  # type: ignore[override]
-        scheme, _, param = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "basic" or len(param) > 4096:
+        creds = basic_credentials(request.headers.get("Authorization", ""))
+        if creds is None:
             return None
-        try:
-            text = b64decode(param.strip(), validate=True).decode("utf-8")
-        except (ValueError, binascii.Error):
-            return None
-        login, sep, password = text.partition(":")
-        if not sep:
-            return None
-        return HTTPBasicCredentials(username=login, password=password)
+        return HTTPBasicCredentials(username=creds[0], password=creds[1])
 
 
 _basic = _Basic(
@@ -107,19 +158,27 @@ _basic = _Basic(
 
 
 def _backup_user(
-    request: Request, creds: Annotated[HTTPBasicCredentials | None, Depends(_basic)]
+    request: Request, _creds: Annotated[HTTPBasicCredentials | None, Depends(_basic)]
 ) -> BackupUser:
-    """The authenticated backup user; raises ``AuthUserRejected`` (401) for every failure."""
-    if creds is None:
+    """The backup user authenticated from the request's headers before its body was read
+    (``limits.GuardBodies``); raises ``AuthUserRejected`` (401) when there is none."""
+    user = request.scope.get("state", {}).get(USER_KEY)
+    if not isinstance(user, BackupUser):
         raise AuthUserRejected()
-    state = state_of(request)
-    return authenticate_backup_user(state.db, state.auth_cache, creds.username, creds.password)
+    return user
 
 
 User = Annotated[BackupUser, Depends(_backup_user)]
 
 
 # --- models -----------------------------------------------------------------------------------
+
+
+def _integral(value: Any) -> Any:
+    """A JSON number with no fraction (``18.0``, an integer in JSON Schema) as an ``int``."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _clean(value: str) -> str:
@@ -132,12 +191,23 @@ def _clean(value: str) -> str:
     return value
 
 
-Text = Annotated[str, AfterValidator(_clean)]
+class _NoNul:
+    """In the OpenAPI document, text carries no NUL character (``_clean`` refuses it)."""
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {**handler(core), "pattern": "^[^\\u0000]*$"}
+
+
+Text = Annotated[str, AfterValidator(_clean), _NoNul]
 PathText = Annotated[Text, Field(max_length=MAX_PATH)]
 Name = Annotated[Text, Field(min_length=1, max_length=255)]
-Size = Annotated[int, Field(ge=0, le=MAX_SIZE)]
-Count = Annotated[int, Field(ge=0, le=MAX_SIZE)]
-TimeMs = Annotated[int, Field(ge=MIN_TIME_MS, le=MAX_TIME_MS)]
+#: A JSON integer (``18.0`` counts, as in JSON Schema; ``"18"`` or ``true`` do not).
+Size = Annotated[int, Field(ge=0, le=MAX_SIZE), Strict(), BeforeValidator(_integral)]
+Count = Size
+TimeMs = Annotated[int, Field(ge=MIN_TIME_MS, le=MAX_TIME_MS), Strict(), BeforeValidator(_integral)]
 
 SetIdPath = Annotated[str, Path(max_length=32, description="ID of the backup set.")]
 DestIdPath = Annotated[str, Path(max_length=32, description="ID of the destination.")]
@@ -157,8 +227,32 @@ def _given_settings(value: Any) -> Any:
     return value
 
 
+class _NullKeys:
+    """In the OpenAPI document, each key of a request's settings may also be ``null`` (read as
+    not given, ``_given_settings``); the answers' ``BackupSetSettings`` is left as it is."""
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler.resolve_ref_schema(handler(core))
+        nullable = {k: {"anyOf": [v, {"type": "null"}]} for k, v in schema["properties"].items()}
+        return {**schema, "properties": nullable}
+
+
 #: A request's backup set settings (``BackupSetSettings``; ``null`` keys as not given).
-SettingsIn = Annotated[BackupSetSettings, BeforeValidator(_given_settings)]
+SettingsIn = Annotated[BackupSetSettings, BeforeValidator(_given_settings), _NullKeys]
+
+
+def _shallow(value: dict[str, Any]) -> dict[str, Any]:
+    """Refuse destination settings nested deeper than ``sets.MAX_SETTINGS_DEPTH`` as a 422."""
+    if sets.json_depth(value) > sets.MAX_SETTINGS_DEPTH:
+        raise ValueError(f"must not nest deeper than {sets.MAX_SETTINGS_DEPTH} levels")
+    return value
+
+
+#: A destination's settings (its location): a JSON object at most 8 levels deep.
+DestSettings = Annotated[dict[str, Any], AfterValidator(_shallow)]
 
 
 class DestinationIn(_Model):
@@ -167,14 +261,14 @@ class DestinationIn(_Model):
 
     name: Name
     type: str = Field(min_length=1, max_length=32, pattern=r"^[A-Z][A-Z0-9_]*$")
-    settings: dict[str, Any] = Field(default_factory=dict)
+    settings: DestSettings = Field(default_factory=dict)
 
 
 class DestinationPatch(_Model):
     """Changes to a destination: a new name, and/or settings keys to replace."""
 
     name: Name | None = None
-    settings: dict[str, Any] | None = None
+    settings: DestSettings | None = None
 
 
 class DestinationOut(BaseModel):
@@ -236,6 +330,40 @@ _LOG_TYPES = frozenset(t.value for t in LogType)
 _FILE_TYPES = frozenset(t.value for t in EntryType)
 
 
+def _entry_rules(schema: dict[str, Any]) -> None:
+    """``EntryIn._consistent`` in the OpenAPI document: one ``oneOf`` branch per kind of entry
+    (log; new/upd/pmt/del; cpy; mov), so that what the schema allows the server takes."""
+    empty = {"type": "string", "maxLength": 0}
+    files = {"type": {"enum": sorted(_FILE_TYPES)}, "path": {"minLength": 1}, "message": empty}
+    schema["oneOf"] = [
+        {
+            "properties": {
+                "list": {"const": "info"},
+                "type": {"enum": sorted(_LOG_TYPES)},
+                "path": empty,
+                "from_path": {"anyOf": [{"type": "null"}, empty]},
+            }
+        },
+        {
+            "properties": {
+                "list": {"enum": ["new", "upd", "pmt", "del"]},
+                **files,
+                "from_path": {"type": "null"},
+            },
+            "required": ["path"],
+        },
+        {"properties": {"list": {"const": "cpy"}, **files}, "required": ["path"]},
+        {
+            "properties": {
+                "list": {"const": "mov"},
+                **files,
+                "from_path": {"type": "string", "minLength": 1},
+            },
+            "required": ["path", "from_path"],
+        },
+    ]
+
+
 class EntryIn(_Model):
     """One report entry (cbs-api.md §5).
 
@@ -246,6 +374,8 @@ class EntryIn(_Model):
     of a move (required) or the copied file of a copy; ``last_modified`` epoch ms; ``size`` the
     stored (compressed) bytes, ``unzip_size`` the original bytes.
     """
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_entry_rules)
 
     list: ListKey
     type: str = Field(max_length=8)
@@ -370,7 +500,7 @@ def list_backup_sets(request: Request, user: User) -> list[BackupSetOut]:
     "/backup-sets",
     status_code=201,
     summary="Create a backup set and its destinations.",
-    responses={409: {"description": "A set of that name exists."}},
+    responses={409: _err("A set of that name exists.")},
 )
 def create_backup_set(request: Request, user: User, body: BackupSetIn) -> BackupSetOut:
     with state_of(request).db.write() as conn:
@@ -382,13 +512,17 @@ def create_backup_set(request: Request, user: User, body: BackupSetIn) -> Backup
         return _set_out(sets.get_set(conn, user.id, bset.id))
 
 
-@router.get("/backup-sets/{set_id}", summary="One backup set of the caller.")
+@router.get("/backup-sets/{set_id}", summary="One backup set of the caller.", responses=_IN_SET)
 def get_backup_set(request: Request, user: User, set_id: SetIdPath) -> BackupSetOut:
     with state_of(request).db.read() as conn:
         return _set_out(sets.get_set(conn, user.id, set_id))
 
 
-@router.patch("/backup-sets/{set_id}", summary="Rename a backup set or change its settings.")
+@router.patch(
+    "/backup-sets/{set_id}",
+    summary="Rename a backup set or change its settings.",
+    responses={**_IN_SET, 409: _err("A set of that name exists.")},
+)
 def update_backup_set(
     request: Request, user: User, set_id: SetIdPath, body: BackupSetPatch
 ) -> BackupSetOut:
@@ -402,6 +536,7 @@ def update_backup_set(
     "/backup-sets/{set_id}/destinations",
     status_code=201,
     summary="Add a destination after the set's others.",
+    responses={**_IN_SET, 409: _err("A destination of that name exists in the set.")},
 )
 def add_destination(
     request: Request, user: User, set_id: SetIdPath, body: DestinationIn
@@ -418,6 +553,7 @@ def add_destination(
 @router.patch(
     "/backup-sets/{set_id}/destinations/{destination_id}",
     summary="Rename a destination or replace keys of its settings.",
+    responses={**_IN_SET, 409: _err("A destination of that name exists in the set.")},
 )
 def update_destination(
     request: Request,
@@ -446,7 +582,10 @@ _JOB = "/backup-sets/{set_id}/destinations/{destination_id}/jobs"
     _JOB,
     status_code=201,
     summary="Start a backup job (BS_STILL_RUNNING).",
-    responses={409: {"description": "A job with that ID exists (same start second)."}},
+    responses={
+        **_IN_SET,
+        409: _err("A job with that ID exists (same start second), or the set is removed."),
+    },
 )
 def start_job(
     request: Request,
@@ -480,6 +619,7 @@ def start_job(
 @router.get(
     _JOB + "/{job_id}",
     summary="A job's status, counters and progress (a sign of life while it runs).",
+    responses=_IN_SET,
 )
 def get_job(
     request: Request,
@@ -498,12 +638,8 @@ def get_job(
 
 @router.put(
     _JOB + "/{job_id}/batches/{batch_no}",
-    max_body_size=MAX_BATCH_BODY,
     summary="Deliver batch batch_no of entries (idempotent).",
-    responses={
-        409: {"description": "The job is finished, or a retried batch differs."},
-        413: {"description": "The body exceeds the byte limit."},
-    },
+    responses={**_IN_SET, 409: _err("The job is finished, or a retried batch differs.")},
 )
 def put_batch(
     request: Request,
@@ -534,7 +670,7 @@ def put_batch(
 @router.post(
     _JOB + "/{job_id}/progress",
     summary="Record the job's progress.",
-    responses={409: {"description": "The job is finished."}},
+    responses={**_IN_SET, 409: _err("The job is finished.")},
 )
 def post_progress(
     request: Request,
@@ -556,10 +692,10 @@ def post_progress(
     _JOB + "/{job_id}/finish",
     summary="Finish the job: final status, dedupe figures.",
     responses={
-        409: {
-            "description": "Finished already with another status or "
-            "figures (closed as BS_BACKUP_NOT_FINISHED)."
-        }
+        **_IN_SET,
+        409: _err(
+            "Finished already with another status or figures (closed as BS_BACKUP_NOT_FINISHED)."
+        ),
     },
 )
 def finish(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -10,10 +11,12 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
 
 import opencbs
 from opencbs.api import cbs_jobs as _cbs_jobs  # noqa: F401 - registers calls
@@ -23,6 +26,7 @@ from opencbs.api import envelope, pages, redact
 from opencbs.api.admin import router as admin_router
 from opencbs.api.agent import router as agent_router
 from opencbs.api.auth import ClientAddress
+from opencbs.api.limits import BodyTooLarge, GuardBodies
 from opencbs.api.routes import PREFIX, mount_cbs
 from opencbs.api.state import ServerState
 from opencbs.errors import OpenCBSError
@@ -83,11 +87,7 @@ def create_app(state: ServerState) -> FastAPI:
     async def _opencbs_error(request: Request, exc: OpenCBSError) -> Response:
         if request.url.path.startswith(PREFIX):
             return envelope.error(exc)
-        return JSONResponse(
-            {"error": exc.code, "message": exc.message, "hint": exc.hint},
-            status_code=_agent_status(exc),
-            headers=envelope.retry_headers(exc),
-        )
+        return agent_error(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -102,22 +102,54 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed(app, request)
         return JSONResponse(
-            {"error": "http", "message": str(exc.detail)},
+            {"error": "http", "message": str(exc.detail), "hint": ""},
             status_code=exc.status_code,
-            headers=exc.headers,
+            headers=headers,
         )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        return envelope.internal_error(exc)
+        answer = envelope.internal_error(exc)  # logged with its reference
+        if request.url.path.startswith(PREFIX):
+            return answer
+        message = json.loads(bytes(answer.body))["Message"].removeprefix("[Error] ")
+        return JSONResponse(
+            {"error": "internal", "message": message, "hint": "report it with that reference"},
+            status_code=500,
+        )
 
     mount_cbs(app)
     app.include_router(agent_router)
     app.include_router(admin_router)
     pages.install(app)  # /, /healthz, /readyz, /docs
-    app.add_middleware(ClientAddress)
+    app.add_middleware(GuardBodies, state=state, agent_error=agent_error)
+    app.add_middleware(ClientAddress)  # outermost: the address is known to everything inside
     return app
+
+
+def agent_error(exc: OpenCBSError) -> Response:
+    """An agent (or admin) API error: ``{"error", "message", "hint"}`` with its HTTP status
+    (and ``Retry-After`` for a 429)."""
+    return JSONResponse(
+        {"error": exc.code, "message": exc.message, "hint": exc.hint},
+        status_code=_agent_status(exc),
+        headers=envelope.retry_headers(exc),
+    )
+
+
+def _allowed(app: FastAPI, request: Request) -> str:
+    """The ``Allow`` header of a 405: the methods of every documented route of that path
+    (Starlette names only the first route's, and each method is a route of its own)."""
+    methods: set[str] = set()
+    for route in app.routes:
+        if isinstance(route, APIRoute) and route.include_in_schema:
+            if route.matches(request.scope)[0] is not Match.NONE:
+                methods |= route.methods or set()
+    return ", ".join(sorted(methods))
 
 
 def _agent_status(exc: OpenCBSError) -> int:
@@ -129,6 +161,8 @@ def _agent_status(exc: OpenCBSError) -> int:
         return 404
     if isinstance(exc, e.Conflict):
         return 409
+    if isinstance(exc, BodyTooLarge):
+        return 413
     if isinstance(exc, e.StoreError):
         return 503
     if isinstance(exc, e.ServerBusy):

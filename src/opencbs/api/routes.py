@@ -12,7 +12,7 @@ from starlette.responses import Response
 from opencbs.api import envelope
 from opencbs.api.auth import authenticate_system
 from opencbs.api.cbs import CALLS, CbsCall
-from opencbs.api.params import Params, read_params
+from opencbs.api.params import MAX_BODY, Params, read_params
 from opencbs.api.state import ServerState, state_of
 from opencbs.errors import MethodNotAllowed, OpenCBSError, UnknownApi
 
@@ -72,7 +72,22 @@ def _param_schema(call: CbsCall) -> dict[str, Any]:
     }
 
 
+#: The CBS error envelope (cbs-api.md §3).
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "Status": {"type": "string", "enum": ["Error"]},
+        "Message": {"type": "string"},
+        "ExptType": {"type": "string"},
+    },
+    "required": ["Status", "Message", "ExptType"],
+}
+
+
 def _answer_schema(call: CbsCall) -> dict[str, Any]:
+    """The 200 answer: the success envelope with the call's payload, or the error envelope. The
+    outer ``"type": "object"`` replaces the ``"string"`` FastAPI gives a plain ``Response``
+    (``openapi_extra`` is merged into it key by key)."""
     ok_schema: dict[str, Any] = {
         "type": "object",
         "properties": {"Status": {"type": "string", "enum": ["OK"]}},
@@ -80,26 +95,31 @@ def _answer_schema(call: CbsCall) -> dict[str, Any]:
     }
     if call.answer:
         ok_schema["properties"][call.payload_key] = call.answer
-    err = {
-        "type": "object",
-        "properties": {
-            "Status": {"type": "string", "enum": ["Error"]},
-            "Message": {"type": "string"},
-            "ExptType": {"type": "string"},
-        },
-        "required": ["Status", "Message", "ExptType"],
+    return {"type": "object", "oneOf": [ok_schema, ERROR_SCHEMA]}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {envelope.JSON_CONTENT_TYPE: {"schema": ERROR_SCHEMA}},
     }
-    return {"oneOf": [ok_schema, err]}
+
+
+def _answers(call: CbsCall) -> dict[str, Any]:
+    """Every status a CBS call answers (application errors are HTTP 200, cbs-api.md §3)."""
+    return {
+        "200": {
+            "description": "The CBS envelope: success, or an application error (cbs-api.md §3).",
+            "content": {envelope.JSON_CONTENT_TYPE: {"schema": _answer_schema(call)}},
+        },
+        "413": _error(f"The body is larger than {MAX_BODY} bytes (read no further)."),
+        "500": _error("An internal error; its reference is in the server's log."),
+    }
 
 
 def _openapi(call: CbsCall, method: str) -> dict[str, Any]:
     schema = _param_schema(call)
-    answer = {
-        "200": {
-            "description": "The CBS envelope: success, or an application error (cbs-api.md §3).",
-            "content": {envelope.JSON_CONTENT_TYPE: {"schema": _answer_schema(call)}},
-        }
-    }
+    answer = _answers(call)
     if method == "GET":
         return {
             "parameters": [
@@ -159,12 +179,14 @@ def mount_cbs(app: FastAPI) -> None:
         name = request.path_params.get("name", "")
         shown = name.rsplit("/", 1)[-1] or name
         if name in served:  # a known call, asked with PUT, DELETE or PATCH
-            return envelope.error(MethodNotAllowed(request.method, shown))
+            answer = envelope.error(MethodNotAllowed(request.method, shown))
+            answer.headers["Allow"] = "GET, POST"
+            return answer
         return envelope.error(UnknownApi(shown))
 
     app.add_api_route(
         PREFIX + "/{name:path}",
         unknown,
-        methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
+        methods=["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"],
         include_in_schema=False,
     )

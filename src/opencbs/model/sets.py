@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -82,11 +83,20 @@ class Filters(_Frozen):
         return _require_text_items(value, f"{info.field_name} pattern", PATTERN_HINT)
 
 
+def _integral(value: Any) -> Any:
+    """A JSON number with no fraction (``18.0``: an integer in JSON Schema) as an ``int``."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 class Compression(_Frozen):
     """How chunks are compressed: zstd at ``level`` 0..22."""
 
     type: Literal["ZSTD"] = "ZSTD"
-    level: int = Field(default=DEFAULT_COMPRESSION_LEVEL, ge=0, le=22, strict=True)
+    level: Annotated[int, BeforeValidator(_integral)] = Field(
+        default=DEFAULT_COMPRESSION_LEVEL, ge=0, le=22, strict=True
+    )
 
 
 class BackupSetSettings(_Frozen):

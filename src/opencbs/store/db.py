@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -185,10 +186,17 @@ def _setup_sqlite(engine: Engine) -> None:
 
 
 def _translate(exc: SQLAlchemyError) -> OpenCBSError:
+    """The error a client may see for ``exc``: never the driver's text (it can name tables,
+    columns, values and the database's host). That text goes to the server log with a
+    reference, and the message names only the reference (issue 11)."""
     if isinstance(exc, IntegrityError):
         return Conflict("the change conflicts with what is stored (it exists already)")
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return StoreError("the database connection was lost", "check the database server")
+    ref = uuid.uuid4().hex[:12]
     text = str(exc.orig) if isinstance(exc, DBAPIError) else str(exc)
-    log.error("database error: %s", text)
-    return StoreError(f"database error: {text.splitlines()[0] if text else type(exc).__name__}")
+    log.error("database error (reference %s): %s: %s", ref, type(exc).__name__, text)
+    return StoreError(
+        f"the database refused the operation (reference {ref})",
+        "try again later; the server's log names the cause under that reference",
+    )

@@ -67,6 +67,56 @@ class BackupSet:
     destinations: tuple[Destination, ...] = field(default=())
 
 
+#: Deepest nesting of a destination's settings: the settings object is level 1, an object or
+#: array inside it level 2 (issue 11: a deeper value made every answer listing it fail).
+MAX_SETTINGS_DEPTH = 8
+
+
+def json_depth(value: Any, stop: int = MAX_SETTINGS_DEPTH + 1) -> int:
+    """How deep objects and arrays nest in a JSON-like ``value`` (a scalar 0, ``{}`` 1), counted
+    without recursion and no further than ``stop`` (a deeper value answers ``stop``)."""
+    deepest = 0
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, level = pending.pop()
+        if isinstance(item, Mapping):
+            children: Any = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        if deepest >= stop:
+            return stop
+        pending.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def check_settings_depth(settings: Mapping[str, Any]) -> None:
+    """Raises ``InvalidInput`` when a destination's ``settings`` nest deeper than
+    ``MAX_SETTINGS_DEPTH`` levels."""
+    if json_depth(settings) > MAX_SETTINGS_DEPTH:
+        raise InvalidInput(
+            f"a destination's settings nest deeper than {MAX_SETTINGS_DEPTH} levels",
+            'give its location as a flat object, e.g. {"path": "/srv/backup"}',
+        )
+
+
+def _shallow_settings(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """A destination's stored settings without the keys nested deeper than the limit (stored
+    before the limit was checked), with a warning naming ``where``: the other keys, and every
+    answer listing the destination, keep working."""
+    kept = {k: v for k, v in raw.items() if json_depth(v) < MAX_SETTINGS_DEPTH}
+    if len(kept) != len(raw):
+        log.warning(
+            "%s: settings %s nest deeper than %d levels; left out: fix them",
+            where,
+            sorted(set(raw) - set(kept)),
+            MAX_SETTINGS_DEPTH,
+        )
+    return kept
+
+
 def _destination(row: Row) -> Destination:  # type: ignore[type-arg]
     where = f"destination {row.id}"
     return Destination(
@@ -75,7 +125,7 @@ def _destination(row: Row) -> Destination:  # type: ignore[type-arg]
         position=row.position,
         name=_served(row.name, where),
         type=row.type,
-        settings=_served(dict(row.settings or {}), where),
+        settings=_served(_shallow_settings(dict(row.settings or {}), where), where),
     )
 
 
@@ -276,11 +326,13 @@ def add_destination(
     destination_id: int | None = None,
 ) -> Destination:
     """Add a destination to a set, after the existing ones. Its ID is the creation time in epoch
-    ms unless given (cbs-api.md §4). Raises ``Conflict`` for a duplicate name in the set."""
+    ms unless given (cbs-api.md §4). Raises ``Conflict`` for a duplicate name in the set,
+    ``InvalidInput`` for settings nested deeper than ``MAX_SETTINGS_DEPTH`` or not text."""
     bset = get_set(conn, user_id, set_id)
     if not name or not dest_type:
         raise InvalidInput("a destination needs a name and a type")
     require_text(name, "destination name", "give the name in UTF-8")
+    check_settings_depth(settings or {})
     _require_text_values(dict(settings or {}), "destination", DESTINATION_HINT)
     if any(d.name == name for d in bset.destinations):
         raise Conflict(f"destination {name!r} exists already in this backup set")
@@ -312,7 +364,8 @@ def update_destination(
     name: str | None = None,
     settings: Mapping[str, Any] | None = None,
 ) -> Destination:
-    """Rename a destination and/or replace keys of its settings."""
+    """Rename a destination and/or replace keys of its settings. Raises ``InvalidInput`` for
+    settings nested deeper than ``MAX_SETTINGS_DEPTH`` or not text."""
     bset = get_set(conn, user_id, set_id)
     dest = get_destination(conn, bset, destination_id)
     values: dict[str, Any] = {}
@@ -320,6 +373,7 @@ def update_destination(
         require_text(name, "destination name", "give the name in UTF-8")
         values["name"] = name
     if settings is not None:
+        check_settings_depth(settings)
         _require_text_values(dict(settings), "destination", DESTINATION_HINT)
         values["settings"] = {**dest.settings, **settings}
     if values:
