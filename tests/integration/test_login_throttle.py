@@ -243,7 +243,7 @@ def test_admin_api_lists_and_unlocks(
     r = client.delete("/api/admin/v1/lockouts/user/carol", headers=_basic(*ADMIN))
     assert r.status_code == 404 and r.json()["error"] == "not_found"
     r = client.delete("/api/admin/v1/lockouts/bogus/carol", headers=_basic(*ADMIN))
-    assert r.status_code == 400 and r.json()["error"] == "invalid_input"
+    assert r.status_code == 422 and r.json()["error"] == "invalid_input"
 
 
 def test_address_throttle_over_http_uses_the_client_address(db: Database) -> None:

@@ -13,36 +13,22 @@ as the CBS calls (``api/auth.py``); every other caller gets the one 401. Errors 
 
 from __future__ import annotations
 
-import binascii
-from base64 import b64decode
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
+from opencbs.api.agent import COMMON_ANSWERS, error_answer
 from opencbs.api.auth import Caller, authenticate_system
+from opencbs.api.limits import basic_credentials
 from opencbs.api.state import state_of
 from opencbs.errors import CredentialsRejected, NotFound
 from opencbs.reports.vocabulary import SystemRole
 from opencbs.store import lockouts
 from opencbs.store.util import now_ms
 
-router = APIRouter(prefix="/api/admin/v1", tags=["Admin API"])
+router = APIRouter(prefix="/api/admin/v1", tags=["Admin API"], responses=COMMON_ANSWERS)
 
 _ADMIN_HINT = "the admin API takes a system user of role ADMIN (HTTP Basic)"
-
-
-def basic_credentials(header: str) -> tuple[str, str] | None:
-    """``(name, password)`` of an HTTP Basic ``Authorization`` header (UTF-8), or ``None``
-    when it is missing or malformed."""
-    scheme, _, param = header.partition(" ")
-    if scheme.lower() != "basic" or len(param) > 4096:
-        return None
-    try:
-        text = b64decode(param.strip(), validate=True).decode("utf-8")
-    except (ValueError, binascii.Error):
-        return None
-    name, sep, password = text.partition(":")
-    return (name, password) if sep else None
 
 
 def _admin(request: Request) -> Caller:
@@ -65,10 +51,7 @@ Admin = Annotated[Caller, Depends(_admin)]
 @router.get(
     "/lockouts",
     summary="The accounts and client addresses locked now.",
-    responses={
-        401: {"description": "Not an ADMIN system user."},
-        429: {"description": "Too many logins at once: try again after Retry-After seconds."},
-    },
+    responses={401: error_answer("No, malformed or wrong credentials, or not an ADMIN.")},
 )
 def list_lockouts(request: Request, caller: Admin) -> dict[str, Any]:
     state = state_of(request)
@@ -81,14 +64,14 @@ def list_lockouts(request: Request, caller: Admin) -> dict[str, Any]:
     "/lockouts/{kind}/{key}",
     summary="Unlock an account (kind sysuser or user) or a client address (kind address).",
     responses={
-        400: {"description": "Unknown kind."},
-        401: {"description": "Not an ADMIN system user."},
-        404: {"description": "Nothing locked or counted for that key."},
-        429: {"description": "Too many logins at once: try again after Retry-After seconds."},
+        401: error_answer("No, malformed or wrong credentials, or not an ADMIN."),
+        404: error_answer("Nothing locked or counted for that key."),
     },
 )
-def clear_lockout(request: Request, caller: Admin, kind: str, key: str) -> dict[str, Any]:
-    lock_kind = lockouts.parse_kind(kind)
+def clear_lockout(
+    request: Request, caller: Admin, kind: lockouts.LockKind, key: str
+) -> dict[str, Any]:
+    lock_kind = kind
     state = state_of(request)
     client = request.client.host if request.client else "an unknown address"
     with state.db.write() as conn:

@@ -107,32 +107,39 @@ class InvalidOut(BaseModel):
     detail: list[dict[str, Any]]
 
 
-def _err(description: str) -> dict[str, Any]:
+def error_answer(description: str) -> dict[str, Any]:
+    """An OpenAPI ``responses`` item: ``ErrorOut`` JSON with ``description``."""
     return {"model": ErrorOut, "description": description}
 
 
 #: Answers every operation can give (issue 11: the documented codes are the real ones).
-_COMMON: dict[int | str, dict[str, Any]] = {
-    400: _err("Input that cannot be used as given (e.g. a path that is not UTF-8 text)."),
-    401: _err(
+COMMON_ANSWERS: dict[int | str, dict[str, Any]] = {
+    400: error_answer("Input that cannot be used as given (e.g. a path that is not UTF-8 text)."),
+    401: error_answer(
         "No, malformed or wrong credentials, or a disabled account (answered before the "
         "body is read)."
     ),
-    413: _err(
+    413: error_answer(
         f"The body is over its limit ({MAX_BATCH_BODY} bytes for a batch, {MAX_BODY} "
         "for the others)."
     ),
     422: {"model": InvalidOut, "description": "The request does not match the schema."},
-    429: _err("Too many credential failures, or too many password checks at once: try later."),
-    500: _err("An internal error; its reference is in the server's log."),
-    503: _err("The database is unavailable or refused the operation (reference in the log)."),
+    429: error_answer(
+        "Too many credential failures, or too many password checks at once: try later."
+    ),
+    500: error_answer("An internal error; its reference is in the server's log."),
+    503: error_answer(
+        "The database is unavailable or refused the operation (reference in the log)."
+    ),
 }
 #: Answers of operations on one set (and what is under it).
 _IN_SET: dict[int | str, dict[str, Any]] = {
-    404: _err("No such set of the caller (another user's set is not found), destination or job.")
+    404: error_answer(
+        "No such set of the caller (another user's set is not found), destination or job."
+    )
 }
 
-router = APIRouter(prefix="/api/agent/v1", tags=["Agent API"], responses=_COMMON)
+router = APIRouter(prefix="/api/agent/v1", tags=["Agent API"], responses=COMMON_ANSWERS)
 
 
 # --- authentication ---------------------------------------------------------------------------
@@ -500,7 +507,7 @@ def list_backup_sets(request: Request, user: User) -> list[BackupSetOut]:
     "/backup-sets",
     status_code=201,
     summary="Create a backup set and its destinations.",
-    responses={409: _err("A set of that name exists.")},
+    responses={409: error_answer("A set of that name exists.")},
 )
 def create_backup_set(request: Request, user: User, body: BackupSetIn) -> BackupSetOut:
     with state_of(request).db.write() as conn:
@@ -521,7 +528,7 @@ def get_backup_set(request: Request, user: User, set_id: SetIdPath) -> BackupSet
 @router.patch(
     "/backup-sets/{set_id}",
     summary="Rename a backup set or change its settings.",
-    responses={**_IN_SET, 409: _err("A set of that name exists.")},
+    responses={**_IN_SET, 409: error_answer("A set of that name exists.")},
 )
 def update_backup_set(
     request: Request, user: User, set_id: SetIdPath, body: BackupSetPatch
@@ -536,7 +543,7 @@ def update_backup_set(
     "/backup-sets/{set_id}/destinations",
     status_code=201,
     summary="Add a destination after the set's others.",
-    responses={**_IN_SET, 409: _err("A destination of that name exists in the set.")},
+    responses={**_IN_SET, 409: error_answer("A destination of that name exists in the set.")},
 )
 def add_destination(
     request: Request, user: User, set_id: SetIdPath, body: DestinationIn
@@ -553,7 +560,7 @@ def add_destination(
 @router.patch(
     "/backup-sets/{set_id}/destinations/{destination_id}",
     summary="Rename a destination or replace keys of its settings.",
-    responses={**_IN_SET, 409: _err("A destination of that name exists in the set.")},
+    responses={**_IN_SET, 409: error_answer("A destination of that name exists in the set.")},
 )
 def update_destination(
     request: Request,
@@ -584,7 +591,7 @@ _JOB = "/backup-sets/{set_id}/destinations/{destination_id}/jobs"
     summary="Start a backup job (BS_STILL_RUNNING).",
     responses={
         **_IN_SET,
-        409: _err("A job with that ID exists (same start second), or the set is removed."),
+        409: error_answer("A job with that ID exists (same start second), or the set is removed."),
     },
 )
 def start_job(
@@ -639,7 +646,7 @@ def get_job(
 @router.put(
     _JOB + "/{job_id}/batches/{batch_no}",
     summary="Deliver batch batch_no of entries (idempotent).",
-    responses={**_IN_SET, 409: _err("The job is finished, or a retried batch differs.")},
+    responses={**_IN_SET, 409: error_answer("The job is finished, or a retried batch differs.")},
 )
 def put_batch(
     request: Request,
@@ -670,7 +677,7 @@ def put_batch(
 @router.post(
     _JOB + "/{job_id}/progress",
     summary="Record the job's progress.",
-    responses={**_IN_SET, 409: _err("The job is finished.")},
+    responses={**_IN_SET, 409: error_answer("The job is finished.")},
 )
 def post_progress(
     request: Request,
@@ -693,7 +700,7 @@ def post_progress(
     summary="Finish the job: final status, dedupe figures.",
     responses={
         **_IN_SET,
-        409: _err(
+        409: error_answer(
             "Finished already with another status or figures (closed as BS_BACKUP_NOT_FINISHED)."
         ),
     },
