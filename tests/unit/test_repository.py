@@ -412,3 +412,46 @@ def test_list_snapshots_skips_and_reports_a_damaged_snapshot(repo: Repository) -
     assert [p.subject for p in damaged] == [f"snapshot {first}"]
     assert [s.id for s in repo.list_snapshots()] == [second]  # without a list: skipped only
     assert [p.subject for p in repo.verify().errors] == [f"snapshot {first}"]
+
+
+class _KilledAfter(MemoryStorage):
+    """A destination whose process dies (``SystemExit``) after ``puts`` objects are stored."""
+
+    def __init__(self, puts: int) -> None:
+        super().__init__()
+        self.left = puts
+
+    def put(self, name: str, data: bytes | memoryview) -> None:
+        if self.left == 0:
+            raise SystemExit("killed")
+        self.left -= 1
+        super().put(name, data)
+
+
+@pytest.mark.parametrize("puts", [1, 2])
+def test_a_creation_killed_halfway_is_completed_by_the_next_open(puts: int) -> None:
+    """init stores the key file first and the config last: a creation killed between them
+    leaves only objects the password proves ours, and the next job's open finishes it (a
+    folder of loose objects would be refused as someone else's)."""
+    storage = _KilledAfter(puts)
+    with pytest.raises(SystemExit):
+        Repository.init(storage, PASSWORD, kdf=FAST_KDF)
+    assert "config" not in set(storage.list())
+    storage.left = -1  # the next job's puts all succeed
+    with pytest.raises(WrongPassword):
+        Repository.open(storage, "another password")
+    repo = Repository.open(storage, PASSWORD)
+    assert "config" in set(storage.list())
+    assert Repository.open(storage, PASSWORD).config.repo_id == repo.config.repo_id
+    assert repo.verify().ok
+
+
+def test_a_missing_config_beside_data_stays_an_error() -> None:
+    """Only a creation's own first objects are completed: a repository with data whose config
+    was removed is damaged, not new."""
+    storage = MemoryStorage()
+    make_repo(storage)
+    storage.put("index/0", b"x")  # any object of a used repository
+    storage.delete("config")
+    with pytest.raises(CorruptData):
+        Repository.open(storage, PASSWORD)

@@ -50,6 +50,7 @@ from opencbs.engine.compression import decode_payload
 from opencbs.engine.crypto import KdfParams, Keys, unwrap_keys, wrap_keys
 from opencbs.engine.entries import Entry, display_path
 from opencbs.engine.manifest import (
+    MANIFEST_NAME,
     Anchor,
     ListCheck,
     Manifest,
@@ -239,9 +240,20 @@ class Repository:
             compression_level=compression_level,
             snapshot_list=True,
         )
-        storage.put(CONFIG_NAME, keys.seal(config.to_bytes(), _CONFIG_AAD))
-        write_manifest(storage, keys, 1, ())
+        # The key file first: a creation killed halfway leaves a key file that the password
+        # opens and no config, which ``open`` completes (``_finish_init``); never a folder of
+        # loose objects that the next job must refuse as someone else's.
         storage.put(KEYFILE_NAME, wrap_keys(keys, password, kdf))
+        return cls._finish_init(storage, keys, kdf, config)
+
+    @classmethod
+    def _finish_init(
+        cls, storage: Storage, keys: Keys, kdf: KdfParams, config: RepositoryConfig
+    ) -> Repository:
+        """Write the snapshot list (generation 1) and then the config of a repository whose
+        key file is stored; the config last, so it is present only in a whole repository."""
+        write_manifest(storage, keys, 1, ())
+        storage.put(CONFIG_NAME, keys.seal(config.to_bytes(), _CONFIG_AAD))
         log.info("initialised repository %s in %s", config.repo_id, storage)
         return cls(storage, keys, config, kdf)
 
@@ -260,6 +272,12 @@ class Repository:
         try:
             sealed = storage.get(CONFIG_NAME)
         except ObjectNotFound:
+            if set(storage.list()) <= {KEYFILE_NAME, MANIFEST_NAME}:
+                # a creation killed before its config (``init``): the password opened the key
+                # file, so the folder is the owner's; finish it with the default settings
+                log.warning("%s: completing a repository whose creation was interrupted", storage)
+                config = RepositoryConfig(repo_id=secrets.token_hex(16), snapshot_list=True)
+                return cls._finish_init(storage, keys, kdf, config)
             raise CorruptData("repository config is missing") from None
         config = RepositoryConfig.from_bytes(keys.unseal(sealed, _CONFIG_AAD, what="config"))
         repo = cls(storage, keys, config, kdf)
