@@ -5,6 +5,7 @@ error text stays in the server log. Over real HTTP: ``tests/e2e/test_hostile_bod
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 
@@ -20,7 +21,7 @@ from opencbs.agent.client import Entry, job_path
 from opencbs.agent.report import MAX_BATCH_BYTES, ReportStream
 from opencbs.api.limits import AGENT_BODY, BATCH_BODY, CBS_BODY
 from opencbs.api.state import ServerState
-from opencbs.errors import StoreError
+from opencbs.errors import InvalidInput, StoreError
 from opencbs.model.sets import MAX_PATH
 from opencbs.reports.vocabulary import ReportList
 from opencbs.store import sets, users
@@ -154,6 +155,42 @@ def test_deep_destination_settings_are_refused_and_old_ones_still_list(
         json={"SysUser": ADMIN[0], "SysPwd": ADMIN[1], "LoginName": ALICE[0]},
     )
     assert r.json()["Status"] == "OK"
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        ("NaN", "not finite"),
+        ("1e400", "not finite"),
+        ("-Infinity", "not finite"),
+        (str(2**64), "integer beyond"),
+        ("[1, 2, 99999999999999999999999]", "integer beyond"),
+    ],
+)
+def test_destination_settings_the_databases_cannot_keep_are_refused(
+    client: TestClient, state: ServerState, alice_set: tuple[str, str], raw: str, why: str
+) -> None:
+    """NaN and 1e400 made PostgreSQL answer 503, a huge integer made `set list --json` fail:
+    both are refused on input (422 over the agent API, InvalidInput from the store), the set
+    still lists."""
+    set_id, dest_id = alice_set
+    url = f"{API}/backup-sets/{set_id}/destinations"
+    body = '{"name": "odd", "type": "LOCAL", "settings": {"path": "/srv", "x": ' + raw + "}}"
+    headers = {"content-type": "application/json"}
+    r = client.post(url, auth=ALICE, content=body, headers=headers)
+    assert r.status_code == 422 and why in r.text, r.text
+    patch = '{"settings": {"x": ' + raw + "}}"
+    r = client.patch(f"{url}/{dest_id}", auth=ALICE, content=patch, headers=headers)
+    assert r.status_code == 422 and why in r.text, r.text
+    with state.db.write() as conn:
+        user = users.find_backup_user(conn, ALICE[0])
+        assert user is not None
+        with pytest.raises(InvalidInput, match=why):
+            sets.update_destination(
+                conn, user.id, int(set_id), int(dest_id), settings={"x": json.loads(raw)}
+            )
+    listed = client.get(f"{API}/backup-sets", auth=ALICE)
+    assert listed.status_code == 200 and "x" not in listed.json()[0]["destinations"][0]["settings"]
 
 
 def test_a_body_nested_too_deep_for_the_parser_is_a_client_error(

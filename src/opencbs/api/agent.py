@@ -252,13 +252,17 @@ SettingsIn = Annotated[BackupSetSettings, BeforeValidator(_given_settings), _Nul
 
 
 def _shallow(value: dict[str, Any]) -> dict[str, Any]:
-    """Refuse destination settings nested deeper than ``sets.MAX_SETTINGS_DEPTH`` as a 422."""
-    if sets.json_depth(value) > sets.MAX_SETTINGS_DEPTH:
-        raise ValueError(f"must not nest deeper than {sets.MAX_SETTINGS_DEPTH} levels")
+    """Refuse destination settings the store cannot keep (``sets.settings_problem``: nested
+    deeper than ``sets.MAX_SETTINGS_DEPTH``, a number not finite, an integer beyond 2**53-1)
+    as a 422."""
+    problem = sets.settings_problem(value)
+    if problem is not None:
+        raise ValueError(f"must not {problem}")
     return value
 
 
-#: A destination's settings (its location): a JSON object at most 8 levels deep.
+#: A destination's settings (its location): a JSON object at most 8 levels deep, of finite
+#: numbers and safe integers.
 DestSettings = Annotated[dict[str, Any], AfterValidator(_shallow)]
 
 

@@ -17,6 +17,7 @@ that no longer validates (read as its default, with a warning).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,13 +93,41 @@ def json_depth(value: Any, stop: int = MAX_SETTINGS_DEPTH + 1) -> int:
     return deepest
 
 
-def check_settings_depth(settings: Mapping[str, Any]) -> None:
-    """Raises ``InvalidInput`` when a destination's ``settings`` nest deeper than
-    ``MAX_SETTINGS_DEPTH`` levels."""
+#: Largest integer a destination's settings may hold: JSON's safe integers (2**53 - 1), what
+#: every client and both databases read exactly.
+MAX_SETTINGS_INT = 2**53 - 1
+
+
+def settings_problem(settings: Mapping[str, Any]) -> str | None:
+    """What makes a destination's ``settings`` unstorable, in words, or ``None``: nesting
+    deeper than ``MAX_SETTINGS_DEPTH`` levels, a number that is not finite (``NaN``, ``1e400``:
+    PostgreSQL's JSON refuses them), an integer beyond ±``MAX_SETTINGS_INT`` (no JSON reader
+    keeps it exact; the CLI's ``--json`` could not print it)."""
     if json_depth(settings) > MAX_SETTINGS_DEPTH:
+        return f"nest deeper than {MAX_SETTINGS_DEPTH} levels"
+    pending: list[Any] = [settings]
+    while pending:  # at most MAX_SETTINGS_DEPTH deep now
+        item = pending.pop()
+        if isinstance(item, Mapping):
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            pending.extend(item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            return "hold a number that is not finite (NaN or infinity)"
+        elif isinstance(item, int) and not isinstance(item, bool):
+            if abs(item) > MAX_SETTINGS_INT:
+                return f"hold an integer beyond ±{MAX_SETTINGS_INT}"
+    return None
+
+
+def check_destination_settings(settings: Mapping[str, Any]) -> None:
+    """Raises ``InvalidInput`` when a destination's ``settings`` cannot be stored as given
+    (``settings_problem``)."""
+    problem = settings_problem(settings)
+    if problem is not None:
         raise InvalidInput(
-            f"a destination's settings nest deeper than {MAX_SETTINGS_DEPTH} levels",
-            'give its location as a flat object, e.g. {"path": "/srv/backup"}',
+            f"a destination's settings {problem}",
+            'give its location as a flat object of text and numbers, e.g. {"path": "/srv/backup"}',
         )
 
 
@@ -332,7 +361,7 @@ def add_destination(
     if not name or not dest_type:
         raise InvalidInput("a destination needs a name and a type")
     require_text(name, "destination name", "give the name in UTF-8")
-    check_settings_depth(settings or {})
+    check_destination_settings(settings or {})
     _require_text_values(dict(settings or {}), "destination", DESTINATION_HINT)
     if any(d.name == name for d in bset.destinations):
         raise Conflict(f"destination {name!r} exists already in this backup set")
@@ -373,7 +402,7 @@ def update_destination(
         require_text(name, "destination name", "give the name in UTF-8")
         values["name"] = name
     if settings is not None:
-        check_settings_depth(settings)
+        check_destination_settings(settings)
         _require_text_values(dict(settings), "destination", DESTINATION_HINT)
         values["settings"] = {**dest.settings, **settings}
     if values:
