@@ -292,15 +292,17 @@ def _system_guessers(ctx: Ctx) -> None:
     names = {True: "in", False: "refused", None: "not answered"}
     shown = ", ".join(f"#{n} {names[canary.get(n)]}" for n in CANARIES)
     got_in = [n for n in CANARIES if canary.get(n)]
+    # Parallel guesses are checked in the order the server takes them, not the order sent:
+    # a right password among the first checked gets in on any server. What tells a bounded
+    # server from an unbounded one is the count of checks below; this figure has no goal.
     ctx.rec.add(
         f"right password among {CANARY_GUESSES} parallel guesses",
         max(got_in, default=0),
         shown,
-        goal=f"refused after {LOCK_LIMIT} wrong",
-        passed=False if got_in else (None if len(canary) < len(CANARIES) else True),
     )
     _guess_burst(ctx, VICTIMS[1], LOCK_GUESSES, lambda n: f"wrong-{n}")
     time.sleep(0.5)
+    _record_checks(ctx, VICTIMS[1])
     ok = _right_password_ok(ctx, VICTIMS[1])
     shown = {True: "accepted (not locked)", False: "refused (locked)", None: "not answered"}[ok]
     ctx.rec.add(
@@ -314,6 +316,25 @@ def _system_guessers(ctx: Ctx) -> None:
         ln for ln in ctx.server.log_text().splitlines() if "lock" in ln.lower() and "WARN" in ln
     ]
     ctx.rec.add("lockout WARNING lines in the log", len(lines), str(len(lines)))
+
+
+def _record_checks(ctx: Ctx, user: str) -> None:
+    """How many of the burst's wrong passwords for ``user`` the server checked against the
+    account's hash, from its DEBUG log (``password check: sysuser 'NAME' (client …): wrong``;
+    a revision that does not log them: not counted)."""
+    text = ctx.server.log_text()
+    if "password check: " not in text:
+        ctx.rec.add(f"wrong passwords checked of {LOCK_GUESSES}", None, "not logged")
+        return
+    mark = f"password check: sysuser {user!r} "
+    checked = sum(1 for ln in text.splitlines() if mark in ln and ln.endswith(": wrong"))
+    ctx.rec.add(
+        f"wrong passwords checked of {LOCK_GUESSES}",
+        checked,
+        str(checked),
+        goal=f"<= {LOCK_LIMIT}",
+        passed=checked <= LOCK_LIMIT,
+    )
 
 
 def _backup_guessers(ctx: Ctx) -> None:

@@ -104,15 +104,24 @@ def test_unknown_backup_users_lock_like_known_ones(db: Database, spy: list[str])
     assert len(spy) == 7 and spy[-1] == dummy_hash()
 
 
-def test_a_success_starts_the_count_over(db: Database) -> None:
+def test_guesses_between_logins_add_up(db: Database, spy: list[str]) -> None:
+    """A success gives back its own attempt but does not start the count over: an attacker
+    who guesses between a user's logins still gets at most the limit per window (issue 11)."""
     state = _state(db, LockoutPolicy(account_failures=3, address_failures=1000))
+    with db.read() as conn:
+        admin = users.get_system_user(conn, ADMIN[0])
+    assert admin is not None
     for _ in range(2):
         assert not _sys(state, ADMIN[0], "wrong")
-    assert _sys(state, ADMIN[0], ADMIN[1])
-    for _ in range(2):
-        assert not _sys(state, ADMIN[0], "wrong")
+    assert _sys(state, ADMIN[0], ADMIN[1])  # verified (not cached yet): its attempt given back
+    assert _sys(state, ADMIN[0], ADMIN[1])  # cached: counts nothing
     assert _locked(db) == []
-    assert _sys(state, ADMIN[0], ADMIN[1])
+    assert not _sys(state, ADMIN[0], "wrong")  # the third wrong one in the window: locked
+    assert _locked(db) == [(LockKind.SYSUSER, ADMIN[0])]
+    real = spy.count(admin.password_hash)
+    assert not _sys(state, ADMIN[0], ADMIN[1])  # locked: even the right (cached) password
+    assert spy.count(admin.password_hash) == real  # and it was not checked
+    assert real == 4  # three wrong, one right: never more than the limit of wrong ones
 
 
 def test_address_throttle_spares_cached_credentials_not_locked_accounts(

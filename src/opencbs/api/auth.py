@@ -219,6 +219,14 @@ def _verify_slowly(db: Database, cache: VerifiedCache, attempt: _Attempt) -> boo
             return False
         ok = verify_password(attempt.password_hash or dummy_hash(), attempt.password)
         ok = ok and attempt.password_hash is not None
+        if attempt.password_hash is not None:  # what a guesser learns from: counted in tests
+            log.debug(
+                "password check: %s %r (client %s): %s",
+                attempt.kind.value,
+                attempt.name,
+                attempt.client or "unknown",
+                "right" if ok else "wrong",
+            )
         _settle(db, cache.policy, attempt, ok=ok)
     finally:
         cache.slots.release()
@@ -251,9 +259,6 @@ def _check(db: Database, cache: VerifiedCache, attempt: _Attempt) -> bool:
         and attempt.locked_until_ms is None
         and cache.hit(attempt.kind.value, attempt.password_hash, attempt.password)
     ):
-        if attempt.counted:  # a success starts the account's count over
-            with db.write() as conn:
-                lockouts.record_success(conn, attempt.kind, attempt.name)
         return True
     return _verify_slowly(db, cache, attempt)
 

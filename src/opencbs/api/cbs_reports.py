@@ -38,8 +38,10 @@ from opencbs.store import job_queries, jobs
 
 _PARAMS = (LOGIN, OWNER, SET_ID, DEST_ID, JOB_ID, CDP)
 
-#: Entries read per page (one short read transaction each) of a streamed report.
-REPORT_PAGE_ENTRIES = 5000
+#: Entries read per page (one short read transaction each) of a streamed report: 2,000 is as
+#: fast as larger pages (server CPU per 200k entries: 1,000 → 1.09 s, 2,000 → 0.84, 5,000 →
+#: 0.88) and holds less for each reader waiting on a slow client.
+REPORT_PAGE_ENTRIES = 2000
 
 _LOG = {
     "type": "object",

@@ -62,13 +62,17 @@ _READY_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("/healthz", responses=_HEALTH_RESPONSES, summary="Liveness")
+@router.api_route(
+    "/healthz", methods=["GET", "HEAD"], responses=_HEALTH_RESPONSES, summary="Liveness"
+)
 async def healthz() -> dict[str, str]:
     """200 `{"status": "ok"}` while the server process serves; the database is not asked."""
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses=_READY_RESPONSES, summary="Readiness")
+@router.api_route(
+    "/readyz", methods=["GET", "HEAD"], responses=_READY_RESPONSES, summary="Readiness"
+)
 async def readyz(request: Request) -> Response:
     """200 `{"status": "ready"}` when the database answers and its schema is current; else
     503 `{"status": "unavailable", "problem": …}`."""
@@ -82,7 +86,7 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": "unavailable", "problem": problem}, status_code=503)
 
 
-@router.get("/", include_in_schema=False)
+@router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
 async def home() -> HTMLResponse:
     """A small page naming the server, its version, its APIs and its docs."""
     return HTMLResponse(home_page())

@@ -25,6 +25,7 @@ from opencbs.api.app import create_app
 from opencbs.api.state import ServerState
 from opencbs.api.timeouts import timed_protocol
 from opencbs.errors import ConfigError
+from opencbs.security import map_large_allocations
 from opencbs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -228,6 +229,7 @@ def run_server(
     starts."""
     host, port = settings.host, settings.port
     sock = listen_socket(host, port)
+    map_large_allocations()  # password hashing's work areas go back to the system when freed
     config = uvicorn_config(build_app(state), settings, tls=tls, log_level=settings.log_level)
     scheme = "https" if tls is not None else "http"
     log.info(

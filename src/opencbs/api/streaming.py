@@ -20,8 +20,11 @@ a stalled reader holds no database connection even before its write timeout.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterator
+import os
+import weakref
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
@@ -31,8 +34,50 @@ from starlette.types import Message, Receive, Scope, Send
 log = logging.getLogger(__name__)
 
 
+#: Worker threads that produce streamed answers, all answers together: apart from the
+#: threadpool the other requests use, so that many reports starting at once (50 clients that
+#: ask for a large report and never read it, ``bench/hostile.py`` case 4) cannot take every
+#: worker thread from the calls a monitoring tool makes meanwhile.
+STREAM_THREADS = max(2, min(8, os.cpu_count() or 2))
+
+_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _stream_limiter() -> anyio.CapacityLimiter:
+    """The limiter of ``STREAM_THREADS`` of the running event loop (one per loop: a limiter
+    belongs to the loop it waits in; tests run several)."""
+    loop = asyncio.get_running_loop()
+    limiter = _limiters.get(loop)
+    if limiter is None:
+        limiter = _limiters[loop] = anyio.CapacityLimiter(STREAM_THREADS)
+    return limiter
+
+
+class _Done(Exception):
+    """``StopIteration`` carried out of a worker thread (which cannot raise it into a
+    coroutine)."""
+
+
+def _next_chunk(source: Iterator[bytes]) -> bytes:
+    try:
+        return next(source)
+    except StopIteration:
+        raise _Done from None
+
+
+async def _produced(source: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """``source``'s chunks, each made on one of the ``STREAM_THREADS``."""
+    while True:
+        try:
+            yield await anyio.to_thread.run_sync(_next_chunk, source, limiter=_stream_limiter())
+        except _Done:
+            return
+
+
 class TimedStreamingResponse(StreamingResponse):
-    """A ``StreamingResponse`` of ``content`` (chunks of bytes, produced on worker threads)
+    """A ``StreamingResponse`` of ``content`` (chunks of bytes, produced on ``STREAM_THREADS``)
     whose every send must complete within ``write_timeout`` seconds.
 
     ``stalled`` is true once a send timed out: the answer was abandoned, the connection
@@ -40,7 +85,7 @@ class TimedStreamingResponse(StreamingResponse):
     and a warning logged with the client's address."""
 
     def __init__(self, content: Iterator[bytes], *, write_timeout: float, media_type: str) -> None:
-        super().__init__(content, media_type=media_type)
+        super().__init__(_produced(content), media_type=media_type)
         self.write_timeout = write_timeout
         self.stalled = False
         self._source = content

@@ -7,7 +7,8 @@ backup user's login name (known or not: an unknown name behaves as a known one) 
 (``INSERT … ON CONFLICT DO UPDATE … RETURNING``): the count goes up and, past the limit, the
 key is locked, so that however many checks run in parallel, at most ``limit`` of them per
 window are verified. A failed check locks the key once ``limit`` are counted; a successful one
-resets an account's count and gives its address back its attempt. Locks last
+gets its attempt back, and the window's other failures still count (at most ``limit`` wrong
+passwords per account per window, issue 11). Locks last
 ``LockoutPolicy.lock_ms``; an administrator clears one with :func:`clear` (``opencbs lockout
 clear``, ``DELETE /api/admin/v1/lockouts/{kind}/{key}``).
 
@@ -189,17 +190,17 @@ def record_failure(
 
 
 def record_success(conn: Connection, kind: LockKind, key: str) -> None:
-    """A reserved check of ``kind``/``key`` succeeded: an account's count starts over (and a
-    lock set meanwhile by others' failures ends: the password was proved); an address gets
-    its attempt back (its other failures still count)."""
-    if kind is LockKind.ADDRESS:
-        conn.execute(
-            update(_T)
-            .where(_row_of(kind, key), _T.c.failures > 0)
-            .values(failures=_T.c.failures - 1)
-        )
-    else:
-        conn.execute(delete(_T).where(_row_of(kind, key)))
+    """A reserved check of ``kind``/``key`` succeeded: it gets its attempt back. The key's
+    failures in the window still count (a success does not start the count over, so guesses
+    between a user's logins add up: at most ``policy.limit(kind)`` wrong ones per window,
+    issue 11), and a lock stays."""
+    conn.execute(
+        update(_T).where(_row_of(kind, key), _T.c.failures > 0).values(failures=_T.c.failures - 1)
+    )
+    # nothing left to count: no row (a key is "counted" only while it has failures or a lock)
+    conn.execute(
+        delete(_T).where(_row_of(kind, key), _T.c.failures <= 0, _T.c.locked_until_ms.is_(None))
+    )
 
 
 def counted(conn: Connection, kind: LockKind, key: str, at_ms: int) -> tuple[int, int | None]:
