@@ -34,6 +34,17 @@ def test_readyz_ready_on_a_current_schema(db: Database) -> None:
     assert (r.status_code, r.json()) == (200, {"status": "ready"})
 
 
+def test_probes_that_ask_with_head_get_200_and_no_body(db: Database) -> None:
+    """Load balancers and uptime checks often probe with HEAD; the document keeps one
+    operation per path (no duplicate operation IDs)."""
+    client = _client(db)
+    for path in ("/healthz", "/readyz", "/"):
+        r = client.head(path)
+        assert r.status_code == 200 and r.content == b"", path
+    paths = client.get("/openapi.json").json()["paths"]
+    assert set(paths["/healthz"]) == {"get"} and set(paths["/readyz"]) == {"get"}
+
+
 def test_readyz_503_when_the_schema_is_behind(tmp_path: Path) -> None:
     empty = Database(f"sqlite:///{tmp_path / 'empty.db'}")  # never upgraded
     try:
