@@ -42,6 +42,8 @@ internet"):
 - ``keepalive_timeout``: ``5`` — seconds an idle keep-alive connection stays open.
 - ``max_connections``: ``1000`` — open connections and running requests above which a new
   request is answered 503 at once (uvicorn ``limit_concurrency``).
+- ``max_connections_per_address``: ``100`` — open connections one client address may hold
+  (``trusted_proxies`` excepted); more are reset at once.
 - ``tls_certificate`` / ``tls_key``: ``""`` — PEM files of the server's certificate (chain) and
   private key; both set: the server speaks HTTPS itself.
 - ``trusted_proxies``: ``""`` — comma-separated addresses (or networks) of reverse proxies whose
@@ -98,6 +100,12 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DEFAULT_DATABASE_FILE = "opencbs.db"
 #: The login lockout's defaults (the settings ``lockout_failures``, ``address_failures``,
 #: ``lockout_window`` and ``lockout_seconds``; seconds).
+#: Longest a setting given in seconds may be (a year): far beyond any useful timeout or lock,
+#: and within what epoch-ms arithmetic and the databases' integers hold.
+MAX_SECONDS = 366 * 24 * 3600.0
+#: Largest count a count setting (failures, connections, slots) may be.
+MAX_COUNT = 1_000_000
+
 DEFAULT_LOCKOUT_FAILURES = 5
 DEFAULT_ADDRESS_FAILURES = 50
 DEFAULT_LOCKOUT_WINDOW = 900.0
@@ -145,25 +153,45 @@ class Settings(BaseSettings):
     job_idle_timeout: float = Field(
         default=3600.0,
         gt=0,
+        le=MAX_SECONDS,
         description="Seconds without a sign of life after which a running job is closed.",
     )
     write_timeout: float = Field(
         default=30.0,
         gt=0,
+        le=MAX_SECONDS,
         description="Seconds a client may take nothing of its answer before it is dropped.",
     )
     log_level: str = Field(default="INFO", description="Logging level.")
     header_timeout: float = Field(
-        default=10.0, gt=0, description="Seconds a client has to send a request's headers."
+        default=10.0,
+        gt=0,
+        le=MAX_SECONDS,
+        description="Seconds a client has to send a request's headers.",
     )
     body_timeout: float = Field(
-        default=30.0, gt=0, description="Seconds the server waits for the next piece of a body."
+        default=30.0,
+        gt=0,
+        le=MAX_SECONDS,
+        description="Seconds the server waits for the next piece of a body.",
     )
     keepalive_timeout: float = Field(
-        default=5.0, gt=0, description="Seconds an idle keep-alive connection stays open."
+        default=5.0,
+        gt=0,
+        le=MAX_SECONDS,
+        description="Seconds an idle keep-alive connection stays open.",
     )
     max_connections: int = Field(
-        default=1000, ge=1, description="Connections and requests above which requests get 503."
+        default=1000,
+        ge=1,
+        le=MAX_COUNT,
+        description="Connections and requests above which requests get 503.",
+    )
+    max_connections_per_address: int = Field(
+        default=100,
+        ge=1,
+        le=MAX_COUNT,
+        description="Open connections one client address may hold (trusted proxies excepted).",
     )
     tls_certificate: str = Field(
         default="", description="PEM certificate (chain) file; with tls_key: serve HTTPS."
@@ -174,39 +202,55 @@ class Settings(BaseSettings):
         description="Comma-separated reverse-proxy addresses whose X-Forwarded-For is believed.",
     )
     db_pool_size: int = Field(
-        default=8, ge=1, description="PostgreSQL connections kept open per server process."
+        default=8,
+        ge=1,
+        le=MAX_COUNT,
+        description="PostgreSQL connections kept open per server process.",
     )
     db_max_overflow: int = Field(
-        default=8, ge=0, description="PostgreSQL connections opened beyond db_pool_size at peak."
+        default=8,
+        ge=0,
+        le=MAX_COUNT,
+        description="PostgreSQL connections opened beyond db_pool_size at peak.",
     )
     db_pool_timeout: float = Field(
-        default=10.0, gt=0, description="Seconds to wait for a free database connection."
+        default=10.0,
+        gt=0,
+        le=MAX_SECONDS,
+        description="Seconds to wait for a free database connection.",
     )
     lockout_failures: int = Field(
         default=DEFAULT_LOCKOUT_FAILURES,
         ge=1,
+        le=MAX_COUNT,
         description="Wrong passwords for one account within lockout_window that lock it.",
     )
     address_failures: int = Field(
         default=DEFAULT_ADDRESS_FAILURES,
         ge=1,
+        le=MAX_COUNT,
         description="Wrong passwords from one client address within lockout_window after "
         "which its password checks are refused.",
     )
     lockout_window: float = Field(
-        default=DEFAULT_LOCKOUT_WINDOW, gt=0, description="Seconds over which failures count."
+        default=DEFAULT_LOCKOUT_WINDOW,
+        gt=0,
+        le=MAX_SECONDS,
+        description="Seconds over which failures count.",
     )
     lockout_seconds: float = Field(
-        default=DEFAULT_LOCKOUT_SECONDS, gt=0, description="Seconds a lock lasts."
+        default=DEFAULT_LOCKOUT_SECONDS, gt=0, le=MAX_SECONDS, description="Seconds a lock lasts."
     )
     max_concurrent_hashes: int = Field(
         default=0,
         ge=0,
+        le=MAX_COUNT,
         description="Password verifications at once (19 MiB each); 0: sized to the machine.",
     )
     hash_wait_seconds: float = Field(
         default=2.0,
         gt=0,
+        le=MAX_SECONDS,
         description="Seconds a login waits for a hashing slot before 'try again later'.",
     )
     server_url: str = Field(
@@ -429,6 +473,7 @@ FLAGS: dict[str, str] = {
     "body_timeout": "--body-timeout",
     "keepalive_timeout": "--keepalive-timeout",
     "max_connections": "--max-connections",
+    "max_connections_per_address": "--max-connections-per-address",
     "tls_certificate": "--tls-certificate",
     "tls_key": "--tls-key",
     "trusted_proxies": "--trusted-proxies",

@@ -443,3 +443,42 @@ def test_beyond_max_connections_requests_get_503_at_once(tmp_path: Path) -> None
         assert r.status_code == 200
     finally:
         _stop(running.proc)
+
+
+def _connect_from(port: int, source: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def test_one_address_cannot_hold_every_connection(tmp_path: Path) -> None:
+    """One client holding idle connections used to get every other client 503 (max_connections
+    reached): now it may hold max_connections_per_address; more are reset at once, and the
+    other addresses, probes included, are served."""
+    running = _start(_env(tmp_path), "--max-connections", "8", "--max-connections-per-address", "4")
+    try:
+        hog = [_connect_from(running.port, "127.0.0.2") for _ in range(4)]
+        try:
+            time.sleep(0.5)  # accepted by the server
+            extra = _connect_from(running.port, "127.0.0.2")
+            assert _closed_within(extra, 5) < 5  # reset at once
+            extra.close()
+            r = httpx.get(running.url + "/healthz", timeout=10)
+            assert r.status_code == 200  # another address (127.0.0.1) is served
+        finally:
+            for sock in hog:
+                sock.close()
+        with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2")) as c:
+            deadline = time.monotonic() + 10
+            while True:  # once its connections close, the address is served again
+                try:
+                    if c.get(running.url + "/healthz", timeout=10).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "the address is still refused"
+                time.sleep(0.2)
+    finally:
+        log = _stop(running.proc)
+    assert log.count("client 127.0.0.2 holds 4 connections: further ones are refused") == 1

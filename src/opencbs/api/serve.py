@@ -206,6 +206,8 @@ def uvicorn_config(
             header_timeout=settings.header_timeout,
             body_timeout=settings.body_timeout,
             write_timeout=settings.write_timeout,
+            max_per_address=settings.max_connections_per_address,
+            unlimited=tuple(proxies),
         ),
         log_level=log_level.lower(),
         log_config=_log_config(log_level),

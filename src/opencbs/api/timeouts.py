@@ -23,6 +23,11 @@ protocol class here, given to uvicorn as ``http=``, adds the two missing bounds:
 
 All are per connection, in seconds, and cost one timer each.
 
+- **connections per address**: one client address may hold at most ``max_per_address`` open
+  connections (the addresses of trusted reverse proxies excepted); a connection over it is
+  reset at once, so one client holding idle connections cannot use up ``max_connections`` for
+  everyone else.
+
 The request line and headers are also bounded in size, ``MAX_HEADER_BYTES`` in all (the parser
 keeps them in memory while they come): a request over it is answered ``431 Request Header
 Fields Too Large`` and its connection closed.
@@ -31,7 +36,11 @@ Fields Too Large`` and its connection closed.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import socket
+import struct
+from collections import Counter
 from typing import Any
 
 from uvicorn._types import ASGIReceiveEvent
@@ -69,6 +78,13 @@ class TimedHttpProtocol(HttpToolsProtocol):
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     write_timeout: float = 30.0
+    max_per_address: int = 100
+    #: networks whose connections are not limited per address (trusted reverse proxies)
+    unlimited: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    #: open connections per client address, of every connection of this protocol class
+    open_per_address: Counter[str]
+    #: addresses told about (logged) since they reached the limit
+    warned: set[str]
 
     def __init__(
         self,
@@ -80,6 +96,7 @@ class TimedHttpProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self._header_timer: asyncio.TimerHandle | None = None
         self._write_timer: asyncio.TimerHandle | None = None
+        self._counted: str | None = None  # the address counted in open_per_address
         self._headers_seen = 0  # requests whose headers are complete on this connection
         self._header_bytes = 0  # of the request being parsed: its target and headers
         self._refused = False  # answered 431: the rest of the connection is ignored
@@ -88,11 +105,40 @@ class TimedHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        address = self.client[0] if self.client else None
+        if address is not None and not self._unlimited(address):
+            if self.open_per_address[address] >= self.max_per_address:
+                if address not in self.warned:  # once, until its connections fall below
+                    self.warned.add(address)
+                    log.warning(
+                        "client %s holds %d connections: further ones are refused",
+                        address,
+                        self.max_per_address,
+                    )
+                _reset(transport)
+                return
+            self.open_per_address[address] += 1
+            self._counted = address
         self._arm_header_timer()
+
+    def _unlimited(self, address: str) -> bool:
+        if not self.unlimited:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.unlimited)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
         self._cancel_write_timer()
+        if self._counted is not None:
+            self.open_per_address[self._counted] -= 1
+            if self.open_per_address[self._counted] <= 0:
+                del self.open_per_address[self._counted]
+            self.warned.discard(self._counted)
+            self._counted = None
         super().connection_lost(exc)
 
     # -- write timeout ------------------------------------------------------------------------
@@ -118,7 +164,7 @@ class TimedHttpProtocol(HttpToolsProtocol):
             _peer(self.client),
             self.write_timeout,
         )
-        self.transport.abort()
+        _reset(self.transport)
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -196,6 +242,18 @@ class TimedHttpProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
+def _reset(transport: asyncio.Transport) -> None:
+    """Abort ``transport`` with a TCP reset: linger 0, so the kernel drops what is still queued
+    for a client that reads nothing (a plain abort leaves it in FIN-WAIT-1 holding the data)."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+    transport.abort()
+
+
 def _peer(client: tuple[str, int] | None) -> str:
     return f"{client[0]}:{client[1]}" if client else "?"
 
@@ -228,10 +286,17 @@ def _bound_body_reads(
 
 
 def timed_protocol(
-    *, header_timeout: float, body_timeout: float, write_timeout: float
+    *,
+    header_timeout: float,
+    body_timeout: float,
+    write_timeout: float,
+    max_per_address: int = 100,
+    unlimited: tuple[str, ...] = (),
 ) -> type[TimedHttpProtocol]:
     """A ``TimedHttpProtocol`` class for uvicorn's ``Config(http=...)`` with these bounds
-    (seconds, each > 0)."""
+    (seconds, each > 0; ``max_per_address`` connections per client address, except from the
+    addresses or networks ``unlimited``). Raises ``ValueError`` for an entry of ``unlimited``
+    that is not an address or network."""
     return type(
         "TimedHttpProtocol",
         (TimedHttpProtocol,),
@@ -239,5 +304,9 @@ def timed_protocol(
             "header_timeout": header_timeout,
             "body_timeout": body_timeout,
             "write_timeout": write_timeout,
+            "max_per_address": max_per_address,
+            "unlimited": tuple(ipaddress.ip_network(x, strict=False) for x in unlimited),
+            "open_per_address": Counter(),
+            "warned": set(),
         },
     )

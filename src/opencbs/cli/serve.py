@@ -63,6 +63,14 @@ MAX_CONNECTIONS = click.option(
     help="Answer 503 beyond N open connections or running requests "
     "[env OPENCBS_MAX_CONNECTIONS; default 1000].",
 )
+MAX_PER_ADDRESS = click.option(
+    "--max-connections-per-address",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Reset connections of one client address beyond N open ones (trusted proxies "
+    "excepted) [env OPENCBS_MAX_CONNECTIONS_PER_ADDRESS; default 100].",
+)
 TLS_CERTIFICATE = click.option(
     "--tls-certificate",
     default=None,
@@ -89,6 +97,7 @@ NETWORK_OPTIONS = (
     WRITE_TIMEOUT,
     KEEPALIVE_TIMEOUT,
     MAX_CONNECTIONS,
+    MAX_PER_ADDRESS,
     TLS_CERTIFICATE,
     TLS_KEY,
     TRUSTED_PROXIES,
