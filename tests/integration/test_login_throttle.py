@@ -356,3 +356,22 @@ def test_an_old_hash_is_replaced_at_the_next_login(db: Database) -> None:
     auth.authenticate_backup_user(db, state.auth_cache, "legacy", "old-params")
     with pytest.raises(AuthUserRejected):
         auth.authenticate_backup_user(db, state.auth_cache, "legacy", "wrong")
+
+
+def test_a_name_with_a_slash_is_unlocked_over_the_api_and_401s_carry_a_challenge(
+    admin_client: tuple[TestClient, ServerState],
+) -> None:
+    """Lock keys are login names, which may hold ``/``: the admin API's path takes them
+    (``a%2Fb``); every 401 of the agent and admin APIs names its scheme (WWW-Authenticate),
+    which clients such as .NET's wait for before they send credentials."""
+    client, state = admin_client
+    for _ in range(3):
+        r = client.get("/api/agent/v1/backup-sets", headers=_basic("a/b", "nope"))
+        assert r.status_code == 401
+        assert r.headers["www-authenticate"].startswith("Basic realm=")
+    r = client.get("/api/admin/v1/lockouts")
+    assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Basic")
+    listed = client.get("/api/admin/v1/lockouts", headers=_basic(*ADMIN)).json()["lockouts"]
+    assert ("user", "a/b") in {(x["kind"], x["key"]) for x in listed}
+    r = client.delete("/api/admin/v1/lockouts/user/a%2Fb", headers=_basic(*ADMIN))
+    assert r.status_code == 200 and r.json() == {"cleared": {"kind": "user", "key": "a/b"}}

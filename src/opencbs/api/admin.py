@@ -61,7 +61,7 @@ def list_lockouts(request: Request, caller: Admin) -> dict[str, Any]:
 
 
 @router.delete(
-    "/lockouts/{kind}/{key}",
+    "/lockouts/{kind}/{key:path}",
     summary="Unlock an account (kind sysuser or user) or a client address (kind address).",
     responses={
         401: error_answer("No, malformed or wrong credentials, or not an ADMIN."),

@@ -134,10 +134,14 @@ def create_app(state: ServerState) -> FastAPI:
 def agent_error(exc: OpenCBSError) -> Response:
     """An agent (or admin) API error: ``{"error", "message", "hint"}`` with its HTTP status
     (and ``Retry-After`` for a 429)."""
+    status = _agent_status(exc)
+    headers = dict(envelope.retry_headers(exc) or {})
+    if status == 401:  # the challenge clients wait for before they send credentials
+        headers["WWW-Authenticate"] = 'Basic realm="opencbs", charset="UTF-8"'
     return JSONResponse(
         {"error": exc.code, "message": exc.message, "hint": exc.hint},
-        status_code=_agent_status(exc),
-        headers=envelope.retry_headers(exc),
+        status_code=status,
+        headers=headers,
     )
 
 

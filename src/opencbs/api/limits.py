@@ -65,7 +65,8 @@ class BodyTooLarge(InvalidInput):
     def __init__(self, limit: int) -> None:
         super().__init__(
             f"[Error] Request body is larger than {limit} bytes",
-            f"send at most {limit} bytes (a report's entries: in smaller batches)",
+            f"send at most {limit} bytes"
+            + (" (a report's entries: in smaller batches)" if limit == BATCH_BODY else ""),
         )
         self.limit = limit
 

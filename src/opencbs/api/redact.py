@@ -50,7 +50,12 @@ def redact_target(target: str) -> str:
     path, sep, query = target.partition("?")
     if not sep:
         return target
-    return path + "?" + "&".join(_redact_pair(p) for p in query.split("&"))
+    # ``;`` separates pairs too for some parsers (and for a reader of the log)
+    return (
+        path
+        + "?"
+        + "&".join(";".join(_redact_pair(p) for p in part.split(";")) for part in query.split("&"))
+    )
 
 
 class RedactSecrets(logging.Filter):

@@ -113,6 +113,10 @@ def _answers(call: CbsCall) -> dict[str, Any]:
             "content": {envelope.JSON_CONTENT_TYPE: {"schema": _answer_schema(call)}},
         },
         "413": _error(f"The body is larger than {MAX_BODY} bytes (read no further)."),
+        "429": _error(
+            "Too many password checks at once: try again after Retry-After seconds "
+            '("[Error] Too many login attempts, try again later").'
+        ),
         "500": _error("An internal error; its reference is in the server's log."),
     }
 
