@@ -64,6 +64,7 @@ the restore goes on as without a callback (the damage is recorded as usual).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -281,6 +282,7 @@ def restore(
     os.makedirs(target_b, exist_ok=True)
     totals = _totals(repo, info, wanted) if progress is not None else None
     root = os.open(target_b, _DIR_FLAGS)
+    before = os.fstat(root)  # the target's own times: what is created in it changes them
     writer = _Restorer(repo, root, same_owner=same_owner)
     if progress is not None:
         writer.reporter = _Reporter(info.id, totals, progress, writer)
@@ -302,6 +304,8 @@ def restore(
             )
         writer.finish_dirs()
     finally:
+        with contextlib.suppress(OSError):  # left alone: as they were before the restore
+            os.utime(root, ns=(before.st_atime_ns, before.st_mtime_ns))
         os.close(root)
     result = RestoreResult(
         info.id,

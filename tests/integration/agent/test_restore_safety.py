@@ -109,6 +109,22 @@ def _files(root: Path) -> dict[str, bytes | str]:
 # --- the target itself ------------------------------------------------------------------------
 
 
+def test_the_targets_times_stay_what_they_were(tmp_path: Path) -> None:
+    """Creating the restored entries in the target changes its mtime; the restore puts the
+    target's own times back (README: DIR's own mode, owner and times are left alone)."""
+    storage = _crafted(
+        tmp_path / "dest",
+        [(b"/a", EntryType.DIRECTORY, 0o40750, b""), (b"/a/f", EntryType.FILE, 0o100640, b"x")],
+        root_uid=0,
+    )
+    target = tmp_path / "target"
+    target.mkdir()
+    os.utime(target, ns=(MTIME + 5, MTIME + 7))
+    restore(storage, PASSWORD, "2026-01-02-03-04-05", target)
+    assert (target / "a" / "f").read_bytes() == b"x"
+    assert os.stat(target).st_mtime_ns == MTIME + 7
+
+
 @pytest.mark.parametrize("same_owner", [False, True])
 def test_a_root_entry_leaves_the_target_alone(tmp_path: Path, *, same_owner: bool) -> None:
     # a foreign owner for "/": as root, a chown of the target to it would succeed
