@@ -57,10 +57,10 @@ class KdfLimits:
     """Argon2id costs a key file may ask for (checked before any derivation): passes
     ``time_cost`` in ``time``, lanes ``parallelism`` in ``parallelism``, ``memory_kib`` from
     Argon2's own minimum (8 KiB per lane) to ``max_memory_kib``, salt bytes in ``salt``. We
-    write 3 passes, 64 MiB, 4 lanes, a 16-byte salt: the bounds leave 3x, 16x and 4x room."""
+    write 3 passes, 64 MiB, 4 lanes, a 16-byte salt: the bounds leave 3x, 4x and 4x room."""
 
     time: tuple[int, int] = (1, 10)
-    max_memory_kib: int = 1024 * 1024  # 1 GiB
+    max_memory_kib: int = 256 * 1024  # 256 MiB: what a tampered file can make a reader spend
     parallelism: tuple[int, int] = (1, 16)
     salt: tuple[int, int] = (16, 64)
 
