@@ -323,6 +323,7 @@ def test_cli_lists_and_clears(
     capsys.readouterr()
     assert main(["lockout", "clear", "--user", "nobody"]) == 4
     assert main(["lockout", "clear", "--user", "a", "--address", "b"]) == 2
+    assert main(["lockout", "clear", "--address", "not-an-ip"]) == 2
     err = capsys.readouterr().err
     assert "opencbs: error: no lockout of user 'nobody'" in err and "hint:" in err
 

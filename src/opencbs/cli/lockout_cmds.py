@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import UTC, datetime
 
 import click
@@ -59,7 +60,15 @@ def _target(sysuser: str | None, user: str | None, address: str | None) -> tuple
             "give exactly one of --sysuser NAME, --user LOGIN, --address ADDR",
             "see `opencbs lockout list`",
         )
-    return given[0]
+    kind, key = given[0]
+    if kind is LockKind.ADDRESS:
+        try:
+            key = str(ipaddress.ip_address(key))
+        except ValueError:
+            raise InvalidInput(
+                f"{key!r} is not an IP address", "give it as `opencbs lockout list` shows it"
+            ) from None
+    return kind, key
 
 
 @lockout.command("clear")
