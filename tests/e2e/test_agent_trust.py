@@ -7,7 +7,9 @@
 - a destination folder or the sources changed on the server (agent API ``PATCH``) are refused
   by the next backup (exit code 7, nothing written at the new folder) and accepted with
   ``--accept-server-changes``, or when named on the command line;
-- a restore that takes its folder from the server reads only from a folder the agent accepted.
+- a restore that takes its folder from the server reads only from a folder the agent accepted;
+- a set renamed on the server whose name is given to a new set (other sources, the same folder)
+  is refused: ``--set NAME`` does not follow the name to what the owner never accepted.
 """
 
 from __future__ import annotations
@@ -38,10 +40,17 @@ class Server:
     def patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """A change made on the server side, through the agent API (as a compromised server
         or anyone holding the backup user's password could)."""
-        r = httpx.patch(
-            f"{self.url}/api/agent/v1{path}", json=body, auth=(LOGIN, PASSWORD), timeout=30
+        return self._call("PATCH", path, body, 200)
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Something created on the server side, through the agent API."""
+        return self._call("POST", path, body, 201)
+
+    def _call(self, method: str, path: str, body: dict[str, Any], status: int) -> dict[str, Any]:
+        r = httpx.request(
+            method, f"{self.url}/api/agent/v1{path}", json=body, auth=(LOGIN, PASSWORD), timeout=30
         )
-        assert r.status_code == 200, r.text
+        assert r.status_code == status, r.text
         answer: dict[str, Any] = r.json()
         return answer
 
@@ -267,3 +276,43 @@ def shutil_copy(a: Path, b: Path) -> None:
     import shutil
 
     shutil.copytree(a, b)
+
+
+def test_a_set_swapped_behind_its_name_is_refused(server: Server, tmp_path: Path) -> None:
+    src, dest, secret = tmp_path / "src", tmp_path / "dest4", tmp_path / "secret"
+    _tree(src)
+    secret.mkdir()
+    (secret / "id_swapped").write_bytes(b"private key")
+    job = _backup(server, "--set", "Docs", "--source", str(src), "--destination", str(dest))
+    snapshots = len(json.loads(ok(server.env, "snapshots", "--destination", str(dest), "--json")))
+    # the server renames the set, and gives its name to a new set reading /secret into dest4
+    server.patch(f"/backup-sets/{job['backup_set_id']}", {"name": "Docs-old"})
+    swapped = server.post(
+        "/backup-sets",
+        {
+            "name": "Docs",
+            "type": "FILE",
+            "settings": {"sources": [str(secret)]},
+            "destinations": [{"name": "Local", "type": "LOCAL", "settings": {"path": str(dest)}}],
+        },
+    )
+
+    res = run(server.env, "backup", "--set", "Docs", "--verbose")
+    line = _refused(res, f"the name 'Docs' belongs to set ID {job['backup_set_id']} here")
+    assert f"that folder belongs to set 'Docs' (ID {job['backup_set_id']})" in line
+    assert "first time" not in res.stderr and "id_swapped" not in res.stderr
+    listed = json.loads(ok(server.env, "snapshots", "--destination", str(dest), "--json"))
+    assert len(listed) == snapshots  # no job ran, nothing written to dest4
+    assert swapped["id"] not in _trust_record(server)["sets"]
+    # nothing read: no entry of the secret file on the server's or the agent's disk (the
+    # server's database with its job reports, the agent's spooled reports and its record); the
+    # secret folder is named only where the server's own sets are kept
+    for path in (p for p in server.root.rglob("*") if p.is_file()):
+        assert b"id_swapped" not in path.read_bytes(), path
+        if not path.name.startswith("opencbs.db") and path.name != "sets.json":
+            assert str(secret).encode() not in path.read_bytes(), path
+
+    # the owner consents: backed up, and accepted from now on
+    job = _backup(server, "--set", "Docs", "--accept-server-changes")
+    assert job["backup_set_id"] == swapped["id"] and job["counts"]["new"] == 2
+    _backup(server, "--set", "Docs")

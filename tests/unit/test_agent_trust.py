@@ -47,10 +47,12 @@ PASSWORD = "pw"
 FAST = KdfParams(1, 8 * 1024, 1)
 
 
-def remote_set(sources: list[str], dests: dict[str, str], set_id: str = "100") -> RemoteSet:
+def remote_set(
+    sources: list[str], dests: dict[str, str], set_id: str = "100", name: str = "docs"
+) -> RemoteSet:
     doc: dict[str, Any] = {
         "id": set_id,
-        "name": "docs",
+        "name": name,
         "type": "FILE",
         "removed": False,
         "created_at": 1,
@@ -109,6 +111,7 @@ def test_changed_destination_is_refused_then_accepted_with_consent(tmp_path: Pat
     assert "destination 7 changed from /srv/b to /home/a/.aws" in err.message
     assert "--accept-server-changes" in err.hint and str(trust_file(tmp_path)) in err.hint
     assert "--destination PATH" in err.hint and "--source" not in err.hint
+    assert "to keep what this agent accepted, change the set back on the server" in err.hint
     assert accepted_sets(tmp_path)["100"].destinations == {"7": "/srv/b"}  # nothing recorded
     # sources given on the command line are no consent to another folder
     with pytest.raises(TargetChanged):
@@ -143,10 +146,73 @@ def test_a_destination_new_to_the_agent_is_a_change(tmp_path: Path) -> None:
 
 def test_records_of_several_sets_are_kept_apart(tmp_path: Path) -> None:
     backup_check(tmp_path, remote_set(["/x"], {"7": "/srv/b"}, set_id="1"))
-    backup_check(tmp_path, remote_set(["/y"], {"9": "/srv/c"}, set_id="2"))
+    backup_check(tmp_path, remote_set(["/y"], {"9": "/srv/c"}, set_id="2", name="pics"))
     assert set(accepted_sets(tmp_path)) == {"1", "2"}
     with pytest.raises(TargetChanged):
         backup_check(tmp_path, remote_set(["/y"], {"7": "/srv/b"}, set_id="1"))
+
+
+def test_a_new_set_under_an_accepted_name_is_refused(tmp_path: Path) -> None:
+    """The server renames set 100 and gives its name to a new set 200 reading /secret."""
+    backup_check(tmp_path, remote_set(["/src1"], {"7": "/dest4"}))
+    before = trust_file(tmp_path).read_bytes()
+    for folder in ("/dest4", "/dest5"):  # into the accepted folder, or a new one
+        swapped = remote_set(["/secret"], {"8": folder}, set_id="200")
+        with pytest.raises(TargetChanged) as caught:
+            backup_check(tmp_path, swapped)
+        err = caught.value
+        assert err.exit_code == ExitCode.UNAVAILABLE
+        assert "the name 'docs' belongs to set ID 100 here (sources [/src1])" in err.message
+        assert " and now names set ID 200 (sources [/secret])" in err.message
+        assert "--accept-server-changes" in err.hint and "--source PATH" in err.hint
+        assert trust_file(tmp_path).read_bytes() == before  # nothing recorded
+    # naming only the folder is no consent to the sources behind the name
+    with pytest.raises(TargetChanged):
+        backup_check(tmp_path, swapped, Consent(destination=True))
+
+
+def test_a_new_set_in_an_accepted_folder_is_refused(tmp_path: Path) -> None:
+    backup_check(tmp_path, remote_set(["/src1"], {"7": "/dest4"}))
+    other = remote_set(["/secret"], {"8": "/srv/../dest4"}, set_id="200", name="fresh")
+    with pytest.raises(TargetChanged) as caught:
+        backup_check(tmp_path, other)
+    assert "destination 8 at /dest4: that folder belongs to set 'docs' (ID 100) here" in (
+        caught.value.message
+    )
+    assert "--destination PATH" in caught.value.hint and "--source" not in caught.value.hint
+    with pytest.raises(TargetChanged):  # the sources named are no consent to the folder
+        backup_check(tmp_path, other, Consent(sources=True))
+    assert set(accepted_sets(tmp_path)) == {"100"}
+    # a new name and a new folder: first use, as before
+    notes = backup_check(tmp_path, remote_set(["/y"], {"9": "/srv/c"}, set_id="300", name="pics"))
+    assert len(notes) == 1 and "first time" in notes[0]
+
+
+@pytest.mark.parametrize(
+    "consent",
+    [Consent(server_changes=True), Consent(sources=True, destination=True)],
+)
+def test_a_takeover_is_accepted_with_consent(tmp_path: Path, consent: Consent) -> None:
+    backup_check(tmp_path, remote_set(["/src1"], {"7": "/dest4"}))
+    swapped = remote_set(["/secret"], {"8": "/dest4"}, set_id="200")
+    notes = backup_check(tmp_path, swapped, consent)
+    assert any(
+        "the name 'docs' belongs to set ID 100 here (sources [/src1])" in n
+        and "(now accepted)" in n
+        for n in notes
+    ), notes
+    assert accepted_sets(tmp_path)["200"] == AcceptedSet(
+        "200", "docs", ("/secret",), {"8": "/dest4"}
+    )
+    assert backup_check(tmp_path, swapped) == []  # accepted now: no consent needed
+
+
+def test_a_set_renamed_on_the_server_is_recorded_under_its_new_name(tmp_path: Path) -> None:
+    backup_check(tmp_path, remote_set(["/src1"], {"7": "/dest4"}))
+    assert backup_check(tmp_path, remote_set(["/src1"], {"7": "/dest4"}, name="old")) == []
+    assert accepted_sets(tmp_path)["100"].name == "old"
+    # its former name is free again for a new set with its own folder
+    backup_check(tmp_path, remote_set(["/z"], {"9": "/dest9"}, set_id="200"))
 
 
 def test_changes_is_pure_and_empty_without_a_record() -> None:
@@ -160,7 +226,10 @@ def test_changes_is_pure_and_empty_without_a_record() -> None:
 @pytest.mark.parametrize(
     "content",
     [b"{not json", b'{"format": 2, "sets": {}}', b'{"format": 1, "sets": {"1": {"x": 1}}}',
-     b'{"format": 1, "sets": {"1": {"sources": [1], "destinations": {}}}}', b"[]"],
+     b'{"format": 1, "sets": {"1": {"sources": [1], "destinations": {}}}}', b"[]",
+     b'{"format": 1, "sets": {"1": {"sources": "/tmp/src", "destinations": {}}}}',
+     b'{"format": 1, "sets": {"1": {"sources": null, "destinations": ["/srv/b"]}}}',
+     b'{"format": 1, "sets": {"1": {"name": 5, "sources": null, "destinations": {}}}}'],
 )  # fmt: skip
 def test_a_damaged_record_is_an_error_not_an_empty_one(tmp_path: Path, content: bytes) -> None:
     trust_file(tmp_path).write_bytes(content)

@@ -19,12 +19,18 @@ The rule (:func:`check_backup_target`, :func:`check_restore_destination`,
   naming what was accepted: a set made by ``opencbs set add`` on the server and then backed up
   with ``opencbs backup --set NAME`` keeps working. A set created by the agent's own command
   line (``--set NAME --source … --destination …``) is accepted the same way.
+- Except when a new set takes the place of an accepted one (:func:`takeovers`): its name is the
+  name of a set accepted under another ID (the server renamed a set and gave its name to a new
+  one, so ``--set NAME`` would read other sources), or its destination folder is a folder
+  accepted for another set. That is a change like the ones below, refused without consent.
 - Once accepted, a change made on the server — other sources, another folder for a destination,
   or a destination this agent has not accepted — is refused before anything is read or written
   (:class:`TargetChanged`, exit code 7), unless the agent's owner consents: ``--source`` or
-  ``--destination``/``--add-destination`` given on the command line (for what they name), or
-  ``--accept-server-changes`` (for everything the server names now). What is consented to is
-  recorded. Editing or deleting the file is the owner's consent too.
+  ``--destination``/``--add-destination`` given on the command line (for what they name: what
+  the server names now, ``agent.targets.resolve_target``), or ``--accept-server-changes`` (for
+  everything the server names now). What is consented to is recorded. Editing or deleting the
+  file is the owner's consent too; to keep what was accepted, the set is changed back on the
+  server.
 - A restore that takes its destination folder from the server (no ``--destination``) reads
   only from a folder accepted for that set; a set never used here is refused there (no trust on
   first use for a restore) unless the owner consents the same way.
@@ -64,6 +70,7 @@ __all__ = [
     "check_restore_destination",
     "record",
     "require_accepted_sources",
+    "takeovers",
     "trust_file",
 ]
 
@@ -134,18 +141,24 @@ class AcceptedSet:
 
     @classmethod
     def from_json(cls, set_id: str, doc: Any) -> AcceptedSet:
-        """Inverse of :meth:`as_json`; raises ``TypeError``/``KeyError`` for a damaged one."""
+        """Inverse of :meth:`as_json`; raises ``TypeError``/``KeyError`` for a damaged one (a
+        value of the wrong type too: ``"sources": "/tmp/src"`` is not a list of paths)."""
         if not isinstance(doc, dict):
             raise TypeError(f"set {set_id}: not an object")
+        name = doc.get("name", "")
         sources = doc["sources"]
         dests = doc["destinations"]
-        if sources is not None and not all(isinstance(s, str) for s in sources):
+        if not isinstance(name, str):
+            raise TypeError(f"set {set_id}: name must be text")
+        if sources is not None and not (
+            isinstance(sources, list) and all(isinstance(s, str) for s in sources)
+        ):
             raise TypeError(f"set {set_id}: sources must be a list of paths")
         if not isinstance(dests, dict) or not all(isinstance(p, str) for p in dests.values()):
             raise TypeError(f"set {set_id}: destinations must map IDs to paths")
         return cls(
             set_id,
-            str(doc.get("name", "")),
+            name,
             None if sources is None else tuple(sources),
             {str(k): v for k, v in dests.items()},
         )
@@ -169,14 +182,18 @@ NO_CONSENT = Consent()
 @dataclass(frozen=True, slots=True)
 class Change:
     """One difference between what was accepted and what the server names now: ``what`` is
-    ``"sources"`` or ``"destination"``; ``old`` is ``None`` when nothing was accepted."""
+    ``"sources"`` or ``"destination"``; ``old`` is ``None`` when nothing was accepted; ``said``
+    the whole sentence when it is not "TEXT changed from OLD to NEW" (:func:`takeovers`)."""
 
     what: str
     text: str
     old: str | None
     new: str
+    said: str = ""
 
     def __str__(self) -> str:
+        if self.said:
+            return self.said
         if self.old is None:
             return f"{self.text} {self.new} (never accepted here)"
         return f"{self.text} changed from {self.old} to {self.new}"
@@ -269,6 +286,35 @@ def changes(
     return found
 
 
+def takeovers(
+    known: Mapping[str, AcceptedSet], bset: RemoteSet, destination_id: str, path: str
+) -> list[Change]:
+    """For a set ``bset`` never used here: how it takes the place of sets accepted under other
+    IDs in ``known`` (a pure function). Its name is an accepted set's name (a ``"sources"``
+    change: ``--set NAME`` would now read what the new set names), or its destination folder
+    ``path`` is a folder accepted for another set (a ``"destination"`` change). Issue 11,
+    finding 6 (a set swapped behind its name)."""
+    found: list[Change] = []
+    now = _shown(_paths(bset.settings.sources))
+    for other in known.values():
+        if other.set_id == bset.id:
+            continue
+        if other.name == bset.name:
+            was = "none" if other.sources is None else _shown(other.sources)
+            said = (
+                f"the name {bset.name!r} belongs to set ID {other.set_id} here (sources "
+                f"{was}) and now names set ID {bset.id} (sources {now}), never used here"
+            )
+            found.append(Change("sources", "name", other.set_id, bset.id, said))
+        if path in other.destinations.values():
+            said = (
+                f"destination {destination_id} at {path}: that folder belongs to set "
+                f"{other.name!r} (ID {other.set_id}) here"
+            )
+            found.append(Change("destination", "folder", other.set_id, path, said))
+    return found
+
+
 def _consented(change: Change, consent: Consent) -> bool:
     if consent.server_changes:
         return True
@@ -302,15 +348,19 @@ def check_backup_target(
     ``TargetChanged`` (nothing was read or written, nothing recorded), ``TrustFileError`` and
     what ``check_folder`` raises."""
     path = os.path.abspath(folder)
-    accepted = accepted_sets(spool_dir).get(bset.id)
+    known = accepted_sets(spool_dir)
+    accepted = known.get(bset.id)
     found = changes(accepted, bset.settings.sources, destination.id, path)
+    if accepted is None:
+        found = takeovers(known, bset, destination.id, path)
     refused = [c for c in found if not _consented(c, consent)]
     if refused:
         raise _changed(spool_dir, bset, refused)
     if check_folder is not None:
         check_folder(folder)
     first = accepted is None or accepted.sources is None
-    if not found and not first:
+    # nothing new (a set renamed on the server is recorded under its new name: takeovers)
+    if not found and not first and accepted is not None and accepted.name == bset.name:
         return
     record(spool_dir, _updated(accepted, bset, destination.id, path))
     if first and not (consent.sources and consent.destination):
@@ -320,20 +370,24 @@ def check_backup_target(
             f"{path} (kept in {trust_file(spool_dir)}; a change made on the server will need "
             "--accept-server-changes)"
         )
-    elif found:
-        on_note(f"backup set {bset.name!r}: accepted {'; '.join(str(c) for c in found)}")
+    if found:
+        told = (f"{c} (now accepted)" if c.said else f"accepted {c}" for c in found)
+        on_note(f"backup set {bset.name!r}: {'; '.join(told)}")
 
 
 def _changed(spool_dir: Path, bset: RemoteSet, refused: list[Change]) -> TargetChanged:
-    """The error of a backup refused for ``refused`` changes of set ``bset``."""
+    """The error of a backup refused for ``refused`` changes of set ``bset``. The options
+    named in the hint consent to what the server names now (``--source`` must match the set's
+    sources, ``--destination`` picks the set's folder: ``agent.targets.resolve_target``); what
+    was accepted is kept only by changing the set back on the server."""
     kinds = {c.what for c in refused}
     options = " and ".join(o for k, o in _OPTION_OF if k in kinds)
     return TargetChanged(
         f"backup set {bset.name!r} (ID {bset.id}) was changed on the server: "
         f"{'; '.join(str(c) for c in refused)}; not backed up (nothing read or written)",
-        "if you made this change, run again with --accept-server-changes, or name them on "
-        f"the command line ({options}); what this agent accepted is kept in "
-        f"{trust_file(spool_dir)}",
+        "to back up what the server names now, run again with --accept-server-changes or "
+        f"name it on the command line ({options}); to keep what this agent accepted, change "
+        f"the set back on the server; what this agent accepted is kept in {trust_file(spool_dir)}",
     )
 
 

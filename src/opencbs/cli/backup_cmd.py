@@ -121,7 +121,8 @@ __all__ = ["backup"]
     "--accept-server-changes",
     is_flag=True,
     help="Accept (and remember) the sources and destination folder the server names now, "
-    "when they differ from those this agent accepted before.",
+    "when they differ from those this agent accepted before (or a new set takes the name "
+    "or folder of an accepted one).",
 )
 @click.option("--scheduled", is_flag=True, help="Run as a scheduled job (mode S, not M).")
 @click.option("-v", "--verbose", is_flag=True, help="Print each change with its reason.")
