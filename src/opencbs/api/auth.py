@@ -146,7 +146,7 @@ class VerifiedCache:
 class _Attempt:
     """One password check: the account's ``kind`` and ``name`` as given, the ``client``
     address (``None``: unknown), and what was found: the account's ``password_hash`` when it
-    exists and may log in now (``None`` otherwise), its ``counted`` failures and the end of its
+    exists and may log in now (``None`` otherwise) and the end of its
     lock (epoch ms)."""
 
     kind: LockKind
@@ -154,7 +154,6 @@ class _Attempt:
     password: str
     client: str | None
     password_hash: str | None
-    counted: int
     locked_until_ms: int | None
     at_ms: int
 
@@ -295,7 +294,7 @@ def authenticate_system(
     at = now_ms()
     with db.read() as conn:
         user = users.get_system_user(conn, name)
-        counted, locked = lockouts.counted(conn, LockKind.SYSUSER, name, at)
+        _, locked = lockouts.counted(conn, LockKind.SYSUSER, name, at)
     may_login = (
         user is not None
         and not user.is_locked(at)
@@ -308,7 +307,6 @@ def authenticate_system(
         password=password,
         client=_client(client),
         password_hash=user.password_hash if user is not None and may_login else None,
-        counted=counted,
         locked_until_ms=locked,
         at_ms=at,
     )
@@ -344,7 +342,7 @@ def authenticate_backup_user(
     at = now_ms()
     with db.read() as conn:
         user = users.find_backup_user(conn, login_name)
-        counted, locked = lockouts.counted(conn, LockKind.USER, login_name, at)
+        _, locked = lockouts.counted(conn, LockKind.USER, login_name, at)
     may_login = (
         user is not None
         and user.status == AccountStatus.ENABLE.value
@@ -357,7 +355,6 @@ def authenticate_backup_user(
         password=password,
         client=_client(client),
         password_hash=user.password_hash if user is not None and may_login else None,
-        counted=counted,
         locked_until_ms=locked,
         at_ms=at,
     )
