@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _revisions
 import httpx
 import psutil
 
@@ -113,46 +114,14 @@ class Target:
 
 
 def export_revision(rev: str) -> tuple[Path, str]:
-    """``git archive REV src`` under ``bench/.work/hostile/src/<commit>/`` (once); returns that
-    ``src`` folder (for PYTHONPATH) and the short commit. Raises ``SystemExit`` for an unknown
-    revision."""
-    res = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--short", rev + "^{commit}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if res.returncode != 0:
-        raise SystemExit(
-            f"bench/hostile.py: unknown revision {rev!r}\n"
-            "hint: give a commit, tag or branch of this repository"
-        )
-    commit = res.stdout.strip()
-    dest = WORK / "src" / commit
-    if not (dest / "src" / "opencbs").is_dir():
-        shutil.rmtree(dest, ignore_errors=True)
-        dest.mkdir(parents=True)
-        archive = subprocess.run(
-            ["git", "-C", str(ROOT), "archive", commit, "src"], capture_output=True, check=True
-        ).stdout
-        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
-    return dest / "src", commit
+    """``rev``'s ``src`` under ``bench/.work/hostile/src/<commit>/`` (``_revisions``): that
+    folder and the short commit."""
+    return _revisions.export_revision(rev, WORK, "bench/hostile.py")
 
 
 def git_rev() -> str:
-    """The working tree's short commit, ``+dirty`` when it has uncommitted changes."""
-    head = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no", "src"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
+    """The working tree's short commit, ``+dirty`` when ``src/`` has uncommitted changes."""
+    head, dirty = _revisions.git_rev()
     return head + ("+dirty" if dirty else "")
 
 

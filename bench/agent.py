@@ -52,6 +52,7 @@ ROOT = HERE.parent
 WORK = HERE / ".work" / "agent"
 sys.path.insert(0, str(HERE))
 
+import _revisions  # noqa: E402
 from _datasets import SmallTree, build_mixed, tree_hashes  # noqa: E402
 
 OPENCBS = str(Path(sys.executable).with_name("opencbs"))
@@ -645,45 +646,15 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def export_revision(rev: str) -> tuple[Path, str]:
-    """``git archive REV src`` under ``bench/.work/agent/src/<commit>/`` (once); returns that
-    ``src`` folder (for PYTHONPATH) and the short commit."""
-    res = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--short", rev + "^{commit}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if res.returncode != 0:
-        raise SystemExit(
-            f"bench/agent.py: unknown revision {rev!r}\n"
-            "hint: give a commit, tag or branch of this repository"
-        )
-    commit = res.stdout.strip()
-    dest = WORK / "src" / commit
-    if not (dest / "src" / "opencbs").is_dir():
-        shutil.rmtree(dest, ignore_errors=True)
-        dest.mkdir(parents=True)
-        archive = subprocess.run(
-            ["git", "-C", str(ROOT), "archive", commit, "src"], capture_output=True, check=True
-        ).stdout
-        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
-    return dest / "src", f"{commit} (git archive, not the working tree)"
+    """``rev``'s ``src`` under ``bench/.work/agent/src/<commit>/`` (``_revisions``); that
+    folder and its label."""
+    src, commit = _revisions.export_revision(rev, WORK, "bench/agent.py")
+    return src, f"{commit} (git archive, not the working tree)"
 
 
 def _git_rev() -> str:
-    res = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    dirty = subprocess.run(
-        ["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    return res.stdout.strip() + (" + uncommitted changes in src/" if dirty else "")
+    head, dirty = _revisions.git_rev()
+    return head + (" + uncommitted changes in src/" if dirty else "")
 
 
 def _progress(r: Run) -> None:

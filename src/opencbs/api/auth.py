@@ -294,7 +294,7 @@ def authenticate_system(
     at = now_ms()
     with db.read() as conn:
         user = users.get_system_user(conn, name)
-        _, locked = lockouts.counted(conn, LockKind.SYSUSER, name, at)
+        locked = lockouts.lock_end(conn, LockKind.SYSUSER, name, at)
     may_login = (
         user is not None
         and not user.is_locked(at)
@@ -342,7 +342,7 @@ def authenticate_backup_user(
     at = now_ms()
     with db.read() as conn:
         user = users.find_backup_user(conn, login_name)
-        _, locked = lockouts.counted(conn, LockKind.USER, login_name, at)
+        locked = lockouts.lock_end(conn, LockKind.USER, login_name, at)
     may_login = (
         user is not None
         and user.status == AccountStatus.ENABLE.value

@@ -203,16 +203,11 @@ def record_success(conn: Connection, kind: LockKind, key: str) -> None:
     )
 
 
-def counted(conn: Connection, kind: LockKind, key: str, at_ms: int) -> tuple[int, int | None]:
-    """``(failures, locked_until_ms)`` of ``kind``/``key``: the checks counted (0 when there
-    is no row) and when its lock ends (epoch ms; ``None`` when not locked at ``at_ms``)."""
-    row = conn.execute(
-        select(_T.c.failures, _T.c.locked_until_ms).where(_row_of(kind, key))
-    ).first()
-    if row is None:
-        return 0, None
-    until = row.locked_until_ms
-    return int(row.failures), int(until) if until is not None and until > at_ms else None
+def lock_end(conn: Connection, kind: LockKind, key: str, at_ms: int) -> int | None:
+    """When the lock of ``kind``/``key`` ends (epoch ms); ``None`` when it is not locked at
+    ``at_ms``."""
+    until = conn.execute(select(_T.c.locked_until_ms).where(_row_of(kind, key))).scalar()
+    return int(until) if until is not None and until > at_ms else None
 
 
 def list_lockouts(conn: Connection, at_ms: int) -> list[Lockout]:
