@@ -336,11 +336,11 @@ class BackupProgress(_ProgressView):
         if self._ending != "done":
             if p is None or not p.files_seen:
                 return f"{self.title}: {self._ending} after {took}"
-            f = self.figures
+            f, more = self.figures, "" if p.scan_finished else "+"  # "+": found so far
             return (
                 f"{self.title}: {self._ending} after {took}: {f.files:,} of "
-                f"{plural(p.files_seen, 'file')} ({decimal(f.done)} of {decimal(p.bytes_seen)})"
-                " done"
+                f"{p.files_seen:,}{more} {'file' if p.files_seen == 1 else 'files'} "
+                f"({decimal(f.done)} of {decimal(p.bytes_seen)}{more}) done"
             )
         if p is None:
             return f"{self.title}: done in {took}"
