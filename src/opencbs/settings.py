@@ -65,6 +65,8 @@ Settings of the agent (``opencbs backup``, ``restore``, ``verify``, ``snapshots`
   (``OPENCBS_ENCRYPTION_PASSWORD``, the config file, or ``--encryption-password-file``).
 - ``ca_file``: ``""`` — PEM file of the certificate authorities the agent trusts for an
   ``https://`` server (a private CA); empty: the system's trusted authorities.
+- ``progress_interval``: ``5`` — seconds between the progress lines of a backup or restore
+  when standard error is not a terminal (``cli.progress``).
 
 A config file holding passwords should be readable by its owner only (mode 0600).
 
@@ -110,6 +112,8 @@ DEFAULT_LOCKOUT_FAILURES = 5
 DEFAULT_ADDRESS_FAILURES = 50
 DEFAULT_LOCKOUT_WINDOW = 900.0
 DEFAULT_LOCKOUT_SECONDS = 900.0
+#: Seconds between progress lines off a terminal (the setting ``progress_interval``).
+DEFAULT_PROGRESS_INTERVAL = 5.0
 
 
 def sqlite_url(path: Path) -> str:
@@ -264,6 +268,12 @@ class Settings(BaseSettings):
     )
     ca_file: str = Field(
         default="", description="PEM file of the authorities the agent trusts (https servers)."
+    )
+    progress_interval: float = Field(
+        default=DEFAULT_PROGRESS_INTERVAL,
+        gt=0,
+        le=MAX_SECONDS,
+        description="Seconds between progress lines when stderr is not a terminal.",
     )
 
     @field_validator("data_dir", mode="before")

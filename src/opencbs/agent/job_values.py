@@ -50,13 +50,18 @@ class JobCancelled(Exception):
 @dataclass(frozen=True, slots=True)
 class Progress:
     """Where a job stands: ``current_file`` (display path), regular files read so far and seen
-    so far by the scan, bytes read so far and bytes of the files seen so far."""
+    so far by the scan, bytes read so far and bytes of the files seen so far; of those seen,
+    the files (and their bytes) whose content is unchanged, not read; ``scan_finished``: the
+    scan has ended, so the ``*_seen`` counts are the job's totals."""
 
     current_file: str
     files_done: int
     files_seen: int
     bytes_done: int
     bytes_seen: int
+    files_unchanged: int = 0
+    bytes_unchanged: int = 0
+    scan_finished: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,6 +103,8 @@ class SourceReader:
         self.progress_due = 0.0  # monotonic time of the next progress report
         self.current = ""
         self.files_done = self.files_seen = self.bytes_done = self.bytes_seen = 0
+        self.files_unchanged = self.bytes_unchanged = 0
+        self.scan_finished = False  # the *_seen counts are the totals
         self.dedupe_original = self.dedupe_saving = 0
         self.sizes: dict[bytes, FileSizes] = {}  # sizes of files that may be reported
         # the last files stored, whose compressed size may still be computed by the writer
@@ -148,6 +150,12 @@ class SourceReader:
                         or (self.chunks_lost and not all(map(has_chunk, chunks)))
                     )
                 )
+                if cur is not None and cur.etype is file_type:  # counted as the scan gives it
+                    self.files_seen += 1
+                    self.bytes_seen += cur.size
+                    if not read:
+                        self.files_unchanged += 1
+                        self.bytes_unchanged += cur.size
                 if read and cur is not None and cur.size <= PREFETCH_MAX_FILE:
                     while pending and ahead + cur.size > PREFETCH_BYTES:
                         item = pending.popleft()
@@ -169,6 +177,7 @@ class SourceReader:
                     if item.ahead and not readahead.is_sent(item.ahead_no):
                         readahead.send()
                     yield from self._handle(writer, item)
+            self.scan_finished = True
             readahead.send()
             while pending:
                 yield from self._handle(writer, pending.popleft())
@@ -205,8 +214,6 @@ class SourceReader:
         read gives the previous entry of its path (if a regular file) or ``None``."""
         if cur.etype is not EntryType.FILE:
             return cur, ()
-        self.files_seen += 1
-        self.bytes_seen += cur.size
         prev = item.prev
         if not item.read:
             assert prev is not None  # needs_content is true without a previous file
@@ -251,7 +258,14 @@ class SourceReader:
         self.last_progress = now
         self.progress_due = now + self.interval
         snap = Progress(
-            self.current, self.files_done, self.files_seen, self.bytes_done, self.bytes_seen
+            self.current,
+            self.files_done,
+            self.files_seen,
+            self.bytes_done,
+            self.bytes_seen,
+            files_unchanged=self.files_unchanged,
+            bytes_unchanged=self.bytes_unchanged,
+            scan_finished=self.scan_finished,
         )
         self.channel.send_progress(snap)
         if self.on_progress is not None:

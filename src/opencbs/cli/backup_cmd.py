@@ -192,6 +192,7 @@ def backup(
             spool_dir=spool_dir,
             zone=settings.tz(),
             state_dir=settings.data_dir,
+            progress_interval=settings.progress_interval,
         )
     if as_json:
         print_json(outcome_json(outcome))

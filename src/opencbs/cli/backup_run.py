@@ -35,6 +35,7 @@ from opencbs.destinations.local import LocalStorage
 from opencbs.engine.entries import display_path
 from opencbs.errors import ExitCode
 from opencbs.reports.vocabulary import FILE_LISTS, JobMode, JobStatus
+from opencbs.settings import DEFAULT_PROGRESS_INTERVAL
 
 __all__ = [
     "cancel_on_signals",
@@ -93,11 +94,13 @@ def run_job(
     spool_dir: Path | None = None,
     zone: tzinfo | None = None,
     state_dir: Path | None = None,
+    progress_interval: float = DEFAULT_PROGRESS_INTERVAL,
 ) -> JobOutcome:
     """One backup job of ``target`` with progress on stderr, Ctrl-C/SIGTERM stopping it
     cleanly, and (``verbose``) each change printed with its reason. The repository is opened
     (or on first use created) first, so a wrong encryption password stops before any job
-    starts. ``state_dir``: the agent's data_dir (``JobOptions.state_dir``). Raises
+    starts. ``state_dir``: the agent's data_dir (``JobOptions.state_dir``);
+    ``progress_interval``: seconds between progress lines off a terminal. Raises
     ``WrongPassword``, ``DestinationError``, ``ServerUnreachable``,
     ``AgentApiError``."""
     level = target.bset.settings.compression.level
@@ -120,7 +123,7 @@ def run_job(
     )
     with (
         cancel_on_signals(cancel),
-        BackupProgress(title, quiet=as_json) as shown,
+        BackupProgress(title, quiet=as_json, interval=progress_interval) as shown,
     ):
         outcome = run_backup(
             options,

@@ -51,11 +51,30 @@ class SafeFormatter(logging.Formatter):
         return super().formatMessage(record)
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A ``StreamHandler`` on whatever ``sys.stderr`` is when a record is written, not the one
+    it was made with: while a progress bar is shown (``cli.progress``), rich's live display
+    stands in for ``sys.stderr`` and prints each log line above the bar, which it then redraws
+    below (a handler bound to the real stream would write through the bar)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass  # always the current sys.stderr
+
+
 def configure_logging(level: str) -> None:
-    """Log records of ``level`` and above to stderr, one line each."""
+    """Log records of ``level`` and above to stderr, one line each (above a progress bar when
+    one is shown: ``_StderrHandler``)."""
     root = logging.getLogger()
     if not any(getattr(h, "_opencbs", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler._opencbs = True  # type: ignore[attr-defined]
         root.addHandler(handler)

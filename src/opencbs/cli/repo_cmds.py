@@ -155,7 +155,7 @@ def restore(
         raise
     folder_ = _restore_target(target)
     title = f"restore {show_name(job_or_snapshot)} into {show_name(target)}"
-    with RestoreProgressView(title, quiet=as_json) as shown:
+    with RestoreProgressView(title, quiet=as_json, interval=settings.progress_interval) as shown:
         try:
             result = restore_snapshot(
                 storage,
