@@ -181,6 +181,15 @@ def test_list_of_the_demo_jobs(demo: dict[str, str]) -> None:
     assert res.returncode == 2 and "--list takes no JOBID" in res.stderr
 
 
+def test_a_user_without_jobs(demo: dict[str, str]) -> None:
+    ok(demo, "user", "add", "carol", "--password-stdin", stdin="carol-pw\n")
+    assert ok(demo, "report", "--list", "--user", "carol") == "Backup jobs of carol: 0 jobs\n"
+    assert json.loads(ok(demo, "report", "--list", "--user", "carol", "--json")) == []
+    res = run(demo, "report", "latest", "--user", "carol")
+    assert res.returncode == 4
+    assert res.stderr.splitlines()[0] == "opencbs: error: backup user ‘carol’ has no backup job"
+
+
 # --- a backup user with real jobs in two sets ---------------------------------------------
 
 

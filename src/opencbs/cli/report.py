@@ -6,13 +6,30 @@ from __future__ import annotations
 
 import shlex
 import sys
+from dataclasses import dataclass
+from datetime import tzinfo
 from typing import Any
 
 import click
 
 from opencbs.cli.admin import find_user
-from opencbs.cli.common import JSON, TIMEZONE, console, open_database, print_json, with_settings
-from opencbs.cli.report_view import JobLine, JobView, plural, print_job_list, print_report
+from opencbs.cli.common import (
+    JSON,
+    TIMEZONE,
+    console,
+    open_database,
+    print_json,
+    show_name,
+    with_settings,
+)
+from opencbs.cli.report_view import (
+    JobLine,
+    JobView,
+    ReportLists,
+    plural,
+    print_job_list,
+    print_report,
+)
 from opencbs.errors import (
     BackupJobNotFound,
     BackupSetNotFound,
@@ -34,7 +51,7 @@ LATEST = "latest"
 
 
 @click.command()
-@click.argument("job_id", metavar="JOBID", required=False)
+@click.argument("job_id", metavar="[JOBID|latest]", required=False)
 @click.option("--user", "login", required=True, metavar="LOGIN", help="Backup user.")
 @click.option(
     "--set",
@@ -77,11 +94,11 @@ def report(
     limit: int,
     as_json: bool,
 ) -> None:
-    """Show the report of backup job JOBID: its ID, yyyy-MM-dd-HH-mm-ss (its start time),
-    or latest (the newest job of --set, or of the user's one set that has jobs).
+    """Show a backup job's report, or with --list the user's backup jobs.
 
-    --json prints exactly what GetBackupJobReport answers (cbs-api.md §5). --list lists the
-    user's jobs instead (their IDs, sets, destinations, statuses).
+    JOBID is the job's start time, yyyy-MM-dd-HH-mm-ss; latest is the newest job of --set, or
+    of the user's one set that has jobs. --json prints exactly what GetBackupJobReport answers
+    (cbs-api.md §5).
     """
     if list_jobs:
         if job_id is not None:
@@ -94,8 +111,8 @@ def report(
         with database.read() as conn:
             owner = find_user(conn, login)
             if job_id is None:
-                _list(conn, owner.id, login, ref=set_ref, destination=destination, cdp=cdp,
-                      limit=limit, tz=tz, as_json=as_json)  # fmt: skip
+                listing = _Listing(ref=set_ref, destination=destination, cdp=cdp, limit=limit)
+                _list(conn, owner.id, login, listing, tz=tz, as_json=as_json)
                 return
             if job_id == LATEST:
                 bset, job_id = _latest(
@@ -108,9 +125,7 @@ def report(
             job = job_queries.find_job(conn, bset, destination, job_id, cdp=cdp)
             _show(conn, bset, job, tz=tz, limit=limit, as_json=as_json)
     except BackupJobNotFound as err:
-        err.hint = (
-            err.hint or f"the user's jobs: `opencbs report --list --user {shlex.quote(login)}`"
-        )
+        err.hint = err.hint or f"the user's jobs: `opencbs report --list --user {_shell(login)}`"
         raise
     finally:
         database.dispose()
@@ -123,8 +138,12 @@ def _checked_job_id(job_id: str | None, login: str) -> str:
         return LATEST
     if job_id is not None and is_job_id(job_id):
         return job_id
-    user = shlex.quote(login)
-    what = "no backup job ID given" if job_id is None else f"invalid backup job ID {quoted(job_id)}"
+    user = _shell(login)
+    what = (
+        "no backup job ID given"
+        if job_id is None
+        else f"invalid backup job ID {quoted(show_name(job_id[:100]))}"
+    )
     raise InvalidInput(
         f"{what}: give the job's start time as yyyy-MM-dd-HH-mm-ss "
         f"(e.g. 2024-06-26-13-24-35), or latest",
@@ -133,7 +152,12 @@ def _checked_job_id(job_id: str | None, login: str) -> str:
     )
 
 
-def _show(conn: Any, bset: BackupSet, job: Job, *, tz: Any, limit: int, as_json: bool) -> None:
+def _shell(word: str) -> str:
+    """``word`` as a shell word in a hint: quoted, control characters escaped."""
+    return shlex.quote(show_name(word))
+
+
+def _show(conn: Any, bset: BackupSet, job: Job, *, tz: tzinfo, limit: int, as_json: bool) -> None:
     """Print the report of ``job`` of ``bset``: the CBS JSON, or the readable form."""
     fmt = LogTimeFormatter(tz)
     header = job.header(tz)
@@ -150,7 +174,17 @@ def _show(conn: Any, bset: BackupSet, job: Job, *, tz: Any, limit: int, as_json:
         return
     dest = next((d.name for d in bset.destinations if d.id == job.destination_id), "")
     view = JobView(job=job, header=header, set_name=bset.name, destination_name=dest)
-    print_report(console(), view, entries, fmt=fmt, limit=limit)
+    bounds = job_queries.report_bounds(conn, job.pk)  # sequence numbers run from 0 per list
+
+    def first(lst: ReportList, n: int) -> list[tuple[Any, ...]]:
+        return job_queries.entry_page(conn, job.pk, lst, after=-1, upto=bounds[lst], limit=n)
+
+    lists = ReportLists(
+        count={lst: bound + 1 for lst, bound in bounds.items()},
+        first=first,
+        log=lambda: entries(ReportList.LOG),
+    )
+    print_report(console(), view, lists, fmt=fmt, limit=limit)
 
 
 def _named_set(conn: Any, user_id: int, ref: str) -> BackupSet:
@@ -231,7 +265,7 @@ def _latest(
     for bset, ids in _scope(conn, user_id, ref, destination):
         found = job_queries.newest_jobs(conn, [bset.id], cdp=cdp, destination_ids=ids, limit=1)
         newest.extend((bset, job) for job in found)
-    user = shlex.quote(login)
+    user = _shell(login)
     if not newest:
         where = f" in backup set {quoted(ref)}" if ref is not None else ""
         raise NotFound(
@@ -252,25 +286,28 @@ def _latest(
     return bset, job.job_id
 
 
+@dataclass(frozen=True)
+class _Listing:
+    """What ``--list`` lists: the jobs of set ``ref`` (``None``: every set) and of
+    ``destination`` (``None``: any), continuous-backup ones when ``cdp``; ``limit`` newest."""
+
+    ref: str | None
+    destination: str | None
+    cdp: bool
+    limit: int
+
+
 def _list(
-    conn: Any,
-    user_id: int,
-    login: str,
-    *,
-    ref: str | None,
-    destination: str | None,
-    cdp: bool,
-    limit: int,
-    tz: Any,
-    as_json: bool,
+    conn: Any, user_id: int, login: str, listing: _Listing, *, tz: tzinfo, as_json: bool
 ) -> None:
-    """Print the user's jobs (of set ``ref``, of ``destination``): a table of the newest
-    ``limit``, oldest first, or every one as JSON."""
+    """Print the user's jobs: a table of the newest ``listing.limit``, oldest first, or every
+    one as JSON."""
+    ref, destination, cdp = listing.ref, listing.destination, listing.cdp
     scope = _scope(conn, user_id, ref, destination)
     set_ids = [b.id for b, _ in scope]
     dest_ids = None if destination is None else [i for _, ids in scope for i in ids or ()]
     jobs = job_queries.newest_jobs(
-        conn, set_ids, cdp=cdp, destination_ids=dest_ids, limit=None if as_json else limit
+        conn, set_ids, cdp=cdp, destination_ids=dest_ids, limit=None if as_json else listing.limit
     )
     by_set = {b.id: b for b, _ in scope}
     lines = [_line(by_set[j.set_id], j) for j in reversed(jobs)]
@@ -287,7 +324,7 @@ def _line(bset: BackupSet, job: Job) -> JobLine:
     return JobLine(job=job, set_name=bset.name, destination_name=dest)
 
 
-def _listed(line: JobLine, tz: Any) -> dict[str, Any]:
+def _listed(line: JobLine, tz: tzinfo) -> dict[str, Any]:
     """One job of ``--list --json``, in the words of ListBackupJobStatus (cbs-api.md §7)."""
     job = line.job
     return {

@@ -9,7 +9,7 @@ bytes shown in decimal units (``rich.filesize``), ratios by the one rule (``zip_
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,18 @@ from opencbs.reports.timefmt import LogTimeFormatter
 from opencbs.reports.vocabulary import EntryType, JobStatus, LogType, ReportList
 from opencbs.store.jobs import Job
 
-EntrySource = Callable[[ReportList], Iterable[Any]]
+
+@dataclass(frozen=True)
+class ReportLists:
+    """How the readable form reads a job's lists: ``count[lst]`` entries in all, ``first(lst,
+    n)`` the first ``n`` rows of a list and ``log()`` every log row, rows in the order and
+    with the leading columns of ``opencbs.reports.render.EntryRow`` (etype, path, from_path,
+    mtime_ms, size, unzip_size). Only what is shown is read, whatever the report's size."""
+
+    count: Mapping[ReportList, int]
+    first: Callable[[ReportList, int], Iterable[Sequence[Any]]]
+    log: Callable[[], Iterable[Sequence[Any]]]
+
 
 #: Each ``BackupJobStatus`` (cbs-api.md §4) in words, with the style it is shown in.
 STATUS_WORDS: dict[JobStatus, tuple[str, str]] = {
@@ -112,21 +123,27 @@ class JobView:
 
 
 def print_report(
-    con: Console, view: JobView, entries: EntrySource, *, fmt: LogTimeFormatter, limit: int
+    con: Console, view: JobView, lists: ReportLists, *, fmt: LogTimeFormatter, limit: int
 ) -> None:
     """The whole readable report: summary, changes per kind, legend, warnings and errors, then
     the log and each non-empty file list, ``limit`` rows at most each (saying how many more)."""
     _print_summary(con, view)
     _print_changes(con, view.header.counters)
     _print_legend(con)
-    problems = (r for r in entries(ReportList.LOG) if r[0] in (LogType.WARN, LogType.ERROR))
-    _print_rows(con, "Warnings and errors", _log_table(), _log_rows(problems, fmt), limit=limit)
-    _print_rows(con, "Log", _log_table(), _log_rows(entries(ReportList.LOG), fmt), limit=limit)
-    for lst, word, _ in KINDS:
-        moved = lst is ReportList.MOV
-        table = _file_table("Moved from → to" if moved else "Path")
-        rows = _file_rows(entries(lst), fmt, moved=moved)
-        _print_rows(con, f"{word.capitalize()} ({lst.key})", table, rows, limit=limit)
+    problems = [r for r in lists.log() if r[0] in (LogType.WARN, LogType.ERROR)]
+    rows = _log_rows(problems[:limit], fmt)
+    _print_rows(con, "Warnings and errors", _log_table(), rows, count=len(problems), limit=limit)
+    for lst, word in ((ReportList.LOG, "Log"), *((k[0], k[1].capitalize()) for k in KINDS)):
+        count = lists.count[lst]
+        first = lists.first(lst, limit) if count else ()
+        if lst is ReportList.LOG:
+            table, rows = _log_table(), _log_rows(first, fmt)
+        else:
+            moved = lst is ReportList.MOV
+            table = _file_table("Moved from → to" if moved else "Path")
+            rows = _file_rows(first, fmt, moved=moved)
+        title = word if lst is ReportList.LOG else f"{word} ({lst.key})"
+        _print_rows(con, title, table, rows, count=count, limit=limit)
 
 
 def _print_summary(con: Console, view: JobView) -> None:
@@ -276,29 +293,32 @@ def _file_table(path_column: str) -> Table:
 def _file_rows(
     rows: Iterable[Any], fmt: LogTimeFormatter, *, moved: bool
 ) -> Iterator[tuple[Any, ...]]:
-    for etype, path, from_path, mtime, stored, unzip in rows:
+    for etype, path, from_path, mtime, stored, unzip, *_ in rows:
         if moved:
             where = Text(f"{show_name(from_path or '')} →\n{show_name(path)}")
         elif from_path:
             where = Text.assemble(show_name(path), (f"\n(copy of {show_name(from_path)})", "dim"))
         else:
             where = Text(show_name(path))
-        kind = _TYPE_WORDS.get(etype, show_name(etype))
+        kind = Text(_TYPE_WORDS.get(etype) or show_name(etype))
         yield kind, fmt(mtime), where, size(unzip), size(stored)
 
 
 def _print_rows(
-    con: Console, title: str, table: Table, rows: Iterable[Sequence[Any]], *, limit: int
+    con: Console,
+    title: str,
+    table: Table,
+    rows: Iterable[Sequence[Any]],
+    *,
+    count: int,
+    limit: int,
 ) -> None:
-    """Fill ``table`` with at most ``limit`` of ``rows`` and print it titled ``title`` and the
-    number of rows; nothing when there are none. Every row is counted, even those not shown."""
-    count = 0
-    for row in rows:
-        count += 1
-        if count <= limit:
-            table.add_row(*row)
+    """Print ``table`` filled with ``rows`` (the first ``limit`` of ``count``), titled
+    ``title`` and ``count``, then how many are not shown; nothing when ``count`` is 0."""
     if count == 0:
         return
+    for row in rows:
+        table.add_row(*row)
     table.title = f"{title}: {plural(count, 'entry', 'entries')}"
     con.print(table)
     if count > limit:
@@ -318,7 +338,10 @@ class JobLine:
 
 def print_job_list(con: Console, title: str, lines: Sequence[JobLine], *, hidden: int) -> None:
     """The table of ``--list`` titled ``title``: one row per job and destination, in the
-    order given; ``hidden`` older ones not shown (said in a caption)."""
+    order given; ``hidden`` older ones not shown (said after it). No jobs: the title alone."""
+    if not lines and not hidden:
+        con.print(Text(show_name(title)))
+        return
     table = Table(
         title=Text(show_name(title)),
         title_justify="left",
