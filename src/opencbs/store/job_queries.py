@@ -1,6 +1,7 @@
 """Reading backup jobs and their report entries (cbs-api.md §5–7): the job a report call
 names, a report's entries streamed in delivery order, the listings of ListBackupJobs,
-ListBackupJobStatus and ListBackupJobMode, and the per-user figures of ListUsers.
+ListBackupJobStatus and ListBackupJobMode, a set's newest jobs (``opencbs report latest``,
+``--list``), and the per-user figures of ListUsers.
 
 Callers read in one snapshot (``Database.read``), so a finished report is seen whole or not at
 all. A report served over the network is read in pages instead (``report_bounds``,
@@ -91,6 +92,18 @@ def find_report_job_fast(
     return None
 
 
+def destination_ids(bset: BackupSet, destination_id: str | None) -> list[int]:
+    """The destinations of ``bset`` a ``DestinationID`` names, in the set's order (cbs-api.md
+    §5): missing, ``""`` or ``"0"`` → all of them; a real ID of the set → that one. Raises
+    ``DestinationNotFound`` for an ID the set does not have."""
+    if destination_id is None or destination_id.strip() in ("", "0"):
+        return [d.id for d in bset.destinations]
+    did = parse_id(destination_id)
+    if did is None or not any(d.id == did for d in bset.destinations):
+        raise DestinationNotFound(destination_id)
+    return [did]
+
+
 def find_job(
     conn: Connection, bset: BackupSet, destination_id: str | None, job_id: str, *, cdp: bool
 ) -> Job:
@@ -98,14 +111,7 @@ def find_job(
     ID of the set → that destination; missing, ``""`` or ``"0"`` → the set's first destination
     (in order) that has the job; an ID the set does not have → ``DestinationNotFound``.
     Raises ``BackupJobNotFound`` when no such job is there."""
-    dest_ids: list[int]
-    if destination_id is None or destination_id.strip() in ("", "0"):
-        dest_ids = [d.id for d in bset.destinations]
-    else:
-        did = parse_id(destination_id)
-        if did is None or not any(d.id == did for d in bset.destinations):
-            raise DestinationNotFound(destination_id)
-        dest_ids = [did]
+    dest_ids = destination_ids(bset, destination_id)
     if dest_ids:
         rows = conn.execute(
             select(backup_jobs).where(
@@ -120,6 +126,51 @@ def find_job(
             if did in by_dest:
                 return job_from_row(by_dest[did])
     raise BackupJobNotFound(job_id)
+
+
+def _jobs_of(
+    set_ids: Sequence[int], destination_ids: Sequence[int] | None, *, cdp: bool
+) -> ColumnElement[bool]:
+    where = and_(backup_jobs.c.set_id.in_(list(set_ids)), backup_jobs.c.cdp == cdp)
+    if destination_ids is not None:
+        where = and_(where, backup_jobs.c.destination_id.in_(list(destination_ids)))
+    return where
+
+
+def newest_jobs(
+    conn: Connection,
+    set_ids: Sequence[int],
+    *,
+    cdp: bool,
+    destination_ids: Sequence[int] | None = None,
+    limit: int | None = None,
+) -> list[Job]:
+    """The jobs of the sets ``set_ids`` (continuous-backup ones when ``cdp``), newest first: by
+    start time, then job ID (the start time in the server zone, §4), then storage order; at
+    most ``limit`` of them (``None``: all). ``destination_ids`` keeps those of these
+    destinations only (``None``: any). A job sent to several destinations is one row each."""
+    q = (
+        select(backup_jobs)
+        .where(_jobs_of(set_ids, destination_ids, cdp=cdp))
+        .order_by(
+            backup_jobs.c.start_time.desc(), backup_jobs.c.job_id.desc(), backup_jobs.c.pk.desc()
+        )
+    )
+    if limit is not None:
+        q = q.limit(limit)
+    return [job_from_row(r) for r in conn.execute(q)]
+
+
+def count_jobs(
+    conn: Connection,
+    set_ids: Sequence[int],
+    *,
+    cdp: bool,
+    destination_ids: Sequence[int] | None = None,
+) -> int:
+    """How many rows ``newest_jobs`` gives without a limit."""
+    q = select(func.count()).select_from(backup_jobs)
+    return int(conn.execute(q.where(_jobs_of(set_ids, destination_ids, cdp=cdp))).scalar_one())
 
 
 #: The columns of a report entry row, in ``opencbs.reports.render.EntryRow`` order.
