@@ -490,7 +490,10 @@ class Repository:
         if not self.config.snapshot_list:  # a repository made before the list: say it has one
             self.config = dataclasses.replace(self.config, snapshot_list=True)
             self.storage.put(CONFIG_NAME, self.keys.seal(self.config.to_bytes(), _CONFIG_AAD))
-        log.info("snapshot list generation %d: %d snapshots", generation, len(keep))
+        count = len(keep)
+        log.debug(
+            "snapshot list generation %d: %d snapshot%s", generation, count, "" if count == 1 else "s"
+        )
         return self.recorded
 
     def _authenticates(self, snapshot_id: str) -> bool:
