@@ -3,11 +3,13 @@
 Below ``repository.py``: ``verify_repository`` reads the repository through ``Verifiable``
 (what it needs of one), and ``Repository.verify`` calls it; this module never imports
 ``repository.py``.
+
+Problems are returned, never logged: the caller says each once, where it belongs (``opencbs
+verify``: one line each on stdout).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -19,8 +21,6 @@ from opencbs.engine.manifest import Anchor, ListCheck
 from opencbs.engine.packs import DATA_PREFIX, pack_id_of, pack_id_of_name, pack_name
 from opencbs.engine.repo_errors import RepositoryError
 from opencbs.engine.snapshot_format import SnapshotInfo, TreeItem
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,8 +110,6 @@ def verify_repository(
                     repo.open_chunk(chunk_id, blob, loc.original_size)
                 except RepositoryError as exc:
                     errors.append(VerifyProblem(chunk_id.hex(), f"in {name}: {exc.message}"))
-    for problem in errors:
-        log.warning("verify: %s: %s", problem.subject, problem.message)
     return VerifyResult(tuple(errors), len(snapshot_ids), len(index.packs()), chunks_read, notes)
 
 
