@@ -2,11 +2,13 @@
 repository directly (no server, unless ``restore --set`` names a set to look up:
 ``agent.targets.locate_destination``).
 
-``restore`` restores one job (``agent.restore``) into a target folder, created only once the
-repository is open and the snapshot and paths are found; each path the target refuses is one
-warning line on stderr and the restore goes on (exit code 10 at the end, ``PathsNotRestored``;
-damaged contents win with exit code 8); ``verify`` checks the repository
-(exit code 8 when it finds damage); ``snapshots`` lists the completed jobs.
+``restore`` restores one job (``agent.restore``; ``latest``: the newest of a set,
+``agent.snapshot_lookup``) into a target folder, created only once the repository is open and
+the snapshot and paths are found; each path the target refuses is one warning line on stderr
+and the restore goes on (exit code 10 at the end, ``PathsNotRestored``; damaged contents win
+with exit code 8); ``verify`` checks the repository, each problem one line on stdout and one
+error line counting them (exit code 8 when it finds damage); ``snapshots`` lists the completed
+jobs with their set's name, of one set (``--set``) or hosts (``--host``).
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ def open_existing_repository(folder: Path, password: str) -> Repository:
     "set_ref",
     default=None,
     metavar="NAME|ID",
-    help="Only snapshots of this backup set (a name is looked up on the server).",
+    help="Only snapshots of this backup set, e.g. its latest (a name is looked up on the server).",
 )
 @DESTINATION
 @click.option(
