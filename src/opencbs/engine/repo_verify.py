@@ -21,6 +21,7 @@ from opencbs.engine.manifest import Anchor, ListCheck
 from opencbs.engine.packs import DATA_PREFIX, pack_id_of, pack_id_of_name, pack_name
 from opencbs.engine.repo_errors import RepositoryError
 from opencbs.engine.snapshot_format import SnapshotInfo, TreeItem
+from opencbs.reports.wording import counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +137,8 @@ def _check_snapshot(
         return [VerifyProblem(subject, exc.message)]
     missing_tree = [c for c in info.tree if not repo.has_chunk(c)]
     if missing_tree:
-        return [VerifyProblem(subject, f"{len(missing_tree)} tree chunks are not stored")]
+        missing = counted(len(missing_tree), "tree chunk is", "tree chunks are")
+        return [VerifyProblem(subject, f"{missing} not stored")]
     count = 0
     try:
         for entry, chunk_ids in items:
@@ -152,6 +154,9 @@ def _check_snapshot(
         return problems
     if count != info.entry_count:
         problems.append(
-            VerifyProblem(subject, f"tree holds {count} entries, {info.entry_count} expected")
+            VerifyProblem(
+                subject,
+                f"tree holds {counted(count, 'entry', 'entries')}, {info.entry_count} expected",
+            )
         )
     return problems
