@@ -2,7 +2,9 @@
 12): ``restore latest`` (one set; several sets without ``--set`` is an error naming them; with
 ``--set`` by name, by ID, and without ``--destination``), ``snapshots`` showing set names
 (recorded by the job, or for snapshots without one the name this agent accepted the set under)
-and filtering by ``--set`` and ``--host``, and ``verify`` saying each problem once.
+and filtering by ``--set`` and ``--host`` (the set's ID beside its name when the terminal is wide
+enough: on a pseudo-terminal), ``verify`` saying each problem once, and counts of one in the
+singular.
 
 A second host: a copy of a snapshot is committed with another host name through the engine (as
 an agent on another machine writing to the same destination would), then the CLI lists it."""
@@ -15,6 +17,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import pexpect
+
 from opencbs.destinations.local import LocalStorage
 from opencbs.engine.repository import Repository
 from tests.e2e.test_agent_cli import (  # noqa: F401 (server: the module's fixture)
@@ -24,7 +28,7 @@ from tests.e2e.test_agent_cli import (  # noqa: F401 (server: the module's fixtu
     _tree,
     server,
 )
-from tests.e2e.test_cli_server import ok, run
+from tests.e2e.test_cli_server import OPENCBS, ok, run
 
 OTHER_HOST = "other-host.example"
 
@@ -271,3 +275,29 @@ def test_restore_counts_say_one_in_the_singular(server: Server, tmp_path: Path) 
     target = tmp_path / "t"
     out = ok(server.env, "restore", "latest", "--destination", str(dest), "--target", str(target))
     assert out.strip().endswith(": 1 file, 1 directory, 0 links, 1 byte"), out
+
+
+def _on_terminal(env: dict[str, str], columns: int, *args: str) -> str:
+    """What ``opencbs ARGS`` prints on a pseudo-terminal ``columns`` wide."""
+    env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}
+    child = pexpect.spawn(
+        OPENCBS, list(args), env=env, dimensions=(50, columns), encoding="utf-8", timeout=60
+    )
+    out = child.read()
+    child.close()
+    assert child.exitstatus == 0, out
+    return str(out)
+
+
+def test_the_set_id_column_shows_when_the_terminal_is_wide_enough(
+    server: Server,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    _tree(src)
+    job = _backup(server, "wide", src, dest)
+    wide = _on_terminal(server.env, 200, "snapshots", "--destination", str(dest))
+    assert "Set ID" in wide and job["backup_set_id"] in wide and "wide" in wide
+    narrow = _on_terminal(server.env, 100, "snapshots", "--destination", str(dest))
+    assert "Set ID" not in narrow and job["backup_set_id"] not in narrow
+    assert "│ wide " in narrow  # the name, in the Set column

@@ -528,13 +528,13 @@ def _snapshot_rows(
 
 
 #: The terminal width from which ``opencbs snapshots`` shows the set's ID beside its name.
-SET_ID_WIDTH = 140
+_SET_ID_WIDTH = 140
 
 
 def _print_snapshots(rows: Sequence[Mapping[str, Any]], title: str) -> None:
     """The snapshot table: the set by name (its ID when no name is known), and a Set ID
-    column when the terminal is at least ``SET_ID_WIDTH`` wide (always when not a terminal)."""
-    with_id = console().width >= SET_ID_WIDTH
+    column when the terminal is at least ``_SET_ID_WIDTH`` wide (always when not a terminal)."""
+    with_id = console().width >= _SET_ID_WIDTH
     columns = ["ID", "Time", "Job", "Set", *(["Set ID"] if with_id else []), "Host", "Sources"]
     table = []
     for r in rows:
