@@ -4,15 +4,23 @@ fixed record is ``CorruptData``, never another error or a wrong entry."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from typing import Any
+
 import pytest
 
 from opencbs.engine.entries import Entry
 from opencbs.engine.repo_errors import CorruptData
 from opencbs.engine.snapshot_format import (
+    SnapshotInfo,
+    SnapshotMeta,
     TreeDecoder,
     _encode_variable,
     decode_record,
+    decode_snapshot,
     encode_record,
+    encode_snapshot,
     encode_tree,
 )
 from opencbs.reports.vocabulary import EntryType
@@ -90,3 +98,20 @@ def test_damaged_fixed_records_are_corrupt_data(change: object, message: str) ->
     body = _body(encode_record(FILE, (CID,)))
     with pytest.raises(CorruptData, match=message):
         decode_record(change(body))  # type: ignore[operator]
+
+
+def _meta(**changes: Any) -> SnapshotMeta:
+    base = SnapshotMeta(1, "17", "18", "2024-06-26-13-24-35", "vm", (b"/data",), None)
+    return dataclasses.replace(base, **changes)
+
+
+def test_the_set_name_is_recorded_and_older_objects_without_it_are_read() -> None:
+    info = SnapshotInfo("a" * 64, _meta(set_name="docs"), 3, (CID,))
+    assert decode_snapshot(info.id, encode_snapshot(info)) == info
+    doc = json.loads(encode_snapshot(info))
+    del doc["set_name"]  # as written before the name was recorded
+    old = decode_snapshot(info.id, json.dumps(doc).encode())
+    assert old.meta == _meta() and old.meta.set_name is None
+    doc["set_name"] = 7
+    with pytest.raises(CorruptData):
+        decode_snapshot(info.id, json.dumps(doc).encode())

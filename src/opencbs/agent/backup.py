@@ -216,6 +216,7 @@ class BackupJob:
             hostname=socket.gethostname(),
             sources=scan.sources,
             parent_id=previous.id if previous is not None else None,
+            set_name=self.bset.name,
         )
         self._check_cancel()
         snapshot_id = repo.commit_snapshot(meta, self._snapshot_items(reader, result))

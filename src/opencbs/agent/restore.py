@@ -71,11 +71,11 @@ import os
 import re
 import stat
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from opencbs.agent.snapshot_lookup import AmbiguousJobId
+from opencbs.agent.snapshot_lookup import LATEST, AmbiguousJobId, latest_snapshot
 from opencbs.destinations.base import Storage
 from opencbs.engine.entries import Entry, display_path
 from opencbs.engine.repo_errors import (
@@ -86,6 +86,7 @@ from opencbs.engine.repo_errors import (
 )
 from opencbs.engine.repository import Repository, SnapshotInfo
 from opencbs.reports.vocabulary import EntryType
+from opencbs.reports.wording import counted
 
 __all__ = [
     "FAILED_LISTED",
@@ -209,7 +210,7 @@ class RestoreIncomplete(CorruptData):
         more = f" and {len(result.damaged) - 1} more" if len(result.damaged) > 1 else ""
         super().__init__(
             f"Restore incomplete: {first.path} is damaged ({first.message}){more}; "
-            f"{result.files} files restored"
+            f"{counted(result.files, 'file')} restored"
         )
         self.result = result
 
@@ -220,11 +221,19 @@ def find_snapshot(
     *,
     set_id: str | None = None,
     destination_id: str | None = None,
+    set_names: Mapping[str, str] | None = None,
 ) -> SnapshotInfo:
     """The snapshot of that ID (64 hex), or the one snapshot of the backup job of that ID
-    (``yyyy-MM-dd-HH-mm-ss``), optionally of one set and destination. Raises
-    ``SnapshotNotFound``, and ``AmbiguousJobId`` when more than one snapshot has the job ID
-    (none is picked: ``agent.snapshot_lookup``)."""
+    (``yyyy-MM-dd-HH-mm-ss``), or with ``latest`` the newest of the set
+    (``agent.snapshot_lookup.latest_snapshot``; ``set_names``, set ID → name, words its
+    errors); optionally of one set and destination. Raises ``SnapshotNotFound`` (``NoSnapshot``
+    for ``latest``), ``SeveralSets`` (``latest``, no set, several in the destination), and
+    ``AmbiguousJobId`` when more than one snapshot has the job ID (none is picked:
+    ``agent.snapshot_lookup``)."""
+    if snapshot_or_job_id == LATEST:
+        return latest_snapshot(
+            repo.list_snapshots(), set_id=set_id, destination_id=destination_id, names=set_names
+        )
     if _SNAPSHOT_ID.match(snapshot_or_job_id):
         try:
             return repo.snapshot_info(snapshot_or_job_id)
@@ -258,7 +267,7 @@ def restore(
     progress: Callable[[RestoreProgress], None] | None = None,
     repository: Repository | None = None,
 ) -> RestoreResult:
-    """Restore a snapshot (by snapshot ID or job ID, see :func:`find_snapshot`) below
+    """Restore a snapshot (by snapshot ID, job ID or ``latest``, see :func:`find_snapshot`) below
     ``target`` (created if missing). ``paths``: restore only the entries at or under these
     source paths (absolute; default everything). ``same_owner``: restore owners (numeric
     uid/gid) and set-user-ID, set-group-ID and sticky bits (default: neither, whoever runs it;
@@ -578,7 +587,7 @@ class _Restorer:
         if entry.content_id is not None and hasher.digest() != entry.content_id:
             raise CorruptData("content does not match its ID")
         if size != entry.size:
-            raise CorruptData(f"{size} bytes restored, {entry.size} expected")
+            raise CorruptData(f"{counted(size, 'byte')} restored, {entry.size} expected")
         os.ftruncate(fd, size)  # a trailing hole: the size is set here
         return size
 

@@ -2,26 +2,39 @@
 repository directly (no server, unless ``restore --set`` names a set to look up:
 ``agent.targets.locate_destination``).
 
-``restore`` restores one job (``agent.restore``) into a target folder, created only once the
-repository is open and the snapshot and paths are found; each path the target refuses is one
-warning line on stderr and the restore goes on (exit code 10 at the end, ``PathsNotRestored``;
-damaged contents win with exit code 8); ``verify`` checks the repository
-(exit code 8 when it finds damage); ``snapshots`` lists the completed jobs.
+``restore`` restores one job (``agent.restore``; ``latest``: the newest of a set,
+``agent.snapshot_lookup``) into a target folder, created only once the repository is open and
+the snapshot and paths are found; each path the target refuses is one warning line on stderr
+and the restore goes on (exit code 10 at the end, ``PathsNotRestored``; damaged contents win
+with exit code 8); ``verify`` checks the repository, each problem one line on stdout and one
+error line counting them (exit code 8 when it finds damage); ``snapshots`` lists the completed
+jobs with their set's name, of one set (``--set``) or hosts (``--host``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape as escape_markup
 
 from opencbs.agent.client import AgentClient
 from opencbs.agent.restore import RestoreIncomplete, RestoreResult, find_snapshot
 from opencbs.agent.restore import restore as restore_snapshot
-from opencbs.agent.snapshot_lookup import expand_snapshot_prefix, resolve_paths
+from opencbs.agent.snapshot_lookup import (
+    LATEST,
+    SetNotInDestination,
+    accepted_set_names,
+    expand_snapshot_prefix,
+    resolve_paths,
+    select_snapshots,
+    set_ids_named,
+    set_label,
+    set_names,
+)
 from opencbs.agent.targets import locate_destination
 from opencbs.cli.agent_options import (
     CA_FILE,
@@ -36,15 +49,25 @@ from opencbs.cli.agent_options import (
     require_login,
     with_agent_settings,
 )
-from opencbs.cli.common import JSON, NonEmptyPath, echo, note, print_json, print_table, show_name
+from opencbs.cli.common import (
+    JSON,
+    NonEmptyPath,
+    console,
+    echo,
+    note,
+    print_json,
+    print_table,
+    show_name,
+)
 from opencbs.cli.progress import RestoreProgressView, activity
 from opencbs.destinations.local import LocalStorage
 from opencbs.engine.entries import display_path
 from opencbs.engine.manifest import load_anchor, remember
 from opencbs.engine.repo_errors import RepositoryNotFound, SnapshotNotFound
-from opencbs.engine.repository import Repository
+from opencbs.engine.repository import Repository, SnapshotInfo
 from opencbs.errors import ExitCode, InvalidInput, OpenCBSError
 from opencbs.reports.timefmt import local_zone
+from opencbs.reports.wording import counted
 from opencbs.settings import Settings
 
 __all__ = [
@@ -68,13 +91,13 @@ def open_existing_repository(folder: Path, password: str) -> Repository:
 
 
 @click.command()
-@click.argument("job_or_snapshot", metavar="JOBID|SNAPSHOT")
+@click.argument("job_or_snapshot", metavar="JOBID|SNAPSHOT|latest")
 @click.option(
     "--set",
     "set_ref",
     default=None,
     metavar="NAME|ID",
-    help="Only snapshots of this backup set (a name is looked up on the server).",
+    help="Only snapshots of this backup set, e.g. its latest (a name is looked up on the server).",
 )
 @DESTINATION
 @click.option(
@@ -121,7 +144,8 @@ def restore(
     encryption_password_file: Path | None,
 ) -> None:
     """Restore one backup job (by job ID, snapshot ID or a unique prefix of at least 8
-    characters of it) into --target DIR.
+    characters of it, or `latest`: the newest snapshot of --set, or of the one set the
+    destination holds) into --target DIR.
 
     Source path /a/b is written to DIR/a/b; DIR's own mode, owner and times are left alone.
     Contents are checked against their hashes; nothing is written outside DIR. A --path that
@@ -144,15 +168,9 @@ def restore(
     repo_password = encryption_password(settings, encryption_password_file)
     storage = LocalStorage(folder)
     repo = open_existing_repository(folder, repo_password)
-    try:
-        ref, wanted = _restore_selection(repo, job_or_snapshot, paths, set_id)
-    except SnapshotNotFound as exc:
-        exc.hint = exc.hint or (
-            f"list them: opencbs snapshots --destination "
-            f"{show_name(str(folder))} (a job ID, a snapshot ID or 8+ of "
-            "its first characters)"
-        )
-        raise
+    ref, wanted = _restore_selection(
+        repo, job_or_snapshot, paths, set_id, data_dir=settings.data_dir, folder=folder
+    )
     folder_ = _restore_target(target)
     title = f"restore {show_name(job_or_snapshot)} into {show_name(target)}"
     with RestoreProgressView(title, quiet=as_json, interval=settings.progress_interval) as shown:
@@ -187,11 +205,15 @@ def restore(
 
 
 def _print_restored(result: RestoreResult, target: str) -> None:
-    not_restored = f", {result.failed_count} paths not restored" if result.failed_count else ""
+    not_restored = (
+        f", {counted(result.failed_count, 'path not restored', 'paths not restored')}"
+        if result.failed_count
+        else ""
+    )
     echo(
-        f"restored snapshot {result.snapshot_id} into {show_name(target)}: {result.files} "
-        f"files, {result.dirs} directories, {result.links} links, {result.bytes} bytes"
-        f"{not_restored}"
+        f"restored snapshot {result.snapshot_id} into {show_name(target)}: "
+        f"{counted(result.files, 'file')}, {counted(result.dirs, 'directory', 'directories')}, "
+        f"{counted(result.links, 'link')}, {counted(result.bytes, 'byte')}{not_restored}"
     )
     for skipped in result.skipped:
         note(f"skipped unsafe path {show_name(skipped)}")
@@ -203,7 +225,8 @@ def _warn_failed(result: RestoreResult) -> None:
         note(f"opencbs: warning: cannot restore {show_name(failed.path)}: {failed.reason}")
     unlisted = result.failed_count - len(result.failed)
     if unlisted > 0:
-        note(f"opencbs: warning: {unlisted} more paths not restored (not listed)")
+        more = counted(unlisted, "more path not restored", "more paths not restored")
+        note(f"opencbs: warning: {more} (not listed)")
 
 
 def restore_json(result: RestoreResult) -> dict[str, Any]:
@@ -235,7 +258,8 @@ class PathsNotRestored(OpenCBSError):
     def __init__(self, result: RestoreResult) -> None:
         first = result.failed[0]
         super().__init__(
-            f"restore incomplete: {result.failed_count} paths not restored (first: "
+            f"restore incomplete: "
+            f"{counted(result.failed_count, 'path not restored', 'paths not restored')} (first: "
             f"{show_name(first.path)}: {first.reason})",
             "see the warnings above; clear what is in the way (or restore into an empty "
             "--target) and restore those paths again with --path",
@@ -280,12 +304,32 @@ def _restore_target(target: str) -> Path:
 
 
 def _restore_selection(
-    repo: Repository, ref: str, paths: Sequence[str], set_id: str | None
+    repo: Repository,
+    ref: str,
+    paths: Sequence[str],
+    set_id: str | None,
+    *,
+    data_dir: Path,
+    folder: Path,
 ) -> tuple[str, list[bytes] | None]:
     """The ID of the snapshot to restore (``ref``: a job ID, a snapshot ID or a unique prefix
-    of one) and the raw snapshot paths of ``paths`` (``None``: everything). Raises
-    ``AmbiguousSnapshot``, ``PathNotInSnapshot``, ``SnapshotNotFound``."""
-    info = find_snapshot(repo, expand_snapshot_prefix(repo, ref), set_id=set_id)
+    of one, or ``latest``: the newest of the set, its errors naming the sets by the names
+    recorded or accepted in ``data_dir``) and the raw snapshot paths of ``paths`` (``None``:
+    everything). Raises ``AmbiguousSnapshot``, ``PathNotInSnapshot``, ``SeveralSets`` and
+    ``SnapshotNotFound`` (its hint: list the snapshots of ``folder``)."""
+    names = None
+    if ref == LATEST:
+        names = set_names(repo.list_snapshots(), accepted_set_names(data_dir))
+    try:
+        info = find_snapshot(
+            repo, expand_snapshot_prefix(repo, ref), set_id=set_id, set_names=names
+        )
+    except SnapshotNotFound as exc:
+        exc.hint = exc.hint or (
+            f"list them: opencbs snapshots --destination {show_name(str(folder))} (a job ID, "
+            "a snapshot ID or 8+ of its first characters, or latest)"
+        )
+        raise
     return info.id, (resolve_paths(repo, info.id, paths) if paths else None)
 
 
@@ -346,7 +390,8 @@ def verify(
 ) -> int:
     """Check a destination's repository: every pack and every chunk every snapshot
     references, and its snapshot list (no snapshot removed, no older list put back than this
-    agent remembers); with --read-data every stored byte. Exit code 8 when damage is found."""
+    agent remembers); with --read-data every stored byte. Each problem is one `damaged:` line
+    on stdout; then one error line on stderr with their number, and exit code 8."""
     _must_exist(destination)
     repo_password = encryption_password(settings, encryption_password_file)
     repo = open_existing_repository(destination, repo_password)
@@ -370,18 +415,18 @@ def verify(
         for text in result.notes:  # no damage: for a person, on stderr
             note(f"opencbs: {text}")
         for p in result.errors:
-            echo(f"damaged: {p.subject}: {p.message}")
-        echo(
-            f"{'ok' if result.ok else f'{len(result.errors)} problems'}: "
-            f"{result.snapshots} snapshots, {result.packs} packs, "
-            f"{result.chunks_read} chunks read"
+            echo(f"damaged: {show_name(p.subject)}: {show_name(p.message)}")
+        checked = (
+            f"{counted(result.snapshots, 'snapshot')}, {counted(result.packs, 'pack')}, "
+            f"{counted(result.chunks_read, 'chunk')} read"
         )
+        echo(f"ok: {checked}" if result.ok else f"checked: {checked}")
     if result.ok:
         return ExitCode.SUCCESS
+    what = "listed above" if not as_json else "listed in the JSON document"
     note(
-        f"opencbs: error: the repository at {destination} is damaged "
-        f"({len(result.errors)} problems; first: {result.errors[0].subject}: "
-        f"{result.errors[0].message})"
+        f"opencbs: error: the repository at {show_name(str(destination))} is damaged: "
+        f"{counted(len(result.errors), 'problem')} ({what})"
     )
     note("hint: restore what you can from other jobs; back up again to store missing data")
     return ExitCode.REFUSED
@@ -395,18 +440,74 @@ def verify(
     metavar="PATH",
     help="Folder of the local destination (the repository).",
 )
+@click.option(
+    "--set",
+    "set_ref",
+    default=None,
+    metavar="NAME|ID",
+    help="Only snapshots of this backup set (its name as recorded in the snapshots or "
+    "accepted by this agent, or its ID).",
+)
+@click.option(
+    "--host",
+    "hosts",
+    multiple=True,
+    metavar="HOST",
+    help="Only snapshots made on this host (its name as the Host column shows it; "
+    "repeatable: any of them).",
+)
 @JSON
 @with_agent_settings(ENCRYPTION_FILE)
 def snapshots(
-    settings: Settings, *, destination: Path, as_json: bool, encryption_password_file: Path | None
+    settings: Settings,
+    *,
+    destination: Path,
+    set_ref: str | None,
+    hosts: tuple[str, ...],
+    as_json: bool,
+    encryption_password_file: Path | None,
 ) -> None:
-    """List the snapshots (completed backup jobs) in a destination, oldest first."""
+    """List the snapshots (completed backup jobs) in a destination, oldest first, with their
+    backup set's name (as the job recorded it, or as this agent accepted the set) and ID."""
     _must_exist(destination)
     repo_password = encryption_password(settings, encryption_password_file)
     repo = open_existing_repository(destination, repo_password)
-    tz = local_zone(settings.timezone)
+    infos = repo.list_snapshots()
+    accepted = accepted_set_names(settings.data_dir)
+    names = set_names(infos, accepted)
+    set_ids = None
+    if set_ref is not None:
+        set_ids = set_ids_named(infos, set_ref, accepted)
+        if not set_ids:
+            held = sorted({i.meta.set_id for i in infos})
+            raise SetNotInDestination(
+                set_ref, [set_label(i, names) for i in held], where=show_name(str(destination))
+            )
+    rows = _snapshot_rows(
+        select_snapshots(infos, set_ids=set_ids, hosts=hosts), names, local_zone(settings.timezone)
+    )
+    if as_json:
+        print_json(rows)
+        return
+    _print_snapshots(rows, _listing_title(len(rows), destination, set_ref, hosts))
+
+
+def _listing_title(n: int, destination: Path, set_ref: str | None, hosts: Sequence[str]) -> str:
+    """``3 snapshots of set docs on host vm in /srv/b`` (the filters as given; escaped for the
+    terminal and for rich's markup, which a table's title goes through)."""
+    of_set = f" of set {set_ref}" if set_ref is not None else ""
+    on_host = f" on host {' or '.join(hosts)}" if hosts else ""
+    title = f"{counted(n, 'snapshot')}{of_set}{on_host} in {destination}"
+    return escape_markup(show_name(title))
+
+
+def _snapshot_rows(
+    infos: Sequence[SnapshotInfo], names: Mapping[str, str], tz: tzinfo
+) -> list[dict[str, Any]]:
+    """The ``snapshots --json`` document: one object per snapshot (``backup_set_name``: the
+    name, ``None`` when unknown)."""
     rows: list[dict[str, Any]] = []
-    for info in repo.list_snapshots():
+    for info in infos:
         m = info.meta
         when = datetime.fromtimestamp(m.time_ns / 1e9, tz).isoformat(timespec="seconds")
         rows.append(
@@ -416,23 +517,38 @@ def snapshots(
                 "time_ns": m.time_ns,
                 "job_id": m.job_id,
                 "backup_set_id": m.set_id,
+                "backup_set_name": names.get(m.set_id),
                 "destination_id": m.destination_id,
                 "hostname": m.hostname,
                 "sources": [display_path(s) if isinstance(s, bytes) else str(s) for s in m.sources],
                 "entries": info.entry_count,
             }
         )
-    if as_json:
-        print_json(rows)
-        return
+    return rows
+
+
+#: The terminal width from which ``opencbs snapshots`` shows the set's ID beside its name.
+_SET_ID_WIDTH = 140
+
+
+def _print_snapshots(rows: Sequence[Mapping[str, Any]], title: str) -> None:
+    """The snapshot table: the set by name (its ID when no name is known), and a Set ID
+    column when the terminal is at least ``_SET_ID_WIDTH`` wide (always when not a terminal)."""
+    with_id = console().width >= _SET_ID_WIDTH
+    columns = ["ID", "Time", "Job", "Set", *(["Set ID"] if with_id else []), "Host", "Sources"]
+    table = []
+    for r in rows:
+        set_cells = [r["backup_set_name"] or r["backup_set_id"]]
+        if with_id:
+            set_cells.append(r["backup_set_id"])
+        table.append(
+            [r["id"][:16], r["time"], r["job_id"], *set_cells, r["hostname"], r["sources"]]
+        )
     print_table(
-        f"Snapshots in {destination}",
-        ["ID", "Time", "Job", "Set", "Host", "Sources"],
-        [
-            [r["id"][:16], r["time"], r["job_id"], r["backup_set_id"], r["hostname"], r["sources"]]
-            for r in rows
-        ],
-        no_wrap=("ID", "Job"),
+        title,
+        columns,
+        table,
+        no_wrap=("ID", "Job", "Set ID"),
     )
 
 

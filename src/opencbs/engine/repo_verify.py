@@ -3,11 +3,13 @@
 Below ``repository.py``: ``verify_repository`` reads the repository through ``Verifiable``
 (what it needs of one), and ``Repository.verify`` calls it; this module never imports
 ``repository.py``.
+
+Problems are returned, never logged: the caller says each once, where it belongs (``opencbs
+verify``: one line each on stdout).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -19,8 +21,7 @@ from opencbs.engine.manifest import Anchor, ListCheck
 from opencbs.engine.packs import DATA_PREFIX, pack_id_of, pack_id_of_name, pack_name
 from opencbs.engine.repo_errors import RepositoryError
 from opencbs.engine.snapshot_format import SnapshotInfo, TreeItem
-
-log = logging.getLogger(__name__)
+from opencbs.reports.wording import counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,8 +111,6 @@ def verify_repository(
                     repo.open_chunk(chunk_id, blob, loc.original_size)
                 except RepositoryError as exc:
                     errors.append(VerifyProblem(chunk_id.hex(), f"in {name}: {exc.message}"))
-    for problem in errors:
-        log.warning("verify: %s: %s", problem.subject, problem.message)
     return VerifyResult(tuple(errors), len(snapshot_ids), len(index.packs()), chunks_read, notes)
 
 
@@ -138,7 +137,8 @@ def _check_snapshot(
         return [VerifyProblem(subject, exc.message)]
     missing_tree = [c for c in info.tree if not repo.has_chunk(c)]
     if missing_tree:
-        return [VerifyProblem(subject, f"{len(missing_tree)} tree chunks are not stored")]
+        missing = counted(len(missing_tree), "tree chunk is", "tree chunks are")
+        return [VerifyProblem(subject, f"{missing} not stored")]
     count = 0
     try:
         for entry, chunk_ids in items:
@@ -154,6 +154,9 @@ def _check_snapshot(
         return problems
     if count != info.entry_count:
         problems.append(
-            VerifyProblem(subject, f"tree holds {count} entries, {info.entry_count} expected")
+            VerifyProblem(
+                subject,
+                f"tree holds {counted(count, 'entry', 'entries')}, {info.entry_count} expected",
+            )
         )
     return problems

@@ -6,6 +6,9 @@ chunks*. The tree is the stream of entry records below, cut into content-defined
 stored in packs like file data, so an unchanged part of a tree deduplicates against the previous
 snapshot and a large tree never has to be in memory at once.
 
+The metadata's ``set_name`` came later within version 1: a reader ignores keys it does not know,
+so older agents read newer objects, and this one reads older objects without it (``None``).
+
 Entry record: ``uvarint(len(body)) ‖ body``. A body has one of two layouts, told apart by flag 8;
 the writer uses the fixed one whenever the values fit it (one ``struct.unpack_from`` reads all
 numbers back), else the variable one. Both are read.
@@ -66,7 +69,10 @@ class SnapshotMeta:
     """What a snapshot records about its job.
 
     ``time_ns``: nanoseconds since the epoch (UTC) when the backup started; ``sources``: the
-    backed-up source paths as raw bytes; ``parent_id``: the snapshot this one was compared with.
+    backed-up source paths as raw bytes; ``parent_id``: the snapshot this one was compared with;
+    ``set_name``: the backup set's name when the job ran (``None`` in snapshots written before
+    it was recorded: readers then name the set by ``set_id``; the name is for people, the ID
+    decides).
     """
 
     time_ns: int
@@ -76,6 +82,7 @@ class SnapshotMeta:
     hostname: str
     sources: tuple[bytes, ...] = ()
     parent_id: str | None = None
+    set_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +118,7 @@ def encode_snapshot(info: SnapshotInfo) -> bytes:
         "hostname": m.hostname,
         "sources": [base64.b64encode(s).decode("ascii") for s in m.sources],
         "parent_id": m.parent_id,
+        "set_name": m.set_name,
         "entry_count": info.entry_count,
         "tree": [c.hex() for c in info.tree],
     }
@@ -131,11 +139,20 @@ def decode_snapshot(snapshot_id: str, plain: bytes) -> SnapshotInfo:
             hostname=str(doc["hostname"]),
             sources=tuple(base64.b64decode(s, validate=True) for s in doc["sources"]),
             parent_id=None if doc["parent_id"] is None else str(doc["parent_id"]),
+            set_name=_optional_text(doc.get("set_name")),
         )
         tree = tuple(bytes.fromhex(c) for c in doc["tree"])
         return SnapshotInfo(snapshot_id, meta, int(doc["entry_count"]), tree)
     except (ValueError, KeyError, TypeError) as exc:
         raise CorruptData(f"snapshot {snapshot_id}: malformed: {exc}") from exc
+
+
+def _optional_text(value: object) -> str | None:
+    """A field added later (absent or ``null`` in older snapshots); text when present, else
+    ``ValueError``."""
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError(f"expected text, got {type(value).__name__}")
 
 
 # Entry records ---------------------------------------------------------------------------
