@@ -89,6 +89,7 @@ from opencbs.engine.snapshot_format import (
     snapshot_name,
 )
 from opencbs.model.sets import DEFAULT_COMPRESSION_LEVEL
+from opencbs.reports.wording import counted
 
 __all__ = [
     "ChunkLocation",
@@ -490,10 +491,7 @@ class Repository:
         if not self.config.snapshot_list:  # a repository made before the list: say it has one
             self.config = dataclasses.replace(self.config, snapshot_list=True)
             self.storage.put(CONFIG_NAME, self.keys.seal(self.config.to_bytes(), _CONFIG_AAD))
-        count = len(keep)
-        log.debug(
-            "snapshot list generation %d: %d snapshot%s", generation, count, "" if count == 1 else "s"
-        )
+        log.debug("snapshot list generation %d: %s", generation, counted(len(keep), "snapshot"))
         return self.recorded
 
     def _authenticates(self, snapshot_id: str) -> bool:
