@@ -298,16 +298,17 @@ class Repository:
     def reload_index(self) -> None:
         """Read index objects not yet loaded (those written by other writers since ``open``).
 
-        A damaged index object is skipped with a warning (``verify`` reports it; its chunks
-        are then unknown until ``recover_indexes``)."""
+        A damaged index object is skipped (logged at DEBUG; ``verify`` reports it, once; its
+        chunks are then unknown until ``recover_indexes``)."""
         for name in self.storage.list(INDEX_PREFIX):
             if name in self._index_names:
                 continue
             try:
                 packs = open_index(self.keys, name, self.storage.get(name))
             except (CorruptData, ObjectNotFound) as exc:
-                log.warning("skipping index %s: %s", name, exc)
-                self._load_problems.append(VerifyProblem(name, str(exc)))
+                why = str(exc).removeprefix(f"{name}: ")
+                log.debug("skipping index %s: %s", name, why)
+                self._load_problems.append(VerifyProblem(name, why))
                 continue
             for pack_id, entries in packs:
                 self._index.add_pack(pack_id, entries)
