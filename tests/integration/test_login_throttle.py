@@ -191,7 +191,12 @@ def test_every_auth_user_failure_costs_one_verification(
         "wrong": ("res2", "bob", "wrong"),
         "out_of_scope": ("res1", "bob", "bob-secret"),
     }.get(case, ("res2", "bob", "bob-secret"))
-    body = {"SysUser": caller, "SysPwd": f"{caller}-secret", "LoginName": login, "Password": password}
+    body = {
+        "SysUser": caller,
+        "SysPwd": f"{caller}-secret",
+        "LoginName": login,
+        "Password": password,
+    }
     with TestClient(create_app(state)) as client:
         client.post(AUTH_SYSTEM, json={"SysUser": caller, "SysPwd": f"{caller}-secret"})
         spy.clear()  # the caller's own credential is cached now
