@@ -25,12 +25,12 @@ from opencbs.store.migrate import upgrade
 
 #: case -> (caller, LoginName, Password, Owner)
 CASES = {
-    "right password (cached)": ("admin", "bob", "bob-pw", ""),
-    "unknown user": ("admin", "nobody", "bob-pw", ""),
+    "right password (cached)": ("admin", "bob", "bob-secret", ""),
+    "unknown user": ("admin", "nobody", "bob-secret", ""),
     "wrong password": ("admin", "bob", "wrong", ""),
-    "suspended, right password": ("admin", "sus", "sus-pw", ""),
-    "out of scope, right password": ("res1", "bob", "bob-pw", ""),
-    "Owner mismatch, right password": ("admin", "bob", "bob-pw", "res1"),
+    "suspended, right password": ("admin", "sus", "sus-secret", ""),
+    "out of scope, right password": ("res1", "bob", "bob-secret", ""),
+    "Owner mismatch, right password": ("admin", "bob", "bob-secret", "res1"),
 }
 
 
@@ -39,10 +39,10 @@ def _state(folder: str) -> ServerState:
     upgrade(db)
     with db.write() as c:
         for name, role in (("admin", SystemRole.ADMIN), ("res1", SystemRole.RESELLER)):
-            users.add_system_user(c, name, f"{name}-pw", role)
-        users.add_system_user(c, "res2", "res2-pw", SystemRole.RESELLER)
-        users.add_backup_user(c, "bob", "bob-pw", owner="res2")
-        users.add_backup_user(c, "sus", "sus-pw", owner="res2")
+            users.add_system_user(c, name, f"{name}-secret", role)
+        users.add_system_user(c, "res2", "res2-secret", SystemRole.RESELLER)
+        users.add_backup_user(c, "bob", "bob-secret", owner="res2")
+        users.add_backup_user(c, "sus", "sus-secret", owner="res2")
         c.execute(
             users.backup_users.update()
             .where(users.backup_users.c.login_name == "sus")
@@ -56,7 +56,12 @@ def _state(folder: str) -> ServerState:
 
 
 def _body(caller: str, login: str, password: str, owner: str) -> dict[str, Any]:
-    body = {"SysUser": caller, "SysPwd": f"{caller}-pw", "LoginName": login, "Password": password}
+    body = {
+        "SysUser": caller,
+        "SysPwd": f"{caller}-secret",
+        "LoginName": login,
+        "Password": password,
+    }
     return {**body, "Owner": owner} if owner else body
 
 

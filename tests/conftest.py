@@ -28,7 +28,7 @@ POSTGRES_ADMIN_URL = os.environ.get(
 REQUIRE_POSTGRES = os.environ.get("OPENCBS_REQUIRE_POSTGRES", "") not in ("", "0")
 UTC = ZoneInfo("UTC")
 
-ADMIN = ("system", "system1")
+ADMIN = ("system", "system-secret")
 
 
 @pytest.fixture(autouse=True)
@@ -110,7 +110,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
 
 @pytest.fixture
 def state(db: Database) -> ServerState:
-    """Server state over ``db``, times in UTC, with the administrator ``system``/``system1``."""
+    """Server state over ``db``, times in UTC, with the administrator ``ADMIN``."""
     with db.write() as conn:
         users.add_system_user(conn, ADMIN[0], ADMIN[1], SystemRole.ADMIN)
     return ServerState(db=db, tz=UTC, job_idle_timeout=3600, sweep_interval=3600)

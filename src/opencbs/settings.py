@@ -31,6 +31,9 @@ Settings (name: default — meaning):
   19 MiB each) run at once; a login waiting longer than ``hash_wait_seconds`` for one is
   answered "try again later" (HTTP 429).
 - ``hash_wait_seconds``: ``2`` — how long a login waits for a hashing slot.
+- ``password_min_length``: ``8`` — characters a new password of a system user or backup user
+  needs at least (8..128; ``model.passwords``: NIST SP 800-63B's minimum is the default and the
+  floor). Applies when a password is set, not at login.
 
 Settings of the server facing the network (``opencbs serve``; README "Running the server on the
 internet"):
@@ -67,6 +70,9 @@ Settings of the agent (``opencbs backup``, ``restore``, ``verify``, ``snapshots`
   ``https://`` server (a private CA); empty: the system's trusted authorities.
 - ``progress_interval``: ``5`` — seconds between the progress lines of a backup or restore
   when standard error is not a terminal (``cli.progress``).
+- ``backup_set``: ``""`` — the backup set (name or ID) an agent command uses when ``--set`` is
+  not given (``opencbs quickstart`` writes the set of the folder it last backed up); empty: the
+  user's only set.
 
 A config file holding passwords should be readable by its owner only (mode 0600).
 
@@ -93,6 +99,12 @@ from pydantic_settings import (
 )
 
 from opencbs.errors import ConfigError
+from opencbs.model.passwords import (
+    DEFAULT_MIN_LENGTH,
+    MIN_LENGTH_CEILING,
+    MIN_LENGTH_FLOOR,
+    PasswordRule,
+)
 from opencbs.reports.timefmt import local_zone
 
 ENV_PREFIX = "OPENCBS_"
@@ -257,6 +269,12 @@ class Settings(BaseSettings):
         le=MAX_SECONDS,
         description="Seconds a login waits for a hashing slot before 'try again later'.",
     )
+    password_min_length: int = Field(
+        default=DEFAULT_MIN_LENGTH,
+        ge=MIN_LENGTH_FLOOR,
+        le=MIN_LENGTH_CEILING,
+        description="Characters a new password of a system or backup user needs at least.",
+    )
     server_url: str = Field(
         default="",
         description="URL of the server the agent reports to; empty: http://127.0.0.1:<port>.",
@@ -274,6 +292,10 @@ class Settings(BaseSettings):
         gt=0,
         le=MAX_SECONDS,
         description="Seconds between progress lines when stderr is not a terminal.",
+    )
+
+    backup_set: str = Field(
+        default="", description="Backup set (name or ID) of agent commands without --set."
     )
 
     @field_validator("data_dir", mode="before")
@@ -343,6 +365,10 @@ class Settings(BaseSettings):
     def uses_default_database(self) -> bool:
         """Whether the database is the embedded SQLite file in ``data_dir``."""
         return not self.database_url
+
+    def password_rule(self) -> PasswordRule:
+        """The rule a new password must meet (``model.passwords``, ``password_min_length``)."""
+        return PasswordRule(self.password_min_length)
 
     def tz(self) -> tzinfo:
         """The time zone of rendered times (cbs-api.md §4)."""

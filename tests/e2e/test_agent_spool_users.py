@@ -14,7 +14,7 @@ import pytest
 from tests.e2e.test_cli_server import _env, free_port, ok, run
 from tests.e2e.test_lost_server import LOGIN, MONITOR, PASSWORD, Serve, _agent_env, _jobs
 
-BOB, BOB_PASSWORD = "bob", "bob-pw"
+BOB, BOB_PASSWORD = "bob", "bob-secret"
 
 
 @pytest.fixture

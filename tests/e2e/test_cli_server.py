@@ -224,7 +224,7 @@ def test_demo_prints_a_curl_for_the_example(server: Server) -> None:
 
 def test_users_and_sets_from_the_command_line(tmp_path: Path) -> None:
     env = _env(tmp_path)
-    ok(env, "sysuser", "add", "ops", "--role", "ADMIN", "--password-stdin", stdin="s3cret\n")
+    ok(env, "sysuser", "add", "ops", "--role", "ADMIN", "--password-stdin", stdin="s3cret-ops-pw\n")
     generated = run(env, "sysuser", "add", "robot", "--role", "READ_ONLY_API")
     assert generated.returncode == 0, generated.stderr
     assert len(generated.stdout.strip()) >= 16  # the generated password, printed once
@@ -234,7 +234,7 @@ def test_users_and_sets_from_the_command_line(tmp_path: Path) -> None:
         ("ops", "ADMIN"),
         ("robot", "READ_ONLY_API"),
     ]
-    ok(env, "sysuser", "passwd", "ops", "--password-stdin", stdin="n3w\n")
+    ok(env, "sysuser", "passwd", "ops", "--password-stdin", stdin="n3w-ops-password\n")
 
     ok(
         env,
@@ -355,16 +355,52 @@ def test_user_names_are_checked_and_owners_must_be_resellers(tmp_path: Path) -> 
         (" alice", "space"),
         ("evil\x1b]0;x\x07", "control character"),
     ]:
-        res = run(env, "user", "add", bad, "--password-stdin", stdin="pw\n")
+        res = run(env, "user", "add", bad, "--password-stdin", stdin="long-enough-pw\n")
         assert res.returncode == 2, (bad, res.stderr)
         assert why in res.stderr and "\x1b" not in res.stderr, res.stderr
-        res = run(env, "sysuser", "add", bad, "--role", "ADMIN", "--password-stdin", stdin="pw\n")
+        res = run(
+            env,
+            "sysuser",
+            "add",
+            bad,
+            "--role",
+            "ADMIN",
+            "--password-stdin",
+            stdin="long-enough-pw\n",
+        )
         assert res.returncode == 2 and why in res.stderr, (bad, res.stderr)
-    ok(env, "sysuser", "add", "ops", "--role", "ADMIN", "--password-stdin", stdin="pw\n")
+    ok(
+        env,
+        "sysuser",
+        "add",
+        "ops",
+        "--role",
+        "ADMIN",
+        "--password-stdin",
+        stdin="long-enough-pw\n",
+    )
     for owner in ("nosuch", "ops"):
-        res = run(env, "user", "add", "bob", "--owner", owner, "--password-stdin", stdin="pw\n")
+        res = run(
+            env,
+            "user",
+            "add",
+            "bob",
+            "--owner",
+            owner,
+            "--password-stdin",
+            stdin="long-enough-pw\n",
+        )
         assert res.returncode == 2, res.stderr
         assert f"owner {owner!r} is not a reseller" in res.stderr
-    ok(env, "sysuser", "add", "res1", "--role", "RESELLER", "--password-stdin", stdin="pw\n")
-    ok(env, "user", "add", "bob", "--owner", "res1", "--password-stdin", stdin="pw\n")
+    ok(
+        env,
+        "sysuser",
+        "add",
+        "res1",
+        "--role",
+        "RESELLER",
+        "--password-stdin",
+        stdin="long-enough-pw\n",
+    )
+    ok(env, "user", "add", "bob", "--owner", "res1", "--password-stdin", stdin="long-enough-pw\n")
     assert json.loads(ok(env, "user", "list", "--json"))[0]["Owner"] == "res1"

@@ -479,7 +479,7 @@ def test_sigkill_series(server: Server, tmp_path: Path) -> None:
 USER = ("filler", "filler-secret")
 REPO_PASSWORD = "fill-repo-password"
 T0 = 1_719_408_275_000  # 2024-06-26 13:24:35 UTC: job start times
-ADMIN = ("system", "system1")  # tests/conftest.py's system user
+ADMIN = ("system", "system-secret")  # tests/conftest.py's system user
 
 
 @pytest.fixture

@@ -35,8 +35,17 @@ def test_lockout_and_unlock_over_http(tmp_path: Path) -> None:
         OPENCBS_ADDRESS_FAILURES="1000",
         OPENCBS_HASH_WAIT_SECONDS="120",  # a slow shared machine: no "try later" here
     )
-    ok(env, "sysuser", "add", "ops", "--password-stdin", stdin="ops-pw\n")
-    ok(env, "sysuser", "add", "monitor", "--role", "API_ONLY", "--password-stdin", stdin="m-pw\n")
+    ok(env, "sysuser", "add", "ops", "--password-stdin", stdin="ops-secret\n")
+    ok(
+        env,
+        "sysuser",
+        "add",
+        "monitor",
+        "--role",
+        "API_ONLY",
+        "--password-stdin",
+        stdin="monitor-secret\n",
+    )
     port = free_port()
     proc = subprocess.Popen(
         [OPENCBS, "serve", "--port", str(port)],
@@ -50,21 +59,21 @@ def test_lockout_and_unlock_over_http(tmp_path: Path) -> None:
         with ThreadPoolExecutor(20) as pool:
             answers = list(pool.map(lambda i: _auth(url, "monitor", f"stale-{i}"), range(20)))
         assert {(r.status_code, r.json()["Status"]) for r in answers} == {(200, "Error")}
-        assert _auth(url, "monitor", "m-pw").json()["Status"] == "Error"  # locked
+        assert _auth(url, "monitor", "monitor-secret").json()["Status"] == "Error"  # locked
         assert _locked(env) == [("sysuser", "monitor")]
 
-        admin = httpx.BasicAuth("ops", "ops-pw")
+        admin = httpx.BasicAuth("ops", "ops-secret")
         listed = httpx.get(url + "/api/admin/v1/lockouts", auth=admin, timeout=60).json()
         assert [x["key"] for x in listed["lockouts"]] == ["monitor"]
         r = httpx.delete(url + "/api/admin/v1/lockouts/sysuser/monitor", auth=admin, timeout=60)
         assert r.status_code == 200
-        assert _auth(url, "monitor", "m-pw").json() == {"Status": "OK"}
+        assert _auth(url, "monitor", "monitor-secret").json() == {"Status": "OK"}
 
         for i in range(LIMIT):  # locked again; lifted by the command line, another process
             _auth(url, "monitor", f"again-{i}")
         assert _locked(env) == [("sysuser", "monitor")]
         ok(env, "lockout", "clear", "--sysuser", "monitor")
-        assert _auth(url, "monitor", "m-pw").json() == {"Status": "OK"}
+        assert _auth(url, "monitor", "monitor-secret").json() == {"Status": "OK"}
     finally:
         proc.terminate()
         proc.wait(timeout=20)
@@ -75,4 +84,4 @@ def test_lockout_and_unlock_over_http(tmp_path: Path) -> None:
     assert len(locks) == 2, log
     assert all("WARNING" in x and "'monitor'" in x and "127.0.0.1" in x for x in locks)
     assert "login lockout cleared: sysuser 'monitor', by admin 'ops' from 127.0.0.1" in log
-    assert "stale-" not in log and "m-pw" not in log
+    assert "stale-" not in log and "monitor-secret" not in log

@@ -81,7 +81,7 @@ def test_chunked_cbs_body_over_the_limit_is_413_with_the_envelope(client: TestCl
     body = r.json()
     assert body["Status"] == "Error" and body["ExptType"] and str(CBS_BODY) in body["Message"]
     r = client.post(
-        "/obs/api/json/ListUsers.do?SysUser=system&SysPwd=system1",
+        "/obs/api/json/ListUsers.do?SysUser=system&SysPwd=system-secret",
         content=_chunks(CBS_BODY - 65536),
     )
     assert r.json()["Status"] == "OK"  # within the limit, chunked, read as usual

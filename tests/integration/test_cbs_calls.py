@@ -68,7 +68,7 @@ def world(state: ServerState) -> World:
         alice = users.add_backup_user(
             conn, "alice", "alice-pw", alias="Alice", email="a@example.org", quota=1000
         )
-        bob = users.add_backup_user(conn, "bob", "bob-pw", owner="res1")
+        bob = users.add_backup_user(conn, "bob", "bob-secret", owner="res1")
         carol = users.add_backup_user(conn, "carol", "carol-pw", owner="res2")
         docs = sets.add_set(
             conn,
@@ -560,13 +560,13 @@ def test_owner_must_match(client: TestClient, world: World) -> None:
 
 def test_auth_user(client: TestClient, world: World) -> None:
     assert call(client, "AuthUser", LoginName="alice", Password="alice-pw") == {"Status": "OK"}
-    assert call(client, "AuthUser", LoginName="bob", Owner="res1", Password="bob-pw", as_=RES1) == {
-        "Status": "OK"
-    }
+    assert call(
+        client, "AuthUser", LoginName="bob", Owner="res1", Password="bob-secret", as_=RES1
+    ) == {"Status": "OK"}
     rejected = [
         call(client, "AuthUser", LoginName="alice", Password="wrong"),
         call(client, "AuthUser", LoginName="nobody", Password="alice-pw"),
-        call(client, "AuthUser", LoginName="bob", Owner="res2", Password="bob-pw"),
+        call(client, "AuthUser", LoginName="bob", Owner="res2", Password="bob-secret"),
         call(client, "AuthUser", LoginName="alice", Password="alice-pw", as_=RES1),
     ]
     for body in rejected:  # one answer for every failure: nothing tells which part was wrong

@@ -199,9 +199,9 @@ def _add(state: ServerState, name: str, password: str, role: SystemRole) -> None
 def test_every_credentials_failure_is_the_same_answer(
     client: TestClient, state: ServerState, vendor_job: VendorJob
 ) -> None:
-    _add(state, "viewer", "viewer1", SystemRole.READ_ONLY_ADMIN)
-    _add(state, "susp", "susp1", SystemRole.ADMIN)
-    _add(state, "locky", "locky1", SystemRole.ADMIN)
+    _add(state, "viewer", "viewer-secret", SystemRole.READ_ONLY_ADMIN)
+    _add(state, "susp", "susp-secret", SystemRole.ADMIN)
+    _add(state, "locky", "locky-secret", SystemRole.ADMIN)
     with state.db.write() as conn:
         users.set_system_status(conn, "susp", AccountStatus.SUSPENDED)
     for _ in range(state.auth_cache.policy.account_failures):
@@ -211,10 +211,14 @@ def test_every_credentials_failure_is_the_same_answer(
         "wrong password": client.post(SUMMARY, json=_req(vendor_job, SysPwd="wrong")),
         "unknown user": client.post(SUMMARY, json=_req(vendor_job, SysUser="ghost")),
         "read-only admin": client.post(
-            SUMMARY, json=_req(vendor_job, SysUser="viewer", SysPwd="viewer1")
+            SUMMARY, json=_req(vendor_job, SysUser="viewer", SysPwd="viewer-secret")
         ),
-        "suspended": client.post(SUMMARY, json=_req(vendor_job, SysUser="susp", SysPwd="susp1")),
-        "locked": client.post(SUMMARY, json=_req(vendor_job, SysUser="locky", SysPwd="locky1")),
+        "suspended": client.post(
+            SUMMARY, json=_req(vendor_job, SysUser="susp", SysPwd="susp-secret")
+        ),
+        "locked": client.post(
+            SUMMARY, json=_req(vendor_job, SysUser="locky", SysPwd="locky-secret")
+        ),
         "no SysUser": client.post(
             SUMMARY, json={k: v for k, v in _req(vendor_job).items() if k != "SysUser"}
         ),
@@ -231,7 +235,7 @@ def test_every_credentials_failure_is_the_same_answer(
     # the suspended user's password was really right: it works once the account is enabled
     with state.db.write() as conn:
         users.set_system_status(conn, "susp", AccountStatus.ENABLE)
-    r = client.post(SUMMARY, json=_req(vendor_job, SysUser="susp", SysPwd="susp1"))
+    r = client.post(SUMMARY, json=_req(vendor_job, SysUser="susp", SysPwd="susp-secret"))
     assert r.json()["Status"] == "OK"
 
 
@@ -244,8 +248,8 @@ def test_lock_ends_after_the_lock_time(
     from opencbs.api import auth
     from opencbs.store import util
 
-    _add(state, "locky", "locky1", SystemRole.API_ONLY)
-    right = _req(vendor_job, SysUser="locky", SysPwd="locky1")
+    _add(state, "locky", "locky-secret", SystemRole.API_ONLY)
+    right = _req(vendor_job, SysUser="locky", SysPwd="locky-secret")
     assert client.post(SUMMARY, json=right).json()["Status"] == "OK"  # now in the cache
     for _ in range(state.auth_cache.policy.account_failures):
         client.post(SUMMARY, json=_req(vendor_job, SysUser="locky", SysPwd="nope"))
@@ -277,11 +281,11 @@ def test_changed_password_fails_at_once_despite_the_cache(
 def test_reseller_sees_only_its_own_users(
     client: TestClient, state: ServerState, vendor_job: VendorJob
 ) -> None:
-    _add(state, "res1", "res1pw", SystemRole.RESELLER)
-    _add(state, "res2", "res2pw", SystemRole.RESELLER)
+    _add(state, "res1", "res1-secret", SystemRole.RESELLER)
+    _add(state, "res2", "res2-secret", SystemRole.RESELLER)
     with state.db.write() as conn:
-        users.add_backup_user(conn, "cust2", "cust2pw", owner="res2")
-    as_res1 = {"SysUser": "res1", "SysPwd": "res1pw"}
+        users.add_backup_user(conn, "cust2", "cust2-secret", owner="res2")
+    as_res1 = {"SysUser": "res1", "SysPwd": "res1-secret"}
     not_found = "[UserCacheManager.NoSuchUserExpt] User \u2018cust2\u2019 not found."
     r = client.post(SUMMARY, json=_req(vendor_job, LoginName="cust2", **as_res1))
     assert _error(r) == (not_found, "com.ahsay.obs.core.dbs.ai")
@@ -292,6 +296,6 @@ def test_reseller_sees_only_its_own_users(
     assert _error(r)[0] == "[UserCacheManager.NoSuchUserExpt] User \u2018obm\u2019 not found."
     # its own reseller gets past the user (the set is not cust2's)
     r = client.post(
-        SUMMARY, json=_req(vendor_job, LoginName="cust2", SysUser="res2", SysPwd="res2pw")
+        SUMMARY, json=_req(vendor_job, LoginName="cust2", SysUser="res2", SysPwd="res2-secret")
     )
     assert _error(r) == (f"Backup set \u2018{vendor_job.set_id}\u2019 not found.", DBS)

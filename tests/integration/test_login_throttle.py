@@ -167,8 +167,8 @@ def test_password_change_unlocks(db: Database) -> None:
     assert not _sys(state, ADMIN[0], "wrong")
     assert not _sys(state, ADMIN[0], ADMIN[1])
     with db.write() as conn:
-        users.set_system_password(conn, ADMIN[0], "new-pw")
-    assert _sys(state, ADMIN[0], "new-pw")
+        users.set_system_password(conn, ADMIN[0], "new-password")
+    assert _sys(state, ADMIN[0], "new-password")
 
 
 @pytest.mark.parametrize("case", ["unknown", "wrong", "suspended", "locked", "out_of_scope"])
@@ -177,9 +177,9 @@ def test_every_auth_user_failure_costs_one_verification(
 ) -> None:
     state = _state(db, LockoutPolicy(account_failures=1, address_failures=1000))
     with db.write() as conn:
-        users.add_system_user(conn, "res1", "res1-pw", SystemRole.RESELLER)
-        users.add_system_user(conn, "res2", "res2-pw", SystemRole.RESELLER)
-        users.add_backup_user(conn, "bob", "bob-pw", owner="res2")
+        users.add_system_user(conn, "res1", "res1-secret", SystemRole.RESELLER)
+        users.add_system_user(conn, "res2", "res2-secret", SystemRole.RESELLER)
+        users.add_backup_user(conn, "bob", "bob-secret", owner="res2")
     if case == "locked":
         with pytest.raises(AuthUserRejected):
             auth.authenticate_backup_user(state.db, state.auth_cache, "bob", "wrong")
@@ -187,13 +187,18 @@ def test_every_auth_user_failure_costs_one_verification(
         with db.write() as conn:
             conn.execute(users.backup_users.update().values(status=AccountStatus.SUSPENDED.value))
     caller, login, password = {
-        "unknown": ("res2", "nobody", "bob-pw"),
+        "unknown": ("res2", "nobody", "bob-secret"),
         "wrong": ("res2", "bob", "wrong"),
-        "out_of_scope": ("res1", "bob", "bob-pw"),
-    }.get(case, ("res2", "bob", "bob-pw"))
-    body = {"SysUser": caller, "SysPwd": f"{caller}-pw", "LoginName": login, "Password": password}
+        "out_of_scope": ("res1", "bob", "bob-secret"),
+    }.get(case, ("res2", "bob", "bob-secret"))
+    body = {
+        "SysUser": caller,
+        "SysPwd": f"{caller}-secret",
+        "LoginName": login,
+        "Password": password,
+    }
     with TestClient(create_app(state)) as client:
-        client.post(AUTH_SYSTEM, json={"SysUser": caller, "SysPwd": f"{caller}-pw"})
+        client.post(AUTH_SYSTEM, json={"SysUser": caller, "SysPwd": f"{caller}-secret"})
         spy.clear()  # the caller's own credential is cached now
         r = client.post(AUTH_USER, json=body)
     assert r.status_code == 200
@@ -270,7 +275,7 @@ def test_no_hashing_slot_is_429_try_later(db: Database) -> None:
     slots = HashSlots(1, wait_seconds=0.05)
     state = _state(db, LockoutPolicy(), slots)
     with db.write() as conn:
-        users.add_backup_user(conn, "dave", "dave-pw")
+        users.add_backup_user(conn, "dave", "dave-secret")
     with TestClient(create_app(state)) as client:
         assert slots.acquire()  # every slot taken
         try:
@@ -281,7 +286,7 @@ def test_no_hashing_slot_is_429_try_later(db: Database) -> None:
                 "Message": "[Error] Too many login attempts, try again later",
                 "ExptType": "com.ahsay.obs.core.dbs.DbsException",
             }
-            r = client.get("/api/agent/v1/backup-sets", headers=_basic("dave", "dave-pw"))
+            r = client.get("/api/agent/v1/backup-sets", headers=_basic("dave", "dave-secret"))
             assert r.status_code == 429 and r.headers["retry-after"] == "1"
             assert r.json()["error"] == "busy"
         finally:

@@ -20,7 +20,7 @@ from tests.conftest import ADMIN
 
 def _job(state: ServerState) -> tuple[int, dict[str, str]]:
     with state.db.write() as conn:
-        user = users.add_backup_user(conn, "pager", "pw")
+        user = users.add_backup_user(conn, "pager", "pager-secret")
         bset = sets.add_set(conn, user.id, "docs", {"sources": ["/srv"]})
         dest = sets.add_destination(conn, user.id, bset.id, name="d", dest_type="LOCAL")
         bset = sets.get_set(conn, user.id, bset.id)

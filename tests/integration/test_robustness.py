@@ -87,18 +87,22 @@ def test_hostile_bodies(client: TestClient, state: ServerState, vendor_job: Vend
         (b'"just a string"', "text/plain;charset=UTF-8"),
         (b'{"LoginName": "\xff\xfe\xc3"}', "application/json"),
         (b"\xff\xfe\x00\x01", None),
-        (b"LoginName=%FF%FE&SysUser=system&SysPwd=system1", "application/x-www-form-urlencoded"),
+        (
+            b"LoginName=%FF%FE&SysUser=system&SysPwd=system-secret",
+            "application/x-www-form-urlencoded",
+        ),
         (b"[" * 100_000 + b"]" * 100_000, "application/json"),
         (b'{"a":' * 50_000 + b"1" + b"}" * 50_000, None),
-        (b'{"LoginName": "\\ud800", "SysUser": "system", "SysPwd": "system1"}', None),
+        (b'{"LoginName": "\\ud800", "SysUser": "system", "SysPwd": "system-secret"}', None),
         (b'{"SysUser": "\\udfff", "SysPwd": "\\ud800"}', None),
         (
-            b'{"LoginName": 1e999, "BackupSetID": NaN, "SysUser": "system", "SysPwd": "system1"}',
+            b'{"LoginName": 1e999, "BackupSetID": NaN, "SysUser": "system", '
+            b'"SysPwd": "system-secret"}',
             None,
         ),
         (
             b'{"BackupSetID": 123456789012345678901234567890, "SysUser": "system", '
-            b'"SysPwd": "system1", "LoginName": "obm"}',
+            b'"SysPwd": "system-secret", "LoginName": "obm"}',
             None,
         ),
         (
@@ -108,9 +112,9 @@ def test_hostile_bodies(client: TestClient, state: ServerState, vendor_job: Vend
         (b" " * 10 + b"\x00", None),
     ]
     queries = [
-        "?LoginName=%FF%FE%00&SysUser=system&SysPwd=system1",
+        "?LoginName=%FF%FE%00&SysUser=system&SysPwd=system-secret",
         "?%00=%00&SysUser=%00",
-        "?LoginName=obm&LoginName=%27%20OR%201=1%20--&SysUser=system&SysPwd=system1",
+        "?LoginName=obm&LoginName=%27%20OR%201=1%20--&SysUser=system&SysPwd=system-secret",
     ]
     for name in NAMES:
         for body, ctype in bodies:
@@ -186,8 +190,8 @@ def test_hostile_passwords(client: TestClient, state: ServerState, vendor_job: V
     from opencbs.store import users
 
     with state.db.write() as conn:
-        users.add_system_user(conn, "victim", "victim1", SystemRole.ADMIN)
-    for value in [*SQL, "\u0000", "victim1\u0000", "p" * 100_000, *WRONG_TYPES]:
+        users.add_system_user(conn, "victim", "victim-secret", SystemRole.ADMIN)
+    for value in [*SQL, "\u0000", "victim-secret\u0000", "p" * 100_000, *WRONG_TYPES]:
         body = {
             **_valid(vendor_job, "GetBackupJobReportSummary"),
             "SysUser": "victim",

@@ -30,7 +30,7 @@ def test_downgrade_then_upgrade(db: Database) -> None:
 
 def _job(state: ServerState) -> int:
     with state.db.write() as conn:
-        user = users.add_backup_user(conn, "alice", "pw")
+        user = users.add_backup_user(conn, "alice", "alice-secret")
         bset = sets.add_set(conn, user.id, "docs", {"sources": ["/srv/docs"]})
         dest = sets.add_destination(
             conn, user.id, bset.id, name="local", dest_type="LOCAL", settings={"path": "/b"}
@@ -94,7 +94,7 @@ def test_a_removed_sets_name_can_be_used_again(state: ServerState) -> None:
     from opencbs.store.schema import backup_sets
 
     with state.db.write() as conn:
-        user = users.add_backup_user(conn, "bob", "pw")
+        user = users.add_backup_user(conn, "bob", "bob-secret")
         first = sets.add_set(conn, user.id, "docs")
         conn.execute(update(backup_sets).where(backup_sets.c.id == first.id).values(removed=True))
         second = sets.add_set(conn, user.id, "docs")
@@ -138,7 +138,7 @@ def test_a_setting_stored_by_a_looser_version_is_read_as_its_default(
     from opencbs.store.schema import backup_sets
 
     with state.db.write() as conn:
-        user = users.add_backup_user(conn, "carol", "pw")
+        user = users.add_backup_user(conn, "carol", "carol-secret")
         conn.execute(  # an empty pattern and an unknown compression key: refused today
             backup_sets.insert().values(
                 id=5,

@@ -267,7 +267,7 @@ def test_a_byte_order_mark_before_the_json_is_accepted(
         + json.dumps(
             {
                 "SysUser": "system",
-                "SysPwd": "system1",
+                "SysPwd": "system-secret",
                 "LoginName": vendor_job.login_name,
                 "BackupSetID": vendor_job.set_id,
                 "BackupJobID": vendor_job.job_id,

@@ -51,7 +51,7 @@ LAYERS: dict[str, frozenset[str]] = {
     "security": frozenset(),
     "reports": frozenset({"errors"}),
     "model": frozenset({"reports", "errors"}),
-    "settings": frozenset({"reports", "errors"}),
+    "settings": frozenset({"reports", "model", "errors"}),
     "destinations": frozenset({"errors", "fileio"}),
     "engine": frozenset({"reports", "model", "destinations", "errors", "fileio"}),
     "store": frozenset({"reports", "model", "errors", "fileio", "security", "settings"}),

@@ -10,10 +10,14 @@ believed (README, "Running the server on the internet").
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
+import signal
 import socket
 import ssl
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -223,24 +227,51 @@ def uvicorn_config(
 
 
 def run_server(
-    state: ServerState, settings: Settings, *, tls: ssl.SSLContext | None = None
-) -> None:
-    """Serve ``state`` on ``settings.host:port`` (HTTPS with ``tls``, from ``tls_context``)
-    until interrupted (SIGINT/SIGTERM stop it cleanly). The socket is bound first, so an
+    state: ServerState,
+    settings: Settings,
+    *,
+    tls: ssl.SSLContext | None = None,
+    sock: socket.socket | None = None,
+) -> signal.Signals | None:
+    """Serve ``state`` on ``sock`` (bound already, e.g. by ``listen_socket``; closed at the end)
+    or else on ``settings.host:port`` (HTTPS with ``tls``, from ``tls_context``) until SIGINT
+    or SIGTERM stops it cleanly; returns that signal (``None``: the server stopped on its own).
+    The log names the port bound (the real one for port 0). The socket is bound first, so an
     address that cannot be used is one ``CannotListen`` error (exit code 2) before uvicorn
-    starts."""
-    host, port = settings.host, settings.port
-    sock = listen_socket(host, port)
+    starts. In the main thread the signal is taken here, not re-raised after the shutdown
+    (uvicorn re-raises it): the command decides its exit code (``cli.serve``)."""
+    host = settings.host
+    if sock is None:
+        sock = listen_socket(host, settings.port)
     map_large_allocations()  # password hashing's work areas go back to the system when freed
     config = uvicorn_config(build_app(state), settings, tls=tls, log_level=settings.log_level)
     scheme = "https" if tls is not None else "http"
     log.info(
         "opencbs serving on %s://%s (API docs at /docs)", scheme, _host_port(host, sock_port(sock))
     )
+    stopped: list[int] = []
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        with _signals_taken(stopped):
+            uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
+    return signal.Signals(stopped[0]) if stopped else None
+
+
+@contextlib.contextmanager
+def _signals_taken(stopped: list[int]) -> Iterator[None]:
+    """While serving: SIGINT and SIGTERM, once uvicorn has shut down on them and re-raises
+    them, are appended to ``stopped`` instead of ending the process (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    kinds = (signal.SIGINT, signal.SIGTERM)
+    old = {s: signal.signal(s, lambda signum, _frame: stopped.append(signum)) for s in kinds}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
 
 
 def sock_port(sock: socket.socket) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import click
@@ -21,6 +22,7 @@ from opencbs.cli.common import (
     with_settings,
 )
 from opencbs.errors import BackupUserNotFound
+from opencbs.model.passwords import PasswordRule
 from opencbs.reports.vocabulary import SystemRole
 from opencbs.settings import Settings
 from opencbs.store import migrate, sets, users
@@ -67,18 +69,36 @@ def sysuser() -> None:
 def sysuser_add(settings: Settings, *, name: str, role: str, password_stdin: bool) -> None:
     """Add system user NAME. The password is read from stdin (--password-stdin) or typed twice;
     when stdin is not a terminal and no password is piped in, one is generated and printed
-    once."""
-    password, generated = read_password(from_stdin=password_stdin, generate=True)
+    once. It must meet the password rule (at least password_min_length characters, default 8;
+    not the name)."""
+    rule = settings.password_rule()
+    users.check_name(name, "system user name")
+    generated = not password_stdin and not sys.stdin.isatty()
+    if generated:
+        password = rule.generate()
+    else:
+        password = _new_password(rule, name, from_stdin=password_stdin)
     database = open_database(settings)
     try:
         with database.write() as conn:
-            user = users.add_system_user(conn, name, password, SystemRole(role.upper()))
+            user = users.add_system_user(conn, name, password, SystemRole(role.upper()), rule=rule)
     finally:
         database.dispose()
     note(f"system user {user.name!r} added with role {user.role.value}")
     if generated:
         note("its generated password (shown only now):")
         echo(password)
+
+
+def _new_password(
+    rule: PasswordRule, name: str, *, from_stdin: bool, prompt: str = "Password"
+) -> str:
+    """A new password for user ``name``, read (stdin or typed twice: ``read_password``) and
+    checked against ``rule`` at once, before the database is touched. Raises
+    ``InvalidInput``."""
+    password, _ = read_password(from_stdin=from_stdin, prompt=prompt)
+    rule.check(password, name)
+    return password
 
 
 @sysuser.command("list")
@@ -104,12 +124,17 @@ def sysuser_list(settings: Settings, *, as_json: bool) -> None:
 @PASSWORD_STDIN
 @with_settings()
 def sysuser_passwd(settings: Settings, *, name: str, password_stdin: bool) -> None:
-    """Set the password of system user NAME (and unlock it)."""
-    password, _ = read_password(from_stdin=password_stdin, prompt="New password")
+    """Set the password of system user NAME (and unlock it). Exit code 4 when there is no
+    such system user (asked before the password)."""
+    rule = settings.password_rule()
     database = open_database(settings)
     try:
+        with database.read() as conn:
+            if users.get_system_user(conn, name) is None:
+                raise users.system_user_not_found(name)
+        password = _new_password(rule, name, from_stdin=password_stdin, prompt="New password")
         with database.write() as conn:
-            users.set_system_password(conn, name, password)
+            users.set_system_password(conn, name, password, rule=rule)
     finally:
         database.dispose()
     note(f"password of system user {name!r} changed")
@@ -148,13 +173,23 @@ def user_add(
     password_stdin: bool,
 ) -> None:
     """Add backup user LOGIN. The password is read from stdin (--password-stdin) or typed
-    twice."""
-    password, _ = read_password(from_stdin=password_stdin)
+    twice; it must meet the password rule (at least password_min_length characters, default 8;
+    not the login name)."""
+    rule = settings.password_rule()
+    users.check_name(login, "login name")
+    password = _new_password(rule, login, from_stdin=password_stdin)
     database = open_database(settings)
     try:
         with database.write() as conn:
             added = users.add_backup_user(
-                conn, login, password, owner=owner, alias=alias, email=email, quota=quota
+                conn,
+                login,
+                password,
+                owner=owner,
+                alias=alias,
+                email=email,
+                quota=quota,
+                rule=rule,
             )
     finally:
         database.dispose()

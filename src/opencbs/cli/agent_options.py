@@ -28,6 +28,7 @@ __all__ = [
     "PASSWORD_STDIN",
     "SERVER",
     "backup_password",
+    "chosen_set",
     "encryption_password",
     "quiet_http_log",
     "report_spool_dir",
@@ -172,6 +173,13 @@ def encryption_password(settings: Settings, path: Path | None) -> str:
         "set OPENCBS_ENCRYPTION_PASSWORD or encryption_password in the config "
         "file, or use --encryption-password-file",
     )
+
+
+def chosen_set(settings: Settings, set_ref: str | None) -> str | None:
+    """The backup set a command names: ``--set`` (``set_ref``), else the setting
+    ``backup_set`` (``opencbs quickstart`` writes it to its ``agent.toml``), else ``None`` (the
+    user's only set)."""
+    return set_ref or settings.backup_set or None
 
 
 def require_login(settings: Settings) -> str:

@@ -50,6 +50,7 @@ from opencbs.cli.agent_options import (
     PASSWORD_STDIN,
     SERVER,
     backup_password,
+    chosen_set,
     encryption_password,
     report_spool_dir,
     require_login,
@@ -77,7 +78,8 @@ __all__ = ["backup"]
     "set_ref",
     default=None,
     metavar="NAME|ID",
-    help="The backup set (name or ID); optional when the user has exactly one.",
+    help="The backup set (name or ID) [setting backup_set]; optional when the user has "
+    "exactly one.",
 )
 @click.option(
     "--source",
@@ -165,7 +167,7 @@ def backup(
         target = resolve_target(
             client,
             found,
-            set_ref,
+            chosen_set(settings, set_ref),
             sources=sources,
             destination=destination or add_destination,
             excludes=excludes,

@@ -23,13 +23,13 @@ from opencbs.cli.common import (
     JSON,
     TIMEZONE,
     echo,
-    generate_password,
     open_database,
     print_json,
     with_settings,
 )
 from opencbs.cli.serve import HOST, IDLE, PORT, serve_database
-from opencbs.errors import BackupJobNotFound
+from opencbs.errors import BackupJobNotFound, ExitCode
+from opencbs.model.passwords import PasswordRule
 from opencbs.reports.timefmt import job_id_at, parse_report_time
 from opencbs.reports.vocabulary import JobMode, JobStatus, ReportList, SystemRole
 from opencbs.settings import Settings
@@ -71,18 +71,21 @@ def vendor_example() -> dict[str, Any]:
     return data
 
 
-def set_up_demo(db: Database, tz: tzinfo, data_dir: Path) -> DemoResult:
-    """Create (or reuse) everything of the demo in one transaction."""
+def set_up_demo(db: Database, tz: tzinfo, data_dir: Path, rule: PasswordRule) -> DemoResult:
+    """Create (or reuse) everything of the demo in one transaction; generated passwords meet
+    ``rule`` (the setting ``password_min_length``)."""
     created: list[str] = []
     with db.write() as conn:
         password = None
         if users.get_system_user(conn, SYSUSER) is None:
-            password = generate_password()
-            users.add_system_user(conn, SYSUSER, password, SystemRole.ADMIN)
+            password = rule.generate()
+            users.add_system_user(conn, SYSUSER, password, SystemRole.ADMIN, rule=rule)
             created.append(f"system user {SYSUSER}")
         owner = users.find_backup_user(conn, LOGIN)
         if owner is None:
-            owner = users.add_backup_user(conn, LOGIN, generate_password(), alias="Demo user")
+            owner = users.add_backup_user(
+                conn, LOGIN, rule.generate(), alias="Demo user", rule=rule
+            )
             created.append(f"backup user {LOGIN}")
         bset = _demo_set(conn, owner.id, data_dir, created)
         dest_id = bset.destinations[0].id
@@ -198,12 +201,17 @@ def _second_job_entries(start: int) -> list[jobs.EntryIn]:
     ]
 
 
-def curl_command(result: DemoResult, host: str, port: int) -> str:
-    """A ready-to-paste ``curl`` asking for the example job's report (GetBackupJobReport)."""
+def _url(host: str, port: int) -> str:
+    """``http://host:port`` to reach a server bound to ``host`` (every address: 127.0.0.1)."""
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def curl_command(result: DemoResult, host: str, port: int) -> str:
+    """A ready-to-paste ``curl`` asking for the example job's report (GetBackupJobReport)."""
     body = {
         "SysUser": result.sysuser,
         "SysPwd": result.sysuser_password or f"<password of {result.sysuser}>",
@@ -213,7 +221,7 @@ def curl_command(result: DemoResult, host: str, port: int) -> str:
         "BackupJobID": result.example_job_id,
     }
     return (
-        f"curl -s -X POST http://{host}:{port}/obs/api/json/GetBackupJobReport.do "
+        f"curl -s -X POST {_url(host, port)}/obs/api/json/GetBackupJobReport.do "
         f"-H 'Content-Type: application/json' -d {shlex.quote(json.dumps(body))}"
     )
 
@@ -249,20 +257,32 @@ def _print_human(result: DemoResult, curl: str) -> None:
 @click.option("--no-serve", is_flag=True, help="Set up and print, but do not serve.")
 @JSON
 @with_settings(HOST, PORT, TIMEZONE, IDLE)
-def demo(settings: Settings, *, no_serve: bool, as_json: bool) -> None:
-    """Set up a demo (users, a set, the vendor's example job and one more) and serve it."""
+def demo(settings: Settings, *, no_serve: bool, as_json: bool) -> int:
+    """Set up a demo (users, a set, the vendor's example job and one more) and serve it until
+    Ctrl-C (exit code 130) or SIGTERM (exit code 0)."""
+    from opencbs.api.serve import listen_socket, sock_port
+
     data_dir = settings.ensure_data_dir()
     database = open_database(settings)
+    sock = None
     try:
-        result = set_up_demo(database, settings.tz(), data_dir)
-        curl = curl_command(result, settings.host, settings.port)
+        result = set_up_demo(database, settings.tz(), data_dir, settings.password_rule())
+        port = settings.port
+        if not no_serve:
+            sock = listen_socket(settings.host, settings.port)  # --port 0: a free port
+            port = sock_port(sock)
+        curl = curl_command(result, settings.host, port)
         if as_json:
             print_json({**asdict(result), "curl": curl})
         else:
             _print_human(result, curl)
-        if not no_serve:
-            echo("")
-            echo(f"serving on http://{settings.host}:{settings.port} (Ctrl-C stops)")
-            serve_database(settings, database)
+        if sock is None:
+            return ExitCode.SUCCESS
+        echo("")
+        echo(f"serving on {_url(settings.host, port)} (Ctrl-C stops)")
+        served, sock = sock, None
+        return serve_database(settings, database, sock=served)
     finally:
+        if sock is not None:
+            sock.close()
         database.dispose()

@@ -5,10 +5,15 @@ On the embedded SQLite default it creates (or reuses):
 - the data directory and database;
 - the system user ``admin`` (its password is printed once, when created);
 - the backup user ``quickstart`` with a generated password, and a generated encryption password
-  for the repository, both kept in ``<data_dir>/agent.toml`` (mode 0600) with the server URL:
-  ``opencbs --config <data_dir>/agent.toml backup`` runs the same set by hand;
-- a backup set named after PATH (default: the current directory; the data directory itself is
-  excluded when it lies inside) with a local destination ``<data_dir>/destinations/<set id>``.
+  for the repository, both kept in ``<data_dir>/agent.toml`` (mode 0600) with the server URL
+  and the set of PATH (``backup_set``, its ID): ``opencbs --config <data_dir>/agent.toml
+  backup`` runs the same set by hand. A run for another folder makes that folder's set the
+  one ``agent.toml`` names;
+- a backup set named after PATH (default: the current directory) with a local destination
+  ``<data_dir>/destinations/<set id>``, leaving out the data directory itself when it lies
+  inside PATH and ``PATH/.venv`` (the virtual environment of the README's command: it is
+  reinstalled, not restored); like every backup, the contents of folders tagged as caches
+  (``CACHEDIR.TAG``, ``engine.scan``) are left out too.
 
 ``agent.toml`` always names the configured ``port`` (the persistent URL). When that port is
 taken by an opencbs server that knows the quickstart user and set (the same database), the job
@@ -19,7 +24,8 @@ this run only — said so on stderr, never saved), runs one backup job through t
 ready-to-paste ``curl`` for GetBackupJobReport of that job (it works while that server
 serves), and, after a job that succeeded, serves until Ctrl-C or SIGTERM (``--no-serve``:
 stops the server after printing). After a job that failed it exits with the job's code without
-serving. Exit codes as ``opencbs backup`` (``backup_cmd``).
+serving. Exit codes as ``opencbs backup`` (``backup_cmd``); serving stopped by Ctrl-C exits 130,
+by SIGTERM 0 (``cli.serve.stop_code``, as ``opencbs serve``).
 """
 
 from __future__ import annotations
@@ -54,9 +60,10 @@ from opencbs.cli.common import (
     show_name,
     with_settings,
 )
-from opencbs.cli.serve import HOST, IDLE, PORT
+from opencbs.cli.serve import HOST, IDLE, PORT, stop_code
 from opencbs.errors import ConfigError, ExitCode, OpenCBSError
 from opencbs.fileio import write_atomic
+from opencbs.model.passwords import PasswordRule
 from opencbs.reports.vocabulary import JobMode, SystemRole
 from opencbs.settings import Settings
 from opencbs.store import sets, users
@@ -115,8 +122,10 @@ def write_agent_file(
     login: str,
     password: str,
     encryption_password: str,
+    backup_set: str,
 ) -> None:
-    """Write the agent's settings to ``path`` atomically, mode 0600 (it holds passwords)."""
+    """Write the agent's settings to ``path`` atomically, mode 0600 (it holds passwords);
+    ``backup_set`` is the set (ID) that ``opencbs backup`` without ``--set`` runs."""
     text = (
         "# Written by `opencbs quickstart`: the agent's settings of the quickstart backup set.\n"
         f"# Use: opencbs --config {shlex.quote(str(path))} backup\n"
@@ -126,34 +135,40 @@ def write_agent_file(
         f"login_name = {_toml_str(login)}\n"
         f"password = {_toml_str(password)}\n"
         f"encryption_password = {_toml_str(encryption_password)}\n"
+        "# the set `backup` runs without --set: the folder quickstart backed up last\n"
+        f"backup_set = {_toml_str(backup_set)}\n"
     )
     write_atomic(path, text.encode("utf-8"), mode=0o600)
 
 
-def set_up(db: Database, data_dir: Path, source: Path) -> Setup:
+def set_up(db: Database, data_dir: Path, source: Path, rule: PasswordRule) -> Setup:
     """Create (or reuse) the system user, the backup user and the set of ``source``, in one
-    transaction. Raises ``ConfigError`` when the agent file with the encryption password of an
-    existing repository is gone."""
+    transaction; generated passwords meet ``rule``. Raises ``ConfigError`` when the agent file
+    with the encryption password of an existing repository is gone."""
     saved = read_agent_file(agent_file(data_dir))
     created: list[str] = []
     with db.write() as conn:
         sys_password = None
         if users.get_system_user(conn, SYSUSER) is None:
-            sys_password = generate_password()
-            users.add_system_user(conn, SYSUSER, sys_password, SystemRole.ADMIN)
+            sys_password = rule.generate()
+            users.add_system_user(conn, SYSUSER, sys_password, SystemRole.ADMIN, rule=rule)
             created.append(f"system user {SYSUSER}")
-        password = saved.get("password") or generate_password()
+        password = saved.get("password") or rule.generate()
         owner = users.find_backup_user(conn, LOGIN)
         if owner is None:
-            owner = users.add_backup_user(conn, LOGIN, password, alias="opencbs quickstart")
+            owner = users.add_backup_user(
+                conn, LOGIN, password, alias="opencbs quickstart", rule=rule
+            )
             created.append(f"backup user {LOGIN}")
         elif not saved.get("password"):
-            users.set_backup_password(conn, LOGIN, password)
+            users.set_backup_password(conn, LOGIN, password, rule=rule)
         enc = saved.get("encryption_password") or generate_password()
         name = str(source)
         bset = sets.find_set_by_name(conn, owner.id, name)
         if bset is None:
-            exclude = [glob.escape(str(data_dir))] if data_dir.is_relative_to(source) else []
+            exclude = [glob.escape(str(source / ".venv"))]
+            if data_dir.is_relative_to(source):
+                exclude.insert(0, glob.escape(str(data_dir)))
             bset = sets.add_set(
                 conn,
                 owner.id,
@@ -236,11 +251,14 @@ class BackgroundServer:
                 f"the server did not start: {self.error or 'timeout'}", "run again with --debug"
             )
 
-    def wait(self) -> None:
-        """Serve until SIGINT or SIGTERM (main thread) or until the server stops."""
+    def wait(self) -> int | None:
+        """Serve until SIGINT or SIGTERM (main thread) or until the server stops; returns the
+        signal that stopped it (``None``: the server stopped on its own)."""
         stop = threading.Event()
+        stopped: list[int] = []
 
         def handler(signum: int, frame: FrameType | None) -> None:
+            stopped.append(signum)
             stop.set()
 
         old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -250,6 +268,7 @@ class BackgroundServer:
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
+        return stopped[0] if stopped else None
 
     def stop(self) -> None:
         """Stop serving and wait for the thread (at most 15 s)."""
@@ -296,7 +315,8 @@ def _print_setup(setup: Setup, data_dir: Path) -> None:
     )
     echo(
         f"backup set {setup.set_id} ({show_name(setup.set_name)}), destination "
-        f"{setup.destination_id} ({show_name(str(setup.destination))})"
+        f"{setup.destination_id} ({show_name(str(setup.destination))}); agent.toml names it "
+        "(backup_set): `opencbs --config … backup` without --set runs it"
     )
 
 
@@ -314,29 +334,17 @@ def quickstart(settings: Settings, *, path: Path | None, no_serve: bool, verbose
     data_dir = settings.ensure_data_dir().resolve()
     database = open_database(settings)
     try:
-        setup = set_up(database, data_dir, source)
+        setup = set_up(database, data_dir, source, settings.password_rule())
         _print_setup(setup, data_dir)
-        # the persistent URL: the configured port, whatever this run serves on
-        persistent = _local_url(settings, settings.port)
-        write_agent_file(
-            agent_file(data_dir),
-            data_dir=data_dir,
-            server_url=persistent,
-            login=setup.login,
-            password=setup.password,
-            encryption_password=setup.encryption_password,
-        )
-        # the owner named PATH here: its set's sources and folder are accepted (agent.trust)
-        record(
-            report_spool_dir(data_dir, persistent, setup.login),
-            AcceptedSet(
-                setup.set_id,
-                setup.set_name,
-                (str(source),),
-                {setup.destination_id: str(setup.destination)},
-            ),
-        )
         sock, asked = bind_socket(settings.host, settings.port)
+        # the persistent URL: the configured port (port 0: the one bound now), whatever this
+        # run serves on
+        persistent = _local_url(settings, settings.port or sock.getsockname()[1])
+        try:
+            _save_agent_file(setup, data_dir, source, persistent)
+        except BaseException:
+            sock.close()
+            raise
         if not asked:
             sock_port = sock.getsockname()[1]
             if serves_setup(persistent, setup):
@@ -355,6 +363,29 @@ def quickstart(settings: Settings, *, path: Path | None, no_serve: bool, verbose
         )
     finally:
         database.dispose()
+
+
+def _save_agent_file(setup: Setup, data_dir: Path, source: Path, server_url: str) -> None:
+    """Write ``agent.toml`` (naming this run's set as ``backup_set``) and record the set of
+    ``source`` as accepted by its owner (``agent.trust``: the owner named PATH here)."""
+    write_agent_file(
+        agent_file(data_dir),
+        data_dir=data_dir,
+        server_url=server_url,
+        login=setup.login,
+        password=setup.password,
+        encryption_password=setup.encryption_password,
+        backup_set=setup.set_id,
+    )
+    record(
+        report_spool_dir(data_dir, server_url, setup.login),
+        AcceptedSet(
+            setup.set_id,
+            setup.set_name,
+            (str(source),),
+            {setup.destination_id: str(setup.destination)},
+        ),
+    )
 
 
 def _local_url(settings: Settings, port: int) -> str:
@@ -385,7 +416,8 @@ def _serve_and_back_up(
     temporary: bool,
 ) -> int:
     """Start the server on ``sock``, run the job through it; after a successful job (and
-    without ``no_serve``) serve until SIGINT/SIGTERM. Returns the exit code."""
+    without ``no_serve``) serve until SIGINT/SIGTERM. Returns the exit code (a stop by SIGINT:
+    130, by SIGTERM: 0, ``stop_code``)."""
     url = _local_url(settings, sock.getsockname()[1])
     server = BackgroundServer(settings, database, sock)
     server.start()
@@ -402,8 +434,7 @@ def _serve_and_back_up(
             return ExitCode.SUCCESS
         echo("")
         echo(f"serving on {url} (Ctrl-C stops); the curl above works while it serves")
-        server.wait()
-        return ExitCode.SUCCESS
+        return stop_code(server.wait())
     finally:
         server.stop()
 

@@ -3,9 +3,13 @@ HTTPS when ``tls_certificate`` and ``tls_key`` are set, checked before anything 
 
 from __future__ import annotations
 
+import signal
+import socket
+
 import click
 
 from opencbs.cli.common import TIMEZONE, open_database, with_settings
+from opencbs.errors import ExitCode
 from opencbs.settings import Settings
 from opencbs.store.db import Database
 
@@ -104,8 +108,11 @@ NETWORK_OPTIONS = (
 )
 
 
-def serve_database(settings: Settings, database: Database) -> None:
-    """Serve ``database`` (schema upgraded already) with ``settings`` until interrupted.
+def serve_database(
+    settings: Settings, database: Database, *, sock: socket.socket | None = None
+) -> int:
+    """Serve ``database`` (schema upgraded already) with ``settings`` on ``sock`` (bound
+    already) or ``settings.host:port`` until stopped; returns the exit code (:func:`stop_code`).
     Raises ``ConfigError`` for unusable TLS files (before serving)."""
     # imported here: the web stack is not needed by the other commands, which start faster
     from opencbs.api.serve import run_server, tls_context
@@ -113,18 +120,27 @@ def serve_database(settings: Settings, database: Database) -> None:
 
     tls = tls_context(settings.tls_certificate, settings.tls_key)
     state = ServerState.from_settings(database, settings)
-    run_server(state, settings, tls=tls)
+    return stop_code(run_server(state, settings, tls=tls, sock=sock))
+
+
+def stop_code(stopped_by: int | None) -> int:
+    """The exit code of a server (``serve``, ``demo``, ``quickstart`` while serving) stopped by
+    signal ``stopped_by``: 130 (interrupted) for Ctrl-C (SIGINT), as the shell expects of a
+    command the user interrupted (a script's loop stops too); 0 for SIGTERM, how a service
+    manager (systemd, Docker) ends a server normally; 0 when it stopped on its own."""
+    return ExitCode.INTERRUPTED if stopped_by == signal.SIGINT else ExitCode.SUCCESS
 
 
 @click.command()
 @with_settings(HOST, PORT, TIMEZONE, IDLE, *NETWORK_OPTIONS)
-def serve(settings: Settings) -> None:
-    """Serve the CBS JSON API (/obs/api/json/), the agent API and the docs (/docs)."""
+def serve(settings: Settings) -> int:
+    """Serve the CBS JSON API (/obs/api/json/), the agent API and the docs (/docs) until
+    Ctrl-C (exit code 130) or SIGTERM (exit code 0)."""
     from opencbs.api.serve import tls_context
 
     tls_context(settings.tls_certificate, settings.tls_key)  # unusable files: exit 2 first
     database = open_database(settings)  # upgrades the schema first
     try:
-        serve_database(settings, database)
+        return serve_database(settings, database)
     finally:
         database.dispose()

@@ -39,6 +39,13 @@ full path, where ``*`` and ``?`` match ``/`` too (``*/.cache`` matches every ``.
    does not is still walked, and is emitted (just before its first kept descendant) only if
    something under it is kept. Sources are always emitted.
 
+Cache folders: a directory holding a valid ``CACHEDIR.TAG`` (a regular file, not a link, whose
+content begins with :data:`CACHEDIR_SIGNATURE`: the Cache Directory Tagging Specification,
+https://bford.info/cachedir/, written by pip, cargo, ccache, …) is backed up as the directory
+and that tag file only: its other contents are left out (as GNU tar's ``--exclude-caches``;
+restoring gives back the empty, still tagged folder). A tag without the signature is an
+ordinary file. This holds for every backup (``ScanFilter.exclude_caches``, on by default).
+
 Memory: the walk holds one sorted listing (``os.DirEntry`` per name) for each directory on the
 current path, plus the warnings and the incomplete directories.
 """
@@ -58,7 +65,12 @@ from opencbs.reports.vocabulary import EntryType
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Scan", "ScanFilter", "ScanWarning", "scan"]
+__all__ = ["CACHEDIR_SIGNATURE", "CACHEDIR_TAG", "Scan", "ScanFilter", "ScanWarning", "scan"]
+
+#: The name of a cache directory's tag file, and the bytes it begins with
+#: (https://bford.info/cachedir/).
+CACHEDIR_TAG = b"CACHEDIR.TAG"
+CACHEDIR_SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,13 +83,15 @@ class ScanWarning:
 
 @dataclass(frozen=True, slots=True)
 class ScanFilter:
-    """Include and exclude glob patterns over full paths (bytes); rules in the module docstring.
+    """Include and exclude glob patterns over full paths (bytes), and whether the contents of
+    folders tagged as caches are left out (``exclude_caches``); rules in the module docstring.
 
     Build one from text or bytes with :meth:`of`.
     """
 
     include: tuple[bytes, ...] = ()
     exclude: tuple[bytes, ...] = ()
+    exclude_caches: bool = True
 
     @classmethod
     def of(
@@ -211,6 +225,9 @@ class Scan:
         except OSError as error:
             self._incomplete.add(frame.path)
             yield self._warn(frame.path, f"cannot read directory: {_reason(error)}")
+        if self.filters.exclude_caches and _is_cache(children):
+            logger.debug("cache folder %s: its tag only", display_path(frame.path))
+            children = [c for c in children if c.name == CACHEDIR_TAG]
         children.sort(key=lambda child: child.name)
         frame.children = iter(children)
         stack.append(frame)
@@ -277,6 +294,21 @@ class Scan:
 def scan(sources: Iterable[bytes | str], filters: ScanFilter | None = None) -> Scan:
     """A :class:`Scan` of ``sources`` (paths as ``str`` or ``bytes``) with ``filters``."""
     return Scan(sources, filters)
+
+
+def _is_cache(children: list[os.DirEntry[bytes]]) -> bool:
+    """Whether a directory listing holds a valid ``CACHEDIR.TAG`` (a regular file beginning
+    with the signature); an unreadable tag is no tag (the folder is backed up)."""
+    tag = next((c for c in children if c.name == CACHEDIR_TAG), None)
+    if tag is None:
+        return False
+    try:
+        if not tag.is_file(follow_symlinks=False):
+            return False
+        with open(tag.path, "rb") as f:
+            return f.read(len(CACHEDIR_SIGNATURE)) == CACHEDIR_SIGNATURE
+    except OSError:
+        return False
 
 
 def _flush(stack: list[_Frame]) -> Iterator[Entry]:

@@ -106,6 +106,7 @@ class ScanProcess:
                 "sources": list(self.sources),
                 "include": list(self.filters.include),
                 "exclude": list(self.filters.exclude),
+                "exclude_caches": self.filters.exclude_caches,
             }
             try:
                 proc.stdin.write(marshal.dumps(job))
@@ -171,7 +172,8 @@ def _died(proc: subprocess.Popen[bytes], errors: IO[bytes]) -> str:
 def _child() -> None:
     """The helper process: read the job from stdin, write the walk to stdout."""
     job = marshal.loads(sys.stdin.buffer.read())
-    scan = Scan(job["sources"], ScanFilter(tuple(job["include"]), tuple(job["exclude"])))
+    filters = ScanFilter(tuple(job["include"]), tuple(job["exclude"]), job["exclude_caches"])
+    scan = Scan(job["sources"], filters)
     out = sys.stdout.buffer
     write = out.write
     batch: list[tuple[Any, ...]] = []

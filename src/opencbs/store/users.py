@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Row, bindparam, select, update
 
-from opencbs.errors import BackupUserNotFound, Conflict, InvalidInput
+from opencbs.errors import BackupUserNotFound, Conflict, InvalidInput, NotFound
+from opencbs.model.passwords import PasswordRule
 from opencbs.reports.vocabulary import AccountStatus, SystemRole
 from opencbs.security import hash_password
 from opencbs.store import lockouts
@@ -103,12 +104,27 @@ def check_name(name: str, what: str) -> None:
         raise InvalidInput(f"the {what} {name!r} begins or ends with a space", hint)
 
 
-def add_system_user(conn: Connection, name: str, password: str, role: SystemRole) -> SystemUser:
-    """Create a system user. Raises ``Conflict`` if the name exists, ``InvalidInput`` for an
-    empty password or a name against :func:`check_name`."""
+_DEFAULT_RULE = PasswordRule()
+
+
+def system_user_not_found(name: str) -> NotFound:
+    """The error for an unknown system user ``name`` (exit code 4)."""
+    return NotFound(f"no system user {name!r}", "see `opencbs sysuser list`")
+
+
+def add_system_user(
+    conn: Connection,
+    name: str,
+    password: str,
+    role: SystemRole,
+    *,
+    rule: PasswordRule = _DEFAULT_RULE,
+) -> SystemUser:
+    """Create a system user. Raises ``Conflict`` if the name exists, ``InvalidInput`` for a
+    name against :func:`check_name` or a password against ``rule`` (``model.passwords``; the
+    setting ``password_min_length`` makes it stricter)."""
     check_name(name, "system user name")
-    if not password:
-        raise InvalidInput("a system user needs a name and a password")
+    rule.check(password, name)
     if get_system_user(conn, name) is not None:
         raise Conflict(f"system user {name!r} exists already", "choose another name")
     conn.execute(
@@ -140,30 +156,33 @@ def list_system_users(conn: Connection) -> list[SystemUser]:
     return [_sysuser(r) for r in conn.execute(select(system_users).order_by(system_users.c.name))]
 
 
-def set_system_password(conn: Connection, name: str, password: str) -> None:
+def set_system_password(
+    conn: Connection, name: str, password: str, *, rule: PasswordRule = _DEFAULT_RULE
+) -> None:
     """Change a system user's password and unlock it (its status ``LOCKED`` and its lockout,
-    logged at WARNING). Raises ``InvalidInput`` if unknown."""
-    if not password:
-        raise InvalidInput("the password must not be empty")
-    res = conn.execute(
+    logged at WARNING). Raises ``NotFound`` if unknown, ``InvalidInput`` for a password against
+    ``rule`` (``model.passwords``)."""
+    if get_system_user(conn, name) is None:
+        raise system_user_not_found(name)
+    rule.check(password, name)
+    conn.execute(
         update(system_users)
         .where(system_users.c.name == name)
         .values(password_hash=hash_password(password))
     )
-    if res.rowcount == 0:
-        raise InvalidInput(f"no system user {name!r}", "see `opencbs sysuser list`")
     lockouts.clear(conn, lockouts.LockKind.SYSUSER, name, by="a change of its password")
 
 
 def set_system_status(conn: Connection, name: str, status: AccountStatus) -> None:
-    """Set a system user's status (ENABLE, SUSPENDED, LOCKED without end)."""
+    """Set a system user's status (ENABLE, SUSPENDED, LOCKED without end). Raises
+    ``NotFound`` if unknown."""
     res = conn.execute(
         update(system_users)
         .where(system_users.c.name == name)
         .values(status=status.value, failed_logins=0, locked_until=None)
     )
     if res.rowcount == 0:
-        raise InvalidInput(f"no system user {name!r}", "see `opencbs sysuser list`")
+        raise system_user_not_found(name)
 
 
 def record_login_success(conn: Connection, user: SystemUser) -> None:
@@ -199,14 +218,14 @@ def add_backup_user(
     email: str = "",
     client_type: str = "OBM",
     quota: int = 0,
+    rule: PasswordRule = _DEFAULT_RULE,
 ) -> BackupUser:
     """Create a backup user. ``LoginName`` is unique server-wide (§2): raises ``Conflict`` if
-    taken, ``InvalidInput`` for a name against :func:`check_name`, an empty password, a
-    negative quota (bytes), or an ``owner`` that is not a RESELLER system user (empty: the
-    admins)."""
+    taken, ``InvalidInput`` for a name against :func:`check_name`, a password against ``rule``
+    (``model.passwords``), a negative quota (bytes), or an ``owner`` that is not a RESELLER
+    system user (empty: the admins)."""
     check_name(login_name, "login name")
-    if not password:
-        raise InvalidInput("a backup user needs a login name and a password")
+    rule.check(password, login_name)
     if owner:
         reseller = get_system_user(conn, owner)
         if reseller is None or reseller.role is not SystemRole.RESELLER:
@@ -280,10 +299,12 @@ def list_backup_users(
     return [_backup_user(r) for r in conn.execute(q)]
 
 
-def set_backup_password(conn: Connection, login_name: str, password: str) -> None:
-    """Change a backup user's password. Raises ``BackupUserNotFound`` if unknown."""
-    if not password:
-        raise InvalidInput("the password must not be empty")
+def set_backup_password(
+    conn: Connection, login_name: str, password: str, *, rule: PasswordRule = _DEFAULT_RULE
+) -> None:
+    """Change a backup user's password. Raises ``BackupUserNotFound`` if unknown,
+    ``InvalidInput`` for a password against ``rule`` (``model.passwords``)."""
+    rule.check(password, login_name)
     res = conn.execute(
         update(backup_users)
         .where(backup_users.c.login_name == login_name)
