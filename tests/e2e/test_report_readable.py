@@ -182,7 +182,7 @@ def test_list_of_the_demo_jobs(demo: dict[str, str]) -> None:
 
 
 def test_a_user_without_jobs(demo: dict[str, str]) -> None:
-    ok(demo, "user", "add", "carol", "--password-stdin", stdin="carol-pw\n")
+    ok(demo, "user", "add", "carol", "--password-stdin", stdin="carol-password\n")
     assert ok(demo, "report", "--list", "--user", "carol") == "Backup jobs of carol: 0 jobs\n"
     assert json.loads(ok(demo, "report", "--list", "--user", "carol", "--json")) == []
     res = run(demo, "report", "latest", "--user", "carol")
@@ -200,7 +200,7 @@ class Bob:
     jobs: dict[str, list[dict[str, Any]]]  # set name -> the jobs `opencbs backup --json` ran
 
 
-MONITOR = {"SysUser": "monitor", "SysPwd": "monitor-pw"}
+MONITOR = {"SysUser": "monitor", "SysPwd": "monitor-password"}
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +208,7 @@ def bob(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bob]:
     """A served data directory where bob backed up "Docs" twice and "Photos" once."""
     root = tmp_path_factory.mktemp("report-bob")
     env = _env(root)
-    ok(env, "user", "add", "bob", "--password-stdin", stdin="bob-pw\n")
+    ok(env, "user", "add", "bob", "--password-stdin", stdin="bob-password\n")
     ok(env, "sysuser", "add", "monitor", "--role", "API_ONLY", "--password-stdin",
        stdin=MONITOR["SysPwd"] + "\n")  # fmt: skip
     port = free_port()
@@ -223,7 +223,7 @@ def bob(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bob]:
         **env,
         "OPENCBS_SERVER_URL": url,
         "OPENCBS_LOGIN_NAME": "bob",
-        "OPENCBS_PASSWORD": "bob-pw",
+        "OPENCBS_PASSWORD": "bob-password",
         "OPENCBS_ENCRYPTION_PASSWORD": "bob-repo",
     }
     try:
