@@ -40,6 +40,7 @@ from opencbs.cli.agent_options import (
 )
 from opencbs.cli.common import JSON, echo, note, print_json
 from opencbs.errors import ExitCode
+from opencbs.reports.wording import plural
 from opencbs.settings import Settings
 
 
@@ -96,7 +97,7 @@ def flush(settings: Settings, *, as_json: bool, password_stdin: bool) -> int:
         for d in results:
             echo(
                 f"{d.state.value}: {d.job_name} of backup set {d.set_id}, destination "
-                f"{d.destination_id} ({d.batches_sent} batches sent)"
+                f"{d.destination_id} ({plural(d.batches_sent, 'batch', 'batches')} sent)"
                 f"{'' if d.state is DeliveryState.DELIVERED else ': ' + d.message}"
             )
     dropped = [d for d in results if d.state is DeliveryState.DROPPED]
@@ -112,7 +113,7 @@ def flush(settings: Settings, *, as_json: bool, password_stdin: bool) -> int:
 
 
 def _reports(n: int) -> str:
-    return f"{n} report" if n == 1 else f"{n} reports"
+    return plural(n, "report")
 
 
 def _nothing(*, as_json: bool) -> None:

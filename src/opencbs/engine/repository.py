@@ -227,7 +227,7 @@ class Repository:
         3 passes, 64 MiB).
         """
         if storage.exists(KEYFILE_NAME):
-            raise RepositoryExists(repr(storage))
+            raise RepositoryExists(str(storage))
         _require_empty(storage)
         if pack_target_size < 1024:
             raise ValueError("pack_target_size must be at least 1 KiB")
@@ -267,7 +267,7 @@ class Repository:
         try:
             keyfile = storage.get(KEYFILE_NAME)
         except ObjectNotFound:
-            raise RepositoryNotFound(repr(storage)) from None
+            raise RepositoryNotFound(str(storage)) from None
         keys, kdf = unwrap_keys(keyfile, password)
         try:
             sealed = storage.get(CONFIG_NAME)
