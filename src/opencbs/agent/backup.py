@@ -389,8 +389,12 @@ def find_previous_snapshot(
         problem = _tree_problem(repo, info)
         if problem is None:
             return info
-        log.warning(
-            "snapshot %s cannot be read (%s): comparing with an older one", info.id, problem
+        # the caller that collects ``damaged`` reports it (a warn entry): said once
+        log.log(
+            logging.DEBUG if damaged is not None else logging.WARNING,
+            "snapshot %s cannot be read (%s): comparing with an older one",
+            info.id,
+            problem,
         )
         if damaged is not None:
             damaged.append(VerifyProblem(f"snapshot {info.id}", problem))
