@@ -218,6 +218,14 @@ def test_an_offline_backup_says_the_server_is_unreachable_once(
     assert "report spooled, not delivered" in res.stderr
     assert "WARNING" not in res.stderr and "ERROR" not in res.stderr
 
+    # a second one, with the first report still spooled: said once too
+    (src / "c.txt").write_bytes(b"gamma")
+    res = run(agent.env, "backup", "--set", "Docs")
+    assert res.returncode == 0, res.stderr
+    said = re.findall(r"cannot reach|could not be reached|unreachable", res.stderr)
+    assert len(said) == 1, res.stderr
+    assert "earlier report of the offline job of " in res.stderr and ": pending\n" in res.stderr
+
     # delivered later, said with its singular or plural
     agent.serve.start()
     flushed = run(agent.env, "agent", "flush")

@@ -212,12 +212,9 @@ def deliver_pending(
             if spool is not None:
                 spool.close()
             continue
-        out.append(result)
-        if result.state is DeliveryState.DELIVERED:
-            log.info("delivered the spooled report of %s", result.job_name)
-        elif result.state is DeliveryState.DROPPED:
-            log.warning("dropped the spooled report of %s: %s", result.job_name, result.message)
-        elif result.state is DeliveryState.PENDING:
+        out.append(result)  # the caller says what became of it (once)
+        log.debug("spooled report of %s: %s", result.job_name, result.state.value)
+        if result.state is DeliveryState.PENDING:
             break
     return out
 
@@ -354,7 +351,7 @@ def _finished_already(spool: JobSpool, job: JobRecord, finish: FinishRecord | No
 
 
 def _drop(spool: JobSpool, sent: int, why: str) -> Delivery:
-    log.warning("dropping the spooled report %s: %s", spool.path, why)
+    log.debug("dropping the spooled report %s: %s", spool.path, why)
     spool.remove()
     return _result(spool, DeliveryState.DROPPED, sent, why)
 

@@ -215,8 +215,9 @@ def print_job_messages(outcome: JobOutcome) -> None:
 
 
 def print_delivery_notes(outcome: JobOutcome, *, unreachable_told: bool = False) -> None:
-    """On stderr: the earlier spooled reports delivered first (a running job of the same set
-    is said to be running, once; those of other sets are not this job's news), and, when this
+    """On stderr: the earlier spooled reports delivered first (a dropped one as a warning; a
+    running job of the same set is said to be running, once; those of other sets are not this
+    job's news; a pending one without its why when ``unreachable_told``), and, when this
     job's report could not be delivered, "report spooled, not delivered" with where and why —
     without the why when the job ran offline and ``unreachable_told`` (the caller said already
     that the server cannot be reached) — or, when it could not be spooled either, an error
@@ -235,9 +236,15 @@ def print_delivery_notes(outcome: JobOutcome, *, unreachable_told: bool = False)
     for d in outcome.flushed:
         if d.state is DeliveryState.RUNNING:
             continue
+        if d.state is DeliveryState.DROPPED:
+            note(f"opencbs: warning: the earlier report of {d.job_name} was dropped: {d.message}")
+            continue
+        quiet = d.state is DeliveryState.DELIVERED or (
+            d.state is DeliveryState.PENDING and unreachable_told  # why: said already
+        )
         note(
             f"opencbs: earlier report of {d.job_name}: {d.state.value}"
-            f"{'' if d.state is DeliveryState.DELIVERED else ': ' + d.message}"
+            f"{'' if quiet else ': ' + d.message}"
         )
     if outcome.report_lost:
         note(f"opencbs: error: {outcome.report_error}")
