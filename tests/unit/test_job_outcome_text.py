@@ -12,15 +12,16 @@ from typing import cast
 import pytest
 
 from opencbs.agent.client import AgentClient
-from opencbs.agent.job import _summary
+from opencbs.agent.job import JobOutcome, _summary
 from opencbs.agent.report import MAX_MESSAGES, JobMessage, ReportStream
+from opencbs.cli.backup_run import print_job_messages
 from opencbs.destinations import LocalStorage
 from opencbs.engine.classify import Change, Reason, change_detail
 from opencbs.engine.crypto import KdfParams
 from opencbs.engine.entries import Entry
 from opencbs.engine.repository import Repository, RepositoryExists, RepositoryNotFound
 from opencbs.model.jobs import JobRef
-from opencbs.reports.vocabulary import EntryType, LogType, ReportList
+from opencbs.reports.vocabulary import EntryType, JobStatus, LogType, ReportList
 from opencbs.reports.wording import plural
 
 FAST_KDF = KdfParams(time_cost=1, memory_kib=8, parallelism=1)
@@ -91,3 +92,20 @@ def test_a_destination_is_named_by_its_folder(tmp_path: Path) -> None:
         Repository.init(storage, "pw", kdf=FAST_KDF)
     for exc in (missing.value, exists.value):
         assert str(tmp_path / "dest") in str(exc) and "LocalStorage(" not in str(exc)
+
+
+def test_the_cli_says_each_message_once_and_how_many_more(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    kept = tuple(JobMessage(LogType.WARN, f"/f{i}: vanished") for i in range(MAX_MESSAGES))
+    outcome = JobOutcome(
+        JobRef("1", "2", "2026-01-01-00-00-00"),
+        JobStatus.STOP_SUCCESS_WITH_WARNING,
+        "abc",
+        warnings=MAX_MESSAGES + 1,
+        messages=kept,
+    )
+    print_job_messages(outcome)
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "opencbs: warning: /f0: vanished" and len(err) == MAX_MESSAGES + 1
+    assert err[-1].startswith("opencbs: warning: 1 more warning or error in the report of job")

@@ -210,7 +210,8 @@ def print_job_messages(outcome: JobOutcome) -> None:
     if more > 0:
         note(
             f"opencbs: warning: {plural(more, 'more warning or error', 'more warnings and errors')}"
-            f" in the report of job {outcome.ref.job_id} (`opencbs report {outcome.ref.job_id}`)"
+            f" in the report of job {outcome.ref.job_id} on the server (`opencbs report "
+            f"{outcome.ref.job_id} --user LOGIN`)"
         )
 
 
