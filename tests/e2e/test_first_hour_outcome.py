@@ -236,7 +236,9 @@ def test_an_offline_backup_says_the_server_is_unreachable_once(
 
 
 def _job_spools(data: Path) -> list[Path]:
-    return [p for p in data.glob("agent-spool/*/*-*-*") if p.is_dir()]
+    """The job folders of the report spool whose job record is written (the job holds the
+    folder's lock by then: ``agent.spool.JobSpool.create``)."""
+    return [p for p in data.glob("agent-spool/*/*-*-*") if (p / "job.json").exists()]
 
 
 def test_another_running_job_of_the_set_is_not_an_earlier_report(
