@@ -585,7 +585,9 @@ def prepare_template(
     dest = dbs.root / "destination"
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
-    args = ("set", "add", OWNER, "hostile-set", "--source", "/srv/share")
+    share = dbs.root / "share"  # a new set's sources must exist (the reports name /srv/share)
+    share.mkdir(exist_ok=True)
+    args = ("set", "add", OWNER, "hostile-set", "--source", str(share))
     made = json.loads(cli(env, url, *args, "--destination", str(dest), "--json"))
     set_id, dest_id = str(made["ID"]), str(made["DestinationList"][0]["Id"])
     server = Server(env, url, dbs.root / "template-serve.log").start()

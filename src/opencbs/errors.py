@@ -60,8 +60,8 @@ _MEANINGS: dict[ExitCode, str] = {
         "damaged (`verify` found problems)"
     ),
     ExitCode.JOB_FAILED: (
-        "a backup job ended `BS_STOP_BY_SYSTEM_ERROR` (the destination failed, or the walk of "
-        "the sources did)"
+        "a backup job ended `BS_STOP_BY_SYSTEM_ERROR` (the destination failed, the walk of the "
+        "sources did, or none of the sources could be read)"
     ),
     ExitCode.INCOMPLETE: (
         "completed with some paths not restored: `restore` wrote everything else and named "

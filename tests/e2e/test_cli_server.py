@@ -255,6 +255,7 @@ def test_users_and_sets_from_the_command_line(tmp_path: Path) -> None:
     assert isinstance(row["UserId"], str)
 
     src, dest = tmp_path / "src", tmp_path / "repo"
+    src.mkdir()  # a new set's sources must exist
     added = json.loads(
         ok(
             env,

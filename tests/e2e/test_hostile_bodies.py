@@ -51,6 +51,7 @@ def _start(root: Path) -> Server:
     pw = "--password-stdin"
     ok(env, "sysuser", "add", "monitor", "--role", "API_ONLY", pw, stdin="monitor-pw\n")
     ok(env, "user", "add", ALICE[0], pw, stdin=ALICE[1] + "\n")
+    (root / "src").mkdir(exist_ok=True)  # a new set's sources must exist
     ok(env, "set", "add", "alice", "Docs", "--source", str(root / "src"), "--destination",
        str(root / "repo"))  # fmt: skip
     port = free_port()

@@ -19,7 +19,7 @@ from opencbs.agent.snapshot_lookup import (
     set_names,
 )
 from opencbs.engine.repository import Repository, SnapshotInfo, SnapshotMeta
-from opencbs.reports.wording import counted
+from opencbs.reports.wording import plural
 
 IDS = ["abcdef01" + "0" * 56, "abcdef01" + "1" * 56, "12345678" + "2" * 56]
 
@@ -88,6 +88,6 @@ def test_set_names_recorded_newest_first_then_accepted() -> None:
 
 
 def test_counts_say_one_in_the_singular() -> None:
-    assert [counted(n, "problem") for n in (0, 1, 2)] == ["0 problems", "1 problem", "2 problems"]
-    assert counted(1, "directory", "directories") == "1 directory"
-    assert counted(3, "directory", "directories") == "3 directories"
+    assert [plural(n, "problem") for n in (0, 1, 2)] == ["0 problems", "1 problem", "2 problems"]
+    assert plural(1, "directory", "directories") == "1 directory"
+    assert plural(3, "directory", "directories") == "3 directories"

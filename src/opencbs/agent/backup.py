@@ -12,15 +12,19 @@
    ``agent.channel``), and commits the snapshot (last: nothing refers to it until then).
 
 Outcomes (:meth:`BackupJob.run`): soft errors (``warn`` entries, ``agent.reading``) end the job
-``BS_STOP_SUCCESS_WITH_WARNING``. Destination failures (``DestinationError``,
-``RepositoryError``, a wrong password included) end it ``BS_STOP_BY_SYSTEM_ERROR`` with an
-``error`` log entry and no snapshot, as does the scan's helper process dying; a set ``cancel``
-event ends it ``BS_STOP_BY_USER`` with no snapshot. A damaged snapshot in the repository is
-skipped (a ``warn`` entry names it; ``Repository.verify`` reports it) and never blocks the job.
-Neither does a snapshot list (``engine.manifest``) that shows a removed snapshot or a rollback
-(an older list than the agent remembers in ``JobOptions.state_dir``): each problem is a ``warn``
-entry and a warning on stderr, the backup goes on, and the list it commits (a generation above
-the one remembered) names what is stored now; the agent then remembers that list.
+``BS_STOP_SUCCESS_WITH_WARNING``. When the scan could read none of the set's sources (each
+missing or unreadable: a ``warn`` entry each, ``agent.reading``), there is nothing to back up:
+the job ends ``BS_STOP_BY_SYSTEM_ERROR`` with an ``error`` log entry naming them and commits no
+snapshot (restic's rule: a backup of nothing is a failure, not an empty snapshot). Destination
+failures (``DestinationError``, ``RepositoryError``, a wrong password included) end it
+``BS_STOP_BY_SYSTEM_ERROR`` with an ``error`` log entry and no snapshot, as does the scan's
+helper process dying; a set ``cancel`` event ends it ``BS_STOP_BY_USER`` with no snapshot. A
+damaged snapshot in the repository is skipped (a ``warn`` entry names it;
+``Repository.verify`` reports it) and never blocks the job. Neither does a snapshot list
+(``engine.manifest``) that shows a removed snapshot or a rollback (an older list than the agent
+remembers in ``JobOptions.state_dir``): each problem is a ``warn`` entry (which the CLI says on
+stderr, from ``JobOutcome.messages``), the backup goes on, and the list it commits (a generation
+above the one remembered) names what is stored now; the agent then remembers that list.
 
 Dedupe figures (cbs-api.md §5): ``DedupeOriginalSize`` = original bytes of every file read
 this job (new and updated content examined); ``DedupeSaving`` = of those, bytes whose chunks
@@ -76,7 +80,7 @@ from opencbs.engine.classify import (
     path_sort_key,
     resolve_sources,
 )
-from opencbs.engine.entries import Entry
+from opencbs.engine.entries import Entry, display_path
 from opencbs.engine.manifest import load_anchor, remember
 from opencbs.engine.repo_errors import ChunkNotFound, CorruptData, RepositoryError
 from opencbs.engine.repo_verify import VerifyProblem
@@ -85,8 +89,9 @@ from opencbs.engine.scan import ScanFilter
 from opencbs.engine.scan_process import ScanAborted, ScanProcess
 from opencbs.engine.snapshot_format import TreeItem
 from opencbs.reports.vocabulary import FILE_LISTS, JobStatus, LogType, ReportList
+from opencbs.reports.wording import plural
 
-__all__ = ["BackupJob", "JobResult", "find_previous_snapshot"]
+__all__ = ["NOTHING_BACKED_UP", "BackupJob", "JobResult", "NoSourceRead", "find_previous_snapshot"]
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +156,8 @@ class BackupJob:
             return self._failed(f"Destination error: {exc}")
         except ScanAborted as exc:  # the scan's helper process died (engine.scan_process)
             return self._failed(f"Scan error: {exc}")
+        except NoSourceRead as exc:
+            return self._failed(str(exc))
         finally:
             self.entries.close()
         report = self.channel.report
@@ -163,7 +170,7 @@ class BackupJob:
         return self._result(status, snapshot_id, "")
 
     def _failed(self, message: str) -> JobResult:
-        log.error("%s", message)
+        log.debug("%s", message)  # the outcome says it (its message and the error entry)
         self.channel.log(LogType.ERROR, message)
         return self._result(JobStatus.STOP_BY_SYSTEM_ERROR, None, message)
 
@@ -205,6 +212,8 @@ class BackupJob:
         result = classify_pairs(pairs, lambda: scan.incomplete_dirs)
         writer.flush()
         self._check_cancel()
+        if scan.sources and reader.unread_sources.issuperset(scan.sources):
+            raise NoSourceRead(scan.sources)
         if result.sources_wanted and previous is not None:  # name the copies' sources
             result = resolve_sources(result, (e for e, _ in repo.load_snapshot(previous.id)[1]))
         self._send_changes(reader, result)
@@ -240,8 +249,8 @@ class BackupJob:
         if missing:
             self.channel.log(
                 LogType.WARN,
-                f"{len(missing)} packs are missing from the "
-                "destination; their data is stored again; run a verify",
+                f"{plural(len(missing), 'pack')} missing from the "
+                "destination; the data is stored again; run a verify",
             )
         self._check_list(repo)
         return repo, bool(missing)
@@ -252,7 +261,7 @@ class BackupJob:
         state_dir = self.options.state_dir
         anchor = load_anchor(state_dir, repo.config.repo_id) if state_dir is not None else None
         for subject, message in repo.check_snapshot_list(anchor).problems:
-            log.warning("destination's %s: %s", subject, message)
+            log.debug("destination's %s: %s", subject, message)  # the warn entry says it
             self.channel.log(
                 LogType.WARN,
                 f"The destination's {subject}: {message}. It was changed outside opencbs or "
@@ -268,7 +277,7 @@ class BackupJob:
         try:
             remember(state_dir, repo.config.repo_id, recorded)
         except OSError as exc:
-            log.warning("cannot remember the snapshot list in %s: %s", state_dir, exc)
+            log.debug("cannot remember the snapshot list in %s: %s", state_dir, exc)
             self.channel.log(
                 LogType.WARN,
                 f"Cannot remember the destination's snapshot list in {state_dir} "
@@ -318,6 +327,27 @@ class BackupJob:
             raise JobCancelled()
 
 
+class NoSourceRead(Exception):
+    """None of the set's ``sources`` (absolute, bytes) could be read: each is missing or
+    unreadable (the scan warned about each). The message says so, naming them."""
+
+    def __init__(self, sources: tuple[bytes, ...]) -> None:
+        if len(sources) == 1:
+            text = f"the source {display_path(sources[0])} is missing or unreadable"
+        else:
+            shown = ", ".join(display_path(s) for s in sources[:_NAMED_SOURCES])
+            if len(sources) > _NAMED_SOURCES:
+                shown += f" and {len(sources) - _NAMED_SOURCES} more"
+            text = f"none of the {len(sources)} sources can be read ({shown})"
+        super().__init__(f"{NOTHING_BACKED_UP}: {text}; no snapshot was committed")
+
+
+#: How the message of a job that could read none of its sources begins (``NoSourceRead``).
+NOTHING_BACKED_UP = "Nothing backed up"
+#: Sources a ``NoSourceRead`` message names at most.
+_NAMED_SOURCES = 5
+
+
 def _keeping_previous(pairs: Iterator[Pair], kept: dict[bytes, Entry]) -> Iterator[Pair]:
     """``pairs`` as they are, the previous entry of each path whose attributes changed kept in
     ``kept`` (by path), for :func:`change_event`."""
@@ -360,8 +390,12 @@ def find_previous_snapshot(
         problem = _tree_problem(repo, info)
         if problem is None:
             return info
-        log.warning(
-            "snapshot %s cannot be read (%s): comparing with an older one", info.id, problem
+        # the caller that collects ``damaged`` reports it (a warn entry): said once
+        log.log(
+            logging.DEBUG if damaged is not None else logging.WARNING,
+            "snapshot %s cannot be read (%s): comparing with an older one",
+            info.id,
+            problem,
         )
         if damaged is not None:
             damaged.append(VerifyProblem(f"snapshot {info.id}", problem))

@@ -53,6 +53,7 @@ from opencbs.engine.repository import Repository
 from opencbs.model.jobs import JobRef
 from opencbs.reports.timefmt import job_id_at, local_zone
 from opencbs.reports.vocabulary import JobMode, JobStatus, LogType
+from opencbs.reports.wording import plural
 
 __all__ = ["JobChannel", "ReportFate", "Started"]
 
@@ -109,6 +110,7 @@ class JobChannel:
         self.retry_delays = retry_delays
         self.cancel = cancel
         self.durable = durable
+        self.offline = offline
         self.report = ReportStream(
             client,
             ref,
@@ -194,7 +196,7 @@ class JobChannel:
                 total_file_size=snap.bytes_seen,
             )
         except (ServerUnreachable, AgentApiError) as exc:
-            log.warning("progress not delivered: %s", exc.message)
+            log.debug("progress not delivered: %s", exc.message)
 
     def finish(
         self, status: JobStatus, *, dedupe_original_size: int, dedupe_saving: int
@@ -211,7 +213,7 @@ class JobChannel:
             try:
                 self.spool.write_finish(finish)
             except SpoolError as exc:
-                log.error("the job's finish cannot be spooled: %s", exc)
+                log.debug("the job's finish cannot be spooled: %s", exc)  # in the fate
                 spool_failure = str(exc)
         if self.report.delivered:  # finishing a job whose report misses a batch would lie
             try:
@@ -288,14 +290,16 @@ class JobChannel:
                 ), False
             closed = "with a note that the rest is lost"
         except SpoolError as exc:
-            log.error("the job report cannot be closed in the spool: %s", exc)
+            log.debug("the job report cannot be closed in the spool: %s", exc)  # in the fate
             closed = "the server will close the job as BS_BACKUP_NOT_FINISHED"
         lost = (
             "its finish is lost" if batches_whole else f"the report from batch {spooled} on is lost"
         )
+        be = "is" if spooled == 1 else "are"
         return (
-            f"{lost}; the {spooled} batches before are kept in {self.spool.path} "
-            f"({closed}) and are delivered by the next backup or `opencbs agent flush`"
+            f"{lost}; the {plural(spooled, 'batch', 'batches')} before {be} kept in "
+            f"{self.spool.path} ({closed}) and {be} delivered by the next backup or "
+            "`opencbs agent flush`"
         ), True
 
 
@@ -318,7 +322,8 @@ def _start_on_server(
     except ServerUnreachable as exc:
         if not durable:
             raise
-        log.warning("server unreachable at the job start; the report is spooled: %s", exc.message)
+        # said once, by the caller (the sets as last seen, or the report's fate at the end)
+        log.debug("server unreachable at the job start; the report is spooled: %s", exc.message)
         ref = JobRef(r.set_id, r.destination_id, job_id_at(r.start_ms, zone))
         return ref, f"the server could not be reached at the start ({exc.message})"
     spool.set_job_id(job.ref.job_id)

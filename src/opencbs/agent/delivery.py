@@ -30,9 +30,11 @@ record whose lock is free belongs to a job whose agent died (SIGKILL, power loss
 spool the rest of the report (disk full): delivery adds an ``end`` log entry and finishes it as
 ``BS_BACKUP_NOT_FINISHED`` (cbs-api.md §4).
 
-Concurrency: a delivery takes a job folder's lock without waiting and skips a busy folder
-("busy"), so two agents (a backup run and ``opencbs agent flush``) never deliver the same job at
-once.
+Concurrency: a delivery takes a job folder's lock without waiting and skips a folder another
+process holds, so two agents (a backup run and ``opencbs agent flush``) never deliver the same
+job at once: ``running`` when it has no finish record (its job holds the folder while it runs:
+another backup running now, not an earlier report), else ``busy`` (another process is
+delivering it).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from opencbs.agent.spool import (
 from opencbs.agent.targets import list_sets
 from opencbs.model.jobs import JobRecord, JobRef
 from opencbs.reports.vocabulary import JobMode, JobStatus, LogType
+from opencbs.reports.wording import plural
 
 __all__ = [
     "Delivery",
@@ -83,7 +86,8 @@ class DeliveryState(Enum):
     DELIVERED = "delivered"  #: the server has it all; the folder is removed
     PENDING = "pending"  #: the server is unreachable (or failing): the folder stays
     DROPPED = "dropped"  #: the server refuses it (job closed, set gone): folder removed
-    BUSY = "busy"  #: another process holds the folder (a running job): not touched
+    RUNNING = "running"  #: its job is still running (it holds the folder): not touched
+    BUSY = "busy"  #: another process is delivering it (``agent flush``): not touched
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,11 +107,15 @@ class Delivery:
     @property
     def job_name(self) -> str:
         """``job <ID>``, or, for a job never started on the server, ``the offline job of
-        <local start time>`` (for messages)."""
+        <local start time>`` (``the job started at <local start time>`` while it runs: it may
+        be starting on the server now) (for messages)."""
         if self.job_id is not None:
             return f"job {self.job_id}"
         when = datetime.fromtimestamp(self.start_ms / 1000).astimezone()
-        return f"the offline job of {when.isoformat(sep=' ', timespec='seconds')}"
+        shown = when.isoformat(sep=" ", timespec="seconds")
+        if self.state is DeliveryState.RUNNING:
+            return f"the job started at {shown}"
+        return f"the offline job of {shown}"
 
 
 Retry = Callable[[Callable[[], Any], str], Any]
@@ -136,7 +144,9 @@ def deliver_job(
     ``ServerUnreachable`` and retryable errors (after ``retry_delays``) give ``PENDING``.
     Raises ``SpoolError`` for a damaged folder."""
     if not spool.try_lock():
-        return _result(spool, DeliveryState.BUSY, 0, "in use by another process")
+        if spool.finish() is None:  # a job holds its folder while it runs, until its finish
+            return _result(spool, DeliveryState.RUNNING, 0, "its job is still running")
+        return _result(spool, DeliveryState.BUSY, 0, "being delivered by another process")
     retry = _retrying(retry_delays, wait)
     sent = 0
     try:
@@ -202,12 +212,9 @@ def deliver_pending(
             if spool is not None:
                 spool.close()
             continue
-        out.append(result)
-        if result.state is DeliveryState.DELIVERED:
-            log.info("delivered the spooled report of %s", result.job_name)
-        elif result.state is DeliveryState.DROPPED:
-            log.warning("dropped the spooled report of %s: %s", result.job_name, result.message)
-        elif result.state is DeliveryState.PENDING:
+        out.append(result)  # the caller says what became of it (once)
+        log.debug("spooled report of %s: %s", result.job_name, result.state.value)
+        if result.state is DeliveryState.PENDING:
             break
     return out
 
@@ -338,12 +345,13 @@ def _finished_already(spool: JobSpool, job: JobRecord, finish: FinishRecord | No
         spool,
         0,
         f"the server closed job {job.ref.job_id} as {job.status} and takes no "
-        f"more entries ({max(missing, 0)} batches of its report not delivered)",
+        f"more entries ({plural(max(missing, 0), 'batch', 'batches')} of its report not "
+        "delivered)",
     )
 
 
 def _drop(spool: JobSpool, sent: int, why: str) -> Delivery:
-    log.warning("dropping the spooled report %s: %s", spool.path, why)
+    log.debug("dropping the spooled report %s: %s", spool.path, why)
     spool.remove()
     return _result(spool, DeliveryState.DROPPED, sent, why)
 

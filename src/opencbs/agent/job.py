@@ -34,6 +34,7 @@ from opencbs.agent.delivery import Delivery, deliver_pending
 from opencbs.agent.job_values import (
     ChangeEvent,
     JobCancelled,
+    JobMessage,
     JobOptions,
     JobOutcome,
     OnChange,
@@ -41,10 +42,12 @@ from opencbs.agent.job_values import (
     Progress,
 )
 from opencbs.agent.targets import backup_set
+from opencbs.reports.wording import plural
 
 __all__ = [
     "ChangeEvent",
     "JobCancelled",
+    "JobMessage",
     "JobOptions",
     "JobOutcome",
     "OnChange",
@@ -111,20 +114,38 @@ def _outcome(
     channel: JobChannel, result: JobResult, fate: ReportFate, flushed: tuple[Delivery, ...]
 ) -> JobOutcome:
     """The outcome of a finished job: its body's ``result``, its report's ``fate`` and the
-    earlier reports delivered first."""
+    earlier reports delivered first; ``message`` as ``JobOutcome`` says."""
+    report = channel.report
     return JobOutcome(
         channel.ref,
         result.status,
         result.snapshot_id,
         counts=result.counts,
-        warnings=channel.report.warnings,
-        errors=channel.report.errors,
+        warnings=report.warnings,
+        errors=report.errors,
         dedupe_original_size=result.dedupe_original_size,
         dedupe_saving=result.dedupe_saving,
-        message=result.message,
+        message=result.message or _summary(report.warnings, report.errors, report.messages),
         report_delivered=fate.delivered,
         report_error=fate.error,
         report_spool=fate.spool,
         flushed=flushed,
         report_lost=fate.lost,
+        ran_offline=bool(channel.offline),
+        messages=tuple(report.messages),
     )
+
+
+def _summary(warnings: int, errors: int, messages: list[JobMessage]) -> str:
+    """How a completed job with ``warnings`` and ``errors`` (log entries) went, for a person:
+    ``completed with 1 warning: <its text>``, ``completed with 3 warnings and 1 error; the
+    first: <text>``; ``""`` without either."""
+    counted = [plural(n, word) for n, word in ((warnings, "warning"), (errors, "error")) if n]
+    if not counted:
+        return ""
+    said = f"completed with {' and '.join(counted)}"
+    if not messages:
+        return said
+    if warnings + errors == 1:
+        return f"{said}: {messages[0].text}"
+    return f"{said}; the first: {messages[0].text}"

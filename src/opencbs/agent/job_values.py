@@ -16,6 +16,7 @@ from pathlib import Path
 
 from opencbs.agent.client import AgentClient
 from opencbs.agent.delivery import Delivery
+from opencbs.agent.report import JobMessage
 from opencbs.agent.retry import DEFAULT_RETRY_DELAYS
 from opencbs.destinations.base import Storage
 from opencbs.engine.classify import Reason
@@ -28,6 +29,7 @@ __all__ = [
     "PROGRESS_INTERVAL",
     "ChangeEvent",
     "JobCancelled",
+    "JobMessage",
     "JobOptions",
     "JobOutcome",
     "OnChange",
@@ -136,7 +138,13 @@ class JobOutcome:
     backup itself is what ``status`` and ``snapshot_id`` say: a committed snapshot is a good
     backup either way. ``report_lost``: the report could be neither delivered nor spooled whole
     (the agent's disk refused it while the server was away): ``report_error`` says so and what
-    part is kept (in ``report_spool``)."""
+    part is kept (in ``report_spool``). ``ran_offline``: the job could not be started on the
+    server (it ran with its report spooled from the start; ``report_error`` says why).
+
+    ``messages``: the job's ``warn`` and ``error`` log entries for a person, in order, the
+    first ``agent.report.MAX_MESSAGES`` of them (``warnings`` and ``errors`` count them all).
+    ``message`` says how the job ended for a person: why it did not complete, or, for a job
+    with warnings or errors, how many and the first one's text; ``""`` for a clean success."""
 
     ref: JobRef
     status: JobStatus
@@ -153,3 +161,5 @@ class JobOutcome:
     report_spool: str = ""
     flushed: tuple[Delivery, ...] = ()
     report_lost: bool = False
+    ran_offline: bool = False
+    messages: tuple[JobMessage, ...] = ()

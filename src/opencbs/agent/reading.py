@@ -110,6 +110,8 @@ class SourceReader:
         # the last files stored, whose compressed size may still be computed by the writer
         self.results: deque[tuple[bytes, FileResult]] = deque()
         self.missing_chunks: dict[bytes, tuple[bytes, ...]] = {}  # previous-only files
+        #: The scan's sources it warned about (missing, unreadable: nothing read under them).
+        self.unread_sources: set[bytes] = set()
 
     def pairs(
         self, writer: Writer, scan: ScanProcess, previous: Iterator[TreeItem]
@@ -117,9 +119,11 @@ class SourceReader:
         """Yield ``(previous, current)`` pairs of ``previous`` (the previous snapshot's
         entries with their chunk IDs, in walk order) and ``scan``, every current regular
         file's content id known (read through ``writer`` when needed); spool the current
-        entries with their chunk IDs for the snapshot. Scan warnings become ``warn`` entries.
-        Raises ``JobCancelled``, and the destination's errors."""
+        entries with their chunk IDs for the snapshot. Scan warnings become ``warn`` entries; a
+        source the scan warns about is added to :attr:`unread_sources`. Raises
+        ``JobCancelled``, and the destination's errors."""
         prev_chunks: dict[bytes, tuple[bytes, ...]] = {}
+        roots = frozenset(scan.sources)
 
         def previous_entries() -> Iterator[Entry]:
             for entry, chunk_ids in previous:
@@ -130,6 +134,8 @@ class SourceReader:
             for item in scan:
                 if isinstance(item, ScanWarning):
                     self.channel.log(LogType.WARN, f"{display_path(item.path)}: {item.message}")
+                    if item.path in roots:
+                        self.unread_sources.add(item.path)
                     continue
                 yield item
 

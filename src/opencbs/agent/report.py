@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 from opencbs.agent.client import AgentApiError, AgentClient, ServerUnreachable
 from opencbs.agent.client import Entry as ReportEntry
@@ -29,7 +30,14 @@ from opencbs.agent.spool import JobSpool, SpoolError
 from opencbs.model.jobs import JobRef
 from opencbs.reports.vocabulary import LogType, ReportList
 
-__all__ = ["DEFAULT_BATCH_SIZE", "MAX_BATCH_BYTES", "MAX_QUEUED_BATCHES", "ReportStream"]
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "MAX_BATCH_BYTES",
+    "MAX_MESSAGES",
+    "MAX_QUEUED_BATCHES",
+    "JobMessage",
+    "ReportStream",
+]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +57,20 @@ def entry_bytes(entry: ReportEntry) -> int:
     text (UTF-8 takes 4 at most, a JSON escape 6) and 256 for its keys and numbers."""
     chars = len(entry.type) + len(entry.path) + len(entry.message) + len(entry.from_path or "")
     return _ENTRY_OVERHEAD + _CHAR_BYTES * chars
+
+
+#: The ``warn`` and ``error`` log entries of a job kept as :class:`JobMessage` at most (the
+#: first ones; the counts go on): what ``opencbs backup`` prints and ``--json`` lists.
+MAX_MESSAGES = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class JobMessage:
+    """One ``warn`` or ``error`` log entry of a job, for a person: its ``type`` (``LogType``)
+    and ``text`` (the entry's message, as the server's report shows it)."""
+
+    type: LogType
+    text: str
 
 
 #: Batches waiting for the background sender (``ReportStream(background=True)``) at most.
@@ -96,6 +118,8 @@ class ReportStream:
         self.entries_sent = 0
         self.warnings = 0
         self.errors = 0
+        #: The first ``MAX_MESSAGES`` ``warn`` and ``error`` log entries, in order.
+        self.messages: list[JobMessage] = []
         self.retry_delays = tuple(retry_delays)
         self.wait = wait
         #: Why the report could not be delivered (``None`` while it is being delivered).
@@ -120,7 +144,7 @@ class ReportStream:
     def fail(self, reason: str) -> None:
         """Stop delivering (the first reason is kept); queued entries are dropped."""
         if self.failure is None:
-            log.error("the job report cannot be delivered: %s", reason)
+            log.debug("the job report cannot be delivered: %s", reason)
             self.failure = reason
         if self.spool is None:
             self._buffer = []  # with a spool, queued entries are spooled by the next flush
@@ -137,10 +161,16 @@ class ReportStream:
         if entry.lst is ReportList.LOG:
             if entry.type == LogType.WARN.value:
                 self.warnings += 1
+                self._keep(LogType.WARN, entry.message)
             elif entry.type == LogType.ERROR.value:
                 self.errors += 1
+                self._keep(LogType.ERROR, entry.message)
         if len(self._buffer) >= self.batch_size:
             self.flush()
+
+    def _keep(self, log_type: LogType, text: str) -> None:
+        if len(self.messages) < MAX_MESSAGES:
+            self.messages.append(JobMessage(log_type, text))
 
     def log(self, log_type: LogType, message: str) -> None:
         """Queue a log entry stamped now."""
@@ -182,7 +212,7 @@ class ReportStream:
                 self.spool.write_batch(self.batches_spooled, entries)
                 self.batches_spooled += 1
             except SpoolError as exc:  # the agent's disk: sending goes on without a spool
-                log.error("the job report can no longer be spooled: %s", exc)
+                log.debug("the job report can no longer be spooled: %s", exc)  # in the fate
                 self.spool_failure = str(exc)
                 self.spool = None
         if self.failure is not None:
@@ -197,7 +227,7 @@ class ReportStream:
             )
         except (ServerUnreachable, AgentApiError) as exc:
             if self.failure is None:
-                log.error(
+                log.debug(
                     "the job report cannot be delivered: %s", f"batch {batch_no}: {exc.message}"
                 )
                 self.failure = f"batch {batch_no}: {exc.message}"

@@ -86,7 +86,7 @@ from opencbs.engine.repo_errors import (
 )
 from opencbs.engine.repository import Repository, SnapshotInfo
 from opencbs.reports.vocabulary import EntryType
-from opencbs.reports.wording import counted
+from opencbs.reports.wording import plural
 
 __all__ = [
     "FAILED_LISTED",
@@ -210,7 +210,7 @@ class RestoreIncomplete(CorruptData):
         more = f" and {len(result.damaged) - 1} more" if len(result.damaged) > 1 else ""
         super().__init__(
             f"Restore incomplete: {first.path} is damaged ({first.message}){more}; "
-            f"{counted(result.files, 'file')} restored"
+            f"{plural(result.files, 'file')} restored"
         )
         self.result = result
 
@@ -587,7 +587,7 @@ class _Restorer:
         if entry.content_id is not None and hasher.digest() != entry.content_id:
             raise CorruptData("content does not match its ID")
         if size != entry.size:
-            raise CorruptData(f"{counted(size, 'byte')} restored, {entry.size} expected")
+            raise CorruptData(f"{plural(size, 'byte')} restored, {entry.size} expected")
         os.ftruncate(fd, size)  # a trailing hole: the size is set here
         return size
 

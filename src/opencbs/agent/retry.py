@@ -47,6 +47,8 @@ def call_with_retries(
         except (ServerUnreachable, AgentApiError) as exc:
             if attempt >= len(delays) or not is_transient(exc):
                 raise
-            log.warning("%s failed (%s); retrying in %.1f s", what, exc.message, delays[attempt])
+            log.debug(  # the final failure is said by the caller, once
+                "%s failed (%s); retrying in %.1f s", what, exc.message, delays[attempt]
+            )
             wait(delays[attempt])
             attempt += 1

@@ -130,6 +130,14 @@ class FinishRecord:
     dedupe_saving: int = 0
 
 
+def _damage(exc: Exception) -> str:
+    """What is wrong with a spooled record, for a person (never a Python repr): ``missing
+    field 'x'`` for a ``KeyError``, else the exception's text."""
+    if isinstance(exc, KeyError):
+        return f"missing field {exc.args[0]!s}" if exc.args else "missing field"
+    return str(exc) or type(exc).__name__
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     """``path`` holds ``data`` whole, or keeps its old content. Raises ``SpoolError``."""
     try:
@@ -195,7 +203,7 @@ class JobSpool:
                 job_id=doc.get("job_id"),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise SpoolError(f"damaged job record in {path}: {exc!r}") from exc
+            raise SpoolError(f"damaged job record in {path}: {_damage(exc)}") from exc
         return cls(path, record)
 
     def try_lock(self) -> bool:
@@ -269,7 +277,7 @@ class JobSpool:
         try:
             return [entry_from_json(e) for e in doc["entries"]]
         except (KeyError, TypeError, ValueError) as exc:
-            raise SpoolError(f"damaged batch {batch_no} in {self.path}: {exc!r}") from exc
+            raise SpoolError(f"damaged batch {batch_no} in {self.path}: {_damage(exc)}") from exc
 
     def batch_count(self) -> int:
         """Number of spooled batches (0 … n-1 exist)."""
@@ -304,7 +312,7 @@ class JobSpool:
                 int(doc["dedupe_saving"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise SpoolError(f"damaged finish record in {self.path}: {exc!r}") from exc
+            raise SpoolError(f"damaged finish record in {self.path}: {_damage(exc)}") from exc
 
     def _batch_path(self, batch_no: int) -> Path:
         return self.path / f"batch-{batch_no:08d}.json"

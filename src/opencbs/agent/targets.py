@@ -8,7 +8,8 @@ agent).
   both through :func:`remembered`, the one definition of that fallback).
 - A set by name or ID (:func:`find_set`), its local destination (:func:`local_destination`,
   :func:`destination_path`); :func:`resolve_target` creates the set or adds a destination on
-  first use, after :func:`usable_destination` checked the folder, and
+  first use, after :func:`require_sources` checked that every source exists and
+  :func:`usable_destination` checked the folder, and
   :func:`locate_destination` finds a set's folder for a restore.
 - The repository of a destination, created on first use (:func:`open_repository`), and the
   rule for a destination folder: empty (or missing) or already a repository, never a folder of
@@ -66,7 +67,9 @@ __all__ = [
     "locate_destination",
     "open_repository",
     "remembered",
+    "MissingSource",
     "require_empty_or_repository",
+    "require_sources",
     "resolve_target",
     "sets_or_remembered",
     "usable_destination",
@@ -154,10 +157,7 @@ def sets_or_remembered(
     remembered."""
     found, unreachable = remembered(spool_dir, lambda: list_sets(client, url, login))
     if unreachable is not None:
-        on_note(
-            f"{unreachable.message}; backing up with the backup sets as last seen (the "
-            "report is spooled and delivered later)"
-        )
+        on_note(f"{unreachable.message}; backing up with the backup sets as last seen")
         return found
     adopt_legacy(spool_dir.parent, spool_dir, found)
     return found
@@ -172,7 +172,7 @@ def backup_set(client: AgentClient, set_id: str, spool_dir: Path | None) -> Remo
         spool_dir, lambda: [client.get_set(set_id)], want=lambda s: s.id == set_id
     )
     if unreachable is not None:
-        log.warning("server unreachable: backing up set %s as last seen", set_id)
+        log.debug("server unreachable: backing up set %s as last seen", set_id)
     if spool_dir is not None:  # the sources accepted before the job (agent.trust)
         require_accepted_sources(spool_dir, found[0])
     return found[0]
@@ -244,13 +244,15 @@ def resolve_target(
     existing set are an error, never ignored. ``check_destination`` is called with a folder
     before it is given to the server (a new set, an added destination), so a folder that cannot
     be used fails before the server records anything. A set created or a destination added is
-    told to ``on_note``. Raises ``NotFound`` or ``InvalidInput`` (and what
-    ``check_destination`` raises)."""
+    told to ``on_note``. A new set's sources must exist (:func:`require_sources`). Raises
+    ``NotFound``, ``InvalidInput`` (``MissingSource`` included) and what
+    ``check_destination`` raises."""
     bset = find_set(found, ref)
     created = bset is None
     if bset is None:
         if not (sources and destination is not None and ref):
             raise _no_such_set(found, ref)
+        require_sources(sources)
         if check_destination is not None:
             check_destination(destination)
         bset = client.create_set(
@@ -402,6 +404,39 @@ class NotARepository(DestinationError):
             "choose an empty or new folder as the destination; if the server named this "
             "folder, check the backup set's destinations (`opencbs set list LOGIN`)",
         )
+
+
+class MissingSource(InvalidInput):
+    """A source of a new backup set does not exist (or cannot be looked at): nothing is
+    created. Exit code 2 (invalid input), as restic refuses a backup of a missing path."""
+
+    code = "source_missing"
+
+    def __init__(self, missing: Sequence[tuple[str, str]]) -> None:
+        shown = "; ".join(f"{path} ({why})" for path, why in missing)
+        word = "source" if len(missing) == 1 else "sources"
+        super().__init__(
+            f"{word} not found: {shown}; no backup set was created",
+            "check the path (sources are folders or files on the machine the agent runs "
+            "on), or create it first",
+        )
+
+
+def require_sources(sources: Sequence[str | Path]) -> None:
+    """The rule for a new backup set's sources: each exists now (``os.lstat``; a symbolic
+    link counts, dangling or not, as the scan backs up the link itself). Checked before
+    anything is created (``opencbs set add``, ``opencbs backup --set NEW``); a source that
+    goes missing later is the job's warning (``agent.backup``). Raises ``MissingSource``
+    naming every missing one with the system's reason."""
+    missing: list[tuple[str, str]] = []
+    for source in sources:
+        path = os.path.abspath(source)
+        try:
+            os.lstat(path)
+        except OSError as exc:
+            missing.append((path, exc.strerror or type(exc).__name__))
+    if missing:
+        raise MissingSource(missing)
 
 
 def require_empty_or_repository(path: Path) -> None:

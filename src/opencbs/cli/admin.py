@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from opencbs.agent.targets import require_sources
 from opencbs.cli.common import (
     JSON,
     PASSWORD_STDIN,
@@ -281,8 +282,11 @@ def set_add(
     excludes: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """Add a file backup set NAME to backup user LOGIN, with one local destination."""
+    """Add a file backup set NAME to backup user LOGIN, with one local destination.
+
+    Each source must exist on this machine (exit code 2 otherwise; nothing is created)."""
     require_text_paths(sources, destination)
+    require_sources(sources)
     config = {
         "sources": [os.path.abspath(s) for s in sources],
         "filters": {"include": [], "exclude": list(excludes)},

@@ -9,12 +9,13 @@ never touched. Reports spooled by an earlier opencbs directly in ``<data_dir>/ag
 spool for every user) are delivered when their backup set and destination are this user's on
 this server; the others stay where they are, counted in a note on stderr.
 
-Output: one line per spooled job (``delivered``, ``pending``, ``dropped`` or ``busy``), or
+Output: one line per spooled job (``delivered``, ``pending``, ``dropped``, ``running``: its
+job is running now, or ``busy``: another process is delivering it), or
 ``nothing to deliver``; ``--json`` gives a list of ``{"folder", "backup_set_id",
 "destination_id", "job_id", "state", "batches_sent", "message"}``.
 
-Exit codes: 0 every spooled report is delivered (or there was none, or one is busy: a backup is
-writing it); 7 some stay pending (the server cannot be reached: run it again later); 8 some were
+Exit codes: 0 every spooled report is delivered (or there was none, or one is running or
+busy); 7 some stay pending (the server cannot be reached: run it again later); 8 some were
 dropped because the server refuses them (it closed the job as ``BS_BACKUP_NOT_FINISHED`` after its
 idle timeout, or no longer has the set), each named on stderr.
 """
@@ -40,6 +41,7 @@ from opencbs.cli.agent_options import (
 )
 from opencbs.cli.common import JSON, echo, note, print_json
 from opencbs.errors import ExitCode
+from opencbs.reports.wording import plural
 from opencbs.settings import Settings
 
 
@@ -96,7 +98,7 @@ def flush(settings: Settings, *, as_json: bool, password_stdin: bool) -> int:
         for d in results:
             echo(
                 f"{d.state.value}: {d.job_name} of backup set {d.set_id}, destination "
-                f"{d.destination_id} ({d.batches_sent} batches sent)"
+                f"{d.destination_id} ({plural(d.batches_sent, 'batch', 'batches')} sent)"
                 f"{'' if d.state is DeliveryState.DELIVERED else ': ' + d.message}"
             )
     dropped = [d for d in results if d.state is DeliveryState.DROPPED]
@@ -112,7 +114,7 @@ def flush(settings: Settings, *, as_json: bool, password_stdin: bool) -> int:
 
 
 def _reports(n: int) -> str:
-    return f"{n} report" if n == 1 else f"{n} reports"
+    return plural(n, "report")
 
 
 def _nothing(*, as_json: bool) -> None:

@@ -7,7 +7,10 @@ the server at ``server_url`` as backup user ``login_name``; the set and destinat
 Exit codes of ``backup`` (and ``quickstart``): 0 when the job ends ``BS_STOP_SUCCESS``,
 ``BS_STOP_SUCCESS_WITH_WARNING`` or ``BS_STOP_SUCCESS_WITH_ERROR``; 130 when it was stopped by
 Ctrl-C or SIGTERM (``BS_STOP_BY_USER``); 9 for any other final status (``BS_STOP_BY_SYSTEM_ERROR``:
-the destination failed; stderr then ends with an error line and a hint, as for any failure).
+the destination failed, or none of the set's sources could be read; stderr then ends with an
+error line and a hint, as for any failure). Each warning and error of the job is said once on
+stderr (``opencbs: warning: …``) and listed in ``--json`` (``messages``). A new set's sources
+must exist (``agent.targets.require_sources``: exit code 2, nothing created).
 A new set's folder (or one added with ``--add-destination``) is checked before the server
 records it. A destination folder must be empty (or missing) or hold a repository: any other is
 refused before anything is written (exit code 7). The sources and destination folders the
@@ -36,8 +39,10 @@ from pathlib import Path
 import click
 
 from opencbs.agent.client import AgentClient
+from opencbs.agent.job import JobOutcome
 from opencbs.agent.targets import (
     Consent,
+    Target,
     accept_target,
     resolve_target,
     sets_or_remembered,
@@ -61,6 +66,7 @@ from opencbs.cli.backup_run import (
     outcome_json,
     print_delivery_notes,
     print_job_failure,
+    print_job_messages,
     print_outcome,
     run_job,
 )
@@ -160,10 +166,14 @@ def backup(
     repo_password = encryption_password(settings, encryption_password_file)
     url = settings.effective_server_url
     spool_dir = report_spool_dir(settings, login)
+    told: list[str] = []  # the server could not be reached: said once, here
+
+    def unreachable(text: str) -> None:
+        told.append(text)
+        note(f"opencbs: {text}")
+
     with AgentClient(url, login, password, ca_file=settings.ca_file) as client:
-        found = sets_or_remembered(
-            client, url, login, spool_dir, on_note=lambda text: note(f"opencbs: {text}")
-        )
+        found = sets_or_remembered(client, url, login, spool_dir, on_note=unreachable)
         target = resolve_target(
             client,
             found,
@@ -196,11 +206,18 @@ def backup(
             state_dir=settings.data_dir,
             progress_interval=settings.progress_interval,
         )
+    return _finish(outcome, target, as_json=as_json, unreachable_told=bool(told))
+
+
+def _finish(outcome: JobOutcome, target: Target, *, as_json: bool, unreachable_told: bool) -> int:
+    """Print the job's outcome (``--json``: the document on stdout, the rest on stderr) and
+    give the command's exit code (module docstring)."""
     if as_json:
         print_json(outcome_json(outcome))
-        print_delivery_notes(outcome)
+        print_job_messages(outcome)
+        print_delivery_notes(outcome, unreachable_told=unreachable_told)
     else:
-        print_outcome(outcome)
+        print_outcome(outcome, unreachable_told=unreachable_told)
     code = exit_code_of(outcome.status)
     if code == ExitCode.JOB_FAILED:
         print_job_failure(outcome, target.path)

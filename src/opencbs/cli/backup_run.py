@@ -25,6 +25,7 @@ from typing import Any
 
 import click
 
+from opencbs.agent.backup import NOTHING_BACKED_UP
 from opencbs.agent.client import AgentClient
 from opencbs.agent.delivery import DeliveryState
 from opencbs.agent.job import ChangeEvent, JobOptions, JobOutcome, OnChange, run_backup
@@ -34,7 +35,8 @@ from opencbs.cli.progress import BackupProgress, Ending
 from opencbs.destinations.local import LocalStorage
 from opencbs.engine.entries import display_path
 from opencbs.errors import ExitCode
-from opencbs.reports.vocabulary import FILE_LISTS, JobMode, JobStatus
+from opencbs.reports.vocabulary import FILE_LISTS, JobMode, JobStatus, LogType
+from opencbs.reports.wording import plural
 from opencbs.settings import DEFAULT_PROGRESS_INTERVAL
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "outcome_json",
     "print_delivery_notes",
     "print_job_failure",
+    "print_job_messages",
     "print_outcome",
     "run_job",
 ]
@@ -144,7 +147,10 @@ def _ending(status: JobStatus) -> Ending:
 
 
 def outcome_json(outcome: JobOutcome) -> dict[str, Any]:
-    """A job's outcome for machines: IDs as strings, counts by CBS list key."""
+    """A job's outcome for machines: IDs as strings, counts by CBS list key, ``warnings`` and
+    ``errors`` (how many ``warn``/``error`` log entries), ``messages`` (the first 1,000 of them,
+    ``{"type": "warn"|"error", "text"}``), ``message`` (how the job ended: why it failed, or
+    how many warnings and errors and the first one's text; ``""`` for a clean success)."""
     return {
         "job_id": outcome.ref.job_id,
         "backup_set_id": outcome.ref.set_id,
@@ -154,6 +160,7 @@ def outcome_json(outcome: JobOutcome) -> dict[str, Any]:
         "counts": {lst.key: outcome.counts.get(lst, 0) for lst in FILE_LISTS},
         "warnings": outcome.warnings,
         "errors": outcome.errors,
+        "messages": [{"type": m.type.value, "text": m.text} for m in outcome.messages],
         "dedupe_original_size": outcome.dedupe_original_size,
         "dedupe_saving": outcome.dedupe_saving,
         "message": outcome.message,
@@ -172,8 +179,12 @@ def outcome_json(outcome: JobOutcome) -> dict[str, Any]:
     }
 
 
-def print_outcome(outcome: JobOutcome) -> None:
-    """A job's outcome for a person, on stdout."""
+def print_outcome(outcome: JobOutcome, *, unreachable_told: bool = False) -> None:
+    """A job's outcome for a person: on stderr each warning and error of the job once
+    (:func:`print_job_messages`), then on stdout the job, its counts and snapshot (and, for a
+    job stopped by the user, why), then the delivery notes (:func:`print_delivery_notes`,
+    ``unreachable_told`` as there)."""
+    print_job_messages(outcome)
     echo(
         f"job {outcome.ref.job_id}: {outcome.status.value} (backup set {outcome.ref.set_id}, "
         f"destination {outcome.ref.destination_id})"
@@ -182,25 +193,73 @@ def print_outcome(outcome: JobOutcome) -> None:
     echo(f"{counts}  warnings {outcome.warnings}  errors {outcome.errors}")
     if outcome.snapshot_id:
         echo(f"snapshot {outcome.snapshot_id}")
-    if outcome.message:
-        echo(f"note: {show_name(outcome.message)}")
-    print_delivery_notes(outcome)
+    if outcome.message and outcome.status is JobStatus.STOP_BY_USER:
+        echo(f"note: {show_name(outcome.message)}")  # the others: a message line said it
+    print_delivery_notes(outcome, unreachable_told=unreachable_told)
 
 
-def print_delivery_notes(outcome: JobOutcome) -> None:
-    """On stderr: the earlier spooled reports delivered first, and, when this job's report
-    could not be delivered, "report spooled, not delivered" with why and where, or, when it
-    could not be spooled either, an error saying what is lost, with a hint."""
-    for d in outcome.flushed:
+def print_job_messages(outcome: JobOutcome) -> None:
+    """On stderr, once each, the job's ``warn`` entries as ``opencbs: warning: TEXT`` and its
+    ``error`` entries as ``opencbs: error: TEXT`` (names escaped), in the order they came; the
+    error that failed the job is left to :func:`print_job_failure` (with its hint). Beyond the
+    first 1,000 (``JobOutcome.messages``), one line says how many more the job's report has."""
+    failed = exit_code_of(outcome.status) is ExitCode.JOB_FAILED
+    for m in outcome.messages:
+        if failed and m.type is LogType.ERROR and m.text == outcome.message:
+            continue
+        kind = "warning" if m.type is LogType.WARN else "error"
+        note(f"opencbs: {kind}: {show_name(m.text)}")
+    more = outcome.warnings + outcome.errors - len(outcome.messages)
+    if more > 0:
         note(
-            f"earlier report of {d.job_name}: {d.state.value}"
-            f"{'' if d.state is DeliveryState.DELIVERED else ': ' + d.message}"
+            f"opencbs: warning: {plural(more, 'more warning or error', 'more warnings and errors')}"
+            f" in the report of job {outcome.ref.job_id} on the server (`opencbs report "
+            f"{outcome.ref.job_id} --user LOGIN`)"
+        )
+
+
+def print_delivery_notes(outcome: JobOutcome, *, unreachable_told: bool = False) -> None:
+    """On stderr: the earlier spooled reports delivered first (a dropped one as a warning; a
+    running job of the same set is said to be running, once; those of other sets are not this
+    job's news; a pending one without its why when ``unreachable_told``), and, when this
+    job's report could not be delivered, "report spooled, not delivered" with where and why —
+    without the why when the job ran offline and ``unreachable_told`` (the caller said already
+    that the server cannot be reached) — or, when it could not be spooled either, an error
+    saying what is lost, with a hint."""
+    running = [
+        d
+        for d in outcome.flushed
+        if d.state is DeliveryState.RUNNING and d.set_id == outcome.ref.set_id
+    ]
+    if running:
+        names = ", ".join(d.job_name for d in running)
+        note(
+            f"opencbs: note: another job of this backup set was running at the same time "
+            f"({names}); each job's report is its own"
+        )
+    for d in outcome.flushed:
+        if d.state is DeliveryState.RUNNING:
+            continue
+        if d.state is DeliveryState.DROPPED:
+            note(f"opencbs: warning: the earlier report of {d.job_name} was dropped: {d.message}")
+            continue
+        quiet = d.state is DeliveryState.DELIVERED or (
+            d.state is DeliveryState.PENDING and unreachable_told  # why: said already
+        )
+        note(
+            f"opencbs: earlier report of {d.job_name}: {d.state.value}"
+            f"{'' if quiet else ': ' + d.message}"
         )
     if outcome.report_lost:
         note(f"opencbs: error: {outcome.report_error}")
         note(
             "hint: free space in the agent's data_dir (OPENCBS_DATA_DIR) or make it writable, "
             "then run the backup again"
+        )
+    elif outcome.report_spool and outcome.ran_offline and unreachable_told:
+        note(
+            f"opencbs: report spooled, not delivered: it waits in "
+            f"{show_name(outcome.report_spool)} for the next backup or `opencbs agent flush`"
         )
     elif outcome.report_spool:
         note(f"opencbs: report spooled, not delivered: {outcome.report_error}")
@@ -227,6 +286,13 @@ def print_job_failure(outcome: JobOutcome, path: Path) -> None:
     note(f"opencbs: error: backup job {outcome.ref.job_id} failed ({outcome.status.value}): {why}")
     shown = show_name(str(path))
     verify = f"opencbs verify --destination {shlex.quote(shown)}"
+    if outcome.message.startswith(NOTHING_BACKED_UP):
+        note(
+            "hint: the warnings above say why each source could not be read; check that the "
+            "set's sources exist on this machine and that the user running the backup can "
+            "read them, then run the backup again"
+        )
+        return
     if outcome.message.startswith("Scan error"):
         note(
             "hint: the walk of the sources stopped (its helper process ended); run the backup "

@@ -67,7 +67,7 @@ from opencbs.engine.repo_errors import RepositoryNotFound, SnapshotNotFound
 from opencbs.engine.repository import Repository, SnapshotInfo
 from opencbs.errors import ExitCode, InvalidInput, OpenCBSError
 from opencbs.reports.timefmt import local_zone
-from opencbs.reports.wording import counted
+from opencbs.reports.wording import plural
 from opencbs.settings import Settings
 
 __all__ = [
@@ -206,14 +206,14 @@ def restore(
 
 def _print_restored(result: RestoreResult, target: str) -> None:
     not_restored = (
-        f", {counted(result.failed_count, 'path not restored', 'paths not restored')}"
+        f", {plural(result.failed_count, 'path not restored', 'paths not restored')}"
         if result.failed_count
         else ""
     )
     echo(
         f"restored snapshot {result.snapshot_id} into {show_name(target)}: "
-        f"{counted(result.files, 'file')}, {counted(result.dirs, 'directory', 'directories')}, "
-        f"{counted(result.links, 'link')}, {counted(result.bytes, 'byte')}{not_restored}"
+        f"{plural(result.files, 'file')}, {plural(result.dirs, 'directory', 'directories')}, "
+        f"{plural(result.links, 'link')}, {plural(result.bytes, 'byte')}{not_restored}"
     )
     for skipped in result.skipped:
         note(f"skipped unsafe path {show_name(skipped)}")
@@ -225,7 +225,7 @@ def _warn_failed(result: RestoreResult) -> None:
         note(f"opencbs: warning: cannot restore {show_name(failed.path)}: {failed.reason}")
     unlisted = result.failed_count - len(result.failed)
     if unlisted > 0:
-        more = counted(unlisted, "more path not restored", "more paths not restored")
+        more = plural(unlisted, "more path not restored", "more paths not restored")
         note(f"opencbs: warning: {more} (not listed)")
 
 
@@ -259,7 +259,7 @@ class PathsNotRestored(OpenCBSError):
         first = result.failed[0]
         super().__init__(
             f"restore incomplete: "
-            f"{counted(result.failed_count, 'path not restored', 'paths not restored')} (first: "
+            f"{plural(result.failed_count, 'path not restored', 'paths not restored')} (first: "
             f"{show_name(first.path)}: {first.reason})",
             "see the warnings above; clear what is in the way (or restore into an empty "
             "--target) and restore those paths again with --path",
@@ -417,8 +417,8 @@ def verify(
         for p in result.errors:
             echo(f"damaged: {show_name(p.subject)}: {show_name(p.message)}")
         checked = (
-            f"{counted(result.snapshots, 'snapshot')}, {counted(result.packs, 'pack')}, "
-            f"{counted(result.chunks_read, 'chunk')} read"
+            f"{plural(result.snapshots, 'snapshot')}, {plural(result.packs, 'pack')}, "
+            f"{plural(result.chunks_read, 'chunk')} read"
         )
         echo(f"ok: {checked}" if result.ok else f"checked: {checked}")
     if result.ok:
@@ -426,7 +426,7 @@ def verify(
     what = "listed above" if not as_json else "listed in the JSON document"
     note(
         f"opencbs: error: the repository at {show_name(str(destination))} is damaged: "
-        f"{counted(len(result.errors), 'problem')} ({what})"
+        f"{plural(len(result.errors), 'problem')} ({what})"
     )
     note("hint: restore what you can from other jobs; back up again to store missing data")
     return ExitCode.REFUSED
@@ -497,7 +497,7 @@ def _listing_title(n: int, destination: Path, set_ref: str | None, hosts: Sequen
     terminal and for rich's markup, which a table's title goes through)."""
     of_set = f" of set {set_ref}" if set_ref is not None else ""
     on_host = f" on host {' or '.join(hosts)}" if hosts else ""
-    title = f"{counted(n, 'snapshot')}{of_set}{on_host} in {destination}"
+    title = f"{plural(n, 'snapshot')}{of_set}{on_host} in {destination}"
     return escape_markup(show_name(title))
 
 

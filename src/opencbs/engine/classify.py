@@ -73,6 +73,7 @@ a copy's ``from_path`` is known only when its source is a vanished file or a fil
 from __future__ import annotations
 
 import logging
+import stat
 from array import array
 from collections.abc import Callable, Collection, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -590,7 +591,8 @@ DETAIL_FIELDS = ("size", "mtime_ns", "ctime_ns", "mode", "uid", "gid", "inode", 
 
 def change_detail(prev: Entry | None, change: Change) -> str:
     """What differs, for a person: ``from <path>`` for a move or copy, else each attribute of
-    ``DETAIL_FIELDS`` that differs from ``prev`` (``size 4→12, mtime_ns …``); ``""`` when
+    ``DETAIL_FIELDS`` that differs from ``prev`` (``size 4→12, mode 0644→0600, mtime_ns …``:
+    permission bits in octal, a link's target as a path, numbers in decimal); ``""`` when
     there is nothing to say. The debug log and the agent's ``--verbose`` say it so."""
     if change.from_path is not None:
         return f"from {display_path(change.from_path)}"
@@ -598,8 +600,19 @@ def change_detail(prev: Entry | None, change: Change) -> str:
         return ""
     cur = change.entry
     diffs = [
-        f"{name} {getattr(prev, name)!r}→{getattr(cur, name)!r}"
+        f"{name} {_shown(name, getattr(prev, name))}→{_shown(name, getattr(cur, name))}"
         for name in DETAIL_FIELDS
         if getattr(prev, name) != getattr(cur, name)
     ]
     return ", ".join(diffs)
+
+
+def _shown(name: str, value: object) -> str:
+    """One attribute's value as :func:`change_detail` says it: ``mode`` as its permission bits
+    in octal (``0644``; the file type never differs within one path's change), ``link_target``
+    as a path (``display_path``), anything else as it is."""
+    if name == "mode" and isinstance(value, int):
+        return f"{stat.S_IMODE(value):04o}"
+    if isinstance(value, bytes):
+        return display_path(value)
+    return str(value)

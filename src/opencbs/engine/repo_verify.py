@@ -21,7 +21,7 @@ from opencbs.engine.manifest import Anchor, ListCheck
 from opencbs.engine.packs import DATA_PREFIX, pack_id_of, pack_id_of_name, pack_name
 from opencbs.engine.repo_errors import RepositoryError
 from opencbs.engine.snapshot_format import SnapshotInfo, TreeItem
-from opencbs.reports.wording import counted
+from opencbs.reports.wording import plural
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +137,7 @@ def _check_snapshot(
         return [VerifyProblem(subject, exc.message)]
     missing_tree = [c for c in info.tree if not repo.has_chunk(c)]
     if missing_tree:
-        missing = counted(len(missing_tree), "tree chunk is", "tree chunks are")
+        missing = plural(len(missing_tree), "tree chunk is", "tree chunks are")
         return [VerifyProblem(subject, f"{missing} not stored")]
     count = 0
     try:
@@ -156,7 +156,7 @@ def _check_snapshot(
         problems.append(
             VerifyProblem(
                 subject,
-                f"tree holds {counted(count, 'entry', 'entries')}, {info.entry_count} expected",
+                f"tree holds {plural(count, 'entry', 'entries')}, {info.entry_count} expected",
             )
         )
     return problems

@@ -89,7 +89,7 @@ from opencbs.engine.snapshot_format import (
     snapshot_name,
 )
 from opencbs.model.sets import DEFAULT_COMPRESSION_LEVEL
-from opencbs.reports.wording import counted
+from opencbs.reports.wording import plural
 
 __all__ = [
     "ChunkLocation",
@@ -228,7 +228,7 @@ class Repository:
         3 passes, 64 MiB).
         """
         if storage.exists(KEYFILE_NAME):
-            raise RepositoryExists(repr(storage))
+            raise RepositoryExists(str(storage))
         _require_empty(storage)
         if pack_target_size < 1024:
             raise ValueError("pack_target_size must be at least 1 KiB")
@@ -268,7 +268,7 @@ class Repository:
         try:
             keyfile = storage.get(KEYFILE_NAME)
         except ObjectNotFound:
-            raise RepositoryNotFound(repr(storage)) from None
+            raise RepositoryNotFound(str(storage)) from None
         keys, kdf = unwrap_keys(keyfile, password)
         try:
             sealed = storage.get(CONFIG_NAME)
@@ -492,7 +492,7 @@ class Repository:
         if not self.config.snapshot_list:  # a repository made before the list: say it has one
             self.config = dataclasses.replace(self.config, snapshot_list=True)
             self.storage.put(CONFIG_NAME, self.keys.seal(self.config.to_bytes(), _CONFIG_AAD))
-        log.debug("snapshot list generation %d: %s", generation, counted(len(keep), "snapshot"))
+        log.debug("snapshot list generation %d: %s", generation, plural(len(keep), "snapshot"))
         return self.recorded
 
     def _authenticates(self, snapshot_id: str) -> bool:

@@ -1,17 +1,18 @@
-"""Counts in sentences for people: "1 problem", "2 problems" (the CLI's outputs, the
-agent's and the engine's messages).
+"""How a count is said to a person (the CLI's summaries, a job's outcome message).
 
-English plural rule: the singular for exactly one, the plural otherwise (also for 0).
+:func:`plural`: ``1 warning``, ``2 warnings``, ``1 entry``, ``3 entries``: the one rule for the
+singular and plural of a counted noun, so that no output says "1 problems" or "1 files".
 """
 
 from __future__ import annotations
 
-__all__ = ["counted"]
+__all__ = ["plural"]
 
 
-def counted(n: int, noun: str, plural: str | None = None) -> str:
-    """``n`` and ``noun``, plural unless ``n == 1``: ``counted(1, "file")`` is ``"1 file"``,
-    ``counted(3, "directory", "directories")`` is ``"3 directories"``. ``plural`` defaults to
-    ``noun + "s"``; a noun phrase works too (``counted(2, "path not restored", "paths not
-    restored")``)."""
-    return f"{n} {noun if n == 1 else (plural or noun + 's')}"
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``"<count> <word>"`` with ``word`` in the singular for a count of 1 (or -1), else its
+    plural: ``many`` when given (``entry``/``entries``), else ``word + "s"``. ``count`` is
+    shown as given (no thousands separator)."""
+    if abs(count) == 1:
+        return f"{count} {word}"
+    return f"{count} {many if many is not None else word + 's'}"

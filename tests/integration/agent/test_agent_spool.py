@@ -306,7 +306,6 @@ def test_job_closed_by_the_server_is_dropped_with_a_warning(
     app_transport: httpx.BaseTransport,
     src: Path,
     tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
 ) -> None:
     spool = tmp_path / "spool"
     set_id, dest_id, storage = _setup(app_transport, src, tmp_path)
@@ -317,8 +316,7 @@ def test_job_closed_by_the_server_is_dropped_with_a_warning(
         results = deliver_pending(agent, spool, retry_delays=())
     assert [r.state for r in results] == [DeliveryState.DROPPED]
     assert "BS_BACKUP_NOT_FINISHED" in results[0].message
-    assert pending_spools(spool) == []
-    assert any("dropp" in r.getMessage() for r in caplog.records)
+    assert pending_spools(spool) == []  # the caller says it was dropped (the CLI: a warning)
 
 
 def test_abandoned_spool_is_closed_not_finished(

@@ -389,7 +389,7 @@ def test_a_lost_pack_is_stored_again_by_the_next_backup(
     assert second.status is JobStatus.STOP_SUCCESS_WITH_WARNING and second.snapshot_id
     data = _report(client, second)
     warns = [e["Message"] for e in data["Logs"] if e["Type"] == "warn"]
-    assert any("packs are missing" in w for w in warns), warns
+    assert any("1 pack missing from the destination" in w for w in warns), warns
     restored = restore(storage, PASSWORD, second.snapshot_id, tmp_path / "restored")
     assert restored.complete and restored.files > 0
 
