@@ -14,7 +14,7 @@ import pytest
 from opencbs.agent.client import AgentClient
 from opencbs.agent.job import JobOutcome, _summary
 from opencbs.agent.report import MAX_MESSAGES, JobMessage, ReportStream
-from opencbs.cli.backup_run import print_job_messages
+from opencbs.cli.backup_run import print_job_failure, print_job_message
 from opencbs.destinations import LocalStorage
 from opencbs.engine.classify import Change, Reason, change_detail
 from opencbs.engine.crypto import KdfParams
@@ -94,18 +94,29 @@ def test_a_destination_is_named_by_its_folder(tmp_path: Path) -> None:
         assert str(tmp_path / "dest") in str(exc) and "LocalStorage(" not in str(exc)
 
 
-def test_the_cli_says_each_message_once_and_how_many_more(
+def test_the_cli_says_each_message_as_it_comes_and_a_failure_once(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    kept = tuple(JobMessage(LogType.WARN, f"/f{i}: vanished") for i in range(MAX_MESSAGES))
-    outcome = JobOutcome(
-        JobRef("1", "2", "2026-01-01-00-00-00"),
-        JobStatus.STOP_SUCCESS_WITH_WARNING,
-        "abc",
-        warnings=MAX_MESSAGES + 1,
-        messages=kept,
-    )
-    print_job_messages(outcome)
+    """Each warning and error is one line on stderr as the job logs it (beyond the 1,000 the
+    outcome keeps too); the failure line does not repeat an error already said."""
+    stream = ReportStream.__new__(ReportStream)
+    stream.messages, stream.on_message = [], print_job_message
+    for i in range(MAX_MESSAGES + 1):
+        stream._keep(LogType.WARN, f"/f{i}: vanished")
     err = capsys.readouterr().err.splitlines()
     assert err[0] == "opencbs: warning: /f0: vanished" and len(err) == MAX_MESSAGES + 1
-    assert err[-1].startswith("opencbs: warning: 1 more warning or error in the report of job")
+    assert len(stream.messages) == MAX_MESSAGES
+    why = "Nothing backed up: none of the sources could be read"
+    failed = JobOutcome(
+        JobRef("1", "2", "2026-01-01-00-00-00"),
+        JobStatus.STOP_BY_SYSTEM_ERROR,
+        None,
+        errors=1,
+        message=why,
+        messages=(JobMessage(LogType.ERROR, why),),
+    )
+    print_job_failure(failed, Path("/mnt/backup"))
+    err = capsys.readouterr().err.splitlines()
+    assert (
+        err[0] == "opencbs: error: backup job 2026-01-01-00-00-00 failed (BS_STOP_BY_SYSTEM_ERROR)"
+    )

@@ -11,7 +11,8 @@ report, commit the snapshot) and finishes the report with the final status and d
 What it tells while it runs goes to callbacks, never to a log format (style.md §20):
 ``on_progress`` gets a :class:`Progress` at most every ``progress_interval`` seconds,
 ``on_change`` a :class:`ChangeEvent` for each change of the report (file list, path, reason and
-what differs).
+what differs), ``on_message`` a :class:`JobMessage` for each warning and error of the job as it
+is logged.
 
 Errors that propagate (nothing was done): ``AgentApiError`` from reading the set or starting the
 job (a refused login, a set or destination the server does not have, a job of the same second),
@@ -38,6 +39,7 @@ from opencbs.agent.job_values import (
     JobOptions,
     JobOutcome,
     OnChange,
+    OnMessage,
     OnProgress,
     Progress,
 )
@@ -51,6 +53,7 @@ __all__ = [
     "JobOptions",
     "JobOutcome",
     "OnChange",
+    "OnMessage",
     "OnProgress",
     "Progress",
     "run_backup",
@@ -62,6 +65,7 @@ def run_backup(
     *,
     on_change: OnChange | None = None,
     on_progress: OnProgress | None = None,
+    on_message: OnMessage | None = None,
     cancel: threading.Event | None = None,
 ) -> JobOutcome:
     """Run one backup job (``options``: :class:`JobOptions`) and return its
@@ -90,6 +94,7 @@ def run_backup(
         if root is None:  # not durable: removed with the run
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="opencbs-")))
         started = JobChannel.start(options, bset, root=root, cancel=cancel)
+        started.channel.report.on_message = on_message
         job = BackupJob(
             options,
             channel=started.channel,

@@ -30,6 +30,7 @@ __all__ = [
     "ChangeEvent",
     "JobCancelled",
     "JobMessage",
+    "OnMessage",
     "JobOptions",
     "JobOutcome",
     "OnChange",
@@ -88,6 +89,8 @@ class ChangeEvent:
 OnChange = Callable[[ChangeEvent], None]
 #: Called with a :class:`Progress` at most every ``progress_interval`` seconds.
 OnProgress = Callable[[Progress], None]
+#: Called with each ``warn`` and ``error`` log entry of the job as it happens.
+OnMessage = Callable[[JobMessage], None]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

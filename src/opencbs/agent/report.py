@@ -120,6 +120,9 @@ class ReportStream:
         self.errors = 0
         #: The first ``MAX_MESSAGES`` ``warn`` and ``error`` log entries, in order.
         self.messages: list[JobMessage] = []
+        #: Called with every ``warn`` and ``error`` log entry as it is queued (all of them,
+        #: beyond ``MAX_MESSAGES`` too): how the CLI says each one while the job runs.
+        self.on_message: Callable[[JobMessage], None] | None = None
         self.retry_delays = tuple(retry_delays)
         self.wait = wait
         #: Why the report could not be delivered (``None`` while it is being delivered).
@@ -169,8 +172,11 @@ class ReportStream:
             self.flush()
 
     def _keep(self, log_type: LogType, text: str) -> None:
+        message = JobMessage(log_type, text)
         if len(self.messages) < MAX_MESSAGES:
-            self.messages.append(JobMessage(log_type, text))
+            self.messages.append(message)
+        if self.on_message is not None:
+            self.on_message(message)
 
     def log(self, log_type: LogType, message: str) -> None:
         """Queue a log entry stamped now."""

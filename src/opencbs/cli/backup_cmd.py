@@ -66,7 +66,6 @@ from opencbs.cli.backup_run import (
     outcome_json,
     print_delivery_notes,
     print_job_failure,
-    print_job_messages,
     print_outcome,
     run_job,
 )
@@ -214,7 +213,6 @@ def _finish(outcome: JobOutcome, target: Target, *, as_json: bool, unreachable_t
     give the command's exit code (module docstring)."""
     if as_json:
         print_json(outcome_json(outcome))
-        print_job_messages(outcome)
         print_delivery_notes(outcome, unreachable_told=unreachable_told)
     else:
         print_outcome(outcome, unreachable_told=unreachable_told)

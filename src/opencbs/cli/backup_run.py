@@ -28,7 +28,14 @@ import click
 from opencbs.agent.backup import NOTHING_BACKED_UP
 from opencbs.agent.client import AgentClient
 from opencbs.agent.delivery import DeliveryState
-from opencbs.agent.job import ChangeEvent, JobOptions, JobOutcome, OnChange, run_backup
+from opencbs.agent.job import (
+    ChangeEvent,
+    JobMessage,
+    JobOptions,
+    JobOutcome,
+    OnChange,
+    run_backup,
+)
 from opencbs.agent.targets import Target, open_repository
 from opencbs.cli.common import echo, note, show_name
 from opencbs.cli.progress import BackupProgress, Ending
@@ -36,7 +43,6 @@ from opencbs.destinations.local import LocalStorage
 from opencbs.engine.entries import display_path
 from opencbs.errors import ExitCode
 from opencbs.reports.vocabulary import FILE_LISTS, JobMode, JobStatus, LogType
-from opencbs.reports.wording import plural
 from opencbs.settings import DEFAULT_PROGRESS_INTERVAL
 
 __all__ = [
@@ -46,7 +52,7 @@ __all__ = [
     "outcome_json",
     "print_delivery_notes",
     "print_job_failure",
-    "print_job_messages",
+    "print_job_message",
     "print_outcome",
     "run_job",
 ]
@@ -99,10 +105,11 @@ def run_job(
     state_dir: Path | None = None,
     progress_interval: float = DEFAULT_PROGRESS_INTERVAL,
 ) -> JobOutcome:
-    """One backup job of ``target`` with progress on stderr, Ctrl-C/SIGTERM stopping it
-    cleanly, and (``verbose``) each change printed with its reason. The repository is opened
-    (or on first use created) first, so a wrong encryption password stops before any job
-    starts. ``state_dir``: the agent's data_dir (``JobOptions.state_dir``);
+    """One backup job of ``target`` with progress on stderr, each warning and error of the job
+    said on stderr as it happens (:func:`print_job_message`, above the progress bar),
+    Ctrl-C/SIGTERM stopping it cleanly, and (``verbose``) each change printed with its reason.
+    The repository is opened (or on first use created) first, so a wrong encryption password
+    stops before any job starts. ``state_dir``: the agent's data_dir (``JobOptions.state_dir``);
     ``progress_interval``: seconds between progress lines off a terminal. Raises
     ``WrongPassword``, ``DestinationError``, ``ServerUnreachable``,
     ``AgentApiError``."""
@@ -132,6 +139,7 @@ def run_job(
             options,
             on_change=change_printer(err=as_json) if verbose else None,
             on_progress=shown.update,
+            on_message=print_job_message,
             cancel=cancel,
         )
         shown.ended(_ending(outcome.status))
@@ -180,11 +188,10 @@ def outcome_json(outcome: JobOutcome) -> dict[str, Any]:
 
 
 def print_outcome(outcome: JobOutcome, *, unreachable_told: bool = False) -> None:
-    """A job's outcome for a person: on stderr each warning and error of the job once
-    (:func:`print_job_messages`), then on stdout the job, its counts and snapshot (and, for a
+    """A job's outcome for a person: on stdout the job, its counts and snapshot (and, for a
     job stopped by the user, why), then the delivery notes (:func:`print_delivery_notes`,
-    ``unreachable_told`` as there)."""
-    print_job_messages(outcome)
+    ``unreachable_told`` as there). Its warnings and errors were said while it ran
+    (:func:`print_job_message`)."""
     echo(
         f"job {outcome.ref.job_id}: {outcome.status.value} (backup set {outcome.ref.set_id}, "
         f"destination {outcome.ref.destination_id})"
@@ -198,24 +205,12 @@ def print_outcome(outcome: JobOutcome, *, unreachable_told: bool = False) -> Non
     print_delivery_notes(outcome, unreachable_told=unreachable_told)
 
 
-def print_job_messages(outcome: JobOutcome) -> None:
-    """On stderr, once each, the job's ``warn`` entries as ``opencbs: warning: TEXT`` and its
-    ``error`` entries as ``opencbs: error: TEXT`` (names escaped), in the order they came; the
-    error that failed the job is left to :func:`print_job_failure` (with its hint). Beyond the
-    first 1,000 (``JobOutcome.messages``), one line says how many more the job's report has."""
-    failed = exit_code_of(outcome.status) is ExitCode.JOB_FAILED
-    for m in outcome.messages:
-        if failed and m.type is LogType.ERROR and m.text == outcome.message:
-            continue
-        kind = "warning" if m.type is LogType.WARN else "error"
-        note(f"opencbs: {kind}: {show_name(m.text)}")
-    more = outcome.warnings + outcome.errors - len(outcome.messages)
-    if more > 0:
-        note(
-            f"opencbs: warning: {plural(more, 'more warning or error', 'more warnings and errors')}"
-            f" in the report of job {outcome.ref.job_id} on the server (`opencbs report "
-            f"{outcome.ref.job_id} --user LOGIN`)"
-        )
+def print_job_message(message: JobMessage) -> None:
+    """On stderr, as the job logs it, one ``warn`` entry as ``opencbs: warning: TEXT`` or one
+    ``error`` entry as ``opencbs: error: TEXT`` (names escaped): the job's ``on_message``. Every
+    one is said (the server's report has them all; ``--json`` lists the first 1,000)."""
+    kind = "warning" if message.type is LogType.WARN else "error"
+    note(f"opencbs: {kind}: {show_name(message.text)}")
 
 
 def print_delivery_notes(outcome: JobOutcome, *, unreachable_told: bool = False) -> None:
@@ -282,8 +277,9 @@ def print_job_failure(outcome: JobOutcome, path: Path) -> None:
     """On stderr, for a job that ended ``BS_STOP_BY_SYSTEM_ERROR`` (the destination failed,
     or the scan's helper process did: ``agent.backup``): the error line and a hint, as for any
     other failure of a command."""
-    why = show_name(outcome.message) or outcome.status.value
-    note(f"opencbs: error: backup job {outcome.ref.job_id} failed ({outcome.status.value}): {why}")
+    said = any(m.type is LogType.ERROR and m.text == outcome.message for m in outcome.messages)
+    why = "" if said or not outcome.message else f": {show_name(outcome.message)}"
+    note(f"opencbs: error: backup job {outcome.ref.job_id} failed ({outcome.status.value}){why}")
     shown = show_name(str(path))
     verify = f"opencbs verify --destination {shlex.quote(shown)}"
     if outcome.message.startswith(NOTHING_BACKED_UP):

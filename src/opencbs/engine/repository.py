@@ -442,7 +442,7 @@ class Repository:
         sealed = self.keys.seal(encode_snapshot(info), snapshot_aad(snapshot_id))
         self.storage.put(snapshot_name(snapshot_id), sealed)
         self._authentic.add(snapshot_id)
-        log.info("committed snapshot %s: %d entries", snapshot_id, count)
+        log.info("committed snapshot %s: %s", snapshot_id, plural(count, "entry", "entries"))
         self.record_snapshots()
         return snapshot_id
 
