@@ -136,6 +136,11 @@ def test_a_missing_source_creates_no_set_and_no_repository(agent: Agent, tmp_pat
     assert f"{tmp_path} (" not in first
     assert _sets(agent) == []
 
+    # a set whose agent runs on another machine: its sources are that machine's paths
+    ok(agent.env, "set", "add", LOGIN, "Remote", "--source", "/srv/share", "--sources-elsewhere",
+       "--destination", str(dest))  # fmt: skip
+    assert [s["Name"] for s in _sets(agent)] == ["Remote"]
+
 
 def test_every_source_missing_fails_the_job_on_the_server(agent: Agent, tmp_path: Path) -> None:
     src, dest = tmp_path / "src", tmp_path / "dest"

@@ -269,6 +269,12 @@ def backup_set() -> None:
     metavar="PATTERN",
     help="Glob pattern of paths to leave out (repeatable).",
 )
+@click.option(
+    "--sources-elsewhere",
+    is_flag=True,
+    help="The sources are on the machine where the agent runs, not this one: do not check "
+    "that they exist here (the agent's first job warns about, or fails on, missing ones).",
+)
 @JSON
 @with_settings()
 def set_add(
@@ -280,13 +286,16 @@ def set_add(
     destination: str,
     destination_name: str,
     excludes: tuple[str, ...],
+    sources_elsewhere: bool,
     as_json: bool,
 ) -> None:
     """Add a file backup set NAME to backup user LOGIN, with one local destination.
 
-    Each source must exist on this machine (exit code 2 otherwise; nothing is created)."""
+    Each source must exist on this machine (exit code 2 otherwise; nothing is created), unless
+    --sources-elsewhere says the agent runs on another machine."""
     require_text_paths(sources, destination)
-    require_sources(sources)
+    if not sources_elsewhere:
+        require_sources(sources)
     config = {
         "sources": [os.path.abspath(s) for s in sources],
         "filters": {"include": [], "exclude": list(excludes)},
