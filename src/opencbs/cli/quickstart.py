@@ -353,7 +353,13 @@ def quickstart(settings: Settings, *, path: Path | None, no_serve: bool, verbose
                     f"an opencbs server of this data directory already answers on {persistent}; "
                     "the backup reports to it (quickstart does not serve)"
                 )
-                return _backup(setup, persistent, verbose=verbose, state_dir=data_dir)
+                return _backup(
+                    setup,
+                    persistent,
+                    verbose=verbose,
+                    state_dir=data_dir,
+                    progress_interval=settings.progress_interval,
+                )
             note(
                 f"port {settings.port} is in use by another program; this run serves on "
                 f"temporary port {sock_port} only ({agent_file(data_dir)} keeps {persistent})"
@@ -422,7 +428,13 @@ def _serve_and_back_up(
     server = BackgroundServer(settings, database, sock)
     server.start()
     try:
-        code = _backup(setup, url, verbose=verbose, state_dir=settings.ensure_data_dir().resolve())
+        code = _backup(
+            setup,
+            url,
+            verbose=verbose,
+            state_dir=settings.ensure_data_dir().resolve(),
+            progress_interval=settings.progress_interval,
+        )
         if code:
             return code  # a failed job: its exit code, nothing served
         if no_serve:
@@ -439,10 +451,13 @@ def _serve_and_back_up(
         server.stop()
 
 
-def _backup(setup: Setup, url: str, *, verbose: bool, state_dir: Path) -> int:
+def _backup(
+    setup: Setup, url: str, *, verbose: bool, state_dir: Path, progress_interval: float
+) -> int:
     """Run the job and print its outcome and curl; returns the exit code of the job
     (``backup_run.exit_code_of``: 0 when it succeeded). ``state_dir``: the data directory,
-    where the agent remembers the repository's snapshot list."""
+    where the agent remembers the repository's snapshot list; ``progress_interval``: seconds
+    between progress lines off a terminal."""
     with AgentClient(url, setup.login, setup.password) as client:
         found = list_sets(client, url, setup.login)
         bset = find_set(found, setup.set_id)
@@ -457,6 +472,7 @@ def _backup(setup: Setup, url: str, *, verbose: bool, state_dir: Path) -> int:
             as_json=False,
             verbose=verbose,
             state_dir=state_dir,
+            progress_interval=progress_interval,
         )
     echo("")
     print_outcome(outcome)
