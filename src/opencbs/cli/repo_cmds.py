@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.filesize import decimal
 from rich.markup import escape as escape_markup
 
 from opencbs.agent.client import AgentClient
@@ -213,7 +214,7 @@ def _print_restored(result: RestoreResult, target: str) -> None:
     echo(
         f"restored snapshot {result.snapshot_id} into {show_name(target)}: "
         f"{plural(result.files, 'file')}, {plural(result.dirs, 'directory', 'directories')}, "
-        f"{plural(result.links, 'link')}, {plural(result.bytes, 'byte')}{not_restored}"
+        f"{plural(result.links, 'link')}, {decimal(result.bytes)}{not_restored}"
     )
     for skipped in result.skipped:
         note(f"skipped unsafe path {show_name(skipped)}")
