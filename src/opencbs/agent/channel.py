@@ -5,9 +5,10 @@ to the server only through it (architecture.md, agent).
 Starting (:meth:`JobChannel.start`): the job is spooled first (``agent.spool.JobStart``), then
 started on the server (``RunVersion`` = opencbs' version; the server records ``FromIp``). A
 start refused with 409 (a job of this set started in the same second: job IDs are start times
-to the second, cbs-api.md §4) is tried once more in the next second, unless the start time was
-given. Errors that propagate (nothing was done): ``AgentApiError`` (a refused login, a set or
-destination the server does not have, a job of the same second) and ``ServerUnreachable``
+to the second, cbs-api.md §4) is tried again in the next second, up to ``START_ATTEMPTS`` times
+in all, unless the start time was given. Errors that propagate (nothing was done):
+``AgentApiError`` (a refused login, a set or destination the server does not have, a job of the
+same second) and ``ServerUnreachable``
 without a durable spool; ``SpoolError`` when the spool folder cannot be created or written.
 
 Server failures (issue 4, "Lost server"): the server never stops the backup. Every report batch
@@ -58,6 +59,10 @@ from opencbs.reports.wording import plural
 __all__ = ["JobChannel", "ReportFate", "Started"]
 
 log = logging.getLogger(__name__)
+
+#: Starts of one job on the server, each in the next second after a 409 (a job of the set
+#: started in that second already: several jobs of a set started at once).
+START_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +143,7 @@ class JobChannel:
         zone = o.zone or local_zone()
         durable = o.spool_dir is not None
         repository = o.repository
-        for attempt in (1, 2):
+        for attempt in range(1, START_ATTEMPTS + 1):
             record = JobStart(
                 o.set_id, o.destination_id, start_ms, mode=o.mode.value, run_version=__version__
             )
@@ -153,7 +158,7 @@ class JobChannel:
                 break
             except AgentApiError as exc:
                 spool.remove()
-                if exc.status != 409 or o.start_time_ms is not None or attempt == 2:
+                if exc.status != 409 or o.start_time_ms is not None or attempt == START_ATTEMPTS:
                     raise
                 # a job of this set started in this very second (job IDs are start times to
                 # the second, cbs-api.md §4): start in the next second instead
