@@ -249,14 +249,19 @@ def _print_legend(con: Console) -> None:
     con.print()
 
 
-def _log_table() -> Table:
-    table = Table(
+def _list_table() -> Table:
+    """An empty table of a report's list, in the one style every list is shown in."""
+    return Table(
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         collapse_padding=True,
         title_justify="left",
         title_style="bold",
     )
+
+
+def _log_table() -> Table:
+    table = _list_table()
     table.add_column("Type", no_wrap=True)
     table.add_column("Time", no_wrap=True)
     table.add_column("Message", overflow="fold")
@@ -275,13 +280,7 @@ def _log_rows(rows: Iterable[Any], fmt: LogTimeFormatter) -> Iterator[tuple[Any,
 
 
 def _file_table(path_column: str) -> Table:
-    table = Table(
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        collapse_padding=True,
-        title_justify="left",
-        title_style="bold",
-    )
+    table = _list_table()
     table.add_column("Type", no_wrap=True)
     table.add_column("Modified", no_wrap=True)
     table.add_column(path_column, overflow="fold", ratio=1)
