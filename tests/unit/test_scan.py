@@ -133,6 +133,17 @@ def test_excludes_prune_directories_and_win_over_includes(src: bytes) -> None:
     assert b"/a/deep" in paths and b"/empty" in paths
 
 
+def test_a_pattern_without_a_slash_matches_names_in_any_folder(src: bytes) -> None:
+    """``cache`` names the folder wherever it is (as restic and rsync read it); a pattern
+    with a ``/`` is matched against the full path, so ``a/cache`` matches nothing here."""
+    paths = rel(entries_of(scan([src], ScanFilter.of(exclude=["cache"]))), src)
+    assert b"/cache" not in paths and b"/cache/junk.bin" not in paths and b"/a.txt" in paths
+    paths = rel(entries_of(scan([src], ScanFilter.of(exclude=["a/cache"]))), src)
+    assert b"/cache/junk.bin" in paths
+    deep = rel(entries_of(scan([src], ScanFilter.of(include=["deep"]))), src)
+    assert b"/a/deep" in deep and b"/a.txt" not in deep
+
+
 def test_excluded_directory_is_never_listed(src: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
     listed: list[bytes] = []
     real = os.scandir

@@ -29,8 +29,10 @@ Rules:
 - ``content_id`` is always ``None``: reading content is the caller's step, planned with
   ``classify.needs_content``.
 
-Filters (:class:`ScanFilter`): glob patterns (``fnmatch``, case-sensitive) matched against the
-full path, where ``*`` and ``?`` match ``/`` too (``*/.cache`` matches every ``.cache``).
+Filters (:class:`ScanFilter`): glob patterns (``fnmatch``, case-sensitive). A pattern holding a
+``/`` is matched against the full path, where ``*`` and ``?`` match ``/`` too (``*/.cache``
+matches every ``.cache``); a pattern without one is matched against the entry's name alone, in
+any folder (``node_modules``, ``*.tmp``), as restic and rsync read such patterns.
 
 1. Excludes win: an entry matching an exclude pattern is skipped, and an excluded directory is
    not walked (its subtree is pruned). Sources are filtered too.
@@ -101,16 +103,23 @@ class ScanFilter:
         return cls(tuple(map(os.fsencode, include)), tuple(map(os.fsencode, exclude)))
 
     def excludes(self, path: bytes) -> bool:
-        """Whether ``path`` matches an exclude pattern."""
+        """Whether ``path`` matches an exclude pattern (module docstring)."""
         if not self.exclude:
             return False
-        return any(fnmatch.fnmatchcase(path, pattern) for pattern in self.exclude)
+        return _matches(path, self.exclude)
 
     def includes(self, path: bytes) -> bool:
         """Whether ``path`` matches an include pattern (always true without include patterns)."""
         if not self.include:
             return True
-        return any(fnmatch.fnmatchcase(path, pattern) for pattern in self.include)
+        return _matches(path, self.include)
+
+
+def _matches(path: bytes, patterns: tuple[bytes, ...]) -> bool:
+    """Whether ``path`` matches one of ``patterns``: the full path for a pattern holding a
+    ``/``, the last component for one without."""
+    name = path.rpartition(b"/")[2]
+    return any(fnmatch.fnmatchcase(path if b"/" in p else name, p) for p in patterns)
 
 
 @dataclass(slots=True)
