@@ -36,7 +36,7 @@ import stat
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from opencbs.agent.channel import JobChannel
@@ -103,6 +103,7 @@ class SourceReader:
         self.progress_due = 0.0  # monotonic time of the next progress report
         self.current = ""
         self.files_done = self.files_seen = self.bytes_done = self.bytes_seen = 0
+        self.bytes_reading = 0  # bytes read so far of the file being read (not yet done)
         self.files_unchanged = self.bytes_unchanged = 0
         self.scan_finished = False  # the *_seen counts are the totals
         self.dedupe_original = self.dedupe_saving = 0
@@ -230,7 +231,7 @@ class SourceReader:
             return with_content_id(cur, prev.content_id), item.chunks
         self.current = display_path(cur.path)
         try:
-            result = _read_file(writer, cur, self.cancel)
+            result = _read_file(writer, cur, self.cancel, on_read=self._reading)
         except _SoftError as exc:
             self.channel.log(LogType.WARN, f"{display_path(cur.path)}: {exc}")
             if isinstance(exc, _Vanished):
@@ -238,6 +239,8 @@ class SourceReader:
             if prev is not None and prev.etype is EntryType.FILE:
                 return prev, item.chunks
             return None, ()
+        finally:
+            self.bytes_reading = 0
         self.files_done += 1
         self.bytes_done += result.original_size
         self.dedupe_original += result.original_size
@@ -255,6 +258,13 @@ class SourceReader:
             path, held = self.results.popleft()
             self.sizes[path] = FileSizes(held.stored_size, held.original_size)
 
+    def _reading(self, count: int) -> None:
+        """After each read of a file: ``count`` bytes of it read so far; progress is reported
+        when due, so a large file moves the figures while it is read."""
+        self.bytes_reading = count
+        if self.progress_due <= time.monotonic():
+            self.progress()
+
     def progress(self, *, force: bool = False) -> None:
         """Report progress to the server (one attempt: the next supersedes a lost one) and to
         ``on_progress``, when ``progress_interval`` has passed since the last (or ``force``)."""
@@ -267,7 +277,7 @@ class SourceReader:
             self.current,
             self.files_done,
             self.files_seen,
-            self.bytes_done,
+            self.bytes_done + self.bytes_reading,
             self.bytes_seen,
             files_unchanged=self.files_unchanged,
             bytes_unchanged=self.bytes_unchanged,
@@ -297,18 +307,23 @@ class _Vanished(_SoftError):
 
 class _CancellableReader:
     """A binary reader over a file descriptor that raises ``JobCancelled`` between reads once
-    the event is set and counts the bytes read."""
+    the event is set, counts the bytes read and tells ``on_read`` the count after each read."""
 
-    def __init__(self, fd: int, cancel: threading.Event) -> None:
+    def __init__(
+        self, fd: int, cancel: threading.Event, on_read: Callable[[int], None] | None = None
+    ) -> None:
         self.fd = fd
         self.cancel = cancel
         self.count = 0
+        self.on_read = on_read
 
     def read(self, size: int = -1) -> bytes:
         if self.cancel.is_set():
             raise JobCancelled()
         data = os.read(self.fd, size if size > 0 else _READ_SIZE)
         self.count += len(data)
+        if self.on_read is not None:
+            self.on_read(self.count)
         return data
 
 
@@ -346,9 +361,16 @@ def _open(entry: Entry) -> int:
         raise _SoftError(_why("cannot open", exc)) from exc
 
 
-def _read_file(writer: Writer, entry: Entry, cancel: threading.Event) -> FileResult:
+def _read_file(
+    writer: Writer,
+    entry: Entry,
+    cancel: threading.Event,
+    *,
+    on_read: Callable[[int], None] | None = None,
+) -> FileResult:
     """Store the content of ``entry``; raises ``_SoftError`` when the file vanished, cannot be
-    read, is no longer the regular file scanned, or changed while it was read."""
+    read, is no longer the regular file scanned, or changed while it was read. ``on_read``
+    gets the bytes read so far after each read."""
     fd = _open(entry)
     try:
         before = os.fstat(fd)
@@ -357,7 +379,7 @@ def _read_file(writer: Writer, entry: Entry, cancel: threading.Event) -> FileRes
             entry.mtime_ns,
         ):
             raise _SoftError("changed between the scan and the read; not backed up")
-        reader = _CancellableReader(fd, cancel)
+        reader = _CancellableReader(fd, cancel, on_read)
         try:
             result = writer.add_file(reader)
         except OSError as exc:
