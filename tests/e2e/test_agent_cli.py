@@ -24,7 +24,18 @@ from rich.filesize import decimal
 from opencbs.destinations.local import LocalStorage
 from opencbs.engine.crypto import KdfParams
 from opencbs.engine.repository import Repository
-from tests.e2e.test_cli_server import OPENCBS, TIMEOUT, _env, _wait_until_up, free_port, ok, run
+from tests.e2e.serving import (
+    OPENCBS,
+    TIMEOUT,
+    add_sysuser,
+    add_user,
+    agent_env,
+    free_port,
+    isolated_env,
+    ok,
+    run,
+    serving,
+)
 
 LOGIN, PASSWORD, ENCRYPTION = "alice", "alice-pw", "repo-secret"
 MONITOR = {"SysUser": "monitor", "SysPwd": "monitor-pw"}
@@ -39,43 +50,14 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("agent-cli")
-    env = _env(root)
-    ok(env, "user", "add", LOGIN, "--password-stdin", stdin=PASSWORD + "\n")
-    ok(
-        env,
-        "sysuser",
-        "add",
-        "monitor",
-        "--role",
-        "API_ONLY",
-        "--password-stdin",
-        stdin=MONITOR["SysPwd"] + "\n",
-    )
-    port = free_port()
-    proc = subprocess.Popen(
-        [OPENCBS, "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_up(url, proc)
+    env = isolated_env(root)
+    add_user(env, LOGIN, PASSWORD)
+    add_sysuser(env, "monitor", MONITOR["SysPwd"], "--role", "API_ONLY")
+    with serving(env) as srv:
         yield Server(
-            url,
-            {
-                **env,
-                "OPENCBS_SERVER_URL": url,
-                "OPENCBS_LOGIN_NAME": LOGIN,
-                "OPENCBS_PASSWORD": PASSWORD,
-                "OPENCBS_ENCRYPTION_PASSWORD": ENCRYPTION,
-            },
+            srv.url,
+            agent_env(env, srv.url, login=LOGIN, password=PASSWORD, encryption=ENCRYPTION),
         )
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
-        assert proc.stderr is not None
-        proc.stderr.close()
 
 
 def _report(srv: Server, job: dict[str, Any]) -> dict[str, Any]:

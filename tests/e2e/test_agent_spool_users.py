@@ -11,27 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_cli_server import _env, free_port, ok, run
-from tests.e2e.test_lost_server import LOGIN, MONITOR, PASSWORD, Serve, _agent_env, _jobs
+from tests.e2e.serving import Serve, add_sysuser, add_user, free_port, isolated_env, ok, run
+from tests.e2e.test_lost_server import LOGIN, MONITOR, PASSWORD, _agent_env, _jobs
 
 BOB, BOB_PASSWORD = "bob", "bob-secret"
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Serve]:
-    env = _env(tmp_path / "root")
+    env = isolated_env(tmp_path / "root")
     for login, password in ((LOGIN, PASSWORD), (BOB, BOB_PASSWORD)):
-        ok(env, "user", "add", login, "--password-stdin", stdin=password + "\n")
-    ok(
-        env,
-        "sysuser",
-        "add",
-        MONITOR["SysUser"],
-        "--role",
-        "API_ONLY",
-        "--password-stdin",
-        stdin=MONITOR["SysPwd"] + "\n",
-    )
+        add_user(env, login, password)
+    add_sysuser(env, MONITOR["SysUser"], MONITOR["SysPwd"], "--role", "API_ONLY")
     running = Serve(env, free_port())
     running.start()
     try:

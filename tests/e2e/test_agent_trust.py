@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.test_cli_server import OPENCBS, _env, _wait_until_up, free_port, ok, run
+from tests.e2e.serving import add_user, agent_env, isolated_env, ok, run, serving
 
 LOGIN, PASSWORD, ENCRYPTION = "trusty", "trusty-pw", "repo-secret"
 AWS_CONFIG = b"[default]\nregion = eu-west-1\noutput = json\n"
@@ -58,32 +58,14 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("agent-trust")
-    env = _env(root)
-    ok(env, "user", "add", LOGIN, "--password-stdin", stdin=PASSWORD + "\n")
-    port = free_port()
-    proc = subprocess.Popen(
-        [OPENCBS, "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_up(url, proc)
+    env = isolated_env(root)
+    add_user(env, LOGIN, PASSWORD)
+    with serving(env) as srv:
         yield Server(
-            url,
+            srv.url,
             root,
-            {
-                **env,
-                "OPENCBS_SERVER_URL": url,
-                "OPENCBS_LOGIN_NAME": LOGIN,
-                "OPENCBS_PASSWORD": PASSWORD,
-                "OPENCBS_ENCRYPTION_PASSWORD": ENCRYPTION,
-            },
+            agent_env(env, srv.url, login=LOGIN, password=PASSWORD, encryption=ENCRYPTION),
         )
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 def _tree(root: Path) -> None:

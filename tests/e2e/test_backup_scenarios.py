@@ -20,12 +20,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,10 +42,9 @@ from opencbs.destinations.local import LocalStorage
 from opencbs.engine.crypto import KdfParams
 from opencbs.engine.repository import Repository
 from opencbs.engine.scan import Scan
+from tests.e2e.serving import TIMEOUT, add_sysuser, add_user, serving
 
-OPENCBS = str(Path(sys.executable).with_name("opencbs"))
 DRIVER = Path(__file__).with_name("agent_driver.py")
-TIMEOUT = 60
 SYSUSER = ("scenarios", "scenarios-pw")
 LOGIN = ("carol", "carol-secret")
 REPO_PASSWORD = "scenario repository password"
@@ -133,27 +130,6 @@ class Server:
     env: dict[str, str]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _cli(srv_env: dict[str, str], *args: str, stdin: str = "") -> str:
-    res = subprocess.run(
-        [OPENCBS, *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=srv_env,
-        timeout=TIMEOUT,
-        check=False,
-    )
-    assert res.returncode == 0, (args, res.stdout, res.stderr)
-    return res.stdout
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """``opencbs serve`` on a free port, its users made with ``opencbs sysuser add`` and
@@ -164,48 +140,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     env.update(HOME=str(root), XDG_CONFIG_HOME=str(root / ".config"))
     data.mkdir()  # with an explicit --database-url the CLI does not create it (exit 70)
     store = ("--data-dir", str(data), "--database-url", f"sqlite:///{data / 'opencbs.db'}")
-    _cli(
-        env,
-        "sysuser",
-        "add",
-        SYSUSER[0],
-        "--role",
-        "admin",
-        "--password-stdin",
-        *store,
-        stdin=SYSUSER[1] + "\n",
-    )
-    _cli(env, "user", "add", LOGIN[0], "--password-stdin", *store, stdin=LOGIN[1] + "\n")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [OPENCBS, "serve", "--port", str(port), "--timezone", "UTC", *store],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_until_up(url, proc)
-        yield Server(url, store, env)
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
-        assert proc.stderr is not None
-        proc.stderr.close()
-
-
-def _wait_until_up(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            assert proc.stderr is not None
-            raise AssertionError("server exited: " + proc.stderr.read().decode())
-        try:
-            httpx.get(url + "/openapi.json", timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise AssertionError("server did not start within 30 s")
+    add_sysuser(env, SYSUSER[0], SYSUSER[1], "--role", "admin", *store)
+    add_user(env, LOGIN[0], LOGIN[1], *store)
+    with serving(env, "--timezone", "UTC", *store) as srv:
+        yield Server(srv.url, store, env)
 
 
 @pytest.fixture

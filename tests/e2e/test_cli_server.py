@@ -6,11 +6,8 @@ Every subprocess is the venv's ``opencbs`` script and is killed in a ``finally``
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,51 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-OPENCBS = str(Path(sys.executable).with_name("opencbs"))
-TIMEOUT = 60
-
-
-def _env(root: Path, **extra: str) -> dict[str, str]:
-    """An environment isolated in ``root``: its own home, config and data directories."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCBS_")}
-    home = root / "home"
-    home.mkdir(parents=True, exist_ok=True)
-    env.update(
-        HOME=str(home),
-        XDG_CONFIG_HOME=str(home / ".config"),
-        XDG_DATA_HOME=str(home / ".local" / "share"),
-        OPENCBS_DATA_DIR=str(root / "data"),
-        OPENCBS_TIMEZONE="UTC",
-        **extra,
-    )
-    return env
-
-
-def run(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    """Run ``opencbs ARGS`` to completion."""
-    return subprocess.run(
-        [OPENCBS, *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=TIMEOUT,
-        check=False,
-    )
-
-
-def ok(env: dict[str, str], *args: str, stdin: str = "") -> str:
-    """Run ``opencbs ARGS``, expect success, return its stdout."""
-    res = run(env, *args, stdin=stdin)
-    assert res.returncode == 0, (args, res.stdout, res.stderr)
-    return res.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from tests.e2e.serving import OPENCBS, TIMEOUT, add_sysuser, isolated_env, ok, run, serving
 
 
 @dataclass(frozen=True)
@@ -79,52 +32,14 @@ class Server:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """``opencbs demo --no-serve`` (twice: it is idempotent), a system user of our own, then
     ``opencbs serve`` on a free port."""
-    env = _env(tmp_path_factory.mktemp("e2e-server"))
+    env = isolated_env(tmp_path_factory.mktemp("e2e-server"))
     demo = json.loads(ok(env, "demo", "--no-serve", "--json"))
     again = json.loads(ok(env, "demo", "--no-serve", "--json"))
     assert again["created"] == [] and again["sysuser_password"] is None
     assert again["backup_set_id"] == demo["backup_set_id"]
-    ok(
-        env,
-        "sysuser",
-        "add",
-        "monitor",
-        "--role",
-        "API_ONLY",
-        "--password-stdin",
-        stdin="monitor-pw\n",
-    )
-    port = free_port()
-    proc = subprocess.Popen(
-        [OPENCBS, "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_until_up(url, proc)
-        yield Server(url, port, env, demo, {"SysUser": "monitor", "SysPwd": "monitor-pw"})
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
-        assert proc.stdout is not None and proc.stderr is not None
-        proc.stdout.close()
-        proc.stderr.close()
-
-
-def _wait_until_up(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            assert proc.stderr is not None
-            raise AssertionError("server exited: " + proc.stderr.read().decode())
-        try:
-            httpx.get(url + "/openapi.json", timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise AssertionError("server did not start within 30 s")
+    add_sysuser(env, "monitor", "monitor-pw", "--role", "API_ONLY")
+    with serving(env) as srv:
+        yield Server(srv.url, srv.port, env, demo, {"SysUser": "monitor", "SysPwd": "monitor-pw"})
 
 
 def _report_request(srv: Server, job_id: str) -> dict[str, str]:
@@ -223,7 +138,7 @@ def test_demo_prints_a_curl_for_the_example(server: Server) -> None:
 
 
 def test_users_and_sets_from_the_command_line(tmp_path: Path) -> None:
-    env = _env(tmp_path)
+    env = isolated_env(tmp_path)
     ok(env, "sysuser", "add", "ops", "--role", "ADMIN", "--password-stdin", stdin="s3cret-ops-pw\n")
     generated = run(env, "sysuser", "add", "robot", "--role", "READ_ONLY_API")
     assert generated.returncode == 0, generated.stderr
@@ -303,7 +218,7 @@ def _assert_one_line_error(res: subprocess.CompletedProcess[str], code: int, mes
 
 
 def test_errors_are_one_line_with_a_hint(tmp_path: Path) -> None:
-    env = _env(tmp_path)
+    env = isolated_env(tmp_path)
     _assert_one_line_error(
         run(env, "report", "2024-01-01-00-00-00", "--user", "nobody"),
         4,
@@ -322,14 +237,16 @@ def test_errors_are_one_line_with_a_hint(tmp_path: Path) -> None:
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
-    res = run(_env(tmp_path), "--debug", "report", "2024-01-01-00-00-00", "--user", "nobody")
+    res = run(
+        isolated_env(tmp_path), "--debug", "report", "2024-01-01-00-00-00", "--user", "nobody"
+    )
     assert res.returncode == 4
     assert "Traceback" in res.stderr
     assert "opencbs: error: " in res.stderr
 
 
 def test_serve_on_a_busy_or_foreign_address_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    env = _env(tmp_path)
+    env = isolated_env(tmp_path)
     with socket.socket() as other:
         other.bind(("127.0.0.1", 0))
         other.listen()
@@ -349,7 +266,7 @@ def test_serve_on_a_busy_or_foreign_address_is_one_line_and_exit_2(tmp_path: Pat
 
 
 def test_user_names_are_checked_and_owners_must_be_resellers(tmp_path: Path) -> None:
-    env = _env(tmp_path)
+    env = isolated_env(tmp_path)
     for bad, why in [
         ("a\nb", "control character"),
         ("a/b", "'/'"),

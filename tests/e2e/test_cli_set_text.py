@@ -18,8 +18,7 @@ from opencbs.settings import sqlite_url
 from opencbs.store import users
 from opencbs.store.db import Database
 from opencbs.store.schema import backup_sets
-from tests.e2e.test_cli_server import _env, free_port, ok, run
-from tests.e2e.test_lost_server import Serve
+from tests.e2e.serving import add_user, agent_env, isolated_env, ok, run, serving
 
 LOGIN, PASSWORD, ENCRYPTION = "alice", "alice-pw", "repo-secret"
 BAD = "\udcff"  # the byte 0xff of a command line that is not UTF-8 (surrogateescape)
@@ -35,25 +34,14 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("set-text")
-    env = _env(root)
-    ok(env, "user", "add", LOGIN, "--password-stdin", stdin=PASSWORD + "\n")
-    running = Serve(env, free_port())
-    running.start()
-    url = running.url
-    try:
+    env = isolated_env(root)
+    add_user(env, LOGIN, PASSWORD)
+    with serving(env) as srv:
         yield Server(
-            url,
-            {
-                **env,
-                "OPENCBS_SERVER_URL": url,
-                "OPENCBS_LOGIN_NAME": LOGIN,
-                "OPENCBS_PASSWORD": PASSWORD,
-                "OPENCBS_ENCRYPTION_PASSWORD": ENCRYPTION,
-            },
+            srv.url,
+            agent_env(env, srv.url, login=LOGIN, password=PASSWORD, encryption=ENCRYPTION),
             root / "data",
         )
-    finally:
-        running.kill()
 
 
 def _one_line_error(res: subprocess.CompletedProcess[str], code: int, text: str) -> list[str]:

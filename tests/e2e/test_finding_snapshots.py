@@ -21,6 +21,7 @@ import pexpect
 
 from opencbs.destinations.local import LocalStorage
 from opencbs.engine.repository import Repository
+from tests.e2e.serving import OPENCBS, ok, run
 from tests.e2e.test_agent_cli import (  # noqa: F401 (server: the module's fixture)
     ENCRYPTION,
     Server,
@@ -28,7 +29,6 @@ from tests.e2e.test_agent_cli import (  # noqa: F401 (server: the module's fixtu
     _tree,
     server,
 )
-from tests.e2e.test_cli_server import OPENCBS, ok, run
 
 OTHER_HOST = "other-host.example"
 
@@ -40,6 +40,14 @@ def _backup(srv: Server, name: str, src: Path, dest: Path) -> dict[str, Any]:
     assert res.returncode == 0, res.stderr
     job: dict[str, Any] = json.loads(res.stdout)
     return job
+
+
+def _backed_up(srv: Server, name: str, tmp_path: Path) -> tuple[Path, Path, dict[str, Any]]:
+    """Set ``name`` of a small tree (``tmp_path/src``) backed up once to ``tmp_path/dest``;
+    returns (source, destination, the job as ``opencbs backup --json`` printed it)."""
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    _tree(src)
+    return src, dest, _backup(srv, name, src, dest)
 
 
 def _listed(env: dict[str, str], dest: Path, *args: str) -> list[dict[str, Any]]:
@@ -64,9 +72,7 @@ def _copy_snapshot(dest: Path, snapshot_id: str, **changes: Any) -> str:
 
 
 def test_restore_latest_of_the_one_set(server: Server, tmp_path: Path) -> None:  # noqa: F811
-    src, dest = tmp_path / "src", tmp_path / "dest"
-    _tree(src)
-    _backup(server, "latest-one", src, dest)
+    src, dest, _ = _backed_up(server, "latest-one", tmp_path)
     (src / "a.txt").write_bytes(b"changed\n")
     (src / "new.txt").write_bytes(b"new\n")
     second = _backup(server, "latest-one", src, dest)
@@ -193,9 +199,7 @@ def test_snapshots_without_a_recorded_name_are_named_by_the_agent(
     server: Server,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    src, dest = tmp_path / "src", tmp_path / "dest"
-    _tree(src)
-    job = _backup(server, "before-names", src, dest)
+    src, dest, job = _backed_up(server, "before-names", tmp_path)
     # as a job before set names were recorded wrote it: no name in the snapshot
     old = _copy_snapshot(dest, job["snapshot_id"], set_name=None)
     (dest / "snapshots" / job["snapshot_id"]).unlink()
@@ -211,9 +215,7 @@ def test_snapshots_without_a_recorded_name_are_named_by_the_agent(
 
 
 def test_verify_says_each_problem_once(server: Server, tmp_path: Path) -> None:  # noqa: F811
-    src, dest = tmp_path / "src", tmp_path / "dest"
-    _tree(src)
-    _backup(server, "verify-once", src, dest)
+    src, dest, _ = _backed_up(server, "verify-once", tmp_path)
     clean = run(server.env, "verify", "--destination", str(dest))
     assert clean.returncode == 0 and clean.stdout.startswith("ok: 1 snapshot, "), clean.stdout
     packs = [p for p in (dest / "data").rglob("*") if p.is_file()]
@@ -249,9 +251,7 @@ def test_verify_counts_one_problem_in_the_singular(
     server: Server,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    src, dest = tmp_path / "src", tmp_path / "dest"
-    _tree(src)
-    first = _backup(server, "verify-one", src, dest)
+    src, dest, first = _backed_up(server, "verify-one", tmp_path)
     (src / "a.txt").write_bytes(b"changed\n")
     _backup(server, "verify-one", src, dest)
     (dest / "snapshots" / first["snapshot_id"]).unlink()
@@ -293,9 +293,7 @@ def test_the_set_id_column_shows_when_the_terminal_is_wide_enough(
     server: Server,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    src, dest = tmp_path / "src", tmp_path / "dest"
-    _tree(src)
-    job = _backup(server, "wide", src, dest)
+    src, dest, job = _backed_up(server, "wide", tmp_path)
     wide = _on_terminal(server.env, 200, "snapshots", "--destination", str(dest))
     assert "Set ID" in wide and job["backup_set_id"] in wide and "wide" in wide
     narrow = _on_terminal(server.env, 100, "snapshots", "--destination", str(dest))

@@ -24,8 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_cli_server import OPENCBS, _env, free_port, ok, run
-from tests.e2e.test_lost_server import Serve
+from tests.e2e.serving import OPENCBS, Serve, add_user, agent_env, free_port, isolated_env, ok, run
 
 LOGIN, PASSWORD, ENCRYPTION = "bob", "pw12345678", "repo-secret"
 
@@ -41,20 +40,14 @@ class Agent:
 
 @pytest.fixture
 def agent(tmp_path: Path) -> Iterator[Agent]:
-    env = _env(tmp_path / "root")
-    ok(env, "user", "add", LOGIN, "--password-stdin", stdin=PASSWORD + "\n")
+    env = isolated_env(tmp_path / "root")
+    add_user(env, LOGIN, PASSWORD)
     serve = Serve(env, free_port())
     serve.start()
     try:
         yield Agent(
             serve,
-            {
-                **env,
-                "OPENCBS_SERVER_URL": serve.url,
-                "OPENCBS_LOGIN_NAME": LOGIN,
-                "OPENCBS_PASSWORD": PASSWORD,
-                "OPENCBS_ENCRYPTION_PASSWORD": ENCRYPTION,
-            },
+            agent_env(env, serve.url, login=LOGIN, password=PASSWORD, encryption=ENCRYPTION),
             tmp_path / "root" / "data",
         )
     finally:
@@ -90,6 +83,16 @@ def _first_backup(a: Agent, name: str, sources: list[Path], dest: Path) -> dict[
     )
     assert job["status"] == "BS_STOP_SUCCESS", job
     return job
+
+
+def _docs_backed_up(a: Agent, tmp_path: Path) -> tuple[Path, Path]:
+    """Set "Docs" of ``tmp_path/src`` (one file, ``a.txt``) backed up once to ``tmp_path/dest``;
+    returns (source, destination)."""
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    src.mkdir()
+    (src / "a.txt").write_bytes(b"alpha")
+    _first_backup(a, "Docs", [src], dest)
+    return src, dest
 
 
 def test_a_missing_source_creates_no_set_and_no_repository(agent: Agent, tmp_path: Path) -> None:
@@ -143,10 +146,7 @@ def test_a_missing_source_creates_no_set_and_no_repository(agent: Agent, tmp_pat
 
 
 def test_every_source_missing_fails_the_job_on_the_server(agent: Agent, tmp_path: Path) -> None:
-    src, dest = tmp_path / "src", tmp_path / "dest"
-    src.mkdir()
-    (src / "a.txt").write_bytes(b"alpha")
-    _first_backup(agent, "Docs", [src], dest)
+    src, dest = _docs_backed_up(agent, tmp_path)
     src.rename(tmp_path / "moved")
     before = _snapshots(agent, dest)
 
@@ -209,10 +209,7 @@ def test_some_sources_missing_is_a_warning_said_where_the_user_looks(
 def test_an_offline_backup_says_the_server_is_unreachable_once(
     agent: Agent, tmp_path: Path
 ) -> None:
-    src, dest = tmp_path / "src", tmp_path / "dest"
-    src.mkdir()
-    (src / "a.txt").write_bytes(b"alpha")
-    _first_backup(agent, "Docs", [src], dest)
+    src, dest = _docs_backed_up(agent, tmp_path)
     agent.serve.kill()
     (src / "b.txt").write_bytes(b"beta")
 
@@ -249,10 +246,7 @@ def _job_spools(data: Path) -> list[Path]:
 def test_another_running_job_of_the_set_is_not_an_earlier_report(
     agent: Agent, tmp_path: Path
 ) -> None:
-    src, dest = tmp_path / "src", tmp_path / "dest"
-    src.mkdir()
-    (src / "a.txt").write_bytes(b"alpha")
-    _first_backup(agent, "Docs", [src], dest)
+    src, dest = _docs_backed_up(agent, tmp_path)
     for i in range(40):
         (src / f"big{i}").write_bytes(bytes([i]) * 1_000_000 + i.to_bytes(4, "big"))
 

@@ -8,6 +8,7 @@ time (the bodies are generated, never held whole by the test).
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 import subprocess
 import time
@@ -23,7 +24,7 @@ import pytest
 from opencbs import security
 from opencbs.api.limits import BATCH_BODY, CBS_BODY
 from opencbs.store.sets import MAX_SETTINGS_DEPTH
-from tests.e2e.test_cli_server import OPENCBS, _env, _wait_until_up, free_port, ok
+from tests.e2e.serving import free_port, isolated_env, ok, start_serve, stop_serve
 
 API = "/api/agent/v1"
 ALICE = ("alice", "alice-pw")
@@ -47,7 +48,7 @@ class Server:
 def _start(root: Path) -> Server:
     """A data directory with a system user, a backup user and one set, then ``opencbs serve``
     on a free port, its stderr (the log) in a file."""
-    env = _env(root)
+    env = isolated_env(root)
     pw = "--password-stdin"
     ok(env, "sysuser", "add", "monitor", "--role", "API_ONLY", pw, stdin="monitor-pw\n")
     ok(env, "user", "add", ALICE[0], pw, stdin=ALICE[1] + "\n")
@@ -56,23 +57,18 @@ def _start(root: Path) -> Server:
        str(root / "repo"))  # fmt: skip
     port = free_port()
     log = root / "server.log"
-    with log.open("wb") as err:
-        proc = subprocess.Popen(
-            [OPENCBS, "serve", "--port", str(port)], env=env, stdout=err, stderr=err
-        )
+    proc = start_serve(env, port=port, log=log, with_stdout=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_up(url, proc)
         (bset,) = httpx.get(f"{url}{API}/backup-sets", auth=ALICE).json()
     except BaseException:
-        proc.kill()
+        stop_serve(proc, signal.SIGKILL)
         raise
     return Server(url, proc, log, root / "data", bset["id"], bset["destinations"][0]["id"])
 
 
 def _stop(srv: Server) -> None:
-    srv.proc.kill()
-    srv.proc.wait(timeout=10)
+    stop_serve(srv.proc, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")

@@ -28,10 +28,10 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import pytest
@@ -50,8 +50,19 @@ from opencbs.store import users
 from opencbs.store.db import Database
 from opencbs.store.migrate import upgrade
 from tests.agent_support import tmpfs
+from tests.e2e.serving import (
+    OPENCBS,
+    TIMEOUT,
+    add_sysuser,
+    add_user,
+    free_port,
+    isolated_env,
+    ok,
+    run,
+    start_serve,
+    stop_serve,
+)
 from tests.e2e.test_agent_cli import _same_tree
-from tests.e2e.test_cli_server import OPENCBS, TIMEOUT, _env, _wait_until_up, free_port, ok, run
 
 LOGIN, PASSWORD, ENCRYPTION = "killer", "killer-pw", "kill-repo-secret"
 MONITOR = {"SysUser": "monitor", "SysPwd": "monitor-pw"}
@@ -73,34 +84,24 @@ class Server:
     agent_env: dict[str, str]  # the agent's: OPENCBS_CONFIG names a 0600 file with passwords
     port: int
     proc: subprocess.Popen[bytes] | None = None
-    log: IO[bytes] | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.log = open(self.root / "serve.log", "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [OPENCBS, "serve", "--port", str(self.port), "--job-idle-timeout", str(IDLE_TIMEOUT)],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=self.log,
+        self.proc = start_serve(
+            self.env,
+            "--job-idle-timeout",
+            str(IDLE_TIMEOUT),
+            port=self.port,
+            log=self.root / "serve.log",
         )
-        _wait_until_up(self.url, self.proc)
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+            stop_serve(self.proc, signal.SIGTERM)
             self.proc = None
-        if self.log is not None:
-            self.log.close()
-            self.log = None
 
     def cbs(self, call: str, **params: str) -> Any:
         r = httpx.post(
@@ -116,18 +117,9 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("interruption")
-    env = _env(root)
-    ok(env, "user", "add", LOGIN, "--password-stdin", stdin=PASSWORD + "\n")
-    ok(
-        env,
-        "sysuser",
-        "add",
-        "monitor",
-        "--role",
-        "API_ONLY",
-        "--password-stdin",
-        stdin=MONITOR["SysPwd"] + "\n",
-    )
+    env = isolated_env(root)
+    add_user(env, LOGIN, PASSWORD)
+    add_sysuser(env, "monitor", MONITOR["SysPwd"], "--role", "API_ONLY")
     port = free_port()
     config = root / "agent.toml"
     config.write_text(

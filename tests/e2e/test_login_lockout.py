@@ -5,13 +5,13 @@ API, then CLI from another process), and the server's log names each lockout and
 from __future__ import annotations
 
 import json
-import subprocess
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 
-from tests.e2e.test_cli_server import OPENCBS, _env, _wait_until_up, free_port, ok
+from tests.e2e.serving import add_sysuser, isolated_env, ok, serving
 
 LIMIT = 3
 
@@ -29,33 +29,16 @@ def _locked(env: dict[str, str]) -> list[tuple[str, str]]:
 
 
 def test_lockout_and_unlock_over_http(tmp_path: Path) -> None:
-    env = _env(
+    env = isolated_env(
         tmp_path,
         OPENCBS_LOCKOUT_FAILURES=str(LIMIT),
         OPENCBS_ADDRESS_FAILURES="1000",
         OPENCBS_HASH_WAIT_SECONDS="120",  # a slow shared machine: no "try later" here
     )
-    ok(env, "sysuser", "add", "ops", "--password-stdin", stdin="ops-secret\n")
-    ok(
-        env,
-        "sysuser",
-        "add",
-        "monitor",
-        "--role",
-        "API_ONLY",
-        "--password-stdin",
-        stdin="monitor-secret\n",
-    )
-    port = free_port()
-    proc = subprocess.Popen(
-        [OPENCBS, "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_up(url, proc)
+    add_sysuser(env, "ops", "ops-secret")
+    add_sysuser(env, "monitor", "monitor-secret", "--role", "API_ONLY")
+    with serving(env, log=tmp_path / "serve.log", stop=signal.SIGTERM) as srv:
+        url = srv.url
         with ThreadPoolExecutor(20) as pool:
             answers = list(pool.map(lambda i: _auth(url, "monitor", f"stale-{i}"), range(20)))
         assert {(r.status_code, r.json()["Status"]) for r in answers} == {(200, "Error")}
@@ -74,12 +57,7 @@ def test_lockout_and_unlock_over_http(tmp_path: Path) -> None:
         assert _locked(env) == [("sysuser", "monitor")]
         ok(env, "lockout", "clear", "--sysuser", "monitor")
         assert _auth(url, "monitor", "monitor-secret").json() == {"Status": "OK"}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        assert proc.stderr is not None
-        log = proc.stderr.read().decode()
-        proc.stderr.close()
+    log = (tmp_path / "serve.log").read_text()
     locks = [line for line in log.splitlines() if "login lockout:" in line]
     assert len(locks) == 2, log
     assert all("WARNING" in x and "'monitor'" in x and "127.0.0.1" in x for x in locks)

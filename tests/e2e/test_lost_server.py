@@ -14,9 +14,7 @@ backup user (``opencbs.agent.spool``).
 from __future__ import annotations
 
 import json
-import signal
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +25,16 @@ import httpx
 import pytest
 
 from tests.agent_support import tmpfs
-from tests.e2e.test_cli_server import OPENCBS, _env, _wait_until_up, free_port, ok, run
+from tests.e2e.serving import (
+    Serve,
+    add_sysuser,
+    add_user,
+    agent_env,
+    free_port,
+    isolated_env,
+    ok,
+    run,
+)
 from tests.integration.agent.test_agent_backup import _check_counters
 
 LOGIN, PASSWORD, ENCRYPTION = "alice", "alice-pw", "repo-secret"
@@ -91,46 +98,11 @@ class Relay:
         self.sock.close()
 
 
-class Serve:
-    """``opencbs serve`` on a fixed port, which can be killed and started again."""
-
-    def __init__(self, env: dict[str, str], port: int) -> None:
-        self.env = env
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [OPENCBS, "serve", "--port", str(self.port)],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        _wait_until_up(self.url, self.proc)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        if self.proc is not None and self.proc.stderr is not None:
-            self.proc.stderr.close()
-
-
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Serve]:
-    env = _env(tmp_path / "root")
-    ok(env, "user", "add", LOGIN, "--password-stdin", stdin=PASSWORD + "\n")
-    ok(
-        env,
-        "sysuser",
-        "add",
-        "monitor",
-        "--role",
-        "API_ONLY",
-        "--password-stdin",
-        stdin=MONITOR["SysPwd"] + "\n",
-    )
+    env = isolated_env(tmp_path / "root")
+    add_user(env, LOGIN, PASSWORD)
+    add_sysuser(env, "monitor", MONITOR["SysPwd"], "--role", "API_ONLY")
     server = Serve(env, free_port())
     server.start()
     try:
@@ -140,13 +112,7 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
 
 
 def _agent_env(serve: Serve, url: str) -> dict[str, str]:
-    return {
-        **serve.env,
-        "OPENCBS_SERVER_URL": url,
-        "OPENCBS_LOGIN_NAME": LOGIN,
-        "OPENCBS_PASSWORD": PASSWORD,
-        "OPENCBS_ENCRYPTION_PASSWORD": ENCRYPTION,
-    }
+    return agent_env(serve.env, url, login=LOGIN, password=PASSWORD, encryption=ENCRYPTION)
 
 
 def _report(url: str, job: dict[str, Any]) -> dict[str, Any]:

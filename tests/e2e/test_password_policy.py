@@ -6,12 +6,13 @@ to a real ``opencbs serve`` (the rule applies when a password is set, not at log
 
 from __future__ import annotations
 
+import signal
 import subprocess
 from pathlib import Path
 
 import httpx
 
-from tests.e2e.test_cli_server import OPENCBS, _env, _wait_until_up, free_port, ok, run
+from tests.e2e.serving import add_sysuser, add_user, isolated_env, ok, run, serving
 
 SHORT = "password too short: at least 8 characters (setting password_min_length"
 
@@ -26,7 +27,7 @@ def _refused(res: subprocess.CompletedProcess[str], text: str) -> None:
 
 
 def test_short_passwords_and_the_name_are_refused_for_every_kind_of_user(tmp_path: Path) -> None:
-    env = _env(tmp_path)
+    env = isolated_env(tmp_path)
     pw = "--password-stdin"
     _refused(run(env, "sysuser", "add", "eve", "--role", "ADMIN", pw, stdin="x\n"), SHORT)
     _refused(run(env, "sysuser", "add", "eve", pw, stdin="1234567\n"), SHORT)
@@ -45,7 +46,7 @@ def test_short_passwords_and_the_name_are_refused_for_every_kind_of_user(tmp_pat
 
 
 def test_a_stricter_setting_names_itself_and_is_bounded(tmp_path: Path) -> None:
-    env = _env(tmp_path, OPENCBS_PASSWORD_MIN_LENGTH="12")
+    env = isolated_env(tmp_path, OPENCBS_PASSWORD_MIN_LENGTH="12")
     pw = "--password-stdin"
     _refused(
         run(env, "user", "add", "bob", pw, stdin="eleven-char\n"),
@@ -63,7 +64,7 @@ def test_a_stricter_setting_names_itself_and_is_bounded(tmp_path: Path) -> None:
 
 
 def test_passwd_of_an_unknown_system_user_is_not_found(tmp_path: Path) -> None:
-    env = _env(tmp_path)
+    env = isolated_env(tmp_path)
     # asked before any password is read: no stdin, no prompt
     res = run(env, "sysuser", "passwd", "ghost")
     assert res.returncode == 4, res.stderr
@@ -72,28 +73,15 @@ def test_passwd_of_an_unknown_system_user_is_not_found(tmp_path: Path) -> None:
 
 
 def test_a_password_set_before_a_stricter_setting_still_logs_in(tmp_path: Path) -> None:
-    env = _env(tmp_path)
-    ok(env, "sysuser", "add", "ops", "--password-stdin", stdin="eight-ch\n")
-    ok(env, "user", "add", "alice", "--password-stdin", stdin="alice-pw\n")
-    port = free_port()
+    env = isolated_env(tmp_path)
+    add_sysuser(env, "ops", "eight-ch")
+    add_user(env, "alice", "alice-pw")
     strict = {**env, "OPENCBS_PASSWORD_MIN_LENGTH": "20"}
-    server = subprocess.Popen(
-        [OPENCBS, "serve", "--port", str(port)],
-        env=strict,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_until_up(url, server)
+    with serving(strict, stop=signal.SIGTERM) as srv:
         body = {"SysUser": "ops", "SysPwd": "eight-ch", "LoginName": "alice"}
-        r = httpx.post(f"{url}/obs/api/json/AuthUser.do", json={**body, "Password": "alice-pw"})
+        r = httpx.post(f"{srv.url}/obs/api/json/AuthUser.do", json={**body, "Password": "alice-pw"})
         assert r.json() == {"Status": "OK"}
-    finally:
-        server.terminate()
-        assert server.wait(timeout=30) == 0  # SIGTERM: the normal end of a server
-        assert server.stderr is not None
-        server.stderr.close()
+    assert srv.proc.returncode == 0  # SIGTERM: the normal end of a server
     # and a new one under the stricter setting is refused
     _refused(
         run(strict, "sysuser", "passwd", "ops", "--password-stdin", stdin="eight-ch\n"),

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,16 @@ import pexpect
 import pyte
 import pytest
 
-from tests.e2e.test_cli_server import OPENCBS, TIMEOUT, _env, _wait_until_up, free_port, ok, run
+from tests.e2e.serving import (
+    OPENCBS,
+    TIMEOUT,
+    add_user,
+    agent_env,
+    isolated_env,
+    ok,
+    run,
+    serving,
+)
 
 LOGIN, PASSWORD, ENCRYPTION = "bob", "pw12345678", "repo-secret"
 FILES, FILE_SIZE = 40, 4_000_000  # 160 MB: the job takes long enough to be seen
@@ -41,35 +49,17 @@ class Agent:
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
     root = tmp_path_factory.mktemp("progress")
-    env = {k: v for k, v in _env(root).items() if k not in ("COLUMNS", "LINES")}
-    ok(env, "user", "add", LOGIN, "--password-stdin", stdin=PASSWORD + "\n")
+    env = {k: v for k, v in isolated_env(root).items() if k not in ("COLUMNS", "LINES")}
+    add_user(env, LOGIN, PASSWORD)
     source = root / "src"
     source.mkdir()
     for i in range(FILES):
         (source / f"f{i:02}.bin").write_bytes(os.urandom(FILE_SIZE))
-    port = free_port()
-    proc = subprocess.Popen(
-        [OPENCBS, "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_up(url, proc)
+    with serving(env) as srv:
         yield Agent(
-            {
-                **env,
-                "OPENCBS_SERVER_URL": url,
-                "OPENCBS_LOGIN_NAME": LOGIN,
-                "OPENCBS_PASSWORD": PASSWORD,
-                "OPENCBS_ENCRYPTION_PASSWORD": ENCRYPTION,
-            },
+            agent_env(env, srv.url, login=LOGIN, password=PASSWORD, encryption=ENCRYPTION),
             source,
         )
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 @dataclass(frozen=True)

@@ -20,32 +20,18 @@ from typing import IO, Any
 import httpx
 import pytest
 
-from tests.e2e.test_cli_server import OPENCBS, TIMEOUT, _wait_until_up, free_port
+from tests.e2e.serving import OPENCBS, TIMEOUT, free_port, isolated_env, run, serving
 
 
 def _env(root: Path) -> dict[str, str]:
     """HOME and the XDG directories in ``root``: the default data directory is used."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCBS_")}
-    home = root / "home"
-    home.mkdir(parents=True, exist_ok=True)
-    env.update(
-        HOME=str(home),
-        XDG_CONFIG_HOME=str(home / ".config"),
-        XDG_DATA_HOME=str(home / ".local" / "share"),
-        OPENCBS_TIMEZONE="UTC",
-    )
+    env = isolated_env(root)
+    del env["OPENCBS_DATA_DIR"]
     return env
 
 
 def _quickstart(env: dict[str, str], tree: Path, port: int) -> str:
-    res = subprocess.run(
-        [OPENCBS, "quickstart", str(tree), "--no-serve", "--port", str(port)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=TIMEOUT,
-        check=False,
-    )
+    res = run(env, "quickstart", str(tree), "--no-serve", "--port", str(port))
     assert res.returncode == 0, (res.stdout, res.stderr)
     assert "Traceback" not in res.stderr
     return res.stdout + "\n" + res.stderr
@@ -99,14 +85,7 @@ def test_quickstart_backs_up_and_its_curl_returns_the_report(tmp_path: Path) -> 
     agent_toml = tmp_path / "home" / ".local" / "share" / "opencbs" / "agent.toml"
     assert stat.S_IMODE(agent_toml.stat().st_mode) == 0o600
 
-    server = subprocess.Popen(
-        [OPENCBS, "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        _wait_until_up(f"http://127.0.0.1:{port}", server)
+    with serving(env, port=port):
         data = _report(url, body)
         assert data["ID"] == body["BackupJobID"]
         assert data["BackupJobStatus"] == "BS_STOP_SUCCESS"
@@ -132,11 +111,6 @@ def test_quickstart_backs_up_and_its_curl_returns_the_report(tmp_path: Path) -> 
         assert [e["Name"] for e in data2["upd"]] == [str(tree / "docs" / "c.md")]
         assert url2 == url  # the server that holds the port serves the report
         assert f'server_url = "http://127.0.0.1:{port}"' in agent_toml.read_text()
-    finally:
-        server.kill()
-        server.wait(timeout=10)
-        assert server.stderr is not None
-        server.stderr.close()
 
 
 def _lines(stream: IO[str]) -> queue.Queue[str | None]:

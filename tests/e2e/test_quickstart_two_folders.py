@@ -6,20 +6,14 @@ leaves out ``PATH/.venv`` and the contents of a folder tagged ``CACHEDIR.TAG``."
 from __future__ import annotations
 
 import json
-import subprocess
+import signal
 import tomllib
 from pathlib import Path
 
-from tests.e2e.test_cli_server import OPENCBS, TIMEOUT, _wait_until_up, free_port
+from tests.e2e.serving import free_port, run, serving
 from tests.e2e.test_quickstart import _curl, _env, _quickstart, _report, _tree
 
 SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
-
-
-def _opencbs(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [OPENCBS, *args], capture_output=True, text=True, env=env, timeout=TIMEOUT, check=False
-    )
 
 
 def _with_caches_and_venv(tree: Path) -> None:
@@ -56,14 +50,7 @@ def test_by_hand_commands_after_quickstart_of_two_folders(tmp_path: Path) -> Non
     # the rerun for another folder names that folder's set
     assert tomllib.loads(agent_toml.read_text())["agent"]["backup_set"] == second_set
 
-    server = subprocess.Popen(
-        [OPENCBS, "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        _wait_until_up(f"http://127.0.0.1:{port}", server)
+    with serving(env, port=port, stop=signal.SIGTERM):
         # what the first folder's job stored: no .venv, the cache folder and its tag only
         data = _report(url, body)
         names = {e["Name"] for e in data["new"]}
@@ -76,17 +63,17 @@ def test_by_hand_commands_after_quickstart_of_two_folders(tmp_path: Path) -> Non
         }, names
 
         # README: opencbs --config <data_dir>/agent.toml backup --verbose
-        res = _opencbs(env, "--config", str(agent_toml), "backup", "--verbose", "--json")
+        res = run(env, "--config", str(agent_toml), "backup", "--verbose", "--json")
         assert res.returncode == 0, (res.stdout, res.stderr)
         outcome = json.loads(res.stdout)
         assert outcome["backup_set_id"] == second_set
         # --set still picks another set
-        res = _opencbs(env, "--config", str(agent_toml), "backup", "--set", first_set, "--json")
+        res = run(env, "--config", str(agent_toml), "backup", "--set", first_set, "--json")
         assert res.returncode == 0, (res.stdout, res.stderr)
         assert json.loads(res.stdout)["backup_set_id"] == first_set
 
         # README: opencbs --config … snapshots --destination <data_dir>/destinations/<set id>
-        res = _opencbs(
+        res = run(
             env,
             "--config",
             str(agent_toml),
@@ -98,8 +85,3 @@ def test_by_hand_commands_after_quickstart_of_two_folders(tmp_path: Path) -> Non
         assert res.returncode == 0, (res.stdout, res.stderr)
         rows = json.loads(res.stdout)
         assert len(rows) == 2 and {r["backup_set_id"] for r in rows} == {second_set}
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        assert server.stderr is not None
-        server.stderr.close()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,17 @@ import httpx
 import pexpect
 import pytest
 
-from tests.e2e.test_cli_server import OPENCBS, TIMEOUT, _env, _wait_until_up, free_port, ok, run
+from tests.e2e.serving import (
+    OPENCBS,
+    TIMEOUT,
+    add_sysuser,
+    add_user,
+    agent_env,
+    isolated_env,
+    ok,
+    run,
+    serving,
+)
 
 EXAMPLE, SECOND = "2024-06-26-13-24-35", "2024-06-27-13-24-35"
 
@@ -32,7 +41,7 @@ EXAMPLE, SECOND = "2024-06-26-13-24-35", "2024-06-27-13-24-35"
 def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The demo's data directory, plus a second set of the demo user that has no job."""
     root = tmp_path_factory.mktemp("report-demo")
-    env = _env(root)
+    env = isolated_env(root)
     ok(env, "demo", "--no-serve")
     ok(env, "set", "add", "demo", "Empty", "--source", str(root), "--destination", str(root / "d"))
     return env
@@ -207,27 +216,11 @@ MONITOR = {"SysUser": "monitor", "SysPwd": "monitor-password"}
 def bob(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bob]:
     """A served data directory where bob backed up "Docs" twice and "Photos" once."""
     root = tmp_path_factory.mktemp("report-bob")
-    env = _env(root)
-    ok(env, "user", "add", "bob", "--password-stdin", stdin="bob-password\n")
-    ok(env, "sysuser", "add", "monitor", "--role", "API_ONLY", "--password-stdin",
-       stdin=MONITOR["SysPwd"] + "\n")  # fmt: skip
-    port = free_port()
-    proc = subprocess.Popen(
-        [OPENCBS, "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    agent = {
-        **env,
-        "OPENCBS_SERVER_URL": url,
-        "OPENCBS_LOGIN_NAME": "bob",
-        "OPENCBS_PASSWORD": "bob-password",
-        "OPENCBS_ENCRYPTION_PASSWORD": "bob-repo",
-    }
-    try:
-        _wait_until_up(url, proc)
+    env = isolated_env(root)
+    add_user(env, "bob", "bob-password")
+    add_sysuser(env, "monitor", MONITOR["SysPwd"], "--role", "API_ONLY")
+    with serving(env) as srv:
+        agent = agent_env(env, srv.url, login="bob", password="bob-password", encryption="bob-repo")
         jobs: dict[str, list[dict[str, Any]]] = {"Docs": [], "Photos": []}
         for name in ("Docs", "Photos"):
             src = root / name
@@ -237,12 +230,7 @@ def bob(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bob]:
             jobs[name].append(_backup(agent, name, src, root / f"{name}-dest"))
         (root / "Docs" / "a.txt").write_bytes(b"alpha, changed\n" * 1000)
         jobs["Docs"].append(_backup(agent, "Docs", root / "Docs", root / "Docs-dest"))
-        yield Bob(url, agent, jobs)
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
-        assert proc.stderr is not None
-        proc.stderr.close()
+        yield Bob(srv.url, agent, jobs)
 
 
 def _backup(env: dict[str, str], name: str, src: Path, dest: Path) -> dict[str, Any]:

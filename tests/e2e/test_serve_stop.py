@@ -9,12 +9,14 @@ import re
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.e2e.test_cli_server import OPENCBS, _env
+from tests.e2e.serving import OPENCBS, isolated_env
 
 
 def _started(proc: subprocess.Popen[str], pattern: str) -> tuple[re.Match[str], list[str]]:
@@ -47,18 +49,26 @@ def _stop(proc: subprocess.Popen[str], sig: signal.Signals) -> tuple[int, str]:
     return proc.returncode, out
 
 
+@contextmanager
+def _running(env: dict[str, str], *args: str) -> Iterator[subprocess.Popen[str]]:
+    """``opencbs ARGS`` for the block, its stdout and stderr merged into one text pipe; killed
+    at the end of the block unless it ended."""
+    proc = subprocess.Popen(
+        [OPENCBS, *args], env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 0)])
 def test_serve_on_port_0_logs_the_port_bound_and_ends_on_a_signal(
     tmp_path: Path, sig: signal.Signals, code: int
 ) -> None:
-    proc = subprocess.Popen(
-        [OPENCBS, "serve", "--port", "0"],
-        env=_env(tmp_path),
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
+    with _running(isolated_env(tmp_path), "serve", "--port", "0") as proc:
         found, _ = _started(proc, r"opencbs serving on http://127\.0\.0\.1:(\d+) ")
         port = int(found.group(1))
         assert port != 0
@@ -66,21 +76,11 @@ def test_serve_on_port_0_logs_the_port_bound_and_ends_on_a_signal(
         returncode, rest = _stop(proc, sig)
         assert returncode == code, rest
         assert "opencbs: error" not in rest and "Traceback" not in rest, rest
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def test_demo_on_port_0_names_the_port_bound(tmp_path: Path) -> None:
-    proc = subprocess.Popen(
-        [OPENCBS, "demo", "--port", "0"],
-        env={**_env(tmp_path), "PYTHONUNBUFFERED": "1"},
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
+    env = {**isolated_env(tmp_path), "PYTHONUNBUFFERED": "1"}
+    with _running(env, "demo", "--port", "0") as proc:
         found, seen = _started(proc, r"^serving on http://127\.0\.0\.1:(\d+) ")
         port = int(found.group(1))
         assert port != 0
@@ -89,7 +89,3 @@ def test_demo_on_port_0_names_the_port_bound(tmp_path: Path) -> None:
         assert _healthy(port) == 200
         returncode, rest = _stop(proc, signal.SIGINT)
         assert returncode == 130, rest
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)

@@ -22,7 +22,7 @@ import psutil
 import pytest
 import trustme
 
-from tests.e2e.test_cli_server import OPENCBS, _env, free_port, ok, run
+from tests.e2e.serving import OPENCBS, free_port, isolated_env, ok, run
 
 HEADER_TIMEOUT = 2.0
 BODY_TIMEOUT = 2.0
@@ -84,7 +84,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> str:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    env = _env(tmp_path_factory.mktemp("serving"))
+    env = isolated_env(tmp_path_factory.mktemp("serving"))
     running = _start(
         env,
         "--header-timeout",
@@ -288,7 +288,7 @@ def test_forwarded_address_believed_only_from_trusted_proxies(
     tmp_path: Path, server: Running
 ) -> None:
     forwarded = {"X-Forwarded-For": "203.0.113.7"}
-    env = _env(tmp_path)
+    env = isolated_env(tmp_path)
     trusting = _start(env, "--trusted-proxies", "127.0.0.1")
     try:
         assert httpx.get(trusting.url + "/healthz", headers=forwarded, timeout=30).is_success
@@ -338,7 +338,7 @@ def _one_line_error(res: subprocess.CompletedProcess[str], code: int, *texts: st
 
 
 def test_tls_server_and_agent_with_its_ca_file(tmp_path: Path, pki: Pki) -> None:
-    env = _env(tmp_path / "server")
+    env = isolated_env(tmp_path / "server")
     ok(env, "user", "add", "alice", "--password-stdin", stdin="alice-pw\n")
     verify = ssl.create_default_context(cafile=str(pki.ca))
     running = _start(
@@ -358,7 +358,7 @@ def test_tls_server_and_agent_with_its_ca_file(tmp_path: Path, pki: Pki) -> None
         src.mkdir()
         (src / "a.txt").write_text("alpha\n")
         agent = {
-            **_env(tmp_path / "agent"),
+            **isolated_env(tmp_path / "agent"),
             "OPENCBS_SERVER_URL": running.url,
             "OPENCBS_LOGIN_NAME": "alice",
             "OPENCBS_PASSWORD": "alice-pw",
@@ -419,14 +419,14 @@ def test_unusable_tls_files_stop_serve_before_it_serves(
         "not-pem": ["--tls-certificate", str(junk), "--tls-key", str(junk)],
         "key-not-pem": ["--tls-certificate", str(pki.cert), "--tls-key", str(pki.cert)],
     }[which]
-    env = _env(tmp_path)
+    env = isolated_env(tmp_path)
     res = run(env, "serve", "--port", str(free_port()), *files)
     _one_line_error(res, 2, message)
     assert not (tmp_path / "data" / "opencbs.db").exists()  # stopped before the database
 
 
 def test_beyond_max_connections_requests_get_503_at_once(tmp_path: Path) -> None:
-    running = _start(_env(tmp_path), "--max-connections", "3")
+    running = _start(isolated_env(tmp_path), "--max-connections", "3")
     try:
         idle = [socket.create_connection(("127.0.0.1", running.port)) for _ in range(3)]
         try:
@@ -456,7 +456,9 @@ def test_one_address_cannot_hold_every_connection(tmp_path: Path) -> None:
     """One client holding idle connections used to get every other client 503 (max_connections
     reached): now it may hold max_connections_per_address; more are reset at once, and the
     other addresses, probes included, are served."""
-    running = _start(_env(tmp_path), "--max-connections", "8", "--max-connections-per-address", "4")
+    running = _start(
+        isolated_env(tmp_path), "--max-connections", "8", "--max-connections-per-address", "4"
+    )
     try:
         hog = [_connect_from(running.port, "127.0.0.2") for _ in range(4)]
         try:

@@ -15,6 +15,7 @@ from typing import Any
 from opencbs.destinations.local import LocalStorage
 from opencbs.engine.manifest import anchor_path
 from opencbs.engine.repository import Repository
+from tests.e2e.serving import run
 from tests.e2e.test_agent_cli import (  # noqa: F401 (server: the module's fixture)
     ENCRYPTION,
     Server,
@@ -22,7 +23,6 @@ from tests.e2e.test_agent_cli import (  # noqa: F401 (server: the module's fixtu
     _tree,
     server,
 )
-from tests.e2e.test_cli_server import run
 
 
 def _backup(srv: Server, name: str, src: Path, dest: Path) -> dict[str, Any]:

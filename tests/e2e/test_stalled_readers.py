@@ -10,7 +10,6 @@ away, or once the write timeout drops them, the whole pool serves again.
 from __future__ import annotations
 
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +26,7 @@ from opencbs.reports.vocabulary import JobStatus, ReportList, SystemRole
 from opencbs.store import jobs, sets, users
 from opencbs.store.db import Database
 from tests.conftest import UTC
-from tests.e2e.test_cli_server import OPENCBS, _env, _wait_until_up, free_port
+from tests.e2e.serving import isolated_env, serving
 
 ENTRIES = 100_000  # about 22 MB of answer: far more than the socket buffers of a stalled reader
 STALLED = 20
@@ -84,23 +83,9 @@ def _load_big_job(db: Database) -> BigJob:
 def _server(db: Database, root: Path, *, write_timeout: float) -> Iterator[str]:
     """``opencbs serve`` over ``db`` on a free port, ``write_timeout`` set, running jobs
     closed by the sweeper after 1 s without a sign of life."""
-    env = _env(root, OPENCBS_WRITE_TIMEOUT=str(write_timeout), OPENCBS_JOB_IDLE_TIMEOUT="1")
-    port = free_port()
-    proc = subprocess.Popen(
-        [OPENCBS, "serve", "--port", str(port), "--database-url", db.url],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_until_up(url, proc)
-        yield url
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
-        assert proc.stderr is not None
-        proc.stderr.close()
+    env = isolated_env(root, OPENCBS_WRITE_TIMEOUT=str(write_timeout), OPENCBS_JOB_IDLE_TIMEOUT="1")
+    with serving(env, "--database-url", db.url) as srv:
+        yield srv.url
 
 
 def _stalled_readers(url: str, request: dict[str, str]) -> list[socket.socket]:

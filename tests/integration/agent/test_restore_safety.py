@@ -34,7 +34,7 @@ from opencbs.engine.repository import Repository, SnapshotMeta
 from opencbs.errors import ExitCode
 from opencbs.reports.vocabulary import EntryType, JobStatus
 from tests.agent_support import PASSWORD, T0, job_options, local_storage, new_set
-from tests.e2e.test_cli_server import OPENCBS, TIMEOUT, _env
+from tests.e2e.serving import OPENCBS, TIMEOUT, isolated_env
 
 ROOT = os.geteuid() == 0
 MTIME = 1_600_000_000_000_000_000
@@ -276,7 +276,7 @@ def test_the_list_of_refused_paths_is_bounded(
 
 
 def _cli_restore(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = _env(tmp_path / "cli", OPENCBS_ENCRYPTION_PASSWORD=PASSWORD)
+    env = isolated_env(tmp_path / "cli", OPENCBS_ENCRYPTION_PASSWORD=PASSWORD)
     return subprocess.run(
         [OPENCBS, "restore", *args],
         capture_output=True,
