@@ -102,13 +102,14 @@ class JobOptions:
     ``mode``: manual, scheduled or from the server. ``start_time_ms`` (epoch ms, default now)
     gives the job ID (cbs-api.md §4; one job per set, destination and second).
     ``batch_size``: report entries per batch. ``progress_interval``: seconds between progress
-    reports. ``retry_delays``: seconds before each retry of a batch or the finish
-    (``agent.retry``). ``spool_dir``: the agent's report spool of this server and user
-    (``agent.spool``; ``None``: a temporary one, lost with a lost server). ``zone``: the zone
-    of a job ID given while the server is away (default the machine's). ``repository``: the
-    repository of ``storage`` already opened with ``password`` (saves deriving its key a
-    second time; ``None``: opened, or created, by the job). ``state_dir``: the agent's
-    ``data_dir``, where it remembers each repository's snapshot list to notice a rollback
+    reports to ``on_progress``; the server gets one at most every ``PROGRESS_INTERVAL``.
+    ``retry_delays``: seconds before each retry of a batch or the finish (``agent.retry``).
+    ``spool_dir``: the agent's report spool of this server and user (``agent.spool``; ``None``:
+    a temporary one, lost with a lost server). ``zone``: the zone of a job ID given while the
+    server is away (default the machine's). ``repository``: the repository of ``storage``
+    already opened with ``password`` (saves deriving its key a second time; ``None``: opened, or
+    created, by the job). ``state_dir``: the agent's ``data_dir``, where it remembers each
+    repository's snapshot list to notice a rollback
     (``engine.manifest``; ``None``: not remembered, the list is still checked by itself)."""
 
     client: AgentClient

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 from opencbs.agent.channel import JobChannel
 from opencbs.agent.entry_spool import EntrySpool
-from opencbs.agent.job_values import JobCancelled, OnProgress, Progress
+from opencbs.agent.job_values import PROGRESS_INTERVAL, JobCancelled, OnProgress, Progress
 from opencbs.agent.readahead import ReadAhead
 from opencbs.agent.report_entries import FileSizes, chunk_sizes
 from opencbs.engine.classify import needs_content, pair_by_path
@@ -100,6 +100,7 @@ class SourceReader:
         self.on_progress = on_progress
         self.interval = progress_interval
         self.last_progress = 0.0
+        self.last_sent = -PROGRESS_INTERVAL  # the server's last progress (monotonic)
         self.progress_due = 0.0  # monotonic time of the next progress report
         self.current = ""
         self.files_done = self.files_seen = self.bytes_done = self.bytes_seen = 0
@@ -266,8 +267,9 @@ class SourceReader:
             self.progress()
 
     def progress(self, *, force: bool = False) -> None:
-        """Report progress to the server (one attempt: the next supersedes a lost one) and to
-        ``on_progress``, when ``progress_interval`` has passed since the last (or ``force``)."""
+        """Report progress to ``on_progress`` when ``progress_interval`` has passed since the
+        last (or ``force``), and to the server (one attempt: the next supersedes a lost one) at
+        most every ``PROGRESS_INTERVAL`` seconds (and when ``force``)."""
         now = time.monotonic()
         if not force and now - self.last_progress < self.interval:
             return
@@ -283,7 +285,9 @@ class SourceReader:
             bytes_unchanged=self.bytes_unchanged,
             scan_finished=self.scan_finished,
         )
-        self.channel.send_progress(snap)
+        if force or now - self.last_sent >= PROGRESS_INTERVAL:
+            self.last_sent = now
+            self.channel.send_progress(snap)
         if self.on_progress is not None:
             self.on_progress(snap)
 

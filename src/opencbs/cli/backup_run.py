@@ -45,6 +45,9 @@ from opencbs.errors import ExitCode
 from opencbs.reports.vocabulary import FILE_LISTS, JobMode, JobStatus, LogType
 from opencbs.settings import DEFAULT_PROGRESS_INTERVAL
 
+#: Seconds between two progress reports of the job to its view (bar or lines).
+VIEW_REFRESH = 0.1
+
 __all__ = [
     "cancel_on_signals",
     "change_printer",
@@ -130,6 +133,8 @@ def run_job(
         zone=zone,
         repository=repo,
         state_dir=state_dir,
+        # the view's figures move at its refresh rate (the server gets one a PROGRESS_INTERVAL)
+        progress_interval=min(VIEW_REFRESH, progress_interval),
     )
     with (
         cancel_on_signals(cancel),
