@@ -239,9 +239,7 @@ def test_verify_says_each_problem_once(server: Server, tmp_path: Path) -> None: 
     ]
     assert "WARNING" not in res.stderr
     error, hint = res.stderr.strip().splitlines()[-2:]
-    assert (
-        error == f"opencbs: error: the repository at {dest} is damaged: 1 problem (listed above)"
-    )
+    assert error == f"opencbs: error: the repository at {dest} is damaged: 1 problem (listed above)"
     assert hint.startswith("hint: ")
 
 
