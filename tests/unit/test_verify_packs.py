@@ -8,10 +8,11 @@ import random
 from pathlib import Path
 
 from opencbs.destinations import LocalStorage
+from opencbs.engine.chunk_index import seal_index
 from opencbs.engine.chunker import ChunkerParams
 from opencbs.engine.crypto import KdfParams
 from opencbs.engine.entries import Entry
-from opencbs.engine.packs import least_pack_size
+from opencbs.engine.packs import PackEntry, least_pack_size
 from opencbs.engine.repository import Repository, SnapshotMeta
 from opencbs.reports.vocabulary import EntryType
 
@@ -173,4 +174,26 @@ def test_a_cut_short_file_list_is_said_by_its_pack_not_again_by_the_snapshot(
     assert endings == [
         "maybe used by 1 snapshot whose file list is unreadable",
         "used by the file list of 1 snapshot",
+    ]
+
+
+def test_a_missing_pack_whose_chunks_are_all_stored_elsewhere_is_still_said(
+    tmp_path: Path,
+) -> None:
+    repo, dest = _repo(tmp_path)
+    _backup(repo, _files())
+    pack, _ = _the_data_pack(repo, dest, b"/home/u/f0.bin")
+    # a second index object naming a copy of that pack under another ID (two writers at once)
+    copy_id = "ab" * 32
+    entries = [
+        PackEntry(cid, loc.offset, loc.length, loc.stored_size, loc.original_size)
+        for p, chunks in repo.index.by_pack()
+        if p == pack.name
+        for cid, loc in chunks
+    ]
+    name = f"index/{copy_id}"
+    repo.storage.put(name, seal_index(repo.keys, name, [(copy_id, entries)]))
+    result = Repository.open(LocalStorage(dest), PASSWORD).verify()
+    assert [(p.subject, p.message) for p in result.errors] == [
+        (f"data/ab/{copy_id}", "indexed pack is missing")
     ]

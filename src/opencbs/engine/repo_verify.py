@@ -122,11 +122,16 @@ def verify_repository(
             sizes[pack_id] = size
     damages: list[_PackDamage] = []
     chunks_read = 0
+    checked: set[str] = set()
     for pack_id, chunks in index.by_pack():
+        checked.add(pack_id)
         damage = _PackDamage(pack_id, chunks)
         chunks_read += damage.check(repo, sizes.get(pack_id), read_data=read_data)
         if damage.is_damaged:
             damages.append(damage)
+    for pack_id in index.packs():  # every chunk of it first located in another pack
+        if pack_id not in checked and pack_id not in sizes:
+            damages.append(_PackDamage(pack_id, [], ["indexed pack is missing"]))
     damaged = {cid: d for d in damages for cid in d.damaged}
 
     snapshot_ids = repo.snapshot_ids()
@@ -204,14 +209,16 @@ class _PackDamage:
         )
         chunks = tuple(ChunkProblem(cid.hex(), why) for cid, why in self.damaged.items() if why)
         parts = list(self.findings)
+        indexed = plural(use.chunks_indexed, "chunk")
         if self.findings == ["indexed pack is missing"]:
-            parts.append(f"its {plural(use.chunks_indexed, 'chunk')} lost")
+            parts.append(f"its {indexed} lost" if self.chunks else "")
         elif use.chunks:
-            parts.append(f"{use.chunks} of {plural(use.chunks_indexed, 'chunk')} damaged")
+            parts.append(f"{use.chunks} of {indexed} damaged")
         else:
-            parts.append(f"its {plural(use.chunks_indexed, 'chunk')} intact")
+            parts.append(f"its {indexed} intact")
         if use.chunks:
             parts[-1] += f", {self._used_by(use)}"
+        parts = [part for part in parts if part]
         return VerifyProblem(pack_name(self.pack_id), "; ".join(parts), chunks, use)
 
     def _used_by(self, use: PackUse) -> str:
