@@ -99,7 +99,7 @@ def test_the_vendor_example_in_words(demo: dict[str, str]) -> None:
 
 def test_warnings_with_their_text_and_the_legend(demo: dict[str, str]) -> None:
     out = _report(demo, SECOND)
-    problems = _between(out, "Warnings and errors: 1 entry", "Log: 4 entries")
+    problems = _between(out, "Warnings and errors: 1 entry", "Log (warnings and errors above)")
     assert "warn" in problems
     assert r"Skipped C:\Users\Administrator\Documents\mail.pst: the file is in use" in problems
     legend = _between(out, "Change kinds", "Warnings and errors")
@@ -113,7 +113,7 @@ def test_warnings_with_their_text_and_the_legend(demo: dict[str, str]) -> None:
     ):
         assert re.search(rf"^{word}\s+{key}\s+\w", legend, re.M), word
     assert "permissions, owner or times changed" in legend
-    lists = out[out.index("Log: 4 entries") :]
+    lists = out[out.index("Log (warnings and errors above): 3 entries") :]
     for title in ("New (new): 2 entries", "Updated (upd): 1 entry", "Moved (mov): 1 entry"):
         assert title in lists
     assert re.search(r"notes\.txt →.*\n\s+C:\\Users\\Administrator\\Documents\\archive", lists)
@@ -121,9 +121,9 @@ def test_warnings_with_their_text_and_the_legend(demo: dict[str, str]) -> None:
 
 def test_limit_says_what_it_hides(demo: dict[str, str]) -> None:
     out = _report(demo, SECOND, "--limit", "1")
-    log = _between(out, "Log: 4 entries", "New (new)")
+    log = _between(out, "Log (warnings and errors above): 3 entries", "New (new)")
     assert "Start [opencbs demo]" in log and "Backup Completed" not in log
-    assert "3 more entries not shown (--limit N shows more, --json all)" in log
+    assert "2 more entries not shown (--limit N shows more, --json all)" in log
     new = _between(out, "New (new): 2 entries", "Updated (upd)")
     assert "plan.docx" not in new and "1 more entry not shown" in new
     assert "not shown" not in _between(out, "Updated (upd)", "Permission (pmt)")

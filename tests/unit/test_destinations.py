@@ -90,6 +90,21 @@ def test_list_prefix_sorted(storage: Storage) -> None:
     assert list(storage.list("missing/")) == []
 
 
+def test_list_sizes_names_each_object_with_its_size(storage: Storage) -> None:
+    for name, size in [("data/ab/ab12", 7), ("data/ab/ab01", 0), ("data/cd/cd99", 300)]:
+        storage.put(name, b"x" * size)
+    storage.put("index/i1", b"i")
+    assert list(storage.list_sizes("data/")) == [
+        ("data/ab/ab01", 0),
+        ("data/ab/ab12", 7),
+        ("data/cd/cd99", 300),
+    ]
+    assert [n for n, _ in storage.list_sizes()] == list(storage.list())
+    assert list(storage.list_sizes("missing/")) == []
+    with pytest.raises(InvalidObjectName):
+        list(storage.list_sizes("../"))
+
+
 def test_get_range(storage: Storage) -> None:
     storage.put("r", bytes(range(100)))
     assert storage.get_range("r", 10, 5) == bytes(range(10, 15))

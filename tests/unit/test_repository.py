@@ -209,7 +209,8 @@ def test_flipped_byte_in_a_pack_is_detected(repo: Repository) -> None:
     result_data = repo.verify(read_data=True)
     assert not result_data.ok
     subjects = " ".join(p.subject + " " + p.message for p in result_data.errors)
-    assert victim.hex() in subjects and "do not match the pack ID" in subjects
+    assert [c.chunk_id for p in result_data.errors for c in p.chunks] == [victim.hex()]
+    assert "do not match the pack ID" in subjects
 
 
 def test_wrong_password(repo: Repository) -> None:

@@ -44,7 +44,7 @@ from opencbs import __version__
 from opencbs.agent.client import AgentApiError, AgentClient, RemoteSet, ServerUnreachable
 from opencbs.agent.job_values import JobOptions, Progress
 from opencbs.agent.report import ReportStream
-from opencbs.agent.report_entries import log_entry
+from opencbs.agent.report_entries import end_line, log_entry
 from opencbs.agent.retry import call_with_retries
 from opencbs.agent.spool import FinishRecord, JobSpool, JobStart, SpoolError, pending_spools
 from opencbs.agent.targets import open_repository
@@ -209,7 +209,7 @@ class JobChannel:
         """End the report (the ``end`` log entry), spool the finish and, when every batch
         reached the server, finish the job there (retried); returns what became of the report
         (module docstring). Never raises for the server."""
-        self.log(LogType.END, f"Backup completed: {status.value}")
+        self.log(LogType.END, end_line(status))
         self.flush()
         self.report.drain()  # every batch spooled and sent (or failed) before the finish
         finish = FinishRecord(status, dedupe_original_size, dedupe_saving)
@@ -284,7 +284,7 @@ class JobChannel:
                             f"Report incomplete: the agent could not spool "
                             f"batch {spooled} and later of it ({why})",
                         ),
-                        log_entry(LogType.END, f"Backup completed: {finish.status.value}"),
+                        log_entry(LogType.END, end_line(finish.status)),
                     ],
                 )
             self.spool.write_finish(finish)

@@ -21,7 +21,7 @@ from opencbs.engine.chunk_index import ChunkIndex
 from opencbs.engine.classify import Change
 from opencbs.engine.entries import display_path
 from opencbs.reports.timefmt import clamp_time_ms
-from opencbs.reports.vocabulary import EntryType, LogType, ReportList
+from opencbs.reports.vocabulary import EntryType, JobStatus, LogType, ReportList
 
 __all__ = ["FileSizes", "chunk_sizes", "file_entry", "log_entry", "now_ms"]
 
@@ -54,6 +54,13 @@ def chunk_sizes(index: ChunkIndex, chunk_ids: Sequence[bytes]) -> FileSizes:
 def log_entry(log_type: LogType, message: str, at_ms: int | None = None) -> ReportEntry:
     """A log entry of ``log_type`` stamped ``at_ms`` (epoch ms, default now)."""
     return ReportEntry.log(log_type.value, message, now_ms() if at_ms is None else at_ms)
+
+
+def end_line(status: JobStatus) -> str:
+    """The message of a report's ``end`` log entry: ``Backup completed: <status>`` for the
+    statuses after which a snapshot was committed (``JobStatus.completed``), ``Backup ended:
+    <status>`` for the others (a failed job did not complete)."""
+    return f"Backup {'completed' if status.completed else 'ended'}: {status.value}"
 
 
 def file_entry(change: Change, sizes: FileSizes | None) -> ReportEntry:

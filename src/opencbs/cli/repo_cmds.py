@@ -65,6 +65,7 @@ from opencbs.destinations.local import LocalStorage
 from opencbs.engine.entries import display_path
 from opencbs.engine.manifest import load_anchor, remember
 from opencbs.engine.repo_errors import RepositoryNotFound, SnapshotNotFound
+from opencbs.engine.repo_verify import VerifyProblem
 from opencbs.engine.repository import Repository, SnapshotInfo
 from opencbs.errors import ExitCode, InvalidInput, OpenCBSError
 from opencbs.reports.timefmt import local_zone
@@ -368,6 +369,23 @@ def _restore_source(
         )
 
 
+def _problem_json(problem: VerifyProblem) -> dict[str, object]:
+    """One problem of ``verify --json``: ``subject`` and ``message`` always; for a damaged
+    pack also ``chunks`` (each damaged chunk checked: ``id``, ``message``) and ``use``."""
+    out: dict[str, object] = {"subject": problem.subject, "message": problem.message}
+    if problem.use is not None:
+        out["chunks"] = [{"id": c.chunk_id, "message": c.message} for c in problem.chunks]
+        use = problem.use
+        out["use"] = {
+            "chunks": use.chunks,
+            "chunks_indexed": use.chunks_indexed,
+            "snapshots": use.snapshots,
+            "files": use.files,
+            "trees": use.trees,
+        }
+    return out
+
+
 @click.command()
 @click.option(
     "--destination",
@@ -389,10 +407,12 @@ def verify(
     as_json: bool,
     encryption_password_file: Path | None,
 ) -> int:
-    """Check a destination's repository: every pack and every chunk every snapshot
-    references, and its snapshot list (no snapshot removed, no older list put back than this
-    agent remembers); with --read-data every stored byte. Each problem is one `damaged:` line
-    on stdout; then one error line on stderr with their number, and exit code 8."""
+    """Check a destination's repository: every pack (present, and as long as its index
+    says) and every chunk every snapshot references, and its snapshot list (no snapshot
+    removed, no older list put back than this agent remembers); with --read-data every stored
+    byte. Each damaged object is one `damaged:` line on stdout (a pack once, with how many of
+    its chunks are damaged and what uses them); then one error line on stderr with their
+    number, and exit code 8."""
     _must_exist(destination)
     repo_password = encryption_password(settings, encryption_password_file)
     repo = open_existing_repository(destination, repo_password)
@@ -408,7 +428,7 @@ def verify(
                 "snapshots": result.snapshots,
                 "packs": result.packs,
                 "chunks_read": result.chunks_read,
-                "errors": [{"subject": p.subject, "message": p.message} for p in result.errors],
+                "errors": [_problem_json(p) for p in result.errors],
                 "notes": list(result.notes),
             }
         )

@@ -46,7 +46,7 @@ STATUS_WORDS: dict[JobStatus, tuple[str, str]] = {
     JobStatus.STOP_SUCCESS_WITH_WARNING: ("Completed with warnings", "yellow"),
     JobStatus.STOP_SUCCESS_WITH_ERROR: ("Completed with errors", "yellow"),
     JobStatus.STOP_BY_USER: ("Stopped by the user", "yellow"),
-    JobStatus.STOP_BY_SYSTEM_ERROR: ("Failed (a system error stopped it)", "red"),
+    JobStatus.STOP_BY_SYSTEM_ERROR: ("Failed: a system error stopped it", "red"),
     JobStatus.STOP_BY_SCHEDULER: ("Stopped at the end of its schedule window", "yellow"),
     JobStatus.STOP_BY_QUOTA_EXCEEDED: ("Stopped: the quota was exceeded", "red"),
     JobStatus.STOP_MISSED_BACKUP: ("Missed: the scheduled backup never started", "red"),
@@ -101,9 +101,19 @@ def duration(ms: int) -> str:
     return " ".join(parts)
 
 
+def job_duration(start_ms: int, end_ms: int) -> str:
+    """The ``duration`` of a job from ``start_ms`` to ``end_ms`` (epoch ms), counted between
+    the whole seconds its start and end are shown with (``report_time`` drops the
+    milliseconds): 10:24:28.9 to 10:24:30.1 is ``2 seconds``, as a reader subtracting the
+    shown times finds."""
+    return duration((end_ms // 1000 - start_ms // 1000) * 1000)
+
+
 def status_text(status: str, *, with_code: bool = True) -> Text:
     """A ``BackupJobStatus`` in words followed by its CBS code: ``Completed
-    (BS_STOP_SUCCESS)`` (``with_code`` false: the words only); an unknown code alone."""
+    (BS_STOP_SUCCESS)``, ``Failed: a system error stopped it (BS_STOP_BY_SYSTEM_ERROR)``
+    (words with no parentheses of their own; ``with_code`` false: the words only); an unknown
+    code alone."""
     try:
         words, style = STATUS_WORDS[JobStatus(status)]
     except (KeyError, ValueError):
@@ -126,24 +136,40 @@ def print_report(
     con: Console, view: JobView, lists: ReportLists, *, fmt: LogTimeFormatter, limit: int
 ) -> None:
     """The whole readable report: summary, changes per kind, legend, warnings and errors, then
-    the log and each non-empty file list, ``limit`` rows at most each (saying how many more)."""
+    the rest of the log (each entry said once: the warnings and errors not again) and each
+    non-empty file list, ``limit`` rows at most each (saying how many more)."""
     _print_summary(con, view)
     _print_changes(con, view.header.counters)
     _print_legend(con)
-    problems = [r for r in lists.log() if r[0] in (LogType.WARN, LogType.ERROR)]
-    rows = _log_rows(problems[:limit], fmt)
-    _print_rows(con, "Warnings and errors", _log_table(), rows, count=len(problems), limit=limit)
-    for lst, word in ((ReportList.LOG, "Log"), *((k[0], k[1].capitalize()) for k in KINDS)):
+    problems = _LogPart(limit)  # the warnings and errors
+    others = _LogPart(limit)  # the rest of the log
+    for row in lists.log():
+        (problems if row[0] in (LogType.WARN, LogType.ERROR) else others).add(row)
+    title = "Log (warnings and errors above)" if problems.count else "Log"
+    for part, name in ((problems, "Warnings and errors"), (others, title)):
+        rows = _log_rows(part.first, fmt)
+        _print_rows(con, name, _log_table(), rows, count=part.count, limit=limit)
+    for lst, word, _meaning in KINDS:
         count = lists.count[lst]
         first = lists.first(lst, limit) if count else ()
-        if lst is ReportList.LOG:
-            table, rows = _log_table(), _log_rows(first, fmt)
-        else:
-            moved = lst is ReportList.MOV
-            table = _file_table("Moved from → to" if moved else "Path")
-            rows = _file_rows(first, fmt, moved=moved)
-        title = word if lst is ReportList.LOG else f"{word} ({lst.key})"
-        _print_rows(con, title, table, rows, count=count, limit=limit)
+        moved = lst is ReportList.MOV
+        table = _file_table("Moved from → to" if moved else "Path")
+        rows = _file_rows(first, fmt, moved=moved)
+        _print_rows(con, f"{word.capitalize()} ({lst.key})", table, rows, count=count, limit=limit)
+
+
+class _LogPart:
+    """Part of a job's log as the report shows it: how many entries, and the first ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+        self.first: list[Sequence[Any]] = []
+
+    def add(self, row: Sequence[Any]) -> None:
+        self.count += 1
+        if len(self.first) < self.limit:
+            self.first.append(row)
 
 
 def _print_summary(con: Console, view: JobView) -> None:
@@ -161,7 +187,7 @@ def _print_summary(con: Console, view: JobView) -> None:
         grid.add_row("Ended", "not yet (the job is running)")
     else:
         grid.add_row("Ended", h.end_time)
-        grid.add_row("Duration", duration(job.end_time - job.start_time))
+        grid.add_row("Duration", job_duration(job.start_time, job.end_time))
     if h.from_ip:
         grid.add_row("From", Text(show_name(h.from_ip)))
     c = h.counters
@@ -188,6 +214,8 @@ def _dedupe(h: ReportHeader) -> str:
     """``DedupeSaving`` of ``DedupeOriginalSize`` in words (cbs-api.md §5)."""
     if not h.dedupe_enabled:
         return "off"
+    if not h.dedupe_original_size:
+        return "on; no new or changed content to examine"
     pct = percent(h.dedupe_saving, h.dedupe_original_size)
     return (
         f"on; {size(h.dedupe_saving)} of {size(h.dedupe_original_size)} examined was "
@@ -356,7 +384,7 @@ def print_job_list(con: Console, title: str, lines: Sequence[JobLine], *, hidden
     table.add_column("Duration", overflow="fold")
     for line in lines:
         job = line.job
-        took = "running" if job.end_time is None else duration(job.end_time - job.start_time)
+        took = "running" if job.end_time is None else job_duration(job.start_time, job.end_time)
         table.add_row(
             job.job_id,
             Text(show_name(line.set_name)),

@@ -97,6 +97,12 @@ class Storage(Protocol):
         """Names starting with ``prefix`` (a plain string prefix), in ascending order."""
         ...
 
+    def list_sizes(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        """``(name, size in bytes)`` of the objects ``list(prefix)`` names, in the same order:
+        what a listing tells without reading (a stat; an object store's listing carries it),
+        so ``verify`` checks each pack's length against its index cheaply."""
+        ...
+
     def delete(self, name: str) -> None:
         """Remove the object; deleting a missing object is not an error (idempotent)."""
         ...

@@ -183,15 +183,33 @@ class LocalStorage:
 
     def list(self, prefix: str = "") -> Iterator[str]:
         """See ``Storage.list``."""
+        return (name for name, _entry in self._listed(prefix))
+
+    def list_sizes(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        """See ``Storage.list_sizes`` (one ``stat`` per object, done as the caller iterates;
+        an object deleted meanwhile is skipped)."""
+        for name, entry in self._listed(prefix):
+            try:
+                size = entry.stat(follow_symlinks=False).st_size
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise DestinationError(
+                    f"Cannot check {name!r} in the destination: {exc.strerror or exc}"
+                ) from exc
+            yield name, size
+
+    def _listed(self, prefix: str) -> tuple[tuple[str, os.DirEntry[str]], ...]:
+        """The objects under ``prefix`` with their folder entries, sorted by name."""
         check_prefix(prefix)
         folder, _, _ = prefix.rpartition("/")
         start = self.root.joinpath(*folder.split("/")) if folder else self.root
         base = folder + "/" if folder else ""
         with _translated("list", prefix or "/", reading=False):
-            names = sorted(self._walk(start, base))
-        return (n for n in names if n.startswith(prefix))
+            found = sorted(self._walk(start, base), key=lambda item: item[0])
+        return tuple((n, e) for n, e in found if n.startswith(prefix))
 
-    def _walk(self, folder: Path, base: str) -> Iterator[str]:
+    def _walk(self, folder: Path, base: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
         try:
             entries = list(os.scandir(folder))
         except (FileNotFoundError, NotADirectoryError):
@@ -202,7 +220,7 @@ class LocalStorage:
             if entry.is_dir(follow_symlinks=False):
                 yield from self._walk(Path(entry.path), f"{base}{entry.name}/")
             else:
-                yield base + entry.name
+                yield base + entry.name, entry
 
     def remove_stale_temporaries(self, older_than: float = 3600.0) -> int:
         """Delete the temporary files of ``put`` calls that never finished (a process killed

@@ -50,6 +50,13 @@ class MemoryStorage:
             names = sorted(n for n in self._objects if n.startswith(prefix))
         return iter(names)
 
+    def list_sizes(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        """See ``Storage.list_sizes``."""
+        check_prefix(prefix)
+        with self._lock:
+            found = sorted((n, len(b)) for n, b in self._objects.items() if n.startswith(prefix))
+        return iter(found)
+
     def delete(self, name: str) -> None:
         """See ``Storage.delete``."""
         check_name(name)
@@ -63,6 +70,11 @@ class MemoryStorage:
             return name in self._objects
 
     # Test helpers -------------------------------------------------------------------------
+
+    def truncate(self, name: str, size: int) -> None:
+        """Keep only the first ``size`` bytes of an object (tests of a cut-off pack)."""
+        with self._lock:
+            self._objects[name] = self._objects[name][:size]
 
     def tamper(self, name: str, offset: int, xor: int = 0x01) -> None:
         """Flip bits of one byte of an object in place (tests of corruption detection)."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import blake3
 
-from opencbs.engine.crypto import ID_SIZE, Keys
+from opencbs.engine.crypto import ID_SIZE, OVERHEAD, Keys
 from opencbs.engine.repo_errors import CorruptData
 
 MAGIC = b"OCBSPK\x00\x01"
@@ -130,6 +130,17 @@ class PackBuilder:
         data = memoryview(self._buf).toreadonly()
         self._buf = bytearray()
         return pack_id_of(data), data, self._entries
+
+
+def least_pack_size(chunks_end: int, chunk_count: int) -> int:
+    """The fewest bytes a pack file can have whose chunks' sealed blobs end at byte
+    ``chunks_end`` and whose header lists at least ``chunk_count`` entries: the blobs, then
+    the sealed header (``OVERHEAD`` + ``b"H"`` + count + the records), then its length (the
+    layout above). What ``verify`` checks each pack's size against without reading it; an
+    index may place fewer chunks in a pack than its header lists (a chunk stored twice), so
+    this is a lower bound, never the exact size."""
+    header = OVERHEAD + 1 + _COUNT.size + chunk_count * _RECORD.size
+    return chunks_end + header + _TRAILER.size
 
 
 def read_pack_header(data: bytes, keys: Keys, *, what: str = "pack") -> list[PackEntry]:

@@ -606,11 +606,13 @@ class Repository:
         """Check the repository; never raises for a damaged repository (only
         ``DestinationError`` when the destination cannot be read at all).
 
-        Always: every indexed pack exists; the snapshot list is sound (``check_snapshot_list``
-        with ``anchor``: no listed snapshot removed, no rollback); every snapshot is readable
-        and every chunk its tree and entries reference is indexed. With ``read_data``: every
-        pack's bytes match its ID and every indexed chunk decrypts, decompresses and hashes to
-        its ID (reads everything).
+        Always: every indexed pack exists and is as long as its index says (its size from the
+        destination's listing, ``packs.least_pack_size``); the snapshot list is sound
+        (``check_snapshot_list`` with ``anchor``: no listed snapshot removed, no rollback);
+        every snapshot is readable and every chunk its tree and entries reference is indexed.
+        With ``read_data``: every pack's bytes match its ID and every indexed chunk decrypts,
+        decompresses and hashes to its ID (reads everything). A damaged pack is one problem
+        (``repo_verify``: its damaged chunks under it).
         """
         result = verify_repository(self, read_data=read_data, anchor=anchor)
         if not self._load_problems:

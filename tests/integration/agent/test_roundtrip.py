@@ -229,7 +229,7 @@ def test_flipped_byte_in_a_pack_is_found_by_verify_and_survived_by_restore(
     assert Repository.open(storage, PASSWORD).verify().ok  # structure is intact
     checked = Repository.open(storage, PASSWORD).verify(read_data=True)
     assert not checked.ok
-    text = [f"{p.subject}: {p.message}" for p in checked.errors]
+    text = [f"{p.subject}: {[c.chunk_id for c in p.chunks]}" for p in checked.errors]
     assert any(chunks[0].hex() in t and loc.pack_id in t for t in text), text
 
     target = tmp_path / "restored"
