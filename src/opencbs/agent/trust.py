@@ -303,14 +303,13 @@ def record_stored(spool_dir: Path, set_id: str, folder: Path) -> None:
     ``SpoolError``."""
     path = os.path.abspath(folder)
     with _locked(spool_dir):
-        entry = accepted_sets(spool_dir).get(set_id)
-        if entry is None:
+        known = accepted_sets(spool_dir)
+        entry = known.get(set_id)
+        if entry is None or (entry.stored is not None and path in entry.stored):
             return
-        known = entry.stored if entry.stored is not None else tuple(entry.destinations.values())
-        if path in known and entry.stored is not None:
-            return
-        stored = tuple(sorted({*known, path}))
-        _write(spool_dir, {**accepted_sets(spool_dir), set_id: replace(entry, stored=stored)})
+        before = entry.stored if entry.stored is not None else entry.destinations.values()
+        known[set_id] = replace(entry, stored=tuple(sorted({*before, path})))
+        _write(spool_dir, known)
 
 
 def held_backups(spool_dir: Path, set_id: str, folder: Path) -> bool:
