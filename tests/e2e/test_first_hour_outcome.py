@@ -155,7 +155,10 @@ def test_every_source_missing_fails_the_job_on_the_server(agent: Agent, tmp_path
     job = json.loads(res.stdout)
     assert job["status"] == "BS_STOP_BY_SYSTEM_ERROR" and job["snapshot_id"] is None
     assert (job["warnings"], job["errors"]) == (1, 1)
-    warn = f"{src}: source not found or unreadable: No such file or directory"
+    warn = (
+        f"{src}: source not found or unreadable (No such file or directory); "
+        "its entries of the previous backup are kept, not reported deleted"
+    )
     assert job["messages"] == [
         {"type": "warn", "text": warn},
         {"type": "error", "text": job["message"]},
@@ -190,7 +193,10 @@ def test_some_sources_missing_is_a_warning_said_where_the_user_looks(
     _first_backup(agent, "Two", [keep, lose], dest)
     lose.rename(tmp_path / "gone")
     (keep / "g.txt").write_bytes(b"new")
-    warn = f"{lose}: source not found or unreadable: No such file or directory"
+    warn = (
+        f"{lose}: source not found or unreadable (No such file or directory); "
+        "its entries of the previous backup are kept, not reported deleted"
+    )
 
     res = run(agent.env, "backup", "--set", "Two", "--json")
     assert res.returncode == 0, res.stderr

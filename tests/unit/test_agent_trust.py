@@ -86,8 +86,8 @@ def test_first_use_accepts_and_records_with_a_note(tmp_path: Path) -> None:
     notes = backup_check(spool, bset)
     assert len(notes) == 1 and "first time" in notes[0] and "/srv/b" in notes[0]
     assert accepted_sets(spool) == {
-        "100": AcceptedSet("100", "docs", ("/home/a/docs", "/home/a/more"), {"7": "/srv/b"})
-    }
+        "100": AcceptedSet("100", "docs", ("/home/a/docs", "/home/a/more"), {"7": "/srv/b"}, ())
+    }  # stored: () (no backup stored yet, agent.trust.record_stored)
     assert oct(trust_file(spool).stat().st_mode & 0o777) == "0o600"
     # the same again: nothing to tell, nothing rewritten
     before = trust_file(spool).stat().st_mtime_ns
@@ -202,7 +202,7 @@ def test_a_takeover_is_accepted_with_consent(tmp_path: Path, consent: Consent) -
         for n in notes
     ), notes
     assert accepted_sets(tmp_path)["200"] == AcceptedSet(
-        "200", "docs", ("/secret",), {"8": "/dest4"}
+        "200", "docs", ("/secret",), {"8": "/dest4"}, ()
     )
     assert backup_check(tmp_path, swapped) == []  # accepted now: no consent needed
 

@@ -209,10 +209,11 @@ class JobChannel:
         """End the report (the ``end`` log entry), spool the finish and, when every batch
         reached the server, finish the job there (retried); returns what became of the report
         (module docstring). Never raises for the server."""
+        end_ms = time.time_ns() // 1_000_000  # the job's end, also when delivered later
         self.log(LogType.END, end_line(status))
         self.flush()
         self.report.drain()  # every batch spooled and sent (or failed) before the finish
-        finish = FinishRecord(status, dedupe_original_size, dedupe_saving)
+        finish = FinishRecord(status, dedupe_original_size, dedupe_saving, end_ms)
         spool_failure = self.report.spool_failure
         if spool_failure is None:
             try:
@@ -228,6 +229,7 @@ class JobChannel:
                         status,
                         dedupe_original_size=dedupe_original_size,
                         dedupe_saving=dedupe_saving,
+                        end_time=end_ms,
                     ),
                     "finish",
                     self.retry_delays,

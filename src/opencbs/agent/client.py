@@ -12,6 +12,7 @@ explicit ``start_time`` answers 409 if it did.
 
 from __future__ import annotations
 
+import logging
 import re
 import ssl
 from collections.abc import Mapping, Sequence
@@ -26,6 +27,8 @@ from opencbs.errors import ConfigError, ExitCode, InvalidInput, OpenCBSError
 from opencbs.model.jobs import JobRecord, JobRef
 from opencbs.model.sets import BackupSetSettings
 from opencbs.reports.vocabulary import JobMode, JobStatus, ReportList
+
+log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/agent/v1"
 
@@ -446,15 +449,31 @@ class AgentClient:
         *,
         dedupe_original_size: int = 0,
         dedupe_saving: int = 0,
+        end_time: int | None = None,
     ) -> JobRecord:
-        """Finish a job with its final status and dedupe figures (bytes). Repeating the same
-        finish answers the job; another status on a finished job → ``AgentApiError`` 409."""
-        body = {
+        """Finish a job with its final status, dedupe figures (bytes) and ``end_time``, when
+        it ended (epoch ms; ``None``: the server's now). Repeating the same finish answers the
+        job; another status on a finished job → ``AgentApiError`` 409. An ``end_time`` the
+        server refuses (422: a server older than the field; 400: before the job's start or
+        past the server's clock, ``store.jobs.require_reported_end``: clocks far apart) is left
+        out and the finish sent again: the job is finished at the server's now, as before."""
+        body: dict[str, Any] = {
             "status": status.value,
             "dedupe_original_size": dedupe_original_size,
             "dedupe_saving": dedupe_saving,
         }
-        answer = self._call("POST", job_path(ref, "finish"), body, self._job_params(ref))
+        params = self._job_params(ref)
+        if end_time is not None:
+            try:
+                answer = self._call(
+                    "POST", job_path(ref, "finish"), {**body, "end_time": end_time}, params
+                )
+                return JobRecord.model_validate(answer)
+            except AgentApiError as exc:
+                if exc.status not in (400, 422):
+                    raise
+                log.debug("the server refused end time %d (%s): sent without", end_time, exc)
+        answer = self._call("POST", job_path(ref, "finish"), body, params)
         return JobRecord.model_validate(answer)
 
 

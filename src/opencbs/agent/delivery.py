@@ -125,9 +125,11 @@ class _Dropped(Exception):
     """The server will never take this report (private)."""
 
 
-def _retrying(delays: Sequence[float], wait: Callable[[float], object]) -> Retry:
+def _retrying(
+    delays: Sequence[float], wait: Callable[[float], object], *, connect_once: bool = False
+) -> Retry:
     def call(fn: Callable[[], Any], what: str) -> Any:
-        return call_with_retries(fn, what, delays, wait)
+        return call_with_retries(fn, what, delays, wait, connect_once=connect_once)
 
     return call
 
@@ -138,11 +140,13 @@ def deliver_job(
     *,
     retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
     wait: Callable[[float], object] = time.sleep,
+    connect_once: bool = False,
 ) -> Delivery:
     """Deliver what the server does not have of one spooled job (rules in the module
     docstring); removes the folder when delivered or dropped. Never raises for the server:
-    ``ServerUnreachable`` and retryable errors (after ``retry_delays``) give ``PENDING``.
-    Raises ``SpoolError`` for a damaged folder."""
+    ``ServerUnreachable`` and retryable errors (after ``retry_delays``) give ``PENDING``;
+    with ``connect_once`` a first call that cannot connect at all gives ``PENDING`` at once
+    (``agent.retry.cannot_connect``). Raises ``SpoolError`` for a damaged folder."""
     if not spool.try_lock():
         if spool.finish() is None:  # a job holds its folder while it runs, until its finish
             return _result(spool, DeliveryState.RUNNING, 0, "its job is still running")
@@ -150,7 +154,9 @@ def deliver_job(
     retry = _retrying(retry_delays, wait)
     sent = 0
     try:
-        job = _ensure_started(client, spool, retry)
+        job = _ensure_started(
+            client, spool, _retrying(retry_delays, wait, connect_once=connect_once)
+        )
         finish = spool.finish()
         if not job.running:
             return _finished_already(spool, job, finish)
@@ -175,6 +181,7 @@ def deliver_job(
                     finish.status,
                     dedupe_original_size=finish.dedupe_original_size,
                     dedupe_saving=finish.dedupe_saving,
+                    end_time=_end_time(spool, finish),
                 ),
                 "finish",
             )
@@ -200,13 +207,18 @@ def deliver_pending(
 ) -> list[Delivery]:
     """Deliver every spooled job under ``root``, oldest first (:func:`deliver_job`). Stops at
     the first ``PENDING`` one (the server is away: the rest would wait for it too, and they
-    must arrive in order). A damaged folder is logged and skipped."""
+    must arrive in order). When the first call of the first delivery cannot connect at all
+    (connection refused, name not resolved, connect timeout: ``agent.retry.cannot_connect``)
+    it is not retried: the reports stay spooled and the caller (a backup) goes on at once.
+    Failures later on (mid-delivery) are retried. A damaged folder is logged and skipped."""
     out: list[Delivery] = []
     for path in pending_spools(root):
         spool: JobSpool | None = None
         try:
             spool = JobSpool.open(path)
-            result = deliver_job(client, spool, retry_delays=retry_delays, wait=wait)
+            result = deliver_job(
+                client, spool, retry_delays=retry_delays, wait=wait, connect_once=not out
+            )
         except SpoolError as exc:  # damaged, or the agent's disk cannot take a record
             log.error("skipping a report spool: %s", exc)
             if spool is not None:
@@ -306,6 +318,14 @@ def _ensure_started(client: AgentClient, spool: JobSpool, retry: Retry) -> JobRe
         raise
     spool.set_job_id(job.ref.job_id)
     return job
+
+
+def _end_time(spool: JobSpool, finish: FinishRecord) -> int | None:
+    """The end time to send (epoch ms): the job's own, as spooled, but not before its start as
+    delivered (a start moved to a later second, module docstring); ``None`` when not spooled."""
+    if finish.end_ms is None:
+        return None
+    return max(finish.end_ms, spool.record.start_ms)
 
 
 def _close_abandoned(spool: JobSpool) -> FinishRecord:

@@ -7,6 +7,8 @@ in the report spool: ``agent.targets.backup_set``), starts the job on the server
 channel (``agent.channel``: the job's one line to the server, which also keeps the job's report
 in the spool until the server has it), runs the backup (``agent.backup``: scan, read, classify,
 report, commit the snapshot) and finishes the report with the final status and dedupe figures.
+A committed snapshot is recorded in the agent's record of accepted targets (``agent.trust``:
+the folder held this set's backups, so a later job refuses it missing or empty).
 
 What it tells while it runs goes to callbacks, never to a log format (style.md §20):
 ``on_progress`` gets a :class:`Progress` at most every ``progress_interval`` seconds,
@@ -25,6 +27,7 @@ job (a refused login, a set or destination the server does not have, a job of th
 from __future__ import annotations
 
 import contextlib
+import logging
 import tempfile
 import threading
 from pathlib import Path
@@ -43,8 +46,13 @@ from opencbs.agent.job_values import (
     OnProgress,
     Progress,
 )
+from opencbs.agent.spool import SpoolError
 from opencbs.agent.targets import backup_set
+from opencbs.agent.trust import TrustFileError, record_stored
+from opencbs.destinations.local import LocalStorage
 from opencbs.reports.wording import plural
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ChangeEvent",
@@ -106,6 +114,8 @@ def run_backup(
             on_progress=on_progress,
         )
         result = job.run()
+        if result.snapshot_id is not None:
+            _record_stored(options, bset.id)
         fate = started.channel.finish(
             result.status,
             dedupe_original_size=result.dedupe_original_size,
@@ -113,6 +123,18 @@ def run_backup(
         )
         return _outcome(started.channel, result, fate, flushed)
     raise AssertionError("unreachable")  # pragma: no cover (mypy: ExitStack may swallow)
+
+
+def _record_stored(options: JobOptions, set_id: str) -> None:
+    """Record that set ``set_id`` has a snapshot in the job's folder (``agent.trust``), with a
+    report spool and a local folder; a record that cannot be written is logged, not fatal (the
+    backup is stored)."""
+    if options.spool_dir is None or not isinstance(options.storage, LocalStorage):
+        return
+    try:
+        record_stored(options.spool_dir, set_id, options.storage.root)
+    except (TrustFileError, SpoolError) as exc:
+        log.warning("cannot record the backup in %s: %s", options.spool_dir, exc)
 
 
 def _outcome(

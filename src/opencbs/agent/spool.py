@@ -18,7 +18,7 @@ Layout, one folder per job under a spool root::
                               cdp, run version, dedupe flag, and the server's job ID once known
         batch-00000000.json   batch 0 of the report: {"entries": [...]} (agent API form)
         batch-00000001.json   … numbered from 0, contiguous
-        finish.json           the finish: status and dedupe figures (bytes)
+        finish.json           the finish: status, dedupe figures (bytes), end time (epoch ms)
         lock                  flock(2)-held by the process writing or delivering the job
     sets.json                 the backup sets as last read from the server (for a run while it
                               is unreachable)
@@ -123,11 +123,14 @@ class JobStart:
 
 @dataclass(frozen=True, slots=True)
 class FinishRecord:
-    """The finish of a spooled job: final status and dedupe figures (bytes)."""
+    """The finish of a spooled job: final status, dedupe figures (bytes) and ``end_ms``, when
+    the job ended (epoch ms; ``None`` in a spool of an older agent, or a job closed after its
+    agent died: the server then takes the time of delivery)."""
 
     status: JobStatus
     dedupe_original_size: int = 0
     dedupe_saving: int = 0
+    end_ms: int | None = None
 
 
 def _damage(exc: Exception) -> str:
@@ -295,6 +298,7 @@ class JobSpool:
                     "status": finish.status.value,
                     "dedupe_original_size": finish.dedupe_original_size,
                     "dedupe_saving": finish.dedupe_saving,
+                    "end_time": finish.end_ms,
                 }
             ),
         )
@@ -306,10 +310,12 @@ class JobSpool:
             return None
         doc = _read_json(path)
         try:
+            end = doc.get("end_time")
             return FinishRecord(
                 JobStatus(doc["status"]),
                 int(doc["dedupe_original_size"]),
                 int(doc["dedupe_saving"]),
+                None if end is None else int(end),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise SpoolError(f"damaged finish record in {self.path}: {_damage(exc)}") from exc

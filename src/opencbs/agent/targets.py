@@ -16,6 +16,9 @@ agent).
   other files (:func:`require_empty_or_repository`, :class:`NotARepository`).
 - What the agent's owner accepted is ``agent.trust``'s: :func:`backup_set` refuses sources
   other than those accepted, :func:`locate_destination` a restore folder never accepted.
+- A folder that held the set's backups (``agent.trust.held_backups``) and is now missing or
+  empty is refused before the job (:class:`RepositoryMissing`): an unmounted disk or a deleted
+  folder is not silently made a new repository; ``--new-repository`` consents to one.
 
 Nothing here prints: what a person should be told (a set created, a destination added, the
 server unreachable) goes to the ``on_note`` callback, one sentence each.
@@ -44,6 +47,7 @@ from opencbs.agent.trust import (
     Consent,
     check_backup_target,
     check_restore_destination,
+    held_backups,
     require_accepted_sources,
 )
 from opencbs.destinations.base import DestinationError, Storage
@@ -57,6 +61,7 @@ __all__ = [
     "Consent",
     "LoginRejected",
     "NotARepository",
+    "RepositoryMissing",
     "Target",
     "accept_target",
     "backup_set",
@@ -69,6 +74,7 @@ __all__ = [
     "remembered",
     "MissingSource",
     "require_empty_or_repository",
+    "require_repository_kept",
     "require_sources",
     "resolve_target",
     "sets_or_remembered",
@@ -296,8 +302,13 @@ def accept_target(
     """Before a backup of ``target``: the sources and destination folder the server names are
     those the agent's owner accepted (first use, the record, or ``consent``: ``agent.trust``),
     and the folder is empty or a repository (:func:`require_empty_or_repository`); what is
-    newly accepted is recorded in ``spool_dir``. Nothing is read or written in the folder.
-    Raises ``TargetChanged``, ``NotARepository``, ``TrustFileError``, ``DestinationError``."""
+    newly accepted is recorded in ``spool_dir``. A folder that held the set's backups and is
+    now missing or empty is refused unless ``consent.new_repository``
+    (:func:`require_repository_kept`). Nothing is read or written in the folder. Raises
+    ``TargetChanged``, ``RepositoryMissing``, ``NotARepository``, ``TrustFileError``,
+    ``DestinationError``."""
+    if not consent.new_repository:
+        require_repository_kept(spool_dir, target)
     check_backup_target(
         spool_dir,
         target.bset,
@@ -404,6 +415,38 @@ class NotARepository(DestinationError):
             "choose an empty or new folder as the destination; if the server named this "
             "folder, check the backup set's destinations (`opencbs set list LOGIN`)",
         )
+
+
+class RepositoryMissing(DestinationError):
+    """A destination folder that held this set's backups is missing or empty now (a disk not
+    mounted, a folder moved or deleted): nothing is created there (exit code 7), as a new
+    repository would start a full backup silently while the old one may come back."""
+
+    code = "destination_repository_missing"
+
+    def __init__(self, path: Path, set_name: str) -> None:
+        state = "is missing" if not os.path.lexists(path) else "is empty"
+        super().__init__(
+            f"destination folder {path} {state}, but it held the backups of backup set "
+            f"{set_name!r}: is the disk mounted? nothing was backed up or created",
+            "mount the disk or put the folder back (restore it from a copy), then run the "
+            "backup again; to start a new repository there on purpose (a full backup), run "
+            "again with --new-repository",
+        )
+
+
+def require_repository_kept(spool_dir: Path, target: Target) -> None:
+    """The rule for a folder that held backups: when this agent knows ``target.path`` held
+    backups of ``target.bset`` (``agent.trust.held_backups``: a job committed a snapshot
+    there), it still holds a repository (its key file) or something else
+    (:func:`require_empty_or_repository` says what); missing or empty, it is refused. Issue 12
+    (an unmounted disk silently made a new repository). Raises ``RepositoryMissing``,
+    ``TrustFileError``, ``DestinationError``."""
+    storage = LocalStorage(target.path)
+    if storage.exists(KEYFILE_NAME) or not storage.is_empty():
+        return
+    if held_backups(spool_dir, target.bset.id, target.path):
+        raise RepositoryMissing(target.path, target.bset.name)
 
 
 class MissingSource(InvalidInput):

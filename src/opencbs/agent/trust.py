@@ -7,10 +7,13 @@ The record: ``<spool root>/accepted-targets.json`` (:func:`trust_file`), one per
 backup user (the spool root is ``<data_dir>/agent-spool/<login>-<hash>``: ``agent.spool``),
 written whole or not at all (``fileio.write_atomic``) under a lock. For each backup set ID: its
 name (for a reader), the sources accepted (absolute paths; ``null`` when only a restore used the
-set) and the destinations accepted (destination ID → absolute folder path)::
+set), the destinations accepted (destination ID → absolute folder path) and the folders that
+hold a backup of the set (``stored``: a job committed a snapshot there, :func:`record_stored`;
+absent in a record of an older agent)::
 
     {"format": 1, "sets": {"1719400000000": {"name": "docs", "sources": ["/home/a/docs"],
-                                             "destinations": {"1719400000001": "/srv/b"}}}}
+                                             "destinations": {"1719400000001": "/srv/b"},
+                                             "stored": ["/srv/b"]}}}
 
 The rule (:func:`check_backup_target`, :func:`check_restore_destination`,
 :func:`require_accepted_sources`):
@@ -38,6 +41,11 @@ The rule (:func:`check_backup_target`, :func:`check_restore_destination`,
 Filters (include/exclude) are not recorded: they only narrow what is read under the accepted
 sources. Paths are compared after ``os.path.abspath`` (``..`` and doubled slashes removed);
 sources as a set (their order does not matter).
+
+A folder that held the set's backups and is now missing or empty (a disk not mounted, a folder
+deleted or moved) is not silently made a new repository: :func:`held_backups` tells
+``agent.targets`` so (issue 12). Without a ``stored`` list (a record of an older agent, or of
+``opencbs quickstart``) every folder accepted for the set counts.
 """
 
 from __future__ import annotations
@@ -47,7 +55,7 @@ import fcntl
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +76,9 @@ __all__ = [
     "changes",
     "check_backup_target",
     "check_restore_destination",
+    "held_backups",
     "record",
+    "record_stored",
     "require_accepted_sources",
     "takeovers",
     "trust_file",
@@ -124,20 +134,26 @@ class TargetChanged(OpenCBSError):
 @dataclass(frozen=True, slots=True)
 class AcceptedSet:
     """What the agent accepted for one backup set: ``sources`` (absolute paths, ``None`` when
-    none were accepted yet) and ``destinations`` (destination ID → absolute folder path)."""
+    none were accepted yet), ``destinations`` (destination ID → absolute folder path) and
+    ``stored``, the folders where a job of the set committed a snapshot (absolute paths;
+    ``None``: not known, a record of an older agent)."""
 
     set_id: str
     name: str
     sources: tuple[str, ...] | None = None
     destinations: Mapping[str, str] = field(default_factory=dict)
+    stored: tuple[str, ...] | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The set's entry in the file (without its ID, the key)."""
-        return {
+        doc: dict[str, Any] = {
             "name": self.name,
             "sources": None if self.sources is None else list(self.sources),
             "destinations": dict(self.destinations),
         }
+        if self.stored is not None:
+            doc["stored"] = list(self.stored)
+        return doc
 
     @classmethod
     def from_json(cls, set_id: str, doc: Any) -> AcceptedSet:
@@ -156,11 +172,17 @@ class AcceptedSet:
             raise TypeError(f"set {set_id}: sources must be a list of paths")
         if not isinstance(dests, dict) or not all(isinstance(p, str) for p in dests.values()):
             raise TypeError(f"set {set_id}: destinations must map IDs to paths")
+        stored = doc.get("stored")
+        if stored is not None and not (
+            isinstance(stored, list) and all(isinstance(s, str) for s in stored)
+        ):
+            raise TypeError(f"set {set_id}: stored must be a list of paths")
         return cls(
             set_id,
             name,
             None if sources is None else tuple(sources),
             {str(k): v for k, v in dests.items()},
+            None if stored is None else tuple(stored),
         )
 
 
@@ -168,11 +190,14 @@ class AcceptedSet:
 class Consent:
     """What the agent's owner agreed to on this command line: ``sources`` (``--source`` given
     and matching the set), ``destination`` (``--destination``/``--add-destination`` named the
-    folder used), ``server_changes`` (``--accept-server-changes``: whatever the server names)."""
+    folder used), ``server_changes`` (``--accept-server-changes``: whatever the server names),
+    ``new_repository`` (``--new-repository``: a new repository in a folder that held the set's
+    backups and is now missing or empty, ``agent.targets``)."""
 
     sources: bool = False
     destination: bool = False
     server_changes: bool = False
+    new_repository: bool = False
 
 
 #: No consent given: only what was accepted before (or a first use) passes.
@@ -253,16 +278,51 @@ def _locked(spool_dir: Path) -> Iterator[None]:
 def record(spool_dir: Path, entry: AcceptedSet) -> None:
     """Record ``entry`` (replacing what was accepted for its set). Raises ``TrustFileError``,
     or ``SpoolError`` when the spool root cannot be created (the agent's data_dir)."""
-    path = trust_file(spool_dir)
     with _locked(spool_dir):
         known = accepted_sets(spool_dir)
         known[entry.set_id] = entry
-        doc = {"format": _FORMAT, "sets": {k: v.as_json() for k, v in sorted(known.items())}}
-        data = json.dumps(doc, ensure_ascii=False, indent=1).encode("utf-8") + b"\n"
-        try:
-            write_atomic(path, data, mode=0o600)
-        except OSError as exc:
-            raise TrustFileError(path, exc.strerror or str(exc)) from exc
+        _write(spool_dir, known)
+
+
+def _write(spool_dir: Path, known: Mapping[str, AcceptedSet]) -> None:
+    """Write the record whole (the caller holds the lock). Raises ``TrustFileError``."""
+    path = trust_file(spool_dir)
+    doc = {"format": _FORMAT, "sets": {k: v.as_json() for k, v in sorted(known.items())}}
+    data = json.dumps(doc, ensure_ascii=False, indent=1).encode("utf-8") + b"\n"
+    try:
+        write_atomic(path, data, mode=0o600)
+    except OSError as exc:
+        raise TrustFileError(path, exc.strerror or str(exc)) from exc
+
+
+def record_stored(spool_dir: Path, set_id: str, folder: Path) -> None:
+    """Record that a job of set ``set_id`` committed a snapshot in ``folder`` (``agent.job``):
+    :func:`held_backups` says so from now on. A set not in the record is left out (a job run
+    without the record: ``opencbs quickstart``'s own). A record of an older agent (no
+    ``stored``) starts with every folder accepted for the set. Raises ``TrustFileError``,
+    ``SpoolError``."""
+    path = os.path.abspath(folder)
+    with _locked(spool_dir):
+        known = accepted_sets(spool_dir)
+        entry = known.get(set_id)
+        if entry is None or (entry.stored is not None and path in entry.stored):
+            return
+        before = entry.stored if entry.stored is not None else entry.destinations.values()
+        known[set_id] = replace(entry, stored=tuple(sorted({*before, path})))
+        _write(spool_dir, known)
+
+
+def held_backups(spool_dir: Path, set_id: str, folder: Path) -> bool:
+    """Whether ``folder`` held backups of set ``set_id`` as this agent knows (a job committed
+    a snapshot there; without ``stored`` in the record, an older agent's: a folder accepted for
+    the set). Raises ``TrustFileError``."""
+    entry = accepted_sets(spool_dir).get(set_id)
+    if entry is None:
+        return False
+    path = os.path.abspath(folder)
+    if entry.stored is not None:
+        return path in entry.stored
+    return path in entry.destinations.values()
 
 
 # -- deciding -----------------------------------------------------------------------------------
@@ -327,7 +387,8 @@ def _updated(
     """``accepted`` with the set's sources and this destination's folder accepted."""
     dests = dict(accepted.destinations) if accepted is not None else {}
     dests[destination_id] = path
-    return AcceptedSet(bset.id, bset.name, _paths(bset.settings.sources), dests)
+    stored = accepted.stored if accepted is not None else ()
+    return AcceptedSet(bset.id, bset.name, _paths(bset.settings.sources), dests, stored)
 
 
 def check_backup_target(
@@ -426,7 +487,8 @@ def check_restore_destination(
         dests = dict(accepted.destinations) if accepted is not None else {}
         dests[destination.id] = path
         sources = accepted.sources if accepted is not None else None
-        record(spool_dir, AcceptedSet(bset.id, bset.name, sources, dests))
+        stored = accepted.stored if accepted is not None else None
+        record(spool_dir, AcceptedSet(bset.id, bset.name, sources, dests, stored))
         on_note(f"backup set {bset.name!r}: accepted destination {path} for restores")
         return
     have = _shown(accepted.destinations.values()) if accepted is not None else "none"

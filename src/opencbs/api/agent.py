@@ -75,6 +75,7 @@ from opencbs.reports.vocabulary import (
 )
 from opencbs.store import job_queries, jobs, sets
 from opencbs.store.users import BackupUser
+from opencbs.store.util import now_ms
 
 #: Most entries in one batch; split longer lists into several batches.
 MAX_BATCH_ENTRIES = 10_000
@@ -458,12 +459,15 @@ class ProgressIn(_Model):
 
 
 class FinishIn(_Model):
-    """The end of a job: its final status (not ``BS_STILL_RUNNING``) and the dedupe figures of
-    §5 (bytes; ``dedupe_saving`` ≤ ``dedupe_original_size``)."""
+    """The end of a job: its final status (not ``BS_STILL_RUNNING``), the dedupe figures of
+    §5 (bytes; ``dedupe_saving`` ≤ ``dedupe_original_size``) and ``end_time``, when the job
+    ended on the agent (epoch ms; default: now, the server's clock; a report delivered late
+    from the agent's spool gives it: ``store.jobs.require_reported_end``)."""
 
     status: JobStatus
     dedupe_original_size: Size = 0
     dedupe_saving: Size = 0
+    end_time: TimeMs | None = None
 
 
 # --- converters -------------------------------------------------------------------------------
@@ -701,7 +705,7 @@ def post_progress(
 
 @router.post(
     _JOB + "/{job_id}/finish",
-    summary="Finish the job: final status, dedupe figures.",
+    summary="Finish the job: final status, dedupe figures, the end time on the agent.",
     responses={
         **_IN_SET,
         409: error_answer(
@@ -732,10 +736,13 @@ def finish(
             if not same:
                 raise Conflict(f"backup job {job.job_id} is finished already ({job.status})")
             return jobs.job_record(conn, job)
+        if body.end_time is not None:
+            jobs.require_reported_end(job, body.end_time, now_ms())
         done = jobs.finish_job(
             conn,
             job.pk,
             body.status,
+            end_ms=body.end_time,
             dedupe_original_size=body.dedupe_original_size,
             dedupe_saving=body.dedupe_saving,
         )

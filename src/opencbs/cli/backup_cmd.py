@@ -17,10 +17,14 @@ refused before anything is written (exit code 7). The sources and destination fo
 agent accepted for a set are kept in ``<spool root>/accepted-targets.json`` (``agent.trust``): a
 set never used here is accepted on first use; later, other sources or another folder named by
 the server are refused (exit code 7) unless the owner consents (``--source``/``--destination``
-on the command line, or ``--accept-server-changes``). Errors before the job starts use the exit
-codes of ``opencbs.cli.main`` (3 the server rejected the backup user or the encryption password
-is wrong, 7 server or destination unreachable, or the report spool in ``data_dir`` cannot be
-created or written, 8 the server refused a request or the repository is damaged).
+on the command line, or ``--accept-server-changes``). A folder that held the set's backups (a
+job committed a snapshot there, ``agent.trust.held_backups``) and is now missing or empty (a disk
+not mounted) is refused (exit code 7, nothing created) unless ``--new-repository`` consents to a
+new repository there (``agent.targets.RepositoryMissing``). Errors before the job starts use
+the exit codes of ``opencbs.cli.main`` (3 the server rejected the backup user or the
+encryption password is wrong, 7 server or destination unreachable, or the report spool in
+``data_dir`` cannot be created or written, 8 the server refused a request or the repository
+is damaged).
 A server that cannot be reached during the job does not change the exit code: the backup
 completes, its report is spooled in ``<data_dir>/agent-spool/<login>-<hash>`` (one spool per
 server and backup user: ``opencbs.agent.spool``) and stderr says "report spooled, not
@@ -131,6 +135,13 @@ __all__ = ["backup"]
     "when they differ from those this agent accepted before (or a new set takes the name "
     "or folder of an accepted one).",
 )
+@click.option(
+    "--new-repository",
+    is_flag=True,
+    help="Create a new repository (a full backup) in a destination folder that held this "
+    "set's backups and is now missing or empty; without it such a backup is refused (is the "
+    "disk mounted?).",
+)
 @click.option("--scheduled", is_flag=True, help="Run as a scheduled job (mode S, not M).")
 @click.option("-v", "--verbose", is_flag=True, help="Print each change with its reason.")
 @JSON
@@ -145,6 +156,7 @@ def backup(
     destination: Path | None,
     add_destination: Path | None,
     accept_server_changes: bool,
+    new_repository: bool,
     scheduled: bool,
     verbose: bool,
     as_json: bool,
@@ -188,7 +200,10 @@ def backup(
         # what the server names must be what the owner accepted (agent.trust)
         named = (destination or add_destination) is not None
         consent = Consent(
-            sources=bool(sources), destination=named, server_changes=accept_server_changes
+            sources=bool(sources),
+            destination=named,
+            server_changes=accept_server_changes,
+            new_repository=new_repository,
         )
         accept_target(
             spool_dir, target, consent=consent, on_note=lambda text: note(f"opencbs: {text}")

@@ -61,19 +61,39 @@ __all__ = [
 ]
 
 
+#: Said when a second Ctrl-C aborts the job at once (:func:`cancel_on_signals`).
+ABORTED = (
+    "opencbs: aborted; the repository is left consistent, the next backup reuses what was "
+    "stored (this job's report is closed as not finished at the next delivery)"
+)
+
+
 @contextmanager
 def cancel_on_signals(cancel: threading.Event) -> Iterator[None]:
-    """While inside: SIGINT and SIGTERM set ``cancel`` (the job stops cleanly and reports
-    ``BS_STOP_BY_USER``); a second SIGINT raises ``KeyboardInterrupt``. Main thread only."""
+    """While inside: SIGINT (Ctrl-C) and SIGTERM set ``cancel`` (the job stops cleanly and
+    reports ``BS_STOP_BY_USER``), each said in one line on stderr. A second SIGINT aborts at
+    once: one line (:data:`ABORTED`), exit code 130 (``os._exit``: no traceback, no cleanup).
+    That is safe: the repository's write order makes every crash safe
+    (``engine.repository``; the SIGKILL series of tests/e2e/test_interruption.py), and the
+    report spool holds whole files only (``agent.spool``), its unfinished job closed as
+    ``BS_BACKUP_NOT_FINISHED`` at the next delivery (``agent.delivery``). A second SIGTERM
+    changes nothing (the job is stopping already). Main thread only."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        if cancel.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+        if cancel.is_set():
+            if signum == signal.SIGINT:
+                show_cursor = b"\x1b[?25h" if os.isatty(2) else b""  # the progress hid it
+                os.write(2, show_cursor + f"\n{ABORTED}\n".encode())
+                os._exit(ExitCode.INTERRUPTED)
+            return
         cancel.set()
-        os.write(2, b"opencbs: stopping the job cleanly (Ctrl-C again to abort)\n")
+        if signum == signal.SIGINT:
+            os.write(2, b"opencbs: stopping the job cleanly (Ctrl-C again to abort)\n")
+        else:
+            os.write(2, b"opencbs: stopping the job cleanly (SIGTERM)\n")
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -449,8 +449,35 @@ def verify(
         f"opencbs: error: the repository at {show_name(str(destination))} is damaged: "
         f"{plural(len(result.errors), 'problem')} ({what})"
     )
-    note("hint: restore what you can from other jobs; back up again to store missing data")
+    note(f"hint: {verify_hint(result.errors)}")
     return ExitCode.REFUSED
+
+
+def _of_missing_packs(problem: VerifyProblem) -> bool:
+    """Whether ``problem`` comes of a pack (or chunk) no longer at the destination (the words
+    of ``engine.repo_verify``), not of bytes damaged or a snapshot list changed."""
+    return problem.message == "indexed pack is missing" or problem.message.endswith(
+        ("is missing", "not stored")
+    )
+
+
+def verify_hint(problems: Sequence[VerifyProblem]) -> str:
+    """The hint after ``verify`` found ``problems``: what helps, and only what is true (issue
+    12). A backup stores the data of a missing pack again (``agent.backup``:
+    ``reconcile_packs``), so new snapshots are whole, but the snapshots that used it stay
+    damaged; damaged bytes are not stored again by a backup (its chunks count as stored).
+    There is no repair yet."""
+    if all(_of_missing_packs(p) for p in problems):
+        return (
+            "the next backup stores the data of the missing packs again from the sources (new "
+            "snapshots are whole); the snapshots that used them stay damaged and verify keeps "
+            "naming the packs (there is no repair yet): restore what you can from other snapshots"
+        )
+    return (
+        "restore what you can (`opencbs restore`); a backup does not store damaged data "
+        "again (there is no repair yet): for a sound copy, back up to a new destination too "
+        "(`opencbs backup --set NAME --add-destination PATH`)"
+    )
 
 
 @click.command()

@@ -67,7 +67,23 @@ from opencbs.reports.vocabulary import EntryType
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CACHEDIR_SIGNATURE", "CACHEDIR_TAG", "Scan", "ScanFilter", "ScanWarning", "scan"]
+#: The warning of a source that cannot be looked at (``{why}``: the system's reason). Its
+#: entries of the previous backup stay in the new snapshot (the source is left incomplete:
+#: ``incomplete_dirs``, docs/architecture.md), so the text says so: nothing is reported deleted.
+SOURCE_MISSING = (
+    "source not found or unreadable ({why}); "
+    "its entries of the previous backup are kept, not reported deleted"
+)
+
+__all__ = [
+    "CACHEDIR_SIGNATURE",
+    "CACHEDIR_TAG",
+    "SOURCE_MISSING",
+    "Scan",
+    "ScanFilter",
+    "ScanWarning",
+    "scan",
+]
 
 #: The name of a cache directory's tag file, and the bytes it begins with
 #: (https://bford.info/cachedir/).
@@ -193,7 +209,7 @@ class Scan:
             st = os.lstat(root)
         except OSError as error:
             self._incomplete.add(root)
-            yield self._warn(root, f"source not found or unreadable: {_reason(error)}")
+            yield self._warn(root, SOURCE_MISSING.format(why=_reason(error)))
             return
         try:
             entry = self._entry(root, st)

@@ -173,6 +173,28 @@ def _require_job_time(ms: int) -> None:
         raise InvalidInput(_TIME_WINDOW)
 
 
+#: How far past the server's clock an agent's end time may lie (ms): the agent's and the
+#: server's clocks may differ a little (``require_reported_end``).
+END_TIME_SKEW_MS = 5 * 60 * 1000
+
+
+def require_reported_end(job: Job, end_ms: int, now: int) -> None:
+    """The rule for an end time an agent reports (epoch ms; the agent API's finish): not
+    before the job's start, not later than ``now`` (the server's clock, epoch ms) plus
+    :data:`END_TIME_SKEW_MS`, and in the one window of job times. Raises ``InvalidInput``."""
+    _require_job_time(end_ms)
+    if end_ms < job.start_time:
+        raise InvalidInput(
+            f"end_time {end_ms} is before the job's start ({job.start_time})",
+            "send the time the job ended (epoch ms), or none for now",
+        )
+    if end_ms > now + END_TIME_SKEW_MS:
+        raise InvalidInput(
+            f"end_time {end_ms} is in the future (the server's clock reads {now})",
+            "check the agent's clock; send the time the job ended (epoch ms), or none for now",
+        )
+
+
 def zero_seq() -> dict[str, int]:
     """A new job's next sequence number of each list: 0 (the ``next_seq`` column)."""
     return {str(int(lst)): 0 for lst in ReportList}
