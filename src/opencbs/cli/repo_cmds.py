@@ -456,7 +456,7 @@ def verify(
 def _of_missing_packs(problem: VerifyProblem) -> bool:
     """Whether ``problem`` comes of a pack (or chunk) no longer at the destination (the words
     of ``engine.repo_verify``), not of bytes damaged or a snapshot list changed."""
-    return problem.message == "indexed pack is missing" or problem.message.endswith(
+    return problem.message.startswith("indexed pack is missing") or problem.message.endswith(
         ("is missing", "not stored")
     )
 
