@@ -122,6 +122,7 @@ def test_backup_on_an_80_column_terminal(agent: Agent, tmp_path: Path) -> None:
     screens = _on_terminal(
         agent.env,
         80,
+        "--debug",  # DEBUG log lines, written while the bar is shown
         "backup",
         "--set",
         "wide",
@@ -134,13 +135,20 @@ def test_backup_on_an_80_column_terminal(agent: Agent, tmp_path: Path) -> None:
     # at 80 columns the bar and the file counts fit beside the sizes
     assert any("━" in row and re.search(r"\d+/\d+\+? files", row) for row in rows), rows
     final = "\n".join(row.rstrip() for row in screens.final)
-    # a log line written while the bar was shown stands whole, above the summary
-    logged = final.index("INFO opencbs.engine.repository: committed snapshot")
+    # a log line written while the bar was shown stands whole, at the start of a row, above
+    # the bar (--debug: many lines follow it, so it is looked for on each screen drawn)
+    logged = re.compile(
+        r"^\d{4}-\d\d-\d\d [\d:,]+ DEBUG opencbs\.engine\.repository: committed snapshot"
+    )
+    assert any(
+        any(logged.match(row) for row in state[:i]) and row[:1] in SPINNER and row[:1]
+        for state in screens.states
+        for i, row in enumerate(state)
+    ), screens.states[-1]
     summary = re.search(
         rf"backup wide: done in \d+:\d\d: {FILES} files \(160\.0 MB\) read, {RATE}", final
     )
     assert summary is not None, final
-    assert logged < summary.start()
     assert re.search(r"^job \S+: BS_STOP_SUCCESS", final, re.MULTILINE), final
 
 
