@@ -216,7 +216,9 @@ def test_sigterm_stops_the_job_cleanly(server: Server, tmp_path: Path) -> None:
     assert proc.returncode == 130, out + err
     assert "backup big: stopped" in err and "done:" not in err, err
     m = re.search(
-        r"^job (\S+): BS_STOP_BY_USER \(backup set (\d+), destination (\d+)\)$", out, re.MULTILINE
+        r"^job (\S+): BS_STOP_BY_USER\nset big \((\d+)\), destination Local \((\d+)\)$",
+        out,
+        re.MULTILINE,
     )
     assert m is not None, out
     assert "snapshot " not in out

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -89,7 +90,7 @@ def change_printer(*, err: bool) -> OnChange:
 
     def printed(change: ChangeEvent) -> None:
         line = f"{change.kind.key} {display_path(change.path)}: {change.why}"
-        click.echo(show_name(line), err=err)
+        click.echo(show_name(line), file=sys.stderr if err else sys.stdout)  # above a bar
 
     return printed
 

@@ -359,10 +359,13 @@ def _cell(value: object) -> str:
 
 
 def echo(text: str) -> None:
-    """Print one line of data to stdout."""
-    click.echo(text)
+    """Print one line of data to stdout (``sys.stdout`` as it is now: ``note``)."""
+    click.echo(text, file=sys.stdout)
 
 
 def note(text: str) -> None:
-    """Print one line of information for a person to stderr (not data)."""
-    click.echo(text, err=True)
+    """Print one line of information for a person to stderr (not data), through whatever
+    ``sys.stderr`` is now: while a progress bar is shown it is rich's proxy, which prints the
+    line above the bar. (``click.echo(err=True)`` would not: it finds the proxy's encoding
+    unset and writes to the real stream's buffer, into the bar's row.)"""
+    click.echo(text, file=sys.stderr)
