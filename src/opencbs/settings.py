@@ -488,7 +488,7 @@ def load_settings(
     try:
         layered = _Layered(**given)
     except ValidationError as exc:
-        raise _config_error(exc, path) from exc
+        raise _config_error(exc, path, given=given, file_values=file_values) from exc
     return Settings.model_construct(**layered.model_dump())
 
 
@@ -517,21 +517,56 @@ FLAGS: dict[str, str] = {
 }
 
 
-def setting_hint(name: str, path: Path | str) -> str:
+def setting_hint(name: str, path: Path | str, *, source: str = "") -> str:
     """Where setting ``name`` can come from, for a hint: its flag (``FLAGS``; none invented),
-    ``OPENCBS_<NAME>`` and the config file ``path``."""
+    ``OPENCBS_<NAME>`` and the config file ``path``; or, when ``source`` names where the bad
+    value came from (``_value_source``), that place first, then the flag that overrides it."""
+    flag = FLAGS.get(name)
+    if source:
+        overrides = [p for p in (flag, ENV_PREFIX + name.upper()) if p and p not in source]
+        if name == "log_level":
+            return (
+                f"the value comes from {source}: correct it there (DEBUG, INFO, WARNING, "
+                "ERROR or CRITICAL; the flag --debug logs at DEBUG)"
+            )
+        if not overrides or source.startswith("the flag"):
+            return f"the value comes from {source}: correct it"
+        return f"the value comes from {source}: correct it there, or give {overrides[0]}"
     if name == "log_level":
         return (
             f"check {ENV_PREFIX}LOG_LEVEL and log_level in the config file {path} (DEBUG, "
             "INFO, WARNING, ERROR or CRITICAL; the flag --debug logs at DEBUG)"
         )
-    flag = FLAGS.get(name)
     places = [flag] if flag else []
     return f"check {', '.join([*places, ENV_PREFIX + name.upper()])} and the config file {path}"
 
 
-def _config_error(exc: ValidationError, path: Path) -> ConfigError:
+def _value_source(
+    name: str, path: Path, given: Mapping[str, Any], file_values: Mapping[str, Any]
+) -> str:
+    """Where the value of setting ``name`` in force came from, by the layers' order (flags >
+    environment > config file): ``the flag --x``, ``OPENCBS_X`` or ``NAME in the config file
+    PATH``; ``""`` when none gave it."""
+    if name in given:
+        flag = FLAGS.get(name)
+        return f"the flag {flag}" if flag else ""
+    env = ENV_PREFIX + name.upper()
+    if env in os.environ:
+        return f"{env} (the environment)"
+    if name in file_values:
+        return f"{name} in the config file {path}"
+    return ""
+
+
+def _config_error(
+    exc: ValidationError,
+    path: Path,
+    *,
+    given: Mapping[str, Any],
+    file_values: Mapping[str, Any],
+) -> ConfigError:
     err = exc.errors()[0]
     name = str(err["loc"][0]) if err.get("loc") else "?"
     msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-    return ConfigError(f"invalid setting {name}: {msg}", setting_hint(name, path))
+    source = _value_source(name, path, given, file_values)
+    return ConfigError(f"invalid setting {name}: {msg}", setting_hint(name, path, source=source))

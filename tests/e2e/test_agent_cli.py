@@ -198,7 +198,9 @@ def test_sigterm_stops_the_job_cleanly(server: Server, tmp_path: Path) -> None:
     assert proc.returncode == 130, out + err
     assert "backup big: stopped" in err and "done:" not in err, err
     m = re.search(
-        r"^job (\S+): BS_STOP_BY_USER \(backup set (\d+), destination (\d+)\)$", out, re.MULTILINE
+        r"^job (\S+): BS_STOP_BY_USER\nset big \((\d+)\), destination Local \((\d+)\)$",
+        out,
+        re.MULTILINE,
     )
     assert m is not None, out
     assert "snapshot " not in out
@@ -251,7 +253,7 @@ def test_restore_by_id_prefix_display_path_and_clear_errors(server: Server, tmp_
         s["id"]
         for s in json.loads(ok(server.env, "snapshots", "--destination", str(dest), "--json"))
     ]
-    assert full[:16] in table  # the table shows 16 characters: they restore
+    assert full[:8] in table  # the table shows 8 characters: they restore
     shown = f"{src}/caf\\xe9 \\\\x.txt"  # as the report shows it (display_path)
 
     target = tmp_path / "t1"

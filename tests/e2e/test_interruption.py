@@ -210,7 +210,7 @@ class Attempt:
     duration: float  # seconds from launch to the end of the process
 
 
-_OUTCOME = re.compile(r"^job (\S+): (\S+) \(backup set (\d+), destination (\d+)\)$", re.M)
+_OUTCOME = re.compile(r"^job (\S+): (\S+)\nset .* \((\d+)\),? ?\n?destination .* \((\d+)\)$", re.M)
 _SNAPSHOT = re.compile(r"^snapshot ([0-9a-f]{64})$", re.M)
 
 

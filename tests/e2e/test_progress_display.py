@@ -109,6 +109,13 @@ def _check_terminal_run(screens: Screens, cols: int, title: str) -> list[str]:
 
 
 def test_backup_on_an_80_column_terminal(agent: Agent, tmp_path: Path) -> None:
+    # a repository whose snapshot list is damaged: the job replaces it once it has committed
+    # its snapshot, logging a WARNING while the bar is shown
+    dest, small = tmp_path / "dest", tmp_path / "small"
+    small.mkdir()
+    (small / "a.txt").write_text("a")
+    ok(agent.env, "backup", "--set", "small", "--source", str(small), "--destination", str(dest))
+    (dest / "manifest").write_bytes(b"damaged")
     screens = _on_terminal(
         agent.env,
         80,
@@ -118,19 +125,27 @@ def test_backup_on_an_80_column_terminal(agent: Agent, tmp_path: Path) -> None:
         "--source",
         str(agent.source),
         "--destination",
-        str(tmp_path / "dest"),
+        str(dest),
     )
     rows = _check_terminal_run(screens, 80, "backup wide")
     # at 80 columns the bar and the file counts fit beside the sizes
     assert any("━" in row and re.search(r"\d+/\d+\+? files", row) for row in rows), rows
     final = "\n".join(row.rstrip() for row in screens.final)
     # a log line written while the bar was shown stands whole, above the summary
-    logged = final.index("INFO opencbs.engine.repository: committed snapshot")
+    logged = re.search(
+        r"^\d{4}-\d\d-\d\d [\d:,]+ WARNING opencbs\.engine\.repository: replacing the damaged",
+        final,
+        re.MULTILINE,
+    )
+    assert logged is not None, final
     summary = re.search(
         rf"backup wide: done in \d+:\d\d: {FILES} files \(160\.0 MB\) read, {RATE}", final
     )
     assert summary is not None, final
-    assert logged < summary.start()
+    assert logged.start() < summary.start()
+    # and so does the job's warning said at its start (not drawn into the bar's row)
+    warned = re.search(r"^opencbs: warning: The destination's snapshot list", final, re.MULTILINE)
+    assert warned is not None and warned.start() < summary.start(), final
     assert re.search(r"^job \S+: BS_STOP_SUCCESS", final, re.MULTILINE), final
 
 

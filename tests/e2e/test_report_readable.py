@@ -165,7 +165,7 @@ def test_a_job_id_out_of_format_is_invalid_input(demo: dict[str, str]) -> None:
         first, hint = res.stderr.splitlines()
         assert first.startswith(f"opencbs: error: invalid backup job ID ‘{bad}’: ")
         assert "yyyy-MM-dd-HH-mm-ss" in first and "latest" in first
-        assert "`opencbs report latest --user demo`" in hint
+        assert "`opencbs report latest --user demo --set NAME`" in hint
         assert "`opencbs report --list --user demo`" in hint
     res = run(demo, "report", "--user", "demo")
     assert res.returncode == 2 and "no backup job ID given" in res.stderr

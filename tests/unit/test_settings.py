@@ -189,8 +189,8 @@ def test_well_formed_server_urls_pass(url: str) -> None:
     ("env", "named", "not_named"),
     [
         ({"OPENCBS_LOG_LEVEL": "LOUD"}, ["OPENCBS_LOG_LEVEL", "--debug"], ["--log-level"]),
-        ({"OPENCBS_SERVER_URL": "ftp://x"}, ["--server,", "OPENCBS_SERVER_URL"], ["--server-url"]),
-        ({"OPENCBS_PORT": "99999"}, ["--port,", "OPENCBS_PORT"], []),
+        ({"OPENCBS_SERVER_URL": "ftp://x"}, ["--server", "OPENCBS_SERVER_URL"], ["--server-url"]),
+        ({"OPENCBS_PORT": "99999"}, ["--port", "OPENCBS_PORT"], []),
     ],
 )
 def test_hints_name_only_flags_that_exist(

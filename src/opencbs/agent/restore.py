@@ -307,7 +307,7 @@ def restore(
                 if writer.reporter is not None:
                     writer.reporter.report(entry)
         except (CorruptData, ChunkNotFound) as exc:  # the tree itself: nothing after is known
-            log.error("snapshot %s tree unreadable: %s", info.id, exc.message)
+            log.debug("snapshot %s tree unreadable: %s", info.id, exc.message)
             writer.damaged.append(
                 DamagedFile(f"snapshot {info.id}", f"tree unreadable: {exc.message}")
             )
@@ -538,7 +538,7 @@ class _Restorer:
             try:
                 self._write_file(dfd, name, entry, chunk_ids)
             except (CorruptData, ChunkNotFound) as exc:
-                log.error("%s not restored: %s", display_path(entry.path), exc.message)
+                log.debug("%s not restored: %s", display_path(entry.path), exc.message)
                 self.damaged.append(DamagedFile(display_path(entry.path), exc.message))
                 os.unlink(name, dir_fd=dfd)
                 return

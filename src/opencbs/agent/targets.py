@@ -101,7 +101,9 @@ class LoginRejected(OpenCBSError):
         super().__init__(
             f"the server at {url} rejected backup user {login!r} (wrong login name or password)",
             "check --login / OPENCBS_LOGIN_NAME and the password "
-            "(OPENCBS_PASSWORD, the config file or --password-stdin)",
+            "(OPENCBS_PASSWORD, the config file or --password-stdin); after repeated "
+            "failures the server locks the login for a while: its administrator sees it "
+            "with `opencbs lockout list`",
         )
 
 

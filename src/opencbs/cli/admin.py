@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 import click
+from rich.filesize import decimal
 
 from opencbs.agent.targets import require_sources
 from opencbs.cli.common import (
@@ -27,7 +28,7 @@ from opencbs.model.passwords import PasswordRule
 from opencbs.reports.vocabulary import SystemRole
 from opencbs.settings import Settings
 from opencbs.store import migrate, sets, users
-from opencbs.store.sets import BackupSet
+from opencbs.store.sets import BackupSet, Destination
 
 # --- db -----------------------------------------------------------------------------------
 
@@ -97,8 +98,10 @@ def _new_password(
     """A new password for user ``name``, read (stdin or typed twice: ``read_password``) and
     checked against ``rule`` at once, before the database is touched. Raises
     ``InvalidInput``."""
-    password, _ = read_password(from_stdin=from_stdin, prompt=prompt)
-    rule.check(password, name)
+    password, _ = read_password(
+        from_stdin=from_stdin, prompt=prompt, check=lambda typed: rule.check(typed, name)
+    )
+    rule.check(password, name)  # read from stdin: checked here
     return password
 
 
@@ -229,7 +232,13 @@ def user_list(settings: Settings, *, owner: str | None, search: str, as_json: bo
         print_json(rows)
     else:
         cols = ["LoginName", "UserId", "Owner", "Alias", "Email", "Status", "Quota"]
-        print_table("Backup users", cols, [[r[c] for c in cols] for r in rows])
+        shown = [{**r, "Quota": _quota(r["Quota"])} for r in rows]
+        print_table("Backup users", cols, [[r[c] for c in cols] for r in shown])
+
+
+def _quota(quota: int) -> str:
+    """A quota in bytes for a person: decimal units (``10.0 GB``), ``none`` for 0."""
+    return decimal(quota) if quota else "none"
 
 
 # --- backup sets --------------------------------------------------------------------------
@@ -348,11 +357,18 @@ def set_list(settings: Settings, *, login: str, as_json: bool) -> None:
                 s.name,
                 s.type,
                 list(s.settings.sources),
-                [f"{d.id} {d.name} ({d.type})" for d in s.destinations],
+                [_destination_cell(d) for d in s.destinations],
             ]
             for s in found
         ],
     )
+
+
+def _destination_cell(d: Destination) -> str:
+    """A destination in the set table: ``ID NAME (TYPE): PATH`` (its folder, when its
+    settings name one)."""
+    path = d.settings.get("path")
+    return f"{d.id} {d.name} ({d.type})" + (f": {path}" if path else "")
 
 
 def set_json(s: BackupSet) -> dict[str, Any]:

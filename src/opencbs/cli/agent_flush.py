@@ -95,11 +95,11 @@ def flush(settings: Settings, *, as_json: bool, password_stdin: bool) -> int:
     if as_json:
         print_json(rows)
     else:
-        for d in results:
+        for d in results:  # why one was dropped: its warning below says it
+            quiet = d.state in (DeliveryState.DELIVERED, DeliveryState.DROPPED)
             echo(
                 f"{d.state.value}: {d.job_name} of backup set {d.set_id}, destination "
-                f"{d.destination_id} ({plural(d.batches_sent, 'batch', 'batches')} sent)"
-                f"{'' if d.state is DeliveryState.DELIVERED else ': ' + d.message}"
+                f"{d.destination_id}{'' if quiet else ': ' + d.message}"
             )
     dropped = [d for d in results if d.state is DeliveryState.DROPPED]
     for d in dropped:

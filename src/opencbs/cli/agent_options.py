@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -182,13 +183,25 @@ def chosen_set(settings: Settings, set_ref: str | None) -> str | None:
     return set_ref or settings.backup_set or None
 
 
+#: The agent config file ``opencbs quickstart`` writes in its data directory.
+AGENT_FILE = "agent.toml"
+
+
 def require_login(settings: Settings) -> str:
-    """The backup user's login name; raises ``InvalidInput`` when none is set."""
+    """The backup user's login name; raises ``InvalidInput`` when none is set, its hint
+    naming the agent config file quickstart wrote (``AGENT_FILE`` in the data directory)
+    when there is one."""
     if not settings.login_name:
-        raise InvalidInput(
-            "no backup user given",
-            "use --login NAME, OPENCBS_LOGIN_NAME or login_name in the config file",
-        )
+        hint = "use --login NAME, OPENCBS_LOGIN_NAME or login_name in the config file"
+        written = settings.data_dir / AGENT_FILE
+        if written.is_file():
+            ctx = click.get_current_context(silent=True)
+            words = (ctx.command_path if ctx is not None else "opencbs backup").split(" ", 1)
+            again = " ".join(
+                [words[0], "--config", shlex.quote(show_name(str(written))), *words[1:]]
+            )
+            hint += f"; quickstart wrote one: `{again}`"
+        raise InvalidInput("no backup user given", hint)
     return settings.login_name
 
 

@@ -73,7 +73,7 @@ from opencbs.cli.backup_run import (
     print_outcome,
     run_job,
 )
-from opencbs.cli.common import JSON, NonEmptyPath, note, print_json, require_text_paths
+from opencbs.cli.common import NonEmptyPath, note, print_json, require_text_paths
 from opencbs.errors import ExitCode, InvalidInput
 from opencbs.reports.vocabulary import JobMode
 from opencbs.settings import Settings
@@ -144,7 +144,12 @@ __all__ = ["backup"]
 )
 @click.option("--scheduled", is_flag=True, help="Run as a scheduled job (mode S, not M).")
 @click.option("-v", "--verbose", is_flag=True, help="Print each change with its reason.")
-@JSON
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the job's outcome as one JSON object (progress and notes stay on stderr).",
+)
 @with_agent_settings(SERVER, LOGIN, PASSWORD_STDIN, ENCRYPTION_FILE, CA_FILE)
 def backup(
     settings: Settings,
@@ -230,7 +235,7 @@ def _finish(outcome: JobOutcome, target: Target, *, as_json: bool, unreachable_t
         print_json(outcome_json(outcome))
         print_delivery_notes(outcome, unreachable_told=unreachable_told)
     else:
-        print_outcome(outcome, unreachable_told=unreachable_told)
+        print_outcome(outcome, target, unreachable_told=unreachable_told)
     code = exit_code_of(outcome.status)
     if code == ExitCode.JOB_FAILED:
         print_job_failure(outcome, target.path)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,6 +42,8 @@ from opencbs.cli.common import echo, note, show_name
 from opencbs.cli.progress import BackupProgress, Ending
 from opencbs.destinations.local import LocalStorage
 from opencbs.engine.entries import display_path
+from opencbs.engine.repo_errors import RepositoryNotFound
+from opencbs.engine.repository import Repository
 from opencbs.errors import ExitCode
 from opencbs.reports.vocabulary import FILE_LISTS, JobMode, JobStatus, LogType
 from opencbs.settings import DEFAULT_PROGRESS_INTERVAL
@@ -110,7 +113,7 @@ def change_printer(*, err: bool) -> OnChange:
 
     def printed(change: ChangeEvent) -> None:
         line = f"{change.kind.key} {display_path(change.path)}: {change.why}"
-        click.echo(show_name(line), err=err)
+        click.echo(show_name(line), file=sys.stderr if err else sys.stdout)  # above a bar
 
     return printed
 
@@ -131,14 +134,18 @@ def run_job(
     """One backup job of ``target`` with progress on stderr, each warning and error of the job
     said on stderr as it happens (:func:`print_job_message`, above the progress bar),
     Ctrl-C/SIGTERM stopping it cleanly, and (``verbose``) each change printed with its reason.
-    The repository is opened (or on first use created) first, so a wrong encryption password
-    stops before any job starts. ``state_dir``: the agent's data_dir (``JobOptions.state_dir``);
-    ``progress_interval``: seconds between progress lines off a terminal. Raises
-    ``WrongPassword``, ``DestinationError``, ``ServerUnreachable``,
-    ``AgentApiError``."""
+    The repository is opened (or on first use created, said in one line on stderr) first,
+    so a wrong encryption password stops before any job starts. ``state_dir``: the agent's
+    data_dir (``JobOptions.state_dir``); ``progress_interval``: seconds between progress
+    lines off a terminal. Raises ``WrongPassword``, ``DestinationError``,
+    ``ServerUnreachable``, ``AgentApiError``."""
     level = target.bset.settings.compression.level
     storage = LocalStorage(target.path)
-    repo = open_repository(storage, password, compression_level=level)
+    try:
+        repo = Repository.open(storage, password)
+    except RepositoryNotFound:  # first use: created (only in an empty or missing folder)
+        repo = open_repository(storage, password, compression_level=level)
+        note(f"opencbs: created a new repository in {show_name(str(target.path))}")
     cancel = threading.Event()
     title = f"backup {target.bset.name}"
     # signals first: once progress shows "started", Ctrl-C and SIGTERM stop the job cleanly
@@ -212,15 +219,29 @@ def outcome_json(outcome: JobOutcome) -> dict[str, Any]:
     }
 
 
-def print_outcome(outcome: JobOutcome, *, unreachable_told: bool = False) -> None:
-    """A job's outcome for a person: on stdout the job, its counts and snapshot (and, for a
-    job stopped by the user, why), then the delivery notes (:func:`print_delivery_notes`,
-    ``unreachable_told`` as there). Its warnings and errors were said while it ran
-    (:func:`print_job_message`)."""
-    echo(
-        f"job {outcome.ref.job_id}: {outcome.status.value} (backup set {outcome.ref.set_id}, "
-        f"destination {outcome.ref.destination_id})"
-    )
+def print_outcome(
+    outcome: JobOutcome, target: Target | None = None, *, unreachable_told: bool = False
+) -> None:
+    """A job's outcome for a person, on stdout, each line within 80 columns when the names
+    are short: ``job JOBID: STATUS``; the set and destination by name and ID (``target``; by
+    ID alone without it), on two lines when one would be wider than 80 columns; its counts;
+    its snapshot (and, for a job stopped by the user, why); then the delivery notes
+    (:func:`print_delivery_notes`, ``unreachable_told`` as there). Its warnings and errors
+    were said while it ran (:func:`print_job_message`)."""
+    echo(f"job {outcome.ref.job_id}: {outcome.status.value}")
+    if target is not None:
+        of_set = f"set {show_name(target.bset.name)} ({outcome.ref.set_id})"
+        of_destination = (
+            f"destination {show_name(target.destination.name)} ({outcome.ref.destination_id})"
+        )
+    else:
+        of_set = f"set {outcome.ref.set_id}"
+        of_destination = f"destination {outcome.ref.destination_id}"
+    if len(of_set) + len(of_destination) + 2 <= _COLUMNS:
+        echo(f"{of_set}, {of_destination}")
+    else:
+        echo(of_set)
+        echo(of_destination)
     counts = "  ".join(f"{lst.key} {outcome.counts.get(lst, 0)}" for lst in FILE_LISTS)
     echo(f"{counts}  warnings {outcome.warnings}  errors {outcome.errors}")
     if outcome.snapshot_id:
@@ -228,6 +249,10 @@ def print_outcome(outcome: JobOutcome, *, unreachable_told: bool = False) -> Non
     if outcome.message and outcome.status is JobStatus.STOP_BY_USER:
         echo(f"note: {show_name(outcome.message)}")  # the others: a message line said it
     print_delivery_notes(outcome, unreachable_told=unreachable_told)
+
+
+#: The width the outcome's lines keep to (a terminal's default).
+_COLUMNS = 80
 
 
 def print_job_message(message: JobMessage) -> None:

@@ -8,6 +8,7 @@ import os
 import re
 import secrets
 import sys
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,14 +168,25 @@ PASSWORD_STDIN = click.option(
 )
 
 
+#: How many times a password refused by its rule is asked for again at a terminal.
+PASSWORD_TRIES = 3
+
+
 def read_password(
-    *, from_stdin: bool, prompt: str = "Password", generate: bool = False
+    *,
+    from_stdin: bool,
+    prompt: str = "Password",
+    generate: bool = False,
+    check: Callable[[str], None] | None = None,
 ) -> tuple[str, bool]:
     """A password: the first line of stdin, or typed twice at a terminal, or (``generate``,
     when stdin is not a terminal) a new random one. Returns ``(password, generated)``.
 
-    Raises ``InvalidInput`` when none can be had. Never from the command line (it would show in
-    the process list and the shell history)."""
+    At a terminal, a password that ``check`` refuses (it raises ``InvalidInput``: the password
+    rule, ``model.passwords.PasswordRule.check``) is said with the rule's message and asked
+    for again, ``PASSWORD_TRIES`` times in all; the last refusal is raised. Raises
+    ``InvalidInput`` when none can be had. Never from the command line (it would show in the
+    process list and the shell history)."""
     if from_stdin:
         line = sys.stdin.readline().rstrip("\r\n")
         if not line:
@@ -184,16 +196,35 @@ def read_password(
             )
         return line, False
     if sys.stdin.isatty():
-        typed: str = click.prompt(prompt, hide_input=True, confirmation_prompt=True)
-        if not typed:
-            raise InvalidInput("the password must not be empty")
-        return typed, False
+        return _typed_password(prompt, check), False
     if generate:
         return generate_password(), True
     raise InvalidInput(
         "no password given and standard input is not a terminal",
         "use --password-stdin and pipe the password in",
     )
+
+
+def _typed_password(prompt: str, check: Callable[[str], None] | None) -> str:
+    """A password typed twice at a terminal, asked again while ``check`` refuses it
+    (``read_password``)."""
+    for tries_left in range(PASSWORD_TRIES - 1, -1, -1):
+        typed: str = click.prompt(prompt, hide_input=True, confirmation_prompt=True)
+        if not typed:
+            raise InvalidInput("the password must not be empty")
+        if check is None:
+            return typed
+        try:
+            check(typed)
+        except InvalidInput as exc:
+            if not tries_left:
+                raise
+            note(f"opencbs: {show_name(exc.message)}")
+            if exc.hint:
+                note(f"hint: {show_name(exc.hint)}")
+            continue
+        return typed
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 def generate_password() -> str:
@@ -227,13 +258,21 @@ def print_table(
 ) -> None:
     """Print rows as a table on stdout; the columns named in ``no_wrap`` (IDs to copy) are
     never folded. A cell is a value, or a list/tuple of values shown one per line; each value
-    goes through :func:`show_name` (control characters escaped)."""
+    goes through :func:`show_name` (control characters escaped). Off a terminal (piped) its
+    lines carry no trailing spaces."""
     table = Table(title=title, title_justify="left")
     for col in columns:
         table.add_column(col, overflow="fold", no_wrap=col in no_wrap, min_width=None)
     for row in rows:
         table.add_row(*(Text(_cell(v)) for v in row))
-    console().print(table)
+    out = console()
+    if out.is_terminal:
+        out.print(table)
+        return
+    with out.capture() as captured:  # piped: no trailing spaces for grep and awk
+        out.print(table)
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+    sys.stdout.flush()
 
 
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -253,14 +292,24 @@ def _escape(m: re.Match[str]) -> str:
 def show_name(name: str | bytes) -> str:
     """A file name (or any text from outside) safe to print on a terminal: control characters
     (C0, DEL, C1) as ``\\n``, ``\\r``, ``\\t`` or ``\\xNN``, so a name cannot move the
-    cursor, set the window title or fake a line; bytes go through ``display_path`` first (not
+    cursor, set the window title or fake a line, and format characters (Unicode category Cf:
+    the bidi overrides such as U+202E, zero-width characters) as ``\\uXXXX``, so a name
+    cannot show its text reordered or hidden; bytes go through ``display_path`` first (not
     UTF-8: ``\\xNN``), as do lone surrogates of a command line. Use it wherever the CLI prints
     a name."""
     if isinstance(name, bytes):
         from opencbs.engine.entries import display_path  # noqa: PLC0415
 
         name = display_path(name)
-    return _UNSAFE.sub(_escape, name)
+    shown = _UNSAFE.sub(_escape, name)
+    if shown.isascii():
+        return shown
+    return "".join(_format_escaped(c) if unicodedata.category(c) == "Cf" else c for c in shown)
+
+
+def _format_escaped(c: str) -> str:
+    code = ord(c)
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 # --- paths the server stores ---------------------------------------------------------------
@@ -310,10 +359,13 @@ def _cell(value: object) -> str:
 
 
 def echo(text: str) -> None:
-    """Print one line of data to stdout."""
-    click.echo(text)
+    """Print one line of data to stdout (``sys.stdout`` as it is now: ``note``)."""
+    click.echo(text, file=sys.stdout)
 
 
 def note(text: str) -> None:
-    """Print one line of information for a person to stderr (not data)."""
-    click.echo(text, err=True)
+    """Print one line of information for a person to stderr (not data), through whatever
+    ``sys.stderr`` is now: while a progress bar is shown it is rich's proxy, which prints the
+    line above the bar. (``click.echo(err=True)`` would not: it finds the proxy's encoding
+    unset and writes to the real stream's buffer, into the bar's row.)"""
+    click.echo(text, file=sys.stderr)

@@ -106,9 +106,14 @@ def default_hint(exc: OpenCBSError) -> str:
 
 
 def _fail(message: str, hint: str) -> None:
-    click.echo(f"opencbs: error: {message}", err=True)
+    """The error line and its hint on stderr, each escaped (``show_name``): a message may quote
+    a name or a value from outside (a path, a login name), which must not reach the terminal
+    raw (a newline faking a line, an escape sequence recolouring it)."""
+    from opencbs.cli.common import show_name  # noqa: PLC0415 - lazy: see COMMANDS
+
+    click.echo(f"opencbs: error: {show_name(message)}", err=True)
     if hint:
-        click.echo(f"hint: {hint}", err=True)
+        click.echo(f"hint: {show_name(hint)}", err=True)
 
 
 def _usage_hint(exc: click.UsageError) -> str:

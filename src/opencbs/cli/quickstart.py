@@ -48,7 +48,7 @@ from opencbs.agent.client import AgentClient
 from opencbs.agent.spool import report_spool_dir
 from opencbs.agent.targets import Target, find_set, list_sets
 from opencbs.agent.trust import AcceptedSet, record
-from opencbs.cli.agent_options import quiet_http_log
+from opencbs.cli.agent_options import AGENT_FILE, quiet_http_log
 from opencbs.cli.backup_run import exit_code_of, print_outcome, run_job
 from opencbs.cli.common import (
     TIMEZONE,
@@ -71,7 +71,6 @@ from opencbs.store.db import Database
 
 SYSUSER = "admin"
 LOGIN = "quickstart"
-AGENT_FILE = "agent.toml"
 
 
 @dataclass
@@ -309,15 +308,12 @@ def _print_setup(setup: Setup, data_dir: Path) -> None:
             f"system user {SYSUSER!r} exists; its password is unchanged "
             f"(set a new one: opencbs sysuser passwd {SYSUSER})"
         )
-    echo(
-        f"backup user {setup.login!r}; its settings and the encryption password: "
-        f"{agent_file(data_dir)} (mode 0600)"
-    )
-    echo(
-        f"backup set {setup.set_id} ({show_name(setup.set_name)}), destination "
-        f"{setup.destination_id} ({show_name(str(setup.destination))}); agent.toml names it "
-        "(backup_set): `opencbs --config … backup` without --set runs it"
-    )
+    echo(f"backup user {setup.login!r}")
+    echo(f"its settings and encryption password: {show_name(str(agent_file(data_dir)))} (0600)")
+    echo(f"backup set {show_name(setup.set_name)} (ID {setup.set_id})")
+    echo(f"its destination: {show_name(str(setup.destination))} (ID {setup.destination_id})")
+    again = shlex.quote(show_name(str(agent_file(data_dir))))
+    echo(f"back it up again: opencbs --config {again} backup")
 
 
 @click.command()
@@ -475,7 +471,7 @@ def _backup(
             progress_interval=progress_interval,
         )
     echo("")
-    print_outcome(outcome)
+    print_outcome(outcome, target)
     code = exit_code_of(outcome.status)
     echo("")
     echo("The job's report (GetBackupJobReport):")

@@ -13,13 +13,13 @@ jobs with their set's name, of one set (``--set``) or hosts (``--host``).
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping, Sequence
 from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.filesize import decimal
 from rich.markup import escape as escape_markup
 
 from opencbs.agent.client import AgentClient
@@ -27,6 +27,7 @@ from opencbs.agent.restore import RestoreIncomplete, RestoreResult, find_snapsho
 from opencbs.agent.restore import restore as restore_snapshot
 from opencbs.agent.snapshot_lookup import (
     LATEST,
+    MIN_PREFIX,
     SetNotInDestination,
     accepted_set_names,
     expand_snapshot_prefix,
@@ -196,6 +197,11 @@ def restore(
             if as_json:  # the document first; the error (exit code 8) follows on stderr
                 print_json(restore_json(exc.result))
             _warn_failed(exc.result)
+            exc.hint = (
+                "check the repository with `opencbs verify --destination "
+                f"{shlex.quote(show_name(str(folder)))} --read-data`; restore the damaged "
+                "files from another copy"
+            )
             raise
     if as_json:
         print_json(restore_json(result))
@@ -212,11 +218,8 @@ def _print_restored(result: RestoreResult, target: str) -> None:
         if result.failed_count
         else ""
     )
-    echo(
-        f"restored snapshot {result.snapshot_id} into {show_name(target)}: "
-        f"{plural(result.files, 'file')}, {plural(result.dirs, 'directory', 'directories')}, "
-        f"{plural(result.links, 'link')}, {decimal(result.bytes)}{not_restored}"
-    )
+    # the counts and size: the summary on stderr said them (cli.progress)
+    echo(f"restored snapshot {result.snapshot_id} into {show_name(target)}{not_restored}")
     for skipped in result.skipped:
         note(f"skipped unsafe path {show_name(skipped)}")
 
@@ -580,8 +583,11 @@ _SET_ID_WIDTH = 140
 
 
 def _print_snapshots(rows: Sequence[Mapping[str, Any]], title: str) -> None:
-    """The snapshot table: the set by name (its ID when no name is known), and a Set ID
-    column when the terminal is at least ``_SET_ID_WIDTH`` wide (always when not a terminal)."""
+    """The snapshot table: the short ID (``MIN_PREFIX`` characters, as restic shows it:
+    the shortest prefix ``restore`` takes), the time to the minute in the local zone (the ``--json``
+    document has it to the second), the set by name (its ID when no name is known), and a Set
+    ID column when the terminal is at least ``_SET_ID_WIDTH`` wide (always when not a
+    terminal). Only Sources is folded: it takes the width the other columns leave."""
     with_id = console().width >= _SET_ID_WIDTH
     columns = ["ID", "Time", "Job", "Set", *(["Set ID"] if with_id else []), "Host", "Sources"]
     table = []
@@ -589,15 +595,11 @@ def _print_snapshots(rows: Sequence[Mapping[str, Any]], title: str) -> None:
         set_cells = [r["backup_set_name"] or r["backup_set_id"]]
         if with_id:
             set_cells.append(r["backup_set_id"])
+        when = datetime.fromisoformat(r["time"]).strftime("%Y-%m-%d %H:%M")
         table.append(
-            [r["id"][:16], r["time"], r["job_id"], *set_cells, r["hostname"], r["sources"]]
+            [r["id"][:MIN_PREFIX], when, r["job_id"], *set_cells, r["hostname"], r["sources"]]
         )
-    print_table(
-        title,
-        columns,
-        table,
-        no_wrap=("ID", "Job", "Set ID"),
-    )
+    print_table(title, columns, table, no_wrap=columns[:-1])
 
 
 def _remember_list(settings: Settings, repo: Repository) -> None:

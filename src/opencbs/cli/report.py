@@ -147,8 +147,8 @@ def _checked_job_id(job_id: str | None, login: str) -> str:
     raise InvalidInput(
         f"{what}: give the job's start time as yyyy-MM-dd-HH-mm-ss "
         f"(e.g. 2024-06-26-13-24-35), or latest",
-        f"the newest job: `opencbs report latest --user {user}`; "
-        f"the user's jobs: `opencbs report --list --user {user}`",
+        f"the user's jobs and sets: `opencbs report --list --user {user}`; the newest job "
+        f"of a set: `opencbs report latest --user {user} --set NAME`",
     )
 
 

@@ -255,7 +255,7 @@ class Repository:
         key file is stored; the config last, so it is present only in a whole repository."""
         write_manifest(storage, keys, 1, ())
         storage.put(CONFIG_NAME, keys.seal(config.to_bytes(), _CONFIG_AAD))
-        log.info("initialised repository %s in %s", config.repo_id, storage)
+        log.debug("initialised repository %s in %s", config.repo_id, storage)
         return cls(storage, keys, config, kdf)
 
     @classmethod
@@ -442,7 +442,7 @@ class Repository:
         sealed = self.keys.seal(encode_snapshot(info), snapshot_aad(snapshot_id))
         self.storage.put(snapshot_name(snapshot_id), sealed)
         self._authentic.add(snapshot_id)
-        log.info("committed snapshot %s: %s", snapshot_id, plural(count, "entry", "entries"))
+        log.debug("committed snapshot %s: %s", snapshot_id, plural(count, "entry", "entries"))
         self.record_snapshots()
         return snapshot_id
 
