@@ -194,6 +194,7 @@ def test_a_missing_pack_whose_chunks_are_all_stored_elsewhere_is_still_said(
     name = f"index/{copy_id}"
     repo.storage.put(name, seal_index(repo.keys, name, [(copy_id, entries)]))
     result = Repository.open(LocalStorage(dest), PASSWORD).verify()
-    assert [(p.subject, p.message) for p in result.errors] == [
-        (f"data/ab/{copy_id}", "indexed pack is missing")
-    ]
+    # which of the two packs the index locates the chunks in follows the index objects' names
+    # (random): the missing one is said either way, and only it
+    assert [p.subject for p in result.errors] == [f"data/ab/{copy_id}"]
+    assert result.errors[0].message.startswith("indexed pack is missing")
