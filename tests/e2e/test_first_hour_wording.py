@@ -192,9 +192,22 @@ def test_snapshots_fit_80_columns_and_pipes_get_no_trailing_spaces(
     rows = _screen(agent.env, 80, "snapshots", "--destination", str(dest))
     (row,) = [r for r in rows if snap["id"][:8] in r]
     assert snap["id"][:9] not in row  # the short ID: 8 characters, as restic
-    assert snap["time"][:16].replace("T", " ") in row, rows  # to the minute, on one row
-    assert snap["job_id"] in row and "wide" in row
+    # below 100 columns the job ID stands for the time (the job's start, to the second)
+    assert snap["job_id"] in row and "wide" in row and "Time" not in "".join(rows)
     assert all(len(r) <= 80 for r in rows)
+    # a long set name (quickstart names a set after its folder) is cut; the sources still fold
+    # in a readable column, never one character wide
+    long_name = "a-set-named-after-a-long-folder-" + "x" * 40
+    long_dest = tmp_path / "long"
+    ok(agent.env, "backup", "--set", long_name, "--source", str(src), "--destination",
+       str(long_dest))  # fmt: skip
+    rows = _screen(agent.env, 80, "snapshots", "--destination", str(long_dest))
+    assert any("│ a-set-named-after… │" in r for r in rows), rows
+    assert all(len(r) <= 80 for r in rows) and any(r.rstrip().endswith("│") for r in rows[3:])
+    header = next(r for r in rows if "Sources" in r)
+    assert header.count("│") + header.count("┃") == 6, header
+    wide = _screen(agent.env, 120, "snapshots", "--destination", str(dest))
+    assert any(snap["time"][:16].replace("T", " ") in r for r in wide), wide  # to the minute
 
     piped = ok(agent.env, "snapshots", "--destination", str(dest))
     assert snap["id"][:8] in piped and str(src) in piped  # piped: never folded

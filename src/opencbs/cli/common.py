@@ -9,7 +9,7 @@ import re
 import secrets
 import sys
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -255,14 +255,22 @@ def print_table(
     rows: Iterable[Sequence[object]],
     *,
     no_wrap: Sequence[str] = (),
+    shortened: Mapping[str, int] | None = None,
+    least: Mapping[str, int] | None = None,
 ) -> None:
     """Print rows as a table on stdout; the columns named in ``no_wrap`` (IDs to copy) are
-    never folded. A cell is a value, or a list/tuple of values shown one per line; each value
-    goes through :func:`show_name` (control characters escaped). Off a terminal (piped) its
-    lines carry no trailing spaces."""
+    never folded; a column in ``shortened`` is at most that many characters wide, cut with
+    "…"; a column in ``least`` keeps at least that width (it folds, the others give way). A
+    cell is a value, or a list/tuple of values shown one per line; each value goes through
+    :func:`show_name` (control characters escaped). Off a terminal (piped) its lines carry no
+    trailing spaces."""
+    shortened, least = shortened or {}, least or {}
     table = Table(title=title, title_justify="left")
     for col in columns:
-        table.add_column(col, overflow="fold", no_wrap=col in no_wrap, min_width=None)
+        if col in shortened:
+            table.add_column(col, overflow="ellipsis", no_wrap=True, max_width=shortened[col])
+        else:
+            table.add_column(col, overflow="fold", no_wrap=col in no_wrap, min_width=least.get(col))
     for row in rows:
         table.add_row(*(Text(_cell(v)) for v in row))
     out = console()

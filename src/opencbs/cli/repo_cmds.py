@@ -580,26 +580,47 @@ def _snapshot_rows(
 
 #: The terminal width from which ``opencbs snapshots`` shows the set's ID beside its name.
 _SET_ID_WIDTH = 140
+#: The terminal width below which ``opencbs snapshots`` leaves out the Time column (the job ID
+#: is the job's start time to the second).
+_TIME_WIDTH = 100
 
 
 def _print_snapshots(rows: Sequence[Mapping[str, Any]], title: str) -> None:
     """The snapshot table: the short ID (``MIN_PREFIX`` characters, as restic shows it:
-    the shortest prefix ``restore`` takes), the time to the minute in the local zone (the ``--json``
-    document has it to the second), the set by name (its ID when no name is known), and a Set
-    ID column when the terminal is at least ``_SET_ID_WIDTH`` wide (always when not a
-    terminal). Only Sources is folded: it takes the width the other columns leave."""
-    with_id = console().width >= _SET_ID_WIDTH
-    columns = ["ID", "Time", "Job", "Set", *(["Set ID"] if with_id else []), "Host", "Sources"]
+    the shortest prefix ``restore`` takes), the time to the minute in the local zone (the
+    ``--json`` document has it to the second; left out below ``_TIME_WIDTH`` columns, where the
+    job ID says it), the job ID, the set by name (its ID when no name is known; at most 18
+    characters, cut with "…"), a Set ID column when the terminal is at least
+    ``_SET_ID_WIDTH`` wide (always when not a terminal), the host (at most 12), and the
+    sources, which keep at least 12 characters and fold: one snapshot fits 80 columns."""
+    width = console().width
+    with_id, with_time = width >= _SET_ID_WIDTH, width >= _TIME_WIDTH
+    columns = [
+        "ID",
+        *(["Time"] if with_time else []),
+        "Job",
+        "Set",
+        *(["Set ID"] if with_id else []),
+        "Host",
+        "Sources",
+    ]
     table = []
     for r in rows:
-        set_cells = [r["backup_set_name"] or r["backup_set_id"]]
+        cells = [r["id"][:MIN_PREFIX]]
+        if with_time:
+            cells.append(datetime.fromisoformat(r["time"]).strftime("%Y-%m-%d %H:%M"))
+        cells += [r["job_id"], r["backup_set_name"] or r["backup_set_id"]]
         if with_id:
-            set_cells.append(r["backup_set_id"])
-        when = datetime.fromisoformat(r["time"]).strftime("%Y-%m-%d %H:%M")
-        table.append(
-            [r["id"][:MIN_PREFIX], when, r["job_id"], *set_cells, r["hostname"], r["sources"]]
-        )
-    print_table(title, columns, table, no_wrap=columns[:-1])
+            cells.append(r["backup_set_id"])
+        table.append([*cells, r["hostname"], r["sources"]])
+    print_table(
+        title,
+        columns,
+        table,
+        no_wrap=columns[:-1],
+        shortened={"Set": 18, "Host": 12},
+        least={"Sources": 12},
+    )
 
 
 def _remember_list(settings: Settings, repo: Repository) -> None:
