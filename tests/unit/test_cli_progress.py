@@ -72,11 +72,11 @@ def test_a_failed_or_stopped_job_never_says_done_and_a_crash_says_nothing() -> N
     assert _lines([], how="stopped") == ["backup docs: started", "backup docs: stopped after 0:00"]
     stopped = _lines([Progress("/b", 2, 4, 20_000, 40_000)], how="stopped")
     assert stopped[-1] == (
-        "backup docs: stopped after 0:00: 2 of 4+ files (20.0 kB of 40.0 kB+) done"
+        "backup docs: stopped after 0:00: 2 of 4+ files (20.0 kB of 40.0 kB+) backed up"
     )
     scanned = Progress("/b", 1, 1, 20_000, 40_000, scan_finished=True)
     assert _lines([scanned], how="failed")[-1] == (
-        "backup docs: failed after 0:00: 1 of 1 file (20.0 kB of 40.0 kB) done"
+        "backup docs: failed after 0:00: 1 of 1 file (20.0 kB of 40.0 kB) backed up"
     )
     assert _lines([Progress("/a", 1, 1, 1, 1)], fail=True) == ["backup docs: started"]
 

@@ -93,10 +93,11 @@ def cancel_on_signals(cancel: threading.Event) -> Iterator[None]:
                 os._exit(ExitCode.INTERRUPTED)
             return
         cancel.set()
-        if signum == signal.SIGINT:
-            os.write(2, b"opencbs: stopping the job cleanly (Ctrl-C again to abort)\n")
-        else:
-            os.write(2, b"opencbs: stopping the job cleanly (SIGTERM)\n")
+        how = "Ctrl-C again to abort" if signum == signal.SIGINT else "SIGTERM"
+        try:  # through the stderr in use: above a progress bar, not into it
+            print(f"opencbs: stopping the job cleanly ({how})", file=sys.stderr, flush=True)
+        except (OSError, RuntimeError):  # a stream busy in this very thread: write it raw
+            os.write(2, f"\nopencbs: stopping the job cleanly ({how})\n".encode())
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -340,7 +340,7 @@ class BackupProgress(_ProgressView):
             return (
                 f"{self.title}: {self._ending} after {took}: {f.files:,} of "
                 f"{p.files_seen:,}{more} {'file' if p.files_seen == 1 else 'files'} "
-                f"({decimal(f.done)} of {decimal(p.bytes_seen)}{more}) done"
+                f"({decimal(f.done)} of {decimal(p.bytes_seen)}{more}) backed up"
             )
         if p is None:
             return f"{self.title}: done in {took}"
