@@ -59,3 +59,23 @@ def test_upper_case_hex_and_surrogate_escapes() -> None:
 def test_not_display_form(text: str) -> None:
     with pytest.raises(ValueError, match="display form"):
         parse_display_path(text)
+
+
+@pytest.mark.parametrize(
+    ("shown", "raw"),
+    [
+        ("/r/new\\nline.txt", b"/r/new\nline.txt"),
+        ("/r/tab\\tname", b"/r/tab\tname"),
+        ("/r/cr\\r", b"/r/cr\r"),
+        ("/r/bidi\\u202etxt.exe", "/r/bidi\u202etxt.exe".encode()),
+        ("/r/tag\\U000e0001", "/r/tag\U000e0001".encode()),
+        ("/r/back\\\\nslash", b"/r/back\\nslash"),
+    ],
+)
+def test_a_path_as_the_terminal_shows_it_reads_back(shown: str, raw: bytes) -> None:
+    """What ``show_name`` prints for a name (``\\n``, ``\\t``, ``\\u202e``) names the file again,
+    so a path copied from a report or ``--verbose`` works with ``restore --path``."""
+    from opencbs.cli.common import show_name
+
+    assert parse_display_path(shown) == raw
+    assert show_name(raw) == shown

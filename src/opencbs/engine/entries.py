@@ -73,8 +73,10 @@ def parse_display_path(text: str) -> bytes:
     ``parse_display_path(display_path(p)) == p`` for every ``bytes`` ``p``): ``\\\\`` is one
     backslash, ``\\xNN`` (two hex digits, either case) the byte ``NN``, every other character its
     UTF-8 (a lone surrogate from a command line decoded with ``surrogateescape`` becomes its
-    original byte). Raises ``ValueError`` for a backslash followed by anything else (then
-    ``text`` is not in display form)."""
+    original byte). The escapes the CLI adds on a terminal read back too: ``\\n``, ``\\r``,
+    ``\\t`` and ``\\uXXXX``/``\\UXXXXXXXX`` (a format character such as U+202E), so a path
+    copied from the screen names the file. Raises ``ValueError`` for a backslash followed by
+    anything else (then ``text`` is not in display form)."""
     if "\\" not in text:
         return text.encode("utf-8", "surrogateescape")
     out = bytearray()
@@ -91,10 +93,28 @@ def parse_display_path(text: str) -> bytes:
         elif text.startswith("\\x", j) and _is_hex2(text[j + 2 : j + 4]):
             out.append(int(text[j + 2 : j + 4], 16))
             i = j + 4
+        elif text[j + 1 : j + 2] in _SHOWN_CONTROLS:
+            out += _SHOWN_CONTROLS[text[j + 1]]
+            i = j + 2
+        elif (width := _UNICODE_ESCAPES.get(text[j + 1 : j + 2], 0)) and _is_hex(
+            text[j + 2 : j + 2 + width], width
+        ):
+            out += chr(int(text[j + 2 : j + 2 + width], 16)).encode("utf-8", "surrogatepass")
+            i = j + 2 + width
         else:
             raise ValueError(f"not a path in display form (lone backslash at {j}): {text!r}")
     return bytes(out)
 
 
 def _is_hex2(s: str) -> bool:
-    return len(s) == 2 and all(c in "0123456789abcdefABCDEF" for c in s)
+    return _is_hex(s, 2)
+
+
+def _is_hex(s: str, width: int) -> bool:
+    return len(s) == width and all(c in "0123456789abcdefABCDEF" for c in s)
+
+
+#: How a terminal shows a name's control characters and format characters (``cli.common``'s
+#: ``show_name``, on top of :func:`display_path`): read back as the name's own bytes.
+_SHOWN_CONTROLS = {"n": b"\n", "r": b"\r", "t": b"\t"}
+_UNICODE_ESCAPES = {"u": 4, "U": 8}
