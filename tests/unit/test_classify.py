@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -570,11 +571,13 @@ def test_each_decision_is_logged_at_debug(
     a = at(tree, "/src/docs/a.txt")
     current = [scanned(e) for e in without(tree, "/src/docs/a.txt")]
     current.append(replace(a, content_id=b"c:v2", size=2, mtime_ns=5_000))
+    EPOCH = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(0))  # noqa: N806
     with caplog.at_level(logging.DEBUG, logger="opencbs.engine.classify"):
         run(tree, current)
     upd = [r.getMessage() for r in caplog.records if "a.txt" in r.getMessage()]
     assert upd == [
-        f"upd /src/docs/a.txt: {Reason.CONTENT_CHANGED.text} (size 5→2, mtime_ns 1000→5000)"
+        f"upd /src/docs/a.txt: {Reason.CONTENT_CHANGED.text} (size 5→2, mtime {EPOCH}.000001000"
+        f"→{EPOCH}.000005000)"
     ]
     assert sum("unchanged" in r.getMessage() for r in caplog.records) == len(tree) - 1
 

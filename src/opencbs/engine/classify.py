@@ -74,6 +74,7 @@ from __future__ import annotations
 
 import logging
 import stat
+import time
 from array import array
 from collections.abc import Callable, Collection, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -591,8 +592,8 @@ DETAIL_FIELDS = ("size", "mtime_ns", "ctime_ns", "mode", "uid", "gid", "inode", 
 
 def change_detail(prev: Entry | None, change: Change) -> str:
     """What differs, for a person: ``from <path>`` for a move or copy, else each attribute of
-    ``DETAIL_FIELDS`` that differs from ``prev`` (``size 4→12, mode 0644→0600, mtime_ns …``:
-    permission bits in octal, a link's target as a path, numbers in decimal); ``""`` when
+    ``DETAIL_FIELDS`` that differs from ``prev`` (``size 4→12, mode 0644→0600, mtime …``:
+    permission bits in octal, times as local date and time, a link's target as a path); ``""`` when
     there is nothing to say. The debug log and the agent's ``--verbose`` say it so."""
     if change.from_path is not None:
         return f"from {display_path(change.from_path)}"
@@ -600,7 +601,8 @@ def change_detail(prev: Entry | None, change: Change) -> str:
         return ""
     cur = change.entry
     diffs = [
-        f"{name} {_shown(name, getattr(prev, name))}→{_shown(name, getattr(cur, name))}"
+        f"{name.removesuffix('_ns')} {_shown(name, getattr(prev, name))}→"
+        f"{_shown(name, getattr(cur, name))}"
         for name in DETAIL_FIELDS
         if getattr(prev, name) != getattr(cur, name)
     ]
@@ -609,10 +611,15 @@ def change_detail(prev: Entry | None, change: Change) -> str:
 
 def _shown(name: str, value: object) -> str:
     """One attribute's value as :func:`change_detail` says it: ``mode`` as its permission bits
-    in octal (``0644``; the file type never differs within one path's change), ``link_target``
-    as a path (``display_path``), anything else as it is."""
+    in octal (``0644``; the file type never differs within one path's change), a time
+    (``mtime_ns``, ``ctime_ns``: epoch ns) as the local date and time to the nanosecond
+    (``2026-12-05 11:02:42.409342196``), ``link_target`` as a path (``display_path``),
+    anything else as it is."""
     if name == "mode" and isinstance(value, int):
         return f"{stat.S_IMODE(value):04o}"
+    if name.endswith("_ns") and isinstance(value, int):
+        seconds, ns = divmod(value, 1_000_000_000)
+        return f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(seconds))}.{ns:09d}"
     if isinstance(value, bytes):
         return display_path(value)
     return str(value)
