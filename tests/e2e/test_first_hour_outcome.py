@@ -157,7 +157,7 @@ def test_every_source_missing_fails_the_job_on_the_server(agent: Agent, tmp_path
     assert (job["warnings"], job["errors"]) == (1, 1)
     warn = (
         f"{src}: source not found or unreadable (No such file or directory); "
-        "its entries of the previous backup are kept, not reported deleted"
+        "not reported deleted: its entries of an earlier backup, if any, stay in the snapshot"
     )
     assert job["messages"] == [
         {"type": "warn", "text": warn},
@@ -195,7 +195,7 @@ def test_some_sources_missing_is_a_warning_said_where_the_user_looks(
     (keep / "g.txt").write_bytes(b"new")
     warn = (
         f"{lose}: source not found or unreadable (No such file or directory); "
-        "its entries of the previous backup are kept, not reported deleted"
+        "not reported deleted: its entries of an earlier backup, if any, stay in the snapshot"
     )
 
     res = run(agent.env, "backup", "--set", "Two", "--json")

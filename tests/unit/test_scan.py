@@ -332,7 +332,7 @@ def test_a_missing_source_is_a_warning_and_incomplete(src: bytes, tmp_path: Path
     assert items[0] == ScanWarning(
         missing,
         "source not found or unreadable (No such file or directory); "
-        "its entries of the previous backup are kept, not reported deleted",
+        "not reported deleted: its entries of an earlier backup, if any, stay in the snapshot",
     )
     assert s.incomplete_dirs == {missing}
     assert sum(isinstance(i, Entry) for i in items) == 14

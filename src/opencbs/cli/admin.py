@@ -276,7 +276,8 @@ def backup_set() -> None:
     "excludes",
     multiple=True,
     metavar="PATTERN",
-    help="Glob pattern of paths to leave out (repeatable).",
+    help="Glob pattern of what to leave out: a name in any folder, or a full path with a / "
+    "(repeatable).",
 )
 @click.option(
     "--sources-elsewhere",

@@ -103,14 +103,15 @@ __all__ = ["backup"]
     "excludes",
     multiple=True,
     metavar="PATTERN",
-    help="First use: a glob pattern of full paths to leave out (repeatable).",
+    help="First use: a glob pattern of what to leave out: a name in any folder (*.tmp), or a "
+    "full path when it holds a / (repeatable).",
 )
 @click.option(
     "--include",
     "includes",
     multiple=True,
     metavar="PATTERN",
-    help="First use: a glob pattern of full paths to back up only (repeatable).",
+    help="First use: a glob pattern (as --exclude) of what to back up only (repeatable).",
 )
 @click.option(
     "--destination",

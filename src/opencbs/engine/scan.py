@@ -72,7 +72,7 @@ logger = logging.getLogger(__name__)
 #: ``incomplete_dirs``, docs/architecture.md), so the text says so: nothing is reported deleted.
 SOURCE_MISSING = (
     "source not found or unreadable ({why}); "
-    "its entries of the previous backup are kept, not reported deleted"
+    "not reported deleted: its entries of an earlier backup, if any, stay in the snapshot"
 )
 
 __all__ = [
