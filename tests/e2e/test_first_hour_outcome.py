@@ -234,6 +234,14 @@ def test_an_offline_backup_says_the_server_is_unreachable_once(
     assert len(said) == 1, res.stderr
     assert "earlier report of the offline job of " in res.stderr and ": pending\n" in res.stderr
 
+    # a flush while the server is away names each report that stays spooled, with --json too
+    away = run(agent.env, "agent", "flush")
+    assert away.returncode == 7, away.stderr
+    assert [line.split(":")[0] for line in away.stdout.splitlines()] == ["pending"] * 2
+    assert "2 reports stay spooled" in away.stderr, away.stderr
+    rows = json.loads(run(agent.env, "agent", "flush", "--json").stdout)
+    assert [r["state"] for r in rows] == ["pending", "pending"], rows
+
     # delivered later, said with its singular or plural
     agent.serve.start()
     flushed = run(agent.env, "agent", "flush")

@@ -253,10 +253,31 @@ def flush_reports(client: AgentClient, url: str, login: str, *, base: Path, root
     agent flush``): the user's sets are listed first (a clear error for an unreachable server
     or a refused login: ``targets.list_sets``), the earlier layout's reports of those sets move
     from ``base`` into the user's spool ``root`` (``spool.adopt_legacy``), then every report
-    there is delivered (:func:`deliver_pending`). Raises what ``list_sets`` raises."""
-    adopt_legacy(base, root, list_sets(client, url, login))
+    there is delivered (:func:`deliver_pending`). When the server cannot be reached, each
+    report under ``root`` is ``PENDING`` with the reason (nothing is sent). Raises what
+    ``list_sets`` raises but ``ServerUnreachable``."""
+    try:
+        found = list_sets(client, url, login)
+    except ServerUnreachable as exc:
+        pending = _unreached(root, exc.message)
+        return Flush(pending, len(legacy_spools(base)), len(pending))
+    adopt_legacy(base, root, found)
     results = deliver_pending(client, root)
     return Flush(tuple(results), len(legacy_spools(base)), len(pending_spools(root)))
+
+
+def _unreached(root: Path, why: str) -> tuple[Delivery, ...]:
+    """Every report spooled under ``root`` (oldest first), ``PENDING`` for ``why``."""
+    out: list[Delivery] = []
+    for path in pending_spools(root):
+        try:
+            spool = JobSpool.open(path)
+        except SpoolError as exc:
+            log.error("skipping a report spool: %s", exc)
+            continue
+        out.append(_result(spool, DeliveryState.PENDING, 0, why))
+        spool.close()
+    return tuple(out)
 
 
 def _ensure_started(client: AgentClient, spool: JobSpool, retry: Retry) -> JobRecord:
