@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,7 +159,10 @@ def test_quickstart_says_what_it_set_up_in_short_lines(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     assert re.search(rf"^backup set {re.escape(str(src))} \(ID \d+\)$", res.stdout, re.M), lines
-    assert f"back it up again: opencbs --config {data / 'agent.toml'} backup" in lines
+    # the program as the shell finds it: `opencbs` when on PATH, else its path (.venv/bin/...)
+    on_path = shutil.which("opencbs", path=env.get("PATH")) == OPENCBS
+    program = "opencbs" if on_path else OPENCBS
+    assert f"back it up again: {program} --config {data / 'agent.toml'} backup" in lines
     setup = lines[: lines.index("")]  # what it set up, before the job
     assert not any("`" in line or "names it" in line for line in setup), setup
     assert f"opencbs: created a new repository in {data / 'destinations'}" in res.stderr

@@ -34,8 +34,10 @@ import errno
 import glob
 import json
 import shlex
+import shutil
 import signal
 import socket
+import sys
 import threading
 import tomllib
 from dataclasses import dataclass, field
@@ -313,7 +315,7 @@ def _print_setup(setup: Setup, data_dir: Path) -> None:
     echo(f"backup set {show_name(setup.set_name)} (ID {setup.set_id})")
     echo(f"its destination: {show_name(str(setup.destination))} (ID {setup.destination_id})")
     again = shlex.quote(show_name(str(agent_file(data_dir))))
-    echo(f"back it up again: opencbs --config {again} backup")
+    echo(f"back it up again: {program_name()} --config {again} backup")
 
 
 @click.command()
@@ -484,4 +486,15 @@ def _backup(
     return code
 
 
-__all__ = ["Setup", "quickstart", "set_up", "curl_command", "write_agent_file"]
+def program_name() -> str:
+    """How to run this opencbs again from the shell: ``opencbs`` when that is what the shell
+    finds (the virtual environment is active, or it is installed on PATH), else the path of
+    this program (``.venv/bin/opencbs`` run from the clone, as the README's first command)."""
+    this = Path(sys.argv[0]).resolve()
+    found = shutil.which("opencbs")
+    if found is not None and Path(found).resolve() == this:
+        return "opencbs"
+    return shlex.quote(show_name(str(this))) if this.name == "opencbs" else "opencbs"
+
+
+__all__ = ["Setup", "quickstart", "set_up", "curl_command", "program_name", "write_agent_file"]
