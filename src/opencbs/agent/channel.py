@@ -392,7 +392,7 @@ def _free_offline_start(spool: JobSpool, root: Path, repo: Repository | None, zo
     while job_id_at(start_ms, zone) in taken:
         start_ms = (start_ms // 1000 + 1) * 1000
     if start_ms != first:
-        log.info(
+        log.debug(
             "job ID %s is taken: the job starts at %s",
             job_id_at(first, zone),
             job_id_at(start_ms, zone),

@@ -112,7 +112,7 @@ class Delivery:
         if self.job_id is not None:
             return f"job {self.job_id}"
         when = datetime.fromtimestamp(self.start_ms / 1000).astimezone()
-        shown = when.isoformat(sep=" ", timespec="seconds")
+        shown = when.strftime("%Y-%m-%d %H:%M:%S")
         if self.state is DeliveryState.RUNNING:
             return f"the job started at {shown}"
         return f"the offline job of {shown}"
