@@ -226,7 +226,7 @@ def print_outcome(
     """A job's outcome for a person, on stdout, each line within 80 columns when the names
     are short: ``job JOBID: STATUS``; the set and destination by name and ID (``target``; by
     ID alone without it), on two lines when one would be wider than 80 columns; its counts;
-    its snapshot (and, for a job stopped by the user, why); then the delivery notes
+    its snapshot; then the delivery notes
     (:func:`print_delivery_notes`, ``unreachable_told`` as there). Its warnings and errors
     were said while it ran (:func:`print_job_message`)."""
     echo(f"job {outcome.ref.job_id}: {outcome.status.value}")
@@ -247,8 +247,6 @@ def print_outcome(
     echo(f"{counts}  warnings {outcome.warnings}  errors {outcome.errors}")
     if outcome.snapshot_id:
         echo(f"snapshot {outcome.snapshot_id}")
-    if outcome.message and outcome.status is JobStatus.STOP_BY_USER:
-        echo(f"note: {show_name(outcome.message)}")  # the others: a message line said it
     print_delivery_notes(outcome, unreachable_told=unreachable_told)
 
 
