@@ -359,10 +359,13 @@ def _check_existing(
             )
     if excludes or includes:
         filters = bset.settings.filters
+        has = [
+            f"{option} {' '.join(patterns) or '(none)'}"
+            for option, patterns in (("exclude", filters.exclude), ("include", filters.include))
+        ]
         raise InvalidInput(
             f"backup set {bset.name!r} exists already; --exclude/--include only apply when a "
-            f"set is created (its filters: exclude {list(filters.exclude)}, include "
-            f"{list(filters.include)})",
+            f"set is created (its filters: {'; '.join(has)})",
             "leave them out to back it up with its filters, or choose a new --set name",
         )
 
