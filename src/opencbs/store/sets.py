@@ -365,7 +365,10 @@ def add_destination(
     _require_text_values(dict(settings or {}), "destination", DESTINATION_HINT)
     if any(d.name == name for d in bset.destinations):
         raise Conflict(f"destination {name!r} exists already in this backup set")
-    did = destination_id if destination_id is not None else new_id(conn, destinations)
+    # created in the same millisecond as its set: a later one, so the two IDs never look alike
+    did = destination_id
+    if did is None:
+        did = new_id(conn, destinations, max(now_ms(), bset.id + 1))
     pos = conn.execute(
         select(func.coalesce(func.max(destinations.c.position) + 1, 0)).where(
             destinations.c.set_id == bset.id
