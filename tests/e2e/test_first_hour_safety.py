@@ -310,17 +310,20 @@ def test_verify_of_a_missing_pack_says_what_a_backup_stores_again(
     res = run(agent.env, "verify", "--destination", str(dest))
     assert res.returncode == 8, (res.stdout, res.stderr)
     assert res.stderr.strip().splitlines()[-1] == (
-        "hint: the next backup stores the data of the missing packs again from the sources "
-        "(new snapshots are whole); the snapshots that used them stay damaged and verify keeps "
-        "naming the packs (there is no repair yet): restore what you can from other snapshots"
+        "hint: the next backup stores the data of the missing packs again from the sources, as "
+        "far as they still hold it; every snapshot whose data is then stored again is whole "
+        "(run verify after it): restore what you need before the sources change"
     ), res.stderr
-    # as said: the next snapshot is whole, the pack is still named
+    # as said: after the next backup every snapshot is whole; the missing pack is a note
+    first = json.loads(ok(agent.env, "snapshots", "--destination", str(dest), "--json"))[0]
     job = _backup(agent, "--set", "EX")
     assert job["status"] == "BS_STOP_SUCCESS_WITH_WARNING", job
     again = run(agent.env, "verify", "--destination", str(dest))
-    assert again.returncode == 8
-    assert "indexed pack is missing" in again.stdout
-    assert job["snapshot_id"] not in again.stdout
+    assert again.returncode == 0, (again.stdout, again.stderr)
+    assert "indexed pack is missing" in again.stderr and "nothing is lost" in again.stderr
+    older = tmp_path / "older"
+    ok(agent.env, "restore", first["id"], "--set", "EX", "--target", str(older))
+    assert (older / src.relative_to("/") / "a.txt").read_bytes() == (src / "a.txt").read_bytes()
     restored = tmp_path / "restored"
     ok(agent.env, "restore", job["snapshot_id"], "--set", "EX", "--target", str(restored))
     assert sorted(p.name for p in (restored / src.relative_to("/")).iterdir()) == [

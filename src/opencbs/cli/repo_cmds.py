@@ -467,14 +467,15 @@ def _of_missing_packs(problem: VerifyProblem) -> bool:
 def verify_hint(problems: Sequence[VerifyProblem]) -> str:
     """The hint after ``verify`` found ``problems``: what helps, and only what is true (issue
     12). A backup stores the data of a missing pack again (``agent.backup``:
-    ``reconcile_packs``), so new snapshots are whole, but the snapshots that used it stay
-    damaged; damaged bytes are not stored again by a backup (its chunks count as stored).
-    There is no repair yet."""
+    ``reconcile_packs``) while the sources still hold it; restore and verify then find each
+    chunk in its new pack (``ChunkIndex.copies``), so the older snapshots are whole again.
+    Damaged bytes are not stored again by a backup (its chunks count as stored). There is no
+    repair yet."""
     if all(_of_missing_packs(p) for p in problems):
         return (
-            "the next backup stores the data of the missing packs again from the sources (new "
-            "snapshots are whole); the snapshots that used them stay damaged and verify keeps "
-            "naming the packs (there is no repair yet): restore what you can from other snapshots"
+            "the next backup stores the data of the missing packs again from the sources, as "
+            "far as they still hold it; every snapshot whose data is then stored again is whole "
+            "(run verify after it): restore what you need before the sources change"
         )
     return (
         "restore what you can (`opencbs restore`); a backup does not store damaged data "

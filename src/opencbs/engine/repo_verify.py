@@ -12,7 +12,7 @@ chunks listed under it (``VerifyProblem.chunks``), never one problem each.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -126,12 +126,16 @@ def verify_repository(
     for pack_id, chunks in index.by_pack():
         checked.add(pack_id)
         damage = _PackDamage(pack_id, chunks)
-        chunks_read += damage.check(repo, sizes.get(pack_id), read_data=read_data)
-        if damage.is_damaged:
+        chunks_read += damage.check(repo, sizes.get(pack_id), read_data=read_data, present=sizes)
+        if damage.findings == [MISSING] and not damage.damaged:
+            notes += (_nothing_lost(pack_id),)  # each chunk has a copy in a pack that is there
+        elif damage.is_damaged:
             damages.append(damage)
-    for pack_id in index.packs():  # every chunk of it first located in another pack
+    for pack_id in index.packs():  # every chunk of it located in another pack
         if pack_id not in checked and pack_id not in sizes:
-            damages.append(_PackDamage(pack_id, [], ["indexed pack is missing"]))
+            # nothing is lost (a later backup stored its chunks again, or two writers stored
+            # them at once): said, not counted as damage
+            notes += (_nothing_lost(pack_id),)
     damaged = {cid: d for d in damages for cid in d.damaged}
 
     snapshot_ids = repo.snapshot_ids()
@@ -156,10 +160,18 @@ class _PackDamage:
     trees: set[str] = field(default_factory=set)
     unread: set[str] = field(default_factory=set)  # snapshots whose file list is unreadable
 
-    def check(self, repo: Verifiable, size: int | None, *, read_data: bool) -> int:
+    def check(
+        self,
+        repo: Verifiable,
+        size: int | None,
+        *,
+        read_data: bool,
+        present: Container[str] = (),
+    ) -> int:
         """Check the pack (``size``: its bytes per the listing, ``None`` when absent):
         its size against its index and, with ``read_data``, its bytes and every chunk;
-        returns how many chunks were read."""
+        returns how many chunks were read. A missing pack's chunks that the index also knows
+        in a pack that is there (``present``: IDs of the packs listed) are not damaged."""
         data: bytes | None = None
         if size is not None and read_data:
             try:
@@ -169,8 +181,13 @@ class _PackDamage:
             else:
                 size = len(data)
         if size is None:
-            self.findings.append("indexed pack is missing")
-            self.damaged = dict.fromkeys((cid for cid, _ in self.chunks), "")
+            self.findings.append(MISSING)
+            copied = {
+                cid
+                for cid, _ in self.chunks
+                if any(c.pack_id in present for c in repo.index.copies(cid))
+            }
+            self.damaged = dict.fromkeys((cid for cid, _ in self.chunks if cid not in copied), "")
             return 0
         end = max(loc.offset + loc.length for _, loc in self.chunks)
         least = least_pack_size(end, len(self.chunks))
@@ -210,7 +227,7 @@ class _PackDamage:
         chunks = tuple(ChunkProblem(cid.hex(), why) for cid, why in self.damaged.items() if why)
         parts = list(self.findings)
         indexed = plural(use.chunks_indexed, "chunk")
-        if self.findings == ["indexed pack is missing"]:
+        if self.findings == [MISSING]:
             parts.append(f"its {indexed} lost" if self.chunks else "")
         elif use.chunks:
             parts.append(f"{use.chunks} of {indexed} damaged")
@@ -237,6 +254,18 @@ class _PackDamage:
             also = f"; maybe also by {maybe} unreadable" if unread else ""
             return "used by " + " and ".join(said) + also
         return f"maybe used by {maybe} unreadable" if unread else "used by no snapshot"
+
+
+#: What verify says of an indexed pack that is not at the destination.
+MISSING = "indexed pack is missing"
+
+
+def _nothing_lost(pack_id: str) -> str:
+    """The note for a missing pack none of whose chunks is lost."""
+    return (
+        f"{pack_name(pack_id)}: {MISSING}; every chunk it held is stored in another pack, so "
+        "nothing is lost"
+    )
 
 
 def _list_notes(listed: ListCheck) -> tuple[str, ...]:
