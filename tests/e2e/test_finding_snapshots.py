@@ -187,6 +187,8 @@ def test_snapshots_show_set_names_and_filter_by_set_and_host(
     assert len(both) == 3
     assert _listed(server.env, dest, "--set", "names-b", "--host", OTHER_HOST)[0]["id"] == moved
     assert _listed(server.env, dest, "--host", "no-such-host") == []
+    none = ok(server.env, "snapshots", "--destination", str(dest), "--host", "no-such-host")
+    assert none == f"0 snapshots on host no-such-host in {dest}\n"  # no empty table frame
 
     res = run(server.env, "snapshots", "--destination", str(dest), "--set", "no-such-set")
     assert res.returncode == 4

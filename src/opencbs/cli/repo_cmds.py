@@ -541,16 +541,20 @@ def snapshots(
     if as_json:
         print_json(rows)
         return
-    _print_snapshots(rows, _listing_title(len(rows), destination, set_ref, hosts))
+    title = _listing_title(len(rows), destination, set_ref, hosts)
+    if not rows:  # a title, not an empty table's frame
+        echo(title)
+        return
+    _print_snapshots(rows, escape_markup(title))  # a table's title goes through rich's markup
 
 
 def _listing_title(n: int, destination: Path, set_ref: str | None, hosts: Sequence[str]) -> str:
     """``3 snapshots of set docs on host vm in /srv/b`` (the filters as given; escaped for the
-    terminal and for rich's markup, which a table's title goes through)."""
+    terminal)."""
     of_set = f" of set {set_ref}" if set_ref is not None else ""
     on_host = f" on host {' or '.join(hosts)}" if hosts else ""
     title = f"{plural(n, 'snapshot')}{of_set}{on_host} in {destination}"
-    return escape_markup(show_name(title))
+    return show_name(title)
 
 
 def _snapshot_rows(
