@@ -372,7 +372,7 @@ def test_existing_set_destination_and_filters_are_never_silently_changed(
         "--exclude/--include only apply when a set is created",
     )
     _one_line_error(
-        run(server.env, "backup", "--set", "dests", "--include", "*.txt"), 2, "exclude ['*.bin']"
+        run(server.env, "backup", "--set", "dests", "--include", "*.txt"), 2, "exclude *.bin; include (none)"
     )
 
     added = json.loads(
