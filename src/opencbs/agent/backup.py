@@ -86,6 +86,7 @@ from opencbs.engine.repo_errors import ChunkNotFound, CorruptData, RepositoryErr
 from opencbs.engine.repo_verify import VerifyProblem
 from opencbs.engine.repository import Repository, SnapshotInfo, SnapshotMeta
 from opencbs.engine.scan import ScanFilter
+from opencbs.engine.scan_count import TotalCount
 from opencbs.engine.scan_process import ScanAborted, ScanProcess
 from opencbs.engine.snapshot_format import TreeItem
 from opencbs.reports.vocabulary import FILE_LISTS, JobStatus, LogType, ReportList
@@ -202,14 +203,19 @@ class BackupJob:
         sources = list(settings.sources)
         if not sources:
             self.channel.log(LogType.ERROR, "The backup set has no sources")
-        scan = ScanProcess(
-            sources, ScanFilter.of(settings.filters.include, settings.filters.exclude)
-        )
-        writer = repo.writer(compression_level=settings.compression.level)
-        pairs = reader.pairs(writer, scan, prev_items)
-        if self.on_change is not None:
-            pairs = _keeping_previous(pairs, self.previous)
-        result = classify_pairs(pairs, lambda: scan.incomplete_dirs)
+        filters = ScanFilter.of(settings.filters.include, settings.filters.exclude)
+        scan = ScanProcess(sources, filters)
+        # the totals counted ahead, for a progress display's total and ETA
+        totals = reader.totals = TotalCount(sources, filters) if self.options.count_totals else None
+        try:
+            writer = repo.writer(compression_level=settings.compression.level)
+            pairs = reader.pairs(writer, scan, prev_items)
+            if self.on_change is not None:
+                pairs = _keeping_previous(pairs, self.previous)
+            result = classify_pairs(pairs, lambda: scan.incomplete_dirs)
+        finally:
+            if totals is not None:
+                totals.close()
         writer.flush()
         self._check_cancel()
         if scan.sources and reader.unread_sources.issuperset(scan.sources):

@@ -110,7 +110,9 @@ class JobOptions:
     already opened with ``password`` (saves deriving its key a second time; ``None``: opened, or
     created, by the job). ``state_dir``: the agent's ``data_dir``, where it remembers each
     repository's snapshot list to notice a rollback
-    (``engine.manifest``; ``None``: not remembered, the list is still checked by itself)."""
+    (``engine.manifest``; ``None``: not remembered, the list is still checked by itself).
+    ``count_totals``: count the job's files and bytes ahead in another walk
+    (``engine.scan_count``), so progress has its totals (and an ETA) early."""
 
     client: AgentClient
     set_id: str
@@ -121,6 +123,7 @@ class JobOptions:
     start_time_ms: int | None = None
     batch_size: int = JOB_BATCH_SIZE
     progress_interval: float = PROGRESS_INTERVAL
+    count_totals: bool = False
     retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS
     spool_dir: Path | None = None
     zone: tzinfo | None = None

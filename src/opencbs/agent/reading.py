@@ -49,6 +49,7 @@ from opencbs.engine.entries import Entry, display_path, with_content_id
 from opencbs.engine.repo_writer import FileResult, Writer
 from opencbs.engine.repository import Repository
 from opencbs.engine.scan import ScanWarning
+from opencbs.engine.scan_count import TotalCount
 from opencbs.engine.scan_process import ScanProcess
 from opencbs.engine.snapshot_format import TreeItem
 from opencbs.reports.vocabulary import EntryType, LogType
@@ -107,6 +108,7 @@ class SourceReader:
         self.bytes_reading = 0  # bytes read so far of the file being read (not yet done)
         self.files_unchanged = self.bytes_unchanged = 0
         self.scan_finished = False  # the *_seen counts are the totals
+        self.totals: TotalCount | None = None  # counted ahead by another walk (or not)
         self.dedupe_original = self.dedupe_saving = 0
         self.sizes: dict[bytes, FileSizes] = {}  # sizes of files that may be reported
         # the last files stored, whose compressed size may still be computed by the writer
@@ -275,15 +277,20 @@ class SourceReader:
             return
         self.last_progress = now
         self.progress_due = now + self.interval
+        files_seen, bytes_seen, final = self.files_seen, self.bytes_seen, self.scan_finished
+        counted = self.totals
+        if not final and counted is not None and counted.done:  # the totals, known early
+            files_seen, bytes_seen = max(files_seen, counted.files), max(bytes_seen, counted.bytes)
+            final = True
         snap = Progress(
             self.current,
             self.files_done,
-            self.files_seen,
+            files_seen,
             self.bytes_done + self.bytes_reading,
-            self.bytes_seen,
+            bytes_seen,
             files_unchanged=self.files_unchanged,
             bytes_unchanged=self.bytes_unchanged,
-            scan_finished=self.scan_finished,
+            scan_finished=final,
         )
         if force or now - self.last_sent >= PROGRESS_INTERVAL:
             self.last_sent = now

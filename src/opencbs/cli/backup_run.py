@@ -163,6 +163,7 @@ def run_job(
         state_dir=state_dir,
         # the view's figures move at its refresh rate (the server gets one a PROGRESS_INTERVAL)
         progress_interval=min(VIEW_REFRESH, progress_interval),
+        count_totals=not as_json,  # a total and an ETA for the person watching
     )
     with (
         cancel_on_signals(cancel),

@@ -5,9 +5,10 @@ files done of the totals, the rate (bytes read or written per second since the s
 once the totals are final, the time left. Sizes are decimal (rich's ``filesize.decimal``:
 ``1 byte``, ``170.0 MB``); counts take their plural (``1 file``, ``2 files``).
 
-A backup's totals grow while the scan, which runs alongside the reading, finds files: until it
-has ended (``Progress.scan_finished``) they carry a ``+`` and "counting…" stands where the time
-left will be. Done counts the files read and those whose content is unchanged (not read); the
+A backup's totals grow while the scan, which runs alongside the reading, finds files: until
+they are final (``Progress.scan_finished``: the scan has ended, or the totals counted ahead by
+``engine.scan_count`` are in) they carry a ``+`` and "counting…" stands where the time left
+will be. Done counts the files read and those whose content is unchanged (not read); the
 rate counts bytes read. A restore's totals are known from the start (``RestoreProgress``).
 
 On a terminal: one live line that never wraps — columns are dropped as the width shrinks (the
