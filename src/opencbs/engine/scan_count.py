@@ -29,6 +29,7 @@ from collections.abc import Iterable
 
 from opencbs.engine.entries import Entry
 from opencbs.engine.scan import Scan, ScanFilter, _normalize_sources
+from opencbs.engine.scan_process import read_scan_job, scan_job
 from opencbs.reports.vocabulary import EntryType
 
 log = logging.getLogger(__name__)
@@ -47,12 +48,7 @@ class TotalCount:
         self.files = 0
         self.bytes = 0
         self.done = False
-        job = {
-            "sources": list(_normalize_sources(sources)),
-            "include": list(filters.include),
-            "exclude": list(filters.exclude),
-            "exclude_caches": filters.exclude_caches,
-        }
+        job = scan_job(_normalize_sources(sources), filters)
         self._proc: subprocess.Popen[bytes] | None = None
         try:
             self._proc = subprocess.Popen(
@@ -100,13 +96,12 @@ class TotalCount:
 
 def _child() -> None:
     """The helper process: read the job from stdin, write the counts to stdout."""
-    job = marshal.loads(sys.stdin.buffer.read())
-    filters = ScanFilter(tuple(job["include"]), tuple(job["exclude"]), job["exclude_caches"])
+    sources, filters = read_scan_job(sys.stdin.buffer)
     os.nice(5)  # the backup comes first
     out = sys.stdout
     files = size = 0
     due = time.monotonic() + REPORT_EVERY
-    for item in Scan(job["sources"], filters):
+    for item in Scan(sources, filters):
         if isinstance(item, Entry) and item.etype is EntryType.FILE:
             files += 1
             size += item.size

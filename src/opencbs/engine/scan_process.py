@@ -40,7 +40,7 @@ from opencbs.reports.vocabulary import EntryType
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ScanAborted", "ScanProcess"]
+__all__ = ["ScanAborted", "ScanProcess", "read_scan_job", "scan_job"]
 
 #: Records per message from the child.
 _BATCH = 1024
@@ -102,14 +102,8 @@ class ScanProcess:
             return
         try:
             assert proc.stdin is not None and proc.stdout is not None
-            job = {
-                "sources": list(self.sources),
-                "include": list(self.filters.include),
-                "exclude": list(self.filters.exclude),
-                "exclude_caches": self.filters.exclude_caches,
-            }
             try:
-                proc.stdin.write(marshal.dumps(job))
+                proc.stdin.write(marshal.dumps(scan_job(self.sources, self.filters)))
                 proc.stdin.close()
             except OSError:
                 pass  # it died already: reported below, at the missing end
@@ -162,6 +156,25 @@ class ScanProcess:
                 )
 
 
+def scan_job(sources: Iterable[bytes], filters: ScanFilter) -> dict[str, Any]:
+    """The job a walking helper process is sent on its stdin (``marshal``): ``sources`` and
+    ``filters`` (module docstring; also ``engine.scan_count``)."""
+    return {
+        "sources": list(sources),
+        "include": list(filters.include),
+        "exclude": list(filters.exclude),
+        "exclude_caches": filters.exclude_caches,
+    }
+
+
+def read_scan_job(stream: IO[bytes]) -> tuple[list[bytes], ScanFilter]:
+    """The sources and filters of :func:`scan_job`, read whole from ``stream`` (a helper's
+    stdin)."""
+    job = marshal.loads(stream.read())
+    filters = ScanFilter(tuple(job["include"]), tuple(job["exclude"]), job["exclude_caches"])
+    return list(job["sources"]), filters
+
+
 def _died(proc: subprocess.Popen[bytes], errors: IO[bytes]) -> str:
     errors.seek(0)
     lines = errors.read().decode("utf-8", "replace").strip().splitlines()
@@ -171,9 +184,8 @@ def _died(proc: subprocess.Popen[bytes], errors: IO[bytes]) -> str:
 
 def _child() -> None:
     """The helper process: read the job from stdin, write the walk to stdout."""
-    job = marshal.loads(sys.stdin.buffer.read())
-    filters = ScanFilter(tuple(job["include"]), tuple(job["exclude"]), job["exclude_caches"])
-    scan = Scan(job["sources"], filters)
+    sources, filters = read_scan_job(sys.stdin.buffer)
+    scan = Scan(sources, filters)
     out = sys.stdout.buffer
     write = out.write
     batch: list[tuple[Any, ...]] = []
