@@ -516,15 +516,19 @@ def open_repository(
     password: str | bytes,
     *,
     compression_level: int = DEFAULT_COMPRESSION_LEVEL,
+    on_created: Callable[[], None] | None = None,
 ) -> Repository:
     """The repository of a destination, created there on first use (zstd at
-    ``compression_level``, the set's ``settings.compression.level``) — only in an empty or
-    missing folder (:func:`require_empty_or_repository`; ``Repository.init`` refuses any
-    non-empty storage too). Raises ``WrongPassword``, ``CorruptData``, ``NotARepository``,
-    ``RepositoryError``, ``DestinationError``."""
+    ``compression_level``, the set's ``settings.compression.level``; then ``on_created`` is
+    called) — only in an empty or missing folder (:func:`require_empty_or_repository`;
+    ``Repository.init`` refuses any non-empty storage too). Raises ``WrongPassword``,
+    ``CorruptData``, ``NotARepository``, ``RepositoryError``, ``DestinationError``."""
     try:
         return Repository.open(storage, password)
     except RepositoryNotFound:
         if isinstance(storage, LocalStorage):
             require_empty_or_repository(storage.root)
-        return Repository.init(storage, password, compression_level=compression_level)
+        repo = Repository.init(storage, password, compression_level=compression_level)
+        if on_created is not None:
+            on_created()
+        return repo

@@ -42,8 +42,6 @@ from opencbs.cli.common import echo, note, show_name
 from opencbs.cli.progress import BackupProgress, Ending
 from opencbs.destinations.local import LocalStorage
 from opencbs.engine.entries import display_path
-from opencbs.engine.repo_errors import RepositoryNotFound
-from opencbs.engine.repository import Repository
 from opencbs.errors import ExitCode
 from opencbs.reports.vocabulary import FILE_LISTS, JobMode, JobStatus, LogType
 from opencbs.settings import DEFAULT_PROGRESS_INTERVAL
@@ -142,11 +140,14 @@ def run_job(
     ``ServerUnreachable``, ``AgentApiError``."""
     level = target.bset.settings.compression.level
     storage = LocalStorage(target.path)
-    try:
-        repo = Repository.open(storage, password)
-    except RepositoryNotFound:  # first use: created (only in an empty or missing folder)
-        repo = open_repository(storage, password, compression_level=level)
-        note(f"opencbs: created a new repository in {show_name(str(target.path))}")
+    repo = open_repository(
+        storage,
+        password,
+        compression_level=level,
+        on_created=lambda: note(
+            f"opencbs: created a new repository in {show_name(str(target.path))}"
+        ),
+    )
     cancel = threading.Event()
     title = f"backup {target.bset.name}"
     # signals first: once progress shows "started", Ctrl-C and SIGTERM stop the job cleanly

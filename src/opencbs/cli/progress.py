@@ -44,6 +44,7 @@ from rich.text import Text
 from opencbs.agent.job import Progress as JobProgressInfo
 from opencbs.agent.restore import RestoreProgress
 from opencbs.cli.common import show_name
+from opencbs.reports.wording import plural as counted
 from opencbs.settings import DEFAULT_PROGRESS_INTERVAL
 
 __all__ = ["BackupProgress", "Ending", "RestoreProgressView", "activity", "plural"]
@@ -58,10 +59,9 @@ _PATH_MIN = 12
 _TITLE_MIN = 12
 
 
-def plural(n: int, word: str, words: str | None = None) -> str:
-    """``1 file``, ``2 files``, ``1,234 files``: ``n`` with ``word``, or with ``words`` (by
-    default ``word`` + ``s``) unless ``n`` is 1."""
-    return f"{n:,} {word}" if n == 1 else f"{n:,} {words or word + 's'}"
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 file``, ``2 files``, ``1,234 files``: ``wording.plural`` with thousands grouped."""
+    return counted(n, word, many, grouped=True)
 
 
 def clock(seconds: float) -> str:

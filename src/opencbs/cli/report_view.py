@@ -25,6 +25,7 @@ from opencbs.reports.fields import ReportHeader
 from opencbs.reports.ratio import zip_ratio
 from opencbs.reports.timefmt import LogTimeFormatter
 from opencbs.reports.vocabulary import EntryType, JobStatus, LogType, ReportList
+from opencbs.reports.wording import plural as counted
 from opencbs.store.jobs import Job
 
 
@@ -72,10 +73,9 @@ KINDS: tuple[tuple[ReportList, str, str], ...] = (
 _TYPE_WORDS = {EntryType.FILE.value: "file", EntryType.DIRECTORY.value: "dir", "L": "link"}
 
 
-def plural(n: int, one: str, many: str | None = None) -> str:
-    """``n`` with its noun: ``1 file``, ``2 files``, ``1,169 files`` (``many`` defaults to
-    ``one + "s"``)."""
-    return f"{n:,} {one if n == 1 else (many or one + 's')}"
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 file``, ``2 files``, ``1,234 files``: ``wording.plural`` with thousands grouped."""
+    return counted(n, word, many, grouped=True)
 
 
 def size(n: int) -> str:

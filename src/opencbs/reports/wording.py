@@ -9,10 +9,12 @@ from __future__ import annotations
 __all__ = ["plural"]
 
 
-def plural(count: int, word: str, many: str | None = None) -> str:
+def plural(count: int, word: str, many: str | None = None, *, grouped: bool = False) -> str:
     """``"<count> <word>"`` with ``word`` in the singular for a count of 1 (or -1), else its
     plural: ``many`` when given (``entry``/``entries``), else ``word + "s"``. ``count`` is
-    shown as given (no thousands separator)."""
+    shown as given, or with ``grouped`` with a thousands separator (``1,234 files``: the
+    progress display and the readable report)."""
+    shown = f"{count:,}" if grouped else str(count)
     if abs(count) == 1:
-        return f"{count} {word}"
-    return f"{count} {many if many is not None else word + 's'}"
+        return f"{shown} {word}"
+    return f"{shown} {many if many is not None else word + 's'}"
