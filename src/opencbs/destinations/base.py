@@ -35,6 +35,17 @@ class ObjectNotFound(DestinationError):
         self.name = name
 
 
+class PreconditionFailed(DestinationError):
+    """A conditional write (``Storage.put_if``) found another version of the object than the
+    one expected: another writer changed it meanwhile. Read it again and retry."""
+
+    code = "destination_precondition_failed"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Object {name!r} was changed by another writer meanwhile")
+        self.name = name
+
+
 class InvalidObjectName(DestinationError):
     """A name that is empty, absolute, escapes the root or uses a reserved component."""
 
@@ -86,6 +97,20 @@ class Storage(Protocol):
 
     def get(self, name: str) -> bytes:
         """The whole object; raises ``ObjectNotFound`` if there is none."""
+        ...
+
+    def get_versioned(self, name: str) -> tuple[bytes, str]:
+        """The whole object and its version tag (an opaque string: an S3 ETag, a digest of a
+        file), for a later ``put_if``; raises ``ObjectNotFound``."""
+        ...
+
+    def put_if(self, name: str, data: bytes | memoryview, *, version: str | None) -> str:
+        """Store ``data`` under ``name`` only if the object's current version is ``version``
+        (``None``: only if there is no object of that name), atomically with respect to other
+        ``put_if`` calls of any process or machine sharing the destination; returns the new
+        version. Raises ``PreconditionFailed`` when another writer got there first (nothing is
+        written then). The snapshot list is written this way (issue 13: two writers never
+        overwrite each other's snapshot)."""
         ...
 
     def get_range(self, name: str, offset: int, length: int) -> bytes:
