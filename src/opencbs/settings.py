@@ -74,6 +74,19 @@ Settings of the agent (``opencbs backup``, ``restore``, ``verify``, ``snapshots`
   not given (``opencbs quickstart`` writes the set of the folder it last backed up); empty: the
   user's only set.
 
+Settings of the agent's S3 destinations (``s3://bucket/prefix``; issue 13). Credentials are the
+agent's alone: never sent to or kept by the server. Without ``s3_access_key_id`` the standard
+AWS chain is used: ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` (/ ``AWS_SESSION_TOKEN``),
+then the shared credentials file (``AWS_SHARED_CREDENTIALS_FILE``, ``~/.aws/credentials``) with
+the profile ``s3_profile`` (or ``AWS_PROFILE``).
+
+- ``s3_endpoint``: ``""`` = AWS — the S3 server's URL when ``--s3-endpoint`` is not given
+  (``http://127.0.0.1:8333``, ``https://s3.eu-central-1.wasabisys.com``).
+- ``s3_region``: ``""`` = ``us-east-1`` — the signing region when ``--s3-region`` is not given.
+- ``s3_access_key_id`` / ``s3_secret_access_key``: ``""`` — the S3 access key (the config
+  file, mode 0600, or ``OPENCBS_S3_ACCESS_KEY_ID`` / ``OPENCBS_S3_SECRET_ACCESS_KEY``).
+- ``s3_profile``: ``""`` — the profile of the shared credentials file to use.
+
 A config file holding passwords should be readable by its owner only (mode 0600).
 
 Every invalid setting raises ``opencbs.errors.ConfigError`` naming the setting, with a hint.
@@ -296,6 +309,17 @@ class Settings(BaseSettings):
 
     backup_set: str = Field(
         default="", description="Backup set (name or ID) of agent commands without --set."
+    )
+    s3_endpoint: str = Field(
+        default="", description="URL of the S3 server of s3:// destinations; empty: AWS."
+    )
+    s3_region: str = Field(default="", description="Signing region of S3; empty: us-east-1.")
+    s3_access_key_id: str = Field(default="", description="S3 access key ID of the agent.")
+    s3_secret_access_key: str = Field(
+        default="", repr=False, description="S3 secret access key of the agent."
+    )
+    s3_profile: str = Field(
+        default="", description="Profile of the AWS shared credentials file to use for S3."
     )
 
     @field_validator("data_dir", mode="before")

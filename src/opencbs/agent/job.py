@@ -47,9 +47,9 @@ from opencbs.agent.job_values import (
     Progress,
 )
 from opencbs.agent.spool import SpoolError
+from opencbs.agent.storage import storage_key
 from opencbs.agent.targets import backup_set
 from opencbs.agent.trust import TrustFileError, record_stored
-from opencbs.destinations.local import LocalStorage
 from opencbs.reports.wording import plural
 
 log = logging.getLogger(__name__)
@@ -126,13 +126,14 @@ def run_backup(
 
 
 def _record_stored(options: JobOptions, set_id: str) -> None:
-    """Record that set ``set_id`` has a snapshot in the job's folder (``agent.trust``), with a
-    report spool and a local folder; a record that cannot be written is logged, not fatal (the
-    backup is stored)."""
-    if options.spool_dir is None or not isinstance(options.storage, LocalStorage):
+    """Record that set ``set_id`` has a snapshot in the job's destination (``agent.trust``:
+    its folder or S3 location), with a report spool; a record that cannot be written is
+    logged, not fatal (the backup is stored)."""
+    place = storage_key(options.storage)
+    if options.spool_dir is None or place is None:
         return
     try:
-        record_stored(options.spool_dir, set_id, options.storage.root)
+        record_stored(options.spool_dir, set_id, place)
     except (TrustFileError, SpoolError) as exc:
         log.warning("cannot record the backup in %s: %s", options.spool_dir, exc)
 

@@ -6,11 +6,11 @@ agent).
   into clear errors) and, when the server cannot be reached, the sets as last remembered in the
   user's report spool (:func:`sets_or_remembered` for a command, :func:`backup_set` for a job;
   both through :func:`remembered`, the one definition of that fallback).
-- A set by name or ID (:func:`find_set`), its local destination (:func:`local_destination`,
-  :func:`destination_path`); :func:`resolve_target` creates the set or adds a destination on
-  first use, after :func:`require_sources` checked that every source exists and
-  :func:`usable_destination` checked the folder, and
-  :func:`locate_destination` finds a set's folder for a restore.
+- A set by name or ID (:func:`find_set`), its destination (:func:`find_destination`; where it
+  is: :func:`destination_address`, a folder or an S3 location); :func:`resolve_target`
+  creates the set or adds a destination on first use, after :func:`require_sources` checked
+  that every source exists and :func:`usable_destination` checked the place, and
+  :func:`locate_destination` finds a set's destination for a restore.
 - The repository of a destination, created on first use (:func:`open_repository`), and the
   rule for a destination folder: empty (or missing) or already a repository, never a folder of
   other files (:func:`require_empty_or_repository`, :class:`NotARepository`).
@@ -42,6 +42,7 @@ from opencbs.agent.client import (
     ServerUnreachable,
 )
 from opencbs.agent.spool import adopt_legacy, load_sets, save_sets
+from opencbs.agent.storage import S3Access, open_storage
 from opencbs.agent.trust import (
     NO_CONSENT,
     Consent,
@@ -51,13 +52,14 @@ from opencbs.agent.trust import (
     require_accepted_sources,
 )
 from opencbs.destinations.base import DestinationError, Storage
-from opencbs.destinations.local import LocalStorage
 from opencbs.engine.repo_errors import RepositoryNotFound
 from opencbs.engine.repository import KEYFILE_NAME, Repository
 from opencbs.errors import ExitCode, InvalidInput, NotFound, OpenCBSError
+from opencbs.model.destinations import DestinationAddress
 from opencbs.model.sets import DEFAULT_COMPRESSION_LEVEL
 
 __all__ = [
+    "REFUSALS",
     "Consent",
     "LoginRejected",
     "NotARepository",
@@ -65,10 +67,10 @@ __all__ = [
     "Target",
     "accept_target",
     "backup_set",
-    "destination_path",
+    "destination_address",
+    "find_destination",
     "find_set",
     "list_sets",
-    "local_destination",
     "locate_destination",
     "open_repository",
     "remembered",
@@ -198,35 +200,47 @@ def find_set(found: Sequence[RemoteSet], ref: str | None) -> RemoteSet | None:
     return by_id[0] if by_id else None
 
 
-def local_destination(bset: RemoteSet, path: Path | None) -> RemoteDestination | None:
-    """The set's LOCAL destination at ``path`` (absolute), or its first destination."""
-    if path is None:
+def find_destination(
+    bset: RemoteSet, address: DestinationAddress | None
+) -> RemoteDestination | None:
+    """The set's destination at ``address`` (a folder or an S3 location, compared by
+    ``DestinationAddress.key``), or its first destination when ``address`` is ``None``."""
+    if address is None:
         return bset.destinations[0] if bset.destinations else None
-    want = os.path.abspath(path)
     for d in bset.destinations:
-        if d.type == "LOCAL" and os.path.abspath(str(d.settings.get("path", ""))) == want:
-            return d
+        try:
+            if destination_address(d).key == address.key:
+                return d
+        except InvalidInput:
+            continue  # a destination this agent cannot use is not the one asked for
     return None
 
 
-def destination_path(d: RemoteDestination) -> Path:
-    """The folder of a LOCAL destination. Raises ``InvalidInput`` for another type."""
-    path = d.settings.get("path")
-    if d.type != "LOCAL" or not isinstance(path, str) or not path:
+def destination_address(d: RemoteDestination) -> DestinationAddress:
+    """Where destination ``d`` is (``model.destinations``: a LOCAL folder or an S3 bucket and
+    prefix). Raises ``InvalidInput`` for a type this agent cannot use."""
+    try:
+        return DestinationAddress.from_settings(d.type, d.settings)
+    except InvalidInput as exc:
         raise InvalidInput(
-            f"destination {d.id} ({d.name}) is of type {d.type}, not a local folder",
-            "only LOCAL destinations can be used by this agent",
-        )
-    return Path(path)
+            f"destination {d.id} ({d.name}): {exc.message}",
+            exc.hint or "only LOCAL and S3 destinations can be used by this agent",
+        ) from exc
 
 
 @dataclass(frozen=True)
 class Target:
-    """A set and destination to back up: IDs as the server names them and the folder."""
+    """A set and destination to back up: IDs as the server names them and where the
+    destination is (``address``: a folder or an S3 location)."""
 
     bset: RemoteSet
     destination: RemoteDestination
-    path: Path
+    address: DestinationAddress
+
+    @property
+    def where(self) -> str:
+        """The destination as a person reads it: the folder or ``s3://bucket/prefix``."""
+        return str(self.address)
 
 
 def resolve_target(
@@ -235,26 +249,27 @@ def resolve_target(
     ref: str | None,
     *,
     sources: Sequence[Path] = (),
-    destination: Path | None = None,
+    destination: DestinationAddress | None = None,
     excludes: Sequence[str] = (),
     includes: Sequence[str] = (),
     add_destination: bool = False,
-    check_destination: Callable[[Path], None] | None = None,
+    check_destination: Callable[[DestinationAddress], None] | None = None,
     on_note: OnNote = _silent,
 ) -> Target:
     """The set ``ref`` and its destination; created on first use from ``sources``,
-    ``destination``, ``excludes`` and ``includes`` (a FILE set with one LOCAL destination).
+    ``destination``, ``excludes`` and ``includes`` (a FILE set with one destination: a LOCAL
+    folder or an S3 location).
 
-    On an existing set ``destination`` selects its LOCAL destination of that path (default:
-    its first); a path the set does not have is added only with ``add_destination`` (the
+    On an existing set ``destination`` selects its destination at that place (default: its
+    first); a place the set does not have is added only with ``add_destination`` (the
     ``--add-destination`` flag), else an error: a mistyped path must not start a full backup
     somewhere new. Filters are fixed when the set is created: ``excludes``/``includes`` on an
-    existing set are an error, never ignored. ``check_destination`` is called with a folder
-    before it is given to the server (a new set, an added destination), so a folder that cannot
-    be used fails before the server records anything. A set created or a destination added is
-    told to ``on_note``. A new set's sources must exist (:func:`require_sources`). Raises
-    ``NotFound``, ``InvalidInput`` (``MissingSource`` included) and what
-    ``check_destination`` raises."""
+    existing set are an error, never ignored. ``check_destination`` is called with a
+    destination's address before it is given to the server (a new set, an added destination),
+    so a place that cannot be used fails before the server records anything. A set created or
+    a destination added is told to ``on_note``. A new set's sources must exist
+    (:func:`require_sources`). Raises ``NotFound``, ``InvalidInput`` (``MissingSource``
+    included) and what ``check_destination`` raises."""
     bset = find_set(found, ref)
     created = bset is None
     if bset is None:
@@ -269,25 +284,18 @@ def resolve_target(
                 "sources": [os.path.abspath(s) for s in sources],
                 "filters": {"include": list(includes), "exclude": list(excludes)},
             },
-            destinations=[NewDestination("Local", "LOCAL", {"path": os.path.abspath(destination)})],
+            destinations=[_new_destination(destination, 0)],
         )
         on_note(f"backup set {bset.name!r} created (ID {bset.id})")
     else:
         _check_existing(bset, sources, excludes, includes)
-    d = local_destination(bset, destination)
+    d = find_destination(bset, destination)
     if d is None and destination is not None:
         if not (add_destination or created):
             raise _no_such_destination(bset, destination)
         if check_destination is not None:
             check_destination(destination)
-        d = client.add_destination(
-            bset.id,
-            NewDestination(
-                f"Local {len(bset.destinations) + 1}",
-                "LOCAL",
-                {"path": os.path.abspath(destination)},
-            ),
-        )
+        d = client.add_destination(bset.id, _new_destination(destination, len(bset.destinations)))
         on_note(f"destination {d.name!r} added to backup set {bset.name!r}")
     elif d is not None and add_destination and not created:
         on_note(f"backup set {bset.name!r} has destination {destination} already; using it")
@@ -295,11 +303,25 @@ def resolve_target(
         raise InvalidInput(
             f"backup set {bset.name!r} has no destination", "give --add-destination PATH"
         )
-    return Target(bset, d, destination_path(d))
+    return Target(bset, d, destination_address(d))
+
+
+def _new_destination(address: DestinationAddress, count: int) -> NewDestination:
+    """The destination to create at ``address`` for a set with ``count`` destinations: named
+    ``Local`` / ``S3`` (the first), ``Local 2``, ``S3 3``… (the next)."""
+    base = "S3" if address.is_s3 else "Local"
+    return NewDestination(
+        base if count == 0 else f"{base} {count + 1}", address.type, address.settings()
+    )
 
 
 def accept_target(
-    spool_dir: Path, target: Target, *, consent: Consent = NO_CONSENT, on_note: OnNote = _silent
+    spool_dir: Path,
+    target: Target,
+    storage: Storage | None = None,
+    *,
+    consent: Consent = NO_CONSENT,
+    on_note: OnNote = _silent,
 ) -> None:
     """Before a backup of ``target``: the sources and destination folder the server names are
     those the agent's owner accepted (first use, the record, or ``consent``: ``agent.trust``),
@@ -308,16 +330,18 @@ def accept_target(
     now missing or empty is refused unless ``consent.new_repository``
     (:func:`require_repository_kept`). Nothing is read or written in the folder. Raises
     ``TargetChanged``, ``RepositoryMissing``, ``NotARepository``, ``TrustFileError``,
-    ``DestinationError``."""
+    ``DestinationError``. ``storage``: the target's (default: opened from its address with the
+    standard credentials, ``agent.storage.open_storage``)."""
+    storage = storage if storage is not None else open_storage(target.address)
     if not consent.new_repository:
-        require_repository_kept(spool_dir, target)
+        require_repository_kept(spool_dir, target, storage)
     check_backup_target(
         spool_dir,
         target.bset,
         target.destination,
-        target.path,
+        target.address.key,
         consent=consent,
-        check_folder=require_empty_or_repository,
+        check_folder=lambda: require_empty_or_repository(storage),
         on_note=on_note,
     )
 
@@ -334,15 +358,22 @@ def _no_such_set(found: Sequence[RemoteSet], ref: str | None) -> NotFound:
     return err
 
 
-def _no_such_destination(bset: RemoteSet, destination: Path) -> InvalidInput:
-    """The error for a destination folder the set does not have (``--add-destination`` adds)."""
-    have = ", ".join(str(x.settings.get("path", x.name)) for x in bset.destinations)
+def _no_such_destination(bset: RemoteSet, destination: DestinationAddress) -> InvalidInput:
+    """The error for a destination the set does not have (``--add-destination`` adds)."""
+    have = ", ".join(_shown_destination(x) for x in bset.destinations)
     return InvalidInput(
-        f"backup set {bset.name!r} has no destination {os.path.abspath(destination)} "
-        f"(it has: {have or 'none'})",
-        "give one of its paths, leave out --destination for its first, or add this "
-        "folder as a new destination (a full backup there) with --add-destination PATH",
+        f"backup set {bset.name!r} has no destination {destination} (it has: {have or 'none'})",
+        "give one of its destinations, leave out --destination for all of them, or add this "
+        "place as a new destination (a full backup there) with --add-destination PATH|s3://…",
     )
+
+
+def _shown_destination(d: RemoteDestination) -> str:
+    """A destination as a person reads it: its folder or S3 location, else its name."""
+    try:
+        return str(destination_address(d))
+    except InvalidInput:
+        return d.name
 
 
 def _check_existing(
@@ -376,13 +407,13 @@ def locate_destination(
     login: str,
     *,
     set_ref: str,
-    destination: Path | None,
+    destination: DestinationAddress | None,
     spool_dir: Path | None = None,
     accept_server_changes: bool = False,
     on_note: OnNote = _silent,
-) -> tuple[str, Path]:
-    """The ID of set ``set_ref`` (name or ID) of backup user ``login`` and the folder of its
-    LOCAL destination at ``destination`` (default its first), asking the server at ``url``.
+) -> tuple[str, DestinationAddress]:
+    """The ID of set ``set_ref`` (name or ID) of backup user ``login`` and where its
+    destination at ``destination`` is (default its first), asking the server at ``url``.
     A folder the server names (no ``destination``) is used only when the agent accepted it
     for that set, in the record of ``spool_dir`` (``agent.trust.check_restore_destination``;
     ``accept_server_changes`` accepts and records it). Raises ``NotFound``, ``InvalidInput``,
@@ -392,18 +423,18 @@ def locate_destination(
         raise NotFound(
             f"no backup set {set_ref!r} of backup user {login!r}", "see `opencbs set list LOGIN`"
         )
-    d = local_destination(bset, destination)
+    d = find_destination(bset, destination)
     if d is None:
         raise InvalidInput(
-            f"backup set {bset.name!r} has no local destination {destination or ''}".rstrip(),
-            "give --destination PATH",
+            f"backup set {bset.name!r} has no destination {destination or ''}".rstrip(),
+            "give --destination PATH|s3://…",
         )
-    folder = destination_path(d)
+    address = destination_address(d)
     if destination is None and spool_dir is not None:
         check_restore_destination(
-            spool_dir, bset, d, folder, accept=accept_server_changes, on_note=on_note
+            spool_dir, bset, d, address.key, accept=accept_server_changes, on_note=on_note
         )
-    return bset.id, folder
+    return bset.id, address
 
 
 class NotARepository(DestinationError):
@@ -413,13 +444,18 @@ class NotARepository(DestinationError):
 
     code = "destination_not_a_repository"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, where: object) -> None:
         super().__init__(
-            f"destination folder {path} is not empty and holds no opencbs repository; "
-            "nothing was written there",
-            "choose an empty or new folder as the destination; if the server named this "
-            "folder, check the backup set's destinations (`opencbs set list LOGIN`)",
+            f"destination {_kind(where)} {where} is not empty and holds no opencbs "
+            "repository; nothing was written there",
+            "choose an empty or new folder (or S3 prefix) as the destination; if the server "
+            "named it, check the backup set's destinations (`opencbs set list LOGIN`)",
         )
+
+
+def _kind(where: object) -> str:
+    """``folder`` for a local destination, ``location`` for an S3 one (in messages)."""
+    return "location" if str(where).startswith("s3://") else "folder"
 
 
 class RepositoryMissing(DestinationError):
@@ -429,29 +465,46 @@ class RepositoryMissing(DestinationError):
 
     code = "destination_repository_missing"
 
-    def __init__(self, path: Path, set_name: str) -> None:
-        state = "is missing" if not os.path.lexists(path) else "is empty"
+    def __init__(self, where: DestinationAddress, set_name: str) -> None:
+        if where.path is not None:
+            state = "is missing" if not os.path.lexists(where.path) else "is empty"
+            asked = "is the disk mounted?"
+        else:
+            state, asked = "is empty", "is it the right bucket, prefix and endpoint?"
         super().__init__(
-            f"destination folder {path} {state}, but it held the backups of backup set "
-            f"{set_name!r}: is the disk mounted? nothing was backed up or created",
+            f"destination {_kind(where)} {where} {state}, but it held the backups of backup "
+            f"set {set_name!r}: {asked} nothing was backed up or created",
             "mount the disk or put the folder back (restore it from a copy), then run the "
             "backup again; to start a new repository there on purpose (a full backup), run "
             "again with --new-repository",
         )
 
 
-def require_repository_kept(spool_dir: Path, target: Target) -> None:
+#: Destination errors that are the agent's decisions, not a destination failing: a job is
+#: not started for them (``cli.backup_run.run_job``).
+REFUSALS: tuple[type[DestinationError], ...] = (NotARepository, RepositoryMissing)
+
+
+def require_repository_kept(spool_dir: Path, target: Target, storage: Storage) -> None:
     """The rule for a folder that held backups: when this agent knows ``target.path`` held
     backups of ``target.bset`` (``agent.trust.held_backups``: a job committed a snapshot
     there), it still holds a repository (its key file) or something else
     (:func:`require_empty_or_repository` says what); missing or empty, it is refused. Issue 12
     (an unmounted disk silently made a new repository). Raises ``RepositoryMissing``,
     ``TrustFileError``, ``DestinationError``."""
-    storage = LocalStorage(target.path)
-    if storage.exists(KEYFILE_NAME) or not storage.is_empty():
+    if storage.exists(KEYFILE_NAME) or not _is_empty(storage):
         return
-    if held_backups(spool_dir, target.bset.id, target.path):
-        raise RepositoryMissing(target.path, target.bset.name)
+    if held_backups(spool_dir, target.bset.id, target.address.key):
+        raise RepositoryMissing(target.address, target.bset.name)
+
+
+def _is_empty(storage: Storage) -> bool:
+    """Whether ``storage`` holds nothing (a backend's own ``is_empty`` when it has one: a
+    local folder counts its dot-files). Raises ``DestinationError``."""
+    is_empty = getattr(storage, "is_empty", None)
+    if is_empty is not None:
+        return bool(is_empty())
+    return next(iter(storage.list()), None) is None
 
 
 class MissingSource(InvalidInput):
@@ -487,28 +540,33 @@ def require_sources(sources: Sequence[str | Path]) -> None:
         raise MissingSource(missing)
 
 
-def require_empty_or_repository(path: Path) -> None:
-    """The rule for a destination folder, checked before anything is written there: it is
-    missing, empty (dot-files count), or holds a repository (its key file; the encryption
-    password is checked when it is opened). Raises ``NotARepository``, ``DestinationError``."""
-    storage = LocalStorage(path)
+def require_empty_or_repository(storage: Storage) -> None:
+    """The rule for a destination (folder or S3 prefix), checked before anything is written
+    there: it is missing, empty (a folder's dot-files count), or holds a repository (its key
+    file; the encryption password is checked when it is opened). Raises ``NotARepository``,
+    ``DestinationError``."""
     if storage.exists(KEYFILE_NAME):
         return
-    if not storage.is_empty():
-        raise NotARepository(path)
+    if not _is_empty(storage):
+        raise NotARepository(storage)
 
 
-def usable_destination(path: Path, password: str) -> None:
-    """Check a folder before it is named to the server as a destination: it holds a
-    repository that ``password`` opens, or it is empty (or missing) and a repository can be
-    created in it (the check leaves nothing behind). Raises ``NotARepository``,
-    ``DestinationError``, ``WrongPassword``, ``CorruptData``."""
-    storage = LocalStorage(path)
+def usable_destination(
+    address: DestinationAddress, password: str, access: S3Access | None = None
+) -> None:
+    """Check a destination before it is named to the server: it holds a repository that
+    ``password`` opens, or it is empty (or missing) and a repository can be created in it
+    (the check writes a probe and leaves nothing behind). ``access``: how S3 is reached.
+    Raises ``NotARepository``, ``DestinationError`` (an S3 bucket missing, credentials
+    refused, the server unreachable), ``WrongPassword``, ``CorruptData``."""
+    storage = open_storage(address, access)
     try:
         Repository.open(storage, password)
     except RepositoryNotFound:
-        require_empty_or_repository(path)
-        storage.check_writable()
+        require_empty_or_repository(storage)
+        check_writable = getattr(storage, "check_writable", None)
+        if check_writable is not None:
+            check_writable()
 
 
 def open_repository(
@@ -526,8 +584,7 @@ def open_repository(
     try:
         return Repository.open(storage, password)
     except RepositoryNotFound:
-        if isinstance(storage, LocalStorage):
-            require_empty_or_repository(storage.root)
+        require_empty_or_repository(storage)
         repo = Repository.init(storage, password, compression_level=compression_level)
         if on_created is not None:
             on_created()

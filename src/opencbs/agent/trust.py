@@ -40,7 +40,8 @@ The rule (:func:`check_backup_target`, :func:`check_restore_destination`,
 
 Filters (include/exclude) are not recorded: they only narrow what is read under the accepted
 sources. Paths are compared after ``os.path.abspath`` (``..`` and doubled slashes removed);
-sources as a set (their order does not matter).
+sources as a set (their order does not matter). An S3 destination's place is its key,
+``s3://bucket/prefix@endpoint`` (:func:`place_key`), in place of a folder.
 
 A folder that held the set's backups and is now missing or empty (a disk not mounted, a folder
 deleted or moved) is not silently made a new repository: :func:`held_backups` tells
@@ -63,6 +64,7 @@ from opencbs.agent.client import RemoteDestination, RemoteSet
 from opencbs.agent.spool import SpoolError
 from opencbs.errors import ExitCode, OpenCBSError
 from opencbs.fileio import write_atomic
+from opencbs.model.destinations import is_s3_url
 
 __all__ = [
     "TRUST_FILE",
@@ -77,6 +79,7 @@ __all__ = [
     "check_backup_target",
     "check_restore_destination",
     "held_backups",
+    "place_key",
     "record",
     "record_stored",
     "require_accepted_sources",
@@ -228,6 +231,13 @@ def _paths(paths: Iterable[str]) -> tuple[str, ...]:
     return tuple(os.path.abspath(p) for p in paths)
 
 
+def place_key(folder: str | os.PathLike[str]) -> str:
+    """How a destination's place is recorded and compared: a folder made absolute, an S3
+    location's key (``s3://bucket/prefix@endpoint``, ``model.destinations``) as it is."""
+    text = os.fspath(folder)
+    return text if is_s3_url(text) else os.path.abspath(text)
+
+
 def _shown(paths: Iterable[str]) -> str:
     return "[" + ", ".join(paths) + "]"
 
@@ -295,13 +305,13 @@ def _write(spool_dir: Path, known: Mapping[str, AcceptedSet]) -> None:
         raise TrustFileError(path, exc.strerror or str(exc)) from exc
 
 
-def record_stored(spool_dir: Path, set_id: str, folder: Path) -> None:
+def record_stored(spool_dir: Path, set_id: str, folder: str | os.PathLike[str]) -> None:
     """Record that a job of set ``set_id`` committed a snapshot in ``folder`` (``agent.job``):
     :func:`held_backups` says so from now on. A set not in the record is left out (a job run
     without the record: ``opencbs quickstart``'s own). A record of an older agent (no
     ``stored``) starts with every folder accepted for the set. Raises ``TrustFileError``,
     ``SpoolError``."""
-    path = os.path.abspath(folder)
+    path = place_key(folder)
     with _locked(spool_dir):
         known = accepted_sets(spool_dir)
         entry = known.get(set_id)
@@ -312,14 +322,14 @@ def record_stored(spool_dir: Path, set_id: str, folder: Path) -> None:
         _write(spool_dir, known)
 
 
-def held_backups(spool_dir: Path, set_id: str, folder: Path) -> bool:
+def held_backups(spool_dir: Path, set_id: str, folder: str | os.PathLike[str]) -> bool:
     """Whether ``folder`` held backups of set ``set_id`` as this agent knows (a job committed
     a snapshot there; without ``stored`` in the record, an older agent's: a folder accepted for
     the set). Raises ``TrustFileError``."""
     entry = accepted_sets(spool_dir).get(set_id)
     if entry is None:
         return False
-    path = os.path.abspath(folder)
+    path = place_key(folder)
     if entry.stored is not None:
         return path in entry.stored
     return path in entry.destinations.values()
@@ -395,20 +405,20 @@ def check_backup_target(
     spool_dir: Path,
     bset: RemoteSet,
     destination: RemoteDestination,
-    folder: Path,
+    folder: str | os.PathLike[str],
     *,
     consent: Consent = NO_CONSENT,
-    check_folder: Callable[[Path], None] | None = None,
+    check_folder: Callable[[], None] | None = None,
     on_note: OnNote = _silent,
 ) -> None:
     """Before a backup of ``bset`` to ``destination`` (at ``folder``): accept and record its
     sources and folder on first use, or when they are what the agent accepted, or with the
     owner's ``consent`` (rules in the module docstring); refuse a change the owner did not
     consent to. ``check_folder`` (the destination folder rule, ``agent.targets``) is called
-    with ``folder`` once the change is allowed and before anything is recorded. Raises
+    once the change is allowed and before anything is recorded. Raises
     ``TargetChanged`` (nothing was read or written, nothing recorded), ``TrustFileError`` and
     what ``check_folder`` raises."""
-    path = os.path.abspath(folder)
+    path = place_key(folder)
     known = accepted_sets(spool_dir)
     accepted = known.get(bset.id)
     found = changes(accepted, bset.settings.sources, destination.id, path)
@@ -418,7 +428,7 @@ def check_backup_target(
     if refused:
         raise _changed(spool_dir, bset, refused)
     if check_folder is not None:
-        check_folder(folder)
+        check_folder()
     first = accepted is None or accepted.sources is None
     # nothing new (a set renamed on the server is recorded under its new name: takeovers)
     if not found and not first and accepted is not None and accepted.name == bset.name:
@@ -470,7 +480,7 @@ def check_restore_destination(
     spool_dir: Path,
     bset: RemoteSet,
     destination: RemoteDestination,
-    folder: Path,
+    folder: str | os.PathLike[str],
     *,
     accept: bool = False,
     on_note: OnNote = _silent,
@@ -479,7 +489,7 @@ def check_restore_destination(
     ``bset``: it is a folder accepted for that set (any of its destinations), or ``accept``
     (``--accept-server-changes``) records it. Unlike a backup, a set never used here is not
     accepted on first use. Raises ``TargetChanged`` (nothing read) or ``TrustFileError``."""
-    path = os.path.abspath(folder)
+    path = place_key(folder)
     accepted = accepted_sets(spool_dir).get(bset.id)
     if accepted is not None and path in accepted.destinations.values():
         return

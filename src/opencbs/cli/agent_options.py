@@ -17,23 +17,30 @@ from typing import Any
 import click
 
 from opencbs.agent import spool
-from opencbs.cli.common import CliState, NonEmptyPath, show_name
+from opencbs.agent.storage import UPLOAD_JOURNAL, S3Access
+from opencbs.cli.common import CliState, NonEmptyPath, require_text_paths, show_name
 from opencbs.errors import InvalidInput
+from opencbs.model.destinations import DestinationAddress, is_s3_url, parse_destination
 from opencbs.settings import SETTING_NAMES, Settings
 
 __all__ = [
     "CA_FILE",
     "DESTINATION",
+    "S3_ENDPOINT",
+    "S3_REGION",
+    "DestinationText",
     "ENCRYPTION_FILE",
     "LOGIN",
     "PASSWORD_STDIN",
     "SERVER",
     "backup_password",
     "chosen_set",
+    "destination_address",
     "encryption_password",
     "quiet_http_log",
     "report_spool_dir",
     "require_login",
+    "s3_access",
     "with_agent_settings",
 ]
 
@@ -75,13 +82,75 @@ ENCRYPTION_FILE = click.option(
     help="File whose first line is the repository's encryption password [else "
     "env OPENCBS_ENCRYPTION_PASSWORD, the config file, or a prompt].",
 )
+
+
+class DestinationText(click.ParamType):  # type: ignore[type-arg]
+    """A destination as typed: a folder or ``s3://bucket/prefix`` (kept as text: a ``Path``
+    would fold the ``//``); empty is refused (exit code 2), as for ``NonEmptyPath``."""
+
+    name = "destination"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail("must not be empty; give a folder or s3://BUCKET/PREFIX", param, ctx)
+        return value
+
+
 DESTINATION = click.option(
     "--destination",
-    type=NonEmptyPath(file_okay=False, path_type=Path),
+    type=DestinationText(),
     default=None,
-    metavar="PATH",
-    help="Folder of the local destination (the repository).",
+    metavar="PATH|s3://BUCKET/PREFIX",
+    help="The destination (the repository): a folder, or an S3 bucket and prefix with "
+    "--s3-endpoint.",
 )
+S3_ENDPOINT = click.option(
+    "--s3-endpoint",
+    "s3_endpoint",
+    default=None,
+    metavar="URL",
+    help="URL of the S3 server of an s3:// destination [env OPENCBS_S3_ENDPOINT; default: AWS].",
+)
+S3_REGION = click.option(
+    "--s3-region",
+    "s3_region",
+    default=None,
+    metavar="REGION",
+    help="Signing region of an s3:// destination [env OPENCBS_S3_REGION; default us-east-1].",
+)
+
+
+def destination_address(
+    settings: Settings, text: str | None, *, option: str = "--destination"
+) -> DestinationAddress | None:
+    """The destination ``text`` names (``None`` for none): a folder, or an S3 location with
+    the settings ``s3_endpoint`` and ``s3_region`` (``--s3-endpoint``/``--s3-region``). A
+    folder that is not UTF-8 text is refused (``require_text_paths``). Raises
+    ``InvalidInput`` naming ``option``."""
+    if text is None:
+        return None
+    if not is_s3_url(text):
+        require_text_paths((), text, destination_option=option)
+        return parse_destination(text)
+    try:
+        return parse_destination(
+            text, s3_endpoint=settings.s3_endpoint, s3_region=settings.s3_region
+        )
+    except InvalidInput as exc:
+        raise InvalidInput(f"{option}: {exc.message}", exc.hint) from None
+
+
+def s3_access(settings: Settings) -> S3Access:
+    """How this agent reaches S3 (``agent.storage.S3Access``): the access key of its settings
+    (or the standard AWS chain), the profile, and the journal of open uploads in
+    ``<data_dir>/s3-uploads``."""
+    return S3Access(
+        access_key_id=settings.s3_access_key_id,
+        secret_access_key=settings.s3_secret_access_key,
+        profile=settings.s3_profile,
+        journal_dir=settings.data_dir / UPLOAD_JOURNAL,
+    )
+
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 

@@ -38,13 +38,16 @@ each run); exit code 7 only when there are none.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
-from opencbs.agent.client import AgentClient
+from opencbs.agent.client import AgentClient, RemoteSet
 from opencbs.agent.job import JobOutcome
+from opencbs.agent.storage import S3Access, UnusableStorage, open_storage
 from opencbs.agent.targets import (
+    REFUSALS,
     Consent,
     Target,
     accept_target,
@@ -52,17 +55,25 @@ from opencbs.agent.targets import (
     sets_or_remembered,
     usable_destination,
 )
+from opencbs.agent.targets import (
+    destination_address as address_of,
+)
 from opencbs.cli.agent_options import (
     CA_FILE,
     ENCRYPTION_FILE,
     LOGIN,
     PASSWORD_STDIN,
+    S3_ENDPOINT,
+    S3_REGION,
     SERVER,
+    DestinationText,
     backup_password,
     chosen_set,
+    destination_address,
     encryption_password,
     report_spool_dir,
     require_login,
+    s3_access,
     with_agent_settings,
 )
 from opencbs.cli.backup_run import (
@@ -73,8 +84,9 @@ from opencbs.cli.backup_run import (
     print_outcome,
     run_job,
 )
-from opencbs.cli.common import NonEmptyPath, note, print_json, require_text_paths
-from opencbs.errors import ExitCode, InvalidInput
+from opencbs.cli.common import NonEmptyPath, echo, note, print_json, require_text_paths, show_name
+from opencbs.destinations.base import DestinationError, Storage
+from opencbs.errors import ExitCode, InvalidInput, OpenCBSError
 from opencbs.reports.vocabulary import JobMode
 from opencbs.settings import Settings
 
@@ -115,19 +127,20 @@ __all__ = ["backup"]
 )
 @click.option(
     "--destination",
-    type=NonEmptyPath(file_okay=False, path_type=Path),
+    type=DestinationText(),
     default=None,
-    metavar="PATH",
-    help="Folder of the local destination: on first use the set's; "
-    "else which of the set's destinations (default: its first).",
+    metavar="PATH|s3://BUCKET/PREFIX",
+    help="The destination: a folder, or an S3 bucket and prefix (with --s3-endpoint); on "
+    "first use the set's; else which of the set's destinations (default: every one, a job "
+    "each).",
 )
 @click.option(
     "--add-destination",
-    type=NonEmptyPath(file_okay=False, path_type=Path),
+    type=DestinationText(),
     default=None,
-    metavar="PATH",
-    help="Add this folder to an existing set as a new local destination and back up "
-    "to it (a full backup).",
+    metavar="PATH|s3://BUCKET/PREFIX",
+    help="Add this folder or S3 location to an existing set as a new destination and back "
+    "up to it (a full backup).",
 )
 @click.option(
     "--accept-server-changes",
@@ -151,7 +164,9 @@ __all__ = ["backup"]
     is_flag=True,
     help="Print the job's outcome as one JSON object (progress and notes stay on stderr).",
 )
-@with_agent_settings(SERVER, LOGIN, PASSWORD_STDIN, ENCRYPTION_FILE, CA_FILE)
+@with_agent_settings(
+    SERVER, LOGIN, PASSWORD_STDIN, ENCRYPTION_FILE, CA_FILE, S3_ENDPOINT, S3_REGION
+)
 def backup(
     settings: Settings,
     *,
@@ -159,8 +174,8 @@ def backup(
     sources: tuple[Path, ...],
     excludes: tuple[str, ...],
     includes: tuple[str, ...],
-    destination: Path | None,
-    add_destination: Path | None,
+    destination: str | None,
+    add_destination: str | None,
     accept_server_changes: bool,
     new_repository: bool,
     scheduled: bool,
@@ -169,25 +184,29 @@ def backup(
     password_stdin: bool,
     encryption_password_file: Path | None,
 ) -> int:
-    """Run one backup job of a backup set and report it to the server.
+    """Run a backup job of a backup set to each of its destinations, reported to the server.
 
-    On first use, --set NAME --source PATH… --destination PATH creates the set (a file backup
-    set with one local destination); --add-destination PATH adds a destination to an existing
-    set. The sources and destination folder are remembered: when the server later names others,
-    the backup is refused unless given on the command line or --accept-server-changes. Exit
-    code 0 when the job succeeds (with warnings or errors too), 130 when stopped
-    (Ctrl-C, SIGTERM), 9 when it fails."""
+    On first use, --set NAME --source PATH… --destination PATH|s3://BUCKET/PREFIX creates the
+    set (one destination: a folder, or an S3 bucket and prefix with --s3-endpoint URL);
+    --add-destination adds one to an existing set. Without --destination each destination of
+    the set gets a job, in turn. Sources and destinations are remembered: when the server
+    later names others, the backup is refused unless given on the command line or
+    --accept-server-changes. Exit code 0 when every job succeeds (with warnings or errors
+    too), 130 when stopped (Ctrl-C, SIGTERM), 9 when a job fails."""
     _check_paths(sources, destination, add_destination)
+    named = destination_address(
+        settings,
+        destination or add_destination,
+        option="--destination" if add_destination is None else "--add-destination",
+    )
     login = require_login(settings)
     password = backup_password(settings, from_stdin=password_stdin)
     repo_password = encryption_password(settings, encryption_password_file)
     url = settings.effective_server_url
     spool_dir = report_spool_dir(settings, login)
+    access = s3_access(settings)
     told: list[str] = []  # the server could not be reached: said once, here
-
-    def unreachable(text: str) -> None:
-        told.append(text)
-        note(f"opencbs: {text}")
+    unreachable = functools.partial(_said_unreachable, told)
 
     with AgentClient(url, login, password, ca_file=settings.ca_file) as client:
         found = sets_or_remembered(client, url, login, spool_dir, on_note=unreachable)
@@ -196,37 +215,124 @@ def backup(
             found,
             chosen_set(settings, set_ref),
             sources=sources,
-            destination=destination or add_destination,
+            destination=named,
             excludes=excludes,
             includes=includes,
             add_destination=add_destination is not None,
-            check_destination=functools.partial(usable_destination, password=repo_password),
+            check_destination=functools.partial(
+                usable_destination, password=repo_password, access=access
+            ),
             on_note=note,
         )
-        # what the server names must be what the owner accepted (agent.trust)
-        named = (destination or add_destination) is not None
-        consent = Consent(
-            sources=bool(sources),
-            destination=named,
-            server_changes=accept_server_changes,
-            new_repository=new_repository,
-        )
-        accept_target(
-            spool_dir, target, consent=consent, on_note=lambda text: note(f"opencbs: {text}")
-        )
-        outcome = run_job(
-            client,
-            target,
-            repo_password,
+        run = _Run(
+            client=client,
+            settings=settings,
+            spool_dir=spool_dir,
+            access=access,
+            repo_password=repo_password,
+            # what the server names must be what the owner accepted (agent.trust)
+            consent=Consent(
+                sources=bool(sources),
+                destination=named is not None,
+                server_changes=accept_server_changes,
+                new_repository=new_repository,
+            ),
             mode=JobMode.SCHEDULED if scheduled else JobMode.MANUAL,
             as_json=as_json,
             verbose=verbose,
-            spool_dir=spool_dir,
-            zone=settings.tz(),
-            state_dir=settings.data_dir,
-            progress_interval=settings.progress_interval,
         )
-    return _finish(outcome, target, as_json=as_json, unreachable_told=bool(told))
+        if named is not None or len(target.bset.destinations) < 2:
+            outcome = run.one(target)
+            return _finish(outcome, target, as_json=as_json, unreachable_told=bool(told))
+        return _run_each(run, target.bset, unreachable_told=bool(told))
+
+
+def _said_unreachable(told: list[str], text: str) -> None:
+    """Say that the server cannot be reached (once, by ``sets_or_remembered``); kept in
+    ``told`` so the outcome does not repeat why."""
+    told.append(text)
+    note(f"opencbs: {text}")
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every job of one ``backup`` command shares."""
+
+    client: AgentClient
+    settings: Settings
+    spool_dir: Path
+    access: S3Access
+    repo_password: str
+    consent: Consent
+    mode: JobMode
+    as_json: bool
+    verbose: bool
+
+    def one(self, target: Target) -> JobOutcome:
+        """One job of ``target``: its destination accepted (``agent.trust``), then run. A
+        destination that cannot be reached or used is the job's failure, reported to the
+        server (``agent.storage.UnusableStorage``); the agent's own refusals
+        (``agent.targets.REFUSALS``, ``TargetChanged``) raise before any job."""
+        storage: Storage = open_storage(target.address, self.access)
+        try:
+            accept_target(
+                self.spool_dir,
+                target,
+                storage,
+                consent=self.consent,
+                on_note=lambda text: note(f"opencbs: {text}"),
+            )
+        except DestinationError as exc:
+            if isinstance(exc, REFUSALS):
+                raise
+            storage = UnusableStorage(target.where, exc)
+        return run_job(
+            self.client,
+            target,
+            self.repo_password,
+            storage=storage,
+            mode=self.mode,
+            as_json=self.as_json,
+            verbose=self.verbose,
+            spool_dir=self.spool_dir,
+            zone=self.settings.tz(),
+            state_dir=self.settings.data_dir,
+            progress_interval=self.settings.progress_interval,
+        )
+
+
+def _run_each(run: _Run, bset: RemoteSet, *, unreachable_told: bool) -> int:
+    """One job per destination of ``bset``, one after another, each with its own outcome: a
+    destination that fails (or is refused before its job) does not stop the others. Prints
+    each outcome (``--json``: ``{"jobs": [outcome, …]}``, a destination refused before its job
+    as ``{"destination_id", "error", "exit_code"}``); the exit code is the first non-zero one
+    (module docstring), 0 when every job succeeded."""
+    codes: list[int] = []
+    documents: list[dict[str, object]] = []
+    for d in bset.destinations:
+        try:
+            target = Target(bset, d, address_of(d))
+            if not run.as_json:
+                echo(f"destination {show_name(d.name)} ({d.id}): {show_name(target.where)}")
+            outcome = run.one(target)
+        except OpenCBSError as exc:
+            note(f"opencbs: error: destination {show_name(d.name)} ({d.id}): {exc.message}")
+            if exc.hint:
+                note(f"hint: {exc.hint}")
+            codes.append(int(exc.exit_code))
+            documents.append(
+                {"destination_id": d.id, "error": exc.message, "exit_code": int(exc.exit_code)}
+            )
+            continue
+        if run.as_json:
+            documents.append(outcome_json(outcome))
+            print_delivery_notes(outcome, unreachable_told=unreachable_told)
+            codes.append(_code(outcome, target))
+        else:
+            codes.append(_finish(outcome, target, as_json=False, unreachable_told=unreachable_told))
+    if run.as_json:
+        print_json({"jobs": documents})
+    return next((c for c in codes if c), 0)
 
 
 def _finish(outcome: JobOutcome, target: Target, *, as_json: bool, unreachable_told: bool) -> int:
@@ -237,26 +343,28 @@ def _finish(outcome: JobOutcome, target: Target, *, as_json: bool, unreachable_t
         print_delivery_notes(outcome, unreachable_told=unreachable_told)
     else:
         print_outcome(outcome, target, unreachable_told=unreachable_told)
+    return _code(outcome, target)
+
+
+def _code(outcome: JobOutcome, target: Target) -> int:
+    """The exit code of one job (module docstring), its failure said on stderr."""
     code = exit_code_of(outcome.status)
     if code == ExitCode.JOB_FAILED:
-        print_job_failure(outcome, target.path)
+        print_job_failure(outcome, target.address)
     if code == ExitCode.SUCCESS and outcome.report_lost:
         return ExitCode.UNAVAILABLE
     return code
 
 
 def _check_paths(
-    sources: tuple[Path, ...], destination: Path | None, add_destination: Path | None
+    sources: tuple[Path, ...], destination: str | None, add_destination: str | None
 ) -> None:
     """The paths given, before anything is asked: not both destination options, and every
-    path text (``require_text_paths``). Raises ``InvalidInput``."""
+    source path text (``require_text_paths``; a destination's is checked as it is parsed).
+    Raises ``InvalidInput``."""
     if destination is not None and add_destination is not None:
         raise InvalidInput(
             "give --destination or --add-destination, not both",
             "--add-destination PATH adds PATH to an existing set",
         )
-    require_text_paths(
-        sources,
-        destination or add_destination,
-        destination_option="--destination" if add_destination is None else "--add-destination",
-    )
+    require_text_paths(sources, None)

@@ -37,12 +37,15 @@ from opencbs.agent.job import (
     OnChange,
     run_backup,
 )
-from opencbs.agent.targets import Target, open_repository
+from opencbs.agent.storage import UnusableStorage
+from opencbs.agent.targets import REFUSALS, Target, open_repository
 from opencbs.cli.common import echo, note, show_name
 from opencbs.cli.progress import BackupProgress, Ending
-from opencbs.destinations.local import LocalStorage
+from opencbs.destinations.base import DestinationError, Storage
 from opencbs.engine.entries import display_path
+from opencbs.engine.repository import Repository
 from opencbs.errors import ExitCode
+from opencbs.model.destinations import DEFAULT_S3_REGION, DestinationAddress
 from opencbs.reports.vocabulary import FILE_LISTS, JobMode, JobStatus, LogType
 from opencbs.settings import DEFAULT_PROGRESS_INTERVAL
 
@@ -58,7 +61,10 @@ __all__ = [
     "print_job_failure",
     "print_job_message",
     "print_outcome",
+    "destination_arguments",
     "run_job",
+    "snapshots_command",
+    "verify_command",
 ]
 
 
@@ -125,6 +131,7 @@ def run_job(
     mode: JobMode,
     as_json: bool,
     verbose: bool,
+    storage: Storage,
     spool_dir: Path | None = None,
     zone: tzinfo | None = None,
     state_dir: Path | None = None,
@@ -133,21 +140,29 @@ def run_job(
     """One backup job of ``target`` with progress on stderr, each warning and error of the job
     said on stderr as it happens (:func:`print_job_message`, above the progress bar),
     Ctrl-C/SIGTERM stopping it cleanly, and (``verbose``) each change printed with its reason.
-    The repository is opened (or on first use created, said in one line on stderr) first,
-    so a wrong encryption password stops before any job starts. ``state_dir``: the agent's
-    data_dir (``JobOptions.state_dir``); ``progress_interval``: seconds between progress
-    lines off a terminal. Raises ``WrongPassword``, ``DestinationError``,
+    The repository in ``storage`` (the target's destination: ``agent.storage.open_storage``)
+    is opened (or on first use created, said in one line on stderr) first, so a wrong
+    encryption password stops before any job starts; a destination that cannot be reached or
+    used then (an S3 server down, credentials refused) is the job's failure instead
+    (``BS_STOP_BY_SYSTEM_ERROR``, reported to the server: ``agent.storage.UnusableStorage``).
+    ``state_dir``: the agent's data_dir (``JobOptions.state_dir``); ``progress_interval``:
+    seconds between progress lines off a terminal. Raises ``WrongPassword``, ``DestinationError``,
     ``ServerUnreachable``, ``AgentApiError``."""
     level = target.bset.settings.compression.level
-    storage = LocalStorage(target.path)
-    repo = open_repository(
-        storage,
-        password,
-        compression_level=level,
-        on_created=lambda: note(
-            f"opencbs: created a new repository in {show_name(str(target.path))}"
-        ),
-    )
+    repo: Repository | None = None
+    try:
+        repo = open_repository(
+            storage,
+            password,
+            compression_level=level,
+            on_created=lambda: note(
+                f"opencbs: created a new repository in {show_name(target.where)}"
+            ),
+        )
+    except DestinationError as exc:
+        if isinstance(exc, REFUSALS):
+            raise
+        storage = UnusableStorage(target.where, exc)  # the job fails and says why
     cancel = threading.Event()
     title = f"backup {target.bset.name}"
     # signals first: once progress shows "started", Ctrl-C and SIGTERM stop the job cleanly
@@ -324,15 +339,15 @@ def exit_code_of(status: JobStatus) -> ExitCode:
     return ExitCode.JOB_FAILED
 
 
-def print_job_failure(outcome: JobOutcome, path: Path) -> None:
+def print_job_failure(outcome: JobOutcome, address: DestinationAddress) -> None:
     """On stderr, for a job that ended ``BS_STOP_BY_SYSTEM_ERROR`` (the destination failed,
     or the scan's helper process did: ``agent.backup``): the error line and a hint, as for any
-    other failure of a command."""
+    other failure of a command; ``address``: the job's destination."""
     said = any(m.type is LogType.ERROR and m.text == outcome.message for m in outcome.messages)
     why = "" if said or not outcome.message else f": {show_name(outcome.message)}"
     note(f"opencbs: error: backup job {outcome.ref.job_id} failed ({outcome.status.value}){why}")
-    shown = show_name(str(path))
-    verify = f"opencbs verify --destination {shlex.quote(shown)}"
+    shown = show_name(str(address))
+    verify = verify_command(address)
     if outcome.message.startswith(NOTHING_BACKED_UP):
         note(
             "hint: the warnings above say why each source could not be read; check that the "
@@ -347,8 +362,39 @@ def print_job_failure(outcome: JobOutcome, path: Path) -> None:
             f"{verify})"
         )
         return
+    if address.s3 is not None:
+        note(
+            f"hint: check that the S3 server of {shown} is reachable and that the agent's "
+            "credentials may write the bucket (s3_access_key_id / AWS_ACCESS_KEY_ID), then run "
+            f"the backup again; the repository stays consistent (check it: {verify})"
+        )
+        return
     note(
         f"hint: free space on the destination {shown} or check that it is mounted and "
         "writable, then run the backup again; the repository stays consistent (check it: "
         f"{verify})"
     )
+
+
+def verify_command(address: DestinationAddress) -> str:
+    """The command line that verifies the repository at ``address`` (shell-quoted)."""
+    return f"opencbs verify {destination_arguments(address)}"
+
+
+def snapshots_command(address: DestinationAddress) -> str:
+    """The command line that lists the snapshots at ``address`` (shell-quoted)."""
+    return f"opencbs snapshots {destination_arguments(address)}"
+
+
+def destination_arguments(address: DestinationAddress) -> str:
+    """``--destination PATH``, or ``--destination s3://… --s3-endpoint URL`` (and
+    ``--s3-region`` when not the default), shell-quoted and escaped for the terminal."""
+    if address.s3 is None:
+        return f"--destination {shlex.quote(show_name(str(address)))}"
+    s3 = address.s3
+    line = f"--destination {shlex.quote(s3.url)}"
+    if s3.endpoint:
+        line += f" --s3-endpoint {shlex.quote(s3.endpoint)}"
+    if s3.region != DEFAULT_S3_REGION:
+        line += f" --s3-region {shlex.quote(s3.region)}"
+    return line

@@ -63,8 +63,10 @@ from opencbs.cli.common import (
     with_settings,
 )
 from opencbs.cli.serve import HOST, IDLE, PORT, stop_code
+from opencbs.destinations.local import LocalStorage
 from opencbs.errors import ConfigError, ExitCode, OpenCBSError
 from opencbs.fileio import write_atomic
+from opencbs.model.destinations import DestinationAddress
 from opencbs.model.passwords import PasswordRule
 from opencbs.reports.vocabulary import JobMode, SystemRole
 from opencbs.settings import Settings
@@ -461,11 +463,12 @@ def _backup(
         bset = find_set(found, setup.set_id)
         if bset is None:
             raise ConfigError(f"backup set {setup.set_id} is not visible to {setup.login!r}")
-        target = Target(bset, bset.destinations[0], setup.destination)
+        target = Target(bset, bset.destinations[0], DestinationAddress.local(setup.destination))
         outcome = run_job(
             client,
             target,
             setup.encryption_password,
+            storage=LocalStorage(setup.destination),
             mode=JobMode.MANUAL,
             as_json=False,
             verbose=verbose,

@@ -13,7 +13,6 @@ jobs with their set's name, of one set (``--set``) or hosts (``--host``).
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Mapping, Sequence
 from datetime import datetime, tzinfo
 from pathlib import Path
@@ -37,6 +36,7 @@ from opencbs.agent.snapshot_lookup import (
     set_label,
     set_names,
 )
+from opencbs.agent.storage import open_storage
 from opencbs.agent.targets import locate_destination
 from opencbs.cli.agent_options import (
     CA_FILE,
@@ -44,16 +44,21 @@ from opencbs.cli.agent_options import (
     ENCRYPTION_FILE,
     LOGIN,
     PASSWORD_STDIN,
+    S3_ENDPOINT,
+    S3_REGION,
     SERVER,
+    DestinationText,
     backup_password,
+    destination_address,
     encryption_password,
     report_spool_dir,
     require_login,
+    s3_access,
     with_agent_settings,
 )
+from opencbs.cli.backup_run import snapshots_command, verify_command
 from opencbs.cli.common import (
     JSON,
-    NonEmptyPath,
     console,
     echo,
     note,
@@ -62,6 +67,7 @@ from opencbs.cli.common import (
     show_name,
 )
 from opencbs.cli.progress import RestoreProgressView, activity
+from opencbs.destinations.base import DestinationError, Storage
 from opencbs.destinations.local import LocalStorage
 from opencbs.engine.entries import display_path
 from opencbs.engine.manifest import load_anchor, remember
@@ -69,6 +75,7 @@ from opencbs.engine.repo_errors import RepositoryNotFound, SnapshotNotFound
 from opencbs.engine.repo_verify import VerifyProblem
 from opencbs.engine.repository import Repository, SnapshotInfo
 from opencbs.errors import ExitCode, InvalidInput, OpenCBSError
+from opencbs.model.destinations import DestinationAddress
 from opencbs.reports.timefmt import local_zone
 from opencbs.reports.wording import plural
 from opencbs.settings import Settings
@@ -83,14 +90,21 @@ __all__ = [
 ]
 
 
-def open_existing_repository(folder: Path, password: str) -> Repository:
-    """The repository in the local destination ``folder`` (never created here). Raises
-    ``RepositoryNotFound`` naming the folder as typed (escaped), ``WrongPassword``,
-    ``DestinationError``."""
+def open_existing_repository(
+    settings: Settings, address: DestinationAddress, password: str
+) -> tuple[Storage, Repository]:
+    """The storage and repository at ``address``: a folder, or an S3 location reached as the
+    agent's settings say (``cli.agent_options.s3_access``); never created here. Raises
+    ``RepositoryNotFound`` naming the destination as typed (escaped), ``WrongPassword``,
+    ``DestinationError`` (an S3 server unreachable, credentials refused, a bucket missing)."""
+    where = show_name(str(address))
+    if address.path is not None and not address.path.is_dir():
+        raise RepositoryNotFound(where)
+    storage = open_storage(address, s3_access(settings))
     try:
-        return Repository.open(LocalStorage(folder), password)
+        return storage, Repository.open(storage, password)
     except RepositoryNotFound:
-        raise RepositoryNotFound(show_name(str(folder))) from None
+        raise RepositoryNotFound(where) from None
 
 
 @click.command()
@@ -131,13 +145,15 @@ def open_existing_repository(folder: Path, password: str) -> Repository:
     "this agent never accepted it for that set (and remember it).",
 )
 @JSON
-@with_agent_settings(SERVER, LOGIN, PASSWORD_STDIN, ENCRYPTION_FILE, CA_FILE)
+@with_agent_settings(
+    SERVER, LOGIN, PASSWORD_STDIN, ENCRYPTION_FILE, CA_FILE, S3_ENDPOINT, S3_REGION
+)
 def restore(
     settings: Settings,
     *,
     job_or_snapshot: str,
     set_ref: str | None,
-    destination: Path | None,
+    destination: str | None,
     target: str,
     paths: tuple[str, ...],
     same_owner: bool,
@@ -161,18 +177,17 @@ def restore(
     # everything that can fail is checked before anything is created: the repository opened,
     # the snapshot and paths found; then the target is created and "started" shown
     _check_target_arg(target)
-    set_id, folder = _restore_source(
+    set_id, address = _restore_source(
         settings,
         set_ref=set_ref,
-        destination=destination,
+        destination=destination_address(settings, destination),
         password_stdin=password_stdin,
         accept=accept_server_changes,
     )
     repo_password = encryption_password(settings, encryption_password_file)
-    storage = LocalStorage(folder)
-    repo = open_existing_repository(folder, repo_password)
+    storage, repo = open_existing_repository(settings, address, repo_password)
     ref, wanted = _restore_selection(
-        repo, job_or_snapshot, paths, set_id, data_dir=settings.data_dir, folder=folder
+        repo, job_or_snapshot, paths, set_id, data_dir=settings.data_dir, address=address
     )
     folder_ = _restore_target(target)
     title = f"restore {show_name(job_or_snapshot)} into {show_name(target)}"
@@ -198,9 +213,8 @@ def restore(
                 print_json(restore_json(exc.result))
             _warn_failed(exc.result)
             exc.hint = (
-                "check the repository with `opencbs verify --destination "
-                f"{shlex.quote(show_name(str(folder)))} --read-data`; restore the damaged "
-                "files from another copy"
+                f"check the repository with `{verify_command(address)} --read-data`; restore "
+                "the damaged files from another copy"
             )
             raise
     if as_json:
@@ -315,13 +329,13 @@ def _restore_selection(
     set_id: str | None,
     *,
     data_dir: Path,
-    folder: Path,
+    address: DestinationAddress,
 ) -> tuple[str, list[bytes] | None]:
     """The ID of the snapshot to restore (``ref``: a job ID, a snapshot ID or a unique prefix
     of one, or ``latest``: the newest of the set, its errors naming the sets by the names
     recorded or accepted in ``data_dir``) and the raw snapshot paths of ``paths`` (``None``:
     everything). Raises ``AmbiguousSnapshot``, ``PathNotInSnapshot``, ``SeveralSets`` and
-    ``SnapshotNotFound`` (its hint: list the snapshots of ``folder``)."""
+    ``SnapshotNotFound`` (its hint: list the snapshots of ``address``)."""
     names = None
     if ref == LATEST:
         names = set_names(repo.list_snapshots(), accepted_set_names(data_dir))
@@ -331,7 +345,7 @@ def _restore_selection(
         )
     except SnapshotNotFound as exc:
         exc.hint = exc.hint or (
-            f"list them: opencbs snapshots --destination {show_name(str(folder))} (a job ID, "
+            f"list them: {snapshots_command(address)} (a job ID, "
             "a snapshot ID or 8+ of its first characters, or latest)"
         )
         raise
@@ -342,10 +356,10 @@ def _restore_source(
     settings: Settings,
     *,
     set_ref: str | None,
-    destination: Path | None,
+    destination: DestinationAddress | None,
     password_stdin: bool,
     accept: bool,
-) -> tuple[str | None, Path]:
+) -> tuple[str | None, DestinationAddress]:
     """The set ID to filter by and the destination folder; the server is asked only when a set
     name must be looked up or no ``--destination`` is given (a folder it names must be one the
     agent accepted for the set, or ``accept``: ``agent.trust``)."""
@@ -354,7 +368,8 @@ def _restore_source(
     if set_ref is None:
         raise InvalidInput(
             "no destination given",
-            "use --destination PATH (or --set NAME|ID to look it up on the server)",
+            "use --destination PATH|s3://BUCKET/PREFIX (or --set NAME|ID to look it up on the "
+            "server)",
         )
     login = require_login(settings)
     password = backup_password(settings, from_stdin=password_stdin)
@@ -393,19 +408,20 @@ def _problem_json(problem: VerifyProblem) -> dict[str, object]:
 @click.option(
     "--destination",
     required=True,
-    type=NonEmptyPath(file_okay=False, path_type=Path),
-    metavar="PATH",
-    help="Folder of the local destination (the repository).",
+    type=DestinationText(),
+    metavar="PATH|s3://BUCKET/PREFIX",
+    help="The destination (the repository): a folder, or an S3 bucket and prefix with "
+    "--s3-endpoint.",
 )
 @click.option(
     "--read-data", is_flag=True, help="Also read, decrypt and hash every stored chunk (slow)."
 )
 @JSON
-@with_agent_settings(ENCRYPTION_FILE)
+@with_agent_settings(ENCRYPTION_FILE, S3_ENDPOINT, S3_REGION)
 def verify(
     settings: Settings,
     *,
-    destination: Path,
+    destination: str,
     read_data: bool,
     as_json: bool,
     encryption_password_file: Path | None,
@@ -416,11 +432,12 @@ def verify(
     byte. Each damaged object is one `damaged:` line on stdout (a pack once, with how many of
     its chunks are damaged and what uses them); then one error line on stderr with their
     number, and exit code 8."""
-    _must_exist(destination)
+    address = _given(settings, destination)
     repo_password = encryption_password(settings, encryption_password_file)
-    repo = open_existing_repository(destination, repo_password)
+    storage, repo = open_existing_repository(settings, address, repo_password)
     anchor = load_anchor(settings.data_dir, repo.config.repo_id)
-    with activity(f"verifying {destination}", quiet=as_json):
+    with activity(f"verifying {address}", quiet=as_json):
+        _clean_interrupted_uploads(storage)
         result = repo.verify(read_data=read_data, anchor=anchor)
     if result.ok:
         _remember_list(settings, repo)
@@ -449,7 +466,7 @@ def verify(
         return ExitCode.SUCCESS
     what = "listed above" if not as_json else "listed in the JSON document"
     note(
-        f"opencbs: error: the repository at {show_name(str(destination))} is damaged: "
+        f"opencbs: error: the repository at {show_name(str(address))} is damaged: "
         f"{plural(len(result.errors), 'problem')} ({what})"
     )
     note(f"hint: {verify_hint(result.errors)}")
@@ -488,9 +505,10 @@ def verify_hint(problems: Sequence[VerifyProblem]) -> str:
 @click.option(
     "--destination",
     required=True,
-    type=NonEmptyPath(file_okay=False, path_type=Path),
-    metavar="PATH",
-    help="Folder of the local destination (the repository).",
+    type=DestinationText(),
+    metavar="PATH|s3://BUCKET/PREFIX",
+    help="The destination (the repository): a folder, or an S3 bucket and prefix with "
+    "--s3-endpoint.",
 )
 @click.option(
     "--set",
@@ -509,11 +527,11 @@ def verify_hint(problems: Sequence[VerifyProblem]) -> str:
     "repeatable: any of them).",
 )
 @JSON
-@with_agent_settings(ENCRYPTION_FILE)
+@with_agent_settings(ENCRYPTION_FILE, S3_ENDPOINT, S3_REGION)
 def snapshots(
     settings: Settings,
     *,
-    destination: Path,
+    destination: str,
     set_ref: str | None,
     hosts: tuple[str, ...],
     as_json: bool,
@@ -521,9 +539,9 @@ def snapshots(
 ) -> None:
     """List the snapshots (completed backup jobs) in a destination, oldest first, with their
     backup set's name (as the job recorded it, or as this agent accepted the set) and ID."""
-    _must_exist(destination)
+    address = _given(settings, destination)
     repo_password = encryption_password(settings, encryption_password_file)
-    repo = open_existing_repository(destination, repo_password)
+    _storage, repo = open_existing_repository(settings, address, repo_password)
     infos = repo.list_snapshots()
     accepted = accepted_set_names(settings.data_dir)
     names = set_names(infos, accepted)
@@ -533,7 +551,7 @@ def snapshots(
         if not set_ids:
             held = sorted({i.meta.set_id for i in infos})
             raise SetNotInDestination(
-                set_ref, [set_label(i, names) for i in held], where=show_name(str(destination))
+                set_ref, [set_label(i, names) for i in held], where=show_name(str(address))
             )
     rows = _snapshot_rows(
         select_snapshots(infos, set_ids=set_ids, hosts=hosts), names, local_zone(settings.timezone)
@@ -541,14 +559,14 @@ def snapshots(
     if as_json:
         print_json(rows)
         return
-    title = _listing_title(len(rows), destination, set_ref, hosts)
+    title = _listing_title(len(rows), str(address), set_ref, hosts)
     if not rows:  # a title, not an empty table's frame
         echo(title)
         return
     _print_snapshots(rows, escape_markup(title))  # a table's title goes through rich's markup
 
 
-def _listing_title(n: int, destination: Path, set_ref: str | None, hosts: Sequence[str]) -> str:
+def _listing_title(n: int, destination: str, set_ref: str | None, hosts: Sequence[str]) -> str:
     """``3 snapshots of set docs on host vm in /srv/b`` (the filters as given; escaped for the
     terminal)."""
     of_set = f" of set {set_ref}" if set_ref is not None else ""
@@ -639,6 +657,26 @@ def _remember_list(settings: Settings, repo: Repository) -> None:
         note(f"opencbs: cannot remember the snapshot list in {settings.data_dir}: {exc}")
 
 
-def _must_exist(destination: Path) -> None:
-    if not destination.is_dir():
-        raise RepositoryNotFound(show_name(str(destination)))
+def _given(settings: Settings, destination: str) -> DestinationAddress:
+    """The ``--destination`` given (a folder or an S3 location). Raises ``InvalidInput``."""
+    address = destination_address(settings, destination)
+    assert address is not None
+    return address
+
+
+def _clean_interrupted_uploads(storage: Storage) -> None:
+    """Before a verify: abort the multipart uploads an agent killed mid-upload left in an S3
+    destination (parts that cost money and that nothing lists; ``S3Storage
+    .remove_stale_temporaries``). A failure is a note: the verify says what it finds."""
+    if isinstance(storage, LocalStorage):
+        return  # a folder's leftover temporaries are the next backup's to remove
+    clean = getattr(storage, "remove_stale_temporaries", None)
+    if clean is None:
+        return
+    try:
+        removed = clean()
+    except DestinationError as exc:
+        note(f"opencbs: cannot clean up interrupted uploads in the destination: {exc.message}")
+        return
+    if removed:
+        note(f"opencbs: aborted {plural(removed, 'interrupted upload')} left in the destination")
