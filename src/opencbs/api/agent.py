@@ -12,7 +12,9 @@ Answers: JSON objects; IDs are strings (cbs-api.md §1), times epoch ms, sizes b
 settings are ``opencbs.model.sets.BackupSetSettings``, a job is answered as its record,
 ``opencbs.model.jobs.JobRecord`` (built by ``opencbs.store.jobs.job_record``). Errors:
 ``{"error": code, "message", "hint"}`` with 400 (unusable input, e.g. a source or destination
-path that is not valid UTF-8 text: sets are stored and served as JSON text), 401, 404, 409
+path that is not valid UTF-8 text: sets are stored and served as JSON text; a destination's
+settings holding a credential; an ``S3`` destination whose settings are not a location), 401,
+404, 409
 (duplicate job, finished job, duplicate name), 503 (database); 413 for a body over the route's
 byte limit and 422 for a body that does not match the schema (``{"error": "invalid_input",
 "detail": [...]}``).
@@ -115,7 +117,10 @@ def error_answer(description: str) -> dict[str, Any]:
 
 #: Answers every operation can give (issue 11: the documented codes are the real ones).
 COMMON_ANSWERS: dict[int | str, dict[str, Any]] = {
-    400: error_answer("Input that cannot be used as given (e.g. a path that is not UTF-8 text)."),
+    400: error_answer(
+        "Input that cannot be used as given (e.g. a path that is not UTF-8 text, a "
+        "destination's settings holding a credential)."
+    ),
     401: error_answer(
         "No, malformed or wrong credentials, or a disabled account (answered before the "
         "body is read)."
@@ -268,8 +273,11 @@ DestSettings = Annotated[dict[str, Any], AfterValidator(_shallow)]
 
 
 class DestinationIn(_Model):
-    """A new destination: ``type`` e.g. ``LOCAL``; ``settings`` its location, e.g.
-    ``{"path": "/srv/backup"}``."""
+    """A new destination: ``type`` e.g. ``LOCAL`` or ``S3``; ``settings`` its location, e.g.
+    ``{"path": "/srv/backup"}``, or ``{"bucket", "prefix", "endpoint", "region"}`` for ``S3``
+    (stored in normal form; ``opencbs.model.destinations``). Settings never hold credentials:
+    a key like ``secret_access_key``, ``password`` or ``token`` is a 400
+    (``sets.destination_settings``)."""
 
     name: Name
     type: str = Field(min_length=1, max_length=32, pattern=r"^[A-Z][A-Z0-9_]*$")
@@ -277,14 +285,16 @@ class DestinationIn(_Model):
 
 
 class DestinationPatch(_Model):
-    """Changes to a destination: a new name, and/or settings keys to replace."""
+    """Changes to a destination: a new name, and/or settings keys to replace (checked as
+    ``DestinationIn``'s; an ``S3`` destination's merged settings must still be a location)."""
 
     name: Name | None = None
     settings: DestSettings | None = None
 
 
 class DestinationOut(BaseModel):
-    """A destination of a backup set, in order (``position`` from 0)."""
+    """A destination of a backup set, in order (``position`` from 0); ``settings`` its location,
+    never a credential (refused where settings are written)."""
 
     id: str
     name: str

@@ -23,7 +23,14 @@ from opencbs.cli.common import (
     require_text_paths,
     with_settings,
 )
-from opencbs.errors import BackupUserNotFound
+from opencbs.errors import BackupUserNotFound, InvalidInput
+from opencbs.model.destinations import (
+    DEFAULT_S3_REGION,
+    S3,
+    S3Location,
+    is_s3_url,
+    parse_destination,
+)
 from opencbs.model.passwords import PasswordRule
 from opencbs.reports.vocabulary import SystemRole
 from opencbs.settings import Settings
@@ -265,11 +272,25 @@ def backup_set() -> None:
     "--destination",
     required=True,
     type=NonEmptyPath(file_okay=False),
-    metavar="PATH",
-    help="Folder of the local destination (repository).",
+    metavar="PATH|s3://BUCKET/PREFIX",
+    help="Folder of the local destination (repository), or an S3 bucket and prefix.",
 )
 @click.option(
-    "--destination-name", default="Local", show_default=True, help="Name of the destination."
+    "--s3-endpoint",
+    default=None,
+    metavar="URL",
+    help="URL of the S3-compatible server of an s3:// destination (default: AWS).",
+)
+@click.option(
+    "--s3-region",
+    default=None,
+    metavar="REGION",
+    help=f"Signing region of an s3:// destination [default: {DEFAULT_S3_REGION}].",
+)
+@click.option(
+    "--destination-name",
+    default=None,
+    help="Name of the destination [default: Local for a folder, S3 for s3://].",
 )
 @click.option(
     "--exclude",
@@ -294,16 +315,22 @@ def set_add(
     name: str,
     sources: tuple[str, ...],
     destination: str,
-    destination_name: str,
+    s3_endpoint: str | None,
+    s3_region: str | None,
+    destination_name: str | None,
     excludes: tuple[str, ...],
     sources_elsewhere: bool,
     as_json: bool,
 ) -> None:
-    """Add a file backup set NAME to backup user LOGIN, with one local destination.
+    """Add a file backup set NAME to backup user LOGIN, with one destination: a local folder,
+    or an S3 bucket (s3://BUCKET/PREFIX, --s3-endpoint for a server other than AWS). S3
+    credentials are the agent's, never given here.
 
     Each source must exist on this machine (exit code 2 otherwise; nothing is created), unless
     --sources-elsewhere says the agent runs on another machine."""
-    require_text_paths(sources, destination)
+    s3 = is_s3_url(destination)
+    require_text_paths(sources, None if s3 else destination)
+    where = parse_destination(destination, s3_endpoint=s3_endpoint, s3_region=s3_region)
     if not sources_elsewhere:
         require_sources(sources)
     config = {
@@ -319,9 +346,9 @@ def set_add(
                 conn,
                 owner.id,
                 created.id,
-                name=destination_name,
-                dest_type="LOCAL",
-                settings={"path": os.path.abspath(destination)},
+                name=destination_name or ("S3" if where.is_s3 else "Local"),
+                dest_type=where.type,
+                settings=where.settings(),
             )
             created = sets.get_set(conn, owner.id, created.id)
     finally:
@@ -367,9 +394,14 @@ def set_list(settings: Settings, *, login: str, as_json: bool) -> None:
 
 def _destination_cell(d: Destination) -> str:
     """A destination in the set table: ``ID NAME (TYPE): PATH`` (its folder, when its
-    settings name one)."""
-    path = d.settings.get("path")
-    return f"{d.id} {d.name} ({d.type})" + (f": {path}" if path else "")
+    settings name one), or ``ID NAME (S3): s3://BUCKET/PREFIX at ENDPOINT``."""
+    where: object = d.settings.get("path")
+    if d.type == S3:
+        try:
+            where = S3Location.from_settings(d.settings)
+        except InvalidInput:  # stored before S3 settings were checked
+            where = None
+    return f"{d.id} {d.name} ({d.type})" + (f": {where}" if where else "")
 
 
 def set_json(s: BackupSet) -> dict[str, Any]:

@@ -2,7 +2,12 @@
 
 A backup set's ``settings`` are a :class:`~opencbs.model.sets.BackupSetSettings` (``sources``,
 ``filters``, ``compression``, ``deduplication``), stored as its JSON form (``as_json``). A
-destination's ``settings`` hold its location (``{"path": ...}`` for a local folder).
+destination's ``settings`` hold its location (``opencbs.model.destinations``: ``{"path": ...}``
+for a ``LOCAL`` folder; ``bucket``, ``prefix``, ``endpoint``, ``region`` for ``S3``, checked and
+stored in their normal form). No destination's settings hold a credential: a key that looks like
+one (``secret_access_key``, ``password``, ``token`` …, at any depth) is refused with
+``InvalidInput`` where settings are written (``destination_settings``); the agent keeps its
+credentials itself.
 
 Names, sources, patterns and destination settings are stored and served as JSON text, so each
 must be valid Unicode without NUL (``opencbs.model.text``): a path that is not UTF-8 (a lone
@@ -26,6 +31,7 @@ from pydantic import ValidationError
 from sqlalchemy import Connection, Row, func, select, update
 
 from opencbs.errors import BackupSetNotFound, Conflict, DestinationNotFound, InvalidInput
+from opencbs.model.destinations import S3, S3Location, require_no_secrets
 from opencbs.model.sets import BackupSetSettings
 from opencbs.model.text import require_text, shown_text
 from opencbs.store.schema import backup_sets, destinations
@@ -129,6 +135,50 @@ def check_destination_settings(settings: Mapping[str, Any]) -> None:
             f"a destination's settings {problem}",
             'give its location as a flat object of text and numbers, e.g. {"path": "/srv/backup"}',
         )
+
+
+#: The settings keys of an ``S3`` destination (``S3Location.settings``).
+S3_SETTINGS_KEYS = ("bucket", "prefix", "endpoint", "region")
+_S3_SETTINGS_HINT = (
+    'an S3 destination\'s settings are {"bucket": "b", "prefix": "p/q", "endpoint": '
+    '"http://host:port" or "", "region": "us-east-1"}, each text'
+)
+
+
+def destination_settings(dest_type: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``settings`` of a destination of type ``dest_type`` as they are stored: for ``S3``
+    the normal form of its location (``S3Location.from_settings(settings).settings()``, the
+    four keys of ``S3_SETTINGS_KEYS``, no other); for any other type as given. Raises
+    ``InvalidInput`` for a key that looks like a credential at any depth
+    (``require_no_secrets``), for an ``S3`` location that is not one (bucket, prefix, endpoint
+    or region invalid) or an ``S3`` key not in ``S3_SETTINGS_KEYS``."""
+    _require_no_secrets_deep(settings)
+    if dest_type != S3:
+        return dict(settings)
+    unknown = sorted(str(k) for k in settings if k not in S3_SETTINGS_KEYS)
+    if unknown:
+        raise InvalidInput(
+            f"S3 destination settings: unknown key {', '.join(map(repr, unknown))}",
+            _S3_SETTINGS_HINT,
+        )
+    try:
+        return S3Location.from_settings(settings).settings()
+    except InvalidInput as exc:
+        exc.hint = exc.hint or _S3_SETTINGS_HINT
+        raise
+
+
+def _require_no_secrets_deep(settings: Mapping[str, Any]) -> None:
+    """``require_no_secrets`` for ``settings`` and every object nested in it (at most
+    ``MAX_SETTINGS_DEPTH`` levels: checked before)."""
+    pending: list[Any] = [settings]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, Mapping):
+            require_no_secrets(item)
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            pending.extend(item)
 
 
 def _shallow_settings(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -355,14 +405,17 @@ def add_destination(
     destination_id: int | None = None,
 ) -> Destination:
     """Add a destination to a set, after the existing ones. Its ID is the creation time in epoch
-    ms unless given (cbs-api.md §4). Raises ``Conflict`` for a duplicate name in the set,
-    ``InvalidInput`` for settings nested deeper than ``MAX_SETTINGS_DEPTH`` or not text."""
+    ms unless given (cbs-api.md §4); its settings are stored as ``destination_settings`` gives
+    them. Raises ``Conflict`` for a duplicate name in the set, ``InvalidInput`` for settings
+    nested deeper than ``MAX_SETTINGS_DEPTH``, not text, holding a credential or not an S3
+    location of an ``S3`` destination (``destination_settings``)."""
     bset = get_set(conn, user_id, set_id)
     if not name or not dest_type:
         raise InvalidInput("a destination needs a name and a type")
     require_text(name, "destination name", "give the name in UTF-8")
     check_destination_settings(settings or {})
     _require_text_values(dict(settings or {}), "destination", DESTINATION_HINT)
+    settings = destination_settings(dest_type, settings or {})
     if any(d.name == name for d in bset.destinations):
         raise Conflict(f"destination {name!r} exists already in this backup set")
     # created in the same millisecond as its set: a later one, so the two IDs never look alike
@@ -396,8 +449,11 @@ def update_destination(
     name: str | None = None,
     settings: Mapping[str, Any] | None = None,
 ) -> Destination:
-    """Rename a destination and/or replace keys of its settings. Raises ``InvalidInput`` for
-    settings nested deeper than ``MAX_SETTINGS_DEPTH`` or not text."""
+    """Rename a destination and/or replace keys of its settings; the merged settings are
+    checked and stored as ``destination_settings`` gives them (an ``S3`` destination's must
+    still be a location). Raises ``InvalidInput`` for settings nested deeper than
+    ``MAX_SETTINGS_DEPTH``, not text, holding a credential, or merged into an ``S3`` location
+    that is not one."""
     bset = get_set(conn, user_id, set_id)
     dest = get_destination(conn, bset, destination_id)
     values: dict[str, Any] = {}
@@ -407,7 +463,9 @@ def update_destination(
     if settings is not None:
         check_destination_settings(settings)
         _require_text_values(dict(settings), "destination", DESTINATION_HINT)
-        values["settings"] = {**dest.settings, **settings}
+        _require_no_secrets_deep(settings)  # the given keys: one stored earlier stays readable
+        merged = {**dest.settings, **settings}
+        values["settings"] = destination_settings(dest.type, merged) if dest.type == S3 else merged
     if values:
         conn.execute(update(destinations).where(destinations.c.id == dest.id).values(**values))
     return get_destination(conn, bset, destination_id)
