@@ -1,8 +1,15 @@
-"""``opencbs backup``: one backup job of a backup set, reported to the server.
+"""``opencbs backup``: a backup job of a backup set per destination, reported to the server.
 
-It runs one job of a backup set (``agent.job.run_backup``, through ``cli.backup_run``) against
+It runs a job of a backup set (``agent.job.run_backup``, through ``cli.backup_run``) against
 the server at ``server_url`` as backup user ``login_name``; the set and destination come from
-``agent.targets`` (created on first use with ``--set NAME --source … --destination …``).
+``agent.targets`` (created on first use with ``--set NAME --source … --destination …``). A
+destination is a folder or an S3 location (``s3://bucket/prefix`` with ``--s3-endpoint``;
+``agent.storage``). Without ``--destination``, a set with several destinations gets one job
+per destination, one after another, each with its own outcome and status (CBS reports jobs per
+destination); one that fails does not stop the others, and the exit code is the first non-zero
+one. A destination that cannot be reached or used when its job starts (an S3 server down,
+credentials refused, a bucket missing) is that job's failure, reported to the server
+(``BS_STOP_BY_SYSTEM_ERROR``, exit code 9; 7 when the credentials or the bucket are wrong).
 
 Exit codes of ``backup`` (and ``quickstart``): 0 when the job ends ``BS_STOP_SUCCESS``,
 ``BS_STOP_SUCCESS_WITH_WARNING`` or ``BS_STOP_SUCCESS_WITH_ERROR``; 130 when it was stopped by
