@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "UPLOAD_JOURNAL",
+    "MISCONFIGURED",
     "S3Access",
     "UnusableStorage",
     "open_storage",
@@ -83,6 +84,11 @@ def storage_key(storage: Storage) -> str | None:
     return key if isinstance(key, str) else None
 
 
+#: Codes of destination errors that are the destination's settings, not its state: a job
+#: failing for them exits 7, "cannot be used" (README's exit codes), not 9.
+MISCONFIGURED = frozenset({"destination_credentials", "destination_bucket_missing"})
+
+
 class UnusableStorage:
     """The storage of a destination that could not be used at the start of a job (its S3
     server down, its credentials refused, its bucket missing): every call raises ``error``
@@ -95,6 +101,12 @@ class UnusableStorage:
 
     def __str__(self) -> str:
         return self.where
+
+    @property
+    def misconfigured(self) -> bool:
+        """Whether the error is the destination's settings (credentials refused, a bucket
+        missing: :data:`MISCONFIGURED`), not a server down."""
+        return self.error.code in MISCONFIGURED
 
     def _fail(self, *_args: object, **_kwargs: object) -> Any:
         raise self.error

@@ -249,8 +249,14 @@ def backup(
             verbose=verbose,
         )
         if named is not None or len(target.bset.destinations) < 2:
-            outcome = run.one(target)
-            return _finish(outcome, target, as_json=as_json, unreachable_told=bool(told))
+            outcome, misconfigured = run.one(target)
+            return _finish(
+                outcome,
+                target,
+                as_json=as_json,
+                unreachable_told=bool(told),
+                misconfigured=misconfigured,
+            )
         return _run_each(run, target.bset, unreachable_told=bool(told))
 
 
@@ -275,11 +281,13 @@ class _Run:
     as_json: bool
     verbose: bool
 
-    def one(self, target: Target) -> JobOutcome:
+    def one(self, target: Target) -> tuple[JobOutcome, bool]:
         """One job of ``target``: its destination accepted (``agent.trust``), then run. A
         destination that cannot be reached or used is the job's failure, reported to the
         server (``agent.storage.UnusableStorage``); the agent's own refusals
-        (``agent.targets.REFUSALS``, ``TargetChanged``) raise before any job."""
+        (``agent.targets.REFUSALS``, ``TargetChanged``) raise before any job. Returns the
+        outcome and whether the destination's settings made it fail (credentials refused, a
+        bucket missing: ``UnusableStorage.misconfigured``)."""
         storage: Storage = open_storage(target.address, self.access)
         try:
             accept_target(
@@ -293,7 +301,7 @@ class _Run:
             if isinstance(exc, REFUSALS):
                 raise
             storage = UnusableStorage(target.where, exc)
-        return run_job(
+        outcome = run_job(
             self.client,
             target,
             self.repo_password,
@@ -306,6 +314,7 @@ class _Run:
             state_dir=self.settings.data_dir,
             progress_interval=self.settings.progress_interval,
         )
+        return outcome, isinstance(storage, UnusableStorage) and storage.misconfigured
 
 
 def _run_each(run: _Run, bset: RemoteSet, *, unreachable_told: bool) -> int:
@@ -321,7 +330,7 @@ def _run_each(run: _Run, bset: RemoteSet, *, unreachable_told: bool) -> int:
             target = Target(bset, d, address_of(d))
             if not run.as_json:
                 echo(f"destination {show_name(d.name)} ({d.id}): {show_name(target.where)}")
-            outcome = run.one(target)
+            outcome, misconfigured = run.one(target)
         except OpenCBSError as exc:
             note(f"opencbs: error: destination {show_name(d.name)} ({d.id}): {exc.message}")
             if exc.hint:
@@ -334,15 +343,30 @@ def _run_each(run: _Run, bset: RemoteSet, *, unreachable_told: bool) -> int:
         if run.as_json:
             documents.append(outcome_json(outcome))
             print_delivery_notes(outcome, unreachable_told=unreachable_told)
-            codes.append(_code(outcome, target))
+            codes.append(_code(outcome, target, misconfigured=misconfigured))
         else:
-            codes.append(_finish(outcome, target, as_json=False, unreachable_told=unreachable_told))
+            codes.append(
+                _finish(
+                    outcome,
+                    target,
+                    as_json=False,
+                    unreachable_told=unreachable_told,
+                    misconfigured=misconfigured,
+                )
+            )
     if run.as_json:
         print_json({"jobs": documents})
     return next((c for c in codes if c), 0)
 
 
-def _finish(outcome: JobOutcome, target: Target, *, as_json: bool, unreachable_told: bool) -> int:
+def _finish(
+    outcome: JobOutcome,
+    target: Target,
+    *,
+    as_json: bool,
+    unreachable_told: bool,
+    misconfigured: bool = False,
+) -> int:
     """Print the job's outcome (``--json``: the document on stdout, the rest on stderr) and
     give the command's exit code (module docstring)."""
     if as_json:
@@ -350,14 +374,17 @@ def _finish(outcome: JobOutcome, target: Target, *, as_json: bool, unreachable_t
         print_delivery_notes(outcome, unreachable_told=unreachable_told)
     else:
         print_outcome(outcome, target, unreachable_told=unreachable_told)
-    return _code(outcome, target)
+    return _code(outcome, target, misconfigured=misconfigured)
 
 
-def _code(outcome: JobOutcome, target: Target) -> int:
-    """The exit code of one job (module docstring), its failure said on stderr."""
+def _code(outcome: JobOutcome, target: Target, *, misconfigured: bool = False) -> int:
+    """The exit code of one job (module docstring), its failure said on stderr; a job failed
+    by its destination's settings (``misconfigured``) exits 7, "cannot be used"."""
     code = exit_code_of(outcome.status)
     if code == ExitCode.JOB_FAILED:
         print_job_failure(outcome, target.address)
+        if misconfigured:
+            return ExitCode.UNAVAILABLE
     if code == ExitCode.SUCCESS and outcome.report_lost:
         return ExitCode.UNAVAILABLE
     return code
