@@ -137,7 +137,9 @@ class S3Location:
         }
 
     @classmethod
-    def parse(cls, url: str, *, endpoint: str | None = None, region: str | None = None) -> S3Location:
+    def parse(
+        cls, url: str, *, endpoint: str | None = None, region: str | None = None
+    ) -> S3Location:
         """``s3://bucket[/prefix]`` with the endpoint URL and region given beside it. Raises
         ``InvalidInput`` naming what is wrong."""
         if not is_s3_url(url):
