@@ -5,12 +5,14 @@ contract itself is test_destinations.py's, run on both servers too."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import logging
 import os
 import secrets
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +208,16 @@ def test_credentials_from_the_environment_and_a_profile(
     S3Storage(_location(s3_server)).check_writable()  # the default chain: environment
     with pytest.raises(S3CredentialsRejected, match="profile 'nope'"):
         S3Storage(_location(s3_server), S3Credentials(profile="nope"))
+    monkeypatch.setenv("AWS_PROFILE", "nope")  # explicit keys do not care
+    S3Storage(
+        _location(s3_server), S3Credentials(s3_server.access_key, s3_server.secret_key)
+    ).check_writable()
+    monkeypatch.delenv("AWS_PROFILE")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SHARED_CREDENTIALS_FILE"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(S3CredentialsRejected, match="No S3 credentials found"):
+        S3Storage(_location(s3_server)).check_writable()
 
 
 def test_secrets_are_never_shown_or_logged(
@@ -240,3 +252,41 @@ def test_a_killed_server_is_unreachable_then_serves_again_after_restart(tmp_path
         assert storage.get("kept") == b"survives a crash"
     finally:
         server.stop()
+
+
+class _SlowDown(http.server.BaseHTTPRequestHandler):
+    """An S3 server that always answers 503 SlowDown (throttled), counting requests."""
+
+    requests = 0
+
+    def _answer(self) -> None:
+        type(self).requests += 1
+        body = b"<Error><Code>SlowDown</Code><Message>Reduce your rate.</Message></Error>"
+        self.send_response(503)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_PUT = do_HEAD = _answer
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+def test_throttling_is_retried_then_reported_in_one_line() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowDown)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        location = S3Location.checked("bucket", "p", endpoint, "")
+        storage = S3Storage(location, S3Credentials("k", "s"), tuning=S3Tuning(max_attempts=3))
+        with pytest.raises(DestinationError) as info:
+            storage.get("x")
+        assert _SlowDown.requests == 3
+        assert str(location) in info.value.message and "SlowDown" in info.value.message
+        assert "\n" not in info.value.message and info.value.hint
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -217,7 +217,9 @@ class S3Storage:
             if creds.access_key_id and creds.secret_access_key:
                 with _SHARED_LOCK:
                     if not _SHARED:
-                        _SHARED.append(botocore.session.Session())
+                        # Explicit keys: no AWS_PROFILE of the environment applies.
+                        no_profile = {"profile": (None, None, None, None)}
+                        _SHARED.append(botocore.session.Session(session_vars=no_profile))
                     return _SHARED[0].create_client(
                         "s3",
                         region_name=loc.region,
@@ -231,8 +233,11 @@ class S3Storage:
             session = boto3.session.Session(profile_name=creds.profile, region_name=loc.region)
             return session.client("s3", endpoint_url=endpoint, config=config)
         except bexc.ProfileNotFound as exc:
+            profile = creds.profile or os.environ.get("AWS_PROFILE", "")
             raise S3CredentialsRejected(
-                f"No S3 credentials profile {creds.profile!r} for {loc}", _CREDENTIALS_HINT
+                f"No S3 credentials profile {profile!r} for {loc} (the shared credentials "
+                "and config files have none of that name)",
+                _CREDENTIALS_HINT,
             ) from exc
         except (bexc.BotoCoreError, ValueError) as exc:
             raise DestinationError(
