@@ -162,9 +162,7 @@ def test_a_local_and_an_s3_destination_get_a_job_each(setup: Setup, tmp_path: Pa
     assert f"s3://{setup.bucket}/two" in res.stdout and str(local) in res.stdout
 
 
-def test_wrong_credentials_and_missing_bucket_are_one_line(
-    setup: Setup, tmp_path: Path
-) -> None:
+def test_wrong_credentials_and_missing_bucket_are_one_line(setup: Setup, tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
     (src / "f.txt").write_text("one")

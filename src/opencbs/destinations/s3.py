@@ -55,7 +55,14 @@ from opencbs.errors import ExitCode
 from opencbs.fileio import write_atomic
 from opencbs.model.destinations import S3Location
 
-__all__ = ["MIN_PART_SIZE", "S3Credentials", "S3CredentialsRejected", "S3Storage", "S3Tuning"]
+__all__ = [
+    "MIN_PART_SIZE",
+    "S3BucketMissing",
+    "S3Credentials",
+    "S3CredentialsRejected",
+    "S3Storage",
+    "S3Tuning",
+]
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +99,9 @@ _UNREACHABLE = (
 )
 _CREDENTIALS_HINT = (
     "Give the agent the access key and secret of an account allowed to use this bucket: "
-    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE with the shared credentials "
-    "file, ~/.aws/credentials or AWS_SHARED_CREDENTIALS_FILE)."
+    "s3_access_key_id and s3_secret_access_key in its config file (or OPENCBS_S3_ACCESS_KEY_ID"
+    " / OPENCBS_S3_SECRET_ACCESS_KEY), AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a "
+    "profile of the shared credentials file (s3_profile or AWS_PROFILE; ~/.aws/credentials)."
 )
 
 #: One botocore session for the clients of explicit keys: it loads the service models once
@@ -112,7 +120,13 @@ class S3CredentialsRejected(DestinationError):
     or none were found."""
 
     code = "destination_credentials"
-    exit_code = ExitCode.CREDENTIALS
+    exit_code = ExitCode.UNAVAILABLE  # the destination cannot be used (README's exit codes)
+
+
+class S3BucketMissing(DestinationError):
+    """The S3 server has no bucket of the destination's name (opencbs never creates one)."""
+
+    code = "destination_bucket_missing"
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +274,7 @@ class S3Storage:
         return self.location.endpoint or f"AWS S3 ({self.location.region})"
 
     def _missing_bucket(self) -> DestinationError:
-        return DestinationError(
+        return S3BucketMissing(
             f"S3 bucket {self.location.bucket} does not exist at {self._where} "
             f"(destination {self.location.url})",
             "Create the bucket first (opencbs never creates one), or correct the bucket name, "
