@@ -86,6 +86,8 @@ the profile ``s3_profile`` (or ``AWS_PROFILE``).
 - ``s3_access_key_id`` / ``s3_secret_access_key``: ``""`` — the S3 access key (the config
   file, mode 0600, or ``OPENCBS_S3_ACCESS_KEY_ID`` / ``OPENCBS_S3_SECRET_ACCESS_KEY``).
 - ``s3_profile``: ``""`` — the profile of the shared credentials file to use.
+- ``s3_retry_seconds``: ``60`` — how long one S3 operation is tried again when it fails
+  transiently (the server unreachable or restarting, 5xx, throttling) before the job fails.
 
 A config file holding passwords should be readable by its owner only (mode 0600).
 
@@ -320,6 +322,12 @@ class Settings(BaseSettings):
     )
     s3_profile: str = Field(
         default="", description="Profile of the AWS shared credentials file to use for S3."
+    )
+    s3_retry_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        le=86_400,
+        description="Seconds an S3 operation is tried again when it fails transiently.",
     )
 
     @field_validator("data_dir", mode="before")

@@ -36,7 +36,9 @@ moto_server = s3server.moto_server
 BUCKET = "s3-specific"
 Server = SeaweedS3 | MotoS3
 #: Multipart from 5 MiB on, in 5 MiB parts (S3's smallest): an 11 MiB object has 3 parts.
-SMALL_PARTS = S3Tuning(max_attempts=2, multipart_threshold=MIN_PART_SIZE, part_size=MIN_PART_SIZE)
+SMALL_PARTS = S3Tuning(
+    retry_seconds=0, max_attempts=2, multipart_threshold=MIN_PART_SIZE, part_size=MIN_PART_SIZE
+)
 
 
 @pytest.fixture(params=["seaweedfs", "moto"])
@@ -178,7 +180,9 @@ def test_a_wrong_secret_is_refused_by_seaweedfs(s3_server: SeaweedS3) -> None:
 def test_an_unreachable_server_is_named() -> None:
     port = s3server.free_ports(1)[0]
     location = S3Location.checked("bucket", "p", f"http://127.0.0.1:{port}", "")
-    storage = S3Storage(location, S3Credentials("k", "s"), tuning=S3Tuning(max_attempts=1))
+    storage = S3Storage(
+        location, S3Credentials("k", "s"), tuning=S3Tuning(retry_seconds=0, max_attempts=1)
+    )
     for call in (storage.check_writable, lambda: storage.get("x"), storage.is_empty):
         with pytest.raises(DestinationError) as info:
             call()
@@ -243,13 +247,18 @@ def test_a_killed_server_is_unreachable_then_serves_again_after_restart(tmp_path
         server.make_bucket("restart")
         location = S3Location.checked("restart", "r", server.endpoint, "")
         creds = S3Credentials(server.access_key, server.secret_key)
-        storage = S3Storage(location, creds, tuning=S3Tuning(max_attempts=1, connect_timeout=2))
+        storage = S3Storage(
+            location, creds, tuning=S3Tuning(retry_seconds=0, max_attempts=1, connect_timeout=2)
+        )
         storage.put("kept", b"survives a crash")
         server.kill()
         with pytest.raises(DestinationError, match="Cannot reach the S3 server"):
             storage.get("kept")
         server.start()
-        assert storage.get("kept") == b"survives a crash"
+        # just started, SeaweedFS answers 500 until its volume server has reported: the
+        # patient retry (retry_seconds) waits that out
+        patient = S3Storage(location, creds, tuning=S3Tuning(retry_seconds=30))
+        assert patient.get("kept") == b"survives a crash"
     finally:
         server.stop()
 
@@ -281,12 +290,55 @@ def test_throttling_is_retried_then_reported_in_one_line() -> None:
     try:
         endpoint = f"http://127.0.0.1:{server.server_address[1]}"
         location = S3Location.checked("bucket", "p", endpoint, "")
-        storage = S3Storage(location, S3Credentials("k", "s"), tuning=S3Tuning(max_attempts=3))
+        storage = S3Storage(
+            location, S3Credentials("k", "s"), tuning=S3Tuning(retry_seconds=0, max_attempts=3)
+        )
         with pytest.raises(DestinationError) as info:
             storage.get("x")
         assert _SlowDown.requests == 3
         assert str(location) in info.value.message and "SlowDown" in info.value.message
         assert "\n" not in info.value.message and info.value.hint
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _BusyThenServes(http.server.BaseHTTPRequestHandler):
+    """An S3 server that answers 503 SlowDown to its first ``busy`` requests, then the object
+    (a GET) for good: a server restarting or throttling for a while."""
+
+    requests = 0
+    busy = 4
+
+    def do_GET(self) -> None:
+        type(self).requests += 1
+        if type(self).requests <= type(self).busy:
+            body = b"<Error><Code>SlowDown</Code><Message>Reduce your rate.</Message></Error>"
+            self.send_response(503)
+        else:
+            body = b"the object"
+            self.send_response(200)
+            self.send_header("ETag", '"e"')
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+def test_a_busy_server_is_tried_again_for_retry_seconds() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BusyThenServes)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        location = S3Location.checked("bucket", "p", endpoint, "")
+        # boto3's own tries (2) end before the server serves again; the patient retry does not
+        patient = S3Tuning(retry_seconds=30, max_attempts=2)
+        storage = S3Storage(location, S3Credentials("k", "s"), tuning=patient)
+        assert storage.get("x") == b"the object"
+        assert _BusyThenServes.requests == 5
     finally:
         server.shutdown()
         server.server_close()

@@ -37,7 +37,7 @@ def s3_storage(server: s3server.SeaweedS3 | s3server.MotoS3) -> Storage:
     return S3Storage(
         location,
         S3Credentials(server.access_key, server.secret_key),
-        tuning=S3Tuning(max_attempts=2),
+        tuning=S3Tuning(retry_seconds=0, max_attempts=2),
     )
 
 

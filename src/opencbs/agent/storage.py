@@ -38,13 +38,15 @@ UPLOAD_JOURNAL = "s3-uploads"
 @dataclass(frozen=True)
 class S3Access:
     """How this agent reaches S3: an access key of its own (both empty: the standard AWS
-    chain), a ``profile`` of the shared credentials file, and ``journal_dir`` for its open
-    multipart uploads (``None``: not journaled). The secret never shows in ``repr``."""
+    chain), a ``profile`` of the shared credentials file, ``journal_dir`` for its open
+    multipart uploads (``None``: not journaled) and ``retry_seconds`` (``S3Tuning``). The
+    secret never shows in ``repr``."""
 
     access_key_id: str = ""
     secret_access_key: str = field(default="", repr=False)
     profile: str = ""
     journal_dir: Path | None = None
+    retry_seconds: float = 60.0
 
     def credentials(self) -> S3Credentials | None:
         """The credentials for ``destinations.s3`` (``None``: the standard chain)."""
@@ -68,10 +70,15 @@ def open_storage(
     if address.s3 is None:
         assert address.path is not None
         return LocalStorage(address.path, fsync=fsync)
-    from opencbs.destinations.s3 import S3Storage
+    from opencbs.destinations.s3 import S3Storage, S3Tuning
 
     access = access or S3Access()
-    return S3Storage(address.s3, access.credentials(), journal_dir=access.journal_dir)
+    return S3Storage(
+        address.s3,
+        access.credentials(),
+        tuning=S3Tuning(retry_seconds=access.retry_seconds),
+        journal_dir=access.journal_dir,
+    )
 
 
 def storage_key(storage: Storage) -> str | None:

@@ -149,6 +149,7 @@ def s3_access(settings: Settings) -> S3Access:
         secret_access_key=settings.s3_secret_access_key,
         profile=settings.s3_profile,
         journal_dir=settings.data_dir / UPLOAD_JOURNAL,
+        retry_seconds=settings.s3_retry_seconds,
     )
 
 

@@ -28,16 +28,18 @@ destination never loads boto3.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
+import random
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 import botocore.exceptions as bexc
@@ -65,6 +67,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 MiB = 1024 * 1024
 #: The smallest part S3 accepts in a multipart upload (all parts but the last).
@@ -154,9 +157,15 @@ class S3Tuning:
     in seconds), unless the server keeps trickling bytes. ``multipart_threshold`` and
     ``part_size`` (bytes; a part is at least 5 MiB, S3's minimum): objects above the threshold
     go up in parts. ``max_pool_connections``: HTTP connections kept for the threads sharing one
-    storage. Raises ``ValueError`` for values out of range."""
+    storage. ``retry_seconds``: beyond boto3's quick tries (its backoff for errors other than
+    throttling is a fraction of a second), how long one operation keeps being tried again when
+    it fails transiently (the server unreachable, a 5xx answer, a connection cut, throttling),
+    waiting 1, 2, 4… at most 15 s (jittered) in between: a server restarting or a network
+    blip does not fail a backup; after that the operation fails with the last error (0: no
+    such retry). Raises ``ValueError`` for values out of range."""
 
     max_attempts: int = 5
+    retry_seconds: float = 60.0
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     multipart_threshold: int = 8 * MiB
@@ -167,6 +176,8 @@ class S3Tuning:
     def __post_init__(self) -> None:
         if self.max_attempts < 1 or self.connect_timeout <= 0 or self.read_timeout <= 0:
             raise ValueError("max_attempts must be >= 1 and the timeouts > 0")
+        if not 0 <= self.retry_seconds <= 86_400:
+            raise ValueError("retry_seconds must be within 0..86400")
         if self.part_size < MIN_PART_SIZE or self.multipart_threshold < 1:
             raise ValueError(f"part_size must be >= {MIN_PART_SIZE} bytes")
         if self.max_pool_connections < 10:
@@ -318,6 +329,25 @@ class S3Storage:
             "Check the S3 destination's settings and the agent's S3 credentials.",
         )
 
+    def _patiently(self, action: str, call: Callable[[], _T]) -> _T:
+        """``call()``, tried again while it fails transiently (:func:`_transient`), for at
+        most ``tuning.retry_seconds`` in all (``S3Tuning``); the last failure propagates."""
+        deadline = time.monotonic() + self.tuning.retry_seconds
+        delay = 1.0
+        while True:
+            try:
+                return call()
+            except (bexc.BotoCoreError, bexc.ClientError) as exc:
+                left = deadline - time.monotonic()
+                if not _transient(exc) or left <= 0:
+                    raise
+                pause = min(delay * random.uniform(0.5, 1.0), left)
+                log.info(
+                    "S3 %s at %s failed (%s); trying again in %.1f s", action, self, exc, pause
+                )
+                time.sleep(pause)
+                delay = min(delay * 2, _MAX_PAUSE)
+
     @contextlib.contextmanager
     def _errors(self, action: str, name: str | None = None) -> Iterator[None]:
         """Translate boto3's exceptions raised inside the block (``_translate``)."""
@@ -338,10 +368,13 @@ class S3Storage:
     def get_versioned(self, name: str) -> tuple[bytes, str]:
         """See ``Storage.get_versioned`` (the version is the object's ETag)."""
         key = self._key(name)
-        with self._errors("read", name):
+
+        def read() -> tuple[bytes, str]:
             answer = self._client.get_object(Bucket=self.location.bucket, Key=key)
-            data: bytes = answer["Body"].read()
-            return data, str(answer["ETag"])
+            return answer["Body"].read(), str(answer["ETag"])
+
+        with self._errors("read", name):
+            return self._patiently("read", read)
 
     def get_range(self, name: str, offset: int, length: int) -> bytes:
         """See ``Storage.get_range`` (one ranged ``GetObject``)."""
@@ -354,12 +387,14 @@ class S3Storage:
         else:
             try:
                 with self._errors("read", name):
-                    answer = self._client.get_object(
-                        Bucket=self.location.bucket,
-                        Key=key,
-                        Range=f"bytes={offset}-{offset + length - 1}",
+                    data = self._patiently(
+                        "read",
+                        lambda: self._client.get_object(
+                            Bucket=self.location.bucket,
+                            Key=key,
+                            Range=f"bytes={offset}-{offset + length - 1}",
+                        )["Body"].read(),
                     )
-                    data = answer["Body"].read()
             except DestinationError as exc:
                 cause = exc.__cause__
                 if not (isinstance(cause, bexc.ClientError) and _status(cause) == 416):
@@ -376,9 +411,10 @@ class S3Storage:
     def _size(self, name: str, key: str) -> int:
         """The size in bytes of the object ``name`` (``HeadObject``); raises ``ObjectNotFound``."""
         with self._errors("check", name):
-            return int(
-                self._client.head_object(Bucket=self.location.bucket, Key=key)["ContentLength"]
+            answer = self._patiently(
+                "check", lambda: self._client.head_object(Bucket=self.location.bucket, Key=key)
             )
+            return int(answer["ContentLength"])
 
     def exists(self, name: str) -> bool:
         """See ``Storage.exists``."""
@@ -398,13 +434,30 @@ class S3Storage:
         check_prefix(prefix)
         return self._listed(self._root + prefix)
 
+    def _pages(self, key_prefix: str) -> Iterator[dict[str, Any]]:
+        """The pages of ``ListObjectsV2`` under ``key_prefix``, each page tried again while it
+        fails transiently."""
+        token: str | None = None
+        while True:
+            more = {"ContinuationToken": token} if token else {}
+            page: dict[str, Any] = self._patiently(
+                "list",
+                functools.partial(
+                    self._client.list_objects_v2,
+                    Bucket=self.location.bucket,
+                    Prefix=key_prefix,
+                    **more,
+                ),
+            )
+            yield page
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+
     def _listed(self, key_prefix: str) -> Iterator[tuple[str, int]]:
         skip = len(self._root)
         with self._errors("list", key_prefix or "/"):
-            pages = self._client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.location.bucket, Prefix=key_prefix
-            )
-            for page in pages:
+            for page in self._pages(key_prefix):
                 for item in page.get("Contents", ()):
                     name = item["Key"][skip:]
                     try:
@@ -417,10 +470,7 @@ class S3Storage:
         """Whether no key at all is stored under the prefix (``check_writable``'s probes
         aside): the only place a new repository may be created. Raises ``DestinationError``."""
         with self._errors("list", "/"):
-            pages = self._client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.location.bucket, Prefix=self._root
-            )
-            for page in pages:
+            for page in self._pages(self._root):
                 for item in page.get("Contents", ()):
                     if not item["Key"][len(self._root) :].startswith(_PROBE):
                         return False
@@ -435,8 +485,12 @@ class S3Storage:
         if len(data) > self.tuning.multipart_threshold:
             self._put_multipart(name, key, memoryview(data))
             return
+        body = bytes(data)
         with self._errors("write", name):
-            self._client.put_object(Bucket=self.location.bucket, Key=key, Body=bytes(data))
+            self._patiently(
+                "write",
+                lambda: self._client.put_object(Bucket=self.location.bucket, Key=key, Body=body),
+            )
 
     def put_if(self, name: str, data: bytes | memoryview, *, version: str | None) -> str:
         """See ``Storage.put_if``: a ``PutObject`` with ``If-None-Match: *`` (``version``
@@ -444,10 +498,16 @@ class S3Storage:
         ``PreconditionFailed`` (HTTP 412, or 409 for a conditional write racing another)."""
         key = self._key(name)
         condition = {"IfNoneMatch": "*"} if version is None else {"IfMatch": version}
+        body = bytes(data)
         try:
+            # tried again too: a write that went through with its answer lost is refused the
+            # second time (412), and the caller reads the object again (record_snapshots)
             with self._errors("write", name):
-                answer = self._client.put_object(
-                    Bucket=self.location.bucket, Key=key, Body=bytes(data), **condition
+                answer = self._patiently(
+                    "write",
+                    lambda: self._client.put_object(
+                        Bucket=self.location.bucket, Key=key, Body=body, **condition
+                    ),
                 )
         except DestinationError as exc:
             cause = exc.__cause__
@@ -465,15 +525,25 @@ class S3Storage:
         bucket = self.location.bucket
         part_size = max(self.tuning.part_size, -(-len(view) // _MAX_PARTS))
         with self._errors("write", name):
-            upload_id = self._client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+            upload_id = self._patiently(
+                "write", lambda: self._client.create_multipart_upload(Bucket=bucket, Key=key)
+            )["UploadId"]
         journal = self._journal_open(key, upload_id)
         try:
             with self._errors("write", name):
                 parts = []
                 for number, start in enumerate(range(0, len(view), part_size), start=1):
                     body = bytes(view[start : start + part_size])
-                    answer = self._client.upload_part(
-                        Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+                    answer = self._patiently(
+                        "write",
+                        functools.partial(
+                            self._client.upload_part,
+                            Bucket=bucket,
+                            Key=key,
+                            UploadId=upload_id,
+                            PartNumber=number,
+                            Body=body,
+                        ),
                     )
                     parts.append({"PartNumber": number, "ETag": answer["ETag"]})
                     del body
@@ -526,7 +596,9 @@ class S3Storage:
         """See ``Storage.delete`` (S3 deletes are idempotent)."""
         key = self._key(name)
         with self._errors("delete", name):
-            self._client.delete_object(Bucket=self.location.bucket, Key=key)
+            self._patiently(
+                "delete", lambda: self._client.delete_object(Bucket=self.location.bucket, Key=key)
+            )
 
     # Upkeep ------------------------------------------------------------------------------
 
@@ -591,6 +663,31 @@ class S3Storage:
         with self._errors("write a probe in"):
             self._client.put_object(Bucket=self.location.bucket, Key=key, Body=b"")
             self._client.delete_object(Bucket=self.location.bucket, Key=key)
+
+
+#: Longest pause between two tries of ``S3Storage._patiently`` (seconds).
+_MAX_PAUSE = 15.0
+#: Error codes of answers that say "try again": the server busy, throttling, a timeout.
+_TRANSIENT_CODES = frozenset(
+    {
+        "InternalError",
+        "ServiceUnavailable",
+        "SlowDown",
+        "RequestTimeout",
+        "Throttling",
+        "ThrottlingException",
+        "RequestTimeTooSkewed",
+    }
+)
+
+
+def _transient(exc: Exception) -> bool:
+    """Whether a boto3 failure may pass by itself: the server unreachable or the connection
+    cut, a 5xx answer, throttling or a timeout (not a refusal: 4xx)."""
+    if isinstance(exc, bexc.ClientError):
+        status = _status(exc)
+        return _code(exc) in _TRANSIENT_CODES or (status is not None and status >= 500)
+    return isinstance(exc, _UNREACHABLE + (bexc.ResponseStreamingError,))
 
 
 def _code(exc: bexc.ClientError) -> str:
