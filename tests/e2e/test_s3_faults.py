@@ -187,7 +187,9 @@ def test_s3_killed_mid_upload_commits_nothing_and_the_next_job_completes(
     own_s3.start()
     assert not [k for k in _objects(own_s3, bucket, "p/snapshots/")]  # nothing committed
     again = json.loads(ok(env, "backup", "--set", "K", "--json"))
-    assert again["status"] == "BS_STOP_SUCCESS" and again["counts"]["new"] == 5, again  # the folder and its 4 files
+    assert again["status"] == "BS_STOP_SUCCESS" and again["counts"]["new"] == 5, (
+        again
+    )  # the folder and its 4 files
     out = ok(env, "verify", *_dest(own_s3, bucket), "--read-data", "--json")
     assert json.loads(out)["ok"] is True, out
     restored = tmp_path / "restored"
