@@ -251,16 +251,16 @@ def test_two_agents_into_one_bucket_lose_no_snapshot(
         src.mkdir()
         (src / "f.txt").write_text(who)
         sources.append(src)
-    # the repository made once; then both agents back up into it at the same time, three times
-    for env, src in zip(envs, sources, strict=True):
-        ok(env, "backup", "--set", "S", "--source", str(src), *_dest(own_s3, bucket))
-    for rnd in range(3):
+    # both agents create the repository at the same time (one wins, the other uses it), then
+    # back up into it at the same time, three times more
+    for rnd in range(4):
         procs = []
         for env, src in zip(envs, sources, strict=True):
             (src / f"r{rnd}.txt").write_text(str(rnd))
+            first = ["--source", str(src), *_dest(own_s3, bucket)] if rnd == 0 else []
             procs.append(
                 subprocess.Popen(
-                    [OPENCBS, "backup", "--set", "S", "--json"],
+                    [OPENCBS, "backup", "--set", "S", *first, "--json"],
                     env=env,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,

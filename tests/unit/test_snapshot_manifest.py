@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -339,3 +339,30 @@ def test_a_writer_losing_every_race_gives_up(monkeypatch: pytest.MonkeyPatch) ->
         repo.record_snapshots()
     assert len(sleeps) == LIST_WRITE_ATTEMPTS - 1
     assert all(0.05 <= s <= 0.5 for s in sleeps)
+
+
+class _BlindStorage(MemoryStorage):
+    """Memory storage whose ``exists`` never sees an object: a second agent that checked the
+    place before the first one's key file was stored."""
+
+    def exists(self, name: str) -> bool:
+        return False
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        return iter(()) if not self.seeing else super().list(prefix)
+
+    seeing = False
+
+
+def test_two_agents_creating_one_repository_keep_the_first_key_file() -> None:
+    from opencbs.engine.repo_errors import RepositoryExists
+    from opencbs.engine.repository import KEYFILE_NAME
+
+    storage = _BlindStorage()
+    first = Repository.init(storage, "pw", kdf=FAST_KDF)
+    key_file = storage.get(KEYFILE_NAME)
+    with pytest.raises(RepositoryExists):
+        Repository.init(storage, "pw", kdf=FAST_KDF)
+    assert storage.get(KEYFILE_NAME) == key_file
+    storage.seeing = True
+    assert Repository.open(storage, "pw").config.repo_id == first.config.repo_id

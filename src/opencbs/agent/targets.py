@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +53,7 @@ from opencbs.agent.trust import (
     require_accepted_sources,
 )
 from opencbs.destinations.base import DestinationError, Storage
-from opencbs.engine.repo_errors import RepositoryNotFound
+from opencbs.engine.repo_errors import RepositoryExists, RepositoryNotFound
 from opencbs.engine.repository import KEYFILE_NAME, Repository
 from opencbs.errors import ExitCode, InvalidInput, NotFound, OpenCBSError
 from opencbs.model.destinations import DestinationAddress
@@ -84,6 +85,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: Seconds to let another agent finish creating the repository it just created in the same
+#: place (its config follows its key file at once) before opening it.
+CREATED_MEANWHILE_WAIT = 1.0
 
 #: Told one sentence for a person (``resolve_target``, ``sets_or_remembered``).
 OnNote = Callable[[str], None]
@@ -585,7 +590,11 @@ def open_repository(
         return Repository.open(storage, password)
     except RepositoryNotFound:
         require_empty_or_repository(storage)
-        repo = Repository.init(storage, password, compression_level=compression_level)
+        try:
+            repo = Repository.init(storage, password, compression_level=compression_level)
+        except RepositoryExists:  # another agent created it meanwhile: use that one
+            time.sleep(CREATED_MEANWHILE_WAIT)
+            return Repository.open(storage, password)
         if on_created is not None:
             on_created()
         return repo

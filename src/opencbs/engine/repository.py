@@ -248,8 +248,13 @@ class Repository:
         )
         # The key file first: a creation killed halfway leaves a key file that the password
         # opens and no config, which ``open`` completes (``_finish_init``); never a folder of
-        # loose objects that the next job must refuse as someone else's.
-        storage.put(KEYFILE_NAME, wrap_keys(keys, password, kdf))
+        # loose objects that the next job must refuse as someone else's. Written only if
+        # absent: of two agents creating a repository in one place at once, one wins and the
+        # other's keys never replace the winner's (issue 13).
+        try:
+            storage.put_if(KEYFILE_NAME, wrap_keys(keys, password, kdf), version=None)
+        except PreconditionFailed:
+            raise RepositoryExists(str(storage)) from None
         return cls._finish_init(storage, keys, kdf, config)
 
     @classmethod
