@@ -42,6 +42,7 @@ from opencbs.engine.crypto import KdfParams
 from opencbs.engine.repo_errors import RepositoryError
 from opencbs.engine.repository import Repository
 from opencbs.errors import ExitCode
+from opencbs.model.destinations import DestinationAddress
 
 PASSWORD = "pw"
 FAST = KdfParams(1, 8 * 1024, 1)
@@ -67,13 +68,15 @@ def remote_set(
 
 def target(bset: RemoteSet, index: int = 0) -> Target:
     d = bset.destinations[index]
-    return Target(bset, d, Path(d.settings["path"]))
+    return Target(bset, d, DestinationAddress.local(d.settings["path"]))
 
 
 def backup_check(spool: Path, bset: RemoteSet, consent: Consent = NO_CONSENT) -> list[str]:
     notes: list[str] = []
     t = target(bset)
-    check_backup_target(spool, bset, t.destination, t.path, consent=consent, on_note=notes.append)
+    check_backup_target(
+        spool, bset, t.destination, t.address.key, consent=consent, on_note=notes.append
+    )
     return notes
 
 
@@ -292,12 +295,12 @@ def test_a_folder_of_other_files_is_never_written(tmp_path: Path) -> None:
     aws = tmp_path / ".aws"
     content = _foreign(aws)
     with pytest.raises(NotARepository) as caught:
-        require_empty_or_repository(aws)
+        require_empty_or_repository(LocalStorage(aws))
     assert caught.value.exit_code == ExitCode.UNAVAILABLE and str(aws) in caught.value.message
     with pytest.raises(NotARepository):
         open_repository(LocalStorage(aws, fsync=False), PASSWORD)
     with pytest.raises(NotARepository):
-        usable_destination(aws, PASSWORD)
+        usable_destination(DestinationAddress.local(aws), PASSWORD)
     with pytest.raises(RepositoryError, match="not empty"):  # the last line of defence
         Repository.init(LocalStorage(aws, fsync=False), PASSWORD, kdf=FAST)
     assert (aws / "config").read_bytes() == content and os.listdir(aws) == ["config"]
@@ -308,11 +311,11 @@ def test_dot_files_and_non_folders_count(tmp_path: Path) -> None:
     hidden.mkdir()
     (hidden / ".bashrc").write_bytes(b"x")
     with pytest.raises(NotARepository):
-        require_empty_or_repository(hidden)
+        require_empty_or_repository(LocalStorage(hidden))
     a_file = tmp_path / "file"
     a_file.write_bytes(b"x")
     with pytest.raises(NotARepository):
-        require_empty_or_repository(a_file)
+        require_empty_or_repository(LocalStorage(a_file))
     assert os.listdir(hidden) == [".bashrc"] and a_file.read_bytes() == b"x"
     assert LocalStorage(a_file / "under").is_empty()  # missing: creating it is what fails
 
@@ -321,21 +324,21 @@ def test_leftovers_of_an_interrupted_put_do_not_count(tmp_path: Path) -> None:
     folder = tmp_path / "dest"
     folder.mkdir()
     (folder / ".tmp-config-0123456789abcdef").write_bytes(b"half")
-    require_empty_or_repository(folder)
+    require_empty_or_repository(LocalStorage(folder))
     assert open_repository(LocalStorage(folder, fsync=False), PASSWORD).config.repo_id
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / ".tmp-dir").mkdir()  # a folder of that name is not ours
     with pytest.raises(NotARepository):
-        require_empty_or_repository(tmp_path / "other")
+        require_empty_or_repository(LocalStorage(tmp_path / "other"))
 
 
 def test_empty_missing_and_repository_folders_are_used(tmp_path: Path) -> None:
-    require_empty_or_repository(tmp_path / "missing" / "deeper")
+    require_empty_or_repository(LocalStorage(tmp_path / "missing" / "deeper"))
     (tmp_path / "empty").mkdir()
-    require_empty_or_repository(tmp_path / "empty")
+    require_empty_or_repository(LocalStorage(tmp_path / "empty"))
     storage = LocalStorage(tmp_path / "repo", fsync=False)
     Repository.init(storage, PASSWORD, kdf=FAST)
-    require_empty_or_repository(tmp_path / "repo")
+    require_empty_or_repository(LocalStorage(tmp_path / "repo"))
     assert open_repository(storage, PASSWORD).config.repo_id
     assert not (tmp_path / "missing").exists()
 
@@ -343,7 +346,7 @@ def test_empty_missing_and_repository_folders_are_used(tmp_path: Path) -> None:
 def test_memory_storage_with_objects_is_not_initialised() -> None:
     storage = MemoryStorage()
     storage.put("config", b"someone else's")
-    with pytest.raises(RepositoryError):
+    with pytest.raises(NotARepository):  # the rule for every storage now, not folders only
         open_repository(storage, PASSWORD)
     assert storage.get("config") == b"someone else's"
 

@@ -9,6 +9,7 @@ import pytest
 
 from opencbs.cli.common import SafeFormatter, show_name
 from opencbs.errors import InvalidInput
+from opencbs.model.destinations import DestinationAddress
 from opencbs.store.users import check_name
 
 
@@ -67,7 +68,6 @@ def test_bad_names(name: str, why: str) -> None:
 def test_a_failed_job_hint_names_what_failed(capsys: pytest.CaptureFixture[str]) -> None:
     """A system error from the destination points at the destination; one from the scan's
     helper process does not (both: one error line, one hint line)."""
-    from pathlib import Path
 
     from opencbs.agent.job import JobOutcome
     from opencbs.cli.backup_run import print_job_failure
@@ -77,7 +77,8 @@ def test_a_failed_job_hint_names_what_failed(capsys: pytest.CaptureFixture[str])
     ref = JobRef("1", "2", "2026-11-29-22-00-00")
     failed = JobStatus.STOP_BY_SYSTEM_ERROR
     print_job_failure(
-        JobOutcome(ref, failed, None, message="Destination error: disk full"), Path("/mnt/backup")
+        JobOutcome(ref, failed, None, message="Destination error: disk full"),
+        DestinationAddress.local("/mnt/backup"),
     )
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("opencbs: error: backup job 2026-11-29-22-00-00 failed")
@@ -89,7 +90,7 @@ def test_a_failed_job_hint_names_what_failed(capsys: pytest.CaptureFixture[str])
             None,
             message="Scan error: the scan's helper process ended early (exit code 1)",
         ),
-        Path("/mnt/backup"),
+        DestinationAddress.local("/mnt/backup"),
     )
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and "Scan error" in err[0]

@@ -20,6 +20,7 @@ from opencbs.engine.classify import Change, Reason, change_detail
 from opencbs.engine.crypto import KdfParams
 from opencbs.engine.entries import Entry
 from opencbs.engine.repository import Repository, RepositoryExists, RepositoryNotFound
+from opencbs.model.destinations import DestinationAddress
 from opencbs.model.jobs import JobRef
 from opencbs.reports.vocabulary import EntryType, JobStatus, LogType, ReportList
 from opencbs.reports.wording import plural
@@ -115,7 +116,7 @@ def test_the_cli_says_each_message_as_it_comes_and_a_failure_once(
         message=why,
         messages=(JobMessage(LogType.ERROR, why),),
     )
-    print_job_failure(failed, Path("/mnt/backup"))
+    print_job_failure(failed, DestinationAddress.local("/mnt/backup"))
     err = capsys.readouterr().err.splitlines()
     assert (
         err[0] == "opencbs: error: backup job 2026-01-01-00-00-00 failed (BS_STOP_BY_SYSTEM_ERROR)"

@@ -277,12 +277,14 @@ def backup_set() -> None:
 )
 @click.option(
     "--s3-endpoint",
+    "endpoint",  # not the setting s3_endpoint (the agent's): this set's own
     default=None,
     metavar="URL",
     help="URL of the S3-compatible server of an s3:// destination (default: AWS).",
 )
 @click.option(
     "--s3-region",
+    "region",
     default=None,
     metavar="REGION",
     help=f"Signing region of an s3:// destination [default: {DEFAULT_S3_REGION}].",
@@ -315,8 +317,8 @@ def set_add(
     name: str,
     sources: tuple[str, ...],
     destination: str,
-    s3_endpoint: str | None,
-    s3_region: str | None,
+    endpoint: str | None,
+    region: str | None,
     destination_name: str | None,
     excludes: tuple[str, ...],
     sources_elsewhere: bool,
@@ -330,7 +332,7 @@ def set_add(
     --sources-elsewhere says the agent runs on another machine."""
     s3 = is_s3_url(destination)
     require_text_paths(sources, None if s3 else destination)
-    where = parse_destination(destination, s3_endpoint=s3_endpoint, s3_region=s3_region)
+    where = parse_destination(destination, s3_endpoint=endpoint, s3_region=region)
     if not sources_elsewhere:
         require_sources(sources)
     config = {

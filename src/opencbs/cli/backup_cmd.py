@@ -249,14 +249,7 @@ def backup(
             verbose=verbose,
         )
         if named is not None or len(target.bset.destinations) < 2:
-            outcome, misconfigured = run.one(target)
-            return _finish(
-                outcome,
-                target,
-                as_json=as_json,
-                unreachable_told=bool(told),
-                misconfigured=misconfigured,
-            )
+            return _run_one(run, target, unreachable_told=bool(told))
         return _run_each(run, target.bset, unreachable_told=bool(told))
 
 
@@ -315,6 +308,18 @@ class _Run:
             progress_interval=self.settings.progress_interval,
         )
         return outcome, isinstance(storage, UnusableStorage) and storage.misconfigured
+
+
+def _run_one(run: _Run, target: Target, *, unreachable_told: bool) -> int:
+    """The one job of ``target``: printed, and its exit code (module docstring)."""
+    outcome, misconfigured = run.one(target)
+    return _finish(
+        outcome,
+        target,
+        as_json=run.as_json,
+        unreachable_told=unreachable_told,
+        misconfigured=misconfigured,
+    )
 
 
 def _run_each(run: _Run, bset: RemoteSet, *, unreachable_told: bool) -> int:

@@ -14,6 +14,7 @@ from opencbs.agent.job import run_backup
 from opencbs.agent.targets import Target, accept_target
 from opencbs.agent.trust import TargetChanged, accepted_sets
 from opencbs.engine.repository import Repository
+from opencbs.model.destinations import DestinationAddress
 from tests.agent_support import PASSWORD, job_options, local_storage, new_set
 
 
@@ -26,7 +27,9 @@ def test_sources_changed_between_the_check_and_the_job(agent: AgentClient, tmp_p
     storage = local_storage(tmp_path / "dest")
     set_id, dest_id = new_set(agent, src, tmp_path / "dest")
     bset = agent.get_set(set_id)
-    accept_target(spool, Target(bset, bset.destinations[0], tmp_path / "dest"))
+    accept_target(
+        spool, Target(bset, bset.destinations[0], DestinationAddress.local(tmp_path / "dest"))
+    )
     assert accepted_sets(spool)[set_id].sources == (str(src),)
 
     # first answer checked; the server then answers differently
