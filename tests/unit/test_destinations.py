@@ -1,8 +1,12 @@
-"""One contract suite for every destination backend (style.md §8), plus local-folder specifics."""
+"""One contract suite for every destination backend (style.md §8): local folder, memory, S3 on
+SeaweedFS (real SigV4) and S3 on moto; plus local-folder specifics (S3 specifics:
+test_destination_s3.py)."""
 
 from __future__ import annotations
 
 import os
+import secrets
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,16 +18,41 @@ from opencbs.destinations import (
     LocalStorage,
     MemoryStorage,
     ObjectNotFound,
+    PreconditionFailed,
     Storage,
 )
+from opencbs.model.destinations import S3Location
+from tests import s3server
+
+s3_server = s3server.s3_server
+moto_server = s3server.moto_server
+CONTRACT_BUCKET = "contract"
 
 
-@pytest.fixture(params=["memory", "local"])
+def s3_storage(server: s3server.SeaweedS3 | s3server.MotoS3) -> Storage:
+    """An ``S3Storage`` under a fresh prefix of the server's contract bucket."""
+    from opencbs.destinations.s3 import S3Credentials, S3Storage, S3Tuning
+
+    location = S3Location.checked(CONTRACT_BUCKET, f"t-{secrets.token_hex(6)}", server.endpoint, "")
+    return S3Storage(
+        location,
+        S3Credentials(server.access_key, server.secret_key),
+        tuning=S3Tuning(max_attempts=2),
+    )
+
+
+@pytest.fixture(params=["memory", "local", "s3-seaweedfs", "s3-moto"])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
     if request.param == "memory":
         yield MemoryStorage()
-    else:
+    elif request.param == "local":
         yield LocalStorage(tmp_path / "dest")
+    else:
+        server = request.getfixturevalue(
+            "s3_server" if request.param == "s3-seaweedfs" else "moto_server"
+        )
+        server.ensure_bucket(CONTRACT_BUCKET)
+        yield s3_storage(server)
 
 
 BAD_NAMES = [
@@ -115,6 +144,55 @@ def test_get_range(storage: Storage) -> None:
         storage.get_range("none", 0, 1)
 
 
+def test_put_if_creates_only_when_absent(storage: Storage) -> None:
+    version = storage.put_if("manifest", b"one", version=None)
+    with pytest.raises(PreconditionFailed) as info:
+        storage.put_if("manifest", b"two", version=None)
+    assert info.value.code == "destination_precondition_failed"
+    assert storage.get_versioned("manifest") == (b"one", version)
+
+
+def test_put_if_replaces_only_the_expected_version(storage: Storage) -> None:
+    first = storage.put_if("m", b"one", version=None)
+    second = storage.put_if("m", b"two", version=first)
+    assert second != first
+    with pytest.raises(PreconditionFailed):
+        storage.put_if("m", b"three", version=first)  # stale: another writer got there
+    assert storage.get_versioned("m") == (b"two", second)
+    storage.put("m", b"plain put")  # an unconditional put changes the version too
+    with pytest.raises(PreconditionFailed):
+        storage.put_if("m", b"four", version=second)
+    with pytest.raises(PreconditionFailed):
+        storage.put_if("absent", b"x", version=second)  # nothing to match
+    assert not storage.exists("absent")
+    with pytest.raises(ObjectNotFound):
+        storage.get_versioned("absent")
+    assert list(storage.list()) == ["m"]  # no lock or temporary object shows
+
+
+def test_put_if_lets_exactly_one_of_racing_writers_win(storage: Storage) -> None:
+    version = storage.put_if("race", b"0", version=None)
+    outcomes: list[str] = []
+    barrier = threading.Barrier(4)
+
+    def writer(n: int) -> None:
+        barrier.wait()
+        try:
+            storage.put_if("race", str(n).encode(), version=version)
+            outcomes.append(f"won {n}")
+        except PreconditionFailed:
+            outcomes.append("lost")
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(1, 5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    won = [o for o in outcomes if o.startswith("won")]
+    assert len(won) == 1 and outcomes.count("lost") == 3, outcomes
+    assert storage.get("race") == won[0].split()[1].encode()
+
+
 @pytest.mark.parametrize("name", BAD_NAMES)
 def test_names_escaping_the_root_are_rejected(storage: Storage, name: str) -> None:
     for call in (
@@ -123,6 +201,8 @@ def test_names_escaping_the_root_are_rejected(storage: Storage, name: str) -> No
         lambda: storage.exists(name),
         lambda: storage.delete(name),
         lambda: storage.get_range(name, 0, 0),
+        lambda: storage.get_versioned(name),
+        lambda: storage.put_if(name, b"x", version=None),
     ):
         with pytest.raises(InvalidObjectName):
             call()

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from opencbs.destinations import LocalStorage, MemoryStorage
+from opencbs.destinations import LocalStorage, MemoryStorage, PreconditionFailed
 from opencbs.engine.crypto import KdfParams
 from opencbs.engine.entries import Entry
 from opencbs.engine.manifest import (
@@ -23,7 +24,13 @@ from opencbs.engine.manifest import (
     load_anchor,
     remember,
 )
-from opencbs.engine.repository import _CONFIG_AAD, CONFIG_NAME, Repository, SnapshotMeta
+from opencbs.engine.repository import (
+    _CONFIG_AAD,
+    CONFIG_NAME,
+    LIST_WRITE_ATTEMPTS,
+    Repository,
+    SnapshotMeta,
+)
 from opencbs.engine.snapshot_format import snapshot_name
 from opencbs.reports.vocabulary import EntryType
 
@@ -272,3 +279,63 @@ def test_anchor_file_rules(tmp_path: Path) -> None:
     path.write_text("{not json")
     assert load_anchor(tmp_path, repo_id) is None  # unreadable: ignored with a warning
     assert load_anchor(tmp_path, "f" * 32) is None
+
+
+# Two writers of one list (issue 13) ---------------------------------------------------------
+
+
+class _Interleaved:
+    """A storage mixin whose next ``put_if`` first runs ``before_put_if`` (once): another
+    writer commits between this writer's read of the list and its write."""
+
+    before_put_if: Callable[[], object] | None = None
+
+    def put_if(self, name: str, data: bytes | memoryview, *, version: str | None) -> str:
+        hook, self.before_put_if = self.before_put_if, None
+        if hook is not None:
+            hook()
+        return super().put_if(name, data, version=version)  # type: ignore[misc]
+
+
+class _InterleavedMemory(_Interleaved, MemoryStorage):
+    pass
+
+
+class _InterleavedLocal(_Interleaved, LocalStorage):
+    pass
+
+
+@pytest.mark.parametrize("kind", ["memory", "local"])
+def test_two_writers_committing_at_once_both_stay_listed(kind: str, tmp_path: Path) -> None:
+    storage = _InterleavedMemory() if kind == "memory" else _InterleavedLocal(tmp_path / "d")
+    first = Repository.init(storage, PASSWORD, kdf=FAST_KDF)
+    second = Repository.open(storage, PASSWORD)
+    ids = {_commit(first, 1)}
+    late: list[str] = []
+    # second reads the list, then first commits before second writes: second's read is stale.
+    storage.before_put_if = lambda: late.append(_commit(first, 2))
+    ids.add(_commit(second, 3))
+    ids.update(late)
+    assert len(ids) == 3
+    listed = second.snapshot_list()
+    assert listed is not None and listed.snapshots == ids
+    assert listed.generation == 4  # 1 at init, then one per commit
+    assert first.check_snapshot_list().problems == ()
+    assert storage.before_put_if is None  # the race did happen
+
+
+def test_a_writer_losing_every_race_gives_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    storage = _InterleavedMemory()
+    repo = Repository.init(storage, PASSWORD, kdf=FAST_KDF)
+    sleeps: list[float] = []
+    monkeypatch.setattr("opencbs.engine.repository.time.sleep", sleeps.append)
+
+    def spoil() -> None:  # another writer replaces the list before every write
+        storage.put(MANIFEST_NAME, storage.get(MANIFEST_NAME)[::-1])
+        storage.before_put_if = spoil
+
+    storage.before_put_if = spoil
+    with pytest.raises(PreconditionFailed):
+        repo.record_snapshots()
+    assert len(sleeps) == LIST_WRITE_ATTEMPTS - 1
+    assert all(0.05 <= s <= 0.5 for s in sleeps)

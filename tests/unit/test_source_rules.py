@@ -52,7 +52,7 @@ LAYERS: dict[str, frozenset[str]] = {
     "reports": frozenset({"errors"}),
     "model": frozenset({"reports", "errors"}),
     "settings": frozenset({"reports", "model", "errors"}),
-    "destinations": frozenset({"errors", "fileio"}),
+    "destinations": frozenset({"model", "errors", "fileio"}),
     "engine": frozenset({"reports", "model", "destinations", "errors", "fileio"}),
     "store": frozenset({"reports", "model", "errors", "fileio", "security", "settings"}),
     "api": frozenset({"store", "reports", "model", "errors", "security", "settings"}),

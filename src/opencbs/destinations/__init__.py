@@ -2,13 +2,15 @@
 in-memory backends (architecture.md, style.md §8).
 
 ``Storage`` is the protocol; ``LocalStorage`` and ``MemoryStorage`` implement it. Every storage
-failure is a ``DestinationError``.
+failure is a ``DestinationError``. The S3 backend (``opencbs.destinations.s3``, on boto3) is
+not imported here: import it where an S3 destination is opened, so local ones never load boto3.
 """
 
 from opencbs.destinations.base import (
     DestinationError,
     InvalidObjectName,
     ObjectNotFound,
+    PreconditionFailed,
     Storage,
     check_name,
 )
@@ -21,6 +23,7 @@ __all__ = [
     "LocalStorage",
     "MemoryStorage",
     "ObjectNotFound",
+    "PreconditionFailed",
     "Storage",
     "check_name",
 ]

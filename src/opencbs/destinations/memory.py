@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Iterator
 
-from opencbs.destinations.base import DestinationError, ObjectNotFound, check_name, check_prefix
+from opencbs.destinations.base import (
+    DestinationError,
+    ObjectNotFound,
+    PreconditionFailed,
+    check_name,
+    check_prefix,
+)
+
+
+def _version(data: bytes) -> str:
+    """The version tag of an object (its BLAKE2b-128 digest, hex), as ``LocalStorage``'s."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 class MemoryStorage:
@@ -33,6 +45,23 @@ class MemoryStorage:
                 return self._objects[name]
             except KeyError:
                 raise ObjectNotFound(name) from None
+
+    def get_versioned(self, name: str) -> tuple[bytes, str]:
+        """See ``Storage.get_versioned``."""
+        data = self.get(name)
+        return data, _version(data)
+
+    def put_if(self, name: str, data: bytes | memoryview, *, version: str | None) -> str:
+        """See ``Storage.put_if`` (compared and replaced under the storage's lock). Raises
+        ``PreconditionFailed``."""
+        check_name(name)
+        blob = bytes(data)
+        with self._lock:
+            held = self._objects.get(name)
+            if (None if held is None else _version(held)) != version:
+                raise PreconditionFailed(name)
+            self._objects[name] = blob
+        return _version(blob)
 
     def get_range(self, name: str, offset: int, length: int) -> bytes:
         """See ``Storage.get_range``."""

@@ -10,6 +10,10 @@ The object is sealed JSON (associated data ``b"opencbs:manifest"``)::
   every snapshot the repository holds; ``removed`` the IDs deleted on purpose (retention, to
   come), which must not come back. Snapshot objects need no hash here: each is sealed with its
   own ID as associated data and an ID is written once, so it cannot be replaced by other bytes.
+- The list is replaced with a conditional write (``Storage.put_if``) against the version read:
+  two backups committing at once (two agents, or two jobs of one) never lose each other's
+  snapshot; the one whose read went stale reads again and retries
+  (``Repository.record_snapshots``).
 - A backup writes its snapshot first, then a new list (``Repository.record_snapshots``). A
   crash in between leaves a stored snapshot the list does not name: *unrecorded*, never a
   problem; the next list names it (after it authenticates).
@@ -50,6 +54,7 @@ __all__ = [
     "check_snapshot_list",
     "load_anchor",
     "read_manifest",
+    "read_manifest_versioned",
     "remember",
     "write_manifest",
 ]
@@ -114,6 +119,28 @@ def read_manifest(storage: Storage, keys: Keys) -> Manifest | None:
         sealed = storage.get(MANIFEST_NAME)
     except ObjectNotFound:
         return None
+    return _opened(sealed, keys)
+
+
+def read_manifest_versioned(
+    storage: Storage, keys: Keys
+) -> tuple[Manifest | CorruptData | None, str | None]:
+    """The stored list and its storage version (for a conditional :func:`write_manifest`):
+    ``(None, None)`` when there is none; a list that fails authentication or decoding comes
+    back as its ``CorruptData`` error with its version (so it can be replaced). Raises
+    ``DestinationError``."""
+    try:
+        sealed, version = storage.get_versioned(MANIFEST_NAME)
+    except ObjectNotFound:
+        return None, None
+    try:
+        return _opened(sealed, keys), version
+    except CorruptData as exc:
+        return exc, version
+
+
+def _opened(sealed: bytes, keys: Keys) -> Manifest:
+    """The list of a stored object. Raises ``CorruptData``."""
     plain = keys.unseal(sealed, _AAD, what="snapshot list")
     try:
         doc = json.loads(plain)
@@ -136,9 +163,12 @@ def write_manifest(
     snapshots: Iterable[str],
     *,
     removed: Iterable[str] = (),
+    replacing: tuple[str | None] | None = None,
 ) -> Manifest:
     """Store a snapshot list of ``generation`` (one atomic put, replacing the previous) and
-    return it. Raises ``DestinationError``."""
+    return it. With ``replacing=(version,)``, only if the stored list is still that version
+    (``None``: only if there is none): ``Storage.put_if``, raising ``PreconditionFailed``
+    when another writer replaced it meanwhile. Raises ``DestinationError``."""
     snap, gone = frozenset(snapshots), frozenset(removed)
     doc = {
         "format": _FORMAT,
@@ -148,7 +178,10 @@ def write_manifest(
         "removed": sorted(gone),
     }
     sealed = keys.seal(json.dumps(doc, separators=(",", ":")).encode("ascii"), _AAD)
-    storage.put(MANIFEST_NAME, sealed)
+    if replacing is None:
+        storage.put(MANIFEST_NAME, sealed)
+    else:
+        storage.put_if(MANIFEST_NAME, sealed, version=replacing[0])
     return Manifest(generation, snap, gone, keys.chunk_id(sealed).hex())
 
 

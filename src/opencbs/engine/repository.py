@@ -30,14 +30,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import random
 import re
 import secrets
+import time
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from opencbs.destinations.base import ObjectNotFound, Storage
+from opencbs.destinations.base import ObjectNotFound, PreconditionFailed, Storage
 from opencbs.engine.chunk_index import (
     INDEX_PREFIX,
     ChunkIndex,
@@ -56,6 +58,7 @@ from opencbs.engine.manifest import (
     Manifest,
     check_snapshot_list,
     read_manifest,
+    read_manifest_versioned,
     write_manifest,
 )
 from opencbs.engine.packs import (
@@ -116,6 +119,8 @@ log = logging.getLogger(__name__)
 KEYFILE_NAME = "keys/default"
 CONFIG_NAME = "config"
 DEFAULT_PACK_SIZE = 16 * 1024 * 1024
+#: Tries of ``record_snapshots`` against other writers of the snapshot list.
+LIST_WRITE_ATTEMPTS = 10
 _CONFIG_AAD = b"opencbs:config"
 _CONFIG_FORMAT = "opencbs-repository"
 _ID_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -473,11 +478,34 @@ class Repository:
         now that was listed or authenticates now (unrecorded ones: a backup ended before
         listing its snapshot), except ``removed`` and those removed before. A listed snapshot
         no longer stored is dropped (``check_snapshot_list`` reported it). Retention calls this
-        with the IDs it deleted as ``removed``. Raises ``DestinationError``."""
-        try:
-            current = self.snapshot_list()
-        except CorruptData as exc:
-            log.warning("replacing the damaged snapshot list: %s", exc.message)
+        with the IDs it deleted as ``removed``.
+
+        The list is replaced only if no other writer replaced it since it was read
+        (``Storage.put_if``); otherwise it is read again and the new list computed again, up
+        to ``LIST_WRITE_ATTEMPTS`` times with a short random pause (0.05-0.5 s) between, so
+        two jobs committing at once both end up listed. Raises ``DestinationError``
+        (``PreconditionFailed`` when every attempt lost the race)."""
+        gone_now = frozenset(removed)
+        for attempt in range(1, LIST_WRITE_ATTEMPTS + 1):
+            try:
+                manifest = self._record_once(gone_now)
+                break
+            except PreconditionFailed:
+                if attempt == LIST_WRITE_ATTEMPTS:
+                    raise
+                log.debug("snapshot list changed meanwhile (attempt %d): reading it again", attempt)
+                time.sleep(random.uniform(0.05, 0.5))
+        if not self.config.snapshot_list:  # a repository made before the list: say it has one
+            self.config = dataclasses.replace(self.config, snapshot_list=True)
+            self.storage.put(CONFIG_NAME, self.keys.seal(self.config.to_bytes(), _CONFIG_AAD))
+        return manifest
+
+    def _record_once(self, removed: frozenset[str]) -> Manifest:
+        """Read the list, compute the next one and write it if the list is unchanged meanwhile
+        (``record_snapshots``). Raises ``PreconditionFailed``, ``DestinationError``."""
+        current, version = read_manifest_versioned(self.storage, self.keys)
+        if isinstance(current, CorruptData):
+            log.warning("replacing the damaged snapshot list: %s", current.message)
             current = None
         gone = set(removed) | (current.removed if current is not None else set())
         listed = current.snapshots if current is not None else frozenset()
@@ -487,11 +515,10 @@ class Repository:
             if sid not in gone and (sid in listed or self._authenticates(sid))
         }
         generation = max(current.generation if current else 0, self._generation_floor) + 1
-        self.recorded = write_manifest(self.storage, self.keys, generation, keep, removed=gone)
+        self.recorded = write_manifest(
+            self.storage, self.keys, generation, keep, removed=gone, replacing=(version,)
+        )
         self._generation_floor = generation
-        if not self.config.snapshot_list:  # a repository made before the list: say it has one
-            self.config = dataclasses.replace(self.config, snapshot_list=True)
-            self.storage.put(CONFIG_NAME, self.keys.seal(self.config.to_bytes(), _CONFIG_AAD))
         log.debug("snapshot list generation %d: %s", generation, plural(len(keep), "snapshot"))
         return self.recorded
 
