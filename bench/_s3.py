@@ -12,8 +12,8 @@
   names a repository location in it.
 - ``S3Repo``: one repository location: ``url`` (``s3://bucket/prefix``, opencbs),
   ``restic_url`` (``s3:http://host:port/bucket/prefix``), ``env()`` (the credentials as
-  environment variables), ``size_mib()`` (the sum of the sizes of the objects under the
-  prefix, MiB).
+  environment variables), ``usage()`` (the sum of the sizes of the objects under the prefix
+  in MiB, and their number).
 """
 
 from __future__ import annotations
@@ -109,16 +109,18 @@ class S3Repo:
             "AWS_DEFAULT_REGION": REGION,
         }
 
-    def size_mib(self) -> float:
-        """Sum of the sizes of the objects under ``prefix/``, MiB."""
+    def usage(self) -> tuple[float, int]:
+        """(sum of the sizes of the objects under ``prefix/`` in MiB, how many objects)."""
         client = _client(self.endpoint, self.access_key, self.secret_key)
-        total = 0
+        total = count = 0
         pages = client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=self.prefix + "/"
         )
         for page in pages:
-            total += sum(int(o["Size"]) for o in page.get("Contents", ()))
-        return total / (1024 * 1024)
+            objects = page.get("Contents", ())
+            total += sum(int(o["Size"]) for o in objects)
+            count += len(objects)
+        return total / (1024 * 1024), count
 
 
 class SeaweedServer:

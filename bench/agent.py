@@ -606,8 +606,10 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             if s3 is not None:
                 r.extra["s3_server_cpu_s"] = s3.cpu_s() - s3_cpu
             where = opencbs.dests[series] if tool is opencbs else repo
-            if set_name in ("a", "b", "a-s3", "b-s3"):
-                r.repo_mib = where.size_mib() if isinstance(where, S3Repo) else du_mib(where)
+            if set_name in ("a", "b"):
+                r.repo_mib = du_mib(where) if isinstance(where, Path) else None
+            elif set_name in ("a-s3", "b-s3") and isinstance(where, S3Repo):
+                r.repo_mib, r.extra["s3_objects"] = where.usage()
             runs.append(r)
             _progress(r)
 
@@ -812,6 +814,8 @@ def render(doc: dict[str, Any]) -> None:
             parts = [r["note"]]
             if r["server_cpu_s"] is not None:
                 parts.insert(0, f"server CPU {r['server_cpu_s']:.1f} s")
+            if "s3_objects" in r["extra"]:
+                parts.insert(0, f"{r['extra']['s3_objects']} objects")
             if "s3_server_cpu_s" in r["extra"]:
                 parts.insert(0, f"S3 CPU {r['extra']['s3_server_cpu_s']:.1f} s")
             note = "; ".join(p for p in parts if p)
