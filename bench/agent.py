@@ -5,13 +5,16 @@ Run from the project root::
     .venv/bin/python bench/agent.py                 # (a) 1 GiB mixed, (b)-(d) 100,000 files
     .venv/bin/python bench/agent.py --quick         # (a) 100 MiB, (b)-(d) 10,000 files
     .venv/bin/python bench/agent.py --only b,c,d --keep
+    .venv/bin/python bench/agent.py --s3              # only the S3 sets (a-s3, b-s3, c-s3)
 
 Data sets (``bench/_datasets.py``, seeded, built once under ``bench/.work/agent/sets/`` and
 reused): (a) about 1 GiB of mixed files (text, synthetic binaries, gzip/zstd output, random);
 (b) 100,000 small files (0.1-8 KiB) in ~3,000 directories; (c) the unchanged re-run of (b);
 (d) the re-run of (b) after rewriting 1 % of its files (content and mtime). ``restore``: the
 restore of (a)'s backup, opencbs against ``restic restore``, both checked against the source's
-SHA-256 manifest.
+SHA-256 manifest. (a-s3), (b-s3), (c-s3): (a), (b) and (c) again, opencbs against restic, each
+into a new repository under its own prefix of one bucket of a SeaweedFS S3 server (``weed mini``
+on 127.0.0.1, ``bench/_s3.py``) started for the run.
 
 Each tool backs up into a new repository on local disk with encryption on and its default
 compression: ``opencbs backup`` (the real CLI, reporting to a real ``opencbs serve`` with a
@@ -24,7 +27,8 @@ shown apart. The page cache is dropped (``echo 3 > /proc/sys/vm/drop_caches``, r
 every run of (a), (b) and the restores when the machine allows it.
 
 Prints one table with the ratios opencbs/restic and opencbs/borg and the issue's goals (opencbs
-faster than both on (a)-(d); peak memory below both on (b) and (c)), and writes the figures to
+faster than both on (a)-(d); peak memory below both on (b) and (c); on S3 faster than restic
+and peak memory below restic), and writes the figures to
 ``bench/.work/agent/last_run.json``. restic and borg must be on PATH (Debian: ``apt-get install
 restic borgbackup``).
 """
@@ -54,17 +58,20 @@ sys.path.insert(0, str(HERE))
 
 import _revisions  # noqa: E402
 from _datasets import SmallTree, build_mixed, tree_hashes  # noqa: E402
+from _s3 import GOMEMLIMIT, S3Repo, SeaweedServer  # noqa: E402
 
 OPENCBS = str(Path(sys.executable).with_name("opencbs"))
 GNU_TIME = "/usr/bin/time"
 TOOLS = ("opencbs", "restic", "borg")
-SETS = ("a", "b", "c", "d", "restore")
+S3_SETS = ("a-s3", "b-s3", "c-s3")
+SETS = ("a", "b", "c", "d", "restore", *S3_SETS)
+S3_BUCKET = "bench"
 LOGIN, LOGIN_PWD, REPO_PWD = "bench-agent", "bench-agent-password", "bench-repo-password"
 SEED = 1
 TOUCH_FRACTION = 0.01
 SIZES = {"full": (1024 * 1024 * 1024, 100_000), "quick": (100 * 1024 * 1024, 10_000)}
-GOAL_FASTER = ("a", "b", "c", "d")
-GOAL_MEMORY = ("b", "c")
+GOAL_FASTER = ("a", "b", "c", "d", *S3_SETS)
+GOAL_MEMORY = ("b", "c", *S3_SETS)
 
 
 # --- measuring a process tree ------------------------------------------------------------------
@@ -269,7 +276,7 @@ class Opencbs:
             OPENCBS_LOG_LEVEL="WARNING",
         )
         self.jobs: dict[str, str] = {}  # set name -> last job ID
-        self.dests: dict[str, Path] = {}
+        self.dests: dict[str, Path | S3Repo] = {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -327,16 +334,21 @@ class Opencbs:
                 self.proc.wait()
             self.server_log.close()
 
-    def backup(self, set_name: str, series: str, source: Path, repo: Path) -> Run:
+    def backup(self, set_name: str, series: str, source: Path, repo: Path | S3Repo) -> Run:
         assert self.proc is not None
         cmd = [OPENCBS, "backup", "--set", series, "--json"]
+        env = self.env
+        if isinstance(repo, S3Repo):  # the set's S3 endpoint is stored; the keys are not
+            env = {**self.env, **repo.env()}
         if series not in self.dests:
-            cmd += ["--source", str(source), "--destination", str(repo)]
+            if isinstance(repo, S3Repo):
+                cmd += ["--source", str(source), "--destination", repo.url]
+                cmd += ["--s3-endpoint", repo.endpoint]
+            else:
+                cmd += ["--source", str(source), "--destination", str(repo)]
             self.dests[series] = repo
         before = _cpu_ticks(self.proc.pid)
-        run, out = measure(
-            set_name, self.name, cmd, self.env, log=self.logs / f"opencbs-{set_name}.log"
-        )
+        run, out = measure(set_name, self.name, cmd, env, log=self.logs / f"opencbs-{set_name}.log")
         run.server_cpu_s = _cpu_ticks(self.proc.pid) - before
         if run.ok:
             try:
@@ -377,7 +389,7 @@ class Restic:
         self.root, self.logs = root, logs
         self.env = _base_env(root / "restic-home")
         self.env.update(RESTIC_PASSWORD=REPO_PWD, RESTIC_CACHE_DIR=str(root / "restic-cache"))
-        self.repos: dict[str, Path] = {}
+        self.repos: dict[str, Path | S3Repo] = {}
 
     def start(self) -> None:
         pass
@@ -385,8 +397,13 @@ class Restic:
     def stop(self) -> None:
         pass
 
-    def backup(self, set_name: str, series: str, source: Path, repo: Path) -> Run:
-        env = {**self.env, "RESTIC_REPOSITORY": str(self.repos.get(series, repo))}
+    def _env(self, repo: Path | S3Repo) -> dict[str, str]:
+        if isinstance(repo, S3Repo):
+            return {**self.env, **repo.env(), "RESTIC_REPOSITORY": repo.restic_url}
+        return {**self.env, "RESTIC_REPOSITORY": str(repo)}
+
+    def backup(self, set_name: str, series: str, source: Path, repo: Path | S3Repo) -> Run:
+        env = self._env(self.repos.get(series, repo))
         if series not in self.repos:
             res = subprocess.run(
                 ["restic", "init", "--repository-version", "2"],
@@ -408,7 +425,7 @@ class Restic:
         return run
 
     def restore(self, series: str, target: Path) -> Run:
-        env = {**self.env, "RESTIC_REPOSITORY": str(self.repos[series])}
+        env = self._env(self.repos[series])
         run, _ = measure(
             "restore",
             self.name,
@@ -442,7 +459,8 @@ class Borg:
     def stop(self) -> None:
         pass
 
-    def backup(self, set_name: str, series: str, source: Path, repo: Path) -> Run:
+    def backup(self, set_name: str, series: str, source: Path, repo: Path | S3Repo) -> Run:
+        assert isinstance(repo, Path), "borg has no S3 repositories"
         if series not in self.repos:
             res = subprocess.run(
                 ["borg", "init", "--encryption=repokey-blake2", str(repo)],
@@ -501,8 +519,13 @@ def compare_restore(expected: dict[str, str], restored_root: Path) -> str:
     return f"DIFFERS: {missing} missing, {extra} extra, {differ} different"
 
 
-def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
-    only = set(args.only.split(",")) if args.only else set(SETS)
+def chosen_sets(args: argparse.Namespace) -> set[str]:
+    """The data sets ``--only`` and ``--s3`` name (all without either), with those they
+    imply."""
+    only = set(args.only.split(",")) if args.only else set()
+    if args.s3:
+        only |= set(S3_SETS)
+    only = only or set(SETS)
     unknown = only - set(SETS)
     if unknown:
         raise SystemExit(
@@ -510,8 +533,15 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         )
     if only & {"c", "d"}:
         only.add("b")  # (c) and (d) are re-runs of (b)'s series
+    if "c-s3" in only:
+        only.add("b-s3")
     if "restore" in only:
         only.add("a")
+    return only
+
+
+def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    only = chosen_sets(args)
     mode = "quick" if args.quick else "full"
     pythonpath, revision = export_revision(args.rev) if args.rev else (None, _git_rev())
     mixed_bytes, small_files = SIZES[mode]
@@ -532,14 +562,14 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     manifest: dict[str, str] = {}
     mixed_src = sets_dir / "a"
     small: SmallTree | None = None
-    if "a" in only:
+    if only & {"a", "a-s3"}:
         manifest, reused = build_mixed(mixed_src, mixed_bytes, SEED)
         print(
             f"(a) {len(manifest)} files, {du_mib(mixed_src):.0f} MiB "
             f"({'reused' if reused else 'built'})",
             flush=True,
         )
-    if "b" in only:
+    if only & {"b", "b-s3"}:
         small = SmallTree(sets_dir / "b", small_files, SEED)
         reused = small.build()
         print(
@@ -562,15 +592,24 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     opencbs = Opencbs(run_dir, logs, pythonpath)
     tools: list[Opencbs | Restic | Borg] = [opencbs, Restic(run_dir, logs), Borg(run_dir, logs)]
     runs: list[Run] = []
+    s3: SeaweedServer | None = None
 
     def step(set_name: str, series: str, source: Path, cold: bool) -> None:
-        for tool in tools:
+        for tool in tools if s3 is None else tools[:2]:  # borg has no S3 repositories
             if cold:
                 drop_caches()
-            repo = run_dir / "repos" / f"{tool.name}-{series}"
+            repo: Path | S3Repo = run_dir / "repos" / f"{tool.name}-{series}"
+            if s3 is not None:
+                repo = s3.repo(S3_BUCKET, f"{tool.name}-{series}")
+            s3_cpu = s3.cpu_s() if s3 is not None else 0.0
             r = tool.backup(set_name, series, source, repo)
+            if s3 is not None:
+                r.extra["s3_server_cpu_s"] = s3.cpu_s() - s3_cpu
             where = opencbs.dests[series] if tool is opencbs else repo
-            r.repo_mib = du_mib(where) if set_name in ("a", "b") else None
+            if set_name in ("a", "b"):
+                r.repo_mib = du_mib(where) if isinstance(where, Path) else None
+            elif set_name in ("a-s3", "b-s3") and isinstance(where, S3Repo):
+                r.repo_mib, r.extra["s3_objects"] = where.usage()
             runs.append(r)
             _progress(r)
 
@@ -595,7 +634,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                     shutil.rmtree(target, ignore_errors=True)
         if not args.keep:
             shutil.rmtree(run_dir / "repos", ignore_errors=True)
-        if small is not None:
+        if small is not None and "b" in only:
             step("b", "b", small.root, cold=True)
             if "c" in only:
                 step("c", "b", small.root, cold=False)
@@ -606,9 +645,23 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                     step("d", "b", small.root, cold=False)
                 finally:
                     small.untouch()
+        if only & set(S3_SETS):
+            s3 = SeaweedServer(run_dir / "s3", logs / "weed.log", args.s3_memlimit)
+            s3.start()
+            s3.make_bucket(S3_BUCKET)
+            print(f"S3: {s3.version()} at {s3.endpoint}, bucket {S3_BUCKET}", flush=True)
+            if "a-s3" in only:
+                step("a-s3", "a-s3", mixed_src, cold=True)
+            if small is not None and "b-s3" in only:
+                step("b-s3", "b-s3", small.root, cold=True)
+                if "c-s3" in only:
+                    step("c-s3", "b-s3", small.root, cold=False)
     finally:
         for tool in tools:
             tool.stop()
+        s3_info = _s3_info(s3, args.s3_memlimit)
+        if s3 is not None:
+            s3.stop()
     load_after = os.getloadavg()
     doc: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -635,14 +688,28 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "restic": "repository version 2, compression auto",
             "borg": "repokey-blake2, compression lz4 (default)",
         },
+        "s3": s3_info,
         "runs": [asdict(r) for r in runs],
         "work_dir": str(run_dir),
     }
     if not args.keep:
         shutil.rmtree(run_dir / "repos", ignore_errors=True)
-        for name in ("agent-home", "restic-cache", "borg-home", "restic-home"):
+        for name in ("agent-home", "restic-cache", "borg-home", "restic-home", "s3"):
             shutil.rmtree(run_dir / name, ignore_errors=True)
     return doc
+
+
+def _s3_info(s3: SeaweedServer | None, memlimit: str) -> dict[str, Any] | None:
+    """What the table says of the S3 server of the run (None without one)."""
+    if s3 is None:
+        return None
+    return {
+        "server": s3.version(),
+        "command": "weed mini (127.0.0.1, path-style, SigV4 keys, http)",
+        "gomemlimit": memlimit,
+        "peak_rss_mib": s3.peak_rss_mib(),
+        "cpu_s": s3.cpu_s(),
+    }
 
 
 def export_revision(rev: str) -> tuple[Path, str]:
@@ -659,6 +726,8 @@ def _git_rev() -> str:
 
 def _progress(r: Run) -> None:
     extra = f", server CPU {r.server_cpu_s:.1f} s" if r.server_cpu_s is not None else ""
+    if "s3_server_cpu_s" in r.extra:
+        extra += f", S3 server CPU {r.extra['s3_server_cpu_s']:.1f} s"
     print(
         f"  ({r.set}) {r.tool:8} wall {r.wall_s:7.2f} s  CPU {r.cpu_s:7.2f} s  "
         f"peak {r.peak_rss_mib:7.1f} MiB{extra}  {r.note}",
@@ -716,6 +785,9 @@ def render(doc: dict[str, Any]) -> None:
         "c": "(c) unchanged",
         "d": "(d) 1% touched",
         "restore": "restore (a)",
+        "a-s3": "(a) mixed → S3",
+        "b-s3": "(b) small → S3",
+        "c-s3": "(c) unch. → S3",
     }
     table = Table(
         title=f"opencbs agent vs restic and borg ({doc['mode']}, {doc['date']}, load "
@@ -739,9 +811,14 @@ def render(doc: dict[str, Any]) -> None:
             continue
         for i, t in enumerate(present):
             r = by[(s, t)]
-            note = r["note"]
+            parts = [r["note"]]
             if r["server_cpu_s"] is not None:
-                note = f"server CPU {r['server_cpu_s']:.1f} s; " + note
+                parts.insert(0, f"server CPU {r['server_cpu_s']:.1f} s")
+            if "s3_objects" in r["extra"]:
+                parts.insert(0, f"{r['extra']['s3_objects']} objects")
+            if "s3_server_cpu_s" in r["extra"]:
+                parts.insert(0, f"S3 CPU {r['extra']['s3_server_cpu_s']:.1f} s")
+            note = "; ".join(p for p in parts if p)
             table.add_row(
                 titles[s] if i == 0 else "",
                 t,
@@ -783,11 +860,19 @@ def render(doc: dict[str, Any]) -> None:
         f"{doc['versions']['restic']}, {doc['versions']['borg']}. Page cache "
         f"{dropped}."
     )
+    if doc.get("s3"):
+        s3 = doc["s3"]
+        console.print(
+            f"S3 sets: one bucket of {s3['server']}, {s3['command']}, GOMEMLIMIT "
+            f"{s3['gomemlimit']}; the server's peak RSS {s3['peak_rss_mib']:.0f} MiB, CPU "
+            f"{s3['cpu_s']:.1f} s over the run (not in the tools' figures; per run in the "
+            "note). Page cache dropped before (a-s3) and (b-s3)."
+        )
     met = goals(runs)
     if met:
         console.print("goals (the issue):")
         for g, ok, d in met:
-            console.print(f"  {g:28} {'met   ' if ok else 'MISSED'}  {d}")
+            console.print(f"  {g:32} {'met   ' if ok else 'MISSED'}  {d}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -800,8 +885,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default="",
-        metavar="a,b,c,d,restore",
-        help="only these data sets ((c), (d) imply (b); restore implies (a))",
+        metavar="a,b,c,d,restore,a-s3,b-s3,c-s3",
+        help="only these data sets ((c), (d) imply (b); restore implies (a); c-s3 implies b-s3)",
+    )
+    parser.add_argument(
+        "--s3",
+        action="store_true",
+        help="only the S3 sets a-s3,b-s3,c-s3 (besides those of --only): opencbs vs restic "
+        "into a SeaweedFS S3 server (weed mini) started for the run",
+    )
+    parser.add_argument(
+        "--s3-memlimit",
+        default=GOMEMLIMIT,
+        metavar="SIZE",
+        help=f"GOMEMLIMIT of the SeaweedFS server (default {GOMEMLIMIT})",
     )
     parser.add_argument(
         "--rev",
