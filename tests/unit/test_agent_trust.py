@@ -324,6 +324,7 @@ def test_leftovers_of_an_interrupted_put_do_not_count(tmp_path: Path) -> None:
     folder = tmp_path / "dest"
     folder.mkdir()
     (folder / ".tmp-config-0123456789abcdef").write_bytes(b"half")
+    (folder / ".lock-keys-default").write_bytes(b"")  # a creation killed before its key file
     require_empty_or_repository(LocalStorage(folder))
     assert open_repository(LocalStorage(folder, fsync=False), PASSWORD).config.repo_id
     (tmp_path / "other").mkdir()

@@ -147,7 +147,8 @@ class LocalStorage:
     def is_empty(self) -> bool:
         """Whether the folder is missing or holds nothing, dot-files included, but the
         temporary files of an interrupted ``put`` (``.tmp-*`` files: a first backup killed
-        while creating the repository): the only folder a new repository may be created in
+        while creating the repository) and the lock files of ``put_if`` (``.lock-*``: one
+        killed before its key file was stored): the only folder a new repository may be created in
         (``agent.targets``: a destination is empty or already a repository, never a folder of
         someone else's files; a new object never takes a temporary file's name). A file is not
         empty; a path under a file is missing (creating it fails: ``check_writable``). Raises
@@ -155,7 +156,8 @@ class LocalStorage:
         try:
             with os.scandir(self.root) as found:
                 return all(
-                    e.name.startswith(_TMP_PREFIX) and e.is_file(follow_symlinks=False)
+                    e.name.startswith((_TMP_PREFIX, _LOCK_PREFIX))
+                    and e.is_file(follow_symlinks=False)
                     for e in found
                 )
         except FileNotFoundError:
