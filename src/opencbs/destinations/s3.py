@@ -157,7 +157,8 @@ class S3Tuning:
     in seconds), unless the server keeps trickling bytes. ``multipart_threshold`` and
     ``part_size`` (bytes; a part is at least 5 MiB, S3's minimum): objects above the threshold
     go up in parts. ``max_pool_connections``: HTTP connections kept for the threads sharing one
-    storage. ``retry_seconds``: beyond boto3's quick tries (its backoff for errors other than
+    storage. ``upload_concurrency``: packs a writer uploads at once (1..8).
+    ``retry_seconds``: beyond boto3's quick tries (its backoff for errors other than
     throttling is a fraction of a second), how long one operation keeps being tried again when
     it fails transiently (the server unreachable, a 5xx answer, a connection cut, throttling),
     waiting 1, 2, 4… at most 15 s (jittered) in between: a server restarting or a network
@@ -172,6 +173,7 @@ class S3Tuning:
     part_size: int = 8 * MiB
     retry_mode: str = "standard"
     max_pool_connections: int = 16
+    upload_concurrency: int = 4
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1 or self.connect_timeout <= 0 or self.read_timeout <= 0:
@@ -180,6 +182,8 @@ class S3Tuning:
             raise ValueError("retry_seconds must be within 0..86400")
         if self.part_size < MIN_PART_SIZE or self.multipart_threshold < 1:
             raise ValueError(f"part_size must be >= {MIN_PART_SIZE} bytes")
+        if not 1 <= self.upload_concurrency <= 8:
+            raise ValueError("upload_concurrency must be within 1..8")
         if self.max_pool_connections < 10:
             raise ValueError("max_pool_connections must be >= 10")
 
@@ -221,6 +225,9 @@ class S3Storage:
         self.location = location
         self.tuning = tuning or S3Tuning()
         self.journal_dir = journal_dir
+        #: Packs a writer uploads at once (``engine.repo_writer.upload_concurrency``): each
+        #: request waits on the network, so several overlap (16 MiB of memory each).
+        self.upload_concurrency = self.tuning.upload_concurrency
         self._root = f"{location.prefix}/" if location.prefix else ""
         self._client: Any = self._make_client(credentials or S3Credentials())
 

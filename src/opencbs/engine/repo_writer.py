@@ -50,19 +50,32 @@ ASYNC_MIN = 64 * 1024
 BATCH_MIN = 64 * 1024
 #: Pool tasks (batches) handed to the pool and not yet in the open pack (bounds memory).
 MAX_INFLIGHT = 8
-#: Finished packs handed to the I/O thread and not yet stored (bounds memory).
+#: Finished packs handed to the I/O threads and not yet stored (bounds memory), for a storage
+#: that names no ``upload_concurrency`` (a local folder: one at a time is as fast as the disk).
 MAX_PACKS_INFLIGHT = 1
 
 _pool_lock = threading.Lock()
 _pools: dict[str, ThreadPoolExecutor] = {}
 
 
-def _pool(kind: str) -> ThreadPoolExecutor:
-    """The shared ``compress`` pool (one thread per core, at most 4) or ``io`` thread."""
+def upload_concurrency(storage: Storage) -> int:
+    """How many packs a writer uploads to ``storage`` at once: its ``upload_concurrency``
+    (an object store, where each request waits on the network: ``destinations.s3``), else
+    :data:`MAX_PACKS_INFLIGHT`."""
+    n = getattr(storage, "upload_concurrency", MAX_PACKS_INFLIGHT)
+    return max(1, min(16, n)) if isinstance(n, int) else MAX_PACKS_INFLIGHT
+
+
+def _pool(kind: str, workers: int = 1) -> ThreadPoolExecutor:
+    """The shared ``compress`` pool (one thread per core, at most 4) or ``io`` pool of
+    ``workers`` threads (one pool per size)."""
+    if kind != "compress":
+        kind = f"{kind}-{workers}"
     with _pool_lock:
         pool = _pools.get(kind)
         if pool is None:
-            workers = max(1, min(4, os.cpu_count() or 1)) if kind == "compress" else 1
+            if kind == "compress":
+                workers = max(1, min(4, os.cpu_count() or 1))
             pool = ThreadPoolExecutor(workers, thread_name_prefix=f"opencbs-{kind}")
             _pools[kind] = pool
         return pool
@@ -326,6 +339,7 @@ class Writer:
         # Packs handed to the I/O thread, oldest first, with their chunk IDs.
         self._packs: deque[tuple[Future[tuple[str, list[PackEntry]]], list[bytes]]] = deque()
         self._finalizer = weakref.finalize(self, _wait_stored, self._packs)
+        self._uploads = upload_concurrency(storage)
 
     def __enter__(self) -> Writer:
         return self
@@ -485,13 +499,14 @@ class Writer:
             self._pack.add(slot.chunk_id, blob, stored, slot.original)
         # Wait for the I/O thread only now, with the whole batch in packs: if an older pack
         # failed, the error leaves this writer consistent.
-        while shipped and len(self._packs) > MAX_PACKS_INFLIGHT:
+        while shipped and len(self._packs) > self._uploads:
             self._collect(block=True)
 
     def _ship(self) -> None:
         """Hand the open pack to the I/O thread."""
         pack, self._pack = self._pack, PackBuilder()
-        future = _pool("io").submit(_store_pack, self._storage, self._keys, pack)
+        io = _pool("io", self._uploads)
+        future = io.submit(_store_pack, self._storage, self._keys, pack)
         self._packs.append((future, pack.chunk_ids()))
 
     def _collect(self, *, block: bool) -> None:

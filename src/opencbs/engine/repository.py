@@ -36,6 +36,7 @@ import secrets
 import time
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,7 +79,7 @@ from opencbs.engine.repo_errors import (
     WrongPassword,
 )
 from opencbs.engine.repo_verify import VerifyProblem, VerifyResult, verify_repository
-from opencbs.engine.repo_writer import ChunkResult, FileResult, Writer
+from opencbs.engine.repo_writer import ChunkResult, FileResult, Writer, upload_concurrency
 from opencbs.engine.snapshot_format import (
     SNAPSHOT_PREFIX,
     SnapshotInfo,
@@ -310,11 +311,12 @@ class Repository:
 
         A damaged index object is skipped (logged at DEBUG; ``verify`` reports it, once; its
         chunks are then unknown until ``recover_indexes``)."""
-        for name in self.storage.list(INDEX_PREFIX):
-            if name in self._index_names:
-                continue
+        names = [n for n in self.storage.list(INDEX_PREFIX) if n not in self._index_names]
+        for name, blob in self._read_each(names):
             try:
-                packs = open_index(self.keys, name, self.storage.get(name))
+                if isinstance(blob, ObjectNotFound):
+                    raise blob
+                packs = open_index(self.keys, name, blob)
             except (CorruptData, ObjectNotFound) as exc:
                 why = str(exc).removeprefix(f"{name}: ")
                 log.debug("skipping index %s: %s", name, why)
@@ -323,6 +325,25 @@ class Repository:
             for pack_id, entries in packs:
                 self._index.add_pack(pack_id, entries)
             self._index_names.add(name)
+
+    def _read_each(self, names: list[str]) -> Iterator[tuple[str, bytes | ObjectNotFound]]:
+        """Each object of ``names`` in order, read several at a time from a storage that
+        uploads several at a time (an object store: each read waits on the network,
+        ``repo_writer.upload_concurrency``); a missing one as its ``ObjectNotFound``. Raises
+        ``DestinationError``."""
+
+        def read(name: str) -> bytes | ObjectNotFound:
+            try:
+                return self.storage.get(name)
+            except ObjectNotFound as exc:
+                return exc
+
+        workers = upload_concurrency(self.storage)
+        if workers < 2 or len(names) < 2:
+            yield from ((n, read(n)) for n in names)
+            return
+        with ThreadPoolExecutor(min(2 * workers, len(names))) as pool:
+            yield from zip(names, pool.map(read, names), strict=True)
 
     def has_chunk(self, chunk_id: bytes) -> bool:
         """Whether an index lists the chunk (it is stored in a finished pack)."""
