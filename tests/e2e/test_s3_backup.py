@@ -209,3 +209,20 @@ def test_wrong_credentials_and_missing_bucket_are_one_line(setup: Setup, tmp_pat
     )
     assert report["Data"]["BackupJobStatus"] == "BS_STOP_BY_SYSTEM_ERROR"
     assert any("credentials" in e["Message"] for e in report["Data"]["Logs"]), report
+
+
+def test_s3_options_with_a_folder_are_an_error(tmp_path: Path) -> None:
+    env = isolated_env(tmp_path / "root", OPENCBS_ENCRYPTION_PASSWORD=ENCRYPTION)
+    for command in ("verify", "snapshots"):
+        res = run(env, command, "--destination", str(tmp_path), "--s3-endpoint", "http://h:1")
+        assert res.returncode == 2, (command, res.stdout, res.stderr)
+        assert "apply to an s3:// destination" in res.stderr
+    # the setting serves s3:// destinations only: with a folder it is not in the way
+    res = run(
+        {**env, "OPENCBS_S3_ENDPOINT": "http://h:1"}, "snapshots", "--destination", str(tmp_path)
+    )
+    assert res.returncode == 7 and "No repository at" in res.stderr, res.stderr
+    res = run(env, "snapshots", "--destination", "s3://xyz/y", "--s3-endpoint", "ftp://h")
+    assert res.returncode == 2 and "invalid S3 endpoint" in res.stderr, res.stderr
+    res = run(env, "snapshots", "--destination", "s3://no_such!bucket/y")
+    assert res.returncode == 2 and "invalid S3 bucket name" in res.stderr, res.stderr

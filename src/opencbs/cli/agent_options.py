@@ -131,7 +131,12 @@ def destination_address(
         return None
     if not is_s3_url(text):
         require_text_paths((), text, destination_option=option)
-        return parse_destination(text)
+        ctx = click.get_current_context(silent=True)
+        flags = ctx.params if ctx is not None else {}
+        # the flags (not the settings, which serve every s3:// destination) name S3 options
+        return parse_destination(
+            text, s3_endpoint=flags.get("s3_endpoint"), s3_region=flags.get("s3_region")
+        )
     try:
         return parse_destination(
             text, s3_endpoint=settings.s3_endpoint, s3_region=settings.s3_region

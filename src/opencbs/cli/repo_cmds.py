@@ -658,9 +658,12 @@ def _remember_list(settings: Settings, repo: Repository) -> None:
 
 
 def _given(settings: Settings, destination: str) -> DestinationAddress:
-    """The ``--destination`` given (a folder or an S3 location). Raises ``InvalidInput``."""
+    """The ``--destination`` given (a folder or an S3 location), a folder checked to exist
+    before a password is asked. Raises ``InvalidInput``, ``RepositoryNotFound``."""
     address = destination_address(settings, destination)
     assert address is not None
+    if address.path is not None and not address.path.is_dir():
+        raise RepositoryNotFound(show_name(str(address)))
     return address
 
 
