@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import json
 import logging
 import os
@@ -492,11 +493,13 @@ class S3Storage:
         if len(data) > self.tuning.multipart_threshold:
             self._put_multipart(name, key, memoryview(data))
             return
-        body = bytes(data)
+        view = memoryview(data)
         with self._errors("write", name):
             self._patiently(
                 "write",
-                lambda: self._client.put_object(Bucket=self.location.bucket, Key=key, Body=body),
+                lambda: self._client.put_object(
+                    Bucket=self.location.bucket, Key=key, Body=_ViewReader(view)
+                ),
             )
 
     def put_if(self, name: str, data: bytes | memoryview, *, version: str | None) -> str:
@@ -540,7 +543,7 @@ class S3Storage:
             with self._errors("write", name):
                 parts = []
                 for number, start in enumerate(range(0, len(view), part_size), start=1):
-                    body = bytes(view[start : start + part_size])
+                    part = view[start : start + part_size]
                     answer = self._patiently(
                         "write",
                         functools.partial(
@@ -549,11 +552,10 @@ class S3Storage:
                             Key=key,
                             UploadId=upload_id,
                             PartNumber=number,
-                            Body=body,
+                            Body=_ViewReader(part),
                         ),
                     )
                     parts.append({"PartNumber": number, "ETag": answer["ETag"]})
-                    del body
                 self._client.complete_multipart_upload(
                     Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
                 )
@@ -686,6 +688,39 @@ _TRANSIENT_CODES = frozenset(
         "RequestTimeTooSkewed",
     }
 )
+
+
+class _ViewReader(io.RawIOBase):
+    """A seekable, read-only file over a ``memoryview``: the body of a request read without
+    copying the pack (16 MiB) first; boto3 seeks back to send it again on a retry."""
+
+    def __init__(self, view: memoryview) -> None:
+        super().__init__()
+        self._view = view.cast("B") if view.format != "B" or view.ndim != 1 else view
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = min(len(buffer), len(self._view) - self._pos)
+        buffer[:n] = self._view[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def __len__(self) -> int:
+        return len(self._view)
 
 
 def _transient(exc: Exception) -> bool:
