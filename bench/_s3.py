@@ -7,9 +7,10 @@
   SigV4 authentication (random keys given as ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``)
   and ``GOMEMLIMIT`` (``GOMEMLIMIT``, default 256 MiB). ``start()`` waits until the gateway
   answers ``/healthz`` (raises SystemExit otherwise); ``stop()`` sends SIGTERM, then SIGKILL
-  after 15 s. ``cpu_s()``: user+system CPU seconds of the server so far; ``peak_rss_mib()``:
-  its VmHWM. ``make_bucket(name)`` creates a bucket with boto3; ``repo(bucket, prefix)``
-  names a repository location in it.
+  after 15 s; ``kill()`` sends SIGKILL (a crash). The tests' SeaweedFS is this one too
+  (``tests/s3server.py``). ``cpu_s()``: user+system CPU seconds of the server so far;
+  ``peak_rss_mib()``: its VmHWM. ``make_bucket(name)`` creates a bucket with boto3;
+  ``repo(bucket, prefix)`` names a repository location in it.
 - ``S3Repo``: one repository location: ``url`` (``s3://bucket/prefix``, opencbs),
   ``restic_url`` (``s3:http://host:port/bucket/prefix``), ``env()`` (the credentials as
   environment variables), ``usage()`` (the sum of the sizes of the objects under the prefix
@@ -56,7 +57,8 @@ def weed_binary() -> str | None:
     return str(beside) if beside.exists() else shutil.which("weed")
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports free on 127.0.0.1 right now."""
     socks: list[socket.socket] = []
     try:
         for _ in range(count):
@@ -126,7 +128,14 @@ class S3Repo:
 class SeaweedServer:
     """``weed mini`` for the benchmark (module docstring)."""
 
-    def __init__(self, data_dir: Path, log_path: Path, gomemlimit: str = GOMEMLIMIT) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        log_path: Path,
+        gomemlimit: str = GOMEMLIMIT,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        """``extra_args``: more flags of ``weed mini`` (the tests' smaller volumes)."""
         weed = weed_binary()
         if weed is None:
             raise SystemExit(
@@ -136,11 +145,12 @@ class SeaweedServer:
             )
         self.weed, self.log_path, self.gomemlimit = weed, log_path, gomemlimit
         self.data_dir = data_dir.resolve()  # weed runs in it: a relative -dir would nest
-        self.ports = dict(zip(PORT_NAMES, _free_ports(len(PORT_NAMES)), strict=True))
+        self.ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES)), strict=True))
         self.endpoint = f"http://127.0.0.1:{self.ports['s3.port']}"
         self.access_key = "bench-" + secrets.token_hex(4)
         self.secret_key = secrets.token_hex(20)
         self.proc: subprocess.Popen[bytes] | None = None
+        self.extra_args = extra_args
 
     def command(self) -> list[str]:
         return [
@@ -156,6 +166,7 @@ class SeaweedServer:
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             "-s3.autoCreateBucket=false",
+            *self.extra_args,
         ]
 
     def version(self) -> str:
@@ -200,6 +211,12 @@ class SeaweedServer:
         try:
             self.proc.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL at once (a crash); restartable with ``start()`` on the same folder."""
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
 

@@ -50,7 +50,6 @@ BIG = 48 * 1024 * 1024  # bytes of incompressible data: several packs, each a mu
 def own_s3(tmp_path: Path) -> Iterator[SeaweedS3]:
     """A SeaweedFS server of this test alone (it stops, kills and restarts it)."""
     server = SeaweedS3(tmp_path / "weed")
-    server.data_dir.mkdir()
     server.start()
     try:
         yield server
