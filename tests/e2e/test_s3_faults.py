@@ -150,11 +150,12 @@ def test_s3_down_at_the_start_fails_only_its_job(
     assert errors and "Cannot reach the S3 server" in errors[0], on_server["Logs"]
     assert _report(url, local_job)["BackupJobStatus"] == "BS_STOP_SUCCESS"
 
-    own_s3.start()
-    again = json.loads(ok(env, "backup", "--set", "S", "--json"))["jobs"]
+    own_s3.start()  # just started, it answers 500 for a moment: the default patience waits
+    patient = {**env, "OPENCBS_S3_RETRY_SECONDS": "60"}
+    again = json.loads(ok(patient, "backup", "--set", "S", "--json"))["jobs"]
     assert [j["status"] for j in again] == ["BS_STOP_SUCCESS"] * 2, again
     assert again[0]["counts"]["new"] == 1  # g.txt, against the last good job there
-    out = json.loads(ok(env, "verify", *_dest(own_s3, bucket), "--json"))
+    out = json.loads(ok(patient, "verify", *_dest(own_s3, bucket), "--json"))
     assert out["ok"] is True and out["snapshots"] == 2, out
 
 
@@ -184,6 +185,7 @@ def test_s3_killed_mid_upload_commits_nothing_and_the_next_job_completes(
     assert _report(url, job)["BackupJobStatus"] == "BS_STOP_BY_SYSTEM_ERROR"
 
     own_s3.start()
+    env["OPENCBS_S3_RETRY_SECONDS"] = "60"  # the default: waits out the restart's 500s
     assert not [k for k in _objects(own_s3, bucket, "p/snapshots/")]  # nothing committed
     again = json.loads(ok(env, "backup", "--set", "K", "--json"))
     assert again["status"] == "BS_STOP_SUCCESS" and again["counts"]["new"] == 5, (

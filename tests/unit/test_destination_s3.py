@@ -13,6 +13,7 @@ import secrets
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,28 @@ def test_stale_uploads_are_aborted(server: Server, tmp_path: Path) -> None:
     assert _uploads(server, prefix) == []
     assert outside in {u["UploadId"] for u in _uploads(server)}
     raw.abort_multipart_upload(Bucket=BUCKET, Key=_uploads(server)[0]["Key"], UploadId=outside)
+
+
+def test_an_upload_killed_before_its_id_was_journaled_is_found_by_its_key(
+    s3_server: SeaweedS3, tmp_path: Path
+) -> None:
+    """A process killed while the server created its upload left a journal with no upload ID:
+    the upload is found by its key (started after the journal) and aborted."""
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    s3_server.ensure_bucket(BUCKET)
+    storage = _storage(s3_server, journal_dir=journal)
+    key = f"{storage.location.prefix}/data/killed-early"
+    doc = {"bucket": BUCKET, "endpoint": s3_server.endpoint, "key": key, "upload_id": None}
+    doc |= {"pid": _dead_pid(), "started": int(time.time())}
+    (journal / "s3-upload-early.json").write_text(json.dumps(doc))
+    raw = s3_server.client()
+    raw.create_multipart_upload(Bucket=BUCKET, Key=key)
+    other = raw.create_multipart_upload(Bucket=BUCKET, Key=key + "-other")["UploadId"]
+    assert storage.remove_stale_temporaries() == 1
+    assert {u["UploadId"] for u in _uploads(s3_server, storage.location.prefix)} == {other}
+    assert list(journal.iterdir()) == []
+    raw.abort_multipart_upload(Bucket=BUCKET, Key=key + "-other", UploadId=other)
 
 
 def test_is_empty_and_check_writable(server: Server) -> None:

@@ -428,6 +428,12 @@ class _KilledAfter(MemoryStorage):
         self.left -= 1
         super().put(name, data)
 
+    def put_if(self, name: str, data: bytes | memoryview, *, version: str | None) -> str:
+        if self.left == 0:
+            raise SystemExit("killed")
+        self.left -= 1
+        return super().put_if(name, data, version=version)
+
 
 @pytest.mark.parametrize("puts", [1, 2])
 def test_a_creation_killed_halfway_is_completed_by_the_next_open(puts: int) -> None:

@@ -350,8 +350,15 @@ class S3Storage:
                 if not _transient(exc) or left <= 0:
                     raise
                 pause = min(delay * random.uniform(0.5, 1.0), left)
-                log.info(
-                    "S3 %s at %s failed (%s); trying again in %.1f s", action, self, exc, pause
+                # said once per operation (a person sees why a job waits), then only in --debug
+                level = logging.INFO if delay == 1.0 else logging.DEBUG
+                log.log(
+                    level,
+                    "S3 %s at %s failed (%s); trying again for up to %.0f s",
+                    action,
+                    self,
+                    _one_line(exc),
+                    left,
                 )
                 time.sleep(pause)
                 delay = min(delay * 2, _MAX_PAUSE)
@@ -534,11 +541,18 @@ class S3Storage:
         """Upload ``view`` in parts; abort the upload (best effort) on any failure."""
         bucket = self.location.bucket
         part_size = max(self.tuning.part_size, -(-len(view) // _MAX_PARTS))
-        with self._errors("write", name):
-            upload_id = self._patiently(
-                "write", lambda: self._client.create_multipart_upload(Bucket=bucket, Key=key)
-            )["UploadId"]
-        journal = self._journal_open(key, upload_id)
+        # journaled before it exists: a process killed while the server creates the upload
+        # leaves a journal naming its key, and the next job finds the upload by that key
+        journal = self._journal_write(None, key, None)
+        try:
+            with self._errors("write", name):
+                upload_id = self._patiently(
+                    "write", lambda: self._client.create_multipart_upload(Bucket=bucket, Key=key)
+                )["UploadId"]
+        except BaseException:
+            self._journal_remove(journal)
+            raise
+        self._journal_write(journal, key, upload_id)
         try:
             with self._errors("write", name):
                 parts = []
@@ -563,9 +577,7 @@ class S3Storage:
             self._abort(key, upload_id)
             raise
         finally:
-            if journal is not None:
-                with contextlib.suppress(OSError):
-                    journal.unlink()
+            self._journal_remove(journal)
 
     def _abort(self, key: str, upload_id: str) -> bool:
         """Abort one multipart upload (best effort); returns whether the server did."""
@@ -578,13 +590,20 @@ class S3Storage:
             return False
         return True
 
-    def _journal_open(self, key: str, upload_id: str) -> Path | None:
-        """Write the journal file of an open multipart upload; ``None`` without a journal (or
-        when it cannot be written: logged; the age rule of ``remove_stale_temporaries`` then
-        catches the upload)."""
+    @staticmethod
+    def _journal_remove(path: Path | None) -> None:
+        if path is not None:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+    def _journal_write(self, path: Path | None, key: str, upload_id: str | None) -> Path | None:
+        """Write (``path`` ``None``: a new one) the journal file of a multipart upload of
+        ``key``, its ``upload_id`` once known; ``None`` without a journal (or when it cannot be
+        written: logged; the age rule of ``remove_stale_temporaries`` then catches the
+        upload)."""
         if self.journal_dir is None:
             return None
-        path = self.journal_dir / f"s3-upload-{secrets.token_hex(8)}.json"
+        path = path or self.journal_dir / f"s3-upload-{secrets.token_hex(8)}.json"
         doc = {
             "bucket": self.location.bucket,
             "endpoint": self.location.endpoint,
@@ -646,22 +665,35 @@ class S3Storage:
                 )
                 if not ours or _pid_alive(int(doc["pid"])):
                     continue
-                key, upload_id = str(doc["key"]), str(doc["upload_id"])
+                key, started = str(doc["key"]), float(doc["started"])
+                known = doc["upload_id"]
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.warning("ignoring the unreadable S3 upload journal %s: %s", path, exc)
                 continue
-            try:
-                self._client.abort_multipart_upload(
-                    Bucket=self.location.bucket, Key=key, UploadId=upload_id
-                )
-                yield upload_id
-            except bexc.ClientError as exc:
-                if _code(exc) not in ("NoSuchUpload", "404"):
+            ids = (str(known),) if known else self._uploads_of(key, since=started - 300)
+            for upload_id in ids:
+                try:
+                    self._client.abort_multipart_upload(
+                        Bucket=self.location.bucket, Key=key, UploadId=upload_id
+                    )
+                    yield upload_id
+                except bexc.ClientError as exc:
+                    if _code(exc) not in ("NoSuchUpload", "404"):
+                        raise self._translate(exc, "clean up", key) from exc
+                except bexc.BotoCoreError as exc:
                     raise self._translate(exc, "clean up", key) from exc
-            except bexc.BotoCoreError as exc:
-                raise self._translate(exc, "clean up", key) from exc
-            with contextlib.suppress(OSError):
-                path.unlink()
+            self._journal_remove(path)
+
+    def _uploads_of(self, key: str, *, since: float) -> tuple[str, ...]:
+        """The IDs of the multipart uploads of exactly ``key`` started at or after ``since``
+        (epoch seconds): those of a journal written before its upload's ID was known."""
+        with self._errors("clean up", key):
+            found = self._client.list_multipart_uploads(Bucket=self.location.bucket, Prefix=key)
+        return tuple(
+            str(up["UploadId"])
+            for up in found.get("Uploads", ())
+            if up["Key"] == key and up["Initiated"].timestamp() >= since
+        )
 
     def check_writable(self) -> None:
         """Check that objects can be stored here: write a probe key (``<prefix>/.opencbs-
