@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from opencbs.agent.client import RemoteSet
+from opencbs.agent.client import RemoteDestination, RemoteSet
 from opencbs.agent.targets import (
     NotARepository,
     Target,
@@ -179,7 +180,7 @@ def test_a_new_set_in_an_accepted_folder_is_refused(tmp_path: Path) -> None:
     other = remote_set(["/secret"], {"8": "/srv/../dest4"}, set_id="200", name="fresh")
     with pytest.raises(TargetChanged) as caught:
         backup_check(tmp_path, other)
-    assert "destination 8 at /dest4: that folder belongs to set 'docs' (ID 100) here" in (
+    assert "destination 8 at /dest4: that place belongs to set 'docs' (ID 100) here" in (
         caught.value.message
     )
     assert "--destination PATH" in caught.value.hint and "--source" not in caught.value.hint
@@ -359,3 +360,36 @@ def test_accept_target_checks_the_folder_before_recording(tmp_path: Path) -> Non
     with pytest.raises(NotARepository):
         accept_target(tmp_path / "spool", target(bset))
     assert not trust_file(tmp_path / "spool").exists()
+
+
+def test_s3_credentials_need_both_halves() -> None:
+    from opencbs.agent.storage import S3Access
+    from opencbs.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="s3_access_key_id is set but s3_secret_access_key"):
+        S3Access(access_key_id="AKIA").credentials()
+    with pytest.raises(ConfigError, match="s3_secret_access_key is set but s3_access_key_id"):
+        S3Access(secret_access_key="s").credentials()
+    assert S3Access().credentials() is None
+
+
+def test_an_s3_destination_is_found_without_its_endpoint_when_one_matches() -> None:
+    from opencbs.agent.targets import find_destination
+    from opencbs.model.destinations import parse_destination
+
+    s3 = {"bucket": "bk1", "prefix": "a/docs", "endpoint": "http://h:1", "region": "us-east-1"}
+    bset = remote_set(["/x"], {"7": "/local"})
+    bset = replace(
+        bset,
+        destinations=(
+            *bset.destinations,
+            RemoteDestination("8", "S3", "S3", 1, s3),
+        ),
+    )
+    found = find_destination(bset, parse_destination("s3://bk1/a/docs/"))
+    assert found is not None and found.id == "8"
+    assert (
+        find_destination(bset, parse_destination("s3://bk1/a/docs", s3_endpoint="http://o:2"))
+        is None
+    )
+    assert find_destination(bset, parse_destination("s3://bk1/a/other")) is None

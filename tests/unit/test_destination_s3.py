@@ -365,3 +365,22 @@ def test_a_busy_server_is_tried_again_for_retry_seconds() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_tls_refused_is_not_waited_for_and_a_server_gone_fails_the_rest_at_once() -> None:
+    from opencbs.destinations import s3
+
+    assert not s3._transient(bexc.SSLError(endpoint_url="https://h", error="wrong version"))
+    assert s3._transient(bexc.EndpointConnectionError(endpoint_url="http://h"))
+    port = s3server.free_ports(1)[0]
+    location = S3Location.checked("bucket", "p", f"http://127.0.0.1:{port}", "")
+    patient = S3Tuning(retry_seconds=2, max_attempts=1, connect_timeout=1)
+    storage = S3Storage(location, S3Credentials("k", "s"), tuning=patient)
+    started = time.monotonic()
+    with pytest.raises(DestinationError, match="Cannot reach"):
+        storage.get("a")  # waits its retry_seconds
+    assert time.monotonic() - started >= 1.5
+    started = time.monotonic()
+    with pytest.raises(DestinationError, match="Cannot reach"):
+        storage.get("b")  # the server stayed away a whole retry_seconds: no second wait
+    assert time.monotonic() - started < 1.0

@@ -558,8 +558,12 @@ class _Restorer:
         try:
             try:
                 size = self._write_content(fd, entry, chunk_ids)
-            except OSError:
-                _unlink_quietly(dfd, name)  # no partly written file is left
+            except (CorruptData, ChunkNotFound):
+                raise  # a damaged file: reported, and removed by the caller
+            except BaseException:
+                # no partly written file is left under its name: a full disk, the destination
+                # failing mid-file (an S3 server gone), Ctrl-C
+                _unlink_quietly(dfd, name)
                 raise
             self.bytes += size
             self._set_meta(fd, entry)

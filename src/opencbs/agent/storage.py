@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from opencbs.destinations.base import DestinationError, Storage
 from opencbs.destinations.local import LocalStorage
+from opencbs.errors import ConfigError
 from opencbs.model.destinations import DestinationAddress
 
 if TYPE_CHECKING:
@@ -38,7 +39,8 @@ UPLOAD_JOURNAL = "s3-uploads"
 @dataclass(frozen=True)
 class S3Access:
     """How this agent reaches S3: an access key of its own (both empty: the standard AWS
-    chain), a ``profile`` of the shared credentials file, ``journal_dir`` for its open
+    chain; one without the other: ``ConfigError``), a ``profile`` of the shared credentials
+    file, ``journal_dir`` for its open
     multipart uploads (``None``: not journaled) and ``retry_seconds`` (``S3Tuning``). The
     secret never shows in ``repr``."""
 
@@ -52,6 +54,17 @@ class S3Access:
         """The credentials for ``destinations.s3`` (``None``: the standard chain)."""
         from opencbs.destinations.s3 import S3Credentials
 
+        if bool(self.access_key_id) != bool(self.secret_access_key):
+            given, missing = (
+                ("s3_access_key_id", "s3_secret_access_key")
+                if self.access_key_id
+                else ("s3_secret_access_key", "s3_access_key_id")
+            )
+            raise ConfigError(
+                f"{given} is set but {missing} is not",
+                f"give both (the config file, or OPENCBS_{missing.upper()}), or neither to use "
+                "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the shared credentials file",
+            )
         if not (self.access_key_id or self.secret_access_key or self.profile):
             return None
         return S3Credentials(

@@ -212,12 +212,21 @@ def find_destination(
     ``DestinationAddress.key``), or its first destination when ``address`` is ``None``."""
     if address is None:
         return bset.destinations[0] if bset.destinations else None
+    places: list[tuple[RemoteDestination, DestinationAddress]] = []
     for d in bset.destinations:
         try:
-            if destination_address(d).key == address.key:
-                return d
+            places.append((d, destination_address(d)))
         except InvalidInput:
             continue  # a destination this agent cannot use is not the one asked for
+    for d, place in places:
+        if place.key == address.key:
+            return d
+    if address.s3 is not None and not address.s3.endpoint:
+        # s3://bucket/prefix without --s3-endpoint: the set's one destination of that bucket
+        # and prefix, whatever its endpoint
+        same = [d for d, p in places if p.s3 is not None and p.s3.url == address.s3.url]
+        if len(same) == 1:
+            return same[0]
     return None
 
 
@@ -300,7 +309,10 @@ def resolve_target(
             raise _no_such_destination(bset, destination)
         if check_destination is not None:
             check_destination(destination)
-        d = client.add_destination(bset.id, _new_destination(destination, len(bset.destinations)))
+        names = frozenset(x.name for x in bset.destinations)
+        d = client.add_destination(
+            bset.id, _new_destination(destination, len(bset.destinations), names)
+        )
         on_note(f"destination {d.name!r} added to backup set {bset.name!r}")
     elif d is not None and add_destination and not created:
         on_note(f"backup set {bset.name!r} has destination {destination} already; using it")
@@ -311,13 +323,15 @@ def resolve_target(
     return Target(bset, d, destination_address(d))
 
 
-def _new_destination(address: DestinationAddress, count: int) -> NewDestination:
-    """The destination to create at ``address`` for a set with ``count`` destinations: named
-    ``Local`` / ``S3`` (the first), ``Local 2``, ``S3 3``… (the next)."""
+def _new_destination(
+    address: DestinationAddress, count: int, taken: frozenset[str] = frozenset()
+) -> NewDestination:
+    """The destination to create at ``address`` for a set with ``count`` destinations named
+    ``taken``: ``Local`` / ``S3`` when the set has none of that name, else ``Local 2``,
+    ``S3 3``… (its position)."""
     base = "S3" if address.is_s3 else "Local"
-    return NewDestination(
-        base if count == 0 else f"{base} {count + 1}", address.type, address.settings()
-    )
+    name = base if base not in taken else f"{base} {count + 1}"
+    return NewDestination(name, address.type, address.settings())
 
 
 def accept_target(
@@ -338,15 +352,20 @@ def accept_target(
     ``DestinationError``. ``storage``: the target's (default: opened from its address with the
     standard credentials, ``agent.storage.open_storage``)."""
     storage = storage if storage is not None else open_storage(target.address)
-    if not consent.new_repository:
-        require_repository_kept(spool_dir, target, storage)
+
+    def check_place() -> None:  # only once the owner's record allows the place: never
+        # contact a destination (an S3 server, with the agent's credentials) not accepted
+        if not consent.new_repository:
+            require_repository_kept(spool_dir, target, storage)
+        require_empty_or_repository(storage)
+
     check_backup_target(
         spool_dir,
         target.bset,
         target.destination,
         target.address.key,
         consent=consent,
-        check_folder=lambda: require_empty_or_repository(storage),
+        check_folder=check_place,
         on_note=on_note,
     )
 

@@ -378,7 +378,7 @@ def takeovers(
             found.append(Change("sources", "name", other.set_id, bset.id, said))
         if path in other.destinations.values():
             said = (
-                f"destination {destination_id} at {path}: that folder belongs to set "
+                f"destination {destination_id} at {path}: that place belongs to set "
                 f"{other.name!r} (ID {other.set_id}) here"
             )
             found.append(Change("destination", "folder", other.set_id, path, said))

@@ -337,7 +337,12 @@ def _run_each(run: _Run, bset: RemoteSet, *, unreachable_told: bool) -> int:
                 echo(f"destination {show_name(d.name)} ({d.id}): {show_name(target.where)}")
             outcome, misconfigured = run.one(target)
         except OpenCBSError as exc:
-            note(f"opencbs: error: destination {show_name(d.name)} ({d.id}): {exc.message}")
+            said = (
+                exc.message
+                if exc.message.startswith(f"destination {d.id} ")
+                else (f"destination {show_name(d.name)} ({d.id}): {exc.message}")
+            )
+            note(f"opencbs: error: {said}")
             if exc.hint:
                 note(f"hint: {exc.hint}")
             codes.append(int(exc.exit_code))
@@ -346,9 +351,10 @@ def _run_each(run: _Run, bset: RemoteSet, *, unreachable_told: bool) -> int:
             )
             continue
         if run.as_json:
-            documents.append(outcome_json(outcome))
+            code = _code(outcome, target, misconfigured=misconfigured)
+            documents.append({**outcome_json(outcome), "exit_code": code})
             print_delivery_notes(outcome, unreachable_told=unreachable_told)
-            codes.append(_code(outcome, target, misconfigured=misconfigured))
+            codes.append(code)
         else:
             codes.append(
                 _finish(

@@ -229,6 +229,8 @@ class S3Storage:
         #: Packs a writer uploads at once (``engine.repo_writer.upload_concurrency``): each
         #: request waits on the network, so several overlap (16 MiB of memory each).
         self.upload_concurrency = self.tuning.upload_concurrency
+        #: Set once an operation gave up after ``retry_seconds`` (``_patiently``).
+        self._gave_up = threading.Event()
         self._root = f"{location.prefix}/" if location.prefix else ""
         self._client: Any = self._make_client(credentials or S3Credentials())
 
@@ -344,10 +346,18 @@ class S3Storage:
         delay = 1.0
         while True:
             try:
-                return call()
+                answer = call()
+                self._gave_up.clear()
+                return answer
             except (bexc.BotoCoreError, bexc.ClientError) as exc:
                 left = deadline - time.monotonic()
-                if not _transient(exc) or left <= 0:
+                if not _transient(exc) or self._gave_up.is_set():
+                    raise
+                if left <= 0:
+                    # the server stayed away for a whole retry_seconds: the other operations
+                    # of this storage (uploads in flight) fail at once instead of each
+                    # waiting as long again
+                    self._gave_up.set()
                     raise
                 pause = min(delay * random.uniform(0.5, 1.0), left)
                 # said once per operation (a person sees why a job waits), then only in --debug
@@ -574,10 +584,12 @@ class S3Storage:
                     Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
                 )
         except BaseException:
-            self._abort(key, upload_id)
+            if self._abort(key, upload_id):
+                self._journal_remove(journal)
+            # else the journal stays: once this process is gone, the next job or verify of
+            # this agent aborts the upload (remove_stale_temporaries)
             raise
-        finally:
-            self._journal_remove(journal)
+        self._journal_remove(journal)
 
     def _abort(self, key: str, upload_id: str) -> bool:
         """Abort one multipart upload (best effort); returns whether the server did."""
@@ -586,7 +598,13 @@ class S3Storage:
                 Bucket=self.location.bucket, Key=key, UploadId=upload_id
             )
         except (bexc.BotoCoreError, bexc.ClientError) as exc:
-            log.warning("could not abort the S3 upload of %s in %s: %s", key, self, exc)
+            log.warning(
+                "could not abort the S3 upload of %s in %s (%s); the next backup or verify "
+                "aborts it",
+                key,
+                self,
+                _one_line(exc),
+            )
             return False
         return True
 
@@ -761,6 +779,8 @@ def _transient(exc: Exception) -> bool:
     if isinstance(exc, bexc.ClientError):
         status = _status(exc)
         return _code(exc) in _TRANSIENT_CODES or (status is not None and status >= 500)
+    if isinstance(exc, bexc.SSLError):
+        return False  # TLS refused (https to an http server, a bad certificate): no passing fault
     return isinstance(exc, _UNREACHABLE + (bexc.ResponseStreamingError,))
 
 

@@ -53,7 +53,10 @@ DEFAULT_S3_REGION = "us-east-1"
 _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
 _REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 #: Settings keys the server refuses for any destination: credentials stay on the agent.
-_SECRET_KEY = re.compile(r"secret|password|passwd|token|credential|access_?key", re.I)
+_SECRET_KEY = re.compile(
+    r"secret|pass_?w(or)?d|token|credential|access_?key|api_?key|private_?key|^auth", re.I
+)
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 _S3_HINT = "write an S3 destination as s3://BUCKET/PREFIX (the prefix may be left out)"
 
 
@@ -69,10 +72,10 @@ def _clean_prefix(prefix: str) -> str:
     if not prefix:
         return ""
     for part in prefix.split("/"):
-        if not part or part.startswith(".") or "\\" in part or "\x00" in part:
+        if not part or part.startswith(".") or "\\" in part or _CONTROL.search(part):
             raise InvalidInput(
                 f"invalid S3 prefix {prefix!r}: each part must be non-empty, not start with "
-                "'.', and hold no backslash or NUL",
+                "'.', and hold no backslash or control character",
                 _S3_HINT,
             )
     if len(prefix) > 512:
