@@ -28,6 +28,7 @@ from opencbs.agent import AgentClient
 from opencbs.agent import restore as restore_module
 from opencbs.agent.job import run_backup
 from opencbs.agent.restore import RestoreResult, restore
+from opencbs.destinations.base import DestinationError
 from opencbs.destinations.local import LocalStorage
 from opencbs.engine.entries import Entry
 from opencbs.engine.repository import Repository, SnapshotMeta
@@ -562,3 +563,32 @@ def test_unprivileged_restore_reports_denied_paths_and_refused_owners(
     assert (mine.st_uid, stat.S_IMODE(mine.st_mode)) == (NOBODY, 0o4755)
     assert (roots.st_uid, stat.S_IMODE(roots.st_mode)) == (NOBODY, 0o755)  # no set-user-ID
     assert (asked / rel / "roots.sh").read_bytes() == b"#!/bin/sh\nid\n"
+
+
+class _GoneMidway(LocalStorage):
+    """A destination that goes away (``DestinationError``) after ``reads`` ranged reads: an S3
+    server killed during a restore."""
+
+    reads = 1
+
+    def get_range(self, name: str, offset: int, length: int) -> bytes:
+        if name.startswith("data/"):
+            if type(self).reads == 0:
+                raise DestinationError("Cannot reach the S3 server (test)")
+            type(self).reads -= 1
+        return super().get_range(name, offset, length)
+
+
+def test_a_destination_lost_mid_file_leaves_no_cut_off_file(tmp_path: Path) -> None:
+    """The review of issue 13: a restore whose destination failed mid-file left the file,
+    cut off, under its real name. Nothing partly written stays now."""
+    big = os.urandom(3 * 1024 * 1024)  # several chunks, read one by one
+    storage = _crafted(
+        tmp_path / "dest",
+        [(b"/big", EntryType.FILE, 0o100644, big)],
+    )
+    gone = _GoneMidway(storage.root, fsync=False)
+    target = tmp_path / "target"
+    with pytest.raises(DestinationError):
+        restore(gone, PASSWORD, "2026-01-02-03-04-05", target)
+    assert not (target / "big").exists()
