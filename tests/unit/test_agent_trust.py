@@ -180,7 +180,7 @@ def test_a_new_set_in_an_accepted_folder_is_refused(tmp_path: Path) -> None:
     other = remote_set(["/secret"], {"8": "/srv/../dest4"}, set_id="200", name="fresh")
     with pytest.raises(TargetChanged) as caught:
         backup_check(tmp_path, other)
-    assert "destination 8 at /dest4: that place belongs to set 'docs' (ID 100) here" in (
+    assert "destination 8 at /dest4: that folder belongs to set 'docs' (ID 100) here" in (
         caught.value.message
     )
     assert "--destination PATH" in caught.value.hint and "--source" not in caught.value.hint

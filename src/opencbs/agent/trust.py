@@ -378,7 +378,8 @@ def takeovers(
             found.append(Change("sources", "name", other.set_id, bset.id, said))
         if path in other.destinations.values():
             said = (
-                f"destination {destination_id} at {path}: that place belongs to set "
+                f"destination {destination_id} at {path}: that "
+                f"{'location' if is_s3_url(path) else 'folder'} belongs to set "
                 f"{other.name!r} (ID {other.set_id}) here"
             )
             found.append(Change("destination", "folder", other.set_id, path, said))
