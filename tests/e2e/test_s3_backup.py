@@ -21,6 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
+from opencbs.agent.client import AgentClient
+from opencbs.model.jobs import JobRef
 from tests import s3server
 from tests.e2e.serving import add_sysuser, add_user, agent_env, isolated_env, ok, run, serving
 from tests.s3server import SeaweedS3
@@ -154,6 +156,24 @@ def test_a_local_and_an_s3_destination_get_a_job_each(setup: Setup, tmp_path: Pa
         by_dest.setdefault(rec["DestinationID"], []).append(rec["BackupJobStatus"])
     assert by_dest[first["destination_id"]] == ["BS_STOP_SUCCESS"] * 2
     assert by_dest[added["destination_id"]] == ["BS_STOP_SUCCESS"] * 2
+
+    # jobs of both destinations started in one second share a job ID: `report JOBID` shows
+    # the first destination's and says the other has one too
+    with AgentClient(setup.url, LOGIN, PASSWORD) as agent:
+        job = agent.get_job(
+            JobRef(first["backup_set_id"], first["destination_id"], first["job_id"])
+        )
+        twin = agent.start_job(
+            first["backup_set_id"], added["destination_id"], start_time=job.start_time
+        )
+        assert twin.ref.job_id == first["job_id"]
+    res = run(setup.env, "report", first["job_id"], "--user", LOGIN, "--set", "Two", "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["Data"]["BackupJobStatus"] == "BS_STOP_SUCCESS"
+    assert (
+        f"has a job {first['job_id']} too; see it with --destination {added['destination_id']}"
+        in (res.stderr)
+    ), res.stderr
 
     # a readable run says each destination and each outcome
     res = run(setup.env, "backup", "--set", "Two")

@@ -17,6 +17,7 @@ from opencbs.cli.common import (
     JSON,
     TIMEZONE,
     console,
+    note,
     open_database,
     print_json,
     show_name,
@@ -123,12 +124,31 @@ def report(
                     conn, owner.id, set_ref, job_id=job_id, destination=destination, cdp=cdp
                 )
             job = job_queries.find_job(conn, bset, destination, job_id, cdp=cdp)
+            if destination is None:
+                _say_other_destinations(conn, bset, job, cdp=cdp)
             _show(conn, bset, job, tz=tz, limit=limit, as_json=as_json)
     except BackupJobNotFound as err:
         err.hint = err.hint or f"the user's jobs: `opencbs report --list --user {_shell(login)}`"
         raise
     finally:
         database.dispose()
+
+
+def _say_other_destinations(conn: Any, bset: BackupSet, job: Job, *, cdp: bool) -> None:
+    """On stderr, when another destination of ``bset`` has a job of the same ID (a set backed
+    up to several destinations starts a job on each in the same second): which, and how to
+    see it (``--destination ID``); the report shown is the first destination's."""
+    for d in bset.destinations:
+        if str(d.id) == str(job.destination_id):
+            continue
+        try:
+            job_queries.find_job(conn, bset, str(d.id), job.job_id, cdp=cdp)
+        except BackupJobNotFound:
+            continue
+        note(
+            f"opencbs: note: destination {show_name(d.name)} ({d.id}) of this set has a job "
+            f"{job.job_id} too; see it with --destination {d.id}"
+        )
 
 
 def _checked_job_id(job_id: str | None, login: str) -> str:
