@@ -141,6 +141,7 @@ def test_s3_down_at_the_start_fails_only_its_job(
     assert res.returncode == 9, (res.stdout, res.stderr)
     s3_job, local_job = json.loads(res.stdout)["jobs"]
     assert local_job["status"] == "BS_STOP_SUCCESS" and local_job["counts"]["new"] == 1
+    assert (s3_job["exit_code"], local_job["exit_code"]) == (9, 0)  # which job made the 9
     assert s3_job["status"] == "BS_STOP_BY_SYSTEM_ERROR"
     assert s3_job["snapshot_id"] is None
     assert "Cannot reach the S3 server" in s3_job["message"], s3_job

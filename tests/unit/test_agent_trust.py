@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -393,3 +394,22 @@ def test_an_s3_destination_is_found_without_its_endpoint_when_one_matches() -> N
         is None
     )
     assert find_destination(bset, parse_destination("s3://bk1/a/other")) is None
+
+
+class _Untouchable(MemoryStorage):
+    """A destination that must not be contacted: every read fails the test."""
+
+    def exists(self, name: str) -> bool:
+        raise AssertionError(f"the destination was contacted ({name})")
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        raise AssertionError("the destination was contacted (list)")
+
+
+def test_a_destination_not_accepted_is_refused_before_it_is_contacted(tmp_path: Path) -> None:
+    """The review of issue 13: a destination the server added (an S3 endpoint with the agent's
+    credentials) was read before the record refused it."""
+    accept_target(tmp_path, target(remote_set(["/x"], {"7": str(tmp_path / "b")})))
+    added = remote_set(["/x"], {"7": str(tmp_path / "b"), "8": str(tmp_path / "c")})
+    with pytest.raises(TargetChanged, match="never accepted here"):
+        accept_target(tmp_path, target(added, 1), _Untouchable())

@@ -384,3 +384,32 @@ def test_tls_refused_is_not_waited_for_and_a_server_gone_fails_the_rest_at_once(
     with pytest.raises(DestinationError, match="Cannot reach"):
         storage.get("b")  # the server stayed away a whole retry_seconds: no second wait
     assert time.monotonic() - started < 1.0
+
+
+def test_an_upload_whose_abort_failed_stays_journaled_until_its_process_is_gone(
+    s3_server: SeaweedS3, tmp_path: Path
+) -> None:
+    """The review of issue 13: the journal entry went even when the abort failed (the server
+    down), so only the one-hour rule could catch the upload."""
+    s3_server.ensure_bucket(BUCKET)
+    journal = tmp_path / "journal"
+    storage = _storage(s3_server, journal_dir=journal)
+
+    def cut(params: dict[str, Any], **_: Any) -> None:
+        if params.get("PartNumber", 0) == 2 or "PartNumber" not in params:
+            raise bexc.ConnectionClosedError(endpoint_url=s3_server.endpoint)
+
+    events = storage._client.meta.events
+    events.register("before-parameter-build.s3.UploadPart", cut)
+    events.register("before-parameter-build.s3.AbortMultipartUpload", cut)
+    with pytest.raises(DestinationError):
+        storage.put("data/pack", os.urandom(11 * 1024 * 1024))
+    [left] = _uploads(s3_server, storage.location.prefix)
+    [path] = journal.iterdir()
+    assert json.loads(path.read_bytes())["upload_id"] == left["UploadId"]
+    fresh = _storage(s3_server, journal_dir=journal, location=storage.location)
+    assert fresh.remove_stale_temporaries() == 0  # its process (this one) still runs
+    doc = json.loads(path.read_bytes()) | {"pid": _dead_pid()}
+    path.write_text(json.dumps(doc))
+    assert fresh.remove_stale_temporaries() == 1
+    assert _uploads(s3_server, storage.location.prefix) == [] and not path.exists()
