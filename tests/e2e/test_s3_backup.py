@@ -158,22 +158,19 @@ def test_a_local_and_an_s3_destination_get_a_job_each(setup: Setup, tmp_path: Pa
     assert by_dest[added["destination_id"]] == ["BS_STOP_SUCCESS"] * 2
 
     # jobs of both destinations started in one second share a job ID: `report JOBID` shows
-    # the first destination's and says the other has one too
+    # the first destination's and says the other has one too (an hour back: no job then)
+    set_id = first["backup_set_id"]
     with AgentClient(setup.url, LOGIN, PASSWORD) as agent:
-        job = agent.get_job(
-            JobRef(first["backup_set_id"], first["destination_id"], first["job_id"])
-        )
-        twin = agent.start_job(
-            first["backup_set_id"], added["destination_id"], start_time=job.start_time
-        )
-        assert twin.ref.job_id == first["job_id"]
-    res = run(setup.env, "report", first["job_id"], "--user", LOGIN, "--set", "Two", "--json")
+        job = agent.get_job(JobRef(set_id, first["destination_id"], first["job_id"]))
+        early = job.start_time - 3_600_000
+        one = agent.start_job(set_id, first["destination_id"], start_time=early)
+        twin = agent.start_job(set_id, added["destination_id"], start_time=early)
+        assert twin.ref.job_id == one.ref.job_id
+    res = run(setup.env, "report", one.ref.job_id, "--user", LOGIN, "--set", "Two", "--json")
     assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout)["Data"]["BackupJobStatus"] == "BS_STOP_SUCCESS"
-    assert (
-        f"has a job {first['job_id']} too; see it with --destination {added['destination_id']}"
-        in (res.stderr)
-    ), res.stderr
+    assert json.loads(res.stdout)["Data"]["BackupJobStatus"] == "BS_STILL_RUNNING"
+    said = f"has a job {one.ref.job_id} too; see it with --destination {added['destination_id']}"
+    assert said in res.stderr, res.stderr
 
     # a readable run says each destination and each outcome
     res = run(setup.env, "backup", "--set", "Two")

@@ -98,8 +98,6 @@ def open_existing_repository(
     ``RepositoryNotFound`` naming the destination as typed (escaped), ``WrongPassword``,
     ``DestinationError`` (an S3 server unreachable, credentials refused, a bucket missing)."""
     where = show_name(str(address))
-    if address.path is not None and not address.path.is_dir():
-        raise RepositoryNotFound(where)
     storage = open_storage(address, s3_access(settings))
     try:
         return storage, Repository.open(storage, password)

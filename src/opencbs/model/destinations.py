@@ -250,13 +250,21 @@ def parse_destination(
 
 
 def require_no_secrets(settings: Mapping[str, Any]) -> None:
-    """Refuse a destination's settings holding a key that looks like a credential (secret,
-    password, token, access key): credentials stay on the agent, never on the server
-    (issue 13). Raises ``InvalidInput`` naming the key."""
-    for key in settings:
-        if _SECRET_KEY.search(str(key)):
-            raise InvalidInput(
-                f"destination settings must not hold credentials (key {key!r})",
-                "give S3 credentials to the agent (its config or AWS_ACCESS_KEY_ID / "
-                "AWS_SECRET_ACCESS_KEY), never to the server",
-            )
+    """Refuse a destination's settings holding, at any depth (in nested objects and lists
+    too), a key that looks like a credential (secret, password, token, access key, API key,
+    private key, ``auth…``): credentials stay on the agent, never on the server (issue 13).
+    Raises ``InvalidInput`` naming the key."""
+    pending: list[Any] = [settings]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, Mapping):
+            for key in item:
+                if _SECRET_KEY.search(str(key)):
+                    raise InvalidInput(
+                        f"destination settings must not hold credentials (key {key!r})",
+                        "give S3 credentials to the agent (its config or AWS_ACCESS_KEY_ID / "
+                        "AWS_SECRET_ACCESS_KEY), never to the server",
+                    )
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            pending.extend(item)

@@ -152,7 +152,7 @@ def destination_settings(dest_type: str, settings: Mapping[str, Any]) -> dict[st
     ``InvalidInput`` for a key that looks like a credential at any depth
     (``require_no_secrets``), for an ``S3`` location that is not one (bucket, prefix, endpoint
     or region invalid) or an ``S3`` key not in ``S3_SETTINGS_KEYS``."""
-    _require_no_secrets_deep(settings)
+    require_no_secrets(settings)
     if dest_type != S3:
         return dict(settings)
     unknown = sorted(str(k) for k in settings if k not in S3_SETTINGS_KEYS)
@@ -166,19 +166,6 @@ def destination_settings(dest_type: str, settings: Mapping[str, Any]) -> dict[st
     except InvalidInput as exc:
         exc.hint = exc.hint or _S3_SETTINGS_HINT
         raise
-
-
-def _require_no_secrets_deep(settings: Mapping[str, Any]) -> None:
-    """``require_no_secrets`` for ``settings`` and every object nested in it (at most
-    ``MAX_SETTINGS_DEPTH`` levels: checked before)."""
-    pending: list[Any] = [settings]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, Mapping):
-            require_no_secrets(item)
-            pending.extend(item.values())
-        elif isinstance(item, (list, tuple)):
-            pending.extend(item)
 
 
 def _shallow_settings(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -463,7 +450,7 @@ def update_destination(
     if settings is not None:
         check_destination_settings(settings)
         _require_text_values(dict(settings), "destination", DESTINATION_HINT)
-        _require_no_secrets_deep(settings)  # the given keys: one stored earlier stays readable
+        require_no_secrets(settings)  # the given keys: one stored earlier stays readable
         merged = {**dest.settings, **settings}
         values["settings"] = destination_settings(dest.type, merged) if dest.type == S3 else merged
     if values:
