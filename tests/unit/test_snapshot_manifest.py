@@ -85,14 +85,15 @@ def test_check_rules_without_storage() -> None:
     listed = Manifest(5, frozenset({A, B}), frozenset({C}), "d5")
     clean = check_snapshot_list(listed, {A, B}, None, required=True)
     assert clean.problems == () and clean.unrecorded == ()
-    # B removed, C (removed on purpose) back, D not listed yet: only the first two are problems
+    # B removed: a problem; C (removed on purpose) still stored: a leftover of a forget
+    # stopped halfway, not a problem; D not listed yet: unrecorded
     d = "d" * 64
     check = check_snapshot_list(listed, {A, C, d}, None, required=True)
     assert dict(check.problems) == {
         f"snapshot {B}": "removed: named by the snapshot list (generation 5)",
-        f"snapshot {C}": "was removed (snapshot list generation 5) but is back",
     }
     assert check.unrecorded == (d,)
+    assert check.leftovers == (C,)
     remembered = Anchor("r", 7, "d7", frozenset({A, B, C}))
     rolled = dict(check_snapshot_list(listed, {A, B}, remembered, required=True).problems)
     assert rolled["snapshot list"] == "rolled back: generation 5 < 7 remembered by this agent"
@@ -226,19 +227,18 @@ def test_a_forged_unlisted_snapshot_is_not_adopted(repo: Repository) -> None:
     assert listed is not None and B not in listed.snapshots and len(listed.snapshots) == 2
 
 
-def test_removed_snapshots_are_recorded_and_may_not_come_back(repo: Repository) -> None:
+def test_removed_snapshots_are_recorded_and_never_listed_again(repo: Repository) -> None:
     first = _commit(repo, 1)
     _commit(repo, 2)
     sealed = repo.storage.get(snapshot_name(first))
-    repo.storage.delete(snapshot_name(first))  # as retention will: delete, then record
-    listed = repo.record_snapshots(removed=[first])
+    listed = repo.record_snapshots(removed=[first])  # as forget does: record, then delete
+    repo.storage.delete(snapshot_name(first))
     assert first in listed.removed and first not in listed.snapshots
     assert repo.verify().ok
-    repo.storage.put(snapshot_name(first), sealed)
-    assert _subjects(repo) == {
-        f"snapshot {first}": f"was removed (snapshot list generation {listed.generation}) "
-        "but is back"
-    }
+    repo.storage.put(snapshot_name(first), sealed)  # stored again: a leftover, noted
+    result = repo.verify()
+    assert result.ok and any("removed snapshot is still stored" in n for n in result.notes)
+    assert repo.removed_leftovers() == [first]
     _commit(repo, 3)
     again = repo.snapshot_list()
     assert again is not None and first not in again.snapshots and first in again.removed

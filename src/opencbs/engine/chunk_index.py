@@ -13,7 +13,7 @@ TiB of unique data at the default 1 MiB average chunk).
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass
 
 from opencbs.engine.crypto import Keys
@@ -135,15 +135,26 @@ class ChunkIndex:
             self._copies.pop(cid, None)
 
     def forget_packs(self, pack_ids: Iterable[str]) -> int:
-        """Forget the chunks located in these packs (they are gone from the destination), so
-        that a writer stores those chunks again; returns how many chunks were forgotten."""
+        """Forget the chunks located in these packs (gone from the destination, or about to be
+        deleted by a prune), so that a writer stores those chunks again, unless a copy of a
+        chunk in another pack takes its place; returns how many chunks were forgotten."""
         numbers = {self._pack_numbers.pop(p) for p in pack_ids if p in self._pack_numbers}
         if not numbers:
             return 0
         gone = [cid for cid, loc in self._chunks.items() if loc[0] in numbers]
+        forgotten = 0
         for cid in gone:
-            del self._chunks[cid]
-        return len(gone)
+            # a copy in a pack that stays (a prune's repacked copy) takes the chunk's place
+            others = [c for c in self._copies.pop(cid, ()) if c[0] not in numbers]
+            others = [c for c in others if self._packs[c[0]] in self._pack_numbers]
+            if others:
+                self._chunks[cid] = others[0]
+                if len(others) > 1:
+                    self._copies[cid] = others[1:]
+            else:
+                del self._chunks[cid]
+                forgotten += 1
+        return forgotten
 
     def has_pack(self, pack_id: str) -> bool:
         """Whether some index lists that pack."""
@@ -162,3 +173,71 @@ class ChunkIndex:
         for number, items in sorted(groups.items()):
             items.sort(key=lambda item: item[1].offset)
             yield self._packs[number], items
+
+    # What a prune asks (prune.py) -------------------------------------------------------------
+
+    def _locations(self) -> Iterator[tuple[bytes, tuple[int, int, int, int, int], bool]]:
+        """Every ``(chunk ID, location, first)`` of a pack still indexed."""
+        live = self._pack_numbers
+        packs = self._packs
+        for cid, loc in self._chunks.items():
+            yield cid, loc, True
+        for cid, locs in self._copies.items():
+            for loc in locs:
+                if packs[loc[0]] in live:
+                    yield cid, loc, False
+
+    def pack_usage(self, referenced: Container[bytes]) -> dict[str, list[int]]:
+        """Per indexed pack ``[used bytes, used chunks, indexed bytes, indexed chunks]``: the
+        sealed blobs (bytes) of the chunks ``referenced`` needs, counted in the pack of their
+        first location only (a further copy is unused), and of every chunk indexed there."""
+        usage: dict[str, list[int]] = {p: [0, 0, 0, 0] for p in self.packs()}
+        packs = self._packs
+        for cid, loc, first in self._locations():
+            row = usage[packs[loc[0]]]
+            row[2] += loc[2]
+            row[3] += 1
+            if first and cid in referenced:
+                row[0] += loc[2]
+                row[1] += 1
+        return usage
+
+    def chunks_in(self, pack_ids: Container[str]) -> dict[str, list[tuple[bytes, ChunkLocation]]]:
+        """The chunks whose first location is in one of ``pack_ids``, by pack, by offset."""
+        found: dict[str, list[tuple[bytes, ChunkLocation]]] = {}
+        packs = self._packs
+        for cid, (number, offset, length, stored, original) in self._chunks.items():
+            pack_id = packs[number]
+            if pack_id in pack_ids:
+                loc = ChunkLocation(pack_id, offset, length, stored, original)
+                found.setdefault(pack_id, []).append((cid, loc))
+        for items in found.values():
+            items.sort(key=lambda item: item[1].offset)
+        return found
+
+    def only_in(self, pack_ids: Container[str]) -> dict[bytes, str]:
+        """The chunks every indexed location of which is in ``pack_ids``, with the pack of
+        their first location (what deleting those packs would lose)."""
+        packs = self._packs
+        found = {
+            cid: packs[loc[0]] for cid, loc in self._chunks.items() if packs[loc[0]] in pack_ids
+        }
+        for cid, locs in self._copies.items():
+            if cid in found and any(
+                packs[loc[0]] not in pack_ids and packs[loc[0]] in self._pack_numbers
+                for loc in locs
+            ):
+                del found[cid]
+        return found
+
+    def entries_by_pack(self) -> list[tuple[str, list[PackEntry]]]:
+        """Every indexed pack with all the chunks located in it (further copies included), by
+        offset: what a new index object listing this whole index holds."""
+        groups: dict[int, list[PackEntry]] = {}
+        for cid, (number, offset, length, stored, original), _first in self._locations():
+            groups.setdefault(number, []).append(PackEntry(cid, offset, length, stored, original))
+        out: list[tuple[str, list[PackEntry]]] = []
+        for number, entries in sorted(groups.items()):
+            entries.sort(key=lambda e: e.offset)
+            out.append((self._packs[number], entries))
+        return out

@@ -7,9 +7,10 @@ The object is sealed JSON (associated data ``b"opencbs:manifest"``)::
      "snapshots": [<id>, ...], "removed": [<id>, ...]}
 
 - ``generation`` grows by one (at least) with every list written; ``snapshots`` are the IDs of
-  every snapshot the repository holds; ``removed`` the IDs deleted on purpose (retention, to
-  come), which must not come back. Snapshot objects need no hash here: each is sealed with its
-  own ID as associated data and an ID is written once, so it cannot be replaced by other bytes.
+  every snapshot the repository holds; ``removed`` the IDs deleted on purpose (forget,
+  ``prune.py``), which are never listed again. Snapshot objects need no hash here: each is
+  sealed with its own ID as associated data and an ID is written once, so it cannot be
+  replaced by other bytes.
 - The list is replaced with a conditional write (``Storage.put_if``) against the version read:
   two backups committing at once (two agents, or two jobs of one) never lose each other's
   snapshot; the one whose read went stale reads again and retries
@@ -17,8 +18,10 @@ The object is sealed JSON (associated data ``b"opencbs:manifest"``)::
 - A backup writes its snapshot first, then a new list (``Repository.record_snapshots``). A
   crash in between leaves a stored snapshot the list does not name: *unrecorded*, never a
   problem; the next list names it (after it authenticates).
-- Damage the list shows by itself: a listed snapshot that is not stored (removed), a
-  ``removed`` one stored again. What it cannot show by itself is a rollback (an older list put
+- Damage the list shows by itself: a listed snapshot that is not stored (removed). A
+  ``removed`` one still stored is a forget stopped between the list and the deletes
+  (``prune.forget_snapshots``): a leftover, never listed again, deleted by the next forget or
+  prune. What it cannot show by itself is a rollback (an older list put
   back with the older snapshots): the agent remembers, outside the storage, the newest list it
   wrote or checked (an :class:`Anchor`, ``<data_dir>/snapshot-lists/<repository ID>.json``), and
   a list older than that, or missing, or of the same generation without a snapshot the agent
@@ -97,11 +100,14 @@ class Anchor:
 
 @dataclass(frozen=True, slots=True)
 class ListCheck:
-    """Outcome of :func:`check_snapshot_list`: ``problems`` as (subject, message) pairs, and
-    the ``unrecorded`` snapshots (stored, not yet listed: not a problem)."""
+    """Outcome of :func:`check_snapshot_list`: ``problems`` as (subject, message) pairs, the
+    ``unrecorded`` snapshots (stored, not yet listed: not a problem) and the ``leftovers``
+    (removed, object still stored: a forget stopped halfway; not a problem, the next forget or
+    prune deletes them)."""
 
     problems: tuple[tuple[str, str], ...]
     unrecorded: tuple[str, ...]
+    leftovers: tuple[str, ...] = ()
 
 
 def _ids(value: Any, what: str) -> frozenset[str]:
@@ -196,6 +202,7 @@ def check_snapshot_list(
     and with what the agent remembers (``anchor``, or ``None``); ``required``: the repository
     says it has a list. Pure; the rules are the module docstring's."""
     problems: dict[str, str] = {}
+    leftovers: tuple[str, ...] = ()
     if manifest is None:
         if anchor is not None:
             problems["snapshot list"] = (
@@ -208,10 +215,7 @@ def check_snapshot_list(
         gen = manifest.generation
         for sid in sorted(manifest.snapshots - present):
             problems[f"snapshot {sid}"] = f"removed: named by the snapshot list (generation {gen})"
-        for sid in sorted(manifest.removed & present):
-            problems[f"snapshot {sid}"] = (
-                f"was removed (snapshot list generation {gen}) but is back"
-            )
+        leftovers = tuple(sorted(manifest.removed & present))
         if anchor is not None and gen < anchor.generation:
             problems["snapshot list"] = (
                 f"rolled back: generation {gen} < {anchor.generation} remembered by this agent"
@@ -223,7 +227,7 @@ def check_snapshot_list(
                 f"snapshot {sid}",
                 f"removed: this agent remembers it (snapshot list generation {anchor.generation})",
             )
-    return ListCheck(tuple(problems.items()), tuple(sorted(unrecorded)))
+    return ListCheck(tuple(problems.items()), tuple(sorted(unrecorded)), leftovers)
 
 
 def anchor_path(data_dir: Path, repo_id: str) -> Path | None:

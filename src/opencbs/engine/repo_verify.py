@@ -270,14 +270,21 @@ def _nothing_lost(pack_id: str) -> str:
 
 def _list_notes(listed: ListCheck) -> tuple[str, ...]:
     """What a person is told of snapshots the list does not name yet (no damage)."""
+    notes: tuple[str, ...] = ()
     n = len(listed.unrecorded)
-    if not n:
-        return ()
-    return (
-        f"{n} snapshot{'s are' if n != 1 else ' is'} not in the snapshot list yet (a backup "
-        "that ended before recording it, or a repository made before the list); the next "
-        "backup records them",
-    )
+    if n:
+        notes += (
+            f"{n} snapshot{'s are' if n != 1 else ' is'} not in the snapshot list yet (a "
+            "backup that ended before recording it, or a repository made before the list); "
+            "the next backup records them",
+        )
+    n = len(listed.leftovers)
+    if n:
+        notes += (
+            f"{n} removed snapshot{'s are' if n != 1 else ' is'} still stored (a forget "
+            "stopped halfway); the next forget or prune deletes them",
+        )
+    return notes
 
 
 def _check_snapshot(

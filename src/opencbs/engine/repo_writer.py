@@ -185,8 +185,9 @@ def _seal_chunk(keys: Keys, level: int, chunk_id: bytes, data: bytes) -> tuple[b
     return keys.seal(payload, chunk_id), stored_size
 
 
-def _store_pack(storage: Storage, keys: Keys, pack: PackBuilder) -> tuple[str, list[PackEntry]]:
-    """Finish and store a pack, then its index object (I/O thread)."""
+def store_pack(storage: Storage, keys: Keys, pack: PackBuilder) -> tuple[str, list[PackEntry]]:
+    """Finish and store a pack, then its index object (the I/O thread; prune's repacking);
+    returns the pack ID and its entries. Raises ``DestinationError``."""
     pack_id, data, entries = pack.finish(keys)
     storage.put(pack_name(pack_id), data)
     index_name = INDEX_PREFIX + pack_id
@@ -506,7 +507,7 @@ class Writer:
         """Hand the open pack to the I/O thread."""
         pack, self._pack = self._pack, PackBuilder()
         io = _pool("io", self._uploads)
-        future = io.submit(_store_pack, self._storage, self._keys, pack)
+        future = io.submit(store_pack, self._storage, self._keys, pack)
         self._packs.append((future, pack.chunk_ids()))
 
     def _collect(self, *, block: bool) -> None:

@@ -52,6 +52,7 @@ from opencbs.engine.chunker import ChunkerParams, chunk_iter
 from opencbs.engine.compression import decode_payload
 from opencbs.engine.crypto import KdfParams, Keys, unwrap_keys, wrap_keys
 from opencbs.engine.entries import Entry, display_path
+from opencbs.engine.locks import Kind, LockTiming, RepositoryLock
 from opencbs.engine.manifest import (
     MANIFEST_NAME,
     Anchor,
@@ -69,6 +70,7 @@ from opencbs.engine.packs import (
     pack_name,
     read_pack_header,
 )
+from opencbs.engine.prune import exclude_condemned
 from opencbs.engine.repo_errors import (
     ChunkNotFound,
     CorruptData,
@@ -326,6 +328,15 @@ class Repository:
                 self._index.add_pack(pack_id, entries)
             self._index_names.add(name)
 
+    def reload_all_indexes(self) -> list[str]:
+        """Forget the loaded index and read every index object again (after a prune rewrote
+        them); returns the names of the objects loaded. Raises ``DestinationError``."""
+        self._index = ChunkIndex()
+        self._index_names = set()
+        self._load_problems = []
+        self.reload_index()
+        return sorted(self._index_names)
+
     def _read_each(self, names: list[str]) -> Iterator[tuple[str, bytes | ObjectNotFound]]:
         """Each object of ``names`` in order, read several at a time from a storage that
         uploads several at a time (an object store: each read waits on the network,
@@ -414,6 +425,21 @@ class Repository:
                 forgotten,
             )
         return missing, self.recover_indexes()
+
+    @property
+    def pack_target_size(self) -> int:
+        """Bytes a pack is filled to before it is stored (the config's)."""
+        return self.config.pack_target_size
+
+    def lock(self, kind: Kind, purpose: str, timing: LockTiming | None = None) -> RepositoryLock:
+        """A lock on this repository (``locks.py``), to use as a context manager: ``shared``
+        for a backup, restore or verify, ``exclusive`` for prune's delete phase."""
+        return RepositoryLock(self.storage, self.keys, kind, purpose, timing=timing)
+
+    def exclude_condemned(self) -> set[str]:
+        """Before a backup: never deduplicate against packs a prune condemned
+        (``prune.exclude_condemned``); returns their IDs. Raises ``DestinationError``."""
+        return exclude_condemned(self.storage, self.keys, self._index)
 
     # Writing -------------------------------------------------------------------------------
 
@@ -525,6 +551,19 @@ class Repository:
             self.config = dataclasses.replace(self.config, snapshot_list=True)
             self.storage.put(CONFIG_NAME, self.keys.seal(self.config.to_bytes(), _CONFIG_AAD))
         return manifest
+
+    def record_removed(self, removed: Iterable[str]) -> None:
+        """A new snapshot list without ``removed`` (forget: ``prune.forget_snapshots``)."""
+        self.record_snapshots(removed=removed)
+
+    def removed_leftovers(self) -> list[str]:
+        """Snapshots the list says were removed whose objects are still stored (a forget
+        stopped between the list and the deletes). Raises ``CorruptData``,
+        ``DestinationError``."""
+        manifest = self.snapshot_list()
+        if manifest is None or not manifest.removed:
+            return []
+        return sorted(manifest.removed & set(self.snapshot_ids()))
 
     def _record_once(self, removed: frozenset[str]) -> Manifest:
         """Read the list, compute the next one and write it if the list is unchanged meanwhile

@@ -57,6 +57,7 @@ _VERSION = 1
 _LINK, _LINK_TO_DIR, _CONTENT, _FIXED = 1, 2, 4, 8
 _HEAD = struct.Struct("<BBHHBIqqqIIIQQ")
 _HEAD_SIZE = _HEAD.size
+_REF_HEAD = struct.Struct("<BBHHBI")  # the fixed layout's first fields (RefScanner)
 _ETYPES: dict[int, EntryType] = {ord(t.value): t for t in EntryType}
 _ETYPE_CODES: dict[EntryType, int] = {t: ord(t.value) for t in EntryType}
 _PIECE = 64 * 1024
@@ -417,6 +418,57 @@ class TreeDecoder:
             if end > size:
                 break
             yield _decode_at(buf, start, end, what)
+            pos = end
+        self._rest = buf[pos:]
+
+    def finish(self) -> None:
+        """End of stream; raises ``CorruptData`` if a record is incomplete."""
+        if self._rest:
+            raise CorruptData(f"{self._what}: truncated at the end")
+
+
+class RefScanner:
+    """Reads only what a prune needs from a record stream fed in pieces (tree chunks): per
+    record its entry type code, content ID and chunk IDs, without building ``Entry`` objects
+    (several times faster than ``TreeDecoder``; the records are checked as far as that needs).
+    """
+
+    def __init__(self, what: str = "tree") -> None:
+        self._rest = b""
+        self._what = what
+
+    def feed(self, data: bytes) -> Iterator[tuple[int, bytes | None, bytes]]:
+        """Yield ``(etype code, content ID or None, chunk IDs joined)`` of each record
+        completed by ``data`` (the chunk IDs: ``count * 32`` bytes). Raises ``CorruptData``."""
+        buf = self._rest + data if self._rest else data
+        size = len(buf)
+        pos = 0
+        head = _REF_HEAD
+        while pos < size:
+            b0 = buf[pos]
+            if b0 < 0x80:
+                length, start = b0, pos + 1
+            elif pos + 1 < size and buf[pos + 1] < 0x80:
+                length, start = (b0 & 0x7F) | (buf[pos + 1] << 7), pos + 2
+            else:
+                got, start = _try_uvarint(buf, pos)
+                if got is None:
+                    break
+                length = got
+            end = start + length
+            if end > size:
+                break
+            if length >= _HEAD_SIZE and buf[start] & _FIXED:
+                flags, code, path_len, target_len, content_len, count = head.unpack_from(buf, start)
+                q = start + _HEAD_SIZE + path_len + target_len
+                content = buf[q : q + content_len] if flags & _CONTENT else None
+                q += content_len
+                if q + count * ID_SIZE != end:
+                    raise CorruptData(f"{self._what}: record length mismatch")
+                yield code, content, buf[q:end]
+            else:
+                entry, chunks = _decode_at(buf, start, end, self._what)
+                yield _ETYPE_CODES[entry.etype], entry.content_id, b"".join(chunks)
             pos = end
         self._rest = buf[pos:]
 
