@@ -73,6 +73,10 @@ Settings of the agent (``opencbs backup``, ``restore``, ``verify``, ``snapshots`
 - ``backup_set``: ``""`` — the backup set (name or ID) an agent command uses when ``--set`` is
   not given (``opencbs quickstart`` writes the set of the folder it last backed up); empty: the
   user's only set.
+- ``prune_grace``: ``86400`` — seconds a pack a prune condemned waits before it is deleted
+  (``engine.prune``: longer than any backup may take; ``opencbs prune --grace`` overrides it).
+- ``lock_wait``: ``600`` — seconds a backup, restore, verify, forget or prune waits for another
+  process's lock on the repository (``engine.locks``) before it gives up.
 
 Settings of the agent's S3 destinations (``s3://bucket/prefix``; issue 13). Credentials are the
 agent's alone: never sent to or kept by the server. Without ``s3_access_key_id`` the standard
@@ -311,6 +315,18 @@ class Settings(BaseSettings):
 
     backup_set: str = Field(
         default="", description="Backup set (name or ID) of agent commands without --set."
+    )
+    prune_grace: float = Field(
+        default=86400.0,
+        ge=0,
+        le=MAX_SECONDS,
+        description="Seconds a pack a prune condemned waits before it is deleted.",
+    )
+    lock_wait: float = Field(
+        default=600.0,
+        ge=0,
+        le=MAX_SECONDS,
+        description="Seconds to wait for another process's lock on a repository.",
     )
     s3_endpoint: str = Field(
         default="", description="URL of the S3 server of s3:// destinations; empty: AWS."

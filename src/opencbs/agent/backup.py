@@ -81,6 +81,7 @@ from opencbs.engine.classify import (
     resolve_sources,
 )
 from opencbs.engine.entries import Entry, display_path
+from opencbs.engine.locks import RepositoryLock
 from opencbs.engine.manifest import load_anchor, remember
 from opencbs.engine.repo_errors import ChunkNotFound, CorruptData, RepositoryError
 from opencbs.engine.repo_verify import VerifyProblem
@@ -140,6 +141,7 @@ class BackupJob:
         self.on_progress = on_progress
         self.reader: SourceReader | None = None
         self.entries = EntrySpool()
+        self.lock: RepositoryLock | None = None  # the job's shared lock on the repository
         self.counts: dict[ReportList, int] = dict.fromkeys(FILE_LISTS, 0)
         # with on_change: previous entries of paths whose attributes changed (what differs)
         self.previous: dict[bytes, Entry] = {}
@@ -161,6 +163,9 @@ class BackupJob:
             return self._failed(str(exc))
         finally:
             self.entries.close()
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
         report = self.channel.report
         if report.errors:
             status = JobStatus.STOP_SUCCESS_WITH_ERROR
@@ -248,10 +253,15 @@ class BackupJob:
             self.options.password,
             compression_level=self.bset.settings.compression.level,
         )
+        self.repository = repo
+        # a shared lock for the whole job: a prune deletes only when no backup runs
+        self.lock = repo.lock("shared", "backup", timing=self.options.lock_timing)
+        self.lock.acquire()
         clean = getattr(self.options.storage, "remove_stale_temporaries", None)
         if clean is not None:
             clean()  # what writes killed earlier left behind
         missing, _recovered = repo.reconcile_packs()
+        repo.exclude_condemned()  # never deduplicate against what a prune will delete
         if missing:
             self.channel.log(
                 LogType.WARN,

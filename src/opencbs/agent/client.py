@@ -380,6 +380,15 @@ class AgentClient:
         path = _set_path(set_id, "destinations", destination_id)
         return RemoteDestination.from_json(self._call("PATCH", path, body))
 
+    def report_storage(self, set_id: str, destination_id: str, usage: Mapping[str, int]) -> None:
+        """Tell the server what a destination stores now (after a backup job and its
+        retention run): ``usage`` holds ``measured_at`` (epoch ms) and, in bytes and counts,
+        ``stored_size``, ``data_size``, ``data_count``, ``retain_size``, ``retain_count``,
+        ``snapshot_count`` (``engine.prune.StorageUsage``; GetUserStorageStat, the quota).
+        Raises ``ServerUnreachable`` or ``AgentApiError``."""
+        path = _set_path(set_id, "destinations", destination_id, "storage")
+        self._call("POST", path, dict(usage))
+
     # -- jobs -------------------------------------------------------------------------------
 
     def start_job(

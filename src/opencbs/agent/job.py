@@ -32,6 +32,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from opencbs.agent.after_backup import after_backup
 from opencbs.agent.backup import BackupJob, JobResult
 from opencbs.agent.channel import JobChannel, ReportFate
 from opencbs.agent.delivery import Delivery, deliver_pending
@@ -116,6 +117,10 @@ def run_backup(
         result = job.run()
         if result.snapshot_id is not None:
             _record_stored(options, bset.id)
+            if job.repository is not None:
+                result = after_backup(
+                    options, bset, job.repository, channel=started.channel, result=result
+                )
         fate = started.channel.finish(
             result.status,
             dedupe_original_size=result.dedupe_original_size,

@@ -20,6 +20,7 @@ from opencbs.agent.report import JobMessage
 from opencbs.agent.retry import DEFAULT_RETRY_DELAYS
 from opencbs.destinations.base import Storage
 from opencbs.engine.classify import Reason
+from opencbs.engine.locks import LockTiming
 from opencbs.engine.repository import Repository
 from opencbs.model.jobs import JobRef
 from opencbs.reports.vocabulary import JobMode, JobStatus, ReportList
@@ -112,7 +113,10 @@ class JobOptions:
     repository's snapshot list to notice a rollback
     (``engine.manifest``; ``None``: not remembered, the list is still checked by itself).
     ``count_totals``: count the job's files and bytes ahead in another walk
-    (``engine.scan_count``), so progress has its totals (and an ETA) early."""
+    (``engine.scan_count``), so progress has its totals (and an ETA) early. ``lock_timing``:
+    how long the job waits for a prune's lock on the repository (``engine.locks``).
+    ``prune_grace``: seconds a pack the retention run after the job condemns waits before it is
+    deleted (``engine.prune``; the setting ``prune_grace``)."""
 
     client: AgentClient
     set_id: str
@@ -129,6 +133,8 @@ class JobOptions:
     zone: tzinfo | None = None
     repository: Repository | None = None
     state_dir: Path | None = None
+    lock_timing: LockTiming | None = None
+    prune_grace: float = 86400.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -306,6 +306,8 @@ class _Run:
             zone=self.settings.tz(),
             state_dir=self.settings.data_dir,
             progress_interval=self.settings.progress_interval,
+            prune_grace=self.settings.prune_grace,
+            lock_wait=self.settings.lock_wait,
         )
         return outcome, isinstance(storage, UnusableStorage) and storage.misconfigured
 

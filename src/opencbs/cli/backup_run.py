@@ -43,6 +43,7 @@ from opencbs.cli.common import echo, note, show_name
 from opencbs.cli.progress import BackupProgress, Ending
 from opencbs.destinations.base import DestinationError, Storage
 from opencbs.engine.entries import display_path
+from opencbs.engine.locks import LockTiming
 from opencbs.engine.repository import Repository
 from opencbs.errors import ExitCode
 from opencbs.model.destinations import DEFAULT_S3_REGION, DestinationAddress
@@ -136,6 +137,8 @@ def run_job(
     zone: tzinfo | None = None,
     state_dir: Path | None = None,
     progress_interval: float = DEFAULT_PROGRESS_INTERVAL,
+    prune_grace: float = 86400.0,
+    lock_wait: float = 600.0,
 ) -> JobOutcome:
     """One backup job of ``target`` with progress on stderr, each warning and error of the job
     said on stderr as it happens (:func:`print_job_message`, above the progress bar),
@@ -146,7 +149,8 @@ def run_job(
     used then (an S3 server down, credentials refused) is the job's failure instead
     (``BS_STOP_BY_SYSTEM_ERROR``, reported to the server: ``agent.storage.UnusableStorage``).
     ``state_dir``: the agent's data_dir (``JobOptions.state_dir``); ``progress_interval``:
-    seconds between progress lines off a terminal. Raises ``WrongPassword``, ``DestinationError``,
+    seconds between progress lines off a terminal; ``prune_grace`` and ``lock_wait``: the
+    settings of those names (``JobOptions``). Raises ``WrongPassword``, ``DestinationError``,
     ``ServerUnreachable``, ``AgentApiError``."""
     level = target.bset.settings.compression.level
     repo: Repository | None = None
@@ -180,6 +184,8 @@ def run_job(
         # the view's figures move at its refresh rate (the server gets one a PROGRESS_INTERVAL)
         progress_interval=min(VIEW_REFRESH, progress_interval),
         count_totals=not as_json,  # a total and an ETA for the person watching
+        prune_grace=prune_grace,
+        lock_timing=LockTiming(wait=lock_wait),
     )
     with (
         cancel_on_signals(cancel),

@@ -38,6 +38,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "restore": ("repo_cmds", "restore"),
     "verify": ("repo_cmds", "verify"),
     "snapshots": ("repo_cmds", "snapshots"),
+    "forget": ("retention_cmds", "forget"),
+    "prune": ("retention_cmds", "prune_command"),
     "agent": ("agent_flush", "agent"),
 }
 

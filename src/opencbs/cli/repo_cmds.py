@@ -13,7 +13,8 @@ jobs with their set's name, of one set (``--set``) or hosts (``--host``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from rich.markup import escape as escape_markup
 from opencbs.agent.client import AgentClient
 from opencbs.agent.restore import RestoreIncomplete, RestoreResult, find_snapshot
 from opencbs.agent.restore import restore as restore_snapshot
+from opencbs.agent.retention import decide
 from opencbs.agent.snapshot_lookup import (
     LATEST,
     MIN_PREFIX,
@@ -66,10 +68,12 @@ from opencbs.cli.common import (
     print_table,
     show_name,
 )
+from opencbs.cli.keep_options import keep_options, rules_of_flags
 from opencbs.cli.progress import RestoreProgressView, activity
 from opencbs.destinations.base import DestinationError, Storage
 from opencbs.destinations.local import LocalStorage
 from opencbs.engine.entries import display_path
+from opencbs.engine.locks import LockTiming, RepositoryLocked
 from opencbs.engine.manifest import load_anchor, remember
 from opencbs.engine.repo_errors import RepositoryNotFound, SnapshotNotFound
 from opencbs.engine.repo_verify import VerifyProblem
@@ -103,6 +107,26 @@ def open_existing_repository(
         return storage, Repository.open(storage, password)
     except RepositoryNotFound:
         raise RepositoryNotFound(where) from None
+
+
+@contextlib.contextmanager
+def reading_lock(settings: Settings, repo: Repository, purpose: str) -> Iterator[None]:
+    """A shared lock on ``repo`` while a restore or verify reads it (``engine.locks``: a
+    prune does not delete meanwhile). A destination that cannot be written (a read-only
+    mount or credentials) is read without one, said in a note. Raises ``RepositoryLocked``."""
+    lock = repo.lock("shared", purpose, timing=LockTiming(wait=settings.lock_wait))
+    try:
+        lock.acquire()
+    except RepositoryLocked:
+        raise
+    except DestinationError as exc:
+        note(f"opencbs: reading without a lock: the destination refuses it ({exc.message})")
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @click.command()
@@ -189,7 +213,10 @@ def restore(
     )
     folder_ = _restore_target(target)
     title = f"restore {show_name(job_or_snapshot)} into {show_name(target)}"
-    with RestoreProgressView(title, quiet=as_json, interval=settings.progress_interval) as shown:
+    with (
+        reading_lock(settings, repo, "restore"),
+        RestoreProgressView(title, quiet=as_json, interval=settings.progress_interval) as shown,
+    ):
         try:
             result = restore_snapshot(
                 storage,
@@ -430,11 +457,11 @@ def verify(
     byte. Each damaged object is one `damaged:` line on stdout (a pack once, with how many of
     its chunks are damaged and what uses them); then one error line on stderr with their
     number, and exit code 8."""
-    address = _given(settings, destination)
+    address = given_destination(settings, destination)
     repo_password = encryption_password(settings, encryption_password_file)
     storage, repo = open_existing_repository(settings, address, repo_password)
     anchor = load_anchor(settings.data_dir, repo.config.repo_id)
-    with activity(f"verifying {address}", quiet=as_json):
+    with reading_lock(settings, repo, "verify"), activity(f"verifying {address}", quiet=as_json):
         _clean_interrupted_uploads(storage)
         result = repo.verify(read_data=read_data, anchor=anchor)
     if result.ok:
@@ -524,6 +551,7 @@ def verify_hint(problems: Sequence[VerifyProblem]) -> str:
     help="Only snapshots made on this host (its name as the Host column shows it; "
     "repeatable: any of them).",
 )
+@keep_options
 @JSON
 @with_agent_settings(ENCRYPTION_FILE, S3_ENDPOINT, S3_REGION)
 def snapshots(
@@ -532,12 +560,17 @@ def snapshots(
     destination: str,
     set_ref: str | None,
     hosts: tuple[str, ...],
+    keep_within: str | None,
     as_json: bool,
     encryption_password_file: Path | None,
+    **keeps: int,
 ) -> None:
     """List the snapshots (completed backup jobs) in a destination, oldest first, with their
-    backup set's name (as the job recorded it, or as this agent accepted the set) and ID."""
-    address = _given(settings, destination)
+    backup set's name (as the job recorded it, or as this agent accepted the set) and ID.
+    With --keep-* flags (as `opencbs forget` takes them) a "Kept by" column names the rules
+    that keep each snapshot, or "remove" (each set's snapshots judged apart)."""
+    rules = rules_of_flags(keeps, keep_within)
+    address = given_destination(settings, destination)
     repo_password = encryption_password(settings, encryption_password_file)
     _storage, repo = open_existing_repository(settings, address, repo_password)
     infos = repo.list_snapshots()
@@ -551,9 +584,13 @@ def snapshots(
             raise SetNotInDestination(
                 set_ref, [set_label(i, names) for i in held], where=show_name(str(address))
             )
-    rows = _snapshot_rows(
-        select_snapshots(infos, set_ids=set_ids, hosts=hosts), names, local_zone(settings.timezone)
-    )
+    tz = local_zone(settings.timezone)
+    chosen = select_snapshots(infos, set_ids=set_ids, hosts=hosts)
+    rows = _snapshot_rows(chosen, names, tz)
+    if rules is not None:
+        kept = {d.id: d.reasons for ds in decide(chosen, rules, tz=tz).values() for d in ds}
+        for row in rows:
+            row["kept_by"] = list(kept.get(row["id"], ()))
     if as_json:
         print_json(rows)
         return
@@ -624,6 +661,7 @@ def _print_snapshots(rows: Sequence[Mapping[str, Any]], title: str) -> None:
         *(["Set ID"] if with_id else []),
         "Host",
         "Sources",
+        *(["Kept by"] if rows and "kept_by" in rows[0] else []),
     ]
     table = []
     for r in rows:
@@ -634,11 +672,13 @@ def _print_snapshots(rows: Sequence[Mapping[str, Any]], title: str) -> None:
         if with_id:
             cells.append(r["backup_set_id"])
         table.append([*cells, r["hostname"], r["sources"]])
+        if "kept_by" in r:
+            table[-1].append(", ".join(r["kept_by"]) or "remove")
     print_table(
         title,
         columns,
         table,
-        no_wrap=columns[:-1],
+        no_wrap=[c for c in columns if c not in ("Sources", "Kept by")],
         shortened={"Set": 18, "Host": 12},
         least={"Sources": 12},
     )
@@ -655,7 +695,7 @@ def _remember_list(settings: Settings, repo: Repository) -> None:
         note(f"opencbs: cannot remember the snapshot list in {settings.data_dir}: {exc}")
 
 
-def _given(settings: Settings, destination: str) -> DestinationAddress:
+def given_destination(settings: Settings, destination: str) -> DestinationAddress:
     """The ``--destination`` given (a folder or an S3 location), a folder checked to exist
     before a password is asked. Raises ``InvalidInput``, ``RepositoryNotFound``."""
     address = destination_address(settings, destination)

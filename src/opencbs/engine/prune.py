@@ -57,11 +57,13 @@ __all__ = [
     "PruneResult",
     "Prunable",
     "References",
+    "StorageUsage",
     "exclude_condemned",
     "forget_snapshots",
     "prune",
     "read_pending",
     "referenced_chunks",
+    "storage_usage",
 ]
 
 log = logging.getLogger(__name__)
@@ -130,7 +132,8 @@ class PruneResult:
     (of them ``repacked``, their used chunks copied into ``packs_written`` new packs of
     ``bytes_written``), ``deleted`` now (``bytes_freed``), ``pending`` (condemned, waiting for
     the grace period: ``bytes_pending``), ``kept`` (condemned earlier but used again),
-    ``bytes_before`` and ``bytes_after`` (every pack), ``snapshots`` read; ``dry_run``."""
+    ``bytes_before`` and ``bytes_after`` (every pack), ``snapshots`` read; ``dry_run``;
+    ``usage`` after it (with ``PruneOptions.usage``)."""
 
     snapshots: int = 0
     condemned: int = 0
@@ -147,6 +150,7 @@ class PruneResult:
     duration: float = 0.0
     dry_run: bool = False
     notes: list[str] = field(default_factory=list)
+    usage: StorageUsage | None = None
 
 
 # --- pending deletions ------------------------------------------------------------------------
@@ -203,14 +207,56 @@ def exclude_condemned(storage: Storage, keys: Keys, index: ChunkIndex) -> set[st
 @dataclass(slots=True)
 class References:
     """The chunks the stored snapshots use (``chunks``: chunk ID -> whether the newest
-    snapshot uses it), how many ``snapshots`` were read, and the ``newest`` one's ID."""
+    snapshot uses it), how many ``snapshots`` were read, and the ``newest`` one's ID; with
+    ``counting``: the files of the newest snapshot (``data_count``) and the file versions
+    only older snapshots hold (``retain_count``: distinct contents)."""
 
     chunks: dict[bytes, bool]
     snapshots: int
     newest: str | None
+    data_count: int = 0
+    retain_count: int = 0
 
 
-def referenced_chunks(repo: Prunable, progress: Progress | None = None) -> References:
+@dataclass(frozen=True, slots=True)
+class StorageUsage:
+    """What a repository stores (bytes as stored: compressed and sealed, after dedupe):
+    ``stored_size`` (every pack), ``data_size`` (the chunks the newest snapshot uses),
+    ``retain_size`` (the chunks only older snapshots use: the retention area), the files of
+    the newest snapshot (``data_count``) and the versions only older ones hold
+    (``retain_count``), and the ``snapshot_count``. The figures of GetUserStorageStat
+    (cbs-api.md)."""
+
+    stored_size: int
+    data_size: int
+    data_count: int
+    retain_size: int
+    retain_count: int
+    snapshot_count: int
+
+
+def storage_usage(repo: Prunable, refs: References | None = None) -> StorageUsage:
+    """The repository's ``StorageUsage`` (``refs``: from ``referenced_chunks(counting=True)``
+    when read already). Raises as ``referenced_chunks`` does."""
+    if refs is None:
+        refs = referenced_chunks(repo, counting=True)
+    data = retain = 0
+    index = repo.index
+    for cid, newest in refs.chunks.items():
+        loc = index.get(cid)
+        if loc is None:
+            continue
+        if newest:
+            data += loc.length
+        else:
+            retain += loc.length
+    stored = sum(size for _pack, size in _pack_sizes(repo.storage))
+    return StorageUsage(stored, data, refs.data_count, retain, refs.retain_count, refs.snapshots)
+
+
+def referenced_chunks(
+    repo: Prunable, progress: Progress | None = None, *, counting: bool = False
+) -> References:
     """Every chunk a stored snapshot uses (tree chunks and entries' chunks), newest snapshot
     first. Raises ``CorruptData`` or ``ChunkNotFound`` when a snapshot cannot be read whole (a
     prune must not guess what a damaged snapshot uses) and ``DestinationError``."""
@@ -227,6 +273,9 @@ def referenced_chunks(repo: Prunable, progress: Progress | None = None) -> Refer
             ) from None
     infos.sort(key=lambda i: (i.meta.time_ns, i.id), reverse=True)
     chunks: dict[bytes, bool] = {}
+    current: set[bytes] = set()  # with counting: the newest snapshot's contents
+    older: set[bytes] = set()  # and the other contents of older ones
+    data_count = 0
     for number, info in enumerate(infos):
         newest = number == 0
         if progress is not None:
@@ -235,11 +284,18 @@ def referenced_chunks(repo: Prunable, progress: Progress | None = None) -> Refer
             chunks.setdefault(cid, newest)
         scanner = RefScanner(f"snapshot {info.id} tree")
         for tree_chunk in info.tree:
-            for _etype, _content, ids in scanner.feed(repo.read_chunk(tree_chunk)):
+            for etype, content, ids in scanner.feed(repo.read_chunk(tree_chunk)):
                 for i in range(0, len(ids), 32):
                     chunks.setdefault(ids[i : i + 32], newest)
+                if counting and etype == _FILE and content is not None:
+                    if newest:
+                        data_count += 1
+                        current.add(content)
+                    elif content not in current:
+                        older.add(content)
         scanner.finish()
-    return References(chunks, len(infos), infos[0].id if infos else None)
+    newest_id = infos[0].id if infos else None
+    return References(chunks, len(infos), newest_id, data_count, len(older))
 
 
 # --- forget -----------------------------------------------------------------------------------
@@ -268,12 +324,14 @@ def forget_snapshots(
 @dataclass(frozen=True, slots=True)
 class PruneOptions:
     """``grace`` (seconds a condemned pack waits before it is deleted), ``max_unused`` (share
-    of the repository's bytes that may stay unused, 0..1), ``dry_run``, lock ``timing``."""
+    of the repository's bytes that may stay unused, 0..1), ``dry_run``, lock ``timing``;
+    ``usage``: also measure the ``StorageUsage`` after it."""
 
     grace: float = 24 * 3600.0
     max_unused: float = DEFAULT_MAX_UNUSED
     dry_run: bool = False
     timing: LockTiming | None = None
+    usage: bool = False
 
 
 def prune(
@@ -287,7 +345,9 @@ def prune(
     storage, keys = repo.storage, repo.keys
     with RepositoryLock(storage, keys, "shared", "prune", timing=opts.timing):
         repo.reload_all_indexes()
-        _mark(repo, opts, result, progress)
+        refs: References | None = _mark(repo, opts, result, progress)
+    if not opts.usage:
+        refs = None  # not kept through the sweep, which reads its own
     due = [
         p for p in read_pending(storage, keys) if time.time_ns() - p.created_ns >= opts.grace * 1e9
     ]
@@ -298,8 +358,11 @@ def prune(
         sizes = dict(_pack_sizes(storage))
     pending = {p for d in read_pending(storage, keys) for p in d.packs} & sizes.keys()
     result.pending = len(pending)
-    result.bytes_pending = sum(sizes[p] for p in pending)
+    if not opts.dry_run:  # a dry run's are what it would condemn
+        result.bytes_pending = sum(sizes[p] for p in pending)
     result.bytes_after = sum(sizes.values())
+    if refs is not None:
+        result.usage = storage_usage(repo, refs)
     result.duration = time.monotonic() - started
     return result
 
@@ -313,15 +376,16 @@ def _pack_sizes(storage: Storage) -> Iterable[tuple[str, int]]:
 
 def _mark(
     repo: Prunable, opts: PruneOptions, result: PruneResult, progress: Progress | None
-) -> None:
-    """Phase 1: condemn unused packs and repack mostly unused ones (module docstring)."""
+) -> References:
+    """Phase 1: condemn unused packs and repack mostly unused ones (module docstring); returns
+    what the snapshots use."""
     storage, index = repo.storage, repo.index
     if not opts.dry_run:
         for sid in repo.removed_leftovers():  # what an interrupted forget left
             storage.delete(snapshot_name(sid))
     # the snapshots are read with every pack indexed (a tree chunk may be in a condemned
     # pack still, deduplicated before it was condemned); then the condemned are set aside
-    refs = referenced_chunks(repo, progress)
+    refs = referenced_chunks(repo, progress, counting=opts.usage)
     condemned_before = exclude_condemned(storage, repo.keys, index)
     result.snapshots = refs.snapshots
     sizes = dict(_pack_sizes(storage))
@@ -352,13 +416,17 @@ def _mark(
         left -= unused[pack_id]
     result.condemned = len(doomed) + len(repack)
     result.repacked = len(repack)
-    if opts.dry_run or not (doomed or repack):
-        return
+    if opts.dry_run:
+        result.bytes_pending = sum(sizes[p] for p in (*doomed, *repack))
+        return refs
+    if not (doomed or repack):
+        return refs
     kept = _repack(repo, repack, refs.chunks, result=result, progress=progress)
     chosen = [*doomed, *(p for p in repack if p not in kept)]
     result.condemned = len(chosen)
     if chosen:
         _write_pending(storage, repo.keys, chosen)
+    return refs
 
 
 def _repack(
