@@ -60,6 +60,7 @@ def after_backup(
                     grace=options.prune_grace, timing=options.lock_timing, usage=True
                 ),
                 timing=options.lock_timing,
+                only_when_needed=True,
             )
             channel.log(LogType.INFO, retention_summary(outcome, rules))
             usage = outcome.prune.usage if outcome.prune is not None else None

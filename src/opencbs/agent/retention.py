@@ -24,6 +24,7 @@ from opencbs.engine.prune import (
     PruneResult,
     forget_snapshots,
     prune,
+    read_pending,
 )
 from opencbs.engine.repository import Repository, SnapshotInfo
 from opencbs.model.retention import Decision, KeepRules, SnapshotTime, apply_policy
@@ -75,17 +76,30 @@ def run_retention(
     set_ids: Sequence[str] | None = None,
     prune_options: PruneOptions | None = None,
     timing: LockTiming | None = None,
+    only_when_needed: bool = False,
 ) -> RetentionOutcome:
     """Forget the snapshots ``rules`` do not keep (of ``set_ids``, or of every set), then, with
-    ``prune_options``, prune. Raises ``InvalidInput`` (rules that keep nothing),
+    ``prune_options``, prune (with ``only_when_needed``: only when snapshots were removed now
+    or a pending deletion is due: otherwise every stored byte is still used, as after a
+    backup). Raises ``InvalidInput`` (rules that keep nothing),
     ``RepositoryLocked``, ``CorruptData`` (a snapshot cannot be read: the prune deletes
     nothing), ``DestinationError``."""
     started = time.monotonic()
     decisions = decide(repo.list_snapshots(), rules, tz=tz, set_ids=set_ids)
     drop = [d.id for ds in decisions.values() for d in ds if not d.keep]
     forgotten = forget_snapshots(repo, drop, timing=timing)
-    pruned = prune(repo, prune_options) if prune_options is not None else None
+    pruned = None
+    if prune_options is not None and (
+        not only_when_needed or forgotten.removed or _deletions_due(repo, prune_options.grace)
+    ):
+        pruned = prune(repo, prune_options)
     return RetentionOutcome(decisions, forgotten, pruned, time.monotonic() - started)
+
+
+def _deletions_due(repo: Repository, grace: float) -> bool:
+    """Whether a pending deletion of the repository is older than ``grace`` seconds."""
+    now = time.time_ns()
+    return any(now - p.created_ns >= grace * 1e9 for p in read_pending(repo.storage, repo.keys))
 
 
 def retention_summary(outcome: RetentionOutcome, rules: KeepRules) -> str:
