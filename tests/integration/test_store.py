@@ -163,6 +163,19 @@ def test_a_setting_stored_by_a_looser_version_is_read_as_its_default(
         "filters": {"include": [], "exclude": []},
         "compression": {"type": "ZSTD", "level": 3},
         "deduplication": False,
+        "retention": {  # stored before the key existed: its default, 7 days
+            "mode": "SIMPLE",
+            "days": 7,
+            "jobs": None,
+            "keep_last": 0,
+            "keep_hourly": 0,
+            "keep_daily": 0,
+            "keep_weekly": 0,
+            "keep_monthly": 0,
+            "keep_yearly": 0,
+            "keep_within": None,
+            "after_backup": True,
+        },
     }
     assert listed[0].settings == bset.settings
     assert "backup set 5: its setting 'filters' is not valid" in caplog.text

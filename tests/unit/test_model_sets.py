@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from opencbs.errors import InvalidInput
-from opencbs.model.sets import DEFAULT_COMPRESSION_LEVEL, BackupSetSettings
+from opencbs.model.sets import DEFAULT_COMPRESSION_LEVEL, DEFAULT_RETENTION_DAYS, BackupSetSettings
 from opencbs.model.text import SOURCE_HINT, is_text, require_text, shown_text
 
 
@@ -20,8 +20,21 @@ def test_defaults_and_the_stored_json_form() -> None:
         "filters": {"include": [], "exclude": []},
         "compression": {"type": "ZSTD", "level": DEFAULT_COMPRESSION_LEVEL},
         "deduplication": True,
+        "retention": {
+            "mode": "SIMPLE",
+            "days": DEFAULT_RETENTION_DAYS,
+            "jobs": None,
+            "keep_last": 0,
+            "keep_hourly": 0,
+            "keep_daily": 0,
+            "keep_weekly": 0,
+            "keep_monthly": 0,
+            "keep_yearly": 0,
+            "keep_within": None,
+            "after_backup": True,
+        },
     }
-    assert DEFAULT_COMPRESSION_LEVEL == 3
+    assert DEFAULT_COMPRESSION_LEVEL == 3 and DEFAULT_RETENTION_DAYS == 7
 
 
 def test_a_partial_update_replaces_only_the_keys_given() -> None:
@@ -45,6 +58,7 @@ def test_a_partial_update_replaces_only_the_keys_given() -> None:
         ({"compression": {"level": True}}, "compression must be"),
         ({"compression": {"type": "LZ4"}}, "compression must be"),
         ({"deduplication": 1}, "deduplication must be true or false"),
+        ({"retention": {"days": 0}}, "retention must be"),
     ],
 )
 def test_a_wrong_shape_is_one_line_naming_the_key(data: dict[str, Any], message: str) -> None:

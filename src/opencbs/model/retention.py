@@ -166,7 +166,9 @@ class KeepRules:
 @dataclass(frozen=True)
 class SnapshotTime:
     """A snapshot as the policy sees it: its ``id`` and ``time_ns`` (when its backup started,
-    nanoseconds since the epoch, UTC)."""
+    nanoseconds since the epoch, UTC). A time outside the job-time window of
+    ``reports.timefmt`` (1601-01-02 to 9999-12-31 UTC) counts as the window's nearer end for
+    buckets and ``within``; it is still ordered by its own value."""
 
     id: str
     time_ns: int
@@ -199,9 +201,14 @@ def _newest_first(snapshot: SnapshotTime) -> tuple[int, str]:
     return (snapshot.time_ns, snapshot.id)
 
 
+def _clamped(time_ns: int) -> int:
+    """``time_ns`` moved into the job-time window (``_MIN_NS``, ``_MAX_NS``)."""
+    return min(max(time_ns, _MIN_NS), _MAX_NS)
+
+
 def _local_time(time_ns: int, tz: tzinfo) -> datetime:
     """The local time in ``tz`` of ``time_ns`` (to the second; clamped into the window)."""
-    seconds = min(max(time_ns, _MIN_NS), _MAX_NS) // _NS
+    seconds = _clamped(time_ns) // _NS
     return (_EPOCH + timedelta(seconds=seconds)).astimezone(tz)
 
 
@@ -221,14 +228,14 @@ def _cutoff_ns(newest_ns: int, within: Duration, tz: tzinfo) -> int:
     days: a DST day counts as one), read in ``tz`` (a wall time the clock skips or repeats as
     the earlier of its two readings, which keeps more), then minus the hours as elapsed time.
     Before any representable time: the window's start (every snapshot is within)."""
-    clamped = min(max(newest_ns, _MIN_NS), _MAX_NS)
+    clamped = _clamped(newest_ns)
     rest_ns = clamped % _NS
     wall = _months_back(
         _local_time(clamped, tz).replace(tzinfo=None), within.years * 12 + within.months
     )
+    if wall is None:
+        return _MIN_NS
     try:
-        if wall is None:
-            raise OverflowError
         wall -= timedelta(days=within.days)
         instant = min(wall.replace(tzinfo=tz, fold=fold).astimezone(UTC) for fold in (0, 1))
     except OverflowError:
@@ -266,7 +273,7 @@ def apply_policy(
                 left[name] -= 1
                 last_kept[name] = bucket
                 reasons.append(reason)
-        if cutoff is not None and snapshot.time_ns >= cutoff:
+        if cutoff is not None and _clamped(snapshot.time_ns) >= cutoff:
             reasons.append(f"within {within}")
         decisions.append(
             Decision(snapshot.id, snapshot.time_ns, keep=bool(reasons), reasons=tuple(reasons))
