@@ -21,9 +21,10 @@ from opencbs.agent.client import AgentApiError, RemoteSet, ServerUnreachable
 from opencbs.agent.job_values import JobOptions
 from opencbs.agent.retention import retention_summary, run_retention
 from opencbs.destinations.base import DestinationError
-from opencbs.engine.prune import PruneOptions, StorageUsage, storage_usage
+from opencbs.engine.prune import PruneOptions
 from opencbs.engine.repo_errors import RepositoryError
 from opencbs.engine.repository import Repository
+from opencbs.engine.usage import StorageUsage, storage_usage
 from opencbs.errors import InvalidInput
 from opencbs.reports.vocabulary import JobStatus, LogType
 

@@ -95,7 +95,7 @@ __all__ = [
 
 
 def open_existing_repository(
-    settings: Settings, address: DestinationAddress, password: str
+    settings: Settings, address: DestinationAddress, password: str, *, load_index: bool = True
 ) -> tuple[Storage, Repository]:
     """The storage and repository at ``address``: a folder, or an S3 location reached as the
     agent's settings say (``cli.agent_options.s3_access``); never created here. Raises
@@ -104,7 +104,7 @@ def open_existing_repository(
     where = show_name(str(address))
     storage = open_storage(address, s3_access(settings))
     try:
-        return storage, Repository.open(storage, password)
+        return storage, Repository.open(storage, password, load_index=load_index)
     except RepositoryNotFound:
         raise RepositoryNotFound(where) from None
 
@@ -572,7 +572,7 @@ def snapshots(
     rules = rules_of_flags(keeps, keep_within)
     address = given_destination(settings, destination)
     repo_password = encryption_password(settings, encryption_password_file)
-    _storage, repo = open_existing_repository(settings, address, repo_password)
+    _storage, repo = open_existing_repository(settings, address, repo_password, load_index=False)
     infos = repo.list_snapshots()
     accepted = accepted_set_names(settings.data_dir)
     names = set_names(infos, accepted)

@@ -138,7 +138,9 @@ def forget(
             raise InvalidInput("no retention policy given", f"{KEEP_RULES_HINT}, or --set NAME")
         rules = _set_policy(settings, set_ref, password_stdin=password_stdin)
     repo_password = encryption_password(settings, encryption_password_file)
-    _storage, repo = open_existing_repository(settings, address, repo_password)
+    _storage, repo = open_existing_repository(
+        settings, address, repo_password, load_index=not then_prune
+    )
     tz = local_zone(settings.timezone)
     infos = repo.list_snapshots()
     accepted = accepted_set_names(settings.data_dir)

@@ -6,8 +6,8 @@ entries exactly as in the pack header (``packs.encode_entries``). A writer store
 object per finished pack, named after the pack, right after the pack itself; several objects
 may list the same pack (harmless duplicates after a merge).
 
-In memory each known chunk costs roughly 250 bytes (about 250 MB per million chunks, i.e. per
-TiB of unique data at the default 1 MiB average chunk).
+In memory each known chunk costs roughly 150 bytes (``ChunkIndex``: about 150 MB per million
+chunks, i.e. per TiB of unique data at the default 1 MiB average chunk).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass
 
 from opencbs.engine.crypto import Keys
-from opencbs.engine.packs import PackEntry, decode_entries, encode_entries
+from opencbs.engine.packs import RECORD, PackEntry, decode_entries, encode_entries
 from opencbs.engine.repo_errors import CorruptData
 
 INDEX_PREFIX = "index/"
@@ -80,16 +80,78 @@ def open_index(keys: Keys, name: str, sealed: bytes) -> list[tuple[str, list[Pac
     return decode_index(keys.unseal(sealed, index_aad(name), what=name), what=name)
 
 
+_M32 = (1 << 32) - 1
+_M40 = (1 << 40) - 1
+Record = tuple[bytes, int, int, int, int]
+
+
+#: The bit a prune sets in a chunk's location when a snapshot uses it (``ChunkIndex.mark``).
+USED = 1 << 168
+
+
+def _unpacked(v: int) -> tuple[int, int, int, int, int]:
+    return v & _M32, (v >> 32) & _M40, (v >> 72) & _M32, (v >> 104) & _M32, (v >> 136) & _M32
+
+
+def index_records(plain: bytes, *, what: str) -> Iterator[tuple[str, list[Record]]]:
+    """The ``(pack id, records)`` of an index object's plaintext without building
+    ``PackEntry`` objects (each record ``(chunk id, offset, length, stored, original)``), as
+    ``ChunkIndex.add_records`` takes them. Raises ``CorruptData``."""
+    for pack_id, entries_end in _pack_spans(plain, what=what):
+        start, end = entries_end
+        yield pack_id, list(RECORD.iter_unpack(plain[start:end]))
+
+
+def _pack_spans(plain: bytes, *, what: str) -> Iterator[tuple[str, tuple[int, int]]]:
+    if plain[:1] != b"I" or len(plain) < 1 + _COUNT.size:
+        raise CorruptData(f"{what}: unknown index version")
+    (count,) = _COUNT.unpack_from(plain, 1)
+    pos = 1 + _COUNT.size
+    spans = []
+    for _ in range(count):
+        if pos + 32 + _COUNT.size > len(plain):
+            raise CorruptData(f"{what}: truncated")
+        pack_id = plain[pos : pos + 32].hex()
+        (n,) = _COUNT.unpack_from(plain, pos + 32)
+        start = pos + 32 + _COUNT.size
+        end = start + n * RECORD.size
+        if end > len(plain):
+            raise CorruptData(f"{what}: truncated")
+        spans.append((pack_id, (start, end)))
+        pos = end
+    if pos != len(plain):
+        raise CorruptData(f"{what}: trailing bytes")
+    yield from spans
+
+
+def encode_records(packs: Iterable[tuple[str, list[Record]]]) -> bytes:
+    """``encode_index`` of raw records (``index_records``)."""
+    items = list(packs)
+    out = bytearray(b"I" + _COUNT.pack(len(items)))
+    pack = RECORD.pack
+    for pack_id, records in items:
+        out += bytes.fromhex(pack_id)
+        out += _COUNT.pack(len(records))
+        for record in records:
+            out += pack(*record)
+    return bytes(out)
+
+
 class ChunkIndex:
-    """Chunk ID → ``ChunkLocation`` for every chunk of every indexed pack. Not thread-safe."""
+    """Chunk ID → ``ChunkLocation`` for every chunk of every indexed pack. Not thread-safe.
+
+    A location is kept as one int: pack number (32 bits), offset (40), length, stored and
+    original size (32 each) and ``USED`` (about 50 bytes instead of a tuple's 200), so a chunk
+    costs about 150 bytes here (its ID, the int and the dict's slot)."""
 
     def __init__(self) -> None:
         self._packs: list[str] = []
         self._pack_numbers: dict[str, int] = {}
-        self._chunks: dict[bytes, tuple[int, int, int, int, int]] = {}
-        # further copies of a chunk stored more than once (rare: a chunk stored again after its
-        # copy was found damaged, or two writers at once), read when the first copy fails
-        self._copies: dict[bytes, list[tuple[int, int, int, int, int]]] = {}
+        self._chunks: dict[bytes, int] = {}
+        # further copies of a chunk stored more than once (a chunk stored again after its copy
+        # was found damaged, two writers at once, or a prune's repacked copy until the sweep),
+        # read when the first copy fails
+        self._copies: dict[bytes, list[int]] = {}
 
     def __len__(self) -> int:
         return len(self._chunks)
@@ -97,33 +159,47 @@ class ChunkIndex:
     def __contains__(self, chunk_id: object) -> bool:
         return chunk_id in self._chunks
 
-    def add_pack(self, pack_id: str, entries: Iterable[PackEntry]) -> None:
-        """Record a pack's chunks; a chunk already known keeps its first location."""
+    def _number(self, pack_id: str) -> int:
         number = self._pack_numbers.get(pack_id)
         if number is None:
             number = len(self._packs)
             self._packs.append(pack_id)
             self._pack_numbers[pack_id] = number
-        for e in entries:
-            loc = (number, e.offset, e.length, e.stored_size, e.original_size)
-            first = self._chunks.setdefault(e.chunk_id, loc)
-            if first is not loc and first[0] != number:
-                self._copies.setdefault(e.chunk_id, []).append(loc)
+        return number
+
+    def add_pack(self, pack_id: str, entries: Iterable[PackEntry]) -> None:
+        """Record a pack's chunks; a chunk already known keeps its first location."""
+        self.add_records(
+            pack_id,
+            ((e.chunk_id, e.offset, e.length, e.stored_size, e.original_size) for e in entries),
+        )
+
+    def add_records(self, pack_id: str, records: Iterable[Record]) -> None:
+        """``add_pack`` for raw ``(chunk id, offset, length, stored, original)`` records
+        (``index_records``)."""
+        number = self._number(pack_id)
+        chunks = self._chunks
+        for cid, offset, length, stored, original in records:
+            loc = number | offset << 32 | length << 72 | stored << 104 | original << 136
+            first = chunks.setdefault(cid, loc)
+            if first != loc and first & _M32 != number:
+                self._copies.setdefault(cid, []).append(loc)
+
+    def _location(self, v: int) -> ChunkLocation:
+        number, offset, length, stored, original = _unpacked(v)
+        return ChunkLocation(self._packs[number], offset, length, stored, original)
 
     def get(self, chunk_id: bytes) -> ChunkLocation | None:
         """Where ``chunk_id`` is stored, or ``None``."""
         found = self._chunks.get(chunk_id)
-        if found is None:
-            return None
-        number, offset, length, stored, original = found
-        return ChunkLocation(self._packs[number], offset, length, stored, original)
+        return None if found is None else self._location(found)
 
     def copies(self, chunk_id: bytes) -> list[ChunkLocation]:
         """Every location of ``chunk_id`` after the first (usually none)."""
         return [
-            ChunkLocation(self._packs[n], offset, length, stored, original)
-            for n, offset, length, stored, original in self._copies.get(chunk_id, ())
-            if self._packs[n] in self._pack_numbers
+            self._location(v)
+            for v in self._copies.get(chunk_id, ())
+            if self._packs[v & _M32] in self._pack_numbers
         ]
 
     def forget_chunks(self, chunk_ids: Iterable[bytes]) -> None:
@@ -141,14 +217,18 @@ class ChunkIndex:
         numbers = {self._pack_numbers.pop(p) for p in pack_ids if p in self._pack_numbers}
         if not numbers:
             return 0
-        gone = [cid for cid, loc in self._chunks.items() if loc[0] in numbers]
+        gone = [cid for cid, v in self._chunks.items() if v & _M32 in numbers]
         forgotten = 0
+        live = self._pack_numbers
         for cid in gone:
             # a copy in a pack that stays (a prune's repacked copy) takes the chunk's place
-            others = [c for c in self._copies.pop(cid, ()) if c[0] not in numbers]
-            others = [c for c in others if self._packs[c[0]] in self._pack_numbers]
+            others = [
+                v
+                for v in self._copies.pop(cid, ())
+                if v & _M32 not in numbers and self._packs[v & _M32] in live
+            ]
             if others:
-                self._chunks[cid] = others[0]
+                self._chunks[cid] = others[0] | (self._chunks[cid] & USED)
                 if len(others) > 1:
                     self._copies[cid] = others[1:]
             else:
@@ -167,77 +247,101 @@ class ChunkIndex:
     def by_pack(self) -> Iterator[tuple[str, list[tuple[bytes, ChunkLocation]]]]:
         """Each indexed pack with the chunks located in it, ordered by offset."""
         groups: dict[int, list[tuple[bytes, ChunkLocation]]] = {}
-        for chunk_id, (number, offset, length, stored, original) in self._chunks.items():
-            loc = ChunkLocation(self._packs[number], offset, length, stored, original)
-            groups.setdefault(number, []).append((chunk_id, loc))
+        for chunk_id, v in self._chunks.items():
+            groups.setdefault(v & _M32, []).append((chunk_id, self._location(v)))
         for number, items in sorted(groups.items()):
             items.sort(key=lambda item: item[1].offset)
             yield self._packs[number], items
 
     # What a prune asks (prune.py) -------------------------------------------------------------
 
-    def _locations(self) -> Iterator[tuple[bytes, tuple[int, int, int, int, int], bool]]:
-        """Every ``(chunk ID, location, first)`` of a pack still indexed."""
+    def _locations(self) -> Iterator[tuple[bytes, int, bool]]:
+        """Every ``(chunk ID, packed location, first)`` of a pack still indexed."""
         live = self._pack_numbers
         packs = self._packs
-        for cid, loc in self._chunks.items():
-            yield cid, loc, True
-        for cid, locs in self._copies.items():
-            for loc in locs:
-                if packs[loc[0]] in live:
-                    yield cid, loc, False
+        for cid, v in self._chunks.items():
+            yield cid, v, True
+        for cid, vs in self._copies.items():
+            for v in vs:
+                if packs[v & _M32] in live:
+                    yield cid, v, False
 
-    def pack_usage(self, referenced: Container[bytes]) -> dict[str, list[int]]:
-        """Per indexed pack ``[used bytes, used chunks, indexed bytes, indexed chunks]``: the
-        sealed blobs (bytes) of the chunks ``referenced`` needs, counted in the pack of their
-        first location only (a further copy is unused), and of every chunk indexed there."""
-        usage: dict[str, list[int]] = {p: [0, 0, 0, 0] for p in self.packs()}
-        packs = self._packs
-        for cid, loc, first in self._locations():
-            row = usage[packs[loc[0]]]
-            row[2] += loc[2]
-            row[3] += 1
-            if first and cid in referenced:
-                row[0] += loc[2]
-                row[1] += 1
-        return usage
+    def marker(self) -> tuple[dict[bytes, int], set[bytes]]:
+        """What ``RefScanner.mark`` writes into: the chunk locations (a used chunk's gets
+        ``USED``) and a new set for the used chunks no index lists."""
+        return self._chunks, set()
 
-    def chunks_in(self, pack_ids: Container[str]) -> dict[str, list[tuple[bytes, ChunkLocation]]]:
-        """The chunks whose first location is in one of ``pack_ids``, by pack, by offset."""
+    def is_used(self, chunk_id: bytes) -> bool:
+        """Whether a prune's scan marked the chunk used (``marker``)."""
+        return bool(self._chunks.get(chunk_id, 0) & USED)
+
+    def _numbers(self, pack_ids: Container[str]) -> set[int]:
+        return {n for p, n in self._pack_numbers.items() if p in pack_ids}
+
+    def _effective(self, cid: bytes, v: int, excluded: set[int]) -> int | None:
+        """The location of ``cid`` outside the ``excluded`` pack numbers: its first, else
+        its first copy in a pack still indexed; ``None`` when there is none."""
+        if v & _M32 not in excluded:
+            return v
+        packs, live = self._packs, self._pack_numbers
+        for c in self._copies.get(cid, ()):
+            if c & _M32 not in excluded and packs[c & _M32] in live:
+                return c
+        return None
+
+    def pack_usage(self, *, excluded: Container[str] = ()) -> dict[str, list[int]]:
+        """Per indexed pack not ``excluded`` ``[used bytes, used chunks, indexed bytes,
+        indexed chunks]``: the sealed blobs (bytes) of the chunks marked used (``marker``),
+        counted once, in their first location outside the excluded packs (a further copy is
+        unused), and of every chunk indexed there."""
+        ex = self._numbers(excluded)
+        rows = {n: [0, 0, 0, 0] for n in self._pack_numbers.values() if n not in ex}
+        for _cid, v, _first in self._locations():
+            row = rows.get(v & _M32)
+            if row is not None:
+                row[2] += (v >> 72) & _M32
+                row[3] += 1
+        for cid, v in self._chunks.items():
+            if v & USED:
+                eff = self._effective(cid, v, ex)
+                if eff is not None:
+                    row = rows[eff & _M32]
+                    row[0] += (eff >> 72) & _M32
+                    row[1] += 1
+        return {self._packs[n]: row for n, row in rows.items()}
+
+    def used_in(
+        self, pack_ids: Container[str], excluded: Container[str] = ()
+    ) -> dict[str, list[tuple[bytes, ChunkLocation]]]:
+        """The chunks marked used whose location outside the ``excluded`` packs is in one of
+        ``pack_ids``, by pack, by offset (what a repack copies)."""
+        numbers, ex = self._numbers(pack_ids), self._numbers(excluded)
         found: dict[str, list[tuple[bytes, ChunkLocation]]] = {}
-        packs = self._packs
-        for cid, (number, offset, length, stored, original) in self._chunks.items():
-            pack_id = packs[number]
-            if pack_id in pack_ids:
-                loc = ChunkLocation(pack_id, offset, length, stored, original)
-                found.setdefault(pack_id, []).append((cid, loc))
+        for cid, v in self._chunks.items():
+            if not v & USED:
+                continue
+            eff = self._effective(cid, v, ex)
+            if eff is not None and eff & _M32 in numbers:
+                loc = self._location(eff)
+                found.setdefault(loc.pack_id, []).append((cid, loc))
         for items in found.values():
             items.sort(key=lambda item: item[1].offset)
         return found
 
-    def only_in(self, pack_ids: Container[str]) -> dict[bytes, str]:
-        """The chunks every indexed location of which is in ``pack_ids``, with the pack of
-        their first location (what deleting those packs would lose)."""
+    def used_only_in(self, pack_ids: Container[str], also: Container[bytes]) -> set[str]:
+        """The packs of ``pack_ids`` that hold a chunk marked used (or in ``also``) whose every
+        indexed location is in ``pack_ids``: what deleting them would lose."""
         packs = self._packs
+        numbers = self._numbers(pack_ids)
         found = {
-            cid: packs[loc[0]] for cid, loc in self._chunks.items() if packs[loc[0]] in pack_ids
+            cid: packs[v & _M32]
+            for cid, v in self._chunks.items()
+            if v & _M32 in numbers and (v & USED or cid in also)
         }
-        for cid, locs in self._copies.items():
+        live = self._pack_numbers
+        for cid, vs in self._copies.items():
             if cid in found and any(
-                packs[loc[0]] not in pack_ids and packs[loc[0]] in self._pack_numbers
-                for loc in locs
+                v & _M32 not in numbers and packs[v & _M32] in live for v in vs
             ):
                 del found[cid]
-        return found
-
-    def entries_by_pack(self) -> list[tuple[str, list[PackEntry]]]:
-        """Every indexed pack with all the chunks located in it (further copies included), by
-        offset: what a new index object listing this whole index holds."""
-        groups: dict[int, list[PackEntry]] = {}
-        for cid, (number, offset, length, stored, original), _first in self._locations():
-            groups.setdefault(number, []).append(PackEntry(cid, offset, length, stored, original))
-        out: list[tuple[str, list[PackEntry]]] = []
-        for number, entries in sorted(groups.items()):
-            entries.sort(key=lambda e: e.offset)
-            out.append((self._packs[number], entries))
-        return out
+        return set(found.values())

@@ -29,6 +29,9 @@ HEADER_AAD = b"opencbs:pack-header"
 DATA_PREFIX = "data/"
 
 _RECORD = struct.Struct("<32sQIII")
+#: One entry record (chunk ID, offset, length, stored size, original size), as the header and
+#: index objects hold it.
+RECORD = _RECORD
 _COUNT = struct.Struct("<I")
 _TRAILER = struct.Struct("<I")
 

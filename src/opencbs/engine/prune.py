@@ -37,18 +37,19 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from opencbs.destinations.base import ObjectNotFound, Storage
-from opencbs.engine.chunk_index import INDEX_PREFIX, ChunkIndex, seal_index
+from opencbs.engine.chunk_index import INDEX_PREFIX, USED, ChunkIndex
 from opencbs.engine.crypto import Keys
 from opencbs.engine.locks import LockTiming, RepositoryLock
-from opencbs.engine.packs import DATA_PREFIX, PackBuilder, pack_id_of_name, pack_name
+from opencbs.engine.packs import DATA_PREFIX, PackBuilder, PackEntry, pack_id_of_name, pack_name
 from opencbs.engine.repo_errors import ChunkNotFound, CorruptData, RepositoryError
 from opencbs.engine.repo_writer import store_pack
 from opencbs.engine.snapshot_format import RefScanner, SnapshotInfo, snapshot_name
+from opencbs.engine.usage import StorageUsage, storage_usage
 
 __all__ = [
     "DELETIONS_PREFIX",
@@ -56,21 +57,18 @@ __all__ = [
     "PendingDeletion",
     "PruneResult",
     "Prunable",
-    "References",
-    "StorageUsage",
+    "UseScan",
     "exclude_condemned",
     "forget_snapshots",
     "prune",
     "read_pending",
-    "referenced_chunks",
-    "storage_usage",
+    "mark_used",
 ]
 
 log = logging.getLogger(__name__)
 
 DELETIONS_PREFIX = "deletions/"
 _FORMAT = "opencbs-pending-deletion"
-_FILE = ord("F")
 #: Default share of the repository's bytes a prune may leave unused (restic's 5 %).
 DEFAULT_MAX_UNUSED = 0.05
 Progress = Callable[[str], None]
@@ -97,9 +95,15 @@ class Prunable(Protocol):
 
     def read_chunk(self, chunk_id: bytes) -> bytes: ...
 
-    def open_chunk(self, chunk_id: bytes, blob: bytes, original_size: int) -> bytes: ...
+    def reload_index(self) -> None: ...
 
     def reload_all_indexes(self) -> list[str]: ...
+
+    def add_index_object(self, name: str, pack_id: str, entries: Sequence[PackEntry]) -> None: ...
+
+    def index_objects_gone(self) -> bool: ...
+
+    def drop_from_indexes(self, pack_ids: Collection[str]) -> None: ...
 
     def record_removed(self, removed: Iterable[str]) -> None: ...
 
@@ -205,63 +209,21 @@ def exclude_condemned(storage: Storage, keys: Keys, index: ChunkIndex) -> set[st
 
 
 @dataclass(slots=True)
-class References:
-    """The chunks the stored snapshots use (``chunks``: chunk ID -> whether the newest
-    snapshot uses it), how many ``snapshots`` were read, and the ``newest`` one's ID; with
-    ``counting``: the files of the newest snapshot (``data_count``) and the file versions
-    only older snapshots hold (``retain_count``: distinct contents)."""
+class UseScan:
+    """What ``mark_used`` read: the snapshot IDs (``read``) and the chunks they use that no
+    index lists (``missing``: only in packs a prune set aside, or lost)."""
 
-    chunks: dict[bytes, bool]
-    snapshots: int
-    newest: str | None
-    data_count: int = 0
-    retain_count: int = 0
+    read: frozenset[str]
+    missing: set[bytes]
 
 
-@dataclass(frozen=True, slots=True)
-class StorageUsage:
-    """What a repository stores (bytes as stored: compressed and sealed, after dedupe):
-    ``stored_size`` (every pack), ``data_size`` (the chunks the newest snapshot uses),
-    ``retain_size`` (the chunks only older snapshots use: the retention area), the files of
-    the newest snapshot (``data_count``) and the versions only older ones hold
-    (``retain_count``), and the ``snapshot_count``. The figures of GetUserStorageStat
-    (cbs-api.md)."""
-
-    stored_size: int
-    data_size: int
-    data_count: int
-    retain_size: int
-    retain_count: int
-    snapshot_count: int
-
-
-def storage_usage(repo: Prunable, refs: References | None = None) -> StorageUsage:
-    """The repository's ``StorageUsage`` (``refs``: from ``referenced_chunks(counting=True)``
-    when read already). Raises as ``referenced_chunks`` does."""
-    if refs is None:
-        refs = referenced_chunks(repo, counting=True)
-    data = retain = 0
-    index = repo.index
-    for cid, newest in refs.chunks.items():
-        loc = index.get(cid)
-        if loc is None:
-            continue
-        if newest:
-            data += loc.length
-        else:
-            retain += loc.length
-    stored = sum(size for _pack, size in _pack_sizes(repo.storage))
-    return StorageUsage(stored, data, refs.data_count, retain, refs.retain_count, refs.snapshots)
-
-
-def referenced_chunks(
-    repo: Prunable, progress: Progress | None = None, *, counting: bool = False
-) -> References:
-    """Every chunk a stored snapshot uses (tree chunks and entries' chunks), newest snapshot
-    first. Raises ``CorruptData`` or ``ChunkNotFound`` when a snapshot cannot be read whole (a
-    prune must not guess what a damaged snapshot uses) and ``DestinationError``."""
+def _snapshot_infos(repo: Prunable, skip: frozenset[str]) -> list[SnapshotInfo]:
+    """Every stored snapshot not in ``skip``. Raises ``CorruptData`` for one that cannot be
+    read (a prune must not guess what a damaged snapshot uses)."""
     infos: list[SnapshotInfo] = []
     for sid in repo.snapshot_ids():
+        if sid in skip:
+            continue
         try:
             infos.append(repo.snapshot_info(sid))
         except RepositoryError as exc:
@@ -271,31 +233,36 @@ def referenced_chunks(
                 f"snapshot {sid} cannot be read ({exc}); prune stops so as not to delete "
                 "what it may use: run `opencbs verify`"
             ) from None
-    infos.sort(key=lambda i: (i.meta.time_ns, i.id), reverse=True)
-    chunks: dict[bytes, bool] = {}
-    current: set[bytes] = set()  # with counting: the newest snapshot's contents
-    older: set[bytes] = set()  # and the other contents of older ones
-    data_count = 0
+    return infos
+
+
+def mark_used(
+    repo: Prunable, progress: Progress | None = None, *, known: UseScan | None = None
+) -> UseScan:
+    """Mark in the repository's index every chunk a stored snapshot uses (``ChunkIndex
+    .marker``: tree chunks and entries' chunks); with ``known`` only the snapshots it did not
+    read. No set of chunk IDs is built: a used chunk's bit is set in its location. Raises
+    ``CorruptData`` or ``ChunkNotFound`` (a snapshot cannot be read whole),
+    ``DestinationError``."""
+    skip = known.read if known is not None else frozenset()
+    infos = _snapshot_infos(repo, skip)
+    locations, missing = repo.index.marker()
+    if known is not None:
+        missing = known.missing
     for number, info in enumerate(infos):
-        newest = number == 0
         if progress is not None:
             progress(f"reading snapshot {number + 1} of {len(infos)}")
         for cid in info.tree:
-            chunks.setdefault(cid, newest)
+            v = locations.get(cid)
+            if v is None:
+                missing.add(cid)
+            else:
+                locations[cid] = v | USED
         scanner = RefScanner(f"snapshot {info.id} tree")
         for tree_chunk in info.tree:
-            for etype, content, ids in scanner.feed(repo.read_chunk(tree_chunk)):
-                for i in range(0, len(ids), 32):
-                    chunks.setdefault(ids[i : i + 32], newest)
-                if counting and etype == _FILE and content is not None:
-                    if newest:
-                        data_count += 1
-                        current.add(content)
-                    elif content not in current:
-                        older.add(content)
+            scanner.mark(repo.read_chunk(tree_chunk), locations, missing)
         scanner.finish()
-    newest_id = infos[0].id if infos else None
-    return References(chunks, len(infos), newest_id, data_count, len(older))
+    return UseScan(skip | {i.id for i in infos}, missing)
 
 
 # --- forget -----------------------------------------------------------------------------------
@@ -344,25 +311,21 @@ def prune(
     result = PruneResult(dry_run=opts.dry_run)
     storage, keys = repo.storage, repo.keys
     with RepositoryLock(storage, keys, "shared", "prune", timing=opts.timing):
-        repo.reload_all_indexes()
-        refs: References | None = _mark(repo, opts, result, progress)
-    if not opts.usage:
-        refs = None  # not kept through the sweep, which reads its own
-    due = [
-        p for p in read_pending(storage, keys) if time.time_ns() - p.created_ns >= opts.grace * 1e9
-    ]
-    sizes = dict(_pack_sizes(storage))
+        repo.reload_all_indexes()  # fresh: no chunk marked used, nothing set aside
+        scan = _mark(repo, opts, result, progress)
+    now = time.time_ns()
+    due = [p for p in read_pending(storage, keys) if now - p.created_ns >= opts.grace * 1e9]
     if due and not opts.dry_run:
         with RepositoryLock(storage, keys, "exclusive", "prune", timing=opts.timing) as lock:
-            _sweep(repo, due, result, lock=lock, progress=progress)
-        sizes = dict(_pack_sizes(storage))
+            _sweep(repo, due, result, lock=lock, known=scan, progress=progress)
+    sizes = dict(_pack_sizes(storage))
     pending = {p for d in read_pending(storage, keys) for p in d.packs} & sizes.keys()
     result.pending = len(pending)
     if not opts.dry_run:  # a dry run's are what it would condemn
         result.bytes_pending = sum(sizes[p] for p in pending)
     result.bytes_after = sum(sizes.values())
-    if refs is not None:
-        result.usage = storage_usage(repo, refs)
+    if opts.usage:
+        result.usage = storage_usage(repo)
     result.duration = time.monotonic() - started
     return result
 
@@ -374,33 +337,32 @@ def _pack_sizes(storage: Storage) -> Iterable[tuple[str, int]]:
             yield pack_id, size
 
 
+def _condemned(storage: Storage, keys: Keys) -> set[str]:
+    return {p for pending in read_pending(storage, keys) for p in pending.packs}
+
+
 def _mark(
     repo: Prunable, opts: PruneOptions, result: PruneResult, progress: Progress | None
-) -> References:
+) -> UseScan:
     """Phase 1: condemn unused packs and repack mostly unused ones (module docstring); returns
-    what the snapshots use."""
+    what the snapshots' scan read."""
     storage, index = repo.storage, repo.index
     if not opts.dry_run:
         for sid in repo.removed_leftovers():  # what an interrupted forget left
             storage.delete(snapshot_name(sid))
-    # the snapshots are read with every pack indexed (a tree chunk may be in a condemned
-    # pack still, deduplicated before it was condemned); then the condemned are set aside
-    refs = referenced_chunks(repo, progress, counting=opts.usage)
-    condemned_before = exclude_condemned(storage, repo.keys, index)
-    result.snapshots = refs.snapshots
+    scan = mark_used(repo, progress)
+    result.snapshots = len(scan.read)
+    condemned_before = _condemned(storage, repo.keys)
     sizes = dict(_pack_sizes(storage))
     result.bytes_before = sum(sizes.values())
-    usage = index.pack_usage(refs.chunks)
-    missing = [cid for cid in refs.chunks if cid not in index]
-    if missing:  # used chunks only in condemned packs: the sweep keeps those packs
-        log.info("%d used chunks are only in condemned packs", len(missing))
+    usage = index.pack_usage(excluded=condemned_before)
     unused: dict[str, int] = {}
     for pack_id, (used_bytes, _used, total_bytes, _count) in usage.items():
         if pack_id in condemned_before or pack_id not in sizes:
             continue
         # a used pack's header is not waste: its unused bytes are its unused chunks'
         unused[pack_id] = total_bytes - used_bytes if used_bytes else sizes[pack_id]
-    doomed = [p for p, (used, *_rest) in usage.items() if p in unused and used == 0]
+    doomed = [p for p in unused if usage[p][0] == 0]
     # packs no index lists: a writer stopped between a pack and its index, or a sweep
     # stopped after the new index (a writer's pack indexed by the sweep is judged then)
     doomed += [p for p in sizes if not index.has_pack(p) and p not in condemned_before]
@@ -418,40 +380,37 @@ def _mark(
     result.repacked = len(repack)
     if opts.dry_run:
         result.bytes_pending = sum(sizes[p] for p in (*doomed, *repack))
-        return refs
-    if not (doomed or repack):
-        return refs
-    kept = _repack(repo, repack, refs.chunks, result=result, progress=progress)
-    chosen = [*doomed, *(p for p in repack if p not in kept)]
-    result.condemned = len(chosen)
-    if chosen:
-        _write_pending(storage, repo.keys, chosen)
-    return refs
+        return scan
+    if doomed or repack:
+        kept = _repack(repo, repack, condemned_before, result=result, progress=progress)
+        chosen = [*doomed, *(p for p in repack if p not in kept)]
+        result.condemned = len(chosen)
+        if chosen:
+            _write_pending(storage, repo.keys, chosen)
+    return scan
 
 
 def _repack(
     repo: Prunable,
     packs: list[str],
-    used: dict[bytes, bool],
+    condemned: set[str],
     *,
     result: PruneResult,
     progress: Progress | None,
 ) -> set[str]:
-    """Copy the used chunks of ``packs`` into new packs (each chunk checked first); returns
-    the packs to keep after all (a chunk failed its check: it stays where it is)."""
+    """Copy the used chunks of ``packs`` into new packs (each chunk's seal checked first);
+    returns the packs to keep after all (a chunk failed its check: it stays where it is)."""
     storage, index = repo.storage, repo.index
     kept: set[str] = set()
     builder = PackBuilder()
-    for number, (pack_id, chunks) in enumerate(index.chunks_in(set(packs)).items()):
+    for number, (pack_id, chunks) in enumerate(index.used_in(set(packs), condemned).items()):
         if progress is not None:
             progress(f"repacking pack {number + 1} of {len(packs)}")
         data = storage.get(pack_name(pack_id))
         for cid, loc in chunks:
-            if cid not in used:
-                continue
             blob = data[loc.offset : loc.offset + loc.length]
-            try:
-                repo.open_chunk(cid, blob, loc.original_size)
+            try:  # the seal (AES-GCM, the chunk ID its associated data) proves it intact
+                repo.keys.unseal(blob, cid, what=f"chunk {cid.hex()}")
             except CorruptData as exc:
                 log.warning("keeping pack %s: %s", pack_id, exc)
                 kept.add(pack_id)
@@ -460,6 +419,7 @@ def _repack(
                 _store(repo, builder, result)
                 builder = PackBuilder()
             builder.add(cid, blob, loc.stored_size, loc.original_size)
+        del data
     if len(builder):
         _store(repo, builder, result)
     return kept
@@ -468,7 +428,7 @@ def _repack(
 def _store(repo: Prunable, builder: PackBuilder, result: PruneResult) -> None:
     size = builder.size
     pack_id, entries = store_pack(repo.storage, repo.keys, builder)
-    repo.index.add_pack(pack_id, entries)
+    repo.add_index_object(INDEX_PREFIX + pack_id, pack_id, entries)
     result.packs_written += 1
     result.bytes_written += size
 
@@ -479,31 +439,32 @@ def _sweep(
     result: PruneResult,
     *,
     lock: RepositoryLock,
+    known: UseScan,
     progress: Progress | None,
 ) -> None:
-    """Phase 2 under the exclusive lock: delete the due condemned packs no snapshot needs."""
-    storage, keys = repo.storage, repo.keys
-    old_indexes = repo.reload_all_indexes()
+    """Phase 2 under the exclusive lock: delete the due condemned packs no snapshot needs
+    (``known``: what the mark's scan read; a snapshot never changes, so only those committed
+    since are read now, unless index objects the mark had read are gone: then all again)."""
+    storage = repo.storage
+    if repo.index_objects_gone():
+        repo.reload_all_indexes()
+        scan = mark_used(repo, progress)
+    else:
+        repo.reload_index()
+        scan = mark_used(repo, progress, known=known)
     index = repo.index
     doomed = {p for d in due for p in d.packs}
-    refs = referenced_chunks(repo, progress)
-    lose = index.only_in(doomed)
-    rescued = {lose[cid] for cid in refs.chunks if cid in lose}
-    del lose, refs
+    rescued = index.used_only_in(doomed, also=scan.missing)
     if rescued:
         log.warning("%d condemned packs hold data a snapshot uses now; they are kept", len(rescued))
         result.kept = len(rescued)
     delete = doomed - rescued
-    index.forget_packs(delete)
     if lock.lost.is_set():
         raise RepositoryError(
             "the exclusive lock was taken over during the prune", "run the prune again"
         )
     present = dict(_pack_sizes(storage))
-    name = INDEX_PREFIX + secrets.token_hex(32)
-    storage.put(name, seal_index(keys, name, index.entries_by_pack()))
-    for old in old_indexes:
-        storage.delete(old)
+    repo.drop_from_indexes(delete)  # new index objects first, then the old ones deleted
     for pack_id in sorted(delete):
         if pack_id in present:
             storage.delete(pack_name(pack_id))
@@ -511,7 +472,6 @@ def _sweep(
             result.bytes_freed += present[pack_id]
     for pending in due:
         storage.delete(pending.name)
-    repo.reload_all_indexes()
 
 
 def require_chunks(repo: Prunable, chunk_ids: Iterable[bytes]) -> None:

@@ -35,7 +35,7 @@ import re
 import secrets
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,7 +45,9 @@ from opencbs.engine.chunk_index import (
     INDEX_PREFIX,
     ChunkIndex,
     ChunkLocation,
-    open_index,
+    encode_records,
+    index_aad,
+    index_records,
     seal_index,
 )
 from opencbs.engine.chunker import ChunkerParams, chunk_iter
@@ -208,6 +210,7 @@ class Repository:
         self._kdf = kdf
         self._index = ChunkIndex()
         self._index_names: set[str] = set()
+        self._index_objects: dict[str, frozenset[str]] = {}  # index object -> its packs
         self._load_problems: list[VerifyProblem] = []
         self._writers: weakref.WeakSet[Writer] = weakref.WeakSet()
         self._authentic: set[str] = set()  # snapshot IDs read and authenticated
@@ -272,8 +275,11 @@ class Repository:
         return cls(storage, keys, config, kdf)
 
     @classmethod
-    def open(cls, storage: Storage, password: str | bytes) -> Repository:
-        """Open an existing repository and load its index (every ``index/`` object).
+    def open(
+        cls, storage: Storage, password: str | bytes, *, load_index: bool = True
+    ) -> Repository:
+        """Open an existing repository and load its index (every ``index/`` object; not with
+        ``load_index=False``, for work on snapshots only: forget, listing).
 
         Raises ``RepositoryNotFound`` (no key file), ``WrongPassword``, ``CorruptData``
         (damaged config) or ``DestinationError``.
@@ -295,7 +301,8 @@ class Repository:
             raise CorruptData("repository config is missing") from None
         config = RepositoryConfig.from_bytes(keys.unseal(sealed, _CONFIG_AAD, what="config"))
         repo = cls(storage, keys, config, kdf)
-        repo.reload_index()
+        if load_index:
+            repo.reload_index()
         return repo
 
     def change_password(self, new_password: str | bytes, kdf: KdfParams | None = None) -> None:
@@ -318,14 +325,17 @@ class Repository:
             try:
                 if isinstance(blob, ObjectNotFound):
                     raise blob
-                packs = open_index(self.keys, name, blob)
+                plain = self.keys.unseal(blob, index_aad(name), what=name)
+                packs = list(index_records(plain, what=name))
             except (CorruptData, ObjectNotFound) as exc:
                 why = str(exc).removeprefix(f"{name}: ")
                 log.debug("skipping index %s: %s", name, why)
                 self._load_problems.append(VerifyProblem(name, why))
                 continue
-            for pack_id, entries in packs:
-                self._index.add_pack(pack_id, entries)
+            del plain
+            for pack_id, records in packs:
+                self._index.add_records(pack_id, records)
+            self._index_objects[name] = frozenset(pack_id for pack_id, _records in packs)
             self._index_names.add(name)
 
     def reload_all_indexes(self) -> list[str]:
@@ -333,9 +343,46 @@ class Repository:
         them); returns the names of the objects loaded. Raises ``DestinationError``."""
         self._index = ChunkIndex()
         self._index_names = set()
+        self._index_objects = {}
         self._load_problems = []
         self.reload_index()
         return sorted(self._index_names)
+
+    def add_index_object(self, name: str, pack_id: str, entries: Sequence[PackEntry]) -> None:
+        """Record in memory an index object just stored (``packs.store_pack``'s)."""
+        self._index.add_pack(pack_id, entries)
+        self._index_names.add(name)
+        self._index_objects[name] = frozenset((pack_id,))
+
+    def index_objects_gone(self) -> bool:
+        """Whether an index object loaded here is no longer stored (another prune rewrote
+        the index since). Raises ``DestinationError``."""
+        return bool(self._index_names - set(self.storage.list(INDEX_PREFIX)))
+
+    def drop_from_indexes(self, pack_ids: Collection[str]) -> None:
+        """Take packs out of the stored index (a prune is about to delete them): the index
+        objects listing one are replaced by one new object listing their other packs, written
+        first; then they are deleted. Crash-safe: a crash in between leaves duplicates.
+        Raises ``CorruptData`` (an index object to rewrite is damaged), ``DestinationError``."""
+        gone = set(pack_ids)
+        affected = sorted(n for n, packs in self._index_objects.items() if packs & gone)
+        if not affected:
+            return
+        kept: list[tuple[str, list[tuple[bytes, int, int, int, int]]]] = []
+        for name in affected:
+            plain = self.keys.unseal(self.storage.get(name), index_aad(name), what=name)
+            kept += [(p, r) for p, r in index_records(plain, what=name) if p not in gone]
+        if kept:
+            name = INDEX_PREFIX + secrets.token_hex(32)
+            self.storage.put(name, self.keys.seal(encode_records(kept), index_aad(name)))
+            self._index_names.add(name)
+            self._index_objects[name] = frozenset(p for p, _r in kept)
+        del kept
+        for name in affected:
+            self.storage.delete(name)
+            self._index_names.discard(name)
+            del self._index_objects[name]
+        self._index.forget_packs(gone)
 
     def _read_each(self, names: list[str]) -> Iterator[tuple[str, bytes | ObjectNotFound]]:
         """Each object of ``names`` in order, read several at a time from a storage that

@@ -58,6 +58,7 @@ _LINK, _LINK_TO_DIR, _CONTENT, _FIXED = 1, 2, 4, 8
 _HEAD = struct.Struct("<BBHHBIqqqIIIQQ")
 _HEAD_SIZE = _HEAD.size
 _REF_HEAD = struct.Struct("<BBHHBI")  # the fixed layout's first fields (RefScanner)
+_USED = 1 << 168  # chunk_index.USED: the bit of a used chunk's location
 _ETYPES: dict[int, EntryType] = {ord(t.value): t for t in EntryType}
 _ETYPE_CODES: dict[EntryType, int] = {t: ord(t.value) for t in EntryType}
 _PIECE = 64 * 1024
@@ -469,6 +470,52 @@ class RefScanner:
             else:
                 entry, chunks = _decode_at(buf, start, end, self._what)
                 yield _ETYPE_CODES[entry.etype], entry.content_id, b"".join(chunks)
+            pos = end
+        self._rest = buf[pos:]
+
+    def mark(self, data: bytes, locations: dict[bytes, int], missing: set[bytes]) -> None:
+        """``feed`` for a prune, which needs only the chunk IDs: each chunk of the records
+        completed by ``data`` gets ``chunk_index.USED`` in ``locations``
+        (``ChunkIndex.marker``), or goes into ``missing`` when no index lists it. Raises
+        ``CorruptData``."""
+        buf = self._rest + data if self._rest else data
+        size = len(buf)
+        pos = 0
+        unpack = _REF_HEAD.unpack_from
+        get = locations.get
+        used = _USED
+        head_size = _HEAD_SIZE
+        while pos < size:
+            b0 = buf[pos]
+            if b0 < 0x80:
+                length, start = b0, pos + 1
+            elif pos + 1 < size and buf[pos + 1] < 0x80:
+                length, start = (b0 & 0x7F) | (buf[pos + 1] << 7), pos + 2
+            else:
+                got, start = _try_uvarint(buf, pos)
+                if got is None:
+                    break
+                length = got
+            end = start + length
+            if end > size:
+                break
+            if length >= head_size and buf[start] & _FIXED:
+                _flags, _code, path_len, target_len, content_len, count = unpack(buf, start)
+                q = start + head_size + path_len + target_len + content_len
+                if q + count * ID_SIZE != end:
+                    raise CorruptData(f"{self._what}: record length mismatch")
+                if count == 1:
+                    ids: Sequence[bytes] = (buf[q:end],)
+                else:
+                    ids = [buf[i : i + ID_SIZE] for i in range(q, end, ID_SIZE)]
+            else:
+                ids = _decode_at(buf, start, end, self._what)[1]
+            for cid in ids:
+                v = get(cid)
+                if v is None:
+                    missing.add(cid)
+                elif not v & used:
+                    locations[cid] = v | used
             pos = end
         self._rest = buf[pos:]
 
