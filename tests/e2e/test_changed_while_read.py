@@ -28,7 +28,12 @@ from typing import Any
 import httpx
 import pytest
 
+from opencbs.agent import reading as reading_mod
+from opencbs.agent.client import AgentClient, NewDestination
+from opencbs.agent.job import JobOptions, run_backup
+from opencbs.agent.restore import restore
 from opencbs.destinations.local import LocalStorage
+from opencbs.engine.crypto import KdfParams
 from opencbs.engine.repository import Repository
 from tests.e2e.serving import (
     TIMEOUT,
@@ -292,4 +297,62 @@ def test_a_file_rewritten_in_place_during_the_job_is_backed_up_as_read(
     data = _report(server, fourth)
     assert data["DedupeOriginalSize"] == 0 and data["upd"] == data["pmt"] == []
     assert _restore(server, third, dest, tmp_path / "r3", db) == db.read_bytes()
+    assert _unreferenced_chunks(dest) == 0
+
+
+def test_a_log_that_starts_growing_once_its_read_began_leaves_no_unreferenced_data(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log is as scanned when the job opens it; the writer starts at the job's first read
+    of it (and has appended before that read returns), so the change happens during the read
+    only: what was read is stored, and so it must be referenced and counted."""
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    src.mkdir()
+    log = src / "app.log"
+    log.write_bytes(os.urandom(PREFILL))
+    inode = log.stat().st_ino
+    writers: list[_Writer] = []
+    original = reading_mod._CancellableReader.read
+
+    def read(self: reading_mod._CancellableReader, size: int = -1) -> bytes:
+        if not writers and os.fstat(self.fd).st_ino == inode:
+            writers.append(_appender(log))
+            writers[0].wait_steps(3)
+        return original(self, size)
+
+    monkeypatch.setattr(reading_mod._CancellableReader, "read", read)
+    storage = LocalStorage(dest, fsync=False)
+    Repository.init(storage, ENCRYPTION, kdf=KdfParams(1, 8 * 1024, 1))
+    with AgentClient(server.url, LOGIN, PASSWORD) as agent:
+        bset = agent.create_set(
+            f"app {tmp_path.name}",
+            settings={"sources": [str(src)]},
+            destinations=[NewDestination("Local", "LOCAL", {"path": str(dest)})],
+        )
+        options = JobOptions(
+            client=agent,
+            set_id=bset.id,
+            destination_id=bset.destinations[0].id,
+            storage=storage,
+            password=ENCRYPTION,
+        )
+        try:
+            outcome = run_backup(options)
+        finally:
+            assert len(writers) == 1
+            writers[0].stop()
+    job = {
+        "backup_set_id": outcome.ref.set_id,
+        "destination_id": outcome.ref.destination_id,
+        "job_id": outcome.ref.job_id,
+    }
+    data = _report(server, job)
+    assert data["BackupJobStatus"] == "BS_STOP_SUCCESS_WITH_WARNING"
+    assert _listed(data, "new") == {str(log): PREFILL}  # its size when the read began
+    warns = _warnings(data)
+    assert len(warns) == 1 and warns[0].startswith(f"{log}: {CHANGED} (it grew from {PREFILL} ")
+    assert warns[0].endswith(f"backed up as read: its first {PREFILL} bytes"), warns
+    assert data["DedupeOriginalSize"] == data["TotalUnzipNewFilesSize"] == PREFILL
+    restore(storage, ENCRYPTION, outcome.ref.job_id, tmp_path / "r", paths=[str(log)])
+    assert (tmp_path / "r" / log.relative_to("/")).read_bytes() == log.read_bytes()[:PREFILL]
     assert _unreferenced_chunks(dest) == 0
