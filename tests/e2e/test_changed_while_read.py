@@ -10,6 +10,11 @@ for a rewritten file, bytes each of the old or the new content), every chunk of 
 is referenced by a snapshot, and later jobs compare sensibly against what was recorded: a
 file still growing is updated again, one that stopped is read once more and then left alone.
 
+Two jobs run in this process (the agent's ``run_backup`` against the same server) to place the
+event exactly: a log that starts growing only once its read began (so its data was stored
+before the change was seen), and a file whose read fails part-way (still a warning and left
+out, as before, and none of what was read of it is stored).
+
 Nothing here waits on a guess: the writer threads are started and checked to have written
 before a job runs, and each job is bounded by the CLI's own timeout.
 """
