@@ -19,7 +19,7 @@ journal, a mailbox) gives a consistent prefix. A file that changed since the sca
 as it was when opened (its ``fstat``). One that changed while it was read (its size or
 modification time after the read differ from those at the open, or fewer bytes came) is backed
 up as read all the same: listed in the snapshot and the report as what it is (new, updated),
-counted, and a ``warn`` log entry names it ("changed while it was read; backed up as read …"),
+counted, and a ``warn`` log entry names it ("changed while it was read (…); backed up as read …"),
 so its data is never stored without being referenced. Its recorded entry has the size of the
 bytes stored (what a restore gives back) and the times seen at the open, which the change has
 moved on: the next job reads it again (updated if it still changes), and once it is still, that
