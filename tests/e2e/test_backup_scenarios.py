@@ -631,7 +631,7 @@ def _grow_on_first_read(monkeypatch: pytest.MonkeyPatch, victims: dict[bytes, by
     return grown
 
 
-def test_files_growing_while_read_are_warnings_and_backed_up_next_time(
+def test_files_growing_while_read_are_warnings_and_backed_up_as_read(
     server: Server, agent: AgentClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tree = Tree(tmp_path / "src")
@@ -643,6 +643,7 @@ def test_files_growing_while_read_are_warnings_and_backed_up_next_time(
 
     tree.put("g.log", b"line 1\nline 2\n")  # updated: read in job 2, grows meanwhile
     tree.put("h.log", b"new log\n")  # new: read in job 2, grows meanwhile
+    g, h = tree.entry("g.log"), tree.entry("h.log")  # as the read begins
     grown = _grow_on_first_read(
         monkeypatch, {tree.path("g.log"): b"line 3\n", tree.path("h.log"): b"more\n"}
     )
@@ -651,31 +652,33 @@ def test_files_growing_while_read_are_warnings_and_backed_up_next_time(
     assert grown == {tree.path("g.log"), tree.path("h.log")}
     assert second.status.value == "BS_STOP_SUCCESS_WITH_WARNING"
     data = _report(server, bs, second.ref.job_id)
-    changed = "changed while it was read"
+    changed = "changed while it was read (it grew"
+    # Backed up as read, up to their sizes when the read began (what they were when opened).
     _check_report(
         data,
         second.ref.job_id,
         tree,
         _nothing(
+            upd=[g],
+            new=[h],
             status="BS_STOP_SUCCESS_WITH_WARNING",
             warnings=[("src/g.log", changed), ("src/h.log", changed)],
-            dedupe_original=0,
+            dedupe_original=14 + 8,
             dedupe_saving=0,
         ),
         second.warnings,
     )
 
-    # Once the files are still, they are backed up: the update and the new file are reported.
+    # They grew since: updated, the whole of them now that they are still.
     third = _backup(agent, bs, 2)
     data = _report(server, bs, third.ref.job_id)
     g, h = tree.entry("g.log"), tree.entry("h.log")
     assert (g[2], h[2]) == (21, 13)
-    # Job 2 had stored the chunks it read before it saw the change; this job reuses them.
     _check_report(
         data,
         third.ref.job_id,
         tree,
-        _nothing(upd=[g], new=[h], dedupe_original=21 + 13, dedupe_saving=21 + 13),
+        _nothing(upd=[g, h], dedupe_original=21 + 13, dedupe_saving=0),
     )
 
 

@@ -6,12 +6,24 @@ every current regular file's content id known: reused when ``classify.needs_cont
 read is needed, else read now and stored through the repository's writer. Each current entry is
 spooled with its chunk IDs for the new snapshot (``agent.entry_spool``).
 
-Soft errors at the source (style.md §4): a file that vanished, cannot be opened or read, is no
-longer the regular file scanned, or changed while it was read is a ``warn`` log entry naming the
-path (``_SoftError``); the job goes on. Such a file keeps its previous version in the new
-snapshot (and is reported unchanged) or, without one, is left out; one that vanished is a
-deletion when it was backed up before. Reads never follow links (``O_NOFOLLOW``) and leave the
-access time alone where the agent may (``O_NOATIME``).
+Soft errors at the source (style.md §4): a file that vanished, cannot be opened or read, or is
+no longer a regular file is a ``warn`` log entry naming the path (``_SoftError``); the job goes
+on. Such a file keeps its previous version in the new snapshot (and is reported unchanged) or,
+without one, is left out; one that vanished is a deletion when it was backed up before. Reads
+never follow links (``O_NOFOLLOW``) and leave the access time alone where the agent may
+(``O_NOATIME``).
+
+Files that change (``_read_file``): a file is read up to the size it has when opened, never
+further, so the read of a file that keeps growing ends, and an append-only file (a log, a
+journal, a mailbox) gives a consistent prefix. A file that changed since the scan is recorded
+as it was when opened (its ``fstat``). One that changed while it was read (its size or
+modification time after the read differ from those at the open, or fewer bytes came) is backed
+up as read all the same: listed in the snapshot and the report as what it is (new, updated),
+counted, and a ``warn`` log entry names it ("changed while it was read (…); backed up as read …"),
+so its data is never stored without being referenced. Its recorded entry has the size of the
+bytes stored (what a restore gives back) and the times seen at the open, which the change has
+moved on: the next job reads it again (updated if it still changes), and once it is still, that
+read is its last.
 
 Read-ahead: small files to read (at most ``PREFETCH_MAX_FILE`` bytes) are announced to the
 kernel by the read-ahead helper process (``agent.readahead``) up to ``PREFETCH_FILES`` pairs and
@@ -53,6 +65,7 @@ from opencbs.engine.scan_count import TotalCount
 from opencbs.engine.scan_process import ScanProcess
 from opencbs.engine.snapshot_format import TreeItem
 from opencbs.reports.vocabulary import EntryType, LogType
+from opencbs.reports.wording import plural
 
 __all__ = ["PREFETCH_BYTES", "PREFETCH_FILES", "PREFETCH_MAX_FILE", "SourceReader"]
 
@@ -234,7 +247,7 @@ class SourceReader:
             return with_content_id(cur, prev.content_id), item.chunks
         self.current = display_path(cur.path)
         try:
-            result = _read_file(writer, cur, self.cancel, on_read=self._reading)
+            read, result, changed = _read_file(writer, cur, self.cancel, on_read=self._reading)
         except _SoftError as exc:
             self.channel.log(LogType.WARN, f"{display_path(cur.path)}: {exc}")
             if isinstance(exc, _Vanished):
@@ -244,6 +257,11 @@ class SourceReader:
             return None, ()
         finally:
             self.bytes_reading = 0
+        if read is not cur:  # changed since the scan: recorded as read (module docstring)
+            self.bytes_seen += read.size - cur.size
+            cur = read
+        if changed:
+            self.channel.log(LogType.WARN, f"{self.current}: {changed}")
         self.files_done += 1
         self.bytes_done += result.original_size
         self.dedupe_original += result.original_size
@@ -318,20 +336,30 @@ class _Vanished(_SoftError):
 
 class _CancellableReader:
     """A binary reader over a file descriptor that raises ``JobCancelled`` between reads once
-    the event is set, counts the bytes read and tells ``on_read`` the count after each read."""
+    the event is set, gives at most ``limit`` bytes (then end of file), counts the bytes read
+    and tells ``on_read`` the count after each read."""
 
     def __init__(
-        self, fd: int, cancel: threading.Event, on_read: Callable[[int], None] | None = None
+        self,
+        fd: int,
+        cancel: threading.Event,
+        on_read: Callable[[int], None] | None = None,
+        limit: int = -1,
     ) -> None:
         self.fd = fd
         self.cancel = cancel
         self.count = 0
         self.on_read = on_read
+        self.left = limit if limit >= 0 else 1 << 62
 
     def read(self, size: int = -1) -> bytes:
         if self.cancel.is_set():
             raise JobCancelled()
-        data = os.read(self.fd, size if size > 0 else _READ_SIZE)
+        left = self.left
+        if left <= 0:
+            return b""
+        data = os.read(self.fd, min(size if size > 0 else _READ_SIZE, left))
+        self.left = left - len(data)
         self.count += len(data)
         if self.on_read is not None:
             self.on_read(self.count)
@@ -378,31 +406,80 @@ def _read_file(
     cancel: threading.Event,
     *,
     on_read: Callable[[int], None] | None = None,
-) -> FileResult:
-    """Store the content of ``entry``; raises ``_SoftError`` when the file vanished, cannot be
-    read, is no longer the regular file scanned, or changed while it was read. ``on_read``
-    gets the bytes read so far after each read."""
+) -> tuple[Entry, FileResult, str]:
+    """Store the content of the file at ``entry``'s path, read up to the size it has when
+    opened (module docstring, "Files that change"). Returns ``(recorded, result, changed)``:
+    the entry to record (``entry`` itself when the file is as scanned and did not change; else
+    the file as opened, from its ``fstat``, with ``size`` the bytes stored), the stored content,
+    and ``""`` or, when the file changed while it was read, the warning's text. Raises
+    ``_SoftError`` when the file vanished, cannot be opened or read, or is no longer a regular
+    file (nothing of it is then referenced; see ``Writer.add_file`` for what is taken back).
+    ``on_read`` gets the bytes read so far after each read."""
     fd = _open(entry)
     try:
         before = os.fstat(fd)
-        if not stat.S_ISREG(before.st_mode) or (before.st_size, before.st_mtime_ns) != (
+        if not stat.S_ISREG(before.st_mode):
+            raise _SoftError(
+                "changed between the scan and the read (no longer a regular file); not backed up"
+            )
+        size, mtime_ns = before.st_size, before.st_mtime_ns
+        if (size, mtime_ns, before.st_ctime_ns, before.st_ino) != (
             entry.size,
             entry.mtime_ns,
+            entry.ctime_ns,
+            entry.inode,
         ):
-            raise _SoftError("changed between the scan and the read; not backed up")
-        reader = _CancellableReader(fd, cancel, on_read)
+            entry = _opened(entry.path, before)  # changed since the scan: read as it is now
+        reader = _CancellableReader(fd, cancel, on_read, size)
         try:
             result = writer.add_file(reader)
         except OSError as exc:
             raise _SoftError(_why("cannot read", exc)) from exc
         after = os.fstat(fd)
-        if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or (
-            reader.count != before.st_size
-        ):
-            raise _SoftError("changed while it was read; not backed up")
-        return result
+        if reader.count == size and (after.st_size, after.st_mtime_ns) == (size, mtime_ns):
+            return entry, result, ""
+        stored = result.original_size  # the recorded size: what a restore gives back
+        if stored != entry.size:
+            entry = _opened(entry.path, before, stored)
+        return entry, result, _changed_while_read(size, after.st_size, stored)
     finally:
         os.close(fd)
+
+
+def _opened(path: bytes, st: os.stat_result, size: int | None = None) -> Entry:
+    """The entry of the regular file ``path`` from its ``fstat`` ``st``, with ``size`` (bytes;
+    default ``st.st_size``)."""
+    return Entry(
+        path,
+        EntryType.FILE,
+        st.st_size if size is None else size,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+        st.st_mode,
+        st.st_uid,
+        st.st_gid,
+        st.st_ino,
+        st.st_dev,
+    )
+
+
+def _changed_while_read(opened: int, now: int, stored: int) -> str:
+    """The warning of a file that changed while it was read, from its sizes in bytes: when
+    opened, after the read, and stored (what was read)."""
+    if stored < opened:
+        return (
+            f"changed while it was read (it was cut short: {stored} of its {opened} bytes "
+            f"could be read); backed up as read: {plural(stored, 'byte')}"
+        )
+    if now > opened:
+        return (
+            f"changed while it was read (it grew from {opened} to {now} bytes); backed up as "
+            f"read: its first {plural(stored, 'byte')}"
+        )
+    return (
+        f"changed while it was read; backed up as read ({plural(stored, 'byte')}): its content "
+        "may mix old and new data"
+    )
 
 
 def _why(action: str, exc: OSError) -> str:

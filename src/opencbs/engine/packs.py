@@ -17,6 +17,7 @@ index can be rebuilt from the packs alone.
 from __future__ import annotations
 
 import struct
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import blake3
@@ -122,6 +123,17 @@ class PackBuilder:
         entry = PackEntry(chunk_id, len(self._buf), len(blob), stored_size, original_size)
         self._buf += blob
         self._entries.append(entry)
+
+    def without(self, chunk_ids: Collection[bytes]) -> PackBuilder:
+        """A builder of this one's chunks but those of ``chunk_ids``, in the same order (a
+        writer taking back a file whose read failed); this one must not be used afterwards."""
+        kept = PackBuilder()
+        buf = self._buf
+        for e in self._entries:
+            if e.chunk_id not in chunk_ids:
+                blob = bytes(buf[e.offset : e.offset + e.length])
+                kept.add(e.chunk_id, blob, e.stored_size, e.original_size)
+        return kept
 
     def finish(self, keys: Keys) -> tuple[str, memoryview, list[PackEntry]]:
         """``(pack id, pack file bytes, entries)``; the builder must not be used afterwards.

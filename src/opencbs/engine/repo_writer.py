@@ -21,6 +21,12 @@ A failure to store a pack (``DestinationError``) is raised in the caller's threa
 ``add_file``/``add_chunk``/``flush`` call that next looks at the finished packs (``flush``
 always does). ``FileResult`` sizes that depend on compression (``stored_size``,
 ``new_stored_bytes``) are computed when first read, waiting for that file's chunks only.
+
+A file whose read fails (``add_file`` raises the source's ``OSError``) has no ``FileResult``, so
+nothing will refer to the chunks it added: the writer takes back those still in it (waiting
+for compression, or in the open pack), and they are never written. Those already in a finished
+pack (a file larger than what the writer holds, about a pack) are stored, and stay unreferenced
+until a prune removes them (a later file with the same chunks deduplicates against them).
 """
 
 from __future__ import annotations
@@ -48,6 +54,10 @@ log = logging.getLogger(__name__)
 ASYNC_MIN = 64 * 1024
 #: Smaller chunks are handed to the pool in batches of at least this many bytes.
 BATCH_MIN = 64 * 1024
+#: ``add_file`` keeps the slots of the chunks a file added (to take them back if its read
+#: fails), dropping those already in an indexed pack when it holds this many, or twice as many
+#: as were left the last time (so a large file holds about the writer's chunks, not its own).
+_ADDED_TRIM = 64
 #: Pool tasks (batches) handed to the pool and not yet in the open pack (bounds memory).
 MAX_INFLIGHT = 8
 #: Finished packs handed to the I/O threads and not yet stored (bounds memory), for a storage
@@ -161,7 +171,7 @@ class _Slot:
     """One new chunk on its way into a pack: sizes (``stored`` is -1 until compressed) and,
     until it enters the open pack, its batch (and place in it)."""
 
-    __slots__ = ("chunk_id", "original", "stored", "batch", "index")
+    __slots__ = ("chunk_id", "original", "stored", "batch", "index", "taken_back")
 
     def __init__(self, chunk_id: bytes, original: int) -> None:
         self.chunk_id = chunk_id
@@ -169,6 +179,7 @@ class _Slot:
         self.stored = -1
         self.batch: _Batch | None = None
         self.index = 0
+        self.taken_back = False  # its file's read failed: never enters a pack
 
     def stored_size(self) -> int:
         """Compressed bytes; waits for the worker if needed (re-raises its error)."""
@@ -380,7 +391,8 @@ class Writer:
 
         The file is read in 1 MiB pieces, never whole; it is entirely read when this returns
         (its compression may still be running: see ``FileResult``). Errors reading the source
-        (``OSError``) propagate unchanged for the caller to report per file;
+        (``OSError``) propagate unchanged for the caller to report per file, after the chunks
+        this file added are taken back where they are still in the writer (module docstring);
         ``DestinationError`` means the destination failed.
         """
         if isinstance(source, (str, os.PathLike)):
@@ -389,12 +401,23 @@ class Writer:
         return self._add_stream(source)
 
     def _add_stream(self, f: Readable) -> FileResult:
+        added: list[_Slot] = []  # the chunks this file added, taken back if its read fails
+        try:
+            return self._add_chunks(f, added)
+        except OSError:  # reading the source failed (module docstring)
+            self._take_back(added)
+            raise
+
+    def _add_chunks(self, f: Readable, added: list[_Slot]) -> FileResult:
+        """``_add_stream``'s work: each chunk this file adds is appended to ``added`` (from
+        which those already in an indexed pack are dropped now and then)."""
         keys = self._keys
         hasher = None
         first: bytes | None = None
         ids: list[bytes] = []
         waiting: list[tuple[_Slot, bool]] = []
         original = stored = new_stored = saved = 0
+        trim_at = _ADDED_TRIM
         for chunk in chunk_stream(f, self._chunker):
             # The content ID of a one-chunk file is its chunk ID (the same keyed BLAKE3 over
             # the same bytes): hash the whole content separately only from a second chunk on.
@@ -414,6 +437,12 @@ class Writer:
             slot, new = self._add(chunk_id, chunk)
             if not new:
                 saved += size
+            elif slot is not None:
+                added.append(slot)
+                if len(added) >= trim_at:
+                    pending = self._pending
+                    added[:] = [s for s in added if pending.get(s.chunk_id) is s]
+                    trim_at = max(_ADDED_TRIM, 2 * len(added))
             if slot is None:  # in an indexed pack
                 loc = self._index.get(chunk_id)
                 assert loc is not None
@@ -433,6 +462,33 @@ class Writer:
         return FileResult(
             tuple(ids), content_id, (original, stored, new_stored, saved), tuple(waiting)
         )
+
+    def _take_back(self, added: list[_Slot]) -> None:
+        """Take back the chunks of ``added`` (those a file added whose read failed) that have
+        not left the writer: skipped when their batch reaches the pack, or removed from the
+        open pack; nothing else refers to them (the file was the last one added). Those in
+        a finished pack are stored all the same (module docstring)."""
+        pending = self._pending
+        in_pack = set(self._pack.chunk_ids())
+        from_pack: set[bytes] = set()
+        stored = 0
+        for slot in added:
+            chunk_id = slot.chunk_id
+            if pending.get(chunk_id) is not slot:
+                stored += 1  # in an indexed pack already
+                continue
+            if slot.batch is not None:
+                slot.taken_back = True
+            elif chunk_id in in_pack:
+                from_pack.add(chunk_id)
+            else:
+                stored += 1  # in a finished pack, on its way to the destination
+                continue
+            del pending[chunk_id]
+        if from_pack:
+            self._pack = self._pack.without(from_pack)
+        if stored:
+            log.debug("%d chunks of a file whose read failed were stored already", stored)
 
     def _add(self, chunk_id: bytes, data: bytes) -> tuple[_Slot | None, bool]:
         """``(slot, new)``: the chunk's pending slot (``None`` if in an indexed pack) and
@@ -487,13 +543,17 @@ class Writer:
         try:
             results = batch.result()
         except BaseException:
+            pending = self._pending
             for slot in batch.slots:
-                self._pending.pop(slot.chunk_id, None)
+                if pending.get(slot.chunk_id) is slot:  # (not a later copy of one taken back)
+                    del pending[slot.chunk_id]
             raise
         shipped = False
         for slot, (blob, stored) in zip(batch.slots, results, strict=True):
             slot.stored = stored
             slot.batch = None
+            if slot.taken_back:
+                continue
             if len(self._pack) and self._pack.size + len(blob) > self._target:
                 self._ship()
                 shipped = True

@@ -276,7 +276,7 @@ def test_first_changed_and_unchanged_jobs_then_restore(
 
 
 @pytest.mark.parametrize("read_ahead", [True, False], ids=["read-ahead", "streamed"])
-def test_file_changing_while_read_is_a_warning_and_keeps_the_previous_version(
+def test_file_changing_while_read_is_a_warning_and_backed_up_as_read(
     client: TestClient,
     agent: AgentClient,
     src: Path,
@@ -323,8 +323,14 @@ def test_file_changing_while_read_is_a_warning_and_keeps_the_previous_version(
     _check_counters(data)
     warns = [e["Message"] for e in data["Logs"] if e["Type"] == "warn"]
     assert len(warns) == 1 and "b.txt" in warns[0] and "changed while it was read" in warns[0]
-    assert data["upd"] == []  # the previous version is kept
+    assert "grew from 21 to 30 bytes); backed up as read: its first 21 bytes" in warns[0]
+    # what was read (up to its size when opened) is listed, counted and restored
+    assert [(e["Name"], e["UnzipFilesSize"]) for e in data["upd"]] == [(str(src / "b.txt"), 21)]
+    assert data["TotalUnzipUpdatedFilesSize"] == data["DedupeOriginalSize"] == 21
     assert _snapshot_count(storage) == 2
+    restore(storage, PASSWORD, outcome.ref.job_id, tmp_path / "r", paths=[str(src / "b.txt")])
+    restored = tmp_path / "r" / (src / "b.txt").relative_to("/")
+    assert restored.read_bytes() == b"bravo, second version"
 
 
 def test_file_vanishing_before_its_read_is_a_warning_and_a_deletion(
