@@ -14,6 +14,7 @@ bucket at once. The real CLI as processes against a real ``opencbs serve``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -220,7 +221,8 @@ def test_an_agent_killed_mid_upload_leaves_no_upload_after_its_next_job(
         while not _uploads(own_s3, bucket) and proc.poll() is None:
             assert time.monotonic() < deadline
             time.sleep(0.005)
-        os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # it may have ended just before
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         if _uploads(own_s3, bucket):
             break
