@@ -9,6 +9,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from opencbs.api.state import ServerState
+from opencbs.model.sets import BackupSetSettings
 from opencbs.reports.vocabulary import JobStatus, ReportList
 from opencbs.store import job_queries, jobs, sets, users
 from opencbs.store.db import Database
@@ -163,6 +164,7 @@ def test_a_setting_stored_by_a_looser_version_is_read_as_its_default(
         "filters": {"include": [], "exclude": []},
         "compression": {"type": "ZSTD", "level": 3},
         "deduplication": False,
+        "retention": BackupSetSettings().retention.model_dump(mode="json"),  # the default
     }
     assert listed[0].settings == bset.settings
     assert "backup set 5: its setting 'filters' is not valid" in caplog.text

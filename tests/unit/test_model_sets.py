@@ -20,6 +20,19 @@ def test_defaults_and_the_stored_json_form() -> None:
         "filters": {"include": [], "exclude": []},
         "compression": {"type": "ZSTD", "level": DEFAULT_COMPRESSION_LEVEL},
         "deduplication": True,
+        "retention": {
+            "mode": "SIMPLE",
+            "days": 7,
+            "jobs": None,
+            "keep_last": 0,
+            "keep_hourly": 0,
+            "keep_daily": 0,
+            "keep_weekly": 0,
+            "keep_monthly": 0,
+            "keep_yearly": 0,
+            "keep_within": None,
+            "after_backup": True,
+        },
     }
     assert DEFAULT_COMPRESSION_LEVEL == 3
 

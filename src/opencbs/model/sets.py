@@ -3,7 +3,8 @@
 Keys (JSON, as stored and served): ``sources`` (full paths of the folders and files to back up),
 ``filters`` (``{"include": [...], "exclude": [...]}`` glob patterns of full paths),
 ``compression`` (``{"type": "ZSTD", "level": 0..22}``, default level
-:data:`DEFAULT_COMPRESSION_LEVEL`) and ``deduplication`` (bool). Every string is valid UTF-8
+:data:`DEFAULT_COMPRESSION_LEVEL`), ``deduplication`` (bool) and ``retention`` (the retention
+policy, :class:`Retention`; default SIMPLE, 7 days). Every string is valid UTF-8
 text without NUL (``opencbs.model.text``): sets are stored and served as JSON text, so a source
 or pattern that is not raises ``InvalidInput`` with a hint, wherever it is validated.
 
@@ -25,6 +26,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from opencbs.errors import InvalidInput
@@ -36,6 +38,7 @@ __all__ = [
     "BackupSetSettings",
     "Compression",
     "Filters",
+    "Retention",
 ]
 
 #: zstd level of a new backup set and of a new repository (the one default; the repository
@@ -53,6 +56,10 @@ _KEY_RULES = {
     "filters": 'filters must be {"include": [patterns], "exclude": [patterns]}',
     "compression": 'compression must be {"type": "ZSTD", "level": 0..22}',
     "deduplication": "deduplication must be true or false",
+    "retention": (
+        'retention must be {"mode": "SIMPLE", "days": 1..365} or {"mode": "SIMPLE", "jobs": '
+        '1..365} or {"mode": "ADVANCED", "keep_last": n, ...}'
+    ),
 }
 
 
@@ -99,6 +106,70 @@ class Compression(_Frozen):
     )
 
 
+#: Most days or jobs a SIMPLE retention policy keeps (the vendor's bound, cbs-api.md §8).
+MAX_SIMPLE_RETENTION = 365
+#: Default days of a SIMPLE retention policy (the vendor's default for a file set).
+DEFAULT_RETENTION_DAYS = 7
+
+_Keep = Annotated[int, BeforeValidator(_integral), Field(ge=0, le=1_000_000, strict=True)]
+_Simple = Annotated[
+    int, BeforeValidator(_integral), Field(ge=1, le=MAX_SIMPLE_RETENTION, strict=True)
+]
+
+
+class Retention(_Frozen):
+    """A backup set's retention policy (minimal form; attribute names are the JSON keys).
+
+    ``mode`` ``SIMPLE``: exactly one of ``days`` or ``jobs`` (1..365; neither given: ``days``
+    :data:`DEFAULT_RETENTION_DAYS`). ``mode`` ``ADVANCED``: the ``keep_*`` counts (0 = rule
+    off) and ``keep_within`` (a duration such as ``30d``; ``None`` = off), at least one rule on.
+    ``after_backup``: run the policy after each backup job (the vendor's
+    ``SpaceFreeUpEnabled``)."""
+
+    mode: Literal["SIMPLE", "ADVANCED"] = "SIMPLE"
+    days: _Simple | None = None
+    jobs: _Simple | None = None
+    keep_last: _Keep = 0
+    keep_hourly: _Keep = 0
+    keep_daily: _Keep = 0
+    keep_weekly: _Keep = 0
+    keep_monthly: _Keep = 0
+    keep_yearly: _Keep = 0
+    keep_within: Annotated[str, Field(pattern=r"^[1-9][0-9]{0,5}[hdwmy]$")] | None = None
+    after_backup: Annotated[bool, Field(strict=True)] = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_days(cls, data: Any) -> Any:
+        """A SIMPLE policy that names neither days nor jobs keeps 7 days."""
+        if isinstance(data, Mapping) and data.get("mode", "SIMPLE") == "SIMPLE":
+            if data.get("days") is None and data.get("jobs") is None:
+                return {**data, "days": DEFAULT_RETENTION_DAYS}
+        return data
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> Retention:
+        keeps = (
+            self.keep_last,
+            self.keep_hourly,
+            self.keep_daily,
+            self.keep_weekly,
+            self.keep_monthly,
+            self.keep_yearly,
+        )
+        if self.mode == "SIMPLE":
+            if (self.days is None) == (self.jobs is None):
+                raise ValueError("a SIMPLE policy keeps either days or jobs, not both")
+            if any(keeps) or self.keep_within is not None:
+                raise ValueError("keep_* rules belong to an ADVANCED policy")
+        else:
+            if self.days is not None or self.jobs is not None:
+                raise ValueError("days and jobs belong to a SIMPLE policy")
+            if not any(keeps) and self.keep_within is None:
+                raise ValueError("an ADVANCED policy needs at least one keep_* rule")
+        return self
+
+
 class BackupSetSettings(_Frozen):
     """A backup set's settings (module docstring); every key has its default, and
     ``given()`` tells which keys a request named (a missing key keeps its current value)."""
@@ -111,6 +182,7 @@ class BackupSetSettings(_Frozen):
     filters: Filters = Field(default_factory=Filters)
     compression: Compression = Field(default_factory=Compression)
     deduplication: Annotated[bool, Field(strict=True)] = True
+    retention: Retention = Field(default_factory=Retention)
 
     @field_validator("sources", mode="before")
     @classmethod
