@@ -113,6 +113,22 @@ class Params:
         """The parameter as a string, ``""`` when absent."""
         return self.optional_str(name) or ""
 
+    def json_object(self, name: str) -> dict[str, Any] | None:
+        """An object parameter: a JSON object in a JSON body, or its JSON text in a form or
+        the query string (``RetentionPolicy={"Type":"SIMPLE",…}``); ``None`` when absent, null
+        or empty. Raises ``ParameterInvalid`` for anything else."""
+        value = self.values.get(name)
+        if value is None or value == "":
+            return None
+        if isinstance(value, str):
+            try:
+                value = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                raise ParameterInvalid(name, printable(value), "not a JSON object") from None
+        if not isinstance(value, dict):
+            raise ParameterInvalid(name, _show(value), "not a JSON object")
+        return value
+
     def boolean(self, name: str, *, default: bool = False) -> bool:
         """A boolean: JSON true/false, strings true/false in any case, Y/N, 1/0 (§1); the default
         when absent or empty. Raises ``ParameterInvalid`` otherwise."""
