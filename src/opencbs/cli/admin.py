@@ -530,12 +530,14 @@ def _keep_option(name: str) -> Decorator:
     "--days",
     type=click.IntRange(1, MAX_SIMPLE_RETENTION),
     default=None,
+    metavar="N",
     help="SIMPLE: keep the snapshots of the last N days.",
 )
 @click.option(
     "--jobs",
     type=click.IntRange(1, MAX_SIMPLE_RETENTION),
     default=None,
+    metavar="N",
     help="SIMPLE: keep the snapshots of the last N jobs.",
 )
 @_keep_option("last")
