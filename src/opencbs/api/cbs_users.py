@@ -95,7 +95,7 @@ _USER_SCHEMA: dict[str, Any] = {
 
 def user_objects(conn: Connection, found: Sequence[BackupUser]) -> list[dict[str, Any]]:
     """The CBS user object of each user (keys in the module docstring; cbs-api.md §7), with
-    six queries whatever the number of users."""
+    five queries whatever the number of users."""
     ids = [u.id for u in found]
     held = storage.held_bytes(conn, ids)
     stored = job_queries.stored_bytes(conn, ids)

@@ -33,11 +33,12 @@ from datetime import date, datetime, tzinfo
 from typing import Any
 
 from sqlalchemy import Connection, Row, Select, and_, func, select
+from sqlalchemy.sql.elements import ColumnElement
 
 from opencbs.errors import Conflict, InvalidInput
 from opencbs.model.storage import StorageMeasurement, StorageQuota
 from opencbs.store.jobs import END_TIME_SKEW_MS
-from opencbs.store.schema import backup_jobs, backup_sets, destinations, storage_stats
+from opencbs.store.schema import backup_jobs, backup_sets, storage_stats
 from opencbs.store.sets import BackupSet, Destination
 from opencbs.store.users import BackupUser
 from opencbs.store.util import now_ms
@@ -123,79 +124,62 @@ def record_measurement(
     return StorageRecord(**values), True
 
 
-def _latest(destination_ids: Sequence[int]) -> Select[Any]:
-    """The latest measurement of each of ``destination_ids`` (one row each that has one)."""
+def _latest(*where: ColumnElement[bool]) -> Select[Any]:
+    """The latest measurement of each destination of the sets that match ``where`` (conditions
+    on ``backup_sets``), one row each, with its set's user (``held_by``) and ``removed``."""
     newest = (
         select(
             storage_stats.c.destination_id.label("dest"),
             func.max(storage_stats.c.measured_at).label("at"),
         )
-        .where(storage_stats.c.destination_id.in_(list(destination_ids)))
+        .join(backup_sets, backup_sets.c.id == storage_stats.c.set_id)
+        .where(*where)
         .group_by(storage_stats.c.destination_id)
         .subquery()
     )
-    return select(storage_stats).join(
-        newest,
-        and_(
-            storage_stats.c.destination_id == newest.c.dest,
-            storage_stats.c.measured_at == newest.c.at,
-        ),
+    return (
+        select(
+            storage_stats,
+            backup_sets.c.user_id.label("held_by"),
+            backup_sets.c.removed.label("set_removed"),
+        )
+        .join(
+            newest,
+            and_(
+                storage_stats.c.destination_id == newest.c.dest,
+                storage_stats.c.measured_at == newest.c.at,
+            ),
+        )
+        .join(backup_sets, backup_sets.c.id == storage_stats.c.set_id)
     )
-
-
-def latest_measurements(
-    conn: Connection, destination_ids: Sequence[int]
-) -> dict[int, StorageRecord]:
-    """The latest measurement of each destination of ``destination_ids`` that has one, by
-    destination ID."""
-    if not destination_ids:
-        return {}
-    return {r.destination_id: _record(r) for r in conn.execute(_latest(destination_ids))}
-
-
-def held_destinations(conn: Connection, user_ids: Sequence[int]) -> dict[int, list[int]]:
-    """The destinations of each user's backup sets that are not removed (the ones whose latest
-    measurement counts now: module docstring), by user ID."""
-    out: dict[int, list[int]] = {uid: [] for uid in user_ids}
-    if not user_ids:
-        return out
-    q = (
-        select(backup_sets.c.user_id, destinations.c.id)
-        .join(backup_sets, backup_sets.c.id == destinations.c.set_id)
-        .where(backup_sets.c.user_id.in_(list(user_ids)), backup_sets.c.removed.is_(False))
-        .order_by(destinations.c.id)
-    )
-    for user_id, dest_id in conn.execute(q):
-        out[user_id].append(dest_id)
-    return out
 
 
 def held_bytes(conn: Connection, user_ids: Sequence[int]) -> dict[int, int]:
     """What each user holds now (module docstring), for the users that have at least one
-    measurement of those destinations; a user without any is left out (ListUsers then says
-    what its jobs stored, cbs-api.md §11)."""
-    held = held_destinations(conn, user_ids)
-    latest = latest_measurements(conn, [d for ids in held.values() for d in ids])
+    measured destination in a set that is not removed; a user without any is left out
+    (ListUsers then says what its jobs stored, cbs-api.md §11). One query."""
+    if not user_ids:
+        return {}
+    rows = conn.execute(
+        _latest(backup_sets.c.user_id.in_(list(user_ids)), backup_sets.c.removed.is_(False))
+    )
     out: dict[int, int] = {}
-    for user_id, dest_ids in held.items():
-        measured = [latest[d].stored_size for d in dest_ids if d in latest]
-        if measured:
-            out[user_id] = sum(measured)
+    for row in rows:
+        out[row.held_by] = out.get(row.held_by, 0) + int(row.stored_size)
     return out
 
 
 def quota_of(conn: Connection, user: BackupUser, destination_id: int) -> StorageQuota:
-    """The quota a job of ``user`` to ``destination_id`` starts with (``StorageQuota``): the
-    user's quota, the latest ``stored_size`` of its other destinations (sets not removed)
-    summed, and that destination's own (0 when never measured)."""
-    dest_ids = held_destinations(conn, [user.id])[user.id]
-    latest = latest_measurements(conn, [*dest_ids, destination_id])
-    own = latest.get(destination_id)
-    return StorageQuota(
-        limit=user.quota,
-        used=sum(latest[d].stored_size for d in dest_ids if d in latest and d != destination_id),
-        destination_used=own.stored_size if own is not None else 0,
-    )
+    """The quota a job of ``user`` to its destination ``destination_id`` starts with
+    (``StorageQuota``): the user's quota, the latest ``stored_size`` of its other destinations
+    (in sets not removed) summed, and that destination's own (0 when never measured)."""
+    used = own = 0
+    for row in conn.execute(_latest(backup_sets.c.user_id == user.id)):
+        if row.destination_id == destination_id:
+            own = int(row.stored_size)
+        elif not row.set_removed:
+            used += int(row.stored_size)
+    return StorageQuota(limit=user.quota, used=used, destination_used=own)
 
 
 # --- a month ---------------------------------------------------------------------------------
