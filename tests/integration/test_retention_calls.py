@@ -169,8 +169,8 @@ def test_a_form_and_a_query_carry_the_policy_as_json_text(
         ),
         (
             {"Type": "ADVANCED", "KeepDaily": 0},
-            "[Error] Parameter RetentionPolicy is invalid: \u2018{'Type': 'ADVANCED', "
-            "'KeepDaily': 0}\u2019 (an ADVANCED policy needs a Keep\u2026 rule above 0 or a "
+            '[Error] Parameter RetentionPolicy is invalid: \u2018{"Type":"ADVANCED",'
+            '"KeepDaily":0}\u2019 (an ADVANCED policy needs a Keep\u2026 rule above 0 or a '
             "KeepWithin)",
         ),
         ({"RetentionDays": 3}, "[Error] Parameter RetentionPolicy.Type is null / empty!"),

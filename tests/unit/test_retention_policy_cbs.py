@@ -105,7 +105,7 @@ def test_lenient_where_clients_differ() -> None:
         ),
         (
             {"Type": "SIMPLE", "RetentionDays": True},
-            "Parameter RetentionPolicy.RetentionDays is invalid: \u2018True\u2019 (a whole number)",
+            "Parameter RetentionPolicy.RetentionDays is invalid: \u2018true\u2019 (a whole number)",
         ),
         (
             {"Type": "SIMPLE", "RetentionDays": 7.5},

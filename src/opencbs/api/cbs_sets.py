@@ -45,7 +45,7 @@ from opencbs.api.cbs import (
     require_write,
 )
 from opencbs.api.envelope import ok
-from opencbs.api.params import Params, printable
+from opencbs.api.params import Params, shown_value
 from opencbs.api.state import ServerState
 from opencbs.errors import InvalidInput, ParameterInvalid, ParameterNotChangeable
 from opencbs.model.sets import MAX_SIMPLE_RETENTION, Retention
@@ -94,10 +94,6 @@ def _key(name: str) -> str:
     return f"{POLICY}.{name}"
 
 
-def _shown(value: Any) -> str:
-    return printable(value) if isinstance(value, str) else repr(value)
-
-
 def _count(p: Params, name: str, high: int) -> int | None:
     """The whole number ``RetentionPolicy.name`` (a JSON number without fraction, or its
     decimal text), ``None`` when absent, null or ``""``. Raises ``ParameterInvalid`` for
@@ -114,10 +110,10 @@ def _count(p: Params, name: str, high: int) -> int | None:
     elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         number = int(value.strip())
     if number is None:
-        raise ParameterInvalid(key, _shown(value), "a whole number")
+        raise ParameterInvalid(key, shown_value(value), "a whole number")
     if not 0 <= number <= high:
         low = 1 if name in _SIMPLE_KEYS else 0  # a SIMPLE count of 0 is read as not given
-        raise ParameterInvalid(key, _shown(value), f"{low} to {high}")
+        raise ParameterInvalid(key, shown_value(value), f"{low} to {high}")
     return number
 
 
@@ -135,11 +131,11 @@ def _simple(p: Params, shown: str) -> dict[str, Any]:
     for name in KEEP_KEYS:
         if _count(p, name, MAX_KEEP):
             raise ParameterInvalid(
-                _key(name), _shown(p.values[_key(name)]), "ADVANCED policies only"
+                _key(name), shown_value(p.values[_key(name)]), "ADVANCED policies only"
             )
     if p.str_or_empty(_key("KeepWithin")):
         raise ParameterInvalid(
-            _key("KeepWithin"), _shown(p.values[_key("KeepWithin")]), "ADVANCED policies only"
+            _key("KeepWithin"), shown_value(p.values[_key("KeepWithin")]), "ADVANCED policies only"
         )
     days = _count(p, "RetentionDays", MAX_SIMPLE_RETENTION) or None
     jobs = _count(p, "RetentionJobs", MAX_SIMPLE_RETENTION) or None
@@ -160,7 +156,9 @@ def _advanced(p: Params, shown: str) -> dict[str, Any]:
     refused."""
     for name in _SIMPLE_KEYS:
         if _count(p, name, MAX_SIMPLE_RETENTION):
-            raise ParameterInvalid(_key(name), _shown(p.values[_key(name)]), "SIMPLE policies only")
+            raise ParameterInvalid(
+                _key(name), shown_value(p.values[_key(name)]), "SIMPLE policies only"
+            )
     keeps = {attr: _count(p, cbs, MAX_KEEP) or 0 for cbs, attr in KEEP_KEYS.items()}
     within = p.str_or_empty(_key("KeepWithin")).strip() or None
     if within is not None and not _WITHIN.match(within):
@@ -181,12 +179,12 @@ def parse_retention_policy(given: Mapping[str, Any]) -> Retention:
     (``RetentionPolicy.RetentionDays``, or ``RetentionPolicy`` itself for a rule about the
     whole) with why, for an unknown key, a value of the wrong kind or out of range, or a
     policy without exactly the rules its type needs (cbs-api.md §10)."""
-    shown = _shown(dict(given))
+    shown = shown_value(dict(given))
     unknown = [k for k in given if k not in _KNOWN]
     if unknown:
         raise ParameterInvalid(
             _key(str(unknown[0])),
-            _shown(given[unknown[0]]),
+            shown_value(given[unknown[0]]),
             f"unknown key; known: {', '.join(_KNOWN)}",
         )
     p = Params({_key(k): v for k, v in given.items()})

@@ -99,7 +99,7 @@ class Params:
             return str(value)
         if isinstance(value, float) and value.is_integer():
             return str(int(value))
-        raise ParameterInvalid(name, _show(value))
+        raise ParameterInvalid(name, shown_value(value))
 
     def required_str(self, name: str) -> str:
         """The parameter as a non-empty string. Raises ``ParameterMissing`` when absent or empty,
@@ -126,7 +126,7 @@ class Params:
             except orjson.JSONDecodeError:
                 raise ParameterInvalid(name, printable(value), "not a JSON object") from None
         if not isinstance(value, dict):
-            raise ParameterInvalid(name, _show(value), "not a JSON object")
+            raise ParameterInvalid(name, shown_value(value), "not a JSON object")
         return value
 
     def boolean(self, name: str, *, default: bool = False) -> bool:
@@ -145,7 +145,7 @@ class Params:
                 return True
             if low in _FALSE:
                 return False
-        raise ParameterInvalid(name, _show(value))
+        raise ParameterInvalid(name, shown_value(value))
 
 
 def printable(value: str) -> str:
@@ -154,7 +154,9 @@ def printable(value: str) -> str:
     return _SURROGATE.sub("\ufffd", value.replace("\x00", "\\u0000"))
 
 
-def _show(value: Any) -> str:
+def shown_value(value: Any) -> str:
+    """A parameter's value as an error message echoes it: a string made ``printable``,
+    anything else as JSON (``{"Type":"SIMPLE"}``, ``[1]``, ``true``)."""
     if isinstance(value, str):
         return printable(value)
     try:
