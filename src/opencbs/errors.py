@@ -111,17 +111,49 @@ class ParameterMissing(OpenCBSError):
 
 
 class ParameterInvalid(OpenCBSError):
-    """A parameter is present but malformed (bad date, bad boolean) (§3)."""
+    """A parameter is present but malformed (bad date, bad boolean) (§3). ``name`` may name a
+    key inside an object parameter (``RetentionPolicy.RetentionDays``); ``why``, when given,
+    is said after the value in parentheses (``(1 to 365)``)."""
 
     code = "parameter_invalid"
     exit_code: ExitCode = ExitCode.INVALID
 
-    def __init__(self, name: str, value: object) -> None:
+    def __init__(self, name: str, value: object, why: str = "") -> None:
         text = value if isinstance(value, str) else repr(value)
         if len(text) > 200:
             text = text[:200] + "…"
-        super().__init__(f"[Error] Parameter {name} is invalid: {quoted(text)}")
+        reason = f" ({why})" if why else ""
+        super().__init__(f"[Error] Parameter {name} is invalid: {quoted(text)}{reason}")
         self.name = name
+
+
+class ParameterNotChangeable(OpenCBSError):
+    """A setting parameter a call cannot change yet, given with a value other than the current
+    one (UpdateBackupSet changes only ``RetentionPolicy`` so far; cbs-api.md §10)."""
+
+    code = "parameter_not_changeable"
+    exit_code: ExitCode = ExitCode.INVALID
+
+    def __init__(self, name: str, call: str, changeable: str) -> None:
+        super().__init__(
+            f"[Error] Parameter {name} cannot be changed by {call} yet (it changes "
+            f"{changeable} only)"
+        )
+        self.name = name
+
+
+class PermissionDenied(OpenCBSError):
+    """A system user whose role may not call a call that changes state (``READ_ONLY_API``:
+    read calls only; cbs-api.md §2, §3). Its password was right, so this says so."""
+
+    code = "permission_denied"
+    exit_code: ExitCode = ExitCode.CREDENTIALS
+
+    def __init__(self, name: str, role: str, call: str) -> None:
+        super().__init__(
+            f"[Error] System user {quoted(name)} (role {role}) may not call {call}: it "
+            "changes settings"
+        )
 
 
 class NotFound(OpenCBSError):

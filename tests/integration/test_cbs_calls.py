@@ -421,6 +421,11 @@ def test_get_backup_set(client: TestClient, world: World) -> None:
             "SelectedSource": ["/home/alice"],
             "Filter": {"Include": ["*.txt"], "Exclude": ["*.tmp"]},
             "DestinationList": [{"Id": world.dest_id, "Name": "Local", "Type": "LOCAL"}],
+            "RetentionPolicy": {
+                "Type": "SIMPLE",
+                "RetentionDays": 7,
+                "SpaceFreeUpEnabled": True,
+            },
         }
         assert "secret-location" not in str(got)
         assert_error(

@@ -23,7 +23,9 @@ A job's life (cbs-api.md §4, §5):
 
 1. ``POST …/jobs`` starts it. The job ID is the start time in the server's zone (``start_time``,
    default now); a second job with the same ID for that set, destination and ``cdp`` is a 409.
-   ``FromIp`` is the address the request came from.
+   ``FromIp`` is the address the request came from. The answer carries the ``quota`` the job
+   starts with (``model.storage.StorageQuota``, cbs-api.md §11); the agent stops a job that
+   would exceed it and finishes it ``BS_STOP_BY_QUOTA_EXCEEDED``.
 2. ``PUT …/jobs/{job_id}/batches/{batch_no}`` delivers entries, batch numbers from 0. A batch
    number stored already is not stored again (``{"stored": false}``), so a retried batch is
    harmless; a retry must carry the same entries (a different entry count is a 409). Every
@@ -33,6 +35,8 @@ A job's life (cbs-api.md §4, §5):
    change in one transaction, so the finished report appears whole. Finishing again with the
    same status and figures answers the job (a retry after a lost answer must not fail);
    anything else on a finished job is a 409.
+5. ``POST …/destinations/{destination_id}/storage`` records what the destination holds after
+   the job (or a retention run): ``api/agent_storage.py``.
 
 Until finished the job reads ``BS_STILL_RUNNING``. Every agent call on a job (batch, retried
 batch, progress, ``GET``) is a sign of life; a job without one for ``ServerState.job_idle_timeout``
@@ -66,6 +70,7 @@ from opencbs.api.state import state_of
 from opencbs.errors import AuthUserRejected, Conflict, InvalidInput
 from opencbs.model.jobs import JobRecord, JobRef
 from opencbs.model.sets import MAX_PATH, BackupSetSettings
+from opencbs.model.storage import StorageQuota
 from opencbs.model.text import is_text
 from opencbs.reports.timefmt import MAX_TIME_MS, MIN_TIME_MS
 from opencbs.reports.vocabulary import (
@@ -75,7 +80,7 @@ from opencbs.reports.vocabulary import (
     LogType,
     ReportList,
 )
-from opencbs.store import job_queries, jobs, sets
+from opencbs.store import job_queries, jobs, sets, storage
 from opencbs.store.users import BackupUser
 from opencbs.store.util import now_ms
 
@@ -347,6 +352,12 @@ class JobStartIn(_Model):
     dedupe_enabled: bool = True
 
 
+class JobStarted(JobRecord):
+    """A started job's record, with the ``quota`` it starts with (bytes; cbs-api.md §11)."""
+
+    quota: StorageQuota
+
+
 ListKey = Literal["info", "new", "upd", "pmt", "del", "mov", "cpy"]
 _LOG_TYPES = frozenset(t.value for t in LogType)
 _FILE_TYPES = frozenset(t.value for t in EntryType)
@@ -606,7 +617,7 @@ _JOB = "/backup-sets/{set_id}/destinations/{destination_id}/jobs"
 @router.post(
     _JOB,
     status_code=201,
-    summary="Start a backup job (BS_STILL_RUNNING).",
+    summary="Start a backup job (BS_STILL_RUNNING); the answer carries the user's quota.",
     responses={
         **_IN_SET,
         409: error_answer("A job with that ID exists (same start second), or the set is removed."),
@@ -619,7 +630,7 @@ def start_job(
     set_id: SetIdPath,
     destination_id: DestIdPath,
     body: JobStartIn,
-) -> JobRecord:
+) -> JobStarted:
     state = state_of(request)
     with state.db.write() as conn:
         bset = sets.get_set(conn, user.id, set_id)
@@ -638,7 +649,8 @@ def start_job(
             run_version=body.run_version,
             dedupe_enabled=body.dedupe_enabled,
         )
-        return jobs.job_record(conn, job)
+        quota = storage.quota_of(conn, user, dest.id)
+        return JobStarted(**jobs.job_record(conn, job).model_dump(), quota=quota)
 
 
 @router.get(

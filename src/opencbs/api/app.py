@@ -21,10 +21,13 @@ from starlette.routing import Match
 import opencbs
 from opencbs.api import cbs_jobs as _cbs_jobs  # noqa: F401 - registers calls
 from opencbs.api import cbs_reports as _cbs_reports  # noqa: F401 - registers calls
+from opencbs.api import cbs_sets as _cbs_sets  # noqa: F401 - registers calls
+from opencbs.api import cbs_storage as _cbs_storage  # noqa: F401 - registers calls
 from opencbs.api import cbs_users as _cbs_users  # noqa: F401 - registers calls
 from opencbs.api import envelope, pages, redact
 from opencbs.api.admin import router as admin_router
 from opencbs.api.agent import router as agent_router
+from opencbs.api.agent_storage import router as agent_storage_router
 from opencbs.api.auth import ClientAddress
 from opencbs.api.limits import BodyTooLarge, GuardBodies
 from opencbs.api.routes import PREFIX, mount_cbs
@@ -124,6 +127,7 @@ def create_app(state: ServerState) -> FastAPI:
 
     mount_cbs(app)
     app.include_router(agent_router)
+    app.include_router(agent_storage_router)
     app.include_router(admin_router)
     pages.install(app)  # /, /healthz, /readyz, /docs
     app.add_middleware(GuardBodies, state=state, agent_error=agent_error)

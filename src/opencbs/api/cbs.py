@@ -17,6 +17,7 @@ from starlette.responses import Response
 from opencbs.api.auth import Caller
 from opencbs.api.params import Params
 from opencbs.api.state import ServerState
+from opencbs.errors import PermissionDenied
 from opencbs.store.sets import BackupSet, get_set
 from opencbs.store.users import BackupUser, get_backup_user
 
@@ -123,3 +124,11 @@ def backup_user(conn: Any, params: Params, caller: Caller) -> BackupUser:
 def backup_set(conn: Any, params: Params, user: BackupUser) -> BackupSet:
     """The backup set ``BackupSetID`` of ``user``."""
     return get_set(conn, user.id, params.required_str("BackupSetID"))
+
+
+def require_write(caller: Caller, call: str) -> None:
+    """Refuse a caller whose role may not call ``call`` (e.g. ``"UpdateBackupSet"``), a call
+    that changes state: only ``ADMIN``, ``API_ONLY`` and ``RESELLER`` may (cbs-api.md §2;
+    ``READ_ONLY_ADMIN`` never gets this far). Raises ``PermissionDenied``."""
+    if not caller.role.may_write:
+        raise PermissionDenied(caller.name, caller.role.value, call)

@@ -1,5 +1,5 @@
-"""CBS calls about backup jobs and sets (cbs-api.md §7): ListBackupJobs, ListBackupJobStatus,
-ListBackupJobMode, GetBackupJobProgress, ListBackupSets, GetBackupSet (v1 and ``2/``).
+"""CBS calls about backup jobs (cbs-api.md §7): ListBackupJobs, ListBackupJobStatus,
+ListBackupJobMode, GetBackupJobProgress. The calls about sets are ``api/cbs_sets.py``.
 
 Choices where the contract leaves room (written down here and in each call's summary):
 
@@ -13,12 +13,6 @@ Choices where the contract leaves room (written down here and in each call's sum
   copies reuse content already stored and deletions write none, so they are not counted.
 - ``SkipEmpty`` (ListBackupJobs) defaults to true: a client asking for jobs expects the sets
   that have some; ``false`` lists every set, removed ones included, with ``Removed`` telling.
-- ``ListAll`` (ListBackupSets) defaults to false: removed sets are listed only when true.
-- GetBackupSet's sources and filters: ``SelectedSource`` (paths), ``Filter``
-  (``{"Include": [patterns], "Exclude": [patterns]}``); compression ``CompressType`` and
-  ``CompressLevel``; ``Deduplication`` (bool); ``Removed`` (bool). Destination locations and
-  credentials are never shown: ``DestinationList`` items are ``{"Id", "Name", "Type"}``.
-  ``2/GetBackupSet.do`` answers the same object.
 """
 
 from __future__ import annotations
@@ -66,9 +60,6 @@ _BACKUP_DATE = ParamDoc(
 )
 _SKIP_EMPTY = ParamDoc(
     "SkipEmpty", type="boolean", description="Leave out sets without jobs (default true)."
-)
-_LIST_ALL = ParamDoc(
-    "ListAll", type="boolean", description="Include removed backup sets (default false)."
 )
 
 # --- answer schemas -------------------------------------------------------------------------
@@ -166,45 +157,6 @@ _PROGRESS_ANSWER = _obj(
         "TotalFileSize": {"type": "string", "description": "Bytes, decimal string."},
     }
 )
-
-_SETS_ANSWER = {
-    "type": "array",
-    "items": _obj(
-        {
-            "ID": _ID,
-            "Name": _STR,
-            "Type": {"type": "string", "description": "FILE for file sets."},
-        }
-    ),
-}
-
-_SET_ANSWER = _obj(
-    {
-        "ID": _ID,
-        "Name": _STR,
-        "Type": _STR,
-        "Owner": {
-            "type": "string",
-            "description": 'Owner (reseller) of the backup user; "" for the administrators.',
-        },
-        "Removed": {"type": "boolean"},
-        "CompressType": {"type": "string", "description": "Compression, e.g. ZSTD."},
-        "CompressLevel": {"type": "integer"},
-        "Deduplication": {"type": "boolean"},
-        "SelectedSource": {"type": "array", "items": _STR, "description": "Source paths."},
-        "Filter": _obj(
-            {
-                "Include": {"type": "array", "items": _STR},
-                "Exclude": {"type": "array", "items": _STR},
-            }
-        ),
-        "DestinationList": {
-            "type": "array",
-            "items": _obj({"Id": _ID, "Name": _STR, "Type": _STR}),
-        },
-    }
-)
-
 
 # --- shared helpers -------------------------------------------------------------------------
 
@@ -397,63 +349,3 @@ def get_backup_job_progress(params: Params, caller: Caller, state: ServerState) 
         bset = backup_set(conn, params, user)
         job = job_queries.find_job(conn, bset, dest, job_id, cdp=False)
     return ok(_progress(job, user, bset, state.tz))
-
-
-# --- ListBackupSets, GetBackupSet -----------------------------------------------------------
-
-
-@cbs_call(
-    "ListBackupSets",
-    params=(LOGIN, OWNER, _LIST_ALL),
-    summary="The backup sets of a user: ID, Name, Type (cbs-api.md §7); removed sets only "
-    "when ListAll is true.",
-    answer=_SETS_ANSWER,
-)
-def list_backup_sets(params: Params, caller: Caller, state: ServerState) -> Response:
-    params.required_str("LoginName")
-    list_all = params.boolean("ListAll")
-    with state.db.read() as conn:
-        user = backup_user(conn, params, caller)
-        user_sets = sets.list_sets(conn, user.id, include_removed=list_all)
-    return ok([{"ID": str(s.id), "Name": s.name, "Type": s.type} for s in user_sets])
-
-
-def set_settings(bset: BackupSet, user: BackupUser) -> dict[str, Any]:
-    """The GetBackupSet object of ``bset`` (keys in the module docstring; cbs-api.md §7)."""
-    settings = bset.settings
-    return {
-        "ID": str(bset.id),
-        "Name": bset.name,
-        "Type": bset.type,
-        "Owner": user.owner,
-        "Removed": bool(bset.removed),
-        "CompressType": settings.compression.type,
-        "CompressLevel": settings.compression.level,
-        "Deduplication": settings.deduplication,
-        "SelectedSource": list(settings.sources),
-        "Filter": {
-            "Include": list(settings.filters.include),
-            "Exclude": list(settings.filters.exclude),
-        },
-        "DestinationList": [
-            {"Id": str(d.id), "Name": d.name, "Type": d.type} for d in bset.destinations
-        ],
-    }
-
-
-@cbs_call(
-    "GetBackupSet",
-    params=(LOGIN, OWNER, _SET_ID),
-    summary="The settings of a backup set: sources (SelectedSource), filters (Filter), "
-    "compression, deduplication and DestinationList (cbs-api.md §7). v1 and 2/ answer "
-    "the same object.",
-    answer=_SET_ANSWER,
-    v2=True,
-)
-def get_backup_set(params: Params, caller: Caller, state: ServerState) -> Response:
-    params.required_str("LoginName")
-    params.required_str("BackupSetID")
-    with state.db.read() as conn:
-        user = backup_user(conn, params, caller)
-        bset = backup_set(conn, params, user)
-    return ok(set_settings(bset, user))

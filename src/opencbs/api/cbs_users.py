@@ -3,9 +3,11 @@ AuthSystemUser.
 
 The user object (ListUsers items under the top-level ``User`` key, GetUser's ``Data``):
 ``LoginName``, ``Owner`` (``""`` for the administrators), ``Alias``, ``Email``, ``ClientType``,
-``Status``, ``DataSize`` (number, bytes the user's jobs stored: the compressed size of their
-new and updated content, as ``UploadSize`` counts it per job), ``Quota`` (number, bytes,
-0 = none), ``QuotaList``
+``Status``, ``DataSize`` (number, bytes: what the user's destinations hold, the latest
+``stored_size`` of each destination of its sets that are not removed summed, when any of them
+was measured (``store.storage``, cbs-api.md §11); otherwise what the user's jobs stored, the
+compressed size of their new and updated content, as ``UploadSize`` counts it per job),
+``Quota`` (number, bytes, 0 = none; the agent stops a job that would exceed it), ``QuotaList``
 (``[{"DestinationKey": "OBS", "Enabled": bool, "Quota": number}]``, the one server quota),
 ``LastBackupDate`` (number, epoch ms of the newest job's start, 0 when the user has no job),
 ``Online`` (bool: a job of the user is running), ``BackupSetIdList`` (string IDs of the sets
@@ -32,7 +34,7 @@ from opencbs.api.cbs import LOGIN, OWNER, ParamDoc, backup_user, cbs_call
 from opencbs.api.envelope import ok
 from opencbs.api.params import Params
 from opencbs.api.state import ServerState
-from opencbs.store import job_queries, users
+from opencbs.store import job_queries, storage, users
 from opencbs.store.users import BackupUser
 
 _SEARCH = ParamDoc(
@@ -62,7 +64,8 @@ _USER_SCHEMA: dict[str, Any] = {
         "Status": {"type": "string", "description": "ENABLE or SUSPENDED."},
         "DataSize": {
             "type": "integer",
-            "description": "Bytes the user's jobs stored (compressed new and updated content).",
+            "description": "Bytes the user's destinations hold (latest measurements), or "
+            "without any, what its jobs stored (compressed new and updated content).",
         },
         "Quota": {"type": "integer", "description": "Bytes; 0 = no quota."},
         "QuotaList": {
@@ -92,8 +95,9 @@ _USER_SCHEMA: dict[str, Any] = {
 
 def user_objects(conn: Connection, found: Sequence[BackupUser]) -> list[dict[str, Any]]:
     """The CBS user object of each user (keys in the module docstring; cbs-api.md §7), with
-    four queries whatever the number of users."""
+    five queries whatever the number of users."""
     ids = [u.id for u in found]
+    held = storage.held_bytes(conn, ids)
     stored = job_queries.stored_bytes(conn, ids)
     last = job_queries.last_backup_ms(conn, ids)
     online = job_queries.running_user_ids(conn, ids)
@@ -106,7 +110,7 @@ def user_objects(conn: Connection, found: Sequence[BackupUser]) -> list[dict[str
             "Email": u.email,
             "ClientType": u.client_type,
             "Status": u.status,
-            "DataSize": u.data_size + stored.get(u.id, 0),
+            "DataSize": held[u.id] if u.id in held else u.data_size + stored.get(u.id, 0),
             "Quota": u.quota,
             "QuotaList": [{"DestinationKey": "OBS", "Enabled": u.quota > 0, "Quota": u.quota}],
             "LastBackupDate": int(last.get(u.id) or 0),

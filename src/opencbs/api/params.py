@@ -99,7 +99,7 @@ class Params:
             return str(value)
         if isinstance(value, float) and value.is_integer():
             return str(int(value))
-        raise ParameterInvalid(name, _show(value))
+        raise ParameterInvalid(name, shown_value(value))
 
     def required_str(self, name: str) -> str:
         """The parameter as a non-empty string. Raises ``ParameterMissing`` when absent or empty,
@@ -112,6 +112,22 @@ class Params:
     def str_or_empty(self, name: str) -> str:
         """The parameter as a string, ``""`` when absent."""
         return self.optional_str(name) or ""
+
+    def json_object(self, name: str) -> dict[str, Any] | None:
+        """An object parameter: a JSON object in a JSON body, or its JSON text in a form or
+        the query string (``RetentionPolicy={"Type":"SIMPLE",…}``); ``None`` when absent, null
+        or empty. Raises ``ParameterInvalid`` for anything else."""
+        value = self.values.get(name)
+        if value is None or value == "":
+            return None
+        if isinstance(value, str):
+            try:
+                value = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                raise ParameterInvalid(name, printable(value), "not a JSON object") from None
+        if not isinstance(value, dict):
+            raise ParameterInvalid(name, shown_value(value), "not a JSON object")
+        return value
 
     def boolean(self, name: str, *, default: bool = False) -> bool:
         """A boolean: JSON true/false, strings true/false in any case, Y/N, 1/0 (§1); the default
@@ -129,7 +145,7 @@ class Params:
                 return True
             if low in _FALSE:
                 return False
-        raise ParameterInvalid(name, _show(value))
+        raise ParameterInvalid(name, shown_value(value))
 
 
 def printable(value: str) -> str:
@@ -138,7 +154,9 @@ def printable(value: str) -> str:
     return _SURROGATE.sub("\ufffd", value.replace("\x00", "\\u0000"))
 
 
-def _show(value: Any) -> str:
+def shown_value(value: Any) -> str:
+    """A parameter's value as an error message echoes it: a string made ``printable``,
+    anything else as JSON (``{"Type":"SIMPLE"}``, ``[1]``, ``true``)."""
     if isinstance(value, str):
         return printable(value)
     try:

@@ -1,4 +1,5 @@
-"""Administration commands: ``db upgrade``, ``sysuser``, ``user`` and ``set``."""
+"""Administration commands: ``db upgrade``, ``sysuser``, ``user`` and ``set`` (``set retention``:
+a set's retention policy, ``model.sets.Retention``; cbs-api.md §10)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import sys
 from typing import Any
 
 import click
+from pydantic import ValidationError
 from rich.filesize import decimal
 
 from opencbs.agent.targets import require_sources
 from opencbs.cli.common import (
     JSON,
     PASSWORD_STDIN,
+    Decorator,
     NonEmptyPath,
     echo,
     note,
@@ -23,7 +26,7 @@ from opencbs.cli.common import (
     require_text_paths,
     with_settings,
 )
-from opencbs.errors import BackupUserNotFound, InvalidInput
+from opencbs.errors import BackupSetNotFound, BackupUserNotFound, InvalidInput
 from opencbs.model.destinations import (
     DEFAULT_S3_REGION,
     S3,
@@ -32,6 +35,7 @@ from opencbs.model.destinations import (
     parse_destination,
 )
 from opencbs.model.passwords import PasswordRule
+from opencbs.model.sets import MAX_SIMPLE_RETENTION, Retention
 from opencbs.reports.vocabulary import SystemRole
 from opencbs.settings import Settings
 from opencbs.store import migrate, sets, users
@@ -380,7 +384,7 @@ def set_list(settings: Settings, *, login: str, as_json: bool) -> None:
         return
     print_table(
         f"Backup sets of {login}",
-        ["ID", "Name", "Type", "Sources", "Destinations"],
+        ["ID", "Name", "Type", "Sources", "Destinations", "Retention"],
         [
             [
                 s.id,
@@ -388,6 +392,7 @@ def set_list(settings: Settings, *, login: str, as_json: bool) -> None:
                 s.type,
                 list(s.settings.sources),
                 [_destination_cell(d) for d in s.destinations],
+                retention_rules(s.settings.retention),
             ]
             for s in found
         ],
@@ -418,6 +423,183 @@ def set_json(s: BackupSet) -> dict[str, Any]:
             for d in s.destinations
         ],
     }
+
+
+# --- retention policy ---------------------------------------------------------------------
+
+_KEEP_OPTIONS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
+
+
+def retention_rules(r: Retention) -> str:
+    """What a retention policy keeps, for a person: ``7 days``, ``10 jobs``, or the ADVANCED
+    rules that are on (``last 3, daily 7, within 30d``)."""
+    if r.mode == "SIMPLE":
+        return f"{r.days} days" if r.days is not None else f"{r.jobs} jobs"
+    rules = [f"{k} {getattr(r, f'keep_{k}')}" for k in _KEEP_OPTIONS if getattr(r, f"keep_{k}")]
+    if r.keep_within is not None:
+        rules.append(f"within {r.keep_within}")
+    return ", ".join(rules)
+
+
+def describe_retention(r: Retention) -> str:
+    """A retention policy in one line: its mode, what it keeps and when it runs."""
+    when = "runs after each backup" if r.after_backup else "runs only when asked"
+    return f"{r.mode}: keeps {retention_rules(r)}; {when}"
+
+
+def new_retention(
+    current: Retention,
+    *,
+    days: int | None,
+    jobs: int | None,
+    keeps: dict[str, int | None],
+    keep_within: str | None,
+    after_backup: bool | None,
+) -> Retention | None:
+    """The policy the options of ``set retention`` ask for, or ``None`` when they ask for no
+    change. ``--days``/``--jobs`` make a SIMPLE policy, ``--keep-*`` an ADVANCED one (the rules
+    not given are off); ``--[no-]after-backup`` alone changes only when it runs. Raises
+    ``click.UsageError`` for SIMPLE and ADVANCED options together, ``InvalidInput`` for a
+    policy the model refuses (no rule on, a bad ``--keep-within``)."""
+    advanced = any(v is not None for v in keeps.values()) or keep_within is not None
+    if (days is not None or jobs is not None) and advanced:
+        raise click.UsageError("--days/--jobs (SIMPLE) and --keep-* (ADVANCED) exclude each other")
+    if days is not None and jobs is not None:
+        raise click.UsageError("give --days or --jobs, not both")
+    after = current.after_backup if after_backup is None else after_backup
+    if days is not None or jobs is not None:
+        wanted: dict[str, Any] = {"mode": "SIMPLE", "days": days, "jobs": jobs}
+    elif advanced:
+        wanted = {f"keep_{k}": v or 0 for k, v in keeps.items()}
+        wanted.update(mode="ADVANCED", keep_within=keep_within)
+    elif after_backup is not None:
+        wanted = current.model_dump(mode="json")
+    else:
+        return None
+    if wanted["mode"] == "ADVANCED" and not any(v for k, v in wanted.items() if k != "mode"):
+        raise InvalidInput(
+            "an ADVANCED policy needs a --keep-* rule above 0 or --keep-within",
+            "see `opencbs set retention --help`",
+        )
+    try:
+        return Retention.model_validate({**wanted, "after_backup": after})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = "--" + "-".join(str(part) for part in error["loc"]).replace("_", "-")
+        raise InvalidInput(
+            f"invalid retention policy: {where}: {error['msg']}",
+            "durations are a number and h, d, w, m or y (30d); see `opencbs set retention --help`",
+        ) from None
+
+
+def find_set(conn: Any, user_id: int, name_or_id: str) -> BackupSet:
+    """The user's set named ``name_or_id`` (not removed), else the one with that ID. Raises
+    ``BackupSetNotFound`` with a hint."""
+    found = sets.find_set_by_name(conn, user_id, name_or_id)
+    if found is not None:
+        return found
+    try:
+        return sets.get_set(conn, user_id, name_or_id)
+    except BackupSetNotFound as exc:
+        exc.hint = "see `opencbs set list LOGIN`"
+        raise
+
+
+def _keep_option(name: str) -> Decorator:
+    """The option ``--keep-NAME N`` of an ADVANCED policy."""
+    period = {"hourly": "hours", "daily": "days", "weekly": "weeks", "monthly": "months"}
+    what = (
+        "last N snapshots"
+        if name == "last"
+        else f"newest snapshot of each of the last N {period.get(name, 'years')}"
+    )
+    return click.option(
+        f"--keep-{name}",
+        f"keep_{name}",
+        type=click.IntRange(min=0),
+        default=None,
+        metavar="N",
+        help=f"ADVANCED: keep the {what} (0: rule off).",
+    )
+
+
+@backup_set.command("retention")
+@click.argument("login")
+@click.argument("set_name", metavar="SET")
+@click.option(
+    "--days",
+    type=click.IntRange(1, MAX_SIMPLE_RETENTION),
+    default=None,
+    metavar="N",
+    help="SIMPLE: keep the snapshots of the last N days.",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, MAX_SIMPLE_RETENTION),
+    default=None,
+    metavar="N",
+    help="SIMPLE: keep the snapshots of the last N jobs.",
+)
+@_keep_option("last")
+@_keep_option("hourly")
+@_keep_option("daily")
+@_keep_option("weekly")
+@_keep_option("monthly")
+@_keep_option("yearly")
+@click.option(
+    "--keep-within",
+    default=None,
+    metavar="DURATION",
+    help="ADVANCED: keep every snapshot within DURATION of the newest (30d; h, d, w, m, y).",
+)
+@click.option(
+    "--after-backup/--no-after-backup",
+    default=None,
+    help="Run the policy after each backup job (SpaceFreeUpEnabled), or only when asked.",
+)
+@JSON
+@with_settings()
+def set_retention(
+    settings: Settings,
+    *,
+    login: str,
+    set_name: str,
+    days: int | None,
+    jobs: int | None,
+    keep_within: str | None,
+    after_backup: bool | None,
+    as_json: bool,
+    **keeps: int | None,
+) -> None:
+    """Show or set the retention policy of backup set SET (name or ID) of backup user LOGIN
+    (cbs-api.md §10). Without options it shows the policy. --days or --jobs set a SIMPLE
+    policy; --keep-* an ADVANCED one (the rules not given are off). Prints the policy (--json:
+    its JSON form, as the set's settings keep it)."""
+    database = open_database(settings)
+    try:
+        with database.write() as conn:
+            owner = find_user(conn, login)
+            bset = find_set(conn, owner.id, set_name)
+            wanted = new_retention(
+                bset.settings.retention,
+                days=days,
+                jobs=jobs,
+                keeps={k.removeprefix("keep_"): v for k, v in keeps.items()},
+                keep_within=keep_within,
+                after_backup=after_backup,
+            )
+            if wanted is not None:
+                retention = {"retention": wanted.model_dump(mode="json")}
+                bset = sets.update_set(conn, owner.id, bset.id, settings=retention)
+    finally:
+        database.dispose()
+    policy = bset.settings.retention
+    if wanted is not None:
+        note(f"retention policy of backup set {bset.name!r} changed")
+    if as_json:
+        print_json(policy.model_dump(mode="json"))
+    else:
+        echo(describe_retention(policy))
 
 
 def find_user(conn: Any, login: str) -> users.BackupUser:

@@ -175,3 +175,28 @@ login_failures = Table(
     Column("locked_until_ms", BigInteger, nullable=True),
     Index("ix_login_failures_locked", "locked_until_ms"),
 )
+
+# Storage measurements of a backup set's destination (store/storage.py), sent by the agent after
+# a backup job or a retention run: ``measured_at`` epoch ms; ``stored_size`` the bytes the whole
+# repository takes on the destination (after deduplication, compression, encryption);
+# ``data_size`` / ``data_count`` the bytes stored for, and the files of, the newest snapshot;
+# ``retain_size`` / ``retain_count`` the bytes stored only for older snapshots' file versions
+# and those versions (the retention area); ``snapshot_count``. One measurement per destination
+# and instant.
+storage_stats = Table(
+    "storage_stats",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("set_id", BigInteger, ForeignKey("backup_sets.id"), nullable=False),
+    Column("destination_id", BigInteger, ForeignKey("destinations.id"), nullable=False),
+    Column("measured_at", BigInteger, nullable=False),
+    Column("stored_size", BigInteger, nullable=False),
+    Column("data_size", BigInteger, nullable=False),
+    Column("data_count", BigInteger, nullable=False),
+    Column("retain_size", BigInteger, nullable=False),
+    Column("retain_count", BigInteger, nullable=False),
+    Column("snapshot_count", BigInteger, nullable=False),
+    Column("received_at", BigInteger, nullable=False),
+    UniqueConstraint("destination_id", "measured_at", name="uq_storage_stats_measurement"),
+    Index("ix_storage_stats_set_time", "set_id", "measured_at"),
+)
