@@ -152,3 +152,45 @@ def test_the_sets_policy_runs_after_each_backup(server: Server, tmp_path: Path) 
     target = tmp_path / "back"
     ok(env, "restore", "latest", "--destination", str(dest), "--target", str(target))
     _same_tree(src, target / str(src).lstrip("/"))
+
+
+def test_a_job_that_would_pass_the_quota_stops_and_storage_is_reported(
+    server: Server,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    login, password = "quota-user", "quota-user-pw"
+    ok(server.env, "user", "add", login, "--quota", "3000000", "--password-stdin",
+       stdin=password + "\n")  # fmt: skip
+    env = {**server.env, "OPENCBS_LOGIN_NAME": login, "OPENCBS_PASSWORD": password}
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    src.mkdir()
+    (src / "one.bin").write_bytes(os.urandom(1_000_000))
+    first = _backup(Server(server.url, env), "quota", src, dest)
+    assert first["status"] == "BS_STOP_SUCCESS"
+    # what the destination stores reached the server, and counts against the quota
+    monitor = {"SysUser": "monitor", "SysPwd": "monitor-pw", "LoginName": login}
+    stat = httpx.post(
+        f"{server.url}/obs/api/json/GetUserStorageStat.do",
+        json={**monitor, "BackupSetID": "all"},
+        timeout=30,
+    ).json()
+    assert stat["Status"] == "OK", stat
+    stored = int(stat["Data"][0]["AvgTotalStorageRawSize"])
+    assert 1_000_000 <= stored < 1_200_000, stat
+    assert int(stat["Data"][0]["AvgDataNo"]) == 1
+    # the next job would store 4 MB more: it stops before, with the vendor's status
+    (src / "two.bin").write_bytes(os.urandom(4_000_000))
+    res = run(env, "backup", "--set", "quota", "--json")
+    assert res.returncode == 9, res.stderr
+    job = json.loads(res.stdout)
+    assert job["status"] == "BS_STOP_BY_QUOTA_EXCEEDED" and job["snapshot_id"] is None
+    report = httpx.post(
+        f"{server.url}/obs/api/json/GetBackupJobReport.do",
+        json={**monitor, "BackupSetID": job["backup_set_id"], "BackupJobID": job["job_id"],
+              "DestinationID": job["destination_id"]},
+        timeout=30,
+    ).json()  # fmt: skip
+    assert report["Data"]["BackupJobStatus"] == "BS_STOP_BY_QUOTA_EXCEEDED", report
+    logs = [e["Message"] for e in report["Data"]["Logs"]]
+    assert any("quota of 3000000 bytes is reached" in m for m in logs), logs
+    assert len(_snapshots(Server(server.url, env), dest)) == 1

@@ -186,7 +186,7 @@ def test_a_bad_policy_is_the_envelope_naming_the_field(
     client: TestClient, state: ServerState, world: World, policy: Any, message: str
 ) -> None:
     assert_error(update(client, world, RetentionPolicy=policy), message)
-    assert stored(state, world) == Retention()  # nothing changed
+    assert stored(state, world) == Retention.default()  # nothing changed
 
 
 def test_unknown_user_set_and_missing_parameters(client: TestClient, world: World) -> None:
@@ -252,7 +252,7 @@ def test_other_settings_cannot_be_changed_yet(
         f"[Error] Parameter {name} cannot be changed by UpdateBackupSet yet (it changes "
         "RetentionPolicy only)",
     )
-    assert stored(state, world) == Retention()  # not even the policy
+    assert stored(state, world) == Retention.default()  # not even the policy
     with state.db.read() as conn:
         assert sets.get_set(conn, world.alice_id, world.docs_id).name == "Docs"
 
@@ -277,7 +277,7 @@ def test_who_may_change_a_policy(client: TestClient, state: ServerState, world: 
         "Incorrect system username/password",
         "com.ahsay.obs.core.dbs.c",
     )
-    assert stored(state, world) == Retention()
+    assert stored(state, world) == Retention.default()
     assert update(client, world, as_=SCRIPT, RetentionPolicy=simple) == {"Status": "OK"}
     assert stored(state, world) == Retention(days=3)
     # a reseller changes its own users' sets, and finds no other user
@@ -341,14 +341,14 @@ def test_the_command_line_shows_and_sets_it(
         "RetentionJobs": 12,
         "SpaceFreeUpEnabled": False,
     }
-    args = ["set", "retention", "alice", "Docs", "--keep-daily", "7", "--keep-within", "2w"]
+    args = ["set", "retention", "alice", "Docs", "--keep-daily", "7", "--keep-within", "14d"]
     assert main([*args, "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["mode"] == "ADVANCED" and shown["keep_daily"] == 7
-    assert shown["keep_within"] == "2w" and shown["after_backup"] is False
-    assert policy_of(client, world)["KeepWithin"] == "2w"
+    assert shown["keep_within"] == "14d" and shown["after_backup"] is False
+    assert policy_of(client, world)["KeepWithin"] == "14d"
     assert main(["set", "list", "alice"]) == 0
-    assert "daily 7, within 2w" in capsys.readouterr().out
+    assert "daily 7, within 14d" in capsys.readouterr().out
     # errors: one line and a hint, the documented exit codes, nothing changed
     for argv, code, text in (
         (["set", "retention", "alice", "Nope"], 4, "Backup set \u2018Nope\u2019 not found."),
@@ -360,4 +360,4 @@ def test_the_command_line_shows_and_sets_it(
         assert main(argv) == code, argv
         err = capsys.readouterr().err.splitlines()
         assert len(err) == 2 and text in err[0] and err[1].startswith("hint: "), err
-    assert policy_of(client, world)["KeepWithin"] == "2w"
+    assert policy_of(client, world)["KeepWithin"] == "14d"

@@ -18,7 +18,7 @@ ADVANCED = Retention(mode="ADVANCED", keep_last=3, keep_daily=7, keep_within="30
 
 
 def test_the_default_is_seven_days_run_after_each_backup() -> None:
-    assert retention_policy(Retention()) == {
+    assert retention_policy(Retention.default()) == {
         "Type": "SIMPLE",
         "RetentionDays": 7,
         "SpaceFreeUpEnabled": True,
@@ -173,7 +173,7 @@ NO_KEEPS: dict[str, int | None] = dict.fromkeys(
 )
 
 
-DEFAULT = Retention()
+DEFAULT = Retention.default()
 
 
 def _new(current: Retention = DEFAULT, **given: Any) -> Retention | None:
@@ -195,10 +195,10 @@ def _new(current: Retention = DEFAULT, **given: Any) -> Retention | None:
 def test_options_make_a_policy() -> None:
     assert _new() is None  # no option: show only
     assert _new(days=30) == Retention(days=30)
-    assert _new(Retention(after_backup=False), jobs=5) == Retention(jobs=5, after_backup=False)
+    assert _new(Retention(days=7, after_backup=False), jobs=5) == Retention(jobs=5, after_backup=False)
     assert _new(ADVANCED, days=2, after_backup=True) == Retention(days=2)
-    assert _new(keep_daily=7, keep_within="2w") == Retention(
-        mode="ADVANCED", keep_daily=7, keep_within="2w"
+    assert _new(keep_daily=7, keep_within="14d") == Retention(
+        mode="ADVANCED", keep_daily=7, keep_within="14d"
     )
     # --after-backup alone keeps the rules
     assert _new(ADVANCED, after_backup=False) == ADVANCED.model_copy(update={"after_backup": False})
@@ -211,13 +211,13 @@ def test_options_that_cannot_make_a_policy() -> None:
         _new(days=3, jobs=3)
     with pytest.raises(InvalidInput, match="needs a --keep-\\* rule above 0"):
         _new(keep_last=0)
-    with pytest.raises(InvalidInput, match="--keep-within") as info:
+    with pytest.raises(InvalidInput, match="keep_within: invalid duration 'soon'") as info:
         _new(keep_last=1, keep_within="soon")
-    assert "30d" in info.value.hint
+    assert info.value.hint
 
 
 def test_a_policy_in_words() -> None:
-    assert describe_retention(Retention()) == "SIMPLE: keeps 7 days; runs after each backup"
+    assert describe_retention(Retention.default()) == "SIMPLE: keeps 7 days; runs after each backup"
     assert retention_rules(Retention(jobs=4)) == "4 jobs"
     assert (
         describe_retention(ADVANCED.model_copy(update={"after_backup": False}))

@@ -67,7 +67,7 @@ from opencbs.agent.channel import JobChannel
 from opencbs.agent.client import RemoteSet
 from opencbs.agent.entry_spool import EntrySpool
 from opencbs.agent.job_values import ChangeEvent, JobCancelled, JobOptions, OnChange, OnProgress
-from opencbs.agent.reading import Pair, SourceReader
+from opencbs.agent.reading import Pair, QuotaExceeded, SourceReader
 from opencbs.agent.report_entries import file_entry
 from opencbs.agent.targets import open_repository
 from opencbs.destinations.base import DestinationError
@@ -161,6 +161,9 @@ class BackupJob:
             return self._failed(f"Scan error: {exc}")
         except NoSourceRead as exc:
             return self._failed(str(exc))
+        except QuotaExceeded as exc:
+            self.channel.log(LogType.ERROR, str(exc))
+            return self._result(JobStatus.STOP_BY_QUOTA_EXCEEDED, None, str(exc))
         finally:
             self.entries.close()
             if self.lock is not None:
@@ -205,6 +208,7 @@ class BackupJob:
             progress_interval=self.options.progress_interval,
             on_progress=self.on_progress,
         )
+        reader.quota = self.channel.quota
         sources = list(settings.sources)
         if not sources:
             self.channel.log(LogType.ERROR, "The backup set has no sources")

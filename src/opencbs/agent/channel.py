@@ -52,6 +52,7 @@ from opencbs.destinations.base import DestinationError
 from opencbs.engine.repo_errors import RepositoryError
 from opencbs.engine.repository import Repository
 from opencbs.model.jobs import JobRef
+from opencbs.model.storage import StorageQuota
 from opencbs.reports.timefmt import job_id_at, local_zone
 from opencbs.reports.vocabulary import JobMode, JobStatus, LogType
 from opencbs.reports.wording import plural
@@ -116,6 +117,8 @@ class JobChannel:
         self.cancel = cancel
         self.durable = durable
         self.offline = offline
+        #: The user's quota the server gave at the start (``None``: offline, or no answer).
+        self.quota: StorageQuota | None = None
         self.report = ReportStream(
             client,
             ref,
@@ -149,7 +152,7 @@ class JobChannel:
             )
             spool = JobSpool.create(root, record)
             try:
-                ref, offline = _start_on_server(o.client, spool, durable=durable, zone=zone)
+                ref, offline, quota = _start_on_server(o.client, spool, durable=durable, zone=zone)
                 if offline:  # the agent names the job: an ID no job it knows of has
                     if repository is None:
                         repository = _try_open_repository(o, bset)
@@ -177,6 +180,7 @@ class JobChannel:
             offline=offline,
             durable=durable,
         )
+        channel.quota = quota
         return Started(channel, start_ms, repository)
 
     def begin(self) -> None:
@@ -312,8 +316,9 @@ class JobChannel:
 
 def _start_on_server(
     client: AgentClient, spool: JobSpool, *, durable: bool, zone: tzinfo
-) -> tuple[JobRef, str]:
-    """Start the spooled job on the server: its reference and ``""``; or, when the server
+) -> tuple[JobRef, str, StorageQuota | None]:
+    """Start the spooled job on the server: its reference, ``""`` and the user's quota; or,
+    when the server
     cannot be reached and the spool is ``durable``, a reference with the job ID the start time
     gives in ``zone`` and why the job runs offline (its start is delivered later with the spool).
     Raises ``ServerUnreachable`` (not durable), ``AgentApiError``."""
@@ -332,9 +337,9 @@ def _start_on_server(
         # said once, by the caller (the sets as last seen, or the report's fate at the end)
         log.debug("server unreachable at the job start; the report is spooled: %s", exc.message)
         ref = JobRef(r.set_id, r.destination_id, job_id_at(r.start_ms, zone))
-        return ref, f"the server could not be reached at the start ({exc.message})"
+        return ref, f"the server could not be reached at the start ({exc.message})", None
     spool.set_job_id(job.ref.job_id)
-    return job.ref, ""
+    return job.ref, "", job.quota
 
 
 def _try_open_repository(options: JobOptions, bset: RemoteSet) -> Repository | None:

@@ -26,6 +26,7 @@ import httpx
 from opencbs.errors import ConfigError, ExitCode, InvalidInput, OpenCBSError
 from opencbs.model.jobs import JobRecord, JobRef
 from opencbs.model.sets import BackupSetSettings
+from opencbs.model.storage import StorageQuota
 from opencbs.reports.vocabulary import JobMode, JobStatus, ReportList
 
 log = logging.getLogger(__name__)
@@ -225,6 +226,12 @@ def _set_path(set_id: str, *more: str) -> str:
     return "/" + "/".join(quote(p, safe="") for p in ("backup-sets", set_id, *more))
 
 
+class StartedJob(JobRecord):
+    """The job start's answer: the job, and the ``quota`` it starts with (cbs-api.md)."""
+
+    quota: StorageQuota | None = None
+
+
 class AgentClient:
     """The agent API of the server at ``base_url`` (e.g. ``http://backup:8080``), as backup user
     ``login_name``. ``timeout`` in seconds, per request. An ``https://`` server's certificate
@@ -401,9 +408,10 @@ class AgentClient:
         run_version: str = "",
         start_time: int | None = None,
         dedupe_enabled: bool = True,
-    ) -> JobRecord:
+    ) -> StartedJob:
         """Start a job; its ID is ``start_time`` (epoch ms; default the server's now) in the
-        server's zone. A job with that ID exists already → ``AgentApiError`` 409."""
+        server's zone; the answer carries the user's ``quota`` (``None`` from a server older
+        than it). A job with that ID exists already → ``AgentApiError`` 409."""
         body: dict[str, Any] = {
             "mode": mode.value,
             "cdp": cdp,
@@ -413,7 +421,7 @@ class AgentClient:
         if start_time is not None:
             body["start_time"] = start_time
         path = _set_path(set_id, "destinations", destination_id, "jobs")
-        return JobRecord.model_validate(self._call("POST", path, body))
+        return StartedJob.model_validate(self._call("POST", path, body))
 
     def get_job(self, ref: JobRef) -> JobRecord:
         """Where a job stands (also a sign of life while it runs)."""

@@ -64,6 +64,7 @@ from opencbs.engine.scan import ScanWarning
 from opencbs.engine.scan_count import TotalCount
 from opencbs.engine.scan_process import ScanProcess
 from opencbs.engine.snapshot_format import TreeItem
+from opencbs.model.storage import StorageQuota
 from opencbs.reports.vocabulary import EntryType, LogType
 from opencbs.reports.wording import plural
 
@@ -86,6 +87,18 @@ PREFETCH_BYTES = 32 * 1024 * 1024
 _RESULTS_HELD = 64
 
 Pair = tuple[Entry | None, Entry | None]
+
+
+class QuotaExceeded(Exception):
+    """What the job stores would pass the backup user's quota (cbs-api.md: the quota counts
+    stored bytes after dedupe): the job ends ``BS_STOP_BY_QUOTA_EXCEEDED``."""
+
+    def __init__(self, quota: StorageQuota, adding: int) -> None:
+        super().__init__(
+            f"The backup user's quota of {quota.limit} bytes is reached: its destinations "
+            f"store {quota.used + quota.destination_used} bytes, and this job would add "
+            f"{adding} more"
+        )
 
 
 class SourceReader:
@@ -129,6 +142,8 @@ class SourceReader:
         self.missing_chunks: dict[bytes, tuple[bytes, ...]] = {}  # previous-only files
         #: The scan's sources it warned about (missing, unreadable: nothing read under them).
         self.unread_sources: set[bytes] = set()
+        #: The user's quota (``None``: none known): the job stops before it would exceed it.
+        self.quota: StorageQuota | None = None
 
     def pairs(
         self, writer: Writer, scan: ScanProcess, previous: Iterator[TreeItem]
@@ -208,7 +223,8 @@ class SourceReader:
             readahead.close()
 
     def _handle(self, writer: Writer, item: _Pending) -> Iterator[Pair]:
-        """Store one pair's content (opened ahead or now), spool it and yield it."""
+        """Store one pair's content (opened ahead or now), spool it and yield it. Raises
+        ``QuotaExceeded`` once what the job stores would pass the user's quota."""
         if self.cancel.is_set():
             raise JobCancelled()
         prev, cur, chunks = item.prev, item.cur, item.chunks
@@ -216,6 +232,11 @@ class SourceReader:
         if cur is not None:
             # None when unreadable without a previous version of the path: left out
             cur, cur_chunks = self._content(writer, cur, item)
+            quota = self.quota
+            if quota is not None and quota.exceeded_by(
+                quota.destination_used + writer.upload_bytes
+            ):
+                raise QuotaExceeded(quota, writer.upload_bytes)
         if cur is None:
             if prev is None:
                 return
@@ -228,6 +249,14 @@ class SourceReader:
         if self.progress_due <= time.monotonic():
             self.progress()
         yield prev, cur
+
+    @staticmethod
+    def _check_quota(quota: StorageQuota, adding: int) -> None:
+        """Raise ``QuotaExceeded`` when the ``adding`` bytes this job stores would pass the
+        quota (a job that adds nothing is never stopped: a retention run after it may free
+        space)."""
+        if adding and quota.exceeded_by(quota.destination_used + adding):
+            raise QuotaExceeded(quota, adding)
 
     def _content(
         self, writer: Writer, cur: Entry, item: _Pending

@@ -352,6 +352,7 @@ class Writer:
         self._packs: deque[tuple[Future[tuple[str, list[PackEntry]]], list[bytes]]] = deque()
         self._finalizer = weakref.finalize(self, _wait_stored, self._packs)
         self._uploads = upload_concurrency(storage)
+        self._shipped = 0  # bytes of the packs handed to the I/O thread
 
     def __enter__(self) -> Writer:
         return self
@@ -563,8 +564,19 @@ class Writer:
         while shipped and len(self._packs) > self._uploads:
             self._collect(block=True)
 
+    @property
+    def upload_bytes(self) -> int:
+        """Bytes of pack files this writer has stored or is storing, its open pack included,
+        and the chunks still being compressed for it (uncompressed: at most what they add);
+        what a job adds to the destination, which the quota counts."""
+        waiting = sum(b.size for b in self._inflight)
+        if self._open_batch is not None:
+            waiting += self._open_batch.size
+        return self._shipped + self._pack.size + waiting
+
     def _ship(self) -> None:
         """Hand the open pack to the I/O thread."""
+        self._shipped += self._pack.size
         pack, self._pack = self._pack, PackBuilder()
         io = _pool("io", self._uploads)
         future = io.submit(store_pack, self._storage, self._keys, pack)
