@@ -104,8 +104,11 @@ def test_a_wrapped_key_of_the_wrong_length_is_refused(no_kdf: None) -> None:
 
 
 def test_the_costs_we_write_are_accepted_and_the_limits_hold_for_new_params() -> None:
-    KdfParams()  # the defaults: 3 passes, 64 MiB, 4 lanes
-    KdfParams(time_cost=10, memory_kib=KDF_LIMITS.max_memory_kib, parallelism=16)
+    KdfParams()  # the defaults: 8 passes, 24 MiB, 4 lanes
+    KdfParams(time_cost=3, memory_kib=64 * 1024, parallelism=4)  # what earlier versions wrote
+    KdfParams(time_cost=32, memory_kib=KDF_LIMITS.max_memory_kib, parallelism=16)
+    with pytest.raises(ValueError, match="time_cost"):
+        KdfParams(time_cost=33)
     with pytest.raises(ValueError, match="memory_kib"):
         KdfParams(memory_kib=KDF_LIMITS.max_memory_kib + 1)
 

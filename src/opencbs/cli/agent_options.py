@@ -16,9 +16,11 @@ from typing import Any
 
 import click
 
-from opencbs.agent import spool
-from opencbs.agent.storage import UPLOAD_JOURNAL, S3Access
+from opencbs.agent.storage import UPLOAD_JOURNAL, S3Access, open_storage
 from opencbs.cli.common import CliState, NonEmptyPath, require_text_paths, show_name
+from opencbs.destinations.base import Storage
+from opencbs.engine.repo_errors import RepositoryNotFound
+from opencbs.engine.repository import Repository
 from opencbs.errors import InvalidInput
 from opencbs.model.destinations import DestinationAddress, is_s3_url, parse_destination
 from opencbs.settings import SETTING_NAMES, Settings
@@ -283,4 +285,31 @@ def require_login(settings: Settings) -> str:
 def report_spool_dir(settings: Settings, login: str) -> Path:
     """The report spool of backup user ``login`` on the server of ``settings``
     (``agent.spool.report_spool_dir``)."""
+    from opencbs.agent import spool  # noqa: PLC0415 - the HTTP client only where needed
+
     return spool.report_spool_dir(settings.data_dir, settings.effective_server_url, login)
+
+
+def open_existing_repository(
+    settings: Settings, address: DestinationAddress, password: str, *, load_index: bool = True
+) -> tuple[Storage, Repository]:
+    """The storage and repository at ``address``: a folder, or an S3 location reached as the
+    agent's settings say (``cli.agent_options.s3_access``); never created here. Raises
+    ``RepositoryNotFound`` naming the destination as typed (escaped), ``WrongPassword``,
+    ``DestinationError`` (an S3 server unreachable, credentials refused, a bucket missing)."""
+    where = show_name(str(address))
+    storage = open_storage(address, s3_access(settings))
+    try:
+        return storage, Repository.open(storage, password, load_index=load_index)
+    except RepositoryNotFound:
+        raise RepositoryNotFound(where) from None
+
+
+def given_destination(settings: Settings, destination: str) -> DestinationAddress:
+    """The ``--destination`` given (a folder or an S3 location), a folder checked to exist
+    before a password is asked. Raises ``InvalidInput``, ``RepositoryNotFound``."""
+    address = destination_address(settings, destination)
+    assert address is not None
+    if address.path is not None and not address.path.is_dir():
+        raise RepositoryNotFound(show_name(str(address)))
+    return address

@@ -38,7 +38,6 @@ from opencbs.agent.snapshot_lookup import (
     set_label,
     set_names,
 )
-from opencbs.agent.storage import open_storage
 from opencbs.agent.targets import locate_destination
 from opencbs.cli.agent_options import (
     CA_FILE,
@@ -53,9 +52,10 @@ from opencbs.cli.agent_options import (
     backup_password,
     destination_address,
     encryption_password,
+    given_destination,
+    open_existing_repository,
     report_spool_dir,
     require_login,
-    s3_access,
     with_agent_settings,
 )
 from opencbs.cli.backup_run import snapshots_command, verify_command
@@ -75,7 +75,7 @@ from opencbs.destinations.local import LocalStorage
 from opencbs.engine.entries import display_path
 from opencbs.engine.locks import LockTiming, RepositoryLocked
 from opencbs.engine.manifest import load_anchor, remember
-from opencbs.engine.repo_errors import RepositoryNotFound, SnapshotNotFound
+from opencbs.engine.repo_errors import SnapshotNotFound
 from opencbs.engine.repo_verify import VerifyProblem
 from opencbs.engine.repository import Repository, SnapshotInfo
 from opencbs.errors import ExitCode, InvalidInput, OpenCBSError
@@ -92,21 +92,6 @@ __all__ = [
     "snapshots",
     "verify",
 ]
-
-
-def open_existing_repository(
-    settings: Settings, address: DestinationAddress, password: str, *, load_index: bool = True
-) -> tuple[Storage, Repository]:
-    """The storage and repository at ``address``: a folder, or an S3 location reached as the
-    agent's settings say (``cli.agent_options.s3_access``); never created here. Raises
-    ``RepositoryNotFound`` naming the destination as typed (escaped), ``WrongPassword``,
-    ``DestinationError`` (an S3 server unreachable, credentials refused, a bucket missing)."""
-    where = show_name(str(address))
-    storage = open_storage(address, s3_access(settings))
-    try:
-        return storage, Repository.open(storage, password, load_index=load_index)
-    except RepositoryNotFound:
-        raise RepositoryNotFound(where) from None
 
 
 @contextlib.contextmanager
@@ -693,16 +678,6 @@ def _remember_list(settings: Settings, repo: Repository) -> None:
             remember(settings.data_dir, repo.config.repo_id, listed)
     except (OSError, OpenCBSError) as exc:
         note(f"opencbs: cannot remember the snapshot list in {settings.data_dir}: {exc}")
-
-
-def given_destination(settings: Settings, destination: str) -> DestinationAddress:
-    """The ``--destination`` given (a folder or an S3 location), a folder checked to exist
-    before a password is asked. Raises ``InvalidInput``, ``RepositoryNotFound``."""
-    address = destination_address(settings, destination)
-    assert address is not None
-    if address.path is not None and not address.path.is_dir():
-        raise RepositoryNotFound(show_name(str(address)))
-    return address
 
 
 def _clean_interrupted_uploads(storage: Storage) -> None:

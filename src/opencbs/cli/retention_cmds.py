@@ -10,25 +10,19 @@ grace period (``prune_grace``; ``--grace 0``: at once, when no backup runs).
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Collection, Mapping, Sequence
+import sys
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import Console
 from rich.filesize import decimal
 
-from opencbs.agent.client import AgentClient
 from opencbs.agent.retention import decide
-from opencbs.agent.snapshot_lookup import (
-    MIN_PREFIX,
-    accepted_set_names,
-    expand_snapshot_prefix,
-    set_ids_named,
-    set_names,
-)
-from opencbs.agent.targets import find_set, list_sets
 from opencbs.cli.agent_options import (
     CA_FILE,
     ENCRYPTION_FILE,
@@ -40,13 +34,13 @@ from opencbs.cli.agent_options import (
     DestinationText,
     backup_password,
     encryption_password,
+    given_destination,
+    open_existing_repository,
     require_login,
     with_agent_settings,
 )
 from opencbs.cli.common import JSON, echo, note, print_json, print_table, show_name
 from opencbs.cli.keep_options import keep_options, rules_of_flags
-from opencbs.cli.progress import activity
-from opencbs.cli.repo_cmds import given_destination, open_existing_repository
 from opencbs.engine.locks import LockTiming
 from opencbs.engine.prune import PruneOptions, PruneResult, forget_snapshots, prune
 from opencbs.engine.repository import Repository, SnapshotInfo
@@ -55,6 +49,9 @@ from opencbs.model.retention import KEEP_RULES_HINT, Decision, KeepRules
 from opencbs.reports.timefmt import local_zone
 from opencbs.reports.wording import plural
 from opencbs.settings import Settings
+
+#: Characters of a snapshot ID shown (``agent.snapshot_lookup.MIN_PREFIX``, as ``snapshots``).
+_SHORT_ID = 8
 
 __all__ = ["forget", "prune_command", "parse_grace", "parse_max_unused"]
 
@@ -71,6 +68,9 @@ _DESTINATION = click.option(
 def _set_policy(settings: Settings, set_ref: str, *, password_stdin: bool) -> KeepRules:
     """The retention policy of backup set ``set_ref`` as the server holds it. Raises
     ``NotFound`` and what ``AgentClient`` raises."""
+    from opencbs.agent.client import AgentClient  # noqa: PLC0415 - only this asks the server
+    from opencbs.agent.targets import find_set, list_sets  # noqa: PLC0415
+
     login = require_login(settings)
     password = backup_password(settings, from_stdin=password_stdin)
     url = settings.effective_server_url
@@ -129,6 +129,12 @@ def forget(
     --keep-* flags; with --set and no flag, that set's own policy). Each backup set's
     snapshots are judged apart. The data stays until `opencbs prune` (or --prune). With
     --dry-run nothing changes: every snapshot is listed with the rule that keeps it."""
+    from opencbs.agent.snapshot_lookup import (  # noqa: PLC0415 - not loaded by prune
+        accepted_set_names,
+        set_ids_named,
+        set_names,
+    )
+
     rules = rules_of_flags(keeps, keep_within)
     if snapshot_refs and rules is not None:
         raise InvalidInput("give SNAPSHOT IDs or --keep-* flags, not both")
@@ -138,9 +144,7 @@ def forget(
             raise InvalidInput("no retention policy given", f"{KEEP_RULES_HINT}, or --set NAME")
         rules = _set_policy(settings, set_ref, password_stdin=password_stdin)
     repo_password = encryption_password(settings, encryption_password_file)
-    _storage, repo = open_existing_repository(
-        settings, address, repo_password, load_index=not then_prune
-    )
+    _storage, repo = open_existing_repository(settings, address, repo_password, load_index=False)
     tz = local_zone(settings.timezone)
     infos = repo.list_snapshots()
     accepted = accepted_set_names(settings.data_dir)
@@ -183,6 +187,8 @@ def _resolve_refs(
 ) -> list[str]:
     """The snapshot IDs of ``refs`` (IDs, unique prefixes, job IDs; of ``set_ids`` only when
     given). Raises ``NotFound`` and ``AmbiguousSnapshot``."""
+    from opencbs.agent.snapshot_lookup import expand_snapshot_prefix  # noqa: PLC0415
+
     known = {i.id: i for i in infos if set_ids is None or i.meta.set_id in set_ids}
     chosen: list[str] = []
     for ref in refs:
@@ -207,7 +213,7 @@ def _print_decisions(
     rows = []
     for d in sorted(decisions, key=lambda d: (d.time_ns, d.id)):
         when = datetime.fromtimestamp(d.time_ns / 1e9, tz).strftime("%Y-%m-%d %H:%M")
-        rows.append([d.id[:MIN_PREFIX], when, ", ".join(d.reasons) if d.keep else "remove"])
+        rows.append([d.id[:_SHORT_ID], when, ", ".join(d.reasons) if d.keep else "remove"])
     title = show_name(f"set {set_label}: {rules_text}")
     print_table(title, ["ID", "Time", "Kept by"], rows, no_wrap=["ID", "Time"])
 
@@ -279,6 +285,8 @@ def parse_max_unused(text: str) -> float:
 
 def _prune(settings: Settings, repo: Repository, grace: float, *, quiet: bool) -> PruneResult:
     options = PruneOptions(grace=grace, timing=_timing(settings))
+    from opencbs.cli.progress import activity  # noqa: PLC0415 - loads the job's modules
+
     with activity("pruning", quiet=quiet):
         return prune(repo, options)
 
@@ -368,13 +376,29 @@ def prune_command(
     share = parse_max_unused(max_unused)
     address = given_destination(settings, destination)
     repo_password = encryption_password(settings, encryption_password_file)
-    _storage, repo = open_existing_repository(settings, address, repo_password)
+    _storage, repo = open_existing_repository(settings, address, repo_password, load_index=False)
     options = PruneOptions(
         grace=seconds, max_unused=share, dry_run=dry_run, timing=_timing(settings)
     )
-    with activity(f"pruning {address}", quiet=as_json):
+    with _spinner(f"pruning {address}", quiet=as_json):
         result = prune(repo, options)
     if as_json:
         print_json(prune_json(result))
     else:
         _print_prune(result)
+
+
+@contextlib.contextmanager
+def _spinner(title: str, *, quiet: bool) -> Iterator[None]:
+    """A spinner with ``title`` on a terminal, one line when not, nothing when ``quiet``
+    (``cli.progress.activity``'s, without loading the job's modules: a prune stays small)."""
+    if quiet:
+        yield
+        return
+    console = Console(file=sys.stderr, highlight=False, soft_wrap=False)
+    if console.is_terminal:
+        with console.status(title):
+            yield
+        return
+    console.print(f"{title}…", markup=False, highlight=False, soft_wrap=True)
+    yield

@@ -13,7 +13,7 @@ chunks, i.e. per TiB of unique data at the default 1 MiB average chunk).
 from __future__ import annotations
 
 import struct
-from collections.abc import Container, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from opencbs.engine.crypto import Keys
@@ -85,12 +85,8 @@ _M40 = (1 << 40) - 1
 Record = tuple[bytes, int, int, int, int]
 
 
-#: The bit a prune sets in a chunk's location when a snapshot uses it (``ChunkIndex.mark``).
-USED = 1 << 168
-
-
 def _unpacked(v: int) -> tuple[int, int, int, int, int]:
-    return v & _M32, (v >> 32) & _M40, (v >> 72) & _M32, (v >> 104) & _M32, (v >> 136) & _M32
+    return v & _M32, (v >> 32) & _M40, (v >> 72) & _M32, (v >> 104) & _M32, v >> 136
 
 
 def index_records(plain: bytes, *, what: str) -> Iterator[tuple[str, list[Record]]]:
@@ -141,7 +137,7 @@ class ChunkIndex:
     """Chunk ID → ``ChunkLocation`` for every chunk of every indexed pack. Not thread-safe.
 
     A location is kept as one int: pack number (32 bits), offset (40), length, stored and
-    original size (32 each) and ``USED`` (about 50 bytes instead of a tuple's 200), so a chunk
+    original size (32 each) (about 50 bytes instead of a tuple's 200), so a chunk
     costs about 150 bytes here (its ID, the int and the dict's slot)."""
 
     def __init__(self) -> None:
@@ -228,7 +224,7 @@ class ChunkIndex:
                 if v & _M32 not in numbers and self._packs[v & _M32] in live
             ]
             if others:
-                self._chunks[cid] = others[0] | (self._chunks[cid] & USED)
+                self._chunks[cid] = others[0]
                 if len(others) > 1:
                     self._copies[cid] = others[1:]
             else:
@@ -252,96 +248,3 @@ class ChunkIndex:
         for number, items in sorted(groups.items()):
             items.sort(key=lambda item: item[1].offset)
             yield self._packs[number], items
-
-    # What a prune asks (prune.py) -------------------------------------------------------------
-
-    def _locations(self) -> Iterator[tuple[bytes, int, bool]]:
-        """Every ``(chunk ID, packed location, first)`` of a pack still indexed."""
-        live = self._pack_numbers
-        packs = self._packs
-        for cid, v in self._chunks.items():
-            yield cid, v, True
-        for cid, vs in self._copies.items():
-            for v in vs:
-                if packs[v & _M32] in live:
-                    yield cid, v, False
-
-    def marker(self) -> tuple[dict[bytes, int], set[bytes]]:
-        """What ``RefScanner.mark`` writes into: the chunk locations (a used chunk's gets
-        ``USED``) and a new set for the used chunks no index lists."""
-        return self._chunks, set()
-
-    def is_used(self, chunk_id: bytes) -> bool:
-        """Whether a prune's scan marked the chunk used (``marker``)."""
-        return bool(self._chunks.get(chunk_id, 0) & USED)
-
-    def _numbers(self, pack_ids: Container[str]) -> set[int]:
-        return {n for p, n in self._pack_numbers.items() if p in pack_ids}
-
-    def _effective(self, cid: bytes, v: int, excluded: set[int]) -> int | None:
-        """The location of ``cid`` outside the ``excluded`` pack numbers: its first, else
-        its first copy in a pack still indexed; ``None`` when there is none."""
-        if v & _M32 not in excluded:
-            return v
-        packs, live = self._packs, self._pack_numbers
-        for c in self._copies.get(cid, ()):
-            if c & _M32 not in excluded and packs[c & _M32] in live:
-                return c
-        return None
-
-    def pack_usage(self, *, excluded: Container[str] = ()) -> dict[str, list[int]]:
-        """Per indexed pack not ``excluded`` ``[used bytes, used chunks, indexed bytes,
-        indexed chunks]``: the sealed blobs (bytes) of the chunks marked used (``marker``),
-        counted once, in their first location outside the excluded packs (a further copy is
-        unused), and of every chunk indexed there."""
-        ex = self._numbers(excluded)
-        rows = {n: [0, 0, 0, 0] for n in self._pack_numbers.values() if n not in ex}
-        for _cid, v, _first in self._locations():
-            row = rows.get(v & _M32)
-            if row is not None:
-                row[2] += (v >> 72) & _M32
-                row[3] += 1
-        for cid, v in self._chunks.items():
-            if v & USED:
-                eff = self._effective(cid, v, ex)
-                if eff is not None:
-                    row = rows[eff & _M32]
-                    row[0] += (eff >> 72) & _M32
-                    row[1] += 1
-        return {self._packs[n]: row for n, row in rows.items()}
-
-    def used_in(
-        self, pack_ids: Container[str], excluded: Container[str] = ()
-    ) -> dict[str, list[tuple[bytes, ChunkLocation]]]:
-        """The chunks marked used whose location outside the ``excluded`` packs is in one of
-        ``pack_ids``, by pack, by offset (what a repack copies)."""
-        numbers, ex = self._numbers(pack_ids), self._numbers(excluded)
-        found: dict[str, list[tuple[bytes, ChunkLocation]]] = {}
-        for cid, v in self._chunks.items():
-            if not v & USED:
-                continue
-            eff = self._effective(cid, v, ex)
-            if eff is not None and eff & _M32 in numbers:
-                loc = self._location(eff)
-                found.setdefault(loc.pack_id, []).append((cid, loc))
-        for items in found.values():
-            items.sort(key=lambda item: item[1].offset)
-        return found
-
-    def used_only_in(self, pack_ids: Container[str], also: Container[bytes]) -> set[str]:
-        """The packs of ``pack_ids`` that hold a chunk marked used (or in ``also``) whose every
-        indexed location is in ``pack_ids``: what deleting them would lose."""
-        packs = self._packs
-        numbers = self._numbers(pack_ids)
-        found = {
-            cid: packs[v & _M32]
-            for cid, v in self._chunks.items()
-            if v & _M32 in numbers and (v & USED or cid in also)
-        }
-        live = self._pack_numbers
-        for cid, vs in self._copies.items():
-            if cid in found and any(
-                v & _M32 not in numbers and packs[v & _M32] in live for v in vs
-            ):
-                del found[cid]
-        return set(found.values())

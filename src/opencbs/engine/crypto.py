@@ -57,9 +57,11 @@ class KdfLimits:
     """Argon2id costs a key file may ask for (checked before any derivation): passes
     ``time_cost`` in ``time``, lanes ``parallelism`` in ``parallelism``, ``memory_kib`` from
     Argon2's own minimum (8 KiB per lane) to ``max_memory_kib``, salt bytes in ``salt``. We
-    write 3 passes, 64 MiB, 4 lanes, a 16-byte salt: the bounds leave 3x, 4x and 4x room."""
+    write 8 passes over 24 MiB with 4 lanes and a 16-byte salt (earlier versions 3 passes over
+    64 MiB): the bounds leave 4x, 10x and 4x room, and at most 32 passes over 256 MiB is what a
+    tampered file can make a reader spend."""
 
-    time: tuple[int, int] = (1, 10)
+    time: tuple[int, int] = (1, 32)
     max_memory_kib: int = 256 * 1024  # 256 MiB: what a tampered file can make a reader spend
     parallelism: tuple[int, int] = (1, 16)
     salt: tuple[int, int] = (16, 64)
@@ -121,11 +123,15 @@ def normalize_password(password: str | bytes) -> bytes:
 @dataclass(frozen=True, slots=True)
 class KdfParams:
     """Argon2id parameters: ``time_cost`` passes, ``memory_kib`` KiB, ``parallelism`` lanes,
-    a random 16-byte ``salt``. Defaults: 3 passes, 64 MiB, 4 lanes (~0.1–0.3 s). Raises
+    a random 16-byte ``salt``. Defaults: 8 passes over 24 MiB, 4 lanes (~0.1 s): the same
+    memory-time product as RFC 9106's low-memory profile (3 passes over 64 MiB), so the same
+    cost to an attacker by the area-time measure Argon2 is judged by, at less than half the
+    peak memory of every command that opens a repository (a prune's peak memory, issue 14).
+    Repositories made with other costs keep theirs (the key file records them). Raises
     ``ValueError`` for costs outside ``KDF_LIMITS``."""
 
-    time_cost: int = 3
-    memory_kib: int = 64 * 1024
+    time_cost: int = 8
+    memory_kib: int = 24 * 1024
     parallelism: int = 4
     salt: bytes = field(default_factory=lambda: os.urandom(16), repr=False)
 

@@ -35,6 +35,8 @@ _RECORD = struct.Struct("<32sQIII")
 RECORD = _RECORD
 _COUNT = struct.Struct("<I")
 _TRAILER = struct.Struct("<I")
+#: The pack's last 4 bytes: the length of its sealed header.
+TRAILER = _TRAILER
 
 
 @dataclass(frozen=True, slots=True)

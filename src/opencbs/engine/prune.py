@@ -37,18 +37,34 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from opencbs.destinations.base import ObjectNotFound, Storage
-from opencbs.engine.chunk_index import INDEX_PREFIX, USED, ChunkIndex
+from opencbs.engine.chunk_index import (
+    INDEX_PREFIX,
+    ChunkIndex,
+    encode_records,
+    index_aad,
+    index_records,
+)
 from opencbs.engine.crypto import Keys
 from opencbs.engine.locks import LockTiming, RepositoryLock
-from opencbs.engine.packs import DATA_PREFIX, PackBuilder, PackEntry, pack_id_of_name, pack_name
-from opencbs.engine.repo_errors import ChunkNotFound, CorruptData, RepositoryError
+from opencbs.engine.packs import DATA_PREFIX, PackBuilder, pack_id_of_name, pack_name
+from opencbs.engine.prune_scan import (
+    IndexView,
+    Scanned,
+    UsedSet,
+    index_objects_of,
+    only_copies,
+    pack_records,
+    read_header,
+    scan_snapshots,
+)
+from opencbs.engine.repo_errors import CorruptData, RepositoryError
 from opencbs.engine.repo_writer import store_pack
-from opencbs.engine.snapshot_format import RefScanner, SnapshotInfo, snapshot_name
+from opencbs.engine.snapshot_format import SnapshotInfo, snapshot_name
 from opencbs.engine.usage import StorageUsage, storage_usage
 
 __all__ = [
@@ -57,12 +73,10 @@ __all__ = [
     "PendingDeletion",
     "PruneResult",
     "Prunable",
-    "UseScan",
     "exclude_condemned",
     "forget_snapshots",
     "prune",
     "read_pending",
-    "mark_used",
 ]
 
 log = logging.getLogger(__name__)
@@ -95,15 +109,9 @@ class Prunable(Protocol):
 
     def read_chunk(self, chunk_id: bytes) -> bytes: ...
 
-    def reload_index(self) -> None: ...
+    def open_chunk(self, chunk_id: bytes, blob: bytes, original_size: int) -> bytes: ...
 
     def reload_all_indexes(self) -> list[str]: ...
-
-    def add_index_object(self, name: str, pack_id: str, entries: Sequence[PackEntry]) -> None: ...
-
-    def index_objects_gone(self) -> bool: ...
-
-    def drop_from_indexes(self, pack_ids: Collection[str]) -> None: ...
 
     def record_removed(self, removed: Iterable[str]) -> None: ...
 
@@ -205,66 +213,6 @@ def exclude_condemned(storage: Storage, keys: Keys, index: ChunkIndex) -> set[st
     return condemned
 
 
-# --- what the snapshots use ---------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class UseScan:
-    """What ``mark_used`` read: the snapshot IDs (``read``) and the chunks they use that no
-    index lists (``missing``: only in packs a prune set aside, or lost)."""
-
-    read: frozenset[str]
-    missing: set[bytes]
-
-
-def _snapshot_infos(repo: Prunable, skip: frozenset[str]) -> list[SnapshotInfo]:
-    """Every stored snapshot not in ``skip``. Raises ``CorruptData`` for one that cannot be
-    read (a prune must not guess what a damaged snapshot uses)."""
-    infos: list[SnapshotInfo] = []
-    for sid in repo.snapshot_ids():
-        if sid in skip:
-            continue
-        try:
-            infos.append(repo.snapshot_info(sid))
-        except RepositoryError as exc:
-            if not repo.storage.exists(snapshot_name(sid)):
-                continue  # removed meanwhile by a forget
-            raise CorruptData(
-                f"snapshot {sid} cannot be read ({exc}); prune stops so as not to delete "
-                "what it may use: run `opencbs verify`"
-            ) from None
-    return infos
-
-
-def mark_used(
-    repo: Prunable, progress: Progress | None = None, *, known: UseScan | None = None
-) -> UseScan:
-    """Mark in the repository's index every chunk a stored snapshot uses (``ChunkIndex
-    .marker``: tree chunks and entries' chunks); with ``known`` only the snapshots it did not
-    read. No set of chunk IDs is built: a used chunk's bit is set in its location. Raises
-    ``CorruptData`` or ``ChunkNotFound`` (a snapshot cannot be read whole),
-    ``DestinationError``."""
-    skip = known.read if known is not None else frozenset()
-    infos = _snapshot_infos(repo, skip)
-    locations, missing = repo.index.marker()
-    if known is not None:
-        missing = known.missing
-    for number, info in enumerate(infos):
-        if progress is not None:
-            progress(f"reading snapshot {number + 1} of {len(infos)}")
-        for cid in info.tree:
-            v = locations.get(cid)
-            if v is None:
-                missing.add(cid)
-            else:
-                locations[cid] = v | USED
-        scanner = RefScanner(f"snapshot {info.id} tree")
-        for tree_chunk in info.tree:
-            scanner.mark(repo.read_chunk(tree_chunk), locations, missing)
-        scanner.finish()
-    return UseScan(skip | {i.id for i in infos}, missing)
-
-
 # --- forget -----------------------------------------------------------------------------------
 
 
@@ -304,20 +252,22 @@ class PruneOptions:
 def prune(
     repo: Prunable, options: PruneOptions | None = None, progress: Progress | None = None
 ) -> PruneResult:
-    """Mark, then sweep what is due (module docstring). Raises ``RepositoryLocked``,
-    ``CorruptData`` (a snapshot cannot be read: nothing is deleted), ``DestinationError``."""
+    """Mark, then sweep what is due (module docstring), reading the index one object at a
+    time (``prune_scan``: memory bounded by the number of used chunks, about 60 bytes each,
+    not by the index). Raises ``RepositoryLocked``, ``CorruptData`` (a snapshot cannot be
+    read: nothing is deleted), ``DestinationError``."""
     opts = options or PruneOptions()
     started = time.monotonic()
     result = PruneResult(dry_run=opts.dry_run)
     storage, keys = repo.storage, repo.keys
     with RepositoryLock(storage, keys, "shared", "prune", timing=opts.timing):
-        repo.reload_all_indexes()  # fresh: no chunk marked used, nothing set aside
         scan = _mark(repo, opts, result, progress)
     now = time.time_ns()
     due = [p for p in read_pending(storage, keys) if now - p.created_ns >= opts.grace * 1e9]
     if due and not opts.dry_run:
         with RepositoryLock(storage, keys, "exclusive", "prune", timing=opts.timing) as lock:
             _sweep(repo, due, result, lock=lock, known=scan, progress=progress)
+    del scan
     sizes = dict(_pack_sizes(storage))
     pending = {p for d in read_pending(storage, keys) for p in d.packs} & sizes.keys()
     result.pending = len(pending)
@@ -325,6 +275,7 @@ def prune(
         result.bytes_pending = sum(sizes[p] for p in pending)
     result.bytes_after = sum(sizes.values())
     if opts.usage:
+        repo.reload_all_indexes()
         result.usage = storage_usage(repo)
     result.duration = time.monotonic() - started
     return result
@@ -341,33 +292,53 @@ def _condemned(storage: Storage, keys: Keys) -> set[str]:
     return {p for pending in read_pending(storage, keys) for p in pending.packs}
 
 
+def _pack_use(
+    repo: Prunable, used: UsedSet, condemned: set[str]
+) -> tuple[IndexView, dict[str, list[int]]]:
+    """Per pack not ``condemned``: ``[used bytes, indexed bytes]`` (sealed blobs), from one
+    pass over the index; a chunk stored twice counts as used in both packs (a prune keeps a
+    little more, never less)."""
+    view = IndexView()
+    use: dict[str, list[int]] = {}
+    for pack_id, records in pack_records(repo.storage, repo.keys, view=view):
+        if pack_id in condemned:
+            continue
+        row = use.setdefault(pack_id, [0, 0])
+        for record in records:
+            row[1] += record[2]
+            if record[0] in used:
+                row[0] += record[2]
+    return view, use
+
+
 def _mark(
     repo: Prunable, opts: PruneOptions, result: PruneResult, progress: Progress | None
-) -> UseScan:
+) -> Scanned:
     """Phase 1: condemn unused packs and repack mostly unused ones (module docstring); returns
     what the snapshots' scan read."""
-    storage, index = repo.storage, repo.index
+    storage = repo.storage
     if not opts.dry_run:
         for sid in repo.removed_leftovers():  # what an interrupted forget left
             storage.delete(snapshot_name(sid))
-    scan = mark_used(repo, progress)
+    if progress is not None:
+        progress("reading the snapshots")
+    scan = scan_snapshots(repo)
     result.snapshots = len(scan.read)
     condemned_before = _condemned(storage, repo.keys)
-    sizes = dict(_pack_sizes(storage))
+    view, use = _pack_use(repo, scan.used, condemned_before)
+    sizes = view.sizes
     result.bytes_before = sum(sizes.values())
-    usage = index.pack_usage(excluded=condemned_before)
-    unused: dict[str, int] = {}
-    for pack_id, (used_bytes, _used, total_bytes, _count) in usage.items():
-        if pack_id in condemned_before or pack_id not in sizes:
-            continue
-        # a used pack's header is not waste: its unused bytes are its unused chunks'
-        unused[pack_id] = total_bytes - used_bytes if used_bytes else sizes[pack_id]
-    doomed = [p for p in unused if usage[p][0] == 0]
-    # packs no index lists: a writer stopped between a pack and its index, or a sweep
-    # stopped after the new index (a writer's pack indexed by the sweep is judged then)
-    doomed += [p for p in sizes if not index.has_pack(p) and p not in condemned_before]
+    # a used pack's header is not waste: its unused bytes are its unused chunks'
+    unused = {
+        p: (total - used_bytes if used_bytes else sizes[p])
+        for p, (used_bytes, total) in use.items()
+        if p in sizes
+    }
+    doomed = [p for p in unused if use[p][0] == 0]
+    if view.damaged:  # a pack in no readable index might be used: condemn none of them
+        doomed = [p for p in doomed if p not in view.unindexed]
     limit = opts.max_unused * result.bytes_before
-    left = sum(unused.values()) - sum(unused.get(p, 0) for p in doomed)
+    left = sum(unused.values()) - sum(unused[p] for p in doomed)
     repack: list[str] = []
     for pack_id in sorted(
         (p for p in unused if p not in doomed and unused[p] > 0), key=lambda p: -unused[p]
@@ -382,7 +353,7 @@ def _mark(
         result.bytes_pending = sum(sizes[p] for p in (*doomed, *repack))
         return scan
     if doomed or repack:
-        kept = _repack(repo, repack, condemned_before, result=result, progress=progress)
+        kept = _repack(repo, repack, scan.used, result=result, sizes=sizes)
         chosen = [*doomed, *(p for p in repack if p not in kept)]
         result.condemned = len(chosen)
         if chosen:
@@ -390,36 +361,48 @@ def _mark(
     return scan
 
 
+#: Pack size of a prune's repacked packs (bytes; at most the repository's): what a repack
+#: holds in memory at once.
+REPACK_PACK_SIZE = 4 * 1024 * 1024
+
+
 def _repack(
     repo: Prunable,
     packs: list[str],
-    condemned: set[str],
+    used: UsedSet,
     *,
     result: PruneResult,
-    progress: Progress | None,
+    sizes: dict[str, int],
 ) -> set[str]:
-    """Copy the used chunks of ``packs`` into new packs (each chunk's seal checked first);
-    returns the packs to keep after all (a chunk failed its check: it stays where it is)."""
-    storage, index = repo.storage, repo.index
+    """Copy the used chunks of ``packs`` (from their own headers, read by range) into new
+    packs, each chunk's seal checked first; returns the packs to keep after all (a header or
+    chunk failed its check: it stays where it is)."""
+    storage, keys = repo.storage, repo.keys
+    target = min(repo.pack_target_size, REPACK_PACK_SIZE)
     kept: set[str] = set()
     builder = PackBuilder()
-    for number, (pack_id, chunks) in enumerate(index.used_in(set(packs), condemned).items()):
-        if progress is not None:
-            progress(f"repacking pack {number + 1} of {len(packs)}")
-        data = storage.get(pack_name(pack_id))
-        for cid, loc in chunks:
-            blob = data[loc.offset : loc.offset + loc.length]
+    for pack_id in packs:
+        name = pack_name(pack_id)
+        try:
+            records = read_header(storage, keys, pack_id, sizes[pack_id])
+        except CorruptData as exc:
+            log.warning("keeping pack %s: %s", pack_id, exc)
+            kept.add(pack_id)
+            continue
+        for cid, offset, length, stored, original in records:
+            if cid not in used:
+                continue
+            blob = storage.get_range(name, offset, length)
             try:  # the seal (AES-GCM, the chunk ID its associated data) proves it intact
-                repo.keys.unseal(blob, cid, what=f"chunk {cid.hex()}")
+                keys.unseal(blob, cid, what=f"chunk {cid.hex()}")
             except CorruptData as exc:
                 log.warning("keeping pack %s: %s", pack_id, exc)
                 kept.add(pack_id)
                 continue
-            if len(builder) and builder.size + len(blob) > repo.pack_target_size:
+            if len(builder) and builder.size + len(blob) > target:
                 _store(repo, builder, result)
                 builder = PackBuilder()
-            builder.add(cid, blob, loc.stored_size, loc.original_size)
-        del data
+            builder.add(cid, blob, stored, original)
     if len(builder):
         _store(repo, builder, result)
     return kept
@@ -427,8 +410,7 @@ def _repack(
 
 def _store(repo: Prunable, builder: PackBuilder, result: PruneResult) -> None:
     size = builder.size
-    pack_id, entries = store_pack(repo.storage, repo.keys, builder)
-    repo.add_index_object(INDEX_PREFIX + pack_id, pack_id, entries)
+    store_pack(repo.storage, repo.keys, builder)
     result.packs_written += 1
     result.bytes_written += size
 
@@ -439,22 +421,18 @@ def _sweep(
     result: PruneResult,
     *,
     lock: RepositoryLock,
-    known: UseScan,
+    known: Scanned,
     progress: Progress | None,
 ) -> None:
     """Phase 2 under the exclusive lock: delete the due condemned packs no snapshot needs
     (``known``: what the mark's scan read; a snapshot never changes, so only those committed
-    since are read now, unless index objects the mark had read are gone: then all again)."""
-    storage = repo.storage
-    if repo.index_objects_gone():
-        repo.reload_all_indexes()
-        scan = mark_used(repo, progress)
-    else:
-        repo.reload_index()
-        scan = mark_used(repo, progress, known=known)
-    index = repo.index
+    since are read now)."""
+    storage, keys = repo.storage, repo.keys
+    if progress is not None:
+        progress("checking the condemned packs")
+    scan = scan_snapshots(repo, known)
     doomed = {p for d in due for p in d.packs}
-    rescued = index.used_only_in(doomed, also=scan.missing)
+    rescued = only_copies(storage, keys, doomed, scan.used)
     if rescued:
         log.warning("%d condemned packs hold data a snapshot uses now; they are kept", len(rescued))
         result.kept = len(rescued)
@@ -463,19 +441,37 @@ def _sweep(
         raise RepositoryError(
             "the exclusive lock was taken over during the prune", "run the prune again"
         )
-    present = dict(_pack_sizes(storage))
-    repo.drop_from_indexes(delete)  # new index objects first, then the old ones deleted
+    view = IndexView()
+    for _pack in pack_records(storage, keys, view=view):
+        pass
+    _drop_from_indexes(storage, keys, view, delete)  # new objects first, then the old deleted
     for pack_id in sorted(delete):
-        if pack_id in present:
+        if pack_id in view.sizes:
             storage.delete(pack_name(pack_id))
             result.deleted += 1
-            result.bytes_freed += present[pack_id]
+            result.bytes_freed += view.sizes[pack_id]
     for pending in due:
         storage.delete(pending.name)
 
 
-def require_chunks(repo: Prunable, chunk_ids: Iterable[bytes]) -> None:
-    """Raise ``ChunkNotFound`` for the first chunk of ``chunk_ids`` no index lists."""
-    for cid in chunk_ids:
-        if cid not in repo.index:
-            raise ChunkNotFound(cid)
+#: Packs an index object a prune rewrites lists at most (so it reads back in bounded memory).
+INDEX_OBJECT_PACKS = 64
+
+
+def _drop_from_indexes(
+    storage: Storage, keys: Keys, view: IndexView, gone: Collection[str]
+) -> None:
+    """Take packs out of the stored index: each index object listing one is replaced by new
+    objects (of at most ``INDEX_OBJECT_PACKS`` packs) listing its other packs, written first;
+    then it is deleted. A crash in between leaves duplicates, which are harmless. Raises
+    ``CorruptData`` (an index object to rewrite is damaged), ``DestinationError``."""
+    gone = set(gone)
+    for name in index_objects_of(view, gone):
+        plain = keys.unseal(storage.get(name), index_aad(name), what=name)
+        kept = [(p, r) for p, r in index_records(plain, what=name) if p not in gone]
+        del plain
+        for i in range(0, len(kept), INDEX_OBJECT_PACKS):
+            new = INDEX_PREFIX + secrets.token_hex(32)
+            part = kept[i : i + INDEX_OBJECT_PACKS]
+            storage.put(new, keys.seal(encode_records(part), index_aad(new)))
+        storage.delete(name)

@@ -35,7 +35,7 @@ import re
 import secrets
 import time
 import weakref
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,7 +45,6 @@ from opencbs.engine.chunk_index import (
     INDEX_PREFIX,
     ChunkIndex,
     ChunkLocation,
-    encode_records,
     index_aad,
     index_records,
     seal_index,
@@ -210,7 +209,6 @@ class Repository:
         self._kdf = kdf
         self._index = ChunkIndex()
         self._index_names: set[str] = set()
-        self._index_objects: dict[str, frozenset[str]] = {}  # index object -> its packs
         self._load_problems: list[VerifyProblem] = []
         self._writers: weakref.WeakSet[Writer] = weakref.WeakSet()
         self._authentic: set[str] = set()  # snapshot IDs read and authenticated
@@ -236,7 +234,7 @@ class Repository:
         Raises ``RepositoryExists`` if the destination already holds a key file,
         ``RepositoryError`` if it holds anything else (nothing is written over), and
         ``DestinationError`` if it cannot be written. ``kdf`` sets the Argon2id cost (defaults:
-        3 passes, 64 MiB).
+        8 passes over 24 MiB, ``crypto.KdfParams``).
         """
         if storage.exists(KEYFILE_NAME):
             raise RepositoryExists(str(storage))
@@ -335,7 +333,6 @@ class Repository:
             del plain
             for pack_id, records in packs:
                 self._index.add_records(pack_id, records)
-            self._index_objects[name] = frozenset(pack_id for pack_id, _records in packs)
             self._index_names.add(name)
 
     def reload_all_indexes(self) -> list[str]:
@@ -343,46 +340,9 @@ class Repository:
         them); returns the names of the objects loaded. Raises ``DestinationError``."""
         self._index = ChunkIndex()
         self._index_names = set()
-        self._index_objects = {}
         self._load_problems = []
         self.reload_index()
         return sorted(self._index_names)
-
-    def add_index_object(self, name: str, pack_id: str, entries: Sequence[PackEntry]) -> None:
-        """Record in memory an index object just stored (``packs.store_pack``'s)."""
-        self._index.add_pack(pack_id, entries)
-        self._index_names.add(name)
-        self._index_objects[name] = frozenset((pack_id,))
-
-    def index_objects_gone(self) -> bool:
-        """Whether an index object loaded here is no longer stored (another prune rewrote
-        the index since). Raises ``DestinationError``."""
-        return bool(self._index_names - set(self.storage.list(INDEX_PREFIX)))
-
-    def drop_from_indexes(self, pack_ids: Collection[str]) -> None:
-        """Take packs out of the stored index (a prune is about to delete them): the index
-        objects listing one are replaced by one new object listing their other packs, written
-        first; then they are deleted. Crash-safe: a crash in between leaves duplicates.
-        Raises ``CorruptData`` (an index object to rewrite is damaged), ``DestinationError``."""
-        gone = set(pack_ids)
-        affected = sorted(n for n, packs in self._index_objects.items() if packs & gone)
-        if not affected:
-            return
-        kept: list[tuple[str, list[tuple[bytes, int, int, int, int]]]] = []
-        for name in affected:
-            plain = self.keys.unseal(self.storage.get(name), index_aad(name), what=name)
-            kept += [(p, r) for p, r in index_records(plain, what=name) if p not in gone]
-        if kept:
-            name = INDEX_PREFIX + secrets.token_hex(32)
-            self.storage.put(name, self.keys.seal(encode_records(kept), index_aad(name)))
-            self._index_names.add(name)
-            self._index_objects[name] = frozenset(p for p, _r in kept)
-        del kept
-        for name in affected:
-            self.storage.delete(name)
-            self._index_names.discard(name)
-            del self._index_objects[name]
-        self._index.forget_packs(gone)
 
     def _read_each(self, names: list[str]) -> Iterator[tuple[str, bytes | ObjectNotFound]]:
         """Each object of ``names`` in order, read several at a time from a storage that

@@ -58,7 +58,6 @@ _LINK, _LINK_TO_DIR, _CONTENT, _FIXED = 1, 2, 4, 8
 _HEAD = struct.Struct("<BBHHBIqqqIIIQQ")
 _HEAD_SIZE = _HEAD.size
 _REF_HEAD = struct.Struct("<BBHHBI")  # the fixed layout's first fields (RefScanner)
-_USED = 1 << 168  # chunk_index.USED: the bit of a used chunk's location
 _ETYPES: dict[int, EntryType] = {ord(t.value): t for t in EntryType}
 _ETYPE_CODES: dict[EntryType, int] = {t: ord(t.value) for t in EntryType}
 _PIECE = 64 * 1024
@@ -473,17 +472,16 @@ class RefScanner:
             pos = end
         self._rest = buf[pos:]
 
-    def mark(self, data: bytes, locations: dict[bytes, int], missing: set[bytes]) -> None:
-        """``feed`` for a prune, which needs only the chunk IDs: each chunk of the records
-        completed by ``data`` gets ``chunk_index.USED`` in ``locations``
-        (``ChunkIndex.marker``), or goes into ``missing`` when no index lists it. Raises
-        ``CorruptData``."""
+    def use(self, data: bytes, used: set[int]) -> None:
+        """``feed`` for a prune, which needs only the chunk IDs: the first 8 bytes of each
+        chunk ID of the records completed by ``data`` go into ``used`` as an int (little
+        endian; ``prune_scan.UsedSet``). Raises ``CorruptData``."""
         buf = self._rest + data if self._rest else data
         size = len(buf)
         pos = 0
         unpack = _REF_HEAD.unpack_from
-        get = locations.get
-        used = _USED
+        add = used.add
+        key = int.from_bytes
         head_size = _HEAD_SIZE
         while pos < size:
             b0 = buf[pos]
@@ -504,18 +502,11 @@ class RefScanner:
                 q = start + head_size + path_len + target_len + content_len
                 if q + count * ID_SIZE != end:
                     raise CorruptData(f"{self._what}: record length mismatch")
-                if count == 1:
-                    ids: Sequence[bytes] = (buf[q:end],)
-                else:
-                    ids = [buf[i : i + ID_SIZE] for i in range(q, end, ID_SIZE)]
+                for i in range(q, end, ID_SIZE):
+                    add(key(buf[i : i + 8], "little"))
             else:
-                ids = _decode_at(buf, start, end, self._what)[1]
-            for cid in ids:
-                v = get(cid)
-                if v is None:
-                    missing.add(cid)
-                elif not v & used:
-                    locations[cid] = v | used
+                for cid in _decode_at(buf, start, end, self._what)[1]:
+                    add(key(cid[:8], "little"))
             pos = end
         self._rest = buf[pos:]
 
