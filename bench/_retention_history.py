@@ -19,7 +19,9 @@ after the one before.
 
 from __future__ import annotations
 
+import base64
 import glob
+import json
 import os
 import random
 import shutil
@@ -27,8 +29,10 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from _datasets import KIB, SmallTree, _log_uniform
 from agent import LOGIN, LOGIN_PWD, OPENCBS, REPO_PWD, _base_env, _free_port
@@ -204,9 +208,10 @@ def faketime_env(env: dict[str, str], lib: Path, when: datetime) -> dict[str, st
 class OpencbsServer:
     """A real ``opencbs serve`` over ``root/server-data`` (SQLite, times in UTC) and the agent's
     environment: ``root/agent-home`` as its home, passwords in the 0600 config file
-    ``root/agent-config.toml`` (rewritten with the server's address on each start)."""
+    ``root/agent-config.toml`` (rewritten with the server's address on each start). With
+    ``pythonpath``, both run another revision's ``src`` (``bench/_revisions.py``)."""
 
-    def __init__(self, root: Path, log: Path) -> None:
+    def __init__(self, root: Path, log: Path, pythonpath: Path | None = None) -> None:
         self.root, self.log_path = root, log
         self.server_env = _base_env(root / "server-home")
         self.server_env.update(
@@ -218,6 +223,8 @@ class OpencbsServer:
         self.config = root / "agent-config.toml"
         self.env = _base_env(root / "agent-home")
         self.env.update(OPENCBS_CONFIG=str(self.config), TZ="UTC")
+        if pythonpath is not None:
+            self.server_env["PYTHONPATH"] = self.env["PYTHONPATH"] = str(pythonpath)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def add_user(self) -> None:
@@ -254,11 +261,36 @@ class OpencbsServer:
                 if time.monotonic() > deadline:
                     raise SystemExit("opencbs serve did not start within 60 s") from None
                 time.sleep(0.2)
+        self.url = f"http://127.0.0.1:{port}"
         self.config.write_text(
-            f'[agent]\nserver_url = "http://127.0.0.1:{port}"\nlogin_name = "{LOGIN}"\n'
+            f'[agent]\nserver_url = "{self.url}"\nlogin_name = "{LOGIN}"\n'
             f'password = "{LOGIN_PWD}"\nencryption_password = "{REPO_PWD}"\n'
         )
         self.config.chmod(0o600)
+
+    def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """One call of the agent API (``/api/agent/v1``) as the backup user; the answer's JSON.
+        Raises ``urllib.error.HTTPError`` for an answer that is not 2xx."""
+        token = base64.b64encode(f"{LOGIN}:{LOGIN_PWD}".encode()).decode()
+        req = urllib.request.Request(
+            f"{self.url}/api/agent/v1{path}",
+            data=None if body is None else json.dumps(body).encode(),
+            method=method,
+            headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=60) as answer:
+            return json.loads(answer.read())
+
+    def retention_off(self, set_id: str) -> str:
+        """Stop the set's retention policy from running after each backup (``after_backup``
+        false; a new set keeps 7 days, which would remove the history's older snapshots), when
+        this revision has one. Returns what was done, for the history's notes."""
+        settings = self.api("GET", f"/backup-sets/{set_id}")["settings"]
+        if "retention" not in settings:
+            return "this revision has no retention policy"
+        policy = {**settings["retention"], "after_backup": False}
+        self.api("PATCH", f"/backup-sets/{set_id}", {"settings": {"retention": policy}})
+        return f"the set's policy {json.dumps(policy)} (off after backups)"
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after 15 s."""

@@ -49,6 +49,7 @@ ROOT = HERE.parent
 WORK = HERE / ".work" / "retention"
 sys.path.insert(0, str(HERE))
 
+import _revisions  # noqa: E402
 from _retention_history import (  # noqa: E402
     ChurningTree,
     OpencbsServer,
@@ -85,6 +86,16 @@ BACKUP_TIMEOUT = 1800.0  # seconds: an opencbs backup under libfaketime that han
 # --- the tools ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Setup:
+    """Which opencbs runs: libfaketime's path, another revision's ``src`` for PYTHONPATH (None:
+    the working tree, through the venv's editable install) and its label."""
+
+    lib: Path
+    pythonpath: Path | None
+    revision: str
+
+
 def _run(cmd: Sequence[str], env: dict[str, str], log: Path, timeout: float | None = None) -> str:
     """Run ``cmd`` (not measured); its stdout. stderr goes to ``log``; a failure or a run
     longer than ``timeout`` seconds ends the benchmark naming the log."""
@@ -110,10 +121,11 @@ class OpencbsTool:
     name = "opencbs"
     parts = ("repos/opencbs", "server-data", "server-home", "agent-home", "agent-config.toml")
 
-    def __init__(self, root: Path, logs: Path, lib: Path) -> None:
-        self.repo, self.logs, self.lib = root / "repos" / "opencbs", logs, lib
-        self.server = OpencbsServer(root, logs / "opencbs-serve.log")
+    def __init__(self, root: Path, logs: Path, setup: Setup) -> None:
+        self.repo, self.logs, self.lib = root / "repos" / "opencbs", logs, setup.lib
+        self.server = OpencbsServer(root, logs / "opencbs-serve.log", setup.pythonpath)
         self.env = self.server.env
+        self.retention = ""  # what became of the set's own retention policy (history notes)
 
     def init(self) -> None:
         self.server.add_user()
@@ -125,9 +137,11 @@ class OpencbsTool:
             cmd += ["--source", str(source), "--destination", str(self.repo)]
         env = faketime_env(self.env, self.lib, when)
         out = _run(cmd, env, self.logs / "opencbs.log", timeout=BACKUP_TIMEOUT)
-        status = json.loads(out)["status"]
-        if not status.startswith("BS_STOP_SUCCESS"):
-            raise SystemExit(f"opencbs backup of day {day}: {status}; see {self.logs}")
+        doc = json.loads(out)
+        if not doc["status"].startswith("BS_STOP_SUCCESS"):
+            raise SystemExit(f"opencbs backup of day {day}: {doc['status']}; see {self.logs}")
+        if day == 1:
+            self.retention = self.server.retention_off(doc["backup_set_id"])
 
     def snapshot_times(self) -> list[datetime]:
         out = _run(
@@ -239,10 +253,10 @@ class BorgTool:
 Tool = OpencbsTool | ResticTool | BorgTool
 
 
-def make_tools(root: Path, logs: Path, lib: Path) -> list[Tool]:
+def make_tools(root: Path, logs: Path, setup: Setup) -> list[Tool]:
     """The three tools over the state folder ``root`` (``live``), logging into ``logs``."""
     logs.mkdir(parents=True, exist_ok=True)
-    return [OpencbsTool(root, logs, lib), ResticTool(root, logs), BorgTool(root, logs)]
+    return [OpencbsTool(root, logs, setup), ResticTool(root, logs), BorgTool(root, logs)]
 
 
 # --- the history -------------------------------------------------------------------------------
@@ -287,7 +301,7 @@ def load_history(layout: Layout, params: dict[str, Any]) -> dict[str, Any] | Non
     return doc if doc.get("params") == params and layout.cache.is_dir() else None
 
 
-def build_history(layout: Layout, params: dict[str, Any], lib: Path) -> dict[str, Any]:
+def build_history(layout: Layout, params: dict[str, Any], setup: Setup) -> dict[str, Any]:
     """Build the history afresh (module docstring; nothing measured), check every tool holds a
     snapshot at each planned time, freeze the state into ``cache``. Returns its description."""
     layout.history.unlink(missing_ok=True)
@@ -298,7 +312,7 @@ def build_history(layout: Layout, params: dict[str, Any], lib: Path) -> dict[str
     tree.build()
     logs = layout.base / "build-logs"
     shutil.rmtree(logs, ignore_errors=True)
-    tools = make_tools(layout.live, logs, lib)
+    tools = make_tools(layout.live, logs, setup)
     times = snapshot_times(params["days"])
     spent = dict.fromkeys(TOOLS, 0.0)
     churn: list[dict[str, int]] = []
@@ -328,7 +342,8 @@ def build_history(layout: Layout, params: dict[str, Any], lib: Path) -> dict[str
         "snapshot_times": [t.isoformat() for t in times],
         "churn": churn,
         "files_last_day": len(tree.live),
-        "opencbs": _git_rev(),
+        "opencbs": setup.revision,
+        "opencbs_set_retention": next(t for t in tools if isinstance(t, OpencbsTool)).retention,
         "repo_mib": {t.name: du(t.repo)[0] / MIB for t in tools},
     }
     layout.live.rename(layout.cache)
@@ -604,7 +619,8 @@ def notes(doc: dict[str, Any]) -> list[str]:
         "counts no week whose newest archive the daily rule kept already, and keeps the oldest "
         "archive when a rule cannot fill its count. opencbs is checked against restic's rule.",
         f"history: built {h['built']} in {h['build_s'] / 60:.1f} min (backups: {spent}; not "
-        f"measured), opencbs {h['opencbs']}; {h['files_last_day']:,} files on the last day.",
+        f"measured), opencbs {h['opencbs']}; {h['files_last_day']:,} files on the last day; "
+        f"opencbs backups under libfaketime; {h['opencbs_set_retention']}.",
         f"versions: opencbs {v['opencbs']}; {v['restic']}; {v['borg']}; libfaketime "
         f"{v['libfaketime']}.",
     ]
@@ -634,25 +650,29 @@ def check_tools() -> Path:
     return lib
 
 
-def run(args: argparse.Namespace, lib: Path) -> dict[str, Any]:
+def run(args: argparse.Namespace, setup: Setup) -> dict[str, Any]:
     """Build or reuse the history, measure each tool; the document of the run."""
     mode = "quick" if args.quick else "full"
     params = history_params(FILES[mode], args.days)
     layout = Layout(WORK / f"{mode}-{args.days}d")
     history = None if args.rebuild else load_history(layout, params)
     if history is None:
-        history = build_history(layout, params, lib)
+        history = build_history(layout, params, setup)
     else:
         print(
             f"history: reused {layout.base.relative_to(ROOT)} (built {history['built']} in "
             f"{history['build_s'] / 60:.1f} min; --rebuild builds it again)",
             flush=True,
         )
-        if history["opencbs"] != _git_rev():
-            print(f"  note: built with opencbs {history['opencbs']}", flush=True)
+        if history["opencbs"] != setup.revision:
+            print(
+                f"  note: built with opencbs {history['opencbs']}, measuring {setup.revision} "
+                "(--rebuild if the repository format changed in between)",
+                flush=True,
+            )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     logs = WORK / "runs" / stamp / "logs"
-    tools = make_tools(layout.live, logs, lib)
+    tools = make_tools(layout.live, logs, setup)
     load_before = os.getloadavg()
     results: list[Result] = []
     for tool in tools:
@@ -676,10 +696,10 @@ def run(args: argparse.Namespace, lib: Path) -> dict[str, Any]:
         "keep": {"daily": KEEP_DAILY, "weekly": KEEP_WEEKLY},
         "expected": {k: [d.isoformat() for d in v] for k, v in expected(history).items()},
         "versions": {
-            "opencbs": _git_rev(),
+            "opencbs": setup.revision,
             "restic": _version(["restic", "version"]),
             "borg": _version(["borg", "--version"]),
-            "libfaketime": _version(["faketime", "--version"]) + f" ({lib})",
+            "libfaketime": _version(["faketime", "--version"]) + f" ({setup.lib})",
         },
         "history": history,
         "results": [asdict(r) for r in results],
@@ -701,11 +721,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--keep", action="store_true", help="keep the pruned copies (bench/.work/retention/*/live)"
     )
+    parser.add_argument(
+        "--rev",
+        default="",
+        metavar="COMMIT",
+        help="opencbs as committed at COMMIT (git archive of src/ on PYTHONPATH) instead of the "
+        "working tree, to build the history and to measure",
+    )
     args = parser.parse_args(argv)
     if args.days < 2:
         parser.error("--days must be at least 2")
     lib = check_tools()
-    doc = run(args, lib)
+    if args.rev:
+        src, commit = _revisions.export_revision(args.rev, WORK, "bench/retention.py")
+        setup = Setup(lib, src, f"{commit} (git archive, not the working tree)")
+    else:
+        setup = Setup(lib, None, _git_rev())
+    doc = run(args, setup)
     WORK.mkdir(parents=True, exist_ok=True)
     (WORK / "last_run.json").write_text(json.dumps(doc, indent=2))
     render(doc)
