@@ -4,15 +4,16 @@ after the one before.
 
 - ``ChurningTree``: ``bench/_datasets.py``'s ``SmallTree`` (built fresh) on day 1; before each
   later day, seeded by the day: 1-5 % of the live files rewritten (new content and size from
-  the tree's pools, an mtime an hour before that day's snapshot), 0.05-0.2 % new files and as
-  many deleted.
+  the tree's pools, an mtime an hour before that day's snapshot), 0.05-0.2 % new files and
+  0.05-0.2 % deleted (drawn apart).
 - ``snapshot_times``: the planned snapshot times (03:00:00 UTC of each day, the last day fixed)
   so that a rebuilt history has the same dates.
 - ``keep_restic`` / ``keep_borg``: which snapshot dates ``--keep-daily D --keep-weekly W`` keeps
   under each tool's documented rule (pure functions over dates), to check what each tool left.
 - ``OpencbsServer``: a real ``opencbs serve`` (SQLite) over a state folder, started afresh on
   the copied state of each measured run, and the agent's environment (passwords from a config
-  file, as ``bench/agent.py`` does).
+  file, as ``bench/agent.py`` does); ``retention_off`` keeps the set's own retention policy
+  from running after each backup.
 - ``faketime_env``: the environment that runs a process with its clocks moved to a given time
   (libfaketime through ``LD_PRELOAD``, a relative offset in seconds).
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 import base64
 import glob
 import json
+import math
 import os
 import random
 import shutil
@@ -184,7 +186,8 @@ def libfaketime() -> Path | None:
 
 def faketime_env(env: dict[str, str], lib: Path, when: datetime) -> dict[str, str]:
     """``env`` plus libfaketime set to move the clocks of the process and its children to
-    ``when`` (a relative offset in whole seconds, taken now: the clocks run on from there).
+    ``when`` (a relative offset in whole seconds, taken now and rounded up: the clocks start
+    at ``when`` or within a second after it and run on from there).
 
     Both clocks are moved (libfaketime's default), and file times are left alone
     (``NO_FAKE_STAT``: the mtimes are the tree's). With libfaketime 0.9.10 (Debian's) the
@@ -195,7 +198,7 @@ def faketime_env(env: dict[str, str], lib: Path, when: datetime) -> dict[str, st
     intercept) never times out: it returns only when set. The agent's backup does not rely on
     that (its off-terminal progress ticker stays silent; a retry after a server error would
     wait for good), so the caller runs it with a time limit."""
-    offset = round(when.timestamp() - time.time())
+    offset = math.ceil(when.timestamp() - time.time())  # at launch: ``when`` or just after
     return {
         **env,
         "LD_PRELOAD": str(lib),

@@ -6,6 +6,7 @@ Run from the project root::
     .venv/bin/python bench/retention.py              # 100,000 files, 30 daily snapshots
     .venv/bin/python bench/retention.py --quick      # 10,000 files
     .venv/bin/python bench/retention.py --days 14 --rebuild
+    .venv/bin/python bench/retention.py --rev HEAD   # opencbs as committed (src/ on PYTHONPATH)
 
 History (``bench/_retention_history.py``, built once and cached under
 ``bench/.work/retention/<mode>-<days>d/``; ``--rebuild`` builds it again): ``bench/_datasets.py``'s
@@ -14,7 +15,8 @@ of its files rewritten (content, size, mtime) and a few added and deleted, all s
 after each day each tool backs the tree up into its own repository, every snapshot at 03:00 UTC
 of its day (the last on 2026-11-30): ``restic backup --time``, ``borg create --timestamp``,
 ``opencbs backup`` with its clock moved by libfaketime (``LD_PRELOAD``, a relative offset) and
-reporting to a real ``opencbs serve``. Nothing is measured while building (the output says how
+reporting to a real ``opencbs serve`` (the set's own retention policy turned off after
+backups, so that it keeps every snapshot). Nothing is measured while building (the output says how
 long it took). The tools' state (repositories, caches, the agent's home and the server's data)
 is then frozen; each measured run starts from a copy of it at the same paths, so runs repeat.
 
@@ -131,6 +133,14 @@ class OpencbsTool:
         self.server.add_user()
         self.server.start()
 
+    def start(self) -> None:
+        """Start the server on the copied state (forget and prune may ask it of the set)."""
+        self.server.start()
+
+    def server_cpu(self) -> float | None:
+        """The server's CPU seconds so far."""
+        return _cpu_ticks(self.server.proc.pid) if self.server.proc is not None else None
+
     def backup(self, day: int, when: datetime, source: Path) -> None:
         cmd = [OPENCBS, "backup", "--set", SET_NAME, "--json"]
         if day == 1:
@@ -200,6 +210,12 @@ class ResticTool:
     def missing(self) -> str:
         return ""
 
+    def start(self) -> None:
+        pass
+
+    def server_cpu(self) -> float | None:
+        return None
+
     def commands(self) -> list[list[str]]:
         return [
             ["restic", "forget", "--keep-daily", str(KEEP_DAILY)]
@@ -238,6 +254,12 @@ class BorgTool:
 
     def missing(self) -> str:
         return ""
+
+    def start(self) -> None:
+        pass
+
+    def server_cpu(self) -> float | None:
+        return None
 
     def commands(self) -> list[list[str]]:
         return [
@@ -426,14 +448,13 @@ def measure_tool(layout: Layout, tool: Tool, history: dict[str, Any], logs: Path
     result = Result(tool.name, snapshots_before=history["params"]["days"])
     result.repo_before_mib = du(layout.cache / tool.repo.relative_to(layout.live))[0] / MIB
     restore_state(layout, tool)
-    if isinstance(tool, OpencbsTool):
-        tool.server.start()  # not measured: forget/prune may report to it
+    tool.start()
     try:
         why = tool.missing()
         if why:
             result.available, result.ok, result.note = False, False, f"not available ({why})"
             return result
-        server_cpu = _cpu_ticks(tool.server.proc.pid) if isinstance(tool, OpencbsTool) else None
+        server_cpu = tool.server_cpu()
         drop_caches()
         for cmd in tool.commands():
             log = logs / f"{tool.name}-{cmd[1]}.log"
@@ -445,8 +466,9 @@ def measure_tool(layout: Layout, tool: Tool, history: dict[str, Any], logs: Path
             if not run.ok:
                 result.ok, result.note = False, f"{cmd[0]} {cmd[1]} {run.note}"
                 return result
-        if server_cpu is not None and isinstance(tool, OpencbsTool) and tool.server.proc:
-            result.server_cpu_s = _cpu_ticks(tool.server.proc.pid) - server_cpu
+        server_cpu_after = tool.server_cpu()
+        if server_cpu is not None and server_cpu_after is not None:
+            result.server_cpu_s = server_cpu_after - server_cpu
         apparent, allocated = du(tool.repo)
         result.repo_after_mib, result.repo_after_allocated_mib = apparent / MIB, allocated / MIB
         kept = sorted(t.date() for t in tool.snapshot_times())
