@@ -195,7 +195,8 @@ def _new(current: Retention = DEFAULT, **given: Any) -> Retention | None:
 def test_options_make_a_policy() -> None:
     assert _new() is None  # no option: show only
     assert _new(days=30) == Retention(days=30)
-    assert _new(Retention(days=7, after_backup=False), jobs=5) == Retention(jobs=5, after_backup=False)
+    no_run = Retention(days=7, after_backup=False)
+    assert _new(no_run, jobs=5) == Retention(jobs=5, after_backup=False)
     assert _new(ADVANCED, days=2, after_backup=True) == Retention(days=2)
     assert _new(keep_daily=7, keep_within="14d") == Retention(
         mode="ADVANCED", keep_daily=7, keep_within="14d"
