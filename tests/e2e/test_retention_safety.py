@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.e2e.serving import OPENCBS, ok, run
 from tests.e2e.test_agent_cli import Server, server  # noqa: F401 (server: the module's fixture)
 
@@ -74,6 +76,7 @@ def _check_restores(
     return {row["id"] for row in rows}
 
 
+@pytest.mark.slow
 def test_backups_and_prunes_at_once_lose_nothing(server: Server, tmp_path: Path) -> None:  # noqa: F811
     src, dest = tmp_path / "src", tmp_path / "dest"
     env = {**server.env, "OPENCBS_LOCK_WAIT": "120"}
@@ -116,6 +119,7 @@ def test_backups_and_prunes_at_once_lose_nothing(server: Server, tmp_path: Path)
     assert job["snapshot_id"] in stored and len(stored) >= 3
 
 
+@pytest.mark.slow
 def test_prune_killed_at_random_moments_leaves_a_sound_repository(
     server: Server,  # noqa: F811
     tmp_path: Path,
