@@ -26,6 +26,7 @@ from opencbs.engine.prune import (
     prune,
     read_pending,
 )
+from opencbs.engine.prune_scan import UsedSet
 from opencbs.engine.repository import Repository, SnapshotMeta
 from opencbs.engine.snapshot_format import snapshot_name
 from opencbs.reports.vocabulary import EntryType
@@ -271,3 +272,17 @@ def test_a_crash_at_any_write_of_forget_or_prune_loses_nothing(tmp_path: Path) -
             finished_at = n
             break
     assert finished_at is not None and finished_at > 5
+
+
+def test_the_used_set_holds_what_is_added_and_grows() -> None:
+    used = UsedSet(capacity=16)
+    ids = [random.Random(n).randbytes(32) for n in range(5000)]
+    for cid in ids[:2500]:
+        used.add(cid)
+        used.add(cid)  # twice: counted once
+    assert len(used) == 2500
+    assert all(cid in used for cid in ids[:2500])
+    assert sum(cid in used for cid in ids[2500:]) == 0
+    zero = bytes(32)  # a key of 0 is the table's empty slot: kept as 1
+    used.add(zero)
+    assert zero in used and len(used) == 2501

@@ -42,7 +42,7 @@ from __future__ import annotations
 import base64
 import json
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -472,15 +472,14 @@ class RefScanner:
             pos = end
         self._rest = buf[pos:]
 
-    def use(self, data: bytes, used: set[int]) -> None:
+    def use(self, data: bytes, add: Callable[[int], None]) -> None:
         """``feed`` for a prune, which needs only the chunk IDs: the first 8 bytes of each
-        chunk ID of the records completed by ``data`` go into ``used`` as an int (little
-        endian; ``prune_scan.UsedSet``). Raises ``CorruptData``."""
+        chunk ID of the records completed by ``data`` go to ``add`` as an int (little endian,
+        0 as 1: ``prune_scan.UsedSet.add_key``). Raises ``CorruptData``."""
         buf = self._rest + data if self._rest else data
         size = len(buf)
         pos = 0
         unpack = _REF_HEAD.unpack_from
-        add = used.add
         key = int.from_bytes
         head_size = _HEAD_SIZE
         while pos < size:
@@ -503,10 +502,10 @@ class RefScanner:
                 if q + count * ID_SIZE != end:
                     raise CorruptData(f"{self._what}: record length mismatch")
                 for i in range(q, end, ID_SIZE):
-                    add(key(buf[i : i + 8], "little"))
+                    add(key(buf[i : i + 8], "little") or 1)
             else:
                 for cid in _decode_at(buf, start, end, self._what)[1]:
-                    add(key(cid[:8], "little"))
+                    add(key(cid[:8], "little") or 1)
             pos = end
         self._rest = buf[pos:]
 
