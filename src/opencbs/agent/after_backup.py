@@ -26,6 +26,7 @@ from opencbs.engine.repo_errors import RepositoryError
 from opencbs.engine.repository import Repository
 from opencbs.engine.usage import StorageUsage, storage_usage
 from opencbs.errors import InvalidInput
+from opencbs.model.retention import KeepRules
 from opencbs.reports.vocabulary import JobStatus, LogType
 
 __all__ = ["after_backup"]
@@ -47,33 +48,44 @@ def after_backup(
     repository or the server (module docstring)."""
     retention = bset.settings.retention
     usage: StorageUsage | None = None
-    try:
-        if retention.after_backup:
-            rules = retention.keep_rules()
-            zone = options.zone or datetime.now().astimezone().tzinfo
-            assert zone is not None
-            outcome = run_retention(
-                repo,
-                rules,
-                tz=zone,
-                set_ids=[channel.ref.set_id],
-                prune_options=PruneOptions(
-                    grace=options.prune_grace, timing=options.lock_timing, usage=True
-                ),
-                timing=options.lock_timing,
-                only_when_needed=True,
-            )
-            channel.log(LogType.INFO, retention_summary(outcome, rules))
-            usage = outcome.prune.usage if outcome.prune is not None else None
-        if usage is None:
+    if retention.after_backup:
+        usage = _retention(options, repo, channel=channel, rules=retention.keep_rules())
+    if usage is None:
+        try:
             usage = storage_usage(repo)
-    except (RepositoryError, DestinationError, InvalidInput) as exc:
-        channel.log(LogType.WARN, f"Retention policy not applied: {exc}")
+        except (RepositoryError, DestinationError) as exc:
+            log.warning("could not measure what the destination stores: %s", exc)
     if usage is not None:
         _report_storage(options, usage)
     if result.status is JobStatus.STOP_SUCCESS and channel.report.warnings:
         result = dataclasses.replace(result, status=JobStatus.STOP_SUCCESS_WITH_WARNING)
     return result
+
+
+def _retention(
+    options: JobOptions, repo: Repository, *, channel: JobChannel, rules: KeepRules
+) -> StorageUsage | None:
+    """Apply ``rules`` to the job's set in ``repo``, said in the job's log; what the
+    destination stores after it when it pruned. A failure is a ``warn`` entry."""
+    zone = options.zone or datetime.now().astimezone().tzinfo
+    assert zone is not None
+    try:
+        outcome = run_retention(
+            repo,
+            rules,
+            tz=zone,
+            set_ids=[channel.ref.set_id],
+            prune_options=PruneOptions(
+                grace=options.prune_grace, timing=options.lock_timing, usage=True
+            ),
+            timing=options.lock_timing,
+            only_when_needed=True,
+        )
+        channel.log(LogType.INFO, retention_summary(outcome, rules))
+    except (RepositoryError, DestinationError, InvalidInput) as exc:
+        channel.log(LogType.WARN, f"Retention policy not applied: {exc}")
+        return None
+    return outcome.prune.usage if outcome.prune is not None else None
 
 
 def _report_storage(options: JobOptions, usage: StorageUsage) -> None:

@@ -5,16 +5,19 @@ the newest snapshot uses (the data) and what only older snapshots use (the reten
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Protocol
 
 from opencbs.destinations.base import Storage
 from opencbs.engine.chunk_index import ChunkIndex
 from opencbs.engine.packs import DATA_PREFIX, pack_id_of_name
-from opencbs.engine.repo_errors import CorruptData, RepositoryError
-from opencbs.engine.snapshot_format import RefScanner, SnapshotInfo, snapshot_name
+from opencbs.engine.repo_errors import RepositoryError
+from opencbs.engine.snapshot_format import RefScanner, SnapshotInfo
 
 __all__ = ["StorageUsage", "storage_usage"]
+
+log = logging.getLogger(__name__)
 
 _FILE = ord("F")
 
@@ -52,15 +55,14 @@ class StorageUsage:
 
 
 def storage_usage(repo: Measurable) -> StorageUsage:
-    """Read every snapshot (newest first) and measure the repository. Raises ``CorruptData``
-    (a snapshot cannot be read) and ``DestinationError``."""
+    """Read every snapshot (newest first) and measure the repository; a snapshot that cannot
+    be read is left out of the figures (``verify`` reports it). Raises ``DestinationError``."""
     infos: list[SnapshotInfo] = []
     for sid in repo.snapshot_ids():
         try:
             infos.append(repo.snapshot_info(sid))
         except RepositoryError as exc:
-            if repo.storage.exists(snapshot_name(sid)):
-                raise CorruptData(f"snapshot {sid} cannot be read ({exc})") from None
+            log.warning("storage figures leave out snapshot %s: %s", sid, exc)
     infos.sort(key=lambda i: (i.meta.time_ns, i.id), reverse=True)
     chunks: dict[bytes, bool] = {}  # chunk ID -> the newest snapshot uses it
     current: set[bytes] = set()  # the newest snapshot's contents
@@ -71,8 +73,13 @@ def storage_usage(repo: Measurable) -> StorageUsage:
         for cid in info.tree:
             chunks.setdefault(cid, newest)
         scanner = RefScanner(f"snapshot {info.id} tree")
-        for tree_chunk in info.tree:
-            for etype, content, ids in scanner.feed(repo.read_chunk(tree_chunk)):
+        try:
+            trees = [repo.read_chunk(tree_chunk) for tree_chunk in info.tree]
+        except RepositoryError as exc:
+            log.warning("storage figures leave out snapshot %s: %s", info.id, exc)
+            continue
+        for tree in trees:
+            for etype, content, ids in scanner.feed(tree):
                 for i in range(0, len(ids), 32):
                     chunks.setdefault(ids[i : i + 32], newest)
                 if etype == _FILE and content is not None:
