@@ -61,7 +61,7 @@ _MEANINGS: dict[ExitCode, str] = {
     ),
     ExitCode.JOB_FAILED: (
         "a backup job ended `BS_STOP_BY_SYSTEM_ERROR` (the destination failed, the walk of the "
-        "sources did, or none of the sources could be read)"
+        "sources did, or none of the sources could be read) or `BS_STOP_BY_QUOTA_EXCEEDED`"
     ),
     ExitCode.INCOMPLETE: (
         "completed with some paths not restored: `restore` wrote everything else and named "

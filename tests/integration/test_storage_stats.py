@@ -253,6 +253,30 @@ def test_the_job_start_answers_the_quota(
     }
 
 
+def test_sets_sharing_one_folder_count_it_once(
+    client: TestClient, state: ServerState, world: World
+) -> None:
+    with state.db.write() as conn:
+        alice = users.get_backup_user(conn, ALICE[0])
+        shared = {"path": "/srv/backup/shared"}
+        one = sets.add_set(conn, alice.id, "One", {"sources": ["/one"]})
+        two = sets.add_set(conn, alice.id, "Two", {"sources": ["/two"]})
+        d1 = sets.add_destination(
+            conn, alice.id, one.id, name="S", dest_type="LOCAL", settings=shared
+        )
+        d2 = sets.add_destination(
+            conn, alice.id, two.id, name="S", dest_type="LOCAL", settings=shared
+        )
+    # one repository, measured by each set's jobs: the newest measurement of it counts
+    measure(client, str(one.id), str(d1.id), "2024-06-01 10:00:00", 600)
+    measure(client, str(two.id), str(d2.id), "2024-06-01 11:00:00", 750)
+    measure(client, world.photos, world.c, "2024-06-01 10:00:00", 100)
+    started = start(client, str(one.id), str(d1.id), "2024-06-02 09:00:00")
+    assert started["quota"] == {"limit": QUOTA, "used": 100, "destination_used": 750}
+    user = cbs(client, "GetUser", LoginName=ALICE[0])["Data"]
+    assert user["DataSize"] == 850
+
+
 def test_a_job_stopped_by_the_quota_is_reported_so(client: TestClient, world: World) -> None:
     job = start(client, world.docs, world.a, "2024-06-05 08:00:00")
     path = f"{AGENT}/backup-sets/{world.docs}/destinations/{world.a}/jobs/{job['job_id']}"

@@ -286,3 +286,41 @@ def test_the_used_set_holds_what_is_added_and_grows() -> None:
     zero = bytes(32)  # a key of 0 is the table's empty slot: kept as 1
     used.add(zero)
     assert zero in used and len(used) == 2501
+
+
+class _CrashAtPending(_CrashingStorage):
+    """Fails at the write of the pending deletion: the repacked copies are stored, the
+    packs they came from not yet condemned (a prune killed there)."""
+
+    def __init__(self, inner: Storage) -> None:
+        super().__init__(inner, 10**9)
+
+    def put(self, name: str, data: bytes | memoryview) -> None:
+        if name.startswith(DELETIONS_PREFIX):
+            self.crashed = True
+            raise _Crash()
+        super().put(name, data)
+
+
+def test_copies_left_by_a_killed_prune_are_freed_by_the_next(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "repo", fsync=False)
+    repo = _new_repo(storage)
+    expected = _history(repo)
+    old = list(expected)[:3]
+    forget_snapshots(repo, old, timing=QUICK)
+    kept = {sid: files for sid, files in expected.items() if sid not in old}
+    crashing = _CrashAtPending(storage)
+    with pytest.raises(_Crash):
+        prune(Repository.open(crashing, PASSWORD), NOW)  # type: ignore[arg-type]
+    for lock in list_locks(storage, repo.keys):
+        storage.delete(lock.name)  # the killed process's lock (stale in real life)
+    prune(Repository.open(storage, PASSWORD), NOW)
+    fresh = Repository.open(storage, PASSWORD)
+    places: dict[bytes, set[str]] = {}
+    for pack_id, items in fresh.index.by_pack():
+        for cid, _loc in items:
+            places.setdefault(cid, set()).add(pack_id)
+    for cid in list(places):
+        places[cid] |= {c.pack_id for c in fresh.index.copies(cid)}
+    assert not [cid for cid, packs in places.items() if len(packs) > 1]
+    _check_whole(storage, kept)

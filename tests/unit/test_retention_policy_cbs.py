@@ -131,11 +131,11 @@ def test_lenient_where_clients_differ() -> None:
         ({"Type": "ADVANCED", "KeepLast": 0, "KeepWithin": ""}, "(an ADVANCED policy needs"),
         (
             {"Type": "ADVANCED", "KeepWithin": "30 days"},
-            "Parameter RetentionPolicy.KeepWithin is invalid: \u201830 days\u2019 (a number and",
+            "Parameter RetentionPolicy.KeepWithin is invalid: \u201830 days\u2019 (restic's",
         ),
         (
-            {"Type": "ADVANCED", "KeepHourly": 2_000_000},
-            "Parameter RetentionPolicy.KeepHourly is invalid: \u20182000000\u2019 (0 to 1000000)",
+            {"Type": "ADVANCED", "KeepHourly": 20_000},
+            "Parameter RetentionPolicy.KeepHourly is invalid: \u201820000\u2019 (0 to 10000)",
         ),
         (
             {"Type": "WEEKLY"},

@@ -52,10 +52,11 @@ def after_backup(
         usage = _retention(options, repo, channel=channel, rules=retention.keep_rules())
     if usage is None:
         try:
+            repo.reload_index()  # what other jobs stored meanwhile
             usage = storage_usage(repo)
         except (RepositoryError, DestinationError) as exc:
-            log.warning("could not measure what the destination stores: %s", exc)
-    if usage is not None:
+            log.debug("could not measure what the destination stores: %s", exc)
+    if usage is not None and not channel.offline:  # offline: the next job's figures tell
         _report_storage(options, usage)
     if result.status is JobStatus.STOP_SUCCESS and channel.report.warnings:
         result = dataclasses.replace(result, status=JobStatus.STOP_SUCCESS_WITH_WARNING)
@@ -81,7 +82,8 @@ def _retention(
             timing=options.lock_timing,
             only_when_needed=True,
         )
-        channel.log(LogType.INFO, retention_summary(outcome, rules))
+        kind = LogType.WARN if outcome.prune_error else LogType.INFO
+        channel.log(kind, retention_summary(outcome, rules))
     except (RepositoryError, DestinationError, InvalidInput) as exc:
         channel.log(LogType.WARN, f"Retention policy not applied: {exc}")
         return None
@@ -94,4 +96,5 @@ def _report_storage(options: JobOptions, usage: StorageUsage) -> None:
     try:
         options.client.report_storage(options.set_id, options.destination_id, body)
     except (ServerUnreachable, AgentApiError) as exc:
-        log.warning("could not tell the server what the destination stores: %s", exc)
+        # the next job's figures tell it; the report's fate says when the server is away
+        log.debug("could not tell the server what the destination stores: %s", exc)

@@ -17,6 +17,7 @@ from datetime import tzinfo
 
 from rich.filesize import decimal
 
+from opencbs.destinations.base import DestinationError
 from opencbs.engine.locks import LockTiming
 from opencbs.engine.prune import (
     ForgetResult,
@@ -26,6 +27,7 @@ from opencbs.engine.prune import (
     prune,
     read_pending,
 )
+from opencbs.engine.repo_errors import RepositoryError
 from opencbs.engine.repository import Repository, SnapshotInfo
 from opencbs.model.retention import Decision, KeepRules, SnapshotTime, apply_policy
 from opencbs.reports.wording import plural
@@ -60,12 +62,15 @@ def decide(
 @dataclass(frozen=True, slots=True)
 class RetentionOutcome:
     """What applying a policy did: the ``decisions`` (per set ID), the ``forget`` result, the
-    ``prune`` result (``None`` without a prune) and the ``duration`` (seconds)."""
+    ``prune`` result (``None`` without a prune), why the prune did not finish
+    (``prune_error``: another process held the repository, a snapshot could not be read) and
+    the ``duration`` (seconds)."""
 
     decisions: dict[str, list[Decision]]
     forget: ForgetResult
     prune: PruneResult | None
     duration: float
+    prune_error: str = ""
 
 
 def run_retention(
@@ -79,21 +84,24 @@ def run_retention(
     only_when_needed: bool = False,
 ) -> RetentionOutcome:
     """Forget the snapshots ``rules`` do not keep (of ``set_ids``, or of every set), then, with
-    ``prune_options``, prune (with ``only_when_needed``: only when snapshots were removed now
-    or a pending deletion is due: otherwise every stored byte is still used, as after a
-    backup). Raises ``InvalidInput`` (rules that keep nothing),
-    ``RepositoryLocked``, ``CorruptData`` (a snapshot cannot be read: the prune deletes
-    nothing), ``DestinationError``."""
+    ``prune_options``, prune; with ``only_when_needed`` only when snapshots were removed now or
+    a pending deletion is due (otherwise every stored byte is still used, as after a backup).
+    A prune that cannot finish is the outcome's ``prune_error``, not raised. Raises
+    ``InvalidInput`` (rules that keep nothing), ``RepositoryLocked`` (the forget could not
+    lock the repository), ``DestinationError``."""
     started = time.monotonic()
     decisions = decide(repo.list_snapshots(), rules, tz=tz, set_ids=set_ids)
     drop = [d.id for ds in decisions.values() for d in ds if not d.keep]
     forgotten = forget_snapshots(repo, drop, timing=timing)
-    pruned = None
+    pruned, error = None, ""
     if prune_options is not None and (
         not only_when_needed or forgotten.removed or _deletions_due(repo, prune_options.grace)
     ):
-        pruned = prune(repo, prune_options)
-    return RetentionOutcome(decisions, forgotten, pruned, time.monotonic() - started)
+        try:
+            pruned = prune(repo, prune_options)
+        except (RepositoryError, DestinationError) as exc:
+            error = str(exc)  # the snapshots are removed; the next prune frees their data
+    return RetentionOutcome(decisions, forgotten, pruned, time.monotonic() - started, error)
 
 
 def _deletions_due(repo: Repository, grace: float) -> bool:
@@ -111,6 +119,8 @@ def retention_summary(outcome: RetentionOutcome, rules: KeepRules) -> str:
         f"{len(outcome.forget.removed)} of {plural(total, 'snapshot')}"
     ]
     p = outcome.prune
+    if outcome.prune_error:
+        said.append(f"the prune did not finish ({outcome.prune_error}); a later one frees it")
     if p is not None:
         said.append(f"freed {decimal(p.bytes_freed)} ({plural(p.deleted, 'pack')})")
         if p.bytes_pending:

@@ -26,7 +26,6 @@ Choices where the contract leaves room (written down here and in each call's sum
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,7 +47,8 @@ from opencbs.api.envelope import ok
 from opencbs.api.params import Params, shown_value
 from opencbs.api.state import ServerState
 from opencbs.errors import InvalidInput, ParameterInvalid, ParameterNotChangeable
-from opencbs.model.sets import MAX_SIMPLE_RETENTION, Retention
+from opencbs.model.retention import Duration
+from opencbs.model.sets import MAX_KEEP_COUNT, MAX_SIMPLE_RETENTION, Retention
 from opencbs.store import sets
 from opencbs.store.sets import BackupSet
 from opencbs.store.users import BackupUser
@@ -65,11 +65,10 @@ KEEP_KEYS: dict[str, str] = {
     "KeepMonthly": "keep_monthly",
     "KeepYearly": "keep_yearly",
 }
-#: Largest ``Keep…`` count taken.
-MAX_KEEP = 1_000_000
+#: Largest ``Keep…`` count taken (``model.sets``'s).
+MAX_KEEP = MAX_KEEP_COUNT
 _SIMPLE_KEYS = ("RetentionDays", "RetentionJobs")
 _KNOWN = ("Type", *_SIMPLE_KEYS, *KEEP_KEYS, "KeepWithin", "SpaceFreeUpEnabled")
-_WITHIN = re.compile(r"^[1-9][0-9]{0,5}[hdwmy]$")
 
 
 def retention_policy(retention: Retention) -> dict[str, Any]:
@@ -161,10 +160,15 @@ def _advanced(p: Params, shown: str) -> dict[str, Any]:
             )
     keeps = {attr: _count(p, cbs, MAX_KEEP) or 0 for cbs, attr in KEEP_KEYS.items()}
     within = p.str_or_empty(_key("KeepWithin")).strip() or None
-    if within is not None and not _WITHIN.match(within):
-        raise ParameterInvalid(
-            _key("KeepWithin"), within, 'a number and h, d, w, m or y, e.g. 30d; "" for none'
-        )
+    if within is not None:
+        try:
+            within = str(Duration.parse(within))
+        except InvalidInput:
+            raise ParameterInvalid(
+                _key("KeepWithin"),
+                within,
+                'restic\'s --keep-within form: 30d, 12h, 1y2m3d4h (y, m, d, h); "" for none',
+            ) from None
     if not any(keeps.values()) and within is None:
         raise ParameterInvalid(
             POLICY, shown, "an ADVANCED policy needs a Keep… rule above 0 or a KeepWithin"
@@ -208,7 +212,7 @@ POLICY_SCHEMA: dict[str, Any] = {
         "RetentionDays": {"type": "integer", "minimum": 1, "maximum": MAX_SIMPLE_RETENTION},
         "RetentionJobs": {"type": "integer", "minimum": 1, "maximum": MAX_SIMPLE_RETENTION},
         **{k: {"type": "integer", "minimum": 0, "maximum": MAX_KEEP} for k in KEEP_KEYS},
-        "KeepWithin": {"type": "string", "description": 'e.g. "30d" (h, d, w, m, y); "" none'},
+        "KeepWithin": {"type": "string", "description": 'e.g. "30d", "1y2m3d4h"; "" none'},
         "SpaceFreeUpEnabled": {"type": "boolean"},
     },
     "required": ["Type", "SpaceFreeUpEnabled"],

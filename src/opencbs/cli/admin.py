@@ -488,7 +488,8 @@ def new_retention(
         where = "--" + "-".join(str(part) for part in error["loc"]).replace("_", "-")
         raise InvalidInput(
             f"invalid retention policy: {where}: {error['msg']}",
-            "durations are a number and h, d, w, m or y (30d); see `opencbs set retention --help`",
+            "durations are restic's --keep-within form: 30d, 12h, 1y2m3d4h; counts 0..10000; "
+            "see `opencbs set retention --help`",
         ) from None
 
 
@@ -550,7 +551,7 @@ def _keep_option(name: str) -> Decorator:
     "--keep-within",
     default=None,
     metavar="DURATION",
-    help="ADVANCED: keep every snapshot within DURATION of the newest (30d; h, d, w, m, y).",
+    help="ADVANCED: keep every snapshot within DURATION of the newest (30d, 1y2m3d4h).",
 )
 @click.option(
     "--after-backup/--no-after-backup",

@@ -347,13 +347,21 @@ def exit_code_of(status: JobStatus) -> ExitCode:
 
 def print_job_failure(outcome: JobOutcome, address: DestinationAddress) -> None:
     """On stderr, for a job that ended ``BS_STOP_BY_SYSTEM_ERROR`` (the destination failed,
-    or the scan's helper process did: ``agent.backup``): the error line and a hint, as for any
-    other failure of a command; ``address``: the job's destination."""
+    or the scan's helper process did: ``agent.backup``) or ``BS_STOP_BY_QUOTA_EXCEEDED``: the
+    error line and a hint, as for any other failure of a command; ``address``: the job's
+    destination."""
     said = any(m.type is LogType.ERROR and m.text == outcome.message for m in outcome.messages)
     why = "" if said or not outcome.message else f": {show_name(outcome.message)}"
     note(f"opencbs: error: backup job {outcome.ref.job_id} failed ({outcome.status.value}){why}")
     shown = show_name(str(address))
     verify = verify_command(address)
+    if outcome.status is JobStatus.STOP_BY_QUOTA_EXCEEDED:
+        note(
+            f"hint: free space in the backup user's destinations (`opencbs forget --destination "
+            f"{shown} --keep-… --prune`; the server counts it after the set's next backup), or "
+            "ask the administrator for a larger quota"
+        )
+        return
     if outcome.message.startswith(NOTHING_BACKED_UP):
         note(
             "hint: the warnings above say why each source could not be read; check that the "

@@ -104,7 +104,14 @@ def _timing(settings: Settings) -> LockTiming:
     "--prune",
     "then_prune",
     is_flag=True,
-    help="Prune afterwards (as `opencbs prune`: what is condemned waits prune_grace seconds).",
+    help="Prune afterwards (as `opencbs prune`: what is condemned waits --grace).",
+)
+@click.option(
+    "--grace",
+    default=None,
+    metavar="DURATION",
+    help="With --prune: the prune's grace period (default prune_grace, 24h; 0: at once, "
+    "only when no backup runs on this repository).",
 )
 @JSON
 @with_agent_settings(
@@ -119,6 +126,7 @@ def forget(
     keep_within: str | None,
     dry_run: bool,
     then_prune: bool,
+    grace: str | None,
     as_json: bool,
     password_stdin: bool,
     encryption_password_file: Path | None,
@@ -162,9 +170,12 @@ def forget(
     removed: list[str] = []
     if not dry_run:
         removed = list(forget_snapshots(repo, chosen, timing=_timing(settings)).removed)
+    seconds = parse_grace(grace) if grace is not None else settings.prune_grace
+    if grace is not None and not then_prune:
+        raise InvalidInput("--grace goes with --prune", "add --prune, or leave --grace out")
     pruned = None
     if then_prune and not dry_run:
-        pruned = _prune(settings, repo, settings.prune_grace, quiet=as_json)
+        pruned = _prune(settings, repo, seconds, quiet=as_json)
     if as_json:
         print_json(_forget_json(decisions, chosen, removed, pruned, tz=tz, dry_run=dry_run))
         return
@@ -176,7 +187,10 @@ def forget(
     if pruned is not None:
         _print_prune(pruned)
     elif chosen and not dry_run:
-        note("opencbs: their data stays until `opencbs prune --destination ...` frees it")
+        note(
+            "opencbs: their data stays until `opencbs prune --destination "
+            f"{show_name(str(address))}` frees it"
+        )
 
 
 def _resolve_refs(
@@ -318,6 +332,11 @@ def _print_prune(r: PruneResult) -> None:
             f"would condemn {plural(r.condemned, 'pack')} ({decimal(r.bytes_pending)}), "
             f"{r.repacked} of them repacked; {plural(r.snapshots, 'snapshot')} read"
         )
+        if r.deleted:
+            echo(
+                f"would delete {plural(r.deleted, 'condemned pack')} whose grace period has "
+                f"passed ({decimal(r.bytes_freed)}), unless a snapshot uses them again"
+            )
         return
     echo(
         f"read {plural(r.snapshots, 'snapshot')}; condemned {plural(r.condemned, 'pack')}"
@@ -351,8 +370,8 @@ def _print_prune(r: PruneResult) -> None:
     default="5%",
     show_default=True,
     metavar="PERCENT",
-    help="Unused data that may stay (a share of the repository, or 'unlimited'); packs with "
-    "more unused data are repacked until it is below.",
+    help="Unused data that may stay (a share of the used data, or 'unlimited'); packs with "
+    "unused data are repacked, most unused first, until what stays unused is below it.",
 )
 @click.option("--dry-run", is_flag=True, help="Only say what would be condemned.")
 @JSON

@@ -240,7 +240,7 @@ class RepositoryLock:
             waited = time.monotonic() - started
             if waited >= self.timing.wait:
                 raise RepositoryLocked(holder, waited)
-            log.info("waiting for the repository lock held by %s", holder.describe())
+            log.debug("waiting for the repository lock held by %s", holder.describe())
             pause = self.timing.poll * random.uniform(0.5, 1.5)
             time.sleep(min(pause, max(0.05, self.timing.wait - waited)))
         self._thread = threading.Thread(target=self._refresh_loop, name="lock-refresh", daemon=True)

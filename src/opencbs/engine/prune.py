@@ -264,6 +264,11 @@ def prune(
         scan = _mark(repo, opts, result, progress)
     now = time.time_ns()
     due = [p for p in read_pending(storage, keys) if now - p.created_ns >= opts.grace * 1e9]
+    if due and opts.dry_run:  # what the sweep would delete (unless a snapshot uses it again)
+        sizes = dict(_pack_sizes(storage))
+        packs = {p for d in due for p in d.packs} & sizes.keys()
+        result.deleted = len(packs)
+        result.bytes_freed = sum(sizes[p] for p in packs)
     if due and not opts.dry_run:
         with RepositoryLock(storage, keys, "exclusive", "prune", timing=opts.timing) as lock:
             _sweep(repo, due, result, lock=lock, known=scan, progress=progress)
@@ -296,17 +301,22 @@ def _pack_use(
     repo: Prunable, used: UsedSet, condemned: set[str]
 ) -> tuple[IndexView, dict[str, list[int]]]:
     """Per pack not ``condemned``: ``[used bytes, indexed bytes]`` (sealed blobs), from one
-    pass over the index; a chunk stored twice counts as used in both packs (a prune keeps a
-    little more, never less)."""
+    pass over the index; a used chunk stored in several packs counts as used in the first
+    met only (its other copies are waste: a killed prune's repacked pack, two writers at
+    once), so a later repack drops them. Packs are met in index-object order, then the packs
+    no index lists."""
     view = IndexView()
     use: dict[str, list[int]] = {}
+    counted = UsedSet(capacity=2 * len(used))
     for pack_id, records in pack_records(repo.storage, repo.keys, view=view):
         if pack_id in condemned:
             continue
         row = use.setdefault(pack_id, [0, 0])
         for record in records:
             row[1] += record[2]
-            if record[0] in used:
+            cid = record[0]
+            if cid in used and cid not in counted:
+                counted.add(cid)
                 row[0] += record[2]
     return view, use
 
@@ -320,6 +330,9 @@ def _mark(
     if not opts.dry_run:
         for sid in repo.removed_leftovers():  # what an interrupted forget left
             storage.delete(snapshot_name(sid))
+        clean = getattr(storage, "remove_stale_temporaries", None)
+        if clean is not None:
+            clean()  # what writes of a killed process left (temporary files, uploads)
     if progress is not None:
         progress("reading the snapshots")
     scan = scan_snapshots(repo)
@@ -337,7 +350,8 @@ def _mark(
     doomed = [p for p in unused if use[p][0] == 0]
     if view.damaged:  # a pack in no readable index might be used: condemn none of them
         doomed = [p for p in doomed if p not in view.unindexed]
-    limit = opts.max_unused * result.bytes_before
+    # the share is of what stays: the used data (restic's --max-unused)
+    limit = opts.max_unused * sum(row[0] for row in use.values())
     left = sum(unused.values()) - sum(unused[p] for p in doomed)
     repack: list[str] = []
     for pack_id in sorted(

@@ -62,7 +62,7 @@ def storage_usage(repo: Measurable) -> StorageUsage:
         try:
             infos.append(repo.snapshot_info(sid))
         except RepositoryError as exc:
-            log.warning("storage figures leave out snapshot %s: %s", sid, exc)
+            log.debug("storage figures leave out snapshot %s: %s", sid, exc)
     infos.sort(key=lambda i: (i.meta.time_ns, i.id), reverse=True)
     chunks: dict[bytes, bool] = {}  # chunk ID -> the newest snapshot uses it
     current: set[bytes] = set()  # the newest snapshot's contents
@@ -76,7 +76,7 @@ def storage_usage(repo: Measurable) -> StorageUsage:
         try:
             trees = [repo.read_chunk(tree_chunk) for tree_chunk in info.tree]
         except RepositoryError as exc:
-            log.warning("storage figures leave out snapshot %s: %s", info.id, exc)
+            log.debug("storage figures leave out snapshot %s: %s", info.id, exc)
             continue
         for tree in trees:
             for etype, content, ids in scanner.feed(tree):

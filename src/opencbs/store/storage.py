@@ -15,7 +15,9 @@ Rules, each once:
 - A destination's **latest** measurement is its newest ``measured_at``.
 - What a user **holds now** (quota, ``DataSize``) is the sum of the latest ``stored_size`` of
   the destinations of its backup sets that are not removed (a removed set gets no more jobs, so
-  no newer measurement; the administrator removed it).
+  no newer measurement; the administrator removed it), each place counted once: destinations
+  of several sets in one place (the same type and settings: one folder, one bucket and
+  prefix) are one repository, whose newest measurement counts.
 - A **month** (``month_average``, a pure function): the days of the month (server zone) that
   have measurements; for each, the sum over destinations of each one's last measurement that
   day; each figure averaged over those days. Uploads: the month's jobs (job IDs ``yyyy-MM-…``,
@@ -27,6 +29,7 @@ Rules, each once:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
@@ -38,7 +41,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from opencbs.errors import Conflict, InvalidInput
 from opencbs.model.storage import StorageMeasurement, StorageQuota
 from opencbs.store.jobs import END_TIME_SKEW_MS
-from opencbs.store.schema import backup_jobs, backup_sets, storage_stats
+from opencbs.store.schema import backup_jobs, backup_sets, destinations, storage_stats
 from opencbs.store.sets import BackupSet, Destination
 from opencbs.store.users import BackupUser
 from opencbs.store.util import now_ms
@@ -142,6 +145,8 @@ def _latest(*where: ColumnElement[bool]) -> Select[Any]:
             storage_stats,
             backup_sets.c.user_id.label("held_by"),
             backup_sets.c.removed.label("set_removed"),
+            destinations.c.type.label("dest_type"),
+            destinations.c.settings.label("dest_settings"),
         )
         .join(
             newest,
@@ -151,7 +156,32 @@ def _latest(*where: ColumnElement[bool]) -> Select[Any]:
             ),
         )
         .join(backup_sets, backup_sets.c.id == storage_stats.c.set_id)
+        .join(destinations, destinations.c.id == storage_stats.c.destination_id)
     )
+
+
+def _place(row: Row) -> tuple[Any, ...]:  # type: ignore[type-arg]
+    """Where a measured destination's repository is (its type and settings: a folder, a
+    bucket and prefix): destinations of several sets of one user in one place are one
+    repository, counted once (the newest measurement of it)."""
+    return _place_of(row.held_by, row.destination_id, row.dest_type, row.dest_settings)
+
+
+def _place_of(user_id: int, dest_id: int, dest_type: str, settings: Any) -> tuple[Any, ...]:
+    """``_place``: a destination without settings (no known place) is a place of its own."""
+    if not isinstance(settings, dict) or not settings:
+        return (user_id, "destination", dest_id)
+    return (user_id, dest_type, json.dumps(settings, sort_keys=True))
+
+
+def _by_place(rows: Iterable[Row]) -> list[Row]:  # type: ignore[type-arg]
+    """Of ``rows`` (``_latest``), the newest of each place (``_place``)."""
+    newest: dict[tuple[Any, ...], Row] = {}  # type: ignore[type-arg]
+    for row in rows:
+        key = _place(row)
+        if key not in newest or row.measured_at > newest[key].measured_at:
+            newest[key] = row
+    return list(newest.values())
 
 
 def held_bytes(conn: Connection, user_ids: Sequence[int]) -> dict[int, int]:
@@ -164,7 +194,7 @@ def held_bytes(conn: Connection, user_ids: Sequence[int]) -> dict[int, int]:
         _latest(backup_sets.c.user_id.in_(list(user_ids)), backup_sets.c.removed.is_(False))
     )
     out: dict[int, int] = {}
-    for row in rows:
+    for row in _by_place(rows):
         out[row.held_by] = out.get(row.held_by, 0) + int(row.stored_size)
     return out
 
@@ -173,11 +203,20 @@ def quota_of(conn: Connection, user: BackupUser, destination_id: int) -> Storage
     """The quota a job of ``user`` to its destination ``destination_id`` starts with
     (``StorageQuota``): the user's quota, the latest ``stored_size`` of its other destinations
     (in sets not removed) summed, and that destination's own (0 when never measured)."""
+    rows = list(conn.execute(_latest(backup_sets.c.user_id == user.id)))
+    dest = conn.execute(
+        select(destinations.c.type, destinations.c.settings).where(
+            destinations.c.id == destination_id
+        )
+    ).first()
+    here = _place_of(user.id, destination_id, dest.type, dest.settings) if dest else None
     used = own = 0
-    for row in conn.execute(_latest(backup_sets.c.user_id == user.id)):
-        if row.destination_id == destination_id:
+    for row in _by_place(
+        r for r in rows if not r.set_removed or r.destination_id == destination_id
+    ):
+        if _place(row) == here:
             own = int(row.stored_size)
-        elif not row.set_removed:
+        else:
             used += int(row.stored_size)
     return StorageQuota(limit=user.quota, used=used, destination_used=own)
 
