@@ -9,10 +9,11 @@ import re
 import secrets
 import sys
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 import orjson
@@ -377,3 +378,19 @@ def note(text: str) -> None:
     line above the bar. (``click.echo(err=True)`` would not: it finds the proxy's encoding
     unset and writes to the real stream's buffer, into the bar's row.)"""
     click.echo(text, file=sys.stderr)
+
+
+@contextmanager
+def activity(title: str, *, quiet: bool = False, stream: TextIO | None = None) -> Iterator[None]:
+    """A spinner with ``title`` on a terminal, one line when not, nothing when ``quiet``: for
+    work that reports no progress of its own (verify)."""
+    if quiet:
+        yield
+        return
+    console = Console(file=stream or sys.stderr, highlight=False, soft_wrap=False)
+    if console.is_terminal:
+        with console.status(title):
+            yield
+        return
+    console.print(f"{title}…", markup=False, highlight=False, soft_wrap=True)
+    yield

@@ -26,11 +26,8 @@ ended`) says ``stopped`` / ``failed after <time>`` and how far it got. ``quiet``
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal, TextIO
@@ -47,7 +44,7 @@ from opencbs.cli.common import show_name
 from opencbs.reports.wording import plural as counted
 from opencbs.settings import DEFAULT_PROGRESS_INTERVAL
 
-__all__ = ["BackupProgress", "Ending", "RestoreProgressView", "activity", "plural"]
+__all__ = ["BackupProgress", "Ending", "RestoreProgressView", "plural"]
 
 #: How a backup job ended, as its summary line says.
 Ending = Literal["done", "stopped", "failed"]
@@ -421,19 +418,3 @@ class RestoreProgressView(_ProgressView):
         line = self.summary()
         if not self.quiet and line is not None:
             self._print(line)
-
-
-@contextmanager
-def activity(title: str, *, quiet: bool = False, stream: TextIO | None = None) -> Iterator[None]:
-    """A spinner with ``title`` on a terminal, one line when not, nothing when ``quiet``: for
-    work that reports no progress of its own (verify)."""
-    if quiet:
-        yield
-        return
-    console = Console(file=stream or sys.stderr, highlight=False, soft_wrap=False)
-    if console.is_terminal:
-        with console.status(title):
-            yield
-        return
-    console.print(f"{title}…", markup=False, highlight=False, soft_wrap=True)
-    yield

@@ -61,6 +61,7 @@ from opencbs.cli.agent_options import (
 from opencbs.cli.backup_run import snapshots_command, verify_command
 from opencbs.cli.common import (
     JSON,
+    activity,
     console,
     echo,
     note,
@@ -69,7 +70,7 @@ from opencbs.cli.common import (
     show_name,
 )
 from opencbs.cli.keep_options import keep_options, rules_of_flags
-from opencbs.cli.progress import RestoreProgressView, activity
+from opencbs.cli.progress import RestoreProgressView
 from opencbs.destinations.base import DestinationError, Storage
 from opencbs.destinations.local import LocalStorage
 from opencbs.engine.entries import display_path

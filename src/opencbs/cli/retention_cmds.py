@@ -10,16 +10,13 @@ grace period (``prune_grace``; ``--grace 0``: at once, when no backup runs).
 
 from __future__ import annotations
 
-import contextlib
 import re
-import sys
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.filesize import decimal
 
 from opencbs.agent.retention import decide
@@ -39,7 +36,7 @@ from opencbs.cli.agent_options import (
     require_login,
     with_agent_settings,
 )
-from opencbs.cli.common import JSON, echo, note, print_json, print_table, show_name
+from opencbs.cli.common import JSON, activity, echo, note, print_json, print_table, show_name
 from opencbs.cli.keep_options import keep_options, rules_of_flags
 from opencbs.engine.locks import LockTiming
 from opencbs.engine.prune import PruneOptions, PruneResult, forget_snapshots, prune
@@ -299,8 +296,6 @@ def parse_max_unused(text: str) -> float:
 
 def _prune(settings: Settings, repo: Repository, grace: float, *, quiet: bool) -> PruneResult:
     options = PruneOptions(grace=grace, timing=_timing(settings))
-    from opencbs.cli.progress import activity  # noqa: PLC0415 - loads the job's modules
-
     with activity("pruning", quiet=quiet):
         return prune(repo, options)
 
@@ -399,25 +394,9 @@ def prune_command(
     options = PruneOptions(
         grace=seconds, max_unused=share, dry_run=dry_run, timing=_timing(settings)
     )
-    with _spinner(f"pruning {address}", quiet=as_json):
+    with activity(f"pruning {address}", quiet=as_json):
         result = prune(repo, options)
     if as_json:
         print_json(prune_json(result))
     else:
         _print_prune(result)
-
-
-@contextlib.contextmanager
-def _spinner(title: str, *, quiet: bool) -> Iterator[None]:
-    """A spinner with ``title`` on a terminal, one line when not, nothing when ``quiet``
-    (``cli.progress.activity``'s, without loading the job's modules: a prune stays small)."""
-    if quiet:
-        yield
-        return
-    console = Console(file=sys.stderr, highlight=False, soft_wrap=False)
-    if console.is_terminal:
-        with console.status(title):
-            yield
-        return
-    console.print(f"{title}…", markup=False, highlight=False, soft_wrap=True)
-    yield

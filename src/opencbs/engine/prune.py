@@ -307,7 +307,7 @@ def _pack_use(
     no index lists."""
     view = IndexView()
     use: dict[str, list[int]] = {}
-    counted = UsedSet(capacity=2 * len(used))
+    counted = UsedSet()
     for pack_id, records in pack_records(repo.storage, repo.keys, view=view):
         if pack_id in condemned:
             continue

@@ -399,27 +399,11 @@ class TreeDecoder:
     def feed(self, data: bytes) -> Iterator[TreeItem]:
         """Yield the records completed by ``data``."""
         buf = self._rest + data if self._rest else data
+        spans, rest = _spans(buf)
+        self._rest = buf[rest:]
         what = self._what
-        size = len(buf)
-        pos = 0
-        while pos < size:
-            # The length prefix: one or two bytes inline, longer ones by the general reader.
-            b0 = buf[pos]
-            if b0 < 0x80:
-                length, start = b0, pos + 1
-            elif pos + 1 < size and buf[pos + 1] < 0x80:
-                length, start = (b0 & 0x7F) | (buf[pos + 1] << 7), pos + 2
-            else:
-                got, start = _try_uvarint(buf, pos)
-                if got is None:
-                    break
-                length = got
-            end = start + length
-            if end > size:
-                break
+        for start, end in spans:
             yield _decode_at(buf, start, end, what)
-            pos = end
-        self._rest = buf[pos:]
 
     def finish(self) -> None:
         """End of stream; raises ``CorruptData`` if a record is incomplete."""
@@ -441,24 +425,11 @@ class RefScanner:
         """Yield ``(etype code, content ID or None, chunk IDs joined)`` of each record
         completed by ``data`` (the chunk IDs: ``count * 32`` bytes). Raises ``CorruptData``."""
         buf = self._rest + data if self._rest else data
-        size = len(buf)
-        pos = 0
+        spans, rest = _spans(buf)
+        self._rest = buf[rest:]
         head = _REF_HEAD
-        while pos < size:
-            b0 = buf[pos]
-            if b0 < 0x80:
-                length, start = b0, pos + 1
-            elif pos + 1 < size and buf[pos + 1] < 0x80:
-                length, start = (b0 & 0x7F) | (buf[pos + 1] << 7), pos + 2
-            else:
-                got, start = _try_uvarint(buf, pos)
-                if got is None:
-                    break
-                length = got
-            end = start + length
-            if end > size:
-                break
-            if length >= _HEAD_SIZE and buf[start] & _FIXED:
+        for start, end in spans:
+            if end - start >= _HEAD_SIZE and buf[start] & _FIXED:
                 flags, code, path_len, target_len, content_len, count = head.unpack_from(buf, start)
                 q = start + _HEAD_SIZE + path_len + target_len
                 content = buf[q : q + content_len] if flags & _CONTENT else None
@@ -469,34 +440,19 @@ class RefScanner:
             else:
                 entry, chunks = _decode_at(buf, start, end, self._what)
                 yield _ETYPE_CODES[entry.etype], entry.content_id, b"".join(chunks)
-            pos = end
-        self._rest = buf[pos:]
 
     def use(self, data: bytes, add: Callable[[int], None]) -> None:
         """``feed`` for a prune, which needs only the chunk IDs: the first 8 bytes of each
         chunk ID of the records completed by ``data`` go to ``add`` as an int (little endian,
         0 as 1: ``prune_scan.UsedSet.add_key``). Raises ``CorruptData``."""
         buf = self._rest + data if self._rest else data
-        size = len(buf)
-        pos = 0
+        spans, rest = _spans(buf)
+        self._rest = buf[rest:]
         unpack = _REF_HEAD.unpack_from
         key = int.from_bytes
         head_size = _HEAD_SIZE
-        while pos < size:
-            b0 = buf[pos]
-            if b0 < 0x80:
-                length, start = b0, pos + 1
-            elif pos + 1 < size and buf[pos + 1] < 0x80:
-                length, start = (b0 & 0x7F) | (buf[pos + 1] << 7), pos + 2
-            else:
-                got, start = _try_uvarint(buf, pos)
-                if got is None:
-                    break
-                length = got
-            end = start + length
-            if end > size:
-                break
-            if length >= head_size and buf[start] & _FIXED:
+        for start, end in spans:
+            if end - start >= head_size and buf[start] & _FIXED:
                 _flags, _code, path_len, target_len, content_len, count = unpack(buf, start)
                 q = start + head_size + path_len + target_len + content_len
                 if q + count * ID_SIZE != end:
@@ -506,13 +462,37 @@ class RefScanner:
             else:
                 for cid in _decode_at(buf, start, end, self._what)[1]:
                     add(key(cid[:8], "little") or 1)
-            pos = end
-        self._rest = buf[pos:]
 
     def finish(self) -> None:
         """End of stream; raises ``CorruptData`` if a record is incomplete."""
         if self._rest:
             raise CorruptData(f"{self._what}: truncated at the end")
+
+
+def _spans(buf: bytes) -> tuple[list[tuple[int, int]], int]:
+    """The ``(start, end)`` of the body of each whole record at the start of ``buf`` (a
+    ``uvarint`` length, then the body), and where the incomplete rest begins."""
+    size = len(buf)
+    pos = 0
+    spans: list[tuple[int, int]] = []
+    while pos < size:
+        # The length prefix: one or two bytes inline, longer ones by the general reader.
+        b0 = buf[pos]
+        if b0 < 0x80:
+            length, start = b0, pos + 1
+        elif pos + 1 < size and buf[pos + 1] < 0x80:
+            length, start = (b0 & 0x7F) | (buf[pos + 1] << 7), pos + 2
+        else:
+            got, start = _try_uvarint(buf, pos)
+            if got is None:
+                break
+            length = got
+        end = start + length
+        if end > size:
+            break
+        spans.append((start, end))
+        pos = end
+    return spans, pos
 
 
 def _try_uvarint(buf: bytes, pos: int) -> tuple[int | None, int]:
