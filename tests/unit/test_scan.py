@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -355,11 +356,21 @@ def test_a_single_file_source(src: bytes) -> None:
     assert entry.etype is EntryType.FILE and entry.size == 5
 
 
-def test_special_files_are_skipped_quietly(src: bytes) -> None:
+def test_special_files_are_skipped_each_with_a_warning(src: bytes) -> None:
     os.mkfifo(src + b"/fifo")
-    s = scan([src])
-    assert src + b"/fifo" not in [e.path for e in entries_of(s)]
-    assert s.warnings == () and s.incomplete_dirs == frozenset()
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(src + b"/sock")
+        s = scan([src])
+        paths = [e.path for e in entries_of(s)]
+    assert src + b"/fifo" not in paths and src + b"/sock" not in paths
+    assert [(w.path, w.message) for w in s.warnings] == [
+        (src + b"/fifo", "a FIFO (named pipe): not backed up"),
+        (src + b"/sock", "a socket: not backed up"),
+    ]
+    assert s.incomplete_dirs == frozenset()  # the folder itself is whole
+    excluded = scan([src], ScanFilter.of(exclude=["*/fifo", "*/sock"]))
+    entries_of(excluded)
+    assert excluded.warnings == ()  # what the filters leave out is not warned about
 
 
 def test_a_scan_is_iterated_once(src: bytes) -> None:

@@ -19,7 +19,9 @@ Rules:
 - Order: depth-first, pre-order, each directory's names sorted by bytes, sources in the same
   order — that is ``classify.path_sort_key`` order, which ``classify`` merges on.
 - Only regular files, directories and symbolic links are entries; sockets, FIFOs and device
-  files are skipped (logged at DEBUG, no warning).
+  files are not backed up, each named in a warning ("a FIFO (named pipe): not backed up"), so
+  a job that meets one ends with warnings; never silently (issue 15). Their directory stays
+  complete. What the filters leave out is not warned about.
 - A file or link listed in a directory and gone by the time it is ``lstat``-ed (or its link
   read) *vanished during the scan*: a warning naming it, no entry, and the directory stays
   complete — the file is gone, so a previous backup of it is reported deleted, once. Only
@@ -274,9 +276,11 @@ class Scan:
         except OSError as error:
             yield self._entry_error(parent, path, "cannot read symbolic link", error)
             return
-        if entry is None:
-            return
         kept = parent.kept or self.filters.includes(path)
+        if entry is None:
+            if kept:  # never silent (issue 15): named, and the job ends with a warning
+                yield self._warn(path, f"{_special_kind(st.st_mode)}: not backed up")
+            return
         if entry.etype is EntryType.DIRECTORY:
             if kept:
                 yield from _flush(stack)
@@ -298,7 +302,6 @@ class Scan:
             target = os.readlink(path)
             to_dir = os.path.isdir(path)
             return _make_link(path, st, target, to_dir=to_dir)
-        logger.debug("skipped %s: not a file, directory or link", display_path(path))
         return None
 
     def _entry_error(self, parent: _Frame, path: bytes, action: str, error: OSError) -> ScanWarning:
@@ -314,6 +317,19 @@ class Scan:
         self._warnings.append(warning)
         logger.warning("%s: %s", display_path(path), message)
         return warning
+
+
+def _special_kind(mode: int) -> str:
+    """What a file that is not a regular file, directory or link is, for its warning."""
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    return "a special file"
 
 
 def scan(sources: Iterable[bytes | str], filters: ScanFilter | None = None) -> Scan:
