@@ -49,7 +49,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from opencbs.agent.channel import JobChannel
 from opencbs.agent.entry_spool import EntrySpool
@@ -282,7 +282,12 @@ class SourceReader:
             if isinstance(exc, _Vanished):
                 return None, ()  # gone: a deletion when it was backed up before
             if prev is not None and prev.etype is EntryType.FILE:
-                return prev, item.chunks
+                # its content as last stored, with the attributes it has now: a chmod 000 is
+                # both a warning (unreadable) and a permission change (issue 15)
+                kept = replace(prev, mode=cur.mode, uid=cur.uid, gid=cur.gid, ctime_ns=cur.ctime_ns)
+                if _attributes_differ(prev, kept):
+                    self.sizes[cur.path] = chunk_sizes(self.repo.index, item.chunks)
+                return kept, item.chunks
             return None, ()
         finally:
             self.bytes_reading = 0

@@ -27,6 +27,7 @@ from opencbs.destinations.local import LocalStorage
 from opencbs.destinations.memory import MemoryStorage
 from opencbs.engine.classify import Reason
 from opencbs.engine.crypto import KdfParams
+from opencbs.engine.entries import Entry
 from opencbs.engine.repository import Repository
 from opencbs.reports.vocabulary import JobStatus, ReportList
 from tests.agent_support import PASSWORD, T0, USER, job_options
@@ -698,3 +699,48 @@ def test_a_file_replaced_by_a_fifo_after_the_scan_is_a_warning_not_a_hang(
     assert not worker.is_alive(), "the read blocked on the FIFO"
     assert isinstance(outcome[0], reading_mod._SoftError)
     assert "changed between the scan and the read" in str(outcome[0])
+
+
+def test_a_file_made_unreadable_is_a_warning_and_a_permission_change(
+    client: TestClient,
+    agent: AgentClient,
+    src: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``chmod 000`` on a file backed up before: its content cannot be read (a warning; the
+    content as last stored stays in the snapshot) and its mode changed (a ``pmt`` entry);
+    the next job, with nothing changed, says neither again (issue 15)."""
+    monkeypatch.setattr(reading_mod, "PREFETCH_FILES", 0)  # every open goes through _open
+    dest = tmp_path / "dest"
+    storage = _storage(dest)
+    set_id, dest_id = _new_set(agent, src, dest)
+    first = run_backup(job_options(agent, set_id, dest_id, storage, start_time_ms=T0))
+    assert first.status is JobStatus.STOP_SUCCESS
+    target = src / "a.txt"
+    os.chmod(target, 0)
+    real_open = reading_mod._open
+
+    def refused(entry: Entry) -> int:  # what a non-root agent meets (root reads mode 000)
+        if entry.path == os.fsencode(target):
+            raise reading_mod._SoftError("cannot open: permission denied")
+        return real_open(entry)
+
+    monkeypatch.setattr(reading_mod, "_open", refused)
+    second = run_backup(job_options(agent, set_id, dest_id, storage, start_time_ms=T0 + 60_000))
+    assert second.status is JobStatus.STOP_SUCCESS_WITH_WARNING
+    data = _report(client, second)
+    _check_counters(data)
+    assert _names(data, "pmt", src) == {("F", "src/a.txt")}
+    warns = [e["Message"] for e in data["Logs"] if e["Type"] == "warn"]
+    assert len(warns) == 1 and "a.txt" in warns[0] and "permission denied" in warns[0]
+    assert data["upd"] == [] and data["new"] == [] and data["del"] == []
+    third = run_backup(job_options(agent, set_id, dest_id, storage, start_time_ms=T0 + 120_000))
+    assert third.status is JobStatus.STOP_SUCCESS
+    assert _report(client, third)["pmt"] == []
+    # the snapshot holds the content as last stored, with the mode it has now
+    os.chmod(target, 0o644)
+    restored = restore(storage, PASSWORD, third.snapshot_id, tmp_path / "restored")
+    assert restored.complete
+    back = tmp_path / "restored" / str(target).lstrip("/")
+    assert back.read_bytes() == b"alpha " * 100 and (back.stat().st_mode & 0o777) == 0
