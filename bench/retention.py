@@ -117,6 +117,22 @@ def _run(cmd: Sequence[str], env: dict[str, str], log: Path, timeout: float | No
     return res.stdout.decode(errors="replace")
 
 
+class _Peer:
+    """What a peer tool does not need: it is always there, runs no server of its own."""
+
+    def missing(self) -> str:
+        return ""
+
+    def start(self) -> None:
+        pass
+
+    def server_cpu(self) -> float | None:
+        return None
+
+    def stop(self) -> None:
+        pass
+
+
 class OpencbsTool:
     """opencbs: ``backup`` under libfaketime; ``forget`` + ``prune`` measured."""
 
@@ -185,7 +201,7 @@ class OpencbsTool:
         self.server.stop()
 
 
-class ResticTool:
+class ResticTool(_Peer):
     """restic: repository version 2 (compression ``auto``), password from the environment."""
 
     name = "restic"
@@ -207,26 +223,14 @@ class ResticTool:
         out = _run(["restic", "snapshots", "--json"], self.env, self.logs / "restic.log")
         return [datetime.fromisoformat(s["time"]).astimezone(UTC) for s in json.loads(out)]
 
-    def missing(self) -> str:
-        return ""
-
-    def start(self) -> None:
-        pass
-
-    def server_cpu(self) -> float | None:
-        return None
-
     def commands(self) -> list[list[str]]:
         return [
             ["restic", "forget", "--keep-daily", str(KEEP_DAILY)]
             + ["--keep-weekly", str(KEEP_WEEKLY), "--prune"]
         ]
 
-    def stop(self) -> None:
-        pass
 
-
-class BorgTool:
+class BorgTool(_Peer):
     """borg 1.x: ``repokey-blake2``, default compression (lz4), passphrase from the env."""
 
     name = "borg"
@@ -252,24 +256,12 @@ class BorgTool:
             for a in json.loads(out)["archives"]
         ]
 
-    def missing(self) -> str:
-        return ""
-
-    def start(self) -> None:
-        pass
-
-    def server_cpu(self) -> float | None:
-        return None
-
     def commands(self) -> list[list[str]]:
         return [
             ["borg", "prune", "--keep-daily", str(KEEP_DAILY)]
             + ["--keep-weekly", str(KEEP_WEEKLY), str(self.repo)],
             ["borg", "compact", str(self.repo)],
         ]
-
-    def stop(self) -> None:
-        pass
 
 
 Tool = OpencbsTool | ResticTool | BorgTool

@@ -19,6 +19,7 @@ import click
 from opencbs.agent.storage import UPLOAD_JOURNAL, S3Access, open_storage
 from opencbs.cli.common import CliState, NonEmptyPath, require_text_paths, show_name
 from opencbs.destinations.base import Storage
+from opencbs.engine.locks import LockTiming
 from opencbs.engine.repo_errors import RepositoryNotFound
 from opencbs.engine.repository import Repository
 from opencbs.errors import InvalidInput
@@ -102,6 +103,15 @@ DESTINATION = click.option(
     "--destination",
     type=DestinationText(),
     default=None,
+    metavar="PATH|s3://BUCKET/PREFIX",
+    help="The destination (the repository): a folder, or an S3 bucket and prefix with "
+    "--s3-endpoint.",
+)
+#: ``--destination`` where it is required: the repository a command works on directly.
+REPOSITORY = click.option(
+    "--destination",
+    required=True,
+    type=DestinationText(),
     metavar="PATH|s3://BUCKET/PREFIX",
     help="The destination (the repository): a folder, or an S3 bucket and prefix with "
     "--s3-endpoint.",
@@ -313,3 +323,8 @@ def given_destination(settings: Settings, destination: str) -> DestinationAddres
     if address.path is not None and not address.path.is_dir():
         raise RepositoryNotFound(show_name(str(address)))
     return address
+
+
+def lock_timing(settings: Settings) -> LockTiming:
+    """How long a command waits for another process's lock on a repository (``lock_wait``)."""
+    return LockTiming(wait=settings.lock_wait)

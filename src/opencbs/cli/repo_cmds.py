@@ -45,14 +45,15 @@ from opencbs.cli.agent_options import (
     ENCRYPTION_FILE,
     LOGIN,
     PASSWORD_STDIN,
+    REPOSITORY,
     S3_ENDPOINT,
     S3_REGION,
     SERVER,
-    DestinationText,
     backup_password,
     destination_address,
     encryption_password,
     given_destination,
+    lock_timing,
     open_existing_repository,
     report_spool_dir,
     require_login,
@@ -74,7 +75,7 @@ from opencbs.cli.progress import RestoreProgressView
 from opencbs.destinations.base import DestinationError, Storage
 from opencbs.destinations.local import LocalStorage
 from opencbs.engine.entries import display_path
-from opencbs.engine.locks import LockTiming, RepositoryLocked
+from opencbs.engine.locks import RepositoryLocked
 from opencbs.engine.manifest import load_anchor, remember
 from opencbs.engine.repo_errors import SnapshotNotFound
 from opencbs.engine.repo_verify import VerifyProblem
@@ -100,7 +101,7 @@ def reading_lock(settings: Settings, repo: Repository, purpose: str) -> Iterator
     """A shared lock on ``repo`` while a restore or verify reads it (``engine.locks``: a
     prune does not delete meanwhile). A destination that cannot be written (a read-only
     mount or credentials) is read without one, said in a note. Raises ``RepositoryLocked``."""
-    lock = repo.lock("shared", purpose, timing=LockTiming(wait=settings.lock_wait))
+    lock = repo.lock("shared", purpose, timing=lock_timing(settings))
     try:
         lock.acquire()
     except RepositoryLocked:
@@ -416,14 +417,7 @@ def _problem_json(problem: VerifyProblem) -> dict[str, object]:
 
 
 @click.command()
-@click.option(
-    "--destination",
-    required=True,
-    type=DestinationText(),
-    metavar="PATH|s3://BUCKET/PREFIX",
-    help="The destination (the repository): a folder, or an S3 bucket and prefix with "
-    "--s3-endpoint.",
-)
+@REPOSITORY
 @click.option(
     "--read-data", is_flag=True, help="Also read, decrypt and hash every stored chunk (slow)."
 )
@@ -513,14 +507,7 @@ def verify_hint(problems: Sequence[VerifyProblem]) -> str:
 
 
 @click.command()
-@click.option(
-    "--destination",
-    required=True,
-    type=DestinationText(),
-    metavar="PATH|s3://BUCKET/PREFIX",
-    help="The destination (the repository): a folder, or an S3 bucket and prefix with "
-    "--s3-endpoint.",
-)
+@REPOSITORY
 @click.option(
     "--set",
     "set_ref",

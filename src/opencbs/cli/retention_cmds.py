@@ -25,20 +25,20 @@ from opencbs.cli.agent_options import (
     ENCRYPTION_FILE,
     LOGIN,
     PASSWORD_STDIN,
+    REPOSITORY,
     S3_ENDPOINT,
     S3_REGION,
     SERVER,
-    DestinationText,
     backup_password,
     encryption_password,
     given_destination,
+    lock_timing,
     open_existing_repository,
     require_login,
     with_agent_settings,
 )
 from opencbs.cli.common import JSON, activity, echo, note, print_json, print_table, show_name
 from opencbs.cli.keep_options import keep_options, rules_of_flags
-from opencbs.engine.locks import LockTiming
 from opencbs.engine.prune import PruneOptions, PruneResult, forget_snapshots, prune
 from opencbs.engine.repository import Repository, SnapshotInfo
 from opencbs.errors import InvalidInput, NotFound
@@ -51,15 +51,6 @@ from opencbs.settings import Settings
 _SHORT_ID = 8
 
 __all__ = ["forget", "prune_command", "parse_grace", "parse_max_unused"]
-
-_DESTINATION = click.option(
-    "--destination",
-    required=True,
-    type=DestinationText(),
-    metavar="PATH|s3://BUCKET/PREFIX",
-    help="The destination (the repository): a folder, or an S3 bucket and prefix with "
-    "--s3-endpoint.",
-)
 
 
 def _set_policy(settings: Settings, set_ref: str, *, password_stdin: bool) -> KeepRules:
@@ -80,13 +71,9 @@ def _set_policy(settings: Settings, set_ref: str, *, password_stdin: bool) -> Ke
     return bset.settings.retention.keep_rules()
 
 
-def _timing(settings: Settings) -> LockTiming:
-    return LockTiming(wait=settings.lock_wait)
-
-
 @click.command()
 @click.argument("snapshot_refs", nargs=-1, metavar="[SNAPSHOT]...")
-@_DESTINATION
+@REPOSITORY
 @click.option(
     "--set",
     "set_ref",
@@ -166,7 +153,7 @@ def forget(
     names = set_names(infos, accepted)
     removed: list[str] = []
     if not dry_run:
-        removed = list(forget_snapshots(repo, chosen, timing=_timing(settings)).removed)
+        removed = list(forget_snapshots(repo, chosen, timing=lock_timing(settings)).removed)
     seconds = parse_grace(grace) if grace is not None else settings.prune_grace
     if grace is not None and not then_prune:
         raise InvalidInput("--grace goes with --prune", "add --prune, or leave --grace out")
@@ -295,7 +282,7 @@ def parse_max_unused(text: str) -> float:
 
 
 def _prune(settings: Settings, repo: Repository, grace: float, *, quiet: bool) -> PruneResult:
-    options = PruneOptions(grace=grace, timing=_timing(settings))
+    options = PruneOptions(grace=grace, timing=lock_timing(settings))
     with activity("pruning", quiet=quiet):
         return prune(repo, options)
 
@@ -352,7 +339,7 @@ def _print_prune(r: PruneResult) -> None:
 
 
 @click.command("prune")
-@_DESTINATION
+@REPOSITORY
 @click.option(
     "--grace",
     default=None,
@@ -392,7 +379,7 @@ def prune_command(
     repo_password = encryption_password(settings, encryption_password_file)
     _storage, repo = open_existing_repository(settings, address, repo_password, load_index=False)
     options = PruneOptions(
-        grace=seconds, max_unused=share, dry_run=dry_run, timing=_timing(settings)
+        grace=seconds, max_unused=share, dry_run=dry_run, timing=lock_timing(settings)
     )
     with activity(f"pruning {address}", quiet=as_json):
         result = prune(repo, options)

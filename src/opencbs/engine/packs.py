@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import blake3
 
+from opencbs.destinations.base import Storage
 from opencbs.engine.crypto import ID_SIZE, OVERHEAD, Keys
 from opencbs.engine.repo_errors import CorruptData
 
@@ -66,6 +67,17 @@ def pack_id_of_name(name: str) -> str | None:
     if len(parts) == 3 and parts[0] + "/" == DATA_PREFIX and _is_hex_id(parts[2]):
         return parts[2] if parts[1] == parts[2][:2] else None
     return None
+
+
+def pack_sizes(storage: Storage) -> dict[str, int]:
+    """Every pack of ``storage`` with its size in bytes (pack ID -> size), from one listing
+    (``Storage.list_sizes``: no pack is read). Raises ``DestinationError``."""
+    sizes: dict[str, int] = {}
+    for name, size in storage.list_sizes(DATA_PREFIX):
+        pack_id = pack_id_of_name(name)
+        if pack_id is not None:
+            sizes[pack_id] = size
+    return sizes
 
 
 def pack_id_of(data: bytes | memoryview) -> str:

@@ -51,7 +51,7 @@ from opencbs.engine.chunk_index import (
 )
 from opencbs.engine.crypto import Keys
 from opencbs.engine.locks import LockTiming, RepositoryLock
-from opencbs.engine.packs import DATA_PREFIX, PackBuilder, pack_id_of_name, pack_name
+from opencbs.engine.packs import PackBuilder, pack_name, pack_sizes
 from opencbs.engine.prune_scan import (
     IndexView,
     Scanned,
@@ -265,7 +265,7 @@ def prune(
     now = time.time_ns()
     due = [p for p in read_pending(storage, keys) if now - p.created_ns >= opts.grace * 1e9]
     if due and opts.dry_run:  # what the sweep would delete (unless a snapshot uses it again)
-        sizes = dict(_pack_sizes(storage))
+        sizes = pack_sizes(storage)
         packs = {p for d in due for p in d.packs} & sizes.keys()
         result.deleted = len(packs)
         result.bytes_freed = sum(sizes[p] for p in packs)
@@ -273,7 +273,7 @@ def prune(
         with RepositoryLock(storage, keys, "exclusive", "prune", timing=opts.timing) as lock:
             _sweep(repo, due, result, lock=lock, known=scan, progress=progress)
     del scan
-    sizes = dict(_pack_sizes(storage))
+    sizes = pack_sizes(storage)
     pending = {p for d in read_pending(storage, keys) for p in d.packs} & sizes.keys()
     result.pending = len(pending)
     if not opts.dry_run:  # a dry run's are what it would condemn
@@ -284,13 +284,6 @@ def prune(
         result.usage = storage_usage(repo)
     result.duration = time.monotonic() - started
     return result
-
-
-def _pack_sizes(storage: Storage) -> Iterable[tuple[str, int]]:
-    for name, size in storage.list_sizes(DATA_PREFIX):
-        pack_id = pack_id_of_name(name)
-        if pack_id is not None:
-            yield pack_id, size
 
 
 def _condemned(storage: Storage, keys: Keys) -> set[str]:
@@ -446,7 +439,8 @@ def _sweep(
         progress("checking the condemned packs")
     scan = scan_snapshots(repo, known)
     doomed = {p for d in due for p in d.packs}
-    rescued = only_copies(storage, keys, doomed, scan.used)
+    view = IndexView()
+    rescued = only_copies(storage, keys, doomed, used=scan.used, view=view)
     if rescued:
         log.warning("%d condemned packs hold data a snapshot uses now; they are kept", len(rescued))
         result.kept = len(rescued)
@@ -455,9 +449,6 @@ def _sweep(
         raise RepositoryError(
             "the exclusive lock was taken over during the prune", "run the prune again"
         )
-    view = IndexView()
-    for _pack in pack_records(storage, keys, view=view):
-        pass
     _drop_from_indexes(storage, keys, view, delete)  # new objects first, then the old deleted
     for pack_id in sorted(delete):
         if pack_id in view.sizes:

@@ -21,14 +21,13 @@ from opencbs.destinations.base import ObjectNotFound, Storage
 from opencbs.engine.chunk_index import INDEX_PREFIX, Record, index_aad, index_records
 from opencbs.engine.crypto import Keys
 from opencbs.engine.packs import (
-    DATA_PREFIX,
     HEADER_AAD,
     MAGIC,
     RECORD,
     TRAILER,
     decode_entries,
-    pack_id_of_name,
     pack_name,
+    pack_sizes,
 )
 from opencbs.engine.repo_errors import CorruptData, RepositoryError
 from opencbs.engine.snapshot_format import RefScanner, SnapshotInfo, snapshot_name
@@ -145,11 +144,7 @@ def pack_records(
     of the packs no index lists, from the packs' own headers (a pack whose header cannot be
     read is skipped: it is never condemned, as nothing is known of it). Fills ``view``.
     Raises ``DestinationError``."""
-    view.sizes = {}
-    for name, size in storage.list_sizes(DATA_PREFIX):
-        pack_id = pack_id_of_name(name)
-        if pack_id is not None:
-            view.sizes[pack_id] = size
+    view.sizes = pack_sizes(storage)
     listed: set[str] = set()
     for name in list(storage.list(INDEX_PREFIX)):
         try:
@@ -265,11 +260,14 @@ def scan_snapshots(repo: Readable, known: Scanned | None = None) -> Scanned:
     return Scanned(skip | {i.id for i in infos}, used)
 
 
-def only_copies(storage: Storage, keys: Keys, doomed: Collection[str], used: UsedSet) -> set[str]:
+def only_copies(
+    storage: Storage, keys: Keys, doomed: Collection[str], *, used: UsedSet, view: IndexView
+) -> set[str]:
     """Of the packs ``doomed``, those holding a used chunk no other pack holds (whole IDs
-    compared): two passes over the index. Raises ``DestinationError``."""
+    compared): one pass over the index (which fills ``view``), a second only when some used
+    chunk is in a doomed pack. Raises ``DestinationError``."""
     inside: dict[bytes, str] = {}
-    for pack_id, records in pack_records(storage, keys, view=IndexView()):
+    for pack_id, records in pack_records(storage, keys, view=view):
         if pack_id in doomed:
             for record in records:
                 if record[0] in used:

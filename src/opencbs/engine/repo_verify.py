@@ -21,11 +21,10 @@ from opencbs.engine.chunk_index import ChunkIndex, ChunkLocation
 from opencbs.engine.entries import display_path
 from opencbs.engine.manifest import Anchor, ListCheck
 from opencbs.engine.packs import (
-    DATA_PREFIX,
     least_pack_size,
     pack_id_of,
-    pack_id_of_name,
     pack_name,
+    pack_sizes,
 )
 from opencbs.engine.repo_errors import RepositoryError
 from opencbs.engine.snapshot_format import SnapshotInfo, TreeItem
@@ -115,11 +114,7 @@ def verify_repository(
     errors.extend(VerifyProblem(subject, message) for subject, message in listed.problems)
     notes = _list_notes(listed)
 
-    sizes: dict[str, int] = {}
-    for name, size in repo.storage.list_sizes(DATA_PREFIX):
-        pack_id = pack_id_of_name(name)
-        if pack_id is not None:
-            sizes[pack_id] = size
+    sizes = pack_sizes(repo.storage)
     damages: list[_PackDamage] = []
     chunks_read = 0
     checked: set[str] = set()

@@ -11,7 +11,7 @@ from typing import Protocol
 
 from opencbs.destinations.base import Storage
 from opencbs.engine.chunk_index import ChunkIndex
-from opencbs.engine.packs import DATA_PREFIX, pack_id_of_name
+from opencbs.engine.packs import pack_sizes
 from opencbs.engine.repo_errors import RepositoryError
 from opencbs.engine.snapshot_format import RefScanner, SnapshotInfo
 
@@ -98,7 +98,5 @@ def storage_usage(repo: Measurable) -> StorageUsage:
                 data += loc.length
             else:
                 retain += loc.length
-    stored = sum(
-        size for name, size in repo.storage.list_sizes(DATA_PREFIX) if pack_id_of_name(name)
-    )
+    stored = sum(pack_sizes(repo.storage).values())
     return StorageUsage(stored, data, data_count, retain, len(older), len(infos))
