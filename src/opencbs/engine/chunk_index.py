@@ -232,6 +232,11 @@ class ChunkIndex:
                 forgotten += 1
         return forgotten
 
+    def lengths(self) -> Iterator[tuple[bytes, int]]:
+        """Each indexed chunk's ID and stored length in its pack (bytes), first copies only."""
+        for chunk_id, v in self._chunks.items():
+            yield chunk_id, (v >> 72) & _M32
+
     def has_pack(self, pack_id: str) -> bool:
         """Whether some index lists that pack."""
         return pack_id in self._pack_numbers
