@@ -50,8 +50,12 @@ class ChunkerParams:
 
     @property
     def window(self) -> int:
-        """Bytes buffered before cutting (bytes; about the chunker's peak memory)."""
-        return max(4 * self.max_size, 1 * MiB)
+        """Bytes buffered before cutting (bytes; at a cut the chunker holds about twice this:
+        the pieces and their join). Twice ``max_size`` is enough for every cut to see the
+        ``max_size`` bytes after it, so the cuts are those of the whole stream; four times
+        held 16 MiB more at each cut of a large file or snapshot tree, and saved only the
+        second scan of the bytes left after a cut (about 0.3 ms of CPU per MiB)."""
+        return max(2 * self.max_size, 1 * MiB)
 
 
 class StreamChunker:
