@@ -25,6 +25,15 @@ bytes stored (what a restore gives back) and the times seen at the open, which t
 moved on: the next job reads it again (updated if it still changes), and once it is still, that
 read is its last.
 
+Hard links (issue 15): a regular file with more than one name (``Entry.hard_link``) is read at
+its first name in walk order; each later name of the same link identity ``(device, inode)``
+that must be read, and whose size and times (``mtime_ns``, ``ctime_ns``) are those of the name
+read, gets that name's content id and chunk IDs without a read (nor a read-ahead): its content
+is stored, and read, once. Its report sizes are 0 stored bytes and its size as original bytes
+(it cost nothing), and it counts in the progress as a file handled without a read. The first
+names are held (:attr:`SourceReader.link_contents`: one entry and chunk list per hard-linked
+file of the job).
+
 Read-ahead: small files to read (at most ``PREFETCH_MAX_FILE`` bytes) are announced to the
 kernel by the read-ahead helper process (``agent.readahead``) up to ``PREFETCH_FILES`` pairs and
 ``PREFETCH_BYTES`` bytes ahead of the pair being handled, so a cold page cache reads many at
@@ -140,6 +149,9 @@ class SourceReader:
         # the last files stored, whose compressed size may still be computed by the writer
         self.results: deque[tuple[bytes, FileResult]] = deque()
         self.missing_chunks: dict[bytes, tuple[bytes, ...]] = {}  # previous-only files
+        #: Link identity ``(device, inode)`` -> the entry (with its content id) and chunk IDs
+        #: of the first name of a hard-linked file handled in this job (module docstring).
+        self.link_contents: dict[tuple[int, int], tuple[Entry, tuple[bytes, ...]]] = {}
         #: The scan's sources it warned about (missing, unreadable: nothing read under them).
         self.unread_sources: set[bytes] = set()
         #: The user's quota (``None``: none known): the job stops before it would exceed it.
@@ -176,6 +188,7 @@ class SourceReader:
         file_type = EntryType.FILE
         has_chunk = self.repo.has_chunk
         readahead = ReadAhead()
+        seen: set[tuple[int, int]] = set()  # link identities of hard-linked files read ahead
         try:
             for prev, cur in pair_by_path(previous_entries(), current_entries()):
                 chunks = prev_chunks.pop(prev.path, ()) if prev is not None else ()
@@ -194,7 +207,7 @@ class SourceReader:
                     if not read:
                         self.files_unchanged += 1
                         self.bytes_unchanged += cur.size
-                if read and cur is not None and cur.size <= PREFETCH_MAX_FILE:
+                if read and cur is not None and cur.size <= PREFETCH_MAX_FILE and _ahead(seen, cur):
                     while pending and ahead + cur.size > PREFETCH_BYTES:
                         item = pending.popleft()
                         ahead -= item.ahead
@@ -266,13 +279,44 @@ class SourceReader:
         read gives the previous entry of its path (if a regular file) or ``None``."""
         if cur.etype is not EntryType.FILE:
             return cur, ()
+        if cur.hard_link:
+            return self._hard_link(writer, cur, item)
+        return self._file_content(writer, cur, item)
+
+    def _hard_link(
+        self, writer: Writer, cur: Entry, item: _Pending
+    ) -> tuple[Entry | None, tuple[bytes, ...]]:
+        """:meth:`_content` of a file with more than one name (module docstring, "Hard
+        links"): another name of a file whose content this job has already is not read again."""
+        key = (cur.device, cur.inode)
+        first = self.link_contents.get(key)
+        if item.read and first is not None:
+            known, chunks = first
+            if (known.size, known.mtime_ns, known.ctime_ns) == (
+                cur.size,
+                cur.mtime_ns,
+                cur.ctime_ns,
+            ):
+                self.files_unchanged += 1  # handled without a read
+                self.bytes_unchanged += cur.size
+                self.sizes[cur.path] = FileSizes(0, cur.size)  # its content cost nothing more
+                return with_content_id(cur, known.content_id), chunks
+        got, chunks = self._file_content(writer, cur, item)
+        if first is None and got is not None and got.hard_link and got.content_id is not None:
+            self.link_contents[(got.device, got.inode)] = (got, chunks)
+        return got, chunks
+
+    def _file_content(
+        self, writer: Writer, cur: Entry, item: _Pending
+    ) -> tuple[Entry | None, tuple[bytes, ...]]:
+        """:meth:`_content` of a regular file, reused or read."""
         prev = item.prev
         if not item.read:
             assert prev is not None  # needs_content is true without a previous file
             if _attributes_differ(prev, cur):
                 self.sizes[cur.path] = chunk_sizes(self.repo.index, item.chunks)
-            elif prev.device == cur.device:  # equal in every field, with the content id
-                return prev, item.chunks
+            elif prev.device == cur.device and prev.hard_link == cur.hard_link:
+                return prev, item.chunks  # equal in every field, with the content id
             return with_content_id(cur, prev.content_id), item.chunks
         self.current = display_path(cur.path)
         try:
@@ -349,6 +393,18 @@ class SourceReader:
             self.channel.send_progress(snap)
         if self.on_progress is not None:
             self.on_progress(snap)
+
+
+def _ahead(linked: set[tuple[int, int]], entry: Entry) -> bool:
+    """Whether a small file to read is read ahead: not when it is a later name of a hard-linked
+    file (its link identity in ``linked``, which gets it), whose content is not read again."""
+    if not entry.hard_link:
+        return True
+    key = (entry.device, entry.inode)
+    if key in linked:
+        return False
+    linked.add(key)
+    return True
 
 
 def _attributes_differ(prev: Entry, cur: Entry) -> bool:
@@ -494,6 +550,10 @@ def _opened(path: bytes, st: os.stat_result, size: int | None = None) -> Entry:
         st.st_gid,
         st.st_ino,
         st.st_dev,
+        None,
+        False,
+        None,
+        st.st_nlink > 1,
     )
 
 

@@ -75,6 +75,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from opencbs.agent.restore_links import HardLinks
 from opencbs.agent.snapshot_lookup import LATEST, AmbiguousJobId, latest_snapshot
 from opencbs.destinations.base import Storage
 from opencbs.engine.entries import Entry, display_path
@@ -434,6 +435,7 @@ class _Restorer:
         self.failed: list[FailedPath] = []
         self.failed_count = 0
         self.dirs_meta: list[tuple[tuple[bytes, ...], Entry]] = []  # parts, entry
+        self.hard_links = HardLinks(self._parent)  # names of one file linked again (issue 15)
 
     def restore_entry(self, entry: Entry, chunk_ids: Sequence[bytes]) -> None:
         """Write one entry; an unsafe path is skipped, a path the target refuses is recorded
@@ -535,6 +537,9 @@ class _Restorer:
             if entry.etype is EntryType.LINK:
                 self._write_link(dfd, name, entry)
                 return
+            if self.hard_links.link(dfd, parts, entry):
+                self.files += 1
+                return
             try:
                 self._write_file(dfd, name, entry, chunk_ids)
             except (CorruptData, ChunkNotFound) as exc:
@@ -543,6 +548,7 @@ class _Restorer:
                 os.unlink(name, dir_fd=dfd)
                 return
             self.files += 1
+            self.hard_links.written(dfd, name, parts, entry)
 
     def _write_link(self, dfd: int, name: bytes, entry: Entry) -> None:
         os.symlink(entry.link_target or b"", name, dir_fd=dfd)
