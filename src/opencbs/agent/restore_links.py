@@ -11,12 +11,15 @@ the names share one inode, as they did.
 
 Never outside the target: both names are given relative to directory descriptors the restore
 opened below its target without following links (``_Restorer._parent``), the first name is
-checked to be still the regular file the restore wrote (same device and inode) before the link
-is made, and the new name after (``linkat`` without following a link, so a link planted in the
-meantime is linked as itself, then removed). A link that cannot be made — another file system
-(``EXDEV``), too many links (``EMLINK``), a file system without hard links (``EPERM``), the first
-name gone or replaced — is a warning (logged, and kept in :attr:`HardLinks.warnings`) and the
-name is restored as a copy: its content written from the repository, as before issue 15.
+checked to be still the regular file the restore wrote before the link is made (same device,
+inode, size, modification and change times: an inode number alone may be reused by a file
+created after the first was removed), and the new name after (``linkat`` without following a
+link, so a link planted in the meantime is linked as itself, then removed).
+
+A link that cannot be made — another file system (``EXDEV``), too many links (``EMLINK``), a file
+system without hard links (``EPERM``), the first name gone or replaced — is a warning (logged,
+and kept in :attr:`HardLinks.warnings`) and the name is restored as a copy: its content written
+from the repository, as before issue 15.
 
 A snapshot written before hard links were recorded has no ``hard_link`` flags: each name is
 restored as a file of its own, as then.
@@ -44,6 +47,8 @@ log = logging.getLogger(__name__)
 OpenParent = Callable[..., AbstractContextManager[int]]
 
 _Identity = tuple[int, int, bytes | None]
+#: What tells the file a restore wrote from another: device, inode, size, mtime and ctime (ns).
+_Stamp = tuple[int, int, int, int, int]
 
 
 class HardLinks:
@@ -53,7 +58,7 @@ class HardLinks:
 
     def __init__(self, open_parent: OpenParent) -> None:
         self.open_parent = open_parent
-        self.first: dict[_Identity, tuple[tuple[bytes, ...], int, int]] = {}
+        self.first: dict[_Identity, tuple[tuple[bytes, ...], _Stamp]] = {}
         self.linked = 0
         self.copied = 0
         self.warnings: list[str] = []
@@ -68,19 +73,21 @@ class HardLinks:
         ``EDQUOT``, ``EROFS``, ``EIO``)."""
         if not entry.hard_link:
             return False
-        first = self.first.get((entry.device, entry.inode, entry.content_id))
+        identity = (entry.device, entry.inode, entry.content_id)
+        first = self.first.get(identity)
         if first is None:
             return False
-        where, device, inode = first
+        where, stamp = first
         try:
             with self.open_parent(where[:-1], create=False) as sfd:
-                _check(sfd, where[-1], device, inode, "the name restored first")
+                if _stamp(sfd, where[-1]) != stamp:
+                    raise OSError(errno.ESTALE, "the name restored first was replaced since")
                 os.link(where[-1], parts[-1], src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
-            try:
-                _check(dfd, parts[-1], device, inode, "the new link")
-            except OSError:
+            now = _stamp(dfd, parts[-1])  # the link changed the file's ctime (its link count)
+            if now is None or now[:2] != stamp[:2]:
                 os.unlink(parts[-1], dir_fd=dfd)
-                raise
+                raise OSError(errno.ESTALE, "the new link was replaced since")
+            self.first[identity] = (where, now)
         except OSError as exc:
             if exc.errno in _FATAL_ERRNOS:
                 raise
@@ -99,11 +106,12 @@ class HardLinks:
         if identity in self.first:
             return
         try:
-            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            stamp = _stamp(dfd, name)
         except OSError as exc:
             log.debug("%s: not linked to: %s", display_path(entry.path), exc)
             return
-        self.first[identity] = (tuple(parts), st.st_dev, st.st_ino)
+        if stamp is not None:
+            self.first[identity] = (tuple(parts), stamp)
 
     def _copy_instead(self, entry: Entry, where: Sequence[bytes], exc: OSError) -> None:
         self.copied += 1
@@ -121,8 +129,10 @@ class HardLinks:
 _FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
 
 
-def _check(dfd: int, name: bytes, device: int, inode: int, what: str) -> None:
-    """Raise ``OSError`` unless ``name`` in ``dfd`` is the regular file ``(device, inode)``."""
+def _stamp(dfd: int, name: bytes) -> _Stamp | None:
+    """What tells the regular file ``name`` in ``dfd`` (not followed) from another; ``None``
+    when it is not a regular file. Raises ``OSError``."""
     st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-    if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (device, inode):
-        raise OSError(errno.ESTALE, f"{what} is no longer the file restored")
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
