@@ -31,8 +31,8 @@ that must be read, and whose size and times (``mtime_ns``, ``ctime_ns``) are tho
 read, gets that name's content id and chunk IDs without a read (nor a read-ahead): its content
 is stored, and read, once. Its report sizes are 0 stored bytes and its size as original bytes
 (it cost nothing), and it counts in the progress as a file handled without a read. The first
-names are held (:attr:`SourceReader.link_contents`: one entry and chunk list per hard-linked
-file of the job).
+names read are held (:attr:`SourceReader.link_contents`: one entry and chunk list per
+hard-linked file read in the job; none in a job that reads nothing).
 
 Read-ahead: small files to read (at most ``PREFETCH_MAX_FILE`` bytes) are announced to the
 kernel by the read-ahead helper process (``agent.readahead``) up to ``PREFETCH_FILES`` pairs and
@@ -150,7 +150,7 @@ class SourceReader:
         self.results: deque[tuple[bytes, FileResult]] = deque()
         self.missing_chunks: dict[bytes, tuple[bytes, ...]] = {}  # previous-only files
         #: Link identity ``(device, inode)`` -> the entry (with its content id) and chunk IDs
-        #: of the first name of a hard-linked file handled in this job (module docstring).
+        #: of the first name of a hard-linked file read in this job (module docstring).
         self.link_contents: dict[tuple[int, int], tuple[Entry, tuple[bytes, ...]]] = {}
         #: The scan's sources it warned about (missing, unreadable: nothing read under them).
         self.unread_sources: set[bytes] = set()
@@ -288,9 +288,10 @@ class SourceReader:
     ) -> tuple[Entry | None, tuple[bytes, ...]]:
         """:meth:`_content` of a file with more than one name (module docstring, "Hard
         links"): another name of a file whose content this job has already is not read again."""
-        key = (cur.device, cur.inode)
-        first = self.link_contents.get(key)
-        if item.read and first is not None:
+        if not item.read:  # unchanged: its previous content (an unchanged job holds nothing)
+            return self._file_content(writer, cur, item)
+        first = self.link_contents.get((cur.device, cur.inode))
+        if first is not None:
             known, chunks = first
             if (known.size, known.mtime_ns, known.ctime_ns) == (
                 cur.size,
@@ -302,8 +303,8 @@ class SourceReader:
                 self.sizes[cur.path] = FileSizes(0, cur.size)  # its content cost nothing more
                 return with_content_id(cur, known.content_id), chunks
         got, chunks = self._file_content(writer, cur, item)
-        if first is None and got is not None and got.hard_link and got.content_id is not None:
-            self.link_contents[(got.device, got.inode)] = (got, chunks)
+        if got is not None and got.hard_link and got.content_id is not None:
+            self.link_contents.setdefault((got.device, got.inode), (got, chunks))
         return got, chunks
 
     def _file_content(

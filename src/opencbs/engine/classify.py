@@ -66,9 +66,12 @@ that is decided after the last pair, when the scan's incomplete directories are 
 appeared regular file, (b) the changes and carried entries it returns, and (c) when
 ``known_content`` is ``None``, the 64-bit hash of each non-empty previous file's content id in an
 ``array('q')`` — 8 bytes per previous file (plus the array's growth slack), no path (issue 4:
-at most about 150 bytes per previous file). So memory is O(changed paths) + 8 bytes per
-previous file; with ``known_content`` (the repository's content index, which must include every
-content of the previous snapshot), O(changed paths).
+at most about 150 bytes per previous file), and (d) the hash of the link identity of each
+hard-linked file with a name at a path it had before (a set of ints: about 70 bytes per such
+file; a false match, astronomically unlikely, would make a new file ``new`` rather than a copy).
+So memory is O(changed paths) + 8 bytes per previous file + (d); with ``known_content`` (the
+repository's content index, which must include every content of the previous snapshot),
+O(changed paths) + (d).
 
 Copy sources, two passes: (c) tells only that a new file's content is *probably* in the
 previous snapshot (a hash match; a false match among 64-bit hashes is astronomically unlikely but
@@ -407,10 +410,11 @@ class _Gather:
         self.fallbacks: dict[bytes, Change] = {}  # tentative copy path -> change without a match
         self.job_paths: dict[bytes, bytes] = {}  # content id -> first path stored this job
         self._hits: set[int] | None = None  # hashes of appeared contents found in backup_hashes
-        # link identity (device, inode, content id) of a current hard-linked file -> its first
-        # name in walk order, and the identities one of whose names was at its path before
+        # link identity (device, inode, content id) of an appeared hard-linked file -> its
+        # first appeared name in walk order; hash of the identity of each hard-linked file of
+        # which a name was at its path before (module docstring, "Memory")
         self.link_first: dict[tuple[int, int, bytes | None], bytes] = {}
-        self.link_kept: set[tuple[int, int, bytes | None]] = set()
+        self.link_kept: set[int] = set()
 
     # -- streaming ----------------------------------------------------------------------------
 
@@ -452,9 +456,7 @@ class _Gather:
         if cur.etype is EntryType.FILE:
             cur = _with_content(prev, cur)
             if cur.hard_link:
-                key = (cur.device, cur.inode, cur.content_id)
-                self.link_first.setdefault(key, cur.path)
-                self.link_kept.add(key)
+                self.link_kept.add(hash((cur.device, cur.inode, cur.content_id)))
         decision = _compare(prev, cur)
         if decision is None:
             self.unchanged += 1
@@ -514,7 +516,7 @@ class _Gather:
         content = cur.content_id
         if cur.hard_link:
             key = (cur.device, cur.inode, content)
-            if key in self.link_kept or self.link_first.get(key, cur.path) != cur.path:
+            if hash(key) in self.link_kept or self.link_first.get(key, cur.path) != cur.path:
                 return Change(ReportList.NEW, cur, Reason.HARD_LINK)
         if content is None or cur.size == 0:  # empty files are never copies
             return Change(ReportList.NEW, cur, reason)
