@@ -25,8 +25,11 @@ import httpx
 import pytest
 
 from opencbs.agent import restore as restore_mod
+from opencbs.agent.client import AgentClient, NewDestination
+from opencbs.agent.job import JobOptions, JobOutcome, run_backup
 from opencbs.agent.restore import RestoreProgress, restore
 from opencbs.destinations.local import LocalStorage
+from opencbs.engine import snapshot_format
 from opencbs.engine.crypto import KdfParams
 from opencbs.engine.repository import Repository
 from tests.e2e.serving import (
@@ -202,7 +205,8 @@ def test_making_and_adding_names_later_is_reported_as_what_it_is(
     os.link(src / "x1", src / "x2")
     os.link(src / "solo", src / "solo-too")
     data = _report(server, _backup(server, "--set", "later"))
-    assert _files(data, "pmt") == {str(src / "x2"): (_files(data, "pmt")[str(src / "x2")][0], SIZE)}
+    # x2's content was read at x1 (earlier in walk order): counted there, so 0 stored here
+    assert _files(data, "pmt") == {str(src / "x2"): (0, SIZE)}
     assert _files(data, "new") == {str(src / "solo-too"): (0, SIZE)}
     assert all(data[key] == [] for key in ("upd", "del", "mov", "cpy"))
     assert data["NumOfUpdatedPermissionFiles"] == 1 and data["NumOfNewFiles"] == 1
@@ -249,3 +253,62 @@ def test_a_link_that_cannot_be_made_is_restored_as_a_copy_with_a_warning(
     assert first_name.read_bytes() == b"a stranger"
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any(f"{src / 'z'}: cannot restore as a hard link of {src / 'a'}" in w for w in warned)
+
+
+def test_a_snapshot_written_before_hard_links_were_recorded_is_read_as_it_always_was(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Job 1 writes its snapshot as the version before hard links did (the record flag off:
+    the records are then byte for byte what it wrote). Job 2, nothing changed, reports nothing
+    and records the links; job 1 still restores two files, job 2 one file of two names."""
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    src.mkdir()
+    content = os.urandom(SIZE)
+    (src / "a").write_bytes(content)
+    os.link(src / "a", src / "b")
+    _repository(dest)
+    with AgentClient(server.url, LOGIN, PASSWORD) as agent:
+        bset = agent.create_set(
+            "before links",
+            settings={"sources": [str(src)]},
+            destinations=[NewDestination("Local", "LOCAL", {"path": str(dest)})],
+        )
+        options = JobOptions(
+            client=agent,
+            set_id=bset.id,
+            destination_id=bset.destinations[0].id,
+            storage=LocalStorage(dest, fsync=False),
+            password=ENCRYPTION,
+        )
+        with monkeypatch.context() as m:
+            m.setattr(snapshot_format, "_HARD_LINK", 0)
+            old = run_backup(options)
+        new = run_backup(options)
+    assert old.snapshot_id and new.snapshot_id
+
+    repo = Repository.open(LocalStorage(dest), ENCRYPTION)
+    flagged = {
+        sid: {e.path for e, _ in repo.load_snapshot(sid)[1] if e.hard_link}
+        for sid in (old.snapshot_id, new.snapshot_id)
+    }
+    names = {os.fsencode(src / "a"), os.fsencode(src / "b")}
+    assert flagged == {old.snapshot_id: set(), new.snapshot_id: names}
+    data = _report(server, _job(new))
+    assert data["BackupJobStatus"] == "BS_STOP_SUCCESS"
+    assert all(data[key] == [] for key in LISTS) and data["DedupeOriginalSize"] == 0
+
+    for outcome, nlink in ((old, 1), (new, 2)):
+        target = tmp_path / f"restored-{nlink}"
+        restore(repo.storage, ENCRYPTION, outcome.snapshot_id, target, repository=repo)
+        a, b = (target / src.relative_to("/") / name for name in ("a", "b"))
+        assert a.read_bytes() == b.read_bytes() == content
+        assert a.stat().st_nlink == b.stat().st_nlink == nlink
+
+
+def _job(outcome: JobOutcome) -> dict[str, Any]:
+    """What ``_report`` needs of a job run in this process."""
+    return {
+        "backup_set_id": outcome.ref.set_id,
+        "destination_id": outcome.ref.destination_id,
+        "job_id": outcome.ref.job_id,
+    }
