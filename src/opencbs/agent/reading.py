@@ -302,8 +302,10 @@ class SourceReader:
                 self.bytes_unchanged += cur.size
                 self.sizes[cur.path] = FileSizes(0, cur.size)  # its content cost nothing more
                 return with_content_id(cur, known.content_id), chunks
+        done = self.files_done
         got, chunks = self._file_content(writer, cur, item)
-        if got is not None and got.hard_link and got.content_id is not None:
+        # content read now only: after a name that could not be read, the next one is read itself
+        if self.files_done > done and got is not None and got.hard_link:
             self.link_contents.setdefault((got.device, got.inode), (got, chunks))
         return got, chunks
 
