@@ -221,36 +221,45 @@ def test_making_and_adding_names_later_is_reported_as_what_it_is(
     assert (root / "x2").read_bytes() == same and (root / "x1").stat().st_nlink == 2
 
 
+@pytest.mark.parametrize("planted", ["another file", "a symbolic link out of the target"])
 def test_a_link_that_cannot_be_made_is_restored_as_a_copy_with_a_warning(
     server: Server,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    planted: str,
 ) -> None:
     """The first name of a file is replaced between its restore and its second name's (as
-    another process could): the second name is not linked to the stranger but written as a
-    copy of its own content, with a warning naming both."""
+    another process could), by another file or by a link to a file outside the target: the
+    second name is linked to neither but written as a copy of its own content, with a warning
+    naming both, and nothing outside the target gains a name."""
     src, dest = tmp_path / "src", tmp_path / "dest"
     src.mkdir()
     content = os.urandom(SIZE)
     (src / "a").write_bytes(content)
     os.link(src / "a", src / "z")
     _repository(dest)
-    job = _backup(server, "--set", "swap", "--source", str(src), "--destination", str(dest))
+    name = f"swap {planted}"
+    job = _backup(server, "--set", name, "--source", str(src), "--destination", str(dest))
     target = tmp_path / "restored"
     first_name = target / src.relative_to("/") / "a"
+    outside = tmp_path / "outside"
+    outside.write_bytes(content)
     monkeypatch.setattr(restore_mod, "PROGRESS_INTERVAL", 0.0)
 
     def swap(progress: RestoreProgress) -> None:
         if progress.current == str(src / "a") and progress.files == 1:
             first_name.unlink()
-            first_name.write_bytes(b"a stranger")
+            if planted == "another file":
+                first_name.write_bytes(b"a stranger")
+            else:
+                first_name.symlink_to(outside)
 
     result = restore(LocalStorage(dest), ENCRYPTION, job["job_id"], target, progress=swap)
     assert result.files == 2 and result.complete
     second = target / src.relative_to("/") / "z"
     assert second.read_bytes() == content and second.stat().st_nlink == 1
-    assert first_name.read_bytes() == b"a stranger"
+    assert not second.is_symlink() and outside.stat().st_nlink == 1
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any(f"{src / 'z'}: cannot restore as a hard link of {src / 'a'}" in w for w in warned)
 
