@@ -279,40 +279,6 @@ class SourceReader:
         read gives the previous entry of its path (if a regular file) or ``None``."""
         if cur.etype is not EntryType.FILE:
             return cur, ()
-        if cur.hard_link:
-            return self._hard_link(writer, cur, item)
-        return self._file_content(writer, cur, item)
-
-    def _hard_link(
-        self, writer: Writer, cur: Entry, item: _Pending
-    ) -> tuple[Entry | None, tuple[bytes, ...]]:
-        """:meth:`_content` of a file with more than one name (module docstring, "Hard
-        links"): another name of a file whose content this job has already is not read again."""
-        if not item.read:  # unchanged: its previous content (an unchanged job holds nothing)
-            return self._file_content(writer, cur, item)
-        first = self.link_contents.get((cur.device, cur.inode))
-        if first is not None:
-            known, chunks = first
-            if (known.size, known.mtime_ns, known.ctime_ns) == (
-                cur.size,
-                cur.mtime_ns,
-                cur.ctime_ns,
-            ):
-                self.files_unchanged += 1  # handled without a read
-                self.bytes_unchanged += cur.size
-                self.sizes[cur.path] = FileSizes(0, cur.size)  # its content cost nothing more
-                return with_content_id(cur, known.content_id), chunks
-        done = self.files_done
-        got, chunks = self._file_content(writer, cur, item)
-        # content read now only: after a name that could not be read, the next one is read itself
-        if self.files_done > done and got is not None and got.hard_link:
-            self.link_contents.setdefault((got.device, got.inode), (got, chunks))
-        return got, chunks
-
-    def _file_content(
-        self, writer: Writer, cur: Entry, item: _Pending
-    ) -> tuple[Entry | None, tuple[bytes, ...]]:
-        """:meth:`_content` of a regular file, reused or read."""
         prev = item.prev
         if not item.read:
             assert prev is not None  # needs_content is true without a previous file
@@ -321,6 +287,10 @@ class SourceReader:
             elif prev.device == cur.device and prev.hard_link == cur.hard_link:
                 return prev, item.chunks  # equal in every field, with the content id
             return with_content_id(cur, prev.content_id), item.chunks
+        if cur.hard_link and (cur.device, cur.inode) in self.link_contents:
+            linked = self._linked(cur)
+            if linked is not None:
+                return linked
         self.current = display_path(cur.path)
         try:
             read, result, changed = _read_file(writer, cur, self.cancel, on_read=self._reading)
@@ -352,7 +322,22 @@ class SourceReader:
         if len(self.results) > _RESULTS_HELD:
             path, held = self.results.popleft()
             self.sizes[path] = FileSizes(held.stored_size, held.original_size)
-        return with_content_id(cur, result.content_id), result.chunk_ids
+        cur = with_content_id(cur, result.content_id)
+        if cur.hard_link:  # its later names are not read again (module docstring)
+            self.link_contents.setdefault((cur.device, cur.inode), (cur, result.chunk_ids))
+        return cur, result.chunk_ids
+
+    def _linked(self, cur: Entry) -> tuple[Entry, tuple[bytes, ...]] | None:
+        """``cur``, a later name of a hard-linked file read in this job, with that file's
+        content id and chunk IDs, when its size and times are those of the name read (module
+        docstring, "Hard links"); else ``None`` (then it is read itself)."""
+        known, chunks = self.link_contents[(cur.device, cur.inode)]
+        if (known.size, known.mtime_ns, known.ctime_ns) != (cur.size, cur.mtime_ns, cur.ctime_ns):
+            return None
+        self.files_unchanged += 1  # handled without a read
+        self.bytes_unchanged += cur.size
+        self.sizes[cur.path] = FileSizes(0, cur.size)  # its content cost nothing more
+        return with_content_id(cur, known.content_id), chunks
 
     def settle_sizes(self) -> None:
         """Read the stored sizes of the files still held (after ``writer.flush()``)."""
