@@ -6,6 +6,8 @@
 its ID by ``Repository.read_chunk``, and the whole content against the entry's content ID),
 mode and modification time; directories their mode and modification time (set after their
 content, deepest first); symbolic links their target (never followed) and modification time.
+The names of one hard-linked file are made hard links of one file again (``agent.restore_links``:
+its content written once; a link that cannot be made is a warning and a copy).
 
 The target itself is left as it is: a snapshot's ``/`` entry (a backup of ``/``) maps to the
 target, whose mode, owner and times are never changed; every other entry maps to a path below.
