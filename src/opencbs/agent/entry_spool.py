@@ -38,6 +38,7 @@ _SpoolRecord = tuple[
     bytes | None,
     bool,
     bytes | None,
+    bool,
     tuple[bytes, ...],
 ]
 
@@ -68,6 +69,7 @@ class EntrySpool:
                 entry.link_target,
                 entry.link_to_dir,
                 entry.content_id,
+                entry.hard_link,
                 tuple(chunk_ids),
             )
         )
@@ -119,6 +121,7 @@ def _read_blocks(spool: IO[bytes]) -> Iterator[TreeItem]:
             target,
             to_dir,
             content,
+            hard,
             chunk_ids,
         ) in records:
             yield (
@@ -136,6 +139,7 @@ def _read_blocks(spool: IO[bytes]) -> Iterator[TreeItem]:
                     target,
                     to_dir,
                     content,
+                    hard,
                 ),
                 chunk_ids,
             )

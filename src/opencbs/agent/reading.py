@@ -25,6 +25,15 @@ bytes stored (what a restore gives back) and the times seen at the open, which t
 moved on: the next job reads it again (updated if it still changes), and once it is still, that
 read is its last.
 
+Hard links (issue 15): a regular file with more than one name (``Entry.hard_link``) is read at
+its first name in walk order; each later name of the same link identity ``(device, inode)``
+that must be read, and whose size and times (``mtime_ns``, ``ctime_ns``) are those of the name
+read, gets that name's content id and chunk IDs without a read (nor a read-ahead): its content
+is stored, and read, once. Its report sizes are 0 stored bytes and its size as original bytes
+(it cost nothing), and it counts in the progress as a file handled without a read. The first
+names read are held (:attr:`SourceReader.link_contents`: one entry and chunk list per
+hard-linked file read in the job; none in a job that reads nothing).
+
 Read-ahead: small files to read (at most ``PREFETCH_MAX_FILE`` bytes) are announced to the
 kernel by the read-ahead helper process (``agent.readahead``) up to ``PREFETCH_FILES`` pairs and
 ``PREFETCH_BYTES`` bytes ahead of the pair being handled, so a cold page cache reads many at
@@ -140,6 +149,9 @@ class SourceReader:
         # the last files stored, whose compressed size may still be computed by the writer
         self.results: deque[tuple[bytes, FileResult]] = deque()
         self.missing_chunks: dict[bytes, tuple[bytes, ...]] = {}  # previous-only files
+        #: Link identity ``(device, inode)`` -> the entry (with its content id) and chunk IDs
+        #: of the first name of a hard-linked file read in this job (module docstring).
+        self.link_contents: dict[tuple[int, int], tuple[Entry, tuple[bytes, ...]]] = {}
         #: The scan's sources it warned about (missing, unreadable: nothing read under them).
         self.unread_sources: set[bytes] = set()
         #: The user's quota (``None``: none known): the job stops before it would exceed it.
@@ -176,6 +188,7 @@ class SourceReader:
         file_type = EntryType.FILE
         has_chunk = self.repo.has_chunk
         readahead = ReadAhead()
+        seen: set[tuple[int, int]] = set()  # link identities of hard-linked files read ahead
         try:
             for prev, cur in pair_by_path(previous_entries(), current_entries()):
                 chunks = prev_chunks.pop(prev.path, ()) if prev is not None else ()
@@ -194,7 +207,7 @@ class SourceReader:
                     if not read:
                         self.files_unchanged += 1
                         self.bytes_unchanged += cur.size
-                if read and cur is not None and cur.size <= PREFETCH_MAX_FILE:
+                if read and cur is not None and cur.size <= PREFETCH_MAX_FILE and _ahead(seen, cur):
                     while pending and ahead + cur.size > PREFETCH_BYTES:
                         item = pending.popleft()
                         ahead -= item.ahead
@@ -271,9 +284,13 @@ class SourceReader:
             assert prev is not None  # needs_content is true without a previous file
             if _attributes_differ(prev, cur):
                 self.sizes[cur.path] = chunk_sizes(self.repo.index, item.chunks)
-            elif prev.device == cur.device:  # equal in every field, with the content id
-                return prev, item.chunks
+            elif prev.device == cur.device and prev.hard_link == cur.hard_link:
+                return prev, item.chunks  # equal in every field, with the content id
             return with_content_id(cur, prev.content_id), item.chunks
+        if cur.hard_link and (cur.device, cur.inode) in self.link_contents:
+            linked = self._linked(cur)
+            if linked is not None:
+                return linked
         self.current = display_path(cur.path)
         try:
             read, result, changed = _read_file(writer, cur, self.cancel, on_read=self._reading)
@@ -305,7 +322,22 @@ class SourceReader:
         if len(self.results) > _RESULTS_HELD:
             path, held = self.results.popleft()
             self.sizes[path] = FileSizes(held.stored_size, held.original_size)
-        return with_content_id(cur, result.content_id), result.chunk_ids
+        cur = with_content_id(cur, result.content_id)
+        if cur.hard_link:  # its later names are not read again (module docstring)
+            self.link_contents.setdefault((cur.device, cur.inode), (cur, result.chunk_ids))
+        return cur, result.chunk_ids
+
+    def _linked(self, cur: Entry) -> tuple[Entry, tuple[bytes, ...]] | None:
+        """``cur``, a later name of a hard-linked file read in this job, with that file's
+        content id and chunk IDs, when its size and times are those of the name read (module
+        docstring, "Hard links"); else ``None`` (then it is read itself)."""
+        known, chunks = self.link_contents[(cur.device, cur.inode)]
+        if (known.size, known.mtime_ns, known.ctime_ns) != (cur.size, cur.mtime_ns, cur.ctime_ns):
+            return None
+        self.files_unchanged += 1  # handled without a read
+        self.bytes_unchanged += cur.size
+        self.sizes[cur.path] = FileSizes(0, cur.size)  # its content cost nothing more
+        return with_content_id(cur, known.content_id), chunks
 
     def settle_sizes(self) -> None:
         """Read the stored sizes of the files still held (after ``writer.flush()``)."""
@@ -349,6 +381,18 @@ class SourceReader:
             self.channel.send_progress(snap)
         if self.on_progress is not None:
             self.on_progress(snap)
+
+
+def _ahead(linked: set[tuple[int, int]], entry: Entry) -> bool:
+    """Whether a small file to read is read ahead: not when it is a later name of a hard-linked
+    file (its link identity in ``linked``, which gets it), whose content is not read again."""
+    if not entry.hard_link:
+        return True
+    key = (entry.device, entry.inode)
+    if key in linked:
+        return False
+    linked.add(key)
+    return True
 
 
 def _attributes_differ(prev: Entry, cur: Entry) -> bool:
@@ -494,6 +538,10 @@ def _opened(path: bytes, st: os.stat_result, size: int | None = None) -> Entry:
         st.st_gid,
         st.st_ino,
         st.st_dev,
+        None,
+        False,
+        None,
+        st.st_nlink > 1,
     )
 
 

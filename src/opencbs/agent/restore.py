@@ -6,6 +6,8 @@
 its ID by ``Repository.read_chunk``, and the whole content against the entry's content ID),
 mode and modification time; directories their mode and modification time (set after their
 content, deepest first); symbolic links their target (never followed) and modification time.
+The names of one hard-linked file are made hard links of one file again (``agent.restore_links``:
+its content written once; a link that cannot be made is a warning and a copy).
 
 The target itself is left as it is: a snapshot's ``/`` entry (a backup of ``/``) maps to the
 target, whose mode, owner and times are never changed; every other entry maps to a path below.
@@ -75,6 +77,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from opencbs.agent.restore_links import HardLinks
 from opencbs.agent.snapshot_lookup import LATEST, AmbiguousJobId, latest_snapshot
 from opencbs.destinations.base import Storage
 from opencbs.engine.entries import Entry, display_path
@@ -434,6 +437,7 @@ class _Restorer:
         self.failed: list[FailedPath] = []
         self.failed_count = 0
         self.dirs_meta: list[tuple[tuple[bytes, ...], Entry]] = []  # parts, entry
+        self.hard_links = HardLinks(self._parent)  # names of one file linked again (issue 15)
 
     def restore_entry(self, entry: Entry, chunk_ids: Sequence[bytes]) -> None:
         """Write one entry; an unsafe path is skipped, a path the target refuses is recorded
@@ -535,6 +539,9 @@ class _Restorer:
             if entry.etype is EntryType.LINK:
                 self._write_link(dfd, name, entry)
                 return
+            if self.hard_links.link(dfd, parts, entry):
+                self.files += 1
+                return
             try:
                 self._write_file(dfd, name, entry, chunk_ids)
             except (CorruptData, ChunkNotFound) as exc:
@@ -543,6 +550,7 @@ class _Restorer:
                 os.unlink(name, dir_fd=dfd)
                 return
             self.files += 1
+            self.hard_links.written(dfd, name, parts, entry)
 
     def _write_link(self, dfd: int, name: bytes, entry: Entry) -> None:
         os.symlink(entry.link_target or b"", name, dir_fd=dfd)

@@ -14,12 +14,17 @@ Rules (cbs-api.md §5, "What counts where"), with the choices made where §5 is 
 
 ====  ===========================================================================================
 new   a current path with no previous entry (or of another type), that is neither a move nor a
-      copy. Directories and symbolic links are always ``new`` (never moves or copies).
+      copy. Directories and symbolic links are always ``new`` (never moves or copies). A new
+      name of a hard-linked file (below) is ``new`` too, never a copy.
 upd   regular file: same path, content id differs. Symbolic link: same path, target differs.
 pmt   same path, same content (file) or target (link), but mode, owner (uid/gid) or — for files
       and links — ``mtime_ns`` changed (a ``touch`` is ``pmt``). Directories: mode or owner only;
       a directory whose only change is ``mtime_ns`` is not reported. A change of ``ctime_ns``,
       inode or device alone is not reported (it is recorded in the new snapshot all the same).
+      A file whose path became a name of another, hard-linked file, or stopped being one (its
+      inode changed and ``hard_link`` with it: ``ln -f a b`` makes ``b`` a second name of
+      ``a``) is ``pmt`` (:attr:`Reason.LINKED`, :attr:`Reason.UNLINKED`); the file that
+      merely gained or lost a name (same inode: only its link count changed) is not reported.
 del   a previous path that is gone, reported only when no ancestor directory of it (nor the path
       itself) is in ``incomplete_dirs``; otherwise it is *carried* (see below).
 mov   a regular file that vanished (a deletable previous path) while the same file appeared at
@@ -42,6 +47,13 @@ cpy   a new regular file (not a move) of non-empty content already in the backup
   caller writes it into the new snapshot unchanged. Carried entries are never move sources.
 - A renamed directory is ``del`` D + ``new`` D, its files are moves; a renamed link is ``del`` L
   + ``new`` L.
+- **Hard links** (issue 15): the names of one file are the current regular files with
+  ``hard_link`` set and the same ``(device, inode)`` and content id. Each name is a path of its
+  own, so each is reported by the rules above — except that a name which is neither a move nor
+  the file's first appearance is ``new`` with :attr:`Reason.HARD_LINK`, not a copy: it appeared
+  (not at a path of the previous snapshot) while another name of the file comes before it in
+  walk order or was already at its path before. So a new file with two names is two ``new``
+  entries (the second stored nothing), and a new name of a file backed up before is ``new``.
 
 Order: paths are compared in *walk order*, :func:`path_sort_key` — bytes order with ``/`` lowest,
 i.e. a depth-first walk with each directory's names sorted by bytes. Plain bytes order is not
@@ -54,9 +66,12 @@ that is decided after the last pair, when the scan's incomplete directories are 
 appeared regular file, (b) the changes and carried entries it returns, and (c) when
 ``known_content`` is ``None``, the 64-bit hash of each non-empty previous file's content id in an
 ``array('q')`` — 8 bytes per previous file (plus the array's growth slack), no path (issue 4:
-at most about 150 bytes per previous file). So memory is O(changed paths) + 8 bytes per
-previous file; with ``known_content`` (the repository's content index, which must include every
-content of the previous snapshot), O(changed paths).
+at most about 150 bytes per previous file), and (d) the hash of the link identity of each
+hard-linked file with a name at a path it had before (a set of ints: about 70 bytes per such
+file; a false match, astronomically unlikely, would make a new file ``new`` rather than a copy).
+So memory is O(changed paths) + 8 bytes per previous file + (d); with ``known_content`` (the
+repository's content index, which must include every content of the previous snapshot),
+O(changed paths) + (d).
 
 Copy sources, two passes: (c) tells only that a new file's content is *probably* in the
 previous snapshot (a hash match; a false match among 64-bit hashes is astronomically unlikely but
@@ -122,6 +137,9 @@ class Reason(Enum):
     SAME_INODE_NEW_PATH = "the same file (device and inode, same content) appeared at a new path"
     SAME_CONTENT_NEW_PATH = "a file with the same content hash appeared at a new path"
     CONTENT_ALREADY_STORED = "new path whose content is already in the backup"
+    HARD_LINK = "another name (hard link) of a file backed up at an earlier name; stored once"
+    LINKED = "content unchanged; the path is now a name of a hard-linked file (another inode)"
+    UNLINKED = "content unchanged; the path is no longer a hard link but a file of its own"
     CONTENT_STORED_THIS_JOB = "new path whose content equals a file stored earlier in this job"
     PATH_GONE = "the path no longer exists and the scan of its directory completed"
 
@@ -392,6 +410,11 @@ class _Gather:
         self.fallbacks: dict[bytes, Change] = {}  # tentative copy path -> change without a match
         self.job_paths: dict[bytes, bytes] = {}  # content id -> first path stored this job
         self._hits: set[int] | None = None  # hashes of appeared contents found in backup_hashes
+        # link identity (device, inode, content id) of an appeared hard-linked file -> its
+        # first appeared name in walk order; hash of the identity of each hard-linked file of
+        # which a name was at its path before (module docstring, "Memory")
+        self.link_first: dict[tuple[int, int, bytes | None], bytes] = {}
+        self.link_kept: set[int] = set()
 
     # -- streaming ----------------------------------------------------------------------------
 
@@ -432,6 +455,8 @@ class _Gather:
     def _same_path(self, prev: Entry, cur: Entry) -> None:
         if cur.etype is EntryType.FILE:
             cur = _with_content(prev, cur)
+            if cur.hard_link:
+                self.link_kept.add(hash((cur.device, cur.inode, cur.content_id)))
         decision = _compare(prev, cur)
         if decision is None:
             self.unchanged += 1
@@ -452,7 +477,10 @@ class _Gather:
 
     def _arrived(self, cur: Entry, reason: Reason) -> None:
         if cur.etype is EntryType.FILE:
-            self.appeared.append((_with_content(None, cur), reason))
+            cur = _with_content(None, cur)
+            if cur.hard_link:
+                self.link_first.setdefault((cur.device, cur.inode, cur.content_id), cur.path)
+            self.appeared.append((cur, reason))
         else:
             self._emit(Change(ReportList.NEW, cur, reason))
 
@@ -486,6 +514,10 @@ class _Gather:
 
     def _new_or_copy(self, cur: Entry, reason: Reason) -> Change:
         content = cur.content_id
+        if cur.hard_link:
+            key = (cur.device, cur.inode, content)
+            if hash(key) in self.link_kept or self.link_first.get(key, cur.path) != cur.path:
+                return Change(ReportList.NEW, cur, Reason.HARD_LINK)
         if content is None or cur.size == 0:  # empty files are never copies
             return Change(ReportList.NEW, cur, reason)
         earlier = self.job_paths.get(content)
@@ -545,6 +577,8 @@ def _attribute_reason(prev: Entry, cur: Entry, *, with_mtime: bool) -> Reason | 
         return Reason.MODE_CHANGED
     if prev.uid != cur.uid or prev.gid != cur.gid:
         return Reason.OWNER_CHANGED
+    if prev.hard_link != cur.hard_link and prev.inode != cur.inode:
+        return Reason.LINKED if cur.hard_link else Reason.UNLINKED
     if with_mtime and prev.mtime_ns != cur.mtime_ns:
         return Reason.MTIME_ONLY
     return None
@@ -587,7 +621,17 @@ def _same_file(old: Entry, new: Entry) -> bool:
 
 
 #: The attributes of an entry whose change :func:`change_detail` names.
-DETAIL_FIELDS = ("size", "mtime_ns", "ctime_ns", "mode", "uid", "gid", "inode", "link_target")
+DETAIL_FIELDS = (
+    "size",
+    "mtime_ns",
+    "ctime_ns",
+    "mode",
+    "uid",
+    "gid",
+    "inode",
+    "link_target",
+    "hard_link",
+)
 
 
 def change_detail(prev: Entry | None, change: Change) -> str:

@@ -19,7 +19,11 @@ class Entry:
     length for links); ``mode`` is the full ``st_mode``; ``content_id`` is the keyed BLAKE3 hash
     of the whole content of a regular file when known (always known in a snapshot, ``None`` in a
     fresh scan until the file is read); ``link_target`` is the raw target of a symbolic link and
-    ``link_to_dir`` whether it points at a directory.
+    ``link_to_dir`` whether it points at a directory. ``hard_link``: a regular file with more
+    than one name (``st_nlink > 1``) when scanned; its ``(device, inode)`` is then its *link
+    identity*, shared by every name of the file (as ``tar``, restic and borg keep it): names of
+    one job with the same identity and content are restored as hard links of one file
+    (``agent.restore_links``) and its content is read once (issue 15).
     """
 
     path: bytes
@@ -35,6 +39,7 @@ class Entry:
     link_target: bytes | None = None
     link_to_dir: bool = False
     content_id: bytes | None = None
+    hard_link: bool = False
 
 
 def with_content_id(e: Entry, content_id: bytes | None) -> Entry:
@@ -54,6 +59,7 @@ def with_content_id(e: Entry, content_id: bytes | None) -> Entry:
         e.link_target,
         e.link_to_dir,
         content_id,
+        e.hard_link,
     )
 
 

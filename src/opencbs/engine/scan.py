@@ -30,6 +30,9 @@ Rules:
   other error on an entry (permissions, I/O) makes its directory incomplete.
 - ``content_id`` is always ``None``: reading content is the caller's step, planned with
   ``classify.needs_content``.
+- A regular file with more than one name (``st_nlink > 1``: a hard link) is an entry of each
+  name with ``hard_link`` set; its ``(device, inode)`` is what tells the names of one file
+  apart from others (issue 15). Names outside the sources are not looked for.
 
 Filters (:class:`ScanFilter`): glob patterns (``fnmatch``, case-sensitive). A pattern holding a
 ``/`` is matched against the full path, where ``*`` and ``?`` match ``/`` too (``*/.cache``
@@ -295,6 +298,8 @@ class Scan:
         """The entry of ``path`` from its ``lstat``; ``None`` for a type that is not backed up.
         Raises ``OSError`` when a link's target cannot be read."""
         if stat.S_ISREG(st.st_mode):
+            if st.st_nlink > 1:
+                return _make_hard_link(path, st)
             return _make(path, st, EntryType.FILE, st.st_size)
         if stat.S_ISDIR(st.st_mode):
             return _make(path, st, EntryType.DIRECTORY, 0)
@@ -379,6 +384,29 @@ def _make(path: bytes, st: os.stat_result, etype: EntryType, size: int) -> Entry
         shared(st.st_gid, st.st_gid),
         st.st_ino,
         shared(st.st_dev, st.st_dev),
+    )
+
+
+def _make_hard_link(path: bytes, st: os.stat_result) -> Entry:
+    """The entry of a regular file with more than one name (``st_nlink > 1``) from its
+    ``lstat``: ``hard_link`` set, so its ``(device, inode)`` is its link identity. As
+    ``_make``."""
+    shared = _shared_int
+    return Entry(
+        path,
+        EntryType.FILE,
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+        shared(st.st_mode, st.st_mode),
+        shared(st.st_uid, st.st_uid),
+        shared(st.st_gid, st.st_gid),
+        st.st_ino,
+        shared(st.st_dev, st.st_dev),
+        None,
+        False,
+        None,
+        True,
     )
 
 

@@ -12,10 +12,11 @@ the incomplete directories. Same interface as ``Scan``: iterate once;
 :attr:`ScanProcess.incomplete_dirs` once finished; ``sources``.
 
 Wire format (child to parent), messages of a 4-byte little-endian length then ``marshal`` data:
-a list of records, each a tuple — an entry is its 12 ``Entry`` fields in order (without
-``content_id``; ``etype`` as its one-letter value), a warning is ``(path, message)``; the last
-message is the dict ``{"end": True, "incomplete": [...], "completed_dirs": n}``. The parent
-sends the job (sources and filters) as one ``marshal`` message on the child's stdin.
+a list of records, each a tuple — an entry is its first 12 ``Entry`` fields in order (without
+``content_id``; ``etype`` as its one-letter value), then ``hard_link``; a warning is
+``(path, message)``; the last message is the dict
+``{"end": True, "incomplete": [...], "completed_dirs": n}``. The parent sends the job (sources
+and filters) as one ``marshal`` message on the child's stdin.
 
 If the child cannot be started, the walk runs in this process (``Scan``), logged at debug
 level. If it ends without its last message, iterating raises :class:`ScanAborted` (its
@@ -137,9 +138,8 @@ class ScanProcess:
                 if len(rec) == 2:
                     yield ScanWarning(rec[0], rec[1])
                     continue
-                (path, etype, size, mtime, ctime, mode, uid, gid, inode, device, target, to_dir) = (
-                    rec
-                )
+                (path, etype, size, mtime, ctime, mode, uid, gid, inode, device) = rec[:10]
+                target, to_dir, hard = rec[10:]
                 yield Entry(
                     path,
                     types[etype],
@@ -153,6 +153,8 @@ class ScanProcess:
                     shared(device, device),
                     target,
                     to_dir,
+                    None,
+                    hard,
                 )
 
 
@@ -205,6 +207,7 @@ def _child() -> None:
                     item.device,
                     item.link_target,
                     item.link_to_dir,
+                    item.hard_link,
                 )
             )
         else:

@@ -9,13 +9,22 @@ snapshot and a large tree never has to be in memory at once.
 The metadata's ``set_name`` came later within version 1: a reader ignores keys it does not know,
 so older agents read newer objects, and this one reads older objects without it (``None``).
 
+Hard links (issue 15) came the same way: flag 16 of an entry record marks a regular file that
+had more than one name (``st_nlink > 1``) when scanned, whose ``inode`` and ``device`` (recorded
+for every entry since the first version) are then its link identity, as in ``tar``, restic and
+borg. No field is added, so the records keep their layouts and version 1 stays: a reader that
+does not know the flag ignores it (it reads every flag it does not know as absent) and restores
+each name as a file of its own, as before; this one reads a record without it as a file with one
+name (``Entry.hard_link`` false), so every older snapshot reads as it always did.
+
 Entry record: ``uvarint(len(body)) ‖ body``. A body has one of two layouts, told apart by flag 8;
 the writer uses the fixed one whenever the values fit it (one ``struct.unpack_from`` reads all
 numbers back), else the variable one. Both are read.
 
 Fixed layout (flag 8), little-endian::
 
-    flags       u8: 1 link target present, 2 link to a directory, 4 content ID present, 8 fixed
+    flags       u8: 1 link target present, 2 link to a directory, 4 content ID present, 8 fixed,
+                16 hard link (a regular file with more than one name: Entry.hard_link)
     etype       1 ASCII byte: F, D or L (EntryType)
     path_len    u16          target_len  u16 (0 without flag 1)     content_len  u8 (0 without 4)
     chunks      u32 count
@@ -54,7 +63,7 @@ from opencbs.reports.vocabulary import EntryType
 SNAPSHOT_PREFIX = "snapshots/"
 _FORMAT = "opencbs-snapshot"
 _VERSION = 1
-_LINK, _LINK_TO_DIR, _CONTENT, _FIXED = 1, 2, 4, 8
+_LINK, _LINK_TO_DIR, _CONTENT, _FIXED, _HARD_LINK = 1, 2, 4, 8, 16
 _HEAD = struct.Struct("<BBHHBIqqqIIIQQ")
 _HEAD_SIZE = _HEAD.size
 _REF_HEAD = struct.Struct("<BBHHBI")  # the fixed layout's first fields (RefScanner)
@@ -193,6 +202,8 @@ def encode_record(entry: Entry, chunk_ids: Sequence[bytes]) -> bytes:
         flags |= _CONTENT
     else:
         content = b""
+    if entry.hard_link:
+        flags |= _HARD_LINK
     try:
         head = _HEAD.pack(
             flags, _ETYPE_CODES[entry.etype], len(entry.path), len(target), len(content),
@@ -220,6 +231,7 @@ def _encode_variable(entry: Entry, chunks: bytes, count: int) -> bytes:
         (_LINK if entry.link_target is not None else 0)
         | (_LINK_TO_DIR if entry.link_to_dir else 0)
         | (_CONTENT if entry.content_id is not None else 0)
+        | (_HARD_LINK if entry.hard_link else 0)
     )
     body = bytearray((flags, _ETYPE_CODES[entry.etype]))
     _uvarint(body, len(entry.path))
@@ -361,6 +373,7 @@ def _decode_at(buf: bytes, pos: int, end: int, what: str) -> TreeItem:
             target,
             bool(flags & _LINK_TO_DIR),
             content,
+            bool(flags & _HARD_LINK),
         )
         return entry, chunks
     return _decode_variable(buf[pos:end], what)
@@ -385,6 +398,7 @@ def _decode_variable(body: bytes, what: str) -> TreeItem:
     entry = Entry(
         path, etype, size, mtime, ctime, mode, uid, gid, inode, device,
         link_target=target, link_to_dir=bool(flags & _LINK_TO_DIR), content_id=content,
+        hard_link=bool(flags & _HARD_LINK),
     )  # fmt: skip
     return entry, chunks
 
