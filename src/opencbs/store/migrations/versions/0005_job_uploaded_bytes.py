@@ -21,11 +21,14 @@ branch_labels = None
 depends_on = None
 
 
+# Plain ALTER TABLE on both databases (SQLite adds and drops a column in place since 3.35): a
+# batch operation would copy ``backup_jobs`` on SQLite, which its entries' foreign keys refuse
+# once it holds jobs.
+
+
 def upgrade() -> None:
-    with op.batch_alter_table("backup_jobs", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("uploaded_bytes", sa.BigInteger(), nullable=True))
+    op.add_column("backup_jobs", sa.Column("uploaded_bytes", sa.BigInteger(), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("backup_jobs", schema=None) as batch_op:
-        batch_op.drop_column("uploaded_bytes")
+    op.drop_column("backup_jobs", "uploaded_bytes")
