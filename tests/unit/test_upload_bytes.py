@@ -99,15 +99,18 @@ def test_a_second_copy_of_stored_content_uploads_only_its_snapshot() -> None:
 
 
 def test_a_writer_closed_early_counts_the_packs_it_stored() -> None:
-    """A stopped job: its open pack is dropped, the finished ones are stored and counted."""
+    """A stopped job: its open pack is dropped, the finished ones are stored and counted.
+    ``add_chunk`` waits for each chunk's compression, so the packs it filled are finished."""
     storage = MemoryStorage()
     repo = _repo(storage)
-    data = random.Random(3).randbytes(3 * PACK_SIZE + 100_000)
+    rng = random.Random(3)
+    chunks = [rng.randbytes(100_000) for _ in range(9)]  # 900 kB: 3 packs of 256 KiB, and more
     writer = repo.writer()
-    writer.add_file(io.BytesIO(data))
+    for chunk in chunks:
+        writer.add_chunk(chunk)
     writer.close()
-    assert writer.stored_bytes == repo.stored_bytes == _bytes(storage) > 2 * PACK_SIZE
-    assert writer.stored_bytes < len(data)  # the open pack was dropped
+    assert writer.stored_bytes == repo.stored_bytes == _bytes(storage)
+    assert 2 * PACK_SIZE < writer.stored_bytes < 900_000  # the open pack was dropped
 
 
 def _change(entry: Entry, kind: ReportList = ReportList.NEW) -> Change:
