@@ -2,22 +2,26 @@
 counted by the repository as it writes: ``Writer.stored_bytes`` and ``Repository.stored_bytes``
 equal, to the byte, the growth of the destination's packs, index objects and snapshots, also
 after deduplication (a second copy of stored content adds nothing) and for a writer closed
-before its end (a stopped job). The report's sizes of a symbolic link are its target's length.
+before its end (a stopped job); a spooled finish keeps the figure for a later delivery. The
+report's sizes of a symbolic link are its target's length.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import random
+from pathlib import Path
 
 from opencbs.agent.report_entries import FileSizes, entry_sizes, file_entry
+from opencbs.agent.spool import FinishRecord, JobSpool, JobStart
 from opencbs.destinations.memory import MemoryStorage
 from opencbs.engine.chunker import ChunkerParams
 from opencbs.engine.classify import Change, Reason
 from opencbs.engine.crypto import KdfParams
 from opencbs.engine.entries import Entry
 from opencbs.engine.repository import Repository, SnapshotMeta
-from opencbs.reports.vocabulary import EntryType, ReportList
+from opencbs.reports.vocabulary import EntryType, JobStatus, ReportList
 
 PASSWORD = "upload bytes"
 CHUNKS = ChunkerParams(min_size=16 * 1024, avg_size=64 * 1024, max_size=256 * 1024)
@@ -133,3 +137,18 @@ def test_a_link_entry_shows_its_targets_length() -> None:
     )
     regular = _entry(b"/src/f", 9)
     assert file_entry(_change(regular), FileSizes(5, 9)).size == 5
+
+
+def test_a_spooled_finish_keeps_the_uploaded_bytes(tmp_path: Path) -> None:
+    """A report delivered later (``agent.delivery``) finishes its job with the figure the job
+    had; the finish of an older agent's spool has none (the server then keeps its own)."""
+    spool = JobSpool.create(tmp_path, JobStart("1", "2", 1_700_000_000_000))
+    finish = FinishRecord(JobStatus.STOP_BY_USER, 10, 4, 1_700_000_001_000, uploaded_bytes=123)
+    spool.write_finish(finish)
+    assert JobSpool.open(spool.path).finish() == finish
+    older = json.loads((spool.path / "finish.json").read_text())
+    del older["uploaded_bytes"]
+    (spool.path / "finish.json").write_text(json.dumps(older))
+    assert JobSpool.open(spool.path).finish() == FinishRecord(
+        JobStatus.STOP_BY_USER, 10, 4, 1_700_000_001_000
+    )

@@ -30,8 +30,10 @@ A job's life (cbs-api.md §4, §5):
    number stored already is not stored again (``{"stored": false}``), so a retried batch is
    harmless; a retry must carry the same entries (a different entry count is a 409). Every
    count and size of §5 is derived from the entries in the transaction that stores them.
-3. ``POST …/progress`` records what GetBackupJobProgress shows.
-4. ``POST …/finish`` sets the final status and the dedupe figures; the status and ``EndTime``
+3. ``POST …/progress`` records what GetBackupJobProgress shows, and ``uploaded_bytes``: what
+   the job wrote to the destination so far (ListBackupJobStatus ``UploadSize``, cbs-api.md §7).
+4. ``POST …/finish`` sets the final status, the dedupe figures and ``uploaded_bytes`` (what
+   the job wrote in all; absent: the last progress's figure stays); the status and ``EndTime``
    change in one transaction, so the finished report appears whole. Finishing again with the
    same status and figures answers the job (a retry after a lost answer must not fail);
    anything else on a finished job is a 409.
