@@ -184,8 +184,10 @@ class Tree:
         st = os.lstat(self.path(rel))
         if stat.S_ISREG(st.st_mode):
             etype, size = "F", st.st_size
+        elif stat.S_ISLNK(st.st_mode):  # a link's data is its target (cbs-api.md §5)
+            etype, size = "L", st.st_size
         else:
-            etype, size = ("D" if stat.S_ISDIR(st.st_mode) else "L"), 0
+            etype, size = "D", 0
         return etype, self.rel_name(rel), size, _report_time(st.st_mtime_ns // 1_000_000)
 
     def rel_name(self, rel: str | bytes) -> str:
@@ -303,8 +305,10 @@ def _check_entry_sizes(e: dict[str, Any]) -> None:
     stored, original = int(e["FileSize"]), int(e["UnzipFilesSize"])
     if e["Type"] == "F":
         assert (stored > 0) == (original > 0), e  # content stored, compressed or raw
+    elif e["Type"] == "L":  # a link's data is its target, kept as is (cbs-api.md §5)
+        assert stored == original > 0, e
     else:
-        assert stored == original == 0, e  # directories and links carry no content
+        assert stored == original == 0, e  # directories carry no content
     assert e["Ratio"] == _ratio(stored, original), e
 
 
@@ -454,7 +458,7 @@ def test_first_then_one_of_each_change_then_unchanged(
     first = _backup(agent, bs, 0)
     assert first.status.value == "BS_STOP_SUCCESS" and first.snapshot_id is not None
     data = _report(server, bs, first.ref.job_id)
-    total = sum(row[2] for row in new)
+    total = sum(row[2] for row in new if row[0] == "F")  # content read (not link targets)
     _check_report(
         data,
         first.ref.job_id,

@@ -30,6 +30,12 @@ Dedupe figures (cbs-api.md §5): ``DedupeOriginalSize`` = original bytes of ever
 this job (new and updated content examined); ``DedupeSaving`` = of those, bytes whose chunks
 were stored already.
 
+Uploaded bytes (``UploadSize``, cbs-api.md §7): what the job added to the destination, counted
+by the repository as it writes (``Repository.stored_bytes``): the packs and index objects of
+its content and its snapshot's tree, and the snapshot object; not the snapshot list, locks or
+recovered index objects. A job that stops (by the user, the quota, a destination error) counts
+the packs it had stored: its open pack is dropped and the finished ones are waited for first.
+
 Copies (cbs-api.md §5: content "already in the backup, or stored earlier in this job") are
 recognised against the previous snapshot's contents and this job's, with the copy's source named
 (``FromFile``): the classifier keeps only a 64-bit hash per previous file, so a copy of previous
@@ -102,7 +108,7 @@ log = logging.getLogger(__name__)
 class JobResult:
     """How the job's body ended: the final ``status``, the snapshot committed (``None`` unless
     a success), why it did not complete (``message``), the number of entries of each file
-    list (``counts``) and the dedupe figures (bytes; module docstring)."""
+    list (``counts``), the dedupe figures and ``uploaded_bytes`` (bytes; module docstring)."""
 
     status: JobStatus
     snapshot_id: str | None
@@ -110,6 +116,7 @@ class JobResult:
     counts: dict[ReportList, int]
     dedupe_original_size: int
     dedupe_saving: int
+    uploaded_bytes: int = 0
 
 
 class BackupJob:
@@ -192,7 +199,13 @@ class BackupJob:
             dict(self.counts),
             reader.dedupe_original if reader is not None else 0,
             reader.dedupe_saving if reader is not None else 0,
+            self.uploaded_bytes(),
         )
+
+    def uploaded_bytes(self) -> int:
+        """Bytes this job has added to the destination (module docstring)."""
+        reader = self.reader
+        return reader.repo.stored_bytes - reader.stored_base if reader is not None else 0
 
     def _backup(self) -> str:
         """Read, classify, report and commit; the new snapshot's ID."""
@@ -216,12 +229,15 @@ class BackupJob:
         scan = ScanProcess(sources, filters)
         # the totals counted ahead, for a progress display's total and ETA
         totals = reader.totals = TotalCount(sources, filters) if self.options.count_totals else None
+        writer = repo.writer(compression_level=settings.compression.level)
         try:
-            writer = repo.writer(compression_level=settings.compression.level)
             pairs = reader.pairs(writer, scan, prev_items)
             if self.on_change is not None:
                 pairs = _keeping_previous(pairs, self.previous)
             result = classify_pairs(pairs, lambda: scan.incomplete_dirs)
+        except BaseException:
+            writer.close()  # its finished packs stored and counted (``uploaded_bytes``)
+            raise
         finally:
             if totals is not None:
                 totals.close()

@@ -203,21 +203,30 @@ class JobChannel:
                 total_file_count=snap.files_seen,
                 uploaded_file_size=snap.bytes_done,
                 total_file_size=snap.bytes_seen,
+                uploaded_bytes=snap.bytes_stored,
             )
         except (ServerUnreachable, AgentApiError) as exc:
             log.debug("progress not delivered: %s", exc.message)
 
     def finish(
-        self, status: JobStatus, *, dedupe_original_size: int, dedupe_saving: int
+        self,
+        status: JobStatus,
+        *,
+        dedupe_original_size: int,
+        dedupe_saving: int,
+        uploaded_bytes: int | None = None,
     ) -> ReportFate:
         """End the report (the ``end`` log entry), spool the finish and, when every batch
         reached the server, finish the job there (retried); returns what became of the report
-        (module docstring). Never raises for the server."""
+        (module docstring). Sizes in bytes; ``uploaded_bytes`` what the job wrote to the
+        destination (``UploadSize``). Never raises for the server."""
         end_ms = time.time_ns() // 1_000_000  # the job's end, also when delivered later
         self.log(LogType.END, end_line(status))
         self.flush()
         self.report.drain()  # every batch spooled and sent (or failed) before the finish
-        finish = FinishRecord(status, dedupe_original_size, dedupe_saving, end_ms)
+        finish = FinishRecord(
+            status, dedupe_original_size, dedupe_saving, end_ms, uploaded_bytes=uploaded_bytes
+        )
         spool_failure = self.report.spool_failure
         if spool_failure is None:
             try:
@@ -234,6 +243,7 @@ class JobChannel:
                         dedupe_original_size=dedupe_original_size,
                         dedupe_saving=dedupe_saving,
                         end_time=end_ms,
+                        uploaded_bytes=uploaded_bytes,
                     ),
                     "finish",
                     self.retry_delays,

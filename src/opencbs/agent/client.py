@@ -251,6 +251,7 @@ class AgentClient:
     ) -> None:
         verify = tls_verify(ca_file)
         self._base_url = base_url.rstrip("/")
+        self._sends_uploaded = True  # False once a server refused ``uploaded_bytes`` (422)
         try:
             self._http = httpx.Client(
                 base_url=base_url.rstrip("/") + API_PREFIX,
@@ -447,16 +448,32 @@ class AgentClient:
         total_file_count: int = 0,
         uploaded_file_size: int = 0,
         total_file_size: int = 0,
+        uploaded_bytes: int | None = None,
     ) -> JobRecord:
-        """Record progress (GetBackupJobProgress, cbs-api.md §7); sizes in bytes."""
-        body = {
+        """Record progress (GetBackupJobProgress, cbs-api.md §7); sizes in bytes:
+        ``uploaded_file_size`` the bytes read, ``uploaded_bytes`` (when given) the bytes
+        written to the destination so far (``UploadSize``). A server older than
+        ``uploaded_bytes`` refuses it (422): the progress is sent again without it, and this
+        client does not send it again."""
+        body: dict[str, Any] = {
             "current_file_name": current_file_name,
             "current_file_count": current_file_count,
             "total_file_count": total_file_count,
             "uploaded_file_size": uploaded_file_size,
             "total_file_size": total_file_size,
         }
-        answer = self._call("POST", job_path(ref, "progress"), body, self._job_params(ref))
+        path, params = job_path(ref, "progress"), self._job_params(ref)
+        if uploaded_bytes is not None and self._sends_uploaded:
+            try:
+                sent = {**body, "uploaded_bytes": uploaded_bytes}
+                answer = self._call("POST", path, sent, params)
+                return JobRecord.model_validate(answer)
+            except AgentApiError as exc:
+                if exc.status != 422:
+                    raise
+                log.debug("the server refused uploaded_bytes (%s): sent without", exc)
+                self._sends_uploaded = False
+        answer = self._call("POST", path, body, params)
         return JobRecord.model_validate(answer)
 
     def finish_job(
@@ -467,31 +484,40 @@ class AgentClient:
         dedupe_original_size: int = 0,
         dedupe_saving: int = 0,
         end_time: int | None = None,
+        uploaded_bytes: int | None = None,
     ) -> JobRecord:
-        """Finish a job with its final status, dedupe figures (bytes) and ``end_time``, when
-        it ended (epoch ms; ``None``: the server's now). Repeating the same finish answers the
-        job; another status on a finished job → ``AgentApiError`` 409. An ``end_time`` the
-        server refuses (422: a server older than the field; 400: before the job's start or
-        past the server's clock, ``store.jobs.require_reported_end``: clocks far apart) is left
-        out and the finish sent again: the job is finished at the server's now, as before."""
+        """Finish a job with its final status, dedupe figures (bytes), ``end_time``, when
+        it ended (epoch ms; ``None``: the server's now) and ``uploaded_bytes``, what the job
+        wrote to the destination (bytes, ``UploadSize``; ``None``: not sent, the server keeps
+        the figure of the last progress, or its own). Repeating the same finish answers the
+        job; another status on a finished job → ``AgentApiError`` 409.
+
+        Optional fields a server refuses are left out and the finish sent again: on a 422 (a
+        server older than the field) ``uploaded_bytes`` first, then ``end_time``; on a 400
+        (an end time before the job's start or past the server's clock,
+        ``store.jobs.require_reported_end``: clocks far apart) ``end_time``, so the job is
+        finished at the server's now, as before."""
         body: dict[str, Any] = {
             "status": status.value,
             "dedupe_original_size": dedupe_original_size,
             "dedupe_saving": dedupe_saving,
         }
+        optional = {"end_time": end_time, "uploaded_bytes": uploaded_bytes}
+        optional = {k: v for k, v in optional.items() if v is not None}
         params = self._job_params(ref)
-        if end_time is not None:
+        while True:
             try:
-                answer = self._call(
-                    "POST", job_path(ref, "finish"), {**body, "end_time": end_time}, params
-                )
+                answer = self._call("POST", job_path(ref, "finish"), {**body, **optional}, params)
                 return JobRecord.model_validate(answer)
             except AgentApiError as exc:
-                if exc.status not in (400, 422):
+                if exc.status == 422 and optional:
+                    dropped = "uploaded_bytes" if "uploaded_bytes" in optional else "end_time"
+                elif exc.status == 400 and "end_time" in optional:
+                    dropped = "end_time"
+                else:
                     raise
-                log.debug("the server refused end time %d (%s): sent without", end_time, exc)
-        answer = self._call("POST", job_path(ref, "finish"), body, params)
-        return JobRecord.model_validate(answer)
+                log.debug("the server refused %s (%s): sent without", dropped, exc)
+                del optional[dropped]
 
 
 def entry_from_json(d: Mapping[str, Any]) -> Entry:

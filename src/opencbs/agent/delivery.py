@@ -182,6 +182,7 @@ def deliver_job(
                     dedupe_original_size=finish.dedupe_original_size,
                     dedupe_saving=finish.dedupe_saving,
                     end_time=_end_time(spool, finish),
+                    uploaded_bytes=finish.uploaded_bytes,
                 ),
                 "finish",
             )

@@ -125,6 +125,7 @@ def run_backup(
             result.status,
             dedupe_original_size=result.dedupe_original_size,
             dedupe_saving=result.dedupe_saving,
+            uploaded_bytes=result.uploaded_bytes,
         )
         return _outcome(started.channel, result, fate, flushed)
     raise AssertionError("unreachable")  # pragma: no cover (mypy: ExitStack may swallow)
@@ -158,6 +159,7 @@ def _outcome(
         errors=report.errors,
         dedupe_original_size=result.dedupe_original_size,
         dedupe_saving=result.dedupe_saving,
+        uploaded_bytes=result.uploaded_bytes,
         message=result.message or _summary(report.warnings, report.errors, report.messages),
         report_delivered=fate.delivered,
         report_error=fate.error,

@@ -56,7 +56,9 @@ class Progress:
     """Where a job stands: ``current_file`` (display path), regular files read so far and seen
     so far by the scan, bytes read so far and bytes of the files seen so far; of those seen,
     the files (and their bytes) whose content is unchanged, not read; ``scan_finished``: the
-    scan has ended, so the ``*_seen`` counts are the job's totals."""
+    scan has ended, so the ``*_seen`` counts are the job's totals. ``bytes_stored``: bytes the
+    job has written to the destination so far (packs and their index objects, compressed and
+    after deduplication: ``Repository.stored_bytes``), what its ``UploadSize`` says so far."""
 
     current_file: str
     files_done: int
@@ -66,6 +68,7 @@ class Progress:
     files_unchanged: int = 0
     bytes_unchanged: int = 0
     scan_finished: bool = False
+    bytes_stored: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,8 +144,9 @@ class JobOptions:
 class JobOutcome:
     """The result of one job: the server's job (``ref``), its final ``status``, the snapshot
     committed (``None`` unless the status is a success), the number of entries of each file list
-    (``counts``), the ``warn``/``error`` log entries, dedupe figures (bytes) and, for a job that
-    did not complete, why (``message``).
+    (``counts``), the ``warn``/``error`` log entries, dedupe figures (bytes), ``uploaded_bytes``
+    (what the job wrote to the destination: its ``UploadSize``, cbs-api.md §7; ``JobResult``)
+    and, for a job that did not complete, why (``message``).
 
     ``report_delivered`` is ``False`` when the server could not be told (a batch or the finish
     failed after its retries); ``report_error`` then says why, and ``report_spool`` names the
@@ -168,6 +172,7 @@ class JobOutcome:
     errors: int = 0
     dedupe_original_size: int = 0
     dedupe_saving: int = 0
+    uploaded_bytes: int = 0
     message: str = ""
     report_delivered: bool = True
     report_error: str = ""

@@ -129,6 +129,7 @@ class SourceReader:
         on_progress: OnProgress | None = None,
     ) -> None:
         self.repo = repo
+        self.stored_base = repo.stored_bytes  # the job's uploads are what it adds to this
         self.channel = channel
         self.cancel = cancel
         self.chunks_lost = chunks_lost
@@ -375,6 +376,7 @@ class SourceReader:
             files_unchanged=self.files_unchanged,
             bytes_unchanged=self.bytes_unchanged,
             scan_finished=final,
+            bytes_stored=self.repo.stored_bytes - self.stored_base,
         )
         if force or now - self.last_sent >= PROGRESS_INTERVAL:
             self.last_sent = now

@@ -4,10 +4,12 @@ A report is log entries (``start``, ``info``, ``warn``, ``error``, ``end``: :fun
 and file entries of the lists ``new``, ``upd``, ``pmt``, ``del``, ``mov``, ``cpy``
 (:func:`file_entry`, one per classified change).
 
-Sizes per file entry (bytes): ``size`` (``FileSize``) is what the file's chunks take stored
-(compressed, counted whether deduplicated or not); ``unzip_size`` (``UnzipFilesSize``) the
-original bytes. Directories and symbolic links are 0/0 (a link's target is kept in the snapshot
-tree, not as content).
+Sizes per file entry (bytes; cbs-api.md §5): ``size`` (``FileSize``) is what the entry's data
+takes stored, ``unzip_size`` (``UnzipFilesSize``) its original bytes. A regular file's data is
+its content: what its chunks take stored (compressed, counted whether deduplicated or not) and
+the bytes read. A symbolic link's data is its target: both sizes are the target's length (what
+``ls -l`` shows for the link; it is kept as is in the snapshot's tree, not as content, so
+nothing is compressed apart: ratio 0%). Directories are 0/0.
 """
 
 from __future__ import annotations
@@ -19,11 +21,19 @@ from dataclasses import dataclass
 from opencbs.agent.client import Entry as ReportEntry
 from opencbs.engine.chunk_index import ChunkIndex
 from opencbs.engine.classify import Change
-from opencbs.engine.entries import display_path
+from opencbs.engine.entries import Entry, display_path
 from opencbs.reports.timefmt import clamp_time_ms
 from opencbs.reports.vocabulary import EntryType, JobStatus, LogType, ReportList
 
-__all__ = ["FileSizes", "chunk_sizes", "file_entry", "log_entry", "now_ms"]
+__all__ = [
+    "FileSizes",
+    "chunk_sizes",
+    "entry_sizes",
+    "file_entry",
+    "link_sizes",
+    "log_entry",
+    "now_ms",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,14 +73,30 @@ def end_line(status: JobStatus) -> str:
     return f"Backup {'completed' if status.completed else 'ended'}: {status.value}"
 
 
+def link_sizes(target: bytes) -> FileSizes:
+    """The sizes of a symbolic link's data, its ``target`` (raw bytes): its length, stored
+    and original (module docstring)."""
+    return FileSizes(len(target), len(target))
+
+
+def entry_sizes(entry: Entry, sizes: FileSizes | None) -> FileSizes:
+    """The sizes a report shows for ``entry`` (module docstring): ``sizes`` of a regular
+    file's content (``None`` counts 0/0), a link's target length, 0/0 for a directory."""
+    if entry.etype is EntryType.FILE:
+        return sizes if sizes is not None else FileSizes()
+    if entry.etype is EntryType.LINK:
+        target = entry.link_target
+        return link_sizes(target) if target is not None else FileSizes(entry.size, entry.size)
+    return FileSizes()
+
+
 def file_entry(change: Change, sizes: FileSizes | None) -> ReportEntry:
     """The report entry of one change. ``sizes`` of a regular file's content (``None`` counts
-    0/0; directories and links are always 0/0). Paths are shown with ``display_path``;
-    ``last_modified`` is the entry's mtime in epoch ms (clamped to the one job-time window,
-    ``reports.timefmt``)."""
+    0/0); a link's are its target's length, a directory's 0/0 (``entry_sizes``). Paths are
+    shown with ``display_path``; ``last_modified`` is the entry's mtime in epoch ms (clamped to
+    the one job-time window, ``reports.timefmt``)."""
     entry = change.entry
-    is_file = entry.etype is EntryType.FILE
-    fs = sizes if (is_file and sizes is not None) else FileSizes()
+    fs = entry_sizes(entry, sizes)
     mtime_ms = clamp_time_ms(entry.mtime_ns // 1_000_000)
     from_path = None
     if change.from_path is not None and change.kind in (ReportList.MOV, ReportList.CPY):

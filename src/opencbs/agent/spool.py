@@ -44,7 +44,7 @@ import os
 import re
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import KW_ONLY, dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -125,12 +125,16 @@ class JobStart:
 class FinishRecord:
     """The finish of a spooled job: final status, dedupe figures (bytes) and ``end_ms``, when
     the job ended (epoch ms; ``None`` in a spool of an older agent, or a job closed after its
-    agent died: the server then takes the time of delivery)."""
+    agent died: the server then takes the time of delivery); ``uploaded_bytes``, what the job
+    wrote to the destination (``UploadSize``; ``None`` in a spool of an older agent or of a
+    job whose agent died: the server then keeps its own figure)."""
 
     status: JobStatus
     dedupe_original_size: int = 0
     dedupe_saving: int = 0
     end_ms: int | None = None
+    _: KW_ONLY
+    uploaded_bytes: int | None = None
 
 
 def _damage(exc: Exception) -> str:
@@ -299,6 +303,7 @@ class JobSpool:
                     "dedupe_original_size": finish.dedupe_original_size,
                     "dedupe_saving": finish.dedupe_saving,
                     "end_time": finish.end_ms,
+                    "uploaded_bytes": finish.uploaded_bytes,
                 }
             ),
         )
@@ -311,11 +316,13 @@ class JobSpool:
         doc = _read_json(path)
         try:
             end = doc.get("end_time")
+            uploaded = doc.get("uploaded_bytes")
             return FinishRecord(
                 JobStatus(doc["status"]),
                 int(doc["dedupe_original_size"]),
                 int(doc["dedupe_saving"]),
                 None if end is None else int(end),
+                uploaded_bytes=None if uploaded is None else int(uploaded),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise SpoolError(f"damaged finish record in {self.path}: {_damage(exc)}") from exc

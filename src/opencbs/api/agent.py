@@ -30,8 +30,10 @@ A job's life (cbs-api.md §4, §5):
    number stored already is not stored again (``{"stored": false}``), so a retried batch is
    harmless; a retry must carry the same entries (a different entry count is a 409). Every
    count and size of §5 is derived from the entries in the transaction that stores them.
-3. ``POST …/progress`` records what GetBackupJobProgress shows.
-4. ``POST …/finish`` sets the final status and the dedupe figures; the status and ``EndTime``
+3. ``POST …/progress`` records what GetBackupJobProgress shows, and ``uploaded_bytes``: what
+   the job wrote to the destination so far (ListBackupJobStatus ``UploadSize``, cbs-api.md §7).
+4. ``POST …/finish`` sets the final status, the dedupe figures and ``uploaded_bytes`` (what
+   the job wrote in all; absent: the last progress's figure stays); the status and ``EndTime``
    change in one transaction, so the finished report appears whole. Finishing again with the
    same status and figures answers the job (a retry after a lost answer must not fail);
    anything else on a finished job is a 409.
@@ -470,25 +472,31 @@ class BatchOut(BaseModel):
 
 
 class ProgressIn(_Model):
-    """What GetBackupJobProgress shows (§7): counts of files, sizes in bytes."""
+    """What GetBackupJobProgress shows (§7): counts of files, sizes in bytes; and
+    ``uploaded_bytes``, what the job wrote to the destination so far (its ``UploadSize``,
+    cbs-api.md §7; kept when absent)."""
 
     current_file_name: PathText = ""
     current_file_count: Count = 0
     total_file_count: Count = 0
     uploaded_file_size: Size = 0
     total_file_size: Size = 0
+    uploaded_bytes: Size | None = None
 
 
 class FinishIn(_Model):
     """The end of a job: its final status (not ``BS_STILL_RUNNING``), the dedupe figures of
     §5 (bytes; ``dedupe_saving`` ≤ ``dedupe_original_size``) and ``end_time``, when the job
     ended on the agent (epoch ms; default: now, the server's clock; a report delivered late
-    from the agent's spool gives it: ``store.jobs.require_reported_end``)."""
+    from the agent's spool gives it: ``store.jobs.require_reported_end``); ``uploaded_bytes``,
+    what the job wrote to the destination (bytes: its ``UploadSize``, cbs-api.md §7; absent:
+    the last progress's figure, else the stored size of its new and updated content)."""
 
     status: JobStatus
     dedupe_original_size: Size = 0
     dedupe_saving: Size = 0
     end_time: TimeMs | None = None
+    uploaded_bytes: Size | None = None
 
 
 # --- converters -------------------------------------------------------------------------------
@@ -754,6 +762,7 @@ def finish(
                 job.status == body.status.value
                 and job.dedupe_original_size == body.dedupe_original_size
                 and job.dedupe_saving == body.dedupe_saving
+                and body.uploaded_bytes in (None, job.uploaded_bytes)
             )
             if not same:
                 raise Conflict(f"backup job {job.job_id} is finished already ({job.status})")
@@ -767,5 +776,6 @@ def finish(
             end_ms=body.end_time,
             dedupe_original_size=body.dedupe_original_size,
             dedupe_saving=body.dedupe_saving,
+            uploaded_bytes=body.uploaded_bytes,
         )
         return jobs.job_record(conn, done)

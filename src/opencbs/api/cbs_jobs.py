@@ -8,9 +8,14 @@ Choices where the contract leaves room (written down here and in each call's sum
 - ``BackupDate`` (ListBackupJobStatus, ListBackupJobMode) is ``yyyy-MM-dd`` or a job-ID-shaped
   value (its date is used); absent or empty means today in the server zone. A job is listed
   under the day its job ID starts with (§4).
-- ``UploadSize`` (ListBackupJobStatus) is the stored ("zipped") bytes of the content the job
-  wrote: ``TotalNewFilesSize + TotalUpdatedFilesSize``. Permission-only changes, moves and
-  copies reuse content already stored and deletions write none, so they are not counted.
+- ``UploadSize`` (ListBackupJobStatus) is the bytes the job wrote to its destination, as the
+  agent counted them while writing: the packs and index objects of its new content and of its
+  snapshot's tree (compressed, encrypted, after deduplication: content stored already is not
+  written again, so an unchanged or duplicated file adds nothing) and its snapshot object; not
+  the snapshot list or locks. A stopped job counts what it had stored. A job stored before
+  this figure was sent (or by an agent that does not send it) keeps the earlier figure: the
+  stored size of its new and updated content, ``TotalNewFilesSize + TotalUpdatedFilesSize``
+  (``store.jobs.Job.upload_size``).
 - ``SkipEmpty`` (ListBackupJobs) defaults to true: a client asking for jobs expects the sets
   that have some; ``false`` lists every set, removed ones included, with ``Removed`` telling.
 """
@@ -101,8 +106,9 @@ _STATUS_ANSWER = {
             "DestinationID": _ID,
             "UploadSize": {
                 "type": "string",
-                "description": "Bytes stored by the job (new + updated "
-                "content, compressed), as a decimal string.",
+                "description": "Bytes the job wrote to its destination (its "
+                "packs, index objects and snapshot: compressed, after deduplication), as a "
+                "decimal string.",
             },
             "RunVersion": _STR,
             "SuccessDatabase": _STR,
@@ -181,8 +187,8 @@ def _optional_set_id(params: Params) -> str | None:
 
 
 def upload_size(job: jobs.Job) -> int:
-    """Bytes a job stored: compressed size of its new and updated content (module docstring)."""
-    return job.counters.new_size + job.counters.upd_size
+    """Bytes a job wrote to its destination (``UploadSize``; module docstring)."""
+    return job.upload_size
 
 
 # --- ListBackupJobs -------------------------------------------------------------------------
@@ -254,7 +260,8 @@ def _owner_filter(params: Params, caller: Caller) -> str | None:
     "ListBackupJobStatus",
     params=(_LOGIN_FILTER, OWNER, _BACKUP_DATE),
     summary="The backup jobs that started on one day, of one backup user or of every user the "
-    "caller sees (cbs-api.md §7). UploadSize: stored bytes of new and updated content. "
+    "caller sees (cbs-api.md §7). UploadSize: bytes the job wrote to its destination "
+    "(compressed, after deduplication). "
     'No job that day: "[Error] No Backup Job on that day".',
     answer=_STATUS_ANSWER,
 )

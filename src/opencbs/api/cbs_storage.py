@@ -10,8 +10,9 @@ Choices where the contract leaves room (cbs-api.md §11 says them to clients):
   figure its human form (``Avg…Size``, ``human_size``) and its bytes (``Avg…RawSize``), and the
   counts (``Avg…No``). The averages follow ``store.storage``'s rules: per day that has
   measurements, the sum over the destinations of each one's last measurement that day,
-  averaged over those days; uploads (``UploadSize`` and new and updated files of the month's
-  jobs) averaged over the days that have jobs. A month without any answers zeros.
+  averaged over those days; uploads (``UploadSize``, the bytes each job wrote to its
+  destination, cbs-api.md §7, and new and updated files of the month's jobs) averaged over the
+  days that have jobs. A month without any answers zeros.
 """
 
 from __future__ import annotations

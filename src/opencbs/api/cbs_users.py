@@ -5,8 +5,8 @@ The user object (ListUsers items under the top-level ``User`` key, GetUser's ``D
 ``LoginName``, ``Owner`` (``""`` for the administrators), ``Alias``, ``Email``, ``ClientType``,
 ``Status``, ``DataSize`` (number, bytes: what the user's destinations hold, the latest
 ``stored_size`` of each destination of its sets that are not removed summed, when any of them
-was measured (``store.storage``, cbs-api.md §11); otherwise what the user's jobs stored, the
-compressed size of their new and updated content, as ``UploadSize`` counts it per job),
+was measured (``store.storage``, cbs-api.md §11); otherwise what the user's jobs stored: their
+``UploadSize`` summed, the bytes each wrote to its destination),
 ``Quota`` (number, bytes, 0 = none; the agent stops a job that would exceed it), ``QuotaList``
 (``[{"DestinationKey": "OBS", "Enabled": bool, "Quota": number}]``, the one server quota),
 ``LastBackupDate`` (number, epoch ms of the newest job's start, 0 when the user has no job),
@@ -65,7 +65,7 @@ _USER_SCHEMA: dict[str, Any] = {
         "DataSize": {
             "type": "integer",
             "description": "Bytes the user's destinations hold (latest measurements), or "
-            "without any, what its jobs stored (compressed new and updated content).",
+            "without any, what its jobs stored (their UploadSize summed).",
         },
         "Quota": {"type": "integer", "description": "Bytes; 0 = no quota."},
         "QuotaList": {

@@ -227,6 +227,7 @@ def outcome_json(outcome: JobOutcome) -> dict[str, Any]:
         "messages": [{"type": m.type.value, "text": m.text} for m in outcome.messages],
         "dedupe_original_size": outcome.dedupe_original_size,
         "dedupe_saving": outcome.dedupe_saving,
+        "uploaded_bytes": outcome.uploaded_bytes,
         "message": outcome.message,
         "report_delivered": outcome.report_delivered,
         "report_spool": outcome.report_spool or None,

@@ -36,6 +36,7 @@ import os
 import threading
 import weakref
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
@@ -196,18 +197,25 @@ def _seal_chunk(keys: Keys, level: int, chunk_id: bytes, data: bytes) -> tuple[b
     return keys.seal(payload, chunk_id), stored_size
 
 
-def store_pack(storage: Storage, keys: Keys, pack: PackBuilder) -> tuple[str, list[PackEntry]]:
+#: What ``store_pack`` stored: the pack ID, its entries and the bytes written (the pack file
+#: and its index object).
+StoredPack = tuple[str, list[PackEntry], int]
+
+
+def store_pack(storage: Storage, keys: Keys, pack: PackBuilder) -> StoredPack:
     """Finish and store a pack, then its index object (the I/O thread; prune's repacking);
-    returns the pack ID and its entries. Raises ``DestinationError``."""
+    returns the pack ID, its entries and the bytes of the two objects written. Raises
+    ``DestinationError``."""
     pack_id, data, entries = pack.finish(keys)
     storage.put(pack_name(pack_id), data)
     index_name = INDEX_PREFIX + pack_id
-    storage.put(index_name, seal_index(keys, index_name, [(pack_id, entries)]))
+    index = seal_index(keys, index_name, [(pack_id, entries)])
+    storage.put(index_name, index)
     log.debug("stored pack %s: %d chunks, %d bytes", pack_id, len(entries), len(data))
-    return pack_id, entries
+    return pack_id, entries, len(data) + len(index)
 
 
-def _wait_stored(packs: deque[tuple[Future[tuple[str, list[PackEntry]]], list[bytes]]]) -> None:
+def _wait_stored(packs: deque[tuple[Future[StoredPack], list[bytes]]]) -> None:
     """Let finished packs reach the destination (a writer dropped without ``flush``)."""
     wait_futures([f for f, _ in packs])
 
@@ -334,8 +342,10 @@ class Writer:
         chunker: ChunkerParams,
         compression_level: int,
         pack_target_size: int,
+        on_stored: Callable[[int], None] | None = None,
     ) -> None:
-        """Internal: use ``Repository.writer()``."""
+        """Internal: use ``Repository.writer()``. ``on_stored`` is called (in the caller's
+        thread) with the bytes of each pack and its index object once both are stored."""
         self._storage = storage
         self._keys = keys
         self._index = index
@@ -349,10 +359,12 @@ class Writer:
         self._open_batch: _Batch | None = None
         self._inflight: deque[_Batch] = deque()
         # Packs handed to the I/O thread, oldest first, with their chunk IDs.
-        self._packs: deque[tuple[Future[tuple[str, list[PackEntry]]], list[bytes]]] = deque()
+        self._packs: deque[tuple[Future[StoredPack], list[bytes]]] = deque()
         self._finalizer = weakref.finalize(self, _wait_stored, self._packs)
         self._uploads = upload_concurrency(storage)
         self._shipped = 0  # bytes of the packs handed to the I/O thread
+        self._stored = 0  # bytes of the packs and index objects stored (``stored_bytes``)
+        self._on_stored = on_stored
 
     def __enter__(self) -> Writer:
         return self
@@ -574,6 +586,15 @@ class Writer:
             waiting += self._open_batch.size
         return self._shipped + self._pack.size + waiting
 
+    @property
+    def stored_bytes(self) -> int:
+        """Bytes this writer has written to the destination, exactly: the pack files and their
+        index objects stored so far (compressed, encrypted, after deduplication: a chunk
+        stored already is never written again). Packs still on their way are not counted
+        until ``flush``/``close`` (or a later call) has seen them stored; unlike
+        ``upload_bytes``, an estimate that counts them, for the quota."""
+        return self._stored
+
     def _ship(self) -> None:
         """Hand the open pack to the I/O thread."""
         self._shipped += self._pack.size
@@ -591,11 +612,14 @@ class Writer:
             block = False
             future, chunk_ids = packs.popleft()
             try:
-                pack_id, entries = future.result()
+                pack_id, entries, written = future.result()
             except BaseException:
                 for chunk_id in chunk_ids:
                     self._pending.pop(chunk_id, None)
                 raise
+            self._stored += written
+            if self._on_stored is not None:
+                self._on_stored(written)
             self._index.add_pack(pack_id, entries)
             for chunk_id in chunk_ids:
                 self._pending.pop(chunk_id, None)

@@ -215,6 +215,7 @@ class Repository:
         self._generation_floor = 0  # the next list's generation exceeds this (an anchor's)
         #: The snapshot list this repository last wrote (``record_snapshots``), or ``None``.
         self.recorded: Manifest | None = None
+        self._stored_bytes = 0  # ``stored_bytes``
 
     # Creating and opening ------------------------------------------------------------------
 
@@ -460,9 +461,24 @@ class Repository:
             chunker=self.config.chunker,
             compression_level=level,
             pack_target_size=self.config.pack_target_size,
+            on_stored=self._count_stored,
         )
         self._writers.add(w)
         return w
+
+    def _count_stored(self, size: int) -> None:
+        self._stored_bytes += size
+
+    @property
+    def stored_bytes(self) -> int:
+        """Bytes of the objects this ``Repository`` object has added to the destination since
+        it was opened: the packs and index objects its writers stored (``Writer.stored_bytes``:
+        content and snapshot trees, compressed, encrypted, after deduplication) and the
+        snapshot objects it committed. Not counted: the snapshot list (``manifest``, replaced
+        in place by each commit), locks (removed when released), the config, and index
+        objects written to recover or compact the index. A backup job's ``UploadSize`` is
+        the growth of this figure over the job (cbs-api.md §7)."""
+        return self._stored_bytes
 
     def content_id(self, data: bytes) -> bytes:
         """Keyed BLAKE3 (32 bytes) of a whole content (what ``FileResult.content_id`` holds);
@@ -505,6 +521,7 @@ class Repository:
         info = SnapshotInfo(snapshot_id, meta, count, tuple(tree))
         sealed = self.keys.seal(encode_snapshot(info), snapshot_aad(snapshot_id))
         self.storage.put(snapshot_name(snapshot_id), sealed)
+        self._stored_bytes += len(sealed)
         self._authentic.add(snapshot_id)
         log.debug("committed snapshot %s: %s", snapshot_id, plural(count, "entry", "entries"))
         self.record_snapshots()

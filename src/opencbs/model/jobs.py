@@ -6,8 +6,9 @@ Times are epoch ms (``end_time`` ``None`` while the job runs), sizes bytes; IDs 
 (cbs-api.md §1). ``counters``: every count and size of cbs-api.md §5 by its CBS name
 (``NumOfNewFiles``, ``TotalNewFilesSize``, …, ``NumOfWarnEntries``, ``NumOfErrorEntries``),
 derived from the entries stored; ``batches_received`` and ``last_batch_no`` tell a resuming
-agent where to continue. The bounds of a time are ``opencbs.reports.timefmt.MIN_TIME_MS`` and
-``MAX_TIME_MS``.
+agent where to continue; ``uploaded_bytes`` what the agent said the job wrote to the
+destination (its ``UploadSize``; ``None`` while it has said nothing). The bounds of a time are
+``opencbs.reports.timefmt.MIN_TIME_MS`` and ``MAX_TIME_MS``.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class JobRecord(_Frozen):
     dedupe_enabled: bool
     dedupe_original_size: int
     dedupe_saving: int
+    uploaded_bytes: int | None = None
     counters: dict[str, int]
     batches_received: int
     last_batch_no: int | None

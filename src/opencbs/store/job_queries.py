@@ -22,7 +22,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from opencbs.errors import BackupJobNotFound, DestinationNotFound, StoreError
 from opencbs.reports.vocabulary import JobStatus, ReportList
 from opencbs.store.db import Database
-from opencbs.store.jobs import Job, job_from_row
+from opencbs.store.jobs import UPLOAD_SIZE, Job, job_from_row
 from opencbs.store.schema import (
     backup_jobs,
     backup_sets,
@@ -314,13 +314,13 @@ def last_backup_ms(conn: Connection, user_ids: Sequence[int]) -> dict[int, int]:
 
 
 def stored_bytes(conn: Connection, user_ids: Sequence[int]) -> dict[int, int]:
-    """Bytes each user's jobs stored: the compressed size of their new and updated content,
-    summed over every job (ListUsers ``DataSize``; nothing is removed while there is no
-    retention)."""
+    """Bytes each user's jobs stored: their ``UploadSize`` (``jobs.UPLOAD_SIZE``: what each
+    wrote to its destination) summed over every job (ListUsers ``DataSize`` of a user whose
+    destinations were never measured)."""
     if not user_ids:
         return {}
     q = (
-        select(backup_sets.c.user_id, func.sum(backup_jobs.c.new_size + backup_jobs.c.upd_size))
+        select(backup_sets.c.user_id, func.sum(UPLOAD_SIZE))
         .join(backup_sets, backup_sets.c.id == backup_jobs.c.set_id)
         .where(backup_sets.c.user_id.in_(list(user_ids)))
         .group_by(backup_sets.c.user_id)

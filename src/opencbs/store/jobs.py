@@ -20,6 +20,7 @@ from datetime import tzinfo
 from typing import Any
 
 from sqlalchemy import Connection, Row, case, func, select, update
+from sqlalchemy.sql.elements import ColumnElement
 
 from opencbs.errors import BackupJobNotFound, Conflict, DestinationNotFound, InvalidInput
 from opencbs.model.jobs import JobProgress, JobRecord
@@ -81,7 +82,8 @@ class Job:
     """The store's row of a backup job (table ``backup_jobs``): ``pk`` its internal key,
     ``counters`` the §5 counts and sizes (bytes) derived from its entries, the progress columns
     of GetBackupJobProgress, ``last_activity`` its last sign of life. Times are epoch ms
-    (``end_time`` ``None`` while running).
+    (``end_time`` ``None`` while running). ``uploaded_bytes``: what the agent said the job
+    wrote to the destination (``None``: it never said; ``upload_size``).
 
     The CBS calls read it directly (``header()``); everything else is given the job record
     built from it, ``job_record`` (the only place a ``JobRecord`` is made).
@@ -113,6 +115,16 @@ class Job:
     uploaded_file_size: int
     total_file_size: int
     last_activity: int
+    uploaded_bytes: int | None = None
+
+    @property
+    def upload_size(self) -> int:
+        """The job's ``UploadSize`` in bytes (cbs-api.md §7): ``uploaded_bytes``, or for a job
+        without it (stored before migration 0005, or by an agent that does not send it) the
+        stored size of its new and updated content, as before. ``UPLOAD_SIZE`` says it in SQL."""
+        if self.uploaded_bytes is not None:
+            return self.uploaded_bytes
+        return self.counters.new_size + self.counters.upd_size
 
     def header(self, tz: tzinfo) -> ReportHeader:
         """The report's non-list part, times rendered in ``tz`` (cbs-api.md §4)."""
@@ -163,6 +175,7 @@ def job_from_row(row: Row) -> Job:  # type: ignore[type-arg]
         uploaded_file_size=m["uploaded_file_size"],
         total_file_size=m["total_file_size"],
         last_activity=m["last_activity"],
+        uploaded_bytes=m["uploaded_bytes"],
     )
 
 
@@ -352,12 +365,16 @@ def update_progress(
     total_file_count: int = 0,
     uploaded_file_size: int = 0,
     total_file_size: int = 0,
+    uploaded_bytes: int | None = None,
 ) -> None:
-    """Record a running job's progress (GetBackupJobProgress, §7); sizes in bytes."""
+    """Record a running job's progress (GetBackupJobProgress, §7); sizes in bytes.
+    ``uploaded_bytes``, when given, is what the job wrote to the destination so far
+    (``UploadSize``: a job that never finishes keeps the last one)."""
     _running(conn, pk)
     if min(current_file_count, total_file_count, uploaded_file_size, total_file_size) < 0:
         raise InvalidInput("progress counts and sizes must not be negative")
     at = now_ms()
+    uploaded = _uploaded_bytes(uploaded_bytes)
     conn.execute(
         update(backup_jobs)
         .where(backup_jobs.c.pk == pk)
@@ -369,6 +386,7 @@ def update_progress(
             uploaded_file_size=uploaded_file_size,
             total_file_size=total_file_size,
             last_activity=at,
+            **uploaded,
         )
     )
 
@@ -381,9 +399,12 @@ def finish_job(
     end_ms: int | None = None,
     dedupe_original_size: int = 0,
     dedupe_saving: int = 0,
+    uploaded_bytes: int | None = None,
 ) -> Job:
-    """Close a running job with its final status and dedupe figures (bytes). The status and
-    the end time change in this one transaction, so the finished report appears whole.
+    """Close a running job with its final status and dedupe figures (bytes), and
+    ``uploaded_bytes`` when given (what it wrote to the destination, ``UploadSize``; else the
+    last progress's figure stays). The status and the end time change in this one
+    transaction, so the finished report appears whole.
 
     Raises ``Conflict`` when the job is finished already, ``InvalidInput`` for a status an agent
     may not set (``BS_STILL_RUNNING``), negative sizes or an ``end_ms`` outside the job-time
@@ -395,6 +416,7 @@ def finish_job(
         _require_job_time(end_ms)
     if dedupe_original_size < 0 or dedupe_saving < 0 or dedupe_saving > dedupe_original_size:
         raise InvalidInput("dedupe sizes: 0 <= DedupeSaving <= DedupeOriginalSize")
+    uploaded = _uploaded_bytes(uploaded_bytes)
     _running(conn, pk)
     at = end_ms if end_ms is not None else now_ms()
     conn.execute(
@@ -408,6 +430,7 @@ def finish_job(
             current_file_name="",
             last_activity=at,
             **_complete_progress(status),
+            **uploaded,
         )
     )
     return get_job_by_pk(conn, pk)
@@ -483,6 +506,7 @@ def job_record(conn: Connection, job: Job) -> JobRecord:
         dedupe_enabled=job.dedupe_enabled,
         dedupe_original_size=job.dedupe_original_size,
         dedupe_saving=job.dedupe_saving,
+        uploaded_bytes=job.uploaded_bytes,
         counters=counters,
         batches_received=count,
         last_batch_no=last,
@@ -537,3 +561,21 @@ def batch_stats(conn: Connection, pk: int) -> tuple[int, int | None]:
         select(func.count(), func.max(job_batches.c.batch_no)).where(job_batches.c.job_pk == pk)
     ).one()
     return int(row[0]), (None if row[1] is None else int(row[1]))
+
+
+# --- UploadSize: what a job wrote to its destination (cbs-api.md §7) -------------------------
+
+#: ``Job.upload_size`` in SQL, for sums over jobs (GetUserStorageStat, ListUsers ``DataSize``).
+UPLOAD_SIZE: ColumnElement[int] = func.coalesce(
+    backup_jobs.c.uploaded_bytes, backup_jobs.c.new_size + backup_jobs.c.upd_size
+)
+
+
+def _uploaded_bytes(value: int | None) -> dict[str, int]:
+    """The ``uploaded_bytes`` column's new value (none when ``value`` is ``None``). Raises
+    ``InvalidInput`` for a negative size."""
+    if value is None:
+        return {}
+    if value < 0:
+        raise InvalidInput("uploaded_bytes must not be negative")
+    return {"uploaded_bytes": value}

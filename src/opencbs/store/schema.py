@@ -122,6 +122,9 @@ backup_jobs = Table(
     Column("total_file_count", BigInteger, nullable=False, default=0),
     Column("uploaded_file_size", BigInteger, nullable=False, default=0),
     Column("total_file_size", BigInteger, nullable=False, default=0),
+    # bytes the job wrote to its destination (UploadSize, cbs-api.md §7; migration 0005):
+    # NULL for jobs stored before, and jobs of agents that do not send it
+    Column("uploaded_bytes", BigInteger, nullable=True),
     # next sequence number of each list (0 = log, 1..6 = new..cpy), and the last sign of life
     Column("next_seq", JSON, nullable=False),
     Column("last_activity", BigInteger, nullable=False),

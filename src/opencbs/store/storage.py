@@ -21,10 +21,10 @@ Rules, each once:
 - A **month** (``month_average``, a pure function): the days of the month (server zone) that
   have measurements; for each, the sum over destinations of each one's last measurement that
   day; each figure averaged over those days. Uploads: the month's jobs (job IDs ``yyyy-MM-…``,
-  the server zone, as ListBackupJobStatus lists them), their ``UploadSize`` (stored bytes of
-  new and updated content) and new and updated files, summed and averaged over the days that
-  have jobs. Averages are rounded to the nearest whole number (halves up); a month without
-  measurements or jobs averages 0.
+  the server zone, as ListBackupJobStatus lists them), their ``UploadSize`` (bytes each wrote
+  to its destination, ``jobs.UPLOAD_SIZE``) and new and updated files, summed and averaged
+  over the days that have jobs. Averages are rounded to the nearest whole number (halves
+  up); a month without measurements or jobs averages 0.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from opencbs.errors import Conflict, InvalidInput
 from opencbs.model.storage import StorageMeasurement, StorageQuota
-from opencbs.store.jobs import END_TIME_SKEW_MS
+from opencbs.store.jobs import END_TIME_SKEW_MS, UPLOAD_SIZE
 from opencbs.store.schema import backup_jobs, backup_sets, destinations, storage_stats
 from opencbs.store.sets import BackupSet, Destination
 from opencbs.store.users import BackupUser
@@ -276,12 +276,13 @@ def month_measurements(
 
 def month_uploads(conn: Connection, set_ids: Sequence[int], year_month: str) -> list[JobUpload]:
     """What each job of the sets ``set_ids`` listed under month ``year_month`` (``yyyy-MM``:
-    its job ID starts with it, cbs-api.md §4) uploaded."""
+    its job ID starts with it, cbs-api.md §4) uploaded: its ``UploadSize``
+    (``jobs.UPLOAD_SIZE``)."""
     if not set_ids:
         return []
     q = select(
         backup_jobs.c.job_id,
-        backup_jobs.c.new_size + backup_jobs.c.upd_size,
+        UPLOAD_SIZE,
         backup_jobs.c.new_files + backup_jobs.c.upd_files,
     ).where(
         backup_jobs.c.set_id.in_(list(set_ids)),
