@@ -339,6 +339,26 @@ def test_mount_serves_every_snapshot(server: Server, tmp_path: Path, fuse: None)
     assert "serving 2 snapshots of " in err and f"fusermount3 -u {mp}" in err
     assert f"unmounted {mp}" in err
 
+    # SIGTERM (as Ctrl-C) unmounts too and ends normally; the repository's lock is released
+    proc = subprocess.Popen(
+        [OPENCBS, "mount", str(mp), "--destination", str(dest)],
+        env=server.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_mounted(mp, proc)
+        assert os.listdir(dest / "locks")  # held while mounted
+        proc.terminate()
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert not os.path.ismount(mp) and not os.listdir(dest / "locks")
+
 
 def test_mount_without_fuse_says_so(server: Server, tmp_path: Path) -> None:  # noqa: F811
     (tmp_path / "mnt").mkdir()

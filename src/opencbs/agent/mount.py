@@ -437,20 +437,32 @@ def serve_mount(
     on_ready: Callable[[], None] = lambda: None,
 ) -> None:
     """Mount the snapshots ``infos`` of ``repo`` read-only at ``mountpoint`` and serve them in
-    the foreground until unmounted (``fusermount3 -u``, or Ctrl-C/SIGTERM, which libfuse turns
-    into an unmount); ``on_ready`` is called once the mount is in place. Raises
-    ``FuseUnavailable`` (``load_fuse``, or libfuse refused the mount: its reason is on
-    stderr)."""
+    the foreground until unmounted (``fusermount3 -u``, or Ctrl-C, SIGTERM or SIGHUP, which
+    libfuse turns into an unmount; either is a normal return); ``on_ready`` is called once the
+    mount is in place. Raises ``FuseUnavailable`` (``load_fuse``, or libfuse refused the mount:
+    its reason is on stderr)."""
     fuse = load_fuse()
     workdir = Path(tempfile.mkdtemp(prefix="opencbs-mount-"))
     view = MountView(repo, infos, tz, workdir)
+    mounted = False
+
+    def ready() -> None:
+        nonlocal mounted
+        mounted = True
+        on_ready()
+
     try:
         options: dict[str, Any] = {"foreground": True, "nothreads": True, "ro": True}
-        fuse.FUSE(_Operations(view, on_ready), os.fspath(mountpoint), fsname="opencbs", **options)
+        fuse.FUSE(_Operations(view, ready), os.fspath(mountpoint), fsname="opencbs", **options)
     except RuntimeError as exc:
-        raise FuseUnavailable(
-            f"cannot mount at {mountpoint}: libfuse refused it (code {exc}; its reason is above)"
-        ) from None
+        if not mounted:
+            raise FuseUnavailable(
+                f"cannot mount at {mountpoint}: libfuse refused it (code {exc}; its reason is "
+                "above)"
+            ) from None
+        # libfuse ends its loop with a code when a signal (Ctrl-C, SIGTERM, SIGHUP) stopped
+        # it, and has unmounted by then: the normal end of a mount
+        log.debug("FUSE loop ended with code %s", exc)
     finally:
         view.close()
         shutil.rmtree(workdir, ignore_errors=True)

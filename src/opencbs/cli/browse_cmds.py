@@ -202,6 +202,16 @@ def _stream_json_array(objects: Iterable[Mapping[str, Any]]) -> None:
     sys.stdout.flush()
 
 
+def _write_lines(lines: Iterable[str]) -> None:
+    """Write ``lines`` to stdout, each with a newline, through its buffer (a million lines of
+    ``ls`` without a flush each)."""
+    out = sys.stdout
+    for line in lines:
+        out.write(line)
+        out.write("\n")
+    out.flush()
+
+
 # -- ls ----------------------------------------------------------------------------------------
 
 
@@ -249,8 +259,7 @@ def ls(
         if as_json:
             _stream_json_array(_entry_json(e, tz) for e in shown)
             return
-        for entry in shown:
-            echo(_entry_line(entry, tz, long=long))
+        _write_lines(_entry_line(entry, tz, long=long) for entry in shown)
 
 
 def _chain(first: Entry, rest: Iterator[Entry]) -> Iterator[Entry]:
@@ -328,7 +337,7 @@ def find(
                 for i, e in found
             )
         else:
-            _print_found(found, names, tz, long=long)
+            _write_lines(_found_lines(found, names, tz, long=long))
     of = f"{tally.held} of " if tally.held else ""
     note(
         f"opencbs: {plural(tally.matches, 'match', 'matches')} of {show_name(pattern)} in "
@@ -360,24 +369,24 @@ def _iso(info: SnapshotInfo, tz: tzinfo) -> str:
     return datetime.fromtimestamp(info.meta.time_ns / 1e9, tz).isoformat(timespec="seconds")
 
 
-def _print_found(
+def _found_lines(
     found: Iterable[tuple[SnapshotInfo, Entry]],
     names: Mapping[str, str],
     tz: tzinfo,
     *,
     long: bool,
-) -> None:
-    """Print the matches under a heading line per snapshot."""
+) -> Iterator[str]:
+    """The lines of the matches, under a heading line per snapshot."""
     current: str | None = None
     for info, entry in found:
         if info.id != current:
             current = info.id
             m = info.meta
-            echo(
+            yield (
                 f"snapshot {info.id[:8]} of {_when(m.time_ns, tz)} (job {m.job_id}, set "
                 f"{show_name(names.get(m.set_id, m.set_id))}):"
             )
-        echo("  " + _entry_line(entry, tz, long=long))
+        yield "  " + _entry_line(entry, tz, long=long)
 
 
 def _find_scope(
