@@ -116,6 +116,7 @@ def test_ls_lists_the_source_tree(server: Server, tmp_path: Path) -> None:  # no
     error, hint = res.stderr.strip().splitlines()
     assert error.startswith("opencbs: error: path ") and "not found in snapshot" in error
     assert hint.startswith("hint: ")
+    assert f"opencbs ls {job['snapshot_id'][:8]} --destination {dest}" in hint
 
 
 def test_find_says_which_snapshots_hold_a_path(server: Server, tmp_path: Path) -> None:  # noqa: F811

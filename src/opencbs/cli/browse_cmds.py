@@ -14,6 +14,7 @@ the tree is read, never gathered in memory); counts and notes on stderr.
 
 from __future__ import annotations
 
+import shlex
 import stat
 import sys
 from collections.abc import Iterable, Iterator, Mapping
@@ -254,7 +255,12 @@ def ls(
         entries = _listed(repo, info, path, recursive=recursive or path is None)
         first = next(entries, None)
         if first is None and path is not None:
-            raise PathNotInSnapshot(path, info.id)
+            missing = PathNotInSnapshot(path, info.id)
+            missing.hint = (
+                "give an absolute source path as the report shows it; see what the snapshot "
+                f"holds: opencbs ls {info.id[:8]} --destination {shlex.quote(destination)}"
+            )
+            raise missing
         shown = entries if first is None else _chain(first, entries)
         if as_json:
             _stream_json_array(_entry_json(e, tz) for e in shown)
