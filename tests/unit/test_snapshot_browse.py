@@ -25,6 +25,7 @@ from opencbs.engine.repository import Repository, SnapshotMeta
 from opencbs.engine.snapshot_browse import PathMatcher, entries_under
 from opencbs.engine.tree_index import SYNTHETIC_MODE, TreeIndex
 from opencbs.reports.vocabulary import EntryType
+from tests.unit.test_cli_imports import _SERVER_LIBS, _loaded
 
 FAST_KDF = KdfParams(time_cost=1, memory_kib=8, parallelism=1)
 CHUNKER = ChunkerParams(min_size=1024, avg_size=2048, max_size=4096)
@@ -201,3 +202,9 @@ def test_mount_view_damage_is_eio(repo: Repository, tmp_path: Path) -> None:
         view.stat(b"/snapshots/2023-11-14T22:13:20/home")
     assert caught.value.errno == errno.EIO
     view.close()
+
+
+@pytest.mark.parametrize("command", ["ls", "find", "diff", "mount"])
+def test_browse_commands_load_neither_the_server_nor_libfuse(command: str) -> None:
+    # mfusepy loads libfuse when imported: only a mount that runs may load it
+    assert _loaded([command, "--help"], (*_SERVER_LIBS, "mfusepy")) == []

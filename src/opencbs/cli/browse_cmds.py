@@ -51,7 +51,6 @@ from opencbs.cli.agent_options import (
 from opencbs.cli.backup_run import snapshots_command
 from opencbs.cli.common import JSON, echo, note, print_json, show_name
 from opencbs.cli.repo_cmds import reading_lock
-from opencbs.cli.report_view import KINDS
 from opencbs.engine.classify import Change
 from opencbs.engine.entries import Entry, display_path
 from opencbs.engine.repo_errors import SnapshotNotFound
@@ -65,7 +64,7 @@ from opencbs.engine.snapshot_browse import (
 from opencbs.errors import InvalidInput
 from opencbs.model.destinations import DestinationAddress
 from opencbs.reports.timefmt import local_zone
-from opencbs.reports.vocabulary import FILE_LISTS, EntryType
+from opencbs.reports.vocabulary import FILE_LISTS, EntryType, ReportList
 from opencbs.reports.wording import plural
 from opencbs.settings import Settings
 
@@ -89,8 +88,14 @@ HOST_OPTION = click.option(
 LONG_OPTION = click.option(
     "--long", "-l", "long", is_flag=True, help="Also show each entry's owner (uid and gid)."
 )
-_KIND_WORDS = {kind: word for kind, word, _meaning in KINDS}
-_WIDTH = max(len(w) for w in _KIND_WORDS.values())
+
+
+def _kind_words() -> dict[ReportList, str]:
+    """The word of each change kind, as the readable report says it (``cli.report_view``,
+    imported here only: it loads the store's modules)."""
+    from opencbs.cli.report_view import KINDS  # noqa: PLC0415 - ls and find do not need it
+
+    return {kind: word for kind, word, _meaning in KINDS}
 
 
 # -- shared ------------------------------------------------------------------------------------
@@ -459,21 +464,22 @@ def diff(
             }
         )
         return
-    for change in result.changes:
-        echo(_change_line(change))
+    words = _kind_words()
+    width = max(len(w) for w in words.values())
+    _write_lines(_change_line(change, words, width) for change in result.changes)
     echo(
-        ", ".join(f"{counts[kind]} {_KIND_WORDS[kind]}" for kind in FILE_LISTS)
+        ", ".join(f"{counts[kind]} {words[kind]}" for kind in FILE_LISTS)
         + f" ({plural(result.unchanged, 'entry', 'entries')} unchanged)"
     )
 
 
-def _change_line(change: Change) -> str:
+def _change_line(change: Change, words: Mapping[ReportList, str], width: int) -> str:
     """``moved       F  /old -> /new``, ``copied      F  /new (from /src)``,
     ``updated     F  /path``; names escaped for the terminal."""
     entry = change.entry
-    word = _KIND_WORDS[change.kind].ljust(_WIDTH)
+    word = words[change.kind].ljust(width)
     path = show_name(entry.path)
-    if change.from_path is not None and change.kind.key == "mov":
+    if change.from_path is not None and change.kind is ReportList.MOV:
         path = f"{show_name(change.from_path)} -> {path}"
     elif change.from_path is not None:
         path += f" (from {show_name(change.from_path)})"
