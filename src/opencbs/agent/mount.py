@@ -65,6 +65,8 @@ log = logging.getLogger(__name__)
 #: Bytes of decrypted chunks kept for reads (the last chunks read; a sequential read of a big
 #: file decrypts each chunk once).
 CACHE_BYTES = 64 * 1024 * 1024
+#: Seconds the kernel keeps a path's attributes and lookups (a snapshot never changes).
+CACHE_SECONDS = 300
 #: What to do when FUSE is missing (Debian and Ubuntu package names).
 FUSE_HINT = (
     "install FUSE 3 (Debian/Ubuntu: apt-get install fuse3; Fedora: dnf install fuse3) and make "
@@ -455,7 +457,15 @@ def serve_mount(
         on_ready()
 
     try:
-        options: dict[str, Any] = {"foreground": True, "nothreads": True, "ro": True}
+        options: dict[str, Any] = {
+            "foreground": True,
+            "nothreads": True,
+            "ro": True,
+            # a snapshot never changes: the kernel may keep what it read and looked up
+            "kernel_cache": True,
+            "attr_timeout": CACHE_SECONDS,
+            "entry_timeout": CACHE_SECONDS,
+        }
         fuse.FUSE(_Operations(view, ready), os.fspath(mountpoint), fsname="opencbs", **options)
     except RuntimeError as exc:
         if not mounted:
