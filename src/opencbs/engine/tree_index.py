@@ -106,15 +106,19 @@ class TreeIndex:
         iterating ``items`` raises (``CorruptData``, ``ChunkNotFound``, ``DestinationError``)
         and ``sqlite3.Error`` (the file cannot be written)."""
         con = sqlite3.connect(path, check_same_thread=False)
-        con.execute("PRAGMA journal_mode=OFF")
-        con.execute("PRAGMA synchronous=OFF")
-        con.execute(_SCHEMA)
-        builder = _Builder(con, time_ns)
-        builder.add_synthetic([b"/"])
-        for entry, chunk_ids in items:
-            builder.add(entry, chunk_ids)
-        builder.flush()
-        con.commit()
+        try:
+            con.execute("PRAGMA journal_mode=OFF")
+            con.execute("PRAGMA synchronous=OFF")
+            con.execute(_SCHEMA)
+            builder = _Builder(con, time_ns)
+            builder.add_synthetic([b"/"])
+            for entry, chunk_ids in items:
+                builder.add(entry, chunk_ids)
+            builder.flush()
+            con.commit()
+        except BaseException:
+            con.close()
+            raise
         return cls(con)
 
     def lookup(self, path: bytes) -> IndexedEntry | None:
@@ -162,7 +166,8 @@ class _Builder:
 
     def add(self, entry: Entry, chunk_ids: Iterable[bytes]) -> None:
         path = entry.path
-        parent = split_path(path)[0] or b"/"
+        key = split_path(path)
+        parent = key[0] or b"/"
         folders = self.folders
         while folders and not _is_within(folders[-1], parent):
             folders.pop()
@@ -170,7 +175,7 @@ class _Builder:
             self.add_synthetic(_between(folders[-1], parent))
         self.rows.append(
             (
-                *split_path(path),
+                *key,
                 entry.etype.value,
                 entry.size,
                 entry.mtime_ns,
