@@ -324,6 +324,10 @@ def test_mount_serves_every_snapshot(server: Server, tmp_path: Path, fuse: None)
         with open(mp / "snapshots" / "latest" / src.relative_to("/") / "big.bin", "rb") as f:
             f.seek(1_500_000)
             assert f.read(2_000_000) == (src / "big.bin").read_bytes()[1_500_000:3_500_000]
+        # a second mount on top is refused
+        again = run(server.env, "mount", str(mp), "--destination", str(dest))
+        assert again.returncode == 2, again.stderr
+        assert f"something is mounted at {mp} already" in again.stderr
         # read-only
         with pytest.raises(OSError):
             (mp / "snapshots" / "latest" / src.relative_to("/") / "a.txt").write_bytes(b"x")

@@ -471,7 +471,10 @@ def serve_mount(
         if not mounted:
             raise FuseUnavailable(
                 f"cannot mount at {mountpoint}: libfuse refused it (code {exc}; its reason is "
-                "above)"
+                "above)",
+                "check that the mount point is a folder you own and nothing is mounted there "
+                "already, and that fusermount3 is installed (apt-get install fuse3); in a "
+                "container: --device /dev/fuse --cap-add SYS_ADMIN",
             ) from None
         # libfuse ends its loop with a code when a signal (Ctrl-C, SIGTERM, SIGHUP) stopped
         # it, and has unmounted by then: the normal end of a mount

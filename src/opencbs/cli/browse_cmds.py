@@ -14,6 +14,7 @@ the tree is read, never gathered in memory); counts and notes on stderr.
 
 from __future__ import annotations
 
+import os
 import shlex
 import stat
 import sys
@@ -528,6 +529,12 @@ def mount(
         raise InvalidInput(
             f"mount point {show_name(str(mountpoint))} is not a folder",
             f"create it first: mkdir -p {show_name(str(mountpoint))}",
+        )
+    if os.path.ismount(mountpoint):
+        raise InvalidInput(
+            f"something is mounted at {show_name(str(mountpoint))} already",
+            f"unmount it first (fusermount3 -u {show_name(str(mountpoint))}) or choose an "
+            "empty folder",
         )
     load_fuse()  # before a password is asked: where FUSE is missing, say so first
     address, repo = _open(settings, destination, encryption_password_file)
