@@ -50,6 +50,13 @@ Nothing is ever written outside ``target``:
   directory's descriptor, so a symbolic link in the target (restored or planted, also one
   planted during the restore) is never traversed.
 
+What the target already holds (issue 15, point 8): ``overwrite`` (``agent.restore_overwrite
+.Overwrite``) says what happens to a non-directory already at a path the restore writes:
+``REFUSE`` raises ``RestoreConflict`` naming the first one before anything is written,
+``ALWAYS`` replaces it (the default of this function, as before), ``IF_CHANGED`` leaves a file
+or link that already matches the entry, ``NEVER`` leaves every one; those left are counted in
+``RestoreResult.kept``. Existing directories are merged into, never conflicts.
+
 Paths are bytes throughout, so names that are not UTF-8 are restored exactly.
 
 Progress: given a ``progress`` callback, :func:`restore` first reads the snapshot tree once
@@ -75,6 +82,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from opencbs.agent.restore_overwrite import (
+    Keeper,
+    KeptInTheWay,
+    Overwrite,
+    RestoreConflict,
+    first_conflict,
+    target_is_empty,
+)
 from opencbs.agent.snapshot_lookup import LATEST, AmbiguousJobId, latest_snapshot
 from opencbs.destinations.base import Storage
 from opencbs.engine.entries import Entry, display_path
@@ -92,6 +107,8 @@ __all__ = [
     "FAILED_LISTED",
     "DamagedFile",
     "FailedPath",
+    "Overwrite",
+    "RestoreConflict",
     "RestoreIncomplete",
     "RestoreProgress",
     "RestoreResult",
@@ -149,8 +166,9 @@ class FailedPath:
 class RestoreResult:
     """What a restore wrote: the ``snapshot_id``, counts of ``files``, ``dirs`` and ``links``
     fully restored, content ``bytes`` written, the unsafe paths ``skipped`` (display form), the
-    ``damaged`` entries that were not restored, and the paths the target refused: ``failed``
-    (the first ``FAILED_LISTED``) and ``failed_count`` (all of them)."""
+    ``damaged`` entries that were not restored, the paths the target refused: ``failed``
+    (the first ``FAILED_LISTED``) and ``failed_count`` (all of them), and the existing paths
+    left as they were (``kept``: ``Overwrite.IF_CHANGED`` and ``NEVER``)."""
 
     snapshot_id: str
     files: int
@@ -161,6 +179,7 @@ class RestoreResult:
     damaged: tuple[DamagedFile, ...] = ()
     failed: tuple[FailedPath, ...] = ()
     failed_count: int = 0
+    kept: int = 0
 
     @property
     def complete(self) -> bool:
@@ -266,6 +285,7 @@ def restore(
     same_owner: bool = False,
     progress: Callable[[RestoreProgress], None] | None = None,
     repository: Repository | None = None,
+    overwrite: Overwrite = Overwrite.ALWAYS,
 ) -> RestoreResult:
     """Restore a snapshot (by snapshot ID, job ID or ``latest``, see :func:`find_snapshot`) below
     ``target`` (created if missing). ``paths``: restore only the entries at or under these
@@ -275,10 +295,12 @@ def restore(
     ``progress``: called with a :class:`RestoreProgress` a few times per second at most and
     once at the end (see the module docstring); an exception it raises ends the restore.
     ``repository``: the repository of ``storage`` opened already (``password`` then unused).
-    The target is created only once the snapshot is found.
+    The target is created only once the snapshot is found. ``overwrite``: what happens to
+    what the target holds already (module docstring).
 
-    Raises ``SnapshotNotFound``, ``WrongPassword``, ``CorruptData`` (the snapshot object is
-    damaged), ``RestoreIncomplete`` (after restoring everything else, when entries were
+    Raises ``SnapshotNotFound``, ``WrongPassword``, ``RestoreConflict`` (``REFUSE``, the target
+    holds a path the restore would replace; nothing written), ``CorruptData`` (the snapshot
+    object is damaged), ``RestoreIncomplete`` (after restoring everything else, when entries were
     damaged; not with ``strict=False``), ``DestinationError`` and ``OSError`` (the target
     cannot be opened, or its file system is full, read-only or failing). Unsafe snapshot paths
     are skipped and paths the target refuses are not restored; both are listed in the result,
@@ -291,8 +313,16 @@ def restore(
     os.makedirs(target_b, exist_ok=True)
     totals = _totals(repo, info, wanted) if progress is not None else None
     root = os.open(target_b, _DIR_FLAGS)
+    try:
+        if overwrite is Overwrite.REFUSE and not target_is_empty(root):
+            _refuse_conflicts(repo, info, wanted, root, target_b)
+    except BaseException:
+        os.close(root)
+        raise
     before = os.fstat(root)  # the target's own times: what is created in it changes them
     writer = _Restorer(repo, root, same_owner=same_owner)
+    if overwrite in (Overwrite.IF_CHANGED, Overwrite.NEVER):
+        writer.keeper = Keeper(overwrite, repo.keys.hasher)
     if progress is not None:
         writer.reporter = _Reporter(info.id, totals, progress, writer)
         writer.reporter.report(force=True)
@@ -326,6 +356,7 @@ def restore(
         tuple(writer.damaged),
         tuple(writer.failed),
         writer.failed_count,
+        writer.kept,
     )
     if writer.reporter is not None:
         writer.reporter.report(force=True, finished=True)
@@ -336,6 +367,33 @@ def restore(
 
 def _selected(path: bytes, wanted: Sequence[bytes]) -> bool:
     return any(_within(path, w) for w in wanted)
+
+
+def _refuse_conflicts(
+    repo: Repository, info: SnapshotInfo, wanted: Sequence[bytes] | None, root: int, target: bytes
+) -> None:
+    """Raise ``RestoreConflict`` for the first path of the selection the target holds a
+    non-directory at (``restore_overwrite.first_conflict``); a tree that cannot be read is
+    left to the restore, which records it."""
+
+    def selection() -> Iterator[tuple[bytes, ...]]:
+        _, items = repo.load_snapshot(info.id)
+        for entry, _chunks in items:
+            if wanted is not None and not _selected(entry.path, wanted):
+                continue
+            try:
+                parts = _components(entry.path)
+            except UnsafePath:
+                continue
+            if parts:
+                yield parts
+
+    try:
+        found = first_conflict(root, target, selection())
+    except (CorruptData, ChunkNotFound):
+        return
+    if found is not None:
+        raise RestoreConflict(found)
 
 
 def _totals(repo: Repository, info: SnapshotInfo, wanted: Sequence[bytes] | None) -> _Totals | None:
@@ -433,6 +491,8 @@ class _Restorer:
         self.damaged: list[DamagedFile] = []
         self.failed: list[FailedPath] = []
         self.failed_count = 0
+        self.kept = 0
+        self.keeper: Keeper | None = None
         self.dirs_meta: list[tuple[tuple[bytes, ...], Entry]] = []  # parts, entry
 
     def restore_entry(self, entry: Entry, chunk_ids: Sequence[bytes]) -> None:
@@ -448,6 +508,8 @@ class _Restorer:
             return
         try:
             self.write(parts, entry, chunk_ids)
+        except KeptInTheWay:
+            self.kept += 1
         except OSError as exc:
             if exc.errno in _FATAL_ERRNOS:
                 raise
@@ -496,7 +558,8 @@ class _Restorer:
     @contextmanager
     def _parent(self, parts: Sequence[bytes], *, create: bool = True) -> Iterator[int]:
         """A descriptor of the directory ``parts`` below the root, entered component by
-        component without following links (created 0o700 when missing)."""
+        component without following links (created 0o700 when missing; a non-directory in the
+        way replaced, or ``KeptInTheWay`` raised when the keeper keeps it)."""
         fd = os.dup(self.root)
         try:
             for name in parts:
@@ -510,6 +573,8 @@ class _Restorer:
                 except OSError as exc:
                     if not create or exc.errno not in (errno.ELOOP, errno.ENOTDIR):
                         raise
+                    if self.keeper is not None and not self.keeper.replaces_in_the_way:
+                        raise KeptInTheWay(name) from exc
                     os.unlink(name, dir_fd=fd)  # a link or file where a directory belongs
                     os.mkdir(name, 0o700, dir_fd=fd)
                     nxt = os.open(name, _DIR_FLAGS, dir_fd=fd)
@@ -531,6 +596,9 @@ class _Restorer:
             return
         with self._parent(parts[:-1]) as dfd:
             name = parts[-1]
+            if self.keeper is not None and self.keeper.keeps(dfd, name, entry):
+                self.kept += 1
+                return
             _remove_non_dir(dfd, name)
             if entry.etype is EntryType.LINK:
                 self._write_link(dfd, name, entry)
