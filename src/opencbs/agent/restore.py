@@ -312,17 +312,9 @@ def restore(
     target_b = os.fsencode(os.fspath(target))
     os.makedirs(target_b, exist_ok=True)
     totals = _totals(repo, info, wanted) if progress is not None else None
-    root = os.open(target_b, _DIR_FLAGS)
-    try:
-        if overwrite is Overwrite.REFUSE and not target_is_empty(root):
-            _refuse_conflicts(repo, info, wanted, root, target_b)
-    except BaseException:
-        os.close(root)
-        raise
+    root = _open_target(repo, info, wanted, target_b, overwrite=overwrite)
     before = os.fstat(root)  # the target's own times: what is created in it changes them
-    writer = _Restorer(repo, root, same_owner=same_owner)
-    if overwrite in (Overwrite.IF_CHANGED, Overwrite.NEVER):
-        writer.keeper = Keeper(overwrite, repo.keys.hasher)
+    writer = _Restorer(repo, root, same_owner=same_owner, overwrite=overwrite)
     if progress is not None:
         writer.reporter = _Reporter(info.id, totals, progress, writer)
         writer.reporter.report(force=True)
@@ -346,18 +338,7 @@ def restore(
         with contextlib.suppress(OSError):  # left alone: as they were before the restore
             os.utime(root, ns=(before.st_atime_ns, before.st_mtime_ns))
         os.close(root)
-    result = RestoreResult(
-        info.id,
-        writer.files,
-        writer.dirs,
-        writer.links,
-        writer.bytes,
-        tuple(writer.skipped),
-        tuple(writer.damaged),
-        tuple(writer.failed),
-        writer.failed_count,
-        writer.kept,
-    )
+    result = writer.result(info.id)
     if writer.reporter is not None:
         writer.reporter.report(force=True, finished=True)
     if strict and result.damaged:
@@ -369,8 +350,33 @@ def _selected(path: bytes, wanted: Sequence[bytes]) -> bool:
     return any(_within(path, w) for w in wanted)
 
 
+def _open_target(
+    repo: Repository,
+    info: SnapshotInfo,
+    wanted: Sequence[bytes] | None,
+    target: bytes,
+    *,
+    overwrite: Overwrite,
+) -> int:
+    """A descriptor of the ``target`` directory, once ``REFUSE`` found nothing in the way
+    (``_refuse_conflicts``). Raises ``RestoreConflict`` and ``OSError``."""
+    root = os.open(target, _DIR_FLAGS)
+    try:
+        if overwrite is Overwrite.REFUSE and not target_is_empty(root):
+            _refuse_conflicts(repo, info, wanted, root=root, target=target)
+    except BaseException:
+        os.close(root)
+        raise
+    return root
+
+
 def _refuse_conflicts(
-    repo: Repository, info: SnapshotInfo, wanted: Sequence[bytes] | None, root: int, target: bytes
+    repo: Repository,
+    info: SnapshotInfo,
+    wanted: Sequence[bytes] | None,
+    *,
+    root: int,
+    target: bytes,
 ) -> None:
     """Raise ``RestoreConflict`` for the first path of the selection the target holds a
     non-directory at (``restore_overwrite.first_conflict``); a tree that cannot be read is
@@ -480,7 +486,9 @@ def _components(path: bytes) -> tuple[bytes, ...]:
 class _Restorer:
     """Writes entries below the directory descriptor ``root`` (private)."""
 
-    def __init__(self, repo: Repository, root: int, *, same_owner: bool) -> None:
+    def __init__(
+        self, repo: Repository, root: int, *, same_owner: bool, overwrite: Overwrite
+    ) -> None:
         self.repo = repo
         self.root = root
         self.same_owner = same_owner
@@ -493,7 +501,24 @@ class _Restorer:
         self.failed_count = 0
         self.kept = 0
         self.keeper: Keeper | None = None
+        if overwrite in (Overwrite.IF_CHANGED, Overwrite.NEVER):
+            self.keeper = Keeper(overwrite, repo.keys.hasher)
         self.dirs_meta: list[tuple[tuple[bytes, ...], Entry]] = []  # parts, entry
+
+    def result(self, snapshot_id: str) -> RestoreResult:
+        """What was restored so far, as the result of the restore of ``snapshot_id``."""
+        return RestoreResult(
+            snapshot_id,
+            self.files,
+            self.dirs,
+            self.links,
+            self.bytes,
+            tuple(self.skipped),
+            tuple(self.damaged),
+            tuple(self.failed),
+            self.failed_count,
+            self.kept,
+        )
 
     def restore_entry(self, entry: Entry, chunk_ids: Sequence[bytes]) -> None:
         """Write one entry; an unsafe path is skipped, a path the target refuses is recorded
