@@ -41,17 +41,24 @@ log = logging.getLogger(__name__)
 
 
 def sweep_once(state: ServerState) -> list[str]:
-    """Close the running jobs idle for longer than ``state.job_idle_timeout`` seconds."""
+    """Close the running backup and restore jobs idle for longer than
+    ``state.job_idle_timeout`` seconds; their job IDs."""
     with state.db.write() as conn:
         closed = jobs.close_stale_jobs(conn, int(state.job_idle_timeout * 1000))
-        closed += restore_jobs.close_stale_restore_jobs(conn, int(state.job_idle_timeout * 1000))
+        restores = restore_jobs.close_stale_restore_jobs(conn, int(state.job_idle_timeout * 1000))
     for job_id in closed:
         log.warning(
             "backup job %s sent nothing for %.0f s: closed as BS_BACKUP_NOT_FINISHED",
             job_id,
             state.job_idle_timeout,
         )
-    return closed
+    for job_id in restores:
+        log.warning(
+            "restore job %s sent nothing for %.0f s: closed as RESTORE_NOT_FINISHED",
+            job_id,
+            state.job_idle_timeout,
+        )
+    return closed + restores
 
 
 async def _sweeper(state: ServerState) -> None:
