@@ -114,6 +114,7 @@ __all__ = [
     "RestoreResult",
     "UnsafePath",
     "find_snapshot",
+    "refuse_conflicts",
     "restore",
 ]
 
@@ -312,7 +313,9 @@ def restore(
     target_b = os.fsencode(os.fspath(target))
     os.makedirs(target_b, exist_ok=True)
     totals = _totals(repo, info, wanted) if progress is not None else None
-    root = _open_target(repo, info, wanted, target_b, overwrite=overwrite)
+    if overwrite is Overwrite.REFUSE:
+        refuse_conflicts(repo, info.id, target_b, paths=wanted)
+    root = os.open(target_b, _DIR_FLAGS)
     before = os.fstat(root)  # the target's own times: what is created in it changes them
     writer = _Restorer(repo, root, same_owner=same_owner, overwrite=overwrite)
     if progress is not None:
@@ -350,54 +353,40 @@ def _selected(path: bytes, wanted: Sequence[bytes]) -> bool:
     return any(_within(path, w) for w in wanted)
 
 
-def _open_target(
+def refuse_conflicts(
     repo: Repository,
-    info: SnapshotInfo,
-    wanted: Sequence[bytes] | None,
-    target: bytes,
+    snapshot_id: str,
+    target: str | bytes | os.PathLike[str],
     *,
-    overwrite: Overwrite,
-) -> int:
-    """A descriptor of the ``target`` directory, once ``REFUSE`` found nothing in the way
-    (``_refuse_conflicts``). Raises ``RestoreConflict`` and ``OSError``."""
-    root = os.open(target, _DIR_FLAGS)
-    try:
-        if overwrite is Overwrite.REFUSE and not target_is_empty(root):
-            _refuse_conflicts(repo, info, wanted, root=root, target=target)
-    except BaseException:
-        os.close(root)
-        raise
-    return root
-
-
-def _refuse_conflicts(
-    repo: Repository,
-    info: SnapshotInfo,
-    wanted: Sequence[bytes] | None,
-    *,
-    root: int,
-    target: bytes,
+    paths: Iterable[str | bytes] | None = None,
 ) -> None:
-    """Raise ``RestoreConflict`` for the first path of the selection the target holds a
-    non-directory at (``restore_overwrite.first_conflict``); a tree that cannot be read is
-    left to the restore, which records it."""
+    """What :func:`restore` with ``Overwrite.REFUSE`` checks before writing (also for a caller
+    that wants it said before it shows anything): raises ``RestoreConflict`` naming the first
+    path of ``target`` holding a non-directory where snapshot ``snapshot_id`` (its ``paths``,
+    as :func:`restore` takes them) would write (``restore_overwrite.first_conflict``). A
+    missing, empty or unreadable target, or a tree that cannot be read, passes (the restore
+    then says what is wrong)."""
+    wanted = None if paths is None else [_strip(os.fsencode(p)) for p in paths]
+    target_b = os.fsencode(os.fspath(target))
 
     def selection() -> Iterator[tuple[bytes, ...]]:
-        _, items = repo.load_snapshot(info.id)
+        _, items = repo.load_snapshot(snapshot_id)
         for entry, _chunks in items:
-            if wanted is not None and not _selected(entry.path, wanted):
-                continue
-            try:
-                parts = _components(entry.path)
-            except UnsafePath:
-                continue
-            if parts:
-                yield parts
+            if wanted is None or _selected(entry.path, wanted):
+                with contextlib.suppress(UnsafePath):
+                    if parts := _components(entry.path):
+                        yield parts
 
     try:
-        found = first_conflict(root, target, selection())
+        root = os.open(target_b, _DIR_FLAGS)
+    except OSError:
+        return
+    try:
+        found = None if target_is_empty(root) else first_conflict(root, target_b, selection())
     except (CorruptData, ChunkNotFound):
         return
+    finally:
+        os.close(root)
     if found is not None:
         raise RestoreConflict(found)
 

@@ -22,7 +22,13 @@ from typing import Any
 
 import click
 
-from opencbs.agent.restore import RestoreIncomplete, RestoreProgress, RestoreResult, find_snapshot
+from opencbs.agent.restore import (
+    RestoreIncomplete,
+    RestoreProgress,
+    RestoreResult,
+    find_snapshot,
+    refuse_conflicts,
+)
 from opencbs.agent.restore import restore as restore_snapshot
 from opencbs.agent.restore_overwrite import CHOICES, Overwrite
 from opencbs.agent.restore_report import RestoreAbout, RestoreClient, RestoreReport
@@ -249,6 +255,8 @@ def _run(settings: Settings, job: _Job, report: RestoreReport) -> RestoreResult:
     the report; the report is finished whatever happens. Raises what the restore raises,
     translated: ``TargetUnwritable``, ``RestoreIncomplete`` (its hint), ``RestoreConflict``."""
     try:
+        if job.mode is Overwrite.REFUSE:  # said before anything is shown or created
+            refuse_conflicts(job.repo, job.info.id, job.target, paths=job.wanted)
         folder_ = _restore_target(job.target)
         with (
             reading_lock(settings, job.repo, "restore"),
