@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,6 +260,7 @@ def _run(settings: Settings, job: _Job, report: RestoreReport) -> RestoreResult:
             refuse_conflicts(job.repo, job.info.id, job.target, paths=job.wanted)
         folder_ = _restore_target(job.target)
         with (
+            _sigterm_as_interrupt(),
             reading_lock(settings, job.repo, "restore"),
             RestoreProgressView(
                 job.title, quiet=job.as_json, interval=settings.progress_interval
@@ -283,6 +285,17 @@ def _run(settings: Settings, job: _Job, report: RestoreReport) -> RestoreResult:
     report.result_logs(result)
     report.finish(result)
     return result
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While inside, SIGTERM stops the restore as Ctrl-C does (``KeyboardInterrupt``: the file
+    being written is removed, the job reported ``RESTORE_STOP_BY_USER``, exit code 130)."""
+    old = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _restore_into(
