@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,8 @@ import httpx
 import pytest
 
 from tests.e2e.serving import (
+    OPENCBS,
+    TIMEOUT,
     add_sysuser,
     add_user,
     agent_env,
@@ -315,3 +319,44 @@ def test_no_server_no_report_but_the_restore(server: Server, tmp_path: Path) -> 
     doc = json.loads(res.stdout)
     assert doc["restore_job_id"] is None and doc["report_delivered"] is False
     assert doc["files"] == 5
+
+
+def test_sigterm_stops_a_restore_reported_by_user(server: Server, tmp_path: Path) -> None:
+    """SIGTERM during a restore stops it as Ctrl-C does: exit code 130, the job
+    ``RESTORE_STOP_BY_USER`` with the files restored so far."""
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    for i in range(40):
+        (src / f"d{i}").mkdir(parents=True)
+        for j in range(100):
+            (src / f"d{i}" / f"f{j}").write_bytes(os.urandom(2048))
+    job = json.loads(
+        ok(
+            server.env,
+            "backup",
+            "--set",
+            "stopped",
+            "--source",
+            str(src),
+            "--destination",
+            str(dest),
+            "--json",
+        )
+    )
+    env = {**server.env, "OPENCBS_PROGRESS_INTERVAL": "0.1"}
+    args = ["restore", job["job_id"], "--destination", str(dest), "--target", str(tmp_path / "t")]
+    proc = subprocess.Popen(
+        [OPENCBS, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.rstrip().endswith(": started"):  # inside the restore: SIGTERM stops it
+            proc.send_signal(signal.SIGTERM)
+            break
+    _, rest = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 130, rest
+    assert "report not delivered" not in rest
+    rows = _restores_of_day(server, job["job_id"][:10])
+    row = [r for r in rows if r["BackupSetName"] == "stopped"][-1]
+    assert row["RestoreJobStatus"] == "RESTORE_STOP_BY_USER"
+    restored = sum(1 for p in (tmp_path / "t").rglob("f*") if p.is_file())
+    assert int(row["RestoreFileCount"]) <= restored < 4000

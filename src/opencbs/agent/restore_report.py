@@ -135,6 +135,7 @@ class RestoreReport:
         self._logs: list[dict[str, Any]] = []
         self._log_bytes = 0
         self._unlisted = 0
+        self._seen: RestoreProgress | None = None  # the last progress: a stopped job's counts
 
     def _failed(self, what: str, exc: OpenCBSError) -> None:
         log.debug("restore report: %s failed: %s", what, exc)
@@ -190,6 +191,7 @@ class RestoreReport:
     def progress(self, p: RestoreProgress) -> None:
         """Send ``p`` when ``REPORT_INTERVAL`` seconds have passed since the last one (the
         final one is the finish's)."""
+        self._seen = p
         if self.client is None or self.job_id is None or self.about is None or p.finished:
             return
         now = self._clock()
@@ -230,6 +232,30 @@ class RestoreReport:
             f"{kept}",
         )
 
+    def _counts(self, result: RestoreResult | None, error: BaseException | None) -> dict[str, int]:
+        """The finish's counts: of the result (also the one a ``RestoreIncomplete`` carries),
+        else of the last progress (what a stopped restore had restored)."""
+        r = result if result is not None else getattr(error, "result", None)
+        if isinstance(r, RestoreResult):
+            return {
+                "file_count": r.files,
+                "file_size": r.bytes,
+                "dir_count": r.dirs,
+                "link_count": r.links,
+                "kept_count": r.kept,
+                "failed_count": r.failed_count,
+                "damaged_count": len(r.damaged),
+            }
+        p = self._seen
+        if p is None:
+            return {}
+        return {
+            "file_count": p.files,
+            "file_size": p.bytes,
+            "dir_count": p.dirs,
+            "link_count": p.links,
+        }
+
     def finish(self, result: RestoreResult | None, error: BaseException | None = None) -> None:
         """Finish the job with the status of ``result`` / ``error`` (:func:`restore_status`),
         the counts and the log entries; ``delivered`` says whether the server has it."""
@@ -255,19 +281,8 @@ class RestoreReport:
         )
         if self.client is None or self.job_id is None or self.about is None:
             return
-        r = result if result is not None else getattr(error, "result", None)
-        body = {
-            "status": status.value,
-            "file_count": r.files if r is not None else 0,
-            "file_size": r.bytes if r is not None else 0,
-            "dir_count": r.dirs if r is not None else 0,
-            "link_count": r.links if r is not None else 0,
-            "kept_count": r.kept if r is not None else 0,
-            "failed_count": r.failed_count if r is not None else 0,
-            "damaged_count": len(r.damaged) if r is not None else 0,
-            "logs": self._logs,
-            "end_time": _now_ms(),
-        }
+        body = {"status": status.value, **self._counts(result, error), "logs": self._logs}
+        body["end_time"] = _now_ms()
         for attempt in range(2):
             try:
                 self.client.finish_restore_job(self.about.set_id, self.job_id, body)
