@@ -137,10 +137,11 @@ class RestoreReport:
         self._unlisted = 0
         self._seen: RestoreProgress | None = None  # the last progress: a stopped job's counts
 
-    def _failed(self, what: str, exc: OpenCBSError) -> None:
+    def _failed(self, what: str, exc: Exception) -> None:
         log.debug("restore report: %s failed: %s", what, exc)
         if not self.problem:
-            self.problem = exc.message
+            text = exc.message if isinstance(exc, OpenCBSError) else str(exc).splitlines()[0]
+            self.problem = text if isinstance(exc, OpenCBSError) else f"unexpected answer: {text}"
 
     def add_log(self, log_type: LogType, message: str) -> None:
         """A log entry of the job (at most ``MAX_RESTORE_LOGS`` and ``_LOG_BYTES`` of
@@ -182,7 +183,7 @@ class RestoreReport:
                     continue
                 self._failed("start", exc)
                 return
-            except OpenCBSError as exc:
+            except (OpenCBSError, ValueError) as exc:  # ValueError: an answer not a record
                 self._failed("start", exc)
                 return
             self.job_id = started.job_id
@@ -207,7 +208,7 @@ class RestoreReport:
         }
         try:
             self.client.send_restore_progress(self.about.set_id, self.job_id, body)
-        except OpenCBSError as exc:  # the finish tries again; the restore goes on
+        except (OpenCBSError, ValueError) as exc:  # the finish tries again; the restore goes on
             log.debug("restore report: progress not sent: %s", exc)
 
     def result_logs(self, result: RestoreResult) -> None:
@@ -258,9 +259,11 @@ class RestoreReport:
 
     def finish(self, result: RestoreResult | None, error: BaseException | None = None) -> None:
         """Finish the job with the status of ``result`` / ``error`` (:func:`restore_status`),
-        the counts and the log entries; ``delivered`` says whether the server has it."""
+        the counts and the log entries (an ``error`` entry for what stopped it; a
+        ``RestoreIncomplete``'s damage is in ``result_logs``' entries already); ``delivered``
+        says whether the server has it."""
         status = restore_status(result, error)
-        if error is not None and not isinstance(error, KeyboardInterrupt):
+        if error is not None and not isinstance(error, (KeyboardInterrupt, RestoreIncomplete)):
             message = error.message if isinstance(error, OpenCBSError) else str(error)
             self.add_log(LogType.ERROR, message or type(error).__name__)
         if self._unlisted:
@@ -286,8 +289,12 @@ class RestoreReport:
         for attempt in range(2):
             try:
                 self.client.finish_restore_job(self.about.set_id, self.job_id, body)
-            except OpenCBSError as exc:
-                if attempt == 0 and not isinstance(exc, AgentApiError):
+            except (OpenCBSError, ValueError) as exc:
+                if (
+                    attempt == 0
+                    and isinstance(exc, OpenCBSError)
+                    and not isinstance(exc, AgentApiError)
+                ):
                     continue  # unreachable for a moment: once more (the same finish is safe)
                 self._failed("finish", exc)
                 return
