@@ -438,17 +438,22 @@ def test_restore_json_and_plain_progress_lines(server: Server, tmp_path: Path) -
         "--json",
     )
     assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout) == {
+    doc = json.loads(res.stdout)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d", doc.pop("restore_job_id"))
+    assert doc == {
         "snapshot_id": job["snapshot_id"],
         "files": 5,
         "dirs": 3,
         "links": 1,
         "bytes": size,
+        "kept": 0,
         "skipped": [],
+        "warnings": [],
         "damaged": [],
         "failed_count": 0,
         "failed": [],
         "complete": True,
+        "report_delivered": True,
     }
     assert res.stderr == ""
     _same_tree(src, tmp_path / "t1" / src.relative_to("/"))

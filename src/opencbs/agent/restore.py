@@ -52,6 +52,13 @@ Nothing is ever written outside ``target``:
   directory's descriptor, so a symbolic link in the target (restored or planted, also one
   planted during the restore) is never traversed.
 
+What the target already holds (issue 15, point 8): ``overwrite`` (``agent.restore_overwrite
+.Overwrite``) says what happens to a non-directory already at a path the restore writes:
+``REFUSE`` raises ``RestoreConflict`` naming the first one before anything is written,
+``ALWAYS`` replaces it (the default of this function, as before), ``IF_CHANGED`` leaves a file
+or link that already matches the entry, ``NEVER`` leaves every one; those left are counted in
+``RestoreResult.kept``. Existing directories are merged into, never conflicts.
+
 Paths are bytes throughout, so names that are not UTF-8 are restored exactly.
 
 Progress: given a ``progress`` callback, :func:`restore` first reads the snapshot tree once
@@ -78,6 +85,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from opencbs.agent.restore_links import HardLinks
+from opencbs.agent.restore_overwrite import (
+    Keeper,
+    KeptInTheWay,
+    Overwrite,
+    RestoreConflict,
+    first_conflict,
+    target_is_empty,
+)
 from opencbs.agent.snapshot_lookup import LATEST, AmbiguousJobId, latest_snapshot
 from opencbs.destinations.base import Storage
 from opencbs.engine.entries import Entry, display_path
@@ -95,11 +110,14 @@ __all__ = [
     "FAILED_LISTED",
     "DamagedFile",
     "FailedPath",
+    "Overwrite",
+    "RestoreConflict",
     "RestoreIncomplete",
     "RestoreProgress",
     "RestoreResult",
     "UnsafePath",
     "find_snapshot",
+    "refuse_conflicts",
     "restore",
 ]
 
@@ -152,8 +170,10 @@ class FailedPath:
 class RestoreResult:
     """What a restore wrote: the ``snapshot_id``, counts of ``files``, ``dirs`` and ``links``
     fully restored, content ``bytes`` written, the unsafe paths ``skipped`` (display form), the
-    ``damaged`` entries that were not restored, and the paths the target refused: ``failed``
-    (the first ``FAILED_LISTED``) and ``failed_count`` (all of them)."""
+    ``damaged`` entries that were not restored, the paths the target refused: ``failed``
+    (the first ``FAILED_LISTED``) and ``failed_count`` (all of them), and the existing paths
+    left as they were (``kept``: ``Overwrite.IF_CHANGED`` and ``NEVER``), and the other
+    ``warnings`` (one line each: a hard link that could not be made, written as a copy)."""
 
     snapshot_id: str
     files: int
@@ -164,6 +184,8 @@ class RestoreResult:
     damaged: tuple[DamagedFile, ...] = ()
     failed: tuple[FailedPath, ...] = ()
     failed_count: int = 0
+    kept: int = 0
+    warnings: tuple[str, ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -269,6 +291,7 @@ def restore(
     same_owner: bool = False,
     progress: Callable[[RestoreProgress], None] | None = None,
     repository: Repository | None = None,
+    overwrite: Overwrite = Overwrite.ALWAYS,
 ) -> RestoreResult:
     """Restore a snapshot (by snapshot ID, job ID or ``latest``, see :func:`find_snapshot`) below
     ``target`` (created if missing). ``paths``: restore only the entries at or under these
@@ -278,10 +301,12 @@ def restore(
     ``progress``: called with a :class:`RestoreProgress` a few times per second at most and
     once at the end (see the module docstring); an exception it raises ends the restore.
     ``repository``: the repository of ``storage`` opened already (``password`` then unused).
-    The target is created only once the snapshot is found.
+    The target is created only once the snapshot is found. ``overwrite``: what happens to
+    what the target holds already (module docstring).
 
-    Raises ``SnapshotNotFound``, ``WrongPassword``, ``CorruptData`` (the snapshot object is
-    damaged), ``RestoreIncomplete`` (after restoring everything else, when entries were
+    Raises ``SnapshotNotFound``, ``WrongPassword``, ``RestoreConflict`` (``REFUSE``, the target
+    holds a path the restore would replace; nothing written), ``CorruptData`` (the snapshot
+    object is damaged), ``RestoreIncomplete`` (after restoring everything else, when entries were
     damaged; not with ``strict=False``), ``DestinationError`` and ``OSError`` (the target
     cannot be opened, or its file system is full, read-only or failing). Unsafe snapshot paths
     are skipped and paths the target refuses are not restored; both are listed in the result,
@@ -293,9 +318,11 @@ def restore(
     target_b = os.fsencode(os.fspath(target))
     os.makedirs(target_b, exist_ok=True)
     totals = _totals(repo, info, wanted) if progress is not None else None
+    if overwrite is Overwrite.REFUSE:
+        refuse_conflicts(repo, info.id, target_b, paths=wanted)
     root = os.open(target_b, _DIR_FLAGS)
     before = os.fstat(root)  # the target's own times: what is created in it changes them
-    writer = _Restorer(repo, root, same_owner=same_owner)
+    writer = _Restorer(repo, root, same_owner=same_owner, overwrite=overwrite)
     if progress is not None:
         writer.reporter = _Reporter(info.id, totals, progress, writer)
         writer.reporter.report(force=True)
@@ -319,17 +346,7 @@ def restore(
         with contextlib.suppress(OSError):  # left alone: as they were before the restore
             os.utime(root, ns=(before.st_atime_ns, before.st_mtime_ns))
         os.close(root)
-    result = RestoreResult(
-        info.id,
-        writer.files,
-        writer.dirs,
-        writer.links,
-        writer.bytes,
-        tuple(writer.skipped),
-        tuple(writer.damaged),
-        tuple(writer.failed),
-        writer.failed_count,
-    )
+    result = writer.result(info.id)
     if writer.reporter is not None:
         writer.reporter.report(force=True, finished=True)
     if strict and result.damaged:
@@ -341,10 +358,49 @@ def _selected(path: bytes, wanted: Sequence[bytes]) -> bool:
     return any(_within(path, w) for w in wanted)
 
 
+def refuse_conflicts(
+    repo: Repository,
+    snapshot_id: str,
+    target: str | bytes | os.PathLike[str],
+    *,
+    paths: Iterable[str | bytes] | None = None,
+) -> None:
+    """What :func:`restore` with ``Overwrite.REFUSE`` checks before writing (also for a caller
+    that wants it said before it shows anything): raises ``RestoreConflict`` naming the first
+    path of ``target`` holding a non-directory where snapshot ``snapshot_id`` (its ``paths``,
+    as :func:`restore` takes them) would write (``restore_overwrite.first_conflict``). A
+    missing, empty or unreadable target, or a tree that cannot be read, passes (the restore
+    then says what is wrong)."""
+    wanted = None if paths is None else [_strip(os.fsencode(p)) for p in paths]
+    target_b = os.fsencode(os.fspath(target))
+
+    def selection() -> Iterator[tuple[bytes, ...]]:
+        _, items = repo.load_snapshot(snapshot_id)
+        for entry, _chunks in items:
+            if wanted is None or _selected(entry.path, wanted):
+                with contextlib.suppress(UnsafePath):
+                    if parts := _components(entry.path):
+                        yield parts
+
+    try:
+        root = os.open(target_b, _DIR_FLAGS)
+    except OSError:
+        return
+    try:
+        found = None if target_is_empty(root) else first_conflict(root, target_b, selection())
+    except (CorruptData, ChunkNotFound):
+        return
+    finally:
+        os.close(root)
+    if found is not None:
+        raise RestoreConflict(found)
+
+
 def _totals(repo: Repository, info: SnapshotInfo, wanted: Sequence[bytes] | None) -> _Totals | None:
     """The selection's entry count, regular file count and their bytes, read from the tree
     without writing anything; ``None`` when the tree cannot be read to its end."""
     entries = files = size = 0
+    linked: set[tuple[int, int, bytes | None]] = set()  # a hard-linked file's content: once
     try:
         _, items = repo.load_snapshot(info.id)
         for entry, _chunks in items:
@@ -353,6 +409,11 @@ def _totals(repo: Repository, info: SnapshotInfo, wanted: Sequence[bytes] | None
             entries += 1
             if entry.etype is EntryType.FILE:
                 files += 1
+                if entry.hard_link:
+                    identity = (entry.device, entry.inode, entry.content_id)
+                    if identity in linked:
+                        continue
+                    linked.add(identity)
                 size += entry.size
     except (CorruptData, ChunkNotFound):
         return None  # the restore itself records the damage
@@ -425,7 +486,9 @@ def _components(path: bytes) -> tuple[bytes, ...]:
 class _Restorer:
     """Writes entries below the directory descriptor ``root`` (private)."""
 
-    def __init__(self, repo: Repository, root: int, *, same_owner: bool) -> None:
+    def __init__(
+        self, repo: Repository, root: int, *, same_owner: bool, overwrite: Overwrite
+    ) -> None:
         self.repo = repo
         self.root = root
         self.same_owner = same_owner
@@ -436,8 +499,28 @@ class _Restorer:
         self.damaged: list[DamagedFile] = []
         self.failed: list[FailedPath] = []
         self.failed_count = 0
+        self.kept = 0
+        self.keeper: Keeper | None = None
+        if overwrite in (Overwrite.IF_CHANGED, Overwrite.NEVER):
+            self.keeper = Keeper(overwrite, repo.keys.hasher)
         self.dirs_meta: list[tuple[tuple[bytes, ...], Entry]] = []  # parts, entry
         self.hard_links = HardLinks(self._parent)  # names of one file linked again (issue 15)
+
+    def result(self, snapshot_id: str) -> RestoreResult:
+        """What was restored so far, as the result of the restore of ``snapshot_id``."""
+        return RestoreResult(
+            snapshot_id,
+            self.files,
+            self.dirs,
+            self.links,
+            self.bytes,
+            tuple(self.skipped),
+            tuple(self.damaged),
+            tuple(self.failed),
+            self.failed_count,
+            self.kept,
+            tuple(self.hard_links.warnings),
+        )
 
     def restore_entry(self, entry: Entry, chunk_ids: Sequence[bytes]) -> None:
         """Write one entry; an unsafe path is skipped, a path the target refuses is recorded
@@ -452,6 +535,8 @@ class _Restorer:
             return
         try:
             self.write(parts, entry, chunk_ids)
+        except KeptInTheWay:
+            self.kept += 1
         except OSError as exc:
             if exc.errno in _FATAL_ERRNOS:
                 raise
@@ -500,7 +585,8 @@ class _Restorer:
     @contextmanager
     def _parent(self, parts: Sequence[bytes], *, create: bool = True) -> Iterator[int]:
         """A descriptor of the directory ``parts`` below the root, entered component by
-        component without following links (created 0o700 when missing)."""
+        component without following links (created 0o700 when missing; a non-directory in the
+        way replaced, or ``KeptInTheWay`` raised when the keeper keeps it)."""
         fd = os.dup(self.root)
         try:
             for name in parts:
@@ -514,6 +600,8 @@ class _Restorer:
                 except OSError as exc:
                     if not create or exc.errno not in (errno.ELOOP, errno.ENOTDIR):
                         raise
+                    if self.keeper is not None and not self.keeper.replaces_in_the_way:
+                        raise KeptInTheWay(name) from exc
                     os.unlink(name, dir_fd=fd)  # a link or file where a directory belongs
                     os.mkdir(name, 0o700, dir_fd=fd)
                     nxt = os.open(name, _DIR_FLAGS, dir_fd=fd)
@@ -535,6 +623,9 @@ class _Restorer:
             return
         with self._parent(parts[:-1]) as dfd:
             name = parts[-1]
+            if self.keeper is not None and self.keeper.keeps(dfd, name, entry):
+                self.kept += 1
+                return
             _remove_non_dir(dfd, name)
             if entry.etype is EntryType.LINK:
                 self._write_link(dfd, name, entry)

@@ -122,7 +122,7 @@ class HardLinks:
             f"({why[:1].lower() + why[1:]}); restored as a copy"
         )
         self.warnings.append(text)
-        log.warning("%s", text)
+        log.debug("%s", text)  # said by the caller (RestoreResult.warnings)
 
 
 #: Errors of the target file system as a whole (as ``agent.restore``): they stop the restore.

@@ -21,34 +21,44 @@ from starlette.routing import Match
 import opencbs
 from opencbs.api import cbs_jobs as _cbs_jobs  # noqa: F401 - registers calls
 from opencbs.api import cbs_reports as _cbs_reports  # noqa: F401 - registers calls
+from opencbs.api import cbs_restore as _cbs_restore  # noqa: F401 - registers calls
 from opencbs.api import cbs_sets as _cbs_sets  # noqa: F401 - registers calls
 from opencbs.api import cbs_storage as _cbs_storage  # noqa: F401 - registers calls
 from opencbs.api import cbs_users as _cbs_users  # noqa: F401 - registers calls
 from opencbs.api import envelope, pages, redact
 from opencbs.api.admin import router as admin_router
 from opencbs.api.agent import router as agent_router
+from opencbs.api.agent_restore import router as agent_restore_router
 from opencbs.api.agent_storage import router as agent_storage_router
 from opencbs.api.auth import ClientAddress
 from opencbs.api.limits import BodyTooLarge, GuardBodies
 from opencbs.api.routes import PREFIX, mount_cbs
 from opencbs.api.state import ServerState
 from opencbs.errors import OpenCBSError
-from opencbs.store import jobs
+from opencbs.store import jobs, restore_jobs
 
 log = logging.getLogger(__name__)
 
 
 def sweep_once(state: ServerState) -> list[str]:
-    """Close the running jobs idle for longer than ``state.job_idle_timeout`` seconds."""
+    """Close the running backup and restore jobs idle for longer than
+    ``state.job_idle_timeout`` seconds; their job IDs."""
     with state.db.write() as conn:
         closed = jobs.close_stale_jobs(conn, int(state.job_idle_timeout * 1000))
+        restores = restore_jobs.close_stale_restore_jobs(conn, int(state.job_idle_timeout * 1000))
     for job_id in closed:
         log.warning(
             "backup job %s sent nothing for %.0f s: closed as BS_BACKUP_NOT_FINISHED",
             job_id,
             state.job_idle_timeout,
         )
-    return closed
+    for job_id in restores:
+        log.warning(
+            "restore job %s sent nothing for %.0f s: closed as RESTORE_NOT_FINISHED",
+            job_id,
+            state.job_idle_timeout,
+        )
+    return closed + restores
 
 
 async def _sweeper(state: ServerState) -> None:
@@ -128,6 +138,7 @@ def create_app(state: ServerState) -> FastAPI:
     mount_cbs(app)
     app.include_router(agent_router)
     app.include_router(agent_storage_router)
+    app.include_router(agent_restore_router)
     app.include_router(admin_router)
     pages.install(app)  # /, /healthz, /readyz, /docs
     app.add_middleware(GuardBodies, state=state, agent_error=agent_error)

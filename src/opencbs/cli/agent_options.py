@@ -6,20 +6,21 @@ encryption password, reading those passwords, and the settings a command runs wi
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
 from opencbs.agent.storage import UPLOAD_JOURNAL, S3Access, open_storage
-from opencbs.cli.common import CliState, NonEmptyPath, require_text_paths, show_name
-from opencbs.destinations.base import Storage
-from opencbs.engine.locks import LockTiming
+from opencbs.cli.common import CliState, NonEmptyPath, note, require_text_paths, show_name
+from opencbs.destinations.base import DestinationError, Storage
+from opencbs.engine.locks import LockTiming, RepositoryLocked
 from opencbs.engine.repo_errors import RepositoryNotFound
 from opencbs.engine.repository import Repository
 from opencbs.errors import InvalidInput
@@ -38,6 +39,7 @@ __all__ = [
     "SERVER",
     "backup_password",
     "chosen_set",
+    "reading_lock",
     "destination_address",
     "encryption_password",
     "quiet_http_log",
@@ -328,3 +330,23 @@ def given_destination(settings: Settings, destination: str) -> DestinationAddres
 def lock_timing(settings: Settings) -> LockTiming:
     """How long a command waits for another process's lock on a repository (``lock_wait``)."""
     return LockTiming(wait=settings.lock_wait)
+
+
+@contextlib.contextmanager
+def reading_lock(settings: Settings, repo: Repository, purpose: str) -> Iterator[None]:
+    """A shared lock on ``repo`` while a restore or verify reads it (``engine.locks``: a
+    prune does not delete meanwhile). A destination that cannot be written (a read-only
+    mount or credentials) is read without one, said in a note. Raises ``RepositoryLocked``."""
+    lock = repo.lock("shared", purpose, timing=lock_timing(settings))
+    try:
+        lock.acquire()
+    except RepositoryLocked:
+        raise
+    except DestinationError as exc:
+        note(f"opencbs: reading without a lock: the destination refuses it ({exc.message})")
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()

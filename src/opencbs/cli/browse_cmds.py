@@ -47,11 +47,11 @@ from opencbs.cli.agent_options import (
     encryption_password,
     given_destination,
     open_existing_repository,
+    reading_lock,
     with_agent_settings,
 )
 from opencbs.cli.backup_run import snapshots_command
 from opencbs.cli.common import JSON, echo, note, print_json, show_name
-from opencbs.cli.repo_cmds import reading_lock
 from opencbs.engine.classify import Change
 from opencbs.engine.entries import Entry, display_path
 from opencbs.engine.repo_errors import SnapshotNotFound

@@ -1,20 +1,15 @@
-"""``opencbs restore``, ``verify`` and ``snapshots``: the agent's commands on a destination's
-repository directly (no server, unless ``restore --set`` names a set to look up:
-``agent.targets.locate_destination``).
+"""``opencbs verify`` and ``snapshots``: the agent's commands on a destination's repository
+directly (no server). ``restore`` is ``cli.restore_cmd``'s, named here too (the command table
+of ``cli.main``).
 
-``restore`` restores one job (``agent.restore``; ``latest``: the newest of a set,
-``agent.snapshot_lookup``) into a target folder, created only once the repository is open and
-the snapshot and paths are found; each path the target refuses is one warning line on stderr
-and the restore goes on (exit code 10 at the end, ``PathsNotRestored``; damaged contents win
-with exit code 8); ``verify`` checks the repository, each problem one line on stdout and one
-error line counting them (exit code 8 when it finds damage); ``snapshots`` lists the completed
-jobs with their set's name, of one set (``--set``) or hosts (``--host``).
+``verify`` checks the repository, each problem one line on stdout and one error line counting
+them (exit code 8 when it finds damage); ``snapshots`` lists the completed jobs with their
+set's name, of one set (``--set``) or hosts (``--host``).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
@@ -22,44 +17,27 @@ from typing import Any
 import click
 from rich.markup import escape as escape_markup
 
-from opencbs.agent.client import AgentClient
-from opencbs.agent.restore import RestoreIncomplete, RestoreResult, find_snapshot
-from opencbs.agent.restore import restore as restore_snapshot
 from opencbs.agent.retention import decide
 from opencbs.agent.snapshot_lookup import (
-    LATEST,
     MIN_PREFIX,
     SetNotInDestination,
     accepted_set_names,
-    expand_snapshot_prefix,
-    resolve_paths,
     select_snapshots,
     set_ids_named,
     set_label,
     set_names,
 )
-from opencbs.agent.targets import locate_destination
 from opencbs.cli.agent_options import (
-    CA_FILE,
-    DESTINATION,
     ENCRYPTION_FILE,
-    LOGIN,
-    PASSWORD_STDIN,
     REPOSITORY,
     S3_ENDPOINT,
     S3_REGION,
-    SERVER,
-    backup_password,
-    destination_address,
     encryption_password,
     given_destination,
-    lock_timing,
     open_existing_repository,
-    report_spool_dir,
-    require_login,
+    reading_lock,
     with_agent_settings,
 )
-from opencbs.cli.backup_run import snapshots_command, verify_command
 from opencbs.cli.common import (
     JSON,
     activity,
@@ -71,17 +49,19 @@ from opencbs.cli.common import (
     show_name,
 )
 from opencbs.cli.keep_options import keep_options, rules_of_flags
-from opencbs.cli.progress import RestoreProgressView
+from opencbs.cli.restore_cmd import (
+    PathsNotRestored,
+    TargetUnwritable,
+    restore,
+    restore_json,
+)
 from opencbs.destinations.base import DestinationError, Storage
 from opencbs.destinations.local import LocalStorage
 from opencbs.engine.entries import display_path
-from opencbs.engine.locks import RepositoryLocked
 from opencbs.engine.manifest import load_anchor, remember
-from opencbs.engine.repo_errors import SnapshotNotFound
 from opencbs.engine.repo_verify import VerifyProblem
 from opencbs.engine.repository import Repository, SnapshotInfo
-from opencbs.errors import ExitCode, InvalidInput, OpenCBSError
-from opencbs.model.destinations import DestinationAddress
+from opencbs.errors import ExitCode, OpenCBSError
 from opencbs.reports.timefmt import local_zone
 from opencbs.reports.wording import plural
 from opencbs.settings import Settings
@@ -94,309 +74,6 @@ __all__ = [
     "snapshots",
     "verify",
 ]
-
-
-@contextlib.contextmanager
-def reading_lock(settings: Settings, repo: Repository, purpose: str) -> Iterator[None]:
-    """A shared lock on ``repo`` while a restore or verify reads it (``engine.locks``: a
-    prune does not delete meanwhile). A destination that cannot be written (a read-only
-    mount or credentials) is read without one, said in a note. Raises ``RepositoryLocked``."""
-    lock = repo.lock("shared", purpose, timing=lock_timing(settings))
-    try:
-        lock.acquire()
-    except RepositoryLocked:
-        raise
-    except DestinationError as exc:
-        note(f"opencbs: reading without a lock: the destination refuses it ({exc.message})")
-        yield
-        return
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-@click.command()
-@click.argument("job_or_snapshot", metavar="JOBID|SNAPSHOT|latest")
-@click.option(
-    "--set",
-    "set_ref",
-    default=None,
-    metavar="NAME|ID",
-    help="Only snapshots of this backup set, e.g. its latest (a name is looked up on the server).",
-)
-@DESTINATION
-@click.option(
-    "--target",
-    required=True,
-    type=click.Path(file_okay=False),
-    metavar="DIR",
-    help="Folder to restore into (created if missing).",
-)
-@click.option(
-    "--path",
-    "paths",
-    multiple=True,
-    metavar="P",
-    help="Restore only this source path and what is under it, as the report shows "
-    "it or raw (repeatable).",
-)
-@click.option(
-    "--same-owner",
-    is_flag=True,
-    help="Restore owner, group (numeric IDs) and setuid/setgid/sticky bits; without it files "
-    "belong to whoever runs the restore and keep their permission bits only.",
-)
-@click.option(
-    "--accept-server-changes",
-    is_flag=True,
-    help="With --set and no --destination: read from the folder the server names even if "
-    "this agent never accepted it for that set (and remember it).",
-)
-@JSON
-@with_agent_settings(
-    SERVER, LOGIN, PASSWORD_STDIN, ENCRYPTION_FILE, CA_FILE, S3_ENDPOINT, S3_REGION
-)
-def restore(
-    settings: Settings,
-    *,
-    job_or_snapshot: str,
-    set_ref: str | None,
-    destination: str | None,
-    target: str,
-    paths: tuple[str, ...],
-    same_owner: bool,
-    accept_server_changes: bool,
-    as_json: bool,
-    password_stdin: bool,
-    encryption_password_file: Path | None,
-) -> None:
-    """Restore one backup job (by job ID, snapshot ID or a unique prefix of at least 8
-    characters of it, or `latest`: the newest snapshot of --set, or of the one set the
-    destination holds) into --target DIR.
-
-    Source path /a/b is written to DIR/a/b; DIR's own mode, owner and times are left alone.
-    Contents are checked against their hashes; nothing is written outside DIR. A --path that
-    names nothing in the snapshot is an error (exit code 4). The repository is opened and the
-    snapshot found before DIR is created: a restore that cannot start creates nothing. A path
-    DIR refuses (e.g. a folder where the snapshot has a file) is named in a warning and the
-    rest is restored (exit code 10). With --set and no --destination the folder is the
-    server's, used only if this agent accepted it for that set (a backup of the set here did)
-    or with --accept-server-changes."""
-    # everything that can fail is checked before anything is created: the repository opened,
-    # the snapshot and paths found; then the target is created and "started" shown
-    _check_target_arg(target)
-    set_id, address = _restore_source(
-        settings,
-        set_ref=set_ref,
-        destination=destination_address(settings, destination),
-        password_stdin=password_stdin,
-        accept=accept_server_changes,
-    )
-    repo_password = encryption_password(settings, encryption_password_file)
-    storage, repo = open_existing_repository(settings, address, repo_password)
-    ref, wanted = _restore_selection(
-        repo, job_or_snapshot, paths, set_id, data_dir=settings.data_dir, address=address
-    )
-    folder_ = _restore_target(target)
-    title = f"restore {show_name(job_or_snapshot)} into {show_name(target)}"
-    with (
-        reading_lock(settings, repo, "restore"),
-        RestoreProgressView(title, quiet=as_json, interval=settings.progress_interval) as shown,
-    ):
-        try:
-            result = restore_snapshot(
-                storage,
-                repo_password,
-                ref,
-                folder_,
-                paths=wanted,
-                set_id=set_id,
-                same_owner=same_owner,
-                progress=shown.update,
-                repository=repo,
-            )
-        except OSError as exc:
-            raise TargetUnwritable(
-                f"cannot write into target {show_name(target)}: {exc.strerror or exc}"
-            ) from exc
-        except RestoreIncomplete as exc:
-            if as_json:  # the document first; the error (exit code 8) follows on stderr
-                print_json(restore_json(exc.result))
-            _warn_failed(exc.result)
-            exc.hint = (
-                f"check the repository with `{verify_command(address)} --read-data`; restore "
-                "the damaged files from another copy"
-            )
-            raise
-    if as_json:
-        print_json(restore_json(result))
-    else:
-        _print_restored(result, target)
-    _warn_failed(result)
-    if result.failed_count:
-        raise PathsNotRestored(result)
-
-
-def _print_restored(result: RestoreResult, target: str) -> None:
-    not_restored = (
-        f", {plural(result.failed_count, 'path not restored', 'paths not restored')}"
-        if result.failed_count
-        else ""
-    )
-    # the counts and size: the summary on stderr said them (cli.progress)
-    echo(f"restored snapshot {result.snapshot_id} into {show_name(target)}{not_restored}")
-    for skipped in result.skipped:
-        note(f"skipped unsafe path {show_name(skipped)}")
-
-
-def _warn_failed(result: RestoreResult) -> None:
-    """One warning line on stderr per path not restored (those listed in the result)."""
-    for failed in result.failed:
-        note(f"opencbs: warning: cannot restore {show_name(failed.path)}: {failed.reason}")
-    unlisted = result.failed_count - len(result.failed)
-    if unlisted > 0:
-        more = plural(unlisted, "more path not restored", "more paths not restored")
-        note(f"opencbs: warning: {more} (not listed)")
-
-
-def restore_json(result: RestoreResult) -> dict[str, Any]:
-    """A restore's result for machines: the snapshot ID, counts, bytes, the unsafe paths
-    skipped, the damaged entries (``path``, ``message``), the paths not restored
-    (``failed_count``; ``failed``: the first ``agent.restore.FAILED_LISTED``, ``path`` and
-    ``reason``) and whether it is ``complete``."""
-    return {
-        "snapshot_id": result.snapshot_id,
-        "files": result.files,
-        "dirs": result.dirs,
-        "links": result.links,
-        "bytes": result.bytes,
-        "skipped": list(result.skipped),
-        "damaged": [{"path": d.path, "message": d.message} for d in result.damaged],
-        "failed_count": result.failed_count,
-        "failed": [{"path": f.path, "reason": f.reason} for f in result.failed],
-        "complete": result.complete,
-    }
-
-
-class PathsNotRestored(OpenCBSError):
-    """A restore that wrote everything else, but some paths were refused by the target
-    (exit code 10, ``INCOMPLETE``); each was named in a warning already."""
-
-    code = "restore_paths_not_restored"
-    exit_code = ExitCode.INCOMPLETE
-
-    def __init__(self, result: RestoreResult) -> None:
-        first = result.failed[0]
-        super().__init__(
-            f"restore incomplete: "
-            f"{plural(result.failed_count, 'path not restored', 'paths not restored')} (first: "
-            f"{show_name(first.path)}: {first.reason})",
-            "see the warnings above; clear what is in the way (or restore into an empty "
-            "--target) and restore those paths again with --path",
-        )
-        self.result = result
-
-
-class TargetUnwritable(OpenCBSError):
-    """The restore target cannot be created or written (exit code 7)."""
-
-    code = "restore_target"
-    exit_code = ExitCode.UNAVAILABLE
-
-    def __init__(self, message: str) -> None:
-        super().__init__(
-            message,
-            "choose a --target folder you can create and write (e.g. an empty folder in your home)",
-        )
-
-
-def _check_target_arg(target: str) -> None:
-    """Refuse an empty ``--target`` (``InvalidInput``), before anything else is done."""
-    if not target.strip():
-        raise InvalidInput(
-            "--target must not be empty",
-            "give the folder to restore into, e.g. --target ./restored",
-        )
-
-
-def _restore_target(target: str) -> Path:
-    """``--target``, created when missing. Raises ``InvalidInput`` (empty) or
-    ``TargetUnwritable``."""
-    _check_target_arg(target)
-    path = Path(target)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise TargetUnwritable(
-            f"cannot create target {show_name(target)}: {exc.strerror or exc}"
-        ) from exc
-    return path
-
-
-def _restore_selection(
-    repo: Repository,
-    ref: str,
-    paths: Sequence[str],
-    set_id: str | None,
-    *,
-    data_dir: Path,
-    address: DestinationAddress,
-) -> tuple[str, list[bytes] | None]:
-    """The ID of the snapshot to restore (``ref``: a job ID, a snapshot ID or a unique prefix
-    of one, or ``latest``: the newest of the set, its errors naming the sets by the names
-    recorded or accepted in ``data_dir``) and the raw snapshot paths of ``paths`` (``None``:
-    everything). Raises ``AmbiguousSnapshot``, ``PathNotInSnapshot``, ``SeveralSets`` and
-    ``SnapshotNotFound`` (its hint: list the snapshots of ``address``)."""
-    names = None
-    if ref == LATEST:
-        names = set_names(repo.list_snapshots(), accepted_set_names(data_dir))
-    try:
-        info = find_snapshot(
-            repo, expand_snapshot_prefix(repo, ref), set_id=set_id, set_names=names
-        )
-    except SnapshotNotFound as exc:
-        exc.hint = exc.hint or (
-            f"list them: {snapshots_command(address)} (a job ID, "
-            "a snapshot ID or 8+ of its first characters, or latest)"
-        )
-        raise
-    return info.id, (resolve_paths(repo, info.id, paths) if paths else None)
-
-
-def _restore_source(
-    settings: Settings,
-    *,
-    set_ref: str | None,
-    destination: DestinationAddress | None,
-    password_stdin: bool,
-    accept: bool,
-) -> tuple[str | None, DestinationAddress]:
-    """The set ID to filter by and the destination folder; the server is asked only when a set
-    name must be looked up or no ``--destination`` is given (a folder it names must be one the
-    agent accepted for the set, or ``accept``: ``agent.trust``)."""
-    if destination is not None and (set_ref is None or set_ref.isdigit()):
-        return set_ref, destination
-    if set_ref is None:
-        raise InvalidInput(
-            "no destination given",
-            "use --destination PATH|s3://BUCKET/PREFIX (or --set NAME|ID to look it up on the "
-            "server)",
-        )
-    login = require_login(settings)
-    password = backup_password(settings, from_stdin=password_stdin)
-    url = settings.effective_server_url
-    with AgentClient(url, login, password, ca_file=settings.ca_file) as client:
-        return locate_destination(
-            client,
-            url,
-            login,
-            set_ref=set_ref,
-            destination=destination,
-            spool_dir=report_spool_dir(settings, login),
-            accept_server_changes=accept,
-            on_note=lambda text: note(f"opencbs: {text}"),
-        )
 
 
 def _problem_json(problem: VerifyProblem) -> dict[str, object]:

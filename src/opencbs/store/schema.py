@@ -203,3 +203,50 @@ storage_stats = Table(
     UniqueConstraint("destination_id", "measured_at", name="uq_storage_stats_measurement"),
     Index("ix_storage_stats_set_time", "set_id", "measured_at"),
 )
+
+# Restore jobs (store/restore_jobs.py; cbs-api.md §12): one row per restore an agent reported.
+# ``job_id`` is the restore job's ID (its start second in the server's zone), unique within its
+# set; ``backup_job_id`` / ``snapshot_id`` what was restored, ``target`` where to (the agent's
+# folder, as text), ``overwrite`` how existing files were treated. ``file_count`` / ``file_size``
+# the regular files restored and their bytes; the other counts are paths (``kept_count`` left
+# as they were, ``failed_count`` refused by the target, ``damaged_count`` damaged in the
+# repository). ``logs``: the job's log entries, ``[{"type", "message", "time"}]`` (time epoch
+# ms), at most ``model.restores.MAX_RESTORE_LOGS``. Progress columns as backup jobs'.
+restore_jobs = Table(
+    "restore_jobs",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("set_id", BigInteger, ForeignKey("backup_sets.id"), nullable=False),
+    Column("destination_id", BigInteger, ForeignKey("destinations.id"), nullable=False),
+    Column("job_id", String(19), nullable=False),
+    Column("mode", String(1), nullable=False, default="M"),
+    Column("status", String(40), nullable=False),
+    Column("start_time", BigInteger, nullable=False),
+    Column("end_time", BigInteger, nullable=True),
+    Column("from_ip", String(64), nullable=False, default=""),
+    Column("run_version", String(64), nullable=False, default=""),
+    Column("backup_job_id", String(64), nullable=False, default=""),
+    Column("snapshot_id", String(64), nullable=False, default=""),
+    Column("target", Text, nullable=False, default=""),
+    Column("overwrite", String(16), nullable=False, default=""),
+    Column("file_count", BigInteger, nullable=False, default=0),
+    Column("file_size", BigInteger, nullable=False, default=0),
+    Column("dir_count", BigInteger, nullable=False, default=0),
+    Column("link_count", BigInteger, nullable=False, default=0),
+    Column("kept_count", BigInteger, nullable=False, default=0),
+    Column("failed_count", BigInteger, nullable=False, default=0),
+    Column("damaged_count", BigInteger, nullable=False, default=0),
+    Column("warn_count", BigInteger, nullable=False, default=0),
+    Column("error_count", BigInteger, nullable=False, default=0),
+    Column("logs", JSON, nullable=False),
+    Column("current_file_name", Text, nullable=False, default=""),
+    Column("progress_time", BigInteger, nullable=True),
+    Column("restored_file_count", BigInteger, nullable=False, default=0),
+    Column("total_file_count", BigInteger, nullable=False, default=0),
+    Column("restored_size", BigInteger, nullable=False, default=0),
+    Column("total_file_size", BigInteger, nullable=False, default=0),
+    Column("last_activity", BigInteger, nullable=False),
+    UniqueConstraint("set_id", "job_id", name="uq_restore_jobs_identity"),
+    Index("ix_restore_jobs_start", "start_time"),
+    Index("ix_restore_jobs_running", "status", "last_activity"),
+)

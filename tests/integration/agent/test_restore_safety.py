@@ -313,7 +313,7 @@ def test_cli_reports_each_refused_path_and_exits_incomplete(
     assert (out / "sub" / "b.txt").read_bytes() == (plain_src / "sub" / "b.txt").read_bytes()
     assert (out / "c.txt").read_bytes() == b"gamma"
 
-    res = _cli_restore(tmp_path, *args, "--json")
+    res = _cli_restore(tmp_path, *args, "--json", "--overwrite", "always")
     assert res.returncode == 10, res.stderr
     doc = json.loads(res.stdout)
     assert doc["failed_count"] == 2 and doc["complete"] is False

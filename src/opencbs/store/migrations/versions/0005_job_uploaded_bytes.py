@@ -1,7 +1,7 @@
 """backup jobs: the bytes each job wrote to its destination (UploadSize)
 
 Revision ID: 0005
-Revises: 0003 (0004 once that migration is in the tree: the chain is 0003 → 0004 → 0005)
+Revises: 0004
 Create Date: 2026-12-05 18:00:00.000000
 
 ``uploaded_bytes`` is NULL for the jobs stored before (and for jobs of agents that do not send
@@ -16,7 +16,7 @@ from alembic import op
 
 
 revision = "0005"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
