@@ -129,6 +129,7 @@ class RestoreReport:
         self.problem = unavailable if client is None else ""
         self.about: RestoreAbout | None = None
         self.job_id: str | None = None
+        self._start_ms = 0  # the start time the server took (epoch ms)
         self.delivered = False
         self._clock = clock
         self._last = 0.0
@@ -187,6 +188,7 @@ class RestoreReport:
                 self._failed("start", exc)
                 return
             self.job_id = started.job_id
+            self._start_ms = at + 1000 * attempt
             return
 
     def progress(self, p: RestoreProgress) -> None:
@@ -288,7 +290,8 @@ class RestoreReport:
         if self.client is None or self.job_id is None or self.about is None:
             return
         body = {"status": status.value, **self._counts(result, error), "logs": self._logs}
-        body["end_time"] = _now_ms()
+        # a start moved a second on (its ID was taken) may lie ahead of the clock
+        body["end_time"] = max(_now_ms(), self._start_ms)
         for attempt in range(2):
             try:
                 self.client.finish_restore_job(self.about.set_id, self.job_id, body)
