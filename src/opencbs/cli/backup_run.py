@@ -237,6 +237,8 @@ def outcome_json(outcome: JobOutcome) -> dict[str, Any]:
                 "backup_set_id": d.set_id,
                 "state": d.state.value,
                 "message": d.message,
+                "abandoned": d.abandoned,
+                "status": d.status or None,
             }
             for d in outcome.flushed
         ],
@@ -288,7 +290,9 @@ def print_job_message(message: JobMessage) -> None:
 def print_delivery_notes(outcome: JobOutcome, *, unreachable_told: bool = False) -> None:
     """On stderr: the earlier spooled reports delivered first (a dropped one as a warning; a
     running job of the same set is said to be running, once; those of other sets are not this
-    job's news; a pending one without its why when ``unreachable_told``), and, when this
+    job's news; a pending one without its why when ``unreachable_told``; a job of the same set
+    whose agent stopped before its end as "the previous job <ID> of this backup set did not
+    finish: …", with how the server has it), and, when this
     job's report could not be delivered, "report spooled, not delivered" with where and why —
     without the why when the job ran offline and ``unreachable_told`` (the caller said already
     that the server cannot be reached) — or, when it could not be spooled either, an error
@@ -306,6 +310,9 @@ def print_delivery_notes(outcome: JobOutcome, *, unreachable_told: bool = False)
         )
     for d in outcome.flushed:
         if d.state is DeliveryState.RUNNING:
+            continue
+        if d.abandoned and d.set_id == outcome.ref.set_id:
+            note(f"opencbs: warning: the previous job {show_name(d.abandoned_line)}")
             continue
         if d.state is DeliveryState.DROPPED:
             note(f"opencbs: warning: the earlier report of {d.job_name} was dropped: {d.message}")
