@@ -18,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,8 +65,22 @@ def set_lock(root: Path, set_id: str, *, set_name: str = "") -> Iterator[None]:
     """Hold the lock of backup set ``set_id`` (named ``set_name`` in the error) in spool root
     ``root`` (created if missing) while inside (module docstring). Raises
     :class:`JobRunning` when another process holds it, :class:`SetLockError` when it cannot
-    be created."""
+    be created. Re-entrant within a process: the command line takes it before it shows the
+    job's progress, the job again inside."""
     path = lock_path(root, set_id)
+    with _HELD_GUARD:
+        if path in _HELD:  # this process holds it already (the command line, then the job)
+            _HELD[path] += 1
+            reentered = True
+        else:
+            reentered = False
+    if reentered:
+        try:
+            yield
+        finally:
+            with _HELD_GUARD:
+                _HELD[path] -= 1
+        return
     try:
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -80,15 +96,53 @@ def set_lock(root: Path, set_id: str, *, set_name: str = "") -> Iterator[None]:
             raise JobRunning(set_id, _holder(fd), set_name=set_name) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
+        with _HELD_GUARD:
+            _HELD[path] = 1
+        try:
+            yield
+        finally:
+            with _HELD_GUARD:
+                del _HELD[path]
     finally:
         os.close(fd)  # releases the lock
 
 
+#: The set locks this process holds, and how many times each is entered (re-entry is free).
+_HELD: dict[Path, int] = {}
+_HELD_GUARD = threading.Lock()
+
+
 def _holder(fd: int) -> int | None:
-    """The process ID the lock file names (``None``: not written yet, or unreadable)."""
+    """The process ID the lock file names, once it names a live process (its holder writes it
+    just after taking the lock, over the ID of an earlier holder): asked again for up to
+    ``_HOLDER_WAIT`` seconds; ``None`` when it never does."""
+    deadline = time.monotonic() + _HOLDER_WAIT
+    while True:
+        pid = _named_pid(fd)
+        if pid is not None and _alive(pid):
+            return pid
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.01)
+
+
+#: Seconds a refused job waits for the lock's holder to name itself.
+_HOLDER_WAIT = 1.0
+
+
+def _named_pid(fd: int) -> int | None:
     try:
         text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
         return int(text) if text else None
     except (OSError, ValueError):
         return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True

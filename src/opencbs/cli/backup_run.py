@@ -12,6 +12,7 @@ statuses, 130 stopped by user, 9 otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -37,6 +38,7 @@ from opencbs.agent.job import (
     OnChange,
     run_backup,
 )
+from opencbs.agent.set_lock import set_lock
 from opencbs.agent.storage import UnusableStorage
 from opencbs.agent.targets import REFUSALS, Target, open_repository
 from opencbs.cli.common import echo, note, show_name
@@ -150,8 +152,10 @@ def run_job(
     (``BS_STOP_BY_SYSTEM_ERROR``, reported to the server: ``agent.storage.UnusableStorage``).
     ``state_dir``: the agent's data_dir (``JobOptions.state_dir``); ``progress_interval``:
     seconds between progress lines off a terminal; ``prune_grace`` and ``lock_wait``: the
-    settings of those names (``JobOptions``). Raises ``WrongPassword``, ``DestinationError``,
-    ``ServerUnreachable``, ``AgentApiError``."""
+    settings of those names (``JobOptions``). With ``spool_dir`` the set's lock is taken
+    first (``agent.set_lock``: a job of the set running already is ``JobRunning``, said
+    before any progress). Raises ``WrongPassword``, ``DestinationError``,
+    ``ServerUnreachable``, ``AgentApiError``, ``JobRunning``."""
     level = target.bset.settings.compression.level
     repo: Repository | None = None
     try:
@@ -187,10 +191,13 @@ def run_job(
         prune_grace=prune_grace,
         lock_timing=LockTiming(wait=lock_wait),
     )
-    with (
-        cancel_on_signals(cancel),
-        BackupProgress(title, quiet=as_json, interval=progress_interval) as shown,
-    ):
+    with contextlib.ExitStack() as stack:
+        if spool_dir is not None:  # refused before the progress says "started"
+            stack.enter_context(set_lock(spool_dir, target.bset.id, set_name=target.bset.name))
+        stack.enter_context(cancel_on_signals(cancel))
+        shown = stack.enter_context(
+            BackupProgress(title, quiet=as_json, interval=progress_interval)
+        )
         outcome = run_backup(
             options,
             on_change=change_printer(err=as_json) if verbose else None,
