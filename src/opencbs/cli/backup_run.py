@@ -153,9 +153,8 @@ def run_job(
     ``state_dir``: the agent's data_dir (``JobOptions.state_dir``); ``progress_interval``:
     seconds between progress lines off a terminal; ``prune_grace`` and ``lock_wait``: the
     settings of those names (``JobOptions``). With ``spool_dir`` the set's lock is taken
-    first (``agent.set_lock``: a job of the set running already is ``JobRunning``, said
-    before any progress). Raises ``WrongPassword``, ``DestinationError``,
-    ``ServerUnreachable``, ``AgentApiError``, ``JobRunning``."""
+    first (``agent.set_lock``; before any progress). Raises ``WrongPassword``,
+    ``DestinationError``, ``ServerUnreachable``, ``AgentApiError``, ``JobRunning``."""
     level = target.bset.settings.compression.level
     repo: Repository | None = None
     try:
