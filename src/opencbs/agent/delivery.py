@@ -111,11 +111,15 @@ class Delivery:
 
     @property
     def abandoned_line(self) -> str:
-        """For a person, of an abandoned job: ``<ID> of this backup set did not finish: …``
-        (how the server has it, and what of its report it lacks)."""
-        name = self.job_id or self.job_name
+        """For a person, of an abandoned job: ``the previous job <ID> of this backup set did
+        not finish: …`` (how the server has it, and what of its report it lacks); a job
+        never started on the server is named by its start instead of an ID."""
+        if self.job_id is not None:
+            name = f"the previous job {self.job_id} of this backup set"
+        else:
+            name = f"the previous job of this backup set ({self.job_name})"
         said = (
-            f"{name} of this backup set did not finish: its agent stopped before the job "
+            f"{name} did not finish: its agent stopped before the job "
             "ended (killed, or its machine stopped)"
         )
         if self.state is DeliveryState.DROPPED:

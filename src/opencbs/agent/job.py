@@ -147,7 +147,8 @@ def _log_abandoned(channel: JobChannel, flushed: tuple[Delivery, ...]) -> None:
     ref = channel.ref
     for d in flushed:
         if d.abandoned and (d.set_id, d.destination_id) == (ref.set_id, ref.destination_id):
-            channel.notes.append(f"The previous job {d.abandoned_line}")
+            line = d.abandoned_line
+            channel.notes.append(line[:1].upper() + line[1:])
 
 
 def _record_stored(options: JobOptions, set_id: str) -> None:

@@ -318,7 +318,7 @@ def print_delivery_notes(outcome: JobOutcome, *, unreachable_told: bool = False)
         if d.state is DeliveryState.RUNNING:
             continue
         if d.abandoned and d.set_id == outcome.ref.set_id:
-            note(f"opencbs: warning: the previous job {show_name(d.abandoned_line)}")
+            note(f"opencbs: warning: {show_name(d.abandoned_line)}")
             continue
         if d.state is DeliveryState.DROPPED:
             note(f"opencbs: warning: the earlier report of {d.job_name} was dropped: {d.message}")
