@@ -17,6 +17,11 @@ Settings (name: default — meaning):
 - ``timezone``: ``""`` = the machine's zone — IANA zone of rendered times (cbs-api.md §4).
 - ``job_idle_timeout``: ``3600`` — seconds without a sign of life after which a running job is
   closed as ``BS_BACKUP_NOT_FINISHED`` (cbs-api.md §4).
+- ``job_heartbeat_timeout``: ``120`` — seconds without a heartbeat (or any other sign of life)
+  after which a running job is closed as ``BS_BACKUP_NOT_FINISHED``: its agent was killed or lost
+  (agents send one every quarter of it while a job runs; cbs-api.md §9, "The agent's
+  heartbeat"). ``0`` turns it off, leaving ``job_idle_timeout`` (for agents older than the
+  heartbeat); the smaller of the two applies.
 - ``write_timeout``: ``30`` — seconds a client may take nothing of its answer (its
   connection's send buffer full) before the connection is dropped; a streamed report's every
   chunk (64 KiB) likewise.
@@ -190,6 +195,12 @@ class Settings(BaseSettings):
         gt=0,
         le=MAX_SECONDS,
         description="Seconds without a sign of life after which a running job is closed.",
+    )
+    job_heartbeat_timeout: float = Field(
+        default=120.0,
+        ge=0,
+        le=MAX_SECONDS,
+        description="Seconds without a heartbeat after which a running job is closed; 0: off.",
     )
     write_timeout: float = Field(
         default=30.0,

@@ -258,8 +258,13 @@ def test_a_second_ctrl_c_aborts_at_once_without_a_traceback(agent: Agent, tmp_pa
     assert done.returncode == 0, done.stderr
     after = json.loads(done.stdout)
     assert after["status"] == "BS_STOP_SUCCESS"
-    # the aborted job's report: delivered first, closed as not finished
-    [aborted] = re.findall(r"earlier report of job (\S+): delivered", done.stderr)
+    # the aborted job's report: delivered first, closed as not finished, and said so
+    [aborted] = re.findall(
+        r"opencbs: warning: the previous job (\S+) of this backup set did not finish: its "
+        r"agent stopped before the job ended \(killed, or its machine stopped\); the server "
+        r"has it as BS_BACKUP_NOT_FINISHED\n",
+        done.stderr,
+    )
     report = _report(agent, aborted, after["backup_set_id"])
     assert report["BackupJobStatus"] == "BS_BACKUP_NOT_FINISHED"
     ok(agent.env, "verify", "--destination", str(dest))

@@ -22,6 +22,11 @@ the agent's disk refuses the spool too (full, read-only) the report cannot be ke
 batches spooled before stay (closed with an ``error`` entry saying the rest is lost when the
 disk takes one more batch) and the fate says what is kept.
 
+While the job runs on the server, its :class:`~opencbs.agent.heartbeat.Heartbeat` tells the
+server from a thread of its own that the agent is alive, every ``heartbeat_interval`` seconds of
+the start's answer, whatever the job is doing; it stops at the finish (a killed agent sends none,
+and the server closes its job as ``BS_BACKUP_NOT_FINISHED`` after a few missed ones).
+
 A job started while the server is unreachable gets its job ID from its start time (to the
 second, in the job's zone): when that ID is taken by another spooled job of the set or by a
 snapshot of the set and destination in the repository, the job starts at the first whole second
@@ -41,7 +46,14 @@ from datetime import tzinfo
 from pathlib import Path
 
 from opencbs import __version__
-from opencbs.agent.client import AgentApiError, AgentClient, RemoteSet, ServerUnreachable
+from opencbs.agent.client import (
+    AgentApiError,
+    AgentClient,
+    RemoteSet,
+    ServerUnreachable,
+    StartedJob,
+)
+from opencbs.agent.heartbeat import Heartbeat
 from opencbs.agent.job_values import JobOptions, Progress
 from opencbs.agent.report import ReportStream
 from opencbs.agent.report_entries import end_line, log_entry
@@ -119,6 +131,10 @@ class JobChannel:
         self.offline = offline
         #: The user's quota the server gave at the start (``None``: offline, or no answer).
         self.quota: StorageQuota | None = None
+        #: The job's heartbeat while it runs on the server (``None``: offline).
+        self.heartbeat: Heartbeat | None = None
+        #: ``info`` entries said right after the start entry (:meth:`begin`).
+        self.notes: list[str] = []
         self.report = ReportStream(
             client,
             ref,
@@ -152,7 +168,7 @@ class JobChannel:
             )
             spool = JobSpool.create(root, record)
             try:
-                ref, offline, quota = _start_on_server(o.client, spool, durable=durable, zone=zone)
+                ref, offline, job = _start_on_server(o.client, spool, durable=durable, zone=zone)
                 if offline:  # the agent names the job: an ID no job it knows of has
                     if repository is None:
                         repository = _try_open_repository(o, bset)
@@ -180,13 +196,22 @@ class JobChannel:
             offline=offline,
             durable=durable,
         )
-        channel.quota = quota
+        if job is not None:  # started on the server: it hears from the agent until the end
+            channel.quota = job.quota
+            channel.heartbeat = Heartbeat(o.client, ref, job.heartbeat_interval).start()
         return Started(channel, start_ms, repository)
 
+    def stop_heartbeat(self) -> None:
+        """Stop the job's heartbeat (at its finish, or when the job ends otherwise)."""
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+
     def begin(self) -> None:
-        """Send the start log entry ``Start [opencbs <version>]`` at once (before any progress
-        report)."""
+        """Send the start log entry ``Start [opencbs <version>]`` and the :attr:`notes` at once
+        (before any progress report)."""
         self.log(LogType.START, f"Start [opencbs {__version__}]")
+        for note in self.notes:
+            self.log(LogType.INFO, note)
         self.flush()
         self.report.join()
 
@@ -235,6 +260,7 @@ class JobChannel:
                 log.debug("the job's finish cannot be spooled: %s", exc)  # in the fate
                 spool_failure = str(exc)
         if self.report.delivered:  # finishing a job whose report misses a batch would lie
+            self.stop_heartbeat()  # the finish is the last sign of life
             try:
                 call_with_retries(
                     lambda: self.client.finish_job(
@@ -251,6 +277,7 @@ class JobChannel:
                 )
             except (ServerUnreachable, AgentApiError) as exc:
                 self.report.fail(f"finish: {exc.message}")
+        self.stop_heartbeat()
         return self._fate(finish, spool_failure)
 
     def _fate(self, finish: FinishRecord, spool_failure: str | None) -> ReportFate:
@@ -326,11 +353,11 @@ class JobChannel:
 
 def _start_on_server(
     client: AgentClient, spool: JobSpool, *, durable: bool, zone: tzinfo
-) -> tuple[JobRef, str, StorageQuota | None]:
-    """Start the spooled job on the server: its reference, ``""`` and the user's quota; or,
-    when the server
-    cannot be reached and the spool is ``durable``, a reference with the job ID the start time
-    gives in ``zone`` and why the job runs offline (its start is delivered later with the spool).
+) -> tuple[JobRef, str, StartedJob | None]:
+    """Start the spooled job on the server: its reference, ``""`` and the server's answer (the
+    user's quota, the heartbeat interval); or, when the server cannot be reached and the spool
+    is ``durable``, a reference with the job ID the start time gives in ``zone``, why the job
+    runs offline (its start is delivered later with the spool) and ``None``.
     Raises ``ServerUnreachable`` (not durable), ``AgentApiError``."""
     r = spool.record
     try:
@@ -349,7 +376,7 @@ def _start_on_server(
         ref = JobRef(r.set_id, r.destination_id, job_id_at(r.start_ms, zone))
         return ref, f"the server could not be reached at the start ({exc.message})", None
     spool.set_job_id(job.ref.job_id)
-    return job.ref, "", job.quota
+    return job.ref, "", job
 
 
 def _try_open_repository(options: JobOptions, bset: RemoteSet) -> Repository | None:

@@ -227,9 +227,12 @@ def _set_path(set_id: str, *more: str) -> str:
 
 
 class StartedJob(JobRecord):
-    """The job start's answer: the job, and the ``quota`` it starts with (cbs-api.md)."""
+    """The job start's answer: the job, the ``quota`` it starts with (cbs-api.md §11) and the
+    seconds between the heartbeats the agent sends while it runs (``heartbeat_interval``;
+    both ``None`` from a server older than them)."""
 
     quota: StorageQuota | None = None
+    heartbeat_interval: float | None = None
 
 
 class AgentClient:
@@ -429,6 +432,13 @@ class AgentClient:
         return JobRecord.model_validate(
             self._call("GET", job_path(ref), params=self._job_params(ref))
         )
+
+    def heartbeat(self, ref: JobRef) -> float:
+        """A running job's sign of life (cbs-api.md §9, "The agent's heartbeat"); the seconds
+        until the next one is due. A job the server no longer runs (it closed it) is an
+        ``AgentApiError`` 409; a server older than heartbeats answers 404 or 405."""
+        answer = self._call("POST", job_path(ref, "heartbeat"), None, self._job_params(ref))
+        return float(answer["heartbeat_interval"])
 
     def send_batch(self, ref: JobRef, batch_no: int, entries: Sequence[Entry]) -> bool:
         """Deliver batch ``batch_no`` (from 0; at most 10,000 entries). ``False`` when the server

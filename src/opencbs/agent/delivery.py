@@ -103,6 +103,30 @@ class Delivery:
     batches_sent: int = 0
     message: str = ""
     start_ms: int = 0  #: the job's recorded start time, epoch ms
+    #: The job did not finish: its agent stopped before its end (killed, the machine down)
+    #: or could not spool the rest of its report; ``status`` is how the server has it now
+    #: (``""`` when not known: the server unreachable).
+    abandoned: bool = False
+    status: str = ""
+
+    @property
+    def abandoned_line(self) -> str:
+        """For a person, of an abandoned job: ``the previous job <ID> of this backup set did
+        not finish: …`` (how the server has it, and what of its report it lacks); a job
+        never started on the server is named by its start instead of an ID."""
+        if self.job_id is not None:
+            name = f"the previous job {self.job_id} of this backup set"
+        else:
+            name = f"the previous job of this backup set ({self.job_name})"
+        said = (
+            f"{name} did not finish: its agent stopped before the job "
+            "ended (killed, or its machine stopped)"
+        )
+        if self.state is DeliveryState.DROPPED:
+            return f"{said}; {self.message}"
+        if self.status:
+            return f"{said}; the server has it as {self.status}"
+        return f"{said}; {self.message}"
 
     @property
     def job_name(self) -> str:
@@ -158,9 +182,10 @@ def deliver_job(
             client, spool, _retrying(retry_delays, wait, connect_once=connect_once)
         )
         finish = spool.finish()
+        abandoned = finish is None  # its agent died before the finish (module docstring)
         if not job.running:
             return _finished_already(spool, job, finish)
-        if finish is None:  # its agent died before the finish: close it (module docstring)
+        if finish is None:  # close it
             finish = _close_abandoned(spool)
         total = spool.batch_count()
         for n in range(_first_missing(job), total):
@@ -194,9 +219,18 @@ def deliver_job(
         return _drop(spool, sent, str(exc))
     except (ServerUnreachable, AgentApiError) as exc:
         spool.close()
-        return _result(spool, DeliveryState.PENDING, sent, f"not delivered yet: {exc.message}")
+        return _result(
+            spool,
+            DeliveryState.PENDING,
+            sent,
+            f"not delivered yet: {exc.message}",
+            abandoned=spool_unfinished(spool),
+        )
     spool.remove()
-    return _result(spool, DeliveryState.DELIVERED, sent, "delivered")
+    done = finish.status.value
+    return _result(
+        spool, DeliveryState.DELIVERED, sent, "delivered", abandoned=abandoned, status=done
+    )
 
 
 def deliver_pending(
@@ -373,6 +407,15 @@ def _first_missing(job: JobRecord) -> int:
     return 0
 
 
+def spool_unfinished(spool: JobSpool) -> bool:
+    """Whether the spooled job has no finish record (its agent stopped before its end); a
+    damaged record counts as finished (it is reported as damaged where it is read)."""
+    try:
+        return spool.finish() is None
+    except SpoolError:
+        return False
+
+
 def _finished_already(spool: JobSpool, job: JobRecord, finish: FinishRecord | None) -> Delivery:
     if (
         finish is not None
@@ -383,23 +426,45 @@ def _finished_already(spool: JobSpool, job: JobRecord, finish: FinishRecord | No
         spool.remove()
         return _result(spool, DeliveryState.DELIVERED, 0, "delivered")
     missing = spool.batch_count() - job.batches_received
-    return _drop(
-        spool,
-        0,
+    why = (
         f"the server closed job {job.ref.job_id} as {job.status} and takes no "
         f"more entries ({plural(max(missing, 0), 'batch', 'batches')} of its report not "
-        "delivered)",
+        "delivered)"
     )
+    if finish is None:  # its agent stopped before the end: the server closed it meanwhile
+        why = f"the server closed it as {job.status}"
+        if missing > 0:
+            why += f" ({plural(missing, 'batch', 'batches')} of its report not delivered)"
+    return _drop(spool, 0, why, abandoned=finish is None, status=job.status)
 
 
-def _drop(spool: JobSpool, sent: int, why: str) -> Delivery:
+def _drop(
+    spool: JobSpool, sent: int, why: str, *, abandoned: bool = False, status: str = ""
+) -> Delivery:
     log.debug("dropping the spooled report %s: %s", spool.path, why)
     spool.remove()
-    return _result(spool, DeliveryState.DROPPED, sent, why)
+    return _result(spool, DeliveryState.DROPPED, sent, why, abandoned=abandoned, status=status)
 
 
-def _result(spool: JobSpool, state: DeliveryState, sent: int, message: str) -> Delivery:
+def _result(
+    spool: JobSpool,
+    state: DeliveryState,
+    sent: int,
+    message: str,
+    *,
+    abandoned: bool = False,
+    status: str = "",
+) -> Delivery:
     r = spool.record
     return Delivery(
-        spool.path.name, r.set_id, r.destination_id, r.job_id, state, sent, message, r.start_ms
+        spool.path.name,
+        r.set_id,
+        r.destination_id,
+        r.job_id,
+        state,
+        sent,
+        message,
+        r.start_ms,
+        abandoned=abandoned,
+        status=status,
     )

@@ -16,7 +16,14 @@ What it tells while it runs goes to callbacks, never to a log format (style.md Â
 what differs), ``on_message`` a :class:`JobMessage` for each warning and error of the job as it
 is logged.
 
-Errors that propagate (nothing was done): ``AgentApiError`` from reading the set or starting the
+With a report spool (``JobOptions.spool_dir``) the job holds its set's lock from the start
+(``agent.set_lock``): a second job of the set on this agent is refused with ``JobRunning``
+(naming the process that runs the first) before anything reaches the server. Earlier jobs of
+the set whose agent stopped before their end (killed) are said in this job's report, an
+``info`` entry each naming how the server has them (``Delivery.abandoned``).
+
+Errors that propagate (nothing was done): ``JobRunning``, ``SetLockError`` (the lock cannot
+be created); ``AgentApiError`` from reading the set or starting the
 job (a refused login, a set or destination the server does not have, a job of the same second),
 ``ServerUnreachable`` when there is no spool or remembered set to fall back on, and
 ``SpoolError`` when the spool folder cannot be created or written at the start. Everything else
@@ -47,6 +54,7 @@ from opencbs.agent.job_values import (
     OnProgress,
     Progress,
 )
+from opencbs.agent.set_lock import set_lock
 from opencbs.agent.spool import SpoolError
 from opencbs.agent.storage import storage_key
 from opencbs.agent.targets import backup_set
@@ -93,17 +101,18 @@ def run_backup(
     client = options.client
     cancel = cancel if cancel is not None else threading.Event()
     flushed: tuple[Delivery, ...] = ()
-    if options.spool_dir is not None:  # earlier reports first: the server gets them in order
-        flushed = tuple(
-            deliver_pending(client, options.spool_dir, retry_delays=options.retry_delays)
-        )
     bset = backup_set(client, options.set_id, options.spool_dir)
     with contextlib.ExitStack() as stack:
         root = options.spool_dir
         if root is None:  # not durable: removed with the run
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="opencbs-")))
+        else:  # one job of a set at a time; then earlier reports first, in order
+            stack.enter_context(set_lock(root, bset.id, set_name=bset.name))
+            flushed = tuple(deliver_pending(client, root, retry_delays=options.retry_delays))
         started = JobChannel.start(options, bset, root=root, cancel=cancel)
+        stack.callback(started.channel.stop_heartbeat)
         started.channel.report.on_message = on_message
+        _log_abandoned(started.channel, flushed)
         job = BackupJob(
             options,
             channel=started.channel,
@@ -129,6 +138,18 @@ def run_backup(
         )
         return _outcome(started.channel, result, fate, flushed)
     raise AssertionError("unreachable")  # pragma: no cover (mypy: ExitStack may swallow)
+
+
+def _log_abandoned(channel: JobChannel, flushed: tuple[Delivery, ...]) -> None:
+    """Say in the job's report (an ``info`` entry each, after its start entry) how the
+    earlier jobs of the same set and destination that did not finish ended
+    (``Delivery.abandoned``: their agent stopped before their end), as the server has them
+    now."""
+    ref = channel.ref
+    for d in flushed:
+        if d.abandoned and (d.set_id, d.destination_id) == (ref.set_id, ref.destination_id):
+            line = d.abandoned_line
+            channel.notes.append(line[:1].upper() + line[1:])
 
 
 def _record_stored(options: JobOptions, set_id: str) -> None:

@@ -21,7 +21,8 @@ Layout, one folder per job under a spool root::
         finish.json           the finish: status, dedupe figures (bytes), end time (epoch ms)
         lock                  flock(2)-held by the process writing or delivering the job
     sets.json                 the backup sets as last read from the server (for a run while it
-                              is unreachable)
+                              is unreachable); sets.json.lock serialises its updates
+    set-<set ID>.lock         held by the job of that set running now (``agent.set_lock``)
 
 Every file is written whole or not at all (temporary file, fsync, rename, fsync of the folder):
 a killed agent leaves the batches it had spooled, never half of one. A batch is spooled before
@@ -78,6 +79,7 @@ _JOB = "job.json"
 _FINISH = "finish.json"
 _LOCK = "lock"
 _SETS = "sets.json"
+_SETS_LOCK = "sets.json.lock"
 _FORMAT = 1
 
 
@@ -184,6 +186,12 @@ class JobSpool:
         try:
             root.mkdir(parents=True, exist_ok=True, mode=0o700)
             path.mkdir(mode=0o700)
+        except FileExistsError as exc:  # not the disk: another job of that very millisecond
+            raise SpoolError(
+                f"another job of backup set {record.set_id} started at the same moment "
+                f"(its report spool {path} exists)",
+                "run one job of a set at a time",
+            ) from exc
         except OSError as exc:
             raise SpoolError(
                 f"cannot create the report spool {path}: {exc.strerror or exc}"
@@ -448,12 +456,19 @@ def adopt_legacy(base: Path, root: Path, sets: Sequence[RemoteSet]) -> list[Path
 
 def save_sets(root: Path, found: Sequence[RemoteSet]) -> None:
     """Remember the user's sets as the server listed them (for a run while it is away);
-    merges into what is remembered. A failure to write is only logged."""
+    merges into what is remembered, under ``sets.json.lock`` (``flock(2)``: two backups at
+    once never lose each other's sets; the file is replaced whole, from a temporary file of
+    a name of its own). A failure to write is only logged."""
     try:
-        known = {s.id: s for s in load_sets(root)}
-        known.update({s.id: s for s in found})
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _write_atomic(root / _SETS, _dumps([set_as_json(s) for s in known.values()]))
+        fd = os.open(root / _SETS_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            known = {s.id: s for s in load_sets(root)}
+            known.update({s.id: s for s in found})
+            _write_atomic(root / _SETS, _dumps([set_as_json(s) for s in known.values()]))
+        finally:
+            os.close(fd)
     except (SpoolError, OSError) as exc:
         log.warning("cannot remember the backup sets: %s", exc)
 

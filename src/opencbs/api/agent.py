@@ -41,10 +41,11 @@ A job's life (cbs-api.md §4, §5):
    the job (or a retention run): ``api/agent_storage.py``.
 
 Until finished the job reads ``BS_STILL_RUNNING``. Every agent call on a job (batch, retried
-batch, progress, ``GET``) is a sign of life; a job without one for ``ServerState.job_idle_timeout``
-seconds is closed as ``BS_BACKUP_NOT_FINISHED`` by the server's sweeper, after which its calls
-answer 409. Jobs are addressed by set, destination and job ID; ``?cdp=true`` picks the
-continuous-backup job of that ID.
+batch, progress, ``GET``, the heartbeat of ``api/agent_heartbeat.py`` that the agent sends every
+``heartbeat_interval`` seconds of the start's answer) is a sign of life; a job without one for
+``ServerState.job_timeout`` seconds is closed as ``BS_BACKUP_NOT_FINISHED`` by the server's
+sweeper, after which its calls answer 409. Jobs are addressed by set, destination and job ID;
+``?cdp=true`` picks the continuous-backup job of that ID.
 """
 
 from __future__ import annotations
@@ -355,9 +356,11 @@ class JobStartIn(_Model):
 
 
 class JobStarted(JobRecord):
-    """A started job's record, with the ``quota`` it starts with (bytes; cbs-api.md §11)."""
+    """A started job's record, with the ``quota`` it starts with (bytes; cbs-api.md §11) and
+    the seconds between the heartbeats its agent sends while it runs (``api.agent_heartbeat``)."""
 
     quota: StorageQuota
+    heartbeat_interval: float
 
 
 ListKey = Literal["info", "new", "upd", "pmt", "del", "mov", "cpy"]
@@ -658,7 +661,11 @@ def start_job(
             dedupe_enabled=body.dedupe_enabled,
         )
         quota = storage.quota_of(conn, user, dest.id)
-        return JobStarted(**jobs.job_record(conn, job).model_dump(), quota=quota)
+        return JobStarted(
+            **jobs.job_record(conn, job).model_dump(),
+            quota=quota,
+            heartbeat_interval=state.heartbeat_interval,
+        )
 
 
 @router.get(

@@ -28,6 +28,7 @@ from opencbs.api import cbs_users as _cbs_users  # noqa: F401 - registers calls
 from opencbs.api import envelope, pages, redact
 from opencbs.api.admin import router as admin_router
 from opencbs.api.agent import router as agent_router
+from opencbs.api.agent_heartbeat import router as agent_heartbeat_router
 from opencbs.api.agent_restore import router as agent_restore_router
 from opencbs.api.agent_storage import router as agent_storage_router
 from opencbs.api.auth import ClientAddress
@@ -36,21 +37,31 @@ from opencbs.api.routes import PREFIX, mount_cbs
 from opencbs.api.state import ServerState
 from opencbs.errors import OpenCBSError
 from opencbs.store import jobs, restore_jobs
+from opencbs.store.util import now_ms
 
 log = logging.getLogger(__name__)
 
 
 def sweep_once(state: ServerState) -> list[str]:
-    """Close the running backup and restore jobs idle for longer than
-    ``state.job_idle_timeout`` seconds; their job IDs."""
+    """Close the running backup jobs without a sign of life (a heartbeat, a batch, progress)
+    for longer than ``state.job_timeout`` seconds as ``BS_BACKUP_NOT_FINISHED``, and the
+    running restore jobs silent for ``state.job_idle_timeout`` seconds as
+    ``RESTORE_NOT_FINISHED`` (a restore sends progress, no heartbeat); their job IDs. Silence
+    before this process started does not count for backup jobs (``ServerState.started_ms``):
+    none is closed until the timeout has passed since then, so the agents that could not reach
+    a stopped server have sent their next heartbeat first."""
+    timeout_ms = int(state.job_timeout * 1000)
     with state.db.write() as conn:
-        closed = jobs.close_stale_jobs(conn, int(state.job_idle_timeout * 1000))
+        closed: list[str] = []
+        if now_ms() - state.started_ms > timeout_ms:
+            closed = jobs.close_stale_jobs(conn, timeout_ms)
         restores = restore_jobs.close_stale_restore_jobs(conn, int(state.job_idle_timeout * 1000))
     for job_id in closed:
         log.warning(
-            "backup job %s sent nothing for %.0f s: closed as BS_BACKUP_NOT_FINISHED",
+            "backup job %s: no heartbeat or report from its agent for %.0f s (killed, or "
+            "it lost the server): closed as BS_BACKUP_NOT_FINISHED",
             job_id,
-            state.job_idle_timeout,
+            state.job_timeout,
         )
     for job_id in restores:
         log.warning(
@@ -137,6 +148,7 @@ def create_app(state: ServerState) -> FastAPI:
 
     mount_cbs(app)
     app.include_router(agent_router)
+    app.include_router(agent_heartbeat_router)
     app.include_router(agent_storage_router)
     app.include_router(agent_restore_router)
     app.include_router(admin_router)

@@ -29,9 +29,14 @@ job committed a snapshot there, ``agent.trust.held_backups``) and is now missing
 not mounted) is refused (exit code 7, nothing created) unless ``--new-repository`` consents to a
 new repository there (``agent.targets.RepositoryMissing``). Errors before the job starts use
 the exit codes of ``opencbs.cli.main`` (3 the server rejected the backup user or the
-encryption password is wrong, 7 server or destination unreachable, or the report spool in
+encryption password is wrong, 5 a job of the set is running already on this agent — one job of
+a set at a time, ``agent.set_lock``: "a job of backup set 'NAME' (ID) is running (pid N)", nothing
+sent to the server —, 7 server or destination unreachable, or the report spool in
 ``data_dir`` cannot be created or written, 8 the server refused a request or the repository
-is damaged).
+is damaged). A destination that cannot be created or written when the job of an existing set
+starts (a folder under a file, a read-only or full file system) is that job's failure,
+reported to the server (``BS_STOP_BY_SYSTEM_ERROR``, exit code 9); a new set's folder is
+checked before the set is recorded, and refused (exit 7, nothing recorded).
 A server that cannot be reached during the job does not change the exit code: the backup
 completes, its report is spooled in ``<data_dir>/agent-spool/<login>-<hash>`` (one spool per
 server and backup user: ``opencbs.agent.spool``) and stderr says "report spooled, not

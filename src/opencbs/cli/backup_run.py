@@ -12,6 +12,7 @@ statuses, 130 stopped by user, 9 otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -37,6 +38,7 @@ from opencbs.agent.job import (
     OnChange,
     run_backup,
 )
+from opencbs.agent.set_lock import set_lock
 from opencbs.agent.storage import UnusableStorage
 from opencbs.agent.targets import REFUSALS, Target, open_repository
 from opencbs.cli.common import echo, note, show_name
@@ -150,8 +152,9 @@ def run_job(
     (``BS_STOP_BY_SYSTEM_ERROR``, reported to the server: ``agent.storage.UnusableStorage``).
     ``state_dir``: the agent's data_dir (``JobOptions.state_dir``); ``progress_interval``:
     seconds between progress lines off a terminal; ``prune_grace`` and ``lock_wait``: the
-    settings of those names (``JobOptions``). Raises ``WrongPassword``, ``DestinationError``,
-    ``ServerUnreachable``, ``AgentApiError``."""
+    settings of those names (``JobOptions``). With ``spool_dir`` the set's lock is taken
+    first (``agent.set_lock``; before any progress). Raises ``WrongPassword``,
+    ``DestinationError``, ``ServerUnreachable``, ``AgentApiError``, ``JobRunning``."""
     level = target.bset.settings.compression.level
     repo: Repository | None = None
     try:
@@ -187,10 +190,13 @@ def run_job(
         prune_grace=prune_grace,
         lock_timing=LockTiming(wait=lock_wait),
     )
-    with (
-        cancel_on_signals(cancel),
-        BackupProgress(title, quiet=as_json, interval=progress_interval) as shown,
-    ):
+    with contextlib.ExitStack() as stack:
+        if spool_dir is not None:  # refused before the progress says "started"
+            stack.enter_context(set_lock(spool_dir, target.bset.id, set_name=target.bset.name))
+        stack.enter_context(cancel_on_signals(cancel))
+        shown = stack.enter_context(
+            BackupProgress(title, quiet=as_json, interval=progress_interval)
+        )
         outcome = run_backup(
             options,
             on_change=change_printer(err=as_json) if verbose else None,
@@ -238,6 +244,8 @@ def outcome_json(outcome: JobOutcome) -> dict[str, Any]:
                 "backup_set_id": d.set_id,
                 "state": d.state.value,
                 "message": d.message,
+                "abandoned": d.abandoned,
+                "status": d.status or None,
             }
             for d in outcome.flushed
         ],
@@ -289,7 +297,9 @@ def print_job_message(message: JobMessage) -> None:
 def print_delivery_notes(outcome: JobOutcome, *, unreachable_told: bool = False) -> None:
     """On stderr: the earlier spooled reports delivered first (a dropped one as a warning; a
     running job of the same set is said to be running, once; those of other sets are not this
-    job's news; a pending one without its why when ``unreachable_told``), and, when this
+    job's news; a pending one without its why when ``unreachable_told``; a job of the same set
+    whose agent stopped before its end as "the previous job <ID> of this backup set did not
+    finish: …", with how the server has it), and, when this
     job's report could not be delivered, "report spooled, not delivered" with where and why —
     without the why when the job ran offline and ``unreachable_told`` (the caller said already
     that the server cannot be reached) — or, when it could not be spooled either, an error
@@ -307,6 +317,9 @@ def print_delivery_notes(outcome: JobOutcome, *, unreachable_told: bool = False)
         )
     for d in outcome.flushed:
         if d.state is DeliveryState.RUNNING:
+            continue
+        if d.abandoned and d.set_id == outcome.ref.set_id:
+            note(f"opencbs: warning: {show_name(d.abandoned_line)}")
             continue
         if d.state is DeliveryState.DROPPED:
             note(f"opencbs: warning: the earlier report of {d.job_name} was dropped: {d.message}")
