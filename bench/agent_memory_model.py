@@ -4,7 +4,8 @@ Run from the project root::
 
     .venv/bin/python bench/agent_memory_model.py                   # 100,000 and 1,000,000 files
     .venv/bin/python bench/agent_memory_model.py --quick           # 10,000 and 100,000 files
-    .venv/bin/python bench/agent_memory_model.py --counts 100000,1000000 --borg
+    .venv/bin/python bench/agent_memory_model.py --counts 100000,1000000 --peers restic,borg
+    .venv/bin/python bench/agent_memory_model.py --peers none --restore-up-to 0 --pythonpath DIR
 
 Data: for each count N a tree of N tiny files (16-512 bytes, distinct contents: each starts with
 its index; the rest a seeded slice of a random pool), 100 per leaf directory, 100 leaf
@@ -27,7 +28,7 @@ tracemalloc (``ChunkIndex`` of ``opencbs.engine.chunk_index`` filled with N reco
 chunk retained and at the peak) and so is the previous snapshot's file index of an unchanged
 re-run (``bench/agent_memory.py``'s ``measure``: bytes per previous file).
 
-Prints one table (N, run, opencbs peak MiB, restic peak MiB, ratio; borg with ``--borg``) and
+Prints one table (N, run, opencbs peak MiB, restic peak MiB, ratio; borg with ``--peers``) and
 the model's lines; writes the figures to ``bench/.work/agent/model/last_run.json``.
 """
 
@@ -66,6 +67,7 @@ DIRS_PER_TOP = 100
 MIN_SIZE, MAX_SIZE = 16, 512
 POOL_SIZE = 1 << 20
 KINDS = ("first", "unchanged", "restore")
+PEERS = ("restic", "borg")
 MIB = 1024 * 1024
 
 
@@ -177,19 +179,21 @@ def previous_index_bytes(n: int) -> dict[str, float]:
 # --- the runs ----------------------------------------------------------------------------------
 
 
-def run_counts(
-    counts: Sequence[int], work: Path, *, borg: bool, restore_up_to: int, keep: bool = False
-) -> list[dict[str, Any]]:
+def run_counts(counts: Sequence[int], work: Path, options: dict[str, Any]) -> list[dict[str, Any]]:
     """Every run of every tool for every count (``bench/agent.py``'s ``Run`` as dicts, ``set``
-    = ``N-kind``)."""
+    = ``N-kind``). ``options``: ``peers`` (names), ``restore_up_to`` (files), ``keep``
+    (bool), ``pythonpath`` (a folder holding the ``opencbs`` package to run, or None)."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     run_dir = work / "runs" / stamp
     logs = run_dir / "logs"
     logs.mkdir(parents=True)
-    opencbs = agent.Opencbs(run_dir, logs)
-    peers: list[agent.Restic | agent.Borg] = [agent.Restic(run_dir, logs)]
-    if borg:
-        peers.append(agent.Borg(run_dir, logs))
+    opencbs = agent.Opencbs(run_dir, logs, options.get("pythonpath"))
+    kinds: dict[str, type[agent.Restic] | type[agent.Borg]] = {
+        "restic": agent.Restic,
+        "borg": agent.Borg,
+    }
+    peers = [kinds[p](run_dir, logs) for p in options.get("peers", ("restic",))]
+    restore_up_to, keep = options.get("restore_up_to", 1_000_000), options.get("keep", False)
     runs: list[agent.Run] = []
     opencbs.start()
     try:
@@ -228,7 +232,7 @@ def _runs_of(
             r = tool.backup(f"{n}-{kind}", series, tree.root, repo)
             runs.append(r)
             agent._progress(r)
-    for tool in tools[:2] if restore else ():  # borg's restore is not measured
+    for tool in [t for t in tools if t.name != "borg"] if restore else ():  # (not borg's)
         target = run_dir / "restored" / tool.name
         r = tool.restore(series, target)
         r.set = f"{n}-restore"
@@ -255,9 +259,27 @@ def fit(points: Sequence[tuple[int, float]]) -> tuple[float, float] | None:
     return slope * MIB, my - slope * mx
 
 
+def _marginal(rows: Sequence[dict[str, float]], count: str) -> dict[str, float] | None:
+    """Bytes per unit between the smallest and the largest count of in-process figures (the
+    fixed part cancels out), retained and at the peak; None with fewer than two counts."""
+    if len(rows) < 2:
+        return None
+    lo, hi = rows[0], rows[-1]
+    span = hi[count] - lo[count]
+    return {
+        key: (hi[key] * hi[count] - lo[key] * lo[count]) / span for key in ("retained_b", "peak_b")
+    }
+
+
 def model(doc: dict[str, Any]) -> dict[str, Any]:
-    """Bytes per file and intercept per (tool, run kind), from ``doc['runs']``."""
+    """Bytes per file and intercept per (tool, run kind), from ``doc['runs']``; bytes per chunk
+    of the chunk index and per previous file of the previous snapshot's index between the
+    smallest and largest count (``chunk_index``, ``previous_index``)."""
     out: dict[str, Any] = {}
+    for name, count in (("chunk_index", "chunks"), ("previous_index", "files")):
+        marginal = _marginal(doc.get(name, []), count)
+        if marginal is not None:
+            out[name] = marginal
     for tool in ("opencbs", "restic", "borg"):
         for kind in KINDS:
             points = [
@@ -296,6 +318,8 @@ def render(doc: dict[str, Any]) -> None:
             print(line + f"  {o['note']}")
     print("\nmodel (peak = intercept + bytes per file x N):")
     for key, m in doc["model"].items():
+        if "bytes_per_file" not in m:
+            continue
         print(
             f"  {key:<18} {m['bytes_per_file']:>7.0f} B/file  intercept "
             f"{m['intercept_mib']:>6.1f} MiB"
@@ -310,34 +334,38 @@ def render(doc: dict[str, Any]) -> None:
             f"  previous snapshot index, {p['files']:>9,} files: {p['retained_b']:>6.1f} B/file "
             f"retained, {p['peak_b']:.1f} at the peak"
         )
-    first = doc["model"].get("opencbs/first")
-    if first and doc["chunk_index"]:
-        chunk = doc["chunk_index"][-1]["retained_b"]
+    for name, unit in (("chunk_index", "chunk"), ("previous_index", "previous file")):
+        m = doc["model"].get(name)
+        if m is not None:
+            print(
+                f"  {name} between the counts: {m['retained_b']:.1f} B per {unit} retained, "
+                f"{m['peak_b']:.1f} at the peak"
+            )
+    first, chunk = doc["model"].get("opencbs/first"), doc["model"].get("chunk_index")
+    if first and chunk:
         print(
             f"  opencbs/first per file without its chunk's index entry: "
-            f"{first['bytes_per_file'] - chunk:.0f} B"
+            f"{first['bytes_per_file'] - chunk['retained_b']:.0f} B"
         )
 
 
 def run_model(
-    counts: Sequence[int],
-    work: Path,
-    *,
-    borg: bool = False,
-    restore_up_to: int = 1_000_000,
-    keep: bool = False,
+    counts: Sequence[int], work: Path, options: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Every run and in-process figure for ``counts``; the document ``last_run.json`` holds."""
+    """Every run (``run_counts``'s ``options``) and in-process figure for ``counts``; the
+    document ``last_run.json`` holds."""
+    options = options or {}
     load_before = os.getloadavg()
-    runs = run_counts(counts, work, borg=borg, restore_up_to=restore_up_to, keep=keep)
+    runs = run_counts(counts, work, options)
     (work / "runs.partial.json").write_text(json.dumps(runs, indent=2))  # before the slow part
     doc: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join([".venv/bin/python", "bench/agent_memory_model.py", *sys.argv[1:]]),
-        "revision": agent._git_rev(),
+        "revision": agent._git_rev()
+        + (f" (opencbs from {options['pythonpath']})" if options.get("pythonpath") else ""),
         "versions": {
-            "restic": agent._version(["restic", "version"]),
-            "borg": agent._version(["borg", "--version"]) if borg else None,
+            p: agent._version([p, "version" if p == "restic" else "--version"])
+            for p in options.get("peers", ("restic",))
         },
         "cpus": os.cpu_count(),
         "load_before": load_before,
@@ -362,7 +390,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="numbers of tiny files (default 100000,1000000)",
     )
     parser.add_argument("--quick", action="store_true", help="--counts 10000,100000")
-    parser.add_argument("--borg", action="store_true", help="borg as a third tool")
+    parser.add_argument(
+        "--peers",
+        default="restic",
+        metavar="restic,borg",
+        help="the reference tools: restic (default), borg, both, or none",
+    )
+    parser.add_argument(
+        "--pythonpath",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="run the opencbs package in DIR (e.g. a patched copy of src/) instead of the "
+        "editable install",
+    )
     parser.add_argument(
         "--restore-up-to",
         type=int,
@@ -371,18 +412,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="restore runs only for counts up to N (default 1000000)",
     )
     parser.add_argument(
+        "--output",
+        type=Path,
+        default=WORK / "last_run.json",
+        metavar="FILE",
+        help="where the figures go (default bench/.work/agent/model/last_run.json)",
+    )
+    parser.add_argument(
         "--keep", action="store_true", help="keep the repositories and caches of the run"
     )
     args = parser.parse_args(argv)
     counts = [10_000, 100_000] if args.quick else [int(c) for c in args.counts.split(",")]
     agent.check_peers()
     WORK.mkdir(parents=True, exist_ok=True)
-    doc = run_model(
-        sorted(counts), WORK, borg=args.borg, restore_up_to=args.restore_up_to, keep=args.keep
-    )
-    (WORK / "last_run.json").write_text(json.dumps(doc, indent=2))
+    peers = [p for p in args.peers.split(",") if p in PEERS]
+    options = {
+        "peers": peers,
+        "restore_up_to": args.restore_up_to,
+        "keep": args.keep,
+        "pythonpath": args.pythonpath.resolve() if args.pythonpath else None,
+    }
+    doc = run_model(sorted(counts), WORK, options)
+    args.output.write_text(json.dumps(doc, indent=2))
     render(doc)
-    print(f"figures: {(WORK / 'last_run.json').relative_to(ROOT)}")
+    print(f"figures: {args.output}")
     return 0 if all(r["ok"] for r in doc["runs"]) else 1
 
 

@@ -59,9 +59,11 @@ def test_memory_model_runs_and_fits(tmp_path: Path) -> None:
                 assert r["peak_rss_mib"] > 5
         assert runs[(f"{n}-restore", "opencbs")]["note"] == f"identical ({n} files)"
         assert runs[(f"{n}-first", "opencbs")]["extra"]["counts"]["new"] == n + n // 100 + 2
-    assert set(doc["model"]) == {f"{t}/{k}" for t in ("opencbs", "restic") for k in m.KINDS}
+    lines = {f"{t}/{k}" for t in ("opencbs", "restic") for k in m.KINDS}
+    assert set(doc["model"]) == lines | {"chunk_index", "previous_index"}
     for c in doc["chunk_index"]:
         assert 50 < c["retained_b"] <= c["peak_b"] < 2000
     for p in doc["previous_index"]:
-        assert 0 < p["retained_b"] < 1000
+        assert 0 <= p["retained_b"] <= p["peak_b"] < 5000
+    assert 50 < doc["model"]["chunk_index"]["retained_b"] < 2000
     m.render(doc)
