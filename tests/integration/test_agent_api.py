@@ -518,9 +518,11 @@ def test_transport_errors_become_server_unreachable() -> None:
 # --- idle jobs --------------------------------------------------------------------------------
 
 
-def test_idle_job_is_closed_as_not_finished(
+def test_idle_job_is_closed_as_not_finished_and_runs_again_when_its_agent_speaks(
     client: TestClient, state: ServerState, alice: AgentClient
 ) -> None:
+    """A job closed for silence (an agent asleep, or off the network) goes on when its agent
+    speaks again, and its report ends whole; a job its agent finished takes nothing more."""
     set_id, dest_id = _new_set(alice)
     idle = alice.start_job(set_id, dest_id).ref
     assert sweep_once(state) == []  # the fixture's timeout is an hour
@@ -529,11 +531,18 @@ def test_idle_job_is_closed_as_not_finished(
     assert sweep_once(state) == [idle.job_id]
     data = _cbs(client, "GetBackupJobReport", idle)
     assert data["BackupJobStatus"] == "BS_BACKUP_NOT_FINISHED" and data["EndTime"] != ""
+    state.job_idle_timeout = 3600.0
+    assert alice.send_batch(idle, 0, BATCH_0)  # the agent woke up: the job runs again
+    data = _cbs(client, "GetBackupJobReport", idle)
+    assert data["BackupJobStatus"] == "BS_STILL_RUNNING", data["BackupJobStatus"]
+    alice.finish_job(idle, JobStatus.STOP_SUCCESS)
+    data = _cbs(client, "GetBackupJobReport", idle)
+    assert data["BackupJobStatus"] == "BS_STOP_SUCCESS" and data["NumOfNewFiles"] == 2, data
     with pytest.raises(AgentApiError) as exc:
-        alice.send_batch(idle, 0, BATCH_0)
+        alice.send_batch(idle, 1, BATCH_0)
     assert exc.value.status == 409
     with pytest.raises(AgentApiError) as exc:
-        alice.finish_job(idle, JobStatus.STOP_SUCCESS)
+        alice.finish_job(idle, JobStatus.STOP_BY_USER)
     assert exc.value.status == 409
 
 

@@ -67,11 +67,14 @@ def test_missed_heartbeats_close_the_job_and_later_ones_are_refused(
     assert sweep_once(state) == [lost.job_id]
     assert alice.get_job(lost).status == JobStatus.BACKUP_NOT_FINISHED.value
     assert alice.get_job(kept).status == JobStatus.STILL_RUNNING.value
+    assert alice.get_job(lost).status == JobStatus.BACKUP_NOT_FINISHED.value  # a GET reads
+    # its agent speaks again (it slept): the job runs again, until its agent finishes it
+    alice.heartbeat(lost)
+    assert alice.get_job(lost).status == JobStatus.STILL_RUNNING.value
+    alice.finish_job(lost, JobStatus.STOP_BY_USER)
     with pytest.raises(AgentApiError) as exc:
         alice.heartbeat(lost)
-    assert exc.value.status == 409 and "is not running (BS_BACKUP_NOT_FINISHED)" in str(
-        exc.value.message
-    )
+    assert exc.value.status == 409 and "is not running (BS_STOP_BY_USER)" in str(exc.value.message)
     with pytest.raises(AgentApiError) as exc:
         alice.heartbeat(JobRef(set_id, dest_id, "2001-01-01-00-00-00"))
     assert exc.value.status == 404

@@ -523,14 +523,20 @@ def _set_out(b: sets.BackupSet) -> BackupSetOut:
     )
 
 
-def _locked_job(conn: Connection, user: BackupUser, ref: JobRef) -> jobs.Job:
-    """The user's job ``ref``, its row locked for this transaction, read after the lock.
+def _locked_job(
+    conn: Connection, user: BackupUser, ref: JobRef, *, reopen: bool = True
+) -> jobs.Job:
+    """The user's job ``ref``, its row locked for this transaction, read after the lock; with
+    ``reopen``, a job the server closed for its agent's silence runs again, since its agent
+    speaks (``store.jobs.reopen_if_silent``: a batch, progress or finish; a ``GET`` only reads).
 
     Raises ``BackupSetNotFound``, ``DestinationNotFound``, ``BackupJobNotFound``."""
     bset = sets.get_set(conn, user.id, ref.set_id)
     dest = sets.get_destination(conn, bset, ref.destination_id)
     job = job_queries.find_job(conn, bset, str(dest.id), ref.job_id, cdp=ref.cdp)
     jobs.lock_job(conn, job.pk)
+    if reopen:
+        jobs.reopen_if_silent(conn, job.pk)
     return jobs.get_job_by_pk(conn, job.pk)
 
 
@@ -683,8 +689,10 @@ def get_job(
     cdp: CdpQuery = False,
 ) -> JobRecord:
     with state_of(request).db.write() as conn:
-        job = _locked_job(conn, user, JobRef(set_id, destination_id, job_id, cdp=cdp))
-        jobs.touch_job(conn, job.pk)
+        ref = JobRef(set_id, destination_id, job_id, cdp=cdp)
+        job = _locked_job(conn, user, ref, reopen=False)  # how the job is, as it is
+        if job.status == JobStatus.STILL_RUNNING.value:
+            jobs.touch_job(conn, job.pk)
         return jobs.job_record(conn, job)
 
 

@@ -286,8 +286,26 @@ def get_job_by_pk(conn: Connection, pk: int) -> Job:
     return job_from_row(row)
 
 
+def reopen_if_silent(conn: Connection, pk: int) -> bool:
+    """Run job ``pk`` again if the server closed it for its agent's silence
+    (``close_stale_jobs``): its agent speaks again (a machine that slept, a network that came
+    back), so the job goes on and its report is delivered whole; ``True`` when it was reopened.
+    A job its agent finished is never reopened (cbs-api.md §9)."""
+    done = conn.execute(
+        update(backup_jobs)
+        .where(
+            backup_jobs.c.pk == pk,
+            backup_jobs.c.status == JobStatus.BACKUP_NOT_FINISHED.value,
+            backup_jobs.c.closed_for_silence.is_(True),
+        )
+        .values(status=_RUNNING, end_time=None, closed_for_silence=False, last_activity=now_ms())
+    )
+    return bool(done.rowcount)
+
+
 def _running(conn: Connection, pk: int) -> Job:
     lock_job(conn, pk)  # writers of one job never interleave (PostgreSQL row lock)
+    reopen_if_silent(conn, pk)
     job = get_job_by_pk(conn, pk)
     if job.status != _RUNNING:
         raise Conflict(f"backup job {job.job_id} is finished ({job.status})", "start a new job")
@@ -456,7 +474,7 @@ def _complete_progress(status: JobStatus) -> dict[str, Any]:
 
 def close_stale_jobs(conn: Connection, idle_ms: int, *, at_ms: int | None = None) -> list[str]:
     """Close every running job that sent nothing for ``idle_ms`` as ``BS_BACKUP_NOT_FINISHED``
-    (cbs-api.md §4); returns their job IDs."""
+    (cbs-api.md §4), marked closed for silence (``reopen_if_silent``); returns their job IDs."""
     at = at_ms if at_ms is not None else now_ms()
     stale = conn.execute(
         select(backup_jobs.c.pk, backup_jobs.c.job_id, backup_jobs.c.last_activity).where(
@@ -473,7 +491,11 @@ def close_stale_jobs(conn: Connection, idle_ms: int, *, at_ms: int | None = None
                 backup_jobs.c.status == _RUNNING,
                 backup_jobs.c.last_activity < at - idle_ms,
             )
-            .values(status=JobStatus.BACKUP_NOT_FINISHED.value, end_time=row.last_activity)
+            .values(
+                status=JobStatus.BACKUP_NOT_FINISHED.value,
+                end_time=row.last_activity,
+                closed_for_silence=True,
+            )
         )
         if done.rowcount:
             closed.append(row.job_id)
@@ -533,8 +555,11 @@ def lock_job(conn: Connection, pk: int) -> None:
 
 
 def touch_job(conn: Connection, pk: int, *, at_ms: int | None = None) -> bool:
-    """Record a sign of life of running job ``pk`` (its idle time starts again); ``False`` when
-    the job is not running."""
+    """Record a sign of life of running job ``pk`` (its idle time starts again; a job closed for
+    its agent's silence runs again: ``reopen_if_silent``); ``False`` when the job is not
+    running."""
+    if reopen_if_silent(conn, pk):
+        return True
     result = conn.execute(
         update(backup_jobs)
         .where(backup_jobs.c.pk == pk, backup_jobs.c.status == _RUNNING)

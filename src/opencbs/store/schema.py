@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 from opencbs.reports.counters import COUNTER_NAMES
@@ -125,6 +126,9 @@ backup_jobs = Table(
     # bytes the job wrote to its destination (UploadSize, cbs-api.md §7; migration 0005):
     # NULL for jobs stored before, and jobs of agents that do not send it
     Column("uploaded_bytes", BigInteger, nullable=True),
+    # closed by the server for its agent's silence, reopened when the agent speaks again
+    # (store.jobs.reopen_if_silent; migration 0006)
+    Column("closed_for_silence", Boolean, nullable=False, default=False, server_default=false()),
     # next sequence number of each list (0 = log, 1..6 = new..cpy), and the last sign of life
     Column("next_seq", JSON, nullable=False),
     Column("last_activity", BigInteger, nullable=False),
