@@ -639,7 +639,7 @@ class _Restorer:
         with self._parent(parts[:-1]) as dfd:
             name = parts[-1]
             if self.keeper is not None and self.keeper.decide(
-                dfd, name, parts, entry, self.hard_links
+                dfd, name, parts, entry, links=self.hard_links
             ):
                 self.kept += 1
                 return

@@ -276,7 +276,7 @@ class Keeper:
         return self._same_content(dfd, name, entry, set_time=True)
 
     def decide(
-        self, dfd: int, name: bytes, parts: Sequence[bytes], entry: Entry, links: HardLinks
+        self, dfd: int, name: bytes, parts: Sequence[bytes], entry: Entry, *, links: HardLinks
     ) -> bool:
         """:meth:`keeps`, for the entry of components ``parts``, and for a hard-linked file's
         name (module docstring): ``True`` when it is a name of the file ``links`` restored or
