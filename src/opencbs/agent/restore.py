@@ -197,7 +197,8 @@ class RestoreResult:
     @property
     def complete(self) -> bool:
         """Whether every selected entry was restored: nothing damaged, no path refused by the
-        target (unsafe paths aside)."""
+        target (unsafe paths aside, and the ``blocked`` ones: ``NEVER`` asked to keep their way
+        blocked; a warning each)."""
         return not self.damaged and not self.failed_count
 
 
