@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -404,3 +405,53 @@ def test_sigterm_stops_a_restore_reported_by_user(server: Server, tmp_path: Path
     restored = sum(1 for p in (tmp_path / "t").rglob("f*") if p.is_file())
     assert int(row["RestoreFileCount"]) <= restored < 4000
     assert row["ID"] == doc["restore_job_id"]
+
+
+#: ``opencbs`` on a target that fills up: the third ``pwrite`` and every later one fail with
+#: ``ENOSPC``, as on a full file system (the restore writes contents with ``pwrite`` only).
+_FILLING = """
+import errno, os, sys
+real, calls = os.pwrite, [0]
+def pwrite(fd, data, offset):
+    calls[0] += 1
+    if calls[0] >= 3:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return real(fd, data, offset)
+os.pwrite = pwrite
+from opencbs.cli.main import main
+sys.argv = ["opencbs", *sys.argv[1:]]
+raise SystemExit(main())
+"""
+
+
+def test_a_full_target_stops_the_restore_and_json_says_how_far(
+    server: Server, tmp_path: Path
+) -> None:
+    b = _backup(server, tmp_path, "full target")
+    target = tmp_path / "t"
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _FILLING,
+            "restore",
+            b.job["job_id"],
+            "--destination",
+            str(b.dest),
+            "--target",
+            str(target),
+            "--json",
+        ],
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert res.returncode == 7, res.stdout + res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["error"].startswith(f"cannot write into target {target}: ")
+    assert doc["complete"] is False and 1 <= doc["files"] < 5, doc
+    restored = [p for p in target.rglob("*") if p.is_file() and not p.is_symlink()]
+    assert len(restored) == doc["files"]  # the file being written was removed
+    assert _report(server, b, doc["restore_job_id"])["Status"] == "RESTORE_STOP_BY_ERROR"
