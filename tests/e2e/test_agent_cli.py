@@ -447,6 +447,7 @@ def test_restore_json_and_plain_progress_lines(server: Server, tmp_path: Path) -
         "links": 1,
         "bytes": size,
         "kept": 0,
+        "blocked": 0,
         "skipped": [],
         "warnings": [],
         "damaged": [],

@@ -321,3 +321,65 @@ def _job(outcome: JobOutcome) -> dict[str, Any]:
         "destination_id": outcome.ref.destination_id,
         "job_id": outcome.ref.job_id,
     }
+
+
+def test_if_changed_and_never_keep_hard_links_and_never_touch_a_file_outside(
+    server: Server, tmp_path: Path
+) -> None:
+    """``restore --overwrite if-changed|never`` over a target holding some names of a
+    hard-linked file: the missing names become hard links of a name kept; a name that is a
+    hard link of a file outside the target is replaced, the file outside left as it was."""
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    src.mkdir()
+    content = os.urandom(SIZE)
+    (src / "a").write_bytes(content)
+    os.link(src / "a", src / "z")
+    _repository(dest)
+    job = _backup(server, "--set", "kept links", "--source", str(src), "--destination", str(dest))
+    target = tmp_path / "restored"
+    a, z = target / src.relative_to("/") / "a", target / src.relative_to("/") / "z"
+
+    def restored(*args: str) -> dict[str, Any]:
+        res = run(
+            server.env,
+            "restore",
+            job["job_id"],
+            "--destination",
+            str(dest),
+            "--target",
+            str(target),
+            "--json",
+            *args,
+        )
+        assert res.returncode == 0, (res.stdout, res.stderr)
+        doc: dict[str, Any] = json.loads(res.stdout)
+        assert doc["warnings"] == [] and doc["complete"], doc
+        return doc
+
+    restored()
+    for mode in ("if-changed", "never"):
+        z.unlink()
+        doc = restored("--overwrite", mode)
+        assert (doc["kept"], doc["files"], doc["bytes"]) == (1, 1, 0), doc  # linked: no content
+        assert z.stat().st_ino == a.stat().st_ino and a.stat().st_nlink == 2, mode
+    doc = restored("--overwrite", "if-changed")  # the whole group again: still one file
+    assert z.stat().st_ino == a.stat().st_ino and z.read_bytes() == content
+
+    outside = tmp_path / "outside"
+    outside.write_bytes(content)
+    os.utime(outside, ns=(10**9, 10**9))
+    a.unlink()
+    os.link(outside, a)
+    before = outside.stat()
+    doc = restored("--overwrite", "never")
+    assert a.stat().st_ino == before.st_ino and outside.stat().st_ctime_ns == before.st_ctime_ns
+    doc = restored("--overwrite", "if-changed")
+    after = outside.stat()
+    assert (after.st_nlink, after.st_mtime_ns, after.st_mode) == (
+        1,
+        before.st_mtime_ns,
+        before.st_mode,
+    )
+    assert outside.read_bytes() == content
+    assert a.stat().st_ino != before.st_ino and a.stat().st_ino == z.stat().st_ino
+    assert a.read_bytes() == content

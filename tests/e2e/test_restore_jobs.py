@@ -12,6 +12,8 @@ import os
 import re
 import signal
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,6 +218,22 @@ def test_a_conflict_refuses_writes_nothing_and_is_reported_failed(
         f"the target already holds {out / 'a.txt'}: not overwritten (nothing was restored)"
     ]
 
+    # --json: the document on stdout all the same, the error in it and on stderr, exit code 5
+    res = _restore(server, b, target, "--json")
+    assert res.returncode == 5, res.stdout + res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["error"] == errors[0] and doc["complete"] is False
+    assert (doc["files"], doc["bytes"], doc["report_delivered"]) == (0, 0, True)
+    assert _report(server, b, doc["restore_job_id"])["Status"] == "RESTORE_STOP_BY_ERROR"
+    assert res.stderr.startswith(f"opencbs: error: {errors[0]}\n"), res.stderr
+
+    # a target that cannot be created: exit code 7, the document too
+    (tmp_path / "a-file").write_bytes(b"")
+    res = _restore(server, b, tmp_path / "a-file" / "t", "--json")
+    assert res.returncode == 7, res.stdout + res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["error"].startswith("cannot create target") and doc["complete"] is False
+
 
 def _state(root: Path) -> dict[str, tuple[int, bytes]]:
     """Each regular file below ``root``: its inode and content."""
@@ -287,13 +305,30 @@ def test_overwrite_never_keeps_and_says_how_many(server: Server, tmp_path: Path)
     (out / "sub" / "deeper").rmdir()
     (out / "sub" / "deeper").write_bytes(b"a file where a folder was")
 
-    res = _restore(server, b, target, "--overwrite", "never")
+    res = _restore(server, b, target, "--overwrite", "never", "--json")
     assert res.returncode == 0, res.stderr
-    # kept: a.txt, r.bin, b.txt, the link, the file "deeper" and the entry below it
-    assert res.stdout.strip().endswith(", 6 existing paths kept as they were"), res.stdout
+    doc = json.loads(res.stdout)
+    # kept: a.txt, r.bin, b.txt, the link, the file "deeper"; the entry below it was never
+    # there: not restored, said in a warning, and the job ends with a warning
+    assert (doc["files"], doc["kept"], doc["blocked"]) == (1, 5, 1)
+    warning = (
+        f"{b.src / 'sub' / 'deeper'}: a file where the snapshot has a folder: its 1 entry "
+        "not restored (--overwrite never)"
+    )
+    assert doc["warnings"] == [warning]
+    assert f"opencbs: warning: {warning}" in res.stderr.splitlines(), res.stderr
+    assert _report(server, b, doc["restore_job_id"])["Status"] == (
+        "RESTORE_STOP_SUCCESS_WITH_WARNING"
+    )
     assert (out / "a.txt").read_bytes() == b"mine"
     assert (out / "sub" / "c.txt").read_bytes() == b.files["sub/c.txt"]
     assert (out / "sub" / "deeper").read_bytes() == b"a file where a folder was"
+
+    res = _restore(server, b, target, "--overwrite", "never")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().endswith(
+        ", 6 existing paths kept as they were, 1 path not restored (in the way: see the warnings)"
+    ), res.stdout
 
 
 def test_no_server_no_report_but_the_restore(server: Server, tmp_path: Path) -> None:
@@ -323,7 +358,8 @@ def test_no_server_no_report_but_the_restore(server: Server, tmp_path: Path) -> 
 
 def test_sigterm_stops_a_restore_reported_by_user(server: Server, tmp_path: Path) -> None:
     """SIGTERM during a restore stops it as Ctrl-C does: exit code 130, the job
-    ``RESTORE_STOP_BY_USER`` with the files restored so far."""
+    ``RESTORE_STOP_BY_USER`` with the files restored so far; ``--json`` prints its document
+    all the same."""
     src, dest = tmp_path / "src", tmp_path / "dest"
     for i in range(40):
         (src / f"d{i}").mkdir(parents=True)
@@ -343,20 +379,79 @@ def test_sigterm_stops_a_restore_reported_by_user(server: Server, tmp_path: Path
         )
     )
     env = {**server.env, "OPENCBS_PROGRESS_INTERVAL": "0.1"}
-    args = ["restore", job["job_id"], "--destination", str(dest), "--target", str(tmp_path / "t")]
+    target = tmp_path / "t"
+    args = ["restore", job["job_id"], "--destination", str(dest), "--target", str(target)]
     proc = subprocess.Popen(
-        [OPENCBS, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [OPENCBS, *args, "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if line.rstrip().endswith(": started"):  # inside the restore: SIGTERM stops it
-            proc.send_signal(signal.SIGTERM)
-            break
-    _, rest = proc.communicate(timeout=TIMEOUT)
+    first = target / src.relative_to("/") / "d0"
+    deadline = time.monotonic() + TIMEOUT
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)  # inside the restore (it made the first folder)
+    out, rest = proc.communicate(timeout=TIMEOUT)
     assert proc.returncode == 130, rest
+    doc = json.loads(out)
+    assert (doc["error"], doc["complete"], doc["report_delivered"]) == ("interrupted", False, True)
+    assert doc["files"] < 4000
     assert "report not delivered" not in rest
     rows = _restores_of_day(server, job["job_id"][:10])
     row = [r for r in rows if r["BackupSetName"] == "stopped"][-1]
     assert row["RestoreJobStatus"] == "RESTORE_STOP_BY_USER"
     restored = sum(1 for p in (tmp_path / "t").rglob("f*") if p.is_file())
     assert int(row["RestoreFileCount"]) <= restored < 4000
+    assert row["ID"] == doc["restore_job_id"]
+
+
+#: ``opencbs`` on a target that fills up: the third ``pwrite`` and every later one fail with
+#: ``ENOSPC``, as on a full file system (the restore writes contents with ``pwrite`` only).
+_FILLING = """
+import errno, os, sys
+real, calls = os.pwrite, [0]
+def pwrite(fd, data, offset):
+    calls[0] += 1
+    if calls[0] >= 3:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return real(fd, data, offset)
+os.pwrite = pwrite
+from opencbs.cli.main import main
+sys.argv = ["opencbs", *sys.argv[1:]]
+raise SystemExit(main())
+"""
+
+
+def test_a_full_target_stops_the_restore_and_json_says_how_far(
+    server: Server, tmp_path: Path
+) -> None:
+    b = _backup(server, tmp_path, "full target")
+    target = tmp_path / "t"
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _FILLING,
+            "restore",
+            b.job["job_id"],
+            "--destination",
+            str(b.dest),
+            "--target",
+            str(target),
+            "--json",
+        ],
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert res.returncode == 7, res.stdout + res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["error"].startswith(f"cannot write into target {target}: ")
+    assert doc["complete"] is False and 1 <= doc["files"] < 5, doc
+    restored = [p for p in target.rglob("*") if p.is_file() and not p.is_symlink()]
+    assert len(restored) == doc["files"]  # the file being written was removed
+    assert _report(server, b, doc["restore_job_id"])["Status"] == "RESTORE_STOP_BY_ERROR"

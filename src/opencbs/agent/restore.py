@@ -57,7 +57,9 @@ What the target already holds (issue 15, point 8): ``overwrite`` (``agent.restor
 ``REFUSE`` raises ``RestoreConflict`` naming the first one before anything is written,
 ``ALWAYS`` replaces it (the default of this function, as before), ``IF_CHANGED`` leaves a file
 or link that already matches the entry, ``NEVER`` leaves every one; those left are counted in
-``RestoreResult.kept``. Existing directories are merged into, never conflicts.
+``RestoreResult.kept``, what ``NEVER`` cannot restore below one in ``RestoreResult.blocked``;
+no choice modifies a file outside the target through a hard link planted in it
+(``agent.restore_overwrite``). Existing directories are merged into, never conflicts.
 
 Paths are bytes throughout, so names that are not UTF-8 are restored exactly.
 
@@ -86,11 +88,13 @@ from dataclasses import dataclass
 
 from opencbs.agent.restore_links import HardLinks
 from opencbs.agent.restore_overwrite import (
+    InTheWay,
     Keeper,
     KeptInTheWay,
     Overwrite,
     RestoreConflict,
     first_conflict,
+    in_the_way,
     target_is_empty,
 )
 from opencbs.agent.snapshot_lookup import LATEST, AmbiguousJobId, latest_snapshot
@@ -172,8 +176,10 @@ class RestoreResult:
     fully restored, content ``bytes`` written, the unsafe paths ``skipped`` (display form), the
     ``damaged`` entries that were not restored, the paths the target refused: ``failed``
     (the first ``FAILED_LISTED``) and ``failed_count`` (all of them), and the existing paths
-    left as they were (``kept``: ``Overwrite.IF_CHANGED`` and ``NEVER``), and the other
-    ``warnings`` (one line each: a hard link that could not be made, written as a copy)."""
+    left as they were (``kept``: ``Overwrite.IF_CHANGED`` and ``NEVER``), the entries not
+    restored because ``NEVER`` kept a non-directory where the snapshot has a folder above
+    them (``blocked``), and the other ``warnings`` (one line each: a hard link that could not
+    be made, written as a copy; a path in the way of ``blocked`` entries)."""
 
     snapshot_id: str
     files: int
@@ -186,11 +192,13 @@ class RestoreResult:
     failed_count: int = 0
     kept: int = 0
     warnings: tuple[str, ...] = ()
+    blocked: int = 0
 
     @property
     def complete(self) -> bool:
         """Whether every selected entry was restored: nothing damaged, no path refused by the
-        target (unsafe paths aside)."""
+        target (unsafe paths aside, and the ``blocked`` ones: ``NEVER`` asked to keep their way
+        blocked; a warning each)."""
         return not self.damaged and not self.failed_count
 
 
@@ -292,6 +300,7 @@ def restore(
     progress: Callable[[RestoreProgress], None] | None = None,
     repository: Repository | None = None,
     overwrite: Overwrite = Overwrite.ALWAYS,
+    stopped: Callable[[RestoreResult], None] | None = None,
 ) -> RestoreResult:
     """Restore a snapshot (by snapshot ID, job ID or ``latest``, see :func:`find_snapshot`) below
     ``target`` (created if missing). ``paths``: restore only the entries at or under these
@@ -302,7 +311,8 @@ def restore(
     once at the end (see the module docstring); an exception it raises ends the restore.
     ``repository``: the repository of ``storage`` opened already (``password`` then unused).
     The target is created only once the snapshot is found. ``overwrite``: what happens to
-    what the target holds already (module docstring).
+    what the target holds already (module docstring). ``stopped``: called with the result so
+    far when the restore stops by an exception once it has begun writing.
 
     Raises ``SnapshotNotFound``, ``WrongPassword``, ``RestoreConflict`` (``REFUSE``, the target
     holds a path the restore would replace; nothing written), ``CorruptData`` (the snapshot
@@ -342,6 +352,10 @@ def restore(
                 DamagedFile(f"snapshot {info.id}", f"tree unreadable: {exc.message}")
             )
         writer.finish_dirs()
+    except BaseException:
+        if stopped is not None:
+            stopped(writer.result(info.id))
+        raise
     finally:
         with contextlib.suppress(OSError):  # left alone: as they were before the restore
             os.utime(root, ns=(before.st_atime_ns, before.st_mtime_ns))
@@ -500,6 +514,7 @@ class _Restorer:
         self.failed: list[FailedPath] = []
         self.failed_count = 0
         self.kept = 0
+        self.in_the_way = InTheWay()
         self.keeper: Keeper | None = None
         if overwrite in (Overwrite.IF_CHANGED, Overwrite.NEVER):
             self.keeper = Keeper(overwrite, repo.keys.hasher)
@@ -519,7 +534,8 @@ class _Restorer:
             tuple(self.failed),
             self.failed_count,
             self.kept,
-            tuple(self.hard_links.warnings),
+            (*self.hard_links.warnings, *self.in_the_way.warnings()),
+            self.in_the_way.blocked,
         )
 
     def restore_entry(self, entry: Entry, chunk_ids: Sequence[bytes]) -> None:
@@ -535,8 +551,8 @@ class _Restorer:
             return
         try:
             self.write(parts, entry, chunk_ids)
-        except KeptInTheWay:
-            self.kept += 1
+        except KeptInTheWay as stop:
+            self.kept += self.in_the_way.count(parts, stop)
         except OSError as exc:
             if exc.errno in _FATAL_ERRNOS:
                 raise
@@ -589,7 +605,7 @@ class _Restorer:
         way replaced, or ``KeptInTheWay`` raised when the keeper keeps it)."""
         fd = os.dup(self.root)
         try:
-            for name in parts:
+            for depth, name in enumerate(parts):
                 try:
                     nxt = os.open(name, _DIR_FLAGS, dir_fd=fd)
                 except FileNotFoundError:
@@ -601,7 +617,7 @@ class _Restorer:
                     if not create or exc.errno not in (errno.ELOOP, errno.ENOTDIR):
                         raise
                     if self.keeper is not None and not self.keeper.replaces_in_the_way:
-                        raise KeptInTheWay(name) from exc
+                        raise in_the_way(fd, name, depth) from exc
                     os.unlink(name, dir_fd=fd)  # a link or file where a directory belongs
                     os.mkdir(name, 0o700, dir_fd=fd)
                     nxt = os.open(name, _DIR_FLAGS, dir_fd=fd)
@@ -623,7 +639,9 @@ class _Restorer:
             return
         with self._parent(parts[:-1]) as dfd:
             name = parts[-1]
-            if self.keeper is not None and self.keeper.keeps(dfd, name, entry):
+            if self.keeper is not None and self.keeper.decide(
+                dfd, name, parts, entry, links=self.hard_links
+            ):
                 self.kept += 1
                 return
             _remove_non_dir(dfd, name)

@@ -96,10 +96,20 @@ class HardLinks:
         self.linked += 1
         return True
 
+    def first_inode(self, entry: Entry) -> tuple[int, int] | None:
+        """Device and inode of the name restored (or kept) first of ``entry``'s hard-linked
+        file, as recorded; ``None`` when it is no hard link or none is known yet."""
+        if not entry.hard_link:
+            return None
+        first = self.first.get((entry.device, entry.inode, entry.content_id))
+        return None if first is None else (first[1][0], first[1][1])
+
     def written(self, dfd: int, name: bytes, parts: Sequence[bytes], entry: Entry) -> None:
         """After ``entry`` was written whole at ``name`` in ``dfd`` (``parts``: its components
-        below the target): remember it as its file's first name when it is a hard link and
-        none is known yet. Raises nothing (a name that cannot be looked at is not linked to)."""
+        below the target) — or kept there, a regular file with one name only holding the
+        entry's content (``agent.restore_overwrite.Keeper.decide``) —: remember it as its
+        file's first name when it is a hard link and none is known yet. Raises nothing (a name
+        that cannot be looked at is not linked to)."""
         if not entry.hard_link:
             return
         identity = (entry.device, entry.inode, entry.content_id)

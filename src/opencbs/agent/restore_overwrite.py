@@ -10,7 +10,21 @@ entry's content (:meth:`Keeper.keeps`: same size and modification time, or same 
 same content ID when read) and a link with the same target, replacing what differs.
 ``NEVER`` leaves every existing non-directory as it is (and what the snapshot has below a
 non-directory that stands where it has a directory) and restores only what is missing.
-Either way what is left is counted in ``RestoreResult.kept``.
+Either way what is left is counted in ``RestoreResult.kept``: only paths that existed in the
+target. What ``NEVER`` does not restore below a non-directory kept where the snapshot has a
+folder (:class:`InTheWay`) is counted apart (``RestoreResult.blocked``) and said in one warning
+per such path (the restore job then ends with a warning).
+
+Nothing outside the target is modified (issue 15): a regular file of the target with more than
+one name (``st_nlink > 1``) may be a hard link of a file outside, so ``IF_CHANGED`` never keeps
+it (keeping it may set its time): it is replaced — the name unlinked, a new file written — and
+the file outside keeps its content and attributes. ``NEVER`` leaves it as it is, untouched.
+
+Hard-linked files (``agent.restore_links``): a name kept that is a regular file of the target,
+its only name, holding the entry's content, becomes the first name of its hard-linked file
+(:meth:`Keeper.decide`): the names of that file missing in the target are restored as hard
+links of it, as a full restore would. A name that exists but is not a name of the file already
+restored or kept is, with ``IF_CHANGED``, replaced by a hard link of it; ``NEVER`` keeps it.
 
 What is a conflict: an existing file, link or other non-directory at a path the selection
 would write, or standing where the selection has a directory (it would be removed). An
@@ -33,11 +47,20 @@ from enum import StrEnum
 from types import TracebackType
 from typing import Protocol
 
+from opencbs.agent.restore_links import HardLinks
 from opencbs.engine.entries import Entry, display_path
 from opencbs.errors import ExitCode, OpenCBSError
 from opencbs.reports.vocabulary import EntryType
+from opencbs.reports.wording import plural
 
-__all__ = ["Keeper", "Overwrite", "RestoreConflict", "first_conflict", "target_is_empty"]
+__all__ = [
+    "InTheWay",
+    "Keeper",
+    "Overwrite",
+    "RestoreConflict",
+    "first_conflict",
+    "target_is_empty",
+]
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -152,7 +175,58 @@ def first_conflict(root: int, target: bytes, selection: Iterable[Sequence[bytes]
 
 class KeptInTheWay(Exception):
     """A non-directory stands where the snapshot has a directory and ``Overwrite.NEVER``
-    keeps it: the entry (and everything below) is counted as kept (private to the restore)."""
+    keeps it: ``depth`` is its index in the entry's path components, ``kind`` what it is ("a
+    file", "a link", "a special file") (private to the restore: :meth:`InTheWay.count`)."""
+
+    def __init__(self, depth: int, kind: str) -> None:
+        super().__init__(depth, kind)
+        self.depth = depth
+        self.kind = kind
+
+
+def in_the_way(dfd: int, name: bytes, depth: int) -> KeptInTheWay:
+    """The :class:`KeptInTheWay` for the non-directory ``name`` in ``dfd`` (not followed), at
+    index ``depth`` of the entry's components."""
+    try:
+        mode = os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mode
+    except OSError:
+        mode = 0
+    kind = "a link" if stat.S_ISLNK(mode) else "a file" if stat.S_ISREG(mode) else "a special file"
+    return KeptInTheWay(depth, kind)
+
+
+class InTheWay:
+    """The non-directories ``Overwrite.NEVER`` keeps where the snapshot has a folder, and how
+    many entries of the selection below each were not restored (module docstring)."""
+
+    def __init__(self) -> None:
+        self.below: dict[tuple[bytes, ...], tuple[str, int]] = {}  # components → kind, count
+
+    def count(self, parts: Sequence[bytes], stop: KeptInTheWay) -> bool:
+        """Count the entry of components ``parts`` stopped by ``stop``: ``True`` when it is the
+        path in the way itself (an existing path, kept), ``False`` when it is below it (not
+        restored: :attr:`blocked`)."""
+        where = tuple(parts[: stop.depth + 1])
+        kind, n = self.below.get(where, (stop.kind, 0))
+        below = len(where) < len(parts)
+        self.below[where] = (kind, n + below)
+        return not below
+
+    @property
+    def blocked(self) -> int:
+        """Entries not restored because a non-directory kept is in their way."""
+        return sum(n for _, n in self.below.values())
+
+    def warnings(self) -> list[str]:
+        """One line per path in the way with entries not restored below it (its snapshot path,
+        display form), e.g. ``/d/b: a file where the snapshot has a folder: its 15 entries not
+        restored (--overwrite never)``."""
+        return [
+            f"{display_path(b'/' + b'/'.join(where))}: {kind} where the snapshot has a folder: "
+            f"its {plural(n, 'entry', 'entries')} not restored (--overwrite never)"
+            for where, (kind, n) in self.below.items()
+            if n
+        ]
 
 
 class Hasher(Protocol):
@@ -195,13 +269,51 @@ class Keeper:
             )
         if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size:
             return False
+        if st.st_nlink > 1:
+            return False  # maybe a name of a file outside the target: replaced, never touched
         if st.st_mtime_ns == entry.mtime_ns:
             return True
-        return self._same_content(dfd, name, entry)
+        return self._same_content(dfd, name, entry, set_time=True)
 
-    def _same_content(self, dfd: int, name: bytes, entry: Entry) -> bool:
+    def decide(
+        self, dfd: int, name: bytes, parts: Sequence[bytes], entry: Entry, *, links: HardLinks
+    ) -> bool:
+        """:meth:`keeps`, for the entry of components ``parts``, and for a hard-linked file's
+        name (module docstring): ``True`` when it is a name of the file ``links`` restored or
+        kept already (nothing to do); with ``IF_CHANGED``, ``False`` for any other existing
+        name (it is replaced by a hard link of that file). A name kept that can be its file's
+        first name is given to ``links`` (:meth:`HardLinks.written`)."""
+        first = links.first_inode(entry)
+        if first is None:
+            kept = self.keeps(dfd, name, entry)
+            if kept and entry.hard_link and self._whole(dfd, name, entry):
+                links.written(dfd, name, parts, entry)
+            return kept
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        if (st.st_dev, st.st_ino) == first:
+            return True
+        return self.mode is Overwrite.NEVER and self.keeps(dfd, name, entry)
+
+    def _whole(self, dfd: int, name: bytes, entry: Entry) -> bool:
+        """Whether ``name`` is a regular file with one name only, holding the entry's content
+        (same size, and same time or content ID); reads, changes nothing."""
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except OSError:
+            return False
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_size != entry.size:
+            return False
+        return st.st_mtime_ns == entry.mtime_ns or self._same_content(
+            dfd, name, entry, set_time=False
+        )
+
+    def _same_content(self, dfd: int, name: bytes, entry: Entry, *, set_time: bool) -> bool:
         """Whether the regular file ``name`` holds the entry's content (its content ID); when it
-        does, its modification time is set to the entry's (the next comparison is quick)."""
+        does and ``set_time``, its modification time is set to the entry's (the next comparison
+        is quick; the caller checked it has one name only)."""
         if entry.content_id is None:
             return False
         try:
@@ -214,7 +326,8 @@ class Keeper:
                 hasher.update(block)
             if hasher.digest() != entry.content_id:
                 return False
-            os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
+            if set_time:
+                os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
             return True
         except OSError:
             return False

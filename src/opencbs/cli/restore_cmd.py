@@ -9,6 +9,12 @@ option a non-directory at a path the restore would write stops it before anythin
 warning line on stderr and the restore goes on (exit code 10 at the end, ``PathsNotRestored``;
 damaged contents win with exit code 8). A restore that could not be reported says so in one
 line (``opencbs: restore report not delivered: …``); its own outcome is unchanged.
+
+``--json`` prints its document on stdout whatever the outcome once the snapshot is found: also
+when the restore is refused (the target holds files, exit code 5), cannot write its target
+(exit code 7) or is stopped (SIGTERM or Ctrl-C, exit code 130): then with ``"error"`` (the
+error's one line), ``"complete": false`` and the counts so far (:func:`stopped_json`); the
+error itself follows on stderr and the exit code is unchanged.
 """
 
 from __future__ import annotations
@@ -75,6 +81,7 @@ __all__ = [
     "TargetUnwritable",
     "restore",
     "restore_json",
+    "stopped_json",
 ]
 
 
@@ -232,7 +239,9 @@ def _about(info: SnapshotInfo, target: str, mode: Overwrite) -> RestoreAbout:
 def _run(settings: Settings, job: _Job, report: RestoreReport) -> RestoreResult:
     """Create the target and restore into it under a shared lock, with the progress view and
     the report; the report is finished whatever happens. Raises what the restore raises,
-    translated: ``TargetUnwritable``, ``RestoreIncomplete`` (its hint), ``RestoreConflict``."""
+    translated: ``TargetUnwritable``, ``RestoreIncomplete`` (its hint), ``RestoreConflict``.
+    With ``--json`` the document is printed whatever it raises (:func:`stopped_json`)."""
+    so_far = [RestoreResult(job.info.id, 0, 0, 0, 0, ())]
     try:
         if job.mode is Overwrite.REFUSE:  # said before anything is shown or created
             refuse_conflicts(job.repo, job.info.id, job.target, paths=job.wanted)
@@ -249,7 +258,7 @@ def _run(settings: Settings, job: _Job, report: RestoreReport) -> RestoreResult:
                 shown.update(p)
                 report.progress(p)
 
-            result = _restore_into(job, folder_, progress)
+            result = _restore_into(job, folder_, progress, so_far.append)
     except RestoreIncomplete as exc:
         report.result_logs(exc.result)
         report.finish(None, exc)
@@ -259,6 +268,8 @@ def _run(settings: Settings, job: _Job, report: RestoreReport) -> RestoreResult:
         raise
     except BaseException as exc:
         report.finish(None, exc)
+        if job.as_json:  # the document first; the error follows on stderr
+            print_json(stopped_json(so_far[-1], report, exc))
         raise
     report.result_logs(result)
     report.finish(result)
@@ -277,9 +288,13 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def _restore_into(
-    job: _Job, folder_: Path, progress: Callable[[RestoreProgress], None]
+    job: _Job,
+    folder_: Path,
+    progress: Callable[[RestoreProgress], None],
+    stopped: Callable[[RestoreResult], None],
 ) -> RestoreResult:
-    """``agent.restore.restore`` of the job into ``folder_``, its errors given their words."""
+    """``agent.restore.restore`` of the job into ``folder_``, its errors given their words;
+    ``stopped`` gets the result so far when it stops by an exception."""
     try:
         return restore_snapshot(
             job.storage,
@@ -291,6 +306,7 @@ def _restore_into(
             progress=progress,
             repository=job.repo,
             overwrite=job.mode,
+            stopped=stopped,
         )
     except OSError as exc:
         raise TargetUnwritable(
@@ -328,8 +344,16 @@ def _print_restored(result: RestoreResult, target: str) -> None:
         if result.kept
         else ""
     )
+    blocked = (
+        f", {plural(result.blocked, 'path')} not restored (in the way: see the warnings)"
+        if result.blocked
+        else ""
+    )
     # the counts and size: the summary on stderr said them (cli.progress)
-    echo(f"restored snapshot {result.snapshot_id} into {show_name(target)}{kept}{not_restored}")
+    echo(
+        f"restored snapshot {result.snapshot_id} into {show_name(target)}{kept}{blocked}"
+        f"{not_restored}"
+    )
     for skipped in result.skipped:
         note(f"skipped unsafe path {show_name(skipped)}")
 
@@ -349,7 +373,8 @@ def _warn_failed(result: RestoreResult) -> None:
 
 def restore_json(result: RestoreResult, report: RestoreReport | None = None) -> dict[str, Any]:
     """A restore's result for machines: the snapshot ID, counts, bytes, the existing paths
-    ``kept``, the unsafe paths skipped, the other ``warnings`` (lines), the damaged entries
+    ``kept``, the entries not restored below a path ``--overwrite never`` kept in their way
+    (``blocked``), the unsafe paths skipped, the other ``warnings`` (lines), the damaged entries
     (``path``, ``message``), the paths not restored (``failed_count``; ``failed``: the first
     ``agent.restore.FAILED_LISTED``, ``path`` and ``reason``), whether it is ``complete``, and
     the restore job on the server (``restore_job_id``: its ID, ``None`` when not reported;
@@ -361,6 +386,7 @@ def restore_json(result: RestoreResult, report: RestoreReport | None = None) -> 
         "links": result.links,
         "bytes": result.bytes,
         "kept": result.kept,
+        "blocked": result.blocked,
         "skipped": list(result.skipped),
         "warnings": list(result.warnings),
         "damaged": [{"path": d.path, "message": d.message} for d in result.damaged],
@@ -370,6 +396,21 @@ def restore_json(result: RestoreResult, report: RestoreReport | None = None) -> 
         "restore_job_id": report.job_id if report is not None else None,
         "report_delivered": report.delivered if report is not None else False,
     }
+
+
+def stopped_json(
+    result: RestoreResult, report: RestoreReport | None, error: BaseException
+) -> dict[str, Any]:
+    """:func:`restore_json` of a restore that was refused, failed or stopped by ``error``, with
+    ``result`` its counts so far: ``"complete": false`` and ``"error"``, the error's one line
+    (``"interrupted"`` for Ctrl-C or SIGTERM, as on stderr)."""
+    if isinstance(error, OpenCBSError):
+        message = error.message
+    elif isinstance(error, KeyboardInterrupt):
+        message = "interrupted"
+    else:
+        message = str(error) or type(error).__name__
+    return {**restore_json(result, report), "complete": False, "error": message}
 
 
 class PathsNotRestored(OpenCBSError):

@@ -6,17 +6,19 @@ a link planted in the target is never followed by the conflict check or by any c
 
 from __future__ import annotations
 
+import io
 import os
+import stat
 from pathlib import Path
 
 import pytest
 
 from opencbs.agent.restore import Overwrite, RestoreConflict, refuse_conflicts, restore
 from opencbs.destinations.local import LocalStorage
-from opencbs.engine.repository import Repository
+from opencbs.engine.repository import Repository, SnapshotMeta
 from opencbs.reports.vocabulary import EntryType
-from tests.agent_support import PASSWORD
-from tests.integration.agent.test_restore_safety import MTIME, _crafted
+from tests.agent_support import PASSWORD, local_storage
+from tests.integration.agent.test_restore_safety import MTIME, _crafted, _entry
 
 JOB = "2026-01-02-03-04-05"
 TREE: list[tuple[bytes, EntryType, int, bytes]] = [
@@ -79,8 +81,13 @@ def test_a_planted_link_is_never_followed(storage: LocalStorage, tmp_path: Path)
         restore(storage, PASSWORD, JOB, target, overwrite=Overwrite.REFUSE)
     assert caught.value.path == str(target / "d")  # the link, not what is behind it
 
-    files, kept = _restored(storage, target, Overwrite.NEVER)
-    assert (files, kept) == (0, 5)  # the link kept, and everything below /d with it
+    result = restore(storage, PASSWORD, JOB, target, overwrite=Overwrite.NEVER)
+    # the link kept (it existed); the 4 entries below /d were never there: not restored, said
+    assert (result.files, result.kept, result.blocked) == (0, 1, 4)
+    assert result.warnings == (
+        "/d: a link where the snapshot has a folder: its 4 entries not restored "
+        "(--overwrite never)",
+    )
     assert os.readlink(target / "d") == str(outside)
     assert (outside / "sub" / "b.txt").read_bytes() == b"outside"
     assert sorted(p.name for p in outside.rglob("*")) == ["b.txt", "sub"]
@@ -122,3 +129,119 @@ def test_never_restores_only_what_is_missing(storage: LocalStorage, tmp_path: Pa
     assert (target / "d" / "a.txt").read_bytes() == b"mine"
     assert (target / "d" / "sub" / "b.txt").read_bytes() == b"beta"
     assert os.readlink(target / "d" / "link") == "a.txt"
+
+
+def test_never_counts_apart_what_a_file_in_the_way_blocks(
+    storage: LocalStorage, tmp_path: Path
+) -> None:
+    """A file where the snapshot has a folder: the file is an existing path kept, the folder's
+    entries were never there (not "kept"): counted apart and named in a warning."""
+    target = tmp_path / "t"
+    (target / "d").mkdir(parents=True)
+    (target / "d" / "sub").write_bytes(b"a file")
+    result = restore(storage, PASSWORD, JOB, target, overwrite=Overwrite.NEVER)
+    assert (result.files, result.links, result.kept, result.blocked) == (1, 1, 1, 1)
+    assert result.warnings == (
+        "/d/sub: a file where the snapshot has a folder: its 1 entry not restored "
+        "(--overwrite never)",
+    )
+    assert (target / "d" / "sub").read_bytes() == b"a file"
+    assert result.complete  # nothing refused nor damaged: a warning, not an error
+
+
+def _planted(outside: Path, name: Path, content: bytes) -> os.stat_result:
+    """A file outside the target, old and of another mode, with a second name in it."""
+    outside.write_bytes(content)
+    os.chmod(outside, 0o640)
+    os.utime(outside, ns=(5, 5))
+    os.link(outside, name)
+    return outside.stat()
+
+
+@pytest.mark.parametrize("same_time", [False, True])
+def test_a_hard_link_to_a_file_outside_is_never_modified(
+    storage: LocalStorage, tmp_path: Path, *, same_time: bool
+) -> None:
+    """A name in the target that is a hard link of a file outside, holding the entry's
+    content: ``if-changed`` replaces the name (a new file) and the file outside keeps its
+    content, mode and time; ``never`` does not touch it at all."""
+    target = tmp_path / "t"
+    (target / "d" / "sub").mkdir(parents=True)
+    outside, name = tmp_path / "v", target / "d" / "sub" / "b.txt"
+    before = _planted(outside, name, b"beta")
+    if same_time:  # size and time match: kept once, but a name with two links is not kept
+        os.utime(outside, ns=(MTIME, MTIME))
+        before = outside.stat()
+
+    result = restore(storage, PASSWORD, JOB, target, overwrite=Overwrite.NEVER)
+    assert result.kept == 1 and name.stat().st_ino == before.st_ino
+    after = outside.stat()
+    assert (after.st_mtime_ns, after.st_mode, after.st_ctime_ns) == (
+        before.st_mtime_ns,
+        before.st_mode,
+        before.st_ctime_ns,
+    )
+
+    result = restore(storage, PASSWORD, JOB, target, overwrite=Overwrite.IF_CHANGED)
+    assert result.complete and result.files == 1  # b.txt written anew
+    after = outside.stat()
+    assert (after.st_mtime_ns, stat.S_IMODE(after.st_mode), after.st_nlink) == (
+        before.st_mtime_ns,
+        0o640,
+        1,
+    )
+    assert outside.read_bytes() == b"beta"
+    now = name.stat()
+    assert now.st_ino != before.st_ino and now.st_nlink == 1
+    assert (now.st_mtime_ns, stat.S_IMODE(now.st_mode), name.read_bytes()) == (
+        MTIME,
+        0o644,
+        b"beta",
+    )
+
+
+def _linked_pair(dest: Path) -> LocalStorage:
+    """A snapshot of /h with two names of one hard-linked file, /h/one and /h/two."""
+    storage = local_storage(dest)
+    repo = Repository.open(storage, PASSWORD)
+    with repo.writer() as w:
+        r = w.add_file(io.BytesIO(b"shared" * 10))
+    names = [
+        _entry(
+            p, EntryType.FILE, 0o100644, size=60, content_id=r.content_id, hard_link=True, inode=7
+        )
+        for p in (b"/h/one", b"/h/two")
+    ]
+    items = [(_entry(b"/h", EntryType.DIRECTORY, 0o40755), ())]
+    items += [(e, r.chunk_ids) for e in names]
+    meta = SnapshotMeta(MTIME, "1", "2", JOB, "host", (b"/",))
+    repo.commit_snapshot(meta, items)
+    return storage
+
+
+@pytest.mark.parametrize("mode", [Overwrite.IF_CHANGED, Overwrite.NEVER])
+def test_a_kept_name_of_a_hard_linked_file_gets_its_missing_names_linked(
+    tmp_path: Path, mode: Overwrite
+) -> None:
+    storage = _linked_pair(tmp_path / "dest")
+    target = tmp_path / "t"
+    (target / "h").mkdir(parents=True)
+    one, two = target / "h" / "one", target / "h" / "two"
+    one.write_bytes(b"shared" * 10)
+    os.utime(one, ns=(9, 9))  # another time: its content is compared
+    result = restore(storage, PASSWORD, JOB, target, overwrite=mode)
+    assert (result.kept, result.files, result.warnings) == (1, 1, ())
+    assert two.stat().st_ino == one.stat().st_ino and one.stat().st_nlink == 2
+
+    # again, on the whole group: nothing breaks it apart
+    result = restore(storage, PASSWORD, JOB, target, overwrite=mode)
+    assert result.complete and two.stat().st_ino == one.stat().st_ino
+    assert one.stat().st_nlink == 2 and two.read_bytes() == b"shared" * 10
+
+    # a name with other content is never linked to: the missing name is a file of its own
+    two.unlink()
+    os.unlink(one)
+    one.write_bytes(b"SHARED" * 10)
+    restore(storage, PASSWORD, JOB, target, overwrite=Overwrite.NEVER)
+    assert two.read_bytes() == b"shared" * 10 and one.read_bytes() == b"SHARED" * 10
+    assert two.stat().st_ino != one.stat().st_ino
