@@ -493,11 +493,11 @@ def test_first_then_one_of_each_change_then_unchanged(
     new_a = len(b"alpha changed " * 70)
     read = (
         new_a
-        + 13
         + len(b"to be renamed in place")
         + len(b"to be moved to another directory")
         + 1_500_000
-    )  # b, ren2, sub/mv, c-copy re-read
+    )  # ren2, sub/mv, c-copy read; b.txt read again too, but its content is the same: no
+    # upload to dedupe (cbs-api.md §5: new and updated content)
     second = _backup(agent, bs, 1)
     assert second.status.value == "BS_STOP_SUCCESS"
     data = _report(server, bs, second.ref.job_id)

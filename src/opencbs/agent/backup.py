@@ -27,8 +27,9 @@ stderr, from ``JobOutcome.messages``), the backup goes on, and the list it commi
 above the one remembered) names what is stored now; the agent then remembers that list.
 
 Dedupe figures (cbs-api.md §5): ``DedupeOriginalSize`` = original bytes of every file read
-this job (new and updated content examined); ``DedupeSaving`` = of those, bytes whose chunks
-were stored already.
+this job whose content is new at its path (new and updated content examined: a file read again
+only because its attributes changed, with the same content, is not counted); ``DedupeSaving`` =
+of those, bytes whose chunks were stored already.
 
 Uploaded bytes (``UploadSize``, cbs-api.md §7): what the job added to the destination, counted
 by the repository as it writes (``Repository.stored_bytes``): the packs and index objects of

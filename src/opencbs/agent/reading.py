@@ -316,8 +316,11 @@ class SourceReader:
             self.channel.log(LogType.WARN, f"{self.current}: {changed}")
         self.files_done += 1
         self.bytes_done += result.original_size
-        self.dedupe_original += result.original_size
-        self.dedupe_saving += result.dedup_saved_bytes
+        if prev is None or prev.content_id != result.content_id:
+            # new or updated content (cbs-api.md §5); a file read again whose content is the
+            # same (its attributes changed: a permission change) is no upload to dedupe
+            self.dedupe_original += result.original_size
+            self.dedupe_saving += result.dedup_saved_bytes
         # stored_size may wait for this file's compression: read it once later files are in
         self.results.append((cur.path, result))
         if len(self.results) > _RESULTS_HELD:
