@@ -316,8 +316,8 @@ def print_delivery_notes(outcome: JobOutcome, *, unreachable_told: bool = False)
             f"({names}); each job's report is its own"
         )
     for d in outcome.flushed:
-        if d.state is DeliveryState.RUNNING:
-            continue
+        if d.state in (DeliveryState.RUNNING, DeliveryState.BUSY):
+            continue  # another job's, running or delivering its own report now: not earlier
         if d.abandoned and d.set_id == outcome.ref.set_id:
             note(f"opencbs: warning: {show_name(d.abandoned_line)}")
             continue
