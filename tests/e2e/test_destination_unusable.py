@@ -7,6 +7,8 @@ command exits 9 (a failed job) with one error line and a hint.
   holds for root too, unlike a folder's permission bits);
 - a set's repository made immutable (``chattr -R +i``: ``Operation not permitted`` for root
   too; skipped where the file system refuses the attribute);
+- a set's repository on a file system remounted read-only (a tmpfs): no lock it could not
+  write is removed, no raw log record is printed;
 - a set's folder on a full file system (a 1 MiB tmpfs filled up; skipped where it cannot be
   mounted);
 - a new set named on the command line with such a folder is refused before anything is
@@ -16,6 +18,7 @@ command exits 9 (a failed job) with one error line and a hint.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -110,6 +113,11 @@ def _fails_on_server(setup: Setup, name: str, reason: str) -> None:
         res.stderr
     )
     assert "\nhint: " in res.stderr and "Traceback" not in res.stderr
+    # the library's log records are said as the CLI's lines, never as raw records; no lock
+    # that could not be written is removed (engine.locks)
+    raw = re.findall(r"^.*\b(?:DEBUG|INFO|WARNING|ERROR) opencbs\.\S+: .*$", res.stderr, re.M)
+    assert raw == [], res.stderr
+    assert "could not remove the repository lock" not in res.stderr
     data = _report(setup, job)
     assert data["BackupJobStatus"] == "BS_STOP_BY_SYSTEM_ERROR" and data["EndTime"] != ""
     errors = [e["Message"] for e in data["Logs"] if e["Type"] == "error"]
@@ -143,6 +151,29 @@ def test_repository_made_read_only(setup: Setup) -> None:
         _fails_on_server(setup, "frozen", "Operation not permitted")
     finally:
         subprocess.run(["chattr", "-R", "-i", str(dest)], check=False)
+
+
+def test_repository_on_a_read_only_file_system(setup: Setup) -> None:
+    # a repository on a disk remounted read-only: the job fails, and the agent neither
+    # removes a lock it could not write nor prints a raw log record (engine.locks)
+    with tmpfs(setup.root / "disk", "16m") as mnt:
+        ok(
+            setup.env,
+            "backup",
+            "--set",
+            "read-only",
+            "--source",
+            str(_source(setup)),
+            "--destination",
+            str(mnt / "backups"),
+        )
+        assert (mnt / "backups" / "locks").is_dir()
+        remounted = subprocess.run(
+            ["mount", "-o", "remount,ro", str(mnt)], capture_output=True, text=True, check=False
+        )
+        if remounted.returncode != 0:
+            pytest.skip(f"cannot remount read-only: {remounted.stderr.strip()}")
+        _fails_on_server(setup, "read-only", "Read-only file system")
 
 
 def test_folder_on_a_full_file_system(setup: Setup) -> None:
