@@ -9,6 +9,8 @@ command exits 9 (a failed job) with one error line and a hint.
   too; skipped where the file system refuses the attribute);
 - a set's repository on a file system remounted read-only (a tmpfs): no lock it could not
   write is removed, no raw log record is printed;
+- a set's repository whose config object is damaged (the job names the destination and
+  what to do; so does a verify, without pointing to itself);
 - a set's folder on a full file system (a 1 MiB tmpfs filled up; skipped where it cannot be
   mounted);
 - a new set named on the command line with such a folder is refused before anything is
@@ -101,7 +103,7 @@ def _report(setup: Setup, job: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _fails_on_server(setup: Setup, name: str, reason: str) -> None:
+def _fails_on_server(setup: Setup, name: str, reason: str) -> str:
     """``opencbs backup --set NAME`` exits 9 with an error line and a hint, and the server
     has its job as ``BS_STOP_BY_SYSTEM_ERROR`` with an ``error`` log entry naming ``reason``."""
     res = run(setup.env, "backup", "--set", name, "--json")
@@ -122,6 +124,7 @@ def _fails_on_server(setup: Setup, name: str, reason: str) -> None:
     assert data["BackupJobStatus"] == "BS_STOP_BY_SYSTEM_ERROR" and data["EndTime"] != ""
     errors = [e["Message"] for e in data["Logs"] if e["Type"] == "error"]
     assert any(reason in m for m in errors), errors
+    return res.stderr
 
 
 def test_folder_under_a_regular_file(setup: Setup) -> None:
@@ -174,6 +177,33 @@ def test_repository_on_a_read_only_file_system(setup: Setup) -> None:
         if remounted.returncode != 0:
             pytest.skip(f"cannot remount read-only: {remounted.stderr.strip()}")
         _fails_on_server(setup, "read-only", "Read-only file system")
+
+
+def test_repository_with_a_damaged_config(setup: Setup) -> None:
+    # the config object overwritten: the backup's job fails on the server naming the
+    # destination, with a next step that is not "run a verify"; the verify says the same
+    dest = setup.root / "dest"
+    ok(
+        setup.env,
+        "backup",
+        "--set",
+        "damaged",
+        "--source",
+        str(_source(setup)),
+        "--destination",
+        str(dest),
+    )
+    (dest / "config").write_text("garbage\n")
+    said = f"the repository in {dest} cannot be opened: its config object is damaged"
+    stderr = _fails_on_server(setup, "damaged", said)
+    assert said in stderr
+    hint = f"hint: put back {dest}/config from a copy of the destination"
+    assert hint in stderr and "verify" not in stderr.split("hint: ", 1)[1], stderr
+    res = run(setup.env, "verify", "--destination", str(dest), "--read-data")
+    assert res.returncode == 8, (res.stdout, res.stderr)  # refused: the repository is damaged
+    error, shown_hint = res.stderr.strip().splitlines()
+    assert error.startswith(f"opencbs: error: {said} ("), res.stderr
+    assert shown_hint.startswith(hint) and "verify" not in shown_hint, res.stderr
 
 
 def test_folder_on_a_full_file_system(setup: Setup) -> None:

@@ -46,6 +46,7 @@ from opencbs.cli.progress import BackupProgress, Ending
 from opencbs.destinations.base import DestinationError, Storage
 from opencbs.engine.entries import display_path
 from opencbs.engine.locks import LockTiming
+from opencbs.engine.repo_errors import CONFIG_DAMAGED, DamagedConfig, damaged_config_hint
 from opencbs.engine.repository import Repository
 from opencbs.errors import ExitCode
 from opencbs.model.destinations import DEFAULT_S3_REGION, DestinationAddress
@@ -148,8 +149,9 @@ def run_job(
     The repository in ``storage`` (the target's destination: ``agent.storage.open_storage``)
     is opened (or on first use created, said in one line on stderr) first, so a wrong
     encryption password stops before any job starts; a destination that cannot be reached or
-    used then (an S3 server down, credentials refused) is the job's failure instead
-    (``BS_STOP_BY_SYSTEM_ERROR``, reported to the server: ``agent.storage.UnusableStorage``).
+    used then (an S3 server down, credentials refused, its repository's config damaged) is
+    the job's failure instead (``BS_STOP_BY_SYSTEM_ERROR``, reported to the server:
+    ``agent.storage.UnusableStorage``).
     ``state_dir``: the agent's data_dir (``JobOptions.state_dir``); ``progress_interval``:
     seconds between progress lines off a terminal; ``prune_grace`` and ``lock_wait``: the
     settings of those names (``JobOptions``). With ``spool_dir`` the set's lock is taken
@@ -170,6 +172,8 @@ def run_job(
         if isinstance(exc, REFUSALS):
             raise
         storage = UnusableStorage(target.where, exc)  # the job fails and says why
+    except DamagedConfig as exc:  # so does a repository that cannot be opened
+        storage = UnusableStorage(target.where, exc)
     cancel = threading.Event()
     title = f"backup {target.bset.name}"
     # signals first: once progress shows "started", Ctrl-C and SIGTERM stop the job cleanly
@@ -389,6 +393,9 @@ def print_job_failure(outcome: JobOutcome, address: DestinationAddress) -> None:
             "again, with --debug for details; the repository stays consistent (check it: "
             f"{verify})"
         )
+        return
+    if CONFIG_DAMAGED in outcome.message:
+        note(f"hint: {damaged_config_hint(show_name(str(address)))}")
         return
     if address.s3 is not None:
         note(
