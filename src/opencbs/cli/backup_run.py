@@ -157,23 +157,7 @@ def run_job(
     settings of those names (``JobOptions``). With ``spool_dir`` the set's lock is taken
     first (``agent.set_lock``; before any progress). Raises ``WrongPassword``,
     ``DestinationError``, ``ServerUnreachable``, ``AgentApiError``, ``JobRunning``."""
-    level = target.bset.settings.compression.level
-    repo: Repository | None = None
-    try:
-        repo = open_repository(
-            storage,
-            password,
-            compression_level=level,
-            on_created=lambda: note(
-                f"opencbs: created a new repository in {show_name(target.where)}"
-            ),
-        )
-    except DestinationError as exc:
-        if isinstance(exc, REFUSALS):
-            raise
-        storage = UnusableStorage(target.where, exc)  # the job fails and says why
-    except DamagedConfig as exc:  # so does a repository that cannot be opened
-        storage = UnusableStorage(target.where, exc)
+    repo, storage = _opened(target, storage, password)
     cancel = threading.Event()
     title = f"backup {target.bset.name}"
     # signals first: once progress shows "started", Ctrl-C and SIGTERM stop the job cleanly
@@ -210,6 +194,27 @@ def run_job(
         )
         shown.ended(_ending(outcome.status))
         return outcome
+
+
+def _opened(target: Target, storage: Storage, password: str) -> tuple[Repository | None, Storage]:
+    """The repository of ``target`` in ``storage`` (created on first use, said in a line),
+    or none and an ``UnusableStorage`` when the destination cannot be used or its repository
+    opened (``DamagedConfig``): the job then fails and says why. Raises ``WrongPassword`` and
+    the agent's refusals (``agent.targets.REFUSALS``)."""
+    try:
+        repo = open_repository(
+            storage,
+            password,
+            compression_level=target.bset.settings.compression.level,
+            on_created=lambda: note(
+                f"opencbs: created a new repository in {show_name(target.where)}"
+            ),
+        )
+    except (DestinationError, DamagedConfig) as exc:
+        if isinstance(exc, REFUSALS):
+            raise
+        return None, UnusableStorage(target.where, exc)
+    return repo, storage
 
 
 def _ending(status: JobStatus) -> Ending:
