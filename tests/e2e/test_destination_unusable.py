@@ -11,6 +11,8 @@ command exits 9 (a failed job) with one error line and a hint.
   write is removed, no raw log record is printed;
 - a set's repository whose config object is damaged (the job names the destination and
   what to do; so does a verify, without pointing to itself);
+- a set's destination path that became a regular file is refused before any job (exit 7),
+  saying it is a file, not a folder;
 - a set's folder on a full file system (a 1 MiB tmpfs filled up; skipped where it cannot be
   mounted);
 - a new set named on the command line with such a folder is refused before anything is
@@ -204,6 +206,32 @@ def test_repository_with_a_damaged_config(setup: Setup) -> None:
     error, shown_hint = res.stderr.strip().splitlines()
     assert error.startswith(f"opencbs: error: {said} ("), res.stderr
     assert shown_hint.startswith(hint) and "verify" not in shown_hint, res.stderr
+
+
+def test_destination_replaced_by_a_file(setup: Setup) -> None:
+    # the folder of the backups moved away and a file put at its path: refused before any
+    # job (exit 7), saying the path is a file, with what to do
+    dest = setup.root / "dest"
+    ok(
+        setup.env,
+        "backup",
+        "--set",
+        "moved",
+        "--source",
+        str(_source(setup)),
+        "--destination",
+        str(dest),
+    )
+    dest.rename(setup.root / "dest.bak")
+    dest.write_text("x\n")
+    res = run(setup.env, "backup", "--set", "moved")
+    assert res.returncode == 7, (res.stdout, res.stderr)
+    error, hint = res.stderr.strip().splitlines()
+    assert error == (
+        f"opencbs: error: destination {dest} is a file, not a folder; nothing was written there"
+    )
+    assert hint.startswith("hint: if the folder of the backups was moved or renamed, put it back")
+    assert dest.read_text() == "x\n"
 
 
 def test_folder_on_a_full_file_system(setup: Setup) -> None:
