@@ -97,18 +97,28 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 def configure_logging(level: str) -> None:
     """Log records of ``level`` and above to stderr, one line each (above a progress bar when
     one is shown: ``_StderrHandler``): as ``opencbs: warning: TEXT`` (``CliFormatter``), or
-    with time, level and logger (``RECORD_FORMAT``, tracebacks included) at level DEBUG."""
+    with time, level and logger (``RECORD_FORMAT``, tracebacks included) at level DEBUG and
+    once :func:`log_full_records` was called."""
     root = logging.getLogger()
     handler = next((h for h in root.handlers if getattr(h, "_opencbs", False)), None)
     if handler is None:
         handler = _StderrHandler()
         handler._opencbs = True  # type: ignore[attr-defined]
         root.addHandler(handler)
-    debug = str(level).upper() == "DEBUG"
-    handler.setFormatter(SafeFormatter(RECORD_FORMAT) if debug else CliFormatter())
+    full = getattr(handler, "_full", False) or str(level).upper() == "DEBUG"
+    handler.setFormatter(SafeFormatter(RECORD_FORMAT) if full else CliFormatter())
     root.setLevel(level)
     # Alembic says "Context impl SQLiteImpl." at INFO on every run; only useful when debugging.
     logging.getLogger("alembic").setLevel(level if level == "DEBUG" else "WARNING")
+
+
+def log_full_records() -> None:
+    """From now on, log records with time, level and logger (``RECORD_FORMAT``): a server's
+    log (``cli.serve.serve_database``), read later, not a command's lines."""
+    for handler in logging.getLogger().handlers:
+        if getattr(handler, "_opencbs", False):
+            handler._full = True  # type: ignore[attr-defined]
+            handler.setFormatter(SafeFormatter(RECORD_FORMAT))
 
 
 class NonEmptyPath(click.Path):
