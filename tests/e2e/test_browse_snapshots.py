@@ -10,9 +10,9 @@ processes: real trees backed up by ``opencbs backup`` to a real ``opencbs serve`
 - ``mount`` serves every snapshot through FUSE: folder listings, files byte for byte, link
   targets, modes and times, then ``fusermount3 -u`` ends it cleanly. A snapshot forgotten by
   another process while mounted is ``No such file or directory`` (said once, no traceback); a
-  damaged pack fails a file's reads with ``EIO``, named once in the CLI's warning format. It runs wherever
-  ``/dev/fuse`` and fuse3 are (``.ci/run`` installs fuse3); in CI it never skips. Where libfuse
-  cannot be loaded, ``mount`` says so in one line and exits 7.
+  damaged pack fails a file's reads with ``EIO``, named once in the CLI's warning format. It
+  runs wherever ``/dev/fuse`` and fuse3 are (``.ci/run`` installs fuse3); in CI it never
+  skips. Where libfuse cannot be loaded, ``mount`` says so in one line and exits 7.
 """
 
 from __future__ import annotations
