@@ -8,13 +8,16 @@ processes: real trees backed up by ``opencbs backup`` to a real ``opencbs serve`
 - ``diff`` between two real snapshots equals the second job's report, list by list, as the
   server answers GetBackupJobReport (new, upd, pmt, del, mov, cpy), and the edits made.
 - ``mount`` serves every snapshot through FUSE: folder listings, files byte for byte, link
-  targets, modes and times, then ``fusermount3 -u`` ends it cleanly. It runs wherever
-  ``/dev/fuse`` and fuse3 are (``.ci/run`` installs fuse3); in CI it never skips. Where libfuse
-  cannot be loaded, ``mount`` says so in one line and exits 7.
+  targets, modes and times, then ``fusermount3 -u`` ends it cleanly. A snapshot forgotten by
+  another process while mounted is ``No such file or directory`` (said once, no traceback); a
+  damaged pack fails a file's reads with ``EIO``, named once in the CLI's warning format. It
+  runs wherever ``/dev/fuse`` and fuse3 are (``.ci/run`` installs fuse3); in CI it never
+  skips. Where libfuse cannot be loaded, ``mount`` says so in one line and exits 7.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -363,6 +366,82 @@ def test_mount_serves_every_snapshot(server: Server, tmp_path: Path, fuse: None)
             proc.wait()
     assert proc.returncode == 0, err
     assert not os.path.ismount(mp) and not os.listdir(dest / "locks")
+
+
+def _stop_mount(mp: Path, proc: subprocess.Popen[str]) -> str:
+    """Unmount ``mp`` and return the mount's stderr (it ended with exit code 0)."""
+    if os.path.ismount(mp):
+        subprocess.run(["fusermount3", "-u", str(mp)], check=True, timeout=30)
+    try:
+        _out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _out, err = proc.communicate()
+    assert proc.returncode == 0, err
+    return err
+
+
+def _damage_packs(dest: Path) -> int:
+    """Flip bytes in the middle of every pack of ``dest`` (sizes kept); how many."""
+    packs = [p for p in (dest / "data").rglob("*") if p.is_file()]
+    for pack in packs:
+        blob = bytearray(pack.read_bytes())
+        for i in range(len(blob) // 4, len(blob) * 3 // 4, 97):
+            blob[i] ^= 0xFF
+        pack.write_bytes(bytes(blob))
+    return len(packs)
+
+
+def test_mount_outlives_a_forget_and_damage(server: Server, tmp_path: Path, fuse: None) -> None:  # noqa: F811
+    src, dest, mp = tmp_path / "src", tmp_path / "dest", tmp_path / "mnt"
+    _tree(src)
+    (src / "big.bin").write_bytes(os.urandom(3 * 1024 * 1024 + 17))
+    first = _backup(server, "browse-forget", src, dest)
+    time.sleep(1.1)
+    _edit(src)
+    _backup(server, "browse-forget", src, dest)
+    mp.mkdir()
+    proc = subprocess.Popen(
+        [OPENCBS, "mount", str(mp), "--destination", str(dest)],
+        env=server.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_mounted(mp, proc)
+        short = first["snapshot_id"][:8]
+        # forgotten by another process while mounted, before the mount looked into it
+        ok(server.env, "forget", "--destination", str(dest), first["snapshot_id"])
+        gone = subprocess.run(
+            ["ls", "-R", f"{mp}/ids/{short}/"], capture_output=True, text=True, timeout=30
+        )
+        assert gone.returncode != 0
+        assert "No such file or directory" in gone.stderr, gone.stderr
+        assert "Invalid argument" not in gone.stderr
+        assert short not in os.listdir(mp / "ids")  # it left the view
+        assert len(os.listdir(mp / "snapshots")) == 2  # the other one and latest
+        # the newest snapshot's tree is indexed; then every pack is damaged
+        latest = mp / "snapshots" / "latest" / src.relative_to("/")
+        assert "big.bin" in os.listdir(latest)
+        assert _damage_packs(dest) > 0
+        for _ in range(2):
+            with pytest.raises(OSError) as caught:
+                (latest / "big.bin").read_bytes()
+            assert caught.value.errno == errno.EIO
+    finally:
+        err = _stop_mount(mp, proc)
+    assert "Traceback" not in err and "ERROR fuse" not in err, err
+    assert "Uncaught exception" not in err, err
+    forgotten = [line for line in err.splitlines() if short in line]
+    assert len(forgotten) == 1, err
+    assert forgotten[0].startswith("opencbs: warning: snapshot ") and "forgotten" in forgotten[0]
+    damaged = [line for line in err.splitlines() if "big.bin" in line]
+    assert len(damaged) == 1, err
+    assert damaged[0].startswith("opencbs: warning: cannot read ")
+    # no raw log record: every line the mount wrote is the CLI's
+    raw = [line for line in err.splitlines() if " WARNING " in line or " ERROR " in line]
+    assert raw == [], err
 
 
 def test_mount_without_fuse_says_so(server: Server, tmp_path: Path) -> None:  # noqa: F811

@@ -7,6 +7,12 @@ command exits 9 (a failed job) with one error line and a hint.
   holds for root too, unlike a folder's permission bits);
 - a set's repository made immutable (``chattr -R +i``: ``Operation not permitted`` for root
   too; skipped where the file system refuses the attribute);
+- a set's repository on a file system remounted read-only (a tmpfs): no lock it could not
+  write is removed, no raw log record is printed;
+- a set's repository whose config object is damaged (the job names the destination and
+  what to do; so does a verify, without pointing to itself);
+- a set's destination path that became a regular file is refused before any job (exit 7),
+  saying it is a file, not a folder;
 - a set's folder on a full file system (a 1 MiB tmpfs filled up; skipped where it cannot be
   mounted);
 - a new set named on the command line with such a folder is refused before anything is
@@ -16,6 +22,7 @@ command exits 9 (a failed job) with one error line and a hint.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -98,7 +105,7 @@ def _report(setup: Setup, job: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _fails_on_server(setup: Setup, name: str, reason: str) -> None:
+def _fails_on_server(setup: Setup, name: str, reason: str) -> str:
     """``opencbs backup --set NAME`` exits 9 with an error line and a hint, and the server
     has its job as ``BS_STOP_BY_SYSTEM_ERROR`` with an ``error`` log entry naming ``reason``."""
     res = run(setup.env, "backup", "--set", name, "--json")
@@ -110,10 +117,16 @@ def _fails_on_server(setup: Setup, name: str, reason: str) -> None:
         res.stderr
     )
     assert "\nhint: " in res.stderr and "Traceback" not in res.stderr
+    # the library's log records are said as the CLI's lines, never as raw records; no lock
+    # that could not be written is removed (engine.locks)
+    raw = re.findall(r"^.*\b(?:DEBUG|INFO|WARNING|ERROR) opencbs\.\S+: .*$", res.stderr, re.M)
+    assert raw == [], res.stderr
+    assert "could not remove the repository lock" not in res.stderr
     data = _report(setup, job)
     assert data["BackupJobStatus"] == "BS_STOP_BY_SYSTEM_ERROR" and data["EndTime"] != ""
     errors = [e["Message"] for e in data["Logs"] if e["Type"] == "error"]
     assert any(reason in m for m in errors), errors
+    return res.stderr
 
 
 def test_folder_under_a_regular_file(setup: Setup) -> None:
@@ -143,6 +156,82 @@ def test_repository_made_read_only(setup: Setup) -> None:
         _fails_on_server(setup, "frozen", "Operation not permitted")
     finally:
         subprocess.run(["chattr", "-R", "-i", str(dest)], check=False)
+
+
+def test_repository_on_a_read_only_file_system(setup: Setup) -> None:
+    # a repository on a disk remounted read-only: the job fails, and the agent neither
+    # removes a lock it could not write nor prints a raw log record (engine.locks)
+    with tmpfs(setup.root / "disk", "16m") as mnt:
+        ok(
+            setup.env,
+            "backup",
+            "--set",
+            "read-only",
+            "--source",
+            str(_source(setup)),
+            "--destination",
+            str(mnt / "backups"),
+        )
+        assert (mnt / "backups" / "locks").is_dir()
+        remounted = subprocess.run(
+            ["mount", "-o", "remount,ro", str(mnt)], capture_output=True, text=True, check=False
+        )
+        if remounted.returncode != 0:
+            pytest.skip(f"cannot remount read-only: {remounted.stderr.strip()}")
+        _fails_on_server(setup, "read-only", "Read-only file system")
+
+
+def test_repository_with_a_damaged_config(setup: Setup) -> None:
+    # the config object overwritten: the backup's job fails on the server naming the
+    # destination, with a next step that is not "run a verify"; the verify says the same
+    dest = setup.root / "dest"
+    ok(
+        setup.env,
+        "backup",
+        "--set",
+        "damaged",
+        "--source",
+        str(_source(setup)),
+        "--destination",
+        str(dest),
+    )
+    (dest / "config").write_text("garbage\n")
+    said = f"the repository in {dest} cannot be opened: its config object is damaged"
+    stderr = _fails_on_server(setup, "damaged", said)
+    assert said in stderr
+    hint = f"hint: put back {dest}/config from a copy of the destination"
+    assert hint in stderr and "verify" not in stderr.split("hint: ", 1)[1], stderr
+    res = run(setup.env, "verify", "--destination", str(dest), "--read-data")
+    assert res.returncode == 8, (res.stdout, res.stderr)  # refused: the repository is damaged
+    error, shown_hint = res.stderr.strip().splitlines()
+    assert error.startswith(f"opencbs: error: {said} ("), res.stderr
+    assert shown_hint.startswith(hint) and "verify" not in shown_hint, res.stderr
+
+
+def test_destination_replaced_by_a_file(setup: Setup) -> None:
+    # the folder of the backups moved away and a file put at its path: refused before any
+    # job (exit 7), saying the path is a file, with what to do
+    dest = setup.root / "dest"
+    ok(
+        setup.env,
+        "backup",
+        "--set",
+        "moved",
+        "--source",
+        str(_source(setup)),
+        "--destination",
+        str(dest),
+    )
+    dest.rename(setup.root / "dest.bak")
+    dest.write_text("x\n")
+    res = run(setup.env, "backup", "--set", "moved")
+    assert res.returncode == 7, (res.stdout, res.stderr)
+    error, hint = res.stderr.strip().splitlines()
+    assert error == (
+        f"opencbs: error: destination {dest} is a file, not a folder; nothing was written there"
+    )
+    assert hint.startswith("hint: if the folder of the backups was moved or renamed, put it back")
+    assert dest.read_text() == "x\n"
 
 
 def test_folder_on_a_full_file_system(setup: Setup) -> None:

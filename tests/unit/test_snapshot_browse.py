@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import io
+import os
 import random
 import stat
 from datetime import UTC
@@ -15,12 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from opencbs.agent.mount import MountView, snapshot_folder_names
+from opencbs.agent.mount import MountView, _errno_of, _Operations, snapshot_folder_names
+from opencbs.destinations.base import DestinationError, ObjectNotFound
 from opencbs.destinations.memory import MemoryStorage
 from opencbs.engine.chunker import ChunkerParams
 from opencbs.engine.crypto import KdfParams
 from opencbs.engine.entries import Entry
 from opencbs.engine.packs import DATA_PREFIX
+from opencbs.engine.prune import forget_snapshots
+from opencbs.engine.repo_errors import CorruptData, SnapshotNotFound
 from opencbs.engine.repository import Repository, SnapshotMeta
 from opencbs.engine.snapshot_browse import PathMatcher, entries_under
 from opencbs.engine.tree_index import SYNTHETIC_MODE, TreeIndex
@@ -208,3 +212,50 @@ def test_mount_view_damage_is_eio(repo: Repository, tmp_path: Path) -> None:
 def test_browse_commands_load_neither_the_server_nor_libfuse(command: str) -> None:
     # mfusepy loads libfuse when imported: only a mount that runs may load it
     assert _loaded([command, "--help"], (*_SERVER_LIBS, "mfusepy")) == []
+
+
+def test_mount_operations_answer_an_errno(
+    repo: Repository, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the FUSE operations never raise anything but an OSError with an errno (mfusepy answers
+    # anything else EINVAL, with a traceback): a snapshot forgotten meanwhile is ENOENT, said
+    # once, and leaves the view; damage is EIO, said once per file however often it is read
+    first, second = _snapshot(repo), _snapshot(repo, seconds=90)
+    view = MountView(repo, repo.list_snapshots(), UTC, tmp_path)
+    ops = _Operations(view, lambda: None)
+    try:
+        forget_snapshots(repo, [first])
+        older = "/snapshots/2023-11-14T22:13:20"
+        for _ in range(2):
+            with pytest.raises(OSError) as caught:
+                ops.getattr(older + "/home")
+            assert caught.value.errno == errno.ENOENT
+        assert first[:8] not in ops.readdir("/ids", 0)
+        assert ops.readdir("/snapshots", 0)[2:] == ["2023-11-14T22:14:50", "latest"]
+        said = [r for r in caplog.records if first[:8] in r.getMessage()]
+        assert len(said) == 1 and "forgotten" in said[0].getMessage()
+
+        big = "/snapshots/2023-11-14T22:14:50/home/ann/big.bin"
+        handle = ops.open(big, os.O_RDONLY)
+        for name in list(repo.storage.list(DATA_PREFIX)):
+            repo.storage.delete(name)
+        for offset in (0, 0, 30_000):
+            with pytest.raises(OSError) as caught:
+                ops.read(big, 4096, offset, handle)
+            assert caught.value.errno == errno.EIO
+        assert len([r for r in caplog.records if "big.bin" in r.getMessage()]) == 1
+        with pytest.raises(OSError) as caught:
+            ops.read(big, 10, 0, 12345)
+        assert caught.value.errno == errno.EBADF
+        assert second
+    finally:
+        view.close()
+
+
+def test_mount_errno_of_the_projects_errors() -> None:
+    assert _errno_of(SnapshotNotFound("ab" * 32)) == errno.ENOENT
+    assert _errno_of(ObjectNotFound("snapshots/x")) == errno.ENOENT
+    assert _errno_of(CorruptData("config: damaged")) == errno.EIO
+    assert _errno_of(DestinationError("Cannot read")) == errno.EIO
+    assert _errno_of(OSError(errno.EACCES, "denied")) == errno.EACCES
+    assert _errno_of(ValueError("a fault of the mount")) == errno.EIO

@@ -19,8 +19,11 @@ the first listing of a snapshot of 100,000 entries takes 1.0 s, of a million 14 
 about 20 µs). File content is
 read from the repository on demand, chunk by chunk (each chunk checked against its ID by
 ``Repository.read_chunk``), with the last chunks read kept (``CACHE_BYTES``). A damaged or
-missing chunk fails that read with ``EIO`` and is named on stderr; everything else stays
-readable. Entries show their mode, owner, size and times as backed up.
+missing chunk fails that read with ``EIO`` and is named on stderr once per file; everything
+else stays readable. A snapshot forgotten while the mount runs (``opencbs forget`` in another
+process) leaves the view the first time it is looked at: ``ENOENT``, said once on stderr. No
+error reaches libfuse as an exception: each operation answers an errno (``_answer``).
+Entries show their mode, owner, size and times as backed up.
 
 FUSE callbacks run on one thread (libfuse's ``-s``), so the view needs no locking.
 """
@@ -30,6 +33,7 @@ from __future__ import annotations
 import bisect
 import ctypes.util
 import errno
+import functools
 import logging
 import os
 import shutil
@@ -43,8 +47,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from opencbs.destinations.base import DestinationError
-from opencbs.engine.repo_errors import ChunkNotFound, RepositoryError
+from opencbs.destinations.base import DestinationError, ObjectNotFound
+from opencbs.engine.repo_errors import ChunkNotFound, RepositoryError, SnapshotNotFound
 from opencbs.engine.repository import Repository, SnapshotInfo
 from opencbs.engine.tree_index import IndexedEntry, TreeIndex
 from opencbs.errors import ExitCode, OpenCBSError
@@ -187,8 +191,10 @@ class _ChunkCache:
 
 @dataclass(frozen=True, slots=True)
 class _OpenFile:
-    """An open file: its chunk IDs and where each starts in the content (bytes)."""
+    """An open file: its path in the mount (``key``) and in its snapshot (``path``), its chunk
+    IDs and where each starts in the content (bytes)."""
 
+    key: bytes
     path: bytes
     chunk_ids: tuple[bytes, ...]
     starts: tuple[int, ...]
@@ -199,7 +205,8 @@ class MountView:
     """The mount's tree over raw paths (module docstring), without FUSE: ``stat``,
     ``list_folder``, ``read_link``, ``open``/``read``/``release``. A path that is not there
     raises ``OSError(ENOENT)``; damage in the repository ``OSError(EIO)`` (named in a warning
-    on the log)."""
+    on the log, once per file or snapshot); a snapshot forgotten since the mount started
+    ``OSError(ENOENT)``, and it leaves the view (``_forgotten``)."""
 
     def __init__(
         self,
@@ -216,6 +223,7 @@ class MountView:
         self.latest = None if newest is None else self.folder_of[newest.id]
         self.started_ns = max((i.meta.time_ns for i in infos), default=0)
         self.workdir = workdir
+        self.warned: set[bytes] = set()  # files and snapshots already named in a warning
         self.trees: dict[str, TreeIndex] = {}
         self.cache = _ChunkCache(repo, CACHE_BYTES)
         self.files: dict[int, _OpenFile] = {}
@@ -290,20 +298,48 @@ class MountView:
     # -- snapshots -----------------------------------------------------------------------------
 
     def _tree(self, info: SnapshotInfo) -> TreeIndex:
-        """The snapshot's index, built on first use (module docstring)."""
+        """The snapshot's index, built on first use (module docstring). Raises ``OSError``
+        (``ENOENT``: the snapshot was forgotten; ``EIO``: its tree cannot be read)."""
         tree = self.trees.get(info.id)
         if tree is None:
             log.debug("indexing snapshot %s", info.id)
-            _, items = self.repo.load_snapshot(info.id)
             file = self.workdir / f"{info.id}.sqlite"
             file.unlink(missing_ok=True)
             try:
+                _, items = self.repo.load_snapshot(info.id)
                 tree = TreeIndex.build(items, file, time_ns=info.meta.time_ns)
+            except (SnapshotNotFound, ObjectNotFound) as exc:
+                self._forgotten(info)
+                raise _missing(info.id.encode()) from exc
             except (RepositoryError, DestinationError) as exc:
-                log.warning("cannot read snapshot %s: %s", info.id, exc.message)
+                self._warn_once(info.id.encode(), f"cannot read snapshot {info.id}: {exc.message}")
                 raise OSError(errno.EIO, os.strerror(errno.EIO)) from exc
             self.trees[info.id] = tree
         return tree
+
+    def _forgotten(self, info: SnapshotInfo) -> None:
+        """Take a snapshot no longer in the repository out of the view, said once."""
+        name = self.folder_of.pop(info.id, None)
+        if name is None:
+            return
+        log.warning(
+            "snapshot %s (%s) is no longer in the repository: it was forgotten since the "
+            "mount started",
+            info.id[:_SHORT_ID],
+            name.decode("ascii"),
+        )
+        self.by_name.pop(name, None)
+        self.by_id = {k: v for k, v in self.by_id.items() if v.id != info.id}
+        if self.latest == name:
+            rest = self.by_name.values()
+            newest = max(rest, key=lambda i: (i.meta.time_ns, i.id), default=None)
+            self.latest = None if newest is None else self.folder_of[newest.id]
+
+    def _warn_once(self, key: bytes, message: str) -> None:
+        """Log ``message`` as a warning the first time ``key`` (a path, a snapshot ID) fails."""
+        if key not in self.warned:
+            self.warned.add(key)
+            log.warning("%s", message)
 
     def _entry(self, info: SnapshotInfo, inner: bytes) -> IndexedEntry:
         entry = self._tree(info).lookup(inner)
@@ -328,13 +364,16 @@ class MountView:
         for chunk_id in ids:
             loc = self.repo.chunk_location(chunk_id)
             if loc is None:
-                log.warning("cannot read %s: %s", _shown(inner), ChunkNotFound(chunk_id).message)
+                why = ChunkNotFound(chunk_id).message
+                self._warn_once(path, f"cannot read {_shown(inner)}: {why}")
                 raise OSError(errno.EIO, os.strerror(errno.EIO))
             starts.append(offset)
             offset += loc.original_size
         handle = self.next_handle
         self.next_handle += 1
-        self.files[handle] = _OpenFile(inner, ids, tuple(starts), offset)
+        self.files[handle] = _OpenFile(
+            key=path, path=inner, chunk_ids=ids, starts=tuple(starts), size=offset
+        )
         return handle
 
     def read(self, handle: int, size: int, offset: int) -> bytes:
@@ -352,7 +391,7 @@ class MountView:
             try:
                 data = self.cache.get(f.chunk_ids[i])
             except (RepositoryError, DestinationError) as exc:
-                log.warning("cannot read %s: %s", _shown(f.path), exc.message)
+                self._warn_once(f.key, f"cannot read {_shown(f.path)}: {exc.message}")
                 raise OSError(errno.EIO, os.strerror(errno.EIO)) from exc
             start = pos - f.starts[i]
             piece = data[start : start + (end - pos)]
@@ -395,9 +434,47 @@ def _shown(path: bytes) -> str:
     return display_path(path)
 
 
+def _errno_of(exc: Exception) -> int:
+    """The errno a FUSE operation answers for ``exc``: its own for an ``OSError``, ``ENOENT``
+    for what is not there (a snapshot, an object of the destination), ``EIO`` for the rest
+    (damage, a destination that cannot be read, a fault of this module)."""
+    if isinstance(exc, OSError) and exc.errno:
+        return exc.errno
+    if isinstance(exc, (SnapshotNotFound, ObjectNotFound)):
+        return errno.ENOENT
+    return errno.EIO
+
+
+def _answer(operation: Callable[..., Any]) -> Callable[..., Any]:
+    """``operation`` with every exception it raises turned into an ``OSError`` of an errno
+    (``_errno_of``), which mfusepy answers as such: none reaches mfusepy's own handler, which
+    would print a traceback and answer ``EINVAL``. What is not an ``OSError`` already is named
+    in a warning (its traceback only at debug level)."""
+
+    @functools.wraps(operation)
+    def wrapper(self: _Operations, path: str, *args: Any) -> Any:
+        try:
+            return operation(self, path, *args)
+        except OSError as exc:
+            if exc.errno:
+                raise
+            failure: Exception = exc
+        except Exception as exc:  # noqa: BLE001 - libfuse gets an errno, never an exception
+            failure = exc
+        code = _errno_of(failure)
+        if code != errno.ENOENT:
+            text = failure.message if isinstance(failure, OpenCBSError) else repr(failure)
+            log.warning("cannot %s %s: %s", operation.__name__, _shown(os.fsencode(path)), text)
+            log.debug("%s of %s failed", operation.__name__, path, exc_info=failure)
+        raise OSError(code, os.strerror(code)) from None
+
+    return wrapper
+
+
 class _Operations:
     """The FUSE operations mfusepy calls (its path strings are the raw names decoded with
-    ``surrogateescape``), each a call of the ``MountView``."""
+    ``surrogateescape``), each a call of the ``MountView`` that answers an errno for any error
+    (``_answer``)."""
 
     use_ns = True  # times in ns (mfusepy)
 
@@ -405,30 +482,38 @@ class _Operations:
         self.view = view
         self.on_ready = on_ready
 
+    @_answer
     def init(self, path: str) -> None:
         self.on_ready()
 
+    @_answer
     def getattr(self, path: str, fh: int | None = None) -> dict[str, int]:
         return self.view.stat(os.fsencode(path)).as_fuse()
 
+    @_answer
     def readdir(self, path: str, fh: int) -> list[str]:
         return [os.fsdecode(n) for n in self.view.list_folder(os.fsencode(path))]
 
+    @_answer
     def readlink(self, path: str) -> str:
         return os.fsdecode(self.view.read_link(os.fsencode(path)))
 
+    @_answer
     def open(self, path: str, flags: int) -> int:
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
             raise OSError(errno.EROFS, os.strerror(errno.EROFS))
         return self.view.open(os.fsencode(path))
 
+    @_answer
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
         return self.view.read(fh, size, offset)
 
+    @_answer
     def release(self, path: str, fh: int) -> int:
         self.view.release(fh)
         return 0
 
+    @_answer
     def statfs(self, path: str) -> dict[str, int]:
         return {"f_bsize": 4096, "f_frsize": 4096, "f_namemax": 255}
 

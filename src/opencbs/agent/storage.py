@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from opencbs.destinations.base import DestinationError, Storage
+from opencbs.destinations.base import Storage
 from opencbs.destinations.local import LocalStorage
-from opencbs.errors import ConfigError
+from opencbs.errors import ConfigError, OpenCBSError
 from opencbs.model.destinations import DestinationAddress
 
 if TYPE_CHECKING:
@@ -111,11 +111,12 @@ MISCONFIGURED = frozenset({"destination_credentials", "destination_bucket_missin
 
 class UnusableStorage:
     """The storage of a destination that could not be used at the start of a job (its S3
-    server down, its credentials refused, its bucket missing): every call raises ``error``
+    server down, its credentials refused, its bucket missing, its repository's config
+    damaged: a ``DestinationError`` or ``DamagedConfig``): every call raises ``error``
     again. A job given it ends ``BS_STOP_BY_SYSTEM_ERROR`` with the reason in its log and is
     reported to the server like any failed job (issue 13), instead of no job at all."""
 
-    def __init__(self, where: str, error: DestinationError) -> None:
+    def __init__(self, where: str, error: OpenCBSError) -> None:
         self.where = where
         self.error = error
 

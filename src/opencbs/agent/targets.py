@@ -53,6 +53,7 @@ from opencbs.agent.trust import (
     require_accepted_sources,
 )
 from opencbs.destinations.base import DestinationError, Storage
+from opencbs.destinations.local import LocalStorage
 from opencbs.engine.repo_errors import RepositoryExists, RepositoryNotFound
 from opencbs.engine.repository import KEYFILE_NAME, Repository
 from opencbs.errors import ExitCode, InvalidInput, NotFound, OpenCBSError
@@ -62,6 +63,7 @@ from opencbs.model.sets import DEFAULT_COMPRESSION_LEVEL
 __all__ = [
     "REFUSALS",
     "Consent",
+    "DestinationIsAFile",
     "LoginRejected",
     "NotARepository",
     "RepositoryMissing",
@@ -477,6 +479,23 @@ class NotARepository(DestinationError):
         )
 
 
+class DestinationIsAFile(NotARepository):
+    """A local destination whose path is a file (or a link to one), not a folder: nothing is
+    written there (exit code 7). Often a folder of backups moved away and a file put in its
+    place."""
+
+    code = "destination_is_a_file"
+
+    def __init__(self, where: object) -> None:
+        DestinationError.__init__(
+            self,
+            f"destination {where} is a file, not a folder; nothing was written there",
+            f"if the folder of the backups was moved or renamed, put it back at {where}; "
+            "otherwise move the file away, or choose a folder as the destination; if the "
+            "server named it, check the backup set's destinations (`opencbs set list LOGIN`)",
+        )
+
+
 def _kind(where: object) -> str:
     """``folder`` for a local destination, ``location`` for an S3 one (in messages)."""
     return "location" if str(where).startswith("s3://") else "folder"
@@ -568,11 +587,20 @@ def require_empty_or_repository(storage: Storage) -> None:
     """The rule for a destination (folder or S3 prefix), checked before anything is written
     there: it is missing, empty (a folder's dot-files count), or holds a repository (its key
     file; the encryption password is checked when it is opened). Raises ``NotARepository``,
-    ``DestinationError``."""
+    ``DestinationError``; ``DestinationIsAFile`` (a ``NotARepository``) for a local
+    destination whose path is a file."""
     if storage.exists(KEYFILE_NAME):
         return
+    if isinstance(storage, LocalStorage) and _is_a_file(storage.root):
+        raise DestinationIsAFile(storage)
     if not _is_empty(storage):
         raise NotARepository(storage)
+
+
+def _is_a_file(path: Path) -> bool:
+    """Whether ``path`` is there and is not a folder (a file, a link to one, a device; a
+    dangling link is missing: creating the folder says why)."""
+    return os.path.exists(path) and not os.path.isdir(path)
 
 
 def usable_destination(

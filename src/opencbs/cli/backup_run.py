@@ -46,6 +46,7 @@ from opencbs.cli.progress import BackupProgress, Ending
 from opencbs.destinations.base import DestinationError, Storage
 from opencbs.engine.entries import display_path
 from opencbs.engine.locks import LockTiming
+from opencbs.engine.repo_errors import CONFIG_DAMAGED, DamagedConfig, damaged_config_hint
 from opencbs.engine.repository import Repository
 from opencbs.errors import ExitCode
 from opencbs.model.destinations import DEFAULT_S3_REGION, DestinationAddress
@@ -148,28 +149,15 @@ def run_job(
     The repository in ``storage`` (the target's destination: ``agent.storage.open_storage``)
     is opened (or on first use created, said in one line on stderr) first, so a wrong
     encryption password stops before any job starts; a destination that cannot be reached or
-    used then (an S3 server down, credentials refused) is the job's failure instead
-    (``BS_STOP_BY_SYSTEM_ERROR``, reported to the server: ``agent.storage.UnusableStorage``).
+    used then (an S3 server down, credentials refused, its repository's config damaged) is
+    the job's failure instead (``BS_STOP_BY_SYSTEM_ERROR``, reported to the server:
+    ``agent.storage.UnusableStorage``).
     ``state_dir``: the agent's data_dir (``JobOptions.state_dir``); ``progress_interval``:
     seconds between progress lines off a terminal; ``prune_grace`` and ``lock_wait``: the
     settings of those names (``JobOptions``). With ``spool_dir`` the set's lock is taken
     first (``agent.set_lock``; before any progress). Raises ``WrongPassword``,
     ``DestinationError``, ``ServerUnreachable``, ``AgentApiError``, ``JobRunning``."""
-    level = target.bset.settings.compression.level
-    repo: Repository | None = None
-    try:
-        repo = open_repository(
-            storage,
-            password,
-            compression_level=level,
-            on_created=lambda: note(
-                f"opencbs: created a new repository in {show_name(target.where)}"
-            ),
-        )
-    except DestinationError as exc:
-        if isinstance(exc, REFUSALS):
-            raise
-        storage = UnusableStorage(target.where, exc)  # the job fails and says why
+    repo, storage = _opened(target, storage, password)
     cancel = threading.Event()
     title = f"backup {target.bset.name}"
     # signals first: once progress shows "started", Ctrl-C and SIGTERM stop the job cleanly
@@ -206,6 +194,27 @@ def run_job(
         )
         shown.ended(_ending(outcome.status))
         return outcome
+
+
+def _opened(target: Target, storage: Storage, password: str) -> tuple[Repository | None, Storage]:
+    """The repository of ``target`` in ``storage`` (created on first use, said in a line),
+    or none and an ``UnusableStorage`` when the destination cannot be used or its repository
+    opened (``DamagedConfig``): the job then fails and says why. Raises ``WrongPassword`` and
+    the agent's refusals (``agent.targets.REFUSALS``)."""
+    try:
+        repo = open_repository(
+            storage,
+            password,
+            compression_level=target.bset.settings.compression.level,
+            on_created=lambda: note(
+                f"opencbs: created a new repository in {show_name(target.where)}"
+            ),
+        )
+    except (DestinationError, DamagedConfig) as exc:
+        if isinstance(exc, REFUSALS):
+            raise
+        return None, UnusableStorage(target.where, exc)
+    return repo, storage
 
 
 def _ending(status: JobStatus) -> Ending:
@@ -389,6 +398,9 @@ def print_job_failure(outcome: JobOutcome, address: DestinationAddress) -> None:
             "again, with --debug for details; the repository stays consistent (check it: "
             f"{verify})"
         )
+        return
+    if CONFIG_DAMAGED in outcome.message:
+        note(f"hint: {damaged_config_hint(show_name(str(address)))}")
         return
     if address.s3 is not None:
         note(

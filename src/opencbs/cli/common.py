@@ -53,6 +53,29 @@ class SafeFormatter(logging.Formatter):
         return super().formatMessage(record)
 
 
+class CliFormatter(SafeFormatter):
+    """A library's log record as the commands say their own warnings: ``opencbs: warning:
+    TEXT`` (``opencbs: error: TEXT``, ``opencbs: info: TEXT``), one line, without the time,
+    the logger's name or a traceback; those are for ``--debug`` (``RECORD_FORMAT``)."""
+
+    def __init__(self) -> None:
+        super().__init__("opencbs: %(levelname)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        record.message = show_name(record.message)
+        return f"opencbs: {record.levelname.lower()}: {record.message}"
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's name
+        return ""  # a traceback only with --debug
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802 - logging's name
+        return ""
+
+
+#: The format of a log record with ``--debug`` (or a log level of DEBUG).
+RECORD_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """A ``StreamHandler`` on whatever ``sys.stderr`` is when a record is written, not the one
     it was made with: while a progress bar is shown (``cli.progress``), rich's live display
@@ -73,16 +96,29 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 def configure_logging(level: str) -> None:
     """Log records of ``level`` and above to stderr, one line each (above a progress bar when
-    one is shown: ``_StderrHandler``)."""
+    one is shown: ``_StderrHandler``): as ``opencbs: warning: TEXT`` (``CliFormatter``), or
+    with time, level and logger (``RECORD_FORMAT``, tracebacks included) at level DEBUG and
+    once :func:`log_full_records` was called."""
     root = logging.getLogger()
-    if not any(getattr(h, "_opencbs", False) for h in root.handlers):
+    handler = next((h for h in root.handlers if getattr(h, "_opencbs", False)), None)
+    if handler is None:
         handler = _StderrHandler()
-        handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler._opencbs = True  # type: ignore[attr-defined]
         root.addHandler(handler)
+    full = getattr(handler, "_full", False) or str(level).upper() == "DEBUG"
+    handler.setFormatter(SafeFormatter(RECORD_FORMAT) if full else CliFormatter())
     root.setLevel(level)
     # Alembic says "Context impl SQLiteImpl." at INFO on every run; only useful when debugging.
     logging.getLogger("alembic").setLevel(level if level == "DEBUG" else "WARNING")
+
+
+def log_full_records() -> None:
+    """From now on, log records with time, level and logger (``RECORD_FORMAT``): a server's
+    log (``cli.serve.serve_database``), read later, not a command's lines."""
+    for handler in logging.getLogger().handlers:
+        if getattr(handler, "_opencbs", False):
+            handler._full = True  # type: ignore[attr-defined]
+            handler.setFormatter(SafeFormatter(RECORD_FORMAT))
 
 
 class NonEmptyPath(click.Path):

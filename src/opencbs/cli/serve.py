@@ -8,7 +8,7 @@ import socket
 
 import click
 
-from opencbs.cli.common import TIMEZONE, open_database, with_settings
+from opencbs.cli.common import TIMEZONE, log_full_records, open_database, with_settings
 from opencbs.errors import ExitCode
 from opencbs.settings import Settings
 from opencbs.store.db import Database
@@ -114,6 +114,7 @@ def serve_database(
     """Serve ``database`` (schema upgraded already) with ``settings`` on ``sock`` (bound
     already) or ``settings.host:port`` until stopped; returns the exit code (:func:`stop_code`).
     Raises ``ConfigError`` for unusable TLS files (before serving)."""
+    log_full_records()  # a server's log: with time and logger
     # imported here: the web stack is not needed by the other commands, which start faster
     from opencbs.api.serve import run_server, tls_context
     from opencbs.api.state import ServerState

@@ -201,6 +201,7 @@ class RepositoryLock:
         self.name = EXCLUSIVE_NAME if kind == "exclusive" else LOCK_PREFIX + secrets.token_hex(32)
         self._created_ns = 0
         self._version: str | None = None
+        self._written = False  # whether the own lock object is in the destination now
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.lost = threading.Event()
@@ -252,12 +253,13 @@ class RepositoryLock:
         lock is removed again then)."""
         if self.kind == "shared":
             self._storage.put(self.name, _seal(self._keys, self._info()))
+            self._written = True
             blocker = self._live_exclusive()
         else:
             blocker = self._create_exclusive()
             if blocker is None:
                 blocker = self._live_shared()
-        if blocker is not None and (self.kind == "shared" or self._version is not None):
+        if blocker is not None and self._holds_object():
             self._remove_own()
         return blocker
 
@@ -317,12 +319,18 @@ class RepositoryLock:
             return info
         return None
 
+    def _holds_object(self) -> bool:
+        """Whether this holder wrote its lock object and has not removed it (a shared lock's
+        ``put`` succeeded; an exclusive one has its version)."""
+        return self._written if self.kind == "shared" else self._version is not None
+
     def _remove_own(self) -> None:
         try:
             self._storage.delete(self.name)
         except ObjectNotFound:
             pass
         self._version = None
+        self._written = False
 
     def _refresh_loop(self) -> None:
         while not self._stop.wait(self.timing.refresh):
@@ -346,15 +354,20 @@ class RepositoryLock:
 
     def release(self) -> None:
         """Stop refreshing and remove the lock (an exclusive one only while still this
-        holder's). Never raises for the storage: a lock left behind goes stale."""
+        holder's; nothing when it was never written: an ``acquire`` that failed, a
+        destination that refused the lock). Never raises for the storage: a lock left behind
+        goes stale and is removed by the next taker (``_live_shared``), so a failure is only
+        logged at debug level."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if not self._holds_object() or (self.kind == "exclusive" and self.lost.is_set()):
+            return
         try:
-            if self.kind == "exclusive" and self.lost.is_set():
-                return
             self._storage.delete(self.name)
         except ObjectNotFound:
             pass
         except Exception as exc:  # noqa: BLE001 - it goes stale
-            log.warning("could not remove the repository lock %s: %s", self.name, exc)
+            log.debug("could not remove the repository lock %s (it goes stale): %s", self.name, exc)
+        self._version = None
+        self._written = False

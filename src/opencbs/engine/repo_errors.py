@@ -82,6 +82,37 @@ class CorruptData(RepositoryError):
         super().__init__(message, hint="Run a verify with data reading; restore from another copy.")
 
 
+#: What the message of a ``DamagedConfig`` says (a failed job's message is known by it:
+#: ``cli.backup_run.print_job_failure``).
+CONFIG_DAMAGED = "its config object is damaged"
+
+
+def damaged_config_hint(where: str) -> str:
+    """The next step for a repository in ``where`` (a folder, an ``s3://`` URL) whose config
+    object is damaged (``DamagedConfig``)."""
+    return (
+        f"put back {where.rstrip('/')}/config from a copy of the destination (its backups "
+        "cannot be read without it); or move the destination away and back up into a new, "
+        "empty folder or prefix (a full backup)"
+    )
+
+
+class DamagedConfig(CorruptData):
+    """A repository whose key file opens but whose ``config`` object is missing or damaged:
+    nothing in it can be read or written until the object is put back (a verify cannot check
+    it either). ``where``: the destination, as its storage names it (a folder, an
+    ``s3://`` URL); ``why``: what is wrong with the object."""
+
+    code = "repository_config_damaged"
+
+    def __init__(self, where: str, why: str) -> None:
+        RepositoryError.__init__(
+            self,
+            f"the repository in {where} cannot be opened: {CONFIG_DAMAGED} ({why})",
+            hint=damaged_config_hint(where),
+        )
+
+
 class ChunkNotFound(RepositoryError):
     """A chunk ID that no index of the repository knows."""
 

@@ -75,6 +75,7 @@ from opencbs.engine.prune import exclude_condemned
 from opencbs.engine.repo_errors import (
     ChunkNotFound,
     CorruptData,
+    DamagedConfig,
     RepositoryError,
     RepositoryExists,
     RepositoryNotFound,
@@ -280,8 +281,8 @@ class Repository:
         """Open an existing repository and load its index (every ``index/`` object; not with
         ``load_index=False``, for work on snapshots only: forget, listing).
 
-        Raises ``RepositoryNotFound`` (no key file), ``WrongPassword``, ``CorruptData``
-        (damaged config) or ``DestinationError``.
+        Raises ``RepositoryNotFound`` (no key file), ``WrongPassword``, ``DamagedConfig`` (a
+        ``CorruptData``: the config missing or damaged) or ``DestinationError``.
         """
         try:
             keyfile = storage.get(KEYFILE_NAME)
@@ -297,8 +298,11 @@ class Repository:
                 log.warning("%s: completing a repository whose creation was interrupted", storage)
                 config = RepositoryConfig(repo_id=secrets.token_hex(16), snapshot_list=True)
                 return cls._finish_init(storage, keys, kdf, config)
-            raise CorruptData("repository config is missing") from None
-        config = RepositoryConfig.from_bytes(keys.unseal(sealed, _CONFIG_AAD, what="config"))
+            raise DamagedConfig(str(storage), "missing") from None
+        try:
+            config = RepositoryConfig.from_bytes(keys.unseal(sealed, _CONFIG_AAD, what="config"))
+        except CorruptData as exc:
+            raise DamagedConfig(str(storage), exc.message.removeprefix("config: ")) from None
         repo = cls(storage, keys, config, kdf)
         if load_index:
             repo.reload_index()
