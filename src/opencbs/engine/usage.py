@@ -72,8 +72,10 @@ def storage_usage(repo: Measurable) -> StorageUsage:
         except RepositoryError as exc:
             log.debug("storage figures leave out snapshot %s: %s", sid, exc)
     infos.sort(key=lambda i: (i.meta.time_ns, i.id), reverse=True)
-    newest, every = UsedSet(), UsedSet()  # chunks the newest snapshot uses; any snapshot
-    current, older = UsedSet(), UsedSet()  # the newest snapshot's contents; the others'
+    # sized for the newest snapshot's entries at once (a table grows by rehashing every key)
+    size = 2 * infos[0].entry_count if infos else 0
+    newest, every = UsedSet(size), UsedSet()  # chunks the newest snapshot uses; older ones
+    current, older = UsedSet(size), UsedSet()  # the newest snapshot's contents; the others'
     data_count = 0
     for number, info in enumerate(infos):
         chunks = newest if number == 0 else every
@@ -111,13 +113,15 @@ def _measure_snapshot(
     for tree_chunk in info.tree:
         chunks.add(tree_chunk)
         for etype, content, ids in scanner.feed(repo.read_chunk(tree_chunk)):
-            for i in range(0, len(ids), 32):
-                chunks.add_key(int.from_bytes(ids[i : i + 8], "little") or 1)
             if etype == _FILE and content is not None:
                 if newest:
                     files += 1
                     current.add(content)
-                elif content not in current:
+                elif content in current:
+                    continue  # the newest snapshot holds this content: its chunks are counted
+                else:
                     older.add(content)
+            for i in range(0, len(ids), 32):
+                chunks.add_key(int.from_bytes(ids[i : i + 8], "little") or 1)
     scanner.finish()
     return files
