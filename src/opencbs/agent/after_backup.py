@@ -24,7 +24,7 @@ from opencbs.destinations.base import DestinationError
 from opencbs.engine.prune import PruneOptions
 from opencbs.engine.repo_errors import RepositoryError
 from opencbs.engine.repository import Repository
-from opencbs.engine.usage import StorageUsage, storage_usage
+from opencbs.engine.usage import NewestUse, StorageUsage, storage_usage
 from opencbs.errors import InvalidInput
 from opencbs.model.retention import KeepRules
 from opencbs.reports.vocabulary import JobStatus, LogType
@@ -41,11 +41,13 @@ def after_backup(
     *,
     channel: JobChannel,
     result: JobResult,
+    newest_use: NewestUse | None = None,
 ) -> JobResult:
     """Apply the retention policy (when the set says so), then tell the server what the
     destination stores; returns ``result`` with a success status raised to
-    ``BS_STOP_SUCCESS_WITH_WARNING`` when a step logged a warning. Never raises for the
-    repository or the server (module docstring)."""
+    ``BS_STOP_SUCCESS_WITH_WARNING`` when a step logged a warning; ``newest_use``: the job's
+    snapshot as counted while it was committed (``engine.usage.NewestUse``: its tree is not
+    read again). Never raises for the repository or the server (module docstring)."""
     retention = bset.settings.retention
     usage: StorageUsage | None = None
     if retention.after_backup:
@@ -53,7 +55,7 @@ def after_backup(
     if usage is None:
         try:
             repo.reload_index()  # what other jobs stored meanwhile
-            usage = storage_usage(repo)
+            usage = storage_usage(repo, newest_use)
         except (RepositoryError, DestinationError) as exc:
             log.debug("could not measure what the destination stores: %s", exc)
     if usage is not None and not channel.offline:  # offline: the next job's figures tell

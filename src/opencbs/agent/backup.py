@@ -97,6 +97,7 @@ from opencbs.engine.scan import ScanFilter
 from opencbs.engine.scan_count import TotalCount
 from opencbs.engine.scan_process import ScanAborted, ScanProcess
 from opencbs.engine.snapshot_format import TreeItem
+from opencbs.engine.usage import NewestUse
 from opencbs.reports.vocabulary import FILE_LISTS, JobStatus, LogType, ReportList
 from opencbs.reports.wording import plural
 
@@ -153,6 +154,8 @@ class BackupJob:
         self.counts: dict[ReportList, int] = dict.fromkeys(FILE_LISTS, 0)
         # with on_change: previous entries of paths whose attributes changed (what differs)
         self.previous: dict[bytes, Entry] = {}
+        # the committed snapshot's chunks and contents, for the storage figures after the job
+        self.newest_use: NewestUse | None = None
 
     def run(self) -> JobResult:
         """Run the body: the start entry first, then the backup; never raises for the
@@ -260,7 +263,10 @@ class BackupJob:
             set_name=self.bset.name,
         )
         self._check_cancel()
-        snapshot_id = repo.commit_snapshot(meta, self._snapshot_items(reader, result))
+        self.newest_use = NewestUse(2 * (self.entries.count + len(result.carried)))
+        items = self.newest_use.observe(self._snapshot_items(reader, result))
+        snapshot_id = repo.commit_snapshot(meta, items)
+        self.newest_use.snapshot_id = snapshot_id
         self.channel.log(LogType.INFO, f"Snapshot {snapshot_id} committed")
         self._remember_list(repo)
         return snapshot_id

@@ -50,9 +50,11 @@ class EntrySpool:
     def __init__(self) -> None:
         self.file: IO[bytes] = tempfile.TemporaryFile(prefix="opencbs-tree-")
         self.records: list[_SpoolRecord] = []  # not yet written to the file
+        self.count = 0  # entries spooled
 
     def add(self, entry: Entry, chunk_ids: Sequence[bytes]) -> None:
         """Spool one entry (once per entry of the job: keep it cheap)."""
+        self.count += 1
         records = self.records
         records.append(
             (

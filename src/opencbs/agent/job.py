@@ -128,7 +128,12 @@ def run_backup(
             _record_stored(options, bset.id)
             if job.repository is not None:
                 result = after_backup(
-                    options, bset, job.repository, channel=started.channel, result=result
+                    options,
+                    bset,
+                    job.repository,
+                    channel=started.channel,
+                    result=result,
+                    newest_use=job.newest_use,
                 )
         fate = started.channel.finish(
             result.status,

@@ -6,17 +6,20 @@ the newest snapshot uses (the data) and what only older snapshots use (the reten
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from opencbs.destinations.base import Storage
 from opencbs.engine.chunk_index import ChunkIndex
+from opencbs.engine.entries import Entry
 from opencbs.engine.packs import pack_sizes
 from opencbs.engine.prune_scan import UsedSet
 from opencbs.engine.repo_errors import RepositoryError
 from opencbs.engine.snapshot_format import RefScanner, SnapshotInfo
+from opencbs.reports.vocabulary import EntryType
 
-__all__ = ["StorageUsage", "storage_usage"]
+__all__ = ["NewestUse", "StorageUsage", "storage_usage"]
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,32 @@ class StorageUsage:
     snapshot_count: int
 
 
-def storage_usage(repo: Measurable) -> StorageUsage:
+class NewestUse:
+    """The chunks and file contents of a snapshot being committed, counted as its items pass
+    (``observe``) into ``Repository.commit_snapshot``, so that ``storage_usage`` right after
+    the job need not read the tree it just wrote (``snapshot_id`` set once it is committed)."""
+
+    def __init__(self, capacity: int = 1 << 16) -> None:
+        self.chunks = UsedSet(capacity)
+        self.contents = UsedSet(capacity)
+        self.files = 0
+        self.snapshot_id: str | None = None
+
+    def observe(
+        self, items: Iterable[tuple[Entry, Sequence[bytes]]]
+    ) -> Iterator[tuple[Entry, Sequence[bytes]]]:
+        """``items`` unchanged, each counted on its way."""
+        chunks, contents = self.chunks, self.contents
+        for entry, chunk_ids in items:
+            if entry.etype is EntryType.FILE and entry.content_id is not None:
+                self.files += 1
+                contents.add(entry.content_id)
+            for chunk_id in chunk_ids:
+                chunks.add(chunk_id)
+            yield entry, chunk_ids
+
+
+def storage_usage(repo: Measurable, newest_use: NewestUse | None = None) -> StorageUsage:
     """Read every snapshot (newest first) and measure the repository; a snapshot that cannot
     be read is left out of the figures from the tree chunk that failed on (``verify`` reports
     it). Raises ``DestinationError``.
@@ -64,7 +92,9 @@ def storage_usage(repo: Measurable) -> StorageUsage:
     ``prune_scan.UsedSet`` tables (8 bytes of ID each, 12-24 bytes a chunk), so measuring a
     100,000-file repository after each job adds a few MiB, not the 50 a dict of IDs and the
     whole trees took (``bench/README.md``). Two IDs with the same first 8 bytes would count
-    as one (odds about 1 in 10^9 at a million chunks): these are figures, not a prune."""
+    as one (odds about 1 in 10^9 at a million chunks): these are figures, not a prune.
+    ``newest_use``: the newest snapshot's figures counted as it was committed (its tree is
+    then not read again), used when that snapshot is still the newest."""
     infos: list[SnapshotInfo] = []
     for sid in repo.snapshot_ids():
         try:
@@ -79,6 +109,11 @@ def storage_usage(repo: Measurable) -> StorageUsage:
     data_count = 0
     for number, info in enumerate(infos):
         chunks = newest if number == 0 else every
+        if number == 0 and newest_use is not None and newest_use.snapshot_id == info.id:
+            newest, current, data_count = newest_use.chunks, newest_use.contents, newest_use.files
+            for tree_chunk in info.tree:
+                newest.add(tree_chunk)
+            continue
         try:
             data_count += _measure_snapshot(
                 repo, info, chunks, (current, older), newest=number == 0
