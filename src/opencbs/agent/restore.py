@@ -86,7 +86,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from opencbs.agent.restore_links import HardLinks
+from opencbs.agent.restore_links import HardLinks, link_identity
 from opencbs.agent.restore_overwrite import (
     InTheWay,
     Keeper,
@@ -424,7 +424,7 @@ def _totals(repo: Repository, info: SnapshotInfo, wanted: Sequence[bytes] | None
             if entry.etype is EntryType.FILE:
                 files += 1
                 if entry.hard_link:
-                    identity = (entry.device, entry.inode, entry.content_id)
+                    identity = link_identity(entry)
                     if identity in linked:
                         continue
                     linked.add(identity)

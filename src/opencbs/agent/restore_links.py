@@ -38,7 +38,7 @@ from contextlib import AbstractContextManager
 
 from opencbs.engine.entries import Entry, display_path
 
-__all__ = ["HardLinks", "OpenParent"]
+__all__ = ["HardLinks", "OpenParent", "link_identity"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,14 @@ log = logging.getLogger(__name__)
 OpenParent = Callable[..., AbstractContextManager[int]]
 
 _Identity = tuple[int, int, bytes | None]
+
+
+def link_identity(entry: Entry) -> _Identity:
+    """What names one hard-linked file in a snapshot: the device and inode it had when backed
+    up, and its content ID (an inode number reused for another file has other content)."""
+    return (entry.device, entry.inode, entry.content_id)
+
+
 #: What tells the file a restore wrote from another: device, inode, size, mtime and ctime (ns).
 _Stamp = tuple[int, int, int, int, int]
 
@@ -73,7 +81,7 @@ class HardLinks:
         ``EDQUOT``, ``EROFS``, ``EIO``)."""
         if not entry.hard_link:
             return False
-        identity = (entry.device, entry.inode, entry.content_id)
+        identity = link_identity(entry)
         first = self.first.get(identity)
         if first is None:
             return False
@@ -112,7 +120,7 @@ class HardLinks:
         that cannot be looked at is not linked to)."""
         if not entry.hard_link:
             return
-        identity = (entry.device, entry.inode, entry.content_id)
+        identity = link_identity(entry)
         if identity in self.first:
             return
         try:

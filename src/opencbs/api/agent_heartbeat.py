@@ -71,6 +71,7 @@ def post_heartbeat(
         bset = sets.get_set(conn, user.id, set_id)
         dest = sets.get_destination(conn, bset, destination_id)
         job = job_queries.find_job(conn, bset, str(dest.id), job_id, cdp=cdp)
+        jobs.reopen_if_silent(conn, job.pk)  # its agent speaks: a job closed for silence runs
         if not jobs.touch_job(conn, job.pk):
             raise Conflict(
                 f"backup job {job.job_id} is not running ({job.status})",

@@ -102,21 +102,21 @@ def storage_usage(repo: Measurable, newest_use: NewestUse | None = None) -> Stor
         except RepositoryError as exc:
             log.debug("storage figures leave out snapshot %s: %s", sid, exc)
     infos.sort(key=lambda i: (i.meta.time_ns, i.id), reverse=True)
-    # sized for the newest snapshot's entries at once (a table grows by rehashing every key)
-    size = 2 * infos[0].entry_count if infos else 0
-    newest, every = UsedSet(size), UsedSet()  # chunks the newest snapshot uses; older ones
-    current, older = UsedSet(size), UsedSet()  # the newest snapshot's contents; the others'
-    data_count = 0
+    seeded = newest_use is not None and bool(infos) and newest_use.snapshot_id == infos[0].id
+    if newest_use is not None and seeded:  # its chunks and contents counted as it was committed
+        newest, current, data_count = newest_use.chunks, newest_use.contents, newest_use.files
+        for tree_chunk in infos[0].tree:
+            newest.add(tree_chunk)
+    else:  # sized for the newest snapshot at once (a table grows by rehashing every key)
+        size = 2 * infos[0].entry_count if infos else 0
+        newest, current, data_count = UsedSet(size), UsedSet(size), 0
+    every, older = UsedSet(), UsedSet()  # chunks of older snapshots; their other contents
     for number, info in enumerate(infos):
-        chunks = newest if number == 0 else every
-        if number == 0 and newest_use is not None and newest_use.snapshot_id == info.id:
-            newest, current, data_count = newest_use.chunks, newest_use.contents, newest_use.files
-            for tree_chunk in info.tree:
-                newest.add(tree_chunk)
+        if number == 0 and seeded:
             continue
         try:
             data_count += _measure_snapshot(
-                repo, info, chunks, (current, older), newest=number == 0
+                repo, info, newest if number == 0 else every, (current, older), newest=number == 0
             )
         except RepositoryError as exc:
             log.debug("storage figures leave out snapshot %s: %s", info.id, exc)

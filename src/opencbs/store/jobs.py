@@ -305,7 +305,6 @@ def reopen_if_silent(conn: Connection, pk: int) -> bool:
 
 def _running(conn: Connection, pk: int) -> Job:
     lock_job(conn, pk)  # writers of one job never interleave (PostgreSQL row lock)
-    reopen_if_silent(conn, pk)
     job = get_job_by_pk(conn, pk)
     if job.status != _RUNNING:
         raise Conflict(f"backup job {job.job_id} is finished ({job.status})", "start a new job")
@@ -555,11 +554,8 @@ def lock_job(conn: Connection, pk: int) -> None:
 
 
 def touch_job(conn: Connection, pk: int, *, at_ms: int | None = None) -> bool:
-    """Record a sign of life of running job ``pk`` (its idle time starts again; a job closed for
-    its agent's silence runs again: ``reopen_if_silent``); ``False`` when the job is not
-    running."""
-    if reopen_if_silent(conn, pk):
-        return True
+    """Record a sign of life of running job ``pk`` (its idle time starts again); ``False`` when
+    the job is not running."""
     result = conn.execute(
         update(backup_jobs)
         .where(backup_jobs.c.pk == pk, backup_jobs.c.status == _RUNNING)
