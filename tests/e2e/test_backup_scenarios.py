@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -612,6 +613,43 @@ def test_files_vanishing_during_the_scan_are_warnings_and_a_backed_up_one_is_del
     _check_report(data, third.ref.job_id, tree, _nothing())
 
 
+# --- special files: named in warnings, never silent (issue 15, point 3) -----------------------
+
+
+def test_fifos_sockets_and_devices_are_each_a_warning_not_backed_up(
+    server: Server, agent: AgentClient, tmp_path: Path
+) -> None:
+    tree = Tree(tmp_path / "src")
+    tree.put("plain.txt", b"a regular file")
+    os.mkfifo(tree.path("pipe"))
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    expected = [("src/pipe", "a FIFO (named pipe): not backed up")]
+    try:
+        sock.bind(os.fsdecode(tree.path("sock")))
+        expected.append(("src/sock", "a socket: not backed up"))
+        if os.geteuid() == 0:  # making a device file takes root
+            os.mknod(tree.path("null"), stat.S_IFCHR | 0o600, os.makedev(1, 3))
+            expected.append(("src/null", "a character device: not backed up"))
+        bs = _new_set(agent, tree, tmp_path / "dest")
+        first = _backup(agent, bs, 0)
+    finally:
+        sock.close()
+    assert first.status.value == "BS_STOP_SUCCESS_WITH_WARNING"
+    data = _report(server, bs, first.ref.job_id)
+    _check_report(
+        data,
+        first.ref.job_id,
+        tree,
+        _nothing(
+            status="BS_STOP_SUCCESS_WITH_WARNING",
+            new=[tree.source(), tree.entry("plain.txt")],
+            warnings=expected,
+            dedupe_original=len(b"a regular file"),
+        ),
+        first.warnings,
+    )
+
+
 # --- a file that grows while it is read -------------------------------------------------------
 
 
@@ -821,4 +859,21 @@ def test_an_unreadable_file_is_a_warning_naming_it(
         second["job_id"],
         tree,
         _nothing(new=[tree.entry("secret.txt")], dedupe_original=len(b"nobody may read this")),
+    )
+
+    # chmod 000 on the file now backed up: its content cannot be read (a warning) and its
+    # permissions changed (a pmt entry); the snapshot keeps its content as last stored
+    os.chmod(tree.path("secret.txt"), 0o000)
+    third = _driver(server, bs, 2, prefix, home)
+    assert third["status"] == "BS_STOP_SUCCESS_WITH_WARNING", third
+    data = _report(server, bs, third["job_id"])
+    _check_report(
+        data,
+        third["job_id"],
+        tree,
+        _nothing(
+            status="BS_STOP_SUCCESS_WITH_WARNING",
+            pmt=[tree.entry("secret.txt")],
+            warnings=[("src/secret.txt", "Permission denied")],
+        ),
     )
