@@ -3,8 +3,9 @@
 Keys (JSON, as stored and served): ``sources`` (full paths of the folders and files to back up),
 ``filters`` (``{"include": [...], "exclude": [...]}`` glob patterns of full paths),
 ``compression`` (``{"type": "ZSTD", "level": 0..22}``, default level
-:data:`DEFAULT_COMPRESSION_LEVEL`), ``deduplication`` (bool) and ``retention`` (which snapshots
-the set keeps, :class:`Retention`; default: 7 days). Every string is valid UTF-8
+:data:`DEFAULT_COMPRESSION_LEVEL`), ``deduplication`` (bool), ``retention`` (which snapshots
+the set keeps, :class:`Retention`; default: 7 days) and ``time_zone`` (the IANA zone its
+schedules run in; null: the server's). Every string is valid UTF-8
 text without NUL (``opencbs.model.text``): sets are stored and served as JSON text, so a source
 or pattern that is not raises ``InvalidInput`` with a hint, wherever it is validated.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, NoReturn
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -70,6 +72,7 @@ _KEY_RULES = {
     "filters": 'filters must be {"include": [patterns], "exclude": [patterns]}',
     "compression": 'compression must be {"type": "ZSTD", "level": 0..22}',
     "deduplication": "deduplication must be true or false",
+    "time_zone": 'time_zone must be an IANA time zone name such as "Europe/Berlin", or null',
     "retention": (
         'retention must be {"mode": "SIMPLE", "days" or "jobs": 1..365} or '
         '{"mode": "ADVANCED", "keep_*": 0..10000, "keep_within": "30d"}'
@@ -242,6 +245,25 @@ class BackupSetSettings(_Frozen):
     compression: Compression = Field(default_factory=Compression)
     deduplication: Annotated[bool, Field(strict=True)] = True
     retention: Retention = Field(default_factory=Retention.default)
+    time_zone: Annotated[str, Field(min_length=1, max_length=64, strict=True)] | None = Field(
+        default=None,
+        description="IANA time zone of the set's schedules (cbs-api.md §13); null: the "
+        "server's zone (setting timezone).",
+    )
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        """A name ``zoneinfo`` does not know raises ``InvalidInput`` ("unknown time zone …")."""
+        if value is None:
+            return None
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise InvalidInput(
+                f"unknown time zone {value!r}", 'give an IANA name such as "Europe/Berlin"'
+            ) from None
+        return value
 
     @field_validator("sources", mode="before")
     @classmethod

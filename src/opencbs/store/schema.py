@@ -62,6 +62,9 @@ backup_users = Table(
     Column("quota", BigInteger, nullable=False, default=0),
     Column("data_size", BigInteger, nullable=False, default=0),
     Column("created_at", BigInteger, nullable=False),
+    # the last time (epoch ms) the user's agent polled for schedules or run requests
+    # (ListUsers ``Online``; migration 0007); NULL: never
+    Column("last_seen_ms", BigInteger, nullable=True),
     Index("ix_backup_users_owner", "owner"),
 )
 
@@ -253,4 +256,53 @@ restore_jobs = Table(
     UniqueConstraint("set_id", "job_id", name="uq_restore_jobs_identity"),
     Index("ix_restore_jobs_start", "start_time"),
     Index("ix_restore_jobs_running", "status", "last_activity"),
+)
+
+# Schedules of backup sets (store/schedules.py; cbs-api.md §13; migration 0007). ``id`` as a
+# set's (creation time in epoch ms, bumped until unused); ``settings`` the schedule's JSON form
+# (``model.schedules.Schedule``, name and type included); ``next_check_ms`` the next slot the
+# missed-backup sweep checks (NULL: none left, e.g. a CUSTOM day past or a disabled schedule),
+# advanced by a compare-and-set so that several server processes check each slot once.
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("set_id", BigInteger, ForeignKey("backup_sets.id"), nullable=False),
+    Column("position", Integer, nullable=False, default=0),
+    Column("settings", JSON, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("next_check_ms", BigInteger, nullable=True),
+    Index("ix_schedules_set", "set_id", "position"),
+    Index("ix_schedules_next_check", "next_check_ms"),
+)
+
+# Slots found missed (the claim of the missed-backup sweep): a row is inserted before the
+# ``BS_STOP_MISSED_BACKUP`` jobs of its slot, in the same transaction, so a slot is recorded
+# once whatever the number of server processes.
+missed_slots = Table(
+    "missed_slots",
+    metadata,
+    Column("schedule_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("slot_ms", BigInteger, primary_key=True, autoincrement=False),
+    Column("set_id", BigInteger, nullable=False),
+    Column("recorded_at", BigInteger, nullable=False),
+)
+
+# Backups started from the server (RunBackup.do; cbs-api.md §13): ``status`` PENDING until the
+# set's agent takes it (TAKEN, with the job it started), or CANCELLED (``CancelBackup``); at
+# most one PENDING request per set. ``requested_by``: the system user's name.
+run_requests = Table(
+    "run_requests",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("set_id", BigInteger, ForeignKey("backup_sets.id"), nullable=False),
+    Column("user_id", BigInteger, ForeignKey("backup_users.id"), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("requested_by", String(255), nullable=False, default=""),
+    Column("requested_at", BigInteger, nullable=False),
+    Column("taken_at", BigInteger, nullable=True),
+    Column("job_id", String(19), nullable=True),
+    Index("ix_run_requests_user_status", "user_id", "status"),
+    Index("ix_run_requests_set_status", "set_id", "status"),
 )
