@@ -397,9 +397,7 @@ def enqueue(
     )
     if not conn.execute(stmt).rowcount:
         return None
-    row = conn.execute(
-        select(_E.id).where(_E.rule_id == rule_id, _E.event_key == event_key)
-    ).one()
+    row = conn.execute(select(_E.id).where(_E.rule_id == rule_id, _E.event_key == event_key)).one()
     return int(row.id)
 
 
@@ -439,9 +437,7 @@ def claim(conn: Connection, event_id: int, *, worker: str, now_ms: int, lease_ms
     done = conn.execute(
         update(alert_events)
         .where(_E.id == event_id, _claimable(now_ms))
-        .values(
-            state=DeliveryState.SENDING.value, claimed_by=worker, claim_until=now_ms + lease_ms
-        )
+        .values(state=DeliveryState.SENDING.value, claimed_by=worker, claim_until=now_ms + lease_ms)
     )
     return bool(done.rowcount)
 
@@ -455,9 +451,7 @@ def claim_due(
     ids = conn.execute(
         select(_E.id).where(_claimable(now_ms)).order_by(_E.next_attempt_ms, _E.id).limit(limit)
     ).all()
-    won = [
-        r.id for r in ids if claim(conn, r.id, worker=worker, now_ms=now_ms, lease_ms=lease_ms)
-    ]
+    won = [r.id for r in ids if claim(conn, r.id, worker=worker, now_ms=now_ms, lease_ms=lease_ms)]
     if not won:
         return []
     rows = conn.execute(_outgoing_query().where(_E.id.in_(won)).order_by(_E.id))
@@ -484,6 +478,7 @@ def record_attempt(
     ``FAILED`` when ``retry_at_ms`` is ``None``. Only while ``worker`` still holds the claim:
     else nothing changes and the answer is ``None`` (another process took it over)."""
     attempt = item.attempts + 1
+    values: dict[str, Any]
     if ok:
         state, values = DeliveryState.SENT, {"sent_at": at_ms, "last_error": None}
     elif retry_at_ms is None:

@@ -78,9 +78,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_alert_deliveries")),
     )
     with op.batch_alter_table("alert_deliveries", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_alert_deliveries_event", ["event_id", "attempt"], unique=False
-        )
+        batch_op.create_index("ix_alert_deliveries_event", ["event_id", "attempt"], unique=False)
 
 
 def downgrade() -> None:
