@@ -21,6 +21,7 @@ from starlette.routing import Match
 
 import opencbs
 from opencbs import notify
+from opencbs.api import cbs_alerts as _cbs_alerts  # noqa: F401 - registers calls
 from opencbs.api import cbs_jobs as _cbs_jobs  # noqa: F401 - registers calls
 from opencbs.api import cbs_reports as _cbs_reports  # noqa: F401 - registers calls
 from opencbs.api import cbs_restore as _cbs_restore  # noqa: F401 - registers calls

@@ -131,6 +131,7 @@ def _settle(
     *,
     at_ms: int,
     retry_at_ms: int | None,
+    quiet: bool = False,
 ) -> Delivered:
     with db.write() as conn:
         state = alerts.record_attempt(
@@ -142,7 +143,9 @@ def _settle(
             at_ms=at_ms,
             retry_at_ms=None if attempt.ok else retry_at_ms,
         )
-    if attempt.ok:
+    if quiet:  # a test alert: its sender says how it went
+        log.debug("test alert %s (rule %s): %s", item.event_id, item.rule_id, attempt.detail)
+    elif attempt.ok:
         log.info("alert %s (rule %s, %s) delivered: %s", item.event_id, item.rule_id,
                  item.kind, attempt.detail)  # fmt: skip
     else:
@@ -199,4 +202,4 @@ def send_test(
         )
         item = alerts.outgoing(conn, event_id)
     attempt = _send(send, item)
-    return _settle(db, item, attempt, at_ms=now_ms, retry_at_ms=None)
+    return _settle(db, item, attempt, at_ms=now_ms, retry_at_ms=None, quiet=True)
