@@ -394,11 +394,10 @@ def enqueue(
             created_at=at_ms,
         )
         .on_conflict_do_nothing(index_elements=["rule_id", "event_key"])
+        .returning(_E.id)
     )
-    if not conn.execute(stmt).rowcount:
-        return None
-    row = conn.execute(select(_E.id).where(_E.rule_id == rule_id, _E.event_key == event_key)).one()
-    return int(row.id)
+    row = conn.execute(stmt).first()  # no row: it was there already
+    return None if row is None else int(row.id)
 
 
 def _claimable(now_ms: int) -> ColumnElement[bool]:
