@@ -65,8 +65,8 @@ def _end(db: Database, us: UserSet, status: JobStatus, *, start: int, warnings: 
 
 
 def test_each_event_kind_fires_once(db: Database, alice: UserSet) -> None:
-    ids = {e: _rule(db, "alice", e) for e in (AlertEvent.ERROR, AlertEvent.WARNING,
-                                               AlertEvent.MISSED, AlertEvent.EVERY_JOB)}  # fmt: skip
+    kinds = (AlertEvent.ERROR, AlertEvent.WARNING, AlertEvent.MISSED, AlertEvent.EVERY_JOB)
+    ids = {e: _rule(db, "alice", e) for e in kinds}
     t = now_ms() - 10 * HOUR
     ok = _end(db, alice, JobStatus.STOP_SUCCESS, start=t)
     warned = _end(db, alice, JobStatus.STOP_SUCCESS, start=t + HOUR, warnings=2)
