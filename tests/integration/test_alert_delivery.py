@@ -274,3 +274,21 @@ def test_command_line(db: Database, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["alert", "remove", *base, rule_id]) == 4
     with db.read() as conn:
         assert alerts.list_rules(conn) == []
+
+
+def test_the_server_sends_queued_alerts_by_itself(state: ServerState) -> None:
+    from opencbs.api.app import create_app
+
+    state.settings = _settings()
+    state.alert_interval = 0.1
+    with state.db.write() as conn:
+        us = user_with_set(conn, "alice")
+    with webhook_receiver() as receiver, TestClient(create_app(state)):
+        _add(state.db, us, Channel.WEBHOOK, receiver.url)
+        _failed_job(state.db, us)
+        deadline = time.monotonic() + 10
+        while not receiver.received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # a few more rounds: nothing more arrives
+    assert len(receiver.received) == 1
+    assert receiver.received[0].json()["status"] == "BS_STOP_BY_SYSTEM_ERROR"
