@@ -289,3 +289,28 @@ class ServerBusy(OpenCBSError):
             f"retry after {retry_after} s",
         )
         self.retry_after = retry_after
+
+
+class AlertRuleNotFound(NotFound):
+    """Unknown alert rule, or one outside the caller's scope (cbs-api.md §15)."""
+
+    code = "alert_rule_not_found"
+
+    def __init__(self, rule_id: str) -> None:
+        super().__init__(f"Alert rule {quoted(rule_id)} not found.")
+
+
+class AlertNotDelivered(OpenCBSError):
+    """A test alert that its target did not accept: the SMTP server or the webhook refused it,
+    or could not be reached (``detail`` says which; cbs-api.md §15)."""
+
+    code = "alert_not_delivered"
+    exit_code: ExitCode = ExitCode.UNAVAILABLE
+
+    def __init__(self, rule_id: int, detail: str) -> None:
+        super().__init__(
+            f"test alert of rule {rule_id} not delivered: {detail}",
+            "check the rule's target and the SMTP settings (README: Alerts); "
+            "`opencbs alert deliveries` lists every attempt",
+        )
+        self.detail = detail

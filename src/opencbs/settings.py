@@ -98,6 +98,17 @@ the profile ``s3_profile`` (or ``AWS_PROFILE``).
 - ``s3_retry_seconds``: ``60`` — how long one S3 operation is tried again when it fails
   transiently (the server unreachable or restarting, 5xx, throttling) before the job fails.
 
+Settings of the server's alerts (cbs-api.md §15; README "Alerts"):
+
+- ``smtp_host``: ``""`` — the SMTP server that sends alert emails; empty: email alerts fail
+  ("email is not configured"), webhooks still work.
+- ``smtp_port``: ``587`` — its port (465 for ``tls``, 25 for a local relay).
+- ``smtp_security``: ``starttls`` — ``starttls`` (plain connection upgraded, certificate
+  checked), ``tls`` (SMTPS from the first byte) or ``none`` (a trusted local relay only).
+- ``smtp_user`` / ``smtp_password``: ``""`` — the login at the SMTP server, none when empty; the
+  password is never logged or shown (``OPENCBS_SMTP_PASSWORD`` or the config file).
+- ``alert_from``: ``""`` = ``opencbs@<host name>`` — the ``From`` address of alert emails.
+
 A config file holding passwords should be readable by its owner only (mode 0600).
 
 Every invalid setting raises ``opencbs.errors.ConfigError`` naming the setting, with a hint.
@@ -111,7 +122,7 @@ import tomllib
 from collections.abc import Mapping
 from datetime import tzinfo
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
@@ -355,6 +366,21 @@ class Settings(BaseSettings):
         ge=0,
         le=86_400,
         description="Seconds an S3 operation is tried again when it fails transiently.",
+    )
+
+    smtp_host: str = Field(
+        default="", description="SMTP server of alert emails; empty: no email alerts."
+    )
+    smtp_port: int = Field(default=587, ge=1, le=65535, description="Port of the SMTP server.")
+    smtp_security: Literal["starttls", "tls", "none"] = Field(
+        default="starttls", description="SMTP connection security: starttls, tls or none."
+    )
+    smtp_user: str = Field(default="", description="Login at the SMTP server; empty: none.")
+    smtp_password: str = Field(
+        default="", repr=False, description="Password of smtp_user (never logged or shown)."
+    )
+    alert_from: str = Field(
+        default="", description="From address of alert emails; empty: opencbs@<host name>."
     )
 
     @field_validator("data_dir", mode="before")

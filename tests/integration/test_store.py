@@ -176,6 +176,7 @@ def test_a_setting_stored_by_a_looser_version_is_read_as_its_default(
             "keep_within": None,
             "after_backup": True,
         },
+        "time_zone": None,  # stored before the key existed: the server's zone
     }
     assert listed[0].settings == bset.settings
     assert "backup set 5: its setting 'filters' is not valid" in caplog.text

@@ -33,6 +33,7 @@ def test_defaults_and_the_stored_json_form() -> None:
             "keep_within": None,
             "after_backup": True,
         },
+        "time_zone": None,
     }
     assert DEFAULT_COMPRESSION_LEVEL == 3 and DEFAULT_RETENTION_DAYS == 7
 

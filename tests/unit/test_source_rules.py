@@ -55,7 +55,8 @@ LAYERS: dict[str, frozenset[str]] = {
     "destinations": frozenset({"model", "errors", "fileio"}),
     "engine": frozenset({"reports", "model", "destinations", "errors", "fileio"}),
     "store": frozenset({"reports", "model", "errors", "fileio", "security", "settings"}),
-    "api": frozenset({"store", "reports", "model", "errors", "security", "settings"}),
+    "notify": frozenset({"store", "reports", "model", "errors", "settings", "fileio"}),
+    "api": frozenset({"store", "notify", "reports", "model", "errors", "security", "settings"}),
     "agent": frozenset({"engine", "destinations", "model", "reports", "errors", "fileio"}),
 }
 LAYERS["cli"] = frozenset(LAYERS)

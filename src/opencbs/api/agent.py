@@ -75,6 +75,7 @@ from opencbs.model.jobs import JobRecord, JobRef
 from opencbs.model.sets import MAX_PATH, BackupSetSettings
 from opencbs.model.storage import StorageQuota
 from opencbs.model.text import is_text
+from opencbs.notify import alerts as notify_alerts
 from opencbs.reports.timefmt import MAX_TIME_MS, MIN_TIME_MS
 from opencbs.reports.vocabulary import (
     EntryType,
@@ -793,4 +794,5 @@ def finish(
             dedupe_saving=body.dedupe_saving,
             uploaded_bytes=body.uploaded_bytes,
         )
+        notify_alerts.job_ended(conn, done.pk, at_ms=now_ms())  # queued with the finish
         return jobs.job_record(conn, done)

@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI
@@ -19,6 +20,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match
 
 import opencbs
+from opencbs import notify
+from opencbs.api import cbs_alerts as _cbs_alerts  # noqa: F401 - registers calls
 from opencbs.api import cbs_jobs as _cbs_jobs  # noqa: F401 - registers calls
 from opencbs.api import cbs_reports as _cbs_reports  # noqa: F401 - registers calls
 from opencbs.api import cbs_restore as _cbs_restore  # noqa: F401 - registers calls
@@ -36,6 +39,8 @@ from opencbs.api.limits import BodyTooLarge, GuardBodies
 from opencbs.api.routes import PREFIX, mount_cbs
 from opencbs.api.state import ServerState
 from opencbs.errors import OpenCBSError
+from opencbs.notify.alerts import job_ended
+from opencbs.settings import Settings
 from opencbs.store import jobs, restore_jobs
 from opencbs.store.util import now_ms
 
@@ -53,8 +58,11 @@ def sweep_once(state: ServerState) -> list[str]:
     timeout_ms = int(state.job_timeout * 1000)
     with state.db.write() as conn:
         closed: list[str] = []
-        if now_ms() - state.started_ms > timeout_ms:
-            closed = jobs.close_stale_jobs(conn, timeout_ms)
+        at = now_ms()
+        if at - state.started_ms > timeout_ms:
+            closed = jobs.close_stale_jobs(
+                conn, timeout_ms, at_ms=at, on_closed=partial(job_ended, at_ms=at)
+            )
         restores = restore_jobs.close_stale_restore_jobs(conn, int(state.job_idle_timeout * 1000))
     for job_id in closed:
         log.warning(
@@ -81,6 +89,20 @@ async def _sweeper(state: ServerState) -> None:
         await asyncio.sleep(state.sweep_interval)
 
 
+async def _notifier(state: ServerState, settings: Settings) -> None:
+    """Every ``state.alert_interval`` seconds: the alerts' round (``notify.run_once``: the
+    NO_SUCCESS check, the digests, the due alerts sent), apart from the job sweep so a slow
+    SMTP server or webhook never delays it."""
+    while True:
+        try:
+            await run_in_threadpool(
+                partial(notify.run_once, state.db, settings, now_ms=now_ms(), clock=now_ms)
+            )
+        except Exception:  # noqa: BLE001 - keep going; the error is logged
+            log.exception("alert round failed")
+        await asyncio.sleep(state.alert_interval)
+
+
 def create_app(state: ServerState) -> FastAPI:
     """The ASGI app serving ``state``'s database."""
 
@@ -88,13 +110,16 @@ def create_app(state: ServerState) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(_sweeper(state))
+        tasks = [asyncio.create_task(_sweeper(state))]
+        if state.settings is not None:
+            tasks.append(asyncio.create_task(_notifier(state, state.settings)))
         try:
             yield
         finally:
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
 
     app = FastAPI(
         title="opencbs",

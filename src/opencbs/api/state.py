@@ -26,7 +26,9 @@ class ServerState:
     client to take each chunk before the client is dropped (``api.streaming``);
     ``started_ms``: when this process started (epoch ms): the sweep counts no job's silence
     from before it (a server restarted after a pause must not close the jobs whose agents
-    could not reach it meanwhile: their next heartbeat is due).
+    could not reach it meanwhile: their next heartbeat is due). ``settings``: the server's
+    settings when it runs with them (``from_settings``): then a background loop sends its
+    alerts every ``alert_interval`` seconds (``notify.run_once``; SMTP settings, zone).
     """
 
     db: Database
@@ -37,6 +39,8 @@ class ServerState:
     write_timeout: float = 30.0
     job_heartbeat_timeout: float = 0.0
     started_ms: int = field(default_factory=now_ms)
+    settings: Settings | None = None
+    alert_interval: float = 5.0
 
     @classmethod
     def from_settings(cls, db: Database, settings: Settings) -> ServerState:
@@ -50,6 +54,7 @@ class ServerState:
             job_heartbeat_timeout=settings.job_heartbeat_timeout,
             auth_cache=VerifiedCache.from_settings(settings),
             write_timeout=settings.write_timeout,
+            settings=settings,
         )
 
     def __post_init__(self) -> None:

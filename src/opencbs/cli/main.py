@@ -45,6 +45,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "forget": ("retention_cmds", "forget"),
     "prune": ("retention_cmds", "prune_command"),
     "agent": ("agent_flush", "agent"),
+    "alert": ("alert_cmds", "alert"),
 }
 
 

@@ -14,7 +14,7 @@ export): ``opencbs.store.report_import``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, dataclass
 from datetime import tzinfo
 from typing import Any
@@ -471,9 +471,17 @@ def _complete_progress(status: JobStatus) -> dict[str, Any]:
     }
 
 
-def close_stale_jobs(conn: Connection, idle_ms: int, *, at_ms: int | None = None) -> list[str]:
+def close_stale_jobs(
+    conn: Connection,
+    idle_ms: int,
+    *,
+    at_ms: int | None = None,
+    on_closed: Callable[[Connection, int], object] | None = None,
+) -> list[str]:
     """Close every running job that sent nothing for ``idle_ms`` as ``BS_BACKUP_NOT_FINISHED``
-    (cbs-api.md §4), marked closed for silence (``reopen_if_silent``); returns their job IDs."""
+    (cbs-api.md §4), marked closed for silence (``reopen_if_silent``); returns their job IDs.
+    ``on_closed(conn, pk)`` is called for each job closed, in this transaction (the server
+    queues its alerts: ``notify.alerts.job_ended``)."""
     at = at_ms if at_ms is not None else now_ms()
     stale = conn.execute(
         select(backup_jobs.c.pk, backup_jobs.c.job_id, backup_jobs.c.last_activity).where(
@@ -498,6 +506,8 @@ def close_stale_jobs(conn: Connection, idle_ms: int, *, at_ms: int | None = None
         )
         if done.rowcount:
             closed.append(row.job_id)
+            if on_closed is not None:
+                on_closed(conn, row.pk)
     return closed
 
 

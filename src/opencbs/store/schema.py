@@ -289,7 +289,7 @@ missed_slots = Table(
     Column("recorded_at", BigInteger, nullable=False),
 )
 
-# Backups started from the server (RunBackup.do; cbs-api.md §13): ``status`` PENDING until the
+# Backups started from the server (RunBackup.do; cbs-api.md §14): ``status`` PENDING until the
 # set's agent takes it (TAKEN, with the job it started), or CANCELLED (``CancelBackup``); at
 # most one PENDING request per set. ``requested_by``: the system user's name.
 run_requests = Table(
@@ -305,4 +305,68 @@ run_requests = Table(
     Column("job_id", String(19), nullable=True),
     Index("ix_run_requests_user_status", "user_id", "status"),
     Index("ix_run_requests_set_status", "set_id", "status"),
+)
+
+# Alert rules (store/alerts.py, opencbs.notify; cbs-api.md §15; migration 0008): ``scope_kind``
+# ``backup_user`` (``scope_name`` its login name: its sets) or ``system_user`` (its name: every
+# backup user it sees); ``event`` an ``opencbs.model.alerts.AlertEvent``; ``set_id`` one set
+# (``NULL``: every set in scope; NO_SUCCESS names one); ``hours`` NO_SUCCESS's silence;
+# ``channel`` ``EMAIL`` or ``WEBHOOK`` and ``target`` the address or URL; ``secret`` the
+# webhook's HMAC key (shown once, when the rule is created; never served again).
+alert_rules = Table(
+    "alert_rules",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("scope_kind", String(16), nullable=False),
+    Column("scope_name", String(255), nullable=False),
+    Column("event", String(16), nullable=False),
+    Column("set_id", BigInteger, nullable=True),
+    Column("hours", Integer, nullable=True),
+    Column("channel", String(16), nullable=False),
+    Column("target", Text, nullable=False),
+    Column("secret", String(128), nullable=False, default=""),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_alert_rules_event", "event", "enabled"),
+    Index("ix_alert_rules_scope", "scope_kind", "scope_name"),
+)
+
+# The alerts' outbox: one row per alert to send, ``event_key`` unique per rule (``job:<pk>:
+# <status>``, ``nosuccess:<set>:<last success ms>``, ``digest:<yyyy-MM-dd>``, ``test:<uuid>``) so
+# each is inserted once, whichever process sees it first. ``state`` an
+# ``opencbs.model.alerts.DeliveryState``; a sending process claims a row (``claimed_by``, until
+# ``claim_until`` epoch ms) so no other sends it meanwhile; ``next_attempt_ms`` when it is due;
+# ``payload`` the JSON sent (webhook body; the email is written from it).
+alert_events = Table(
+    "alert_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rule_id", Integer, ForeignKey("alert_rules.id"), nullable=False),
+    Column("event_key", String(255), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_ms", BigInteger, nullable=False),
+    Column("claimed_by", String(128), nullable=True),
+    Column("claim_until", BigInteger, nullable=True),
+    Column("payload", JSON, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("sent_at", BigInteger, nullable=True),
+    UniqueConstraint("rule_id", "event_key", name="uq_alert_events_key"),
+    Index("ix_alert_events_due", "state", "next_attempt_ms"),
+)
+
+# The delivery log: one row per attempt to send an alert (``at`` epoch ms, ``ok``, ``detail``
+# the HTTP status or SMTP reply or the error; never a secret).
+alert_deliveries = Table(
+    "alert_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", Integer, ForeignKey("alert_events.id"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("detail", Text, nullable=False, default=""),
+    Index("ix_alert_deliveries_event", "event_id", "attempt"),
 )
