@@ -263,6 +263,7 @@ def _kind_keys(values: Mapping[str, Any], kind: ScheduleType, prefix: str) -> di
     given = {k: values.get(k) for k in _KIND_KEYS}
     if given["DayOfMonth"] in (0, "0"):
         given["DayOfMonth"] = None
+    given["Days"] = _decoded(given["Days"], _key(prefix, "Days"), list)  # "[]" is empty too
     present = {k for k, v in given.items() if not _empty(v)}
     wanted: set[str] = {
         ScheduleType.DAILY: set(),
