@@ -155,14 +155,14 @@ def read_time_zone(params: Params) -> str | None:
     name = params.str_or_empty(TIME_ZONE).strip()
     if not name:
         return None
+    if len(name) > 64:
+        raise ParameterInvalid(TIME_ZONE, printable(name), "at most 64 characters")
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ParameterInvalid(
             TIME_ZONE, printable(name), 'an IANA time zone name such as "Europe/Berlin"'
         ) from None
-    if len(name) > 64:
-        raise ParameterInvalid(TIME_ZONE, printable(name), "at most 64 characters")
     return name
 
 
