@@ -129,7 +129,8 @@ class ParameterInvalid(OpenCBSError):
 
 class ParameterNotChangeable(OpenCBSError):
     """A setting parameter a call cannot change yet, given with a value other than the current
-    one (UpdateBackupSet changes only ``RetentionPolicy`` so far; cbs-api.md §10)."""
+    one (UpdateBackupSet changes only ``RetentionPolicy``, ``ScheduleList`` and ``TimeZone`` so
+    far; cbs-api.md §10, §13)."""
 
     code = "parameter_not_changeable"
     exit_code: ExitCode = ExitCode.INVALID

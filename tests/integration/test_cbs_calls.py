@@ -426,6 +426,8 @@ def test_get_backup_set(client: TestClient, world: World) -> None:
                 "RetentionDays": 7,
                 "SpaceFreeUpEnabled": True,
             },
+            "ScheduleList": [],
+            "TimeZone": "UTC",
         }
         assert "secret-location" not in str(got)
         assert_error(

@@ -250,7 +250,7 @@ def test_other_settings_cannot_be_changed_yet(
     assert_error(
         body,
         f"[Error] Parameter {name} cannot be changed by UpdateBackupSet yet (it changes "
-        "RetentionPolicy only)",
+        "RetentionPolicy, ScheduleList and TimeZone only)",
     )
     assert stored(state, world) == Retention.default()  # not even the policy
     with state.db.read() as conn:

@@ -25,6 +25,7 @@ from opencbs.api import cbs_alerts as _cbs_alerts  # noqa: F401 - registers call
 from opencbs.api import cbs_jobs as _cbs_jobs  # noqa: F401 - registers calls
 from opencbs.api import cbs_reports as _cbs_reports  # noqa: F401 - registers calls
 from opencbs.api import cbs_restore as _cbs_restore  # noqa: F401 - registers calls
+from opencbs.api import cbs_schedules as _cbs_schedules  # noqa: F401 - registers calls
 from opencbs.api import cbs_sets as _cbs_sets  # noqa: F401 - registers calls
 from opencbs.api import cbs_storage as _cbs_storage  # noqa: F401 - registers calls
 from opencbs.api import cbs_users as _cbs_users  # noqa: F401 - registers calls

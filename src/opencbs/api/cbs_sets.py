@@ -1,5 +1,6 @@
-"""CBS calls about backup sets (cbs-api.md §7, §10): ListBackupSets, GetBackupSet and
-UpdateBackupSet (v1 and ``2/``), and a set's retention policy in CBS form (``RetentionPolicy``).
+"""CBS calls about backup sets (cbs-api.md §7, §10, §13): ListBackupSets, GetBackupSet and
+UpdateBackupSet (v1 and ``2/``), and a set's retention policy in CBS form (``RetentionPolicy``);
+its schedules and time zone (``ScheduleList``, ``TimeZone``) are ``api.cbs_schedules``'s.
 
 Choices where the contract leaves room (written down here and in each call's summary):
 
@@ -7,18 +8,19 @@ Choices where the contract leaves room (written down here and in each call's sum
 - GetBackupSet's sources and filters: ``SelectedSource`` (paths), ``Filter``
   (``{"Include": [patterns], "Exclude": [patterns]}``); compression ``CompressType`` and
   ``CompressLevel``; ``Deduplication`` (bool); ``Removed`` (bool); ``RetentionPolicy`` (an
-  opencbs extension, below). Destination locations and credentials are never shown:
-  ``DestinationList`` items are ``{"Id", "Name", "Type"}``. ``2/GetBackupSet.do`` answers the
-  same object.
+  opencbs extension, below); ``ScheduleList`` and ``TimeZone`` (cbs-api.md §13). Destination
+  locations and credentials are never shown: ``DestinationList`` items are ``{"Id", "Name",
+  "Type"}``. ``2/GetBackupSet.do`` answers the same object.
 - ``RetentionPolicy`` is ``model.sets.Retention`` under CBS names: ``{"Type": "SIMPLE",
   "RetentionDays": n}`` or ``{"Type": "SIMPLE", "RetentionJobs": n}`` (1..365);
   ``{"Type": "ADVANCED", "KeepLast", "KeepHourly", "KeepDaily", "KeepWeekly", "KeepMonthly",
   "KeepYearly": n (0: rule off), "KeepWithin": "30d" or ""}``; both with
   ``"SpaceFreeUpEnabled"`` (bool: run the policy after each backup job, the vendor's term).
-- UpdateBackupSet changes the retention policy only (so far): ``RetentionPolicy`` replaces the
-  set's whole policy (a key left out takes its default: ``SpaceFreeUpEnabled`` true, a
-  ``Keep…`` rule 0). Every other setting GetBackupSet shows may be sent back unchanged (a
-  client that sends the whole set it read); a different value, or a vendor setting opencbs
+- UpdateBackupSet changes the retention policy, the schedules and their zone (so far):
+  ``RetentionPolicy`` replaces the set's whole policy (a key left out takes its default:
+  ``SpaceFreeUpEnabled`` true, a ``Keep…`` rule 0); ``ScheduleList`` and ``TimeZone`` as
+  ``api.cbs_schedules`` says. Every other setting GetBackupSet shows may be sent back unchanged
+  (a client that sends the whole set it read); a different value, or a vendor setting opencbs
   does not keep (``ShadowCopyEnabled`` …), answers ``ParameterNotChangeable``. Only roles that
   may change state call it (``READ_ONLY_API``: ``PermissionDenied``); a reseller reaches only
   its own users' sets (another's user is "not found", §2).
@@ -43,8 +45,17 @@ from opencbs.api.cbs import (
     cbs_call,
     require_write,
 )
+from opencbs.api.cbs_schedules import (
+    SCHEDULE_LIST_PARAM,
+    TIME_ZONE_PARAM,
+    apply_schedule_settings,
+    read_schedule_list,
+    read_time_zone,
+    schedule_settings,
+)
 from opencbs.api.envelope import ok
 from opencbs.api.params import Params, shown_value
+from opencbs.api.schedule_form import SCHEDULE_SCHEMA
 from opencbs.api.state import ServerState
 from opencbs.errors import InvalidInput, ParameterInvalid, ParameterNotChangeable
 from opencbs.model.retention import Duration
@@ -265,6 +276,12 @@ _SET_ANSWER = _obj(
             "items": _obj({"Id": _ID, "Name": _STR, "Type": _STR}),
         },
         "RetentionPolicy": POLICY_SCHEMA,
+        "ScheduleList": {"type": "array", "items": SCHEDULE_SCHEMA},
+        "TimeZone": {
+            "type": "string",
+            "description": "IANA zone of the set's schedules (the server's when the set has "
+            "none; cbs-api.md §13).",
+        },
     }
 )
 
@@ -319,7 +336,8 @@ def set_settings(bset: BackupSet, user: BackupUser) -> dict[str, Any]:
     "GetBackupSet",
     params=(LOGIN, OWNER, SET_ID),
     summary="The settings of a backup set: sources (SelectedSource), filters (Filter), "
-    "compression, deduplication, DestinationList and RetentionPolicy (cbs-api.md §7, §10). "
+    "compression, deduplication, DestinationList, RetentionPolicy, ScheduleList and "
+    "TimeZone (cbs-api.md §7, §10, §13). "
     "v1 and 2/ answer the same object.",
     answer=_SET_ANSWER,
     v2=True,
@@ -330,7 +348,8 @@ def get_backup_set(params: Params, caller: Caller, state: ServerState) -> Respon
     with state.db.read() as conn:
         user = backup_user(conn, params, caller)
         bset = backup_set(conn, params, user)
-    return ok(set_settings(bset, user))
+        shown = set_settings(bset, user) | schedule_settings(conn, bset, state.tz)
+    return ok(shown)
 
 
 # --- UpdateBackupSet ---------------------------------------------------------------------------
@@ -367,6 +386,7 @@ SHOWN_SETTINGS = (
     "DestinationList",
 )
 _CALL = "UpdateBackupSet"
+_CHANGEABLE = "RetentionPolicy, ScheduleList and TimeZone"
 
 _POLICY_PARAM = ParamDoc(
     POLICY,
@@ -400,16 +420,17 @@ def refuse_other_changes(params: Params, shown: Mapping[str, Any]) -> None:
     object)."""
     for name in VENDOR_SETTINGS:
         if params.values.get(name) not in (None, ""):
-            raise ParameterNotChangeable(name, _CALL, POLICY)
+            raise ParameterNotChangeable(name, _CALL, _CHANGEABLE)
     for name in SHOWN_SETTINGS:
         if name in params.values and not _same(params.values[name], shown[name], name):
-            raise ParameterNotChangeable(name, _CALL, POLICY)
+            raise ParameterNotChangeable(name, _CALL, _CHANGEABLE)
 
 
 @cbs_call(
     _CALL,
-    params=(LOGIN, OWNER, SET_ID, _POLICY_PARAM),
-    summary="Change a backup set's retention policy (RetentionPolicy, cbs-api.md §10); "
+    params=(LOGIN, OWNER, SET_ID, _POLICY_PARAM, SCHEDULE_LIST_PARAM, TIME_ZONE_PARAM),
+    summary="Change a backup set's retention policy (RetentionPolicy, cbs-api.md §10), "
+    "schedules (ScheduleList: the whole list) and their time zone (TimeZone, §13); "
     '{"Status":"OK"}. Other settings cannot be changed by this call yet: sent unchanged '
     "(as GetBackupSet shows them) they are accepted, otherwise refused naming the parameter. "
     "Not for READ_ONLY_API system users.",
@@ -421,6 +442,8 @@ def update_backup_set(params: Params, caller: Caller, state: ServerState) -> Res
     params.required_str("BackupSetID")
     given = params.json_object(POLICY)
     policy = parse_retention_policy(given) if given is not None else None
+    items = read_schedule_list(params)
+    time_zone = read_time_zone(params)
     with state.db.write() as conn:
         user = backup_user(conn, params, caller)
         bset = backup_set(conn, params, user)
@@ -429,4 +452,5 @@ def update_backup_set(params: Params, caller: Caller, state: ServerState) -> Res
             sets.update_set(
                 conn, user.id, bset.id, settings={"retention": policy.model_dump(mode="json")}
             )
+        apply_schedule_settings(conn, bset, items=items, time_zone=time_zone, server_zone=state.tz)
     return ok()

@@ -1,5 +1,6 @@
 """Administration commands: ``db upgrade``, ``sysuser``, ``user`` and ``set`` (``set retention``:
-a set's retention policy, ``model.sets.Retention``; cbs-api.md §10)."""
+a set's retention policy, ``model.sets.Retention``; cbs-api.md §10; ``set timezone``: the zone
+of its schedules, cbs-api.md §13)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from opencbs.agent.targets import require_sources
 from opencbs.cli.common import (
     JSON,
     PASSWORD_STDIN,
+    TIMEZONE,
     Decorator,
     NonEmptyPath,
     echo,
@@ -38,8 +40,9 @@ from opencbs.model.passwords import PasswordRule
 from opencbs.model.sets import MAX_SIMPLE_RETENTION, Retention
 from opencbs.reports.vocabulary import SystemRole
 from opencbs.settings import Settings
-from opencbs.store import migrate, sets, users
+from opencbs.store import migrate, schedules, sets, users
 from opencbs.store.sets import BackupSet, Destination
+from opencbs.store.util import now_ms
 
 # --- db -----------------------------------------------------------------------------------
 
@@ -601,6 +604,34 @@ def set_retention(
         print_json(policy.model_dump(mode="json"))
     else:
         echo(describe_retention(policy))
+
+
+@backup_set.command("timezone")
+@click.argument("login")
+@click.argument("set_name", metavar="SET")
+@click.argument("zone", required=False)
+@with_settings(TIMEZONE)
+def set_timezone(settings: Settings, *, login: str, set_name: str, zone: str | None) -> None:
+    """Show or set the time zone of the schedules of backup set SET (name or ID) of backup user
+    LOGIN (cbs-api.md §13): an IANA name such as Europe/Berlin, or `server` for the server's
+    zone (setting timezone). Each schedule's next checked run is recomputed from now. Prints
+    the zone."""
+    at_ms = now_ms()
+    database = open_database(settings)
+    try:
+        with database.write() as conn:
+            owner = find_user(conn, login)
+            bset = find_set(conn, owner.id, set_name)
+            if zone is not None:
+                wanted = None if zone.strip().lower() == "server" else zone.strip()
+                bset = sets.update_set(conn, owner.id, bset.id, settings={"time_zone": wanted})
+                server = settings.tz()
+                schedules.rezone(conn, bset, zone=schedules.set_zone(bset, server), at_ms=at_ms)
+    finally:
+        database.dispose()
+    if zone is not None:
+        note(f"time zone of backup set {bset.name!r} changed")
+    echo(bset.settings.time_zone or f"{settings.tz()} (the server's)")
 
 
 def find_user(conn: Any, login: str) -> users.BackupUser:

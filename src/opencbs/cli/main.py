@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "user": ("admin", "user"),
     "lockout": ("lockout_cmds", "lockout"),
     "set": ("admin", "backup_set"),
+    "schedule": ("schedule_cmds", "schedule"),
     "report": ("report", "report"),
     "demo": ("demo", "demo"),
     "quickstart": ("quickstart", "quickstart"),
