@@ -347,6 +347,30 @@ def test_a_missing_pack_is_stored_again_by_the_next_backup(repo: Repository) -> 
     assert b"".join(reopened.read_chunk(c) for c in again.chunk_ids) == data
 
 
+def test_an_index_opened_before_a_sweep_is_read_again_once_locked(repo: Repository) -> None:
+    """A backup opens its repository, then waits for its lock while a prune sweeps (rewrites
+    the index objects without a pack, deletes the pack): once it holds the lock it reads the
+    index again, so it never takes the deleted pack for lost data (issue 14's concurrent
+    backup and prune)."""
+    with repo.writer() as w:
+        kept = w.add_file(io.BytesIO(rand(10_000, 1)))
+    with repo.writer() as w:
+        dropped = w.add_file(io.BytesIO(rand(10_000, 2)))
+    repo.commit_snapshot(meta(), [(file_entry(b"/k", kept), kept.chunk_ids)])
+    loc = repo.chunk_location(dropped.chunk_ids[0])
+    assert loc is not None
+    backup = Repository.open(repo.storage, PASSWORD)  # opened before the sweep
+    pruner = Repository.open(repo.storage, PASSWORD)
+    pruner._index.forget_packs([loc.pack_id])
+    assert pruner.compact_indexes() >= 2  # the old index objects are gone
+    repo.storage.delete(f"data/{loc.pack_id[:2]}/{loc.pack_id}")
+    assert backup.refresh_index() is True
+    assert backup.reconcile_packs() == ([], [])
+    assert not backup.has_chunk(dropped.chunk_ids[0]) and backup.has_chunk(kept.chunk_ids[0])
+    # nothing changed since: only new index objects would be read
+    assert backup.refresh_index() is False
+
+
 def test_chunk_not_in_index(repo: Repository) -> None:
     with pytest.raises(ChunkNotFound):
         repo.read_chunk(b"\x00" * 32)

@@ -284,6 +284,7 @@ class BackupJob:
         # a shared lock for the whole job: a prune deletes only when no backup runs
         self.lock = repo.lock("shared", "backup", timing=self.options.lock_timing)
         self.lock.acquire()
+        repo.refresh_index()  # a prune may have swept between the opening and the lock
         clean = getattr(self.options.storage, "remove_stale_temporaries", None)
         if clean is not None:
             clean()  # what writes killed earlier left behind

@@ -318,12 +318,14 @@ class Repository:
 
     # Index ---------------------------------------------------------------------------------
 
-    def reload_index(self) -> None:
-        """Read index objects not yet loaded (those written by other writers since ``open``).
+    def reload_index(self, listed: Iterable[str] | None = None) -> None:
+        """Read index objects not yet loaded (those written by other writers since ``open``);
+        ``listed``: the ``index/`` names when the caller listed them already.
 
         A damaged index object is skipped (logged at DEBUG; ``verify`` reports it, once; its
         chunks are then unknown until ``recover_indexes``)."""
-        names = [n for n in self.storage.list(INDEX_PREFIX) if n not in self._index_names]
+        every = self.storage.list(INDEX_PREFIX) if listed is None else listed
+        names = [n for n in every if n not in self._index_names]
         for name, blob in self._read_each(names):
             try:
                 if isinstance(blob, ObjectNotFound):
@@ -348,6 +350,20 @@ class Repository:
         self._load_problems = []
         self.reload_index()
         return sorted(self._index_names)
+
+    def refresh_index(self) -> bool:
+        """Bring the loaded index up to date, as a job does once it holds its lock: when an
+        index object it loaded is gone (a prune's sweep rewrote it, or merged it), every index
+        object is read again (``reload_all_indexes``; returns ``True``); otherwise only the new
+        ones are read (``reload_index``; ``False``). So a backup whose repository was opened
+        before a prune's delete phase never takes the packs that prune deleted for missing
+        data. Raises ``DestinationError``."""
+        present = set(self.storage.list(INDEX_PREFIX))
+        if self._index_names - present:
+            self.reload_all_indexes()
+            return True
+        self.reload_index(sorted(present))
+        return False
 
     def _read_each(self, names: list[str]) -> Iterator[tuple[str, bytes | ObjectNotFound]]:
         """Each object of ``names`` in order, read several at a time from a storage that
