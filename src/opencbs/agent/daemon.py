@@ -393,8 +393,8 @@ class Daemon:
         self.running.pop(job.set_id, None)
         said = ", ".join(end.statuses) or "no job"
         why = f": {end.message}" if end.message else ""
-        if end.exit_code == 0:
-            log.info("job ended (%s): %s", said, job.label)
+        if end.exit_code == 0 or (self.stopping and end.exit_code == ExitCode.INTERRUPTED):
+            log.info("job ended (%s)%s: %s", said, why, job.label)
         elif end.exit_code == ExitCode.CONFLICT:
             log.warning("job skipped, a job of the set runs already%s: %s", why, job.label)
         else:
