@@ -184,9 +184,7 @@ def test_run_backup_errors(client: TestClient, state: ServerState, world: World)
     )
     with state.db.write() as conn:
         conn.execute(
-            update(backup_sets)
-            .where(backup_sets.c.id == int(world.docs_id))
-            .values(removed=True)
+            update(backup_sets).where(backup_sets.c.id == int(world.docs_id)).values(removed=True)
         )
     message, _ = error(run_backup(client, world))
     assert message == f"[Error] Backup set {world.docs_id} is removed"
@@ -294,9 +292,7 @@ def test_run_backup_wakes_a_long_poll(client: TestClient, state: ServerState, wo
     t.join(timeout=25)
     body, took = out
     assert took < 5, took
-    assert body["waited"] is True and [r["set_id"] for r in body["run_requests"]] == [
-        world.docs_id
-    ]
+    assert body["waited"] is True and [r["set_id"] for r in body["run_requests"]] == [world.docs_id]
 
 
 def test_the_watcher_finds_a_change_made_elsewhere(

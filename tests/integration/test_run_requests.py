@@ -21,7 +21,8 @@ from opencbs.model.schedules import Schedule, ScheduleType
 from opencbs.store import polls, run_requests, schedules, sets, users
 from opencbs.store.db import Database
 from opencbs.store.run_requests import RequestStatus, RunRequestNotFound
-from opencbs.store.schema import backup_sets, backup_users, run_requests as run_table
+from opencbs.store.schema import backup_sets, backup_users
+from opencbs.store.schema import run_requests as run_table
 from opencbs.store.sets import BackupSet
 
 UTC = ZoneInfo("UTC")
@@ -54,6 +55,10 @@ def two(db: Database) -> Two:
         mail = sets.add_set(conn, alice.id, "Mail")
         main = sets.add_set(conn, bob.id, "Main")
     return Two(alice.id, bob.id, docs, mail, main)
+
+
+def _remove(conn: Any, bset: BackupSet) -> None:
+    conn.execute(update(backup_sets).where(backup_sets.c.id == bset.id).values(removed=True))
 
 
 def _statuses(db: Database, set_id: int) -> list[str]:
@@ -123,7 +128,7 @@ def test_take_of_another_user_or_unknown_is_not_found(db: Database, two: Two) ->
 def test_removed_sets_requests_are_not_pending_for_the_agent(db: Database, two: Two) -> None:
     with db.write() as conn:
         run_requests.request(conn, two.docs, by="system", at_ms=T0)
-        conn.execute(update(backup_sets).where(backup_sets.c.id == two.docs.id).values(removed=True))
+        _remove(conn, two.docs)
         assert run_requests.pending_for_user(conn, two.alice) == []
         assert run_requests.pending_user_ids(conn, [two.alice]) == set()
 
@@ -256,7 +261,7 @@ def test_generation_follows_sets_and_schedules(db: Database, two: Two) -> None:
         schedules.remove_schedule(conn, two.docs, row.id)
     changed()
     with db.write() as conn:
-        conn.execute(update(backup_sets).where(backup_sets.c.id == two.mail.id).values(removed=True))
+        _remove(conn, two.mail)
     changed()
     with db.write() as conn:
         sets.update_set(conn, two.alice, two.docs.id, settings={"sources": ["/srv"]})
