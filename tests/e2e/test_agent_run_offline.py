@@ -9,6 +9,9 @@ processes (issue 16), and ``opencbs backup --mode S --stop-at`` ends a job
   a restart (its state file).
 - ``test_stop_at_ends_the_job_by_the_scheduler``: the job's stop time already passed when it
   starts: it ends ``BS_STOP_BY_SCHEDULER`` with exit code 130, as mode ``S``.
+- ``test_retention_after_overrides_the_sets_flag``: ``--retention-after`` runs the set's
+  policy after the backup though the set says not to, ``--no-retention-after`` keeps it from
+  running though the set says to (a schedule's ``retention_after``).
 """
 
 from __future__ import annotations
@@ -18,9 +21,16 @@ import re
 import signal
 import time
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from tests.e2e.daemon_support import (
+    LOGIN,
+    PASSWORD,
+    World,
     add_schedule,
+    cbs,
     jobs_today,
     log_text,
     make_set,
@@ -103,3 +113,37 @@ def test_stop_at_ends_the_job_by_the_scheduler(tmp_path: Path) -> None:
         }
         clash = run(world.agent, "backup", "--set", world.set_id, "--mode", "R", "--scheduled")
         assert clash.returncode == 2 and "disagree" in clash.stderr, clash.stderr
+
+
+def _retention_said(world: World, *flag: str) -> bool:
+    """Back up with ``flag``; whether the job's report log says the policy ran."""
+    time.sleep(1.02 - time.time() % 1)  # a job's ID is its start second
+    done = json.loads(ok(world.agent, "backup", "--set", world.set_id, *flag, "--json"))
+    assert done["status"] == "BS_STOP_SUCCESS", done
+    report = cbs(world, "GetBackupJobReport", BackupSetID=done["backup_set_id"],
+                 DestinationID=done["destination_id"], BackupJobID=done["job_id"])  # fmt: skip
+    return any(e["Message"].startswith("Retention policy") for e in report["Logs"])
+
+
+def _set_retention(world: World, retention: dict[str, Any]) -> None:
+    r = httpx.patch(
+        f"{world.url}/api/agent/v1/backup-sets/{world.set_id}",
+        json={"settings": {"retention": retention}},
+        auth=(LOGIN, PASSWORD),
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+
+
+def test_retention_after_overrides_the_sets_flag(tmp_path: Path) -> None:
+    env = isolated_env(tmp_path)
+    users_for(env)
+    with serving(env) as served:
+        world = world_of(tmp_path, env, served.url)
+        make_set(world)
+        _set_retention(world, {"mode": "SIMPLE", "jobs": 3, "after_backup": False})
+        assert not _retention_said(world)
+        assert _retention_said(world, "--mode", "S", "--retention-after")
+        _set_retention(world, {"mode": "SIMPLE", "jobs": 3, "after_backup": True})
+        assert _retention_said(world)
+        assert not _retention_said(world, "--mode", "S", "--no-retention-after")

@@ -142,6 +142,7 @@ class Daemon:
         self.stopping = False
         self._events: queue.Queue[tuple[str, object]] = queue.Queue()
         self._wake_r, self._wake_w = os.pipe()
+        self._closed = False
         os.set_blocking(self._wake_w, False)
         self._stop_signals = 0
         self._reload_asked = False
@@ -167,6 +168,7 @@ class Daemon:
                 if self._poller is not None:
                     self._poller.stop()
                 self._save_marks()
+                self._closed = True
                 os.close(self._wake_r)
                 os.close(self._wake_w)
         log.info("the agent stopped")
@@ -185,6 +187,8 @@ class Daemon:
     # -- plumbing -------------------------------------------------------------------------
 
     def _wake(self) -> None:
+        if self._closed:  # a late answer or job end after the loop ended: nobody waits
+            return
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._wake_w, b"\0")
 
