@@ -410,14 +410,15 @@ class Daemon:
             self.pending[job.set_id] = (self.clock.now_ms(), queued)
             return
         if job.mode is JobMode.SCHEDULED and retryable(end.exit_code):
-            self._retry(job, end)
+            self._retry(job)
 
-    def _retry(self, job: JobRequest, end: JobEnd) -> None:
+    def _retry(self, job: JobRequest) -> None:
+        now = self.clock.now_ms()
         bset = next((s for s in self.sets if s.id == job.set_id), None)
-        nxt = next_slot_of(bset, end.ended_at) if bset is not None else None
+        nxt = next_slot_of(bset, now) if bset is not None else None
         at = retry_at(
             job.attempt,
-            end.ended_at,
+            now,
             next_slot_ms=nxt,
             stop_ms=job.stop_ms,
             delays_ms=self.config.timing.retry_delays_ms,
