@@ -69,7 +69,8 @@ _MEANINGS: dict[ExitCode, str] = {
     ),
     ExitCode.INTERNAL: "internal error (a bug: run again with `--debug` and report it)",
     ExitCode.INTERRUPTED: (
-        "interrupted; a backup job stopped by Ctrl-C or SIGTERM (`BS_STOP_BY_USER`)"
+        "interrupted; a backup job stopped by Ctrl-C or SIGTERM (`BS_STOP_BY_USER`) or at its "
+        "schedule's stop time (`BS_STOP_BY_SCHEDULER`)"
     ),
 }
 

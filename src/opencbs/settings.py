@@ -114,6 +114,22 @@ Settings of the server's alerts (cbs-api.md §15; README "Alerts"):
   password is never logged or shown (``OPENCBS_SMTP_PASSWORD`` or the config file).
 - ``alert_from``: ``""`` = ``opencbs@<host name>`` — the ``From`` address of alert emails.
 
+Settings of the unattended agent (``opencbs agent run``; issue 16, README "Running the agent
+unattended"):
+
+- ``agent_poll_wait``: ``25`` — seconds the server may hold the agent's poll (long poll, 0..55).
+- ``catch_up``: ``true`` — run a slot missed while the agent was off or the machine asleep once
+  after start or wake (the newest missed slot only), when within ``catch_up_window``.
+- ``catch_up_window``: ``86400`` — seconds after a missed slot within which it is caught up.
+- ``schedule_jitter``: ``60`` — at most this many seconds of random delay before a slot's job.
+- ``job_retry_delays``: ``60,300,900`` — seconds before each retry of a failed scheduled job
+  (comma-separated; empty: no retry); never past the schedule's next slot or stop time.
+- ``on_stop``: ``stop`` — what SIGTERM does to a running job: ``stop`` it (``BS_STOP_BY_USER``)
+  or let it ``finish``.
+- ``agent_log_file``: ``""`` = ``<data_dir>/agent.log`` (``-``: none) — the agent's log file,
+  rotated at ``agent_log_max_bytes`` (``10485760``; 0: never) keeping ``agent_log_backups``
+  (``5``) old files.
+
 A config file holding passwords should be readable by its owner only (mode 0600).
 
 Every invalid setting raises ``opencbs.errors.ConfigError`` naming the setting, with a hint.
@@ -399,6 +415,38 @@ class Settings(BaseSettings):
     alert_from: str = Field(
         default="", description="From address of alert emails; empty: opencbs@<host name>."
     )
+    agent_poll_wait: float = Field(
+        default=25.0, ge=0, le=55, description="Seconds the server may hold the agent's poll."
+    )
+    catch_up: bool = Field(default=True, description="Run a slot missed while off or asleep.")
+    catch_up_window: float = Field(
+        default=86400.0,
+        ge=0,
+        le=MAX_SECONDS,
+        description="Seconds after a missed slot within which it is caught up.",
+    )
+    schedule_jitter: float = Field(
+        default=60.0, ge=0, le=3600, description="Most seconds of random delay before a job."
+    )
+    job_retry_delays: str = Field(
+        default="60,300,900", description="Seconds before each retry of a failed scheduled job."
+    )
+    on_stop: Literal["stop", "finish"] = Field(
+        default="stop", description="What SIGTERM does to the agent's running job."
+    )
+    agent_log_file: str = Field(
+        default="", description="The agent's log file; empty: data_dir/agent.log; -: none."
+    )
+    agent_log_max_bytes: int = Field(
+        default=10_485_760, ge=0, le=2**40, description="Bytes at which the log is rotated."
+    )
+    agent_log_backups: int = Field(default=5, ge=0, le=1000, description="Rotated log files kept.")
+
+    @field_validator("job_retry_delays")
+    @classmethod
+    def _delays(cls, value: str) -> str:
+        retry_delays(value)  # ValueError when not a list of seconds
+        return value
 
     @field_validator("data_dir", mode="before")
     @classmethod
@@ -489,6 +537,21 @@ class Settings(BaseSettings):
 
 
 SETTING_NAMES: tuple[str, ...] = tuple(Settings.model_fields)
+
+
+def retry_delays(text: str) -> tuple[float, ...]:
+    """The seconds of ``job_retry_delays`` (``"60,300,900"``; empty: none): at most 10, each
+    1..86400. Raises ``ValueError``."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if len(parts) > 10:
+        raise ValueError("at most 10 retries")
+    try:
+        delays = tuple(float(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"{text!r}: give seconds separated by commas, e.g. 60,300,900") from None
+    if any(not 1 <= d <= 86400 for d in delays):
+        raise ValueError("each delay is 1..86400 seconds")
+    return delays
 
 
 def check_server_url(value: str) -> None:

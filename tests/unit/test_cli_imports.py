@@ -41,7 +41,12 @@ def _loaded(args: list[str], libs: tuple[str, ...]) -> list[str]:
 
 @pytest.mark.parametrize(
     "args",
-    [["backup", "--help"], ["restore", "--help"], ["agent", "flush", "--help"]],
+    [
+        ["backup", "--help"],
+        ["restore", "--help"],
+        ["agent", "flush", "--help"],
+        ["agent", "run", "--help"],
+    ],
 )
 def test_agent_commands_do_not_import_server_libraries(args: list[str]) -> None:
     assert _loaded(args, _SERVER_LIBS) == []

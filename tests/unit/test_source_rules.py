@@ -60,6 +60,7 @@ LAYERS: dict[str, frozenset[str]] = {
     "agent": frozenset({"engine", "destinations", "model", "reports", "errors", "fileio"}),
 }
 LAYERS["cli"] = frozenset(LAYERS)
+LAYERS["__main__"] = frozenset({"cli"})  # python -m opencbs
 
 # Allow-lists: "module path:qualified name" (or "importer -> imported" for imports) -> why.
 LONG_MODULES_ALLOWED: dict[str, str] = {}

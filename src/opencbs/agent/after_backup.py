@@ -1,7 +1,9 @@
 """What a backup job does after its snapshot is committed and before its report is finished:
 the set's retention policy when the set says so (``Retention.after_backup``; CBS's "run
-retention policy after backup", ``agent.retention``), each step said in the job's report log,
-and what the destination stores then, told to the server (GetUserStorageStat, the quota).
+retention policy after backup", ``agent.retention``) or the job's schedule does
+(``JobOptions.retention_after``, which overrides the set's flag), each step said in the job's
+report log, and what the destination stores then, told to the server (GetUserStorageStat,
+the quota).
 
 Neither step can fail the backup: the snapshot is stored. A retention run that fails (another
 process holds the repository, a snapshot cannot be read) is a ``warn`` entry, so the job ends
@@ -50,7 +52,8 @@ def after_backup(
     read again). Never raises for the repository or the server (module docstring)."""
     retention = bset.settings.retention
     usage: StorageUsage | None = None
-    if retention.after_backup:
+    wanted = options.retention_after
+    if retention.after_backup if wanted is None else wanted:
         usage = _retention(options, repo, channel=channel, rules=retention.keep_rules())
     if usage is None:
         try:

@@ -18,7 +18,8 @@ the job ends ``BS_STOP_BY_SYSTEM_ERROR`` with an ``error`` log entry naming them
 snapshot (restic's rule: a backup of nothing is a failure, not an empty snapshot). Destination
 failures (``DestinationError``, ``RepositoryError``, a wrong password included) end it
 ``BS_STOP_BY_SYSTEM_ERROR`` with an ``error`` log entry and no snapshot, as does the scan's
-helper process dying; a set ``cancel`` event ends it ``BS_STOP_BY_USER`` with no snapshot. A
+helper process dying; a set ``cancel`` event ends it ``BS_STOP_BY_USER`` with no snapshot
+(``BS_STOP_BY_SCHEDULER`` when a ``job_values.StopEvent`` says the schedule stopped it). A
 damaged snapshot in the repository is skipped (a ``warn`` entry names it;
 ``Repository.verify`` reports it) and never blocks the job. Neither does a snapshot list
 (``engine.manifest``) that shows a removed snapshot or a rollback (an older list than the agent
@@ -73,7 +74,14 @@ from dataclasses import dataclass
 from opencbs.agent.channel import JobChannel
 from opencbs.agent.client import RemoteSet
 from opencbs.agent.entry_spool import EntrySpool
-from opencbs.agent.job_values import ChangeEvent, JobCancelled, JobOptions, OnChange, OnProgress
+from opencbs.agent.job_values import (
+    ChangeEvent,
+    JobCancelled,
+    JobOptions,
+    OnChange,
+    OnProgress,
+    stop_status,
+)
 from opencbs.agent.reading import Pair, QuotaExceeded, SourceReader
 from opencbs.agent.report_entries import file_entry
 from opencbs.agent.targets import open_repository
@@ -164,8 +172,13 @@ class BackupJob:
         try:
             snapshot_id = self._backup()
         except JobCancelled:
-            self.channel.log(LogType.INFO, "Backup stopped by user")
-            return self._result(JobStatus.STOP_BY_USER, None, "stopped by user")
+            status = stop_status(self.cancel)
+            if status is JobStatus.STOP_BY_SCHEDULER:
+                said = "stopped at the end of its schedule's window"
+            else:
+                said = "stopped by user"
+            self.channel.log(LogType.INFO, f"Backup {said}")
+            return self._result(status, None, said)
         except (DestinationError, RepositoryError) as exc:
             return self._failed(f"Destination error: {exc}")
         except ScanAborted as exc:  # the scan's helper process died (engine.scan_process)

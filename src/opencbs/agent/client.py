@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 import httpx
 
+from opencbs.agent.poll import PollAnswer, TakenRequest
 from opencbs.errors import ConfigError, ExitCode, InvalidInput, OpenCBSError
 from opencbs.model.jobs import JobRecord, JobRef
 from opencbs.model.sets import BackupSetSettings
@@ -32,6 +33,9 @@ from opencbs.reports.vocabulary import JobMode, JobStatus, ReportList
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/agent/v1"
+#: The longest long poll the server holds (seconds; cbs-api.md, "Agent API for unattended
+#: agents").
+POLL_WAIT_MAX = 55
 
 
 class ServerUnreachable(OpenCBSError):
@@ -285,11 +289,24 @@ class AgentClient:
     # -- plumbing: the one place httpx errors are translated ----------------------------------
 
     def _call(
-        self, method: str, path: str, body: Any = None, params: Mapping[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+        *,
+        timeout: float | None = None,
     ) -> Any:
-        """The decoded JSON answer. Raises ``ServerUnreachable`` or ``AgentApiError``."""
+        """The decoded JSON answer; ``timeout`` (seconds) replaces the client's for this
+        request. Raises ``ServerUnreachable`` or ``AgentApiError``."""
         try:
-            r = self._http.request(method, path, json=body, params=params)
+            r = self._http.request(
+                method,
+                path,
+                json=body,
+                params=params,
+                timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
+            )
         except httpx.TransportError as exc:
             problem = _cert_problem(exc)
             if problem is not None:
@@ -330,6 +347,36 @@ class AgentClient:
     def _job_params(ref: JobRef) -> dict[str, str] | None:
         """The query of a call on job ``ref``: ``cdp=true`` for a continuous-backup job."""
         return {"cdp": "true"} if ref.cdp else None
+
+    # -- unattended agents: the poll and run requests (cbs-api.md, "Agent API for unattended
+    # agents") ---------------------------------------------------------------------------------
+
+    def poll(self, wait: float = 0, generation: str | None = None) -> PollAnswer:
+        """The user's sets and schedules (``None`` when ``generation`` is still the server's)
+        and pending run requests (``agent.poll.PollAnswer``). ``wait`` (seconds, 0..55): how
+        long the server may hold the request while nothing changed (long poll); this request's
+        timeout is that plus the client's. Raises ``ServerUnreachable``, ``AgentApiError``
+        (404 or 405 from a server without the poll; a malformed answer as status 0,
+        ``bad_answer``)."""
+        params = {"wait": str(int(max(0, min(wait, POLL_WAIT_MAX))))}
+        if generation is not None:
+            params["generation"] = generation
+        timeout = self._http.timeout.read or 30.0
+        answer = self._call("GET", "/poll", params=params, timeout=wait + timeout)
+        try:
+            return PollAnswer.from_json(answer)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise AgentApiError(0, "bad_answer", f"the poll's answer is malformed: {exc}") from exc
+
+    def take_run_request(self, request_id: int) -> TakenRequest:
+        """Take pending run request ``request_id`` (RunBackup.do): the agent then runs the
+        set's job with mode ``R``. One no longer pending (cancelled, taken) →
+        ``AgentApiError`` 409; unknown or another user's → 404."""
+        answer = self._call("POST", f"/run-requests/{int(request_id)}/take")
+        try:
+            return TakenRequest.from_json(answer)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise AgentApiError(0, "bad_answer", f"the take's answer is malformed: {exc}") from exc
 
     # -- backup sets ------------------------------------------------------------------------
 

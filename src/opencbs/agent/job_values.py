@@ -9,6 +9,7 @@ them with ``run_backup``.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from datetime import tzinfo
@@ -37,6 +38,8 @@ __all__ = [
     "OnChange",
     "OnProgress",
     "Progress",
+    "StopEvent",
+    "stop_status",
 ]
 
 #: Seconds between two progress reports (to the server and to ``on_progress``).
@@ -48,7 +51,31 @@ JOB_BATCH_SIZE = 5000
 
 class JobCancelled(Exception):
     """Raised inside the job when its ``cancel`` event is set (never escapes ``run_backup``:
-    the job ends ``BS_STOP_BY_USER``)."""
+    the job ends with :func:`stop_status` of the event, ``BS_STOP_BY_USER`` unless a
+    :class:`StopEvent` says otherwise)."""
+
+
+class StopEvent(threading.Event):
+    """A job's ``cancel`` event that also says why it stopped: :meth:`stop` with
+    ``BS_STOP_BY_SCHEDULER`` at a schedule's stop time (``opencbs backup --stop-at``); a plain
+    ``set()`` (Ctrl-C, SIGTERM) is ``BS_STOP_BY_USER``. The first reason wins."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.status = JobStatus.STOP_BY_USER
+        self._guard = threading.Lock()
+
+    def stop(self, status: JobStatus) -> None:
+        """Stop the job with ``status``, unless it is stopping already."""
+        with self._guard:
+            if not self.is_set():
+                self.status = status
+                self.set()
+
+
+def stop_status(cancel: threading.Event) -> JobStatus:
+    """The final status of a job its ``cancel`` event stopped (:class:`StopEvent`)."""
+    return cancel.status if isinstance(cancel, StopEvent) else JobStatus.STOP_BY_USER
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +146,9 @@ class JobOptions:
     (``engine.scan_count``), so progress has its totals (and an ETA) early. ``lock_timing``:
     how long the job waits for a prune's lock on the repository (``engine.locks``).
     ``prune_grace``: seconds a pack the retention run after the job condemns waits before it is
-    deleted (``engine.prune``; the setting ``prune_grace``)."""
+    deleted (``engine.prune``; the setting ``prune_grace``). ``retention_after``: whether the
+    set's retention policy runs after the backup (a schedule's ``retention_after``); ``None``:
+    as the set says (``Retention.after_backup``)."""
 
     client: AgentClient
     set_id: str
@@ -138,6 +167,7 @@ class JobOptions:
     state_dir: Path | None = None
     lock_timing: LockTiming | None = None
     prune_grace: float = 86400.0
+    retention_after: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,7 +47,7 @@ from opencbs.settings import Settings
 
 @click.group()
 def agent() -> None:
-    """The agent's own housekeeping (spooled job reports)."""
+    """The agent's own commands: run unattended, deliver spooled job reports."""
 
 
 @agent.command()
@@ -122,3 +122,13 @@ def _nothing(*, as_json: bool) -> None:
         print_json([])
     else:
         echo("nothing to deliver")
+
+
+def _add_run() -> None:
+    """``agent run`` (``cli.agent_run``) beside ``agent flush``."""
+    from opencbs.cli.agent_run import run  # noqa: PLC0415 - its module imports this group's
+
+    agent.add_command(run)
+
+
+_add_run()

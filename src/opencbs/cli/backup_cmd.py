@@ -45,6 +45,15 @@ written either (``data_dir`` full or read-only), the report is lost: stderr says
 ``opencbs: error:`` line and the exit code is 7 (unless the job's own is not 0). With the server
 unreachable at the start, ``backup`` uses this user's backup sets as last seen (remembered at
 each run); exit code 7 only when there are none.
+
+Options for the unattended agent (``opencbs agent run`` runs each scheduled job as a child
+``opencbs backup``; hidden from the help): ``--mode M|S|R`` the job's mode (``BackupJobMode``:
+manual, the default; scheduled; started from the server by RunBackup.do); ``--stop-at
+EPOCH_MS`` stops the job at that instant, ``BS_STOP_BY_SCHEDULER`` (a schedule's ``Duration``:
+``model.schedules.stop_time``; exit code 130, as a job stopped by the user);
+``--retention-after/--no-retention-after`` runs the set's retention policy after the backup
+(or not) whatever the set's own flag says (a schedule's ``retention_after``,
+``SpaceFreeUpEnabled``).
 """
 
 from __future__ import annotations
@@ -99,6 +108,7 @@ from opencbs.cli.backup_run import (
 from opencbs.cli.common import NonEmptyPath, echo, note, print_json, require_text_paths, show_name
 from opencbs.destinations.base import DestinationError, Storage
 from opencbs.errors import ExitCode, InvalidInput, OpenCBSError
+from opencbs.model.destinations import DestinationAddress
 from opencbs.reports.vocabulary import JobMode
 from opencbs.settings import Settings
 
@@ -169,6 +179,29 @@ __all__ = ["backup"]
     "disk mounted?).",
 )
 @click.option("--scheduled", is_flag=True, help="Run as a scheduled job (mode S, not M).")
+@click.option(
+    "--mode",
+    type=click.Choice([m.value for m in JobMode]),
+    default=None,
+    hidden=True,
+    help="The job's mode: M manual (default), S scheduled, R started from the server.",
+)
+@click.option(
+    "--stop-at",
+    "stop_at_ms",
+    type=click.IntRange(min=0),
+    default=None,
+    hidden=True,
+    metavar="EPOCH_MS",
+    help="Stop the job at this instant (epoch ms): it ends BS_STOP_BY_SCHEDULER.",
+)
+@click.option(
+    "--retention-after/--no-retention-after",
+    "retention_after",
+    default=None,
+    hidden=True,
+    help="Run (or not) the set's retention policy after the backup, whatever the set says.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Print each change with its reason.")
 @click.option(
     "--json",
@@ -191,6 +224,9 @@ def backup(
     accept_server_changes: bool,
     new_repository: bool,
     scheduled: bool,
+    mode: str | None,
+    stop_at_ms: int | None,
+    retention_after: bool | None,
     verbose: bool,
     as_json: bool,
     password_stdin: bool,
@@ -205,12 +241,7 @@ def backup(
     later names others, the backup is refused unless given on the command line or
     --accept-server-changes. Exit code 0 when every job succeeds (with warnings or errors
     too), 130 when stopped (Ctrl-C, SIGTERM), 9 when a job fails."""
-    _check_paths(sources, destination, add_destination)
-    named = destination_address(
-        settings,
-        destination or add_destination,
-        option="--destination" if add_destination is None else "--add-destination",
-    )
+    named = _named_destination(settings, sources, destination, add_destination)
     login = require_login(settings)
     password = backup_password(settings, from_stdin=password_stdin)
     repo_password = encryption_password(settings, encryption_password_file)
@@ -249,9 +280,11 @@ def backup(
                 server_changes=accept_server_changes,
                 new_repository=new_repository,
             ),
-            mode=JobMode.SCHEDULED if scheduled else JobMode.MANUAL,
+            mode=_job_mode(mode, scheduled=scheduled),
             as_json=as_json,
             verbose=verbose,
+            stop_at_ms=stop_at_ms,
+            retention_after=retention_after,
         )
         if named is not None or len(target.bset.destinations) < 2:
             return _run_one(run, target, unreachable_told=bool(told))
@@ -278,6 +311,8 @@ class _Run:
     mode: JobMode
     as_json: bool
     verbose: bool
+    stop_at_ms: int | None = None
+    retention_after: bool | None = None
 
     def one(self, target: Target) -> tuple[JobOutcome, bool]:
         """One job of ``target``: its destination accepted (``agent.trust``), then run. A
@@ -313,6 +348,8 @@ class _Run:
             progress_interval=self.settings.progress_interval,
             prune_grace=self.settings.prune_grace,
             lock_wait=self.settings.lock_wait,
+            stop_at_ms=self.stop_at_ms,
+            retention_after=self.retention_after,
         )
         return outcome, isinstance(storage, UnusableStorage) and storage.misconfigured
 
@@ -406,6 +443,32 @@ def _code(outcome: JobOutcome, target: Target, *, misconfigured: bool = False) -
     if code == ExitCode.SUCCESS and outcome.report_lost:
         return ExitCode.UNAVAILABLE
     return code
+
+
+def _job_mode(mode: str | None, *, scheduled: bool) -> JobMode:
+    """The job's mode: ``--mode``, else S with ``--scheduled``, else M. Raises
+    ``InvalidInput`` when both are given and disagree."""
+    if mode is None:
+        return JobMode.SCHEDULED if scheduled else JobMode.MANUAL
+    if scheduled and mode != JobMode.SCHEDULED:
+        raise InvalidInput(f"--scheduled and --mode {mode} disagree", "give one of them")
+    return JobMode(mode)
+
+
+def _named_destination(
+    settings: Settings,
+    sources: tuple[Path, ...],
+    destination: str | None,
+    add_destination: str | None,
+) -> DestinationAddress | None:
+    """The destination the command line names (``--destination`` or ``--add-destination``),
+    the paths given checked first (``_check_paths``). Raises ``InvalidInput``."""
+    _check_paths(sources, destination, add_destination)
+    return destination_address(
+        settings,
+        destination or add_destination,
+        option="--destination" if add_destination is None else "--add-destination",
+    )
 
 
 def _check_paths(

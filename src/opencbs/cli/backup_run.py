@@ -7,7 +7,8 @@ stopping it cleanly (``BS_STOP_BY_USER``) and, with ``--verbose``, each change p
 reason (the job's ``on_change``). :func:`print_outcome`, :func:`outcome_json`,
 :func:`print_delivery_notes` and :func:`print_job_failure` print the outcome;
 :func:`exit_code_of` gives the job's exit code (``errors.ExitCode``): 0 for the success
-statuses, 130 stopped by user, 9 otherwise.
+statuses, 130 stopped by user (or at its schedule's stop time: ``--stop-at``,
+``BS_STOP_BY_SCHEDULER``), 9 otherwise.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import shlex
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import tzinfo
@@ -38,6 +40,7 @@ from opencbs.agent.job import (
     OnChange,
     run_backup,
 )
+from opencbs.agent.job_values import StopEvent
 from opencbs.agent.set_lock import set_lock
 from opencbs.agent.storage import UnusableStorage
 from opencbs.agent.targets import REFUSALS, Target, open_repository
@@ -68,6 +71,7 @@ __all__ = [
     "destination_arguments",
     "run_job",
     "snapshots_command",
+    "stop_at",
     "verify_command",
 ]
 
@@ -115,6 +119,34 @@ def cancel_on_signals(cancel: threading.Event) -> Iterator[None]:
             signal.signal(s, h)
 
 
+@contextmanager
+def stop_at(cancel: StopEvent, at_ms: int) -> Iterator[None]:
+    """While inside: at ``at_ms`` (epoch ms, by the wall clock, read at least every
+    :data:`STOP_CHECK` seconds so a machine's sleep does not delay it; at once when past)
+    ``cancel`` stops the job ``BS_STOP_BY_SCHEDULER`` (``opencbs backup --stop-at``)."""
+    done = threading.Event()
+
+    def watch() -> None:
+        while True:
+            left = at_ms / 1000 - time.time()
+            if left <= 0:
+                cancel.stop(JobStatus.STOP_BY_SCHEDULER)
+                return
+            if done.wait(min(left, STOP_CHECK)):
+                return
+
+    watcher = threading.Thread(target=watch, name="stop-at", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+
+
+#: Seconds between two readings of the wall clock while a job waits for its stop time.
+STOP_CHECK = 5.0
+
+
 def change_printer(*, err: bool) -> OnChange:
     """A job's ``on_change`` for ``--verbose``: prints each change with its reason,
     ``<list> <path>: <reason> (<what differs>)``, names escaped (``show_name``); on stderr
@@ -142,6 +174,8 @@ def run_job(
     progress_interval: float = DEFAULT_PROGRESS_INTERVAL,
     prune_grace: float = 86400.0,
     lock_wait: float = 600.0,
+    stop_at_ms: int | None = None,
+    retention_after: bool | None = None,
 ) -> JobOutcome:
     """One backup job of ``target`` with progress on stderr, each warning and error of the job
     said on stderr as it happens (:func:`print_job_message`, above the progress bar),
@@ -155,10 +189,12 @@ def run_job(
     ``state_dir``: the agent's data_dir (``JobOptions.state_dir``); ``progress_interval``:
     seconds between progress lines off a terminal; ``prune_grace`` and ``lock_wait``: the
     settings of those names (``JobOptions``). With ``spool_dir`` the set's lock is taken
-    first (``agent.set_lock``; before any progress). Raises ``WrongPassword``,
+    first (``agent.set_lock``; before any progress). ``stop_at_ms`` (epoch ms): the job
+    stops then, ``BS_STOP_BY_SCHEDULER`` (a schedule's stop time); ``retention_after``:
+    ``JobOptions.retention_after``. Raises ``WrongPassword``,
     ``DestinationError``, ``ServerUnreachable``, ``AgentApiError``, ``JobRunning``."""
     repo, storage = _opened(target, storage, password)
-    cancel = threading.Event()
+    cancel = StopEvent()
     title = f"backup {target.bset.name}"
     # signals first: once progress shows "started", Ctrl-C and SIGTERM stop the job cleanly
     options = JobOptions(
@@ -177,11 +213,14 @@ def run_job(
         count_totals=not as_json,  # a total and an ETA for the person watching
         prune_grace=prune_grace,
         lock_timing=LockTiming(wait=lock_wait),
+        retention_after=retention_after,
     )
     with contextlib.ExitStack() as stack:
         if spool_dir is not None:  # refused before the progress says "started"
             stack.enter_context(set_lock(spool_dir, target.bset.id, set_name=target.bset.name))
         stack.enter_context(cancel_on_signals(cancel))
+        if stop_at_ms is not None:
+            stack.enter_context(stop_at(cancel, stop_at_ms))
         shown = stack.enter_context(
             BackupProgress(title, quiet=as_json, interval=progress_interval)
         )
@@ -356,14 +395,15 @@ def print_delivery_notes(outcome: JobOutcome, *, unreachable_told: bool = False)
 
 
 def exit_code_of(status: JobStatus) -> ExitCode:
-    """0 for the success statuses, 130 stopped by user, 9 otherwise (module docstring)."""
+    """0 for the success statuses, 130 stopped by user or at the schedule's stop time, 9
+    otherwise (module docstring)."""
     if status in (
         JobStatus.STOP_SUCCESS,
         JobStatus.STOP_SUCCESS_WITH_WARNING,
         JobStatus.STOP_SUCCESS_WITH_ERROR,
     ):
         return ExitCode.SUCCESS
-    if status is JobStatus.STOP_BY_USER:
+    if status in (JobStatus.STOP_BY_USER, JobStatus.STOP_BY_SCHEDULER):
         return ExitCode.INTERRUPTED
     return ExitCode.JOB_FAILED
 
