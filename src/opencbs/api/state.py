@@ -26,7 +26,9 @@ class ServerState:
     client to take each chunk before the client is dropped (``api.streaming``);
     ``started_ms``: when this process started (epoch ms): the sweep counts no job's silence
     from before it (a server restarted after a pause must not close the jobs whose agents
-    could not reach it meanwhile: their next heartbeat is due).
+    could not reach it meanwhile: their next heartbeat is due). ``missed_backup_grace``:
+    seconds after a schedule's slot within which a job of its set must start, else the slot is
+    recorded missed (``store.missed``); the sweep runs at least every quarter of it.
     """
 
     db: Database
@@ -37,6 +39,7 @@ class ServerState:
     write_timeout: float = 30.0
     job_heartbeat_timeout: float = 0.0
     started_ms: int = field(default_factory=now_ms)
+    missed_backup_grace: float = 3600.0
 
     @classmethod
     def from_settings(cls, db: Database, settings: Settings) -> ServerState:
@@ -50,12 +53,15 @@ class ServerState:
             job_heartbeat_timeout=settings.job_heartbeat_timeout,
             auth_cache=VerifiedCache.from_settings(settings),
             write_timeout=settings.write_timeout,
+            missed_backup_grace=settings.missed_backup_grace,
         )
 
     def __post_init__(self) -> None:
         self.log_time = LogTimeFormatter(self.tz)
-        # a job silent for job_timeout is closed within about a quarter of that time more
-        self.sweep_interval = min(self.sweep_interval, max(self.job_timeout / 4, 0.5))
+        # a job silent for job_timeout is closed within about a quarter of that time more, and
+        # a missed slot recorded within about a quarter of the grace more
+        shortest = min(self.job_timeout, self.missed_backup_grace)
+        self.sweep_interval = min(self.sweep_interval, max(shortest / 4, 0.5))
 
     @property
     def job_timeout(self) -> float:
