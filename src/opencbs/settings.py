@@ -28,6 +28,11 @@ Settings (name: default — meaning):
 - ``write_timeout``: ``30`` — seconds a client may take nothing of its answer (its
   connection's send buffer full) before the connection is dropped; a streamed report's every
   chunk (64 KiB) likewise.
+- ``agent_poll_interval``: ``60`` — seconds between an unattended agent's polls for its
+  schedules and run requests (the poll tells agents; ``Online`` in ListUsers lasts
+  2 × this + 30 s after a poll; cbs-api.md §14).
+- ``max_long_polls``: ``500`` — agents' polls one server process holds waiting at once
+  (long-poll, ``wait``); past it a poll answers at once. ``0``: no poll waits.
 - ``log_level``: ``INFO`` — DEBUG, INFO, WARNING, ERROR or CRITICAL.
 - ``lockout_failures``: ``5`` — wrong passwords for one account (system user or backup user,
   known or not) within ``lockout_window`` that lock it for ``lockout_seconds``.
@@ -216,6 +221,18 @@ class Settings(BaseSettings):
         gt=0,
         le=MAX_SECONDS,
         description="Seconds a client may take nothing of its answer before it is dropped.",
+    )
+    agent_poll_interval: float = Field(
+        default=60.0,
+        ge=1,
+        le=86_400,
+        description="Seconds between an unattended agent's polls for schedules and run requests.",
+    )
+    max_long_polls: int = Field(
+        default=500,
+        ge=0,
+        le=MAX_COUNT,
+        description="Agents' polls one server process holds waiting at once; 0: none waits.",
     )
     log_level: str = Field(default="INFO", description="Logging level.")
     header_timeout: float = Field(

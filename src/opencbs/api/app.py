@@ -23,6 +23,7 @@ import opencbs
 from opencbs.api import cbs_jobs as _cbs_jobs  # noqa: F401 - registers calls
 from opencbs.api import cbs_reports as _cbs_reports  # noqa: F401 - registers calls
 from opencbs.api import cbs_restore as _cbs_restore  # noqa: F401 - registers calls
+from opencbs.api import cbs_runs as _cbs_runs  # noqa: F401 - registers calls
 from opencbs.api import cbs_sets as _cbs_sets  # noqa: F401 - registers calls
 from opencbs.api import cbs_storage as _cbs_storage  # noqa: F401 - registers calls
 from opencbs.api import cbs_users as _cbs_users  # noqa: F401 - registers calls
@@ -30,6 +31,7 @@ from opencbs.api import envelope, pages, redact
 from opencbs.api.admin import router as admin_router
 from opencbs.api.agent import router as agent_router
 from opencbs.api.agent_heartbeat import router as agent_heartbeat_router
+from opencbs.api.agent_poll import router as agent_poll_router
 from opencbs.api.agent_restore import router as agent_restore_router
 from opencbs.api.agent_storage import router as agent_storage_router
 from opencbs.api.auth import ClientAddress
@@ -37,7 +39,7 @@ from opencbs.api.limits import BodyTooLarge, GuardBodies
 from opencbs.api.routes import PREFIX, mount_cbs
 from opencbs.api.state import ServerState
 from opencbs.errors import OpenCBSError
-from opencbs.store import jobs, missed, restore_jobs
+from opencbs.store import jobs, missed, polls, restore_jobs
 from opencbs.store.util import now_ms
 
 log = logging.getLogger(__name__)
@@ -130,27 +132,38 @@ async def _sweeper(state: ServerState) -> None:
         await asyncio.sleep(state.sweep_interval)
 
 
+@asynccontextmanager
+async def _background(state: ServerState) -> AsyncIterator[None]:
+    """While the app serves: the job sweeper and the agents' poll watcher (``api.poll_hub``).
+    At the end the waiting long-polls answer, the watcher stops and the agents' last
+    sightings are written."""
+    task = asyncio.create_task(_sweeper(state))
+    watcher = asyncio.create_task(state.polls.run(state.db, polls.zone_name(state.tz)))
+    try:
+        yield
+    finally:
+        state.polls.close()  # long-polls answer now (api.serve closes it sooner)
+        for running in (task, watcher):
+            running.cancel()
+            with suppress(asyncio.CancelledError):
+                await running
+        try:
+            await state.polls.flush_seen(state.db)
+        except Exception:  # noqa: BLE001 - stopping anyway; the error is logged
+            log.exception("could not record when agents were last seen")
+
+
 def create_app(state: ServerState) -> FastAPI:
     """The ASGI app serving ``state``'s database."""
 
     redact.install()
-
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(_sweeper(state))
-        try:
-            yield
-        finally:
-            task.cancel()
-            with suppress(asyncio.CancelledError):
-                await task
 
     app = FastAPI(
         title="opencbs",
         version=opencbs.__version__,
         description="Backup job reports over the AhsayCBS JSON API (under /obs/api/json/), and "
         "the agent API through which backup agents deliver them (/api/agent/v1/).",
-        lifespan=lifespan,
+        lifespan=lambda _app: _background(state),
         docs_url=None,  # served by api.pages from the package (no CDN)
         redoc_url=None,
     )
@@ -200,6 +213,7 @@ def create_app(state: ServerState) -> FastAPI:
     app.include_router(agent_heartbeat_router)
     app.include_router(agent_storage_router)
     app.include_router(agent_restore_router)
+    app.include_router(agent_poll_router)
     app.include_router(admin_router)
     pages.install(app)  # /, /healthz, /readyz, /docs
     app.add_middleware(GuardBodies, state=state, agent_error=agent_error)

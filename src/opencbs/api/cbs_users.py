@@ -10,8 +10,9 @@ was measured (``store.storage``, cbs-api.md §11); otherwise what the user's job
 ``Quota`` (number, bytes, 0 = none; the agent stops a job that would exceed it), ``QuotaList``
 (``[{"DestinationKey": "OBS", "Enabled": bool, "Quota": number}]``, the one server quota),
 ``LastBackupDate`` (number, epoch ms of the newest job's start, 0 when the user has no job),
-``Online`` (bool: a job of the user is running), ``BackupSetIdList`` (string IDs of the sets
-not removed, ascending).
+``Online`` (bool: a job of the user is running, or its unattended agent polled within
+2 × ``agent_poll_interval`` + 30 s: :func:`online_since`, cbs-api.md §14),
+``BackupSetIdList`` (string IDs of the sets not removed, ascending).
 
 AuthUser answers one error, ``Incorrect username/password`` (``AuthUserRejected``), for an
 unknown user, a wrong password, a disabled account, an ``Owner`` mismatch and a user outside a
@@ -36,6 +37,7 @@ from opencbs.api.params import Params
 from opencbs.api.state import ServerState
 from opencbs.store import job_queries, storage, users
 from opencbs.store.users import BackupUser
+from opencbs.store.util import now_ms
 
 _SEARCH = ParamDoc(
     "searchStr",
@@ -83,7 +85,11 @@ _USER_SCHEMA: dict[str, Any] = {
             "type": "integer",
             "description": "Epoch ms of the newest job's start; 0 when none.",
         },
-        "Online": {"type": "boolean", "description": "A job of the user is running."},
+        "Online": {
+            "type": "boolean",
+            "description": "A job of the user is running, or its agent polled lately "
+            "(within 2 x the poll interval + 30 s).",
+        },
         "BackupSetIdList": {
             "type": "array",
             "items": _STR,
@@ -93,14 +99,28 @@ _USER_SCHEMA: dict[str, Any] = {
 }
 
 
-def user_objects(conn: Connection, found: Sequence[BackupUser]) -> list[dict[str, Any]]:
+#: Seconds beyond two poll intervals an agent counts as online after its poll (§14).
+ONLINE_SLACK = 30.0
+
+
+def online_since(state: ServerState, at_ms: int) -> int:
+    """The oldest poll (epoch ms) that still makes a user ``Online`` at ``at_ms``: 2 ×
+    ``agent_poll_interval`` + :data:`ONLINE_SLACK` seconds before it (cbs-api.md §14)."""
+    return at_ms - int((2 * state.agent_poll_interval + ONLINE_SLACK) * 1000)
+
+
+def user_objects(
+    conn: Connection, found: Sequence[BackupUser], *, seen_since_ms: int | None = None
+) -> list[dict[str, Any]]:
     """The CBS user object of each user (keys in the module docstring; cbs-api.md §7), with
-    five queries whatever the number of users."""
+    five queries whatever the number of users. ``seen_since_ms`` (epoch ms): an agent that
+    polled since then makes its user ``Online`` (:func:`online_since`); ``None``: only a
+    running job does."""
     ids = [u.id for u in found]
     held = storage.held_bytes(conn, ids)
     stored = job_queries.stored_bytes(conn, ids)
     last = job_queries.last_backup_ms(conn, ids)
-    online = job_queries.running_user_ids(conn, ids)
+    online = job_queries.online_user_ids(conn, ids, seen_since_ms=seen_since_ms)
     set_ids = users.backup_set_ids(conn, ids)
     return [
         {
@@ -128,7 +148,7 @@ def _list_users(params: Params, caller: Caller, state: ServerState) -> Response:
         found = users.list_backup_users(
             conn, search=search, owner=reseller or None, scope=caller.scope
         )
-        objects = user_objects(conn, found)
+        objects = user_objects(conn, found, seen_since_ms=online_since(state, now_ms()))
     return ok(objects, key="User")
 
 
@@ -156,7 +176,7 @@ def get_user(params: Params, caller: Caller, state: ServerState) -> Response:
     params.required_str("LoginName")
     with state.db.read() as conn:
         user = backup_user(conn, params, caller)
-        obj = user_objects(conn, [user])[0]
+        obj = user_objects(conn, [user], seen_since_ms=online_since(state, now_ms()))[0]
     return ok(obj)
 
 

@@ -17,7 +17,7 @@ import signal
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -196,11 +196,16 @@ def trusted_proxies(value: str) -> list[str]:
 
 
 def uvicorn_config(
-    app: ASGIApp, settings: Settings, *, tls: ssl.SSLContext | None, log_level: str
+    app: ASGIApp,
+    settings: Settings,
+    *,
+    tls: ssl.SSLContext | None,
+    log_level: str,
+    on_shutdown: tuple[Callable[[], None], ...] = (),
 ) -> uvicorn.Config:
     """uvicorn's configuration for ``app`` under ``settings``: the timeouts (seconds) and the
     connection limit, TLS when ``tls`` is given, forwarded addresses believed only from
-    ``trusted_proxies``."""
+    ``trusted_proxies``, ``on_shutdown`` run when a graceful stop begins (``api.timeouts``)."""
     proxies = trusted_proxies(settings.trusted_proxies)
     return uvicorn.Config(
         app,
@@ -212,6 +217,7 @@ def uvicorn_config(
             write_timeout=settings.write_timeout,
             max_per_address=settings.max_connections_per_address,
             unlimited=tuple(proxies),
+            on_shutdown=on_shutdown,
         ),
         log_level=log_level.lower(),
         log_config=_log_config(log_level),
@@ -244,7 +250,13 @@ def run_server(
     if sock is None:
         sock = listen_socket(host, settings.port)
     map_large_allocations()  # password hashing's work areas go back to the system when freed
-    config = uvicorn_config(build_app(state), settings, tls=tls, log_level=settings.log_level)
+    config = uvicorn_config(
+        build_app(state),
+        settings,
+        tls=tls,
+        log_level=settings.log_level,
+        on_shutdown=(state.polls.close,),  # waiting long-polls answer as the stop begins
+    )
     scheme = "https" if tls is not None else "http"
     log.info(
         "opencbs serving on %s://%s (API docs at /docs)", scheme, _host_port(host, sock_port(sock))

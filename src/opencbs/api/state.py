@@ -9,6 +9,7 @@ from datetime import tzinfo
 from starlette.requests import Request
 
 from opencbs.api.auth import VerifiedCache
+from opencbs.api.poll_hub import PollHub
 from opencbs.reports.timefmt import LogTimeFormatter
 from opencbs.settings import Settings
 from opencbs.store.db import Database
@@ -26,8 +27,10 @@ class ServerState:
     client to take each chunk before the client is dropped (``api.streaming``);
     ``started_ms``: when this process started (epoch ms): the sweep counts no job's silence
     from before it (a server restarted after a pause must not close the jobs whose agents
-    could not reach it meanwhile: their next heartbeat is due). ``missed_backup_grace``:
-    seconds after a schedule's slot within which a job of its set must start, else the slot is
+    could not reach it meanwhile: their next heartbeat is due); ``agent_poll_interval``:
+    seconds between an agent's polls, as the poll tells it (cbs-api.md §14); ``polls``: the
+    waiting long-polls of this process (``api.poll_hub``); ``missed_backup_grace``: seconds
+    after a schedule's slot within which a job of its set must start, else the slot is
     recorded missed (``store.missed``); the sweep runs at least every quarter of it.
     """
 
@@ -40,11 +43,14 @@ class ServerState:
     job_heartbeat_timeout: float = 0.0
     started_ms: int = field(default_factory=now_ms)
     missed_backup_grace: float = 3600.0
+    agent_poll_interval: float = 60.0
+    polls: PollHub = field(default_factory=PollHub)
 
     @classmethod
     def from_settings(cls, db: Database, settings: Settings) -> ServerState:
         """The state of a server of ``db`` run with ``settings`` (time zone, job idle and
-        heartbeat timeouts, report write timeout, lockout and hashing settings): what every
+        heartbeat timeouts, report write timeout, lockout and hashing settings, the agents' poll
+        interval and long-poll limit): what every
         command that serves (``serve``, ``demo``, ``quickstart``) builds."""
         return cls(
             db=db,
@@ -54,6 +60,8 @@ class ServerState:
             auth_cache=VerifiedCache.from_settings(settings),
             write_timeout=settings.write_timeout,
             missed_backup_grace=settings.missed_backup_grace,
+            agent_poll_interval=settings.agent_poll_interval,
+            polls=PollHub(limit=settings.max_long_polls),
         )
 
     def __post_init__(self) -> None:

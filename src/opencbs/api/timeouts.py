@@ -21,7 +21,13 @@ protocol class here, given to uvicorn as ``http=``, adds the two missing bounds:
   client that never reads), and the application, waiting to send, sees ``http.disconnect``.
   This bounds every answer, the streamed GetBackupJobReport above all (``api.streaming``).
 
-All are per connection, in seconds, and cost one timer each.
+All are per connection, in seconds, and cost one timer each. None bounds how long the
+application takes to answer: an agent's long-poll (``api.agent_poll``) waits with its request
+whole and nothing to send, so none of them runs meanwhile.
+
+- **shutdown hooks**: when the server begins a graceful stop, uvicorn tells every connection
+  (``shutdown``); the first call also runs the hooks given (``on_shutdown``: the long-polls
+  answer at once instead of holding the stop for ``timeout_graceful_shutdown``).
 
 - **connections per address**: one client address may hold at most ``max_per_address`` open
   connections (the addresses of trusted reverse proxies excepted); a connection over it is
@@ -41,6 +47,7 @@ import logging
 import socket
 import struct
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn._types import ASGIReceiveEvent
@@ -85,6 +92,10 @@ class TimedHttpProtocol(HttpToolsProtocol):
     open_per_address: Counter[str]
     #: addresses told about (logged) since they reached the limit
     warned: set[str]
+    #: run once when the server begins a graceful stop (a tuple: no method binding)
+    shutdown_hooks: tuple[Callable[[], None], ...] = ()
+    #: whether the hooks ran (a list shared by the connections of one protocol class)
+    hooks_ran: list[bool]
 
     def __init__(
         self,
@@ -140,6 +151,16 @@ class TimedHttpProtocol(HttpToolsProtocol):
             self.warned.discard(self._counted)
             self._counted = None
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        if self.shutdown_hooks and not self.hooks_ran:
+            self.hooks_ran.append(True)
+            for hook in self.shutdown_hooks:
+                try:
+                    hook()
+                except Exception:  # noqa: BLE001 - the stop goes on; the error is logged
+                    log.exception("a shutdown hook failed")
+        super().shutdown()
 
     # -- write timeout ------------------------------------------------------------------------
 
@@ -292,11 +313,13 @@ def timed_protocol(
     write_timeout: float,
     max_per_address: int = 100,
     unlimited: tuple[str, ...] = (),
+    on_shutdown: tuple[Callable[[], None], ...] = (),
 ) -> type[TimedHttpProtocol]:
     """A ``TimedHttpProtocol`` class for uvicorn's ``Config(http=...)`` with these bounds
     (seconds, each > 0; ``max_per_address`` connections per client address, except from the
-    addresses or networks ``unlimited``). Raises ``ValueError`` for an entry of ``unlimited``
-    that is not an address or network."""
+    addresses or networks ``unlimited``; ``on_shutdown`` run once when a graceful stop
+    begins). Raises ``ValueError`` for an entry of ``unlimited`` that is not an address or
+    network."""
     return type(
         "TimedHttpProtocol",
         (TimedHttpProtocol,),
@@ -308,5 +331,7 @@ def timed_protocol(
             "unlimited": tuple(ipaddress.ip_network(x, strict=False) for x in unlimited),
             "open_per_address": Counter(),
             "warned": set(),
+            "shutdown_hooks": on_shutdown,
+            "hooks_ran": [],
         },
     )

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, func, select
+from sqlalchemy import Connection, Row, and_, bindparam, func, select, union
 from sqlalchemy.sql.elements import ColumnElement
 
 from opencbs.errors import BackupJobNotFound, DestinationNotFound, StoreError
@@ -329,19 +329,32 @@ def stored_bytes(conn: Connection, user_ids: Sequence[int]) -> dict[int, int]:
 
 
 def running_user_ids(conn: Connection, user_ids: Sequence[int]) -> set[int]:
-    """Users with a running job (ListUsers ``Online``)."""
+    """Users with a running job."""
+    return online_user_ids(conn, user_ids)
+
+
+def online_user_ids(
+    conn: Connection, user_ids: Sequence[int], *, seen_since_ms: int | None = None
+) -> set[int]:
+    """Users online (ListUsers ``Online``, cbs-api.md §14): with a running job, or whose agent
+    polled at or after ``seen_since_ms`` (epoch ms; ``None``: running jobs only). One query
+    whatever the number of users."""
     if not user_ids:
         return set()
-    q = (
+    running = (
         select(backup_sets.c.user_id)
         .join(backup_jobs, backup_sets.c.id == backup_jobs.c.set_id)
         .where(
             backup_sets.c.user_id.in_(list(user_ids)),
             backup_jobs.c.status == JobStatus.STILL_RUNNING.value,
         )
-        .distinct()
     )
-    return {r[0] for r in conn.execute(q)}
+    if seen_since_ms is None:
+        return {r[0] for r in conn.execute(running.distinct())}
+    seen = select(backup_users.c.id).where(
+        backup_users.c.id.in_(list(user_ids)), backup_users.c.last_seen_ms >= seen_since_ms
+    )
+    return {r[0] for r in conn.execute(union(running, seen))}
 
 
 def destination_of(conn: Connection, destination_id: int) -> tuple[int, str] | None:

@@ -252,7 +252,7 @@ def _handle(conn: Connection, row: Any, ctx: _Context, outcome: SweepOutcome) ->
     if _answered(conn, row.set_id, slot, ctx):
         return
     bset = get_set(conn, row.user_id, row.set_id)
-    if not _claim(conn, row.id, bset.id, slot, ctx.now_ms):
+    if not _claim(conn, row.id, bset.id, slot, at_ms=ctx.now_ms):
         return
     pks = _record(conn, bset, schedule, slot, zone=zone, ctx=ctx)
     outcome.recorded.append(
@@ -290,7 +290,7 @@ def _answered(conn: Connection, set_id: int, slot: int, ctx: _Context) -> bool:
     return conn.execute(query.limit(1)).first() is not None
 
 
-def _claim(conn: Connection, schedule_id: int, set_id: int, slot: int, at_ms: int) -> bool:
+def _claim(conn: Connection, schedule_id: int, set_id: int, slot: int, *, at_ms: int) -> bool:
     """Insert the claim of a missed slot; ``False`` when it was claimed already."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     stmt = (
