@@ -162,7 +162,8 @@ def poll_figures(
             return [("polls", "skipped: this server has no GET /api/agent/v1/poll")]
         proc = psutil.Process(server.pid)
         logins = [(login(i), PASSWORD) for i in range(args.agents)]
-        cpu0, t0 = _cpu(proc), time.monotonic()
+        me = psutil.Process()
+        cpu0, mine0, t0 = _cpu(proc), _cpu(me), time.monotonic()
         marks: dict[str, tuple[float, float]] = {}
 
         def mark() -> None:
@@ -174,7 +175,7 @@ def poll_figures(
         stats = run_agents(
             server.base, logins, seconds=args.seconds, wait=args.wait, sources=args.sources
         )
-        cpu1, t1 = _cpu(proc), time.monotonic()
+        cpu1, mine1, t1 = _cpu(proc), _cpu(me), time.monotonic()
         rss = proc.memory_info().rss / 2**20
         log_tail = server.log_text()[-2000:]
     finally:
@@ -187,6 +188,7 @@ def poll_figures(
         ("answers by status", ", ".join(f"{k}×{v:,}" for k, v in sorted(stats.statuses.items()))),
         ("requests/s, whole run", f"{len(every) / (t1 - t0):,.1f}"),
         ("server CPU, whole run", f"{(cpu1 - cpu0) / (t1 - t0) * 100:.0f} % of a core"),
+        ("the agents' own CPU (this process)", f"{(mine1 - mine0) / (t1 - t0) * 100:.0f} %"),
         ("first polls (with sets)", _lat(stats.first)),
     ]
     if t1 - steady_t > 5:
