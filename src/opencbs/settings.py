@@ -22,6 +22,9 @@ Settings (name: default — meaning):
   (agents send one every quarter of it while a job runs; cbs-api.md §9, "The agent's
   heartbeat"). ``0`` turns it off, leaving ``job_idle_timeout`` (for agents older than the
   heartbeat); the smaller of the two applies.
+- ``missed_backup_grace``: ``3600`` — seconds after a schedule's slot within which a backup job
+  of its set must start; a slot without one is recorded as a ``BS_STOP_MISSED_BACKUP`` job
+  (``store.missed``; cbs-api.md §13).
 - ``write_timeout``: ``30`` — seconds a client may take nothing of its answer (its
   connection's send buffer full) before the connection is dropped; a streamed report's every
   chunk (64 KiB) likewise.
@@ -233,6 +236,12 @@ class Settings(BaseSettings):
         ge=0,
         le=MAX_SECONDS,
         description="Seconds without a heartbeat after which a running job is closed; 0: off.",
+    )
+    missed_backup_grace: float = Field(
+        default=3600.0,
+        gt=0,
+        le=MAX_SECONDS,
+        description="Seconds after a scheduled slot within which a job must start, else missed.",
     )
     write_timeout: float = Field(
         default=30.0,

@@ -1,4 +1,5 @@
-"""The server application: the CBS JSON API, the agent API and the job sweeper."""
+"""The server application: the CBS JSON API, the agent API, the job sweeper and the
+missed-backup sweep."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ from opencbs.api.state import ServerState
 from opencbs.errors import OpenCBSError
 from opencbs.notify.alerts import job_ended
 from opencbs.settings import Settings
-from opencbs.store import jobs, polls, restore_jobs
+from opencbs.store import jobs, missed, polls, restore_jobs
 from opencbs.store.util import now_ms
 
 log = logging.getLogger(__name__)
@@ -83,12 +84,57 @@ def sweep_once(state: ServerState) -> list[str]:
     return closed + restores
 
 
+#: Missed slots logged one by one per sweep; the rest in one line.
+_MISSED_LOGGED = 20
+#: Sweeps run back to back while slots stay due (each bounded), before the loop sleeps.
+_MISSED_REPEATS = 50
+
+
+def sweep_missed_once(state: ServerState, *, at_ms: int | None = None) -> missed.SweepOutcome:
+    """Record the schedule slots that no backup job answered within
+    ``state.missed_backup_grace`` seconds as ``BS_STOP_MISSED_BACKUP`` jobs
+    (``store.missed.sweep_missed``, at most ``MAX_SLOTS_PER_SWEEP`` slots), at ``at_ms``
+    (epoch ms, default now), and log them. Nothing is judged until the grace has passed since
+    this process started (``ServerState.started_ms``): the jobs agents ran while no server
+    answered arrive from their spools once they reach it again."""
+    at = now_ms() if at_ms is None else at_ms
+    grace_ms = int(state.missed_backup_grace * 1000)
+    if at - state.started_ms < grace_ms:
+        return missed.SweepOutcome()
+    outcome = missed.sweep_missed(
+        state.db, now_ms=at, grace_ms=grace_ms, tz=state.tz, on_job_ended=job_ended
+    )
+    for slot in outcome.recorded[:_MISSED_LOGGED]:
+        log.warning(
+            "backup set %s: schedule %r had no backup job within %.0f s of its slot %s: "
+            "recorded as BS_STOP_MISSED_BACKUP (job %s, %d destination(s))",
+            slot.set_id,
+            slot.schedule_name,
+            state.missed_backup_grace,
+            state.log_time(slot.slot_ms),
+            slot.job_id,
+            len(slot.job_pks),
+        )
+    if len(outcome.recorded) > _MISSED_LOGGED:
+        log.warning(
+            "and %d more missed slots recorded as BS_STOP_MISSED_BACKUP",
+            len(outcome.recorded) - _MISSED_LOGGED,
+        )
+    return outcome
+
+
 async def _sweeper(state: ServerState) -> None:
     while True:
         try:
             await run_in_threadpool(sweep_once, state)
         except Exception:  # noqa: BLE001 - keep sweeping; the error is logged
             log.exception("job sweep failed")
+        try:
+            for _ in range(_MISSED_REPEATS):  # slots left by a sweep's bound: go on at once
+                if not (await run_in_threadpool(sweep_missed_once, state)).more:
+                    break
+        except Exception:  # noqa: BLE001 - keep sweeping; the error is logged
+            log.exception("missed-backup sweep failed")
         await asyncio.sleep(state.sweep_interval)
 
 

@@ -91,12 +91,20 @@ class Caller:
 
 class VerifiedCache:
     """The server's authentication state: successful password verifications, remembered for
-    ``ttl`` seconds (at most ``size``); the lockout ``policy``; the hashing ``slots``."""
+    ``ttl`` seconds (at most ``size``; when full, the oldest remembered goes first); the
+    lockout ``policy``; the hashing ``slots``.
+
+    Sized for a fleet of unattended agents (issue 16): each polls every ``agent_poll_interval``
+    (60 s) with its own credentials, so the cache holds more credentials than the agents one
+    process serves (``size`` 32,768, about 350 bytes each) for longer than the interval
+    (``ttl`` 10 minutes); otherwise every poll would cost an argon2 verification (tens of ms
+    of CPU). A longer ``ttl`` keeps nothing valid that is not: a changed password changes
+    the key, and the account is read on every request."""
 
     def __init__(
         self,
-        ttl: float = 60.0,
-        size: int = 4096,
+        ttl: float = 600.0,
+        size: int = 32_768,
         *,
         policy: LockoutPolicy | None = None,
         slots: HashSlots | None = None,
@@ -132,8 +140,9 @@ class VerifiedCache:
         """Remember a successful verification."""
         key = self._k(kind, password_hash, password)
         with self._lock:
-            if len(self._seen) >= self._size:
-                self._seen.clear()
+            self._seen.pop(key, None)  # re-inserted last: the oldest stay first
+            while len(self._seen) >= self._size:
+                del self._seen[next(iter(self._seen))]
             self._seen[key] = time.monotonic() + self._ttl
 
     def forget_all(self) -> None:

@@ -29,9 +29,12 @@ class ServerState:
     from before it (a server restarted after a pause must not close the jobs whose agents
     could not reach it meanwhile: their next heartbeat is due); ``agent_poll_interval``:
     seconds between an agent's polls, as the poll tells it (cbs-api.md §14); ``polls``: the
-    waiting long-polls of this process (``api.poll_hub``). ``settings``: the server's
-    settings when it runs with them (``from_settings``): then a background loop sends its
-    alerts every ``alert_interval`` seconds (``notify.run_once``; SMTP settings, zone).
+    waiting long-polls of this process (``api.poll_hub``); ``missed_backup_grace``: seconds
+    after a schedule's slot within which a job of its set must start, else the slot is
+    recorded missed (``store.missed``); the sweep runs at least every quarter of it.
+    ``settings``: the server's settings when it runs with them (``from_settings``): then a
+    background loop sends its alerts every ``alert_interval`` seconds (``notify.run_once``;
+    SMTP settings, zone).
     """
 
     db: Database
@@ -44,6 +47,7 @@ class ServerState:
     started_ms: int = field(default_factory=now_ms)
     settings: Settings | None = None
     alert_interval: float = 5.0
+    missed_backup_grace: float = 3600.0
     agent_poll_interval: float = 60.0
     polls: PollHub = field(default_factory=PollHub)
 
@@ -61,14 +65,17 @@ class ServerState:
             auth_cache=VerifiedCache.from_settings(settings),
             write_timeout=settings.write_timeout,
             settings=settings,
+            missed_backup_grace=settings.missed_backup_grace,
             agent_poll_interval=settings.agent_poll_interval,
             polls=PollHub(limit=settings.max_long_polls),
         )
 
     def __post_init__(self) -> None:
         self.log_time = LogTimeFormatter(self.tz)
-        # a job silent for job_timeout is closed within about a quarter of that time more
-        self.sweep_interval = min(self.sweep_interval, max(self.job_timeout / 4, 0.5))
+        # a job silent for job_timeout is closed within about a quarter of that time more, and
+        # a missed slot recorded within about a quarter of the grace more
+        shortest = min(self.job_timeout, self.missed_backup_grace)
+        self.sweep_interval = min(self.sweep_interval, max(shortest / 4, 0.5))
 
     @property
     def job_timeout(self) -> float:
