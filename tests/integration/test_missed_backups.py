@@ -448,3 +448,18 @@ def test_the_server_sweep_waits_for_the_grace_after_its_start(state: ServerState
     state.started_ms = slot + GRACE  # started just now: agents' spooled jobs may still come
     assert sweep_missed_once(state, at_ms=slot + GRACE + 1).judged == 0
     assert len(sweep_missed_once(state, at_ms=slot + 2 * GRACE).recorded) == 1
+
+
+def test_each_job_answers_one_slot_of_an_every_minute_schedule(db: Database) -> None:
+    """A periodic schedule's slot is answered by a job started at most half its interval
+    early and before its next slot: one job does not answer the five slots around it."""
+    every = Schedule(name="Minutely", type="DAILY", interval_minutes=1)  # type: ignore[arg-type]
+    w = make_world(db, every, created="2026-03-02 09:59", destinations=1)
+    run_job(db, w, ms("2026-03-02 10:00") + 1_000, end=ms("2026-03-02 10:00") + 3_000)
+    run_job(db, w, ms("2026-03-02 10:03") - 20_000, end=ms("2026-03-02 10:03") - 5_000)
+    run_job(db, w, ms("2026-03-02 10:04") + 61_000, end=ms("2026-03-02 10:04") + 62_000)
+    sweep(db, ms("2026-03-02 10:05") + GRACE + 1)
+    recorded = [r.job_id for r in missed_rows(db, w.bset.id)]
+    # 10:00 on time; the job of 10:02:40 is late for 10:02 and 20 s early for 10:03: it
+    # answers both; the one of 10:05:01 came after 10:04's next slot: it answers 10:05 only
+    assert recorded == ["2026-03-02-10-01-00", "2026-03-02-10-04-00"]

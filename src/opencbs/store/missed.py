@@ -6,7 +6,8 @@ Every schedule keeps ``next_check_ms``, the next slot to judge (``store.schedule
 judged once ``grace_ms`` has passed after it (the setting ``missed_backup_grace``). It is
 **answered** when a backup job of the set (any destination, any mode, any status but
 ``BS_STOP_MISSED_BACKUP`` itself) started within ``[slot - EARLY_TOLERANCE_MS, slot +
-grace_ms]``, or was running at the slot (started at most :data:`LONGEST_COVER_MS` before it,
+grace_ms]`` (for a periodic schedule: at most half its interval early, and before its next
+slot), or was running at the slot (started at most :data:`LONGEST_COVER_MS` before it,
 ended at or after it, or still running): an agent runs one job of a set at a time and skips a
 slot while one runs. Otherwise the slot is **missed**: claimed in ``missed_slots`` (a row per
 schedule and slot; a conflict means another process claimed it) and recorded as one job per
@@ -246,15 +247,17 @@ def _handle(conn: Connection, row: Any, ctx: _Context, outcome: SweepOutcome) ->
         if _advance(conn, row.id, slot, next_slot(schedule, zone, after)):
             outcome.passed_over += 1
         return
-    if not _advance(conn, row.id, slot, next_slot(schedule, zone, slot)):
+    following = next_slot(schedule, zone, slot)
+    if not _advance(conn, row.id, slot, following):
         return
     outcome.judged += 1
-    if _answered(conn, row.set_id, slot, ctx):
+    window = _Window.of(schedule, slot, following, ctx)
+    if _answered(conn, row.set_id, window, ctx):
         return
     bset = get_set(conn, row.user_id, row.set_id)
     if not _claim(conn, row.id, bset.id, slot, at_ms=ctx.now_ms):
         return
-    pks = _record(conn, bset, schedule, slot, zone=zone, ctx=ctx)
+    pks = _record(conn, bset, schedule, window, zone=zone, ctx=ctx)
     outcome.recorded.append(
         MissedSlot(
             schedule_id=row.id,
@@ -268,10 +271,33 @@ def _handle(conn: Connection, row: Any, ctx: _Context, outcome: SweepOutcome) ->
     )
 
 
-def _answered(conn: Connection, set_id: int, slot: int, ctx: _Context) -> bool:
-    """Whether a backup job of set ``set_id`` answers the slot (module docstring)."""
+@dataclass(frozen=True)
+class _Window:
+    """When a job must start to answer ``slot``: from ``earliest`` to ``latest`` (epoch ms)."""
+
+    slot: int
+    earliest: int
+    latest: int
+
+    @classmethod
+    def of(cls, schedule: Schedule, slot: int, following: int | None, ctx: _Context) -> _Window:
+        """``EARLY_TOLERANCE_MS`` before the slot to the grace after it; for a periodic
+        schedule at most half its interval before, and never at or past its next slot (each
+        job answers one slot of an every-minute schedule, not the five around it)."""
+        early = EARLY_TOLERANCE_MS
+        if schedule.interval_minutes is not None:
+            early = min(early, schedule.interval_minutes * 30_000)
+        latest = slot + ctx.grace_ms
+        if schedule.interval_minutes is not None and following is not None:
+            latest = min(latest, following - 1)
+        return cls(slot, slot - early, latest)
+
+
+def _answered(conn: Connection, set_id: int, window: _Window, ctx: _Context) -> bool:
+    """Whether a backup job of set ``set_id`` answers the slot (module docstring): one started
+    within ``window``, or one running at the slot."""
     c = backup_jobs.c
-    latest = slot + ctx.grace_ms
+    slot, latest = window.slot, window.latest
     earliest = slot - LONGEST_COVER_MS
     query = select(c.pk).where(
         c.set_id == set_id,
@@ -282,7 +308,7 @@ def _answered(conn: Connection, set_id: int, slot: int, ctx: _Context) -> bool:
         c.start_time <= latest,
         c.start_time >= earliest,
         or_(
-            c.start_time >= slot - EARLY_TOLERANCE_MS,
+            c.start_time >= window.earliest,
             c.end_time.is_(None),
             c.end_time >= slot,
         ),
@@ -301,26 +327,31 @@ def _claim(conn: Connection, schedule_id: int, set_id: int, slot: int, *, at_ms:
     return bool(conn.execute(stmt).rowcount)
 
 
-def _message(
-    schedule: Schedule, slot: int, *, zone: tzinfo, grace_ms: int, server_zone: tzinfo
-) -> str:
+def _message(schedule: Schedule, window: _Window, *, zone: tzinfo, server_zone: tzinfo) -> str:
     """The log entry of a missed backup's report: which schedule, which slot (in the set's
     zone), and the window in which no job started (in the server zone, as report times)."""
     where = getattr(zone, "key", None) or str(zone)
     return (
         f"Backup missed: schedule '{schedule.name}' ({describe(schedule)}) was due at "
-        f"{report_time(slot, zone)} ({where}); no backup job of this set started between "
-        f"{report_time(slot - EARLY_TOLERANCE_MS, server_zone)} and "
-        f"{report_time(slot + grace_ms, server_zone)}"
+        f"{report_time(window.slot, zone)} ({where}); no backup job of this set started between "
+        f"{report_time(window.earliest, server_zone)} and "
+        f"{report_time(window.latest, server_zone)}"
     )
 
 
 def _record(
-    conn: Connection, bset: BackupSet, schedule: Schedule, slot: int, *, zone: tzinfo, ctx: _Context
+    conn: Connection,
+    bset: BackupSet,
+    schedule: Schedule,
+    window: _Window,
+    *,
+    zone: tzinfo,
+    ctx: _Context,
 ) -> list[int]:
     """One ``BS_STOP_MISSED_BACKUP`` job per destination of ``bset`` for ``slot`` (through
     ``store.jobs``: start, its log entry, finish); their internal keys."""
-    message = _message(schedule, slot, zone=zone, grace_ms=ctx.grace_ms, server_zone=ctx.tz)
+    slot = window.slot
+    message = _message(schedule, window, zone=zone, server_zone=ctx.tz)
     entry = jobs.EntryIn(ReportList.LOG, LogType.INFO.value, message, mtime_ms=slot)
     pks: list[int] = []
     for dest in bset.destinations:
