@@ -136,10 +136,10 @@ def cancel(conn: Connection, bset: BackupSet) -> RunRequest | None:
 def get(conn: Connection, user_id: int, request_id: int | str) -> RunRequest:
     """Run request ``request_id`` of backup user ``user_id``; ``RunRequestNotFound`` for an
     unknown ID or another user's request."""
-    try:
-        rid = int(str(request_id).strip())
-    except ValueError:
-        raise RunRequestNotFound(request_id) from None
+    text = str(request_id).strip()
+    if not text.isascii() or not text.isdigit() or not 0 < int(text) < 2**31:
+        raise RunRequestNotFound(request_id)  # not an ID the table can hold: no request has it
+    rid = int(text)
     row = conn.execute(
         select(run_requests).where(run_requests.c.id == rid, run_requests.c.user_id == user_id)
     ).first()

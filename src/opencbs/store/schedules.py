@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Row, delete, func, select, update
 from opencbs.errors import Conflict, InvalidInput, NotFound
 from opencbs.model.schedules import Schedule, next_slot
 from opencbs.store.schema import schedules
-from opencbs.store.sets import BackupSet
+from opencbs.store.sets import BackupSet, parse_id
 from opencbs.store.users import new_id
 
 log = logging.getLogger(__name__)
@@ -154,10 +154,9 @@ def add_schedule(
 
 
 def _get(conn: Connection, set_id: int, schedule_id: int | str) -> ScheduleRow:
-    try:
-        sid = int(str(schedule_id).strip())
-    except ValueError:
-        raise ScheduleNotFound(str(schedule_id)) from None
+    sid = parse_id(schedule_id)
+    if sid is None:  # not a 64-bit ID: no schedule has it
+        raise ScheduleNotFound(str(schedule_id))
     row = conn.execute(
         select(schedules).where(schedules.c.id == sid, schedules.c.set_id == set_id)
     ).first()
