@@ -148,3 +148,19 @@ def test_rezone_and_schedules_of_sets(db: Database, bset: BackupSet) -> None:
             .values(settings={"name": "broken", "type": "HOURLY"})
         )
         assert schedules.list_schedules(conn, bset.id) == []
+
+
+def test_a_schedule_added_after_removals_is_the_last(db: Database, bset: BackupSet) -> None:
+    with db.write() as conn:
+        rows = [
+            schedules.add_schedule(conn, bset, daily(n), zone=UTC, at_ms=AT + i)
+            for i, n in enumerate(("e1", "e2", "e3", "e4"))
+        ]
+        for row in rows[:2]:
+            schedules.remove_schedule(conn, bset, row.id)
+        schedules.add_schedule(conn, bset, daily("a1"), zone=UTC, at_ms=AT + 9)
+        names = [r.schedule.name for r in schedules.list_schedules(conn, bset.id)]
+        for huge in ("99999999999999999999999999", 2**70):
+            with pytest.raises(ScheduleNotFound):
+                schedules.get_schedule(conn, bset, huge)
+    assert names == ["e3", "e4", "a1"]

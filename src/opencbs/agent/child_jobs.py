@@ -35,7 +35,7 @@ from typing import IO, Any
 from opencbs.errors import ExitCode
 from opencbs.reports.vocabulary import JobMode
 
-__all__ = ["ChildJob", "JobEnd", "JobRequest", "retryable"]
+__all__ = ["ChildJob", "JobEnd", "JobRequest", "deliver_spooled", "retryable"]
 
 log = logging.getLogger(__name__)
 
@@ -200,3 +200,31 @@ class ChildJob:
             self.on_end(end)
         except Exception:  # a bug in the daemon's callback: said, never silent
             log.exception("after the job of %s", self.request.label)
+
+
+def deliver_spooled(
+    argv: Sequence[str], stdin: bytes, *, env: Mapping[str, str] | None = None
+) -> int:
+    """Run ``opencbs agent flush`` (``argv``; ``stdin`` the password line) to deliver the
+    reports the agent's jobs spooled while the server could not be reached, and log what came
+    of it; its exit code (0 all delivered, 7 the server still away, 8 some refused). At most
+    five minutes; a flush still running then is killed (the reports stay spooled)."""
+    try:
+        done = subprocess.run(
+            list(argv),
+            input=stdin,
+            capture_output=True,
+            env=dict(env) if env is not None else None,
+            timeout=300,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("spooled job reports not delivered: %s", exc)
+        return ExitCode.UNAVAILABLE
+    said = done.stderr.decode("utf-8", "replace").strip().splitlines()
+    if done.returncode == 0:
+        log.info("spooled job reports delivered")
+    else:
+        why = said[-1] if said else f"exit code {done.returncode}"
+        log.warning("spooled job reports not all delivered: %s", why)
+    return done.returncode

@@ -44,7 +44,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Protocol
 
-from opencbs.agent.child_jobs import ChildJob, JobEnd, JobRequest, retryable
+from opencbs.agent.child_jobs import ChildJob, JobEnd, JobRequest, deliver_spooled, retryable
 from opencbs.agent.client import AgentClient
 from opencbs.agent.daemon_state import load_cache, load_marks, save_cache, save_marks
 from opencbs.agent.poll import PollAnswer, PolledSet, RunRequest
@@ -62,6 +62,7 @@ from opencbs.agent.scheduler import (
     retry_at,
     start_at,
 )
+from opencbs.agent.spool import pending_spools
 from opencbs.errors import ExitCode, OpenCBSError
 from opencbs.reports.vocabulary import JobMode
 
@@ -94,11 +95,12 @@ class SystemClock:
 @dataclass(frozen=True)
 class DaemonConfig:
     """What the daemon runs with: ``state_dir`` (the report spool of the server and backup
-    user: cache and state files), ``timing`` (``agent.scheduler.Timing``), ``poll_wait``
-    (seconds of long poll), ``finish_on_stop`` (setting ``on_stop`` ``finish``),
-    ``make_client`` (a new ``AgentClient`` for the poller), ``job_argv`` (the command line of
-    a job's process), ``job_stdin`` (what its stdin gets: the password line) and ``job_env``
-    (its environment; ``None``: the agent's)."""
+        user: cache and state files), ``timing`` (``agent.scheduler.Timing``), ``poll_wait``
+        (seconds of long poll), ``finish_on_stop`` (setting ``on_stop`` ``finish``),
+        ``make_client`` (a new ``AgentClient`` for the poller), ``job_argv`` (the command line of
+        a job's process), ``job_stdin`` (what its stdin gets: the password line) and ``job_env``
+        (its environment; ``None``: the agent's); ``flush_argv``: the command line that delivers
+    the reports spooled while the server was away (``opencbs agent flush``; empty: none)."""
 
     state_dir: Path
     timing: Timing
@@ -108,6 +110,7 @@ class DaemonConfig:
     job_argv: Callable[[JobRequest], list[str]]
     job_stdin: bytes = b""
     job_env: Mapping[str, str] | None = None
+    flush_argv: tuple[str, ...] = ()
 
 
 def _when(ms: int | None) -> str:
@@ -147,6 +150,7 @@ class Daemon:
         self._stop_signals = 0
         self._reload_asked = False
         self._poller: Poller | None = None
+        self._flushing: threading.Thread | None = None
         self._wall = self.clock.now_ms()
         self._mono = self.clock.monotonic()
         self.awake_since = self._wall
@@ -242,6 +246,7 @@ class Daemon:
             generation=self.generation,
             on_answer=lambda a: self._post("answer", a),
             on_taken=lambda r: self._post("taken", r),
+            on_reachable=lambda: self._post("reachable", None),
             rng=self.rng,
         )
         self._poller.start()
@@ -309,6 +314,27 @@ class Daemon:
                 self._taken(item, now)
             elif kind == "ended" and isinstance(item, JobEnd):
                 self._ended(item)
+            elif kind == "reachable":
+                self._deliver_spooled()
+
+    def _deliver_spooled(self) -> None:
+        """The server answers (again): deliver what the jobs spooled meanwhile, in a process
+        of its own, so that the server has those jobs before it judges their slots missed."""
+        config = self.config
+        flushing = self._flushing
+        if not config.flush_argv or (flushing is not None and flushing.is_alive()):
+            return
+        if not pending_spools(config.state_dir):
+            return
+        log.info("the server answers: delivering the job reports spooled meanwhile")
+        self._flushing = threading.Thread(
+            target=deliver_spooled,
+            args=(config.flush_argv, config.job_stdin),
+            kwargs={"env": config.job_env},
+            name="flush",
+            daemon=True,
+        )
+        self._flushing.start()
 
     def _answered(self, answer: PollAnswer, now: int) -> None:
         if answer.sets is None or answer.raw_sets is None:

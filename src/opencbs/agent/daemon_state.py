@@ -104,3 +104,22 @@ def save_marks(root: Path, marks: Mapping[str, ScheduleMark]) -> None:
     doc = {"schedules": {sid: m.as_json() for sid, m in sorted(marks.items())}}
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_atomic(root / STATE_FILE, json.dumps(doc, indent=1).encode())
+
+
+#: The copy of the config file the agent runs with, beside its cache (its jobs read this one).
+CONFIG_IN_FORCE = "config-in-force.toml"
+
+
+def config_in_force(root: Path, source: Path) -> Path:
+    """Copy the config file ``source`` (as read when the configuration was taken into force;
+    missing: an empty file) to ``root/config-in-force.toml`` (mode 0600: it may hold
+    passwords) and return that path: the agent's jobs are run with it, so that an edit of the
+    file reaches them only when a SIGHUP has taken it into force. Raises ``OSError``."""
+    try:
+        content = source.read_bytes()
+    except FileNotFoundError:
+        content = b""
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / CONFIG_IN_FORCE
+    write_atomic(target, content, mode=0o600)
+    return target

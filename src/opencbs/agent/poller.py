@@ -34,10 +34,12 @@ FIRST_BACKOFF = 5.0
 
 class Poller:
     """Polls the server on a thread of its own (module docstring): ``client`` (closed when
-    the thread ends), ``wait`` seconds of long poll, ``generation`` the one the agent holds
-    (from its cache; ``None``: none). Each answer goes to ``on_answer`` and each run request
-    taken to ``on_taken``, on the poller's thread. :meth:`stop` ends it after the request in
-    flight (whose answer is then dropped)."""
+        the thread ends), ``wait`` seconds of long poll, ``generation`` the one the agent holds
+        (from its cache; ``None``: none). Each answer goes to ``on_answer`` and each run request
+        taken to ``on_taken``, on the poller's thread; ``on_reachable`` is called at the first
+    answer and at the first answer after the server could not be reached (the daemon then
+    delivers the reports its jobs spooled meanwhile). :meth:`stop` ends it after the request in
+        flight (whose answer is then dropped)."""
 
     def __init__(
         self,
@@ -47,6 +49,7 @@ class Poller:
         generation: str | None,
         on_answer: Callable[[PollAnswer], None],
         on_taken: Callable[[RunRequest], None],
+        on_reachable: Callable[[], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.client = client
@@ -54,6 +57,7 @@ class Poller:
         self.generation = generation
         self.on_answer = on_answer
         self.on_taken = on_taken
+        self.on_reachable = on_reachable
         self.rng = rng or random.Random()
         self.interval = 60.0  # the server's poll_interval, once it said it
         self._stopped = threading.Event()
@@ -83,6 +87,7 @@ class Poller:
 
     def _loop(self) -> None:
         failures = 0
+        reached = False
         while not self._stopped.is_set():
             try:
                 answer = self.client.poll(self.wait, self.generation)
@@ -102,6 +107,10 @@ class Poller:
             if failures:
                 log.info("the server answers again")
                 failures = 0
+                reached = False
+            if not reached and self.on_reachable is not None:
+                reached = True
+                self.on_reachable()  # the reports spooled meanwhile are delivered
             self.interval = max(1.0, answer.poll_interval)
             self.generation = answer.generation
             self.on_answer(answer)

@@ -35,6 +35,7 @@ import click
 from opencbs.agent.child_jobs import JobRequest
 from opencbs.agent.client import AgentClient
 from opencbs.agent.daemon import Daemon, DaemonConfig
+from opencbs.agent.daemon_state import config_in_force
 from opencbs.agent.scheduler import Timing
 from opencbs.cli.agent_options import (
     CA_FILE,
@@ -49,7 +50,7 @@ from opencbs.cli.agent_options import (
 )
 from opencbs.cli.common import RECORD_FORMAT, CliState, SafeFormatter, log_full_records
 from opencbs.errors import ConfigError, InvalidInput
-from opencbs.settings import SETTING_NAMES, Settings, retry_delays
+from opencbs.settings import SETTING_NAMES, Settings, config_path, retry_delays
 
 __all__ = ["agent_log_path", "job_argv", "run"]
 
@@ -116,17 +117,21 @@ def _config(
         jitter_ms=int(settings.schedule_jitter * 1000),
         retry_delays_ms=tuple(int(d * 1000) for d in retry_delays(settings.job_retry_delays)),
     )
-    base = [sys.executable, "-m", "opencbs"]
-    if config_file:
-        base += ["--config", config_file]
-    tail = ["--server", url, "--login", login, "--password-stdin", "--json"]
+    state_dir = report_spool_dir(settings, login)
+    try:  # the jobs run with the file as it is in force now, not as it is edited later
+        in_force = config_in_force(state_dir, config_path(config_file)[0])
+    except OSError as exc:
+        raise ConfigError(f"cannot keep a copy of the config file in {state_dir}: {exc}") from exc
+    base = [sys.executable, "-m", "opencbs", "--config", str(in_force)]
+    login_options = ["--server", url, "--login", login, "--password-stdin"]
     if settings.ca_file:
-        tail += ["--ca-file", settings.ca_file]
+        login_options += ["--ca-file", settings.ca_file]
+    tail = [*login_options, "--json"]
     if encryption_file is not None:
         tail += ["--encryption-password-file", str(encryption_file)]
     env = {**os.environ, "OPENCBS_DATA_DIR": str(settings.data_dir)}
     return DaemonConfig(
-        state_dir=report_spool_dir(settings, login),
+        state_dir=state_dir,
         timing=timing,
         poll_wait=settings.agent_poll_wait,
         finish_on_stop=settings.on_stop == "finish",
@@ -136,6 +141,7 @@ def _config(
         job_argv=functools.partial(job_argv, base, tail),
         job_stdin=(password + "\n").encode(),
         job_env=env,
+        flush_argv=(*base, "agent", "flush", *login_options),
     )
 
 

@@ -128,6 +128,11 @@ class Schedule(BaseModel):
         if isinstance(data, Mapping) and isinstance(data.get("weekdays"), (list, tuple)):
             data = dict(data)
             days = [_weekday(d) for d in data["weekdays"]]
+            unknown = [d for d in days if isinstance(d, str) and d not in WEEKDAY_NAMES]
+            if unknown:
+                raise ValueError(
+                    f"weekdays: unknown weekday {unknown[0]!r} (MONDAY..SUNDAY, or mon..sun)"
+                )
             data["weekdays"] = (
                 sorted(set(days), key=_day_order) if all(isinstance(d, str) for d in days) else days
             )
@@ -170,7 +175,9 @@ def _shape_problem(s: Schedule) -> str | None:
     if kind is ScheduleType.WEEKLY and not s.weekdays:
         return "a WEEKLY schedule needs weekdays"
     if kind is ScheduleType.MONTHLY:
-        if (s.day_of_month is None) == (s.week_of_month is None):
+        if s.day_of_month is not None and s.week_of_month is not None:
+            return "a MONTHLY schedule has day_of_month or week_of_month, not both"
+        if s.day_of_month is None and s.week_of_month is None:
             return "a MONTHLY schedule needs day_of_month or week_of_month (with one weekday)"
         if s.week_of_month is not None and len(s.weekdays) != 1:
             return "week_of_month needs exactly one weekday (e.g. the last FRIDAY)"

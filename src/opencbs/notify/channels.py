@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import smtplib
 import socket
 import ssl
@@ -25,6 +26,10 @@ import httpx
 
 import opencbs
 from opencbs.settings import Settings
+
+# httpx logs each request's URL at INFO; a webhook's URL may carry its secret (Slack's, Teams'
+# hooks): only httpx's warnings reach the log
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 #: Seconds one attempt may take: the connection, the request, the answer.
 SEND_TIMEOUT = 10.0

@@ -327,15 +327,15 @@ def _claim(conn: Connection, schedule_id: int, set_id: int, slot: int, *, at_ms:
     return bool(conn.execute(stmt).rowcount)
 
 
-def _message(schedule: Schedule, window: _Window, *, zone: tzinfo, server_zone: tzinfo) -> str:
-    """The log entry of a missed backup's report: which schedule, which slot (in the set's
-    zone), and the window in which no job started (in the server zone, as report times)."""
+def _message(schedule: Schedule, window: _Window, *, zone: tzinfo) -> str:
+    """The log entry of a missed backup's report: which schedule, which slot, and the window
+    in which no job started, all in the set's zone (named)."""
     where = getattr(zone, "key", None) or str(zone)
     return (
         f"Backup missed: schedule '{schedule.name}' ({describe(schedule)}) was due at "
-        f"{report_time(window.slot, zone)} ({where}); no backup job of this set started between "
-        f"{report_time(window.earliest, server_zone)} and "
-        f"{report_time(window.latest, server_zone)}"
+        f"{report_time(window.slot, zone)}; no backup job of this set started between "
+        f"{report_time(window.earliest, zone)} and {report_time(window.latest, zone)} "
+        f"(times in {where})"
     )
 
 
@@ -351,7 +351,7 @@ def _record(
     """One ``BS_STOP_MISSED_BACKUP`` job per destination of ``bset`` for ``slot`` (through
     ``store.jobs``: start, its log entry, finish); their internal keys."""
     slot = window.slot
-    message = _message(schedule, window, zone=zone, server_zone=ctx.tz)
+    message = _message(schedule, window, zone=zone)
     entry = jobs.EntryIn(ReportList.LOG, LogType.INFO.value, message, mtime_ms=slot)
     pks: list[int] = []
     for dest in bset.destinations:

@@ -131,9 +131,9 @@ def add_schedule(
     ``at_ms`` (epoch ms) in ``zone``. Raises ``Conflict`` for a name the set has, and
     ``InvalidInput`` past :data:`MAX_SCHEDULES`."""
     _require_unique_name(conn, bset.id, schedule.name)
-    count = conn.execute(
-        select(func.count()).select_from(schedules).where(schedules.c.set_id == bset.id)
-    ).scalar_one()
+    count, last = conn.execute(
+        select(func.count(), func.max(schedules.c.position)).where(schedules.c.set_id == bset.id)
+    ).one()
     if count >= MAX_SCHEDULES:
         raise InvalidInput(
             f"a backup set has at most {MAX_SCHEDULES} schedules", "remove one first"
@@ -143,7 +143,7 @@ def add_schedule(
         schedules.insert().values(
             id=sid,
             set_id=bset.id,
-            position=count,
+            position=0 if last is None else last + 1,  # the set's last, after removals too
             settings=schedule.model_dump(mode="json"),
             created_at=at_ms,
             updated_at=at_ms,
