@@ -26,7 +26,6 @@ from datetime import tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import orjson
 from sqlalchemy import Connection
 from starlette.responses import Response
 
@@ -170,16 +169,9 @@ def read_schedule_list(params: Params) -> list[dict[str, Any]] | None:
     """UpdateBackupSet's ``ScheduleList``: a JSON array (or its text) of objects with only
     schedule keys and ``ID``; ``None`` when absent, null or ``""``. Raises
     ``ParameterInvalid`` naming the item (``ScheduleList[1].Foo``)."""
-    value = params.values.get(SCHEDULE_LIST)
-    if value is None or value == "":
+    value = params.json_array(SCHEDULE_LIST)
+    if value is None:
         return None
-    if isinstance(value, str):
-        try:
-            value = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            raise ParameterInvalid(SCHEDULE_LIST, printable(value), "not a JSON array") from None
-    if not isinstance(value, list):
-        raise ParameterInvalid(SCHEDULE_LIST, shown_value(value), "not a JSON array")
     for i, item in enumerate(value):
         where = f"{SCHEDULE_LIST}[{i}]"
         if not isinstance(item, dict):

@@ -117,6 +117,16 @@ class Params:
         """An object parameter: a JSON object in a JSON body, or its JSON text in a form or
         the query string (``RetentionPolicy={"Type":"SIMPLE",…}``); ``None`` when absent, null
         or empty. Raises ``ParameterInvalid`` for anything else."""
+        value = self._json(name, dict, "not a JSON object")
+        return value if isinstance(value, dict) else None
+
+    def json_array(self, name: str) -> list[Any] | None:
+        """An array parameter, as :meth:`json_object` reads an object (``ScheduleList=[…]``);
+        ``None`` when absent, null or empty. Raises ``ParameterInvalid`` for anything else."""
+        value = self._json(name, list, "not a JSON array")
+        return value if isinstance(value, list) else None
+
+    def _json(self, name: str, kind: type, refusal: str) -> Any:
         value = self.values.get(name)
         if value is None or value == "":
             return None
@@ -124,9 +134,9 @@ class Params:
             try:
                 value = orjson.loads(value)
             except orjson.JSONDecodeError:
-                raise ParameterInvalid(name, printable(value), "not a JSON object") from None
-        if not isinstance(value, dict):
-            raise ParameterInvalid(name, shown_value(value), "not a JSON object")
+                raise ParameterInvalid(name, printable(value), refusal) from None
+        if not isinstance(value, kind):
+            raise ParameterInvalid(name, shown_value(value), refusal)
         return value
 
     def boolean(self, name: str, *, default: bool = False) -> bool:
